@@ -1,0 +1,116 @@
+//! What flows through the broker: messages, retained values and deliveries.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use bytes::Bytes;
+
+use super::topic::TopicName;
+
+/// Quality of service, as MQTT defines it. HTTP and CoAP writes are published at
+/// [`QoS::AtLeastOnce`] so that persistent MQTT sessions queue them like any MQTT publish.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum QoS {
+    /// Fire and forget.
+    AtMostOnce = 0,
+    /// Acknowledged, possibly duplicated.
+    AtLeastOnce = 1,
+    /// Acknowledged exactly once.
+    ExactlyOnce = 2,
+}
+
+impl QoS {
+    /// The QoS for a numeric level, if there is one.
+    pub fn from_u8(v: u8) -> Option<QoS> {
+        match v {
+            0 => Some(QoS::AtMostOnce),
+            1 => Some(QoS::AtLeastOnce),
+            2 => Some(QoS::ExactlyOnce),
+            _ => None,
+        }
+    }
+}
+
+/// Which front-end a message came from: for logs and metrics, never for routing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// An HTTP PUT/POST/DELETE.
+    Http,
+    /// A CoAP PUT/POST/DELETE.
+    Coap,
+    /// An MQTT PUBLISH (or will).
+    Mqtt,
+    /// Another ponte node, through the backbone.
+    Backbone,
+    /// The broker itself (e.g. `$SYS`).
+    Internal,
+}
+
+/// One published message, shared by every subscriber it reaches.
+#[derive(Debug, Clone)]
+pub struct Message {
+    /// The thing the message is about.
+    pub topic: TopicName,
+    /// The payload, shared without copying by every delivery.
+    pub payload: Bytes,
+    /// The QoS it was published with; each delivery is downgraded to the granted QoS.
+    pub qos: QoS,
+    /// Whether it replaces the retained value (an empty retained payload clears it).
+    pub retain: bool,
+    /// Media type of the payload when the publisher said (HTTP Content-Type, CoAP
+    /// Content-Format); readers in other protocols report it back.
+    pub content_type: Option<Arc<str>>,
+    /// Where it came from, for logs.
+    pub origin: Origin,
+}
+
+impl Message {
+    /// Whether this message clears the retained value of its topic (MQTT-3.3.1-10).
+    pub fn clears_retained(&self) -> bool {
+        self.retain && self.payload.is_empty()
+    }
+}
+
+/// The stored value of a thing: the last retained message on its topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetainedValue {
+    /// The payload bytes.
+    pub payload: Bytes,
+    /// The media type given by the writer, if any.
+    pub content_type: Option<Arc<str>>,
+    /// The QoS it was published with: a new MQTT subscriber receives it at
+    /// min(this, granted) (MQTT-3.3.5).
+    pub qos: QoS,
+    /// Monotonic across the whole store: the ETag in HTTP and CoAP, so one value has one tag
+    /// in every protocol, and writes can be conditional on it.
+    pub version: u64,
+    /// When it was written, for `Last-Modified`.
+    pub updated: SystemTime,
+}
+
+impl RetainedValue {
+    /// The HTTP entity tag of this value (a quoted string, RFC 9110 §8.8.3).
+    pub fn http_etag(&self) -> String {
+        format!("\"{:x}\"", self.version)
+    }
+
+    /// The CoAP ETag of this value (1 to 8 bytes, RFC 7252 §5.10.6): the version's
+    /// big-endian bytes without leading zeros.
+    pub fn coap_etag(&self) -> Vec<u8> {
+        let bytes = self.version.to_be_bytes();
+        let first = bytes.iter().position(|b| *b != 0).unwrap_or(7);
+        bytes[first..].to_vec()
+    }
+}
+
+/// A message on its way to one subscriber.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    /// The message, shared with every other subscriber.
+    pub message: Arc<Message>,
+    /// min(published QoS, granted QoS), computed once at fan-out (MQTT-3.8.4-6).
+    pub qos: QoS,
+    /// The RETAIN flag to send: true only when the message is sent because of a new
+    /// subscription (MQTT-3.3.1-8), false for live forwarding (MQTT-3.3.1-9).
+    pub retain: bool,
+}

@@ -1,0 +1,415 @@
+//! The retained values: an in-memory index for reads, one writer thread for changes.
+//!
+//! Reads (`GET`, a new subscription's retained messages) take a short read lock on the index.
+//! Every change goes to the single writer thread, which owns the [`Store`]: it evaluates the
+//! write's precondition, assigns the next version, and collects everything that arrived while
+//! the previous batch was syncing into one batch — one `apply` + fsync for all of them (group
+//! commit). Only after the batch is durable does it update the index and answer the writers,
+//! so an acknowledged value is on disk and a reader never sees a value that could be lost.
+
+use std::collections::HashMap;
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use parking_lot::RwLock;
+use tokio::sync::oneshot;
+
+use super::message::{QoS, RetainedValue};
+use super::topic::{TopicFilter, TopicName};
+use crate::store::{RetainedOp, Store, StoreError};
+
+/// The most writes folded into one durable batch.
+const MAX_BATCH: usize = 4096;
+
+/// A set of entity tags in a conditional request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TagSet {
+    /// `*`: any current value.
+    Any,
+    /// These versions.
+    Versions(Vec<u64>),
+}
+
+impl TagSet {
+    fn matches(&self, current: Option<&RetainedValue>) -> bool {
+        match (self, current) {
+            (_, None) => false,
+            (TagSet::Any, Some(_)) => true,
+            (TagSet::Versions(v), Some(cur)) => v.contains(&cur.version),
+        }
+    }
+}
+
+/// Conditions a write must meet (HTTP If-Match / If-None-Match, CoAP likewise).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Precondition {
+    /// The current value must match one of these.
+    pub if_match: Option<TagSet>,
+    /// The current value must match none of these (`Any`: there must be no value).
+    pub if_none_match: Option<TagSet>,
+}
+
+impl Precondition {
+    /// No condition.
+    pub fn none() -> Self {
+        Self::default()
+    }
+
+    /// Only if a value exists: DELETE answers 404 instead of clearing nothing.
+    pub fn exists() -> Self {
+        Precondition {
+            if_match: Some(TagSet::Any),
+            if_none_match: None,
+        }
+    }
+
+    fn holds(&self, current: Option<&RetainedValue>) -> bool {
+        if let Some(m) = &self.if_match {
+            if !m.matches(current) {
+                return false;
+            }
+        }
+        if let Some(n) = &self.if_none_match {
+            if n.matches(current) {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+/// What a retained write did.
+#[derive(Debug, Clone)]
+pub enum WriteOutcome {
+    /// There was no value; now there is.
+    Created(Arc<RetainedValue>),
+    /// A value was replaced.
+    Replaced(Arc<RetainedValue>),
+    /// The value was cleared; `existed` says whether there was one.
+    Cleared {
+        /// Whether there was a value to clear.
+        existed: bool,
+    },
+    /// The precondition failed; nothing changed. Carries the current value, if any.
+    PreconditionFailed(Option<Arc<RetainedValue>>),
+}
+
+/// A change for the writer thread.
+struct Job {
+    /// The thing.
+    topic: TopicName,
+    /// The new value (payload, content type, QoS), or `None` to clear.
+    value: Option<(Bytes, Option<Arc<str>>, QoS)>,
+    /// Condition evaluated against the value current at the time of the write.
+    precondition: Precondition,
+    /// Where the outcome goes once durable.
+    reply: oneshot::Sender<Result<WriteOutcome, StoreError>>,
+}
+
+type Index = RwLock<HashMap<TopicName, Arc<RetainedValue>>>;
+
+/// The retained values of every thing.
+pub struct Retained {
+    /// The in-memory index, readable by every front-end; written only by the writer thread.
+    index: Arc<Index>,
+    /// The way to the writer thread; dropped at shutdown so the thread ends.
+    tx: parking_lot::Mutex<Option<mpsc::Sender<Job>>>,
+    /// The writer thread, joined at shutdown after its last batch.
+    writer: parking_lot::Mutex<Option<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for Retained {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Retained")
+            .field("values", &self.index.read().len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Retained {
+    /// Load every stored value and start the writer thread that owns `store`.
+    pub fn open<S: Store>(store: S) -> Result<Self, StoreError> {
+        let loaded = store.load_retained()?;
+        let mut next_version = 1;
+        let mut map = HashMap::with_capacity(loaded.len());
+        for (t, v) in loaded {
+            next_version = next_version.max(v.version + 1);
+            map.insert(t, Arc::new(v));
+        }
+        let index = Arc::new(RwLock::new(map));
+        let (tx, rx) = mpsc::channel();
+        let idx = index.clone();
+        let writer = std::thread::Builder::new()
+            .name("ponte-retained-writer".into())
+            .spawn(move || writer_loop(store, idx, rx, next_version))
+            .map_err(|e| StoreError::Engine(format!("cannot start the writer thread: {e}")))?;
+        Ok(Retained {
+            index,
+            tx: parking_lot::Mutex::new(Some(tx)),
+            writer: parking_lot::Mutex::new(Some(writer)),
+        })
+    }
+
+    /// The current value of a thing.
+    pub fn get(&self, topic: &TopicName) -> Option<Arc<RetainedValue>> {
+        self.index.read().get(topic).cloned()
+    }
+
+    /// Every value whose topic matches `filter`, for a new subscription.
+    pub fn matching(&self, filter: &TopicFilter) -> Vec<(TopicName, Arc<RetainedValue>)> {
+        self.index
+            .read()
+            .iter()
+            .filter(|(t, _)| filter.matches(t))
+            .map(|(t, v)| (t.clone(), v.clone()))
+            .collect()
+    }
+
+    /// Number of retained values.
+    pub fn len(&self) -> usize {
+        self.index.read().len()
+    }
+
+    /// Whether there are no retained values.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Set (`Some`) or clear (`None`) a value; resolves once the change is durable.
+    pub async fn write(
+        &self,
+        topic: TopicName,
+        value: Option<(Bytes, Option<Arc<str>>, QoS)>,
+        precondition: Precondition,
+    ) -> Result<WriteOutcome, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        {
+            let tx = self.tx.lock();
+            let tx = tx.as_ref().ok_or(StoreError::Closed)?;
+            tx.send(Job {
+                topic,
+                value,
+                precondition,
+                reply,
+            })
+            .map_err(|_| StoreError::Closed)?;
+        }
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Stop accepting writes, let the writer finish what it has, flush, and join it.
+    pub fn close(&self) {
+        self.tx.lock().take();
+        if let Some(h) = self.writer.lock().take() {
+            let _ = h.join();
+        }
+    }
+}
+
+impl Drop for Retained {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+fn writer_loop<S: Store>(
+    mut store: S,
+    index: Arc<Index>,
+    rx: mpsc::Receiver<Job>,
+    mut next_version: u64,
+) {
+    let mut jobs = Vec::new();
+    let mut ops = Vec::new();
+    let mut outcomes = Vec::new();
+    // The values as they will be after this batch, for preconditions of later jobs in it.
+    let mut overlay: HashMap<TopicName, Option<Arc<RetainedValue>>> = HashMap::new();
+    while let Ok(first) = rx.recv() {
+        jobs.push(first);
+        while jobs.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(j) => jobs.push(j),
+                Err(_) => break,
+            }
+        }
+        {
+            let current = index.read();
+            for job in &jobs {
+                let cur = match overlay.get(&job.topic) {
+                    Some(v) => v.clone(),
+                    None => current.get(&job.topic).cloned(),
+                };
+                if !job.precondition.holds(cur.as_deref()) {
+                    outcomes.push(WriteOutcome::PreconditionFailed(cur));
+                    continue;
+                }
+                match &job.value {
+                    Some((payload, ct, qos)) => {
+                        let v = Arc::new(RetainedValue {
+                            payload: payload.clone(),
+                            content_type: ct.clone(),
+                            qos: *qos,
+                            version: next_version,
+                            updated: SystemTime::now(),
+                        });
+                        next_version += 1;
+                        ops.push(RetainedOp::Put(job.topic.clone(), v.clone()));
+                        overlay.insert(job.topic.clone(), Some(v.clone()));
+                        outcomes.push(if cur.is_some() {
+                            WriteOutcome::Replaced(v)
+                        } else {
+                            WriteOutcome::Created(v)
+                        });
+                    }
+                    None => {
+                        if cur.is_some() {
+                            ops.push(RetainedOp::Delete(job.topic.clone()));
+                            overlay.insert(job.topic.clone(), None);
+                        }
+                        outcomes.push(WriteOutcome::Cleared {
+                            existed: cur.is_some(),
+                        });
+                    }
+                }
+            }
+        }
+        let result = if ops.is_empty() {
+            Ok(())
+        } else {
+            store.apply(&ops)
+        };
+        match result {
+            Ok(()) => {
+                if !overlay.is_empty() {
+                    let mut idx = index.write();
+                    for (t, v) in overlay.drain() {
+                        match v {
+                            Some(v) => idx.insert(t, v),
+                            None => idx.remove(&t),
+                        };
+                    }
+                }
+                for (job, outcome) in jobs.drain(..).zip(outcomes.drain(..)) {
+                    let _ = job.reply.send(Ok(outcome));
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, writes = jobs.len(), "retained batch failed; writes refused");
+                overlay.clear();
+                outcomes.clear();
+                for job in jobs.drain(..) {
+                    let _ = job.reply.send(Err(StoreError::Engine(e.to_string())));
+                }
+            }
+        }
+        ops.clear();
+    }
+    if let Err(e) = store.flush() {
+        tracing::error!(error = %e, "final flush of the store failed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::memory::MemoryStore;
+
+    fn t(s: &str) -> TopicName {
+        TopicName::parse(s).unwrap()
+    }
+
+    fn val(s: &'static str) -> Option<(Bytes, Option<Arc<str>>, QoS)> {
+        Some((Bytes::from_static(s.as_bytes()), None, QoS::AtLeastOnce))
+    }
+
+    #[tokio::test]
+    async fn create_replace_clear() {
+        let r = Retained::open(MemoryStore).unwrap();
+        let o = r
+            .write(t("a"), val("1"), Precondition::none())
+            .await
+            .unwrap();
+        let v1 = match o {
+            WriteOutcome::Created(v) => v,
+            o => panic!("{o:?}"),
+        };
+        let o = r
+            .write(t("a"), val("2"), Precondition::none())
+            .await
+            .unwrap();
+        let v2 = match o {
+            WriteOutcome::Replaced(v) => v,
+            o => panic!("{o:?}"),
+        };
+        assert!(v2.version > v1.version);
+        assert_eq!(r.get(&t("a")).unwrap().payload, "2");
+        let o = r.write(t("a"), None, Precondition::exists()).await.unwrap();
+        assert!(matches!(o, WriteOutcome::Cleared { existed: true }));
+        let o = r.write(t("a"), None, Precondition::exists()).await.unwrap();
+        assert!(matches!(o, WriteOutcome::PreconditionFailed(None)));
+        assert!(r.get(&t("a")).is_none());
+    }
+
+    #[tokio::test]
+    async fn preconditions() {
+        let r = Retained::open(MemoryStore).unwrap();
+        let ifnone = Precondition {
+            if_match: None,
+            if_none_match: Some(TagSet::Any),
+        };
+        assert!(matches!(
+            r.write(t("a"), val("1"), ifnone.clone()).await.unwrap(),
+            WriteOutcome::Created(_)
+        ));
+        assert!(matches!(
+            r.write(t("a"), val("2"), ifnone).await.unwrap(),
+            WriteOutcome::PreconditionFailed(Some(_))
+        ));
+        let v = r.get(&t("a")).unwrap().version;
+        let stale = Precondition {
+            if_match: Some(TagSet::Versions(vec![v + 100])),
+            if_none_match: None,
+        };
+        assert!(matches!(
+            r.write(t("a"), val("3"), stale).await.unwrap(),
+            WriteOutcome::PreconditionFailed(_)
+        ));
+        let fresh = Precondition {
+            if_match: Some(TagSet::Versions(vec![v])),
+            if_none_match: None,
+        };
+        assert!(matches!(
+            r.write(t("a"), val("4"), fresh).await.unwrap(),
+            WriteOutcome::Replaced(_)
+        ));
+    }
+
+    #[tokio::test]
+    async fn concurrent_writes_all_acknowledged_with_distinct_versions() {
+        let r = Arc::new(Retained::open(MemoryStore).unwrap());
+        let mut hs = Vec::new();
+        for i in 0..200 {
+            let r = r.clone();
+            hs.push(tokio::spawn(async move {
+                match r
+                    .write(t(&format!("t/{i}")), val("x"), Precondition::none())
+                    .await
+                    .unwrap()
+                {
+                    WriteOutcome::Created(v) => v.version,
+                    o => panic!("{o:?}"),
+                }
+            }));
+        }
+        let mut versions = Vec::new();
+        for h in hs {
+            versions.push(h.await.unwrap());
+        }
+        versions.sort();
+        versions.dedup();
+        assert_eq!(versions.len(), 200);
+        assert_eq!(r.len(), 200);
+    }
+}

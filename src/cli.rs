@@ -1,0 +1,123 @@
+//! The command line: the original Ponte's flags plus ponte's own, layered over the config file.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use clap::Parser;
+
+use crate::config::{Config, ConfigError};
+
+/// ponte — one store of things over HTTP, CoAP and MQTT.
+#[derive(Debug, Parser)]
+#[command(name = "ponte", version, about)]
+pub struct Cli {
+    /// HTTP port (0 picks a free one).
+    #[arg(short = 'p', long = "http-port")]
+    pub http_port: Option<u16>,
+    /// CoAP UDP port (0 picks a free one).
+    #[arg(short = 'a', long = "coap-port")]
+    pub coap_port: Option<u16>,
+    /// MQTT TCP port (0 picks a free one).
+    #[arg(short = 'm', long = "mqtt-port")]
+    pub mqtt_port: Option<u16>,
+    /// Address every listener binds to.
+    #[arg(long)]
+    pub host: Option<IpAddr>,
+    /// Address the HTTP listener binds to.
+    #[arg(long = "http-host")]
+    pub http_host: Option<IpAddr>,
+    /// Address the CoAP socket binds to.
+    #[arg(long = "coap-host")]
+    pub coap_host: Option<IpAddr>,
+    /// Address the MQTT listener binds to.
+    #[arg(long = "mqtt-host")]
+    pub mqtt_host: Option<IpAddr>,
+    /// The sled database directory.
+    #[arg(short = 'd', long = "db")]
+    pub db: Option<PathBuf>,
+    /// Keep nothing on disk.
+    #[arg(long)]
+    pub memory: bool,
+    /// TOML configuration file; flags win over it.
+    #[arg(short = 'c', long = "config")]
+    pub config: Option<PathBuf>,
+    /// Log at debug level.
+    #[arg(short = 'v', long)]
+    pub verbose: bool,
+    /// Log at trace level.
+    #[arg(long = "very-verbose")]
+    pub very_verbose: bool,
+}
+
+impl Cli {
+    /// The configuration: defaults, then the file, then the flags.
+    pub fn config(&self) -> Result<Config, ConfigError> {
+        let mut c = match &self.config {
+            Some(path) => Config::from_file(path)?,
+            None => Config::default(),
+        };
+        if let Some(h) = self.host {
+            c.host = h;
+        }
+        if let Some(p) = self.http_port {
+            c.http.port = p;
+        }
+        if let Some(p) = self.coap_port {
+            c.coap.port = p;
+        }
+        if let Some(p) = self.mqtt_port {
+            c.mqtt.port = p;
+        }
+        if self.http_host.is_some() {
+            c.http.host = self.http_host;
+        }
+        if self.coap_host.is_some() {
+            c.coap.host = self.coap_host;
+        }
+        if self.mqtt_host.is_some() {
+            c.mqtt.host = self.mqtt_host;
+        }
+        if let Some(db) = &self.db {
+            c.store.db = db.clone();
+        }
+        if self.memory {
+            c.store.memory = true;
+        }
+        Ok(c)
+    }
+
+    /// The tracing filter these flags ask for (overridden by `RUST_LOG`).
+    pub fn log_filter(&self) -> &'static str {
+        if self.very_verbose {
+            "trace"
+        } else if self.verbose {
+            "debug"
+        } else {
+            "info"
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_win_over_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("p.toml");
+        std::fs::write(&file, "[http]\nport = 1\n[mqtt]\nport = 2\n").unwrap();
+        let cli = Cli::parse_from([
+            "ponte",
+            "-c",
+            file.to_str().unwrap(),
+            "-p",
+            "8080",
+            "--memory",
+        ]);
+        let c = cli.config().unwrap();
+        assert_eq!(c.http.port, 8080);
+        assert_eq!(c.mqtt.port, 2);
+        assert!(c.store.memory);
+    }
+}

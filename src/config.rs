@@ -1,0 +1,255 @@
+//! Configuration: defaults, the TOML file (`-c/--config`), then command-line flags on top.
+//!
+//! Every key has a default so `ponte` starts with no file at all. Unknown keys in the file
+//! are an error naming the key, so a typo never silently falls back to a default.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::broker::mailbox::OverflowPolicy;
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address every listener binds to unless its own `host` says otherwise
+    /// (the original Ponte's `--host`).
+    pub host: IpAddr,
+    /// The HTTP front-end.
+    pub http: HttpConfig,
+    /// The CoAP front-end.
+    pub coap: CoapConfig,
+    /// The MQTT broker front-end.
+    pub mqtt: MqttConfig,
+    /// Where retained values are kept.
+    pub store: StoreConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            host: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            http: HttpConfig::default(),
+            coap: CoapConfig::default(),
+            mqtt: MqttConfig::default(),
+            store: StoreConfig::default(),
+        }
+    }
+}
+
+/// HTTP settings.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Bind address; `None` uses the top-level `host`.
+    pub host: Option<IpAddr>,
+    /// Port; 0 picks a free one (logged at start).
+    pub port: u16,
+    /// Largest accepted request body in bytes; larger bodies get 413.
+    pub max_body: usize,
+    /// Origins allowed by CORS (`"*"` for any). Empty: no CORS headers at all.
+    pub cors_origins: Vec<String>,
+    /// Capacity of each Server-Sent Events subscriber's queue.
+    pub sse_queue: usize,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            host: None,
+            port: 3000,
+            max_body: 16 * 1024 * 1024,
+            cors_origins: Vec::new(),
+            sse_queue: 1024,
+        }
+    }
+}
+
+/// CoAP settings.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct CoapConfig {
+    /// Bind address; `None` uses the top-level `host`.
+    pub host: Option<IpAddr>,
+    /// UDP port; 0 picks a free one.
+    pub port: u16,
+    /// Max-Age sent with values, in seconds (RFC 7252 §5.10.5).
+    pub max_age: u32,
+    /// Largest value accepted over CoAP, in bytes (Block1 reassembly bound).
+    pub max_body: usize,
+    /// Capacity of the queue of notifications waiting for the CoAP endpoint.
+    pub notify_queue: usize,
+}
+
+impl Default for CoapConfig {
+    fn default() -> Self {
+        CoapConfig {
+            host: None,
+            port: 5683,
+            max_age: 60,
+            max_body: 1024 * 1024,
+            notify_queue: 65_536,
+        }
+    }
+}
+
+/// MQTT settings.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct MqttConfig {
+    /// Bind address; `None` uses the top-level `host`.
+    pub host: Option<IpAddr>,
+    /// TCP port; 0 picks a free one.
+    pub port: u16,
+    /// Largest packet accepted from a client, in bytes; a larger one closes the connection.
+    pub max_packet_size: usize,
+    /// Most unacknowledged QoS 1/2 messages sent to one client at a time.
+    pub max_inflight: u16,
+    /// Most messages queued for one client (online or away) before the overflow policy applies.
+    pub max_queued: usize,
+    /// What a full client queue does: `drop-newest`, `drop-oldest` or `disconnect`.
+    pub overflow: OverflowPolicy,
+    /// Seconds a new connection may take to send CONNECT.
+    pub connect_timeout_secs: u64,
+    /// Most simultaneous client connections; more are closed at once.
+    pub max_connections: usize,
+}
+
+impl Default for MqttConfig {
+    fn default() -> Self {
+        MqttConfig {
+            host: None,
+            port: 1883,
+            max_packet_size: 16 * 1024 * 1024 + 65_536,
+            max_inflight: 32,
+            max_queued: 10_000,
+            overflow: OverflowPolicy::DropNewest,
+            connect_timeout_secs: 10,
+            max_connections: 100_000,
+        }
+    }
+}
+
+impl MqttConfig {
+    /// The CONNECT timeout as a duration.
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_secs(self.connect_timeout_secs)
+    }
+}
+
+/// Storage settings.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreConfig {
+    /// The sled directory (`-d/--db`).
+    pub db: PathBuf,
+    /// Keep nothing on disk (`--memory`).
+    pub memory: bool,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            db: PathBuf::from("./ponte-data"),
+            memory: false,
+        }
+    }
+}
+
+/// Why the configuration could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this configuration.
+    #[error("config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What the parser said (line, column, key).
+        message: String,
+    },
+}
+
+impl Config {
+    /// Read a TOML configuration file.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_toml(&text).map_err(|message| ConfigError::Parse {
+            path: path.to_owned(),
+            message,
+        })
+    }
+
+    /// Parse a TOML configuration.
+    pub fn from_toml(text: &str) -> Result<Self, String> {
+        toml::from_str(text).map_err(|e| e.to_string().trim().replace('\n', " "))
+    }
+
+    /// A configuration for tests and embedding: every port 0 on 127.0.0.1, no disk.
+    pub fn ephemeral() -> Self {
+        let mut c = Config {
+            host: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            ..Config::default()
+        };
+        c.http.port = 0;
+        c.coap.port = 0;
+        c.mqtt.port = 0;
+        c.store.memory = true;
+        c
+    }
+
+    /// Where the HTTP listener binds.
+    pub fn http_addr(&self) -> SocketAddr {
+        SocketAddr::new(self.http.host.unwrap_or(self.host), self.http.port)
+    }
+
+    /// Where the CoAP socket binds.
+    pub fn coap_addr(&self) -> SocketAddr {
+        SocketAddr::new(self.coap.host.unwrap_or(self.host), self.coap.port)
+    }
+
+    /// Where the MQTT listener binds.
+    pub fn mqtt_addr(&self) -> SocketAddr {
+        SocketAddr::new(self.mqtt.host.unwrap_or(self.host), self.mqtt.port)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_is_the_defaults() {
+        assert_eq!(Config::from_toml("").unwrap(), Config::default());
+    }
+
+    #[test]
+    fn file_sets_nested_keys() {
+        let c = Config::from_toml(
+            "host = \"127.0.0.1\"\n[http]\nport = 8080\ncors_origins = [\"https://a.example\"]\n[mqtt]\noverflow = \"drop-oldest\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.http.port, 8080);
+        assert_eq!(c.http_addr().to_string(), "127.0.0.1:8080");
+        assert_eq!(c.mqtt.overflow, OverflowPolicy::DropOldest);
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let e = Config::from_toml("[http]\nprot = 1\n").unwrap_err();
+        assert!(e.contains("prot"), "{e}");
+    }
+}

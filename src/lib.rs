@@ -1,0 +1,176 @@
+//! # ponte
+//!
+//! One retained-message store and one broker core behind three front-ends: HTTP
+//! (`/resources/T`), CoAP (`/r/T`) and an MQTT broker (topic `T`). A write in any protocol
+//! reaches readers and subscribers in all of them.
+//!
+//! Embed it with [`run`] (config + shutdown future) or [`start`] (returns the bound addresses
+//! and a handle to stop it):
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), ponte::Error> {
+//! let config = ponte::config::Config::ephemeral();
+//! let gateway = ponte::start(config).await?;
+//! println!("HTTP on {}", gateway.http_addr);
+//! gateway.shutdown().await;
+//! # Ok(()) }
+//! ```
+
+pub mod backbone;
+pub mod broker;
+pub mod cli;
+pub mod coap;
+pub mod config;
+pub mod http;
+pub mod mqtt;
+pub mod shutdown;
+pub mod store;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::task::JoinHandle;
+
+use backbone::Local;
+use broker::Broker;
+use config::Config;
+use shutdown::ShutdownController;
+use store::StoreError;
+
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A listener could not bind (port in use, address not available, permission).
+    #[error("cannot listen for {protocol} on {addr}: {source}")]
+    Bind {
+        /// Which front-end.
+        protocol: &'static str,
+        /// The address asked for.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The store could not be opened or loaded.
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+}
+
+/// A running gateway.
+#[derive(Debug)]
+pub struct Gateway {
+    /// Where HTTP listens (the real port when 0 was asked for).
+    pub http_addr: SocketAddr,
+    /// Where CoAP listens.
+    pub coap_addr: SocketAddr,
+    /// Where MQTT listens.
+    pub mqtt_addr: SocketAddr,
+    /// The broker core, for embedding programs that want to publish directly.
+    pub broker: Arc<Broker>,
+    /// Signals the tasks and waits for them.
+    controller: ShutdownController,
+    /// The front-end tasks.
+    tasks: Vec<JoinHandle<()>>,
+}
+
+/// Open the store, bind every listener and start serving.
+pub async fn start(config: Config) -> Result<Gateway, Error> {
+    let config = Arc::new(config);
+    let broker = if config.store.memory {
+        Broker::new(store::memory::MemoryStore, Arc::new(Local))?
+    } else {
+        let path = config.store.db.clone();
+        let sled = tokio::task::spawn_blocking(move || store::sled::SledStore::open(&path))
+            .await
+            .map_err(|e| StoreError::Engine(e.to_string()))??;
+        Broker::new(sled, Arc::new(Local))?
+    };
+
+    let bind_tcp = |protocol, addr| async move {
+        TcpListener::bind(addr).await.map_err(|source| Error::Bind {
+            protocol,
+            addr,
+            source,
+        })
+    };
+    let http = bind_tcp("HTTP", config.http_addr()).await?;
+    let mqtt = bind_tcp("MQTT", config.mqtt_addr()).await?;
+    let coap_addr = config.coap_addr();
+    let coap = UdpSocket::bind(coap_addr)
+        .await
+        .map_err(|source| Error::Bind {
+            protocol: "CoAP",
+            addr: coap_addr,
+            source,
+        })?;
+    let local = |r: std::io::Result<SocketAddr>, protocol, addr| {
+        r.map_err(|source| Error::Bind {
+            protocol,
+            addr,
+            source,
+        })
+    };
+    let http_addr = local(http.local_addr(), "HTTP", config.http_addr())?;
+    let mqtt_addr = local(mqtt.local_addr(), "MQTT", config.mqtt_addr())?;
+    let coap_addr = local(coap.local_addr(), "CoAP", coap_addr)?;
+
+    let controller = ShutdownController::new();
+    let tasks = vec![
+        tokio::spawn(http::serve(
+            http,
+            broker.clone(),
+            config.clone(),
+            controller.subscribe(),
+        )),
+        tokio::spawn(coap::serve(
+            coap,
+            broker.clone(),
+            config.clone(),
+            controller.subscribe(),
+        )),
+        tokio::spawn(mqtt::serve(
+            mqtt,
+            broker.clone(),
+            config.clone(),
+            controller.subscribe(),
+        )),
+    ];
+    tracing::info!(
+        http = %http_addr,
+        coap = %coap_addr,
+        mqtt = %mqtt_addr,
+        store = %if config.store.memory { "memory".to_string() } else { config.store.db.display().to_string() },
+        retained = broker.retained_count(),
+        "ponte listening"
+    );
+    Ok(Gateway {
+        http_addr,
+        coap_addr,
+        mqtt_addr,
+        broker,
+        controller,
+        tasks,
+    })
+}
+
+impl Gateway {
+    /// Stop accepting, let in-flight writes finish, flush the store.
+    pub async fn shutdown(self) {
+        self.controller.shutdown().await;
+        for t in self.tasks {
+            let _ = t.await;
+        }
+        let broker = self.broker;
+        let _ = tokio::task::spawn_blocking(move || broker.close()).await;
+        tracing::info!("ponte stopped");
+    }
+}
+
+/// Run the gateway until `shutdown` completes, then stop it gracefully.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
+    let gateway = start(config).await?;
+    shutdown.await;
+    gateway.shutdown().await;
+    Ok(())
+}
