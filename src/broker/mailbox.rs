@@ -12,7 +12,7 @@ use parking_lot::Mutex;
 use serde::Deserialize;
 use tokio::sync::Notify;
 
-use super::message::Delivery;
+use super::message::{Delivery, QoS};
 
 /// What a full mailbox does with one more message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -39,6 +39,8 @@ pub enum PushOutcome {
     Dropped,
     /// Not queued, and the mailbox now asks its owner to disconnect.
     Overflowed,
+    /// Not queued: a QoS 0 message for a subscriber that is away.
+    SkippedOffline,
 }
 
 /// A subscriber's queue. Held by the subscription index (to push) and by the subscriber's
@@ -60,6 +62,11 @@ pub struct Mailbox {
     dropped: AtomicU64,
     /// Set by [`OverflowPolicy::Disconnect`] so the owner can close its connection.
     overflowed: AtomicBool,
+    /// Whether the subscriber is connected. An away MQTT session queues only QoS 1/2
+    /// messages (MQTT 3.1.2.4 leaves QoS 0 optional; like mosquitto, ponte drops them).
+    online: AtomicBool,
+    /// QoS 0 messages not queued because the subscriber was away (not an overflow).
+    skipped_offline: AtomicU64,
 }
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
@@ -75,6 +82,8 @@ impl Mailbox {
             policy,
             dropped: AtomicU64::new(0),
             overflowed: AtomicBool::new(false),
+            online: AtomicBool::new(true),
+            skipped_offline: AtomicU64::new(0),
         })
     }
 
@@ -85,6 +94,10 @@ impl Mailbox {
 
     /// Enqueue one delivery, applying the overflow policy.
     pub fn push(&self, d: Delivery) -> PushOutcome {
+        if d.qos == QoS::AtMostOnce && !self.online.load(Ordering::Acquire) {
+            self.skipped_offline.fetch_add(1, Ordering::Relaxed);
+            return PushOutcome::SkippedOffline;
+        }
         let outcome = {
             let mut q = self.queue.lock();
             if q.len() < self.capacity {
@@ -106,7 +119,7 @@ impl Mailbox {
             }
         };
         match outcome {
-            PushOutcome::Queued => {}
+            PushOutcome::Queued | PushOutcome::SkippedOffline => {}
             PushOutcome::ReplacedOldest | PushOutcome::Dropped | PushOutcome::Overflowed => {
                 let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
                 if n == 1 || n.is_power_of_two() {
@@ -166,6 +179,16 @@ impl Mailbox {
         self.overflowed.load(Ordering::Acquire)
     }
 
+    /// Mark the subscriber connected or away (see the `online` field).
+    pub fn set_online(&self, online: bool) {
+        self.online.store(online, Ordering::Release);
+    }
+
+    /// QoS 0 messages skipped while the subscriber was away.
+    pub fn skipped_offline(&self) -> u64 {
+        self.skipped_offline.load(Ordering::Relaxed)
+    }
+
     /// Clear the overflow flag (a reconnecting persistent session starts afresh).
     pub fn reset_overflow(&self) {
         self.overflowed.store(false, Ordering::Release);
@@ -175,7 +198,7 @@ impl Mailbox {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::broker::message::{Message, Origin, QoS};
+    use crate::broker::message::{Message, Origin};
     use crate::broker::topic::TopicName;
     use bytes::Bytes;
 

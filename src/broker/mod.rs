@@ -157,6 +157,7 @@ impl Broker {
                 };
                 match mailbox.push(d) {
                     PushOutcome::Queued | PushOutcome::ReplacedOldest => queued += 1,
+                    PushOutcome::SkippedOffline => {}
                     PushOutcome::Dropped | PushOutcome::Overflowed => {
                         self.metrics.dropped.fetch_add(1, Ordering::Relaxed);
                     }

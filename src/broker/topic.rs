@@ -102,6 +102,11 @@ impl TopicName {
         self.0.split('/')
     }
 
+    /// The shared string, so a delivery can name the topic without copying it.
+    pub fn as_arc(&self) -> &Arc<str> {
+        &self.0
+    }
+
     /// `$`-topics (such as `$SYS/...`) are not matched by a leading wildcard (MQTT-4.7.2-1).
     pub fn is_system(&self) -> bool {
         self.0.starts_with('$')

@@ -1,0 +1,663 @@
+//! Connection state machine tests, named after the clause they check. A fake clock
+//! (`Instant` + `Duration`) makes every timer deterministic; no sockets.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use ponte_mqtt::*;
+
+fn enc(p: &Packet) -> BytesMut {
+    let mut out = BytesMut::new();
+    encode(p, &mut out);
+    out
+}
+
+fn connect_packet(client_id: &str, clean: bool, keep_alive: u16) -> Connect {
+    Connect {
+        protocol: ProtocolVersion::V311,
+        client_id: client_id.into(),
+        clean_session: clean,
+        keep_alive,
+        username: None,
+        password: None,
+        will: Some(LastWill {
+            topic: "will/t".into(),
+            payload: Bytes::from_static(b"bye"),
+            qos: QoS::AtLeastOnce,
+            retain: false,
+        }),
+    }
+}
+
+/// Test harness: a connection plus a fake clock.
+struct H {
+    conn: Connection,
+    t0: Instant,
+}
+
+impl H {
+    fn new() -> H {
+        let t0 = Instant::now();
+        H {
+            conn: Connection::new(
+                t0,
+                Config {
+                    max_inflight: 2,
+                    ..Config::default()
+                },
+            ),
+            t0,
+        }
+    }
+
+    fn at(&self, secs: u64) -> Instant {
+        self.t0 + Duration::from_secs(secs)
+    }
+
+    fn send(&mut self, secs: u64, p: &Packet) {
+        let now = self.at(secs);
+        self.conn.handle_bytes(now, &enc(p));
+    }
+
+    fn events(&mut self) -> Vec<Event> {
+        std::iter::from_fn(|| self.conn.poll_event()).collect()
+    }
+
+    fn sent(&mut self) -> Vec<Packet> {
+        let mut out = BytesMut::new();
+        self.conn.poll_transmit(&mut out);
+        let mut packets = Vec::new();
+        while let Some(p) = decode(&mut out, usize::MAX).expect("server sent valid bytes") {
+            packets.push(p);
+        }
+        packets
+    }
+
+    /// CONNECT (keep alive 10 s, clean) + accept, outputs drained.
+    fn connected() -> H {
+        let mut h = H::new();
+        h.send(0, &Packet::Connect(connect_packet("c", true, 10)));
+        assert!(matches!(h.events()[..], [Event::Connect(_)]));
+        let now = h.at(0);
+        h.conn.accept(now, false, None);
+        assert_eq!(h.sent(), vec![connack(false, ConnectReturnCode::Accepted)]);
+        h
+    }
+
+    fn closed_reason(&mut self) -> (CloseReason, Option<LastWill>) {
+        let events = self.events();
+        let closed: Vec<_> = events
+            .into_iter()
+            .filter_map(|e| match e {
+                Event::Closed { reason, will } => Some((reason, will)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(closed.len(), 1, "exactly one Closed event");
+        assert!(self.conn.is_closed());
+        closed.into_iter().next().unwrap()
+    }
+}
+
+fn connack(session_present: bool, code: ConnectReturnCode) -> Packet {
+    Packet::ConnAck {
+        session_present,
+        code,
+    }
+}
+
+fn out(topic: &str, qos: QoS) -> Outgoing {
+    Outgoing {
+        topic: Arc::from(topic),
+        payload: Bytes::from_static(b"m"),
+        qos,
+        retain: false,
+    }
+}
+
+fn inbound(qos: QoS, pkid: u16, dup: bool) -> Packet {
+    Packet::Publish(Publish {
+        dup,
+        qos,
+        retain: false,
+        topic: "in".into(),
+        pkid,
+        payload: Bytes::from_static(b"x"),
+    })
+}
+
+#[test]
+fn mqtt_3_1_0_1_first_packet_not_connect_closes() {
+    let mut h = H::new();
+    h.send(0, &Packet::PingReq);
+    let (reason, will) = h.closed_reason();
+    assert_eq!(
+        reason,
+        CloseReason::Violation(Violation::FirstPacketNotConnect("PINGREQ"))
+    );
+    assert_eq!(will, None);
+    assert!(h.sent().is_empty());
+}
+
+#[test]
+fn mqtt_3_1_0_2_second_connect_closes_with_will() {
+    let mut h = H::connected();
+    h.send(1, &Packet::Connect(connect_packet("c", true, 10)));
+    let (reason, will) = h.closed_reason();
+    assert_eq!(reason, CloseReason::Violation(Violation::SecondConnect));
+    assert_eq!(will.map(|w| w.topic), Some("will/t".to_string()));
+}
+
+#[test]
+fn mqtt_3_1_2_2_unsupported_level_gets_connack_0x01_then_close() {
+    let mut h = H::new();
+    // MQTT 5 CONNECT: properties length 0 after keep alive.
+    let v5 = [
+        0x10, 14, 0, 4, b'M', b'Q', b'T', b'T', 5, 0b10, 0, 10, 0, 0, 1, b'c',
+    ];
+    h.conn.handle_bytes(h.at(0), &v5);
+    assert_eq!(
+        h.sent(),
+        vec![connack(
+            false,
+            ConnectReturnCode::UnacceptableProtocolVersion
+        )]
+    );
+    assert_eq!(h.conn.protocol(), Some(ProtocolVersion::V5));
+    let (reason, will) = h.closed_reason();
+    assert_eq!(
+        reason,
+        CloseReason::Rejected(ConnectReturnCode::UnacceptableProtocolVersion)
+    );
+    assert_eq!(will, None);
+}
+
+#[test]
+fn mqtt_3_1_3_8_empty_client_id_with_persistent_session_rejected_by_machine() {
+    let mut h = H::new();
+    h.send(0, &Packet::Connect(connect_packet("", false, 10)));
+    assert_eq!(
+        h.sent(),
+        vec![connack(false, ConnectReturnCode::IdentifierRejected)]
+    );
+    let (reason, will) = h.closed_reason(); // no Connect event before it
+    assert_eq!(
+        reason,
+        CloseReason::Rejected(ConnectReturnCode::IdentifierRejected)
+    );
+    assert_eq!(will, None);
+}
+
+#[test]
+fn mqtt_3_1_3_6_empty_client_id_with_clean_session_is_emitted() {
+    let mut h = H::new();
+    h.send(0, &Packet::Connect(connect_packet("", true, 10)));
+    assert!(matches!(&h.events()[..], [Event::Connect(c)] if c.client_id.is_empty()));
+}
+
+#[test]
+fn mqtt_3_1_2_24_keepalive_one_and_a_half_times_closes_with_will() {
+    let mut h = H::connected();
+    assert_eq!(h.conn.poll_timeout(), Some(h.at(15)));
+    h.send(5, &Packet::PingReq);
+    assert_eq!(h.sent(), vec![Packet::PingResp]);
+    assert_eq!(h.conn.poll_timeout(), Some(h.at(20)));
+    h.conn.handle_timeout(h.at(19));
+    assert!(!h.conn.is_closed());
+    h.conn.handle_timeout(h.at(20));
+    let (reason, will) = h.closed_reason();
+    assert_eq!(reason, CloseReason::KeepAliveTimeout);
+    assert!(will.is_some());
+    assert_eq!(h.conn.poll_timeout(), None);
+}
+
+#[test]
+fn mqtt_3_1_2_10_keepalive_zero_disables_the_timer() {
+    let mut h = H::new();
+    h.send(0, &Packet::Connect(connect_packet("c", true, 0)));
+    h.events();
+    h.conn.accept(h.at(0), false, None);
+    assert_eq!(h.conn.poll_timeout(), None);
+    h.conn.handle_timeout(h.at(1_000_000));
+    assert!(!h.conn.is_closed());
+}
+
+#[test]
+fn connect_timeout_closes_without_will() {
+    let mut h = H::new();
+    assert_eq!(h.conn.poll_timeout(), Some(h.at(10)));
+    h.conn.handle_bytes(h.at(1), &[0x10]); // partial CONNECT does not stop the timer
+    h.conn.handle_timeout(h.at(10));
+    assert_eq!(h.closed_reason(), (CloseReason::ConnectTimeout, None));
+}
+
+#[test]
+fn mqtt_3_1_4_5_pipelined_packets_wait_for_accept_and_are_dropped_on_reject() {
+    let mut h = H::new();
+    let mut wire = enc(&Packet::Connect(connect_packet("c", true, 10)));
+    wire.extend_from_slice(&enc(&Packet::PingReq));
+    h.conn.handle_bytes(h.at(0), &wire);
+    assert!(matches!(h.events()[..], [Event::Connect(_)]));
+    assert!(h.sent().is_empty(), "PINGREQ not processed before accept");
+    h.conn.reject(ConnectReturnCode::NotAuthorized);
+    assert_eq!(
+        h.sent(),
+        vec![connack(false, ConnectReturnCode::NotAuthorized)]
+    );
+    assert_eq!(
+        h.closed_reason(),
+        (
+            CloseReason::Rejected(ConnectReturnCode::NotAuthorized),
+            None
+        )
+    );
+    // After close, input is ignored and nothing more is sent.
+    h.send(1, &Packet::PingReq);
+    h.conn.suback(1, vec![SubscribeReturnCode::Failure]);
+    assert!(h.sent().is_empty());
+    assert!(h.events().is_empty());
+}
+
+#[test]
+fn mqtt_3_1_4_pipelined_packets_processed_after_accept_in_order() {
+    let mut h = H::new();
+    let mut wire = enc(&Packet::Connect(connect_packet("c", true, 10)));
+    wire.extend_from_slice(&enc(&Packet::PingReq));
+    h.conn.handle_bytes(h.at(0), &wire);
+    h.events();
+    h.conn.accept(h.at(0), false, None);
+    assert_eq!(
+        h.sent(),
+        vec![
+            connack(false, ConnectReturnCode::Accepted),
+            Packet::PingResp
+        ]
+    );
+}
+
+#[test]
+fn bytes_before_accept_are_bounded() {
+    let t0 = Instant::now();
+    let mut conn = Connection::new(
+        t0,
+        Config {
+            max_packet_size: 64,
+            ..Config::default()
+        },
+    );
+    conn.handle_bytes(t0, &enc(&Packet::Connect(connect_packet("c", true, 10))));
+    conn.handle_bytes(t0, &[0xc0, 0].repeat(40));
+    assert!(conn.is_closed());
+}
+
+#[test]
+fn packet_over_max_packet_size_closes() {
+    let t0 = Instant::now();
+    let mut conn = Connection::new(
+        t0,
+        Config {
+            max_packet_size: 16,
+            ..Config::default()
+        },
+    );
+    conn.handle_bytes(t0, &[0x10, 0x7f]);
+    assert!(matches!(
+        conn.poll_event(),
+        Some(Event::Closed {
+            reason: CloseReason::Malformed(DecodeError::PacketTooLarge { .. }),
+            ..
+        })
+    ));
+}
+
+#[test]
+fn mqtt_3_14_4_3_disconnect_discards_will() {
+    let mut h = H::connected();
+    h.send(1, &Packet::Disconnect);
+    assert_eq!(h.closed_reason(), (CloseReason::Disconnect, None));
+}
+
+#[test]
+fn eof_and_protocol_error_publish_the_will() {
+    let mut h = H::connected();
+    h.conn.handle_eof(h.at(1));
+    let (reason, will) = h.closed_reason();
+    assert_eq!(reason, CloseReason::Eof);
+    assert!(will.is_some());
+
+    let mut h = H::connected();
+    h.conn.handle_bytes(h.at(1), &[0x36, 0]); // QoS 3 publish
+    let (reason, will) = h.closed_reason();
+    assert_eq!(reason, CloseReason::Malformed(DecodeError::PublishQoS3));
+    assert!(will.is_some());
+}
+
+#[test]
+fn mqtt_3_1_4_2_takeover_close_publishes_will_once() {
+    let mut h = H::connected();
+    h.conn.close(CloseReason::TakenOver);
+    h.conn.close(CloseReason::ServerClose);
+    h.conn.handle_eof(h.at(1));
+    let (reason, will) = h.closed_reason();
+    assert_eq!(reason, CloseReason::TakenOver);
+    assert!(will.is_some());
+}
+
+#[test]
+fn client_sending_server_only_packet_closes() {
+    let mut h = H::connected();
+    h.send(1, &Packet::PingResp);
+    let (reason, _) = h.closed_reason();
+    assert_eq!(
+        reason,
+        CloseReason::Violation(Violation::ServerOnlyPacket("PINGRESP"))
+    );
+}
+
+#[test]
+fn mqtt_4_3_2_inbound_qos1_puback_only_after_publish_done() {
+    let mut h = H::connected();
+    h.send(1, &inbound(QoS::AtLeastOnce, 5, false));
+    assert!(matches!(&h.events()[..], [Event::Publish(p)] if p.pkid == 5));
+    assert!(h.sent().is_empty());
+    h.conn.publish_done(5);
+    assert_eq!(h.sent(), vec![Packet::PubAck(5)]);
+    h.conn.publish_done(5); // unknown now: ignored
+    assert!(h.sent().is_empty());
+}
+
+#[test]
+fn mqtt_4_3_3_inbound_qos2_method_b_delivers_once() {
+    let mut h = H::connected();
+    h.send(1, &inbound(QoS::ExactlyOnce, 9, false));
+    assert_eq!(h.events().len(), 1);
+    // DUP re-send before publish_done: not delivered again, nothing sent yet.
+    h.send(2, &inbound(QoS::ExactlyOnce, 9, true));
+    assert!(h.events().is_empty());
+    assert!(h.sent().is_empty());
+    h.conn.publish_done(9);
+    assert_eq!(h.sent(), vec![Packet::PubRec(9)]);
+    // DUP re-send after PUBREC: PUBREC again, still not delivered.
+    h.send(3, &inbound(QoS::ExactlyOnce, 9, true));
+    assert!(h.events().is_empty());
+    assert_eq!(h.sent(), vec![Packet::PubRec(9)]);
+    h.send(4, &Packet::PubRel(9));
+    assert_eq!(h.sent(), vec![Packet::PubComp(9)]);
+    // After release the id is free: a new publish with it is a new message.
+    h.send(5, &inbound(QoS::ExactlyOnce, 9, false));
+    assert_eq!(h.events().len(), 1);
+}
+
+#[test]
+fn mqtt_4_3_3_pubrel_for_unknown_id_gets_pubcomp() {
+    let mut h = H::connected();
+    h.send(1, &Packet::PubRel(77));
+    assert_eq!(h.sent(), vec![Packet::PubComp(77)]);
+}
+
+#[test]
+fn mqtt_4_3_outgoing_qos1_and_unknown_acks_ignored() {
+    let mut h = H::connected();
+    assert_eq!(h.conn.inflight_available(), 2);
+    h.conn
+        .send_publish(h.at(1), out("a", QoS::AtLeastOnce))
+        .unwrap();
+    let sent = h.sent();
+    let [Packet::Publish(p)] = &sent[..] else {
+        panic!("{sent:?}")
+    };
+    assert_eq!(
+        (p.qos, p.dup, p.topic.as_str()),
+        (QoS::AtLeastOnce, false, "a")
+    );
+    h.send(2, &Packet::PubAck(p.pkid + 1)); // unknown
+    h.send(2, &Packet::PubRec(p.pkid)); // wrong QoS: unknown for QoS 2
+    h.send(2, &Packet::PubComp(p.pkid));
+    assert!(h.events().is_empty());
+    assert!(h.sent().is_empty());
+    h.send(3, &Packet::PubAck(p.pkid));
+    assert_eq!(h.events(), vec![Event::InflightFreed]);
+    assert_eq!(h.conn.inflight_available(), 2);
+}
+
+#[test]
+fn mqtt_4_3_3_outgoing_qos2_flow() {
+    let mut h = H::connected();
+    h.conn
+        .send_publish(h.at(1), out("a", QoS::ExactlyOnce))
+        .unwrap();
+    let sent = h.sent();
+    let [Packet::Publish(p)] = &sent[..] else {
+        panic!("{sent:?}")
+    };
+    let id = p.pkid;
+    h.send(2, &Packet::PubRec(id));
+    assert_eq!(h.sent(), vec![Packet::PubRel(id)]);
+    assert!(h.events().is_empty());
+    assert_eq!(
+        h.conn.inflight_available(),
+        1,
+        "still in flight until PUBCOMP"
+    );
+    h.send(3, &Packet::PubComp(id));
+    assert_eq!(h.events(), vec![Event::InflightFreed]);
+    assert_eq!(h.conn.inflight_available(), 2);
+}
+
+#[test]
+fn inflight_window_full_returns_message() {
+    let mut h = H::connected();
+    h.conn
+        .send_publish(h.at(1), out("a", QoS::AtLeastOnce))
+        .unwrap();
+    h.conn
+        .send_publish(h.at(1), out("b", QoS::ExactlyOnce))
+        .unwrap();
+    assert_eq!(h.conn.inflight_available(), 0);
+    let back = h.conn.send_publish(h.at(1), out("c", QoS::AtLeastOnce));
+    assert_eq!(back, Err(out("c", QoS::AtLeastOnce)));
+    // QoS 0 is never limited.
+    h.conn
+        .send_publish(h.at(1), out("d", QoS::AtMostOnce))
+        .unwrap();
+    let sent = h.sent();
+    let ids: Vec<u16> = sent
+        .iter()
+        .map(|p| match p {
+            Packet::Publish(p) => p.pkid,
+            _ => panic!(),
+        })
+        .collect();
+    assert_eq!(ids[2], 0);
+    assert!(ids[0] != 0 && ids[1] != 0 && ids[0] != ids[1]);
+}
+
+#[test]
+fn send_publish_before_accept_returns_message() {
+    let mut h = H::new();
+    assert!(h
+        .conn
+        .send_publish(h.at(0), out("a", QoS::AtMostOnce))
+        .is_err());
+}
+
+#[test]
+fn mqtt_4_4_0_1_resumed_session_resends_with_dup_and_pubrel_in_order() {
+    let mut h = H::connected();
+    h.conn
+        .send_publish(h.at(1), out("first", QoS::ExactlyOnce))
+        .unwrap();
+    h.conn
+        .send_publish(h.at(1), out("second", QoS::AtLeastOnce))
+        .unwrap();
+    let sent = h.sent();
+    let ids: Vec<u16> = sent
+        .iter()
+        .map(|p| match p {
+            Packet::Publish(p) => p.pkid,
+            _ => 0,
+        })
+        .collect();
+    h.send(2, &Packet::PubRec(ids[0]));
+    h.send(2, &inbound(QoS::ExactlyOnce, 40, false));
+    h.conn.publish_done(40);
+    h.send(2, &inbound(QoS::ExactlyOnce, 41, false)); // not done: not persisted as received
+    h.conn.handle_eof(h.at(3));
+    let session = h.conn.take_session();
+    assert_eq!(session.inbound_qos2, vec![40]);
+    assert_eq!(
+        session.outgoing,
+        vec![
+            Inflight::PubRel { pkid: ids[0] },
+            Inflight::Publish {
+                pkid: ids[1],
+                message: out("second", QoS::AtLeastOnce)
+            }
+        ]
+    );
+
+    let mut h2 = H::new();
+    h2.send(0, &Packet::Connect(connect_packet("c", false, 10)));
+    h2.events();
+    h2.conn.accept(h2.at(0), true, Some(session));
+    let sent = h2.sent();
+    assert_eq!(sent[0], connack(true, ConnectReturnCode::Accepted));
+    assert_eq!(sent[1], Packet::PubRel(ids[0]));
+    let Packet::Publish(p) = &sent[2] else {
+        panic!("{sent:?}")
+    };
+    assert_eq!((p.dup, p.pkid, p.topic.as_str()), (true, ids[1], "second"));
+    // Stored inbound QoS 2 id is not delivered again.
+    h2.send(1, &inbound(QoS::ExactlyOnce, 40, true));
+    assert!(h2.events().is_empty());
+    assert_eq!(h2.sent(), vec![Packet::PubRec(40)]);
+    // New ids skip those in flight.
+    h2.conn
+        .send_publish(h2.at(1), out("x", QoS::AtLeastOnce))
+        .unwrap_err();
+    h2.send(2, &Packet::PubAck(ids[1]));
+    h2.conn
+        .send_publish(h2.at(2), out("x", QoS::AtLeastOnce))
+        .unwrap();
+    let sent = h2.sent();
+    let Packet::Publish(p) = &sent[0] else {
+        panic!("{sent:?}")
+    };
+    assert!(p.pkid != ids[0]);
+}
+
+#[test]
+fn subscribe_and_unsubscribe_round_trip_through_driver() {
+    let mut h = H::connected();
+    h.send(
+        1,
+        &Packet::Subscribe {
+            pkid: 3,
+            filters: vec![("a/#".into(), QoS::ExactlyOnce)],
+        },
+    );
+    h.send(
+        1,
+        &Packet::Unsubscribe {
+            pkid: 4,
+            filters: vec!["a/#".into()],
+        },
+    );
+    assert_eq!(
+        h.events(),
+        vec![
+            Event::Subscribe {
+                pkid: 3,
+                filters: vec![("a/#".into(), QoS::ExactlyOnce)]
+            },
+            Event::Unsubscribe {
+                pkid: 4,
+                filters: vec!["a/#".into()]
+            },
+        ]
+    );
+    h.conn
+        .suback(3, vec![SubscribeReturnCode::Success(QoS::AtLeastOnce)]);
+    h.conn.unsuback(4);
+    assert_eq!(
+        h.sent(),
+        vec![
+            Packet::SubAck {
+                pkid: 3,
+                codes: vec![SubscribeReturnCode::Success(QoS::AtLeastOnce)]
+            },
+            Packet::UnsubAck(4)
+        ]
+    );
+}
+
+#[test]
+fn bytes_split_one_at_a_time_decode_the_same() {
+    let mut h = H::new();
+    let wire = enc(&Packet::Connect(connect_packet("c", true, 10)));
+    for b in wire.iter() {
+        h.conn.handle_bytes(h.at(0), &[*b]);
+    }
+    assert!(matches!(h.events()[..], [Event::Connect(_)]));
+    assert_eq!(h.conn.protocol(), Some(ProtocolVersion::V311));
+}
+
+#[test]
+fn mqtt_3_1_will_not_published_when_closed_before_accept() {
+    let mut h = H::new();
+    h.send(0, &Packet::Connect(connect_packet("c", true, 10)));
+    h.events();
+    h.conn.handle_eof(h.at(1));
+    assert_eq!(h.closed_reason(), (CloseReason::Eof, None));
+}
+
+#[test]
+fn mqtt_3_1_v31_empty_client_id_rejected() {
+    let mut h = H::new();
+    let mut c = connect_packet("", true, 10);
+    c.protocol = ProtocolVersion::V31;
+    h.send(0, &Packet::Connect(c));
+    assert_eq!(
+        h.sent(),
+        vec![connack(false, ConnectReturnCode::IdentifierRejected)]
+    );
+    assert!(h.conn.is_closed());
+}
+
+proptest::proptest! {
+    #[test]
+    fn arbitrary_input_never_panics_and_closes_at_most_once(
+        chunks in proptest::collection::vec(proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64), 0..8),
+        accept in proptest::prelude::any::<bool>(),
+    ) {
+        let t0 = Instant::now();
+        let mut conn = Connection::new(t0, Config { max_packet_size: 128, keep_alive_factor: f64::NAN, ..Config::default() });
+        // A valid CONNECT first so the fuzz reaches the connected state.
+        if accept {
+            conn.handle_bytes(t0, &enc(&Packet::Connect(connect_packet("c", true, 10))));
+            conn.accept(t0, false, None);
+        }
+        let mut closed = 0;
+        for (i, chunk) in chunks.iter().enumerate() {
+            let now = t0 + Duration::from_secs(i as u64);
+            conn.handle_bytes(now, chunk);
+            conn.handle_timeout(now);
+            let mut out = BytesMut::new();
+            conn.poll_transmit(&mut out);
+            while let Some(e) = conn.poll_event() {
+                match e {
+                    Event::Closed { .. } => closed += 1,
+                    Event::Publish(p) => conn.publish_done(p.pkid),
+                    Event::Subscribe { pkid, filters } => conn.suback(pkid, vec![SubscribeReturnCode::Failure; filters.len()]),
+                    _ => {}
+                }
+            }
+        }
+        conn.handle_eof(t0);
+        while let Some(e) = conn.poll_event() {
+            if matches!(e, Event::Closed { .. }) { closed += 1; }
+        }
+        proptest::prop_assert_eq!(closed, 1);
+    }
+}
