@@ -1,0 +1,47 @@
+//! Robustness: arbitrary datagrams (raw, or with a valid CoAP header prefix)
+//! never panic the endpoint, and everything it emits is well-formed CoAP
+//! within the configured datagram size.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use coap_lite::{Packet, ResponseType};
+use common::*;
+use ponte_coap::{Event, Response};
+use proptest::prelude::*;
+
+proptest! {
+    #[test]
+    fn rfc7252_3_arbitrary_datagrams_never_panic(
+        datagrams in proptest::collection::vec(
+            (any::<u8>(), any::<u8>(), proptest::collection::vec(any::<u8>(), 0..64)),
+            1..20,
+        ),
+        raw in proptest::collection::vec(any::<u8>(), 0..1400),
+        payload_len in 0usize..4000,
+    ) {
+        let mut ep = endpoint();
+        let start = Instant::now();
+        ep.handle_datagram(start, addr(PEER), &raw);
+        for (i, (first, code, rest)) in datagrams.into_iter().enumerate() {
+            let now = start + Duration::from_millis(i as u64 * 700);
+            // Version 1 header so the option/payload parser is exercised.
+            let mut data = vec![0x40 | (first & 0x3F), code, 0, i as u8];
+            data.extend(rest);
+            ep.handle_datagram(now, addr(PEER), &data);
+            while let Some(event) = ep.poll_event() {
+                if let Event::Request(req) = event {
+                    let resp = Response::with_payload(ResponseType::Content, vec![b'x'; payload_len]);
+                    ep.respond(now, req.id, resp, Some(req.path.join("/")));
+                }
+            }
+            ep.notify(now, "r/T", Response::with_payload(ResponseType::Content, vec![b'y'; payload_len]));
+            ep.handle_timeout(now);
+            while let Some((_, bytes)) = ep.poll_transmit() {
+                prop_assert!(bytes.len() <= 1152);
+                prop_assert!(Packet::from_bytes(&bytes).is_ok());
+            }
+        }
+    }
+}

@@ -1,0 +1,269 @@
+//! What a CoAP request on `/r/T` means for the broker, and how values become responses.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use ponte_coap::content_format;
+use ponte_coap::{Method, Request, Response, ResponseType};
+
+use crate::broker::message::{Message, Origin, RetainedValue};
+use crate::broker::retained::{Precondition, TagSet, WriteOutcome};
+use crate::broker::topic::TopicName;
+use crate::broker::{retained_message, Broker};
+
+/// Content-Format of `application/octet-stream`, the format of a value stored without one.
+const OCTET_STREAM: u16 = 42;
+
+/// What the endpoint task needs to answer requests.
+#[derive(Debug, Clone)]
+pub(super) struct Context {
+    /// The broker core.
+    pub broker: Arc<Broker>,
+    /// Max-Age to send with values.
+    pub max_age: u32,
+}
+
+/// A write running on its own task.
+pub(super) type WriteFuture = Pin<Box<dyn Future<Output = Response> + Send>>;
+
+/// How to answer a request.
+pub(super) enum Action {
+    /// Answer now; with `observe`, register the observation of that topic.
+    Answer {
+        /// The response.
+        response: Response,
+        /// The topic observed, for a successful GET with Observe=0.
+        observe: Option<TopicName>,
+    },
+    /// Answer when this write is durable.
+    Write(WriteFuture),
+}
+
+fn diag(code: ResponseType, text: impl Into<String>) -> Response {
+    Response::with_payload(code, Bytes::from(text.into()))
+}
+
+fn answer(response: Response) -> Action {
+    Action::Answer {
+        response,
+        observe: None,
+    }
+}
+
+/// The final notification when a value is cleared (RFC 7641 §3.2: a 4.04 ends observation).
+pub(super) fn gone(topic: &str) -> Response {
+    diag(ResponseType::NotFound, format!("{topic} was deleted"))
+}
+
+/// The Content-Format of a stored media type (`None` if CoAP's registry lacks it).
+fn format_of(content_type: Option<&str>) -> Option<u16> {
+    match content_type {
+        None => Some(OCTET_STREAM),
+        Some(ct) => content_format::from_media_type(ct),
+    }
+}
+
+/// A CoAP ETag as a version number (1 to 8 bytes, big-endian).
+fn version_of(etag: &[u8]) -> Option<u64> {
+    if etag.is_empty() || etag.len() > 8 {
+        return None;
+    }
+    Some(etag.iter().fold(0u64, |v, b| (v << 8) | u64::from(*b)))
+}
+
+impl Context {
+    fn content(&self, v: &RetainedValue) -> Response {
+        Response {
+            code: ResponseType::Content,
+            payload: v.payload.clone(),
+            content_format: format_of(v.content_type.as_deref()),
+            etag: Some(v.coap_etag()),
+            max_age: Some(self.max_age),
+            location_path: Vec::new(),
+        }
+    }
+
+    /// The notification for a message published on an observed topic (retained or not).
+    pub(super) fn notification(&self, m: &Message) -> Response {
+        // The ETag belongs to the stored value; a live, non-retained message has none.
+        let etag = self
+            .broker
+            .get(&m.topic)
+            .filter(|v| m.retain && v.payload == m.payload)
+            .map(|v| v.coap_etag());
+        Response {
+            code: ResponseType::Content,
+            payload: m.payload.clone(),
+            content_format: format_of(m.content_type.as_deref()),
+            etag,
+            max_age: Some(self.max_age),
+            location_path: Vec::new(),
+        }
+    }
+}
+
+/// Decide how to answer `req`.
+pub(super) fn route(ctx: &Context, req: &Request) -> Action {
+    let topic = match req.path.split_first() {
+        Some((first, rest)) if first == "r" && !rest.is_empty() => {
+            match TopicName::from_segments(rest) {
+                Ok(t) => t,
+                Err(e) => return answer(diag(ResponseType::BadRequest, e.to_string())),
+            }
+        }
+        _ => {
+            return answer(diag(
+                ResponseType::NotFound,
+                format!(
+                    "no resource at /{}; things live under /r/",
+                    req.path.join("/")
+                ),
+            ))
+        }
+    };
+    match req.method {
+        Method::Get => get(ctx, req, topic),
+        Method::Put | Method::Post => write(ctx, req, topic),
+        Method::Delete => delete(ctx, req, topic),
+    }
+}
+
+fn get(ctx: &Context, req: &Request, topic: TopicName) -> Action {
+    let Some(v) = ctx.broker.get(&topic) else {
+        // RFC 7641 §4.1: observing a missing thing gets 4.04 and no observation.
+        return answer(diag(
+            ResponseType::NotFound,
+            format!("no value is stored for {topic}"),
+        ));
+    };
+    if let Some(accept) = req.accept {
+        if format_of(v.content_type.as_deref()) != Some(accept) {
+            return answer(diag(
+                ResponseType::NotAcceptable,
+                format!(
+                    "the value is {}, not Content-Format {accept}",
+                    v.content_type
+                        .as_deref()
+                        .unwrap_or("application/octet-stream")
+                ),
+            ));
+        }
+    }
+    let observe = (req.observe == Some(0)).then(|| topic.clone());
+    let etag = v.coap_etag();
+    // RFC 7252 §5.10.6.2: a GET naming the current ETag is answered 2.03 Valid.
+    let response = if observe.is_none() && req.etags.iter().any(|e| *e == etag) {
+        Response {
+            etag: Some(etag),
+            max_age: Some(ctx.max_age),
+            ..Response::new(ResponseType::Valid)
+        }
+    } else {
+        ctx.content(&v)
+    };
+    Action::Answer { response, observe }
+}
+
+fn precondition(req: &Request, default_if_match: Option<TagSet>) -> Precondition {
+    let if_match = if req.if_match.is_empty() {
+        default_if_match
+    } else if req.if_match.iter().any(|e| e.is_empty()) {
+        // An empty If-Match value means "the resource exists" (RFC 7252 §5.10.8.1).
+        Some(TagSet::Any)
+    } else {
+        Some(TagSet::Versions(
+            req.if_match.iter().filter_map(|e| version_of(e)).collect(),
+        ))
+    };
+    Precondition {
+        if_match,
+        if_none_match: req.if_none_match.then_some(TagSet::Any),
+    }
+}
+
+fn write(ctx: &Context, req: &Request, topic: TopicName) -> Action {
+    let content_type: Option<Arc<str>> = match req.content_format {
+        None | Some(OCTET_STREAM) => None,
+        Some(cf) => match content_format::to_media_type(cf) {
+            Some(mt) => Some(Arc::from(mt)),
+            None => {
+                return answer(diag(
+                    ResponseType::UnsupportedContentFormat,
+                    format!("Content-Format {cf} is not in the registry ponte knows"),
+                ))
+            }
+        },
+    };
+    let broker = ctx.broker.clone();
+    let pre = precondition(req, None);
+    let payload = req.payload.clone();
+    let location: Vec<String> = req.path.clone();
+    Action::Write(Box::pin(async move {
+        let msg = retained_message(topic.clone(), payload, content_type, Origin::Coap);
+        match broker.publish(msg, pre).await {
+            Ok(out) => match out.retained {
+                Some(WriteOutcome::Created(v)) => Response {
+                    etag: Some(v.coap_etag()),
+                    location_path: location,
+                    ..Response::new(ResponseType::Created)
+                },
+                Some(WriteOutcome::Replaced(v)) => Response {
+                    etag: Some(v.coap_etag()),
+                    ..Response::new(ResponseType::Changed)
+                },
+                Some(WriteOutcome::Cleared { .. }) | None => Response::new(ResponseType::Changed),
+                Some(WriteOutcome::PreconditionFailed(_)) => diag(
+                    ResponseType::PreconditionFailed,
+                    format!("precondition failed for {topic}"),
+                ),
+            },
+            Err(e) => diag(ResponseType::ServiceUnavailable, format!("not stored: {e}")),
+        }
+    }))
+}
+
+fn delete(ctx: &Context, req: &Request, topic: TopicName) -> Action {
+    let broker = ctx.broker.clone();
+    let pre = precondition(req, Some(TagSet::Any));
+    Action::Write(Box::pin(async move {
+        let msg = retained_message(topic.clone(), Bytes::new(), None, Origin::Coap);
+        match broker.publish(msg, pre).await {
+            Ok(out) => match out.retained {
+                Some(WriteOutcome::PreconditionFailed(None)) => diag(
+                    ResponseType::NotFound,
+                    format!("no value is stored for {topic}"),
+                ),
+                Some(WriteOutcome::PreconditionFailed(Some(_))) => diag(
+                    ResponseType::PreconditionFailed,
+                    format!("precondition failed for {topic}"),
+                ),
+                _ => Response::new(ResponseType::Deleted),
+            },
+            Err(e) => diag(
+                ResponseType::ServiceUnavailable,
+                format!("not deleted: {e}"),
+            ),
+        }
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc7252_5_10_6_etag_to_version() {
+        assert_eq!(version_of(&[0x01, 0x00]), Some(256));
+        assert_eq!(version_of(&[]), None);
+        assert_eq!(version_of(&[0; 9]), None);
+    }
+
+    #[test]
+    fn values_without_type_are_octet_stream() {
+        assert_eq!(format_of(None), Some(42));
+        assert_eq!(format_of(Some("application/json")), Some(50));
+        assert_eq!(format_of(Some("application/x-odd")), None);
+    }
+}
