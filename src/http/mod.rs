@@ -1,7 +1,171 @@
-//! placeholder
-use crate::{broker::Broker, config::Config, shutdown::Shutdown};
+//! The HTTP front-end: `/resources/{topic}` is the retained value of thing `topic`.
+//!
+//! Routes (the contract is `openapi/ponte.yaml`, served at `/openapi.yaml`):
+//! - `GET|HEAD /resources/{topic}`: the value with its Content-Type, ETag, Last-Modified;
+//!   conditional with `If-None-Match`/`If-Modified-Since` (304) and `If-Match` (412);
+//!   `Accept: text/event-stream` turns a GET into a Server-Sent Events stream ([`sse`]);
+//! - `PUT|POST /resources/{topic}`: store the body (201 created / 204 replaced; an empty
+//!   body clears), conditional with `If-Match`/`If-None-Match`;
+//! - `DELETE /resources/{topic}`: clear (204, or 404 when there is nothing);
+//! - `OPTIONS`: 204 with `Allow`; CORS preflights are answered by the CORS layer;
+//! - `GET /openapi.yaml`: the API description.
+//!
+//! Every error is an RFC 9457 problem document ([`problem`]).
+
+mod conditional;
+mod problem;
+mod resources;
+mod sse;
+#[cfg(test)]
+mod tests;
+
 use std::sync::Arc;
-/// placeholder
-pub async fn serve<L>(_l: L, _b: Arc<Broker>, _c: Arc<Config>, mut s: Shutdown) {
-    s.recv().await
+
+use axum::extract::Request;
+use axum::response::{IntoResponse, Response};
+use axum::routing::any;
+use axum::Router;
+use http::header::{CONTENT_TYPE, ETAG, LAST_MODIFIED, LOCATION};
+use http::{HeaderName, HeaderValue, Method, StatusCode};
+use tower_http::cors::{AllowOrigin, CorsLayer};
+
+pub use problem::{Problem, PROBLEM_JSON};
+pub use sse::encode_event;
+
+use crate::broker::Broker;
+use crate::config::Config;
+use crate::shutdown::Shutdown;
+
+/// The OpenAPI description of this front-end, served at `/openapi.yaml`.
+pub const OPENAPI_YAML: &str = include_str!("../../openapi/ponte.yaml");
+
+/// The methods `/openapi.yaml` answers, for `Allow`.
+const OPENAPI_ALLOWED: &str = "GET, HEAD, OPTIONS";
+
+/// What every request handler needs.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    /// The broker core: reads come from its retained index, writes go through its one
+    /// publish path, and SSE streams subscribe to it.
+    pub broker: Arc<Broker>,
+    /// The configuration, for `http.max_body`, `http.sse_queue` and `http.cors_origins`.
+    pub config: Arc<Config>,
+    /// Cloned into every SSE stream so long-lived streams end when the gateway stops
+    /// instead of holding graceful shutdown up forever.
+    pub shutdown: Shutdown,
+}
+
+impl AppState {
+    /// The state of one HTTP front-end.
+    pub fn new(broker: Arc<Broker>, config: Arc<Config>, shutdown: Shutdown) -> Self {
+        AppState {
+            broker,
+            config,
+            shutdown,
+        }
+    }
+}
+
+/// The router, with the CORS layer when `http.cors_origins` is not empty.
+pub fn app(state: AppState) -> Router {
+    let cors = cors_layer(&state.config.http.cors_origins);
+    let router = Router::new()
+        .route("/openapi.yaml", any(openapi))
+        .route("/resources", any(resources::handle))
+        .route("/resources/", any(resources::handle))
+        .route("/resources/{*topic}", any(resources::handle))
+        .fallback(not_found)
+        .with_state(state);
+    match cors {
+        Some(cors) => router.layer(cors),
+        None => router,
+    }
+}
+
+/// Serve HTTP on `listener` until `shutdown` fires, then finish in-flight requests.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    broker: Arc<Broker>,
+    config: Arc<Config>,
+    shutdown: Shutdown,
+) {
+    let mut signal = shutdown.clone();
+    let router = app(AppState::new(broker, config, shutdown));
+    let result = axum::serve(listener, router)
+        .with_graceful_shutdown(async move { signal.recv().await })
+        .await;
+    if let Err(e) = result {
+        tracing::error!(error = %e, "HTTP server failed");
+    }
+}
+
+/// The CORS layer for `origins`: none when empty, any origin (without credentials) for
+/// `"*"`, else exactly the listed origins.
+fn cors_layer(origins: &[String]) -> Option<CorsLayer> {
+    if origins.is_empty() {
+        return None;
+    }
+    let allow = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        let list = origins
+            .iter()
+            .filter_map(|o| match HeaderValue::from_str(o) {
+                Ok(v) => Some(v),
+                Err(_) => {
+                    tracing::warn!(origin = %o, "http.cors_origins entry is not a valid header value; ignored");
+                    None
+                }
+            })
+            .collect::<Vec<_>>();
+        AllowOrigin::list(list)
+    };
+    Some(
+        CorsLayer::new()
+            .allow_origin(allow)
+            .allow_methods([
+                Method::GET,
+                Method::HEAD,
+                Method::PUT,
+                Method::POST,
+                Method::DELETE,
+                Method::OPTIONS,
+            ])
+            .allow_headers([
+                CONTENT_TYPE,
+                http::header::IF_MATCH,
+                http::header::IF_NONE_MATCH,
+                http::header::IF_MODIFIED_SINCE,
+                http::header::ACCEPT,
+                HeaderName::from_static("last-event-id"),
+            ])
+            .expose_headers([ETAG, LOCATION, LAST_MODIFIED]),
+    )
+}
+
+/// `/openapi.yaml`.
+async fn openapi(request: Request) -> Response {
+    match *request.method() {
+        Method::GET | Method::HEAD => (
+            [(CONTENT_TYPE, HeaderValue::from_static("application/yaml"))],
+            OPENAPI_YAML,
+        )
+            .into_response(),
+        Method::OPTIONS => resources::options(OPENAPI_ALLOWED),
+        _ => resources::method_not_allowed(request.method(), request.uri().path(), OPENAPI_ALLOWED)
+            .into_response(),
+    }
+}
+
+/// Any other path: 404 as a problem document.
+async fn not_found(request: Request) -> Response {
+    Problem::new(
+        StatusCode::NOT_FOUND,
+        format!(
+            "there is nothing at {:?} ({} received); values live at /resources/{{topic}} and the API is described at /openapi.yaml",
+            request.uri().path(),
+            request.method()
+        ),
+    )
+    .into_response()
 }

@@ -1,0 +1,322 @@
+//! `/resources/{topic}`: read, write and clear the retained value of one thing.
+//!
+//! The topic comes from the raw request path (never axum's decoded wildcard), so empty
+//! segments survive (`/resources//x` is topic `/x`) and each segment is percent-decoded on
+//! its own by [`TopicName::from_encoded_segments`]. Every write goes through
+//! [`Broker::publish`](crate::broker::Broker::publish) — the one path MQTT and CoAP use — so
+//! HTTP writes reach subscribers of every protocol.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use http::header::{
+    ACCEPT, ALLOW, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, ETAG, IF_MODIFIED_SINCE,
+    LAST_MODIFIED, LOCATION,
+};
+use http::request::Parts;
+use http::{HeaderMap, HeaderValue, Method, StatusCode};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+
+use super::conditional::Conditions;
+use super::problem::Problem;
+use super::{sse, AppState};
+use crate::broker::message::{Origin, RetainedValue};
+use crate::broker::retained::{Precondition, TagSet, WriteOutcome};
+use crate::broker::retained_message;
+use crate::broker::topic::TopicName;
+use crate::store::StoreError;
+
+/// The methods `/resources/{topic}` answers, for `Allow`.
+pub const ALLOWED: &str = "GET, HEAD, PUT, POST, DELETE, OPTIONS";
+
+/// The media type of a value stored without one.
+const DEFAULT_TYPE: &str = "application/octet-stream";
+
+/// Values change at any time: caches must revalidate (cheap, thanks to the ETag).
+const CACHE_POLICY: &str = "no-cache";
+
+/// Every method on `/resources`, `/resources/` and `/resources/{topic}`.
+pub async fn handle(State(state): State<AppState>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let result = match parts.method {
+        Method::GET | Method::HEAD => get(&state, &parts).await,
+        Method::PUT | Method::POST => put(&state, &parts, body).await,
+        Method::DELETE => delete(&state, &parts).await,
+        Method::OPTIONS => Ok(options(ALLOWED)),
+        _ => Err(method_not_allowed(&parts.method, parts.uri.path(), ALLOWED)),
+    };
+    result.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// 204 with `Allow`: the answer to a plain (non-CORS) OPTIONS.
+pub fn options(allowed: &'static str) -> Response {
+    (
+        StatusCode::NO_CONTENT,
+        [(ALLOW, HeaderValue::from_static(allowed))],
+    )
+        .into_response()
+}
+
+/// 405 with `Allow` and a problem naming the method.
+pub fn method_not_allowed(method: &Method, path: &str, allowed: &'static str) -> Problem {
+    Problem::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("{method} is not supported on {path:?}; the methods allowed there are {allowed}"),
+    )
+    .with_header(ALLOW, allowed)
+}
+
+/// The thing a request path names: everything after `/resources/`, split at `/`, each
+/// segment percent-decoded. The query string is not part of the path, hence not of the topic.
+pub fn topic_of(path: &str) -> Result<TopicName, Problem> {
+    let rest = path
+        .strip_prefix("/resources")
+        .and_then(|r| r.strip_prefix('/'))
+        .unwrap_or("");
+    if rest.is_empty() {
+        return Err(Problem::bad_request(format!(
+            "the path {path:?} names no thing: put the topic after /resources/, as in /resources/kitchen/temperature"
+        )));
+    }
+    TopicName::from_encoded_segments(rest.split('/'))
+        .map_err(|e| Problem::bad_request(format!("the path {path:?} does not name a thing: {e}")))
+}
+
+/// GET and HEAD: the stored value, a Server-Sent Events stream, or 304/404/412.
+async fn get(state: &AppState, request: &Parts) -> Result<Response, Problem> {
+    let path = request.uri.path();
+    let topic = topic_of(path)?;
+    let headers = &request.headers;
+    let conditions = Conditions::from_headers(headers)?;
+    if request.method == Method::GET && wants_event_stream(headers) {
+        return Ok(sse::stream(state, topic));
+    }
+    let Some(value) = state.broker.get(&topic) else {
+        if conditions.if_match.is_some() {
+            return Err(Problem::precondition_failed(format!(
+                "If-Match was given but no value is stored for {topic:?} (RFC 9110 §13.1.1)"
+            )));
+        }
+        return Err(Problem::not_found(format!(
+            "no value is stored for {topic:?}"
+        )));
+    };
+    let etag = value.http_etag();
+    if let Some(m) = &conditions.if_match {
+        if !m.matches_strong(&value) {
+            return Err(Problem::precondition_failed(format!(
+                "If-Match {:?} does not match the current ETag {etag} of {topic:?}",
+                header_text(headers, &http::header::IF_MATCH)
+            ))
+            .with_header(ETAG, &etag));
+        }
+    }
+    let not_modified = match &conditions.if_none_match {
+        Some(n) => n.matches_weak(&value),
+        None => modified_since(headers, &value) == Some(false),
+    };
+    let mut response = if not_modified {
+        StatusCode::NOT_MODIFIED.into_response()
+    } else {
+        let content_type = value
+            .content_type
+            .as_deref()
+            .and_then(|t| HeaderValue::from_str(t).ok())
+            .unwrap_or(HeaderValue::from_static(DEFAULT_TYPE));
+        // The stored bytes are shared, not copied.
+        let mut r = Body::from(value.payload.clone()).into_response();
+        r.headers_mut().insert(CONTENT_TYPE, content_type);
+        r
+    };
+    value_headers(response.headers_mut(), &value);
+    Ok(response)
+}
+
+/// ETag, Last-Modified and Cache-Control of a value (on 200, 304, 201 and 204).
+fn value_headers(headers: &mut HeaderMap, value: &RetainedValue) {
+    if let Ok(etag) = HeaderValue::from_str(&value.http_etag()) {
+        headers.insert(ETAG, etag);
+    }
+    if let Ok(date) = HeaderValue::from_str(&httpdate::fmt_http_date(value.updated)) {
+        headers.insert(LAST_MODIFIED, date);
+    }
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static(CACHE_POLICY));
+}
+
+/// `If-Modified-Since`: `Some(false)` when the value has not changed since the given date
+/// (RFC 9110 §13.1.3; only consulted without `If-None-Match`). An unparsable date is ignored,
+/// as the RFC requires.
+fn modified_since(headers: &HeaderMap, value: &RetainedValue) -> Option<bool> {
+    let text = headers.get(IF_MODIFIED_SINCE)?.to_str().ok()?;
+    let since = httpdate::parse_http_date(text).ok()?;
+    // Last-Modified has one-second resolution: compare at that resolution.
+    let updated = httpdate::parse_http_date(&httpdate::fmt_http_date(value.updated)).ok()?;
+    Some(updated > since)
+}
+
+/// Whether the client asked for `text/event-stream`.
+fn wants_event_stream(headers: &HeaderMap) -> bool {
+    headers.get_all(ACCEPT).iter().any(|v| {
+        v.to_str().is_ok_and(|s| {
+            s.split(',').any(|item| {
+                item.split(';')
+                    .next()
+                    .is_some_and(|t| t.trim().eq_ignore_ascii_case("text/event-stream"))
+            })
+        })
+    })
+}
+
+/// The text of a header for an error message.
+fn header_text(headers: &HeaderMap, name: &http::header::HeaderName) -> String {
+    headers
+        .get_all(name)
+        .iter()
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// PUT and POST: store the body as the value (an empty body clears it).
+async fn put(state: &AppState, parts: &Parts, body: Body) -> Result<Response, Problem> {
+    let path = parts.uri.path();
+    let topic = topic_of(path)?;
+    let conditions = Conditions::from_headers(&parts.headers)?;
+    let content_type = match parts.headers.get(CONTENT_TYPE) {
+        None => None,
+        Some(v) => Some(Arc::<str>::from(v.to_str().map_err(|_| {
+            Problem::bad_request(format!(
+                "the Content-Type {v:?} is not visible ASCII, so it cannot be stored and reported back"
+            ))
+        })?)),
+    };
+    let payload = read_body(body, &parts.headers, state.config.http.max_body).await?;
+    let precondition = conditions.precondition();
+    let outcome = state
+        .broker
+        .publish(
+            retained_message(topic.clone(), payload, content_type, Origin::Http),
+            precondition,
+        )
+        .await
+        .map_err(|e| store_failed(&topic, &e))?;
+    match outcome.retained {
+        Some(WriteOutcome::Created(v)) => {
+            let mut r = StatusCode::CREATED.into_response();
+            value_headers(r.headers_mut(), &v);
+            if let Ok(location) = HeaderValue::from_str(path) {
+                r.headers_mut().insert(LOCATION, location);
+            }
+            Ok(r)
+        }
+        Some(WriteOutcome::Replaced(v)) => {
+            let mut r = StatusCode::NO_CONTENT.into_response();
+            value_headers(r.headers_mut(), &v);
+            Ok(r)
+        }
+        Some(WriteOutcome::Cleared { .. }) | None => Ok(StatusCode::NO_CONTENT.into_response()),
+        Some(WriteOutcome::PreconditionFailed(current)) => Err(write_precondition_failed(
+            &topic,
+            &parts.headers,
+            current.as_deref(),
+        )),
+    }
+}
+
+/// DELETE: clear the value; 404 when there is none.
+async fn delete(state: &AppState, request: &Parts) -> Result<Response, Problem> {
+    let topic = topic_of(request.uri.path())?;
+    let conditions = Conditions::from_headers(&request.headers)?;
+    let mut precondition: Precondition = conditions.precondition();
+    precondition.if_match.get_or_insert(TagSet::Any);
+    let outcome = state
+        .broker
+        .publish(
+            retained_message(topic.clone(), Bytes::new(), None, Origin::Http),
+            precondition,
+        )
+        .await
+        .map_err(|e| store_failed(&topic, &e))?;
+    match outcome.retained {
+        Some(WriteOutcome::PreconditionFailed(None)) => Err(Problem::not_found(format!(
+            "no value is stored for {topic:?}, so there is nothing to delete"
+        ))),
+        Some(WriteOutcome::PreconditionFailed(Some(current))) => Err(write_precondition_failed(
+            &topic,
+            &request.headers,
+            Some(&current),
+        )),
+        _ => Ok(StatusCode::NO_CONTENT.into_response()),
+    }
+}
+
+/// The 412 of a write, naming the conditions and the current ETag.
+fn write_precondition_failed(
+    topic: &TopicName,
+    headers: &HeaderMap,
+    current: Option<&RetainedValue>,
+) -> Problem {
+    let mut given = Vec::new();
+    for (label, name) in [
+        ("If-Match", &http::header::IF_MATCH),
+        ("If-None-Match", &http::header::IF_NONE_MATCH),
+    ] {
+        if headers.contains_key(name) {
+            given.push(format!("{label}: {}", header_text(headers, name)));
+        }
+    }
+    let given = given.join("; ");
+    match current {
+        Some(v) => {
+            let etag = v.http_etag();
+            Problem::precondition_failed(format!(
+                "the precondition ({given}) does not hold: the current value of {topic:?} has ETag {etag}"
+            ))
+            .with_header(ETAG, &etag)
+        }
+        None => Problem::precondition_failed(format!(
+            "the precondition ({given}) does not hold: no value is stored for {topic:?}"
+        )),
+    }
+}
+
+/// A store failure: the write was not made durable, so it was not made at all.
+fn store_failed(topic: &TopicName, e: &StoreError) -> Problem {
+    tracing::error!(topic = %topic, error = %e, "HTTP write failed in the store");
+    Problem::unavailable(format!(
+        "the write to {topic:?} was not stored and not delivered: {e}"
+    ))
+}
+
+/// Read the whole body, refusing more than `max` bytes: up front from `Content-Length`,
+/// and while reading for bodies without one (chunked).
+async fn read_body(body: Body, headers: &HeaderMap, max: usize) -> Result<Bytes, Problem> {
+    if let Some(len) = headers.get(CONTENT_LENGTH) {
+        let len = len
+            .to_str()
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok())
+            .ok_or_else(|| {
+                Problem::bad_request(format!("the Content-Length {len:?} is not a number"))
+            })?;
+        if len > max as u64 {
+            return Err(Problem::too_large(format!(
+                "the request body is {len} bytes (Content-Length), more than the {max} bytes this gateway accepts (http.max_body)"
+            )));
+        }
+    }
+    match Limited::new(body, max).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
+            Err(Problem::too_large(format!(
+                "the request body grew past the {max} bytes this gateway accepts (http.max_body) while it was being read"
+            )))
+        }
+        Err(e) => Err(Problem::bad_request(format!(
+            "the request body could not be read: {e}"
+        ))),
+    }
+}
