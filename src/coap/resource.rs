@@ -154,7 +154,7 @@ fn get(ctx: &Context, req: &Request, topic: TopicName) -> Action {
     let observe = (req.observe == Some(0)).then(|| topic.clone());
     let etag = v.coap_etag();
     // RFC 7252 §5.10.6.2: a GET naming the current ETag is answered 2.03 Valid.
-    let response = if observe.is_none() && req.etags.iter().any(|e| *e == etag) {
+    let response = if observe.is_none() && req.etags.contains(&etag) {
         Response {
             etag: Some(etag),
             max_age: Some(ctx.max_age),

@@ -1,0 +1,468 @@
+//! Black-box tests of the CoAP front-end (`/r/T`) with a raw CoAP client over UDP: the
+//! message layer (RFC 7252), Observe (RFC 7641) and Block2 (RFC 7959), with writes and
+//! reads crossing into HTTP and MQTT where the behaviour depends on them.
+
+mod support;
+
+use coap_lite::{CoapOption, MessageType, RequestType};
+use support::*;
+
+// ---------------------------------------------------------------------------------------
+// RFC 7252 §5.8: methods
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn rfc7252_5_8_1_get_is_2_05_with_content_format_etag_and_max_age() {
+    let gw = gateway().await;
+    let r = http_put(&gw, "kitchen/temp", r#"{"c":21.5}"#, "application/json").await;
+    assert_eq!(r.status(), 201);
+    let http_etag = r.headers()["etag"].to_str().unwrap().to_owned();
+
+    let mut c = Coap::new(gw.coap_addr).await;
+    let p = c.get("r/kitchen/temp").await;
+    assert_eq!(code(&p), "2.05");
+    assert_eq!(
+        p.header.get_type(),
+        MessageType::Acknowledgement,
+        "piggybacked"
+    );
+    assert_eq!(p.payload, br#"{"c":21.5}"#);
+    assert_eq!(
+        opt_uint(&p, CoapOption::ContentFormat),
+        Some(50),
+        "application/json written over HTTP is Content-Format 50"
+    );
+    let etag = p
+        .get_first_option(CoapOption::ETag)
+        .expect("ETag option")
+        .clone();
+    assert!(
+        (1..=8).contains(&etag.len()),
+        "ETag is 1..8 bytes: {etag:?}"
+    );
+    // RFC 8075: one value, one tag in both protocols.
+    let version = etag.iter().fold(0u64, |v, b| (v << 8) | u64::from(*b));
+    assert_eq!(
+        http_etag,
+        format!("\"{version:x}\""),
+        "CoAP ETag = HTTP ETag"
+    );
+    assert_eq!(opt_uint(&p, CoapOption::MaxAge), Some(60), "Max-Age sent");
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn rfc7252_5_9_2_4_get_missing_is_4_04_with_diagnostic_payload() {
+    let gw = gateway().await;
+    let mut c = Coap::new(gw.coap_addr).await;
+    let p = c.get("r/nothing/here").await;
+    assert_eq!(code(&p), "4.04");
+    assert!(!p.payload.is_empty(), "diagnostic payload");
+    assert!(
+        std::str::from_utf8(&p.payload).is_ok(),
+        "diagnostic is UTF-8"
+    );
+    assert!(p.get_first_option(CoapOption::Observe).is_none());
+    gw.shutdown().await;
+}
+
+async fn creates_then_changes(method: RequestType) {
+    let gw = gateway().await;
+    let mut c = Coap::new(gw.coap_addr).await;
+
+    let mut p = c.request(method, "r/a/b");
+    p.add_option(CoapOption::ContentFormat, uint(0));
+    p.payload = b"one".to_vec();
+    let r = c.exchange(&p).await;
+    assert_eq!(code(&r), "2.01", "{method:?} of a new thing is Created");
+    assert_eq!(
+        opt_all(&r, CoapOption::LocationPath),
+        vec![b"r".to_vec(), b"a".to_vec(), b"b".to_vec()],
+        "one Location-Path option per segment"
+    );
+
+    let mut p = c.request(method, "r/a/b");
+    p.payload = b"two".to_vec();
+    let r = c.exchange(&p).await;
+    assert_eq!(
+        code(&r),
+        "2.04",
+        "{method:?} of an existing thing is Changed"
+    );
+    assert!(opt_all(&r, CoapOption::LocationPath).is_empty());
+
+    let g = c.get("r/a/b").await;
+    assert_eq!(code(&g), "2.05");
+    assert_eq!(g.payload, b"two");
+    // The second write had no Content-Format: octet-stream.
+    assert_eq!(opt_uint(&g, CoapOption::ContentFormat), Some(42));
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn rfc7252_5_8_2_put_is_2_01_with_location_path_then_2_04() {
+    creates_then_changes(RequestType::Put).await;
+}
+
+#[tokio::test]
+async fn rfc7252_5_8_2_post_is_2_01_with_location_path_then_2_04() {
+    creates_then_changes(RequestType::Post).await;
+}
+
+#[tokio::test]
+async fn rfc7252_5_8_4_delete_is_2_02_then_4_04() {
+    let gw = gateway().await;
+    let mut c = Coap::new(gw.coap_addr).await;
+    assert_eq!(code(&c.put("r/gone", b"x", Some(0)).await), "2.01");
+    assert_eq!(code(&c.delete("r/gone").await), "2.02");
+    assert_eq!(
+        code(&c.get("r/gone").await),
+        "4.04",
+        "deleted value is gone"
+    );
+    assert_eq!(
+        code(&c.delete("r/gone").await),
+        "4.04",
+        "second DELETE finds nothing"
+    );
+    gw.shutdown().await;
+}
+
+// ---------------------------------------------------------------------------------------
+// RFC 7641: Observe
+// ---------------------------------------------------------------------------------------
+
+/// Wait until the CoAP front-end holds no broker subscription (its last observer is gone).
+async fn observers_gone(gw: &ponte::Gateway) {
+    within(WAIT, "the observation to end", async {
+        while gw.broker.subscription_count() != 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn rfc7641_3_1_observe_0_registers_and_returns_current_value_with_observe() {
+    let gw = gateway().await;
+    http_put(&gw, "obs/first", "hello", "text/plain").await;
+    let mut c = Coap::new(gw.coap_addr).await;
+    let (token, r) = c.observe("r/obs/first").await;
+    assert_eq!(code(&r), "2.05");
+    assert_eq!(r.payload, b"hello");
+    assert!(
+        r.get_first_option(CoapOption::Observe).is_some(),
+        "Observe option in the first response"
+    );
+    assert_eq!(opt_uint(&r, CoapOption::ContentFormat), Some(0));
+
+    // Registered: a later write is notified.
+    http_put(&gw, "obs/first", "again", "text/plain").await;
+    let n = c.notification(&token).await;
+    assert_eq!(n.payload, b"again");
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn rfc7641_4_2_publishes_from_mqtt_and_http_arrive_as_con_notifications_with_increasing_observe(
+) {
+    let gw = gateway().await;
+    http_put(&gw, "obs/many", "0", "text/plain").await;
+    let mut c = Coap::new(gw.coap_addr).await;
+    let (token, r) = c.observe("r/obs/many").await;
+    let mut last = opt_uint(&r, CoapOption::Observe).expect("Observe in registration response");
+
+    let mut m = Mqtt::connect(gw.mqtt_addr, "obs-many-pub").await;
+    m.publish("obs/many", "mqtt-retained", true).await;
+    let n1 = c.notification(&token).await;
+    m.publish("obs/many", "mqtt-live", false).await;
+    let n2 = c.notification(&token).await;
+    http_put(&gw, "obs/many", "http", "text/plain").await;
+    let n3 = c.notification(&token).await;
+
+    for (n, want) in [(&n1, "mqtt-retained"), (&n2, "mqtt-live"), (&n3, "http")] {
+        assert_eq!(payload_str(n), want);
+        assert_eq!(code(n), "2.05");
+        assert_eq!(
+            n.header.get_type(),
+            MessageType::Confirmable,
+            "notifications are CON"
+        );
+        assert_eq!(n.get_token(), token.as_slice(), "token echoed");
+        let seq = opt_uint(n, CoapOption::Observe).expect("Observe in notification");
+        assert!(seq > last, "Observe numbers increase: {seq} after {last}");
+        assert!(seq < 1 << 24, "24-bit Observe");
+        last = seq;
+    }
+    assert_eq!(
+        opt_uint(&n3, CoapOption::ContentFormat),
+        Some(0),
+        "text/plain from HTTP"
+    );
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn rfc7641_3_2_delete_ends_observation_with_4_04() {
+    let gw = gateway().await;
+    http_put(&gw, "obs/del", "v", "text/plain").await;
+    let mut c = Coap::new(gw.coap_addr).await;
+    let (token, r) = c.observe("r/obs/del").await;
+    assert_eq!(code(&r), "2.05");
+
+    assert_eq!(http_delete(&gw, "obs/del").await.status(), 204);
+    let n = c.notification(&token).await;
+    assert_eq!(code(&n), "4.04", "final notification after DELETE");
+    assert!(
+        n.get_first_option(CoapOption::Observe).is_none(),
+        "the final 4.04 carries no Observe"
+    );
+
+    // The relation is over: a new value is not notified.
+    observers_gone(&gw).await;
+    http_put(&gw, "obs/del", "back", "text/plain").await;
+    c.expect_silence("after the observation ended").await;
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn rfc7641_3_6_get_with_observe_1_deregisters() {
+    let gw = gateway().await;
+    http_put(&gw, "obs/dereg", "v", "text/plain").await;
+    let mut c = Coap::new(gw.coap_addr).await;
+    let (token, _) = c.observe("r/obs/dereg").await;
+    // Still observing at this point.
+    http_put(&gw, "obs/dereg", "v2", "text/plain").await;
+    assert_eq!(c.notification(&token).await.payload, b"v2");
+
+    let mut p = c.request(RequestType::Get, "r/obs/dereg");
+    p.set_token(token.clone());
+    p.add_option(CoapOption::Observe, uint(1));
+    let r = c.exchange(&p).await;
+    assert_eq!(code(&r), "2.05");
+    assert!(
+        r.get_first_option(CoapOption::Observe).is_none(),
+        "no Observe: not registered"
+    );
+
+    observers_gone(&gw).await;
+    mqtt_publish(gw.mqtt_addr, "obs/dereg", "v3", true).await;
+    c.expect_silence("after Observe=1").await;
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn rfc7641_3_6_rst_in_reply_to_a_notification_deregisters() {
+    let gw = gateway().await;
+    http_put(&gw, "obs/rst", "v", "text/plain").await;
+    let mut c = Coap::new(gw.coap_addr).await;
+    let (token, _) = c.observe("r/obs/rst").await;
+
+    http_put(&gw, "obs/rst", "v2", "text/plain").await;
+    let n = c.recv("notification").await;
+    assert_eq!(n.get_token(), token.as_slice());
+    assert_eq!(n.header.get_type(), MessageType::Confirmable);
+    assert_eq!(
+        gw.broker.subscription_count(),
+        1,
+        "observing subscribes the CoAP front-end"
+    );
+    c.rst(&n).await;
+    // The observation is gone (not merely waiting for the unacknowledged notification to be
+    // retransmitted, which would also keep the socket quiet for a while).
+    observers_gone(&gw).await;
+
+    http_put(&gw, "obs/rst", "v3", "text/plain").await;
+    c.expect_silence("after RST").await;
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn rfc7641_4_1_observing_a_missing_thing_is_4_04_and_registers_nothing() {
+    let gw = gateway().await;
+    let mut c = Coap::new(gw.coap_addr).await;
+    let (_, r) = c.observe("r/obs/missing").await;
+    assert_eq!(code(&r), "4.04");
+    assert!(r.get_first_option(CoapOption::Observe).is_none());
+
+    let mut writer = Coap::new(gw.coap_addr).await;
+    assert_eq!(
+        gw.broker.subscription_count(),
+        0,
+        "a 4.04 registers nothing"
+    );
+    assert_eq!(
+        code(&writer.put("r/obs/missing", b"now", Some(0)).await),
+        "2.01"
+    );
+    c.expect_silence("observer of a missing thing").await;
+    gw.shutdown().await;
+}
+
+// ---------------------------------------------------------------------------------------
+// RFC 7252 message layer
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn rfc7252_5_2_3_non_request_gets_non_response_with_a_new_message_id() {
+    let gw = gateway().await;
+    http_put(&gw, "non/x", "n", "text/plain").await;
+    let mut c = Coap::new(gw.coap_addr).await;
+    let mut p = c.request(RequestType::Get, "r/non/x");
+    p.header.set_type(MessageType::NonConfirmable);
+    let r = c.exchange(&p).await;
+    assert_eq!(r.header.get_type(), MessageType::NonConfirmable);
+    assert_eq!(code(&r), "2.05");
+    assert_eq!(r.payload, b"n");
+    assert_ne!(
+        r.header.message_id, p.header.message_id,
+        "a NON response has its own MID"
+    );
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn rfc7252_4_5_retransmitted_put_publishes_once() {
+    let gw = gateway().await;
+    let mut sub = Mqtt::subscriber(gw.mqtt_addr, "dedup-sub", "dup/put").await;
+    let mut c = Coap::new(gw.coap_addr).await;
+    let mut p = c.request(RequestType::Put, "r/dup/put");
+    p.payload = b"once".to_vec();
+    // Twice back to back (the second arrives while the write may still be in flight) ...
+    c.send(&p).await;
+    c.send(&p).await;
+    let first = c.recv_raw("answer to the PUT").await;
+    let first_p = coap_lite::Packet::from_bytes(&first).unwrap();
+    assert_eq!(code(&first_p), "2.01");
+    assert_eq!(first_p.header.message_id, p.header.message_id);
+    // ... at most one answer per copy; drain a possible second one, which must be identical.
+    if let Some(again) = c.recv_within(QUIET).await {
+        assert_eq!(
+            again.to_bytes().unwrap(),
+            first,
+            "duplicate answered identically"
+        );
+    }
+    // And a late retransmission after the answer gets the very same answer (not 2.04).
+    c.send(&p).await;
+    let replay = c.recv_raw("answer to the retransmission").await;
+    assert_eq!(replay, first, "same ACK for the duplicate");
+
+    let got = sub.next().await;
+    assert_eq!(&got.payload[..], b"once");
+    sub.expect_silence("a duplicate CON must not publish again")
+        .await;
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn rfc7252_4_3_empty_con_ping_gets_rst() {
+    let gw = gateway().await;
+    let c = Coap::new(gw.coap_addr).await;
+    c.send_raw(&[0x40, 0x00, 0xbe, 0xef]).await;
+    assert_eq!(
+        c.recv_raw("RST to ping").await,
+        vec![0x70, 0x00, 0xbe, 0xef]
+    );
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn rfc7252_5_4_1_unrecognised_critical_option_is_4_02() {
+    let gw = gateway().await;
+    http_put(&gw, "opt/x", "v", "text/plain").await;
+    let mut c = Coap::new(gw.coap_addr).await;
+    let mut p = c.request(RequestType::Get, "r/opt/x");
+    p.add_option(CoapOption::Unknown(9), b"?".to_vec());
+    let r = c.exchange(&p).await;
+    assert_eq!(code(&r), "4.02", "option 9 is critical and unknown");
+    assert!(r.payload != b"v", "the value is not served");
+
+    // An unknown elective (even) option is ignored.
+    let mut p = c.request(RequestType::Get, "r/opt/x");
+    p.add_option(CoapOption::Unknown(2050), b"?".to_vec());
+    let r = c.exchange(&p).await;
+    assert_eq!(code(&r), "2.05");
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn rfc7252_4_2_malformed_datagram_gets_no_answer_and_the_server_keeps_working() {
+    let gw = gateway().await;
+    let mut c = Coap::new(gw.coap_addr).await;
+    // Too short for a header; version 0; a NON with token length 9 (reserved).
+    for junk in [
+        &[0xffu8, 0xff][..],
+        &[0x00, 0x01, 0x12, 0x34],
+        &[0x59, 0x01, 0x12, 0x34, 1, 2, 3, 4, 5, 6, 7, 8, 9],
+    ] {
+        c.send_raw(junk).await;
+    }
+    c.expect_silence("malformed datagrams").await;
+    assert_eq!(code(&c.put("r/still/alive", b"yes", Some(0)).await), "2.01");
+    let r = c.get("r/still/alive").await;
+    assert_eq!(r.payload, b"yes");
+    gw.shutdown().await;
+}
+
+// ---------------------------------------------------------------------------------------
+// RFC 7959: Block2
+// ---------------------------------------------------------------------------------------
+
+fn block2(num: u32, more: bool, szx: u32) -> Vec<u8> {
+    uint((num << 4) | (u32::from(more) << 3) | szx)
+}
+
+#[tokio::test]
+async fn rfc7959_2_4_block2_reads_a_3000_byte_http_value_byte_for_byte() {
+    let gw = gateway().await;
+    let value: Vec<u8> = (0..3000u32).map(|i| (i * 7 + i / 251) as u8).collect();
+    assert_eq!(
+        http_put(&gw, "big/blob", value.clone(), "application/octet-stream")
+            .await
+            .status(),
+        201
+    );
+    let mut c = Coap::new(gw.coap_addr).await;
+
+    // Late negotiation: a plain GET gets the first block and M=1.
+    let first = c.get("r/big/blob").await;
+    assert_eq!(code(&first), "2.05");
+    let b = opt_uint(&first, CoapOption::Block2).expect("Block2 in the first response");
+    assert_eq!(b >> 4, 0, "first block is NUM 0");
+    assert_ne!(b & 0x8, 0, "M=1: more blocks follow");
+    assert!(first.payload.len() < value.len());
+
+    // Then every block, early-negotiated at 256 bytes (SZX 4), with the same ETag throughout.
+    for szx in [(b & 0x7), 4] {
+        let size = 16usize << szx;
+        let mut got = Vec::new();
+        let mut etag = None;
+        for num in 0.. {
+            let mut p = c.request(RequestType::Get, "r/big/blob");
+            p.add_option(CoapOption::Block2, block2(num, false, szx));
+            let r = c.exchange(&p).await;
+            assert_eq!(code(&r), "2.05", "block {num}");
+            let rb = opt_uint(&r, CoapOption::Block2).expect("Block2 echoed");
+            assert_eq!(rb >> 4, num);
+            assert_eq!(rb & 0x7, szx, "the server keeps the asked size");
+            let tag = r.get_first_option(CoapOption::ETag).cloned();
+            assert!(tag.is_some(), "ETag in every block");
+            if let Some(e) = &etag {
+                assert_eq!(Some(e), tag.as_ref(), "same ETag in every block");
+            }
+            etag = tag;
+            if rb & 0x8 != 0 {
+                assert_eq!(r.payload.len(), size, "full blocks before the last");
+            }
+            got.extend_from_slice(&r.payload);
+            if rb & 0x8 == 0 {
+                break;
+            }
+            assert!(num < 300, "runaway");
+        }
+        assert_eq!(got.len(), value.len());
+        assert!(got == value, "byte-for-byte at block size {size}");
+    }
+    gw.shutdown().await;
+}
