@@ -1,0 +1,93 @@
+//! Retained-store write throughput: what group commit buys.
+//!
+//! Each iteration writes `n` retained values and waits until all are durable, either one at
+//! a time (every write pays its own fsync) or from `n` concurrent writers (the writer thread
+//! folds them into a few batches, one fsync each). Compared for sled and for the memory
+//! engine (no fsync at all), which is the ceiling.
+//!
+//! ```text
+//! cargo bench --bench retained
+//! ```
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use ponte::broker::message::QoS;
+use ponte::broker::retained::{Precondition, Retained};
+use ponte::broker::topic::TopicName;
+use ponte::store::memory::MemoryStore;
+use ponte::store::sled::SledStore;
+
+const N: usize = 256;
+
+fn topics() -> Arc<Vec<TopicName>> {
+    Arc::new(
+        (0..N)
+            .map(|i| TopicName::parse(&format!("bench/{i}")).unwrap())
+            .collect(),
+    )
+}
+
+async fn sequential(r: &Retained, topics: &[TopicName], payload: &Bytes) {
+    for t in topics {
+        r.write(
+            t.clone(),
+            Some((payload.clone(), None, QoS::AtLeastOnce)),
+            Precondition::none(),
+        )
+        .await
+        .unwrap();
+    }
+}
+
+async fn concurrent(r: &Arc<Retained>, topics: &Arc<Vec<TopicName>>, payload: &Bytes) {
+    let mut tasks = Vec::with_capacity(topics.len());
+    for i in 0..topics.len() {
+        let (r, topics, payload) = (r.clone(), topics.clone(), payload.clone());
+        tasks.push(tokio::spawn(async move {
+            r.write(
+                topics[i].clone(),
+                Some((payload, None, QoS::AtLeastOnce)),
+                Precondition::none(),
+            )
+            .await
+            .unwrap();
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+}
+
+fn bench(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let payload = Bytes::from(vec![b'x'; 100]);
+    let topics = topics();
+    let dir = tempfile::tempdir().unwrap();
+    let engines: Vec<(&str, Arc<Retained>)> = vec![
+        ("memory", Arc::new(Retained::open(MemoryStore).unwrap())),
+        (
+            "sled",
+            Arc::new(Retained::open(SledStore::open(dir.path()).unwrap()).unwrap()),
+        ),
+    ];
+    let mut g = c.benchmark_group("retained_write_100B");
+    g.throughput(Throughput::Elements(N as u64));
+    g.sample_size(10);
+    for (name, r) in &engines {
+        g.bench_function(BenchmarkId::new("sequential", name), |b| {
+            b.iter(|| rt.block_on(sequential(r, &topics, &payload)))
+        });
+        g.bench_function(BenchmarkId::new("concurrent", name), |b| {
+            b.iter(|| rt.block_on(concurrent(r, &topics, &payload)))
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
