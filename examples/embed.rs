@@ -22,7 +22,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     tracing_subscriber::fmt().with_env_filter("info").init();
 
     let mut config = Config::ephemeral(); // 127.0.0.1, no disk
-    config.http.port = std::env::var("PONTE_HTTP_PORT").ok().and_then(|p| p.parse().ok()).unwrap_or(0);
+    config.http.port = std::env::var("PONTE_HTTP_PORT")
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
     let gateway = ponte::start(config).await?;
     println!(
         "HTTP {}  CoAP {}  MQTT {}",
@@ -34,13 +37,20 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     gateway
         .broker
         .publish(
-            retained_message(topic, Bytes::from_static(b"world"), Some("text/plain".into()), Origin::Internal),
+            retained_message(
+                topic,
+                Bytes::from_static(b"world"),
+                Some("text/plain".into()),
+                Origin::Internal,
+            ),
             Precondition::none(),
         )
         .await?;
     println!("try: curl http://{}/resources/hello", gateway.http_addr);
 
-    let secs = std::env::var("PONTE_EXAMPLE_SECS").ok().and_then(|s| s.parse().ok());
+    let secs = std::env::var("PONTE_EXAMPLE_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok());
     match secs {
         Some(s) => tokio::time::sleep(Duration::from_secs(s)).await,
         None => {

@@ -19,7 +19,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut opts = MqttOptions::new("watcher", mqtt.ip().to_string(), mqtt.port());
     opts.set_keep_alive(Duration::from_secs(30));
     let (client, mut events) = AsyncClient::new(opts, 16);
-    client.subscribe("kitchen/temperature", QoS::AtLeastOnce).await?;
+    client
+        .subscribe("kitchen/temperature", QoS::AtLeastOnce)
+        .await?;
 
     // Wait for SUBACK before writing, so no value is missed.
     loop {

@@ -62,27 +62,19 @@ pub async fn serve(
             match ev {
                 Event::Request(req) => {
                     let now = Instant::now();
+                    // An observation subscribes before the value is read, so no publish can
+                    // fall between the first notification and the later ones.
+                    let wants = resource::observed_topic(&req);
+                    if let Some(topic) = &wants {
+                        if observed.insert(topic.clone()) {
+                            let filter = TopicFilter::exact(topic);
+                            broker.subscribe(&filter, &mailbox, QoS::AtMostOnce, false);
+                        }
+                    }
                     match resource::route(&ctx, &req) {
                         resource::Action::Answer { response, observe } => {
-                            if let Some(topic) = &observe {
-                                if observed.insert(topic.clone()) {
-                                    // Subscribed before the value was read would be ideal;
-                                    // the gap is one task tick on this single owner, and
-                                    // publishes on T are queued, not lost, from here on.
-                                    broker.subscribe(
-                                        &TopicFilter::exact(topic),
-                                        &mailbox,
-                                        QoS::AtMostOnce,
-                                        false,
-                                    );
-                                }
-                            }
-                            endpoint.respond(
-                                now,
-                                req.id,
-                                response,
-                                observe.map(|t| t.as_str().to_owned()),
-                            );
+                            let observe = observe.map(|t| t.as_str().to_owned());
+                            endpoint.respond(now, req.id, response, observe);
                         }
                         resource::Action::Write(fut) => {
                             let tx = done_tx.clone();
@@ -91,6 +83,12 @@ pub async fn serve(
                                 let response = fut.await;
                                 let _ = tx.send(Done { id, response });
                             });
+                        }
+                    }
+                    // A refused observation (4.04, 4.06, ...) registered nobody.
+                    if let Some(topic) = wants {
+                        if endpoint.observer_count(topic.as_str()) == 0 && observed.remove(&topic) {
+                            broker.unsubscribe(&TopicFilter::exact(&topic), mailbox.id());
                         }
                     }
                 }

@@ -104,6 +104,19 @@ impl Context {
     }
 }
 
+/// The topic a GET with Observe=0 asks to observe, if the path names one.
+pub(super) fn observed_topic(req: &Request) -> Option<TopicName> {
+    if req.method != Method::Get || req.observe != Some(0) {
+        return None;
+    }
+    match req.path.split_first() {
+        Some((first, rest)) if first == "r" && !rest.is_empty() => {
+            TopicName::from_segments(rest).ok()
+        }
+        _ => None,
+    }
+}
+
 /// Decide how to answer `req`.
 pub(super) fn route(ctx: &Context, req: &Request) -> Action {
     let topic = match req.path.split_first() {
