@@ -114,8 +114,12 @@ pub struct MqttConfig {
     pub overflow: OverflowPolicy,
     /// Seconds a new connection may take to send CONNECT.
     pub connect_timeout_secs: u64,
-    /// Most simultaneous client connections; more are closed at once.
+    /// Most simultaneous client connections (TCP and WebSocket together); more are closed
+    /// at once.
     pub max_connections: usize,
+    /// A port of its own for MQTT over WebSocket (any path), besides `/mqtt` on the HTTP
+    /// port; `None`: only `/mqtt`.
+    pub ws_port: Option<u16>,
 }
 
 impl Default for MqttConfig {
@@ -129,6 +133,7 @@ impl Default for MqttConfig {
             overflow: OverflowPolicy::DropNewest,
             connect_timeout_secs: 10,
             max_connections: 100_000,
+            ws_port: None,
         }
     }
 }
@@ -224,6 +229,13 @@ impl Config {
     /// Where the MQTT listener binds.
     pub fn mqtt_addr(&self) -> SocketAddr {
         SocketAddr::new(self.mqtt.host.unwrap_or(self.host), self.mqtt.port)
+    }
+
+    /// Where the MQTT-over-WebSocket listener binds, when it has a port of its own.
+    pub fn mqtt_ws_addr(&self) -> Option<SocketAddr> {
+        self.mqtt
+            .ws_port
+            .map(|p| SocketAddr::new(self.mqtt.host.unwrap_or(self.host), p))
     }
 }
 

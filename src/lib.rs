@@ -66,6 +66,9 @@ pub struct Gateway {
     pub coap_addr: SocketAddr,
     /// Where MQTT listens.
     pub mqtt_addr: SocketAddr,
+    /// Where MQTT over WebSocket has a port of its own (`mqtt.ws_port`); it is always also
+    /// at `/mqtt` on the HTTP port.
+    pub mqtt_ws_addr: Option<SocketAddr>,
     /// The broker core, for embedding programs that want to publish directly.
     pub broker: Arc<Broker>,
     /// Signals the tasks and waits for them.
@@ -111,16 +114,30 @@ pub async fn start(config: Config) -> Result<Gateway, Error> {
             source,
         })
     };
+    let ws = match config.mqtt_ws_addr() {
+        Some(addr) => Some(bind_tcp("MQTT/WebSocket", addr).await?),
+        None => None,
+    };
     let http_addr = local(http.local_addr(), "HTTP", config.http_addr())?;
     let mqtt_addr = local(mqtt.local_addr(), "MQTT", config.mqtt_addr())?;
     let coap_addr = local(coap.local_addr(), "CoAP", coap_addr)?;
 
+    let mqtt_ws_addr = match &ws {
+        Some(l) => {
+            let asked = config.mqtt_ws_addr().unwrap_or(config.mqtt_addr());
+            Some(local(l.local_addr(), "MQTT/WebSocket", asked)?)
+        }
+        None => None,
+    };
+
     let controller = ShutdownController::new();
-    let tasks = vec![
+    let front = mqtt::Mqtt::new(broker.clone(), config.clone(), controller.subscribe());
+    let mut tasks = vec![
         tokio::spawn(http::serve(
             http,
             broker.clone(),
             config.clone(),
+            front.clone(),
             controller.subscribe(),
         )),
         tokio::spawn(coap::serve(
@@ -129,17 +146,17 @@ pub async fn start(config: Config) -> Result<Gateway, Error> {
             config.clone(),
             controller.subscribe(),
         )),
-        tokio::spawn(mqtt::serve(
-            mqtt,
-            broker.clone(),
-            config.clone(),
-            controller.subscribe(),
-        )),
+        tokio::spawn(mqtt::serve(mqtt, front.clone())),
     ];
+    if let Some(ws) = ws {
+        tasks.push(tokio::spawn(mqtt::serve_ws(ws, front.clone())));
+    }
+    drop(front);
     tracing::info!(
         http = %http_addr,
         coap = %coap_addr,
         mqtt = %mqtt_addr,
+        mqtt_ws = %mqtt_ws_addr.map(|a| a.to_string()).unwrap_or_else(|| format!("{http_addr}/mqtt")),
         store = %if config.store.memory { "memory".to_string() } else { config.store.db.display().to_string() },
         retained = broker.retained_count(),
         "ponte listening"
@@ -148,6 +165,7 @@ pub async fn start(config: Config) -> Result<Gateway, Error> {
         http_addr,
         coap_addr,
         mqtt_addr,
+        mqtt_ws_addr,
         broker,
         controller,
         tasks,

@@ -8,7 +8,8 @@
 //!   body clears), conditional with `If-Match`/`If-None-Match`;
 //! - `DELETE /resources/{topic}`: clear (204, or 404 when there is nothing);
 //! - `OPTIONS`: 204 with `Allow`; CORS preflights are answered by the CORS layer;
-//! - `GET /openapi.yaml`: the API description.
+//! - `GET /openapi.yaml`: the API description;
+//! - `GET /mqtt` (WebSocket upgrade, subprotocol `mqtt`): the MQTT broker for browsers.
 //!
 //! Every error is an RFC 9457 problem document ([`problem`]).
 
@@ -19,7 +20,10 @@ mod sse;
 #[cfg(test)]
 mod tests;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
+
+use axum::extract::{ConnectInfo, FromRequestParts, State, WebSocketUpgrade};
 
 use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
@@ -34,10 +38,14 @@ pub use sse::encode_event;
 
 use crate::broker::Broker;
 use crate::config::Config;
+use crate::mqtt::Mqtt;
 use crate::shutdown::Shutdown;
 
 /// The OpenAPI description of this front-end, served at `/openapi.yaml`.
 pub const OPENAPI_YAML: &str = include_str!("../../openapi/ponte.yaml");
+
+/// The methods `/mqtt` answers, for `Allow`.
+const MQTT_ALLOWED: &str = "GET, OPTIONS";
 
 /// The methods `/openapi.yaml` answers, for `Allow`.
 const OPENAPI_ALLOWED: &str = "GET, HEAD, OPTIONS";
@@ -53,6 +61,9 @@ pub struct AppState {
     /// Cloned into every SSE stream so long-lived streams end when the gateway stops
     /// instead of holding graceful shutdown up forever.
     pub shutdown: Shutdown,
+    /// The MQTT front-end, for MQTT over WebSocket at `/mqtt`; `None` leaves `/mqtt`
+    /// unrouted (unit tests of the resource API).
+    pub mqtt: Option<Mqtt>,
 }
 
 impl AppState {
@@ -62,14 +73,25 @@ impl AppState {
             broker,
             config,
             shutdown,
+            mqtt: None,
         }
+    }
+
+    /// Also serve MQTT over WebSocket at `/mqtt`.
+    pub fn with_mqtt(mut self, mqtt: Mqtt) -> Self {
+        self.mqtt = Some(mqtt);
+        self
     }
 }
 
 /// The router, with the CORS layer when `http.cors_origins` is not empty.
 pub fn app(state: AppState) -> Router {
     let cors = cors_layer(&state.config.http.cors_origins);
-    let router = Router::new()
+    let mut router = Router::new();
+    if state.mqtt.is_some() {
+        router = router.route("/mqtt", any(mqtt_ws));
+    }
+    let router = router
         .route("/openapi.yaml", any(openapi))
         .route("/resources", any(resources::handle))
         .route("/resources/", any(resources::handle))
@@ -87,13 +109,17 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     broker: Arc<Broker>,
     config: Arc<Config>,
+    mqtt: Mqtt,
     shutdown: Shutdown,
 ) {
     let mut signal = shutdown.clone();
-    let router = app(AppState::new(broker, config, shutdown));
-    let result = axum::serve(listener, router)
-        .with_graceful_shutdown(async move { signal.recv().await })
-        .await;
+    let router = app(AppState::new(broker, config, shutdown).with_mqtt(mqtt));
+    let result = axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move { signal.recv().await })
+    .await;
     if let Err(e) = result {
         tracing::error!(error = %e, "HTTP server failed");
     }
@@ -154,6 +180,43 @@ async fn openapi(request: Request) -> Response {
         Method::OPTIONS => resources::options(OPENAPI_ALLOWED),
         _ => resources::method_not_allowed(request.method(), request.uri().path(), OPENAPI_ALLOWED)
             .into_response(),
+    }
+}
+
+/// `/mqtt`: MQTT over WebSocket (subprotocol `mqtt`) on the HTTP port.
+async fn mqtt_ws(State(state): State<AppState>, request: Request) -> Response {
+    let Some(mqtt) = state.mqtt.clone() else {
+        return not_found(request).await;
+    };
+    match *request.method() {
+        Method::GET => {}
+        Method::OPTIONS => return resources::options(MQTT_ALLOWED),
+        _ => {
+            return resources::method_not_allowed(
+                request.method(),
+                request.uri().path(),
+                MQTT_ALLOWED,
+            )
+            .into_response()
+        }
+    }
+    let peer = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0)
+        .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
+    let (mut parts, _body) = request.into_parts();
+    match WebSocketUpgrade::from_request_parts(&mut parts, &state).await {
+        Ok(ws) => crate::mqtt::ws::upgrade(mqtt, ws, peer),
+        Err(rejection) => Problem::new(
+            rejection.status(),
+            format!(
+                "/mqtt is MQTT over WebSocket (subprotocol \"mqtt\"); this {} request is not a WebSocket upgrade: {}",
+                parts.method,
+                rejection.body_text()
+            ),
+        )
+        .into_response(),
     }
 }
 

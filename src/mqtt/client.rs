@@ -15,8 +15,7 @@ use bytes::BytesMut;
 use ponte_mqtt::{
     CloseReason, Connect, Connection, Event, LastWill, Outgoing, Publish, SubscribeReturnCode,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::Notify;
 
 use super::session::Session;
@@ -62,13 +61,18 @@ struct Driver {
     peer: SocketAddr,
 }
 
-/// Serve one accepted socket until it closes.
-pub(crate) async fn run(
-    stream: TcpStream,
+/// Serve one connection until it closes: a TCP socket's halves, or a WebSocket bridged into
+/// a byte stream.
+pub(crate) async fn run<R, W>(
+    mut reader: R,
+    mut writer: W,
     peer: SocketAddr,
     shared: Arc<Shared>,
     mut shutdown: Shutdown,
-) {
+) where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
     let cfg = &shared.config.mqtt;
     let conn = Connection::new(
         Instant::now(),
@@ -87,7 +91,6 @@ pub(crate) async fn run(
         kick: Arc::new(Notify::new()),
         peer,
     };
-    let (mut reader, mut writer) = stream.into_split();
     let mut rbuf = BytesMut::with_capacity(8 * 1024);
     let mut wbuf = BytesMut::with_capacity(8 * 1024);
     let mut closed = false;

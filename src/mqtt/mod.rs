@@ -4,6 +4,7 @@
 
 mod client;
 pub mod session;
+pub mod ws;
 
 use std::sync::Arc;
 
@@ -26,19 +27,42 @@ pub(crate) struct Shared {
     pub sessions: Registry,
 }
 
-/// Accept MQTT connections until shutdown.
-pub async fn serve(
-    listener: TcpListener,
-    broker: Arc<Broker>,
-    config: Arc<Config>,
-    mut shutdown: Shutdown,
-) {
-    let shared = Arc::new(Shared {
-        sessions: Registry::new(config.mqtt.max_queued, config.mqtt.overflow),
-        broker,
-        config: config.clone(),
-    });
-    let slots = Arc::new(Semaphore::new(config.mqtt.max_connections));
+/// A handle on the MQTT front-end, shared by its TCP listener and by the WebSocket
+/// endpoints (on the HTTP port at `/mqtt`, and on `mqtt.ws_port`).
+#[derive(Debug, Clone)]
+pub struct Mqtt {
+    /// Broker, configuration and sessions, shared by every connection of every transport.
+    shared: Arc<Shared>,
+    /// One connection limit for every transport.
+    slots: Arc<Semaphore>,
+    /// Cloned into every connection task.
+    shutdown: Shutdown,
+}
+
+impl Mqtt {
+    /// The MQTT front-end over `broker`.
+    pub fn new(broker: Arc<Broker>, config: Arc<Config>, shutdown: Shutdown) -> Self {
+        Mqtt {
+            shared: Arc::new(Shared {
+                sessions: Registry::new(config.mqtt.max_queued, config.mqtt.overflow),
+                broker,
+                config: config.clone(),
+            }),
+            slots: Arc::new(Semaphore::new(config.mqtt.max_connections)),
+            shutdown,
+        }
+    }
+
+    /// A connection slot, or `None` when `max_connections` are open.
+    fn try_slot(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        self.slots.clone().try_acquire_owned().ok()
+    }
+}
+
+/// Accept MQTT connections over TCP until shutdown.
+pub async fn serve(listener: TcpListener, mqtt: Mqtt) {
+    let mut shutdown = mqtt.shutdown.clone();
+    let limit = mqtt.shared.config.mqtt.max_connections;
     loop {
         let accepted = tokio::select! {
             _ = shutdown.recv() => break,
@@ -53,16 +77,42 @@ pub async fn serve(
                 continue;
             }
         };
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
-            tracing::warn!(%peer, limit = config.mqtt.max_connections, "MQTT connection refused: max_connections reached");
+        let Some(permit) = mqtt.try_slot() else {
+            tracing::warn!(%peer, limit, "MQTT connection refused: max_connections reached");
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let shared = shared.clone();
-        let shutdown = shutdown.clone();
+        let shared = mqtt.shared.clone();
+        let shutdown = mqtt.shutdown.clone();
         tokio::spawn(async move {
-            client::run(stream, peer, shared, shutdown).await;
+            let (reader, writer) = stream.into_split();
+            client::run(reader, writer, peer, shared, shutdown).await;
             drop(permit);
         });
+    }
+}
+
+/// Serve MQTT over WebSocket on its own port (`mqtt.ws_port`), at any path.
+pub async fn serve_ws(listener: TcpListener, mqtt: Mqtt) {
+    use axum::extract::{ConnectInfo, State, WebSocketUpgrade};
+    async fn handler(
+        State(mqtt): State<Mqtt>,
+        ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+        ws: WebSocketUpgrade,
+    ) -> axum::response::Response {
+        ws::upgrade(mqtt, ws, peer)
+    }
+    let mut signal = mqtt.shutdown.clone();
+    let router = axum::Router::new()
+        .fallback(axum::routing::get(handler))
+        .with_state(mqtt);
+    let served = axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move { signal.recv().await })
+    .await;
+    if let Err(e) = served {
+        tracing::error!(error = %e, "MQTT/WebSocket server failed");
     }
 }
