@@ -120,6 +120,8 @@ pub struct MqttConfig {
     /// A port of its own for MQTT over WebSocket (any path), besides `/mqtt` on the HTTP
     /// port; `None`: only `/mqtt`.
     pub ws_port: Option<u16>,
+    /// Seconds between `$SYS/broker/...` updates; 0 turns them off.
+    pub sys_interval_secs: u64,
 }
 
 impl Default for MqttConfig {
@@ -134,6 +136,7 @@ impl Default for MqttConfig {
             connect_timeout_secs: 10,
             max_connections: 100_000,
             ws_port: None,
+            sys_interval_secs: 10,
         }
     }
 }
@@ -203,7 +206,8 @@ impl Config {
         toml::from_str(text).map_err(|e| e.to_string().trim().replace('\n', " "))
     }
 
-    /// A configuration for tests and embedding: every port 0 on 127.0.0.1, no disk.
+    /// A configuration for tests and embedding: every port 0 on 127.0.0.1, no disk, no
+    /// `$SYS` updates.
     pub fn ephemeral() -> Self {
         let mut c = Config {
             host: IpAddr::V4(Ipv4Addr::LOCALHOST),
@@ -213,6 +217,8 @@ impl Config {
         c.coap.port = 0;
         c.mqtt.port = 0;
         c.store.memory = true;
+        // No `$SYS` values appearing in the store on their own: tests count what they wrote.
+        c.mqtt.sys_interval_secs = 0;
         c
     }
 

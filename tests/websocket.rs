@@ -46,7 +46,9 @@ async fn wait_suback(events: &mut EventLoop) {
 
 #[tokio::test]
 async fn mqtt_6_0_websocket_on_http_port_shares_the_broker() {
-    let gw = ponte::start(ponte::config::Config::ephemeral()).await.unwrap();
+    let gw = ponte::start(ponte::config::Config::ephemeral())
+        .await
+        .unwrap();
     let url = format!("ws://{}/mqtt", gw.http_addr);
     let (client, mut events) = ws_client(url, "ws-sub");
     client.subscribe("ws/+", QoS::AtLeastOnce).await.unwrap();
@@ -104,7 +106,9 @@ async fn mqtt_6_0_websocket_on_its_own_port() {
 
 #[tokio::test]
 async fn mqtt_websocket_path_is_not_a_plain_get() {
-    let gw = ponte::start(ponte::config::Config::ephemeral()).await.unwrap();
+    let gw = ponte::start(ponte::config::Config::ephemeral())
+        .await
+        .unwrap();
     let r = reqwest::get(format!("http://{}/mqtt", gw.http_addr))
         .await
         .unwrap();
@@ -130,7 +134,9 @@ async fn mqttjs_over_websocket() {
         eprintln!("SKIP: MQTT.js not installed (cd tests/mqttjs && npm install)");
         return;
     }
-    let gw = ponte::start(ponte::config::Config::ephemeral()).await.unwrap();
+    let gw = ponte::start(ponte::config::Config::ephemeral())
+        .await
+        .unwrap();
     let mut child = tokio::process::Command::new("node")
         .arg(dir.join("ws.js"))
         .arg(format!("ws://{}/mqtt", gw.http_addr))
@@ -168,16 +174,32 @@ async fn mqttjs_over_websocket() {
             .read_to_string(&mut stdout)
             .await
             .unwrap();
+        let mut stderr = String::new();
+        child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut stderr)
+            .await
+            .unwrap();
         let status = child.wait().await.unwrap();
-        (status, stdout)
+        (status, format!("{stdout}\nstderr: {stderr}"))
     })
     .await
     .expect("MQTT.js finished");
     assert!(out.0.success(), "MQTT.js failed: {}", out.1);
     assert!(out.1.contains(r#""event":"suback""#), "{}", out.1);
     assert!(out.1.contains(r#""event":"puback""#), "{}", out.1);
-    assert!(out.1.contains(r#""payload":"hello from mqtt.js""#), "{}", out.1);
-    assert!(out.1.contains(r#""payload":"hello from http""#), "{}", out.1);
+    assert!(
+        out.1.contains(r#""payload":"hello from mqtt.js""#),
+        "{}",
+        out.1
+    );
+    assert!(
+        out.1.contains(r#""payload":"hello from http""#),
+        "{}",
+        out.1
+    );
     let stored = reqwest::get(format!("http://{http}/resources/ws/from-js"))
         .await
         .unwrap()

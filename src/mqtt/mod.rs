@@ -3,7 +3,9 @@
 //! outgoing PUBLISHes.
 
 mod client;
+mod counted;
 pub mod session;
+mod sys;
 pub mod ws;
 
 use std::sync::Arc;
@@ -25,6 +27,8 @@ pub(crate) struct Shared {
     pub config: Arc<Config>,
     /// Sessions by client id.
     pub sessions: Registry,
+    /// Byte counters of every transport, for `$SYS`.
+    pub stats: counted::Stats,
 }
 
 /// A handle on the MQTT front-end, shared by its TCP listener and by the WebSocket
@@ -45,12 +49,22 @@ impl Mqtt {
         Mqtt {
             shared: Arc::new(Shared {
                 sessions: Registry::new(config.mqtt.max_queued, config.mqtt.overflow),
+                stats: counted::Stats::default(),
                 broker,
                 config: config.clone(),
             }),
             slots: Arc::new(Semaphore::new(config.mqtt.max_connections)),
             shutdown,
         }
+    }
+
+    /// Connections open right now (TCP and WebSocket).
+    pub fn connected(&self) -> usize {
+        self.shared
+            .config
+            .mqtt
+            .max_connections
+            .saturating_sub(self.slots.available_permits())
     }
 
     /// A connection slot, or `None` when `max_connections` are open.
@@ -61,6 +75,7 @@ impl Mqtt {
 
 /// Accept MQTT connections over TCP until shutdown.
 pub async fn serve(listener: TcpListener, mqtt: Mqtt) {
+    tokio::spawn(sys::run(mqtt.clone()));
     let mut shutdown = mqtt.shutdown.clone();
     let limit = mqtt.shared.config.mqtt.max_connections;
     loop {
@@ -86,6 +101,7 @@ pub async fn serve(listener: TcpListener, mqtt: Mqtt) {
         let shutdown = mqtt.shutdown.clone();
         tokio::spawn(async move {
             let (reader, writer) = stream.into_split();
+            let (reader, writer) = counted::wrap(reader, writer, &shared.stats);
             client::run(reader, writer, peer, shared, shutdown).await;
             drop(permit);
         });

@@ -32,6 +32,7 @@ async fn bridge(mut socket: WebSocket, mqtt: Mqtt, peer: SocketAddr) {
     let (ours, theirs) = tokio::io::duplex(PIPE);
     let (reader, writer) = tokio::io::split(theirs);
     let shared = mqtt.shared.clone();
+    let (reader, writer) = super::counted::wrap(reader, writer, &shared.stats);
     let shutdown = mqtt.shutdown.clone();
     let driver = tokio::spawn(async move {
         client::run(reader, writer, peer, shared, shutdown).await;
