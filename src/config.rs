@@ -82,6 +82,34 @@ pub struct CoapConfig {
     pub max_body: usize,
     /// Capacity of the queue of notifications waiting for the CoAP endpoint.
     pub notify_queue: usize,
+    /// Also serve CoAP over TCP (RFC 8323, `coap+tcp://`) on the same port number.
+    pub tcp: bool,
+    /// Most simultaneous CoAP-over-TCP connections; more are closed at once, so sockets
+    /// cannot exhaust file descriptors.
+    pub tcp_max_connections: usize,
+    /// How UDP notifications are sent: `con` (every one confirmable: dead observers are
+    /// noticed at once), `non` (cheapest) or `non-with-periodic-con` (NON, with a CON at
+    /// least every `con_notify_interval_secs`, RFC 7641 §4.5).
+    pub notify: CoapNotify,
+    /// Longest an observer goes without a CON notification under `non-with-periodic-con`
+    /// (RFC 7641 §4.5 asks for at most 24 hours).
+    pub con_notify_interval_secs: u64,
+    /// Block size for Block2 responses and the late-negotiation threshold (16..=1024,
+    /// a power of two; RFC 7959 §2.2).
+    pub block_size: usize,
+}
+
+/// How UDP notifications are sent (RFC 7641 §4.5); over TCP there is no choice to make.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum CoapNotify {
+    /// Every notification is CON.
+    #[default]
+    Con,
+    /// Every notification is NON.
+    Non,
+    /// NON, with a CON at least every `con_notify_interval_secs`.
+    NonWithPeriodicCon,
 }
 
 impl Default for CoapConfig {
@@ -92,6 +120,11 @@ impl Default for CoapConfig {
             max_age: 60,
             max_body: 1024 * 1024,
             notify_queue: 65_536,
+            tcp: true,
+            tcp_max_connections: 10_000,
+            notify: CoapNotify::Con,
+            con_notify_interval_secs: 24 * 60 * 60,
+            block_size: 1024,
         }
     }
 }
@@ -263,6 +296,19 @@ mod tests {
         assert_eq!(c.http.port, 8080);
         assert_eq!(c.http_addr().to_string(), "127.0.0.1:8080");
         assert_eq!(c.mqtt.overflow, OverflowPolicy::DropOldest);
+    }
+
+    #[test]
+    fn coap_section_sets_tcp_and_the_notify_policy() {
+        let c = Config::from_toml(
+            "[coap]\ntcp = false\nnotify = \"non-with-periodic-con\"\ncon_notify_interval_secs = 60\n",
+        )
+        .unwrap();
+        assert!(!c.coap.tcp);
+        assert_eq!(c.coap.notify, CoapNotify::NonWithPeriodicCon);
+        assert_eq!(c.coap.con_notify_interval_secs, 60);
+        assert!(Config::default().coap.tcp, "CoAP over TCP is on by default");
+        assert!(Config::from_toml("[coap]\nnotify = \"sometimes\"\n").is_err());
     }
 
     #[test]

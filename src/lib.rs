@@ -30,7 +30,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use tokio::net::{TcpListener, UdpSocket};
+use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 use backbone::Local;
@@ -100,13 +100,8 @@ pub async fn start(config: Config) -> Result<Gateway, Error> {
     let http = bind_tcp("HTTP", config.http_addr()).await?;
     let mqtt = bind_tcp("MQTT", config.mqtt_addr()).await?;
     let coap_addr = config.coap_addr();
-    let coap = UdpSocket::bind(coap_addr)
-        .await
-        .map_err(|source| Error::Bind {
-            protocol: "CoAP",
-            addr: coap_addr,
-            source,
-        })?;
+    // UDP and, with `[coap] tcp`, TCP (RFC 8323) on the same port number.
+    let (coap, coap_tcp) = coap::bind(&config).await?;
     let local = |r: std::io::Result<SocketAddr>, protocol, addr| {
         r.map_err(|source| Error::Bind {
             protocol,
@@ -148,6 +143,14 @@ pub async fn start(config: Config) -> Result<Gateway, Error> {
         )),
         tokio::spawn(mqtt::serve(mqtt, front.clone())),
     ];
+    if let Some(listener) = coap_tcp {
+        tasks.push(tokio::spawn(coap::serve_tcp(
+            listener,
+            broker.clone(),
+            config.clone(),
+            controller.subscribe(),
+        )));
+    }
     if let Some(ws) = ws {
         tasks.push(tokio::spawn(mqtt::serve_ws(ws, front.clone())));
     }

@@ -466,3 +466,150 @@ async fn rfc7959_2_4_block2_reads_a_3000_byte_http_value_byte_for_byte() {
     }
     gw.shutdown().await;
 }
+
+// ---------------------------------------------------------------------------------------
+// RFC 6690: resource discovery (ETSI TD_COAP_LINK_*)
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn td_coap_link_01_well_known_core_lists_every_thing_as_link_format() {
+    let gw = gateway().await;
+    http_put(&gw, "kitchen/temp", "{}", "application/json").await;
+    http_put(&gw, "kitchen/light", "on", "text/plain").await;
+    http_put(&gw, "garage", vec![1u8, 2], "application/octet-stream").await;
+    let mut c = Coap::new(gw.coap_addr).await;
+    let r = c.get(".well-known/core").await;
+    assert_eq!(code(&r), "2.05");
+    assert_eq!(
+        opt_uint(&r, CoapOption::ContentFormat),
+        Some(40),
+        "link-format"
+    );
+    assert_eq!(
+        payload_str(&r),
+        "</r/garage>;ct=42;obs,</r/kitchen/light>;ct=0;obs,</r/kitchen/temp>;ct=50;obs"
+    );
+    // Accept other than 40 → 4.06.
+    let mut p = c.request(RequestType::Get, ".well-known/core");
+    p.add_option(CoapOption::Accept, uint(50));
+    assert_eq!(code(&c.exchange(&p).await), "4.06");
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn td_coap_link_02_query_filters_href_ct_rt_with_trailing_star() {
+    let gw = gateway().await;
+    http_put(&gw, "kitchen/temp", "{}", "application/json").await;
+    http_put(&gw, "kitchen/light", "on", "text/plain").await;
+    http_put(&gw, "garage", "x", "text/plain").await;
+    let mut c = Coap::new(gw.coap_addr).await;
+    for (query, want) in [
+        (
+            "href=/r/kitchen*",
+            "</r/kitchen/light>;ct=0;obs,</r/kitchen/temp>;ct=50;obs",
+        ),
+        ("href=/r/garage", "</r/garage>;ct=0;obs"),
+        ("ct=50", "</r/kitchen/temp>;ct=50;obs"),
+        ("ct=0", "</r/garage>;ct=0;obs,</r/kitchen/light>;ct=0;obs"),
+        ("rt=temperature*", ""),
+    ] {
+        let mut p = c.request(RequestType::Get, ".well-known/core");
+        p.add_option(CoapOption::UriQuery, query.as_bytes().to_vec());
+        let r = c.exchange(&p).await;
+        assert_eq!(code(&r), "2.05", "{query}");
+        assert_eq!(payload_str(&r), want, "{query}");
+    }
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn rfc6690_rfc7959_large_well_known_core_is_block_wise() {
+    let gw = gateway().await;
+    for i in 0..80 {
+        mqtt_publish(
+            gw.mqtt_addr,
+            &format!("sensors/device-{i:03}/value"),
+            "1",
+            true,
+        )
+        .await;
+    }
+    let mut c = Coap::new(gw.coap_addr).await;
+    let mut body = Vec::new();
+    for num in 0.. {
+        let mut p = c.request(RequestType::Get, ".well-known/core");
+        p.add_option(CoapOption::Block2, uint(num << 4 | 2)); // SZX 2: 64 bytes
+        let r = c.exchange(&p).await;
+        assert_eq!(code(&r), "2.05");
+        let b = opt_uint(&r, CoapOption::Block2).expect("Block2 on a large listing");
+        body.extend_from_slice(&r.payload);
+        if b & 0x8 == 0 {
+            break;
+        }
+        assert!(num < 200, "runaway");
+    }
+    let text = String::from_utf8(body).unwrap();
+    assert_eq!(text.split(',').count(), 80);
+    assert!(text.starts_with("</r/sensors/device-000/value>;ct=42;obs,"));
+    gw.shutdown().await;
+}
+
+// ---------------------------------------------------------------------------------------
+// Reliable observe (RFC 7641 §3.2, §4.5) through the gateway
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn rfc7641_3_2_td_coap_obs_a_value_in_another_format_ends_observation_with_4_06() {
+    let gw = gateway().await;
+    http_put(&gw, "obs/fmt", "{}", "application/json").await;
+    let mut c = Coap::new(gw.coap_addr).await;
+    let mut p = c.request(RequestType::Get, "r/obs/fmt");
+    p.add_option(CoapOption::Observe, Vec::new());
+    p.add_option(CoapOption::Accept, uint(50));
+    let token = p.get_token().to_vec();
+    let r = c.exchange(&p).await;
+    assert_eq!(code(&r), "2.05");
+    http_put(&gw, "obs/fmt", "{\"a\":1}", "application/json").await;
+    assert_eq!(c.notification(&token).await.payload, b"{\"a\":1}");
+    http_put(&gw, "obs/fmt", "plain now", "text/plain").await;
+    let n = c.notification(&token).await;
+    assert_eq!(code(&n), "4.06", "the observer accepts only JSON");
+    assert!(n.get_first_option(CoapOption::Observe).is_none());
+    observers_gone(&gw).await;
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn rfc7641_4_5_notify_non_policy_sends_non_notifications() {
+    let gw = gateway_with(|c| c.coap.notify = ponte::config::CoapNotify::Non).await;
+    http_put(&gw, "obs/non", "0", "text/plain").await;
+    let mut c = Coap::new(gw.coap_addr).await;
+    let (token, _) = c.observe("r/obs/non").await;
+    http_put(&gw, "obs/non", "1", "text/plain").await;
+    let n = c.recv("NON notification").await;
+    assert_eq!(n.get_token(), token.as_slice());
+    assert_eq!(n.header.get_type(), MessageType::NonConfirmable);
+    // RST to a NON notification deregisters (RFC 7641 §3.6).
+    c.rst(&n).await;
+    observers_gone(&gw).await;
+    http_put(&gw, "obs/non", "2", "text/plain").await;
+    c.expect_silence("after RST to a NON notification").await;
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn rfc7252_4_6_oversized_con_request_is_answered_4_13() {
+    let gw = gateway().await;
+    let mut c = Coap::new(gw.coap_addr).await;
+    let mut p = c.request(RequestType::Put, "r/too/big");
+    p.payload = vec![b'a'; 20_000];
+    let r = c.exchange(&p).await;
+    assert_eq!(code(&r), "4.13");
+    assert!(r.get_first_option(CoapOption::Size1).is_some());
+    assert_eq!(
+        http_get(&gw, "too/big").await.status(),
+        404,
+        "nothing stored"
+    );
+    gw.shutdown().await;
+}

@@ -1,7 +1,8 @@
 //! Interoperability with real third-party clients run as child processes: mosquitto_pub /
-//! mosquitto_sub (MQTT 3.1.1) and libcoap's coap-client-notls (CoAP). Each child runs under
-//! a timeout and is killed when it overruns. A missing client skips the test locally and
-//! fails it in CI (env `CI` set).
+//! mosquitto_sub (MQTT 3.1.1), libcoap's coap-client-notls (CoAP over UDP and TCP) and
+//! aiocoap through its Python API (`tests/aiocoap/client.py`). Each child runs under a
+//! timeout and is killed when it overruns. A missing client skips the test locally and fails
+//! it in CI (env `CI` set). CoAP tests name the RFC section or ETSI plugtest scenario.
 
 mod support;
 
@@ -392,4 +393,386 @@ async fn rfc7252_5_2_3_coap_client_non_request_gets_a_non_response() {
     assert!(req_mid.is_some());
     assert_ne!(req_mid, resp_mid, "the NON response has its own MID");
     gw.shutdown().await;
+}
+
+/// A scratch directory for files handed to clients.
+fn scratch() -> tempfile::TempDir {
+    tempfile::tempdir().expect("temp dir")
+}
+
+/// Deterministic, non-text bytes so a byte-for-byte comparison means something.
+fn blob(len: usize) -> Vec<u8> {
+    (0..len as u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect()
+}
+
+/// The ETag of the `-v 6` response line (`ETag:0x0e`), as the `-O 1,0x..` argument wants it.
+fn etag_of(line: &str) -> String {
+    line.split([' ', ',', '[', ']'])
+        .find_map(|w| w.strip_prefix("ETag:"))
+        .unwrap_or_else(|| panic!("no ETag in {line}"))
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn td_coap_block_01_02_coap_client_block_wise_64_both_directions_byte_for_byte() {
+    if !have("coap-client-notls") {
+        return;
+    }
+    let gw = gateway().await;
+    let dir = scratch();
+    let (src, dst) = (dir.path().join("in.bin"), dir.path().join("out.bin"));
+    let value = blob(3000);
+    std::fs::write(&src, &value).unwrap();
+    let uri = coap_uri(&gw, "r/i/big");
+    // Block1 PUT in 64-byte blocks (RFC 7959 §2.5, TD_COAP_BLOCK_02).
+    let o = run(
+        "coap-client-notls",
+        &[
+            "-v",
+            "6",
+            "-b",
+            "64",
+            "-m",
+            "put",
+            "-t",
+            "42",
+            "-f",
+            src.to_str().unwrap(),
+            &uri,
+        ],
+    )
+    .await;
+    let done = response_line(&o, "2.01").unwrap_or_else(|| panic!("final 2.01: {}", o.all()));
+    // 3000 bytes in 64-byte blocks: the last is NUM 46, echoed in the final response.
+    assert!(
+        done.contains("Block1:46/_/64"),
+        "final 2.01 echoes Block1: {done}"
+    );
+    let r = http_get(&gw, "i/big").await;
+    assert_eq!(
+        r.bytes().await.unwrap().to_vec(),
+        value,
+        "stored exactly once, whole"
+    );
+    // Block2 GET in 64-byte blocks into a file (RFC 7959 §2.4, TD_COAP_BLOCK_01).
+    let o = run(
+        "coap-client-notls",
+        &["-b", "64", "-o", dst.to_str().unwrap(), &uri],
+    )
+    .await;
+    let got = std::fs::read(&dst).unwrap_or_default();
+    assert!(
+        got == value,
+        "Block2 read {} of {} bytes: {}",
+        got.len(),
+        value.len(),
+        o.all()
+    );
+    gw.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rfc7252_5_10_8_coap_client_if_match_and_if_none_match_with_o() {
+    if !have("coap-client-notls") {
+        return;
+    }
+    let gw = gateway().await;
+    let uri = coap_uri(&gw, "r/i/cond");
+    // If-None-Match on a missing thing creates it (TD_COAP_CORE_... conditional create).
+    let o = run(
+        "coap-client-notls",
+        &["-v", "6", "-m", "put", "-O", "5,", "-e", "1", &uri],
+    )
+    .await;
+    let created = response_line(&o, "2.01").unwrap_or_else(|| panic!("2.01: {}", o.all()));
+    // If-None-Match on an existing thing → 4.12.
+    let o = run(
+        "coap-client-notls",
+        &["-v", "6", "-m", "put", "-O", "5,", "-e", "2", &uri],
+    )
+    .await;
+    assert!(
+        response_line(&o, "4.12").is_some(),
+        "If-None-Match: {}",
+        o.all()
+    );
+    // If-Match with the current ETag → 2.04; with the now stale one → 4.12.
+    let etag = etag_of(&created);
+    let o = run(
+        "coap-client-notls",
+        &[
+            "-v",
+            "6",
+            "-m",
+            "put",
+            "-O",
+            &format!("1,{etag}"),
+            "-e",
+            "3",
+            &uri,
+        ],
+    )
+    .await;
+    assert!(
+        response_line(&o, "2.04").is_some(),
+        "If-Match current: {}",
+        o.all()
+    );
+    let o = run(
+        "coap-client-notls",
+        &[
+            "-v",
+            "6",
+            "-m",
+            "put",
+            "-O",
+            &format!("1,{etag}"),
+            "-e",
+            "4",
+            &uri,
+        ],
+    )
+    .await;
+    assert!(
+        response_line(&o, "4.12").is_some(),
+        "If-Match stale: {}",
+        o.all()
+    );
+    assert_eq!(http_get(&gw, "i/cond").await.text().await.unwrap(), "3");
+    gw.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rfc8323_coap_client_coap_tcp_put_get_observe_and_block_wise() {
+    if !have("coap-client-notls") {
+        return;
+    }
+    let gw = gateway().await;
+    let uri = format!("coap+tcp://{}/r/i/tcp", gw.coap_addr);
+    let o = run(
+        "coap-client-notls",
+        &["-v", "6", "-m", "put", "-e", "via tcp", "-t", "0", &uri],
+    )
+    .await;
+    assert!(
+        response_line(&o, "2.01").is_some(),
+        "PUT over TCP: {}",
+        o.all()
+    );
+    assert_eq!(
+        http_get(&gw, "i/tcp").await.text().await.unwrap(),
+        "via tcp"
+    );
+
+    let dir = scratch();
+    let (src, dst) = (dir.path().join("in.bin"), dir.path().join("out.bin"));
+    let value = blob(5000);
+    std::fs::write(&src, &value).unwrap();
+    let big = format!("coap+tcp://{}/r/i/tcpbig", gw.coap_addr);
+    run(
+        "coap-client-notls",
+        &["-b", "64", "-m", "put", "-f", src.to_str().unwrap(), &big],
+    )
+    .await;
+    run("coap-client-notls", &["-o", dst.to_str().unwrap(), &big]).await;
+    assert!(
+        std::fs::read(&dst).unwrap_or_default() == value,
+        "byte-for-byte over TCP"
+    );
+
+    let before = gw.broker.subscription_count();
+    let obs = spawn("coap-client-notls", &["-s", "3", "-B", "4", &uri]);
+    subscribed(&gw, before).await;
+    http_put(&gw, "i/tcp", "changed", "text/plain").await;
+    let o = obs.finish(Duration::from_secs(10)).await;
+    let (a, b) = (o.stdout.find("via tcp"), o.stdout.find("changed"));
+    assert!(
+        matches!((a, b), (Some(a), Some(b)) if a < b),
+        "observe over TCP: {}",
+        o.all()
+    );
+    gw.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rfc7252_4_2_4_5_coap_client_with_20_percent_loss_publishes_each_put_once() {
+    if !have("coap-client-notls") {
+        return;
+    }
+    let gw = gateway().await;
+    let mut sub = Mqtt::subscriber(gw.mqtt_addr, "lossy-sub", "i/lossy").await;
+    let uri = coap_uri(&gw, "r/i/lossy");
+    for i in 0..5 {
+        let value = format!("v{i}");
+        let o = spawn(
+            "coap-client-notls",
+            &[
+                "-v", "6", "-l", "20%", "-m", "put", "-e", &value, "-t", "0", &uri,
+            ],
+        )
+        .finish(Duration::from_secs(90))
+        .await;
+        assert!(
+            response_line(&o, "2.01").is_some() || response_line(&o, "2.04").is_some(),
+            "PUT {i} completes despite loss: {}",
+            o.all()
+        );
+    }
+    for i in 0..5 {
+        let m = sub.next().await;
+        assert_eq!(
+            m.payload,
+            format!("v{i}").into_bytes(),
+            "in order, once each"
+        );
+    }
+    sub.expect_silence("a retransmitted PUT must not publish twice")
+        .await;
+    gw.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn td_coap_link_01_coap_client_discovers_things() {
+    if !have("coap-client-notls") {
+        return;
+    }
+    let gw = gateway().await;
+    http_put(&gw, "i/disc/a", "1", "text/plain").await;
+    http_put(&gw, "i/disc/b", "{}", "application/json").await;
+    let o = run(
+        "coap-client-notls",
+        &[
+            "-m",
+            "get",
+            &coap_uri(&gw, ".well-known/core?href=/r/i/disc*"),
+        ],
+    )
+    .await;
+    assert_eq!(
+        o.stdout.trim(),
+        "</r/i/disc/a>;ct=0;obs,</r/i/disc/b>;ct=50;obs",
+        "{}",
+        o.all()
+    );
+    gw.shutdown().await;
+}
+
+// ---------------------------------------------------------------------------------------
+// aiocoap (Python API, tests/aiocoap/client.py)
+// ---------------------------------------------------------------------------------------
+
+/// Whether python3 with aiocoap is available; when not: panic in CI, otherwise SKIP.
+fn have_aiocoap() -> bool {
+    let ok = std::process::Command::new("python3")
+        .args(["-c", "import aiocoap"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if !ok {
+        if std::env::var_os("CI").is_some() {
+            panic!("python3 with aiocoap is not installed, and CI must have it");
+        }
+        println!("SKIP: python3 with aiocoap not installed");
+    }
+    ok
+}
+
+fn aiocoap_script() -> String {
+    format!("{}/tests/aiocoap/client.py", env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The JSON line an aiocoap scenario printed.
+fn aiocoap_json(o: &Output) -> serde_json::Value {
+    assert_eq!(o.code, Some(0), "aiocoap scenario failed: {}", o.all());
+    serde_json::from_str(o.stdout.trim()).unwrap_or_else(|e| panic!("{e}: {}", o.all()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn td_coap_block_02_03_aiocoap_block1_put_then_block2_get_byte_for_byte() {
+    if !have_aiocoap() {
+        return;
+    }
+    let gw = gateway().await;
+    let dir = scratch();
+    let src = dir.path().join("body.bin");
+    let value = blob(4000);
+    std::fs::write(&src, &value).unwrap();
+    let uri = coap_uri(&gw, "r/i/aio");
+    let script = aiocoap_script();
+    let o = spawn("python3", &[&script, "block1", &uri, src.to_str().unwrap()])
+        .finish(Duration::from_secs(30))
+        .await;
+    let put = aiocoap_json(&o);
+    assert_eq!(put["code"], "2.01", "{put}");
+    assert_eq!(put["location"], serde_json::json!(["r", "i", "aio"]));
+    let stored = http_get(&gw, "i/aio").await.bytes().await.unwrap();
+    assert!(
+        stored.as_ref() == value.as_slice(),
+        "Block1 reassembled exactly"
+    );
+
+    let o = spawn("python3", &[&script, "block2", &uri])
+        .finish(Duration::from_secs(30))
+        .await;
+    let get = aiocoap_json(&o);
+    assert_eq!(get["code"], "2.05");
+    assert_eq!(get["len"], value.len());
+    let want = o.stdout.clone();
+    assert!(
+        want.contains(&sha256_hex(&value)),
+        "same bytes through Block2: {want}"
+    );
+    gw.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn td_coap_obs_01_aiocoap_observes_the_value_and_two_changes() {
+    if !have_aiocoap() {
+        return;
+    }
+    let gw = gateway().await;
+    http_put(&gw, "i/aobs", "first", "text/plain").await;
+    let before = gw.broker.subscription_count();
+    let obs = spawn(
+        "python3",
+        &[
+            &aiocoap_script(),
+            "observe",
+            &coap_uri(&gw, "r/i/aobs"),
+            "3",
+        ],
+    );
+    subscribed(&gw, before).await;
+    http_put(&gw, "i/aobs", "second", "text/plain").await;
+    mqtt_publish(gw.mqtt_addr, "i/aobs", "third", true).await;
+    let o = obs.finish(Duration::from_secs(30)).await;
+    let v = aiocoap_json(&o);
+    assert_eq!(
+        v["payloads"],
+        serde_json::json!(["first", "second", "third"])
+    );
+    assert_eq!(v["codes"], serde_json::json!(["2.05", "2.05", "2.05"]));
+    gw.shutdown().await;
+}
+
+/// SHA-256 in hex, computed by python3 (available whenever aiocoap is), so the test needs
+/// no hashing crate.
+fn sha256_hex(data: &[u8]) -> String {
+    use std::io::Write;
+    let mut child = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import hashlib,sys; print(hashlib.sha256(sys.stdin.buffer.read()).hexdigest())",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3");
+    child.stdin.take().unwrap().write_all(data).unwrap();
+    let out = child.wait_with_output().unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }

@@ -88,6 +88,15 @@ impl Broker {
         self.retained.len()
     }
 
+    /// Every retained topic with its value (not `$`-topics): the listing behind CoAP
+    /// resource discovery (`/.well-known/core`, RFC 6690). Read-only.
+    pub fn retained_topics(&self) -> Vec<(TopicName, Arc<RetainedValue>)> {
+        match TopicFilter::parse("#") {
+            Ok(all) => self.retained.matching(&all),
+            Err(_) => Vec::new(),
+        }
+    }
+
     /// Number of subscriptions of every protocol.
     pub fn subscription_count(&self) -> usize {
         self.subscriptions.read().len()

@@ -1,32 +1,41 @@
-//! The CoAP front-end: one UDP socket, one task owning the sans-IO [`ponte_coap::Endpoint`].
+//! The CoAP front-end: one UDP socket with one task owning the sans-IO
+//! [`ponte_coap::Endpoint`], and (with `[coap] tcp = true`) a TCP listener on the same port
+//! number with one task per connection owning a [`ponte_coap::TcpConnection`] (RFC 8323).
 //!
-//! The task feeds datagrams and timeouts into the endpoint and sends what it emits. Requests
-//! are translated into broker calls: reads are answered at once from the retained index;
-//! writes go through [`Broker::publish`] in their own task (so a durable write never stalls
-//! the socket) and come back over a channel to be answered. Observations subscribe one
-//! mailbox per front-end to each observed topic; what arrives in it becomes notifications.
+//! Both transports share [`Front`]: requests are translated into broker calls (reads are
+//! answered at once from the retained index; writes go through [`Broker::publish`] in their
+//! own task, so a durable write never stalls the socket, and come back over a channel to be
+//! answered). Observations subscribe one mailbox per endpoint/connection to each observed
+//! topic; what arrives in it becomes notifications.
 
 mod resource;
+mod tcp;
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use ponte_coap::{Endpoint, Event, RequestId, Response};
-use tokio::net::UdpSocket;
+use ponte_coap::{Endpoint, Event, NotifyPolicy, RequestId, Response, TcpConnection};
+use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::mpsc;
 
 use crate::broker::mailbox::{Mailbox, OverflowPolicy};
 use crate::broker::message::QoS;
 use crate::broker::topic::{TopicFilter, TopicName};
 use crate::broker::Broker;
-use crate::config::Config;
+use crate::config::{CoapNotify, Config};
 use crate::shutdown::Shutdown;
+
+pub use tcp::serve_tcp;
 
 /// Largest datagram read from the socket; bigger ones are truncated by the OS and then
 /// fail to parse (counted as malformed), never processed as partial requests.
 const MAX_DATAGRAM: usize = 65_535;
+
+/// How often binding UDP and TCP to one free port is retried when port 0 was asked for
+/// and the port the OS picked for UDP is taken for TCP.
+const BIND_ATTEMPTS: usize = 16;
 
 /// A finished asynchronous write, to be answered by the endpoint task.
 struct Done {
@@ -36,75 +45,244 @@ struct Done {
     response: Response,
 }
 
-/// Serve CoAP on `socket` until shutdown.
+/// The sans-IO endpoint configuration from ponte's `[coap]` section.
+pub(crate) fn endpoint_config(config: &Config) -> ponte_coap::Config {
+    ponte_coap::Config {
+        max_body_size: config.coap.max_body,
+        block_size: config.coap.block_size,
+        notify: match config.coap.notify {
+            CoapNotify::Con => NotifyPolicy::Con,
+            CoapNotify::Non => NotifyPolicy::Non,
+            CoapNotify::NonWithPeriodicCon => NotifyPolicy::NonWithPeriodicCon,
+        },
+        con_notify_interval: Duration::from_secs(config.coap.con_notify_interval_secs),
+        ..ponte_coap::Config::default()
+    }
+}
+
+/// Bind the CoAP UDP socket and, with `[coap] tcp`, a TCP listener on the same port number
+/// (RFC 8323 §8.1: `coap+tcp://` uses the CoAP port). With port 0 both land on one free port.
+pub async fn bind(config: &Config) -> Result<(UdpSocket, Option<TcpListener>), crate::Error> {
+    let asked = config.coap_addr();
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let udp = UdpSocket::bind(asked)
+            .await
+            .map_err(|source| crate::Error::Bind {
+                protocol: "CoAP",
+                addr: asked,
+                source,
+            })?;
+        if !config.coap.tcp {
+            return Ok((udp, None));
+        }
+        let port = udp
+            .local_addr()
+            .map_err(|source| crate::Error::Bind {
+                protocol: "CoAP",
+                addr: asked,
+                source,
+            })?
+            .port();
+        let tcp_addr = SocketAddr::new(asked.ip(), port);
+        match TcpListener::bind(tcp_addr).await {
+            Ok(listener) => return Ok((udp, Some(listener))),
+            Err(e) if asked.port() == 0 && attempt < BIND_ATTEMPTS => {
+                tracing::debug!(%tcp_addr, error = %e, "CoAP/TCP port taken, picking another");
+            }
+            Err(source) => {
+                return Err(crate::Error::Bind {
+                    protocol: "CoAP/TCP",
+                    addr: tcp_addr,
+                    source,
+                })
+            }
+        }
+    }
+}
+
+/// What [`Front`] needs from a CoAP machine (the UDP endpoint or a TCP connection).
+pub(crate) trait Machine {
+    /// See [`Endpoint::respond`].
+    fn respond(&mut self, now: Instant, id: RequestId, response: Response, observe: Option<String>);
+    /// See [`Endpoint::notify`].
+    fn notify(&mut self, now: Instant, resource: &str, response: Response);
+    /// See [`Endpoint::end_observations`].
+    fn end_observations(&mut self, now: Instant, resource: &str, response: Response);
+    /// See [`Endpoint::observer_count`].
+    fn observer_count(&self, resource: &str) -> usize;
+}
+
+impl Machine for Endpoint {
+    fn respond(
+        &mut self,
+        now: Instant,
+        id: RequestId,
+        response: Response,
+        observe: Option<String>,
+    ) {
+        Endpoint::respond(self, now, id, response, observe)
+    }
+    fn notify(&mut self, now: Instant, resource: &str, response: Response) {
+        Endpoint::notify(self, now, resource, response)
+    }
+    fn end_observations(&mut self, now: Instant, resource: &str, response: Response) {
+        Endpoint::end_observations(self, now, resource, response)
+    }
+    fn observer_count(&self, resource: &str) -> usize {
+        Endpoint::observer_count(self, resource)
+    }
+}
+
+impl Machine for TcpConnection {
+    fn respond(
+        &mut self,
+        now: Instant,
+        id: RequestId,
+        response: Response,
+        observe: Option<String>,
+    ) {
+        TcpConnection::respond(self, now, id, response, observe)
+    }
+    fn notify(&mut self, now: Instant, resource: &str, response: Response) {
+        TcpConnection::notify(self, now, resource, response)
+    }
+    fn end_observations(&mut self, now: Instant, resource: &str, response: Response) {
+        TcpConnection::end_observations(self, now, resource, response)
+    }
+    fn observer_count(&self, resource: &str) -> usize {
+        TcpConnection::observer_count(self, resource)
+    }
+}
+
+/// The broker side of one CoAP machine: routing requests, running writes, and the mailbox
+/// subscriptions that feed its observers.
+pub(crate) struct Front {
+    /// Broker and response settings.
+    ctx: resource::Context,
+    /// Receives publishes on observed topics; DropOldest because observers want the latest.
+    mailbox: Arc<Mailbox>,
+    /// Topics the mailbox is subscribed to on behalf of observers.
+    observed: HashSet<TopicName>,
+    /// Where write tasks report back.
+    done_tx: mpsc::UnboundedSender<Done>,
+}
+
+impl Front {
+    /// A front for one machine, with the receiving end of its write channel.
+    fn new(broker: Arc<Broker>, config: &Config) -> (Front, mpsc::UnboundedReceiver<Done>) {
+        let (done_tx, done_rx) = mpsc::unbounded_channel::<Done>();
+        let front = Front {
+            ctx: resource::Context {
+                broker,
+                max_age: config.coap.max_age,
+            },
+            mailbox: Mailbox::new(config.coap.notify_queue, OverflowPolicy::DropOldest),
+            observed: HashSet::new(),
+            done_tx,
+        };
+        (front, done_rx)
+    }
+
+    /// Act on one event of the machine.
+    fn on_event<M: Machine>(&mut self, machine: &mut M, ev: Event) {
+        match ev {
+            Event::Request(req) => {
+                let now = Instant::now();
+                // An observation subscribes before the value is read, so no publish can
+                // fall between the first notification and the later ones.
+                let wants = resource::observed_topic(&req);
+                if let Some(topic) = &wants {
+                    if self.observed.insert(topic.clone()) {
+                        let filter = TopicFilter::exact(topic);
+                        self.ctx
+                            .broker
+                            .subscribe(&filter, &self.mailbox, QoS::AtMostOnce, false);
+                    }
+                }
+                match resource::route(&self.ctx, &req) {
+                    resource::Action::Answer { response, observe } => {
+                        let observe = observe.map(|t| t.as_str().to_owned());
+                        machine.respond(now, req.id, response, observe);
+                    }
+                    resource::Action::Write(fut) => {
+                        let tx = self.done_tx.clone();
+                        let id = req.id;
+                        tokio::spawn(async move {
+                            let response = fut.await;
+                            let _ = tx.send(Done { id, response });
+                        });
+                    }
+                }
+                // A refused observation (4.04, 4.06, ...) registered nobody.
+                if let Some(topic) = wants {
+                    if machine.observer_count(topic.as_str()) == 0 {
+                        self.forget(&topic);
+                    }
+                }
+            }
+            Event::ObservationEnded {
+                resource,
+                remaining,
+            } => {
+                if remaining == 0 {
+                    if let Ok(topic) = TopicName::parse(&resource) {
+                        self.forget(&topic);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Unsubscribe the mailbox from `topic` if it was subscribed.
+    fn forget(&mut self, topic: &TopicName) {
+        if self.observed.remove(topic) {
+            self.ctx
+                .broker
+                .unsubscribe(&TopicFilter::exact(topic), self.mailbox.id());
+        }
+    }
+
+    /// Turn what arrived in the mailbox into notifications.
+    fn on_deliveries<M: Machine>(&mut self, machine: &mut M) {
+        let now = Instant::now();
+        while let Some(d) = self.mailbox.pop() {
+            let topic = d.message.topic.as_str();
+            if d.message.clears_retained() {
+                machine.end_observations(now, topic, resource::gone(topic));
+            } else {
+                machine.notify(now, topic, self.ctx.notification(&d.message));
+            }
+        }
+    }
+
+    /// Drop every subscription (the machine is going away).
+    fn close(mut self) {
+        let topics: Vec<TopicName> = self.observed.drain().collect();
+        for topic in topics {
+            self.ctx
+                .broker
+                .unsubscribe(&TopicFilter::exact(&topic), self.mailbox.id());
+        }
+    }
+}
+
+/// Serve CoAP over UDP on `socket` until shutdown.
 pub async fn serve(
     socket: UdpSocket,
     broker: Arc<Broker>,
     config: Arc<Config>,
     mut shutdown: Shutdown,
 ) {
-    let mut endpoint = Endpoint::new(ponte_coap::Config {
-        max_body_size: config.coap.max_body,
-        ..ponte_coap::Config::default()
-    });
-    let mailbox = Mailbox::new(config.coap.notify_queue, OverflowPolicy::DropOldest);
-    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Done>();
-    let ctx = resource::Context {
-        broker: broker.clone(),
-        max_age: config.coap.max_age,
-    };
-    // Topics the mailbox is subscribed to on behalf of observers.
-    let mut observed: HashSet<TopicName> = HashSet::new();
+    let mut endpoint = Endpoint::new(endpoint_config(&config));
+    let (mut front, mut done_rx) = Front::new(broker, &config);
+    let mailbox = front.mailbox.clone();
     let mut buf = vec![0u8; MAX_DATAGRAM];
     loop {
         // Drain the endpoint: events first (they may produce transmits), then transmits.
         while let Some(ev) = endpoint.poll_event() {
-            match ev {
-                Event::Request(req) => {
-                    let now = Instant::now();
-                    // An observation subscribes before the value is read, so no publish can
-                    // fall between the first notification and the later ones.
-                    let wants = resource::observed_topic(&req);
-                    if let Some(topic) = &wants {
-                        if observed.insert(topic.clone()) {
-                            let filter = TopicFilter::exact(topic);
-                            broker.subscribe(&filter, &mailbox, QoS::AtMostOnce, false);
-                        }
-                    }
-                    match resource::route(&ctx, &req) {
-                        resource::Action::Answer { response, observe } => {
-                            let observe = observe.map(|t| t.as_str().to_owned());
-                            endpoint.respond(now, req.id, response, observe);
-                        }
-                        resource::Action::Write(fut) => {
-                            let tx = done_tx.clone();
-                            let id = req.id;
-                            tokio::spawn(async move {
-                                let response = fut.await;
-                                let _ = tx.send(Done { id, response });
-                            });
-                        }
-                    }
-                    // A refused observation (4.04, 4.06, ...) registered nobody.
-                    if let Some(topic) = wants {
-                        if endpoint.observer_count(topic.as_str()) == 0 && observed.remove(&topic) {
-                            broker.unsubscribe(&TopicFilter::exact(&topic), mailbox.id());
-                        }
-                    }
-                }
-                Event::ObservationEnded {
-                    resource,
-                    remaining,
-                } => {
-                    if remaining == 0 {
-                        if let Ok(topic) = TopicName::parse(&resource) {
-                            if observed.remove(&topic) {
-                                broker.unsubscribe(&TopicFilter::exact(&topic), mailbox.id());
-                            }
-                        }
-                    }
-                }
-            }
+            front.on_event(&mut endpoint, ev);
         }
         while let Some((peer, bytes)) = endpoint.poll_transmit() {
             send(&socket, peer, &bytes).await;
@@ -121,24 +299,15 @@ pub async fn serve(
                     endpoint.respond(Instant::now(), done.id, done.response, None);
                 }
             }
-            _ = mailbox.notified() => {
-                let now = Instant::now();
-                while let Some(d) = mailbox.pop() {
-                    let topic = d.message.topic.as_str();
-                    if d.message.clears_retained() {
-                        endpoint.end_observations(now, topic, resource::gone(topic));
-                    } else {
-                        endpoint.notify(now, topic, ctx.notification(&d.message));
-                    }
-                }
-            }
+            _ = mailbox.notified() => front.on_deliveries(&mut endpoint),
             _ = sleep_until(deadline) => endpoint.handle_timeout(Instant::now()),
             _ = shutdown.recv() => break,
         }
     }
     // Answer the writes still in flight so their clients are not left retransmitting.
-    drop(done_tx);
-    let grace = tokio::time::sleep(std::time::Duration::from_secs(2));
+    // Dropping our sender lets `done_rx` end once the running writes have reported.
+    front.done_tx = mpsc::unbounded_channel::<Done>().0;
+    let grace = tokio::time::sleep(Duration::from_secs(2));
     tokio::pin!(grace);
     loop {
         tokio::select! {
@@ -152,9 +321,9 @@ pub async fn serve(
     while let Some((peer, bytes)) = endpoint.poll_transmit() {
         send(&socket, peer, &bytes).await;
     }
-    for topic in observed {
-        broker.unsubscribe(&TopicFilter::exact(&topic), mailbox.id());
-    }
+    let stats = endpoint.stats();
+    tracing::debug!(?stats, "CoAP/UDP endpoint stopped");
+    front.close();
 }
 
 async fn send(socket: &UdpSocket, peer: SocketAddr, bytes: &[u8]) {
@@ -163,7 +332,8 @@ async fn send(socket: &UdpSocket, peer: SocketAddr, bytes: &[u8]) {
     }
 }
 
-async fn sleep_until(deadline: Option<Instant>) {
+/// Sleep until `deadline`, or forever without one.
+pub(crate) async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
         Some(d) => tokio::time::sleep_until(d.into()).await,
         None => std::future::pending().await,

@@ -1,4 +1,6 @@
-//! What a CoAP request on `/r/T` means for the broker, and how values become responses.
+//! What a CoAP request on `/r/T` means for the broker, how values become responses, and
+//! resource discovery: `GET /.well-known/core` (RFC 6690) lists `</r/T>;ct=…;obs` for every
+//! stored thing, filtered by `href`, `rt`, `ct` queries (a trailing `*` is a prefix match).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -15,6 +17,27 @@ use crate::broker::{retained_message, Broker};
 
 /// Content-Format of `application/octet-stream`, the format of a value stored without one.
 const OCTET_STREAM: u16 = 42;
+/// Content-Format of `application/link-format` (RFC 6690 §7.2).
+const LINK_FORMAT: u16 = 40;
+
+/// Bytes escaped in a topic segment inside a link's `<…>`: everything outside RFC 3986
+/// `pchar`, plus the link-format delimiters `,` `;` `<` `>` `"` so naive parsers stay safe.
+const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~')
+    .remove(b'!')
+    .remove(b'$')
+    .remove(b'&')
+    .remove(b'\'')
+    .remove(b'(')
+    .remove(b')')
+    .remove(b'*')
+    .remove(b'+')
+    .remove(b'=')
+    .remove(b':')
+    .remove(b'@');
 
 /// What the endpoint task needs to answer requests.
 #[derive(Debug, Clone)]
@@ -119,6 +142,9 @@ pub(super) fn observed_topic(req: &Request) -> Option<TopicName> {
 
 /// Decide how to answer `req`.
 pub(super) fn route(ctx: &Context, req: &Request) -> Action {
+    if req.path == [".well-known", "core"] {
+        return answer(discovery(ctx, req));
+    }
     let topic = match req.path.split_first() {
         Some((first, rest)) if first == "r" && !rest.is_empty() => {
             match TopicName::from_segments(rest) {
@@ -140,6 +166,89 @@ pub(super) fn route(ctx: &Context, req: &Request) -> Action {
         Method::Get => get(ctx, req, topic),
         Method::Put | Method::Post => write(ctx, req, topic),
         Method::Delete => delete(ctx, req, topic),
+    }
+}
+
+/// `/.well-known/core` (RFC 6690 §4): one link per stored thing, Content-Format 40. The
+/// endpoint fragments it with Block2 when it is larger than a block.
+fn discovery(ctx: &Context, req: &Request) -> Response {
+    if req.method != Method::Get {
+        return diag(
+            ResponseType::MethodNotAllowed,
+            "/.well-known/core is read-only: use GET",
+        );
+    }
+    if let Some(accept) = req.accept.filter(|a| *a != LINK_FORMAT) {
+        return diag(
+            ResponseType::NotAcceptable,
+            format!("/.well-known/core is application/link-format (40), not {accept}"),
+        );
+    }
+    let mut things = ctx.broker.retained_topics();
+    things.sort_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
+    let links: Vec<String> = things
+        .iter()
+        .map(|(topic, v)| Link {
+            href: href_of(topic),
+            ct: format_of(v.content_type.as_deref()),
+        })
+        .filter(|link| req.query.iter().all(|q| link.matches(q)))
+        .map(|link| link.to_string())
+        .collect();
+    Response {
+        content_format: Some(LINK_FORMAT),
+        max_age: Some(ctx.max_age),
+        ..Response::with_payload(ResponseType::Content, Bytes::from(links.join(",")))
+    }
+}
+
+/// The CoAP path of a thing, each topic level percent-encoded: `/r/a/b`.
+fn href_of(topic: &TopicName) -> String {
+    let mut href = String::from("/r");
+    for level in topic.levels() {
+        href.push('/');
+        href.extend(percent_encoding::utf8_percent_encode(level, SEGMENT));
+    }
+    href
+}
+
+/// One entry of the link-format listing.
+struct Link {
+    /// Target path (`/r/T`).
+    href: String,
+    /// Content-Format of the stored value, when CoAP's registry has it.
+    ct: Option<u16>,
+}
+
+impl Link {
+    /// Whether the link passes an RFC 6690 §4.1 query filter `name=value` (trailing `*`:
+    /// prefix match). The links carry `href`, `ct` and `obs`; a filter on any other
+    /// attribute (`rt`, `if`, …) matches nothing, since no link has it. Queries without
+    /// `=` are not filters and are ignored (RFC 7252 allows unknown Uri-Query).
+    fn matches(&self, query: &str) -> bool {
+        let Some((name, pattern)) = query.split_once('=') else {
+            return true;
+        };
+        let value = match name {
+            "href" => Some(self.href.clone()),
+            "ct" => self.ct.map(|ct| ct.to_string()),
+            _ => None,
+        };
+        match (value, pattern.strip_suffix('*')) {
+            (Some(v), Some(prefix)) => v.starts_with(prefix),
+            (Some(v), None) => v == pattern,
+            (None, _) => false,
+        }
+    }
+}
+
+impl std::fmt::Display for Link {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "<{}>", self.href)?;
+        if let Some(ct) = self.ct {
+            write!(f, ";ct={ct}")?;
+        }
+        write!(f, ";obs")
     }
 }
 
@@ -271,6 +380,31 @@ mod tests {
         assert_eq!(version_of(&[0x01, 0x00]), Some(256));
         assert_eq!(version_of(&[]), None);
         assert_eq!(version_of(&[0; 9]), None);
+    }
+
+    #[test]
+    fn rfc6690_4_1_query_filters_with_trailing_star() {
+        let link = Link {
+            href: "/r/kitchen/temp".into(),
+            ct: Some(50),
+        };
+        assert!(link.matches("href=/r/kitchen*"));
+        assert!(link.matches("href=/r/kitchen/temp"));
+        assert!(!link.matches("href=/r/kitchen"));
+        assert!(link.matches("ct=50"));
+        assert!(link.matches("ct=5*"));
+        assert!(!link.matches("ct=0"));
+        assert!(!link.matches("rt=temperature"), "no link has rt");
+        assert!(!link.matches("rt=*"));
+        assert!(link.matches("plain-query"), "not a filter");
+        assert_eq!(link.to_string(), "</r/kitchen/temp>;ct=50;obs");
+    }
+
+    #[test]
+    fn rfc6690_2_hrefs_escape_link_format_delimiters() {
+        let topic = TopicName::parse("a b/c,d;e/<f>").unwrap();
+        assert_eq!(href_of(&topic), "/r/a%20b/c%2Cd%3Be/%3Cf%3E");
+        assert_eq!(href_of(&TopicName::parse("/x").unwrap()), "/r//x");
     }
 
     #[test]

@@ -42,6 +42,15 @@ pub async fn gateway() -> Gateway {
     .expect("gateway starts")
 }
 
+/// Like [`gateway`], with the configuration adjusted by `f`.
+pub async fn gateway_with(f: impl FnOnce(&mut ponte::config::Config)) -> Gateway {
+    let mut config = ponte::config::Config::ephemeral();
+    f(&mut config);
+    within(WAIT, "gateway start", ponte::start(config))
+        .await
+        .expect("gateway starts")
+}
+
 // ---------------------------------------------------------------------------------------
 // CoAP
 // ---------------------------------------------------------------------------------------
@@ -522,4 +531,127 @@ pub async fn closed_by_server(s: &mut TcpStream) -> bool {
     })
     .await
     .unwrap_or(false)
+}
+
+// ---------------------------------------------------------------------------------------
+// CoAP over TCP (RFC 8323)
+// ---------------------------------------------------------------------------------------
+
+/// A raw CoAP-over-TCP client: frames built from coap-lite packets (datagram layout
+/// converted by `ponte_coap::tcp::to_tcp`), frames read back into packets.
+pub struct CoapTcp {
+    pub stream: TcpStream,
+    buf: Vec<u8>,
+    next_token: u32,
+}
+
+impl CoapTcp {
+    /// Connect to the CoAP port over TCP (no CSM sent yet).
+    pub async fn connect(server: SocketAddr) -> CoapTcp {
+        let stream = within(WAIT, "CoAP/TCP connect", TcpStream::connect(server))
+            .await
+            .expect("CoAP/TCP listens on the CoAP port");
+        CoapTcp {
+            stream,
+            buf: Vec::new(),
+            next_token: 0x7000,
+        }
+    }
+
+    pub fn token(&mut self) -> Vec<u8> {
+        self.next_token += 1;
+        self.next_token.to_be_bytes().to_vec()
+    }
+
+    /// Send a packet (its type and MID are dropped by the TCP framing).
+    pub async fn send(&mut self, p: &Packet) {
+        let bytes = ponte_coap::tcp::to_tcp(&p.to_bytes_unlimited().expect("encodable"));
+        self.stream.write_all(&bytes).await.unwrap();
+    }
+
+    /// A signaling message 7.`detail` with optional uint options.
+    pub async fn signal(&mut self, detail: u8, token: &[u8], opts: &[(u16, u32)]) {
+        let mut p = Packet::new();
+        p.header.code = MessageClass::from(0xE0 | detail);
+        p.set_token(token.to_vec());
+        for (n, v) in opts {
+            p.add_option(CoapOption::Unknown(*n), uint(*v));
+        }
+        self.send(&p).await;
+    }
+
+    /// A request packet with a fresh token.
+    pub fn request(&mut self, method: RequestType, path: &str) -> Packet {
+        let mut p = Packet::new();
+        p.header.code = MessageClass::Request(method);
+        p.set_token(self.token());
+        for seg in path.trim_start_matches('/').split('/') {
+            p.add_option(CoapOption::UriPath, seg.as_bytes().to_vec());
+        }
+        p
+    }
+
+    /// The next frame, as a packet; None on EOF.
+    pub async fn recv_frame(&mut self, what: &str) -> Option<Packet> {
+        within(WAIT, what, async {
+            loop {
+                if let Some((p, used)) = parse_tcp_frame(&self.buf) {
+                    self.buf.drain(..used);
+                    return Some(p);
+                }
+                let mut chunk = [0u8; 4096];
+                match self.stream.read(&mut chunk).await {
+                    Ok(0) | Err(_) => return None,
+                    Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                }
+            }
+        })
+        .await
+    }
+
+    pub async fn recv(&mut self, what: &str) -> Packet {
+        self.recv_frame(what)
+            .await
+            .unwrap_or_else(|| panic!("connection closed waiting for {what}"))
+    }
+
+    /// Send `p` and return the response with its token (skipping other frames).
+    pub async fn exchange(&mut self, p: &Packet) -> Packet {
+        self.send(p).await;
+        loop {
+            let r = self.recv("CoAP/TCP response").await;
+            if r.get_token() == p.get_token() {
+                return r;
+            }
+        }
+    }
+}
+
+/// Parse one RFC 8323 frame at the start of `buf`: the packet and the bytes it used.
+pub fn parse_tcp_frame(buf: &[u8]) -> Option<(Packet, usize)> {
+    let b0 = *buf.first()?;
+    let (nib, tkl) = (b0 >> 4, usize::from(b0 & 0x0F));
+    let ext = match nib {
+        13 => 1,
+        14 => 2,
+        15 => 4,
+        _ => 0,
+    };
+    let e = buf.get(1..1 + ext)?;
+    let len = match ext {
+        0 => usize::from(nib),
+        1 => usize::from(e[0]) + 13,
+        2 => usize::from(u16::from_be_bytes([e[0], e[1]])) + 269,
+        _ => u32::from_be_bytes([e[0], e[1], e[2], e[3]]) as usize + 65_805,
+    };
+    let total = 2 + ext + tkl + len;
+    if buf.len() < total {
+        return None;
+    }
+    let mut d = vec![0x40 | tkl as u8, buf[1 + ext], 0, 0];
+    d.extend_from_slice(&buf[2 + ext..total]);
+    Some((
+        Packet::from_bytes(&d).expect("server frames are valid CoAP"),
+        total,
+    ))
 }

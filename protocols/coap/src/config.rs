@@ -3,6 +3,24 @@
 
 use std::time::Duration;
 
+/// How notifications are sent over UDP (RFC 7641 §4.5). Over TCP (RFC 8323)
+/// every notification is a plain message: the transport is reliable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum NotifyPolicy {
+    /// Every notification is CON: the server learns at once when an observer
+    /// is gone (its retransmissions run out), at the cost of one ACK each.
+    #[default]
+    Con,
+    /// Every notification is NON: cheapest, but a vanished observer is only
+    /// noticed when it answers RST. RFC 7641 §4.5 asks for a CON at least
+    /// every 24 h, so prefer [`NotifyPolicy::NonWithPeriodicCon`].
+    Non,
+    /// NON notifications, except that one is sent CON when the observer has
+    /// not had a CON for [`Config::con_notify_interval`] (RFC 7641 §4.5: at
+    /// least every 24 hours).
+    NonWithPeriodicCon,
+}
+
 /// Tunables of an [`crate::Endpoint`]. `Config::default()` follows the
 /// RFC 7252 §4.8 defaults.
 #[derive(Debug, Clone)]
@@ -45,6 +63,31 @@ pub struct Config {
     /// Cap on concurrent Block1 reassemblies (each holds up to
     /// `max_body_size` bytes); beyond it a new transfer gets 5.03.
     pub max_block1_transfers: usize,
+    /// Whether notifications are CON, NON, or NON with a periodic CON.
+    pub notify: NotifyPolicy,
+    /// Longest time an observer goes without a CON notification under
+    /// [`NotifyPolicy::NonWithPeriodicCon`] (RFC 7641 §4.5: 24 hours).
+    pub con_notify_interval: Duration,
+    /// CON messages outstanding towards one client at a time (RFC 7252 §4.7
+    /// NSTART); further CON notifications to that client wait for an ACK.
+    pub nstart: usize,
+    /// Cap on observers registered by one client, so a single peer cannot
+    /// take the whole observer table.
+    pub max_observers_per_peer: usize,
+    /// Cap on unanswered requests from one client; beyond it 5.03.
+    pub max_pending_per_peer: usize,
+    /// Cap on concurrent Block1 uploads from one client; beyond it 5.03.
+    pub max_transfers_per_peer: usize,
+    /// Largest datagram processed. A larger CON request is answered 4.13
+    /// (with Size1) so the client can switch to Block1; anything else
+    /// larger is dropped and counted.
+    pub max_datagram_size: usize,
+    /// Largest CoAP-over-TCP message accepted (RFC 8323 §5.3.1), announced
+    /// as Max-Message-Size in our CSM; a larger one aborts the connection.
+    pub tcp_max_message_size: usize,
+    /// How long a TCP peer has to send its CSM (RFC 8323 §5.3) before the
+    /// connection is aborted, so idle sockets cannot pile up.
+    pub csm_timeout: Duration,
     /// Seed of the random source for the initial message ID and the
     /// retransmission jitter; fixed seeds make tests deterministic.
     pub seed: u64,
@@ -65,6 +108,15 @@ impl Default for Config {
             max_pending_requests: 1024,
             max_observers: 4096,
             max_block1_transfers: 64,
+            notify: NotifyPolicy::Con,
+            con_notify_interval: Duration::from_secs(24 * 60 * 60),
+            nstart: 1,
+            max_observers_per_peer: 256,
+            max_pending_per_peer: 64,
+            max_transfers_per_peer: 4,
+            max_datagram_size: 8192,
+            tcp_max_message_size: 8192,
+            csm_timeout: Duration::from_secs(10),
             seed: 0x706f_6e74_6521,
         }
     }

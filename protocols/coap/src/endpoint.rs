@@ -1,5 +1,5 @@
-//! The sans-IO CoAP server endpoint: RFC 7252 message layer, RFC 7641
-//! observe and RFC 7959 block-wise transfer.
+//! The sans-IO CoAP server endpoint over UDP: RFC 7252 message layer,
+//! RFC 7641 observe and RFC 7959 block-wise transfer.
 //!
 //! Driving loop: feed every received datagram to
 //! [`Endpoint::handle_datagram`], drain [`Endpoint::poll_event`] (answer each
@@ -7,16 +7,24 @@
 //! [`Endpoint::poll_transmit`], and call [`Endpoint::handle_timeout`] when
 //! [`Endpoint::poll_timeout`] is reached. Store changes go out through
 //! [`Endpoint::notify`] and [`Endpoint::end_observations`].
+//!
+//! Towards each client at most [`Config::nstart`] CON messages are
+//! outstanding (RFC 7252 §4.7); further CON notifications wait in a per-peer
+//! queue and carry the newest value when they finally go out. Notifications
+//! are CON or NON by [`crate::NotifyPolicy`]; the MIDs of NON notifications
+//! are remembered so an RST to one still ends the observation (RFC 7641 §3.6).
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use coap_lite::{CoapOption, MessageClass, MessageType, ResponseType};
+use coap_lite::{MessageType, ResponseType};
 
-use crate::config::Config;
-use crate::request::{self, is_success, BlockOption, Method, Parsed, Request, RequestId, Response};
+use crate::block1::{self, Reassembler};
+use crate::config::{Config, NotifyPolicy};
+use crate::encode::{self, suppressed, Extra, Limits, Slice};
+use crate::request::{self, is_success, BlockOption, Method, Request, RequestId, Response};
 use crate::rng::Rng;
 use crate::wire;
 
@@ -39,20 +47,28 @@ pub enum Event {
 /// Counters for monitoring; all monotonically increasing.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Stats {
-    /// Datagrams that were not well-formed CoAP (RFC 7252 §3/§4.2).
+    /// Datagrams (or TCP frames) that were not well-formed CoAP (RFC 7252
+    /// §3/§4.2, RFC 8323 §3.2): truncated headers, bad option deltas,
+    /// TKL > 8, payload markers with nothing after them.
     pub malformed_dropped: u64,
+    /// Datagrams larger than `Config::max_datagram_size` (answered 4.13 when
+    /// they were CON requests, otherwise dropped).
+    pub oversized_dropped: u64,
     /// Well-formed messages rejected or ignored (response codes in CON/NON,
     /// reserved classes, bad critical options in NON requests).
     pub rejected: u64,
-    /// Empty CON pings answered with RST.
+    /// Empty CON pings answered with RST (UDP) or Ping signals answered with
+    /// Pong (TCP).
     pub pings: u64,
-    /// Duplicate requests (same peer and message ID within the lifetime).
+    /// Duplicate requests (same peer and message ID within EXCHANGE_LIFETIME
+    /// for CON, NON_LIFETIME for NON).
     pub duplicates: u64,
     /// Requests handed to the driver.
     pub requests: u64,
     /// Requests the endpoint answered itself (4.02, 4.05, 2.31, 4.08, ...).
     pub answered_locally: u64,
-    /// Requests refused with 5.03 because a cap was reached.
+    /// Requests refused with 5.03 (or observations refused) because a cap
+    /// was reached.
     pub overloaded: u64,
     /// `respond` calls for unknown or expired request ids.
     pub late_responses: u64,
@@ -60,14 +76,22 @@ pub struct Stats {
     pub pending_expired: u64,
     /// CON retransmissions sent.
     pub retransmissions: u64,
-    /// Notifications sent (first transmissions).
+    /// Notifications sent (first transmissions, CON and NON).
     pub notifications: u64,
+    /// Notifications sent as NON.
+    pub non_notifications: u64,
+    /// CON notifications that waited because NSTART CONs were already
+    /// outstanding towards their client (RFC 7252 §4.7).
+    pub nstart_deferred: u64,
     /// Observers registered (including replacements).
     pub observers_registered: u64,
     /// Observers dropped because a notification was never acknowledged.
     pub observers_dropped: u64,
     /// Observers removed by an RST from the client.
     pub observers_reset: u64,
+    /// Observers ended with 4.06 because a value's format no longer matched
+    /// their Accept (RFC 7641 §3.2 / RFC 7252 §5.10.4).
+    pub observers_not_acceptable: u64,
     /// Responses that did not fit a datagram even with Block2 (sent as 5.00).
     pub oversized_responses: u64,
     /// Messages not sent because every message ID was used within
@@ -79,8 +103,6 @@ pub struct Stats {
 type ExchangeKey = (SocketAddr, u16);
 /// Key of an observation: the client and its token (RFC 7641 §3.1).
 type ObserverKey = (SocketAddr, Vec<u8>);
-/// Key of a Block1 transfer: peer, Request-Tag values and Uri-Path.
-type TransferKey = (SocketAddr, Vec<Vec<u8>>, Vec<String>);
 
 /// What the endpoint knows about a received request message.
 #[derive(Debug)]
@@ -117,6 +139,9 @@ struct Pending {
     method: Method,
     /// Observe=0 is a registration request.
     observe: Option<u32>,
+    /// The observer's Accept, kept with the observation so a later value in
+    /// another format ends it with 4.06.
+    accept: Option<u16>,
     /// The block the client asked for; the endpoint slices the response.
     block2: Option<BlockOption>,
     /// Last Block1 of a reassembled upload, echoed in the final response.
@@ -132,11 +157,50 @@ struct Pending {
 struct Observer {
     /// The resource it watches; notifications are routed by it.
     resource: String,
+    /// Accept of the registration; a value in another format ends the
+    /// observation with 4.06 instead of being sent.
+    accept: Option<u16>,
     /// MID of the unacknowledged CON notification, if any (§4.5.2 allows one).
     outstanding: Option<u16>,
-    /// Newest value that arrived while a notification was outstanding; it
-    /// replaces the old one at the next retransmission.
+    /// Newest value that arrived while a notification was outstanding or
+    /// deferred by NSTART; it replaces the old one at the next transmission.
     newer: Option<Response>,
+    /// Waiting in its peer's NSTART queue.
+    deferred: bool,
+    /// When it last got a CON (or registered): drives the periodic CON of
+    /// [`NotifyPolicy::NonWithPeriodicCon`].
+    last_con: Instant,
+}
+
+/// What waits in a peer's NSTART queue.
+#[derive(Debug)]
+enum Deferred {
+    /// A notification for this observer (its `newer` value at send time).
+    Notification(ObserverKey),
+    /// A final non-2.xx response of an ended observation, to this token.
+    Final(Vec<u8>, Response),
+}
+
+/// Per-client state that must outlive single messages. An entry exists only
+/// while the peer has observers, pending requests, outstanding CONs or queued
+/// messages, so the table is bounded by those caps.
+#[derive(Debug, Default)]
+struct Peer {
+    /// CON messages sent to it and not yet acknowledged (≤ NSTART).
+    outstanding: usize,
+    /// CON messages waiting for `outstanding` to drop below NSTART.
+    queue: VecDeque<Deferred>,
+    /// Observers it registered (for the per-peer cap).
+    observers: usize,
+    /// Its requests awaiting the driver (for the per-peer cap).
+    pending: usize,
+}
+
+impl Peer {
+    /// Whether nothing needs this entry any more.
+    fn is_idle(&self) -> bool {
+        self.outstanding == 0 && self.queue.is_empty() && self.observers == 0 && self.pending == 0
+    }
 }
 
 /// Why a CON we sent is being retransmitted.
@@ -161,24 +225,6 @@ struct OutCon {
     deadline: Instant,
     /// What to do on ACK, RST or give-up.
     purpose: Purpose,
-}
-
-/// An upload being reassembled from Block1 requests.
-#[derive(Debug)]
-struct Transfer {
-    /// The bytes received so far, in order.
-    body: Vec<u8>,
-    /// Dropped when the client stalls for this long.
-    expires: Instant,
-}
-
-/// A block to cut out of a response.
-#[derive(Debug, Clone, Copy)]
-struct Slice {
-    /// Block number in units of `2^(szx+4)`.
-    num: u32,
-    /// Size exponent actually used.
-    szx: u8,
 }
 
 /// The sans-IO CoAP server endpoint. See the module documentation.
@@ -216,11 +262,18 @@ pub struct Endpoint {
     by_resource: HashMap<String, HashSet<ObserverKey>>,
     /// CON messages awaiting ACK, by (peer, MID).
     outgoing: HashMap<ExchangeKey, OutCon>,
-    /// MIDs of notifications replaced by newer values: an RST to them still
+    /// MIDs of notifications that are not (or no longer) in `outgoing`: NON
+    /// notifications and CONs replaced by newer values. An RST to them still
     /// cancels the observation (RFC 7641 §3.6). Value: owner and expiry.
-    superseded: HashMap<ExchangeKey, (ObserverKey, Instant)>,
+    notification_mids: HashMap<ExchangeKey, (ObserverKey, Instant)>,
+    /// Insertion order of `notification_mids`, for the cap.
+    notification_order: VecDeque<ExchangeKey>,
+    /// Per-client NSTART accounting, queues and cap counters.
+    peers: HashMap<SocketAddr, Peer>,
+    /// Peers whose outstanding count dropped: their queue may move.
+    ready: Vec<SocketAddr>,
     /// Block1 reassembly state.
-    transfers: HashMap<TransferKey, Transfer>,
+    transfers: Reassembler,
     /// Datagrams to send.
     transmits: VecDeque<(SocketAddr, Bytes)>,
     /// Events for the driver.
@@ -235,8 +288,7 @@ impl Endpoint {
     pub fn new(config: Config) -> Self {
         let mut rng = Rng::new(config.seed);
         let next_mid = (rng.next_u64() & 0xFFFF) as u16;
-        let size = config.block_size.clamp(16, 1024);
-        let szx = (usize::BITS - 1 - size.leading_zeros()) as u8 - 4;
+        let szx = encode::szx_of(config.block_size);
         Self {
             config,
             szx,
@@ -253,8 +305,11 @@ impl Endpoint {
             observers: HashMap::new(),
             by_resource: HashMap::new(),
             outgoing: HashMap::new(),
-            superseded: HashMap::new(),
-            transfers: HashMap::new(),
+            notification_mids: HashMap::new(),
+            notification_order: VecDeque::new(),
+            peers: HashMap::new(),
+            ready: Vec::new(),
+            transfers: Reassembler::default(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             stats: Stats::default(),
@@ -263,6 +318,10 @@ impl Endpoint {
 
     /// Processes one received datagram.
     pub fn handle_datagram(&mut self, now: Instant, peer: SocketAddr, data: &[u8]) {
+        if data.len() > self.config.max_datagram_size {
+            self.on_oversized(now, peer, data);
+            return;
+        }
         let packet = match wire::decode(data) {
             Ok(packet) => packet,
             Err((header, _error)) => {
@@ -299,6 +358,7 @@ impl Endpoint {
                 self.stats.rejected += 1;
             }
         }
+        self.dispatch(now);
     }
 
     /// Answers request `id`. With `observe = Some(resource)` a 2.xx answer to
@@ -317,12 +377,13 @@ impl Endpoint {
             self.stats.late_responses += 1;
             return;
         };
+        self.peer_update(p.peer, |peer| peer.pending = peer.pending.saturating_sub(1));
         let key: ObserverKey = (p.peer, p.token.clone());
         let mut observe_seq = None;
         if p.method == Method::Get && p.observe == Some(0) {
             match observe {
                 Some(resource) if is_success(response.code) => {
-                    if self.register(key, resource) {
+                    if self.register(now, key, resource, p.accept) {
                         observe_seq = Some(self.next_observe_seq());
                     }
                 }
@@ -344,7 +405,7 @@ impl Endpoint {
             p.confirmable
                 .then(|| Bytes::from(wire::empty(MessageType::Acknowledgement, p.mid)))
         } else {
-            Some(self.encode_response(
+            Some(self.encode(
                 mtype,
                 mid,
                 &p.token,
@@ -361,13 +422,16 @@ impl Endpoint {
             ))
         };
         self.finish_exchange(p.peer, p.mid, p.confirmable, bytes);
+        self.dispatch(now);
     }
 
-    /// Sends `response` as a CON notification to every observer of
-    /// `resource`, each with its token and a new Observe number. An observer
-    /// with an unacknowledged notification gets the newest value at the next
-    /// retransmission instead (RFC 7641 §4.5.2). A non-2.xx `response` ends
-    /// the observations as [`Endpoint::end_observations`] does.
+    /// Sends `response` as a notification to every observer of `resource`,
+    /// each with its token and a new Observe number, CON or NON as
+    /// [`Config::notify`] says. An observer with an unacknowledged (or
+    /// NSTART-deferred) notification gets the newest value when it goes out
+    /// instead (RFC 7641 §4.5.2). An observer whose Accept differs from the
+    /// response's Content-Format is ended with a final 4.06. A non-2.xx
+    /// `response` ends the observations as [`Endpoint::end_observations`] does.
     pub fn notify(&mut self, now: Instant, resource: &str, response: Response) {
         if !is_success(response.code) {
             self.end_observations(now, resource, response);
@@ -382,12 +446,22 @@ impl Endpoint {
             let Some(observer) = self.observers.get_mut(&key) else {
                 continue;
             };
-            if observer.outstanding.is_some() {
+            if let Some(accept) = observer.accept {
+                if response.content_format != Some(accept) {
+                    self.stats.observers_not_acceptable += 1;
+                    let text = not_acceptable(accept, response.content_format);
+                    let final_ = Response::diagnostic(ResponseType::NotAcceptable, &text);
+                    self.end_one(now, &key, final_);
+                    continue;
+                }
+            }
+            if observer.outstanding.is_some() || observer.deferred {
                 observer.newer = Some(response.clone());
             } else {
                 self.send_notification(now, &key, &response);
             }
         }
+        self.dispatch(now);
     }
 
     /// Sends `response` (normally a non-2.xx such as 4.04 after DELETE)
@@ -400,19 +474,9 @@ impl Endpoint {
             .map(|set| set.iter().cloned().collect())
             .unwrap_or_default();
         for key in keys {
-            self.remove_observer(&key);
-            let Some(mid) = self.allocate_mid(now) else {
-                continue;
-            };
-            let bytes = self.encode_response(
-                MessageType::Confirmable,
-                mid,
-                &key.1,
-                &response,
-                Extra::default(),
-            );
-            self.send_con(now, key.0, mid, bytes, Purpose::Final);
+            self.end_one(now, &key, response.clone());
         }
+        self.dispatch(now);
     }
 
     /// Next datagram to send.
@@ -430,13 +494,13 @@ impl Endpoint {
         let outgoing = self.outgoing.values().map(|o| o.deadline);
         let exchanges = self.exchange_order.front().map(|(t, _)| *t);
         let pending = self.pending_order.front().map(|(t, _)| *t);
-        let transfers = self.transfers.values().map(|t| t.expires);
-        let superseded = self.superseded.values().map(|(_, t)| *t);
+        let transfers = self.transfers.next_expiry();
+        let mids = self.notification_mids.values().map(|(_, t)| *t).min();
         outgoing
             .chain(exchanges)
             .chain(pending)
             .chain(transfers)
-            .chain(superseded)
+            .chain(mids)
             .min()
     }
 
@@ -458,12 +522,16 @@ impl Endpoint {
             }
             self.pending_order.pop_front();
             if self.pending.get(&id).is_some_and(|p| p.expires <= now) {
-                self.pending.remove(&id);
+                if let Some(p) = self.pending.remove(&id) {
+                    self.peer_update(p.peer, |peer| peer.pending = peer.pending.saturating_sub(1));
+                }
                 self.stats.pending_expired += 1;
             }
         }
-        self.transfers.retain(|_, t| t.expires > now);
-        self.superseded.retain(|_, (_, t)| *t > now);
+        self.transfers.expire(now);
+        self.notification_mids.retain(|_, (_, t)| *t > now);
+        self.notification_order
+            .retain(|k| self.notification_mids.contains_key(k));
 
         let due: Vec<ExchangeKey> = self
             .outgoing
@@ -474,11 +542,18 @@ impl Endpoint {
         for key in due {
             self.retransmit(now, key);
         }
+        self.dispatch(now);
     }
 
     /// Number of observers of `resource`.
     pub fn observer_count(&self, resource: &str) -> usize {
         self.by_resource.get(resource).map_or(0, HashSet::len)
+    }
+
+    /// Number of clients the endpoint currently keeps state for (observers,
+    /// pending requests, outstanding or queued CONs): the bounded peer table.
+    pub fn peer_count(&self) -> usize {
+        self.peers.len()
     }
 
     /// Monitoring counters.
@@ -487,6 +562,42 @@ impl Endpoint {
     }
 
     // ---------------------------------------------------------------- input
+
+    /// A datagram above `max_datagram_size`: a CON request whose header and
+    /// token are readable gets 4.13 with Size1 (RFC 7252 §5.9.2.9, RFC 7959
+    /// §2.9.3) so the client can retry with Block1; the rest is dropped.
+    fn on_oversized(&mut self, now: Instant, peer: SocketAddr, data: &[u8]) {
+        self.stats.oversized_dropped += 1;
+        let [b0, code, hi, lo, ..] = *data else {
+            return;
+        };
+        let tkl = usize::from(b0 & 0x0F);
+        let is_con_request = b0 >> 6 == 1 && (b0 >> 4) & 0x3 == 0 && code >> 5 == 0 && code != 0;
+        let Some(token) = data.get(4..4 + tkl).filter(|_| tkl <= 8 && is_con_request) else {
+            return;
+        };
+        let mid = u16::from_be_bytes([hi, lo]);
+        if let Some(exchange) = self.exchanges.get(&(peer, mid)) {
+            if let ExchangeState::Answered(bytes) = &exchange.state {
+                self.stats.duplicates += 1;
+                self.transmits.push_back((peer, bytes.clone()));
+                return;
+            }
+        }
+        self.remember_exchange(now + self.config.exchange_lifetime, (peer, mid));
+        let text = format!(
+            "a {}-byte datagram exceeds the {}-byte limit; use Block1",
+            data.len(),
+            self.config.max_datagram_size
+        );
+        let response = Response::diagnostic(ResponseType::RequestEntityTooLarge, &text);
+        let extra = Extra {
+            size1: Some(u32::try_from(self.config.max_body_size).unwrap_or(u32::MAX)),
+            ..Extra::default()
+        };
+        let token = token.to_vec();
+        self.answer_locally(now, peer, mid, &token, true, &response, extra);
+    }
 
     /// Handles a CON/NON request message (code class 0, detail ≥ 1).
     fn on_request(
@@ -500,6 +611,8 @@ impl Endpoint {
         let mid = packet.header.message_id;
         if let Some(exchange) = self.exchanges.get(&(peer, mid)) {
             if exchange.expires > now {
+                // §4.5: CON duplicates within EXCHANGE_LIFETIME get the same
+                // answer; NON duplicates within NON_LIFETIME are ignored.
                 self.stats.duplicates += 1;
                 if let (true, ExchangeState::Answered(bytes)) = (confirmable, &exchange.state) {
                     self.transmits.push_back((peer, bytes.clone()));
@@ -546,7 +659,16 @@ impl Endpoint {
         let mut payload = Bytes::copy_from_slice(&packet.payload);
         let mut block1 = None;
         if let (Some(block), Method::Put | Method::Post) = (parsed.block1, parsed.method) {
-            match self.reassemble(now, peer, &parsed, block, payload) {
+            let limits = block1::Limits {
+                max_body: self.config.max_body_size,
+                max_transfers: self.config.max_block1_transfers,
+                max_per_peer: self.config.max_transfers_per_peer,
+                lifetime: self.config.exchange_lifetime,
+            };
+            match self
+                .transfers
+                .add(now, limits, peer, &parsed, block, &packet.payload)
+            {
                 Ok(Some(body)) => {
                     payload = body;
                     block1 = Some(block);
@@ -561,14 +683,12 @@ impl Endpoint {
                     return;
                 }
                 Err(error) => {
+                    if error.code() == ResponseType::ServiceUnavailable {
+                        self.stats.overloaded += 1;
+                    }
                     let response = Response::diagnostic(error.code(), &error.to_string());
                     let extra = Extra {
-                        size1: match error {
-                            Block1Error::TooLarge { max, .. } => {
-                                Some(u32::try_from(max).unwrap_or(u32::MAX))
-                            }
-                            _ => None,
-                        },
+                        size1: error.size1(),
                         ..Extra::default()
                     };
                     self.answer_locally(now, peer, mid, &token, confirmable, &response, extra);
@@ -577,7 +697,10 @@ impl Endpoint {
             }
         }
 
-        if self.pending.len() >= self.config.max_pending_requests {
+        let peer_pending = self.peers.get(&peer).map_or(0, |p| p.pending);
+        if self.pending.len() >= self.config.max_pending_requests
+            || peer_pending >= self.config.max_pending_per_peer
+        {
             self.stats.overloaded += 1;
             let response = Response::diagnostic(ResponseType::ServiceUnavailable, "server busy");
             self.answer_locally(
@@ -604,12 +727,14 @@ impl Endpoint {
                 confirmable,
                 method: parsed.method,
                 observe: parsed.observe,
+                accept: parsed.accept,
                 block2: parsed.block2,
                 block1,
                 no_response: parsed.no_response,
                 expires,
             },
         );
+        self.peers.entry(peer).or_default().pending += 1;
         self.pending_order.push_back((expires, id));
         if let Some(exchange) = self.exchanges.get_mut(&(peer, mid)) {
             exchange.state = ExchangeState::Processing;
@@ -633,83 +758,15 @@ impl Endpoint {
         }));
     }
 
-    /// Adds one Block1 block to its transfer (RFC 7959 §2.5). Returns the
-    /// whole body after the last block, `None` while more are expected, or
-    /// the error answer.
-    fn reassemble(
-        &mut self,
-        now: Instant,
-        peer: SocketAddr,
-        parsed: &Parsed,
-        block: BlockOption,
-        payload: Bytes,
-    ) -> Result<Option<Bytes>, Block1Error> {
-        let max = self.config.max_body_size;
-        let key: TransferKey = (peer, parsed.request_tag.clone(), parsed.path.clone());
-        if let Some(announced) = parsed.size1.filter(|s| *s as usize > max) {
-            self.transfers.remove(&key);
-            return Err(Block1Error::TooLarge {
-                size: announced as usize,
-                max,
-            });
-        }
-        if block.num == 0 {
-            if !self.transfers.contains_key(&key)
-                && self.transfers.len() >= self.config.max_block1_transfers
-            {
-                self.stats.overloaded += 1;
-                return Err(Block1Error::TooManyTransfers {
-                    max: self.config.max_block1_transfers,
-                });
-            }
-            self.transfers.insert(
-                key.clone(),
-                Transfer {
-                    body: Vec::new(),
-                    expires: now,
-                },
-            );
-        }
-        let Some(transfer) = self.transfers.get_mut(&key) else {
-            return Err(Block1Error::NoTransfer { num: block.num });
-        };
-        let offset = block.num as usize * block.size();
-        let received = transfer.body.len();
-        let error = if offset != received {
-            Some(Block1Error::Gap { offset, received })
-        } else if block.more && payload.len() != block.size() {
-            Some(Block1Error::ShortBlock {
-                len: payload.len(),
-                size: block.size(),
-            })
-        } else if received + payload.len() > max {
-            Some(Block1Error::TooLarge {
-                size: received + payload.len(),
-                max,
-            })
-        } else {
-            None
-        };
-        if let Some(error) = error {
-            self.transfers.remove(&key);
-            return Err(error);
-        }
-        transfer.body.extend_from_slice(&payload);
-        transfer.expires = now + self.config.exchange_lifetime;
-        if block.more {
-            return Ok(None);
-        }
-        Ok(self.transfers.remove(&key).map(|t| Bytes::from(t.body)))
-    }
-
     /// Handles an empty ACK: a notification or final response arrived.
     fn on_ack(&mut self, now: Instant, peer: SocketAddr, mid: u16) {
-        let Some(out) = self.outgoing.remove(&(peer, mid)) else {
+        let Some(out) = self.take_outgoing(&(peer, mid)) else {
             return; // unknown or superseded MID: ignore (§4.2)
         };
         if let Purpose::Notification(key) = out.purpose {
             let newer = self.observers.get_mut(&key).and_then(|observer| {
                 observer.outstanding = None;
+                observer.last_con = now;
                 observer.newer.take()
             });
             if let Some(response) = newer {
@@ -718,15 +775,16 @@ impl Endpoint {
         }
     }
 
-    /// Handles an empty RST: the client rejects a notification (RFC 7641 §3.6).
+    /// Handles an empty RST: the client rejects a notification, CON or NON
+    /// (RFC 7641 §3.6).
     fn on_reset(&mut self, peer: SocketAddr, mid: u16) {
-        let key = match self.outgoing.remove(&(peer, mid)) {
+        let key = match self.take_outgoing(&(peer, mid)) {
             Some(OutCon {
                 purpose: Purpose::Notification(key),
                 ..
             }) => Some(key),
             Some(_) => None,
-            None => self.superseded.remove(&(peer, mid)).map(|(key, _)| key),
+            None => self.notification_mids.remove(&(peer, mid)).map(|(k, _)| k),
         };
         if let Some(key) = key {
             if self.observers.contains_key(&key) {
@@ -738,20 +796,31 @@ impl Endpoint {
 
     // --------------------------------------------------------------- output
 
-    /// Registers `key` as an observer of `resource`; false when the cap is
-    /// reached (the answer then goes out without Observe).
-    fn register(&mut self, key: ObserverKey, resource: String) -> bool {
+    /// Registers `key` as an observer of `resource`; false when a cap is
+    /// reached (the answer then goes out without Observe, RFC 7641 §4.1).
+    fn register(
+        &mut self,
+        now: Instant,
+        key: ObserverKey,
+        resource: String,
+        accept: Option<u16>,
+    ) -> bool {
         if let Some(existing) = self.observers.get_mut(&key) {
             if existing.resource == resource {
                 // Same relation renewed: the registration response carries
                 // the current value, so a pending newer one is obsolete.
                 existing.newer = None;
+                existing.accept = accept;
+                existing.last_con = now;
                 self.stats.observers_registered += 1;
                 return true;
             }
             self.remove_observer(&key);
         }
-        if self.observers.len() >= self.config.max_observers {
+        let mine = self.peers.get(&key.0).map_or(0, |p| p.observers);
+        if self.observers.len() >= self.config.max_observers
+            || mine >= self.config.max_observers_per_peer
+        {
             self.stats.overloaded += 1;
             return false;
         }
@@ -759,12 +828,16 @@ impl Endpoint {
             .entry(resource.clone())
             .or_default()
             .insert(key.clone());
+        self.peers.entry(key.0).or_default().observers += 1;
         self.observers.insert(
             key,
             Observer {
                 resource,
+                accept,
                 outstanding: None,
                 newer: None,
+                deferred: false,
+                last_con: now,
             },
         );
         self.stats.observers_registered += 1;
@@ -778,9 +851,14 @@ impl Endpoint {
             return;
         };
         if let Some(mid) = observer.outstanding {
-            self.outgoing.remove(&(key.0, mid));
+            self.take_outgoing(&(key.0, mid));
         }
-        self.superseded.retain(|_, (owner, _)| owner != key);
+        self.notification_mids.retain(|_, (owner, _)| owner != key);
+        self.peer_update(key.0, |peer| {
+            peer.observers = peer.observers.saturating_sub(1);
+            peer.queue
+                .retain(|d| !matches!(d, Deferred::Notification(k) if k == key));
+        });
         let remaining = match self.by_resource.get_mut(&observer.resource) {
             Some(set) => {
                 set.remove(key);
@@ -797,14 +875,77 @@ impl Endpoint {
         });
     }
 
-    /// Sends a fresh CON notification to one observer.
+    /// Ends one observation with a final CON `response` without Observe
+    /// (RFC 7641 §3.2), queued behind NSTART like any CON.
+    fn end_one(&mut self, now: Instant, key: &ObserverKey, response: Response) {
+        self.remove_observer(key);
+        if self.peer_busy(key.0) {
+            self.stats.nstart_deferred += 1;
+            let peer = self.peers.entry(key.0).or_default();
+            // Bounded: one final per former observer; beyond the per-peer
+            // observer cap the oldest final is dropped.
+            if peer.queue.len() >= self.config.max_observers_per_peer.max(1) {
+                peer.queue.pop_front();
+            }
+            peer.queue
+                .push_back(Deferred::Final(key.1.clone(), response));
+            return;
+        }
+        self.send_final(now, key.0, &key.1, &response);
+    }
+
+    /// Transmits a final response as CON.
+    fn send_final(&mut self, now: Instant, peer: SocketAddr, token: &[u8], response: &Response) {
+        let Some(mid) = self.allocate_mid(now) else {
+            return;
+        };
+        let bytes = self.encode(
+            MessageType::Confirmable,
+            mid,
+            token,
+            response,
+            Extra::default(),
+        );
+        self.send_con(now, peer, mid, bytes, Purpose::Final);
+    }
+
+    /// Sends a fresh notification to one observer: CON or NON by policy;
+    /// a CON to a client that already has NSTART CONs outstanding waits.
     fn send_notification(&mut self, now: Instant, key: &ObserverKey, response: &Response) {
+        let Some(observer) = self.observers.get(key) else {
+            return;
+        };
+        let con = match self.config.notify {
+            NotifyPolicy::Con => true,
+            NotifyPolicy::Non => false,
+            NotifyPolicy::NonWithPeriodicCon => {
+                now >= observer.last_con + self.config.con_notify_interval
+            }
+        };
+        if con && self.peer_busy(key.0) {
+            self.stats.nstart_deferred += 1;
+            if let Some(observer) = self.observers.get_mut(key) {
+                observer.newer = Some(response.clone());
+                observer.deferred = true;
+            }
+            self.peers
+                .entry(key.0)
+                .or_default()
+                .queue
+                .push_back(Deferred::Notification(key.clone()));
+            return;
+        }
         let Some(mid) = self.allocate_mid(now) else {
             return;
         };
         let seq = self.next_observe_seq();
-        let bytes = self.encode_response(
-            MessageType::Confirmable,
+        let mtype = if con {
+            MessageType::Confirmable
+        } else {
+            MessageType::NonConfirmable
+        };
+        let bytes = self.encode(
+            mtype,
             mid,
             &key.1,
             response,
@@ -813,11 +954,88 @@ impl Endpoint {
                 ..Extra::default()
             },
         );
-        if let Some(observer) = self.observers.get_mut(key) {
-            observer.outstanding = Some(mid);
-        }
         self.stats.notifications += 1;
-        self.send_con(now, key.0, mid, bytes, Purpose::Notification(key.clone()));
+        if con {
+            if let Some(observer) = self.observers.get_mut(key) {
+                observer.outstanding = Some(mid);
+                observer.last_con = now;
+            }
+            self.send_con(now, key.0, mid, bytes, Purpose::Notification(key.clone()));
+        } else {
+            self.stats.non_notifications += 1;
+            self.remember_notification_mid(
+                (key.0, mid),
+                key.clone(),
+                now + self.config.non_lifetime,
+            );
+            self.transmits.push_back((key.0, bytes));
+        }
+    }
+
+    /// Remembers the MID of a notification no longer in `outgoing`, so an
+    /// RST to it ends the observation; capped like the exchange cache.
+    fn remember_notification_mid(&mut self, mid: ExchangeKey, owner: ObserverKey, until: Instant) {
+        while self.notification_mids.len() >= self.config.max_exchanges.max(1) {
+            let Some(old) = self.notification_order.pop_front() else {
+                break;
+            };
+            self.notification_mids.remove(&old);
+        }
+        self.notification_mids.insert(mid, (owner, until));
+        self.notification_order.push_back(mid);
+    }
+
+    /// Sends what waits in the NSTART queues of peers that became ready.
+    fn dispatch(&mut self, now: Instant) {
+        while let Some(addr) = self.ready.pop() {
+            while !self.peer_busy(addr) {
+                let Some(next) = self.peers.get_mut(&addr).and_then(|p| p.queue.pop_front()) else {
+                    break;
+                };
+                match next {
+                    Deferred::Notification(key) => {
+                        let newer = self.observers.get_mut(&key).and_then(|o| {
+                            o.deferred = false;
+                            o.newer.take()
+                        });
+                        if let Some(response) = newer {
+                            self.send_notification(now, &key, &response);
+                        }
+                    }
+                    Deferred::Final(token, response) => {
+                        self.send_final(now, addr, &token, &response)
+                    }
+                }
+            }
+            self.peer_update(addr, |_| {});
+        }
+    }
+
+    /// Whether `peer` has NSTART CONs outstanding.
+    fn peer_busy(&self, peer: SocketAddr) -> bool {
+        self.peers
+            .get(&peer)
+            .is_some_and(|p| p.outstanding >= self.config.nstart.max(1))
+    }
+
+    /// Applies `f` to an existing peer entry and drops the entry when idle.
+    fn peer_update(&mut self, addr: SocketAddr, f: impl FnOnce(&mut Peer)) {
+        if let Some(peer) = self.peers.get_mut(&addr) {
+            f(peer);
+            if peer.is_idle() {
+                self.peers.remove(&addr);
+            }
+        }
+    }
+
+    /// Removes an outgoing CON, releasing its NSTART slot.
+    fn take_outgoing(&mut self, key: &ExchangeKey) -> Option<OutCon> {
+        let out = self.outgoing.remove(key)?;
+        self.peer_update(key.0, |peer| {
+            peer.outstanding = peer.outstanding.saturating_sub(1)
+        });
+        self.ready.push(key.0);
+        Some(out)
     }
 
     /// Transmits a CON and arms its retransmission timer.
@@ -836,6 +1054,7 @@ impl Endpoint {
         let jitter = 1.0 + self.rng.next_f64() * (factor - 1.0);
         let timeout = self.config.ack_timeout.mul_f64(jitter);
         self.transmits.push_back((peer, bytes.clone()));
+        self.peers.entry(peer).or_default().outstanding += 1;
         self.outgoing.insert(
             (peer, mid),
             OutCon {
@@ -854,9 +1073,17 @@ impl Endpoint {
             return;
         };
         if out.attempts >= self.config.max_retransmit {
+            // Give up: the NSTART slot is free again.
+            self.peer_update(key.0, |peer| {
+                peer.outstanding = peer.outstanding.saturating_sub(1)
+            });
+            self.ready.push(key.0);
             if let Purpose::Notification(owner) = out.purpose {
                 if self.observers.contains_key(&owner) {
                     self.stats.observers_dropped += 1;
+                    if let Some(observer) = self.observers.get_mut(&owner) {
+                        observer.outstanding = None;
+                    }
                     self.remove_observer(&owner);
                 }
             }
@@ -876,7 +1103,7 @@ impl Endpoint {
                 // new sequence number, keeping the retransmission counter.
                 if let Some(new_mid) = self.allocate_mid(now) {
                     let seq = self.next_observe_seq();
-                    out.bytes = self.encode_response(
+                    out.bytes = self.encode(
                         MessageType::Confirmable,
                         new_mid,
                         &owner.1,
@@ -886,8 +1113,11 @@ impl Endpoint {
                             ..Extra::default()
                         },
                     );
-                    self.superseded
-                        .insert(key, (owner.clone(), now + self.config.exchange_lifetime));
+                    self.remember_notification_mid(
+                        key,
+                        owner.clone(),
+                        now + self.config.exchange_lifetime,
+                    );
                     if let Some(observer) = self.observers.get_mut(owner) {
                         observer.outstanding = Some(new_mid);
                     }
@@ -924,7 +1154,7 @@ impl Endpoint {
                 }
             }
         };
-        let bytes = self.encode_response(mtype, out_mid, token, response, extra);
+        let bytes = self.encode(mtype, out_mid, token, response, extra);
         self.finish_exchange(peer, mid, confirmable, Some(bytes));
     }
 
@@ -1002,10 +1232,8 @@ impl Endpoint {
         seq
     }
 
-    /// Encodes a response message, applying Block2 when the payload exceeds
-    /// the block size or the client asked for a block. Never truncates: what
-    /// does not fit `max_message_size` becomes a 5.00 diagnostic.
-    fn encode_response(
+    /// Encodes a response within the datagram limits, counting oversize.
+    fn encode(
         &mut self,
         mtype: MessageType,
         mid: u16,
@@ -1013,183 +1241,24 @@ impl Endpoint {
         response: &Response,
         extra: Extra,
     ) -> Bytes {
-        let code = match response.code {
-            ResponseType::UnKnown => ResponseType::InternalServerError,
-            code => code,
+        let limits = Limits {
+            szx: self.szx,
+            max_message_size: self.config.max_message_size,
         };
-        let total = response.payload.len();
-        let our_size = 1usize << (self.szx + 4);
-        let slice = match extra.block2 {
-            // Early negotiation / follow-up: the client may only lower the size;
-            // if we lower it, the block number is rescaled to the same offset.
-            Some(asked) if is_success(code) || total > our_size => {
-                let szx = asked.szx.min(self.szx);
-                let num = asked.num << (asked.szx - szx);
-                Some(Slice { num, szx })
-            }
-            _ if total > our_size => Some(Slice {
-                num: 0,
-                szx: self.szx,
-            }),
-            _ => None,
-        };
-        let mut packet = wire::packet(mtype, MessageClass::Response(code), mid, token);
-        let mut payload = &response.payload[..];
-        if let Some(slice) = slice {
-            let size = 1usize << (slice.szx + 4);
-            let start = slice.num as usize * size;
-            if start >= total && !(start == 0 && total == 0) {
-                let text = format!("Block2 NUM {} is beyond the {total}-byte body", slice.num);
-                let error = Response::diagnostic(ResponseType::BadOption, &text);
-                return self.encode_response(mtype, mid, token, &error, Extra::default());
-            }
-            let end = (start + size).min(total);
-            payload = &response.payload[start..end];
-            let etag = match &response.etag {
-                Some(etag) => etag.clone(),
-                None => fnv1a(&response.payload).to_be_bytes().to_vec(),
-            };
-            if (1..=8).contains(&etag.len()) {
-                packet.add_option(CoapOption::ETag, etag);
-            }
-            let block = BlockOption {
-                num: slice.num,
-                more: end < total,
-                szx: slice.szx,
-            };
-            wire::add_uint(&mut packet, CoapOption::Block2, block.value());
-            wire::add_uint(
-                &mut packet,
-                CoapOption::Size2,
-                u32::try_from(total).unwrap_or(u32::MAX),
-            );
-        } else if let Some(etag) = response
-            .etag
-            .as_ref()
-            .filter(|e| (1..=8).contains(&e.len()))
-        {
-            packet.add_option(CoapOption::ETag, etag.clone());
+        let (bytes, oversized) = encode::response(limits, mtype, mid, token, response, extra);
+        if oversized {
+            self.stats.oversized_responses += 1;
         }
-        if let Some(seq) = extra.observe {
-            wire::add_uint(&mut packet, CoapOption::Observe, seq & 0x00FF_FFFF);
-        }
-        for segment in &response.location_path {
-            packet.add_option(CoapOption::LocationPath, segment.as_bytes().to_vec());
-        }
-        if let Some(cf) = response.content_format {
-            wire::add_uint(&mut packet, CoapOption::ContentFormat, u32::from(cf));
-        }
-        if let Some(max_age) = response.max_age {
-            wire::add_uint(&mut packet, CoapOption::MaxAge, max_age);
-        }
-        if let Some(block1) = extra.block1 {
-            wire::add_uint(&mut packet, CoapOption::Block1, block1.value());
-        }
-        if let Some(size1) = extra.size1 {
-            wire::add_uint(&mut packet, CoapOption::Size1, size1);
-        }
-        packet.payload = payload.to_vec();
-        match packet.to_bytes_unlimited() {
-            Ok(bytes) if bytes.len() <= self.config.max_message_size => Bytes::from(bytes),
-            _ => {
-                self.stats.oversized_responses += 1;
-                let mut fallback = wire::packet(
-                    mtype,
-                    MessageClass::Response(ResponseType::InternalServerError),
-                    mid,
-                    token,
-                );
-                fallback.payload = b"response too large".to_vec();
-                // 4 + 8 + 1 + 18 bytes: always encodable.
-                Bytes::from(fallback.to_bytes_unlimited().unwrap_or_default())
-            }
-        }
+        bytes
     }
 }
 
-/// Message-specific options added to an encoded response.
-#[derive(Debug, Clone, Copy, Default)]
-struct Extra {
-    /// Observe sequence number (registration responses and notifications).
-    observe: Option<u32>,
-    /// The block the client asked for.
-    block2: Option<Slice>,
-    /// Block1 echo for 2.31 Continue and the final upload response.
-    block1: Option<BlockOption>,
-    /// Size1 for 4.13 (the largest acceptable body).
-    size1: Option<u32>,
-}
-
-/// Why a Block1 upload step is refused (RFC 7959 §2.5, §2.9). The
-/// `Display` text is the diagnostic payload.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-enum Block1Error {
-    /// The body (announced by Size1 or accumulated) exceeds the cap → 4.13 + Size1.
-    #[error("request body of {size} bytes exceeds the limit of {max}")]
-    TooLarge {
-        /// Announced or accumulated size.
-        size: usize,
-        /// `Config::max_body_size`.
-        max: usize,
-    },
-    /// A block with NUM > 0 but no transfer in progress → 4.08.
-    #[error("Block1 NUM {num} without an upload in progress")]
-    NoTransfer {
-        /// The received block number.
-        num: u32,
-    },
-    /// A block that does not continue where the last one ended → 4.08.
-    #[error("Block1 starts at byte {offset}, expected {received}")]
-    Gap {
-        /// Offset the received block starts at.
-        offset: usize,
-        /// Bytes received so far.
-        received: usize,
-    },
-    /// A non-final block shorter or longer than its size → 4.00.
-    #[error("Block1 with M=1 carries {len} bytes, not its block size {size}")]
-    ShortBlock {
-        /// Received payload length.
-        len: usize,
-        /// Size announced by SZX.
-        size: usize,
-    },
-    /// The reassembly table is full → 5.03.
-    #[error("too many concurrent uploads (limit {max})")]
-    TooManyTransfers {
-        /// `Config::max_block1_transfers`.
-        max: usize,
-    },
-}
-
-impl Block1Error {
-    /// The response code for this error.
-    fn code(&self) -> ResponseType {
-        match self {
-            Self::TooLarge { .. } => ResponseType::RequestEntityTooLarge,
-            Self::NoTransfer { .. } | Self::Gap { .. } => ResponseType::RequestEntityIncomplete,
-            Self::ShortBlock { .. } => ResponseType::BadRequest,
-            Self::TooManyTransfers { .. } => ResponseType::ServiceUnavailable,
-        }
+/// The diagnostic of a final 4.06 notification.
+pub(crate) fn not_acceptable(accept: u16, format: Option<u16>) -> String {
+    match format {
+        Some(cf) => format!("the value is now Content-Format {cf}; the observer accepts {accept}"),
+        None => format!("the value now has no Content-Format; the observer accepts {accept}"),
     }
-}
-
-/// Whether RFC 7967 No-Response suppresses a response with `code`.
-fn suppressed(mask: u8, code: ResponseType) -> bool {
-    let class = u8::from(MessageClass::Response(code)) >> 5;
-    match class {
-        2 => mask & 0x02 != 0,
-        4 => mask & 0x08 != 0,
-        5 => mask & 0x10 != 0,
-        _ => false,
-    }
-}
-
-/// FNV-1a 64-bit hash: a stable ETag for block-wise bodies without one.
-fn fnv1a(data: &[u8]) -> u64 {
-    data.iter().fold(0xcbf2_9ce4_8422_2325, |hash, b| {
-        (hash ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
-    })
 }
 
 #[cfg(test)]
@@ -1202,16 +1271,5 @@ mod tests {
         endpoint.next_observe = 0x00FF_FFFF;
         assert_eq!(endpoint.next_observe_seq(), 0x00FF_FFFF);
         assert_eq!(endpoint.next_observe_seq(), 0);
-    }
-
-    #[test]
-    fn rfc7959_2_2_block_size_is_clamped_to_a_power_of_two() {
-        for (size, szx) in [(1024, 6), (5000, 6), (700, 5), (16, 0), (1, 0)] {
-            let endpoint = Endpoint::new(Config {
-                block_size: size,
-                ..Config::default()
-            });
-            assert_eq!(endpoint.szx, szx, "block_size {size}");
-        }
     }
 }

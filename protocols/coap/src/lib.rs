@@ -1,25 +1,34 @@
-//! `ponte-coap`: a sans-IO CoAP server endpoint for ponte.
+//! `ponte-coap`: a sans-IO CoAP server for ponte, over UDP and over TCP.
 //!
-//! The crate owns everything between UDP datagrams and application requests:
-//! the RFC 7252 message layer (deduplication, piggybacked and NON responses,
-//! message-ID allocation, pings, option checks), RFC 7641 observe
-//! (observer table, confirmable notifications with retransmission and
-//! replacement) and RFC 7959 block-wise transfer (Block2 slicing of whole
-//! responses, Block1 reassembly of request bodies). It uses coap-lite only as
-//! a packet codec and never performs I/O or reads the clock: the driver feeds
-//! datagrams and `Instant`s in and drains transmissions and events out.
+//! The crate owns everything between bytes on the wire and application
+//! requests: the RFC 7252 message layer (deduplication of CON and NON,
+//! piggybacked and NON responses, message-ID allocation, NSTART, pings,
+//! option checks), RFC 7641 observe (observer table, CON/NON notification
+//! policy with a periodic CON, retransmission and replacement, final 4.06
+//! when a value's format leaves the observer's Accept), RFC 7959 block-wise
+//! transfer (Block2 slicing of whole responses, Block1 reassembly keyed by
+//! peer, Request-Tag and path) and RFC 8323 CoAP over TCP (framing, CSM,
+//! Ping/Pong, Release/Abort). It uses coap-lite only as a packet codec and
+//! never performs I/O or reads the clock: the driver feeds bytes and
+//! `Instant`s in and drains transmissions and events out.
 //!
-//! See [`Endpoint`] for the driving loop.
+//! See [`Endpoint`] (UDP) and [`TcpConnection`] (TCP) for the driving loops.
 
+mod block1;
 pub mod config;
 pub mod content_format;
+mod encode;
 mod endpoint;
+#[doc(hidden)]
+pub mod harness;
 mod request;
 mod rng;
+pub mod tcp;
 mod wire;
 
 pub use coap_lite::ResponseType;
-pub use config::Config;
+pub use config::{Config, NotifyPolicy};
 pub use endpoint::{Endpoint, Event, Stats};
 pub use request::{BlockOption, Method, Request, RequestError, RequestId, Response};
+pub use tcp::{TcpConnection, TcpError};
 pub use wire::FormatError;

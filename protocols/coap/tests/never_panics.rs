@@ -45,3 +45,40 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    /// The cargo-fuzz `datagram` target's harness, run on stable.
+    #[test]
+    fn rfc7252_3_fuzz_harness_datagrams(data in proptest::collection::vec(any::<u8>(), 0..4000)) {
+        ponte_coap::harness::datagrams(&data);
+    }
+
+    /// The cargo-fuzz `tcp` target's harness, run on stable: arbitrary bytes
+    /// in arbitrary chunks never panic the RFC 8323 connection.
+    #[test]
+    fn rfc8323_3_2_fuzz_harness_tcp_bytes(data in proptest::collection::vec(any::<u8>(), 0..4000)) {
+        ponte_coap::harness::tcp_bytes(&data);
+    }
+
+    /// Well-formed TCP frames with random codes, tokens and option bytes.
+    #[test]
+    fn rfc8323_3_2_structured_frames_never_panic(
+        frames in proptest::collection::vec(
+            (0u8..=8, any::<u8>(), proptest::collection::vec(any::<u8>(), 0..40)),
+            1..20,
+        ),
+    ) {
+        let mut bytes = vec![2u8, 0x00, 0xE1]; // record of 2 bytes: an empty CSM
+        for (tkl, code, body) in frames {
+            let mut f = ponte_coap::tcp::to_tcp(&[0x40 | tkl, code, 0, 0]);
+            f.extend(std::iter::repeat_n(7u8, usize::from(tkl)));
+            // Fix up the length nibble for the body we append (< 13 bytes only).
+            let body: Vec<u8> = body.into_iter().take(12).collect();
+            f[0] = ((body.len() as u8) << 4) | tkl;
+            f.extend(body);
+            bytes.push(f.len() as u8);
+            bytes.extend(f);
+        }
+        ponte_coap::harness::tcp_bytes(&bytes);
+    }
+}
