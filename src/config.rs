@@ -153,6 +153,15 @@ pub struct MqttConfig {
     /// A port of its own for MQTT over WebSocket (any path), besides `/mqtt` on the HTTP
     /// port; `None`: only `/mqtt`.
     pub ws_port: Option<u16>,
+    /// MQTT 5 Receive Maximum announced in CONNACK: most unacknowledged QoS 1/2 PUBLISHes a
+    /// v5 client may have open towards the broker; one more is DISCONNECT 0x93.
+    pub receive_maximum: u16,
+    /// MQTT 5 Topic Alias Maximum announced in CONNACK (aliases a client may use), and most
+    /// aliases the broker assigns per v5 connection for repeated topics; 0 turns both off.
+    pub topic_alias_maximum: u16,
+    /// Largest Keep Alive (seconds) a v5 client may use: asking for more, or for 0, gets
+    /// Server Keep Alive = this in CONNACK. 0: no limit.
+    pub max_keepalive: u16,
     /// Seconds between `$SYS/broker/...` updates; 0 turns them off.
     pub sys_interval_secs: u64,
 }
@@ -169,6 +178,9 @@ impl Default for MqttConfig {
             connect_timeout_secs: 10,
             max_connections: 100_000,
             ws_port: None,
+            receive_maximum: 1024,
+            topic_alias_maximum: 64,
+            max_keepalive: 0,
             sys_interval_secs: 10,
         }
     }

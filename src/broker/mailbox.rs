@@ -211,9 +211,13 @@ mod tests {
                 retain: false,
                 content_type: None,
                 origin: Origin::Internal,
+                properties: None,
+                expires_at: None,
+                publisher: None,
             }),
             qos: QoS::AtMostOnce,
             retain: false,
+            subscription_ids: Vec::new(),
         }
     }
 

@@ -1,7 +1,7 @@
 //! What flows through the broker: messages, retained values and deliveries.
 
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 use bytes::Bytes;
 
@@ -62,9 +62,25 @@ pub struct Message {
     pub content_type: Option<Arc<str>>,
     /// Where it came from, for logs.
     pub origin: Origin,
+    /// MQTT 5 application properties as published (User Properties in order, Response
+    /// Topic, Correlation Data, Payload Format Indicator, Content Type), shared unchanged by
+    /// every v5 recipient; `None` for 3.1.1, HTTP and CoAP writes. Per-send properties
+    /// (Message Expiry, Topic Alias, Subscription Identifiers) are not kept here.
+    pub properties: Option<Arc<ponte_mqtt::Properties>>,
+    /// When the message expires (MQTT 5 Message Expiry Interval, from its arrival): it is
+    /// not delivered after that, and v5 recipients get the remaining interval.
+    pub expires_at: Option<Instant>,
+    /// Mailbox id of the MQTT session that published it, so its own No Local
+    /// subscriptions skip it (MQTT-3.8.3-3).
+    pub publisher: Option<u64>,
 }
 
 impl Message {
+    /// Whether the message's Message Expiry Interval has passed at `now`.
+    pub fn expired(&self, now: Instant) -> bool {
+        self.expires_at.is_some_and(|at| at <= now)
+    }
+
     /// Whether this message clears the retained value of its topic (MQTT-3.3.1-10).
     pub fn clears_retained(&self) -> bool {
         self.retain && self.payload.is_empty()
@@ -111,6 +127,10 @@ pub struct Delivery {
     /// min(published QoS, granted QoS), computed once at fan-out (MQTT-3.8.4-6).
     pub qos: QoS,
     /// The RETAIN flag to send: true only when the message is sent because of a new
-    /// subscription (MQTT-3.3.1-8), false for live forwarding (MQTT-3.3.1-9).
+    /// subscription (MQTT-3.3.1-8), false for live forwarding (MQTT-3.3.1-9) unless the
+    /// subscription has MQTT 5 Retain As Published.
     pub retain: bool,
+    /// MQTT 5 Subscription Identifiers of the recipient's matching subscriptions; empty
+    /// (no allocation) for subscriptions without one.
+    pub subscription_ids: Vec<u32>,
 }

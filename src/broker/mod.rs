@@ -13,8 +13,10 @@ pub mod retained;
 pub mod topic;
 pub mod trie;
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
 use parking_lot::RwLock;
@@ -25,7 +27,7 @@ use mailbox::{Mailbox, PushOutcome};
 use message::{Delivery, Message, Origin, QoS, RetainedValue};
 use retained::{Precondition, Retained, WriteOutcome};
 use topic::{TopicFilter, TopicName};
-use trie::{Matched, SubscriptionIndex};
+use trie::{Matched, SubOptions, SubscriptionIndex};
 
 /// Counters the broker keeps for logs and (later) `$SYS`.
 #[derive(Debug, Default)]
@@ -36,6 +38,21 @@ pub struct Metrics {
     pub delivered: AtomicU64,
     /// Deliveries dropped by a full mailbox.
     pub dropped: AtomicU64,
+    /// Messages not delivered because their MQTT 5 Message Expiry Interval had passed.
+    pub expired: AtomicU64,
+}
+
+/// The MQTT 5 parts of a retained value that the store does not keep (in memory only):
+/// its application properties and expiry, tagged with the value's version so a newer
+/// value never inherits an older one's.
+#[derive(Debug)]
+struct RetainedMeta {
+    /// Version of the retained value these belong to.
+    version: u64,
+    /// Application properties as published.
+    properties: Option<Arc<ponte_mqtt::Properties>>,
+    /// When the retained message expires (it is then no longer sent to new subscribers).
+    expires_at: Option<Instant>,
 }
 
 /// What a publish did.
@@ -63,6 +80,9 @@ pub struct Broker {
     subscriptions: RwLock<SubscriptionIndex>,
     /// Where accepted messages go for other nodes.
     backbone: Arc<dyn Backbone>,
+    /// MQTT 5 properties and expiry of retained values that have them; written only by
+    /// retained MQTT 5 publishes, read when a subscription sends retained values.
+    retained_meta: RwLock<HashMap<TopicName, RetainedMeta>>,
     /// Counters.
     pub metrics: Metrics,
 }
@@ -74,6 +94,7 @@ impl Broker {
             retained: Retained::open(store)?,
             subscriptions: RwLock::new(SubscriptionIndex::new()),
             backbone,
+            retained_meta: RwLock::new(HashMap::new()),
             metrics: Metrics::default(),
         }))
     }
@@ -83,11 +104,6 @@ impl Broker {
         self.retained.get(topic)
     }
 
-    /// Number of retained values.
-    pub fn retained_count(&self) -> usize {
-        self.retained.len()
-    }
-
     /// Every retained topic with its value (not `$`-topics): the listing behind CoAP
     /// resource discovery (`/.well-known/core`, RFC 6690). Read-only.
     pub fn retained_topics(&self) -> Vec<(TopicName, Arc<RetainedValue>)> {
@@ -95,6 +111,11 @@ impl Broker {
             Ok(all) => self.retained.matching(&all),
             Err(_) => Vec::new(),
         }
+    }
+
+    /// Number of retained values.
+    pub fn retained_count(&self) -> usize {
+        self.retained.len()
     }
 
     /// Number of subscriptions of every protocol.
@@ -128,6 +149,7 @@ impl Broker {
                     receivers: 0,
                 });
             }
+            self.note_retained_meta(&message, &outcome);
             Some(outcome)
         } else {
             None
@@ -142,6 +164,41 @@ impl Broker {
         })
     }
 
+    /// Keep (or forget) the MQTT 5 properties and expiry of a newly written retained value.
+    fn note_retained_meta(&self, message: &Message, outcome: &WriteOutcome) {
+        let version = match outcome {
+            WriteOutcome::Created(v) | WriteOutcome::Replaced(v) => Some(v.version),
+            _ => None,
+        };
+        let has_meta = message.properties.is_some() || message.expires_at.is_some();
+        match version {
+            Some(version) if has_meta => {
+                let meta = RetainedMeta {
+                    version,
+                    properties: message.properties.clone(),
+                    expires_at: message.expires_at,
+                };
+                let mut map = self.retained_meta.write();
+                // Concurrent writers may finish out of order: keep the newest version's.
+                if map.get(&message.topic).is_none_or(|m| m.version < version) {
+                    map.insert(message.topic.clone(), meta);
+                }
+            }
+            _ => {
+                if self.retained_meta.read().contains_key(&message.topic) {
+                    let mut map = self.retained_meta.write();
+                    if let Some(v) = version {
+                        if map.get(&message.topic).is_some_and(|m| m.version < v) {
+                            map.remove(&message.topic);
+                        }
+                    } else {
+                        map.remove(&message.topic);
+                    }
+                }
+            }
+        }
+    }
+
     /// A message heard from another node: deliver it here, neither store nor forward it.
     pub fn deliver_remote(&self, message: Arc<Message>) -> usize {
         self.fan_out(&message)
@@ -152,19 +209,25 @@ impl Broker {
         thread_local! {
             static MATCHED: std::cell::RefCell<Vec<Matched>> = const { std::cell::RefCell::new(Vec::new()) };
         }
+        if message.expired(Instant::now()) {
+            self.metrics.expired.fetch_add(1, Ordering::Relaxed);
+            return 0;
+        }
         MATCHED.with(|cell| {
             let mut matched = cell.borrow_mut();
             self.subscriptions
                 .read()
-                .matches(&message.topic, &mut matched);
+                .matches_from(&message.topic, message.publisher, &mut matched);
             let mut queued = 0;
-            for (mailbox, granted) in matched.drain(..) {
+            for m in matched.drain(..) {
                 let d = Delivery {
                     message: message.clone(),
-                    qos: message.qos.min(granted),
-                    retain: false,
+                    qos: message.qos.min(m.qos),
+                    // MQTT-3.3.1-12/13: Retain As Published keeps the publisher's flag.
+                    retain: m.retain_as_published && message.retain,
+                    subscription_ids: m.ids,
                 };
-                match mailbox.push(d) {
+                match m.mailbox.push(d) {
                     PushOutcome::Queued | PushOutcome::ReplacedOldest => queued += 1,
                     PushOutcome::SkippedOffline => {}
                     PushOutcome::Dropped | PushOutcome::Overflowed => {
@@ -189,12 +252,52 @@ impl Broker {
         qos: QoS,
         send_retained: bool,
     ) -> bool {
+        let handling = if send_retained { 0 } else { 2 };
+        self.subscribe_with(filter, mailbox, SubOptions::qos(qos), handling)
+    }
+
+    /// Subscribe with MQTT 5 options. A filter `$share/group/f` makes `mailbox` a member of
+    /// the shared group `group` on `f` (one member per message, round-robin, MQTT 4.8.2);
+    /// the caller keeps and unsubscribes the whole `$share/...` filter. `retain_handling` (MQTT
+    /// 3.8.3.1): 0 send the matching retained values, 1 only if the subscription is new,
+    /// 2 never; a shared subscription never gets them (MQTT 4.8.2). Expired retained values
+    /// are not sent. Returns whether an existing subscription was replaced.
+    pub fn subscribe_with(
+        &self,
+        filter: &TopicFilter,
+        mailbox: &Arc<Mailbox>,
+        opts: SubOptions,
+        retain_handling: u8,
+    ) -> bool {
+        let shared = split_shared(filter.as_str());
+        let (share, inner) = match &shared {
+            Some((group, inner)) => (Some(*group), inner),
+            None => (None, filter),
+        };
         let replaced = self
             .subscriptions
             .write()
-            .insert(filter, mailbox.clone(), qos);
-        if send_retained {
+            .insert_with(inner, share, mailbox.clone(), opts);
+        let send = share.is_none()
+            && match retain_handling {
+                0 => true,
+                1 => !replaced,
+                _ => false,
+            };
+        if send {
+            let now = Instant::now();
             for (topic, v) in self.retained.matching(filter) {
+                let (properties, expires_at) = {
+                    let meta = self.retained_meta.read();
+                    match meta.get(&topic) {
+                        Some(m) if m.version == v.version => (m.properties.clone(), m.expires_at),
+                        _ => (None, None),
+                    }
+                };
+                if expires_at.is_some_and(|at| at <= now) {
+                    self.metrics.expired.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
                 let message = Arc::new(Message {
                     topic,
                     payload: v.payload.clone(),
@@ -202,26 +305,50 @@ impl Broker {
                     retain: true,
                     content_type: v.content_type.clone(),
                     origin: Origin::Internal,
+                    properties,
+                    expires_at,
+                    publisher: None,
                 });
                 mailbox.push(Delivery {
-                    qos: v.qos.min(qos),
+                    qos: v.qos.min(opts.qos),
                     message,
                     retain: true,
+                    subscription_ids: opts.id.into_iter().collect(),
                 });
             }
         }
         replaced
     }
 
-    /// Remove a subscription. Returns whether it existed.
+    /// Remove a subscription (a `$share/group/f` filter leaves that shared group).
+    /// Returns whether it existed.
     pub fn unsubscribe(&self, filter: &TopicFilter, mailbox_id: u64) -> bool {
-        self.subscriptions.write().remove(filter, mailbox_id)
+        match split_shared(filter.as_str()) {
+            Some((group, inner)) => {
+                self.subscriptions
+                    .write()
+                    .remove_with(&inner, Some(group), mailbox_id)
+            }
+            None => self.subscriptions.write().remove(filter, mailbox_id),
+        }
     }
 
     /// Flush and stop the store writer (shutdown).
     pub fn close(&self) {
         self.retained.close();
     }
+}
+
+/// The share name and inner filter of a shared subscription filter `$share/{name}/{filter}`
+/// (MQTT 4.8.2): `None` when `filter` is not one or is not a valid one (empty name, a
+/// wildcard in the name, no inner filter, or an invalid inner filter).
+pub fn split_shared(filter: &str) -> Option<(&str, TopicFilter)> {
+    let rest = filter.strip_prefix("$share/")?;
+    let (name, inner) = rest.split_once('/')?;
+    if name.is_empty() || name.contains(['+', '#']) {
+        return None;
+    }
+    Some((name, TopicFilter::parse(inner).ok()?))
 }
 
 /// Convenience for front-ends: a retained publish of `payload` (empty clears).
@@ -238,6 +365,9 @@ pub fn retained_message(
         retain: true,
         content_type,
         origin,
+        properties: None,
+        expires_at: None,
+        publisher: None,
     }
 }
 

@@ -5,6 +5,12 @@
 //! only after [`Broker::publish`] returned, i.e. after a retained value is durable — and moves
 //! deliveries from the session's mailbox into the machine while its in-flight window and the
 //! write buffer have room.
+//!
+//! MQTT 5 connections use the same loop: the machine enforces the v5 limits and speaks the
+//! v5 wire format; here v5 publish properties become the broker [`Message`]'s (Content Type
+//! its content type, Message Expiry its deadline), subscription options become
+//! [`SubOptions`], and a [`Delivery`]'s properties, subscription identifiers and expiry go
+//! back out in [`Outgoing`]. A 3.1.1 event is handled as the v5 one with no properties.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -13,16 +19,18 @@ use std::time::Instant;
 
 use bytes::BytesMut;
 use ponte_mqtt::{
-    CloseReason, Connect, Connection, Event, LastWill, Outgoing, Publish, SubscribeReturnCode,
+    reason, CloseReason, Connect5, Connection, Event, LastWill, Outgoing, Properties, Publish,
+    SubscriptionOptions,
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::Notify;
 
 use super::session::Session;
 use super::Shared;
-use crate::broker::message::{Message, Origin, QoS};
+use crate::broker::message::{Delivery, Message, Origin, QoS};
 use crate::broker::retained::Precondition;
 use crate::broker::topic::{TopicFilter, TopicName};
+use crate::broker::trie::SubOptions;
 use crate::shutdown::Shutdown;
 
 /// Stop pulling from the mailbox while this many bytes wait to be written: a slow reader
@@ -59,6 +67,13 @@ struct Driver {
     kick: Arc<Notify>,
     /// The peer, for logs.
     peer: SocketAddr,
+    /// Whether the client speaks MQTT 5 (properties go out with its messages).
+    v5: bool,
+    /// The will's v5 properties from CONNECT (Will Delay, Content Type, Message Expiry,
+    /// User Properties, ...), kept here until the will is published.
+    will_properties: Properties,
+    /// Session Expiry Interval from CONNECT (or DISCONNECT), bounding the Will Delay.
+    session_expiry: u32,
 }
 
 /// Serve one connection until it closes: a TCP socket's halves, or a WebSocket bridged into
@@ -81,6 +96,9 @@ pub(crate) async fn run<R, W>(
             max_inflight: cfg.max_inflight,
             connect_timeout: cfg.connect_timeout(),
             keep_alive_factor: 1.5,
+            receive_maximum: cfg.receive_maximum,
+            topic_alias_maximum: cfg.topic_alias_maximum,
+            max_keep_alive: cfg.max_keepalive,
         },
     );
     let mut d = Driver {
@@ -90,6 +108,9 @@ pub(crate) async fn run<R, W>(
         _owner: None,
         kick: Arc::new(Notify::new()),
         peer,
+        v5: false,
+        will_properties: Properties::default(),
+        session_expiry: 0,
     };
     let mut rbuf = BytesMut::with_capacity(8 * 1024);
     let mut wbuf = BytesMut::with_capacity(8 * 1024);
@@ -127,7 +148,7 @@ pub(crate) async fn run<R, W>(
                 if wbuf.len() < WRITE_HIGH_WATER => {
                 if mailbox.as_ref().is_some_and(|m| m.overflowed()) {
                     tracing::warn!(peer = %d.peer, "MQTT client's queue overflowed; disconnecting it (overflow = disconnect)");
-                    d.conn.close(CloseReason::ServerClose);
+                    d.conn.close(CloseReason::Server(reason::QUOTA_EXCEEDED));
                 }
             }
             _ = kick.notified() => {
@@ -158,42 +179,51 @@ impl Driver {
     /// Handle one event; true when the connection is over.
     async fn handle_event(&mut self, ev: Event) -> bool {
         match ev {
-            Event::Connect(c) => self.on_connect(c).await,
-            Event::Publish(p) => self.on_publish(p).await,
+            Event::Connect(c) => {
+                self.on_connect(Connect5 {
+                    connect: c,
+                    properties: Properties::default(),
+                    will_properties: Properties::default(),
+                })
+                .await
+            }
+            Event::Connect5(c) => self.on_connect(*c).await,
+            Event::Publish(p) => self.on_publish(p, None).await,
+            Event::Publish5(p) => {
+                let p = *p;
+                self.on_publish(p.publish, Some(p.properties)).await
+            }
             Event::Subscribe { pkid, filters } => {
-                let Some(session) = self.session.clone() else {
-                    return false;
-                };
-                let mut codes = Vec::with_capacity(filters.len());
-                for (filter, qos) in filters {
-                    match TopicFilter::parse(&filter) {
-                        Ok(f) => {
-                            let qos = to_core(qos);
-                            // Record first so a concurrent close removes it again.
-                            session.subscriptions.lock().insert(f.clone(), qos);
-                            self.shared
-                                .broker
-                                .subscribe(&f, &session.mailbox, qos, true);
-                            codes.push(SubscribeReturnCode::Success(to_wire(qos)));
-                        }
-                        Err(e) => {
-                            tracing::debug!(peer = %self.peer, %filter, error = %e, "SUBSCRIBE filter refused");
-                            codes.push(SubscribeReturnCode::Failure);
-                        }
-                    }
-                }
-                self.conn.suback(pkid, codes);
+                let filters = filters
+                    .into_iter()
+                    .map(|(f, q)| (f, SubscriptionOptions::qos(q)))
+                    .collect();
+                self.on_subscribe(pkid, filters, None);
+            }
+            Event::Subscribe5(s) => {
+                let s = *s;
+                let id = s.properties.subscription_identifiers.first().copied();
+                self.on_subscribe(s.pkid, s.filters, id);
             }
             Event::Unsubscribe { pkid, filters } => {
+                let mut codes = Vec::with_capacity(filters.len());
                 if let Some(session) = &self.session {
                     for filter in filters {
-                        if let Ok(f) = TopicFilter::parse(&filter) {
-                            session.subscriptions.lock().remove(&f);
-                            self.shared.broker.unsubscribe(&f, session.mailbox.id());
-                        }
+                        let existed = match TopicFilter::parse(&filter) {
+                            Ok(f) => {
+                                session.subscriptions.lock().remove(&f);
+                                self.shared.broker.unsubscribe(&f, session.mailbox.id())
+                            }
+                            Err(_) => false,
+                        };
+                        codes.push(if existed {
+                            reason::SUCCESS
+                        } else {
+                            reason::NO_SUBSCRIPTION_EXISTED
+                        });
                     }
                 }
-                self.conn.unsuback(pkid);
+                self.conn.unsuback_reasons(pkid, codes);
             }
             Event::InflightFreed => {}
             Event::Closed { reason, will } => {
@@ -204,9 +234,70 @@ impl Driver {
         false
     }
 
-    async fn on_connect(&mut self, c: Connect) {
-        let client_id = if c.client_id.is_empty() {
-            // Only reaches us with Clean Session 1 (the machine refuses the rest, MQTT-3.1.3-8).
+    /// Answer one SUBSCRIBE (3.1.1 filters come with plain options).
+    fn on_subscribe(
+        &mut self,
+        pkid: u16,
+        filters: Vec<(String, SubscriptionOptions)>,
+        id: Option<u32>,
+    ) {
+        let Some(session) = self.session.clone() else {
+            return;
+        };
+        let mut codes = Vec::with_capacity(filters.len());
+        for (filter, o) in filters {
+            let shared = filter.starts_with("$share/");
+            let parsed = TopicFilter::parse(&filter)
+                .map_err(|e| e.to_string())
+                .and_then(|f| {
+                    if shared && crate::broker::split_shared(&filter).is_none() {
+                        Err("invalid shared subscription filter".to_string())
+                    } else {
+                        Ok(f)
+                    }
+                });
+            match parsed {
+                Ok(f) => {
+                    if shared && o.no_local && self.v5 {
+                        // MQTT-3.8.3-4: No Local on a shared subscription is a protocol error.
+                        self.conn.close(CloseReason::Server(reason::PROTOCOL_ERROR));
+                        return;
+                    }
+                    let qos = to_core(o.qos);
+                    // Record first so a concurrent close removes it again.
+                    session.subscriptions.lock().insert(f.clone(), qos);
+                    let opts = SubOptions {
+                        qos,
+                        no_local: o.no_local,
+                        retain_as_published: o.retain_as_published,
+                        id,
+                    };
+                    self.shared.broker.subscribe_with(
+                        &f,
+                        &session.mailbox,
+                        opts,
+                        o.retain_handling,
+                    );
+                    codes.push(to_wire(qos).as_u8());
+                }
+                Err(e) => {
+                    tracing::debug!(peer = %self.peer, %filter, error = %e, "SUBSCRIBE filter refused");
+                    codes.push(reason::TOPIC_FILTER_INVALID);
+                }
+            }
+        }
+        self.conn.suback_reasons(pkid, codes);
+    }
+
+    async fn on_connect(&mut self, c5: Connect5) {
+        let c = c5.connect;
+        self.v5 = c.protocol == ponte_mqtt::ProtocolVersion::V5;
+        self.will_properties = c5.will_properties;
+        self.session_expiry = c5.properties.session_expiry_interval.unwrap_or(0);
+        let assigned = c.client_id.is_empty();
+        let client_id = if assigned {
+            // 3.1.1: only with Clean Session 1 (the machine refuses the rest, MQTT-3.1.3-8);
+            // v5: returned as Assigned Client Identifier (MQTT-3.2.2-16).
             format!(
                 "ponte-{:x}-{}",
                 std::process::id(),
@@ -215,10 +306,18 @@ impl Driver {
         } else {
             c.client_id.clone()
         };
+        // v5: the session outlives the connection iff Session Expiry Interval > 0 (3.1.2.11.2);
+        // the registry keys persistence off `clean`, so Clean Start 1 + expiry > 0 starts a
+        // session that is not yet kept (told to the session owner).
+        let clean = if self.v5 {
+            c.clean_session || self.session_expiry == 0
+        } else {
+            c.clean_session
+        };
         let opened = self
             .shared
             .sessions
-            .open(&client_id, c.clean_session, &self.shared.broker);
+            .open(&client_id, clean, &self.shared.broker);
         // Wait for any previous owner to hand the session over (it was kicked).
         let owner = opened.session.owner.clone().lock_owned().await;
         if let Some(prev) = &opened.previous {
@@ -231,30 +330,39 @@ impl Driver {
         let resume = opened.session.saved.lock().take();
         opened.session.mailbox.reset_overflow();
         opened.session.mailbox.set_online(true);
-        tracing::debug!(peer = %self.peer, client_id, clean = c.clean_session, present = opened.present, "MQTT client connected");
-        self.conn.accept(Instant::now(), opened.present, resume);
+        tracing::debug!(peer = %self.peer, client_id, clean = c.clean_session, present = opened.present, v5 = self.v5, "MQTT client connected");
+        let assigned = (assigned && self.v5).then(|| client_id.clone());
+        self.conn
+            .accept_with(Instant::now(), opened.present, resume, assigned);
         self.session = Some(opened.session);
         self._owner = Some(owner);
     }
 
-    async fn on_publish(&mut self, p: Publish) {
+    async fn on_publish(&mut self, p: Publish, properties: Option<Properties>) {
         let topic = match TopicName::parse(&p.topic) {
             Ok(t) => t,
             Err(e) => {
                 tracing::debug!(peer = %self.peer, error = %e, "PUBLISH topic refused");
-                self.conn.close(CloseReason::ServerClose);
+                self.conn
+                    .close(CloseReason::Server(reason::TOPIC_NAME_INVALID));
                 return;
             }
         };
         let qos = to_core(p.qos);
-        let message = Message {
+        let mut message = Message {
             topic,
             payload: p.payload,
             qos,
             retain: p.retain,
             content_type: None,
             origin: Origin::Mqtt,
+            properties: None,
+            expires_at: None,
+            publisher: self.session.as_ref().map(|s| s.mailbox.id()),
         };
+        if let Some(props) = properties {
+            apply_v5_properties(&mut message, props, Instant::now());
+        }
         match self
             .shared
             .broker
@@ -267,33 +375,30 @@ impl Driver {
                 }
             }
             Err(e) => {
-                // Not stored: do not acknowledge. MQTT 3.1.1 has no negative PUBACK, so
-                // close; the client resends on reconnect.
-                tracing::error!(peer = %self.peer, error = %e, "PUBLISH could not be stored; closing");
-                self.conn.close(CloseReason::ServerClose);
+                // Not stored: do not acknowledge positively. v5 answers 0x80; 3.1.1 has no
+                // negative PUBACK, so the machine closes and the client resends on reconnect.
+                tracing::error!(peer = %self.peer, error = %e, "PUBLISH could not be stored");
+                if qos == QoS::AtMostOnce {
+                    self.conn
+                        .close(CloseReason::Server(reason::UNSPECIFIED_ERROR));
+                } else {
+                    self.conn.publish_failed(p.pkid, reason::UNSPECIFIED_ERROR);
+                }
             }
         }
     }
 
     async fn on_closed(&mut self, reason: CloseReason, will: Option<LastWill>) {
         tracing::debug!(peer = %self.peer, %reason, "MQTT connection closed");
+        if let CloseReason::ClientDisconnect {
+            session_expiry_interval: Some(e),
+            ..
+        } = reason
+        {
+            self.session_expiry = e;
+        }
         if let Some(w) = will {
-            match TopicName::parse(&w.topic) {
-                Ok(topic) => {
-                    let m = Message {
-                        topic,
-                        payload: w.payload,
-                        qos: to_core(w.qos),
-                        retain: w.retain,
-                        content_type: None,
-                        origin: Origin::Mqtt,
-                    };
-                    if let Err(e) = self.shared.broker.publish(m, Precondition::none()).await {
-                        tracing::error!(peer = %self.peer, error = %e, "will could not be published");
-                    }
-                }
-                Err(e) => tracing::debug!(peer = %self.peer, error = %e, "will topic refused"),
-            }
+            self.publish_will(w);
         }
         if let Some(session) = self.session.take() {
             if session.persistent {
@@ -306,6 +411,56 @@ impl Driver {
         self._owner = None;
     }
 
+    /// Publish the will now, or after its Will Delay Interval but never later than the
+    /// session ends (MQTT-3.1.3-9): a non-persistent session ends now. A delayed will is
+    /// dropped if a new connection owns the session when the delay is over.
+    fn publish_will(&self, w: LastWill) {
+        let topic = match TopicName::parse(&w.topic) {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::debug!(peer = %self.peer, error = %e, "will topic refused");
+                return;
+            }
+        };
+        let delay = self.will_properties.will_delay_interval.unwrap_or(0);
+        let persistent = self.session.as_ref().is_some_and(|s| s.persistent);
+        let delay = if persistent {
+            delay.min(self.session_expiry)
+        } else {
+            0
+        };
+        let mut m = Message {
+            topic,
+            payload: w.payload,
+            qos: to_core(w.qos),
+            retain: w.retain,
+            content_type: None,
+            origin: Origin::Mqtt,
+            properties: None,
+            expires_at: None,
+            publisher: None,
+        };
+        let mut props = self.will_properties.clone();
+        props.will_delay_interval = None;
+        let broker = self.shared.broker.clone();
+        let owner = self.session.as_ref().map(|s| s.owner.clone());
+        let peer = self.peer;
+        tokio::spawn(async move {
+            if delay > 0 {
+                tokio::time::sleep(std::time::Duration::from_secs(u64::from(delay))).await;
+                if owner.is_some_and(|o| o.try_lock().is_err()) {
+                    tracing::debug!(%peer, "client reconnected within the Will Delay; will dropped");
+                    return;
+                }
+            }
+            // The Message Expiry of a will counts from when it is published.
+            apply_v5_properties(&mut m, props, Instant::now());
+            if let Err(e) = broker.publish(m, Precondition::none()).await {
+                tracing::error!(%peer, error = %e, "will could not be published");
+            }
+        });
+    }
+
     /// Move deliveries from the mailbox into the machine while there is room.
     fn pump(&mut self, wbuf: &mut BytesMut) {
         let Some(session) = &self.session else {
@@ -316,17 +471,59 @@ impl Driver {
             let Some(d) = session.mailbox.pop() else {
                 break;
             };
-            let out = Outgoing {
-                topic: d.message.topic.as_arc().clone(),
-                payload: d.message.payload.clone(),
-                qos: to_wire(d.qos),
-                retain: d.retain,
-            };
+            if d.message.expired(now) {
+                self.shared
+                    .broker
+                    .metrics
+                    .expired
+                    .fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            let out = outgoing(&d, self.v5);
             if self.conn.send_publish(now, out).is_err() {
                 session.mailbox.push_front(d);
                 break;
             }
             self.conn.poll_transmit(wbuf);
         }
+    }
+}
+
+/// Fill a broker message from v5 PUBLISH (or Will) properties: Content Type becomes the
+/// message's content type (and so the retained value's), Message Expiry its deadline; the
+/// rest travels unchanged, in order, for v5 subscribers.
+fn apply_v5_properties(m: &mut Message, mut props: Properties, now: Instant) {
+    m.content_type = props.content_type.as_deref().map(Arc::from);
+    m.expires_at = props
+        .message_expiry_interval
+        .take()
+        .map(|s| now + std::time::Duration::from_secs(u64::from(s)));
+    props.topic_alias = None;
+    props.subscription_identifiers.clear();
+    if !props.is_empty() {
+        m.properties = Some(Arc::new(props));
+    }
+}
+
+/// The machine's view of one delivery. A v5 recipient of a message that has a content type
+/// but no v5 properties (an HTTP or CoAP write) gets it as Content Type.
+fn outgoing(d: &Delivery, v5: bool) -> Outgoing {
+    let m = &d.message;
+    let properties = match (&m.properties, &m.content_type) {
+        (Some(p), _) => Some(p.clone()),
+        (None, Some(ct)) if v5 => Some(Arc::new(Properties {
+            content_type: Some(ct.to_string()),
+            ..Properties::default()
+        })),
+        _ => None,
+    };
+    Outgoing {
+        topic: m.topic.as_arc().clone(),
+        payload: m.payload.clone(),
+        qos: to_wire(d.qos),
+        retain: d.retain,
+        properties,
+        subscription_ids: d.subscription_ids.clone(),
+        expires_at: m.expires_at,
     }
 }

@@ -97,6 +97,9 @@ pub(super) async fn run(mqtt: Mqtt) {
                 retain: true,
                 content_type: Some(Arc::from("text/plain")),
                 origin: Origin::Internal,
+                properties: None,
+                expires_at: None,
+                publisher: None,
             };
             match broker.publish(message, Precondition::none()).await {
                 Ok(_) => {

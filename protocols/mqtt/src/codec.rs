@@ -161,39 +161,89 @@ pub enum DecodeError {
         /// The received code.
         code: u8,
     },
+    /// MQTT 5: a Variable Byte Integer (property length, Subscription Identifier) longer
+    /// than four bytes.
+    #[error("MQTT-1.5.5-1: {field}: Variable Byte Integer continues past 4 bytes")]
+    MalformedVarInt {
+        /// Which field carried the integer.
+        field: &'static str,
+    },
+    /// MQTT 5: a property identifier that does not exist or is not allowed in this packet
+    /// (table 2-4).
+    #[error("MQTT-2.2.2-2: property {id:#04x} is not allowed in {context}")]
+    PropertyNotAllowed {
+        /// Packet (or Will) whose property list carried it.
+        context: &'static str,
+        /// The received identifier.
+        id: u8,
+    },
+    /// MQTT 5: a property that may appear once appeared twice.
+    #[error("MQTT 2.2.2.2: property {id:#04x} appears more than once in {context}")]
+    DuplicateProperty {
+        /// Packet (or Will) whose property list carried it.
+        context: &'static str,
+        /// The repeated identifier.
+        id: u8,
+    },
+    /// MQTT 5: a property value outside its allowed range (e.g. Receive Maximum 0,
+    /// Payload Format Indicator 2, Subscription Identifier 0).
+    #[error("MQTT 3.x: property {property} has the invalid value {value}")]
+    InvalidPropertyValue {
+        /// The property's name.
+        property: &'static str,
+        /// The received value.
+        value: u32,
+    },
+    /// MQTT 5: a reason code that this packet type does not define.
+    #[error("MQTT 2.4: {packet} with undefined reason code {code:#04x}")]
+    InvalidReasonCode {
+        /// Packet type name.
+        packet: &'static str,
+        /// The received code.
+        code: u8,
+    },
+    /// MQTT 5: SUBSCRIBE options with reserved bits set or Retain Handling 3.
+    #[error("MQTT-3.8.3-5: subscription options {byte:#010b} have reserved bits set or Retain Handling 3")]
+    InvalidSubscriptionOptions {
+        /// The received options byte.
+        byte: u8,
+    },
+    /// MQTT 5: a PUBLISH with an empty topic name and no Topic Alias.
+    #[error("MQTT-3.3.2-1: PUBLISH with an empty topic name and no Topic Alias")]
+    EmptyTopicWithoutAlias,
 }
 
 /// Reads fields out of one packet body, tagging errors with the packet's name.
-struct Reader {
+pub(crate) struct Reader {
     /// The rest of the packet body; slicing it gives zero-copy payloads.
-    body: Bytes,
+    pub(crate) body: Bytes,
     /// Packet type name for error messages.
-    packet: &'static str,
+    pub(crate) packet: &'static str,
 }
 
 impl Reader {
-    fn truncated(&self, field: &'static str) -> DecodeError {
+    pub(crate) fn truncated(&self, field: &'static str) -> DecodeError {
         DecodeError::Truncated {
             packet: self.packet,
             field,
         }
     }
 
-    fn u8(&mut self, field: &'static str) -> Result<u8, DecodeError> {
+    pub(crate) fn u8(&mut self, field: &'static str) -> Result<u8, DecodeError> {
         if self.body.is_empty() {
             return Err(self.truncated(field));
         }
         Ok(self.body.get_u8())
     }
 
-    fn u16(&mut self, field: &'static str) -> Result<u16, DecodeError> {
+    pub(crate) fn u16(&mut self, field: &'static str) -> Result<u16, DecodeError> {
         if self.body.len() < 2 {
             return Err(self.truncated(field));
         }
         Ok(self.body.get_u16())
     }
 
-    fn pkid(&mut self) -> Result<u16, DecodeError> {
+    pub(crate) fn pkid(&mut self) -> Result<u16, DecodeError> {
         match self.u16("packet identifier")? {
             0 => Err(DecodeError::ZeroPacketId {
                 packet: self.packet,
@@ -202,7 +252,7 @@ impl Reader {
         }
     }
 
-    fn binary(&mut self, field: &'static str) -> Result<Bytes, DecodeError> {
+    pub(crate) fn binary(&mut self, field: &'static str) -> Result<Bytes, DecodeError> {
         let len = usize::from(self.u16(field)?);
         if self.body.len() < len {
             return Err(self.truncated(field));
@@ -210,7 +260,7 @@ impl Reader {
         Ok(self.body.split_to(len))
     }
 
-    fn string(&mut self, field: &'static str) -> Result<String, DecodeError> {
+    pub(crate) fn string(&mut self, field: &'static str) -> Result<String, DecodeError> {
         let raw = self.binary(field)?;
         let text = std::str::from_utf8(&raw).map_err(|_| DecodeError::InvalidUtf8 { field })?;
         if text.contains('\0') {
@@ -219,7 +269,7 @@ impl Reader {
         Ok(text.to_owned())
     }
 
-    fn topic_name(&mut self, field: &'static str) -> Result<String, DecodeError> {
+    pub(crate) fn topic_name(&mut self, field: &'static str) -> Result<String, DecodeError> {
         let topic = self.string(field)?;
         if topic.is_empty() {
             return Err(DecodeError::EmptyTopicName);
@@ -230,11 +280,11 @@ impl Reader {
         Ok(topic)
     }
 
-    fn rest(&mut self) -> Bytes {
+    pub(crate) fn rest(&mut self) -> Bytes {
         std::mem::take(&mut self.body)
     }
 
-    fn finish(self) -> Result<(), DecodeError> {
+    pub(crate) fn finish(self) -> Result<(), DecodeError> {
         if self.body.is_empty() {
             Ok(())
         } else {
@@ -248,7 +298,7 @@ impl Reader {
 
 /// Name of a control packet type and the fixed-header flags it requires (`None`: PUBLISH,
 /// whose flags carry DUP/QoS/RETAIN).
-fn packet_kind(packet_type: u8) -> Result<(&'static str, Option<u8>), DecodeError> {
+pub(crate) fn packet_kind(packet_type: u8) -> Result<(&'static str, Option<u8>), DecodeError> {
     Ok(match packet_type {
         1 => ("CONNECT", Some(0)),
         2 => ("CONNACK", Some(0)),
@@ -413,6 +463,21 @@ fn decode_publish(r: &mut Reader, flags: u8) -> Result<Publish, DecodeError> {
 }
 
 fn decode_connect(r: &mut Reader) -> Result<Connect, DecodeError> {
+    decode_connect_any(r, false).map(|(c, _)| c)
+}
+
+/// Decodes a CONNECT body; with `allow_v5`, an MQTT 5 CONNECT too, returning its CONNECT
+/// and Will properties.
+pub(crate) fn decode_connect_any(
+    r: &mut Reader,
+    allow_v5: bool,
+) -> Result<
+    (
+        Connect,
+        Option<(crate::v5::Properties, crate::v5::Properties)>,
+    ),
+    DecodeError,
+> {
     let name = r.string("protocol name")?;
     if name != "MQTT" && name != "MQIsdp" {
         return Err(DecodeError::InvalidProtocolName { name });
@@ -420,6 +485,7 @@ fn decode_connect(r: &mut Reader) -> Result<Connect, DecodeError> {
     let level = r.u8("protocol level")?;
     let protocol = match ProtocolVersion::from_name_and_level(&name, level) {
         Some(p @ (ProtocolVersion::V31 | ProtocolVersion::V311)) => p,
+        Some(ProtocolVersion::V5) if allow_v5 => ProtocolVersion::V5,
         _ => return Err(DecodeError::UnsupportedProtocolLevel { name, level }),
     };
     let flags = r.u8("connect flags")?;
@@ -439,9 +505,22 @@ fn decode_connect(r: &mut Reader) -> Result<Connect, DecodeError> {
         return Err(DecodeError::PasswordWithoutUsername);
     }
     let keep_alive = r.u16("keep alive")?;
+    let v5 = protocol == ProtocolVersion::V5;
+    let properties = if v5 {
+        Some(crate::v5::decode_properties(
+            r,
+            crate::v5::PropertyContext::Connect,
+        )?)
+    } else {
+        None
+    };
     let client_id = r.string("client identifier")?;
+    let mut will_properties = crate::v5::Properties::default();
     let will = if will_flag {
         let qos = QoS::from_u8(will_qos_bits).ok_or(DecodeError::WillQoS3)?;
+        if v5 {
+            will_properties = crate::v5::decode_properties(r, crate::v5::PropertyContext::Will)?;
+        }
         let topic = r.topic_name("will topic")?;
         let payload = r.binary("will message")?;
         Some(LastWill {
@@ -463,7 +542,7 @@ fn decode_connect(r: &mut Reader) -> Result<Connect, DecodeError> {
     } else {
         None
     };
-    Ok(Connect {
+    let connect = Connect {
         protocol,
         client_id,
         clean_session,
@@ -471,10 +550,11 @@ fn decode_connect(r: &mut Reader) -> Result<Connect, DecodeError> {
         username,
         password,
         will,
-    })
+    };
+    Ok((connect, properties.map(|p| (p, will_properties))))
 }
 
-fn put_remaining_length(out: &mut BytesMut, mut len: usize) {
+pub(crate) fn put_remaining_length(out: &mut BytesMut, mut len: usize) {
     loop {
         let mut byte = (len & 0x7f) as u8;
         len >>= 7;
@@ -490,7 +570,7 @@ fn put_remaining_length(out: &mut BytesMut, mut len: usize) {
 
 /// Writes a length-prefixed string or binary field. Callers guarantee `data.len() <= 65535`
 /// (everything decoded does; the broker validates what it originates).
-fn put_binary(out: &mut BytesMut, data: &[u8]) {
+pub(crate) fn put_binary(out: &mut BytesMut, data: &[u8]) {
     out.put_u16(data.len() as u16);
     out.put_slice(data);
 }

@@ -22,6 +22,41 @@ use crate::packet::{
     Connect, ConnectReturnCode, LastWill, Packet, ProtocolVersion, Publish, QoS,
     SubscribeReturnCode,
 };
+use crate::v5::{
+    decode_v5, encode_publish5, encode_v5, publish5_size, reason, Connect5, Packet5, Properties,
+    PubResponse, Publish5, PublishOverrides, ReasonPacket, SubResponse, Subscribe5,
+};
+
+/// The empty property list, for outgoing messages that carry none.
+static NO_PROPERTIES: Properties = Properties {
+    payload_format_indicator: None,
+    message_expiry_interval: None,
+    content_type: None,
+    response_topic: None,
+    correlation_data: None,
+    subscription_identifiers: Vec::new(),
+    session_expiry_interval: None,
+    assigned_client_identifier: None,
+    server_keep_alive: None,
+    authentication_method: None,
+    authentication_data: None,
+    request_problem_information: None,
+    will_delay_interval: None,
+    request_response_information: None,
+    response_information: None,
+    server_reference: None,
+    reason_string: None,
+    receive_maximum: None,
+    topic_alias_maximum: None,
+    topic_alias: None,
+    maximum_qos: None,
+    retain_available: None,
+    user_properties: Vec::new(),
+    maximum_packet_size: None,
+    wildcard_subscription_available: None,
+    subscription_identifiers_available: None,
+    shared_subscription_available: None,
+};
 
 /// Limits and timers of one connection.
 #[derive(Debug, Clone)]
@@ -39,6 +74,18 @@ pub struct Config {
     /// Multiple of the client's Keep Alive after which a silent connection is closed; the
     /// specification says 1.5 (MQTT-3.1.2-24).
     pub keep_alive_factor: f64,
+    /// MQTT 5: most unacknowledged inbound QoS 1/2 PUBLISHes a client may have open, announced
+    /// in CONNACK; one more closes the connection with 0x93 (MQTT-3.3.4-7/8), bounding the
+    /// per-connection state a client can make the server hold.
+    pub receive_maximum: u16,
+    /// MQTT 5: highest topic alias accepted from a client (announced in CONNACK; 0 = none)
+    /// and most aliases the server assigns to a client's repeated topics, bounding both
+    /// alias tables per connection.
+    pub topic_alias_maximum: u16,
+    /// MQTT 5: largest Keep Alive the server allows; a client asking for more (or for 0, no
+    /// keepalive) is told Server Keep Alive = this in CONNACK. 0 = no limit. Bounds how long
+    /// a dead client's session can look alive.
+    pub max_keep_alive: u16,
 }
 
 impl Default for Config {
@@ -48,6 +95,9 @@ impl Default for Config {
             max_inflight: 32,
             connect_timeout: Duration::from_secs(10),
             keep_alive_factor: 1.5,
+            receive_maximum: 1024,
+            topic_alias_maximum: 64,
+            max_keep_alive: 0,
         }
     }
 }
@@ -63,8 +113,18 @@ pub struct Outgoing {
     /// Delivery QoS, already min(published, granted) (MQTT-3.8.4-6).
     pub qos: QoS,
     /// RETAIN flag on the wire (1 only for retained messages sent because of a new
-    /// subscription, MQTT-3.3.1-8/9).
+    /// subscription, MQTT-3.3.1-8/9, or with v5 Retain As Published).
     pub retain: bool,
+    /// MQTT 5 application properties as published (User Properties in order, Response
+    /// Topic, Correlation Data, Payload Format Indicator, Content Type), shared by every
+    /// recipient; ignored on 3.1.1 connections. Message Expiry, Topic Alias and
+    /// Subscription Identifiers in it are ignored: they are per send (below).
+    pub properties: Option<Arc<Properties>>,
+    /// MQTT 5: identifiers of this recipient's subscriptions that matched (MQTT-3.3.4-3/4).
+    pub subscription_ids: Vec<u32>,
+    /// MQTT 5: when the message expires; it is sent with the remaining interval, and not
+    /// at all once expired (MQTT-3.3.2-5/6).
+    pub expires_at: Option<Instant>,
 }
 
 /// One unacknowledged outgoing QoS 1/2 exchange, in the order it was started.
@@ -119,6 +179,34 @@ pub enum Violation {
     /// The client sent a packet that only flows server → client.
     #[error("MQTT 2.2.1: client sent {0}, which only a server may send")]
     ServerOnlyPacket(&'static str),
+    /// MQTT 5: more unacknowledged QoS 1/2 PUBLISHes than the Receive Maximum we announced.
+    #[error("MQTT-3.3.4-8: client exceeded the Receive Maximum of {limit}")]
+    ReceiveMaximumExceeded {
+        /// The announced Receive Maximum.
+        limit: u16,
+    },
+    /// MQTT 5: Topic Alias 0 or above the Topic Alias Maximum we announced.
+    #[error("MQTT-3.3.2-9/10: Topic Alias {alias} outside 1..={max}")]
+    TopicAliasInvalid {
+        /// The received alias.
+        alias: u16,
+        /// The announced Topic Alias Maximum.
+        max: u16,
+    },
+    /// MQTT 5: a PUBLISH with an empty topic and an alias that was never set.
+    #[error("MQTT 3.3.2.3.4: Topic Alias {0} used before it was set on this connection")]
+    UnknownTopicAlias(u16),
+    /// MQTT 5: a client PUBLISH carrying a Subscription Identifier.
+    #[error("MQTT-3.3.4-6: client PUBLISH carries a Subscription Identifier")]
+    SubscriptionIdentifierFromClient,
+    /// MQTT 5: DISCONNECT sets a Session Expiry Interval although CONNECT's was 0.
+    #[error("MQTT-3.14.2-2: DISCONNECT sets Session Expiry {0} after CONNECT set 0")]
+    SessionExpiryAfterZero(u32),
+    /// MQTT 5: AUTH although the CONNECT named no Authentication Method (none is
+    /// supported: a CONNECT naming one already got CONNACK 0x8C). DISCONNECT 0x82, as 0x8C
+    /// is not a DISCONNECT reason code (table 3-10).
+    #[error("MQTT 4.12: AUTH received without an Authentication Method in CONNECT")]
+    AuthNotSupported,
     /// The client pipelined more bytes behind CONNECT than the limit, before `accept`.
     #[error(
         "MQTT-3.1.4-5: {buffered} bytes received before the CONNECT was accepted (limit {limit})"
@@ -161,6 +249,45 @@ pub enum CloseReason {
     /// The server is shutting down or the operator dropped the client.
     #[error("closed by the server")]
     ServerClose,
+    /// MQTT 5: the client sent DISCONNECT with this reason code; the will is published
+    /// only for 0x04 (Disconnect with Will Message).
+    #[error("client sent DISCONNECT with reason code {reason_code:#04x}")]
+    ClientDisconnect {
+        /// The client's reason code.
+        reason_code: u8,
+        /// A new Session Expiry Interval set by the DISCONNECT (MQTT 3.14.2.2.2).
+        session_expiry_interval: Option<u32>,
+    },
+    /// The server closes with this v5 reason code (sent in DISCONNECT on v5 connections).
+    #[error("closed by the server with reason code {0:#04x}")]
+    Server(u8),
+}
+
+impl CloseReason {
+    /// The reason code of the DISCONNECT a v5 server sends for this close, `None` when no
+    /// DISCONNECT is sent (the client disconnected or vanished, or no CONNACK was sent).
+    pub fn v5_reason_code(&self) -> Option<u8> {
+        Some(match self {
+            CloseReason::Disconnect
+            | CloseReason::ClientDisconnect { .. }
+            | CloseReason::Eof
+            | CloseReason::ConnectTimeout
+            | CloseReason::Rejected(_) => return None,
+            CloseReason::Malformed(DecodeError::PacketTooLarge { .. }) => reason::PACKET_TOO_LARGE,
+            CloseReason::Malformed(_) => reason::MALFORMED_PACKET,
+            CloseReason::Violation(Violation::ReceiveMaximumExceeded { .. }) => {
+                reason::RECEIVE_MAXIMUM_EXCEEDED
+            }
+            CloseReason::Violation(Violation::TopicAliasInvalid { .. }) => {
+                reason::TOPIC_ALIAS_INVALID
+            }
+            CloseReason::Violation(_) => reason::PROTOCOL_ERROR,
+            CloseReason::KeepAliveTimeout => reason::KEEP_ALIVE_TIMEOUT,
+            CloseReason::TakenOver => reason::SESSION_TAKEN_OVER,
+            CloseReason::ServerClose => reason::SERVER_SHUTTING_DOWN,
+            CloseReason::Server(code) => *code,
+        })
+    }
 }
 
 /// Something the driver/broker must act upon.
@@ -187,6 +314,15 @@ pub enum Event {
     },
     /// An outgoing QoS 1/2 exchange completed: the window has room for another message.
     InflightFreed,
+    /// MQTT 5 CONNECT (first packet only), with its properties; answer with `accept_with`
+    /// or `reject_v5`. An empty client id may arrive with either Clean Start.
+    Connect5(Box<Connect5>),
+    /// MQTT 5 inbound message: the topic is resolved (never empty, Topic Alias removed);
+    /// for QoS 1/2 call `publish_done(pkid)` or `publish_failed(pkid, code)`.
+    Publish5(Box<Publish5>),
+    /// MQTT 5 SUBSCRIBE with subscription options and identifier; answer with
+    /// `suback_reasons`.
+    Subscribe5(Box<Subscribe5>),
     /// The connection is over (emitted exactly once). Flush `poll_transmit`, then close.
     Closed {
         /// Why it ended.
@@ -221,6 +357,32 @@ enum Inbound {
     },
 }
 
+/// What a v5 client announced in its CONNECT, and the per-connection v5 tables.
+#[derive(Debug, Default)]
+struct V5State {
+    /// The client's Receive Maximum: caps our outgoing window (MQTT-3.3.4-9).
+    client_receive_maximum: u16,
+    /// The client's Maximum Packet Size: larger PUBLISHes are dropped for it (MQTT-3.1.2-24
+    /// in v5 numbering, 3.1.2.11.4).
+    client_max_packet_size: Option<u32>,
+    /// The client's Topic Alias Maximum: caps the aliases we assign.
+    client_topic_alias_max: u16,
+    /// Session Expiry Interval from CONNECT, to check DISCONNECT's (MQTT-3.14.2-2).
+    session_expiry_interval: u32,
+    /// Keep Alive we imposed in CONNACK (Server Keep Alive), if any.
+    server_keep_alive: Option<u16>,
+    /// Client → server aliases set on this connection.
+    inbound_aliases: HashMap<u16, String>,
+    /// Server → client aliases we assigned, by topic.
+    outbound_aliases: HashMap<Arc<str>, u16>,
+    /// Messages not sent because they exceeded the client's Maximum Packet Size.
+    dropped_too_large: u64,
+    /// Messages not sent because their Message Expiry Interval had passed.
+    dropped_expired: u64,
+    /// Reused buffer for encoding outgoing property lists (no allocation per message).
+    scratch: BytesMut,
+}
+
 /// The server side of one MQTT connection. See the module docs.
 #[derive(Debug)]
 pub struct Connection {
@@ -251,6 +413,8 @@ pub struct Connection {
     next_pkid: u16,
     /// Inbound QoS 1/2 publishes by packet id, for acknowledgement and QoS 2 de-duplication.
     inbound: HashMap<u16, Inbound>,
+    /// MQTT 5 state; meaningful only when `protocol` is V5.
+    v5: V5State,
 }
 
 impl Connection {
@@ -272,7 +436,17 @@ impl Connection {
             outgoing: VecDeque::new(),
             next_pkid: 1,
             inbound: HashMap::new(),
+            v5: V5State::default(),
         }
+    }
+
+    fn is_v5(&self) -> bool {
+        self.protocol == Some(ProtocolVersion::V5)
+    }
+
+    /// Writes a packet in this connection's protocol version.
+    fn send_v5(&mut self, packet: &Packet5) {
+        encode_v5(packet, &mut self.tx);
     }
 
     /// Feeds received bytes; decodes and handles every complete packet.
@@ -334,18 +508,55 @@ impl Connection {
     /// and resends its unacknowledged PUBLISHes (DUP=1) and PUBRELs in original order
     /// (MQTT-4.4.0-1), then handles any packets pipelined behind the CONNECT.
     pub fn accept(&mut self, now: Instant, session_present: bool, resume: Option<SessionState>) {
+        self.accept_with(now, session_present, resume, None);
+    }
+
+    /// [`Connection::accept`], and on a v5 connection name the client id the server assigned
+    /// to an empty one (CONNACK Assigned Client Identifier, MQTT-3.2.2-16). The v5 CONNACK
+    /// also announces the server's limits: Receive Maximum, Maximum Packet Size, Topic Alias
+    /// Maximum, Retain / Wildcard / Subscription Identifier / Shared Subscription Available,
+    /// and Server Keep Alive when the client's Keep Alive was above `max_keep_alive`.
+    pub fn accept_with(
+        &mut self,
+        now: Instant,
+        session_present: bool,
+        resume: Option<SessionState>,
+        assigned_client_id: Option<String>,
+    ) {
         if self.state != State::AwaitingAccept {
             return;
         }
         self.state = State::Connected;
         self.will = self.pending_will.take();
-        encode(
-            &Packet::ConnAck {
+        if self.is_v5() {
+            let properties = Properties {
+                receive_maximum: Some(self.config.receive_maximum.max(1)),
+                maximum_packet_size: Some(
+                    u32::try_from(self.config.max_packet_size).unwrap_or(u32::MAX),
+                ),
+                topic_alias_maximum: Some(self.config.topic_alias_maximum),
+                retain_available: Some(1),
+                wildcard_subscription_available: Some(1),
+                subscription_identifiers_available: Some(1),
+                shared_subscription_available: Some(1),
+                server_keep_alive: self.v5.server_keep_alive,
+                assigned_client_identifier: assigned_client_id,
+                ..Properties::default()
+            };
+            self.send_v5(&Packet5::ConnAck {
                 session_present,
-                code: ConnectReturnCode::Accepted,
-            },
-            &mut self.tx,
-        );
+                reason_code: reason::SUCCESS,
+                properties,
+            });
+        } else {
+            encode(
+                &Packet::ConnAck {
+                    session_present,
+                    code: ConnectReturnCode::Accepted,
+                },
+                &mut self.tx,
+            );
+        }
         if let Some(session) = resume {
             self.next_pkid = session.next_pkid.max(1);
             for id in session.inbound_qos2 {
@@ -353,16 +564,10 @@ impl Connection {
             }
             for entry in session.outgoing {
                 match &entry {
-                    Inflight::Publish { pkid, message } => encode_publish(
-                        &mut self.tx,
-                        message.qos != QoS::AtMostOnce,
-                        message.qos,
-                        message.retain,
-                        &message.topic,
-                        *pkid,
-                        &message.payload,
-                    ),
-                    Inflight::PubRel { pkid } => encode(&Packet::PubRel(*pkid), &mut self.tx),
+                    Inflight::Publish { pkid, message } => {
+                        self.write_publish(now, true, *pkid, message, None);
+                    }
+                    Inflight::PubRel { pkid } => self.write_pubrel(*pkid),
                 }
                 self.outgoing.push_back(entry);
             }
@@ -371,7 +576,9 @@ impl Connection {
         self.process(now);
     }
 
-    /// Refuses the CONNECT: sends CONNACK `code` and closes without will.
+    /// Refuses the CONNECT: sends CONNACK `code` and closes without will. On a v5
+    /// connection the code is translated to its v5 reason code (0x01 → 0x84, 0x02 → 0x85,
+    /// 0x03 → 0x88, 0x04 → 0x86, 0x05 → 0x87).
     pub fn reject(&mut self, code: ConnectReturnCode) {
         if self.state != State::AwaitingAccept {
             return;
@@ -379,23 +586,83 @@ impl Connection {
         self.reject_now(code);
     }
 
+    /// Refuses a v5 CONNECT with a v5 reason code (>= 0x80); on 3.1.1 connections the
+    /// closest 3.1.1 code is sent instead.
+    pub fn reject_v5(&mut self, reason_code: u8) {
+        if self.state != State::AwaitingAccept {
+            return;
+        }
+        if self.is_v5() {
+            self.send_v5(&Packet5::ConnAck {
+                session_present: false,
+                reason_code,
+                properties: Properties::default(),
+            });
+            self.close_with(CloseReason::Server(reason_code));
+        } else {
+            let code = match reason_code {
+                reason::CLIENT_IDENTIFIER_NOT_VALID => ConnectReturnCode::IdentifierRejected,
+                0x86 => ConnectReturnCode::BadUserNameOrPassword,
+                reason::NOT_AUTHORIZED => ConnectReturnCode::NotAuthorized,
+                _ => ConnectReturnCode::ServerUnavailable,
+            };
+            self.reject_now(code);
+        }
+    }
+
     /// The broker finished with inbound PUBLISH `pkid`: PUBACK (QoS 1) or PUBREC (QoS 2).
     /// Unknown ids are ignored.
     pub fn publish_done(&mut self, pkid: u16) {
+        self.publish_answer(pkid, reason::SUCCESS);
+    }
+
+    /// MQTT 5: the broker refused inbound PUBLISH `pkid` (e.g. 0x80 it could not be stored,
+    /// 0x90 topic name invalid): PUBACK/PUBREC with that reason code; a refused QoS 2
+    /// exchange ends there (MQTT 4.3.3). On 3.1.1, which has no negative acknowledgement,
+    /// the connection is closed instead so the client resends after reconnecting.
+    pub fn publish_failed(&mut self, pkid: u16, reason_code: u8) {
         if self.state != State::Connected {
             return;
         }
+        if self.is_v5() {
+            self.publish_answer(pkid, reason_code);
+        } else {
+            self.close_with(CloseReason::ServerClose);
+        }
+    }
+
+    fn publish_answer(&mut self, pkid: u16, reason_code: u8) {
+        if self.state != State::Connected {
+            return;
+        }
+        let v5 = self.is_v5();
+        let resp = |pkid| PubResponse {
+            pkid,
+            reason_code,
+            properties: Properties::default(),
+        };
         match self.inbound.get_mut(&pkid) {
             Some(Inbound::Qos1(count)) => {
                 *count = count.saturating_sub(1);
                 if *count == 0 {
                     self.inbound.remove(&pkid);
                 }
-                encode(&Packet::PubAck(pkid), &mut self.tx);
+                if v5 {
+                    self.send_v5(&Packet5::PubAck(resp(pkid)));
+                } else {
+                    encode(&Packet::PubAck(pkid), &mut self.tx);
+                }
             }
             Some(Inbound::Qos2 { done }) if !*done => {
                 *done = true;
-                encode(&Packet::PubRec(pkid), &mut self.tx);
+                if v5 {
+                    if reason_code >= 0x80 {
+                        self.inbound.remove(&pkid);
+                    }
+                    self.send_v5(&Packet5::PubRec(resp(pkid)));
+                } else {
+                    encode(&Packet::PubRec(pkid), &mut self.tx);
+                }
             }
             _ => {}
         }
@@ -403,7 +670,37 @@ impl Connection {
 
     /// Answers SUBSCRIBE `pkid` with one code per filter, in filter order.
     pub fn suback(&mut self, pkid: u16, codes: Vec<SubscribeReturnCode>) {
-        if self.state == State::Connected {
+        if self.state != State::Connected {
+            return;
+        }
+        if self.is_v5() {
+            let reasons = codes.iter().map(|c| c.as_u8()).collect();
+            self.suback_reasons(pkid, reasons);
+        } else {
+            encode(&Packet::SubAck { pkid, codes }, &mut self.tx);
+        }
+    }
+
+    /// Answers SUBSCRIBE `pkid` with one v5 reason code per filter (0x00-0x02 granted QoS,
+    /// >= 0x80 refused). On 3.1.1 connections every refusal becomes 0x80.
+    pub fn suback_reasons(&mut self, pkid: u16, reason_codes: Vec<u8>) {
+        if self.state != State::Connected {
+            return;
+        }
+        if self.is_v5() {
+            self.send_v5(&Packet5::SubAck(SubResponse {
+                pkid,
+                reason_codes,
+                properties: Properties::default(),
+            }));
+        } else {
+            let codes = reason_codes
+                .into_iter()
+                .map(|c| match QoS::from_u8(c) {
+                    Some(q) => SubscribeReturnCode::Success(q),
+                    None => SubscribeReturnCode::Failure,
+                })
+                .collect();
             encode(&Packet::SubAck { pkid, codes }, &mut self.tx);
         }
     }
@@ -415,43 +712,175 @@ impl Connection {
         }
     }
 
+    /// Answers UNSUBSCRIBE `pkid`; on v5 with one reason code per filter (0x00 removed,
+    /// 0x11 no subscription existed, ...), on 3.1.1 the codes are not sent.
+    pub fn unsuback_reasons(&mut self, pkid: u16, reason_codes: Vec<u8>) {
+        if self.state != State::Connected {
+            return;
+        }
+        if self.is_v5() {
+            self.send_v5(&Packet5::UnsubAck(SubResponse {
+                pkid,
+                reason_codes,
+                properties: Properties::default(),
+            }));
+        } else {
+            encode(&Packet::UnsubAck(pkid), &mut self.tx);
+        }
+    }
+
+    /// MQTT 5: messages dropped for this client because they were larger than its Maximum
+    /// Packet Size (MQTT-3.1.2-25), and because they expired before they could be sent.
+    pub fn dropped(&self) -> (u64, u64) {
+        (self.v5.dropped_too_large, self.v5.dropped_expired)
+    }
+
+    /// Writes one PUBLISH (3.1.1 or v5 form); on v5 it may get a topic alias (`alias`
+    /// `Some((alias, first_use))`). Returns false when the message was dropped instead
+    /// (v5: expired, or larger than the client's Maximum Packet Size).
+    fn write_publish(
+        &mut self,
+        now: Instant,
+        dup: bool,
+        pkid: u16,
+        msg: &Outgoing,
+        alias: Option<(u16, bool)>,
+    ) -> bool {
+        if !self.is_v5() {
+            encode_publish(
+                &mut self.tx,
+                dup,
+                msg.qos,
+                msg.retain,
+                &msg.topic,
+                pkid,
+                &msg.payload,
+            );
+            return true;
+        }
+        let remaining = match msg.expires_at {
+            Some(at) if at <= now && !dup => {
+                self.v5.dropped_expired += 1;
+                return false;
+            }
+            // Round up: a message with 0.4 s left still has "1 s" left, not 0.
+            Some(at) => {
+                let left = at.saturating_duration_since(now);
+                let secs = left.as_secs() + u64::from(left.subsec_nanos() > 0);
+                Some(u32::try_from(secs.max(1)).unwrap_or(u32::MAX))
+            }
+            None => None,
+        };
+        let props = msg.properties.as_deref().unwrap_or(&NO_PROPERTIES);
+        let topic: &str = match alias {
+            Some((_, false)) => "",
+            _ => &msg.topic,
+        };
+        let overrides = PublishOverrides {
+            message_expiry_interval: remaining,
+            topic_alias: alias.map(|(a, _)| a),
+            subscription_identifiers: &msg.subscription_ids,
+        };
+        let mut scratch = std::mem::take(&mut self.v5.scratch);
+        let size = publish5_size(
+            &mut scratch,
+            msg.qos,
+            topic,
+            msg.payload.len(),
+            props,
+            Some(&overrides),
+        );
+        let fits = self
+            .v5
+            .client_max_packet_size
+            .is_none_or(|max| size <= max as usize);
+        if fits {
+            encode_publish5(
+                &mut self.tx,
+                &mut scratch,
+                dup,
+                msg.qos,
+                msg.retain,
+                topic,
+                pkid,
+                &msg.payload,
+                props,
+                Some(&overrides),
+            );
+        } else {
+            self.v5.dropped_too_large += 1;
+        }
+        self.v5.scratch = scratch;
+        fits
+    }
+
+    fn write_pubrel(&mut self, pkid: u16) {
+        if self.is_v5() {
+            self.send_v5(&Packet5::PubRel(PubResponse {
+                pkid,
+                reason_code: 0,
+                properties: Properties::default(),
+            }));
+        } else {
+            encode(&Packet::PubRel(pkid), &mut self.tx);
+        }
+    }
+
+    /// The alias to use for `topic` on a v5 connection: `(alias, first use)`, or `None` when
+    /// the client takes no aliases or the table is full (the full topic is sent).
+    fn alias_for(&mut self, topic: &Arc<str>) -> Option<(u16, bool)> {
+        let limit = self
+            .v5
+            .client_topic_alias_max
+            .min(self.config.topic_alias_maximum);
+        if !self.is_v5() || limit == 0 {
+            return None;
+        }
+        if let Some(a) = self.v5.outbound_aliases.get(topic) {
+            return Some((*a, false));
+        }
+        let n = self.v5.outbound_aliases.len();
+        if n >= usize::from(limit) {
+            return None;
+        }
+        Some((n as u16 + 1, true))
+    }
+
     /// Sends a message to the client. QoS 0 is written immediately; QoS 1/2 gets a free
     /// packet id and is tracked until acknowledged. Returns the message back when the
     /// in-flight window is full or the connection is not (yet / any more) established, so
     /// the driver keeps it queued.
-    pub fn send_publish(&mut self, _now: Instant, msg: Outgoing) -> Result<(), Outgoing> {
+    ///
+    /// On a v5 connection the message is dropped (and counted, see [`Connection::dropped`])
+    /// rather than sent when it has expired or exceeds the client's Maximum Packet Size;
+    /// repeated topics get a server-assigned Topic Alias; the window is also capped by the
+    /// client's Receive Maximum (MQTT-3.3.4-9).
+    pub fn send_publish(&mut self, now: Instant, msg: Outgoing) -> Result<(), Outgoing> {
         if self.state != State::Connected {
             return Err(msg);
         }
-        if msg.qos == QoS::AtMostOnce {
-            encode_publish(
-                &mut self.tx,
-                false,
-                msg.qos,
-                msg.retain,
-                &msg.topic,
-                0,
-                &msg.payload,
-            );
+        if msg.qos != QoS::AtMostOnce && self.inflight_available() == 0 {
+            return Err(msg);
+        }
+        let pkid = if msg.qos == QoS::AtMostOnce {
+            0
+        } else {
+            match self.allocate_pkid() {
+                Some(id) => id,
+                None => return Err(msg),
+            }
+        };
+        let alias = self.alias_for(&msg.topic);
+        if !self.write_publish(now, false, pkid, &msg, alias) {
             return Ok(());
         }
-        if self.inflight_available() == 0 {
-            return Err(msg);
+        if let Some((a, true)) = alias {
+            self.v5.outbound_aliases.insert(msg.topic.clone(), a);
         }
-        let Some(pkid) = self.allocate_pkid() else {
-            return Err(msg);
-        };
-        encode_publish(
-            &mut self.tx,
-            false,
-            msg.qos,
-            msg.retain,
-            &msg.topic,
-            pkid,
-            &msg.payload,
-        );
-        self.outgoing
-            .push_back(Inflight::Publish { pkid, message: msg });
+        if msg.qos != QoS::AtMostOnce {
+            self.outgoing
+                .push_back(Inflight::Publish { pkid, message: msg });
+        }
         Ok(())
     }
 
@@ -460,7 +889,11 @@ impl Connection {
         if self.state != State::Connected {
             return 0;
         }
-        usize::from(self.config.max_inflight).saturating_sub(self.outgoing.len())
+        let mut window = self.config.max_inflight;
+        if self.is_v5() {
+            window = window.min(self.v5.client_receive_maximum);
+        }
+        usize::from(window).saturating_sub(self.outgoing.len())
     }
 
     /// Driver-initiated close (takeover, shutdown); the will is handed out since this is not
@@ -510,12 +943,36 @@ impl Connection {
         if self.state == State::Closed {
             return;
         }
+        if self.is_v5() && self.state == State::Connected {
+            if let Some(code) = reason.v5_reason_code() {
+                let properties = match &reason {
+                    CloseReason::Malformed(e) => Properties {
+                        reason_string: Some(e.to_string()),
+                        ..Properties::default()
+                    },
+                    CloseReason::Violation(v) => Properties {
+                        reason_string: Some(v.to_string()),
+                        ..Properties::default()
+                    },
+                    _ => Properties::default(),
+                };
+                self.send_v5(&Packet5::Disconnect(ReasonPacket {
+                    reason_code: code,
+                    properties,
+                }));
+            }
+        }
         self.state = State::Closed;
         self.deadline = None;
         self.read_buf = BytesMut::new();
         self.pending_will = None;
         let will = match reason {
             CloseReason::Disconnect => None,
+            CloseReason::ClientDisconnect { reason_code, .. }
+                if reason_code != reason::DISCONNECT_WITH_WILL =>
+            {
+                None
+            }
             _ => self.will.take(),
         };
         self.will = None;
@@ -523,6 +980,25 @@ impl Connection {
     }
 
     fn reject_now(&mut self, code: ConnectReturnCode) {
+        if self.is_v5() {
+            let reason_code = match code {
+                ConnectReturnCode::Accepted => reason::SUCCESS,
+                ConnectReturnCode::UnacceptableProtocolVersion => {
+                    reason::UNSUPPORTED_PROTOCOL_VERSION
+                }
+                ConnectReturnCode::IdentifierRejected => reason::CLIENT_IDENTIFIER_NOT_VALID,
+                ConnectReturnCode::ServerUnavailable => 0x88,
+                ConnectReturnCode::BadUserNameOrPassword => 0x86,
+                ConnectReturnCode::NotAuthorized => reason::NOT_AUTHORIZED,
+            };
+            self.send_v5(&Packet5::ConnAck {
+                session_present: false,
+                reason_code,
+                properties: Properties::default(),
+            });
+            self.close_with(CloseReason::Rejected(code));
+            return;
+        }
         encode(
             &Packet::ConnAck {
                 session_present: false,
@@ -551,6 +1027,23 @@ impl Connection {
                     return;
                 }
                 State::AwaitingConnect | State::Connected => {}
+            }
+            let use_v5 = self.is_v5()
+                || (self.state == State::AwaitingConnect
+                    && self.read_buf.first().is_some_and(|b| b >> 4 == 1));
+            if use_v5 {
+                match decode_v5(&mut self.read_buf, self.config.max_packet_size) {
+                    Ok(None) => return,
+                    Ok(Some(packet)) => self.handle_packet5(now, packet),
+                    Err(DecodeError::UnsupportedProtocolLevel { name, level })
+                        if self.state == State::AwaitingConnect =>
+                    {
+                        self.protocol = ProtocolVersion::from_name_and_level(&name, level);
+                        self.reject_now(ConnectReturnCode::UnacceptableProtocolVersion);
+                    }
+                    Err(e) => self.close_with(e.into()),
+                }
+                continue;
             }
             match decode(&mut self.read_buf, self.config.max_packet_size) {
                 Ok(None) => return,
@@ -652,6 +1145,13 @@ impl Connection {
     }
 
     fn handle_publish(&mut self, publish: Publish) {
+        if self.track_inbound(&publish) {
+            self.events.push_back(Event::Publish(publish));
+        }
+    }
+
+    /// Inbound QoS bookkeeping; false when the PUBLISH must not be delivered (again).
+    fn track_inbound(&mut self, publish: &Publish) -> bool {
         match publish.qos {
             QoS::AtMostOnce => {}
             QoS::AtLeastOnce => match self.inbound.get_mut(&publish.pkid) {
@@ -663,16 +1163,175 @@ impl Connection {
             QoS::ExactlyOnce => match self.inbound.get(&publish.pkid) {
                 // Method B (MQTT 4.3.3): id stored, a re-send is not delivered again.
                 Some(Inbound::Qos2 { done: true }) => {
-                    encode(&Packet::PubRec(publish.pkid), &mut self.tx);
-                    return;
+                    if self.is_v5() {
+                        self.send_v5(&Packet5::PubRec(PubResponse {
+                            pkid: publish.pkid,
+                            reason_code: 0,
+                            properties: Properties::default(),
+                        }));
+                    } else {
+                        encode(&Packet::PubRec(publish.pkid), &mut self.tx);
+                    }
+                    return false;
                 }
-                Some(Inbound::Qos2 { done: false }) => return,
+                Some(Inbound::Qos2 { done: false }) => return false,
                 _ => {
                     self.inbound
                         .insert(publish.pkid, Inbound::Qos2 { done: false });
                 }
             },
         }
-        self.events.push_back(Event::Publish(publish));
+        true
+    }
+
+    fn handle_connect5(&mut self, now: Instant, c: Box<Connect5>) {
+        self.protocol = Some(ProtocolVersion::V5);
+        let requested = c.connect.keep_alive;
+        let max = self.config.max_keep_alive;
+        let effective = if max > 0 && (requested == 0 || requested > max) {
+            self.v5.server_keep_alive = Some(max);
+            max
+        } else {
+            requested
+        };
+        self.keep_alive = (effective != 0).then(|| {
+            Duration::try_from_secs_f64(f64::from(effective) * self.config.keep_alive_factor)
+                .unwrap_or_else(|_| Duration::from_millis(u64::from(effective) * 1500))
+        });
+        self.deadline = self.keep_alive.map(|ka| now + ka);
+        let p = &c.properties;
+        self.v5.client_receive_maximum = p.receive_maximum.unwrap_or(u16::MAX);
+        self.v5.client_max_packet_size = p.maximum_packet_size;
+        self.v5.client_topic_alias_max = p.topic_alias_maximum.unwrap_or(0);
+        self.v5.session_expiry_interval = p.session_expiry_interval.unwrap_or(0);
+        self.state = State::AwaitingAccept;
+        if p.authentication_method.is_some() {
+            // MQTT 4.12: no extended authentication method is supported.
+            self.reject_v5(reason::BAD_AUTHENTICATION_METHOD);
+            return;
+        }
+        self.pending_will = c.connect.will.clone();
+        self.events.push_back(Event::Connect5(c));
+    }
+
+    fn handle_packet5(&mut self, now: Instant, packet: Packet5) {
+        if self.state == State::AwaitingConnect {
+            let Packet5::Connect(c) = packet else {
+                self.close_with(Violation::FirstPacketNotConnect(packet.name()).into());
+                return;
+            };
+            if c.connect.protocol == ProtocolVersion::V5 {
+                self.handle_connect5(now, c);
+            } else {
+                self.handle_packet(now, Packet::Connect(c.connect));
+            }
+            return;
+        }
+        self.deadline = self.keep_alive.map(|ka| now + ka);
+        match packet {
+            Packet5::Connect(_) => self.close_with(Violation::SecondConnect.into()),
+            Packet5::Publish(p) => self.handle_publish5(p),
+            Packet5::PubAck(r) => {
+                if let Some(i) = self.find_outgoing(r.pkid, Some(QoS::AtLeastOnce)) {
+                    self.outgoing.remove(i);
+                    self.events.push_back(Event::InflightFreed);
+                }
+            }
+            Packet5::PubRec(r) => {
+                if let Some(i) = self.find_outgoing(r.pkid, Some(QoS::ExactlyOnce)) {
+                    if r.reason_code >= 0x80 {
+                        // A refused QoS 2 message ends here, without PUBREL (MQTT 4.3.3).
+                        self.outgoing.remove(i);
+                        self.events.push_back(Event::InflightFreed);
+                    } else {
+                        self.outgoing[i] = Inflight::PubRel { pkid: r.pkid };
+                        self.write_pubrel(r.pkid);
+                    }
+                } else if self.find_outgoing(r.pkid, None).is_some() {
+                    self.write_pubrel(r.pkid);
+                }
+            }
+            Packet5::PubComp(r) => {
+                if let Some(i) = self.find_outgoing(r.pkid, None) {
+                    self.outgoing.remove(i);
+                    self.events.push_back(Event::InflightFreed);
+                }
+            }
+            Packet5::PubRel(r) => {
+                let known = matches!(self.inbound.get(&r.pkid), Some(Inbound::Qos2 { .. }));
+                if known {
+                    self.inbound.remove(&r.pkid);
+                }
+                self.send_v5(&Packet5::PubComp(PubResponse {
+                    pkid: r.pkid,
+                    // 0x92: Packet Identifier not found.
+                    reason_code: if known { 0 } else { 0x92 },
+                    properties: Properties::default(),
+                }));
+            }
+            Packet5::Subscribe(s) => self.events.push_back(Event::Subscribe5(Box::new(s))),
+            Packet5::Unsubscribe(u) => self.events.push_back(Event::Unsubscribe {
+                pkid: u.pkid,
+                filters: u.filters,
+            }),
+            Packet5::PingReq => self.send_v5(&Packet5::PingResp),
+            Packet5::Disconnect(d) => {
+                let expiry = d.properties.session_expiry_interval;
+                match expiry {
+                    Some(e) if e > 0 && self.v5.session_expiry_interval == 0 => {
+                        self.close_with(Violation::SessionExpiryAfterZero(e).into())
+                    }
+                    _ => self.close_with(CloseReason::ClientDisconnect {
+                        reason_code: d.reason_code,
+                        session_expiry_interval: expiry,
+                    }),
+                }
+            }
+            Packet5::Auth(_) => self.close_with(Violation::AuthNotSupported.into()),
+            other @ (Packet5::ConnAck { .. }
+            | Packet5::SubAck(_)
+            | Packet5::UnsubAck(_)
+            | Packet5::PingResp) => {
+                self.close_with(Violation::ServerOnlyPacket(other.name()).into())
+            }
+        }
+    }
+
+    fn handle_publish5(&mut self, mut p: Box<Publish5>) {
+        if !p.properties.subscription_identifiers.is_empty() {
+            self.close_with(Violation::SubscriptionIdentifierFromClient.into());
+            return;
+        }
+        if let Some(alias) = p.properties.topic_alias.take() {
+            let max = self.config.topic_alias_maximum;
+            if alias == 0 || alias > max {
+                self.close_with(Violation::TopicAliasInvalid { alias, max }.into());
+                return;
+            }
+            if p.publish.topic.is_empty() {
+                match self.v5.inbound_aliases.get(&alias) {
+                    Some(t) => p.publish.topic = t.clone(),
+                    None => {
+                        self.close_with(Violation::UnknownTopicAlias(alias).into());
+                        return;
+                    }
+                }
+            } else {
+                self.v5
+                    .inbound_aliases
+                    .insert(alias, p.publish.topic.clone());
+            }
+        }
+        if p.publish.qos != QoS::AtMostOnce
+            && !self.inbound.contains_key(&p.publish.pkid)
+            && self.inbound.len() >= usize::from(self.config.receive_maximum.max(1))
+        {
+            let limit = self.config.receive_maximum.max(1);
+            self.close_with(Violation::ReceiveMaximumExceeded { limit }.into());
+            return;
+        }
+        if self.track_inbound(&p.publish) {
+            self.events.push_back(Event::Publish5(p));
+        }
     }
 }

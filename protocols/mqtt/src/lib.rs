@@ -1,11 +1,14 @@
 //! # ponte-mqtt
 //!
-//! A sans-IO MQTT 3.1 ("MQIsdp", level 3) and 3.1.1 ("MQTT", level 4) server engine: a
-//! [`codec`] for the wire format and a per-connection state machine ([`Connection`]). It does
-//! no I/O, spawns nothing and reads no clock: the driver passes bytes and the current
-//! [`std::time::Instant`] in, and takes bytes, events and deadlines out. MQTT 5 CONNECTs are
-//! recognised and answered with CONNACK 0x01 (unacceptable protocol version); the
-//! [`ProtocolVersion`] kept on each connection is where v5 behaviour will hook in.
+//! A sans-IO MQTT 3.1 ("MQIsdp", level 3), 3.1.1 ("MQTT", level 4) and 5.0 ("MQTT", level 5)
+//! server engine: a [`codec`] for the 3.1/3.1.1 wire format, a [`v5`] codec (properties,
+//! reason codes, AUTH) and a per-connection state machine ([`Connection`]) that speaks
+//! whichever version the CONNECT asked for. It does no I/O, spawns nothing and reads no
+//! clock: the driver passes bytes and the current [`std::time::Instant`] in, and takes bytes,
+//! events and deadlines out. On a v5 connection the machine itself enforces the v5 limits
+//! (Receive Maximum both ways, Maximum Packet Size, Topic Alias Maximum both ways, Message
+//! Expiry at send time) and answers with reason codes; v5-only data reaches the broker in the
+//! `*5` events.
 //!
 //! What the broker core decides (authentication, client-id assignment, topic-filter
 //! validity, routing, retained messages, session storage) stays outside: the machine emits
@@ -36,6 +39,8 @@
 //!         ),
 //!         Event::Unsubscribe { pkid, .. } => conn.unsuback(pkid),
 //!         Event::InflightFreed => { /* send queued messages */ }
+//!         // MQTT 5 connections: the same, with properties (see `Event`).
+//!         Event::Connect5(_) | Event::Publish5(_) | Event::Subscribe5(_) => {}
 //!         Event::Closed { will, .. } => { /* publish `will` if Some, drop socket */ }
 //!     }
 //! }
@@ -50,6 +55,7 @@
 pub mod codec;
 pub mod connection;
 pub mod packet;
+pub mod v5;
 
 pub use codec::{decode, encode, encode_publish, DecodeError};
 pub use connection::{
@@ -58,4 +64,8 @@ pub use connection::{
 pub use packet::{
     Connect, ConnectReturnCode, LastWill, Packet, ProtocolVersion, Publish, QoS,
     SubscribeReturnCode,
+};
+pub use v5::{
+    decode_v5, encode_v5, reason, Connect5, Packet5, Properties, PubResponse, Publish5,
+    ReasonPacket, SubResponse, Subscribe5, SubscriptionOptions, Unsubscribe5,
 };

@@ -3,8 +3,8 @@
 //! Every type here is the *parsed* form of a packet: if a value of one of these types exists
 //! and came out of [`crate::codec::decode`], it already satisfies the wire-level rules of the
 //! specification (non-zero packet ids where required, topic names without wildcards, no
-//! U+0000 in strings, ...). Later layers never re-check them. MQTT 5 properties are not
-//! modelled yet; they would be added as extra fields guarded by [`ProtocolVersion::V5`].
+//! U+0000 in strings, ...). Later layers never re-check them. MQTT 5 packets wrap these
+//! types and add their properties and reason codes in [`crate::v5`].
 
 use bytes::Bytes;
 
@@ -44,7 +44,7 @@ pub enum ProtocolVersion {
     V31,
     /// MQTT 3.1.1: protocol name "MQTT", level 4.
     V311,
-    /// MQTT 5.0: protocol name "MQTT", level 5 (recognised, not yet supported).
+    /// MQTT 5.0: protocol name "MQTT", level 5 (see [`crate::v5`]).
     V5,
 }
 
