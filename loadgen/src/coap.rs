@@ -1,0 +1,345 @@
+//! CoAP over UDP with coap-lite: request/response load (GET, PUT) from several clients, each
+//! with its own socket and one confirmable request outstanding, and an observer that ACKs
+//! notifications and measures their latency. A request unanswered within `--timeout-ms` is
+//! counted as lost (no retransmission: on loopback a loss is a server drop).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Result};
+use clap::Args;
+use coap_lite::{CoapOption, MessageClass, MessageType, Packet, RequestType};
+use hdrhistogram::Histogram;
+use tokio::net::UdpSocket;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tokio::time::{timeout, timeout_at, Instant};
+
+use crate::report::{new_hist, Latency, Report};
+use crate::{now_ns, Ctx};
+
+/// Parameters of a CoAP GET or PUT run.
+#[derive(Debug, Clone, Args, serde::Serialize)]
+pub struct CoapArgs {
+    /// Server address.
+    #[arg(long, default_value = "127.0.0.1:5683")]
+    pub coap: SocketAddr,
+    /// Concurrent clients (sockets), one request outstanding each.
+    #[arg(long, default_value_t = 50)]
+    pub clients: usize,
+    /// Length of the run.
+    #[arg(long, default_value_t = 5.0)]
+    pub seconds: f64,
+    /// Stop after this many requests per client (0 = only the time bounds the run).
+    #[arg(long, default_value_t = 0)]
+    pub requests: u64,
+    /// PUT payload size.
+    #[arg(long, default_value_t = 100)]
+    pub size: usize,
+    /// A request without answer after this long is lost.
+    #[arg(long, default_value_t = 2000)]
+    pub timeout_ms: u64,
+    /// Topic prefix (each client uses `PREFIX/<run>/<client>`).
+    #[arg(long, default_value = "loadgen")]
+    pub prefix: String,
+}
+
+/// Build a confirmable request for `/r/<topic>`.
+pub fn request(
+    method: RequestType,
+    topic: &str,
+    mid: u16,
+    token: &[u8],
+    payload: &[u8],
+) -> Result<Vec<u8>> {
+    let mut p = Packet::new();
+    p.header.set_version(1);
+    p.header.set_type(MessageType::Confirmable);
+    p.header.code = MessageClass::Request(method);
+    p.header.message_id = mid;
+    p.set_token(token.to_vec());
+    p.add_option(CoapOption::UriPath, b"r".to_vec());
+    for level in topic.split('/') {
+        p.add_option(CoapOption::UriPath, level.as_bytes().to_vec());
+    }
+    p.payload = payload.to_vec();
+    p.to_bytes()
+        .map_err(|e| anyhow!("encoding CoAP request: {e:?}"))
+}
+
+/// One request/response exchange; returns the response code class (2 = success).
+pub async fn exchange(
+    sock: &UdpSocket,
+    bytes: &[u8],
+    mid: u16,
+    token: &[u8],
+    deadline: Instant,
+) -> Result<Packet> {
+    sock.send(bytes).await?;
+    let mut buf = vec![0u8; 2048];
+    loop {
+        let n = timeout_at(deadline, sock.recv(&mut buf))
+            .await
+            .map_err(|_| anyhow!("no answer"))??;
+        let Ok(p) = Packet::from_bytes(&buf[..n]) else {
+            continue;
+        };
+        if p.get_token() == token
+            && (p.header.message_id == mid || p.header.get_type() == MessageType::Confirmable)
+        {
+            if p.header.get_type() == MessageType::Confirmable {
+                // A separate response: acknowledge it.
+                let mut ack = Packet::new();
+                ack.header.set_version(1);
+                ack.header.set_type(MessageType::Acknowledgement);
+                ack.header.code = MessageClass::Empty;
+                ack.header.message_id = p.header.message_id;
+                if let Ok(b) = ack.to_bytes() {
+                    sock.send(&b).await?;
+                }
+            }
+            if p.header.code == MessageClass::Empty {
+                continue; // empty ACK of a separate response: keep waiting
+            }
+            return Ok(p);
+        }
+    }
+}
+
+fn class(p: &Packet) -> u8 {
+    u8::from(p.header.code) >> 5
+}
+
+/// Per-client tallies.
+struct ClientResult {
+    /// Successful answers (2.xx).
+    ok: u64,
+    /// Requests sent.
+    sent: u64,
+    /// Timeouts and error codes.
+    errors: u64,
+    /// The first error seen.
+    first_error: Option<String>,
+    /// Round-trip latency (ns).
+    hist: Histogram<u64>,
+}
+
+/// Run CoAP GET (`put == false`) or PUT load.
+pub async fn run(put: bool, args: &CoapArgs, ctx: &Ctx) -> Result<Report> {
+    let name = if put { "coap-put" } else { "coap-get" };
+    let mut report = Report::new(name, &ctx.target, serde_json::to_value(args)?);
+    let base = format!("{}/{}", args.prefix, crate::pubsub::run_id());
+    let payload = vec![b'v'; args.size];
+    // Seed one value per client so GETs hit.
+    let mut socks = Vec::new();
+    for i in 0..args.clients {
+        let s = UdpSocket::bind("127.0.0.1:0").await?;
+        s.connect(args.coap).await?;
+        let topic = format!("{base}/{i}");
+        let token = [0xa0, i as u8, (i >> 8) as u8];
+        let req = request(RequestType::Put, &topic, 1, &token, &payload)?;
+        let resp = exchange(&s, &req, 1, &token, Instant::now() + Duration::from_secs(5)).await?;
+        if class(&resp) != 2 {
+            bail!("seeding PUT /r/{topic} answered {}", resp.header.get_code());
+        }
+        socks.push((s, topic));
+    }
+    let before = ctx.begin();
+    let started = Instant::now();
+    let end = started + Duration::from_secs_f64(args.seconds);
+    let mut tasks = JoinSet::new();
+    for (i, (s, topic)) in socks.into_iter().enumerate() {
+        let (payload, limit, tmo) = (
+            payload.clone(),
+            args.requests,
+            Duration::from_millis(args.timeout_ms),
+        );
+        tasks.spawn(async move {
+            let mut r = ClientResult {
+                ok: 0,
+                sent: 0,
+                errors: 0,
+                first_error: None,
+                hist: new_hist(),
+            };
+            let mut mid: u16 = 1;
+            let token = [0xb0, i as u8, (i >> 8) as u8, 0];
+            while Instant::now() < end && (limit == 0 || r.sent < limit) {
+                mid = mid.wrapping_add(1);
+                let method = if put {
+                    RequestType::Put
+                } else {
+                    RequestType::Get
+                };
+                let body: &[u8] = if put { &payload } else { &[] };
+                let req = match request(method, &topic, mid, &token, body) {
+                    Ok(b) => b,
+                    Err(e) => {
+                        r.first_error.get_or_insert(e.to_string());
+                        break;
+                    }
+                };
+                let t0 = now_ns();
+                r.sent += 1;
+                match exchange(&s, &req, mid, &token, Instant::now() + tmo).await {
+                    Ok(p) if class(&p) == 2 => {
+                        r.ok += 1;
+                        r.hist.saturating_record(now_ns().saturating_sub(t0).max(1));
+                    }
+                    Ok(p) => {
+                        r.errors += 1;
+                        r.first_error
+                            .get_or_insert(format!("answered {}", p.header.get_code()));
+                    }
+                    Err(e) => {
+                        r.errors += 1;
+                        r.first_error.get_or_insert(e.to_string());
+                    }
+                }
+            }
+            r
+        });
+    }
+    let mut hist = new_hist();
+    let hard = end + Duration::from_millis(args.timeout_ms) + Duration::from_secs(2);
+    loop {
+        match timeout_at(hard, tasks.join_next()).await {
+            Ok(Some(Ok(r))) => {
+                report.sent += r.sent;
+                report.delivered += r.ok;
+                report.errors += r.errors;
+                let _ = hist.add(&r.hist);
+                if let Some(e) = r.first_error {
+                    report.extra.entry("first_error").or_insert(e.into());
+                }
+            }
+            Ok(Some(Err(e))) => report.fail(format!("client task: {e}")),
+            Ok(None) => break,
+            Err(_) => {
+                tasks.abort_all();
+                report.fail("clients did not finish in time");
+                break;
+            }
+        }
+    }
+    report.expected = report.sent;
+    report.latency = Latency::from_hist(&hist);
+    report.set_duration(started.elapsed());
+    report.check_delivery();
+    ctx.end(&mut report, before);
+    Ok(report)
+}
+
+/// What an observer saw.
+pub struct ObserveResult {
+    /// Notifications after the first response.
+    pub notifications: u64,
+    /// Latency of those carrying a generator timestamp (ns).
+    pub hist: Histogram<u64>,
+    /// The last payload seen (to check the final value arrived).
+    pub last_payload: Vec<u8>,
+    /// Error that ended the observation.
+    pub error: Option<String>,
+}
+
+/// Observe `/r/<topic>` until `stop`; ACK every confirmable notification.
+pub async fn observe(
+    addr: SocketAddr,
+    topic: String,
+    ready: tokio::sync::oneshot::Sender<Result<()>>,
+    mut stop: watch::Receiver<bool>,
+) -> ObserveResult {
+    let mut r = ObserveResult {
+        notifications: 0,
+        hist: new_hist(),
+        last_payload: Vec::new(),
+        error: None,
+    };
+    let sock = match UdpSocket::bind("127.0.0.1:0").await {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = ready.send(Err(e.into()));
+            return r;
+        }
+    };
+    let token = [0x0b, 0x5e];
+    let setup = async {
+        sock.connect(addr).await?;
+        let mut p = Packet::new();
+        p.header.set_version(1);
+        p.header.set_type(MessageType::Confirmable);
+        p.header.code = MessageClass::Request(RequestType::Get);
+        p.header.message_id = 7;
+        p.set_token(token.to_vec());
+        p.set_observe_value(0);
+        p.add_option(CoapOption::UriPath, b"r".to_vec());
+        for level in topic.split('/') {
+            p.add_option(CoapOption::UriPath, level.as_bytes().to_vec());
+        }
+        let bytes = p
+            .to_bytes()
+            .map_err(|e| anyhow!("encoding observe: {e:?}"))?;
+        let first = exchange(
+            &sock,
+            &bytes,
+            7,
+            &token,
+            Instant::now() + Duration::from_secs(5),
+        )
+        .await?;
+        if class(&first) != 2 || first.get_observe_value().is_none() {
+            bail!(
+                "observe registration answered {} without Observe",
+                first.header.get_code()
+            );
+        }
+        Ok::<_, anyhow::Error>(())
+    };
+    match setup.await {
+        Ok(()) => {
+            let _ = ready.send(Ok(()));
+        }
+        Err(e) => {
+            let _ = ready.send(Err(e));
+            return r;
+        }
+    }
+    let mut buf = vec![0u8; 2048];
+    loop {
+        let n = tokio::select! {
+            n = sock.recv(&mut buf) => match n {
+                Ok(n) => n,
+                Err(e) => { r.error = Some(e.to_string()); return r; }
+            },
+            _ = stop.changed() => return r,
+        };
+        let Ok(p) = Packet::from_bytes(&buf[..n]) else {
+            continue;
+        };
+        if p.header.get_type() == MessageType::Confirmable {
+            let mut ack = Packet::new();
+            ack.header.set_version(1);
+            ack.header.set_type(MessageType::Acknowledgement);
+            // Packet::new() defaults to code 0.01 (GET): an ACK must be the empty message.
+            ack.header.code = MessageClass::Empty;
+            ack.header.message_id = p.header.message_id;
+            if let Ok(b) = ack.to_bytes() {
+                let _ = timeout(Duration::from_secs(1), sock.send(&b)).await;
+            }
+        }
+        if p.get_token() != token || class(&p) != 2 {
+            continue;
+        }
+        r.notifications += 1;
+        if let Some(ts) = p.payload.get(..8) {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(ts);
+            let sent = u64::from_be_bytes(b);
+            if sent > 0 && sent <= now_ns() {
+                r.hist
+                    .saturating_record(now_ns().saturating_sub(sent).max(1));
+            }
+        }
+        r.last_payload = p.payload;
+    }
+}

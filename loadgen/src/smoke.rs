@@ -1,0 +1,178 @@
+//! The CI smoke run: spawn `ponte --memory` on random ports, run each scenario at a tiny
+//! size, and fail (non-zero exit) on any drop or error. Bounded: the spawn waits at most
+//! 15 s for the listening line and every scenario has its own time cap.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use clap::Args;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+use tokio::time::timeout;
+
+use crate::report::Report;
+use crate::{coap, http, pubsub, Ctx};
+
+/// Parameters of the smoke run.
+#[derive(Debug, Clone, Args)]
+pub struct SmokeArgs {
+    /// The ponte binary to spawn.
+    #[arg(long, default_value = "target/debug/ponte")]
+    pub ponte_bin: PathBuf,
+    /// Messages per publisher in the MQTT scenarios.
+    #[arg(long, default_value_t = 100)]
+    pub messages: u64,
+}
+
+/// Remove ANSI colour sequences (tracing colours its fields when it thinks it may).
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for d in chars.by_ref() {
+                if d.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+fn field(line: &str, key: &str) -> Result<std::net::SocketAddr> {
+    let v = line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix(key))
+        .ok_or_else(|| anyhow!("no {key} in {line:?}"))?;
+    v.parse().with_context(|| format!("{key}{v}"))
+}
+
+/// The spawned server; killed when dropped.
+struct Server {
+    /// The child process (kill_on_drop).
+    child: Child,
+    /// Listening addresses read from its log.
+    http: std::net::SocketAddr,
+    /// CoAP socket.
+    coap: std::net::SocketAddr,
+    /// MQTT listener.
+    mqtt: std::net::SocketAddr,
+}
+
+async fn spawn(bin: &PathBuf) -> Result<Server> {
+    let mut child = Command::new(bin)
+        .args([
+            "--memory",
+            "--host",
+            "127.0.0.1",
+            "-p",
+            "0",
+            "-a",
+            "0",
+            "-m",
+            "0",
+        ])
+        .env("NO_COLOR", "1")
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("spawning {}", bin.display()))?;
+    let stdout = child.stdout.take().ok_or_else(|| anyhow!("no stdout"))?;
+    let mut lines = BufReader::new(stdout).lines();
+    let line = timeout(Duration::from_secs(15), async {
+        while let Some(l) = lines.next_line().await? {
+            let l = strip_ansi(&l);
+            if l.contains("ponte listening") {
+                return Ok(l);
+            }
+        }
+        bail!("ponte exited before listening")
+    })
+    .await
+    .map_err(|_| anyhow!("ponte did not report its ports within 15 s"))??;
+    // Keep draining its log so it never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    Ok(Server {
+        http: field(&line, "http=")?,
+        coap: field(&line, "coap=")?,
+        mqtt: field(&line, "mqtt=")?,
+        child,
+    })
+}
+
+/// Spawn ponte and run every scenario small; all reports must be ok.
+pub async fn run(a: &SmokeArgs) -> Result<Vec<Report>> {
+    let mut server = spawn(&a.ponte_bin).await?;
+    let ctx = Ctx {
+        target: "ponte".into(),
+        pid: server.child.id().map(|p| p.to_string()),
+    };
+    let mq = |pubs, subs, qos| pubsub::PubSubArgs {
+        mqtt: server.mqtt,
+        pubs,
+        subs,
+        qos,
+        sub_qos: None,
+        size: 100,
+        messages: a.messages,
+        rate: 0.0,
+        inflight: 20,
+        window: 100,
+        retain: false,
+        max_seconds: 5,
+        drain_seconds: 3,
+        prefix: "smoke".into(),
+    };
+    let mut reports = vec![
+        pubsub::run("mqtt-1to1-qos0", &mq(1, 1, 0), &ctx).await?,
+        pubsub::run("mqtt-2to2-qos1", &mq(2, 2, 1), &ctx).await?,
+    ];
+    let mut retained = mq(1, 1, 1);
+    retained.retain = true;
+    reports.push(pubsub::run("mqtt-1to1-qos1-retain", &retained, &ctx).await?);
+    let h = |connections| http::HttpArgs {
+        http: format!("http://{}", server.http),
+        connections,
+        seconds: 2.0,
+        requests: 25,
+        size: 100,
+        prefix: "smoke".into(),
+    };
+    reports.push(http::run(false, &h(4), &ctx).await?);
+    reports.push(http::run(true, &h(4), &ctx).await?);
+    let c = coap::CoapArgs {
+        coap: server.coap,
+        clients: 4,
+        seconds: 2.0,
+        requests: 25,
+        size: 100,
+        timeout_ms: 2000,
+        prefix: "smoke".into(),
+    };
+    reports.push(coap::run(false, &c, &ctx).await?);
+    reports.push(coap::run(true, &c, &ctx).await?);
+    let x = http::CrossArgs {
+        http: format!("http://{}", server.http),
+        mqtt: server.mqtt,
+        coap_observe: Some(server.coap),
+        qos: 1,
+        rate: 200.0,
+        messages: 100,
+        connections: 4,
+        size: 100,
+        max_seconds: 5,
+        drain_seconds: 3,
+        prefix: "smoke".into(),
+    };
+    reports.push(http::cross(&x, &ctx).await?);
+    let _ = server.child.start_kill();
+    let _ = timeout(Duration::from_secs(3), server.child.wait()).await;
+    Ok(reports)
+}
