@@ -54,6 +54,8 @@
 
 pub mod codec;
 pub mod connection;
+#[doc(hidden)]
+pub mod harness;
 pub mod packet;
 pub mod v5;
 
