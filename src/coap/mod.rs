@@ -3,22 +3,27 @@
 //! number with one task per connection owning a [`ponte_coap::TcpConnection`] (RFC 8323).
 //!
 //! Both transports share [`Front`]: requests are translated into broker calls (reads are
-//! answered at once from the retained index; writes go through [`Broker::publish`] in their
-//! own task, so a durable write never stalls the socket, and come back over a channel to be
-//! answered). Observations subscribe one mailbox per endpoint/connection to each observed
-//! topic; what arrives in it becomes notifications.
+//! answered at once from the retained index; writes go through [`Broker::publish`] as
+//! futures polled concurrently by the machine's own task — no task spawned per write — so a
+//! durable write never stalls the socket, concurrent writes share a sync, and each is
+//! answered once its publish returned). Observations subscribe one mailbox per
+//! endpoint/connection to each observed topic; what arrives in it becomes notifications.
 
 mod resource;
 mod tcp;
 
 use std::collections::HashSet;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use futures_util::FutureExt;
 use ponte_coap::{Endpoint, Event, NotifyPolicy, RequestId, Response, TcpConnection};
 use tokio::net::{TcpListener, UdpSocket};
-use tokio::sync::mpsc;
 
 use crate::broker::mailbox::{Mailbox, OverflowPolicy};
 use crate::broker::message::QoS;
@@ -37,12 +42,38 @@ const MAX_DATAGRAM: usize = 65_535;
 /// and the port the OS picked for UDP is taken for TCP.
 const BIND_ATTEMPTS: usize = 16;
 
+/// Datagrams read from the socket per wake-up before the endpoint's events and transmits
+/// are handled: under load one pass of the loop then serves many requests (issue 6, fix 5),
+/// while the bound keeps the other branches (answers, notifications, timers) served.
+const RECV_BATCH: usize = 32;
+
 /// A finished asynchronous write, to be answered by the endpoint task.
 struct Done {
     /// The request it answers.
     id: RequestId,
     /// The answer.
     response: Response,
+}
+
+/// A write in flight, polled by the machine's task: it resolves to the answer of request
+/// `id` once [`Broker::publish`] returned (so once the write is durable).
+struct PendingWrite {
+    /// The request it answers.
+    id: RequestId,
+    /// The publish and the building of its response.
+    write: resource::WriteFuture,
+}
+
+impl Future for PendingWrite {
+    type Output = Done;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Done> {
+        let id = self.id;
+        self.write
+            .as_mut()
+            .poll(cx)
+            .map(|response| Done { id, response })
+    }
 }
 
 /// The sans-IO endpoint configuration from ponte's `[coap]` section.
@@ -165,24 +196,45 @@ pub(crate) struct Front {
     mailbox: Arc<Mailbox>,
     /// Topics the mailbox is subscribed to on behalf of observers.
     observed: HashSet<TopicName>,
-    /// Where write tasks report back.
-    done_tx: mpsc::UnboundedSender<Done>,
+    /// The writes in flight, polled by the machine's task (instead of one spawned task and
+    /// one channel message per write): [`Front::next_done`] yields them as they finish.
+    writes: FuturesUnordered<PendingWrite>,
 }
 
 impl Front {
-    /// A front for one machine, with the receiving end of its write channel.
-    fn new(broker: Arc<Broker>, config: &Config) -> (Front, mpsc::UnboundedReceiver<Done>) {
-        let (done_tx, done_rx) = mpsc::unbounded_channel::<Done>();
-        let front = Front {
+    /// A front for one machine.
+    fn new(broker: Arc<Broker>, config: &Config) -> Front {
+        Front {
             ctx: resource::Context {
                 broker,
                 max_age: config.coap.max_age,
             },
             mailbox: Mailbox::new(config.coap.notify_queue, OverflowPolicy::DropOldest),
             observed: HashSet::new(),
-            done_tx,
-        };
-        (front, done_rx)
+            writes: FuturesUnordered::new(),
+        }
+    }
+
+    /// The next finished write; pending forever while none is in flight (for `select!`).
+    async fn next_done(&mut self) -> Done {
+        if self.writes.is_empty() {
+            return std::future::pending().await;
+        }
+        match self.writes.next().await {
+            Some(done) => done,
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Answer `first` and every other write that has already finished.
+    fn answer_writes<M: Machine>(&mut self, machine: &mut M, first: Done) {
+        let now = Instant::now();
+        machine.respond(now, first.id, first.response, None);
+        // `now_or_never` polls with a no-op waker; that is enough here because the loop
+        // polls `writes` again with the task's waker (in `next_done`) before it sleeps.
+        while let Some(Some(done)) = self.writes.next().now_or_never() {
+            machine.respond(now, done.id, done.response, None);
+        }
     }
 
     /// Act on one event of the machine.
@@ -206,13 +258,8 @@ impl Front {
                         let observe = observe.map(|t| t.as_str().to_owned());
                         machine.respond(now, req.id, response, observe);
                     }
-                    resource::Action::Write(fut) => {
-                        let tx = self.done_tx.clone();
-                        let id = req.id;
-                        tokio::spawn(async move {
-                            let response = fut.await;
-                            let _ = tx.send(Done { id, response });
-                        });
+                    resource::Action::Write(write) => {
+                        self.writes.push(PendingWrite { id: req.id, write });
                     }
                 }
                 // A refused observation (4.04, 4.06, ...) registered nobody.
@@ -257,8 +304,14 @@ impl Front {
         }
     }
 
-    /// Drop every subscription (the machine is going away).
+    /// Drop every subscription (the machine is going away). Writes still in flight are
+    /// finished on a task of their own, unanswered: cancelling one between its durable
+    /// store and its fan-out would leave subscribers without a value that was stored.
     fn close(mut self) {
+        let mut writes = std::mem::take(&mut self.writes);
+        if !writes.is_empty() {
+            tokio::spawn(async move { while writes.next().await.is_some() {} });
+        }
         let topics: Vec<TopicName> = self.observed.drain().collect();
         for topic in topics {
             self.ctx
@@ -276,7 +329,7 @@ pub async fn serve(
     mut shutdown: Shutdown,
 ) {
     let mut endpoint = Endpoint::new(endpoint_config(&config));
-    let (mut front, mut done_rx) = Front::new(broker, &config);
+    let mut front = Front::new(broker, &config);
     let mailbox = front.mailbox.clone();
     let mut buf = vec![0u8; MAX_DATAGRAM];
     loop {
@@ -290,31 +343,31 @@ pub async fn serve(
         let deadline = endpoint.poll_timeout();
         tokio::select! {
             r = socket.recv_from(&mut buf) => match r {
-                Ok((n, peer)) => endpoint.handle_datagram(Instant::now(), peer, &buf[..n]),
+                Ok((n, peer)) => {
+                    let now = Instant::now();
+                    endpoint.handle_datagram(now, peer, &buf[..n]);
+                    // Whatever else already arrived joins this pass (no wake-up each).
+                    for _ in 1..RECV_BATCH {
+                        match socket.try_recv_from(&mut buf) {
+                            Ok((n, peer)) => endpoint.handle_datagram(now, peer, &buf[..n]),
+                            Err(_) => break,
+                        }
+                    }
+                }
                 Err(e) => tracing::debug!(error = %e, "CoAP recv failed"),
             },
-            Some(done) = done_rx.recv() => {
-                endpoint.respond(Instant::now(), done.id, done.response, None);
-                while let Ok(done) = done_rx.try_recv() {
-                    endpoint.respond(Instant::now(), done.id, done.response, None);
-                }
-            }
+            done = front.next_done() => front.answer_writes(&mut endpoint, done),
             _ = mailbox.notified() => front.on_deliveries(&mut endpoint),
             _ = sleep_until(deadline) => endpoint.handle_timeout(Instant::now()),
             _ = shutdown.recv() => break,
         }
     }
     // Answer the writes still in flight so their clients are not left retransmitting.
-    // Dropping our sender lets `done_rx` end once the running writes have reported.
-    front.done_tx = mpsc::unbounded_channel::<Done>().0;
     let grace = tokio::time::sleep(Duration::from_secs(2));
     tokio::pin!(grace);
-    loop {
+    while !front.writes.is_empty() {
         tokio::select! {
-            d = done_rx.recv() => match d {
-                Some(done) => endpoint.respond(Instant::now(), done.id, done.response, None),
-                None => break,
-            },
+            done = front.next_done() => front.answer_writes(&mut endpoint, done),
             _ = &mut grace => break,
         }
     }
@@ -326,7 +379,17 @@ pub async fn serve(
     front.close();
 }
 
+/// Send one datagram: at once when the socket has room (the common case, no readiness
+/// round trip through the reactor), else waiting for it.
 async fn send(socket: &UdpSocket, peer: SocketAddr, bytes: &[u8]) {
+    match socket.try_send_to(bytes, peer) {
+        Ok(_) => return,
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+        Err(e) => {
+            tracing::debug!(%peer, error = %e, "CoAP send failed");
+            return;
+        }
+    }
     if let Err(e) = socket.send_to(bytes, peer).await {
         tracing::debug!(%peer, error = %e, "CoAP send failed");
     }

@@ -76,7 +76,7 @@ async fn connection(
 ) {
     let _ = stream.set_nodelay(true);
     let mut conn = TcpConnection::new(endpoint_config(&config), Instant::now(), peer);
-    let (mut front, mut done_rx) = Front::new(broker, &config);
+    let mut front = Front::new(broker, &config);
     let mailbox = front.mailbox.clone();
     let (mut rd, mut wr) = stream.into_split();
     let mut buf = vec![0u8; 16 * 1024];
@@ -93,9 +93,7 @@ async fn connection(
                 Ok(0) | Err(_) => break,
                 Ok(n) => conn.handle_bytes(Instant::now(), &buf[..n]),
             },
-            Some(done) = done_rx.recv() => {
-                conn.respond(Instant::now(), done.id, done.response, None);
-            }
+            done = front.next_done() => front.answer_writes(&mut conn, done),
             _ = mailbox.notified() => front.on_deliveries(&mut conn),
             _ = sleep_until(deadline) => conn.handle_timeout(Instant::now()),
             _ = shutdown.recv() => {

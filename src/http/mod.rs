@@ -14,6 +14,7 @@
 //! Every error is an RFC 9457 problem document ([`problem`]).
 
 mod conditional;
+mod headers;
 mod problem;
 mod resources;
 mod sse;

@@ -21,6 +21,7 @@ use http::{HeaderMap, HeaderValue, Method, StatusCode};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 
 use super::conditional::Conditions;
+use super::headers;
 use super::problem::Problem;
 use super::{sse, AppState};
 use crate::broker::message::{Origin, RetainedValue};
@@ -31,9 +32,6 @@ use crate::store::StoreError;
 
 /// The methods `/resources/{topic}` answers, for `Allow`.
 pub const ALLOWED: &str = "GET, HEAD, PUT, POST, DELETE, OPTIONS";
-
-/// The media type of a value stored without one.
-const DEFAULT_TYPE: &str = "application/octet-stream";
 
 /// Values change at any time: caches must revalidate (cheap, thanks to the ETag).
 const CACHE_POLICY: &str = "no-cache";
@@ -104,9 +102,9 @@ async fn get(state: &AppState, request: &Parts) -> Result<Response, Problem> {
             "no value is stored for {topic:?}"
         )));
     };
-    let etag = value.http_etag();
     if let Some(m) = &conditions.if_match {
         if !m.matches_strong(&value) {
+            let etag = value.http_etag();
             return Err(Problem::precondition_failed(format!(
                 "If-Match {:?} does not match the current ETag {etag} of {topic:?}",
                 header_text(headers, &http::header::IF_MATCH)
@@ -118,31 +116,25 @@ async fn get(state: &AppState, request: &Parts) -> Result<Response, Problem> {
         Some(n) => n.matches_weak(&value),
         None => modified_since(headers, &value) == Some(false),
     };
+    let formatted = headers::of(&value);
     let mut response = if not_modified {
         StatusCode::NOT_MODIFIED.into_response()
     } else {
-        let content_type = value
-            .content_type
-            .as_deref()
-            .and_then(|t| HeaderValue::from_str(t).ok())
-            .unwrap_or(HeaderValue::from_static(DEFAULT_TYPE));
         // The stored bytes are shared, not copied.
         let mut r = Body::from(value.payload.clone()).into_response();
-        r.headers_mut().insert(CONTENT_TYPE, content_type);
+        r.headers_mut()
+            .insert(CONTENT_TYPE, formatted.content_type.clone());
         r
     };
-    value_headers(response.headers_mut(), &value);
+    value_headers(response.headers_mut(), formatted);
     Ok(response)
 }
 
-/// ETag, Last-Modified and Cache-Control of a value (on 200, 304, 201 and 204).
-fn value_headers(headers: &mut HeaderMap, value: &RetainedValue) {
-    if let Ok(etag) = HeaderValue::from_str(&value.http_etag()) {
-        headers.insert(ETAG, etag);
-    }
-    if let Ok(date) = HeaderValue::from_str(&httpdate::fmt_http_date(value.updated)) {
-        headers.insert(LAST_MODIFIED, date);
-    }
+/// ETag, Last-Modified and Cache-Control of a value (on 200, 304, 201 and 204), from the
+/// per-version cache of formatted headers.
+fn value_headers(headers: &mut HeaderMap, formatted: headers::ValueHeaders) {
+    headers.insert(ETAG, formatted.etag);
+    headers.insert(LAST_MODIFIED, formatted.last_modified);
     headers.insert(CACHE_CONTROL, HeaderValue::from_static(CACHE_POLICY));
 }
 
@@ -206,7 +198,7 @@ async fn put(state: &AppState, parts: &Parts, body: Body) -> Result<Response, Pr
     match outcome.retained {
         Some(WriteOutcome::Created(v)) => {
             let mut r = StatusCode::CREATED.into_response();
-            value_headers(r.headers_mut(), &v);
+            value_headers(r.headers_mut(), headers::of(&v));
             if let Ok(location) = HeaderValue::from_str(path) {
                 r.headers_mut().insert(LOCATION, location);
             }
@@ -214,7 +206,7 @@ async fn put(state: &AppState, parts: &Parts, body: Body) -> Result<Response, Pr
         }
         Some(WriteOutcome::Replaced(v)) => {
             let mut r = StatusCode::NO_CONTENT.into_response();
-            value_headers(r.headers_mut(), &v);
+            value_headers(r.headers_mut(), headers::of(&v));
             Ok(r)
         }
         Some(WriteOutcome::Cleared { .. }) | None => Ok(StatusCode::NO_CONTENT.into_response()),

@@ -1,0 +1,165 @@
+//! The header values describing a stored value (`ETag`, `Last-Modified`, `Content-Type`),
+//! formatted once per value version and per worker thread instead of once per response.
+//!
+//! A retained value's version is unique within the process (one counter assigns them and
+//! a value never changes under its version), so the version is a complete cache key: the
+//! tag, the date and the media type of version `v` are the same for every response that
+//! carries them. Each runtime worker keeps the headers of the last few versions it served in
+//! a thread-local; a hit clones three `HeaderValue`s (reference-count increments), a miss
+//! formats them without intermediate `String`s. This takes the per-GET `format!`,
+//! `fmt_http_date` and three header allocations off the hot path (issue 6, fix 4).
+
+use std::cell::RefCell;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http::HeaderValue;
+
+use crate::broker::message::RetainedValue;
+
+/// The media type of a value stored without one.
+pub const DEFAULT_TYPE: &str = "application/octet-stream";
+
+/// Versions remembered per worker: enough for a handful of hot values, small enough that a
+/// linear scan beats hashing.
+const SLOTS: usize = 8;
+
+/// The formatted headers of one value version.
+#[derive(Clone)]
+pub struct ValueHeaders {
+    /// The version these belong to (the cache key).
+    version: u64,
+    /// `ETag`: the version in lowercase hex, quoted (RFC 9110 §8.8.3).
+    pub etag: HeaderValue,
+    /// `Last-Modified` (IMF-fixdate), at the one-second resolution HTTP dates have.
+    pub last_modified: HeaderValue,
+    /// `Content-Type`: the stored media type, or [`DEFAULT_TYPE`] when it has none or it is
+    /// not a valid header value.
+    pub content_type: HeaderValue,
+}
+
+/// Per-worker cache: the last [`SLOTS`] versions served, replaced round-robin.
+struct Cache {
+    /// The remembered versions.
+    slots: Vec<ValueHeaders>,
+    /// The slot the next miss overwrites once `slots` is full.
+    next: usize,
+    /// The last formatted date and the second it names: writes in the same second (the
+    /// common case under load) share one `Last-Modified` even when their versions differ.
+    date: Option<(u64, HeaderValue)>,
+}
+
+thread_local! {
+    static CACHE: RefCell<Cache> = const {
+        RefCell::new(Cache {
+            slots: Vec::new(),
+            next: 0,
+            date: None,
+        })
+    };
+}
+
+/// The headers of `value`, from this worker's cache or freshly formatted.
+pub fn of(value: &RetainedValue) -> ValueHeaders {
+    CACHE.with(|cache| {
+        let mut cache = cache.borrow_mut();
+        if let Some(hit) = cache.slots.iter().find(|h| h.version == value.version) {
+            return hit.clone();
+        }
+        let last_modified = cache.date_of(value.updated);
+        let headers = ValueHeaders {
+            version: value.version,
+            etag: etag(value.version),
+            last_modified,
+            content_type: value
+                .content_type
+                .as_deref()
+                .and_then(|t| HeaderValue::from_str(t).ok())
+                .unwrap_or(HeaderValue::from_static(DEFAULT_TYPE)),
+        };
+        if cache.slots.len() < SLOTS {
+            cache.slots.push(headers.clone());
+        } else {
+            let i = cache.next;
+            cache.slots[i] = headers.clone();
+            cache.next = (i + 1) % SLOTS;
+        }
+        headers
+    })
+}
+
+impl Cache {
+    /// `Last-Modified` for `when`, reusing the last one when it names the same second.
+    fn date_of(&mut self, when: SystemTime) -> HeaderValue {
+        let secs = when
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        if let Some((s, v)) = &self.date {
+            if *s == secs {
+                return v.clone();
+            }
+        }
+        let text = httpdate::fmt_http_date(when);
+        let v = HeaderValue::from_maybe_shared(Bytes::from(text))
+            .unwrap_or(HeaderValue::from_static("Thu, 01 Jan 1970 00:00:00 GMT"));
+        self.date = Some((secs, v.clone()));
+        v
+    }
+}
+
+/// The entity tag of `version`: `"` + lowercase hex + `"`, formatted on the stack (the same
+/// text as [`RetainedValue::http_etag`]).
+pub fn etag(version: u64) -> HeaderValue {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut buf = [0u8; 18];
+    let digits = (16 - version.leading_zeros() as usize / 4).max(1);
+    buf[0] = b'"';
+    for i in 0..digits {
+        let nibble = (version >> (4 * (digits - 1 - i))) & 0xf;
+        buf[1 + i] = HEX[nibble as usize];
+    }
+    buf[1 + digits] = b'"';
+    HeaderValue::from_bytes(&buf[..digits + 2]).expect("hex digits and quotes are visible ASCII")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn etag_matches_the_value_formatting() {
+        for v in [0u64, 1, 0xf, 0x10, 0x1f, 0xabc, u64::MAX >> 4, u64::MAX] {
+            let value = RetainedValue {
+                payload: Bytes::new(),
+                content_type: None,
+                qos: crate::broker::message::QoS::AtLeastOnce,
+                version: v,
+                updated: SystemTime::now(),
+            };
+            assert_eq!(etag(v).to_str().unwrap(), value.http_etag());
+        }
+    }
+
+    #[test]
+    fn cached_headers_follow_the_version() {
+        let mk = |version, ct: Option<&str>| RetainedValue {
+            payload: Bytes::new(),
+            content_type: ct.map(Into::into),
+            qos: crate::broker::message::QoS::AtLeastOnce,
+            version,
+            updated: UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000),
+        };
+        for round in 0..3 {
+            for v in 1..=(SLOTS as u64 * 2) {
+                let ct = if v % 2 == 0 { Some("text/plain") } else { None };
+                let h = of(&mk(v + round, ct));
+                assert_eq!(h.etag, etag(v + round));
+                assert_eq!(h.last_modified, "Tue, 14 Nov 2023 22:13:20 GMT");
+            }
+        }
+        assert_eq!(of(&mk(1000, Some("text/plain"))).content_type, "text/plain");
+        assert_eq!(of(&mk(1001, None)).content_type, DEFAULT_TYPE);
+        assert_eq!(of(&mk(1002, Some("bad\nvalue"))).content_type, DEFAULT_TYPE);
+    }
+}
