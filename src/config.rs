@@ -164,6 +164,20 @@ pub struct MqttConfig {
     pub max_keepalive: u16,
     /// Seconds between `$SYS/broker/...` updates; 0 turns them off.
     pub sys_interval_secs: u64,
+    /// Queue QoS 0 messages for away persistent sessions too (in memory, not on disk).
+    /// Off by default, like mosquitto: MQTT 3.1.2.4 leaves it optional and QoS 0 promises
+    /// nothing; skipped ones are counted.
+    pub queue_qos0: bool,
+    /// Seconds a 3.1.1 persistent session (Clean Session 0) lives on while its client is
+    /// away; `None` (the default): forever, as 3.1.1 has no expiry of its own.
+    pub session_expiry_secs: Option<u32>,
+    /// Most levels in a topic name or filter: a PUBLISH beyond it is refused (v5 DISCONNECT
+    /// 0x90), a SUBSCRIBE filter beyond it gets a failure code. Bounds trie depth per
+    /// request.
+    pub max_topic_levels: usize,
+    /// Most subscriptions one client may hold; one more gets SUBACK 0x80 (v5 0x97 Quota
+    /// exceeded). Bounds the memory and the stored record one client can claim.
+    pub max_subscriptions: usize,
 }
 
 impl Default for MqttConfig {
@@ -182,6 +196,10 @@ impl Default for MqttConfig {
             topic_alias_maximum: 64,
             max_keepalive: 0,
             sys_interval_secs: 10,
+            queue_qos0: false,
+            session_expiry_secs: None,
+            max_topic_levels: 128,
+            max_subscriptions: 1000,
         }
     }
 }

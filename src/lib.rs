@@ -84,10 +84,11 @@ pub async fn start(config: Config) -> Result<Gateway, Error> {
         Broker::new(store::memory::MemoryStore, Arc::new(Local))?
     } else {
         let path = config.store.db.clone();
-        let sled = tokio::task::spawn_blocking(move || store::sled::SledStore::open(&path))
-            .await
-            .map_err(|e| StoreError::Engine(e.to_string()))??;
-        Broker::new(sled, Arc::new(Local))?
+        let (sled, sessions) =
+            tokio::task::spawn_blocking(move || store::sled::SledStore::open_with_sessions(&path))
+                .await
+                .map_err(|e| StoreError::Engine(e.to_string()))??;
+        Broker::with_sessions(sled, sessions, Arc::new(Local))?
     };
 
     let bind_tcp = |protocol, addr| async move {

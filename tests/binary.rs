@@ -23,6 +23,8 @@ struct Ponte {
     lines: mpsc::Receiver<String>,
     http: SocketAddr,
     mqtt: SocketAddr,
+    /// CoAP (UDP) address, for writes that must reach offline MQTT sessions too.
+    coap: SocketAddr,
 }
 
 impl Drop for Ponte {
@@ -105,6 +107,7 @@ fn spawn(db: &Path) -> Ponte {
     Ponte {
         http: field(&listening, "http"),
         mqtt: field(&listening, "mqtt"),
+        coap: field(&listening, "coap"),
         child,
         lines,
     }
@@ -262,5 +265,289 @@ fn version_flag_prints_the_version() {
     assert_eq!(
         stdout.trim(),
         format!("ponte {}", env!("CARGO_PKG_VERSION"))
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Durable sessions (issue 3): persistent sessions survive SIGKILL and SIGTERM restarts.
+// ---------------------------------------------------------------------------------------
+
+/// One CoAP PUT of `payload` to `/r/{topic}` over raw UDP, answered 2.0x (when durable).
+async fn coap_put(sock: &tokio::net::UdpSocket, mid: u16, topic: &str, payload: &[u8]) {
+    use coap_lite::{MessageClass, MessageType, Packet as CoapPacket, RequestType};
+    let mut p = CoapPacket::new();
+    p.header.set_type(MessageType::Confirmable);
+    p.header.code = MessageClass::Request(RequestType::Put);
+    p.header.message_id = mid;
+    p.set_token(mid.to_be_bytes().to_vec());
+    p.add_option(coap_lite::CoapOption::UriPath, b"r".to_vec());
+    for seg in topic.split('/') {
+        p.add_option(coap_lite::CoapOption::UriPath, seg.as_bytes().to_vec());
+    }
+    p.payload = payload.to_vec();
+    sock.send(&p.to_bytes().unwrap()).await.unwrap();
+    let mut buf = vec![0u8; 2048];
+    loop {
+        let n = within(WAIT, "CoAP PUT response", sock.recv(&mut buf))
+            .await
+            .unwrap();
+        let r = CoapPacket::from_bytes(&buf[..n]).expect("CoAP packet");
+        if r.header.get_type() == MessageType::Confirmable {
+            let mut ack = CoapPacket::new();
+            ack.header.set_type(MessageType::Acknowledgement);
+            ack.header.message_id = r.header.message_id;
+            sock.send(&ack.to_bytes().unwrap()).await.unwrap();
+        }
+        if r.get_token() == mid.to_be_bytes().as_slice() {
+            if let MessageClass::Response(code) = r.header.code {
+                let code = u8::from(MessageClass::Response(code));
+                assert!((0x41..=0x44).contains(&code), "CoAP PUT answered {code:#x}");
+                return;
+            }
+        }
+    }
+}
+
+/// Connect the persistent subscriber (Clean Session 0, QoS 1 on `load/#`).
+fn persistent_options(addr: SocketAddr) -> rumqttc::MqttOptions {
+    let mut o = common::options(addr, "durable-subscriber");
+    o.set_clean_session(false);
+    o.set_inflight(100);
+    o
+}
+
+/// Publish `n` QoS 1 messages `m{i}` on `load/mqtt` over MQTT, pipelined, and wait for
+/// every PUBACK.
+async fn mqtt_publish_many(addr: SocketAddr, n: usize) {
+    let mut o = common::options(addr, "durable-publisher");
+    o.set_inflight(100);
+    let (client, mut eventloop) = AsyncClient::new(o, 200);
+    let sender = tokio::spawn(async move {
+        for i in 0..n {
+            client
+                .publish(
+                    "load/mqtt",
+                    QoS::AtLeastOnce,
+                    false,
+                    format!("m{i}").into_bytes(),
+                )
+                .await
+                .unwrap();
+        }
+        client
+    });
+    let mut acked = 0;
+    within(Duration::from_secs(20), "every PUBACK", async {
+        while acked < n {
+            match eventloop.poll().await {
+                Ok(Event::Incoming(Packet::PubAck(_))) => acked += 1,
+                Ok(_) => {}
+                Err(e) => panic!("publisher connection error after {acked} PUBACKs: {e:?}"),
+            }
+        }
+    })
+    .await;
+    drop(sender.await.unwrap());
+}
+
+/// The 1,000-message scenario: the persistent subscriber is away while 900 MQTT, 50 HTTP
+/// and 50 CoAP QoS 1 writes are acknowledged; the broker is stopped with `signal`; after
+/// the restart the subscriber gets every message, in order per publisher, exactly once.
+async fn offline_session_survives(signal: &str) {
+    const MQTT: usize = 900;
+    const HTTP: usize = 50;
+    const COAP: usize = 50;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("db");
+    let mut ponte = spawn(&db);
+
+    // Subscribe with a persistent session, then go away.
+    let (mut sub, ack) = Client::connect_with(persistent_options(ponte.mqtt)).await;
+    assert!(!ack.session_present);
+    sub.subscribe("load/#", QoS::AtLeastOnce).await;
+    sub.disconnect().await;
+
+    let http = async {
+        let client = reqwest::Client::new();
+        for i in 0..HTTP {
+            let url = format!("http://{}/resources/load/http", ponte.http);
+            let r = within(
+                WAIT,
+                "HTTP PUT",
+                client.put(&url).body(format!("h{i}")).send(),
+            )
+            .await
+            .unwrap();
+            assert!(r.status().is_success(), "PUT answered {}", r.status());
+        }
+    };
+    let coap = async {
+        let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        sock.connect(ponte.coap).await.unwrap();
+        for i in 0..COAP {
+            coap_put(
+                &sock,
+                1000 + i as u16,
+                "load/coap",
+                format!("c{i}").as_bytes(),
+            )
+            .await;
+        }
+    };
+    tokio::join!(http, coap, mqtt_publish_many(ponte.mqtt, MQTT));
+
+    // Every write above was acknowledged: stop now.
+    let stop = Command::new("kill")
+        .args([signal, &ponte.child.id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(stop.success());
+    wait_exit(&mut ponte.child, Duration::from_secs(10));
+    drop(ponte);
+
+    let ponte = spawn(&db);
+    let (mut sub, ack) = Client::connect_with(persistent_options(ponte.mqtt)).await;
+    assert!(
+        ack.session_present,
+        "the persistent session survived the restart"
+    );
+    let mut got: std::collections::HashMap<char, Vec<usize>> = Default::default();
+    let total = MQTT + HTTP + COAP;
+    within(Duration::from_secs(20), "all 1,000 messages", async {
+        for _ in 0..total {
+            let p = sub.publish_rx().await;
+            let s = std::str::from_utf8(&p.payload).unwrap().to_string();
+            let kind = s.chars().next().unwrap();
+            got.entry(kind).or_default().push(s[1..].parse().unwrap());
+        }
+    })
+    .await;
+    assert_eq!(
+        got[&'m'],
+        (0..MQTT).collect::<Vec<_>>(),
+        "MQTT messages in order"
+    );
+    assert_eq!(
+        got[&'h'],
+        (0..HTTP).collect::<Vec<_>>(),
+        "HTTP writes in order"
+    );
+    assert_eq!(
+        got[&'c'],
+        (0..COAP).collect::<Vec<_>>(),
+        "CoAP writes in order"
+    );
+    // Nothing more (no duplicates).
+    let extra = tokio::time::timeout(Duration::from_millis(300), sub.publish_rx()).await;
+    assert!(extra.is_err(), "no duplicate after the 1,000: {extra:?}");
+}
+
+#[tokio::test]
+async fn mqtt_3_1_2_4_persistent_session_queue_survives_kill_9() {
+    offline_session_survives("-KILL").await;
+}
+
+#[tokio::test]
+async fn mqtt_3_1_2_4_persistent_session_queue_survives_restart() {
+    offline_session_survives("-TERM").await;
+}
+
+/// MQTT-4.4.0-1 across a restart: QoS 1 messages sent but not acknowledged are re-sent
+/// with DUP=1, in their original order, after the broker restarts.
+#[tokio::test]
+async fn mqtt_4_4_0_1_unacknowledged_resent_with_dup_after_restart() {
+    use common::{connect_v311, subscribe_packet, Raw};
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("db");
+    let mut ponte = spawn(&db);
+    let mut raw = Raw::open(ponte.mqtt).await;
+    raw.send(&connect_v311(false, 0, "no-acks")).await;
+    assert_eq!(raw.read().await.expect("CONNACK").first, 0x20);
+    raw.send(&subscribe_packet(1, &[("dup/t", 1)])).await;
+    assert_eq!(raw.read().await.expect("SUBACK").kind(), 9);
+    let (mut p, _) = Client::connect(ponte.mqtt, "dup-pub").await;
+    for i in 0..3u8 {
+        p.publish("dup/t", QoS::AtLeastOnce, false, &[b'a' + i])
+            .await;
+    }
+    let mut first = Vec::new();
+    for _ in 0..3 {
+        let pkt = raw.read().await.expect("PUBLISH");
+        assert_eq!(pkt.kind(), 3);
+        assert_eq!(pkt.first & 0x08, 0, "first send has DUP=0");
+        first.push(pkt.body);
+    }
+    // No PUBACK: leave, so the session saves them as in flight, then restart.
+    drop(raw);
+    std::thread::sleep(Duration::from_millis(300));
+    let term = Command::new("kill")
+        .args(["-TERM", &ponte.child.id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(term.success());
+    wait_exit(&mut ponte.child, Duration::from_secs(10));
+    drop(ponte);
+
+    let ponte = spawn(&db);
+    let mut raw = Raw::open(ponte.mqtt).await;
+    raw.send(&connect_v311(false, 0, "no-acks")).await;
+    let ack = raw.read().await.expect("CONNACK");
+    assert_eq!(ack.body, vec![1, 0], "session present");
+    for body in first {
+        let pkt = raw.read().await.expect("re-sent PUBLISH");
+        assert_eq!(pkt.kind(), 3);
+        assert_eq!(pkt.first & 0x08, 0x08, "re-sent with DUP=1");
+        assert_eq!(
+            pkt.body, body,
+            "same packet id, topic and payload, same order"
+        );
+    }
+}
+
+/// MQTT-4.3.3 across a restart: an inbound QoS 2 packet id acknowledged with PUBREC (and
+/// not yet released) is remembered, so the client's DUP re-send after the restart is not
+/// delivered a second time.
+#[tokio::test]
+async fn mqtt_4_3_3_inbound_qos2_id_kept_across_restart() {
+    use common::{connect_v311, publish_packet, Raw};
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("db");
+    let mut ponte = spawn(&db);
+    let mut raw = Raw::open(ponte.mqtt).await;
+    raw.send(&connect_v311(false, 0, "qos2-pub")).await;
+    assert_eq!(raw.read().await.expect("CONNACK").first, 0x20);
+    raw.send(&publish_packet("q2/t", b"once", 2, 5, false, false))
+        .await;
+    let rec = raw.read().await.expect("PUBREC");
+    assert_eq!((rec.first, rec.body.as_slice()), (0x50, &[0u8, 5][..]));
+    // Leave without PUBREL; restart.
+    drop(raw);
+    std::thread::sleep(Duration::from_millis(300));
+    let term = Command::new("kill")
+        .args(["-TERM", &ponte.child.id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(term.success());
+    wait_exit(&mut ponte.child, Duration::from_secs(10));
+    drop(ponte);
+
+    let ponte = spawn(&db);
+    let (mut sub, _) = Client::connect(ponte.mqtt, "qos2-sub").await;
+    sub.subscribe("q2/t", QoS::ExactlyOnce).await;
+    let mut raw = Raw::open(ponte.mqtt).await;
+    raw.send(&connect_v311(false, 0, "qos2-pub")).await;
+    assert_eq!(raw.read().await.expect("CONNACK").body, vec![1, 0]);
+    // The DUP re-send: answered PUBREC again, but not delivered again.
+    raw.send(&publish_packet("q2/t", b"once", 2, 5, false, true))
+        .await;
+    let rec = raw.read().await.expect("PUBREC");
+    assert_eq!((rec.first, rec.body.as_slice()), (0x50, &[0u8, 5][..]));
+    raw.send(&[0x62, 2, 0, 5]).await;
+    let comp = raw.read().await.expect("PUBCOMP");
+    assert_eq!(comp.first, 0x70);
+    let got = tokio::time::timeout(Duration::from_millis(500), sub.publish_rx()).await;
+    assert!(
+        got.is_err(),
+        "a remembered QoS 2 id is not delivered twice: {got:?}"
     );
 }

@@ -67,6 +67,9 @@ pub struct Mailbox {
     online: AtomicBool,
     /// QoS 0 messages not queued because the subscriber was away (not an overflow).
     skipped_offline: AtomicU64,
+    /// `[mqtt] queue_qos0`: queue QoS 0 messages for an away subscriber too (in memory
+    /// only; default off, like mosquitto).
+    queue_qos0: AtomicBool,
 }
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
@@ -84,7 +87,13 @@ impl Mailbox {
             overflowed: AtomicBool::new(false),
             online: AtomicBool::new(true),
             skipped_offline: AtomicU64::new(0),
+            queue_qos0: AtomicBool::new(false),
         })
+    }
+
+    /// Queue QoS 0 messages while the subscriber is away (`[mqtt] queue_qos0`).
+    pub fn set_queue_qos0(&self, queue: bool) {
+        self.queue_qos0.store(queue, Ordering::Relaxed);
     }
 
     /// The mailbox's identity.
@@ -94,8 +103,18 @@ impl Mailbox {
 
     /// Enqueue one delivery, applying the overflow policy.
     pub fn push(&self, d: Delivery) -> PushOutcome {
-        if d.qos == QoS::AtMostOnce && !self.online.load(Ordering::Acquire) {
-            self.skipped_offline.fetch_add(1, Ordering::Relaxed);
+        if d.qos == QoS::AtMostOnce
+            && !self.online.load(Ordering::Acquire)
+            && !self.queue_qos0.load(Ordering::Relaxed)
+        {
+            let n = self.skipped_offline.fetch_add(1, Ordering::Relaxed) + 1;
+            if n == 1 || n.is_power_of_two() {
+                tracing::info!(
+                    mailbox = self.id,
+                    skipped = n,
+                    "QoS 0 message not queued for an away session (queue_qos0 = false)"
+                );
+            }
             return PushOutcome::SkippedOffline;
         }
         let outcome = {
@@ -218,6 +237,7 @@ mod tests {
             qos: QoS::AtMostOnce,
             retain: false,
             subscription_ids: Vec::new(),
+            durable: 0,
         }
     }
 

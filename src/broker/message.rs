@@ -133,4 +133,8 @@ pub struct Delivery {
     /// MQTT 5 Subscription Identifiers of the recipient's matching subscriptions; empty
     /// (no allocation) for subscriptions without one.
     pub subscription_ids: Vec<u32>,
+    /// Queue sequence number when this delivery is durable (a QoS 1/2 message for a
+    /// persistent MQTT session, see [`super::queue`]): the entry to remove once the client
+    /// acknowledged it. 0: not durable.
+    pub durable: u64,
 }

@@ -9,6 +9,7 @@
 
 pub mod mailbox;
 pub mod message;
+pub mod queue;
 pub mod retained;
 pub mod topic;
 pub mod trie;
@@ -40,6 +41,8 @@ pub struct Metrics {
     pub dropped: AtomicU64,
     /// Messages not delivered because their MQTT 5 Message Expiry Interval had passed.
     pub expired: AtomicU64,
+    /// Requests refused by a configured limit (topic levels, subscriptions per client, ...).
+    pub limits_hit: AtomicU64,
 }
 
 /// The MQTT 5 parts of a retained value that the store does not keep (in memory only):
@@ -85,6 +88,8 @@ pub struct Broker {
     retained_meta: RwLock<HashMap<TopicName, RetainedMeta>>,
     /// Counters.
     pub metrics: Metrics,
+    /// Durable persistent-session queues (issue 3); `None` when sessions are not persisted.
+    queue: Option<queue::Queue>,
 }
 
 impl Broker {
@@ -96,7 +101,29 @@ impl Broker {
             backbone,
             retained_meta: RwLock::new(HashMap::new()),
             metrics: Metrics::default(),
+            queue: None,
         }))
+    }
+
+    /// A broker over `store` whose persistent MQTT sessions live in `sessions`.
+    pub fn with_sessions<S: Store, Q: crate::store::session::SessionStore>(
+        store: S,
+        sessions: Q,
+        backbone: Arc<dyn Backbone>,
+    ) -> Result<Arc<Self>, StoreError> {
+        Ok(Arc::new(Broker {
+            retained: Retained::open(store)?,
+            subscriptions: RwLock::new(SubscriptionIndex::new()),
+            backbone,
+            retained_meta: RwLock::new(HashMap::new()),
+            metrics: Metrics::default(),
+            queue: Some(queue::Queue::open(sessions)?),
+        }))
+    }
+
+    /// The durable session queue, when sessions are persisted.
+    pub fn queue(&self) -> Option<&queue::Queue> {
+        self.queue.as_ref()
     }
 
     /// The current retained value of a thing.
@@ -156,8 +183,13 @@ impl Broker {
         };
         self.metrics.published.fetch_add(1, Ordering::Relaxed);
         let message = Arc::new(message);
-        let receivers = self.fan_out(&message);
+        let mut durable = Vec::new();
+        let receivers = self.fan_out(&message, &mut durable);
         self.backbone.forward(&message);
+        // Acknowledged only once every persistent session's copy is durable.
+        for wait in durable {
+            wait.await.map_err(|_| StoreError::Closed)??;
+        }
         Ok(PublishOutcome {
             retained,
             receivers,
@@ -201,11 +233,13 @@ impl Broker {
 
     /// A message heard from another node: deliver it here, neither store nor forward it.
     pub fn deliver_remote(&self, message: Arc<Message>) -> usize {
-        self.fan_out(&message)
+        self.fan_out(&message, &mut Vec::new())
     }
 
     /// Queue `message` to every matching subscriber. Returns how many it was queued to.
-    fn fan_out(&self, message: &Arc<Message>) -> usize {
+    /// A QoS 1/2 delivery to a persistent session is appended to its durable queue first;
+    /// the batch's receipt goes into `durable` for the publisher to await.
+    fn fan_out(&self, message: &Arc<Message>, durable: &mut Vec<queue::Durable>) -> usize {
         thread_local! {
             static MATCHED: std::cell::RefCell<Vec<Matched>> = const { std::cell::RefCell::new(Vec::new()) };
         }
@@ -219,19 +253,36 @@ impl Broker {
                 .read()
                 .matches_from(&message.topic, message.publisher, &mut matched);
             let mut queued = 0;
+            // One atomic load when no persistent session exists.
+            let registered = self.queue.as_ref().and_then(|q| Some((q, q.registered()?)));
             for m in matched.drain(..) {
-                let d = Delivery {
+                let mut d = Delivery {
                     message: message.clone(),
                     qos: message.qos.min(m.qos),
                     // MQTT-3.3.1-12/13: Retain As Published keeps the publisher's flag.
                     retain: m.retain_as_published && message.retain,
                     subscription_ids: m.ids,
+                    durable: 0,
                 };
+                let mut client = None;
+                if let Some((q, reg)) = &registered {
+                    if queue::is_durable(d.qos) {
+                        if let Some(c) = reg.get(&m.mailbox.id()) {
+                            d.durable = q.next_seq();
+                            durable.extend(q.append(c, d.durable, &d));
+                            client = Some(c);
+                        }
+                    }
+                }
+                let seq = d.durable;
                 match m.mailbox.push(d) {
                     PushOutcome::Queued | PushOutcome::ReplacedOldest => queued += 1,
                     PushOutcome::SkippedOffline => {}
                     PushOutcome::Dropped | PushOutcome::Overflowed => {
                         self.metrics.dropped.fetch_add(1, Ordering::Relaxed);
+                        if let (Some((q, _)), Some(c)) = (&registered, client) {
+                            q.remove(c, seq);
+                        }
                     }
                 }
             }
@@ -314,6 +365,7 @@ impl Broker {
                     message,
                     retain: true,
                     subscription_ids: opts.id.into_iter().collect(),
+                    durable: 0,
                 });
             }
         }
@@ -336,6 +388,9 @@ impl Broker {
     /// Flush and stop the store writer (shutdown).
     pub fn close(&self) {
         self.retained.close();
+        if let Some(q) = &self.queue {
+            q.close();
+        }
     }
 }
 

@@ -222,10 +222,16 @@ impl Driver {
                             reason::NO_SUBSCRIPTION_EXISTED
                         });
                     }
+                    session.persist(&self.shared.broker);
                 }
                 self.conn.unsuback_reasons(pkid, codes);
             }
-            Event::InflightFreed => {}
+            Event::InflightFreed => {
+                // Exchanges finished: their durable queue entries can go (nobody waits).
+                if let Some(session) = &self.session {
+                    session.acknowledged(&self.shared.broker, self.conn.outgoing_pkids());
+                }
+            }
             Event::Closed { reason, will } => {
                 self.on_closed(reason, will).await;
                 return true;
@@ -245,7 +251,13 @@ impl Driver {
             return;
         };
         let mut codes = Vec::with_capacity(filters.len());
+        let limits = &self.shared.config.mqtt;
         for (filter, o) in filters {
+            if levels(&filter) > limits.max_topic_levels {
+                self.limit_hit("max_topic_levels", &filter);
+                codes.push(reason::TOPIC_FILTER_INVALID);
+                continue;
+            }
             let shared = filter.starts_with("$share/");
             let parsed = TopicFilter::parse(&filter)
                 .map_err(|e| e.to_string())
@@ -264,14 +276,23 @@ impl Driver {
                         return;
                     }
                     let qos = to_core(o.qos);
-                    // Record first so a concurrent close removes it again.
-                    session.subscriptions.lock().insert(f.clone(), qos);
                     let opts = SubOptions {
                         qos,
                         no_local: o.no_local,
                         retain_as_published: o.retain_as_published,
                         id,
                     };
+                    {
+                        let mut subs = session.subscriptions.lock();
+                        if subs.len() >= limits.max_subscriptions && !subs.contains_key(&f) {
+                            drop(subs);
+                            self.limit_hit("max_subscriptions", &filter);
+                            codes.push(reason::QUOTA_EXCEEDED);
+                            continue;
+                        }
+                        // Record first so a concurrent close removes it again.
+                        subs.insert(f.clone(), opts);
+                    }
                     self.shared.broker.subscribe_with(
                         &f,
                         &session.mailbox,
@@ -286,7 +307,20 @@ impl Driver {
                 }
             }
         }
+        session.persist(&self.shared.broker);
         self.conn.suback_reasons(pkid, codes);
+    }
+
+    /// A request refused by a configured limit: counted and logged, never silent.
+    fn limit_hit(&self, limit: &'static str, what: &str) {
+        let n = self
+            .shared
+            .broker
+            .metrics
+            .limits_hit
+            .fetch_add(1, Ordering::Relaxed)
+            + 1;
+        tracing::warn!(peer = %self.peer, limit, topic = %what, refused = n, "MQTT request refused by a limit");
     }
 
     async fn on_connect(&mut self, c5: Connect5) {
@@ -306,18 +340,25 @@ impl Driver {
         } else {
             c.client_id.clone()
         };
-        // v5: the session outlives the connection iff Session Expiry Interval > 0 (3.1.2.11.2);
-        // the registry keys persistence off `clean`, so Clean Start 1 + expiry > 0 starts a
-        // session that is not yet kept (told to the session owner).
-        let clean = if self.v5 {
-            c.clean_session || self.session_expiry == 0
+        // v5: the session outlives the connection iff Session Expiry Interval > 0
+        // (3.1.2.11.2), whatever Clean Start says; 3.1.1: iff Clean Session is 0, for
+        // `session_expiry_secs` (default: forever).
+        let expiry = if self.v5 {
+            self.session_expiry
+        } else if c.clean_session {
+            0
         } else {
-            c.clean_session
+            self.shared
+                .config
+                .mqtt
+                .session_expiry_secs
+                .filter(|s| *s > 0)
+                .unwrap_or(super::session::NEVER)
         };
-        let opened = self
-            .shared
-            .sessions
-            .open(&client_id, clean, &self.shared.broker);
+        let opened =
+            self.shared
+                .sessions
+                .open(&client_id, c.clean_session, expiry, &self.shared.broker);
         // Wait for any previous owner to hand the session over (it was kicked).
         let owner = opened.session.owner.clone().lock_owned().await;
         if let Some(prev) = &opened.previous {
@@ -348,6 +389,12 @@ impl Driver {
                 return;
             }
         };
+        if levels(&p.topic) > self.shared.config.mqtt.max_topic_levels {
+            self.limit_hit("max_topic_levels", &p.topic);
+            self.conn
+                .close(CloseReason::Server(reason::TOPIC_NAME_INVALID));
+            return;
+        }
         let qos = to_core(p.qos);
         let mut message = Message {
             topic,
@@ -395,13 +442,17 @@ impl Driver {
             ..
         } = reason
         {
+            // The machine refused 0 → non-zero already (0x82, MQTT-3.14.2-2).
             self.session_expiry = e;
+            if let Some(s) = &self.session {
+                s.expiry.store(e, Ordering::Relaxed);
+            }
         }
         if let Some(w) = will {
             self.publish_will(w);
         }
         if let Some(session) = self.session.take() {
-            if session.persistent {
+            if session.persistent && session.expiry.load(Ordering::Relaxed) > 0 {
                 // Messages taken from the mailbox but not acknowledged go back into the
                 // session, to be resent with DUP=1 (MQTT-4.4.0-1).
                 *session.saved.lock() = Some(self.conn.take_session());
@@ -477,16 +528,41 @@ impl Driver {
                     .metrics
                     .expired
                     .fetch_add(1, Ordering::Relaxed);
+                if d.durable != 0 {
+                    if let Some(q) = self.shared.broker.queue() {
+                        q.remove(&session.key, d.durable);
+                    }
+                }
                 continue;
             }
             let out = outgoing(&d, self.v5);
-            if self.conn.send_publish(now, out).is_err() {
+            let before = self.conn.outgoing_pkids().len();
+            if let Err(out) = self.conn.send_publish(now, out) {
+                drop(out);
                 session.mailbox.push_front(d);
                 break;
+            }
+            if d.durable != 0 {
+                // Tracked until PUBACK/PUBCOMP; dropped by the machine (v5 expiry or
+                // Maximum Packet Size, counted there): nothing left to deliver.
+                let pkids = self.conn.outgoing_pkids();
+                match (pkids.len() > before).then(|| self.conn.outgoing_pkids().last()) {
+                    Some(Some(pkid)) => session.sent_durable(pkid, d.durable),
+                    _ => {
+                        if let Some(q) = self.shared.broker.queue() {
+                            q.remove(&session.key, d.durable);
+                        }
+                    }
+                }
             }
             self.conn.poll_transmit(wbuf);
         }
     }
+}
+
+/// Number of levels in a topic name or filter (`a/b/c` has 3).
+fn levels(topic: &str) -> usize {
+    topic.bytes().filter(|b| *b == b'/').count() + 1
 }
 
 /// Fill a broker message from v5 PUBLISH (or Will) properties: Content Type becomes the

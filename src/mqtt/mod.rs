@@ -45,10 +45,24 @@ pub struct Mqtt {
 
 impl Mqtt {
     /// The MQTT front-end over `broker`.
+    /// Stored persistent sessions are restored here, before any listener accepts.
     pub fn new(broker: Arc<Broker>, config: Arc<Config>, shutdown: Shutdown) -> Self {
+        let sessions = Registry::new(
+            config.mqtt.max_queued,
+            config.mqtt.overflow,
+            config.mqtt.queue_qos0,
+        );
+        let (restored, messages) = sessions.restore(&broker);
+        if restored > 0 {
+            tracing::info!(
+                sessions = restored,
+                messages,
+                "persistent MQTT sessions restored"
+            );
+        }
         Mqtt {
             shared: Arc::new(Shared {
-                sessions: Registry::new(config.mqtt.max_queued, config.mqtt.overflow),
+                sessions,
                 stats: counted::Stats::default(),
                 broker,
                 config: config.clone(),
@@ -76,6 +90,7 @@ impl Mqtt {
 /// Accept MQTT connections over TCP until shutdown.
 pub async fn serve(listener: TcpListener, mqtt: Mqtt) {
     tokio::spawn(sys::run(mqtt.clone()));
+    tokio::spawn(expire_sessions(mqtt.clone()));
     let mut shutdown = mqtt.shutdown.clone();
     let limit = mqtt.shared.config.mqtt.max_connections;
     loop {
@@ -105,6 +120,20 @@ pub async fn serve(listener: TcpListener, mqtt: Mqtt) {
             client::run(reader, writer, peer, shared, shutdown).await;
             drop(permit);
         });
+    }
+}
+
+/// End away sessions whose expiry passed, checked every second until shutdown.
+async fn expire_sessions(mqtt: Mqtt) {
+    let mut shutdown = mqtt.shutdown.clone();
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = shutdown.recv() => break,
+            _ = tick.tick() => {
+                mqtt.shared.sessions.expire(std::time::Instant::now(), &mqtt.shared.broker);
+            }
+        }
     }
 }
 

@@ -7,8 +7,12 @@
 //! A store is owned by exactly one thread, the retained writer in
 //! [`crate::broker::retained`], which hands it whole batches (group commit): `apply` returns
 //! only once the batch is durable.
+//!
+//! Persistent MQTT sessions have their own [`session::SessionStore`] (the same sled database,
+//! other trees), owned by the queue writer thread in [`crate::broker::queue`].
 
 pub mod memory;
+pub mod session;
 pub mod sled;
 
 use std::sync::Arc;

@@ -6,6 +6,10 @@
 
 use std::path::Path;
 
+use super::session::{
+    client_key, decode_queued, decode_session, encode_queued, encode_session, queue_key,
+    split_queue_key, split_session_key, LoadedSessions, SessionOp, SessionStore,
+};
 use super::{decode_value, encode_value, RetainedOp, Store, StoreError};
 use crate::broker::message::RetainedValue;
 use crate::broker::topic::TopicName;
@@ -31,13 +35,34 @@ fn engine(e: sled::Error) -> StoreError {
 impl SledStore {
     /// Open (or create) the database in `path`.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
+        Self::open_db(path).map(|(s, _)| s)
+    }
+
+    /// Open the database in `path`, with a handle on its session trees for the queue writer.
+    pub fn open_with_sessions(path: &Path) -> Result<(Self, SledSessions), StoreError> {
+        let (store, db) = Self::open_db(path)?;
+        let sessions = SledSessions {
+            sessions: db.open_tree("sessions").map_err(engine)?,
+            queue: db.open_tree("queue").map_err(engine)?,
+            db,
+        };
+        Ok((store, sessions))
+    }
+
+    fn open_db(path: &Path) -> Result<(Self, sled::Db), StoreError> {
         let db = sled::Config::new()
             .path(path)
             .mode(sled::Mode::HighThroughput)
             .open()
             .map_err(|e| StoreError::Engine(format!("cannot open {}: {e}", path.display())))?;
         let retained = db.open_tree("retained").map_err(engine)?;
-        Ok(SledStore { db, retained })
+        Ok((
+            SledStore {
+                db: db.clone(),
+                retained,
+            },
+            db,
+        ))
     }
 }
 
@@ -73,6 +98,67 @@ impl Store for SledStore {
 
     fn flush(&mut self) -> Result<(), StoreError> {
         self.db.flush().map_err(engine).map(|_| ())
+    }
+}
+
+/// The persistent-session trees of the same database: `sessions` (one record per client)
+/// and `queue` (one entry per queued message, keyed by client and sequence number).
+pub struct SledSessions {
+    /// The database: flushed once per batch (fsync).
+    db: sled::Db,
+    /// Session records by client key.
+    sessions: sled::Tree,
+    /// Queued messages by client key + sequence number.
+    queue: sled::Tree,
+}
+
+impl std::fmt::Debug for SledSessions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SledSessions").finish_non_exhaustive()
+    }
+}
+
+impl SessionStore for SledSessions {
+    fn load_sessions(&self) -> Result<LoadedSessions, StoreError> {
+        let mut out = LoadedSessions::default();
+        for item in self.sessions.iter() {
+            let (k, v) = item.map_err(engine)?;
+            out.sessions
+                .push((split_session_key(&k)?, decode_session(&v)?));
+        }
+        for item in self.queue.iter() {
+            let (k, v) = item.map_err(engine)?;
+            let (client, seq) = split_queue_key(&k)?;
+            out.queued.push((client, seq, decode_queued(&v)?));
+        }
+        Ok(out)
+    }
+
+    fn apply_sessions(&mut self, ops: &[SessionOp]) -> Result<(), StoreError> {
+        let mut sessions = sled::Batch::default();
+        let mut queue = sled::Batch::default();
+        for op in ops {
+            match op {
+                SessionOp::PutSession(c, r) => sessions.insert(client_key(c), encode_session(r)),
+                SessionOp::DeleteSession(c) => {
+                    sessions.remove(client_key(c));
+                    // Entries appended earlier in this batch must be seen by the scan.
+                    let earlier = std::mem::take(&mut queue);
+                    self.queue.apply_batch(earlier).map_err(engine)?;
+                    for item in self.queue.scan_prefix(client_key(c)) {
+                        let (k, _) = item.map_err(engine)?;
+                        queue.remove(k);
+                    }
+                }
+                SessionOp::Append(c, seq, m) => queue.insert(queue_key(c, *seq), encode_queued(m)),
+                SessionOp::Remove(c, seq) => queue.remove(queue_key(c, *seq)),
+            }
+        }
+        // Two trees, one sync: both batches are in the log before the flush returns.
+        self.sessions.apply_batch(sessions).map_err(engine)?;
+        self.queue.apply_batch(queue).map_err(engine)?;
+        self.db.flush().map_err(engine)?;
+        Ok(())
     }
 }
 

@@ -884,6 +884,13 @@ impl Connection {
         Ok(())
     }
 
+    /// Packet ids of the unacknowledged outgoing exchanges, in send order (the last one is
+    /// the message `send_publish` just took, if it was tracked). Lets a driver that keeps
+    /// per-message state (a durable queue entry) notice which exchanges finished.
+    pub fn outgoing_pkids(&self) -> impl ExactSizeIterator<Item = u16> + DoubleEndedIterator + '_ {
+        self.outgoing.iter().map(Inflight::pkid)
+    }
+
     /// How many more QoS 1/2 messages `send_publish` accepts now.
     pub fn inflight_available(&self) -> usize {
         if self.state != State::Connected {
