@@ -39,6 +39,9 @@ use config::Config;
 use shutdown::ShutdownController;
 use store::StoreError;
 
+/// How long shutdown waits for connections and in-flight writes before closing anyway.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -179,8 +182,19 @@ pub async fn start(config: Config) -> Result<Gateway, Error> {
 impl Gateway {
     /// Stop accepting, let in-flight writes finish, flush the store.
     pub async fn shutdown(self) {
-        self.controller.shutdown().await;
+        // In-flight work gets a bounded grace period: a peer that never lets its connection
+        // finish must not keep SIGTERM from flushing the store and exiting.
+        if tokio::time::timeout(SHUTDOWN_GRACE, self.controller.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                grace = ?SHUTDOWN_GRACE,
+                "connections still open after the shutdown grace period; closing anyway"
+            );
+        }
         for t in self.tasks {
+            t.abort();
             let _ = t.await;
         }
         let broker = self.broker;

@@ -163,7 +163,7 @@ pub(crate) async fn run<R, W>(
         let _ =
             tokio::time::timeout(std::time::Duration::from_secs(1), writer.write_all(&wbuf)).await;
     }
-    let _ = writer.shutdown().await;
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), writer.shutdown()).await;
 }
 
 async fn sleep_until(deadline: Option<Instant>) {
