@@ -112,8 +112,11 @@ pub(crate) async fn run<R, W>(
         will_properties: Properties::default(),
         session_expiry: 0,
     };
-    let mut rbuf = BytesMut::with_capacity(8 * 1024);
-    let mut wbuf = BytesMut::with_capacity(8 * 1024);
+    // Buffers start empty and grow with the traffic, so an idle connection costs no buffer
+    // memory (issue 6: 50k idle connections); see `ReadSize`.
+    let mut rbuf = BytesMut::new();
+    let mut wbuf = BytesMut::new();
+    let mut read_size = ReadSize::default();
     let mut closed = false;
     loop {
         // Act on everything the machine has to say.
@@ -130,17 +133,23 @@ pub(crate) async fn run<R, W>(
         let deadline = d.conn.poll_timeout();
         let mailbox = d.session.as_ref().map(|s| s.mailbox.clone());
         let kick = d.kick.clone();
+        read_size.prepare(&mut rbuf);
         tokio::select! {
             r = reader.read_buf(&mut rbuf) => match r {
                 Ok(0) | Err(_) => d.conn.handle_eof(Instant::now()),
-                Ok(_) => {
+                Ok(n) => {
                     d.conn.handle_bytes(Instant::now(), &rbuf);
                     rbuf.clear();
+                    read_size.observe(n, &mut rbuf);
                 }
             },
             w = writer.write_buf(&mut wbuf), if !wbuf.is_empty() => {
                 if w.is_err() {
                     d.conn.handle_eof(Instant::now());
+                }
+                if wbuf.is_empty() && wbuf.capacity() > MAX_IDLE_WRITE_BUFFER {
+                    // A burst is written out: give its memory back.
+                    wbuf = BytesMut::new();
                 }
             }
             _ = sleep_until(deadline) => d.conn.handle_timeout(Instant::now()),
@@ -164,6 +173,49 @@ pub(crate) async fn run<R, W>(
             tokio::time::timeout(std::time::Duration::from_secs(1), writer.write_all(&wbuf)).await;
     }
     let _ = tokio::time::timeout(std::time::Duration::from_secs(1), writer.shutdown()).await;
+}
+
+/// Smallest read buffer once a connection has traffic.
+const MIN_READ: usize = 256;
+/// Largest read buffer: a publisher streaming at full speed reads this much per wake-up.
+const MAX_READ: usize = 64 * 1024;
+/// A write buffer larger than this is dropped once empty, so bursts do not pin memory.
+const MAX_IDLE_WRITE_BUFFER: usize = 64 * 1024;
+
+/// Adaptive read-buffer size: doubles while reads fill the buffer (a busy publisher gets big
+/// reads, few syscalls), halves when they use under a quarter of it, and lets the memory go
+/// when it shrinks, so an idle connection holds next to nothing.
+#[derive(Debug)]
+struct ReadSize {
+    /// Bytes to have room for before the next read.
+    want: usize,
+}
+
+impl Default for ReadSize {
+    fn default() -> Self {
+        ReadSize { want: MIN_READ }
+    }
+}
+
+impl ReadSize {
+    /// Make room for the next read.
+    fn prepare(&self, buf: &mut BytesMut) {
+        if buf.capacity() < self.want {
+            buf.reserve(self.want);
+        }
+    }
+
+    /// Learn from a read of `n` bytes into an emptied `buf`.
+    fn observe(&mut self, n: usize, buf: &mut BytesMut) {
+        if n >= self.want {
+            self.want = (self.want * 2).min(MAX_READ);
+        } else if n < self.want / 4 && self.want > MIN_READ {
+            self.want /= 2;
+            if buf.capacity() > self.want * 2 {
+                *buf = BytesMut::new();
+            }
+        }
+    }
 }
 
 async fn sleep_until(deadline: Option<Instant>) {
@@ -601,5 +653,41 @@ fn outgoing(d: &Delivery, v5: bool) -> Outgoing {
         properties,
         subscription_ids: d.subscription_ids.clone(),
         expires_at: m.expires_at,
+    }
+}
+
+#[cfg(test)]
+mod read_size_tests {
+    use super::*;
+
+    #[test]
+    fn read_buffer_grows_with_traffic_and_is_released_when_idle() {
+        let mut size = ReadSize::default();
+        let mut buf = BytesMut::new();
+        assert_eq!(
+            buf.capacity(),
+            0,
+            "an idle connection starts with no buffer"
+        );
+        // A publisher filling every read doubles the size up to the cap.
+        for _ in 0..16 {
+            size.prepare(&mut buf);
+            let n = buf.capacity();
+            size.observe(n, &mut buf);
+        }
+        assert_eq!(size.want, MAX_READ);
+        size.prepare(&mut buf);
+        assert!(buf.capacity() >= MAX_READ);
+        // Small reads (pings) shrink it again and give the memory back.
+        for _ in 0..16 {
+            size.prepare(&mut buf);
+            size.observe(2, &mut buf);
+        }
+        assert_eq!(size.want, MIN_READ);
+        assert!(
+            buf.capacity() < MAX_READ,
+            "capacity {} kept",
+            buf.capacity()
+        );
     }
 }
