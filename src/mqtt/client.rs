@@ -118,6 +118,10 @@ pub(crate) async fn run<R, W>(
     let mut wbuf = BytesMut::new();
     let mut read_size = ReadSize::default();
     let mut closed = false;
+    // Whether this connection was told to close for shutdown. Checked at the top of every
+    // turn too: a signal sent while the task was busy (not waiting in `select!`) must still
+    // close it, or graceful shutdown would wait for it forever.
+    let mut closing = false;
     loop {
         // Act on everything the machine has to say.
         while let Some(ev) = d.conn.poll_event() {
@@ -127,6 +131,11 @@ pub(crate) async fn run<R, W>(
         }
         if closed {
             break;
+        }
+        if !closing && shutdown.is_shutdown() {
+            closing = true;
+            d.conn.close(CloseReason::ServerClose);
+            continue;
         }
         d.pump(&mut wbuf);
         d.conn.poll_transmit(&mut wbuf);
@@ -163,7 +172,10 @@ pub(crate) async fn run<R, W>(
             _ = kick.notified() => {
                 d.conn.close(CloseReason::TakenOver);
             }
-            _ = shutdown.recv(), if !shutdown.is_shutdown() => d.conn.close(CloseReason::ServerClose),
+            _ = shutdown.recv(), if !closing => {
+                closing = true;
+                d.conn.close(CloseReason::ServerClose);
+            }
         }
     }
     // Flush what the machine still had to say (e.g. a CONNACK refusal), then close.
