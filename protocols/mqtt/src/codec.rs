@@ -318,19 +318,17 @@ pub(crate) fn packet_kind(packet_type: u8) -> Result<(&'static str, Option<u8>),
     })
 }
 
-/// Decodes one packet from the front of `buf`.
-///
-/// Returns `Ok(None)` when `buf` does not yet hold a complete packet (nothing is consumed),
-/// `Ok(Some(packet))` after consuming exactly that packet's bytes, or an error for a
-/// malformed packet or one whose announced total size exceeds `max_packet_size`. The size
-/// check happens as soon as the fixed header is complete, before the body arrives.
-pub fn decode(buf: &mut BytesMut, max_packet_size: usize) -> Result<Option<Packet>, DecodeError> {
-    let Some(&first) = buf.first() else {
-        return Ok(None);
-    };
-    let packet_type = first >> 4;
-    let flags = first & 0x0f;
-    let (name, expected_flags) = packet_kind(packet_type)?;
+/// Checks the fixed header's flags against `expected`, reads the Remaining Length, enforces
+/// `max_packet_size` as soon as the fixed header is complete, and once the whole packet is
+/// buffered splits it off and returns its body (variable header + payload). `Ok(None)`
+/// consumes nothing. Shared by the 3.1.1 and the 5.0 decoders.
+pub(crate) fn take_frame(
+    buf: &mut BytesMut,
+    max_packet_size: usize,
+    name: &'static str,
+    flags: u8,
+    expected_flags: Option<u8>,
+) -> Result<Option<Bytes>, DecodeError> {
     if let Some(expected) = expected_flags {
         if flags != expected {
             return Err(DecodeError::InvalidHeaderFlags {
@@ -340,7 +338,6 @@ pub fn decode(buf: &mut BytesMut, max_packet_size: usize) -> Result<Option<Packe
             });
         }
     }
-
     let mut remaining: usize = 0;
     let mut header_len = 1;
     loop {
@@ -356,7 +353,6 @@ pub fn decode(buf: &mut BytesMut, max_packet_size: usize) -> Result<Option<Packe
             break;
         }
     }
-
     let total = header_len + remaining;
     if total > max_packet_size {
         return Err(DecodeError::PacketTooLarge {
@@ -368,13 +364,28 @@ pub fn decode(buf: &mut BytesMut, max_packet_size: usize) -> Result<Option<Packe
         buf.reserve(total - buf.len());
         return Ok(None);
     }
-
     let mut frame = buf.split_to(total);
     frame.advance(header_len);
-    let mut r = Reader {
-        body: frame.freeze(),
-        packet: name,
+    Ok(Some(frame.freeze()))
+}
+
+/// Decodes one packet from the front of `buf`.
+///
+/// Returns `Ok(None)` when `buf` does not yet hold a complete packet (nothing is consumed),
+/// `Ok(Some(packet))` after consuming exactly that packet's bytes, or an error for a
+/// malformed packet or one whose announced total size exceeds `max_packet_size`. The size
+/// check happens as soon as the fixed header is complete, before the body arrives.
+pub fn decode(buf: &mut BytesMut, max_packet_size: usize) -> Result<Option<Packet>, DecodeError> {
+    let Some(&first) = buf.first() else {
+        return Ok(None);
     };
+    let packet_type = first >> 4;
+    let flags = first & 0x0f;
+    let (name, expected_flags) = packet_kind(packet_type)?;
+    let Some(body) = take_frame(buf, max_packet_size, name, flags, expected_flags)? else {
+        return Ok(None);
+    };
+    let mut r = Reader { body, packet: name };
     let packet = match packet_type {
         1 => Packet::Connect(decode_connect(&mut r)?),
         2 => {

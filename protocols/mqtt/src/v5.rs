@@ -14,7 +14,8 @@
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use crate::codec::{
-    decode_connect_any, packet_kind, put_binary, put_remaining_length, DecodeError, Reader,
+    decode_connect_any, packet_kind, put_binary, put_remaining_length, take_frame, DecodeError,
+    Reader,
 };
 use crate::packet::{Connect, ProtocolVersion, Publish, QoS};
 
@@ -868,47 +869,10 @@ pub fn decode_v5(
     } else {
         packet_kind(packet_type)?
     };
-    if let Some(expected) = expected_flags {
-        if flags != expected {
-            return Err(DecodeError::InvalidHeaderFlags {
-                packet: name,
-                flags,
-                expected,
-            });
-        }
-    }
-    let mut remaining: usize = 0;
-    let mut header_len = 1;
-    loop {
-        if header_len > 4 {
-            return Err(DecodeError::MalformedRemainingLength);
-        }
-        let Some(&byte) = buf.get(header_len) else {
-            return Ok(None);
-        };
-        remaining |= usize::from(byte & 0x7f) << (7 * (header_len - 1));
-        header_len += 1;
-        if byte & 0x80 == 0 {
-            break;
-        }
-    }
-    let total = header_len + remaining;
-    if total > max_packet_size {
-        return Err(DecodeError::PacketTooLarge {
-            size: total,
-            max: max_packet_size,
-        });
-    }
-    if buf.len() < total {
-        buf.reserve(total - buf.len());
+    let Some(body) = take_frame(buf, max_packet_size, name, flags, expected_flags)? else {
         return Ok(None);
-    }
-    let mut frame = buf.split_to(total);
-    frame.advance(header_len);
-    let mut r = Reader {
-        body: frame.freeze(),
-        packet: name,
     };
+    let mut r = Reader { body, packet: name };
     let packet = match packet_type {
         1 => {
             let (connect, props) = decode_connect_any(&mut r, true)?;
