@@ -3,7 +3,7 @@
 use std::net::IpAddr;
 use std::path::PathBuf;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 
 use crate::config::{Config, ConfigError};
 
@@ -47,6 +47,90 @@ pub struct Cli {
     /// Log at trace level.
     #[arg(long = "very-verbose")]
     pub very_verbose: bool,
+    /// mosquitto-format password file (`user:hash`); turns anonymous access off unless
+    /// `--allow-anonymous true`.
+    #[arg(long = "password-file")]
+    pub password_file: Option<PathBuf>,
+    /// mosquitto-format ACL file; what it does not grant is denied.
+    #[arg(long = "acl-file")]
+    pub acl_file: Option<PathBuf>,
+    /// PSK file (`identity:hexkey` lines) for CoAP over DTLS.
+    #[arg(long = "psk-file")]
+    pub psk_file: Option<PathBuf>,
+    /// Serve clients without credentials (default: true without a password file, false with).
+    #[arg(long = "allow-anonymous", value_name = "true|false")]
+    pub allow_anonymous: Option<bool>,
+    /// A tool instead of the gateway.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Tools run instead of the gateway.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Add, change or delete a user in a password file (argon2id), like `mosquitto_passwd`.
+    Passwd(PasswdArgs),
+}
+
+/// `ponte passwd FILE USER`.
+#[derive(Debug, clap::Args)]
+pub struct PasswdArgs {
+    /// The password file (created if it does not exist).
+    pub file: PathBuf,
+    /// The username.
+    pub user: String,
+    /// The password, for scripts; without it ponte asks twice on the terminal.
+    #[arg(long, conflicts_with = "delete")]
+    pub password: Option<String>,
+    /// Delete the user instead.
+    #[arg(short = 'D', long = "delete")]
+    pub delete: bool,
+    /// Start a new file, replacing an existing one.
+    #[arg(short = 'c', long = "create", conflicts_with = "delete")]
+    pub create: bool,
+}
+
+impl PasswdArgs {
+    /// Do it; the error is the message to print.
+    pub fn run(&self) -> Result<String, String> {
+        use crate::auth::password::{hash_password, PasswordFile};
+        let mut file = if self.create || (!self.delete && !self.file.exists()) {
+            PasswordFile::default()
+        } else {
+            PasswordFile::load(&self.file).map_err(|e| e.to_string())?
+        };
+        if self.delete {
+            if !file.remove(&self.user) {
+                return Err(format!(
+                    "user {:?} is not in {}",
+                    self.user,
+                    self.file.display()
+                ));
+            }
+            file.save(&self.file).map_err(|e| e.to_string())?;
+            return Ok(format!("deleted {}", self.user));
+        }
+        let password = match &self.password {
+            Some(p) => p.clone(),
+            None => {
+                let first = rpassword::prompt_password("Password: ")
+                    .map_err(|e| format!("cannot read the password: {e}"))?;
+                let again = rpassword::prompt_password("Reenter password: ")
+                    .map_err(|e| format!("cannot read the password: {e}"))?;
+                if first != again {
+                    return Err("passwords do not match".into());
+                }
+                first
+            }
+        };
+        if password.is_empty() {
+            return Err("empty password".into());
+        }
+        let hash = hash_password(&password)?;
+        file.set(&self.user, hash)?;
+        file.save(&self.file).map_err(|e| e.to_string())?;
+        Ok(format!("set password for {}", self.user))
+    }
 }
 
 impl Cli {
@@ -82,6 +166,18 @@ impl Cli {
         }
         if self.memory {
             c.store.memory = true;
+        }
+        if self.password_file.is_some() {
+            c.auth.password_file = self.password_file.clone();
+        }
+        if self.acl_file.is_some() {
+            c.auth.acl_file = self.acl_file.clone();
+        }
+        if self.psk_file.is_some() {
+            c.auth.psk_file = self.psk_file.clone();
+        }
+        if self.allow_anonymous.is_some() {
+            c.auth.allow_anonymous = self.allow_anonymous;
         }
         Ok(c)
     }

@@ -26,6 +26,8 @@ pub struct Config {
     pub mqtt: MqttConfig,
     /// Where retained values are kept.
     pub store: StoreConfig,
+    /// Who may connect and what they may read and write (password, ACL and PSK files, JWT).
+    pub auth: crate::auth::AuthConfig,
 }
 
 impl Default for Config {
@@ -36,6 +38,7 @@ impl Default for Config {
             coap: CoapConfig::default(),
             mqtt: MqttConfig::default(),
             store: StoreConfig::default(),
+            auth: crate::auth::AuthConfig::default(),
         }
     }
 }

@@ -16,6 +16,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod auth;
 pub mod backbone;
 pub mod broker;
 pub mod cli;
@@ -58,6 +59,9 @@ pub enum Error {
     /// The store could not be opened or loaded.
     #[error("store: {0}")]
     Store(#[from] StoreError),
+    /// A password, ACL or JWT key file named in `[auth]` could not be used.
+    #[error("auth: {0}")]
+    Auth(#[from] auth::AuthError),
 }
 
 /// A running gateway.
@@ -74,6 +78,8 @@ pub struct Gateway {
     pub mqtt_ws_addr: Option<SocketAddr>,
     /// The broker core, for embedding programs that want to publish directly.
     pub broker: Arc<Broker>,
+    /// Who may do what; every front-end asks it. [`Gateway::reload`] re-reads its files.
+    pub auth: Arc<auth::Auth>,
     /// Signals the tasks and waits for them.
     controller: ShutdownController,
     /// The front-end tasks.
@@ -83,6 +89,8 @@ pub struct Gateway {
 /// Open the store, bind every listener and start serving.
 pub async fn start(config: Config) -> Result<Gateway, Error> {
     let config = Arc::new(config);
+    // The auth files first: a typo in them must stop the start before any port opens.
+    let auth = Arc::new(auth::Auth::new(config.auth.clone())?);
     let broker = if config.store.memory {
         Broker::new(store::memory::MemoryStore, Arc::new(Local))?
     } else {
@@ -174,12 +182,23 @@ pub async fn start(config: Config) -> Result<Gateway, Error> {
         mqtt_addr,
         mqtt_ws_addr,
         broker,
+        auth,
         controller,
         tasks,
     })
 }
 
 impl Gateway {
+    /// Re-read what SIGHUP re-reads: the password, ACL and JWT key files. Connections stay
+    /// up; their next check uses the new rules. A file that fails to load is logged and the
+    /// old rules stay in force.
+    pub fn reload(&self) {
+        match self.auth.reload() {
+            Ok(()) => tracing::info!("reloaded the auth files"),
+            Err(e) => tracing::error!(error = %e, "reload failed; keeping the previous auth files"),
+        }
+    }
+
     /// Stop accepting, let in-flight writes finish, flush the store.
     pub async fn shutdown(self) {
         // In-flight work gets a bounded grace period: a peer that never lets its connection
@@ -205,8 +224,26 @@ impl Gateway {
 
 /// Run the gateway until `shutdown` completes, then stop it gracefully.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
+    run_with_reload(config, shutdown, futures_util::stream::pending()).await
+}
+
+/// [`run`], also calling [`Gateway::reload`] on every item of `reload` (the binary feeds it
+/// SIGHUP).
+pub async fn run_with_reload(
+    config: Config,
+    shutdown: impl Future<Output = ()>,
+    reload: impl futures_util::Stream<Item = ()>,
+) -> Result<(), Error> {
+    use futures_util::StreamExt as _;
     let gateway = start(config).await?;
-    shutdown.await;
+    let mut reload = std::pin::pin!(reload);
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            Some(()) = reload.next() => gateway.reload(),
+        }
+    }
     gateway.shutdown().await;
     Ok(())
 }

@@ -7,6 +7,18 @@ use ponte::cli::Cli;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(ponte::cli::Command::Passwd(args)) = &cli.command {
+        return match args.run() {
+            Ok(msg) => {
+                eprintln!("ponte passwd: {msg}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("ponte passwd: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(cli.log_filter()));
     tracing_subscriber::fmt().with_env_filter(filter).init();
@@ -31,8 +43,10 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         // Register for the signals before anything listens: a SIGTERM that arrives as soon as
         // the ports are open must stop the gateway gracefully, not kill it.
-        let stop = Stop::register().map_err(|e| format!("cannot install signal handlers: {e}"))?;
-        ponte::run(config, stop.wait())
+        let mut stop =
+            Stop::register().map_err(|e| format!("cannot install signal handlers: {e}"))?;
+        let reload = stop.hangups();
+        ponte::run_with_reload(config, stop.wait(), reload)
             .await
             .map_err(|e| e.to_string())
     });
@@ -45,8 +59,11 @@ fn main() -> ExitCode {
     }
 }
 
-/// SIGINT and SIGTERM, registered up front.
+/// SIGINT and SIGTERM (stop) and SIGHUP (reload), registered up front.
 struct Stop {
+    /// SIGHUP: re-read the auth files; taken by [`Stop::hangups`].
+    #[cfg(unix)]
+    hangup: Option<tokio::signal::unix::Signal>,
     /// SIGINT (Ctrl-C).
     #[cfg(unix)]
     interrupt: tokio::signal::unix::Signal,
@@ -62,6 +79,7 @@ impl Stop {
         {
             use tokio::signal::unix::{signal, SignalKind};
             Ok(Stop {
+                hangup: Some(signal(SignalKind::hangup())?),
                 interrupt: signal(SignalKind::interrupt())?,
                 terminate: signal(SignalKind::terminate())?,
             })
@@ -72,7 +90,25 @@ impl Stop {
         }
     }
 
-    /// Completes on the first of them.
+    /// Every SIGHUP as a stream item.
+    fn hangups(&mut self) -> impl futures_util::Stream<Item = ()> {
+        #[cfg(unix)]
+        {
+            let hangup = self.hangup.take();
+            futures_util::stream::unfold(hangup, |h| async move {
+                let mut h = h?;
+                h.recv().await?;
+                tracing::info!("SIGHUP: reloading");
+                Some(((), Some(h)))
+            })
+        }
+        #[cfg(not(unix))]
+        {
+            futures_util::stream::pending()
+        }
+    }
+
+    /// Completes on the first of SIGINT and SIGTERM.
     async fn wait(mut self) {
         #[cfg(unix)]
         {

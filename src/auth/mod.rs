@@ -1,0 +1,536 @@
+//! Who a client is and what it may do: one identity and one ACL for HTTP, CoAP and MQTT.
+//!
+//! The operator configures files in mosquitto's formats (`[auth]` in the config, or
+//! `--password-file`, `--acl-file`, `--psk-file`, `--allow-anonymous`); every front-end asks
+//! the same [`Auth`]:
+//!
+//! * **who** — [`Auth::login`] checks a username/password (MQTT CONNECT, HTTP Basic),
+//!   [`Auth::verify_jwt`] a bearer token (HTTP), a DTLS PSK identity or a TLS client
+//!   certificate's CN is a username the transport already proved; no credentials is anonymous,
+//!   allowed or not by `allow_anonymous`;
+//! * **what** — [`Auth::allows`] for a read or write of one topic, [`Auth::allows_subscribe`] for
+//!   an MQTT filter (what the subscription then delivers is checked topic by topic).
+//!
+//! The files are parsed into one immutable [`Policy`] swapped atomically on [`Auth::reload`]
+//! (SIGHUP): requests in flight finish with the policy they started with, connections stay up
+//! and their next check sees the new rules. A file that fails to parse keeps the old policy.
+
+pub mod acl;
+pub mod password;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use serde::Deserialize;
+
+pub use acl::{Access, Acl, Subject};
+pub use password::PasswordFile;
+
+/// `[auth]` in the config file.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// mosquitto-format password file (`user:hash`); with one, anonymous access is off unless
+    /// `allow_anonymous = true`.
+    pub password_file: Option<PathBuf>,
+    /// mosquitto-format ACL file; with one, what it does not grant is denied.
+    pub acl_file: Option<PathBuf>,
+    /// `identity:hexkey` lines for CoAP over DTLS (the identity is the username).
+    pub psk_file: Option<PathBuf>,
+    /// Whether clients without credentials are served. Default: true without a password file,
+    /// false with one.
+    pub allow_anonymous: Option<bool>,
+    /// HS256 secret for HTTP bearer JWTs.
+    pub jwt_hs256_secret: Option<String>,
+    /// PEM file with the RSA public key for RS256 bearer JWTs.
+    pub jwt_rs256_public_key: Option<PathBuf>,
+    /// When set, a JWT's `iss` must equal it.
+    pub jwt_issuer: Option<String>,
+    /// When set, a JWT's `aud` must contain it.
+    pub jwt_audience: Option<String>,
+}
+
+impl AuthConfig {
+    /// The effective anonymous switch.
+    pub fn anonymous_allowed(&self) -> bool {
+        self.allow_anonymous.unwrap_or(self.password_file.is_none())
+    }
+}
+
+/// Why the auth configuration could not be (re)loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// The password file.
+    #[error(transparent)]
+    Password(#[from] password::PasswordFileError),
+    /// The ACL file.
+    #[error(transparent)]
+    Acl(#[from] acl::AclError),
+    /// The JWT key.
+    #[error("JWT key {what}: {reason}")]
+    JwtKey {
+        /// Which setting.
+        what: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+/// Why a client was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Denied {
+    /// No credentials, and anonymous access is off (HTTP 401, CoAP 4.01, MQTT 0x05 / 0x87).
+    #[error("credentials required: anonymous access is disabled")]
+    AnonymousNotAllowed,
+    /// A username the password file does not know, or a wrong password (HTTP 401, MQTT 0x04 /
+    /// 0x86). One variant for both, so a client cannot tell which.
+    #[error("bad username or password")]
+    BadCredentials,
+    /// A bearer token that is malformed, expired, or signed with another key.
+    #[error("invalid bearer token")]
+    BadToken,
+    /// A bearer token, but no JWT key is configured.
+    #[error("bearer tokens are not accepted: no JWT key is configured")]
+    TokensNotAccepted,
+}
+
+/// Who a request or connection is.
+#[derive(Debug, Clone, Default)]
+pub struct Identity {
+    /// The username; `None` for anonymous clients.
+    pub username: Option<Arc<str>>,
+    /// The MQTT client id (for `%c` patterns); `None` for HTTP and CoAP.
+    pub client_id: Option<Arc<str>>,
+    /// Grants carried by a JWT; when present they replace the ACL file for this identity.
+    pub grants: Option<Arc<Acl>>,
+}
+
+impl Identity {
+    /// An anonymous client.
+    pub fn anonymous() -> Self {
+        Identity::default()
+    }
+
+    /// A client known by `username` (proved by the caller).
+    pub fn user(username: impl Into<Arc<str>>) -> Self {
+        Identity {
+            username: Some(username.into()),
+            ..Identity::default()
+        }
+    }
+
+    /// The same identity with an MQTT client id.
+    pub fn with_client_id(mut self, client_id: impl Into<Arc<str>>) -> Self {
+        self.client_id = Some(client_id.into());
+        self
+    }
+
+    /// As the ACL sees it.
+    fn subject(&self) -> Subject<'_> {
+        Subject {
+            username: self.username.as_deref(),
+            client_id: self.client_id.as_deref(),
+        }
+    }
+}
+
+/// Everything loaded from the files, swapped whole on reload.
+#[derive(Default)]
+pub struct Policy {
+    /// The users; `None` without a password file.
+    passwords: Option<PasswordFile>,
+    /// The ACL; `None`: everything is allowed.
+    acl: Option<Acl>,
+    /// How JWTs are checked; `None`: bearer tokens are refused.
+    jwt: Option<Jwt>,
+    /// Serve clients without credentials.
+    anonymous: bool,
+}
+
+/// A JWT verification key and its rules.
+struct Jwt {
+    /// The key.
+    key: jsonwebtoken::DecodingKey,
+    /// Algorithm, expiry, issuer and audience checks.
+    validation: jsonwebtoken::Validation,
+}
+
+/// The claims ponte reads from a JWT.
+#[derive(Debug, Deserialize)]
+struct Claims {
+    /// The username.
+    sub: String,
+    /// Optional explicit grants, replacing the ACL file for this token.
+    #[serde(default)]
+    acl: Option<ClaimsAcl>,
+}
+
+/// `"acl": {"read": [...], "write": [...]}` in a JWT.
+#[derive(Debug, Deserialize)]
+struct ClaimsAcl {
+    /// Filters the bearer may read.
+    #[serde(default)]
+    read: Vec<String>,
+    /// Filters the bearer may write.
+    #[serde(default)]
+    write: Vec<String>,
+}
+
+/// Counters for `$SYS` and logs.
+#[derive(Debug, Default)]
+pub struct AuthMetrics {
+    /// Logins refused (bad credentials, anonymous not allowed, bad token).
+    pub logins_refused: AtomicU64,
+    /// Reads or writes refused by the ACL (including deliveries filtered out).
+    pub acl_denied: AtomicU64,
+}
+
+/// The one authority every front-end asks.
+pub struct Auth {
+    /// Where the files are, for reload.
+    config: AuthConfig,
+    /// The current policy.
+    policy: ArcSwap<Policy>,
+    /// Refusals, counted.
+    pub metrics: AuthMetrics,
+}
+
+impl std::fmt::Debug for Auth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Auth")
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+impl Auth {
+    /// Load the files named by `config`.
+    pub fn new(config: AuthConfig) -> Result<Self, AuthError> {
+        let policy = load(&config)?;
+        Ok(Auth {
+            config,
+            policy: ArcSwap::from_pointee(policy),
+            metrics: AuthMetrics::default(),
+        })
+    }
+
+    /// No files: everyone is anonymous and allowed everything.
+    pub fn open() -> Self {
+        Auth {
+            config: AuthConfig::default(),
+            policy: ArcSwap::from_pointee(Policy {
+                anonymous: true,
+                ..Policy::default()
+            }),
+            metrics: AuthMetrics::default(),
+        }
+    }
+
+    /// Re-read the files (SIGHUP). On error the old policy stays in force.
+    pub fn reload(&self) -> Result<(), AuthError> {
+        let policy = load(&self.config)?;
+        self.policy.store(Arc::new(policy));
+        Ok(())
+    }
+
+    /// The configuration this was loaded from.
+    pub fn config(&self) -> &AuthConfig {
+        &self.config
+    }
+
+    /// Whether any ACL is in force (front-ends skip per-message checks when not).
+    pub fn acl_active(&self) -> bool {
+        self.policy.load().acl.is_some()
+    }
+
+    /// Whether anonymous clients are served.
+    pub fn anonymous_allowed(&self) -> bool {
+        self.policy.load().anonymous
+    }
+
+    /// Check MQTT CONNECT / HTTP Basic credentials: `Ok(Some(user))` for a verified user,
+    /// `Ok(None)` for an allowed anonymous client.
+    ///
+    /// Without a password file a username is taken as given (as mosquitto does); whether it
+    /// may connect at all is `allow_anonymous`. SECURITY.md says what that means.
+    pub fn login(
+        &self,
+        username: Option<&str>,
+        password: Option<&[u8]>,
+    ) -> Result<Option<Arc<str>>, Denied> {
+        let policy = self.policy.load();
+        let result = match (username, &policy.passwords) {
+            (None, _) if policy.anonymous => Ok(None),
+            (None, _) => Err(Denied::AnonymousNotAllowed),
+            (Some(u), Some(file)) => match password {
+                Some(p) if file.verify(u, p) => Ok(Some(Arc::from(u))),
+                _ => Err(Denied::BadCredentials),
+            },
+            (Some(u), None) if policy.anonymous => Ok(Some(Arc::from(u))),
+            (Some(_), None) => Err(Denied::BadCredentials),
+        };
+        if result.is_err() {
+            self.metrics.logins_refused.fetch_add(1, Ordering::Relaxed);
+        }
+        result
+    }
+
+    /// Check a bearer JWT: its `sub` is the username; an `acl` claim, when present, replaces
+    /// the ACL file for this token.
+    pub fn verify_jwt(&self, token: &str) -> Result<Identity, Denied> {
+        let policy = self.policy.load();
+        let result = match &policy.jwt {
+            None => Err(Denied::TokensNotAccepted),
+            Some(jwt) => jsonwebtoken::decode::<Claims>(token, &jwt.key, &jwt.validation)
+                .map_err(|_| Denied::BadToken)
+                .and_then(|data| {
+                    let grants = match data.claims.acl {
+                        Some(c) => Some(Arc::new(
+                            Acl::from_grants(&c.read, &c.write).map_err(|_| Denied::BadToken)?,
+                        )),
+                        None => None,
+                    };
+                    if data.claims.sub.is_empty() {
+                        return Err(Denied::BadToken);
+                    }
+                    Ok(Identity {
+                        username: Some(Arc::from(data.claims.sub)),
+                        client_id: None,
+                        grants,
+                    })
+                }),
+        };
+        if result.is_err() {
+            self.metrics.logins_refused.fetch_add(1, Ordering::Relaxed);
+        }
+        result
+    }
+
+    /// May `who` read or write `topic`?
+    pub fn allows(&self, who: &Identity, access: Access, topic: &str) -> bool {
+        let ok = match &who.grants {
+            Some(g) => g.allows(who.subject(), access, topic),
+            None => match &self.policy.load().acl {
+                Some(acl) => acl.allows(who.subject(), access, topic),
+                None => true,
+            },
+        };
+        if !ok {
+            self.metrics.acl_denied.fetch_add(1, Ordering::Relaxed);
+        }
+        ok
+    }
+
+    /// May `who` subscribe to `filter` (some topic in it is readable, and no deny rule covers
+    /// all of it)? What the subscription delivers is still checked with [`Auth::allows`].
+    pub fn allows_subscribe(&self, who: &Identity, filter: &str) -> bool {
+        let ok = match &who.grants {
+            Some(g) => g.allows_subscribe(who.subject(), filter),
+            None => match &self.policy.load().acl {
+                Some(acl) => acl.allows_subscribe(who.subject(), filter),
+                None => true,
+            },
+        };
+        if !ok {
+            self.metrics.acl_denied.fetch_add(1, Ordering::Relaxed);
+        }
+        ok
+    }
+
+    /// Do per-topic read checks matter for `who` (an ACL file or token grants are in force)?
+    pub fn filters_reads(&self, who: &Identity) -> bool {
+        who.grants.is_some() || self.acl_active()
+    }
+}
+
+/// Parse every configured file into a policy.
+fn load(config: &AuthConfig) -> Result<Policy, AuthError> {
+    let passwords = config
+        .password_file
+        .as_deref()
+        .map(PasswordFile::load)
+        .transpose()?;
+    let acl = config.acl_file.as_deref().map(Acl::load).transpose()?;
+    let jwt = jwt_key(config)?;
+    Ok(Policy {
+        passwords,
+        acl,
+        jwt,
+        anonymous: config.anonymous_allowed(),
+    })
+}
+
+/// Build the JWT verifier from the config, if one is configured.
+fn jwt_key(config: &AuthConfig) -> Result<Option<Jwt>, AuthError> {
+    use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+    let (key, alg) = match (&config.jwt_hs256_secret, &config.jwt_rs256_public_key) {
+        (None, None) => return Ok(None),
+        (Some(_), Some(_)) => {
+            return Err(AuthError::JwtKey {
+                what: "jwt_hs256_secret / jwt_rs256_public_key".into(),
+                reason: "configure one of them, not both".into(),
+            })
+        }
+        (Some(secret), None) => {
+            if secret.len() < 32 {
+                return Err(AuthError::JwtKey {
+                    what: "jwt_hs256_secret".into(),
+                    reason: format!(
+                        "{} bytes is too short for HS256; use at least 32",
+                        secret.len()
+                    ),
+                });
+            }
+            (
+                DecodingKey::from_secret(secret.as_bytes()),
+                Algorithm::HS256,
+            )
+        }
+        (None, Some(path)) => {
+            let what = path.display().to_string();
+            let pem = std::fs::read(path).map_err(|e| AuthError::JwtKey {
+                what: what.clone(),
+                reason: e.to_string(),
+            })?;
+            let key = DecodingKey::from_rsa_pem(&pem).map_err(|e| AuthError::JwtKey {
+                what,
+                reason: format!("not an RSA public key in PEM: {e}"),
+            })?;
+            (key, Algorithm::RS256)
+        }
+    };
+    let mut validation = Validation::new(alg);
+    validation.set_required_spec_claims(&["exp", "sub"]);
+    if let Some(iss) = &config.jwt_issuer {
+        validation.set_issuer(&[iss]);
+    }
+    match &config.jwt_audience {
+        Some(aud) => validation.set_audience(&[aud]),
+        None => validation.validate_aud = false,
+    }
+    Ok(Some(Jwt { key, validation }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn files(passwd: &str, acl: Option<&str>) -> (tempfile::TempDir, AuthConfig) {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("passwd");
+        std::fs::write(&p, passwd).unwrap();
+        let acl = acl.map(|text| {
+            let a = dir.path().join("acl");
+            std::fs::write(&a, text).unwrap();
+            a
+        });
+        let config = AuthConfig {
+            password_file: Some(p),
+            acl_file: acl,
+            ..AuthConfig::default()
+        };
+        (dir, config)
+    }
+
+    #[test]
+    fn anonymous_is_off_by_default_with_a_password_file() {
+        let h = password::hash_password("pw").unwrap();
+        let (_d, c) = files(&format!("alice:{h}\n"), None);
+        let auth = Auth::new(c.clone()).unwrap();
+        assert_eq!(auth.login(None, None), Err(Denied::AnonymousNotAllowed));
+        assert_eq!(
+            auth.login(Some("alice"), Some(b"pw")).unwrap().as_deref(),
+            Some("alice")
+        );
+        assert_eq!(
+            auth.login(Some("alice"), Some(b"no")),
+            Err(Denied::BadCredentials)
+        );
+        assert_eq!(auth.login(Some("alice"), None), Err(Denied::BadCredentials));
+        assert_eq!(
+            auth.login(Some("eve"), Some(b"pw")),
+            Err(Denied::BadCredentials)
+        );
+        let open = Auth::new(AuthConfig {
+            allow_anonymous: Some(true),
+            ..c
+        })
+        .unwrap();
+        assert_eq!(open.login(None, None), Ok(None));
+        assert_eq!(auth.metrics.logins_refused.load(Ordering::Relaxed), 4);
+    }
+
+    #[test]
+    fn reload_swaps_the_policy_and_keeps_it_on_a_bad_file() {
+        let h = password::hash_password("pw").unwrap();
+        let (dir, c) = files(&format!("alice:{h}\n"), Some("user alice\ntopic read a\n"));
+        let auth = Auth::new(c).unwrap();
+        let alice = Identity::user("alice");
+        assert!(auth.allows(&alice, Access::Read, "a"));
+        assert!(!auth.allows(&alice, Access::Read, "b"));
+        std::fs::write(dir.path().join("acl"), "user alice\ntopic read b\n").unwrap();
+        auth.reload().unwrap();
+        assert!(auth.allows(&alice, Access::Read, "b"));
+        std::fs::write(dir.path().join("acl"), "nonsense here\n").unwrap();
+        assert!(auth.reload().is_err());
+        assert!(auth.allows(&alice, Access::Read, "b"), "old policy kept");
+    }
+
+    #[test]
+    fn jwt_hs256_subject_and_claims() {
+        use jsonwebtoken::{encode, EncodingKey, Header};
+        let secret = "0123456789abcdef0123456789abcdef";
+        let auth = Auth::new(AuthConfig {
+            jwt_hs256_secret: Some(secret.into()),
+            ..AuthConfig::default()
+        })
+        .unwrap();
+        let exp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+            + 60;
+        let key = EncodingKey::from_secret(secret.as_bytes());
+        let t = encode(
+            &Header::default(),
+            &serde_json::json!({"sub": "alice", "exp": exp, "acl": {"read": ["r/#"]}}),
+            &key,
+        )
+        .unwrap();
+        let id = auth.verify_jwt(&t).unwrap();
+        assert_eq!(id.username.as_deref(), Some("alice"));
+        assert!(auth.allows(&id, Access::Read, "r/x"));
+        assert!(!auth.allows(&id, Access::Write, "r/x"));
+        let expired = encode(
+            &Header::default(),
+            &serde_json::json!({"sub": "alice", "exp": 1000}),
+            &key,
+        )
+        .unwrap();
+        assert_eq!(auth.verify_jwt(&expired).unwrap_err(), Denied::BadToken);
+        let other = encode(
+            &Header::default(),
+            &serde_json::json!({"sub": "alice", "exp": exp}),
+            &EncodingKey::from_secret(b"another secret another secret 12"),
+        )
+        .unwrap();
+        assert_eq!(auth.verify_jwt(&other).unwrap_err(), Denied::BadToken);
+        assert_eq!(auth.verify_jwt("garbage").unwrap_err(), Denied::BadToken);
+        assert_eq!(
+            Auth::open().verify_jwt(&t).unwrap_err(),
+            Denied::TokensNotAccepted
+        );
+    }
+
+    #[test]
+    fn short_hs256_secrets_are_refused() {
+        let e = Auth::new(AuthConfig {
+            jwt_hs256_secret: Some("short".into()),
+            ..AuthConfig::default()
+        })
+        .unwrap_err();
+        assert!(e.to_string().contains("too short"), "{e}");
+    }
+}
