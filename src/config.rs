@@ -28,6 +28,8 @@ pub struct Config {
     pub store: StoreConfig,
     /// Who may connect and what they may read and write (password, ACL and PSK files, JWT).
     pub auth: crate::auth::AuthConfig,
+    /// Abuse limits: connections per address, connection rate, write rate per client.
+    pub limits: crate::limits::LimitsConfig,
 }
 
 impl Default for Config {
@@ -39,6 +41,7 @@ impl Default for Config {
             mqtt: MqttConfig::default(),
             store: StoreConfig::default(),
             auth: crate::auth::AuthConfig::default(),
+            limits: crate::limits::LimitsConfig::default(),
         }
     }
 }

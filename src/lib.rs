@@ -23,6 +23,7 @@ pub mod cli;
 pub mod coap;
 pub mod config;
 pub mod http;
+pub mod limits;
 pub mod mqtt;
 pub mod shutdown;
 pub mod store;
