@@ -103,6 +103,19 @@ async fn mqtt_3_1_4_1_nonconforming_connect_closes_without_connack() {
             raw_connect("MQTT", 4, 0x02, &s(&[0xC3, 0x28])),
         ),
         (
+            "MQTT-3.1.3-10 will topic not UTF-8",
+            raw_connect(
+                "MQTT",
+                4,
+                0x06,
+                &[id.clone(), s(&[0xC3, 0x28]), s(b"x")].concat(),
+            ),
+        ),
+        (
+            "MQTT-3.1.3-11 user name not UTF-8",
+            raw_connect("MQTT", 4, 0x82, &[id.clone(), s(&[0xC3, 0x28])].concat()),
+        ),
+        (
             "MQTT-1.5.3-2 client id with U+0000",
             raw_connect("MQTT", 4, 0x02, &s(b"a\0b")),
         ),

@@ -729,3 +729,105 @@ async fn mqtt5_4_8_2_6_shared_message_refused_by_its_member_is_not_sent_to_anoth
         .assert_quiet(QUIET, "MQTT-4.8.2-6: not re-sent to another member")
         .await;
 }
+
+#[tokio::test]
+async fn mqtt5_3_1_3_10_will_user_properties_published_in_order() {
+    let gw = gateway().await;
+    let mut watch = V5::connect(gw.mqtt_addr, "wu10-watch", Properties::default()).await;
+    watch.subscribe(&[("wu10/t", opts(QoS::AtMostOnce))]).await;
+    let props = Properties {
+        user_properties: vec![
+            ("z".into(), "1".into()),
+            ("a".into(), "2".into()),
+            ("z".into(), "3".into()),
+        ],
+        ..Properties::default()
+    };
+    let c = with_will(&gw, "wu10", "wu10/t", Properties::default(), props.clone()).await;
+    drop(c);
+    let p = watch.publish_rx().await;
+    assert_eq!(p.properties.user_properties, props.user_properties);
+}
+
+#[tokio::test]
+async fn mqtt5_3_3_1_12_retain_as_published_0_forwards_with_retain_0() {
+    let gw = gateway().await;
+    let mut c = V5::connect(gw.mqtt_addr, "rap0", Properties::default()).await;
+    c.subscribe(&[("rap0/t", opts(QoS::AtMostOnce))]).await;
+    let mut publ = V5::connect(gw.mqtt_addr, "rap0-pub", Properties::default()).await;
+    publ.publish("rap0/t", QoS::AtLeastOnce, true, b"r").await;
+    let p = c.publish_rx().await;
+    assert_eq!(p.publish.payload, "r");
+    assert!(
+        !p.publish.retain,
+        "Retain As Published 0: RETAIN=0 on live forwarding"
+    );
+}
+
+#[tokio::test]
+async fn mqtt5_4_3_3_7_no_message_expiry_once_a_qos2_publish_was_sent() {
+    let gw = gateway().await;
+    let (mut c, _) = V5::connect_session(gw.mqtt_addr, "x337", true, expiry(60)).await;
+    c.subscribe(&[("x337/t", opts(QoS::ExactlyOnce))]).await;
+    let mut publ = V5::connect(gw.mqtt_addr, "x337-pub", Properties::default()).await;
+    let short = Properties {
+        message_expiry_interval: Some(1),
+        ..Properties::default()
+    };
+    publ.send(&publish5(
+        publish("x337/t", QoS::ExactlyOnce, 4, false, b"m"),
+        short,
+    ))
+    .await;
+    assert!(matches!(publ.recv().await, Some(Packet5::PubRec(_))));
+    let first = c.publish_rx().await;
+    drop(c); // sent, never acknowledged
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    // MQTT-4.3.3-13: the server as receiver completes its own QoS 2 exchange past expiry.
+    publ.send(&Packet5::PubRel(response(4, 0))).await;
+    assert!(matches!(publ.recv().await, Some(Packet5::PubComp(r)) if r.pkid == 4));
+    let (mut c, present) = V5::connect_session(gw.mqtt_addr, "x337", false, expiry(60)).await;
+    assert!(present);
+    let again = c.publish_rx().await;
+    assert_eq!(
+        (again.publish.pkid, again.publish.dup, again.publish.payload),
+        (first.publish.pkid, true, "m".into()),
+        "the sent QoS 2 message is resent though its expiry passed"
+    );
+}
+
+#[tokio::test]
+async fn mqtt5_4_8_2_4_shared_qos2_delivery_completed_when_the_member_reconnects() {
+    let gw = gateway().await;
+    let (mut m, _) = V5::connect_session(gw.mqtt_addr, "sh4", true, expiry(60)).await;
+    m.subscribe(&[("$share/g/sh4/t", opts(QoS::ExactlyOnce))])
+        .await;
+    let mut publ = V5::connect(gw.mqtt_addr, "sh4-pub", Properties::default()).await;
+    publ.publish("sh4/t", QoS::ExactlyOnce, false, b"q2").await;
+    let first = m.publish_rx().await;
+    drop(m); // broken before PUBREC
+    let (mut m, present) = V5::connect_session(gw.mqtt_addr, "sh4", false, expiry(60)).await;
+    assert!(present);
+    let again = m.publish_rx().await;
+    assert_eq!(
+        (again.publish.pkid, again.publish.dup, again.publish.payload),
+        (first.publish.pkid, true, "q2".into())
+    );
+}
+
+#[tokio::test]
+async fn mqtt5_4_8_2_5_message_of_an_ended_member_session_not_sent_to_another_member() {
+    let gw = gateway().await;
+    let mut a = V5::connect(gw.mqtt_addr, "sh5-a", Properties::default()).await;
+    a.subscribe(&[("$share/g/sh5/t", opts(QoS::AtLeastOnce))])
+        .await;
+    let mut publ = V5::connect(gw.mqtt_addr, "sh5-pub", Properties::default()).await;
+    publ.publish("sh5/t", QoS::AtLeastOnce, false, b"m").await;
+    assert_eq!(a.publish_rx().await.publish.payload, "m");
+    let mut b = V5::connect(gw.mqtt_addr, "sh5-b", Properties::default()).await;
+    b.subscribe(&[("$share/g/sh5/t", opts(QoS::AtLeastOnce))])
+        .await;
+    drop(a); // Session Expiry 0: the session ends with the unacknowledged message
+    b.assert_quiet(QUIET, "MQTT-4.8.2-5: not handed to another member")
+        .await;
+}
