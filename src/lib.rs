@@ -16,6 +16,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod auth;
 pub mod backbone;
 pub mod broker;
 pub mod cli;
