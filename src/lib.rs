@@ -59,6 +59,9 @@ pub enum Error {
     /// The store could not be opened or loaded.
     #[error("store: {0}")]
     Store(#[from] StoreError),
+    /// The DTLS engine refused its configuration (`coaps`).
+    #[error("coaps: {0}")]
+    Dtls(#[from] coap::dtls::DtlsSetupError),
 }
 
 /// A running gateway.
@@ -68,6 +71,10 @@ pub struct Gateway {
     pub http_addr: SocketAddr,
     /// Where CoAP listens.
     pub coap_addr: SocketAddr,
+    /// Where CoAP over DTLS (`coaps`) listens; `None` when no PSK file was given.
+    pub coaps_addr: Option<SocketAddr>,
+    /// Counters of the `coaps` listener (handshake failures and the like), when it runs.
+    pub coaps_stats: Option<Arc<coap::DtlsStats>>,
     /// Where MQTT listens.
     pub mqtt_addr: SocketAddr,
     /// Where MQTT over WebSocket has a port of its own (`mqtt.ws_port`); it is always also
@@ -83,6 +90,15 @@ pub struct Gateway {
 
 /// Open the store, bind every listener and start serving.
 pub async fn start(config: Config) -> Result<Gateway, Error> {
+    start_with_psk(config, None).await
+}
+
+/// Like [`start`]; with `psk`, also serve CoAP over DTLS (`coaps`, RFC 7252 §9.1.3.1) on
+/// `[coap] dtls_port`, authenticating peers with the identities and keys of that PSK file.
+pub async fn start_with_psk(
+    config: Config,
+    psk: Option<Arc<auth::psk::PskFile>>,
+) -> Result<Gateway, Error> {
     let config = Arc::new(config);
     let broker = if config.store.memory {
         Broker::new(store::memory::MemoryStore, Arc::new(Local))?
@@ -121,6 +137,15 @@ pub async fn start(config: Config) -> Result<Gateway, Error> {
     let http_addr = local(http.local_addr(), "HTTP", config.http_addr())?;
     let mqtt_addr = local(mqtt.local_addr(), "MQTT", config.mqtt_addr())?;
     let coap_addr = local(coap.local_addr(), "CoAP", coap_addr)?;
+    let coaps = match psk {
+        Some(psk) => Some(coap::DtlsListener::bind(&config, psk).await?),
+        None => None,
+    };
+    let coaps_addr = match &coaps {
+        Some(l) => Some(local(l.local_addr(), "CoAP/DTLS", config.coaps_addr())?),
+        None => None,
+    };
+    let coaps_stats = coaps.as_ref().map(|l| l.stats());
 
     let mqtt_ws_addr = match &ws {
         Some(l) => {
@@ -159,10 +184,18 @@ pub async fn start(config: Config) -> Result<Gateway, Error> {
     if let Some(ws) = ws {
         tasks.push(tokio::spawn(mqtt::serve_ws(ws, front.clone())));
     }
+    if let Some(listener) = coaps {
+        tasks.push(tokio::spawn(listener.serve(
+            broker.clone(),
+            config.clone(),
+            controller.subscribe(),
+        )));
+    }
     drop(front);
     tracing::info!(
         http = %http_addr,
         coap = %coap_addr,
+        coaps = %coaps_addr.map(|a| a.to_string()).unwrap_or_else(|| "off (no PSK file)".to_string()),
         mqtt = %mqtt_addr,
         mqtt_ws = %mqtt_ws_addr.map(|a| a.to_string()).unwrap_or_else(|| format!("{http_addr}/mqtt")),
         store = %if config.store.memory { "memory".to_string() } else { config.store.db.display().to_string() },
@@ -172,6 +205,8 @@ pub async fn start(config: Config) -> Result<Gateway, Error> {
     Ok(Gateway {
         http_addr,
         coap_addr,
+        coaps_addr,
+        coaps_stats,
         mqtt_addr,
         mqtt_ws_addr,
         broker,
