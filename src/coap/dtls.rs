@@ -1,9 +1,9 @@
 //! CoAP over DTLS 1.2 with pre-shared keys (`coaps://`, RFC 7252 §9.1, PreSharedKey mode):
 //! one UDP socket, one DTLS session per peer address, and in each session the same CoAP
-//! machinery as plain UDP — a [`ponte_coap::Endpoint`] and a [`Front`] — fed with the
+//! machinery as plain UDP — a [`ponte_coap::Endpoint`] and a `Front` — fed with the
 //! decrypted datagrams. So `coaps` has the same semantics as `coap` (GET/PUT/POST/DELETE on
 //! `/r/T`, Observe, Block-wise, discovery), and each request carries the session's PSK
-//! identity as its [`Caller`] user name.
+//! identity as its `Caller` user name.
 //!
 //! The DTLS engine is [`dimpl`] (sans-IO, like ponte-coap), restricted to the cipher suite
 //! RFC 7252 §9.1.3.1 makes mandatory, `TLS_PSK_WITH_AES_128_CCM_8`.
