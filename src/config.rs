@@ -103,6 +103,15 @@ pub struct CoapConfig {
     /// Block size for Block2 responses and the late-negotiation threshold (16..=1024,
     /// a power of two; RFC 7959 §2.2).
     pub block_size: usize,
+    /// UDP port of CoAP over DTLS (`coaps://`, RFC 7252 §9; 5684 is its default port).
+    /// The listener only starts when a PSK file is configured; 0 picks a free one.
+    pub dtls_port: u16,
+    /// Most simultaneous DTLS sessions (handshaking or established); a ClientHello from a
+    /// new peer beyond it is dropped, so peers cannot exhaust memory with sessions.
+    pub dtls_max_sessions: usize,
+    /// A DTLS session that has received nothing for this many seconds is closed (with a
+    /// close_notify), freeing its slot, its observations and its subscriptions.
+    pub dtls_idle_timeout_secs: u64,
 }
 
 /// How UDP notifications are sent (RFC 7641 §4.5); over TCP there is no choice to make.
@@ -131,6 +140,9 @@ impl Default for CoapConfig {
             notify: CoapNotify::Con,
             con_notify_interval_secs: 24 * 60 * 60,
             block_size: 1024,
+            dtls_port: 5684,
+            dtls_max_sessions: 1000,
+            dtls_idle_timeout_secs: 300,
         }
     }
 }
@@ -284,6 +296,7 @@ impl Config {
         };
         c.http.port = 0;
         c.coap.port = 0;
+        c.coap.dtls_port = 0;
         c.mqtt.port = 0;
         c.store.memory = true;
         // No `$SYS` values appearing in the store on their own: tests count what they wrote.
@@ -299,6 +312,11 @@ impl Config {
     /// Where the CoAP socket binds.
     pub fn coap_addr(&self) -> SocketAddr {
         SocketAddr::new(self.coap.host.unwrap_or(self.host), self.coap.port)
+    }
+
+    /// Where the CoAP-over-DTLS (`coaps`) socket binds, when it is started.
+    pub fn coaps_addr(&self) -> SocketAddr {
+        SocketAddr::new(self.coap.host.unwrap_or(self.host), self.coap.dtls_port)
     }
 
     /// Where the MQTT listener binds.
@@ -345,6 +363,19 @@ mod tests {
         assert_eq!(c.coap.con_notify_interval_secs, 60);
         assert!(Config::default().coap.tcp, "CoAP over TCP is on by default");
         assert!(Config::from_toml("[coap]\nnotify = \"sometimes\"\n").is_err());
+    }
+
+    #[test]
+    fn coap_section_sets_the_dtls_listener() {
+        let d = Config::default();
+        assert_eq!(d.coap.dtls_port, 5684, "RFC 7252 §12.7: coaps default port");
+        let c = Config::from_toml(
+            "host = \"127.0.0.1\"\n[coap]\ndtls_port = 15684\ndtls_max_sessions = 7\ndtls_idle_timeout_secs = 9\n",
+        )
+        .unwrap();
+        assert_eq!(c.coaps_addr().to_string(), "127.0.0.1:15684");
+        assert_eq!(c.coap.dtls_max_sessions, 7);
+        assert_eq!(c.coap.dtls_idle_timeout_secs, 9);
     }
 
     #[test]

@@ -63,6 +63,9 @@ pub enum Error {
     /// A password, ACL or JWT key file named in `[auth]` could not be used.
     #[error("auth: {0}")]
     Auth(#[from] auth::AuthError),
+    /// The DTLS engine refused its configuration (`coaps`).
+    #[error("coaps: {0}")]
+    Dtls(#[from] coap::dtls::DtlsSetupError),
 }
 
 /// A running gateway.
@@ -72,6 +75,10 @@ pub struct Gateway {
     pub http_addr: SocketAddr,
     /// Where CoAP listens.
     pub coap_addr: SocketAddr,
+    /// Where CoAP over DTLS (`coaps`) listens; `None` when no PSK file was given.
+    pub coaps_addr: Option<SocketAddr>,
+    /// Counters of the `coaps` listener (handshake failures and the like), when it runs.
+    pub coaps_stats: Option<Arc<coap::DtlsStats>>,
     /// Where MQTT listens.
     pub mqtt_addr: SocketAddr,
     /// Where MQTT over WebSocket has a port of its own (`mqtt.ws_port`); it is always also
@@ -88,6 +95,9 @@ pub struct Gateway {
 }
 
 /// Open the store, bind every listener and start serving.
+///
+/// With `[auth] psk_file`, also serve CoAP over DTLS (`coaps`, RFC 7252 §9.1.3.1) on
+/// `[coap] dtls_port`, authenticating peers with the identities and keys of that file.
 pub async fn start(config: Config) -> Result<Gateway, Error> {
     let config = Arc::new(config);
     // The auth files first: a typo in them must stop the start before any port opens.
@@ -129,6 +139,15 @@ pub async fn start(config: Config) -> Result<Gateway, Error> {
     let http_addr = local(http.local_addr(), "HTTP", config.http_addr())?;
     let mqtt_addr = local(mqtt.local_addr(), "MQTT", config.mqtt_addr())?;
     let coap_addr = local(coap.local_addr(), "CoAP", coap_addr)?;
+    let coaps = match &config.auth.psk_file {
+        Some(_) => Some(coap::DtlsListener::bind(&config, auth.clone()).await?),
+        None => None,
+    };
+    let coaps_addr = match &coaps {
+        Some(l) => Some(local(l.local_addr(), "CoAP/DTLS", config.coaps_addr())?),
+        None => None,
+    };
+    let coaps_stats = coaps.as_ref().map(|l| l.stats());
 
     let mqtt_ws_addr = match &ws {
         Some(l) => {
@@ -167,10 +186,18 @@ pub async fn start(config: Config) -> Result<Gateway, Error> {
     if let Some(ws) = ws {
         tasks.push(tokio::spawn(mqtt::serve_ws(ws, front.clone())));
     }
+    if let Some(listener) = coaps {
+        tasks.push(tokio::spawn(listener.serve(
+            broker.clone(),
+            config.clone(),
+            controller.subscribe(),
+        )));
+    }
     drop(front);
     tracing::info!(
         http = %http_addr,
         coap = %coap_addr,
+        coaps = %coaps_addr.map(|a| a.to_string()).unwrap_or_else(|| "off (no PSK file)".to_string()),
         mqtt = %mqtt_addr,
         mqtt_ws = %mqtt_ws_addr.map(|a| a.to_string()).unwrap_or_else(|| format!("{http_addr}/mqtt")),
         store = %if config.store.memory { "memory".to_string() } else { config.store.db.display().to_string() },
@@ -180,6 +207,8 @@ pub async fn start(config: Config) -> Result<Gateway, Error> {
     Ok(Gateway {
         http_addr,
         coap_addr,
+        coaps_addr,
+        coaps_stats,
         mqtt_addr,
         mqtt_ws_addr,
         broker,

@@ -9,6 +9,7 @@
 //! answered once its publish returned). Observations subscribe one mailbox per
 //! endpoint/connection to each observed topic; what arrives in it becomes notifications.
 
+pub mod dtls;
 mod resource;
 mod tcp;
 
@@ -32,6 +33,8 @@ use crate::broker::Broker;
 use crate::config::{CoapNotify, Config};
 use crate::shutdown::Shutdown;
 
+pub use dtls::{DtlsListener, DtlsStats};
+pub(crate) use resource::Caller;
 pub use tcp::serve_tcp;
 
 /// Largest datagram read from the socket; bigger ones are truncated by the OS and then
@@ -237,8 +240,8 @@ impl Front {
         }
     }
 
-    /// Act on one event of the machine.
-    fn on_event<M: Machine>(&mut self, machine: &mut M, ev: Event) {
+    /// Act on one event of the machine; a request came from `caller`.
+    fn on_event<M: Machine>(&mut self, machine: &mut M, ev: Event, caller: &Caller) {
         match ev {
             Event::Request(req) => {
                 let now = Instant::now();
@@ -253,7 +256,7 @@ impl Front {
                             .subscribe(&filter, &self.mailbox, QoS::AtMostOnce, false);
                     }
                 }
-                match resource::route(&self.ctx, &req) {
+                match resource::route(&self.ctx, &req, caller) {
                     resource::Action::Answer { response, observe } => {
                         let observe = observe.map(|t| t.as_str().to_owned());
                         machine.respond(now, req.id, response, observe);
@@ -331,11 +334,13 @@ pub async fn serve(
     let mut endpoint = Endpoint::new(endpoint_config(&config));
     let mut front = Front::new(broker, &config);
     let mailbox = front.mailbox.clone();
+    // Plain CoAP authenticates nobody.
+    let anonymous = Caller::default();
     let mut buf = vec![0u8; MAX_DATAGRAM];
     loop {
         // Drain the endpoint: events first (they may produce transmits), then transmits.
         while let Some(ev) = endpoint.poll_event() {
-            front.on_event(&mut endpoint, ev);
+            front.on_event(&mut endpoint, ev, &anonymous);
         }
         while let Some((peer, bytes)) = endpoint.poll_transmit() {
             send(&socket, peer, &bytes).await;

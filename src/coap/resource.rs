@@ -48,6 +48,47 @@ pub(super) struct Context {
     pub max_age: u32,
 }
 
+/// Who sent a request, carried beside it into [`route`] so the per-request ACL (issue 5)
+/// can decide with it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Caller {
+    /// The authenticated user name: the PSK identity of the DTLS session for `coaps`
+    /// (RFC 7252 §9.1.3.1); `None` over plain CoAP (UDP or TCP), where nobody is
+    /// authenticated.
+    pub username: Option<Arc<str>>,
+}
+
+/// What a request does to its resource, as an ACL sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Access {
+    /// GET, with or without Observe.
+    Read,
+    /// PUT, POST and DELETE.
+    Write,
+}
+
+impl Access {
+    /// The access `method` needs.
+    pub(crate) fn of(method: Method) -> Access {
+        match method {
+            Method::Get => Access::Read,
+            Method::Put | Method::Post | Method::Delete => Access::Write,
+        }
+    }
+}
+
+/// Whether `caller` may have `access` to `topic`: the seam where the ACL of issue 5 plugs
+/// in (a refusal is answered as it is, e.g. 4.01/4.03 with a diagnostic payload, and an
+/// observation it refuses is never registered). Everything is allowed until then.
+fn authorize(
+    _ctx: &Context,
+    _caller: &Caller,
+    _access: Access,
+    _topic: &TopicName,
+) -> Result<(), Response> {
+    Ok(())
+}
+
 /// A write running on its own task.
 pub(super) type WriteFuture = Pin<Box<dyn Future<Output = Response> + Send>>;
 
@@ -140,8 +181,8 @@ pub(super) fn observed_topic(req: &Request) -> Option<TopicName> {
     }
 }
 
-/// Decide how to answer `req`.
-pub(super) fn route(ctx: &Context, req: &Request) -> Action {
+/// Decide how to answer `req`, sent by `caller`.
+pub(super) fn route(ctx: &Context, req: &Request, caller: &Caller) -> Action {
     if req.path == [".well-known", "core"] {
         return answer(discovery(ctx, req));
     }
@@ -162,6 +203,9 @@ pub(super) fn route(ctx: &Context, req: &Request) -> Action {
             ))
         }
     };
+    if let Err(refused) = authorize(ctx, caller, Access::of(req.method), &topic) {
+        return answer(refused);
+    }
     match req.method {
         Method::Get => get(ctx, req, topic),
         Method::Put | Method::Post => write(ctx, req, topic),
@@ -405,6 +449,14 @@ mod tests {
         let topic = TopicName::parse("a b/c,d;e/<f>").unwrap();
         assert_eq!(href_of(&topic), "/r/a%20b/c%2Cd%3Be/%3Cf%3E");
         assert_eq!(href_of(&TopicName::parse("/x").unwrap()), "/r//x");
+    }
+
+    #[test]
+    fn issue_5_reads_are_get_and_writes_are_put_post_delete() {
+        assert_eq!(Access::of(Method::Get), Access::Read);
+        assert_eq!(Access::of(Method::Put), Access::Write);
+        assert_eq!(Access::of(Method::Post), Access::Write);
+        assert_eq!(Access::of(Method::Delete), Access::Write);
     }
 
     #[test]

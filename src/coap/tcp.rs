@@ -11,7 +11,7 @@ use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
-use super::{endpoint_config, sleep_until, Front};
+use super::{endpoint_config, sleep_until, Caller, Front};
 use crate::broker::Broker;
 use crate::config::Config;
 use crate::shutdown::Shutdown;
@@ -80,9 +80,11 @@ async fn connection(
     let mailbox = front.mailbox.clone();
     let (mut rd, mut wr) = stream.into_split();
     let mut buf = vec![0u8; 16 * 1024];
+    // CoAP over plain TCP authenticates nobody.
+    let anonymous = Caller::default();
     loop {
         while let Some(ev) = conn.poll_event() {
-            front.on_event(&mut conn, ev);
+            front.on_event(&mut conn, ev, &anonymous);
         }
         if !flush(&mut conn, &mut wr).await || conn.is_closed() {
             break;
