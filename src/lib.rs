@@ -170,6 +170,7 @@ pub async fn start(config: Config) -> Result<Gateway, Error> {
         tokio::spawn(coap::serve(
             coap,
             broker.clone(),
+            auth.clone(),
             config.clone(),
             controller.subscribe(),
         )),
@@ -179,6 +180,7 @@ pub async fn start(config: Config) -> Result<Gateway, Error> {
         tasks.push(tokio::spawn(coap::serve_tcp(
             listener,
             broker.clone(),
+            auth.clone(),
             config.clone(),
             controller.subscribe(),
         )));
@@ -189,6 +191,7 @@ pub async fn start(config: Config) -> Result<Gateway, Error> {
     if let Some(listener) = coaps {
         tasks.push(tokio::spawn(listener.serve(
             broker.clone(),
+            auth.clone(),
             config.clone(),
             controller.subscribe(),
         )));

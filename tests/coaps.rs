@@ -642,3 +642,104 @@ async fn coaps_is_off_without_a_psk_file() {
     assert!(gw.coaps_stats.is_none());
     gw.shutdown().await;
 }
+
+// ---------------------------------------------------------------------------------------
+// The PSK identity is the username of the ACL (issue 5)
+// ---------------------------------------------------------------------------------------
+
+/// An ACL where alice owns `alice/#`, bob only reads `alice/shared`, anonymous nothing.
+const ACL: &str = "user alice\ntopic readwrite alice/#\nuser bob\ntopic read alice/shared\n";
+
+fn with_acl(c: &mut ponte::config::Config) {
+    let dir = Box::leak(Box::new(tempfile::tempdir().expect("temp dir")));
+    let file = dir.path().join("acl");
+    std::fs::write(&file, ACL).expect("write the ACL file");
+    c.auth.acl_file = Some(file);
+}
+
+fn code_of(p: &Packet) -> MessageClass {
+    p.header.code
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_5_psk_identity_is_the_acl_username_4_03_with_a_diagnostic() {
+    let gw = gateway_psk(with_acl).await;
+    let mut alice = DtlsClient::new(gw.coaps_addr.unwrap(), "alice", b"alice-secret").await;
+    alice.handshake().await.unwrap();
+    let put = alice
+        .request(RequestType::Put, "r/alice/shared", b"hi")
+        .await;
+    assert_eq!(code_of(&put), MessageClass::Response(ResponseType::Created));
+    let denied = alice.request(RequestType::Put, "r/bob/x", b"no").await;
+    assert_eq!(
+        code_of(&denied),
+        MessageClass::Response(ResponseType::Forbidden)
+    );
+    let why = String::from_utf8_lossy(&denied.payload);
+    assert!(
+        why.contains("alice") && why.contains("write") && why.contains("bob/x"),
+        "{why}"
+    );
+    assert_eq!(http_value(&gw, "bob/x").await, None, "nothing written");
+
+    let mut bob = DtlsClient::new(gw.coaps_addr.unwrap(), "bob", b"bob-secret").await;
+    bob.handshake().await.unwrap();
+    let read = bob.request(RequestType::Get, "r/alice/shared", b"").await;
+    assert_eq!(
+        code_of(&read),
+        MessageClass::Response(ResponseType::Content)
+    );
+    assert_eq!(read.payload, b"hi");
+    let write = bob
+        .request(RequestType::Put, "r/alice/shared", b"bob was here")
+        .await;
+    assert_eq!(
+        code_of(&write),
+        MessageClass::Response(ResponseType::Forbidden)
+    );
+    // Discovery lists only what the caller may read.
+    let core = bob.request(RequestType::Get, ".well-known/core", b"").await;
+    let links = String::from_utf8_lossy(&core.payload).into_owned();
+    assert!(links.contains("</r/alice/shared>"), "{links}");
+    let put2 = alice
+        .request(RequestType::Put, "r/alice/private", b"p")
+        .await;
+    assert_eq!(
+        code_of(&put2),
+        MessageClass::Response(ResponseType::Created)
+    );
+    let core = bob.request(RequestType::Get, ".well-known/core", b"").await;
+    let links = String::from_utf8_lossy(&core.payload).into_owned();
+    assert!(!links.contains("private"), "{links}");
+    assert_eq!(http_value(&gw, "alice/shared").await.as_deref(), Some("hi"));
+    gw.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_5_coap_client_openssl_sees_4_03_for_a_denied_write() {
+    if !have("coap-client-openssl") {
+        return;
+    }
+    let gw = gateway_psk(with_acl).await;
+    let denied = coap_client(
+        "openssl",
+        "alice",
+        ALICE_KEY,
+        &["-m", "put", "-e", "nope"],
+        &coaps_uri(&gw, "r/elsewhere"),
+    )
+    .await;
+    assert!(denied.all.contains("4.03"), "{}", denied.all);
+    assert_eq!(http_value(&gw, "elsewhere").await, None);
+    let ok = coap_client(
+        "openssl",
+        "alice",
+        ALICE_KEY,
+        &["-m", "put", "-e", "yes"],
+        &coaps_uri(&gw, "r/alice/cli"),
+    )
+    .await;
+    assert!(!ok.all.contains("4."), "{}", ok.all);
+    assert_eq!(http_value(&gw, "alice/cli").await.as_deref(), Some("yes"));
+    gw.shutdown().await;
+}

@@ -165,12 +165,19 @@ impl DtlsListener {
     }
 
     /// Receive datagrams and hand them to their sessions until shutdown.
-    pub async fn serve(self, broker: Arc<Broker>, config: Arc<Config>, mut shutdown: Shutdown) {
+    pub async fn serve(
+        self,
+        broker: Arc<Broker>,
+        auth: Arc<Auth>,
+        config: Arc<Config>,
+        mut shutdown: Shutdown,
+    ) {
         let shared = Arc::new(Shared {
             socket: self.socket,
             dtls: self.dtls,
             stats: self.stats,
             broker,
+            auth,
             idle_timeout: Duration::from_secs(config.coap.dtls_idle_timeout_secs.max(1)),
             config,
         });
@@ -244,6 +251,8 @@ struct Shared {
     stats: Arc<DtlsStats>,
     /// The broker core.
     broker: Arc<Broker>,
+    /// Who may read and write what (the session's PSK identity is the username).
+    auth: Arc<Auth>,
     /// The whole configuration (the `[coap]` section drives each session's endpoint).
     config: Arc<Config>,
     /// `[coap] dtls_idle_timeout_secs`.
@@ -404,7 +413,7 @@ async fn session(
 ) {
     let config = &shared.config;
     let mut endpoint = Endpoint::new(endpoint_config(config));
-    let mut front = Front::new(shared.broker.clone(), config);
+    let mut front = Front::new(shared.broker.clone(), shared.auth.clone(), config);
     let mailbox = front.mailbox.clone();
     let mut s = Session {
         peer,

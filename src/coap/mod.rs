@@ -26,6 +26,7 @@ use futures_util::FutureExt;
 use ponte_coap::{Endpoint, Event, NotifyPolicy, RequestId, Response, TcpConnection};
 use tokio::net::{TcpListener, UdpSocket};
 
+use crate::auth::Auth;
 use crate::broker::mailbox::{Mailbox, OverflowPolicy};
 use crate::broker::message::QoS;
 use crate::broker::topic::{TopicFilter, TopicName};
@@ -206,10 +207,11 @@ pub(crate) struct Front {
 
 impl Front {
     /// A front for one machine.
-    fn new(broker: Arc<Broker>, config: &Config) -> Front {
+    fn new(broker: Arc<Broker>, auth: Arc<Auth>, config: &Config) -> Front {
         Front {
             ctx: resource::Context {
                 broker,
+                auth,
                 max_age: config.coap.max_age,
             },
             mailbox: Mailbox::new(config.coap.notify_queue, OverflowPolicy::DropOldest),
@@ -328,11 +330,12 @@ impl Front {
 pub async fn serve(
     socket: UdpSocket,
     broker: Arc<Broker>,
+    auth: Arc<Auth>,
     config: Arc<Config>,
     mut shutdown: Shutdown,
 ) {
     let mut endpoint = Endpoint::new(endpoint_config(&config));
-    let mut front = Front::new(broker, &config);
+    let mut front = Front::new(broker, auth, &config);
     let mailbox = front.mailbox.clone();
     // Plain CoAP authenticates nobody.
     let anonymous = Caller::default();

@@ -10,6 +10,7 @@ use bytes::Bytes;
 use ponte_coap::content_format;
 use ponte_coap::{Method, Request, Response, ResponseType};
 
+use crate::auth::{Auth, Identity};
 use crate::broker::message::{Message, Origin, RetainedValue};
 use crate::broker::retained::{Precondition, TagSet, WriteOutcome};
 use crate::broker::topic::TopicName;
@@ -44,6 +45,8 @@ const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
 pub(super) struct Context {
     /// The broker core.
     pub broker: Arc<Broker>,
+    /// Who may read and write what (issue 5's ACL, shared with HTTP and MQTT).
+    pub auth: Arc<Auth>,
     /// Max-Age to send with values.
     pub max_age: u32,
 }
@@ -77,16 +80,56 @@ impl Access {
     }
 }
 
-/// Whether `caller` may have `access` to `topic`: the seam where the ACL of issue 5 plugs
-/// in (a refusal is answered as it is, e.g. 4.01/4.03 with a diagnostic payload, and an
-/// observation it refuses is never registered). Everything is allowed until then.
+impl From<Access> for crate::auth::Access {
+    fn from(a: Access) -> Self {
+        match a {
+            Access::Read => crate::auth::Access::Read,
+            Access::Write => crate::auth::Access::Write,
+        }
+    }
+}
+
+/// The identity of `caller`, or 4.01 Unauthorized when it has none and anonymous access is
+/// off (plain CoAP has no credentials: use `coaps` with a PSK).
+fn identify(ctx: &Context, caller: &Caller) -> Result<Identity, Response> {
+    match &caller.username {
+        Some(u) => Ok(Identity::user(u.clone())),
+        None if ctx.auth.anonymous_allowed() => Ok(Identity::anonymous()),
+        None => Err(diag(
+            ResponseType::Unauthorized,
+            "anonymous access is disabled: use coaps with a PSK identity",
+        )),
+    }
+}
+
+/// Whether `caller` may have `access` to `topic`: 4.01 Unauthorized without an identity
+/// when anonymous access is off, 4.03 Forbidden when the ACL does not grant it, each with a
+/// diagnostic payload (RFC 7252 §5.5.2). An observation it refuses is never registered.
 fn authorize(
-    _ctx: &Context,
-    _caller: &Caller,
-    _access: Access,
-    _topic: &TopicName,
+    ctx: &Context,
+    caller: &Caller,
+    access: Access,
+    topic: &TopicName,
 ) -> Result<(), Response> {
-    Ok(())
+    let who = identify(ctx, caller)?;
+    if ctx.auth.allows(&who, access.into(), topic.as_str()) {
+        return Ok(());
+    }
+    tracing::debug!(user = ?who.username, topic = %topic, ?access, "CoAP request denied by the ACL");
+    let verb = match access {
+        Access::Read => "read",
+        Access::Write => "write",
+    };
+    Err(diag(
+        ResponseType::Forbidden,
+        format!(
+            "{} may not {verb} {topic}",
+            who.username
+                .as_deref()
+                .map(|u| format!("user {u:?}"))
+                .unwrap_or_else(|| "an anonymous client".into())
+        ),
+    ))
 }
 
 /// A write running on its own task.
@@ -184,7 +227,10 @@ pub(super) fn observed_topic(req: &Request) -> Option<TopicName> {
 /// Decide how to answer `req`, sent by `caller`.
 pub(super) fn route(ctx: &Context, req: &Request, caller: &Caller) -> Action {
     if req.path == [".well-known", "core"] {
-        return answer(discovery(ctx, req));
+        return answer(match identify(ctx, caller) {
+            Ok(who) => discovery(ctx, req, &who),
+            Err(refused) => refused,
+        });
     }
     let topic = match req.path.split_first() {
         Some((first, rest)) if first == "r" && !rest.is_empty() => {
@@ -215,7 +261,8 @@ pub(super) fn route(ctx: &Context, req: &Request, caller: &Caller) -> Action {
 
 /// `/.well-known/core` (RFC 6690 §4): one link per stored thing, Content-Format 40. The
 /// endpoint fragments it with Block2 when it is larger than a block.
-fn discovery(ctx: &Context, req: &Request) -> Response {
+/// Only things `who` may read are listed.
+fn discovery(ctx: &Context, req: &Request, who: &Identity) -> Response {
     if req.method != Method::Get {
         return diag(
             ResponseType::MethodNotAllowed,
@@ -229,6 +276,9 @@ fn discovery(ctx: &Context, req: &Request) -> Response {
         );
     }
     let mut things = ctx.broker.retained_topics();
+    if ctx.auth.filters_reads(who) {
+        things.retain(|(t, _)| ctx.auth.allows(who, crate::auth::Access::Read, t.as_str()));
+    }
     things.sort_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
     let links: Vec<String> = things
         .iter()
