@@ -1,4 +1,5 @@
-//! The `ponte` binary: parse flags, set up logging, run until SIGINT/SIGTERM.
+//! The `ponte` binary: parse flags, set up logging, run until SIGINT/SIGTERM; SIGHUP
+//! reloads the files (TLS certificates).
 
 use std::process::ExitCode;
 
@@ -30,22 +31,34 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         // Register for the signals before anything listens: a SIGTERM that arrives as soon as
-        // the ports are open must stop the gateway gracefully, not kill it.
-        let stop = Stop::register().map_err(|e| format!("cannot install signal handlers: {e}"))?;
-        ponte::run(config, stop.wait())
+        // the ports are open must stop the gateway gracefully, not kill it (nor a SIGHUP).
+        let stop = Stop::register().map_err(|e| {
+            (
+                ExitCode::FAILURE,
+                format!("cannot install signal handlers: {e}"),
+            )
+        })?;
+        ponte::run_with_reload(config, |reloader| stop.wait(reloader))
             .await
-            .map_err(|e| e.to_string())
+            .map_err(|e| {
+                // Unusable TLS files are a configuration error, like a bad config file.
+                let code = match e {
+                    ponte::Error::Tls(_) => ExitCode::from(2),
+                    _ => ExitCode::FAILURE,
+                };
+                (code, e.to_string())
+            })
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
+        Err((code, e)) => {
             eprintln!("ponte: {e}");
-            ExitCode::FAILURE
+            code
         }
     }
 }
 
-/// SIGINT and SIGTERM, registered up front.
+/// SIGINT and SIGTERM (stop) and SIGHUP (reload), registered up front.
 struct Stop {
     /// SIGINT (Ctrl-C).
     #[cfg(unix)]
@@ -53,6 +66,9 @@ struct Stop {
     /// SIGTERM (service managers, `kill`).
     #[cfg(unix)]
     terminate: tokio::signal::unix::Signal,
+    /// SIGHUP: re-read the TLS files (and whatever else registers a reload hook).
+    #[cfg(unix)]
+    hangup: tokio::signal::unix::Signal,
 }
 
 impl Stop {
@@ -64,6 +80,7 @@ impl Stop {
             Ok(Stop {
                 interrupt: signal(SignalKind::interrupt())?,
                 terminate: signal(SignalKind::terminate())?,
+                hangup: signal(SignalKind::hangup())?,
             })
         }
         #[cfg(not(unix))]
@@ -72,17 +89,25 @@ impl Stop {
         }
     }
 
-    /// Completes on the first of them.
-    async fn wait(mut self) {
+    /// Completes on the first SIGINT or SIGTERM; every SIGHUP before it reloads. A failed
+    /// reload is logged by the reloader and the gateway keeps its old files.
+    async fn wait(mut self, reloader: ponte::reload::Reloader) {
         #[cfg(unix)]
         {
-            tokio::select! {
-                _ = self.interrupt.recv() => {}
-                _ = self.terminate.recv() => {}
+            loop {
+                tokio::select! {
+                    _ = self.interrupt.recv() => break,
+                    _ = self.terminate.recv() => break,
+                    _ = self.hangup.recv() => {
+                        tracing::info!("SIGHUP: reloading");
+                        let _ = reloader.reload();
+                    }
+                }
             }
         }
         #[cfg(not(unix))]
         {
+            let _ = reloader;
             let _ = tokio::signal::ctrl_c().await;
         }
         tracing::info!("shutting down");
