@@ -558,6 +558,68 @@ async fn use_identity_as_username_makes_the_cert_cn_the_username_and_refuses_cli
     gw.shutdown().await;
 }
 
+#[tokio::test]
+async fn https_requests_carry_the_verified_client_cn_as_tls_identity() {
+    use axum::Extension;
+    use ponte::tls::{TlsIdentity, TlsPeer};
+    let pki = Pki::new();
+    let mut c = ponte::config::Config::ephemeral();
+    pki.configure(&mut c);
+    let tls = ponte::tls::Tls::load(&c.tls).unwrap().unwrap();
+    // A handler the way the lead's HTTP auth will read it.
+    async fn who(id: Option<Extension<TlsIdentity>>, peer: Extension<TlsPeer>) -> String {
+        format!(
+            "{} {}",
+            id.map(|i| i.0 .0).unwrap_or_else(|| "-".into()),
+            peer.0.identity.is_some()
+        )
+    }
+    let router = axum::Router::new().route("/who", axum::routing::get(who));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let controller = ponte::shutdown::ShutdownController::new();
+    let server = tokio::spawn(ponte::tls::serve_http(
+        listener,
+        router,
+        tls,
+        controller.subscribe(),
+        "test",
+    ));
+    let ca = reqwest::Certificate::from_pem(&pki.read("ca.pem")).unwrap();
+    let mut identity = pki.read("client.pem");
+    identity.extend(pki.read("client.key"));
+    let with_cert = reqwest::Client::builder()
+        .add_root_certificate(ca.clone())
+        .identity(reqwest::Identity::from_pem(&identity).unwrap())
+        .build()
+        .unwrap();
+    let without = reqwest::Client::builder()
+        .add_root_certificate(ca)
+        .build()
+        .unwrap();
+    let url = format!("https://127.0.0.1:{}/who", addr.port());
+    let body = with_cert
+        .get(&url)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(body, "alice true");
+    let body = without
+        .get(&url)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(body, "- false");
+    within(WAIT, "shutdown", controller.shutdown()).await;
+    server.await.unwrap();
+}
+
 // ---------------------------------------------------------------------------------------
 // Reload
 // ---------------------------------------------------------------------------------------
