@@ -149,14 +149,19 @@ impl Tls {
     pub fn load(config: &TlsConfig) -> Result<Option<Arc<Tls>>, TlsError> {
         match (&config.cert_file, &config.key_file) {
             (None, None) => {
-                if config.use_identity_as_username || config.require_client_cert {
-                    return Err(TlsError::NotConfigured {
-                        key: if config.use_identity_as_username {
-                            "tls.use_identity_as_username"
-                        } else {
-                            "tls.require_client_cert"
-                        },
-                    });
+                // Options that only mean something with TLS: set without it, they are a
+                // mistake the operator should hear about, not a silent no-op.
+                for (set, key) in [
+                    (
+                        config.use_identity_as_username,
+                        "tls.use_identity_as_username",
+                    ),
+                    (config.require_client_cert, "tls.require_client_cert"),
+                    (config.client_ca_file.is_some(), "tls.client_ca_file"),
+                ] {
+                    if set {
+                        return Err(TlsError::NotConfigured { key });
+                    }
                 }
                 return Ok(None);
             }

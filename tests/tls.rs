@@ -815,6 +815,12 @@ async fn bad_certificate_or_key_files_are_start_errors_naming_the_file() {
     })
     .await);
     assert!(e.contains("http.tls_port"), "{e}");
+    let e = err(start(&|c| {
+        c.tls.cert_file = None;
+        c.tls.key_file = None;
+    })
+    .await);
+    assert!(e.contains("tls.client_ca_file"), "{e}");
 }
 
 // ---------------------------------------------------------------------------------------
