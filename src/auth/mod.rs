@@ -361,6 +361,16 @@ impl Auth {
     }
 }
 
+impl crate::reload::Reload for Auth {
+    fn name(&self) -> &'static str {
+        "auth files (password, ACL, PSK, JWT key)"
+    }
+
+    fn reload(&self) -> Result<(), String> {
+        Auth::reload(self).map_err(|e| e.to_string())
+    }
+}
+
 /// Parse every configured file into a policy.
 fn load(config: &AuthConfig) -> Result<Policy, AuthError> {
     let passwords = config

@@ -32,6 +32,7 @@ use crate::broker::retained::Precondition;
 use crate::broker::topic::{TopicFilter, TopicName};
 use crate::broker::trie::SubOptions;
 use crate::shutdown::Shutdown;
+use crate::tls::TlsPeer;
 
 /// Stop pulling from the mailbox while this many bytes wait to be written: a slow reader
 /// backs up into its own mailbox (bounded, with its overflow policy), not into memory here.
@@ -74,14 +75,21 @@ struct Driver {
     will_properties: Properties,
     /// Session Expiry Interval from CONNECT (or DISCONNECT), bounding the Will Delay.
     session_expiry: u32,
+    /// `Some` on TLS connections (MQTT over TLS, WSS): what the handshake established,
+    /// the verified client certificate's CN included.
+    tls: Option<TlsPeer>,
+    /// The username this connection acts as, once CONNECT is accepted: CONNECT's, or the
+    /// certificate's CN under `tls.use_identity_as_username`.
+    username: Option<String>,
 }
 
-/// Serve one connection until it closes: a TCP socket's halves, or a WebSocket bridged into
-/// a byte stream.
+/// Serve one connection until it closes: a TCP socket's halves, a TLS stream's, or a
+/// WebSocket bridged into a byte stream. `tls` is `Some` on TLS connections.
 pub(crate) async fn run<R, W>(
     mut reader: R,
     mut writer: W,
     peer: SocketAddr,
+    tls: Option<TlsPeer>,
     shared: Arc<Shared>,
     mut shutdown: Shutdown,
 ) where
@@ -111,6 +119,8 @@ pub(crate) async fn run<R, W>(
         v5: false,
         will_properties: Properties::default(),
         session_expiry: 0,
+        tls,
+        username: None,
     };
     // Buffers start empty and grow with the traffic, so an idle connection costs no buffer
     // memory (issue 6: 50k idle connections); see `ReadSize`.
@@ -388,7 +398,22 @@ impl Driver {
     }
 
     async fn on_connect(&mut self, c5: Connect5) {
-        let c = c5.connect;
+        let mut c = c5.connect;
+        if let Some(tls) = &self.tls {
+            if self.shared.use_identity_as_username {
+                // mosquitto's use_identity_as_username: the certificate's CN is the username,
+                // whatever CONNECT says; no verified certificate, no connection.
+                match &tls.identity {
+                    Some(cn) => c.username = Some(cn.clone()),
+                    None => {
+                        tracing::info!(peer = %self.peer, client_id = %c.client_id, "MQTT client refused: tls.use_identity_as_username is on and it presented no verified certificate with a CN");
+                        self.conn.reject_v5(reason::NOT_AUTHORIZED);
+                        return;
+                    }
+                }
+            }
+        }
+        self.username = c.username.clone();
         self.v5 = c.protocol == ponte_mqtt::ProtocolVersion::V5;
         self.will_properties = c5.will_properties;
         self.session_expiry = c5.properties.session_expiry_interval.unwrap_or(0);
@@ -432,6 +457,12 @@ impl Driver {
             }
         }
         *opened.session.kick.lock() = Some(self.kick.clone());
+        *opened.session.connection.lock() = Some(super::ClientInfo {
+            client_id: client_id.clone(),
+            username: self.username.clone(),
+            tls_identity: self.tls.as_ref().and_then(|t| t.identity.clone()),
+            peer: self.peer,
+        });
         let resume = opened.session.saved.lock().take();
         opened.session.mailbox.reset_overflow();
         opened.session.mailbox.set_online(true);
@@ -516,6 +547,7 @@ impl Driver {
             self.publish_will(w);
         }
         if let Some(session) = self.session.take() {
+            *session.connection.lock() = None;
             if session.persistent && session.expiry.load(Ordering::Relaxed) > 0 {
                 // Messages taken from the mailbox but not acknowledged go back into the
                 // session, to be resent with DUP=1 (MQTT-4.4.0-1).

@@ -75,6 +75,9 @@ pub struct Session {
     /// connection installs its own, so a ring meant for an old connection can never be
     /// left behind for the next one.
     pub kick: Mutex<Option<Arc<Notify>>>,
+    /// Who is connected to it right now (client id, username, TLS identity, address), for
+    /// [`Registry::connected`]; `None` while the client is away.
+    pub connection: Mutex<Option<super::ClientInfo>>,
 }
 
 impl Session {
@@ -91,6 +94,7 @@ impl Session {
             inflight_seqs: Mutex::new(HashMap::new()),
             owner: Arc::new(tokio::sync::Mutex::new(())),
             kick: Mutex::new(None),
+            connection: Mutex::new(None),
         })
     }
 
@@ -241,6 +245,15 @@ impl Registry {
     /// Number of sessions (connected or away).
     pub fn len(&self) -> usize {
         self.sessions.lock().len()
+    }
+
+    /// The clients connected right now.
+    pub fn connected(&self) -> Vec<super::ClientInfo> {
+        self.sessions
+            .lock()
+            .values()
+            .filter_map(|s| s.connection.lock().clone())
+            .collect()
     }
 
     /// Whether there are no sessions.
