@@ -524,9 +524,10 @@ impl Connection {
     ///   String and User Properties (MQTT-3.1.2-29);
     /// - a packet above the client's Maximum Packet Size loses its Reason String, then its
     ///   User Properties (MQTT-3.1.2-24; MQTT-3.2.2-19/20, 3.4.2-2/3, 3.5.2-2/3, 3.6.2-2/3,
-    ///   3.7.2-2/3, 3.9.2-1/2, 3.11.2-1/2, 3.14.2-3/4). A packet still too large without
-    ///   them (only possible below a few dozen bytes) is sent anyway: it is a required
-    ///   answer, and a client announcing such a size cannot be served at all.
+    ///   3.7.2-2/3, 3.9.2-1/2, 3.11.2-1/2, 3.14.2-3/4), and a CONNACK then its Response
+    ///   Information. A packet still too large without them (only possible below a few
+    ///   dozen bytes, or with a huge client id) is sent anyway: it is a required answer,
+    ///   and a client announcing such a size cannot be served at all.
     fn send_v5(&mut self, mut packet: Packet5) {
         let no_problem_information = self.v5.no_problem_information;
         if let Some((props, failure, always_allowed)) = problem_fields(&mut packet) {
@@ -547,19 +548,28 @@ impl Connection {
             return;
         };
         let max = max as usize;
-        for step in 0..2 {
+        for step in 0..3 {
             if self.tx.len() - start <= max {
                 return;
             }
-            let Some((props, _, _)) = problem_fields(&mut packet) else {
-                return;
-            };
-            let changed = if step == 0 {
-                props.reason_string.take().is_some()
-            } else {
-                let had = !props.user_properties.is_empty();
-                props.user_properties.clear();
-                had
+            let changed = match (&mut packet, step) {
+                // Response Information is optional too; it goes last (3.2.2.3.15).
+                (Packet5::ConnAck { properties, .. }, 2) => {
+                    properties.response_information.take().is_some()
+                }
+                (_, 2) => false,
+                (p, _) => {
+                    let Some((props, _, _)) = problem_fields(p) else {
+                        return;
+                    };
+                    if step == 0 {
+                        props.reason_string.take().is_some()
+                    } else {
+                        let had = !props.user_properties.is_empty();
+                        props.user_properties.clear();
+                        had
+                    }
+                }
             };
             if changed {
                 self.tx.truncate(start);
@@ -733,8 +743,11 @@ impl Connection {
     /// MQTT 5: the response-topic basis to send as CONNACK Response Information
     /// (3.2.2.3.15) if the client sets Request Response Information 1; call before
     /// `accept_with`. Without the request nothing is sent (MQTT-3.1.2-28).
+    /// Ignored when longer than a UTF-8 string field can be (65535 bytes).
     pub fn offer_response_information(&mut self, info: String) {
-        self.v5.response_information = Some(info);
+        if info.len() <= usize::from(u16::MAX) {
+            self.v5.response_information = Some(info);
+        }
     }
 
     fn refuse_v5(&mut self, reason_code: u8, reason_string: Option<String>) {

@@ -417,6 +417,24 @@ fn mqtt5_3_1_2_28_response_information_only_when_requested() {
     assert_eq!(p.response_information, None, "MQTT-3.1.2-28");
 }
 
+#[test]
+fn mqtt5_3_2_2_3_15_response_information_dropped_rather_than_exceed_maximum_packet_size() {
+    let asked_small = Properties {
+        request_response_information: Some(1),
+        maximum_packet_size: Some(40),
+        ..Properties::default()
+    };
+    let long = format!("ponte/response/{}/", "x".repeat(60));
+    let (_, p) = accepted(Config::default(), asked_small.clone(), |c| {
+        c.offer_response_information(long)
+    });
+    assert_eq!(p.response_information, None, "MQTT-3.1.2-24");
+    let (_, p) = accepted(Config::default(), asked_small, |c| {
+        c.offer_response_information("r/".into())
+    });
+    assert_eq!(p.response_information.as_deref(), Some("r/"), "it fits");
+}
+
 fn outgoing(topic: &str) -> Outgoing {
     Outgoing {
         topic: topic.into(),
