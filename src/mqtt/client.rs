@@ -34,6 +34,27 @@ use crate::broker::trie::SubOptions;
 use crate::shutdown::Shutdown;
 use crate::tls::TlsPeer;
 
+/// Start of the response-topic basis a v5 client gets as CONNACK Response Information when
+/// it sets Request Response Information (3.1.2.11.6, 3.2.2.3.15): the basis is this prefix,
+/// the client id (bytes other than `A-Z a-z 0-9 - . _` percent-encoded, so it stays one
+/// topic level without wildcards) and `/`, e.g. `ponte/response/sensor-1/`.
+pub const RESPONSE_TOPIC_PREFIX: &str = "ponte/response/";
+
+/// The Response Information for `client_id` (see [`RESPONSE_TOPIC_PREFIX`]).
+pub fn response_information(client_id: &str) -> String {
+    let mut out = String::with_capacity(RESPONSE_TOPIC_PREFIX.len() + client_id.len() + 1);
+    out.push_str(RESPONSE_TOPIC_PREFIX);
+    for b in client_id.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out.push('/');
+    out
+}
+
 /// Stop pulling from the mailbox while this many bytes wait to be written: a slow reader
 /// backs up into its own mailbox (bounded, with its overflow policy), not into memory here.
 const WRITE_HIGH_WATER: usize = 256 * 1024;
@@ -81,6 +102,9 @@ struct Driver {
     /// The username this connection acts as, once CONNECT is accepted: CONNECT's, or the
     /// certificate's CN under `tls.use_identity_as_username`.
     username: Option<String>,
+    /// Messages the machine has discarded as larger than the client's Maximum Packet Size,
+    /// as already added to `Metrics::too_large` (the machine's own count only grows).
+    too_large_counted: u64,
 }
 
 /// Serve one connection until it closes: a TCP socket's halves, a TLS stream's, or a
@@ -121,6 +145,7 @@ pub(crate) async fn run<R, W>(
         session_expiry: 0,
         tls,
         username: None,
+        too_large_counted: 0,
     };
     // Buffers start empty and grow with the traffic, so an idle connection costs no buffer
     // memory (issue 6: 50k idle connections); see `ReadSize`.
@@ -176,7 +201,13 @@ pub(crate) async fn run<R, W>(
                 if wbuf.len() < WRITE_HIGH_WATER => {
                 if mailbox.as_ref().is_some_and(|m| m.overflowed()) {
                     tracing::warn!(peer = %d.peer, "MQTT client's queue overflowed; disconnecting it (overflow = disconnect)");
-                    d.conn.close(CloseReason::Server(reason::QUOTA_EXCEEDED));
+                    d.conn.close(CloseReason::ServerWithReason {
+                        reason_code: reason::QUOTA_EXCEEDED,
+                        reason_string: format!(
+                            "more than {} messages queued for this client (overflow = disconnect)",
+                            d.shared.config.mqtt.max_queued
+                        ),
+                    });
                 }
             }
             _ = kick.notified() => {
@@ -281,24 +312,28 @@ impl Driver {
             }
             Event::Unsubscribe { pkid, filters } => {
                 let mut codes = Vec::with_capacity(filters.len());
+                let mut refused = Refusals::default();
                 if let Some(session) = &self.session {
                     for filter in filters {
-                        let existed = match TopicFilter::parse(&filter) {
+                        codes.push(match TopicFilter::parse(&filter) {
                             Ok(f) => {
                                 session.subscriptions.lock().remove(&f);
-                                self.shared.broker.unsubscribe(&f, session.mailbox.id())
+                                if self.shared.broker.unsubscribe(&f, session.mailbox.id()) {
+                                    reason::SUCCESS
+                                } else {
+                                    reason::NO_SUBSCRIPTION_EXISTED
+                                }
                             }
-                            Err(_) => false,
-                        };
-                        codes.push(if existed {
-                            reason::SUCCESS
-                        } else {
-                            reason::NO_SUBSCRIPTION_EXISTED
+                            Err(e) => {
+                                refused.add(&filter, &e.to_string());
+                                reason::TOPIC_FILTER_INVALID
+                            }
                         });
                     }
                     session.persist(&self.shared.broker);
                 }
-                self.conn.unsuback_reasons(pkid, codes);
+                self.conn
+                    .unsuback_reasons_because(pkid, codes, refused.into_reason());
             }
             Event::InflightFreed => {
                 // Exchanges finished: their durable queue entries can go (nobody waits).
@@ -325,10 +360,15 @@ impl Driver {
             return;
         };
         let mut codes = Vec::with_capacity(filters.len());
+        let mut refused = Refusals::default();
         let limits = &self.shared.config.mqtt;
         for (filter, o) in filters {
             if levels(&filter) > limits.max_topic_levels {
                 self.limit_hit("max_topic_levels", &filter);
+                refused.add(
+                    &filter,
+                    &format!("more than {} levels", limits.max_topic_levels),
+                );
                 codes.push(reason::TOPIC_FILTER_INVALID);
                 continue;
             }
@@ -346,7 +386,12 @@ impl Driver {
                 Ok(f) => {
                     if shared && o.no_local && self.v5 {
                         // MQTT-3.8.3-4: No Local on a shared subscription is a protocol error.
-                        self.conn.close(CloseReason::Server(reason::PROTOCOL_ERROR));
+                        self.conn.close(CloseReason::ServerWithReason {
+                            reason_code: reason::PROTOCOL_ERROR,
+                            reason_string: format!(
+                                "MQTT-3.8.3-4: No Local set on shared subscription {filter:?}"
+                            ),
+                        });
                         return;
                     }
                     let qos = to_core(o.qos);
@@ -361,6 +406,13 @@ impl Driver {
                         if subs.len() >= limits.max_subscriptions && !subs.contains_key(&f) {
                             drop(subs);
                             self.limit_hit("max_subscriptions", &filter);
+                            refused.add(
+                                &filter,
+                                &format!(
+                                    "more than {} subscriptions (max_subscriptions)",
+                                    limits.max_subscriptions
+                                ),
+                            );
                             codes.push(reason::QUOTA_EXCEEDED);
                             continue;
                         }
@@ -377,12 +429,14 @@ impl Driver {
                 }
                 Err(e) => {
                     tracing::debug!(peer = %self.peer, %filter, error = %e, "SUBSCRIBE filter refused");
+                    refused.add(&filter, &e);
                     codes.push(reason::TOPIC_FILTER_INVALID);
                 }
             }
         }
         session.persist(&self.shared.broker);
-        self.conn.suback_reasons(pkid, codes);
+        self.conn
+            .suback_reasons_because(pkid, codes, refused.into_reason());
     }
 
     /// A request refused by a configured limit: counted and logged, never silent.
@@ -468,6 +522,9 @@ impl Driver {
         opened.session.mailbox.set_online(true);
         tracing::debug!(peer = %self.peer, client_id, clean = c.clean_session, present = opened.present, v5 = self.v5, "MQTT client connected");
         let assigned = (assigned && self.v5).then(|| client_id.clone());
+        // Sent only if the client asked (the machine checks, MQTT-3.1.2-28).
+        self.conn
+            .offer_response_information(response_information(&client_id));
         self.conn
             .accept_with(Instant::now(), opened.present, resume, assigned);
         self.session = Some(opened.session);
@@ -479,15 +536,23 @@ impl Driver {
             Ok(t) => t,
             Err(e) => {
                 tracing::debug!(peer = %self.peer, error = %e, "PUBLISH topic refused");
-                self.conn
-                    .close(CloseReason::Server(reason::TOPIC_NAME_INVALID));
+                self.conn.close(CloseReason::ServerWithReason {
+                    reason_code: reason::TOPIC_NAME_INVALID,
+                    reason_string: format!("PUBLISH topic {:?}: {e}", p.topic),
+                });
                 return;
             }
         };
-        if levels(&p.topic) > self.shared.config.mqtt.max_topic_levels {
+        let max_levels = self.shared.config.mqtt.max_topic_levels;
+        if levels(&p.topic) > max_levels {
             self.limit_hit("max_topic_levels", &p.topic);
-            self.conn
-                .close(CloseReason::Server(reason::TOPIC_NAME_INVALID));
+            self.conn.close(CloseReason::ServerWithReason {
+                reason_code: reason::TOPIC_NAME_INVALID,
+                reason_string: format!(
+                    "PUBLISH topic has {} levels, more than the {max_levels} allowed",
+                    levels(&p.topic)
+                ),
+            });
             return;
         }
         let qos = to_core(p.qos);
@@ -511,20 +576,31 @@ impl Driver {
             .publish(message, Precondition::none())
             .await
         {
-            Ok(_) => {
+            Ok(outcome) => {
                 if qos != QoS::AtMostOnce {
-                    self.conn.publish_done(p.pkid);
+                    // v5: 0x10 when nobody here matched; still a success, and a retained
+                    // message was stored all the same (3.4.2.1).
+                    let code = if outcome.matched == 0 {
+                        reason::NO_MATCHING_SUBSCRIBERS
+                    } else {
+                        reason::SUCCESS
+                    };
+                    self.conn.publish_done_with(p.pkid, code);
                 }
             }
             Err(e) => {
                 // Not stored: do not acknowledge positively. v5 answers 0x80; 3.1.1 has no
                 // negative PUBACK, so the machine closes and the client resends on reconnect.
                 tracing::error!(peer = %self.peer, error = %e, "PUBLISH could not be stored");
+                let why = format!("the message could not be stored: {e}");
                 if qos == QoS::AtMostOnce {
-                    self.conn
-                        .close(CloseReason::Server(reason::UNSPECIFIED_ERROR));
+                    self.conn.close(CloseReason::ServerWithReason {
+                        reason_code: reason::UNSPECIFIED_ERROR,
+                        reason_string: why,
+                    });
                 } else {
-                    self.conn.publish_failed(p.pkid, reason::UNSPECIFIED_ERROR);
+                    self.conn
+                        .publish_failed_because(p.pkid, reason::UNSPECIFIED_ERROR, Some(why));
                 }
             }
         }
@@ -610,6 +686,7 @@ impl Driver {
 
     /// Move deliveries from the mailbox into the machine while there is room.
     fn pump(&mut self, wbuf: &mut BytesMut) {
+        self.count_too_large();
         let Some(session) = &self.session else {
             return;
         };
@@ -653,6 +730,43 @@ impl Driver {
             }
             self.conn.poll_transmit(wbuf);
         }
+        self.count_too_large();
+    }
+
+    /// Adds the messages the machine discarded since the last call as larger than the
+    /// client's Maximum Packet Size (MQTT-3.1.2-25) to `Metrics::too_large`.
+    fn count_too_large(&mut self) {
+        let (too_large, _) = self.conn.dropped();
+        if too_large > self.too_large_counted {
+            let n = too_large - self.too_large_counted;
+            self.too_large_counted = too_large;
+            self.shared
+                .broker
+                .metrics
+                .too_large
+                .fetch_add(n, Ordering::Relaxed);
+            tracing::debug!(peer = %self.peer, discarded = n, "message(s) larger than the client's Maximum Packet Size not sent (MQTT-3.1.2-25)");
+        }
+    }
+}
+
+/// The refused filters of one SUBSCRIBE or UNSUBSCRIBE, as one v5 Reason String.
+#[derive(Debug, Default)]
+struct Refusals {
+    /// `filter "x": why` entries, `; `-separated (the machine caps the length).
+    text: String,
+}
+
+impl Refusals {
+    fn add(&mut self, filter: &str, why: &str) {
+        if !self.text.is_empty() {
+            self.text.push_str("; ");
+        }
+        self.text.push_str(&format!("filter {filter:?}: {why}"));
+    }
+
+    fn into_reason(self) -> Option<String> {
+        (!self.text.is_empty()).then_some(self.text)
     }
 }
 

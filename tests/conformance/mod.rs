@@ -470,7 +470,11 @@ impl V5 {
             QoS::AtMostOnce => {}
             QoS::AtLeastOnce => {
                 let p = self.recv().await;
-                assert_eq!(ack(&p), Some((1, 0)), "PUBACK success: {p:?}");
+                // 0x00 Success, or 0x10 No matching subscribers (also a success, 3.4.2.1).
+                assert!(
+                    matches!(ack(&p), Some((1, 0x00 | 0x10))),
+                    "PUBACK success: {p:?}"
+                );
             }
             QoS::ExactlyOnce => {
                 let p = self.recv().await;
