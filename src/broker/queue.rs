@@ -17,6 +17,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
+use std::time::{Instant, SystemTime};
 
 use parking_lot::{Mutex, RwLock, RwLockReadGuard};
 use tokio::sync::oneshot;
@@ -144,6 +145,18 @@ impl Queue {
             qos: d.qos,
             retain: d.retain,
             content_type: m.content_type.as_deref().map(str::to_owned),
+            properties: m.properties.clone(),
+            // Kept as wall-clock time: an `Instant` means nothing after a restart.
+            expires_at: m.expires_at.map(|at| {
+                let now = Instant::now();
+                let wall = SystemTime::now();
+                match at.checked_duration_since(now) {
+                    Some(left) => wall + left,
+                    None => wall
+                        .checked_sub(now.duration_since(at))
+                        .unwrap_or(SystemTime::UNIX_EPOCH),
+                }
+            }),
             payload: m.payload.clone(),
         };
         self.submit(SessionOp::Append(client.clone(), seq, Arc::new(rec)), true)
