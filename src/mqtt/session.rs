@@ -243,7 +243,13 @@ impl Session {
             return None;
         }
         let mut wait = prev.inbound_qos2 != state.inbound_qos2;
-        if !wait {
+        let any_qos2 = || {
+            conn.outgoing().any(|i| match i {
+                Inflight::Publish { message, .. } => message.qos == ponte_mqtt::QoS::ExactlyOnce,
+                Inflight::PubRel { .. } => true,
+            })
+        };
+        if !wait && any_qos2() {
             let before: std::collections::HashSet<(u16, bool)> =
                 prev.outgoing.iter().map(|o| (o.pkid, o.released)).collect();
             wait = conn.outgoing().any(|i| {
