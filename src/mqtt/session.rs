@@ -8,8 +8,10 @@
 //!
 //! Persistent sessions are durable when the broker has a session store
 //! ([`crate::broker::queue`]): their mailbox is registered there (so QoS 1/2 deliveries are
-//! appended to disk before the publisher is acknowledged), and their record (subscriptions
-//! with options, pending PUBRELs, inbound QoS 2 ids) is rewritten on every change. At start,
+//! appended to disk before the publisher is acknowledged), their record (subscriptions
+//! with options, expiry, when the client went away) is rewritten on every change, and
+//! their protocol state (unfinished exchanges, inbound QoS 2 ids) while connected by
+//! [`Session::sync_state`], awaited where the next packets depend on it. At start,
 //! [`Registry::restore`] rebuilds them before any listener accepts.
 //!
 //! Expiry (MQTT 5 §3.1.2.11, and `[mqtt] session_expiry_secs` for 3.1.1): a session whose

@@ -1,17 +1,20 @@
 //! Durable MQTT sessions: the records behind persistent sessions (issue 3).
 //!
-//! Two kinds of record, written only by the queue writer thread
+//! Three kinds of record, written only by the queue writer thread
 //! ([`crate::broker::queue`]) in group-committed batches:
 //!
-//! - a **session record** per persistent client: expiry, subscriptions with their options,
-//!   and the protocol state that carries no payload (pending PUBRELs, inbound QoS 2 ids,
-//!   next packet id);
+//! - a **session record** per persistent client: expiry, when the client went away (so
+//!   expiry counts across restarts), subscriptions with their options;
+//! - a **state record** per persistent client: its unfinished QoS 1/2 exchanges (packet id,
+//!   queue sequence number, PUBLISH or PUBREL stage, in send order), inbound QoS 2 ids and
+//!   next packet id — small, because it is rewritten as exchanges progress;
 //! - a **queue entry** per QoS 1/2 message the session must receive, keyed by
 //!   (client, global sequence number) so a prefix scan returns a session's messages in the
-//!   order they were queued. An entry is appended before the publisher is acknowledged and
-//!   removed (lazily, nobody waits) once the client acknowledged it.
+//!   order they were queued, with its v5 properties and expiry. An entry is appended before
+//!   the publisher is acknowledged and removed (lazily, nobody waits) once the client
+//!   acknowledged it.
 //!
-//! Keys: `u16 BE length | client id bytes` for sessions, the same followed by `u64 BE seq`
+//! Keys: `u16 BE length | client id bytes` for sessions and states, the same followed by `u64 BE seq`
 //! for queue entries — the length prefix makes a client's prefix unambiguous whatever bytes
 //! its id contains.
 
