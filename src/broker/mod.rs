@@ -286,7 +286,17 @@ impl Broker {
                     }
                 }
                 let seq = d.durable;
-                match m.mailbox.push(d) {
+                let (outcome, displaced) = m.mailbox.push_displacing(d);
+                if let (Some(old), Some((q, reg))) = (displaced, &registered) {
+                    // drop-oldest: the displaced message's disk copy goes too, or it would
+                    // come back after a restart.
+                    if old.durable != 0 {
+                        if let Some(c) = reg.get(&m.mailbox.id()) {
+                            q.remove(c, old.durable);
+                        }
+                    }
+                }
+                match outcome {
                     PushOutcome::Queued | PushOutcome::ReplacedOldest => queued += 1,
                     PushOutcome::SkippedOffline => {}
                     PushOutcome::Dropped | PushOutcome::Overflowed => {
@@ -371,16 +381,31 @@ impl Broker {
                     expires_at,
                     publisher: None,
                 });
-                mailbox.push(Delivery {
+                let (_, displaced) = mailbox.push_displacing(Delivery {
                     qos: v.qos.min(opts.qos),
                     message,
                     retain: true,
                     subscription_ids: opts.id.into_iter().collect(),
                     durable: 0,
                 });
+                self.forget_displaced(mailbox.id(), displaced);
             }
         }
         replaced
+    }
+
+    /// Delete the disk copy of a delivery that `drop-oldest` displaced from a persistent
+    /// session's mailbox (nobody waits).
+    pub(crate) fn forget_displaced(&self, mailbox_id: u64, displaced: Option<Delivery>) {
+        let Some(old) = displaced.filter(|d| d.durable != 0) else {
+            return;
+        };
+        if let Some(q) = &self.queue {
+            let client = q.registered().and_then(|reg| reg.get(&mailbox_id).cloned());
+            if let Some(c) = client {
+                q.remove(&c, old.durable);
+            }
+        }
     }
 
     /// Remove a subscription (a `$share/group/f` filter leaves that shared group).

@@ -105,6 +105,9 @@ struct Driver {
     /// Messages the machine has discarded as larger than the client's Maximum Packet Size,
     /// as already added to `Metrics::too_large` (the machine's own count only grows).
     too_large_counted: u64,
+    /// Inbound QoS 2 packet ids the broker has handled whose PUBREC waits until the id is
+    /// durable in a persistent session, with the reason code to send (see [`Session::sync_state`]).
+    unrecorded_qos2: Vec<(u16, u8)>,
 }
 
 /// Serve one connection until it closes: a TCP socket's halves, a TLS stream's, or a
@@ -146,6 +149,7 @@ pub(crate) async fn run<R, W>(
         tls,
         username: None,
         too_large_counted: 0,
+        unrecorded_qos2: Vec::new(),
     };
     // Buffers start empty and grow with the traffic, so an idle connection costs no buffer
     // memory (issue 6: 50k idle connections); see `ReadSize`.
@@ -173,6 +177,8 @@ pub(crate) async fn run<R, W>(
             continue;
         }
         d.pump(&mut wbuf);
+        // Nothing of this turn has been written yet: the durable state goes first.
+        d.sync_state().await;
         d.conn.poll_transmit(&mut wbuf);
         let deadline = d.conn.poll_timeout();
         let mailbox = d.session.as_ref().map(|s| s.mailbox.clone());
@@ -577,14 +583,21 @@ impl Driver {
             .await
         {
             Ok(outcome) => {
-                if qos != QoS::AtMostOnce {
-                    // v5: 0x10 when nobody here matched; still a success, and a retained
-                    // message was stored all the same (3.4.2.1).
-                    let code = if outcome.matched == 0 {
-                        reason::NO_MATCHING_SUBSCRIBERS
-                    } else {
-                        reason::SUCCESS
-                    };
+                // v5: 0x10 when nobody here matched; still a success, and a retained
+                // message was stored all the same (3.4.2.1).
+                let code = if outcome.matched == 0 {
+                    reason::NO_MATCHING_SUBSCRIBERS
+                } else {
+                    reason::SUCCESS
+                };
+                let durable = self
+                    .session
+                    .as_ref()
+                    .is_some_and(|s| s.is_durable(&self.shared.broker));
+                if qos == QoS::ExactlyOnce && durable {
+                    // PUBREC once the id is durable, at the end of this turn.
+                    self.unrecorded_qos2.push((p.pkid, code));
+                } else if qos != QoS::AtMostOnce {
                     self.conn.publish_done_with(p.pkid, code);
                 }
             }
@@ -627,9 +640,19 @@ impl Driver {
             if session.persistent && session.expiry.load(Ordering::Relaxed) > 0 {
                 // Messages taken from the mailbox but not acknowledged go back into the
                 // session, to be resent with DUP=1 (MQTT-4.4.0-1).
-                *session.saved.lock() = Some(self.conn.take_session());
+                let mut saved = self.conn.take_session();
+                // Delivered to the broker, PUBREC not sent yet: a re-send is a duplicate.
+                saved
+                    .inbound_qos2
+                    .extend(self.unrecorded_qos2.drain(..).map(|(id, _)| id));
+                *session.saved.lock() = Some(saved);
             }
-            self.shared.sessions.close(&session, &self.shared.broker);
+            if let Some(durable) = self.shared.sessions.close(&session, &self.shared.broker) {
+                // What the last packets (PUBCOMP, PUBREL) follow from is durable first.
+                if let Ok(Err(e)) = durable.await {
+                    tracing::error!(peer = %self.peer, error = %e, "session state could not be stored at disconnect");
+                }
+            }
         }
         self._owner = None;
     }
@@ -682,6 +705,33 @@ impl Driver {
                 tracing::error!(%peer, error = %e, "will could not be published");
             }
         });
+    }
+
+    /// Write the session's protocol state if this turn changed it, waiting for the write
+    /// when what follows from the change must not go out before it is durable; then send
+    /// the PUBRECs that waited for their ids.
+    async fn sync_state(&mut self) {
+        let Some(session) = &self.session else {
+            return;
+        };
+        let ids: Vec<u16> = self.unrecorded_qos2.iter().map(|(id, _)| *id).collect();
+        let result = match session.sync_state(&self.shared.broker, &self.conn, &ids) {
+            Some(durable) => durable
+                .await
+                .unwrap_or(Err(crate::store::StoreError::Closed)),
+            None => Ok(()),
+        };
+        for (pkid, code) in std::mem::take(&mut self.unrecorded_qos2) {
+            match &result {
+                Ok(()) => self.conn.publish_done_with(pkid, code),
+                Err(e) => {
+                    // Not durable: no PUBREC (v5: 0x80; 3.1.1: the connection closes, so
+                    // the client re-sends the PUBLISH after reconnecting).
+                    tracing::error!(peer = %self.peer, error = %e, "inbound QoS 2 id could not be stored");
+                    self.conn.publish_failed(pkid, reason::UNSPECIFIED_ERROR);
+                }
+            }
+        }
     }
 
     /// Move deliveries from the mailbox into the machine while there is room.

@@ -1157,6 +1157,27 @@ impl Connection {
         self.outgoing.iter().map(Inflight::pkid)
     }
 
+    /// The unacknowledged outgoing exchanges in send order, each at its stage (PUBLISH sent,
+    /// or PUBREC received and PUBREL sent): what [`Connection::take_session`] would save,
+    /// for a driver that keeps it durable while the connection lives.
+    pub fn outgoing(&self) -> impl ExactSizeIterator<Item = &Inflight> + '_ {
+        self.outgoing.iter()
+    }
+
+    /// Inbound QoS 2 packet ids acknowledged with PUBREC and not yet released by PUBREL
+    /// (what [`Connection::take_session`] would save).
+    pub fn inbound_qos2(&self) -> impl Iterator<Item = u16> + '_ {
+        self.inbound
+            .iter()
+            .filter(|(_, state)| **state == Inbound::Qos2 { done: true })
+            .map(|(id, _)| *id)
+    }
+
+    /// The next packet id an outgoing exchange will try.
+    pub fn next_pkid(&self) -> u16 {
+        self.next_pkid
+    }
+
     /// How many more QoS 1/2 messages `send_publish` accepts now.
     pub fn inflight_available(&self) -> usize {
         if self.state != State::Connected {
@@ -1177,12 +1198,7 @@ impl Connection {
 
     /// Moves the persistent-session state out of the connection (for Clean Session 0).
     pub fn take_session(&mut self) -> SessionState {
-        let inbound_qos2 = self
-            .inbound
-            .iter()
-            .filter(|(_, state)| **state == Inbound::Qos2 { done: true })
-            .map(|(id, _)| *id)
-            .collect();
+        let inbound_qos2 = self.inbound_qos2().collect();
         self.inbound.clear();
         SessionState {
             outgoing: std::mem::take(&mut self.outgoing).into(),
