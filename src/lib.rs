@@ -145,6 +145,7 @@ pub async fn start(config: Config) -> Result<Gateway, Error> {
             broker.clone(),
             config.clone(),
             front.clone(),
+            auth.clone(),
             controller.subscribe(),
         )),
         tokio::spawn(coap::serve(
