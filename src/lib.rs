@@ -215,6 +215,7 @@ pub async fn start(config: Config) -> Result<Gateway, Error> {
             broker.clone(),
             config.clone(),
             front.clone(),
+            auth.clone(),
             controller.subscribe(),
         )),
         tokio::spawn(coap::serve(
@@ -256,6 +257,7 @@ pub async fn start(config: Config) -> Result<Gateway, Error> {
         if let Some((l, _)) = https {
             let router = http::app(
                 http::AppState::new(broker.clone(), config.clone(), controller.subscribe())
+                    .with_auth(auth.clone())
                     .with_mqtt(front.clone()),
             );
             tasks.push(tokio::spawn(tls::serve_http(

@@ -550,10 +550,9 @@ async fn use_identity_as_username_makes_the_cert_cn_the_username_and_refuses_cli
     s.write_all(&v5).await.unwrap();
     let mut buf = Vec::new();
     let _ = within(WAIT, "v5 CONNACK and close", s.read_to_end(&mut buf)).await;
-    assert_eq!(
-        buf,
-        [0x20, 0x03, 0x00, 0x87, 0x00],
-        "v5 CONNACK 0x87 (Not authorized), then close"
+    assert!(
+        buf.len() >= 4 && buf[0] == 0x20 && buf[2..4] == [0x00, 0x87],
+        "v5 CONNACK 0x87 (Not authorized), then close: {buf:?}"
     );
     gw.shutdown().await;
 }

@@ -14,9 +14,14 @@
 //! The same router serves HTTPS (`http.tls_port`, see [`crate::tls::serve_http`]); there,
 //! a verified client certificate's CN is the [`crate::tls::TlsIdentity`] request extension.
 //!
+//! Reads and writes of `/resources/{topic}` are authenticated (Basic, Bearer JWT, or
+//! anonymous) and checked against the ACL on the parsed topic ([`guard`]). `/openapi.yaml` is
+//! public; `/mqtt` is not HTTP-authenticated, the MQTT CONNECT inside carries the credentials.
+//!
 //! Every error is an RFC 9457 problem document ([`problem`]).
 
 mod conditional;
+pub mod guard;
 mod headers;
 mod problem;
 mod resources;
@@ -40,6 +45,7 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 pub use problem::{Problem, PROBLEM_JSON};
 pub use sse::encode_event;
 
+use crate::auth::Auth;
 use crate::broker::Broker;
 use crate::config::Config;
 use crate::mqtt::Mqtt;
@@ -68,6 +74,9 @@ pub struct AppState {
     /// The MQTT front-end, for MQTT over WebSocket at `/mqtt`; `None` leaves `/mqtt`
     /// unrouted (unit tests of the resource API).
     pub mqtt: Option<Mqtt>,
+    /// Who may read and write which topic ([`guard`]): the gateway's one authority, shared
+    /// with CoAP and MQTT so a reload changes every protocol at once.
+    pub auth: Arc<Auth>,
 }
 
 impl AppState {
@@ -78,7 +87,15 @@ impl AppState {
             config,
             shutdown,
             mqtt: None,
+            auth: Arc::new(Auth::open()),
         }
+    }
+
+    /// Authenticate and authorize `/resources` requests with `auth` (without it everyone is
+    /// anonymous and allowed everything).
+    pub fn with_auth(mut self, auth: Arc<Auth>) -> Self {
+        self.auth = auth;
+        self
     }
 
     /// Also serve MQTT over WebSocket at `/mqtt`.
@@ -114,10 +131,13 @@ pub async fn serve(
     broker: Arc<Broker>,
     config: Arc<Config>,
     mqtt: Mqtt,
+    auth: Arc<Auth>,
     shutdown: Shutdown,
 ) {
     let mut signal = shutdown.clone();
-    let router = app(AppState::new(broker, config, shutdown).with_mqtt(mqtt));
+    let router = app(AppState::new(broker, config, shutdown)
+        .with_mqtt(mqtt)
+        .with_auth(auth));
     let result = axum::serve(
         listener,
         router.into_make_service_with_connect_info::<SocketAddr>(),
@@ -167,9 +187,15 @@ fn cors_layer(origins: &[String]) -> Option<CorsLayer> {
                 http::header::IF_NONE_MATCH,
                 http::header::IF_MODIFIED_SINCE,
                 http::header::ACCEPT,
+                http::header::AUTHORIZATION,
                 HeaderName::from_static("last-event-id"),
             ])
-            .expose_headers([ETAG, LOCATION, LAST_MODIFIED]),
+            .expose_headers([
+                ETAG,
+                LOCATION,
+                LAST_MODIFIED,
+                http::header::WWW_AUTHENTICATE,
+            ]),
     )
 }
 

@@ -21,9 +21,11 @@ use http::{HeaderMap, HeaderValue, Method, StatusCode};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 
 use super::conditional::Conditions;
+use super::guard::{self, Caller};
 use super::headers;
 use super::problem::Problem;
 use super::{sse, AppState};
+use crate::auth::Access;
 use crate::broker::message::{Origin, RetainedValue};
 use crate::broker::retained::{Precondition, TagSet, WriteOutcome};
 use crate::broker::retained_message;
@@ -37,15 +39,30 @@ pub const ALLOWED: &str = "GET, HEAD, PUT, POST, DELETE, OPTIONS";
 const CACHE_POLICY: &str = "no-cache";
 
 /// Every method on `/resources`, `/resources/` and `/resources/{topic}`.
+///
+/// Reads and writes are authenticated first, then the path is parsed into a topic, then the
+/// ACL is asked about that parsed topic ([`guard`]) — all before the value is looked up, so a
+/// refusal does not reveal whether a value exists. OPTIONS and 405 reveal nothing and need no
+/// credentials (CORS preflights never carry any).
 pub async fn handle(State(state): State<AppState>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
-    let result = match parts.method {
-        Method::GET | Method::HEAD => get(&state, &parts).await,
-        Method::PUT | Method::POST => put(&state, &parts, body).await,
-        Method::DELETE => delete(&state, &parts).await,
-        Method::OPTIONS => Ok(options(ALLOWED)),
-        _ => Err(method_not_allowed(&parts.method, parts.uri.path(), ALLOWED)),
+    let access = match parts.method {
+        Method::GET | Method::HEAD => Access::Read,
+        Method::PUT | Method::POST | Method::DELETE => Access::Write,
+        Method::OPTIONS => return options(ALLOWED),
+        _ => return method_not_allowed(&parts.method, parts.uri.path(), ALLOWED).into_response(),
     };
+    let result = async {
+        let caller = guard::authenticate(&state.auth, &parts.headers)?;
+        let topic = topic_of(parts.uri.path())?;
+        guard::authorize(&state.auth, &caller, access, &topic)?;
+        match parts.method {
+            Method::GET | Method::HEAD => get(&state, &parts, topic, caller).await,
+            Method::PUT | Method::POST => put(&state, &parts, topic, body).await,
+            _ => delete(&state, &parts, topic).await,
+        }
+    }
+    .await;
     result.unwrap_or_else(IntoResponse::into_response)
 }
 
@@ -84,13 +101,16 @@ pub fn topic_of(path: &str) -> Result<TopicName, Problem> {
 }
 
 /// GET and HEAD: the stored value, a Server-Sent Events stream, or 304/404/412.
-async fn get(state: &AppState, request: &Parts) -> Result<Response, Problem> {
-    let path = request.uri.path();
-    let topic = topic_of(path)?;
+async fn get(
+    state: &AppState,
+    request: &Parts,
+    topic: TopicName,
+    caller: Caller,
+) -> Result<Response, Problem> {
     let headers = &request.headers;
     let conditions = Conditions::from_headers(headers)?;
     if request.method == Method::GET && wants_event_stream(headers) {
-        return Ok(sse::stream(state, topic));
+        return Ok(sse::stream(state, topic, caller.identity));
     }
     let Some(value) = state.broker.get(&topic) else {
         if conditions.if_match.is_some() {
@@ -173,9 +193,13 @@ fn header_text(headers: &HeaderMap, name: &http::header::HeaderName) -> String {
 }
 
 /// PUT and POST: store the body as the value (an empty body clears it).
-async fn put(state: &AppState, parts: &Parts, body: Body) -> Result<Response, Problem> {
+async fn put(
+    state: &AppState,
+    parts: &Parts,
+    topic: TopicName,
+    body: Body,
+) -> Result<Response, Problem> {
     let path = parts.uri.path();
-    let topic = topic_of(path)?;
     let conditions = Conditions::from_headers(&parts.headers)?;
     let content_type = match parts.headers.get(CONTENT_TYPE) {
         None => None,
@@ -219,8 +243,7 @@ async fn put(state: &AppState, parts: &Parts, body: Body) -> Result<Response, Pr
 }
 
 /// DELETE: clear the value; 404 when there is none.
-async fn delete(state: &AppState, request: &Parts) -> Result<Response, Problem> {
-    let topic = topic_of(request.uri.path())?;
+async fn delete(state: &AppState, request: &Parts, topic: TopicName) -> Result<Response, Problem> {
     let conditions = Conditions::from_headers(&request.headers)?;
     let mut precondition: Precondition = conditions.precondition();
     precondition.if_match.get_or_insert(TagSet::Any);
