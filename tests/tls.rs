@@ -1046,3 +1046,43 @@ async fn mosquitto_sub_and_pub_over_tls_with_cafile_and_client_certificates() {
     tokio::time::sleep(QUIET).await;
     gw.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_5_https_enforces_the_same_auth_as_http() {
+    let pki = Pki::new();
+    let dir = tempfile::tempdir().unwrap();
+    let passwd = dir.path().join("passwd");
+    // mosquitto_passwd -H sha512: bob / hunter2.
+    std::fs::write(
+        &passwd,
+        "bob:$6$6aBdJb9oMc4ZDzPZ$WMlL6mKN1Uto1uoJcoSIcWtnmfqMB0y1Iroon0nimkaEuGsYiQ9JsMFhRMNgQwqWQ1e8T06F1p7LLkdzs/6RVQ==\n",
+    )
+    .unwrap();
+    let gw = tls_gateway(&pki, |c| c.auth.password_file = Some(passwd.clone())).await;
+    let https = gw.https_addr.expect("HTTPS listens");
+    let http = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&pki.read("ca.pem")).unwrap())
+        .build()
+        .unwrap();
+    let url = format!("https://127.0.0.1:{}/resources/s/t", https.port());
+    let r = http.put(&url).body("anon").send().await.unwrap();
+    assert_eq!(r.status(), 401, "anonymous is off with a password file");
+    assert!(r.headers().contains_key("www-authenticate"));
+    let r = http
+        .put(&url)
+        .basic_auth("bob", Some("wrong"))
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let r = http
+        .put(&url)
+        .basic_auth("bob", Some("hunter2"))
+        .body("bob's")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    gw.shutdown().await;
+}
