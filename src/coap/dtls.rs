@@ -93,8 +93,10 @@ thread_local! {
 /// Looks identities up in the PSK file (through [`Auth`], so a SIGHUP reload reaches new
 /// handshakes) and notes what was asked in [`RESOLVED`].
 struct Resolver {
-    /// The identities and keys.
-    auth: Arc<Auth>,
+    /// The identities and keys. dimpl wants an unwind-safe resolver; `Auth`'s interior
+    /// mutability (the password cache, counters) is never touched by a PSK lookup, and a
+    /// panic inside dimpl leaves nothing of it half-updated.
+    auth: std::panic::AssertUnwindSafe<Arc<Auth>>,
 }
 
 impl PskResolver for Resolver {
@@ -134,7 +136,12 @@ impl DtlsListener {
     pub async fn bind(config: &Config, auth: Arc<Auth>) -> Result<DtlsListener, crate::Error> {
         let addr = config.coaps_addr();
         let dtls = dimpl::Config::builder()
-            .with_psk_server(None, Arc::new(Resolver { auth }))
+            .with_psk_server(
+                None,
+                Arc::new(Resolver {
+                    auth: std::panic::AssertUnwindSafe(auth),
+                }),
+            )
             .dtls12_cipher_suites(&[Dtls12CipherSuite::PSK_AES128_CCM_8])
             .handshake_timeout(HANDSHAKE_TIMEOUT)
             .mtu(DTLS_MTU)
@@ -521,7 +528,7 @@ mod tests {
         })
         .unwrap();
         let r = Resolver {
-            auth: Arc::new(auth),
+            auth: std::panic::AssertUnwindSafe(Arc::new(auth)),
         };
         RESOLVED.with(|s| s.borrow_mut().take());
         assert_eq!(r.resolve(b"alice"), Some(vec![0x00, 0xff]));
