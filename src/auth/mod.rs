@@ -355,6 +355,30 @@ impl Auth {
         result
     }
 
+    /// [`Auth::login`] for async callers: a password that was not verified recently is
+    /// checked on tokio's blocking pool, so an argon2id verification (tens of ms) never stalls
+    /// the runtime threads serving other connections.
+    pub async fn login_async(
+        self: &Arc<Self>,
+        username: Option<&str>,
+        password: Option<&[u8]>,
+    ) -> Result<Option<Arc<str>>, Denied> {
+        if let (Some(u), Some(p)) = (username, password) {
+            let slow = {
+                let policy = self.policy.load();
+                policy.passwords.is_some()
+                    && !policy.verified.lock().hit(u, p, std::time::Instant::now())
+            };
+            if slow {
+                let (me, u, p) = (self.clone(), u.to_owned(), p.to_vec());
+                return tokio::task::spawn_blocking(move || me.login(Some(&u), Some(&p)))
+                    .await
+                    .unwrap_or(Err(Denied::BadCredentials));
+            }
+        }
+        self.login(username, password)
+    }
+
     /// Check a bearer JWT: its `sub` is the username; an `acl` claim, when present, replaces
     /// the ACL file for this token.
     pub fn verify_jwt(&self, token: &str) -> Result<Identity, Denied> {

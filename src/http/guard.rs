@@ -31,6 +31,7 @@
 //! exists. Refusals are counted by [`Auth`]'s metrics and logged at debug.
 
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 use base64::Engine as _;
 use http::header::{AUTHORIZATION, WWW_AUTHENTICATE};
@@ -64,7 +65,7 @@ pub struct Caller {
 }
 
 /// Who sent `headers`: an identity, or the 400/401 problem to answer with.
-pub fn authenticate(auth: &Auth, headers: &HeaderMap) -> Result<Caller, Problem> {
+pub async fn authenticate(auth: &Arc<Auth>, headers: &HeaderMap) -> Result<Caller, Problem> {
     let mut values = headers.get_all(AUTHORIZATION).iter();
     let Some(value) = values.next() else {
         return match auth.login(None, None) {
@@ -100,7 +101,7 @@ pub fn authenticate(auth: &Auth, headers: &HeaderMap) -> Result<Caller, Problem>
     let credentials = credentials.trim_start();
     // Auth schemes are case-insensitive (RFC 9110 §11.1).
     if scheme.eq_ignore_ascii_case("basic") {
-        basic(auth, credentials)
+        basic(auth, credentials).await
     } else if scheme.eq_ignore_ascii_case("bearer") {
         bearer(auth, credentials)
     } else {
@@ -116,7 +117,7 @@ pub fn authenticate(auth: &Auth, headers: &HeaderMap) -> Result<Caller, Problem>
 }
 
 /// `Authorization: Basic base64(user:password)` (RFC 7617 §2).
-fn basic(auth: &Auth, credentials: &str) -> Result<Caller, Problem> {
+async fn basic(auth: &Arc<Auth>, credentials: &str) -> Result<Caller, Problem> {
     if credentials.is_empty() {
         return Err(malformed(
             auth,
@@ -154,7 +155,7 @@ fn basic(auth: &Auth, credentials: &str) -> Result<Caller, Problem> {
         tracing::debug!("HTTP request refused: empty Basic username");
         return Err(unauthorized("bad username or password".into(), None));
     }
-    match auth.login(Some(user), Some(password)) {
+    match auth.login_async(Some(user), Some(password)).await {
         Ok(Some(name)) => Ok(Caller {
             identity: Identity::user(name),
             via: Via::Basic,

@@ -53,7 +53,7 @@ pub async fn handle(State(state): State<AppState>, request: Request) -> Response
         _ => return method_not_allowed(&parts.method, parts.uri.path(), ALLOWED).into_response(),
     };
     let result = async {
-        let caller = guard::authenticate(&state.auth, &parts.headers)?;
+        let caller = guard::authenticate(&state.auth, &parts.headers).await?;
         let topic = topic_of(parts.uri.path())?;
         guard::authorize(&state.auth, &caller, access, &topic)?;
         match parts.method {
