@@ -67,6 +67,10 @@ pub struct HttpConfig {
     /// Needs `[tls]` certificates. Off by default because there is no standard port for
     /// it next to 3000; 8443 is the usual choice.
     pub tls_port: Option<u16>,
+    /// Seconds a client has to send a request's complete header (HTTP/1) before the
+    /// connection is closed, so a slow trickle of header bytes (slowloris) cannot hold
+    /// connections open. Applies to HTTP, HTTPS and the MQTT WebSocket ports.
+    pub header_timeout_secs: u64,
 }
 
 impl Default for HttpConfig {
@@ -78,6 +82,7 @@ impl Default for HttpConfig {
             cors_origins: Vec::new(),
             sse_queue: 1024,
             tls_port: None,
+            header_timeout_secs: 10,
         }
     }
 }
@@ -235,6 +240,14 @@ impl Default for MqttConfig {
             max_topic_levels: 128,
             max_subscriptions: 1000,
         }
+    }
+}
+
+impl HttpConfig {
+    /// The header read timeout as a duration (at least one second: 0 would close every
+    /// connection before its first request).
+    pub fn header_timeout(&self) -> Duration {
+        Duration::from_secs(self.header_timeout_secs.max(1))
     }
 }
 
