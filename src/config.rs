@@ -495,6 +495,29 @@ mod tests {
     }
 
     #[test]
+    fn limits_section_and_header_timeout() {
+        let d = Config::default();
+        assert_eq!(d.http.header_timeout_secs, 10);
+        assert_eq!(d.limits, crate::limits::LimitsConfig::default());
+        let c = Config::from_toml(
+            "[http]\nheader_timeout_secs = 3\n[limits]\nmax_connections_per_ip = 4\nconnection_rate = 50\npublish_rate = 10\npublish_burst = 20\n",
+        )
+        .unwrap();
+        assert_eq!(c.http.header_timeout(), Duration::from_secs(3));
+        assert_eq!(
+            c.limits,
+            crate::limits::LimitsConfig {
+                max_connections_per_ip: 4,
+                connection_rate: 50,
+                publish_rate: 10,
+                publish_burst: 20,
+            }
+        );
+        let e = Config::from_toml("[limits]\npublish_rat = 1\n").unwrap_err();
+        assert!(e.contains("publish_rat"), "{e}");
+    }
+
+    #[test]
     fn unknown_keys_are_named() {
         let e = Config::from_toml("[http]\nprot = 1\n").unwrap_err();
         assert!(e.contains("prot"), "{e}");
