@@ -494,3 +494,27 @@ async fn coap_write_over_the_rate_is_5_03_with_max_age_and_a_diagnostic() {
     assert_eq!(gw.refused().coap_writes, 1);
     gw.shutdown().await;
 }
+
+#[tokio::test]
+async fn coap_tcp_max_connections_per_ip_closes_the_extra_connection_before_the_csm() {
+    let gw = limited(LimitsConfig {
+        max_connections_per_ip: 1,
+        ..LimitsConfig::default()
+    })
+    .await;
+    // An admitted connection hears the server's CSM first (RFC 8323 §5.3).
+    let mut a = TcpStream::connect(gw.coap_addr).await.unwrap();
+    let mut first = [0u8; 1];
+    within(WAIT, "the server's CSM", a.read_exact(&mut first))
+        .await
+        .unwrap();
+    let mut b = TcpStream::connect(gw.coap_addr).await.unwrap();
+    let got = read_to_close(&mut b, "the refused connection to close").await;
+    assert!(
+        got.is_empty(),
+        "no CoAP byte on a refused connection: {got:?}"
+    );
+    assert_eq!(gw.refused().connections_of("coap-tcp"), 1);
+    drop(a);
+    gw.shutdown().await;
+}
