@@ -431,6 +431,9 @@ pub async fn serve_http(
     mut shutdown: Shutdown,
     what: &'static str,
 ) {
+    // Refused connections answered at once; beyond that many, they are closed unanswered
+    // so a flood of refused connections cannot pile up tasks.
+    let answering = Arc::new(tokio::sync::Semaphore::new(MAX_REFUSALS_ANSWERING));
     loop {
         let accepted = tokio::select! {
             _ = shutdown.recv() => break,
@@ -449,7 +452,12 @@ pub async fn serve_http(
             Err(refused) => {
                 tracing::warn!(%peer, listener = what, reason = %refused, "connection refused by [limits]");
                 if tls.is_none() {
-                    tokio::spawn(refuse_plain_http(stream, refused));
+                    if let Ok(slot) = answering.clone().try_acquire_owned() {
+                        tokio::spawn(async move {
+                            refuse_plain_http(stream, refused).await;
+                            drop(slot);
+                        });
+                    }
                 }
                 continue;
             }
@@ -487,6 +495,9 @@ pub async fn serve_http(
         });
     }
 }
+
+/// Most refused plain-HTTP connections being answered 503 at once (per listener).
+const MAX_REFUSALS_ANSWERING: usize = 64;
 
 /// Answer a connection refused by the [`ConnectionGate`] with a bare `503 Service
 /// Unavailable` (problem+json, `Retry-After: 1`) and close it. Bounded in time: a peer

@@ -518,3 +518,30 @@ async fn coap_tcp_max_connections_per_ip_closes_the_extra_connection_before_the_
     drop(a);
     gw.shutdown().await;
 }
+
+#[tokio::test]
+async fn refused_connections_are_published_in_sys() {
+    let gw = gateway_with(|c| {
+        c.limits.max_connections_per_ip = 1;
+        c.mqtt.sys_interval_secs = 1;
+    })
+    .await;
+    let held = mqtt_connect(gw.mqtt_addr, "sys-a").await.expect("admitted");
+    assert!(mqtt_connect(gw.mqtt_addr, "sys-b").await.is_none());
+    within(
+        Duration::from_secs(4),
+        "$SYS/broker/connections/refused = 1",
+        async {
+            loop {
+                let r = http_get(&gw, "$SYS/broker/connections/refused").await;
+                if r.status() == 200 && r.text().await.unwrap_or_default() == "1" {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        },
+    )
+    .await;
+    drop(held);
+    gw.shutdown().await;
+}
