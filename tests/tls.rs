@@ -580,7 +580,14 @@ async fn https_requests_carry_the_verified_client_cn_as_tls_identity() {
     let server = tokio::spawn(ponte::tls::serve_http(
         listener,
         router,
-        tls,
+        Some(tls),
+        ponte::tls::HttpGuard {
+            gate: ponte::limits::ConnectionGate::new(
+                &ponte::limits::LimitsConfig::default(),
+                std::time::Instant::now(),
+            ),
+            header_timeout: std::time::Duration::from_secs(10),
+        },
         controller.subscribe(),
         "test",
     ));

@@ -39,6 +39,7 @@ use super::{endpoint_config, send, sleep_until, Caller, Front, MAX_DATAGRAM};
 use crate::auth::Auth;
 use crate::broker::Broker;
 use crate::config::Config;
+use crate::limits::{Limits, RateLimiters};
 use crate::shutdown::Shutdown;
 
 /// Longest a DTLS handshake may take from the first ClientHello. A real handshake takes a
@@ -177,9 +178,11 @@ impl DtlsListener {
         broker: Arc<Broker>,
         auth: Arc<Auth>,
         config: Arc<Config>,
+        limits: Arc<Limits>,
         mut shutdown: Shutdown,
     ) {
         let shared = Arc::new(Shared {
+            writes: limits.coap.clone(),
             socket: self.socket,
             dtls: self.dtls,
             stats: self.stats,
@@ -264,6 +267,8 @@ struct Shared {
     config: Arc<Config>,
     /// `[coap] dtls_idle_timeout_secs`.
     idle_timeout: Duration,
+    /// CoAP writes per client address (`[limits] publish_rate`).
+    writes: Arc<RateLimiters>,
 }
 
 /// The receiving task's view of one session.
@@ -420,7 +425,12 @@ async fn session(
 ) {
     let config = &shared.config;
     let mut endpoint = Endpoint::new(endpoint_config(config));
-    let mut front = Front::new(shared.broker.clone(), shared.auth.clone(), config);
+    let mut front = Front::new(
+        shared.broker.clone(),
+        shared.auth.clone(),
+        config,
+        shared.writes.clone(),
+    );
     let mailbox = front.mailbox.clone();
     let mut s = Session {
         peer,

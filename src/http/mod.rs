@@ -48,6 +48,7 @@ pub use sse::encode_event;
 use crate::auth::Auth;
 use crate::broker::Broker;
 use crate::config::Config;
+use crate::limits::{Limits, RateLimiters};
 use crate::mqtt::Mqtt;
 use crate::shutdown::Shutdown;
 
@@ -77,6 +78,9 @@ pub struct AppState {
     /// Who may read and write which topic ([`guard`]): the gateway's one authority, shared
     /// with CoAP and MQTT so a reload changes every protocol at once.
     pub auth: Arc<Auth>,
+    /// Writes per client address (`[limits] publish_rate`): over it, 429 with Retry-After.
+    /// Shared by HTTP and HTTPS through [`crate::limits::Limits::http`].
+    pub writes: Arc<RateLimiters>,
 }
 
 impl AppState {
@@ -84,10 +88,14 @@ impl AppState {
     pub fn new(broker: Arc<Broker>, config: Arc<Config>, shutdown: Shutdown) -> Self {
         AppState {
             broker,
-            config,
             shutdown,
             mqtt: None,
             auth: Arc::new(Auth::open()),
+            writes: Arc::new(RateLimiters::new(
+                config.limits.clone(),
+                crate::limits::TRACKED_ADDRESSES,
+            )),
+            config,
         }
     }
 
@@ -95,6 +103,13 @@ impl AppState {
     /// anonymous and allowed everything).
     pub fn with_auth(mut self, auth: Arc<Auth>) -> Self {
         self.auth = auth;
+        self
+    }
+
+    /// Count and limit writes with `writes` (the gateway's one per-address HTTP limiter)
+    /// instead of a limiter of this router's own.
+    pub fn with_write_limits(mut self, writes: Arc<RateLimiters>) -> Self {
+        self.writes = writes;
         self
     }
 
@@ -126,27 +141,26 @@ pub fn app(state: AppState) -> Router {
 }
 
 /// Serve HTTP on `listener` until `shutdown` fires, then finish in-flight requests.
+/// Connections are admitted by the listener's [`ConnectionGate`](crate::limits::ConnectionGate)
+/// and have `http.header_timeout_secs` to send each request header.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     broker: Arc<Broker>,
     config: Arc<Config>,
     mqtt: Mqtt,
     auth: Arc<Auth>,
+    limits: Arc<Limits>,
     shutdown: Shutdown,
 ) {
-    let mut signal = shutdown.clone();
-    let router = app(AppState::new(broker, config, shutdown)
+    let guard = crate::tls::HttpGuard {
+        gate: limits.gate("http"),
+        header_timeout: config.http.header_timeout(),
+    };
+    let router = app(AppState::new(broker, config, shutdown.clone())
         .with_mqtt(mqtt)
-        .with_auth(auth));
-    let result = axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move { signal.recv().await })
-    .await;
-    if let Err(e) = result {
-        tracing::error!(error = %e, "HTTP server failed");
-    }
+        .with_auth(auth)
+        .with_write_limits(limits.http.clone()));
+    crate::tls::serve_http(listener, router, None, guard, shutdown, "HTTP").await;
 }
 
 /// The CORS layer for `origins`: none when empty, any origin (without credentials) for

@@ -6,15 +6,16 @@
 //! [`Broker::publish`](crate::broker::Broker::publish) — the one path MQTT and CoAP use — so
 //! HTTP writes reach subscribers of every protocol.
 
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{Request, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use http::header::{
     ACCEPT, ALLOW, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, ETAG, IF_MODIFIED_SINCE,
-    LAST_MODIFIED, LOCATION,
+    LAST_MODIFIED, LOCATION, RETRY_AFTER,
 };
 use http::request::Parts;
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
@@ -56,6 +57,9 @@ pub async fn handle(State(state): State<AppState>, request: Request) -> Response
         let caller = guard::authenticate(&state.auth, &parts.headers).await?;
         let topic = topic_of(parts.uri.path())?;
         guard::authorize(&state.auth, &caller, access, &topic)?;
+        if access == Access::Write {
+            limit_writes(&state, &parts)?;
+        }
         match parts.method {
             Method::GET | Method::HEAD => get(&state, &parts, topic, caller).await,
             Method::PUT | Method::POST => put(&state, &parts, topic, body).await,
@@ -64,6 +68,31 @@ pub async fn handle(State(state): State<AppState>, request: Request) -> Response
     }
     .await;
     result.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// `[limits] publish_rate` per client address: 429 Too Many Requests with `Retry-After`
+/// (whole seconds, rounded up) once the address's bucket is empty (RFC 6585 §4).
+fn limit_writes(state: &AppState, parts: &Parts) -> Result<(), Problem> {
+    let ip = parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip())
+        .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+    let Err(wait) = state.writes.check(ip, std::time::Instant::now()) else {
+        return Ok(());
+    };
+    let secs = crate::limits::whole_seconds(wait);
+    tracing::debug!(%ip, retry_after = secs, "HTTP write refused: over [limits] publish_rate");
+    let limits = &state.config.limits;
+    Err(Problem::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        format!(
+            "{ip} writes faster than the {} writes per second (burst {}) allowed per client; retry in {secs} s",
+            limits.publish_rate,
+            limits.publish_burst.max(limits.publish_rate)
+        ),
+    )
+    .with_header(RETRY_AFTER, &secs.to_string()))
 }
 
 /// 204 with `Allow`: the answer to a plain (non-CORS) OPTIONS.
