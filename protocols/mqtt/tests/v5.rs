@@ -734,3 +734,73 @@ proptest! {
         prop_assert!(buf.is_empty());
     }
 }
+
+/// MQTT-3.2.2-19/20, 3.4.2-2/3, 3.5.2-2/3, 3.7.2-2/3: a refusing CONNACK and error PUBACK,
+/// PUBREC and PUBCOMP keep their reason codes but drop a Reason String that would make them
+/// larger than the client's Maximum Packet Size.
+#[test]
+fn mqtt5_3_2_2_19_3_4_2_2_3_5_2_2_3_7_2_2_reason_strings_dropped_beyond_maximum_packet_size() {
+    let long = "y".repeat(200);
+    let small = Properties {
+        maximum_packet_size: Some(24),
+        ..Properties::default()
+    };
+
+    // CONNACK (MQTT-3.2.2-19).
+    let t0 = Instant::now();
+    let mut conn = Connection::new(t0, Config::default());
+    conn.handle_bytes(t0, &wire(&connect_with(small.clone())));
+    assert!(matches!(conn.poll_event(), Some(Event::Connect5(_))));
+    conn.reject_v5_because(0x87, long.clone());
+    match &sent(&mut conn)[..] {
+        [(
+            Packet5::ConnAck {
+                reason_code,
+                properties,
+                ..
+            },
+            size,
+        )] => {
+            assert_eq!(*reason_code, 0x87);
+            assert!(*size <= 24, "{size} bytes");
+            assert_eq!(properties.reason_string, None);
+        }
+        other => panic!("expected CONNACK 0x87: {other:?}"),
+    }
+
+    // PUBACK (MQTT-3.4.2-2), PUBREC (MQTT-3.5.2-2), PUBCOMP (MQTT-3.7.2-2).
+    let (mut conn, _) = accepted(Config::default(), small, |_| {});
+    let t = Instant::now();
+    for (id, qos) in [(1u16, QoS::AtLeastOnce), (2, QoS::ExactlyOnce)] {
+        let p = Packet5::Publish(Box::new(Publish5 {
+            publish: Publish {
+                dup: false,
+                qos,
+                retain: false,
+                topic: "t".into(),
+                pkid: id,
+                payload: Bytes::new(),
+            },
+            properties: Properties::default(),
+        }));
+        conn.handle_bytes(t, &wire(&p));
+    }
+    conn.publish_failed_because(1, 0x87, Some(long.clone()));
+    conn.publish_failed_because(2, 0x87, Some(long));
+    conn.handle_bytes(t, &pubrel(77)); // unknown id: PUBCOMP 0x92 with the default text
+    let packets = sent(&mut conn);
+    for (p, size) in &packets {
+        assert!(*size <= 24, "{size} bytes > Maximum Packet Size 24: {p:?}");
+    }
+    match &packets[..] {
+        [(Packet5::PubAck(a), _), (Packet5::PubRec(r), _), (Packet5::PubComp(c), _)] => {
+            assert_eq!(
+                (a.reason_code, r.reason_code, c.reason_code),
+                (0x87, 0x87, 0x92)
+            );
+            assert_eq!(a.properties.reason_string, None, "MQTT-3.4.2-2");
+            assert_eq!(r.properties.reason_string, None, "MQTT-3.5.2-2");
+        }
+        other => panic!("expected PUBACK, PUBREC, PUBCOMP: {other:?}"),
+    }
+}
