@@ -138,7 +138,12 @@ pub async fn start(config: Config) -> Result<Gateway, Error> {
     };
 
     let controller = ShutdownController::new();
-    let front = mqtt::Mqtt::new(broker.clone(), config.clone(), controller.subscribe());
+    let front = mqtt::Mqtt::new(
+        broker.clone(),
+        config.clone(),
+        auth.clone(),
+        controller.subscribe(),
+    );
     let mut tasks = vec![
         tokio::spawn(http::serve(
             http,

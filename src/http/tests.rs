@@ -45,7 +45,12 @@ fn harness_with(config: Config) -> Harness {
 fn harness_over(broker: Arc<Broker>, config: Config) -> Harness {
     let controller = ShutdownController::new();
     let config = Arc::new(config);
-    let mqtt = crate::mqtt::Mqtt::new(broker.clone(), config.clone(), controller.subscribe());
+    let mqtt = crate::mqtt::Mqtt::new(
+        broker.clone(),
+        config.clone(),
+        Arc::new(crate::auth::Auth::open()),
+        controller.subscribe(),
+    );
     let state = AppState::new(broker.clone(), config, controller.subscribe()).with_mqtt(mqtt);
     Harness {
         app: app(state),

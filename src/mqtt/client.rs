@@ -25,6 +25,7 @@ use ponte_mqtt::{
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::Notify;
 
+use super::access::{self, Access};
 use super::session::Session;
 use super::Shared;
 use crate::broker::message::{Delivery, Message, Origin, QoS};
@@ -74,6 +75,8 @@ struct Driver {
     will_properties: Properties,
     /// Session Expiry Interval from CONNECT (or DISCONNECT), bounding the Will Delay.
     session_expiry: u32,
+    /// Who the client is and what the ACL lets it do (see `access.rs`).
+    access: Access,
 }
 
 /// Serve one connection until it closes: a TCP socket's halves, or a WebSocket bridged into
@@ -111,6 +114,7 @@ pub(crate) async fn run<R, W>(
         v5: false,
         will_properties: Properties::default(),
         session_expiry: 0,
+        access: Access::new(shared.auth.clone(), peer),
     };
     // Buffers start empty and grow with the traffic, so an idle connection costs no buffer
     // memory (issue 6: 50k idle connections); see `ReadSize`.
@@ -315,6 +319,7 @@ impl Driver {
             return;
         };
         let mut codes = Vec::with_capacity(filters.len());
+        let mut denied = Vec::new();
         let limits = &self.shared.config.mqtt;
         for (filter, o) in filters {
             if levels(&filter) > limits.max_topic_levels {
@@ -338,6 +343,15 @@ impl Driver {
                         // MQTT-3.8.3-4: No Local on a shared subscription is a protocol error.
                         self.conn.close(CloseReason::Server(reason::PROTOCOL_ERROR));
                         return;
+                    }
+                    if !self.access.may_subscribe(&filter) {
+                        // A refused re-subscription ends the old one too.
+                        if session.subscriptions.lock().remove(&f).is_some() {
+                            self.shared.broker.unsubscribe(&f, session.mailbox.id());
+                        }
+                        codes.push(reason::NOT_AUTHORIZED);
+                        denied.push(filter);
+                        continue;
                     }
                     let qos = to_core(o.qos);
                     let opts = SubOptions {
@@ -372,7 +386,8 @@ impl Driver {
             }
         }
         session.persist(&self.shared.broker);
-        self.conn.suback_reasons(pkid, codes);
+        let why = (!denied.is_empty()).then(|| access::subscribe_denied_reason(&denied));
+        self.conn.suback_reasons_because(pkid, codes, why);
     }
 
     /// A request refused by a configured limit: counted and logged, never silent.
@@ -404,6 +419,11 @@ impl Driver {
         } else {
             c.client_id.clone()
         };
+        // Before the session is opened: a refused client takes nothing over.
+        if let Err(refusal) = self.access.login(&c, &client_id) {
+            self.conn.reject_v5_because(refusal.code, refusal.reason);
+            return;
+        }
         // v5: the session outlives the connection iff Session Expiry Interval > 0
         // (3.1.2.11.2), whatever Clean Start says; 3.1.1: iff Clean Session is 0, for
         // `session_expiry_secs` (default: forever).
@@ -457,6 +477,21 @@ impl Driver {
             self.limit_hit("max_topic_levels", &p.topic);
             self.conn
                 .close(CloseReason::Server(reason::TOPIC_NAME_INVALID));
+            return;
+        }
+        if !self.access.may_publish(&p.topic) {
+            // Nothing stored, retained or delivered. v5 QoS 1/2: PUBACK/PUBREC 0x87; 3.1.1
+            // has no negative acknowledgement, so (as mosquitto) it is acknowledged and the
+            // client does not resend it forever; QoS 0: dropped.
+            if p.qos != ponte_mqtt::QoS::AtMostOnce {
+                if self.v5 {
+                    let why = access::publish_denied_reason(&p.topic);
+                    self.conn
+                        .publish_failed_because(p.pkid, reason::NOT_AUTHORIZED, Some(why));
+                } else {
+                    self.conn.publish_done(p.pkid);
+                }
+            }
             return;
         }
         let qos = to_core(p.qos);
@@ -560,6 +595,7 @@ impl Driver {
         let broker = self.shared.broker.clone();
         let owner = self.session.as_ref().map(|s| s.owner.clone());
         let peer = self.peer;
+        let access = self.access.clone();
         tokio::spawn(async move {
             if delay > 0 {
                 tokio::time::sleep(std::time::Duration::from_secs(u64::from(delay))).await;
@@ -567,6 +603,10 @@ impl Driver {
                     tracing::debug!(%peer, "client reconnected within the Will Delay; will dropped");
                     return;
                 }
+            }
+            // Checked at CONNECT, and again now: the ACL may have been reloaded since.
+            if !access.may_publish(m.topic.as_str()) {
+                return;
             }
             // The Message Expiry of a will counts from when it is published.
             apply_v5_properties(&mut m, props, Instant::now());
@@ -582,10 +622,20 @@ impl Driver {
             return;
         };
         let now = Instant::now();
+        let filtered = self.access.reads_filtered();
         while wbuf.len() < WRITE_HIGH_WATER {
             let Some(d) = session.mailbox.pop() else {
                 break;
             };
+            if filtered && !self.access.may_receive(d.message.topic.as_str()) {
+                // A wider filter than what is readable (`#`): withheld, counted by `Auth`.
+                if d.durable != 0 {
+                    if let Some(q) = self.shared.broker.queue() {
+                        q.remove(&session.key, d.durable);
+                    }
+                }
+                continue;
+            }
             if d.message.expired(now) {
                 self.shared
                     .broker

@@ -2,6 +2,7 @@
 //! [`ponte_mqtt::Connection`]'s events into broker calls and the client's mailbox into
 //! outgoing PUBLISHes.
 
+mod access;
 mod client;
 mod counted;
 pub mod session;
@@ -13,6 +14,7 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
+use crate::auth::Auth;
 use crate::broker::Broker;
 use crate::config::Config;
 use crate::shutdown::Shutdown;
@@ -29,6 +31,8 @@ pub(crate) struct Shared {
     pub sessions: Registry,
     /// Byte counters of every transport, for `$SYS`.
     pub stats: counted::Stats,
+    /// Who may connect, publish and subscribe (the gateway's one authority).
+    pub auth: Arc<Auth>,
 }
 
 /// A handle on the MQTT front-end, shared by its TCP listener and by the WebSocket
@@ -44,9 +48,14 @@ pub struct Mqtt {
 }
 
 impl Mqtt {
-    /// The MQTT front-end over `broker`.
+    /// The MQTT front-end over `broker`, checking clients with `auth`.
     /// Stored persistent sessions are restored here, before any listener accepts.
-    pub fn new(broker: Arc<Broker>, config: Arc<Config>, shutdown: Shutdown) -> Self {
+    pub fn new(
+        broker: Arc<Broker>,
+        config: Arc<Config>,
+        auth: Arc<Auth>,
+        shutdown: Shutdown,
+    ) -> Self {
         let sessions = Registry::new(
             config.mqtt.max_queued,
             config.mqtt.overflow,
@@ -64,6 +73,7 @@ impl Mqtt {
             shared: Arc::new(Shared {
                 sessions,
                 stats: counted::Stats::default(),
+                auth,
                 broker,
                 config: config.clone(),
             }),

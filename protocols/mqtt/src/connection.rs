@@ -589,6 +589,15 @@ impl Connection {
     /// Refuses a v5 CONNECT with a v5 reason code (>= 0x80); on 3.1.1 connections the
     /// closest 3.1.1 code is sent instead.
     pub fn reject_v5(&mut self, reason_code: u8) {
+        self.refuse_v5(reason_code, None);
+    }
+
+    /// [`Connection::reject_v5`] with a Reason String saying why the CONNECT was refused.
+    pub fn reject_v5_because(&mut self, reason_code: u8, reason_string: impl Into<String>) {
+        self.refuse_v5(reason_code, Some(reason_string.into()));
+    }
+
+    fn refuse_v5(&mut self, reason_code: u8, reason_string: Option<String>) {
         if self.state != State::AwaitingAccept {
             return;
         }
@@ -596,7 +605,10 @@ impl Connection {
             self.send_v5(&Packet5::ConnAck {
                 session_present: false,
                 reason_code,
-                properties: Properties::default(),
+                properties: Properties {
+                    reason_string,
+                    ..Properties::default()
+                },
             });
             self.close_with(CloseReason::Server(reason_code));
         } else {
@@ -613,7 +625,7 @@ impl Connection {
     /// The broker finished with inbound PUBLISH `pkid`: PUBACK (QoS 1) or PUBREC (QoS 2).
     /// Unknown ids are ignored.
     pub fn publish_done(&mut self, pkid: u16) {
-        self.publish_answer(pkid, reason::SUCCESS);
+        self.publish_answer(pkid, reason::SUCCESS, None);
     }
 
     /// MQTT 5: the broker refused inbound PUBLISH `pkid` (e.g. 0x80 it could not be stored,
@@ -621,17 +633,27 @@ impl Connection {
     /// exchange ends there (MQTT 4.3.3). On 3.1.1, which has no negative acknowledgement,
     /// the connection is closed instead so the client resends after reconnecting.
     pub fn publish_failed(&mut self, pkid: u16, reason_code: u8) {
+        self.publish_failed_because(pkid, reason_code, None);
+    }
+
+    /// [`Connection::publish_failed`] with a Reason String saying why (on v5).
+    pub fn publish_failed_because(
+        &mut self,
+        pkid: u16,
+        reason_code: u8,
+        reason_string: Option<String>,
+    ) {
         if self.state != State::Connected {
             return;
         }
         if self.is_v5() {
-            self.publish_answer(pkid, reason_code);
+            self.publish_answer(pkid, reason_code, reason_string);
         } else {
             self.close_with(CloseReason::ServerClose);
         }
     }
 
-    fn publish_answer(&mut self, pkid: u16, reason_code: u8) {
+    fn publish_answer(&mut self, pkid: u16, reason_code: u8, reason_string: Option<String>) {
         if self.state != State::Connected {
             return;
         }
@@ -639,7 +661,10 @@ impl Connection {
         let resp = |pkid| PubResponse {
             pkid,
             reason_code,
-            properties: Properties::default(),
+            properties: Properties {
+                reason_string,
+                ..Properties::default()
+            },
         };
         match self.inbound.get_mut(&pkid) {
             Some(Inbound::Qos1(count)) => {
@@ -684,6 +709,16 @@ impl Connection {
     /// Answers SUBSCRIBE `pkid` with one v5 reason code per filter (0x00-0x02 granted QoS,
     /// >= 0x80 refused). On 3.1.1 connections every refusal becomes 0x80.
     pub fn suback_reasons(&mut self, pkid: u16, reason_codes: Vec<u8>) {
+        self.suback_reasons_because(pkid, reason_codes, None);
+    }
+
+    /// [`Connection::suback_reasons`] with a v5 Reason String explaining the refusals.
+    pub fn suback_reasons_because(
+        &mut self,
+        pkid: u16,
+        reason_codes: Vec<u8>,
+        reason_string: Option<String>,
+    ) {
         if self.state != State::Connected {
             return;
         }
@@ -691,7 +726,10 @@ impl Connection {
             self.send_v5(&Packet5::SubAck(SubResponse {
                 pkid,
                 reason_codes,
-                properties: Properties::default(),
+                properties: Properties {
+                    reason_string,
+                    ..Properties::default()
+                },
             }));
         } else {
             let codes = reason_codes
