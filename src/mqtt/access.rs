@@ -42,10 +42,12 @@ pub(crate) struct Access {
 }
 
 /// Why a CONNECT is refused: the v5 reason code (the machine sends its 3.1.1 equivalent to
-/// 3.1.1 clients: 0x86 → 0x04, 0x87 → 0x05) and a Reason String for v5 clients.
+/// 3.1.1 clients: 0x86 → 0x04, 0x87 → 0x05, others → 0x03) and a Reason String for v5
+/// clients.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Refusal {
-    /// 0x86 Bad User Name or Password, or 0x87 Not authorized.
+    /// 0x86 Bad User Name or Password, 0x87 Not authorized, or 0x80 when the check itself
+    /// failed.
     pub code: u8,
     /// What was wrong, for the client's logs (v5 only).
     pub reason: String,
@@ -63,11 +65,33 @@ impl Access {
 
     /// Check a CONNECT's credentials and will; on success this connection is `client_id`
     /// with the proved username (for `%u` and `%c` in ACL patterns).
-    pub fn login(&mut self, connect: &Connect, client_id: &str) -> Result<(), Refusal> {
-        let username = match self
-            .auth
-            .login(connect.username.as_deref(), connect.password.as_deref())
-        {
+    ///
+    /// Verifying a password hash is deliberately slow (argon2id, PBKDF2): it runs on the
+    /// blocking pool, so a burst of CONNECTs does not stall the connections served by the
+    /// same runtime threads.
+    pub async fn login(&mut self, connect: &Connect, client_id: &str) -> Result<(), Refusal> {
+        let checked = match &connect.username {
+            None => self.auth.login(None, connect.password.as_deref()),
+            Some(_) => {
+                let auth = self.auth.clone();
+                let (user, pass) = (connect.username.clone(), connect.password.clone());
+                match tokio::task::spawn_blocking(move || {
+                    auth.login(user.as_deref(), pass.as_deref())
+                })
+                .await
+                {
+                    Ok(checked) => checked,
+                    Err(e) => {
+                        tracing::error!(peer = %self.peer, client_id, error = %e, "password check failed to run");
+                        return Err(Refusal {
+                            code: reason::UNSPECIFIED_ERROR,
+                            reason: "the password could not be checked".into(),
+                        });
+                    }
+                }
+            }
+        };
+        let username = match checked {
             Ok(u) => u,
             Err(denied) => {
                 tracing::debug!(peer = %self.peer, client_id, username = ?connect.username, %denied, "MQTT CONNECT refused");

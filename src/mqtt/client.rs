@@ -420,7 +420,7 @@ impl Driver {
             c.client_id.clone()
         };
         // Before the session is opened: a refused client takes nothing over.
-        if let Err(refusal) = self.access.login(&c, &client_id) {
+        if let Err(refusal) = self.access.login(&c, &client_id).await {
             self.conn.reject_v5_because(refusal.code, refusal.reason);
             return;
         }
