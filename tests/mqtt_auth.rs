@@ -538,6 +538,37 @@ async fn mqtt5_connack_0x86_bad_user_name_or_password_with_a_reason_string() {
 }
 
 #[tokio::test]
+async fn mqtt5_3_1_2_9_password_without_user_name_is_anonymous_and_3_1_1_closes() {
+    let s = Secured::start().await;
+    // MQTT 5 allows it: no user name, so the client is anonymous — refused here with 0x87.
+    let mut r = Raw::open(s.addr()).await;
+    let mut c = connect_packet(ProtocolVersion::V5, "p5", None, None);
+    c.password = Some(Bytes::from_static(b"alice-pw"));
+    r.send5(&Packet5::Connect(Box::new(Connect5 {
+        connect: c.clone(),
+        properties: Properties::default(),
+        will_properties: Properties::default(),
+    })))
+    .await;
+    match r.recv5().await {
+        Some(Packet5::ConnAck { reason_code, .. }) => assert_eq!(reason_code, 0x87),
+        other => panic!("expected CONNACK 0x87, got {other:?}"),
+    }
+    // MQTT-3.1.2-22: a 3.1.1 CONNECT with a password but no user name is malformed: closed
+    // without CONNACK.
+    let mut r = Raw::open(s.addr()).await;
+    let mut out = BytesMut::new();
+    c.protocol = ProtocolVersion::V311;
+    encode(&Packet::Connect(c), &mut out);
+    r.s.write_all(&out).await.unwrap();
+    let mut buf = [0u8; 8];
+    let n = within(WAIT, "the server to close", r.s.read(&mut buf))
+        .await
+        .unwrap_or(0);
+    assert_eq!(n, 0, "closed without CONNACK, got {:?}", &buf[..n]);
+}
+
+#[tokio::test]
 async fn allow_anonymous_true_with_a_password_file_serves_anonymous_clients_and_still_checks_passwords(
 ) {
     let s = Secured::with(|c| c.auth.allow_anonymous = Some(true)).await;
