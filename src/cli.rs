@@ -41,6 +41,22 @@ pub struct Cli {
     /// TOML configuration file; flags win over it.
     #[arg(short = 'c', long = "config")]
     pub config: Option<PathBuf>,
+    /// TLS server certificate chain (PEM); with --key, turns on MQTT over TLS (and HTTPS /
+    /// WSS when their ports are set).
+    #[arg(long = "cert")]
+    pub cert: Option<PathBuf>,
+    /// Private key of --cert (PEM).
+    #[arg(long = "key")]
+    pub key: Option<PathBuf>,
+    /// CA certificates (PEM) that TLS client certificates are verified against.
+    #[arg(long = "cafile")]
+    pub cafile: Option<PathBuf>,
+    /// MQTT over TLS port (default 8883; 0 picks a free one).
+    #[arg(long = "mqtts-port")]
+    pub mqtts_port: Option<u16>,
+    /// HTTPS port (also WSS at /mqtt); off unless set.
+    #[arg(long = "https-port")]
+    pub https_port: Option<u16>,
     /// Log at debug level.
     #[arg(short = 'v', long)]
     pub verbose: bool,
@@ -179,6 +195,21 @@ impl Cli {
         if self.allow_anonymous.is_some() {
             c.auth.allow_anonymous = self.allow_anonymous;
         }
+        if self.cert.is_some() {
+            c.tls.cert_file = self.cert.clone();
+        }
+        if self.key.is_some() {
+            c.tls.key_file = self.key.clone();
+        }
+        if self.cafile.is_some() {
+            c.tls.client_ca_file = self.cafile.clone();
+        }
+        if let Some(p) = self.mqtts_port {
+            c.mqtt.tls_port = p;
+        }
+        if self.https_port.is_some() {
+            c.http.tls_port = self.https_port;
+        }
         Ok(c)
     }
 
@@ -215,5 +246,28 @@ mod tests {
         assert_eq!(c.http.port, 8080);
         assert_eq!(c.mqtt.port, 2);
         assert!(c.store.memory);
+    }
+
+    #[test]
+    fn tls_flags_set_the_tls_section_and_ports() {
+        let cli = Cli::parse_from([
+            "ponte",
+            "--cert",
+            "s.pem",
+            "--key",
+            "k.pem",
+            "--cafile",
+            "ca.pem",
+            "--mqtts-port",
+            "9883",
+            "--https-port",
+            "9443",
+        ]);
+        let c = cli.config().unwrap();
+        assert_eq!(c.tls.cert_file, Some(PathBuf::from("s.pem")));
+        assert_eq!(c.tls.key_file, Some(PathBuf::from("k.pem")));
+        assert_eq!(c.tls.client_ca_file, Some(PathBuf::from("ca.pem")));
+        assert_eq!(c.mqtt.tls_port, 9883);
+        assert_eq!(c.http.tls_port, Some(9443));
     }
 }

@@ -28,6 +28,10 @@ pub struct Config {
     pub store: StoreConfig,
     /// Who may connect and what they may read and write (password, ACL and PSK files, JWT).
     pub auth: crate::auth::AuthConfig,
+    /// Abuse limits: connections per address, connection rate, write rate per client.
+    pub limits: crate::limits::LimitsConfig,
+    /// Certificates for the TLS listeners (MQTT over TLS, HTTPS, WSS).
+    pub tls: TlsConfig,
 }
 
 impl Default for Config {
@@ -39,6 +43,8 @@ impl Default for Config {
             mqtt: MqttConfig::default(),
             store: StoreConfig::default(),
             auth: crate::auth::AuthConfig::default(),
+            limits: crate::limits::LimitsConfig::default(),
+            tls: TlsConfig::default(),
         }
     }
 }
@@ -57,6 +63,10 @@ pub struct HttpConfig {
     pub cors_origins: Vec<String>,
     /// Capacity of each Server-Sent Events subscriber's queue.
     pub sse_queue: usize,
+    /// HTTPS port (the same routes, `/mqtt` included, so also WSS); `None`: no HTTPS.
+    /// Needs `[tls]` certificates. Off by default because there is no standard port for
+    /// it next to 3000; 8443 is the usual choice.
+    pub tls_port: Option<u16>,
 }
 
 impl Default for HttpConfig {
@@ -67,6 +77,7 @@ impl Default for HttpConfig {
             max_body: 16 * 1024 * 1024,
             cors_origins: Vec::new(),
             sse_queue: 1024,
+            tls_port: None,
         }
     }
 }
@@ -100,6 +111,15 @@ pub struct CoapConfig {
     /// Block size for Block2 responses and the late-negotiation threshold (16..=1024,
     /// a power of two; RFC 7959 §2.2).
     pub block_size: usize,
+    /// UDP port of CoAP over DTLS (`coaps://`, RFC 7252 §9; 5684 is its default port).
+    /// The listener only starts when a PSK file is configured; 0 picks a free one.
+    pub dtls_port: u16,
+    /// Most simultaneous DTLS sessions (handshaking or established); a ClientHello from a
+    /// new peer beyond it is dropped, so peers cannot exhaust memory with sessions.
+    pub dtls_max_sessions: usize,
+    /// A DTLS session that has received nothing for this many seconds is closed (with a
+    /// close_notify), freeing its slot, its observations and its subscriptions.
+    pub dtls_idle_timeout_secs: u64,
 }
 
 /// How UDP notifications are sent (RFC 7641 §4.5); over TCP there is no choice to make.
@@ -128,6 +148,9 @@ impl Default for CoapConfig {
             notify: CoapNotify::Con,
             con_notify_interval_secs: 24 * 60 * 60,
             block_size: 1024,
+            dtls_port: 5684,
+            dtls_max_sessions: 1000,
+            dtls_idle_timeout_secs: 300,
         }
     }
 }
@@ -156,6 +179,12 @@ pub struct MqttConfig {
     /// A port of its own for MQTT over WebSocket (any path), besides `/mqtt` on the HTTP
     /// port; `None`: only `/mqtt`.
     pub ws_port: Option<u16>,
+    /// MQTT over TLS port (`mqtts`, IANA 8883); listened on only when `[tls]` has a
+    /// certificate and key.
+    pub tls_port: u16,
+    /// A port of its own for MQTT over secure WebSocket (any path), besides `/mqtt` on the
+    /// HTTPS port; `None`: none. Needs `[tls]` certificates.
+    pub wss_port: Option<u16>,
     /// MQTT 5 Receive Maximum announced in CONNACK: most unacknowledged QoS 1/2 PUBLISHes a
     /// v5 client may have open towards the broker; one more is DISCONNECT 0x93.
     pub receive_maximum: u16,
@@ -195,6 +224,8 @@ impl Default for MqttConfig {
             connect_timeout_secs: 10,
             max_connections: 100_000,
             ws_port: None,
+            tls_port: 8883,
+            wss_port: None,
             receive_maximum: 1024,
             topic_alias_maximum: 64,
             max_keepalive: 0,
@@ -230,6 +261,55 @@ impl Default for StoreConfig {
             db: PathBuf::from("./ponte-data"),
             memory: false,
         }
+    }
+}
+
+/// TLS settings: one certificate for every TLS listener, re-read on SIGHUP.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    /// The server certificate chain (PEM, leaf first). With `key_file`, it turns the TLS
+    /// listeners on.
+    pub cert_file: Option<PathBuf>,
+    /// The private key of `cert_file` (PEM: PKCS#8, PKCS#1 or SEC1).
+    pub key_file: Option<PathBuf>,
+    /// CA certificates (PEM) that client certificates are verified against; `None`: client
+    /// certificates are not asked for.
+    pub client_ca_file: Option<PathBuf>,
+    /// With `client_ca_file`: refuse the handshake of a client without a valid certificate.
+    /// Off: a certificate is verified when offered, and a client may go without one.
+    pub require_client_cert: bool,
+    /// mosquitto's option: the subject CN of the client's verified certificate is the MQTT
+    /// username (replacing CONNECT's); a TLS client without one is refused (CONNACK 0x05,
+    /// v5 0x87). Needs `client_ca_file`.
+    pub use_identity_as_username: bool,
+    /// Seconds a new connection has to finish its TLS handshake before it is closed, so
+    /// idle or slow sockets (slowloris) cannot pile up.
+    pub handshake_timeout_secs: u64,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        TlsConfig {
+            cert_file: None,
+            key_file: None,
+            client_ca_file: None,
+            require_client_cert: false,
+            use_identity_as_username: false,
+            handshake_timeout_secs: 10,
+        }
+    }
+}
+
+impl TlsConfig {
+    /// Whether the TLS listeners are to start (certificate and key both set).
+    pub fn enabled(&self) -> bool {
+        self.cert_file.is_some() && self.key_file.is_some()
+    }
+
+    /// The handshake timeout as a duration.
+    pub fn handshake_timeout(&self) -> Duration {
+        Duration::from_secs(self.handshake_timeout_secs)
     }
 }
 
@@ -281,7 +361,10 @@ impl Config {
         };
         c.http.port = 0;
         c.coap.port = 0;
+        c.coap.dtls_port = 0;
         c.mqtt.port = 0;
+        // Used only once `[tls]` has a certificate; then on a free port too.
+        c.mqtt.tls_port = 0;
         c.store.memory = true;
         // No `$SYS` values appearing in the store on their own: tests count what they wrote.
         c.mqtt.sys_interval_secs = 0;
@@ -298,9 +381,33 @@ impl Config {
         SocketAddr::new(self.coap.host.unwrap_or(self.host), self.coap.port)
     }
 
+    /// Where the CoAP-over-DTLS (`coaps`) socket binds, when it is started.
+    pub fn coaps_addr(&self) -> SocketAddr {
+        SocketAddr::new(self.coap.host.unwrap_or(self.host), self.coap.dtls_port)
+    }
+
     /// Where the MQTT listener binds.
     pub fn mqtt_addr(&self) -> SocketAddr {
         SocketAddr::new(self.mqtt.host.unwrap_or(self.host), self.mqtt.port)
+    }
+
+    /// Where MQTT over TLS binds (used only when `[tls]` is enabled).
+    pub fn mqtts_addr(&self) -> SocketAddr {
+        SocketAddr::new(self.mqtt.host.unwrap_or(self.host), self.mqtt.tls_port)
+    }
+
+    /// Where HTTPS binds, when `http.tls_port` is set.
+    pub fn https_addr(&self) -> Option<SocketAddr> {
+        self.http
+            .tls_port
+            .map(|p| SocketAddr::new(self.http.host.unwrap_or(self.host), p))
+    }
+
+    /// Where MQTT over secure WebSocket binds, when `mqtt.wss_port` is set.
+    pub fn wss_addr(&self) -> Option<SocketAddr> {
+        self.mqtt
+            .wss_port
+            .map(|p| SocketAddr::new(self.mqtt.host.unwrap_or(self.host), p))
     }
 
     /// Where the MQTT-over-WebSocket listener binds, when it has a port of its own.
@@ -342,6 +449,36 @@ mod tests {
         assert_eq!(c.coap.con_notify_interval_secs, 60);
         assert!(Config::default().coap.tcp, "CoAP over TCP is on by default");
         assert!(Config::from_toml("[coap]\nnotify = \"sometimes\"\n").is_err());
+    }
+
+    #[test]
+    fn coap_section_sets_the_dtls_listener() {
+        let d = Config::default();
+        assert_eq!(d.coap.dtls_port, 5684, "RFC 7252 §12.7: coaps default port");
+        let c = Config::from_toml(
+            "host = \"127.0.0.1\"\n[coap]\ndtls_port = 15684\ndtls_max_sessions = 7\ndtls_idle_timeout_secs = 9\n",
+        )
+        .unwrap();
+        assert_eq!(c.coaps_addr().to_string(), "127.0.0.1:15684");
+        assert_eq!(c.coap.dtls_max_sessions, 7);
+        assert_eq!(c.coap.dtls_idle_timeout_secs, 9);
+    }
+
+    #[test]
+    fn tls_section_and_ports() {
+        let c = Config::from_toml(
+            "[tls]\ncert_file = \"s.pem\"\nkey_file = \"k.pem\"\nclient_ca_file = \"ca.pem\"\nrequire_client_cert = true\nuse_identity_as_username = true\n[http]\ntls_port = 8443\n[mqtt]\nwss_port = 8084\n",
+        )
+        .unwrap();
+        assert!(c.tls.enabled());
+        assert!(c.tls.require_client_cert && c.tls.use_identity_as_username);
+        assert_eq!(c.mqtts_addr().port(), 8883, "mqtts defaults to IANA's 8883");
+        assert_eq!(c.https_addr().map(|a| a.port()), Some(8443));
+        assert_eq!(c.wss_addr().map(|a| a.port()), Some(8084));
+        let d = Config::default();
+        assert!(!d.tls.enabled(), "no TLS without certificates");
+        assert_eq!(d.https_addr(), None);
+        assert!(Config::from_toml("[tls]\ncert = \"x\"\n").is_err());
     }
 
     #[test]

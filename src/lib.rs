@@ -23,9 +23,12 @@ pub mod cli;
 pub mod coap;
 pub mod config;
 pub mod http;
+pub mod limits;
 pub mod mqtt;
+pub mod reload;
 pub mod shutdown;
 pub mod store;
+pub mod tls;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -37,8 +40,10 @@ use tokio::task::JoinHandle;
 use backbone::Local;
 use broker::Broker;
 use config::Config;
+use reload::{ReloadError, Reloader};
 use shutdown::ShutdownController;
 use store::StoreError;
+use tls::{Tls, TlsError};
 
 /// How long shutdown waits for connections and in-flight writes before closing anyway.
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
@@ -62,6 +67,12 @@ pub enum Error {
     /// A password, ACL or JWT key file named in `[auth]` could not be used.
     #[error("auth: {0}")]
     Auth(#[from] auth::AuthError),
+    /// The DTLS engine refused its configuration (`coaps`).
+    #[error("coaps: {0}")]
+    Dtls(#[from] coap::dtls::DtlsSetupError),
+    /// `[tls]` or one of its files cannot be used (a configuration error: exit code 2).
+    #[error("TLS: {0}")]
+    Tls(#[from] TlsError),
 }
 
 /// A running gateway.
@@ -71,15 +82,29 @@ pub struct Gateway {
     pub http_addr: SocketAddr,
     /// Where CoAP listens.
     pub coap_addr: SocketAddr,
+    /// Where CoAP over DTLS (`coaps`) listens; `None` when no PSK file was given.
+    pub coaps_addr: Option<SocketAddr>,
+    /// Counters of the `coaps` listener (handshake failures and the like), when it runs.
+    pub coaps_stats: Option<Arc<coap::DtlsStats>>,
     /// Where MQTT listens.
     pub mqtt_addr: SocketAddr,
     /// Where MQTT over WebSocket has a port of its own (`mqtt.ws_port`); it is always also
     /// at `/mqtt` on the HTTP port.
     pub mqtt_ws_addr: Option<SocketAddr>,
+    /// Where MQTT over TLS listens (`mqtt.tls_port`), when `[tls]` is configured.
+    pub mqtts_addr: Option<SocketAddr>,
+    /// Where HTTPS listens (`http.tls_port`; MQTT over secure WebSocket is at `/mqtt`).
+    pub https_addr: Option<SocketAddr>,
+    /// Where MQTT over secure WebSocket has a port of its own (`mqtt.wss_port`).
+    pub wss_addr: Option<SocketAddr>,
     /// The broker core, for embedding programs that want to publish directly.
     pub broker: Arc<Broker>,
     /// Who may do what; every front-end asks it. [`Gateway::reload`] re-reads its files.
     pub auth: Arc<auth::Auth>,
+    /// The connected MQTT clients, for [`Gateway::mqtt_clients`].
+    clients: mqtt::Clients,
+    /// What [`Gateway::reload`] re-reads (TLS certificates today).
+    reloader: Reloader,
     /// Signals the tasks and waits for them.
     controller: ShutdownController,
     /// The front-end tasks.
@@ -87,7 +112,22 @@ pub struct Gateway {
 }
 
 /// Open the store, bind every listener and start serving.
+///
+/// With `[auth] psk_file`, also serve CoAP over DTLS (`coaps`, RFC 7252 §9.1.3.1) on
+/// `[coap] dtls_port`, authenticating peers with the identities and keys of that file.
 pub async fn start(config: Config) -> Result<Gateway, Error> {
+    // Configuration errors first, before the store is opened or a port is taken.
+    let tls = Tls::load(&config.tls)?;
+    if tls.is_none() {
+        for (set, key) in [
+            (config.http.tls_port.is_some(), "http.tls_port"),
+            (config.mqtt.wss_port.is_some(), "mqtt.wss_port"),
+        ] {
+            if set {
+                return Err(TlsError::NotConfigured { key }.into());
+            }
+        }
+    }
     let config = Arc::new(config);
     // The auth files first: a typo in them must stop the start before any port opens.
     let auth = Arc::new(auth::Auth::new(config.auth.clone())?);
@@ -125,9 +165,39 @@ pub async fn start(config: Config) -> Result<Gateway, Error> {
         Some(addr) => Some(bind_tcp("MQTT/WebSocket", addr).await?),
         None => None,
     };
+    // TLS listeners: MQTT over TLS whenever `[tls]` is on; HTTPS and WSS when their
+    // ports are set.
+    let (mut mqtts, mut https, mut wss) = (None, None, None);
+    if tls.is_some() {
+        let l = bind_tcp("MQTT/TLS", config.mqtts_addr()).await?;
+        let a = local(l.local_addr(), "MQTT/TLS", config.mqtts_addr())?;
+        mqtts = Some((l, a));
+        if let Some(addr) = config.https_addr() {
+            let l = bind_tcp("HTTPS", addr).await?;
+            let a = local(l.local_addr(), "HTTPS", addr)?;
+            https = Some((l, a));
+        }
+        if let Some(addr) = config.wss_addr() {
+            let l = bind_tcp("MQTT/WSS", addr).await?;
+            let a = local(l.local_addr(), "MQTT/WSS", addr)?;
+            wss = Some((l, a));
+        }
+    }
+    let mqtts_addr = mqtts.as_ref().map(|(_, a)| *a);
+    let https_addr = https.as_ref().map(|(_, a)| *a);
+    let wss_addr = wss.as_ref().map(|(_, a)| *a);
     let http_addr = local(http.local_addr(), "HTTP", config.http_addr())?;
     let mqtt_addr = local(mqtt.local_addr(), "MQTT", config.mqtt_addr())?;
     let coap_addr = local(coap.local_addr(), "CoAP", coap_addr)?;
+    let coaps = match &config.auth.psk_file {
+        Some(_) => Some(coap::DtlsListener::bind(&config, auth.clone()).await?),
+        None => None,
+    };
+    let coaps_addr = match &coaps {
+        Some(l) => Some(local(l.local_addr(), "CoAP/DTLS", config.coaps_addr())?),
+        None => None,
+    };
+    let coaps_stats = coaps.as_ref().map(|l| l.stats());
 
     let mqtt_ws_addr = match &ws {
         Some(l) => {
@@ -155,6 +225,7 @@ pub async fn start(config: Config) -> Result<Gateway, Error> {
         tokio::spawn(coap::serve(
             coap,
             broker.clone(),
+            auth.clone(),
             config.clone(),
             controller.subscribe(),
         )),
@@ -164,6 +235,7 @@ pub async fn start(config: Config) -> Result<Gateway, Error> {
         tasks.push(tokio::spawn(coap::serve_tcp(
             listener,
             broker.clone(),
+            auth.clone(),
             config.clone(),
             controller.subscribe(),
         )));
@@ -171,12 +243,49 @@ pub async fn start(config: Config) -> Result<Gateway, Error> {
     if let Some(ws) = ws {
         tasks.push(tokio::spawn(mqtt::serve_ws(ws, front.clone())));
     }
+    if let Some(listener) = coaps {
+        tasks.push(tokio::spawn(listener.serve(
+            broker.clone(),
+            auth.clone(),
+            config.clone(),
+            controller.subscribe(),
+        )));
+    }
+    let mut reloader = Reloader::new();
+    reloader.add(auth.clone());
+    if let Some(tls) = &tls {
+        reloader.add(tls.clone());
+        if let Some((l, _)) = mqtts {
+            tasks.push(tokio::spawn(mqtt::serve_tls(l, front.clone(), tls.clone())));
+        }
+        if let Some((l, _)) = https {
+            let router = http::app(
+                http::AppState::new(broker.clone(), config.clone(), controller.subscribe())
+                    .with_mqtt(front.clone()),
+            );
+            tasks.push(tokio::spawn(tls::serve_http(
+                l,
+                router,
+                tls.clone(),
+                controller.subscribe(),
+                "HTTPS",
+            )));
+        }
+        if let Some((l, _)) = wss {
+            tasks.push(tokio::spawn(mqtt::serve_wss(l, front.clone(), tls.clone())));
+        }
+    }
+    let clients = front.clients();
     drop(front);
     tracing::info!(
         http = %http_addr,
         coap = %coap_addr,
+        coaps = %coaps_addr.map(|a| a.to_string()).unwrap_or_else(|| "off (no PSK file)".to_string()),
         mqtt = %mqtt_addr,
         mqtt_ws = %mqtt_ws_addr.map(|a| a.to_string()).unwrap_or_else(|| format!("{http_addr}/mqtt")),
+        mqtts = %mqtts_addr.map(|a| a.to_string()).unwrap_or_else(|| "off".into()),
+        https = %https_addr.map(|a| a.to_string()).unwrap_or_else(|| "off".into()),
+        mqtt_wss = %wss_addr.map(|a| a.to_string()).unwrap_or_else(|| "off".into()),
         store = %if config.store.memory { "memory".to_string() } else { config.store.db.display().to_string() },
         retained = broker.retained_count(),
         "ponte listening"
@@ -184,24 +293,40 @@ pub async fn start(config: Config) -> Result<Gateway, Error> {
     Ok(Gateway {
         http_addr,
         coap_addr,
+        coaps_addr,
+        coaps_stats,
         mqtt_addr,
         mqtt_ws_addr,
+        mqtts_addr,
+        https_addr,
+        wss_addr,
         broker,
         auth,
+        clients,
+        reloader,
         controller,
         tasks,
     })
 }
 
 impl Gateway {
-    /// Re-read what SIGHUP re-reads: the password, ACL and JWT key files. Connections stay
-    /// up; their next check uses the new rules. A file that fails to load is logged and the
-    /// old rules stay in force.
-    pub fn reload(&self) {
-        match self.auth.reload() {
-            Ok(()) => tracing::info!("reloaded the auth files"),
-            Err(e) => tracing::error!(error = %e, "reload failed; keeping the previous auth files"),
-        }
+    /// Re-read every file the gateway serves from (SIGHUP): the auth files (password, ACL,
+    /// PSK, JWT key) and the TLS certificate, key and client CA. New connections use the new files; existing ones keep going as they
+    /// are. A file that cannot be used is logged and named in the error, and the old
+    /// configuration stays in force.
+    pub fn reload(&self) -> Result<(), ReloadError> {
+        self.reloader.reload()
+    }
+
+    /// A handle that runs [`Gateway::reload`], for a signal handler that outlives a borrow.
+    pub fn reloader(&self) -> Reloader {
+        self.reloader.clone()
+    }
+
+    /// The MQTT clients connected right now, over every transport: client id, the username
+    /// the connection acts as, TLS client identity, address.
+    pub fn mqtt_clients(&self) -> Vec<mqtt::ClientInfo> {
+        self.clients.list()
     }
 
     /// Stop accepting, let in-flight writes finish, flush the store.
@@ -229,26 +354,18 @@ impl Gateway {
 
 /// Run the gateway until `shutdown` completes, then stop it gracefully.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
-    run_with_reload(config, shutdown, futures_util::stream::pending()).await
+    run_with_reload(config, |_| shutdown).await
 }
 
-/// [`run`], also calling [`Gateway::reload`] on every item of `reload` (the binary feeds it
-/// SIGHUP).
-pub async fn run_with_reload(
+/// Like [`run`], with the [`Reloader`] handed to `until`, which builds the future that runs
+/// the gateway: it may call [`Reloader::reload`] (on SIGHUP) as often as it likes until it
+/// completes, then the gateway stops gracefully.
+pub async fn run_with_reload<F: Future<Output = ()>>(
     config: Config,
-    shutdown: impl Future<Output = ()>,
-    reload: impl futures_util::Stream<Item = ()>,
+    until: impl FnOnce(Reloader) -> F,
 ) -> Result<(), Error> {
-    use futures_util::StreamExt as _;
     let gateway = start(config).await?;
-    let mut reload = std::pin::pin!(reload);
-    let mut shutdown = std::pin::pin!(shutdown);
-    loop {
-        tokio::select! {
-            _ = &mut shutdown => break,
-            Some(()) = reload.next() => gateway.reload(),
-        }
-    }
+    until(gateway.reloader()).await;
     gateway.shutdown().await;
     Ok(())
 }

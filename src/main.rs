@@ -1,4 +1,5 @@
-//! The `ponte` binary: parse flags, set up logging, run until SIGINT/SIGTERM.
+//! The `ponte` binary: parse flags, set up logging, run until SIGINT/SIGTERM; SIGHUP
+//! reloads the files (TLS certificates).
 
 use std::process::ExitCode;
 
@@ -7,18 +8,6 @@ use ponte::cli::Cli;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Some(ponte::cli::Command::Passwd(args)) = &cli.command {
-        return match args.run() {
-            Ok(msg) => {
-                eprintln!("ponte passwd: {msg}");
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("ponte passwd: {e}");
-                ExitCode::FAILURE
-            }
-        };
-    }
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(cli.log_filter()));
     tracing_subscriber::fmt().with_env_filter(filter).init();
@@ -42,34 +31,44 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         // Register for the signals before anything listens: a SIGTERM that arrives as soon as
-        // the ports are open must stop the gateway gracefully, not kill it.
-        let mut stop =
-            Stop::register().map_err(|e| format!("cannot install signal handlers: {e}"))?;
-        let reload = stop.hangups();
-        ponte::run_with_reload(config, stop.wait(), reload)
+        // the ports are open must stop the gateway gracefully, not kill it (nor a SIGHUP).
+        let stop = Stop::register().map_err(|e| {
+            (
+                ExitCode::FAILURE,
+                format!("cannot install signal handlers: {e}"),
+            )
+        })?;
+        ponte::run_with_reload(config, |reloader| stop.wait(reloader))
             .await
-            .map_err(|e| e.to_string())
+            .map_err(|e| {
+                // Unusable TLS files are a configuration error, like a bad config file.
+                let code = match e {
+                    ponte::Error::Tls(_) => ExitCode::from(2),
+                    _ => ExitCode::FAILURE,
+                };
+                (code, e.to_string())
+            })
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
+        Err((code, e)) => {
             eprintln!("ponte: {e}");
-            ExitCode::FAILURE
+            code
         }
     }
 }
 
 /// SIGINT and SIGTERM (stop) and SIGHUP (reload), registered up front.
 struct Stop {
-    /// SIGHUP: re-read the auth files; taken by [`Stop::hangups`].
-    #[cfg(unix)]
-    hangup: Option<tokio::signal::unix::Signal>,
     /// SIGINT (Ctrl-C).
     #[cfg(unix)]
     interrupt: tokio::signal::unix::Signal,
     /// SIGTERM (service managers, `kill`).
     #[cfg(unix)]
     terminate: tokio::signal::unix::Signal,
+    /// SIGHUP: re-read the TLS files (and whatever else registers a reload hook).
+    #[cfg(unix)]
+    hangup: tokio::signal::unix::Signal,
 }
 
 impl Stop {
@@ -79,9 +78,9 @@ impl Stop {
         {
             use tokio::signal::unix::{signal, SignalKind};
             Ok(Stop {
-                hangup: Some(signal(SignalKind::hangup())?),
                 interrupt: signal(SignalKind::interrupt())?,
                 terminate: signal(SignalKind::terminate())?,
+                hangup: signal(SignalKind::hangup())?,
             })
         }
         #[cfg(not(unix))]
@@ -90,35 +89,25 @@ impl Stop {
         }
     }
 
-    /// Every SIGHUP as a stream item.
-    fn hangups(&mut self) -> impl futures_util::Stream<Item = ()> {
+    /// Completes on the first SIGINT or SIGTERM; every SIGHUP before it reloads. A failed
+    /// reload is logged by the reloader and the gateway keeps its old files.
+    async fn wait(mut self, reloader: ponte::reload::Reloader) {
         #[cfg(unix)]
         {
-            let hangup = self.hangup.take();
-            futures_util::stream::unfold(hangup, |h| async move {
-                let mut h = h?;
-                h.recv().await?;
-                tracing::info!("SIGHUP: reloading");
-                Some(((), Some(h)))
-            })
-        }
-        #[cfg(not(unix))]
-        {
-            futures_util::stream::pending()
-        }
-    }
-
-    /// Completes on the first of SIGINT and SIGTERM.
-    async fn wait(mut self) {
-        #[cfg(unix)]
-        {
-            tokio::select! {
-                _ = self.interrupt.recv() => {}
-                _ = self.terminate.recv() => {}
+            loop {
+                tokio::select! {
+                    _ = self.interrupt.recv() => break,
+                    _ = self.terminate.recv() => break,
+                    _ = self.hangup.recv() => {
+                        tracing::info!("SIGHUP: reloading");
+                        let _ = reloader.reload();
+                    }
+                }
             }
         }
         #[cfg(not(unix))]
         {
+            let _ = reloader;
             let _ = tokio::signal::ctrl_c().await;
         }
         tracing::info!("shutting down");

@@ -74,9 +74,15 @@ fn field(line: &str, key: &str) -> SocketAddr {
 /// Start `ponte --host 127.0.0.1 -p 0 -a 0 -m 0 -d db` and wait for its `ponte listening`
 /// line, which gives the ports it picked.
 fn spawn(db: &Path) -> Ponte {
+    spawn_with(db, &[])
+}
+
+/// [`spawn`] with more arguments (e.g. `-c config.toml`).
+fn spawn_with(db: &Path, extra: &[&std::ffi::OsStr]) -> Ponte {
     let mut child = command()
         .args(["--host", "127.0.0.1", "-p", "0", "-a", "0", "-m", "0", "-d"])
         .arg(db)
+        .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -550,4 +556,449 @@ async fn mqtt_4_3_3_inbound_qos2_id_kept_across_restart() {
         got.is_err(),
         "a remembered QoS 2 id is not delivered twice: {got:?}"
     );
+}
+
+// ---------------------------------------------------------------------------------------
+// Durable sessions while connected (issue 3): `kill -9` in the middle of a connection.
+// ---------------------------------------------------------------------------------------
+
+/// SIGKILL the broker and wait until it is gone.
+fn kill_9(mut ponte: Ponte) {
+    let kill = Command::new("kill")
+        .args(["-KILL", &ponte.child.id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(kill.success());
+    wait_exit(&mut ponte.child, Duration::from_secs(10));
+}
+
+/// The packet id of a raw 3.1.1 QoS 1/2 PUBLISH (after the topic).
+fn publish_pkid(p: &common::RawPacket) -> u16 {
+    let n = usize::from(u16::from_be_bytes([p.body[0], p.body[1]]));
+    u16::from_be_bytes([p.body[2 + n], p.body[3 + n]])
+}
+
+/// The payload of a raw 3.1.1 QoS 1/2 PUBLISH.
+fn publish_payload(p: &common::RawPacket) -> &[u8] {
+    let n = usize::from(u16::from_be_bytes([p.body[0], p.body[1]]));
+    &p.body[4 + n..]
+}
+
+/// MQTT 4.3.3 (method B) across `kill -9`: the broker answered PUBREC, so the inbound
+/// QoS 2 id is on disk; the client's DUP re-send and PUBREL after the restart are not
+/// delivered again, and the (away, persistent) subscriber gets exactly one copy.
+#[tokio::test]
+async fn mqtt_4_3_3_qos2_publish_between_pubrec_and_pubrel_delivered_once_across_kill_9() {
+    use common::{connect_v311, publish_packet, Raw};
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("db");
+    let ponte = spawn(&db);
+    let persistent = |addr| {
+        let mut o = common::options(addr, "once-sub");
+        o.set_clean_session(false);
+        o
+    };
+    let (mut sub, _) = Client::connect_with(persistent(ponte.mqtt)).await;
+    sub.subscribe("once/t", QoS::ExactlyOnce).await;
+    sub.disconnect().await;
+
+    let mut publisher = Raw::open(ponte.mqtt).await;
+    publisher.send(&connect_v311(false, 0, "once-pub")).await;
+    assert_eq!(publisher.read().await.expect("CONNACK").body, vec![0, 0]);
+    publisher
+        .send(&publish_packet(
+            "once/t",
+            b"exactly once",
+            2,
+            7,
+            false,
+            false,
+        ))
+        .await;
+    let rec = publisher.read().await.expect("PUBREC");
+    assert_eq!((rec.first, rec.body.as_slice()), (0x50, &[0u8, 7][..]));
+    // Crash while the exchange is between PUBREC and PUBREL, the client still connected.
+    kill_9(ponte);
+    drop(publisher);
+
+    let ponte = spawn(&db);
+    let mut publisher = Raw::open(ponte.mqtt).await;
+    publisher.send(&connect_v311(false, 0, "once-pub")).await;
+    assert_eq!(publisher.read().await.expect("CONNACK").body, vec![1, 0]);
+    // The client does not know whether PUBREC was durable: it re-sends (MQTT-4.4.0-1).
+    publisher
+        .send(&publish_packet(
+            "once/t",
+            b"exactly once",
+            2,
+            7,
+            false,
+            true,
+        ))
+        .await;
+    let rec = publisher.read().await.expect("PUBREC for the re-send");
+    assert_eq!((rec.first, rec.body.as_slice()), (0x50, &[0u8, 7][..]));
+    publisher.send(&[0x62, 2, 0, 7]).await;
+    let comp = publisher.read().await.expect("PUBCOMP");
+    assert_eq!((comp.first, comp.body.as_slice()), (0x70, &[0u8, 7][..]));
+
+    let (mut sub, ack) = Client::connect_with(persistent(ponte.mqtt)).await;
+    assert!(ack.session_present);
+    let first = sub.publish_rx().await;
+    assert_eq!(&first.payload[..], b"exactly once");
+    let second = tokio::time::timeout(Duration::from_millis(500), sub.publish_rx()).await;
+    assert!(second.is_err(), "delivered twice: {second:?}");
+}
+
+/// MQTT-4.4.0-1 and MQTT-3.3.1-1 across `kill -9` in the middle of a connection: the
+/// QoS 1/2 PUBLISHes the subscriber never acknowledged come back with DUP=1 under their
+/// packet ids, and for the QoS 2 one it answered with PUBREC only the PUBREL comes back —
+/// all in the original order.
+#[tokio::test]
+async fn mqtt_4_4_0_1_unacknowledged_publishes_and_pubrels_resent_in_order_after_kill_9() {
+    use common::{connect_v311, subscribe_packet, Raw};
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("db");
+    let ponte = spawn(&db);
+    let mut raw = Raw::open(ponte.mqtt).await;
+    raw.send(&connect_v311(false, 0, "inflight")).await;
+    assert_eq!(raw.read().await.expect("CONNACK").body, vec![0, 0]);
+    raw.send(&subscribe_packet(1, &[("if/q1", 1), ("if/q2", 2)]))
+        .await;
+    assert_eq!(raw.read().await.expect("SUBACK").body, vec![0, 1, 1, 2]);
+    let (mut p, _) = Client::connect(ponte.mqtt, "inflight-pub").await;
+    let sends = [
+        ("if/q1", QoS::AtLeastOnce, "a"),
+        ("if/q2", QoS::ExactlyOnce, "b"),
+        ("if/q1", QoS::AtLeastOnce, "c"),
+        ("if/q2", QoS::ExactlyOnce, "d"),
+    ];
+    for (topic, qos, payload) in sends {
+        p.publish(topic, qos, false, payload.as_bytes()).await;
+    }
+    let mut first = Vec::new();
+    for (_, _, payload) in sends {
+        let pkt = raw.read().await.expect("PUBLISH");
+        assert_eq!(pkt.kind(), 3);
+        assert_eq!(pkt.first & 0x08, 0, "first send has DUP=0");
+        assert_eq!(publish_payload(&pkt), payload.as_bytes());
+        first.push(pkt);
+    }
+    // PUBREC for "b" only: the broker answers PUBREL; no PUBCOMP, no PUBACK.
+    let b = publish_pkid(&first[1]);
+    raw.send(&[0x50, 2, (b >> 8) as u8, b as u8]).await;
+    let rel = raw.read().await.expect("PUBREL");
+    assert_eq!(
+        (rel.first, rel.body.clone()),
+        (0x62, b.to_be_bytes().to_vec())
+    );
+    // QoS 1 progress is written without being awaited: give that batch a moment.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    kill_9(ponte);
+    drop(raw);
+
+    let ponte = spawn(&db);
+    let mut raw = Raw::open(ponte.mqtt).await;
+    raw.send(&connect_v311(false, 0, "inflight")).await;
+    assert_eq!(raw.read().await.expect("CONNACK").body, vec![1, 0]);
+    for (i, sent) in first.iter().enumerate() {
+        let pkt = raw.read().await.expect("re-sent packet");
+        if i == 1 {
+            assert_eq!(
+                (pkt.first, pkt.body.clone()),
+                (0x62, b.to_be_bytes().to_vec()),
+                "past PUBREC only the PUBREL is re-sent, in its place"
+            );
+            continue;
+        }
+        assert_eq!(
+            pkt.first,
+            sent.first | 0x08,
+            "re-sent with DUP=1 (MQTT-3.3.1-1)"
+        );
+        assert_eq!(
+            pkt.body, sent.body,
+            "same packet id, topic and payload, same order"
+        );
+    }
+    let more = tokio::time::timeout(Duration::from_millis(300), raw.read()).await;
+    assert!(more.is_err(), "nothing else re-sent: {more:?}");
+}
+
+/// A raw MQTT 5 client over ponte-mqtt's v5 codec.
+struct V5 {
+    /// The socket.
+    s: tokio::net::TcpStream,
+    /// Received bytes not yet decoded.
+    buf: bytes::BytesMut,
+}
+
+impl V5 {
+    /// Connect with Clean Start `clean` and Session Expiry `expiry`; returns the client and
+    /// CONNACK's Session Present.
+    async fn connect(addr: SocketAddr, id: &str, clean: bool, expiry: u32) -> (V5, bool) {
+        use ponte_mqtt::{Connect, Connect5, Packet5, Properties, ProtocolVersion};
+        let s = within(WAIT, "TCP connect", tokio::net::TcpStream::connect(addr))
+            .await
+            .expect("connect");
+        let mut c = V5 {
+            s,
+            buf: bytes::BytesMut::new(),
+        };
+        c.send(&Packet5::Connect(Box::new(Connect5 {
+            connect: Connect {
+                protocol: ProtocolVersion::V5,
+                client_id: id.into(),
+                clean_session: clean,
+                keep_alive: 30,
+                username: None,
+                password: None,
+                will: None,
+            },
+            properties: Properties {
+                session_expiry_interval: Some(expiry),
+                ..Properties::default()
+            },
+            will_properties: Properties::default(),
+        })))
+        .await;
+        match c.recv().await {
+            Some(Packet5::ConnAck {
+                session_present,
+                reason_code: 0,
+                ..
+            }) => (c, session_present),
+            other => panic!("expected CONNACK 0, got {other:?}"),
+        }
+    }
+
+    async fn send(&mut self, p: &ponte_mqtt::Packet5) {
+        use tokio::io::AsyncWriteExt;
+        let mut out = bytes::BytesMut::new();
+        ponte_mqtt::encode_v5(p, &mut out);
+        within(WAIT, "write", self.s.write_all(&out))
+            .await
+            .expect("write");
+    }
+
+    async fn recv(&mut self) -> Option<ponte_mqtt::Packet5> {
+        use tokio::io::AsyncReadExt;
+        within(WAIT, "an MQTT 5 packet", async {
+            loop {
+                match ponte_mqtt::decode_v5(&mut self.buf, 1 << 24) {
+                    Ok(Some(p)) => return Some(p),
+                    Ok(None) => {}
+                    Err(e) => panic!("server sent a malformed packet: {e}"),
+                }
+                let mut chunk = [0u8; 4096];
+                match self.s.read(&mut chunk).await {
+                    Ok(0) | Err(_) => return None,
+                    Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                }
+            }
+        })
+        .await
+    }
+
+    /// The next packet that is not a PINGRESP.
+    async fn next(&mut self) -> ponte_mqtt::Packet5 {
+        self.recv().await.expect("a packet, not a close")
+    }
+
+    async fn subscribe(&mut self, filter: &str) {
+        use ponte_mqtt::{Packet5, Properties, Subscribe5, SubscriptionOptions};
+        self.send(&Packet5::Subscribe(Subscribe5 {
+            pkid: 1,
+            filters: vec![(
+                filter.to_string(),
+                SubscriptionOptions::qos(ponte_mqtt::QoS::AtLeastOnce),
+            )],
+            properties: Properties::default(),
+        }))
+        .await;
+        match self.next().await {
+            Packet5::SubAck(a) => assert_eq!(a.reason_codes, vec![1]),
+            other => panic!("expected SUBACK, got {other:?}"),
+        }
+    }
+
+    async fn disconnect(mut self) {
+        use ponte_mqtt::{Packet5, Properties, ReasonPacket};
+        self.send(&Packet5::Disconnect(ReasonPacket {
+            reason_code: 0,
+            properties: Properties::default(),
+        }))
+        .await;
+        // The server closes after DISCONNECT.
+        assert!(self.recv().await.is_none(), "closed after DISCONNECT");
+    }
+}
+
+/// MQTT 5 §3.3.2.3 across `kill -9`: a message queued for an away session keeps its
+/// Payload Format Indicator, Content Type, Response Topic, Correlation Data and User
+/// Properties (in order), and is sent with what remains of its Message Expiry Interval
+/// (MQTT-3.3.2-6); one that expired while the broker was down is not sent (MQTT-3.3.2-5).
+#[tokio::test]
+async fn mqtt5_3_3_2_properties_and_remaining_expiry_of_queued_messages_survive_kill_9() {
+    use ponte_mqtt::{Packet5, Properties, PubResponse, Publish, Publish5};
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("db");
+    let ponte = spawn(&db);
+    let (mut sub, present) = V5::connect(ponte.mqtt, "props-sub", true, 600).await;
+    assert!(!present);
+    sub.subscribe("props/#").await;
+    sub.disconnect().await;
+
+    let props = Properties {
+        payload_format_indicator: Some(1),
+        content_type: Some("application/json".into()),
+        response_topic: Some("props/reply".into()),
+        correlation_data: Some(Bytes::from_static(b"\x00\x01corr")),
+        user_properties: vec![
+            ("k1".into(), "v1".into()),
+            ("k2".into(), "v2".into()),
+            ("k1".into(), "v3".into()),
+        ],
+        ..Properties::default()
+    };
+    let (mut publisher, _) = V5::connect(ponte.mqtt, "props-pub", true, 0).await;
+    for (pkid, topic, expiry, payload) in [
+        (1u16, "props/short", 1u32, &b"gone"[..]),
+        (2, "props/long", 600, &b"{\"x\":1}"[..]),
+    ] {
+        publisher
+            .send(&Packet5::Publish(Box::new(Publish5 {
+                publish: Publish {
+                    dup: false,
+                    qos: ponte_mqtt::QoS::AtLeastOnce,
+                    retain: false,
+                    topic: topic.into(),
+                    pkid,
+                    payload: Bytes::copy_from_slice(payload),
+                },
+                properties: Properties {
+                    message_expiry_interval: Some(expiry),
+                    ..props.clone()
+                },
+            })))
+            .await;
+        match publisher.next().await {
+            Packet5::PubAck(PubResponse { reason_code: 0, .. }) => {}
+            other => panic!("expected PUBACK 0, got {other:?}"),
+        }
+    }
+    let published = Instant::now();
+    kill_9(ponte);
+    drop(publisher);
+    // Down for longer than the short message's 1 s expiry.
+    std::thread::sleep(Duration::from_millis(1500));
+
+    let ponte = spawn(&db);
+    let (mut sub, present) = V5::connect(ponte.mqtt, "props-sub", false, 600).await;
+    assert!(present, "the session survived");
+    let p = match sub.next().await {
+        Packet5::Publish(p) => p,
+        other => panic!("expected the queued PUBLISH, got {other:?}"),
+    };
+    assert_eq!(
+        p.publish.topic, "props/long",
+        "the expired message is not sent"
+    );
+    assert_eq!(&p.publish.payload[..], b"{\"x\":1}");
+    let got = &p.properties;
+    assert_eq!(got.payload_format_indicator, props.payload_format_indicator);
+    assert_eq!(got.content_type, props.content_type);
+    assert_eq!(got.response_topic, props.response_topic);
+    assert_eq!(got.correlation_data, props.correlation_data);
+    assert_eq!(got.user_properties, props.user_properties, "in order");
+    let left = got
+        .message_expiry_interval
+        .expect("Message Expiry Interval");
+    // At least 1.5 s passed (rounded up, the full 600 would be a restarted interval).
+    let elapsed = published.elapsed().as_secs() as u32;
+    assert!(
+        left < 600 && left >= 600 - elapsed - 2,
+        "remaining interval {left} s after {elapsed} s"
+    );
+    sub.send(&Packet5::PubAck(PubResponse {
+        pkid: p.publish.pkid,
+        reason_code: 0,
+        properties: Properties::default(),
+    }))
+    .await;
+    let more = tokio::time::timeout(Duration::from_millis(300), sub.recv()).await;
+    assert!(more.is_err(), "nothing else: {more:?}");
+}
+
+/// `overflow = "drop-oldest"` on a persistent session: a displaced message is deleted from
+/// disk too, so it does not come back after a `kill -9` even when the restarted broker's
+/// queue has room for it.
+#[tokio::test]
+async fn drop_oldest_displaced_message_does_not_come_back_after_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("db");
+    let small = dir.path().join("small.toml");
+    std::fs::write(
+        &small,
+        "[mqtt]\nmax_queued = 2\noverflow = \"drop-oldest\"\n",
+    )
+    .unwrap();
+    let ponte = spawn_with(&db, &["-c".as_ref(), small.as_os_str()]);
+    let persistent = |addr| {
+        let mut o = common::options(addr, "oldest-sub");
+        o.set_clean_session(false);
+        o
+    };
+    let (mut sub, _) = Client::connect_with(persistent(ponte.mqtt)).await;
+    sub.subscribe("oldest/t", QoS::AtLeastOnce).await;
+    sub.disconnect().await;
+    let (mut p, _) = Client::connect(ponte.mqtt, "oldest-pub").await;
+    for i in 0..5 {
+        p.publish(
+            "oldest/t",
+            QoS::AtLeastOnce,
+            false,
+            format!("m{i}").as_bytes(),
+        )
+        .await;
+    }
+    // The displaced entries' deletions are not awaited: give that batch a moment.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    kill_9(ponte);
+
+    // Restart with room for all five: only the two kept ones come back.
+    let ponte = spawn(&db);
+    let (mut sub, ack) = Client::connect_with(persistent(ponte.mqtt)).await;
+    assert!(ack.session_present);
+    let mut got = Vec::new();
+    for _ in 0..2 {
+        got.push(String::from_utf8(sub.publish_rx().await.payload.to_vec()).unwrap());
+    }
+    assert_eq!(got, ["m3", "m4"]);
+    let more = tokio::time::timeout(Duration::from_millis(500), sub.publish_rx()).await;
+    assert!(more.is_err(), "a displaced message came back: {more:?}");
+}
+
+/// MQTT 5 §3.1.2.11.2 across a restart: the Session Expiry Interval counts from when the
+/// client went away, not from when the broker restarted; a session that expired while the
+/// broker was down is gone at start (MQTT-3.1.2-23), one that has time left is not.
+#[tokio::test]
+async fn mqtt5_3_1_2_11_session_expiry_counts_across_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("db");
+    let ponte = spawn(&db);
+    let (mut short, _) = V5::connect(ponte.mqtt, "exp-short", true, 2).await;
+    short.subscribe("exp/t").await;
+    short.disconnect().await;
+    let (mut long, _) = V5::connect(ponte.mqtt, "exp-long", true, 600).await;
+    long.subscribe("exp/t").await;
+    long.disconnect().await;
+    kill_9(ponte);
+    std::thread::sleep(Duration::from_millis(2500));
+
+    let ponte = spawn(&db);
+    let (_short, present) = V5::connect(ponte.mqtt, "exp-short", false, 2).await;
+    assert!(!present, "expired while the broker was down");
+    let (_long, present) = V5::connect(ponte.mqtt, "exp-long", false, 600).await;
+    assert!(present, "600 s have not passed");
 }

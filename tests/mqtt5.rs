@@ -12,7 +12,8 @@ use bytes::{Bytes, BytesMut};
 use common::*;
 use ponte_mqtt::{
     decode_v5, encode_v5, Connect, Connect5, Packet5, Properties, ProtocolVersion, PubResponse,
-    Publish, Publish5, QoS, ReasonPacket, Subscribe5, SubscriptionOptions,
+    Publish, Publish5, QoS, ReasonPacket, SubResponse, Subscribe5, SubscriptionOptions,
+    Unsubscribe5,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -149,13 +150,49 @@ impl V5 {
         }
     }
 
-    /// Wait for DISCONNECT; returns its reason code.
+    /// Wait for DISCONNECT; returns its reason code, after checking that it says why (every
+    /// error the server sends carries a Reason String).
     async fn disconnect_reason(&mut self) -> u8 {
+        let d = self.disconnect().await;
+        assert!(
+            d.properties.reason_string.is_some(),
+            "DISCONNECT {:#04x} without a Reason String",
+            d.reason_code
+        );
+        d.reason_code
+    }
+
+    /// Wait for DISCONNECT.
+    async fn disconnect(&mut self) -> ReasonPacket {
         loop {
             match self.recv().await {
-                Some(Packet5::Disconnect(d)) => return d.reason_code,
+                Some(Packet5::Disconnect(d)) => return d,
                 Some(_) => {}
                 None => panic!("closed without DISCONNECT"),
+            }
+        }
+    }
+
+    /// Subscribe and wait for the whole SUBACK.
+    async fn suback(&mut self, filters: &[(&str, SubscriptionOptions)]) -> SubResponse {
+        self.send(&subscribe5(8, filters, None)).await;
+        loop {
+            match self.recv().await {
+                Some(Packet5::SubAck(a)) => return a,
+                Some(_) => {}
+                None => panic!("closed before SUBACK"),
+            }
+        }
+    }
+
+    /// Send `p` (a QoS 1/2 PUBLISH) and wait for its PUBACK or PUBREC.
+    async fn publish_acked(&mut self, p: &Packet5) -> PubResponse {
+        self.send(p).await;
+        loop {
+            match self.recv().await {
+                Some(Packet5::PubAck(r) | Packet5::PubRec(r)) => return r,
+                Some(_) => {}
+                None => panic!("closed before PUBACK/PUBREC"),
             }
         }
     }
@@ -426,6 +463,403 @@ async fn mqtt5_3_3_2_3_4_server_assigns_topic_aliases_for_repeated_topics() {
         "repeated topic sent as its alias only"
     );
     assert_eq!(second.properties.topic_alias, Some(alias));
+}
+
+#[tokio::test]
+async fn mqtt5_4_13_packet_above_the_servers_maximum_gets_disconnect_0x95() {
+    let gw = gateway_with(|c| c.mqtt.max_packet_size = 256).await;
+    let (mut c, _, p) = V5::connect(gw.mqtt_addr, "too-big", Properties::default()).await;
+    assert_eq!(p.maximum_packet_size, Some(256));
+    c.send(&publish5(
+        "big/t",
+        QoS::AtMostOnce,
+        0,
+        &[b'x'; 1000],
+        Properties::default(),
+    ))
+    .await;
+    assert_eq!(c.disconnect_reason().await, 0x95);
+}
+
+#[tokio::test]
+async fn mqtt5_3_1_2_25_too_large_qos1_publish_discarded_as_if_delivered_and_counted() {
+    let gw = gateway().await;
+    // Receive Maximum 1: were the discarded message still in flight, nothing would follow.
+    let props = Properties {
+        maximum_packet_size: Some(64),
+        receive_maximum: Some(1),
+        ..Properties::default()
+    };
+    let (mut sub, _, _) = V5::connect(gw.mqtt_addr, "small-q1", props).await;
+    sub.subscribe(&[("mps1/#", opts(QoS::AtLeastOnce))], None)
+        .await;
+    let (mut publ, _, _) = V5::connect(gw.mqtt_addr, "big-q1", Properties::default()).await;
+    let big = publish5(
+        "mps1/big",
+        QoS::AtLeastOnce,
+        1,
+        &[b'x'; 200],
+        Properties::default(),
+    );
+    assert_eq!(publ.publish_acked(&big).await.reason_code, 0, "it matched");
+    let small = publish5("mps1/ok", QoS::AtLeastOnce, 2, b"ok", Properties::default());
+    publ.publish_acked(&small).await;
+    let p = sub.publish().await;
+    assert_eq!(p.publish.topic, "mps1/ok", "the oversized one was not sent");
+    let counted = gw
+        .broker
+        .metrics
+        .too_large
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(counted, 1, "the discarded message is counted");
+}
+
+#[tokio::test]
+async fn mqtt5_3_3_2_3_4_server_alias_reuse_never_exceeds_the_clients_maximum() {
+    let gw = gateway().await;
+    let props = Properties {
+        topic_alias_maximum: Some(3),
+        ..Properties::default()
+    };
+    let (mut sub, _, _) = V5::connect(gw.mqtt_addr, "lru-sub", props).await;
+    sub.subscribe(&[("lru/#", opts(QoS::AtMostOnce))], None)
+        .await;
+    let (mut publ, _, _) = V5::connect(gw.mqtt_addr, "lru-pub", Properties::default()).await;
+    // Five topics, some revisited: more topics than aliases, so aliases are reassigned
+    // (t3 takes t0's, t4 takes t2's, t0 takes t3's) and repeats go on as alias-only sends.
+    let topics: Vec<String> = [0, 1, 2, 3, 3, 1, 4, 4, 1, 0, 0]
+        .iter()
+        .map(|i| format!("lru/t{i}"))
+        .collect();
+    for t in &topics {
+        let Packet5::Publish(mut p) = publish5("x", QoS::AtMostOnce, 0, b"", Properties::default())
+        else {
+            unreachable!()
+        };
+        p.publish.topic = t.clone();
+        p.publish.payload = Bytes::from(t.clone());
+        publ.send(&Packet5::Publish(p)).await;
+    }
+    // Resolve aliases as a client must (3.3.2.3.4).
+    let mut table = std::collections::HashMap::new();
+    let mut topics_per_alias: std::collections::HashMap<u16, std::collections::HashSet<String>> =
+        Default::default();
+    let mut sent_alias_only = 0;
+    for t in &topics {
+        let p = sub.publish().await;
+        let alias = p.properties.topic_alias.expect("aliased");
+        assert!(
+            (1..=3).contains(&alias),
+            "MQTT-3.1.2-26: alias {alias} outside 1..=3"
+        );
+        if p.publish.topic.is_empty() {
+            sent_alias_only += 1;
+        } else {
+            table.insert(alias, p.publish.topic.clone());
+        }
+        let resolved = table.get(&alias).expect("alias used before it was set");
+        assert_eq!(resolved, t, "the client resolves the topic it was sent");
+        assert_eq!(p.publish.payload, t.as_bytes(), "payload matches the topic");
+        topics_per_alias
+            .entry(alias)
+            .or_default()
+            .insert(resolved.clone());
+    }
+    assert!(
+        topics_per_alias.values().any(|s| s.len() > 1),
+        "an alias was reused for another topic: {topics_per_alias:?}"
+    );
+    assert_eq!(
+        sent_alias_only, 5,
+        "repeated topics went as alias only after the table filled"
+    );
+}
+
+#[tokio::test]
+async fn mqtt5_rumqttc_v5_resolves_topics_through_alias_reuse() {
+    use rumqttc::v5::mqttbytes::v5::Packet;
+    use rumqttc::v5::mqttbytes::QoS as Q;
+    use rumqttc::v5::{AsyncClient, Event, MqttOptions};
+    let gw = gateway().await;
+    let mut o = MqttOptions::new("rumq5-alias", "127.0.0.1", gw.mqtt_addr.port());
+    o.set_keep_alive(Duration::from_secs(5));
+    o.set_topic_alias_max(Some(2));
+    let (client, mut el) = AsyncClient::new(o, 64);
+    client.subscribe("ra/#", Q::AtLeastOnce).await.unwrap();
+    let topics: Vec<String> = [0, 1, 0, 2, 3, 1, 0, 2, 3, 3, 1]
+        .iter()
+        .map(|i| format!("ra/t{i}"))
+        .collect();
+    let (mut publ, _, _) = V5::connect(gw.mqtt_addr, "ra-pub", Properties::default()).await;
+    let mut got = Vec::new();
+    let mut aliased = 0;
+    within(WAIT, "rumqttc v5 receives every topic", async {
+        loop {
+            match el.poll().await.expect("v5 event loop") {
+                Event::Incoming(Packet::SubAck(_)) => {
+                    for (i, t) in topics.iter().enumerate() {
+                        let Packet5::Publish(mut p) = publish5(
+                            "x",
+                            QoS::AtLeastOnce,
+                            i as u16 + 1,
+                            b"",
+                            Properties::default(),
+                        ) else {
+                            unreachable!()
+                        };
+                        p.publish.topic = t.clone();
+                        p.publish.payload = Bytes::from(t.clone());
+                        publ.publish_acked(&Packet5::Publish(p)).await;
+                    }
+                }
+                Event::Incoming(Packet::Publish(p)) => {
+                    if p.properties
+                        .as_ref()
+                        .is_some_and(|p| p.topic_alias.is_some())
+                    {
+                        aliased += 1;
+                    }
+                    assert_eq!(p.topic, p.payload, "resolved topic is the one published");
+                    got.push(String::from_utf8(p.topic.to_vec()).unwrap());
+                    if got.len() == topics.len() {
+                        return;
+                    }
+                }
+                _ => {}
+            }
+        }
+    })
+    .await;
+    assert_eq!(got, topics);
+    assert_eq!(aliased, topics.len(), "every message used an alias");
+}
+
+// ---------------------------------------------------------------------------------------
+// Reason Strings, Request Problem Information, Response Information, 0x10
+
+#[tokio::test]
+async fn mqtt5_3_9_3_suback_reason_string_names_the_refused_filter() {
+    let gw = gateway().await;
+    let (mut c, _, _) = V5::connect(gw.mqtt_addr, "rs-sub", Properties::default()).await;
+    let a = c
+        .suback(&[
+            ("ok/#", opts(QoS::AtLeastOnce)),
+            ("bad/#/x", opts(QoS::AtLeastOnce)),
+        ])
+        .await;
+    assert_eq!(a.reason_codes, [0x01, 0x8F]);
+    let text = a.properties.reason_string.expect("a Reason String");
+    assert!(text.contains("bad/#/x"), "names the filter: {text:?}");
+    assert!(!text.contains("ok/#"), "only the refused one: {text:?}");
+    // UNSUBACK: an invalid filter is 0x8F Topic Filter invalid, explained.
+    c.send(&Packet5::Unsubscribe(Unsubscribe5 {
+        pkid: 9,
+        filters: vec!["ok/#".into(), "x/#/y".into()],
+        properties: Properties::default(),
+    }))
+    .await;
+    let u = loop {
+        match c.recv().await {
+            Some(Packet5::UnsubAck(u)) => break u,
+            Some(_) => {}
+            None => panic!("closed before UNSUBACK"),
+        }
+    };
+    assert_eq!(u.reason_codes, [0x00, 0x8F]);
+    let text = u.properties.reason_string.expect("a Reason String");
+    assert!(text.contains("x/#/y"), "{text:?}");
+}
+
+#[tokio::test]
+async fn mqtt5_3_9_3_suback_quota_exceeded_explained() {
+    let gw = gateway_with(|c| c.mqtt.max_subscriptions = 1).await;
+    let (mut c, _, _) = V5::connect(gw.mqtt_addr, "rs-quota", Properties::default()).await;
+    let a = c
+        .suback(&[
+            ("q/1", opts(QoS::AtMostOnce)),
+            ("q/2", opts(QoS::AtMostOnce)),
+        ])
+        .await;
+    assert_eq!(a.reason_codes, [0x00, 0x97]);
+    let text = a.properties.reason_string.expect("a Reason String");
+    assert!(
+        text.contains("q/2") && text.contains("max_subscriptions"),
+        "{text:?}"
+    );
+}
+
+#[tokio::test]
+async fn mqtt5_3_1_2_29_request_problem_information_0_no_reason_string_on_acks() {
+    let gw = gateway().await;
+    let props = Properties {
+        request_problem_information: Some(0),
+        ..Properties::default()
+    };
+    let (mut c, _, _) = V5::connect(gw.mqtt_addr, "rpi0", props).await;
+    let a = c.suback(&[("bad/#/x", opts(QoS::AtLeastOnce))]).await;
+    assert_eq!(a.reason_codes, [0x8F], "the reason code is still sent");
+    assert!(a.properties.is_empty(), "SUBACK: {:?}", a.properties);
+    // PUBCOMP 0x92 for an unknown exchange: no Reason String either.
+    c.send(&Packet5::PubRel(PubResponse {
+        pkid: 42,
+        reason_code: 0,
+        properties: Properties::default(),
+    }))
+    .await;
+    match c.recv().await {
+        Some(Packet5::PubComp(r)) => {
+            assert_eq!(r.reason_code, 0x92);
+            assert!(r.properties.is_empty(), "PUBCOMP: {r:?}");
+        }
+        other => panic!("expected PUBCOMP 0x92, got {other:?}"),
+    }
+    // DISCONNECT may still say why (MQTT-3.1.2-29 allows it).
+    c.send(&Packet5::Auth(ReasonPacket {
+        reason_code: 0x19,
+        properties: Properties::default(),
+    }))
+    .await;
+    assert_eq!(c.disconnect_reason().await, 0x82);
+}
+
+#[tokio::test]
+async fn mqtt5_3_9_2_1_suback_reason_string_dropped_beyond_maximum_packet_size() {
+    let gw = gateway().await;
+    let props = Properties {
+        maximum_packet_size: Some(16),
+        ..Properties::default()
+    };
+    let (mut c, _, _) = V5::connect(gw.mqtt_addr, "rs-small", props).await;
+    let a = c.suback(&[("bad/#/x", opts(QoS::AtLeastOnce))]).await;
+    assert_eq!(a.reason_codes, [0x8F]);
+    assert_eq!(
+        a.properties.reason_string, None,
+        "it would not fit in 16 bytes"
+    );
+    let mut size = BytesMut::new();
+    encode_v5(&Packet5::SubAck(a), &mut size);
+    assert!(size.len() <= 16, "SUBACK of {} bytes", size.len());
+}
+
+#[tokio::test]
+async fn mqtt5_3_2_2_3_15_response_information_is_a_usable_response_topic_prefix() {
+    let gw = gateway().await;
+    let (_c, _, p) = V5::connect(gw.mqtt_addr, "no-ask", Properties::default()).await;
+    assert_eq!(
+        p.response_information, None,
+        "MQTT-3.1.2-28: not asked, not sent"
+    );
+    let ask = Properties {
+        request_response_information: Some(1),
+        ..Properties::default()
+    };
+    let (_c, _, p) = V5::connect(gw.mqtt_addr, "a/b+#", ask.clone()).await;
+    assert_eq!(
+        p.response_information.as_deref(),
+        Some("ponte/response/a%2Fb%2B%23/"),
+        "one topic level, no wildcards"
+    );
+    let (mut c, _, p) = V5::connect(gw.mqtt_addr, "requester", ask).await;
+    let base = p.response_information.expect("Response Information");
+    assert_eq!(base, "ponte/response/requester/");
+    // The basis works as a response topic: subscribe below it, get a response there.
+    let filter = format!("{base}#");
+    assert_eq!(
+        c.subscribe(&[(&filter, opts(QoS::AtMostOnce))], None).await,
+        [0]
+    );
+    let (mut responder, _, _) = V5::connect(gw.mqtt_addr, "responder", Properties::default()).await;
+    let Packet5::Publish(mut r) = publish5("x", QoS::AtMostOnce, 0, b"pong", Properties::default())
+    else {
+        unreachable!()
+    };
+    r.publish.topic = format!("{base}ping");
+    responder.send(&Packet5::Publish(r)).await;
+    let got = c.publish().await;
+    assert_eq!(got.publish.topic, format!("{base}ping"));
+    assert_eq!(got.publish.payload, "pong");
+}
+
+#[tokio::test]
+async fn mqtt5_3_4_2_1_puback_0x10_no_matching_subscribers() {
+    let gw = gateway().await;
+    let (mut publ, _, _) = V5::connect(gw.mqtt_addr, "nms-pub", Properties::default()).await;
+    let q1 = |id| publish5("nms/t", QoS::AtLeastOnce, id, b"1", Properties::default());
+    assert_eq!(
+        publ.publish_acked(&q1(1)).await.reason_code,
+        0x10,
+        "nobody subscribed"
+    );
+    // QoS 2: PUBREC 0x10, and the exchange completes normally.
+    let q2 = publish5("nms/t", QoS::ExactlyOnce, 2, b"2", Properties::default());
+    assert_eq!(publ.publish_acked(&q2).await.reason_code, 0x10, "3.5.2.1");
+    publ.send(&Packet5::PubRel(PubResponse {
+        pkid: 2,
+        reason_code: 0,
+        properties: Properties::default(),
+    }))
+    .await;
+    match publ.recv().await {
+        Some(Packet5::PubComp(r)) => assert_eq!(r.reason_code, 0),
+        other => panic!("expected PUBCOMP, got {other:?}"),
+    }
+    // The publisher's own No Local subscription does not count as a receiver.
+    let no_local = SubscriptionOptions {
+        no_local: true,
+        ..opts(QoS::AtLeastOnce)
+    };
+    publ.subscribe(&[("nms/#", no_local)], None).await;
+    assert_eq!(
+        publ.publish_acked(&q1(3)).await.reason_code,
+        0x10,
+        "No Local"
+    );
+    // A retained message nobody receives now is still stored (and 0x10 is a success).
+    let Packet5::Publish(mut kept) = q1(4) else {
+        unreachable!()
+    };
+    kept.publish.retain = true;
+    kept.publish.topic = "nms/kept".into();
+    assert_eq!(
+        publ.publish_acked(&Packet5::Publish(kept))
+            .await
+            .reason_code,
+        0x10
+    );
+    // With a subscriber: 0x00.
+    let (mut sub, _, _) = V5::connect(gw.mqtt_addr, "nms-sub", Properties::default()).await;
+    sub.subscribe(&[("nms/#", opts(QoS::AtLeastOnce))], None)
+        .await;
+    let retained = sub.publish().await;
+    assert_eq!(
+        retained.publish.topic, "nms/kept",
+        "the retained value was stored"
+    );
+    assert_eq!(publ.publish_acked(&q1(5)).await.reason_code, 0x00);
+}
+
+#[tokio::test]
+async fn mqtt5_rumqttc_v5_sees_puback_no_matching_subscribers() {
+    use rumqttc::v5::mqttbytes::v5::{Packet, PubAckReason};
+    use rumqttc::v5::mqttbytes::QoS as Q;
+    use rumqttc::v5::{AsyncClient, Event, MqttOptions};
+    let gw = gateway().await;
+    let mut o = MqttOptions::new("rumq5-nms", "127.0.0.1", gw.mqtt_addr.port());
+    o.set_keep_alive(Duration::from_secs(5));
+    let (client, mut el) = AsyncClient::new(o, 16);
+    client
+        .publish("nobody/listens", Q::AtLeastOnce, false, "x")
+        .await
+        .unwrap();
+    let reason = within(WAIT, "PUBACK", async {
+        loop {
+            if let Event::Incoming(Packet::PubAck(a)) = el.poll().await.expect("v5 event loop") {
+                return a.reason;
+            }
+        }
+    })
+    .await;
+    assert_eq!(reason, PubAckReason::NoMatchingSubscribers);
 }
 
 // ---------------------------------------------------------------------------------------

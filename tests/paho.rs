@@ -253,3 +253,37 @@ async fn mqtt5_v311_paho_client_receives_v5_paho_publish() {
     assert_eq!(msgs[0]["payload"], "from v5");
     assert_eq!(msgs[0]["qos"], 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt5_3_2_2_3_15_response_information_reason_string_and_0x10_seen_by_paho() {
+    if !have_paho() {
+        return;
+    }
+    // Paho refuses malformed filters itself; a filter deeper than the limit reaches us.
+    let gw = gateway_with(|c| c.mqtt.max_topic_levels = 3).await;
+    let lines = scenario(&gw, "diagnostics").await;
+    let connack = events(&lines, "connack");
+    assert_eq!(connack.len(), 1, "{lines:?}");
+    let info = connack[0]["response_information"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        info.starts_with("ponte/response/paho-diag-") && info.ends_with('/'),
+        "3.2.2.3.15: Response Information for the client: {info:?}"
+    );
+    let suback = events(&lines, "suback");
+    assert_eq!(suback.len(), 1, "{lines:?}");
+    assert_eq!(suback[0]["codes"], serde_json::json!([1, 0x8F]));
+    let text = suback[0]["reason_string"].as_str().unwrap_or_default();
+    assert!(
+        text.contains("deep/a/b/c/#") && text.contains("more than 3 levels"),
+        "3.9.2.1.2: the Reason String names the refused filter: {text:?}"
+    );
+    let puback = events(&lines, "puback");
+    assert_eq!(puback.len(), 1, "{lines:?}");
+    assert_eq!(
+        puback[0]["code"], 0x10,
+        "3.4.2.1: No matching subscribers ({})",
+        puback[0]["name"]
+    );
+}

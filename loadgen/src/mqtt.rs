@@ -182,6 +182,19 @@ impl Conn {
         keepalive: u16,
         deadline: Instant,
     ) -> Result<Conn> {
+        Self::open_session(addr, local, client_id, keepalive, true, deadline).await
+    }
+
+    /// [`Conn::open`] with a chosen Clean Session flag (0: a persistent session, which
+    /// ponte makes durable).
+    pub async fn open_session(
+        addr: SocketAddr,
+        local: Option<IpAddr>,
+        client_id: &str,
+        keepalive: u16,
+        clean: bool,
+        deadline: Instant,
+    ) -> Result<Conn> {
         let socket = TcpSocket::new_v4()?;
         if let Some(ip) = local {
             socket.bind(SocketAddr::new(ip, 0))?;
@@ -193,7 +206,7 @@ impl Conn {
         stream.set_nodelay(true)?;
         let (rd, mut wr) = stream.into_split();
         let mut out = BytesMut::new();
-        connect(&mut out, client_id, keepalive, true);
+        connect(&mut out, client_id, keepalive, clean);
         wr.write_all(&out).await?;
         let mut c = Conn {
             rd,

@@ -69,6 +69,10 @@ pub struct PubSubArgs {
     /// Set the RETAIN flag (every publish is then a durable retained write in ponte).
     #[arg(long)]
     pub retain: bool,
+    /// Subscribers use persistent sessions (Clean Session 0): in ponte with a store, every
+    /// QoS 1 delivery to them is written to disk before its publisher is acknowledged.
+    #[arg(long)]
+    pub persistent_subs: bool,
     /// Stop publishing after this many seconds even if the count is not reached.
     #[arg(long, default_value_t = 60)]
     pub max_seconds: u64,
@@ -361,8 +365,15 @@ pub async fn run(name: &str, args: &PubSubArgs, ctx: &Ctx) -> Result<Report> {
         Instant::now() + Duration::from_secs(10 + (args.pubs + args.subs) as u64 / 100);
     let mut subs = Vec::with_capacity(args.subs);
     for i in 0..args.subs {
-        let mut c =
-            Conn::open(args.mqtt, None, &format!("lg-s{i}-{id}"), 0, setup_deadline).await?;
+        let mut c = Conn::open_session(
+            args.mqtt,
+            None,
+            &format!("lg-s{i}-{id}"),
+            0,
+            !args.persistent_subs,
+            setup_deadline,
+        )
+        .await?;
         c.subscribe(&format!("{base}/#"), sub_qos, setup_deadline)
             .await?;
         subs.push(c);

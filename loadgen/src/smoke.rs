@@ -126,6 +126,7 @@ pub async fn run(a: &SmokeArgs) -> Result<Vec<Report>> {
         inflight: 20,
         window: 100,
         retain: false,
+        persistent_subs: false,
         max_seconds: 5,
         drain_seconds: 3,
         prefix: "smoke".into(),

@@ -17,6 +17,7 @@
 
 pub mod acl;
 pub mod password;
+pub mod psk;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -68,6 +69,9 @@ pub enum AuthError {
     /// The ACL file.
     #[error(transparent)]
     Acl(#[from] acl::AclError),
+    /// The PSK file.
+    #[error(transparent)]
+    Psk(#[from] psk::PskError),
     /// The JWT key.
     #[error("JWT key {what}: {reason}")]
     JwtKey {
@@ -145,6 +149,8 @@ pub struct Policy {
     acl: Option<Acl>,
     /// How JWTs are checked; `None`: bearer tokens are refused.
     jwt: Option<Jwt>,
+    /// DTLS identities and keys; `None` without a PSK file (then `coaps` is off).
+    psk: Option<psk::PskFile>,
     /// Serve clients without credentials.
     anonymous: bool,
 }
@@ -308,6 +314,16 @@ impl Auth {
         result
     }
 
+    /// The DTLS pre-shared key of `identity`, from the PSK file as last (re)loaded.
+    pub fn psk_key(&self, identity: &[u8]) -> Option<Vec<u8>> {
+        self.policy
+            .load()
+            .psk
+            .as_ref()
+            .and_then(|f| f.key(identity))
+            .map(<[u8]>::to_vec)
+    }
+
     /// May `who` read or write `topic`?
     pub fn allows(&self, who: &Identity, access: Access, topic: &str) -> bool {
         let ok = match &who.grants {
@@ -361,6 +377,16 @@ impl Auth {
     }
 }
 
+impl crate::reload::Reload for Auth {
+    fn name(&self) -> &'static str {
+        "auth files (password, ACL, PSK, JWT key)"
+    }
+
+    fn reload(&self) -> Result<(), String> {
+        Auth::reload(self).map_err(|e| e.to_string())
+    }
+}
+
 /// Parse every configured file into a policy.
 fn load(config: &AuthConfig) -> Result<Policy, AuthError> {
     let passwords = config
@@ -370,10 +396,16 @@ fn load(config: &AuthConfig) -> Result<Policy, AuthError> {
         .transpose()?;
     let acl = config.acl_file.as_deref().map(Acl::load).transpose()?;
     let jwt = jwt_key(config)?;
+    let psk = config
+        .psk_file
+        .as_deref()
+        .map(psk::PskFile::load)
+        .transpose()?;
     Ok(Policy {
         passwords,
         acl,
         jwt,
+        psk,
         anonymous: config.anonymous_allowed(),
     })
 }

@@ -103,6 +103,12 @@ impl Mailbox {
 
     /// Enqueue one delivery, applying the overflow policy.
     pub fn push(&self, d: Delivery) -> PushOutcome {
+        self.push_displacing(d).0
+    }
+
+    /// [`Mailbox::push`], also handing back the delivery that `drop-oldest` displaced (with
+    /// [`PushOutcome::ReplacedOldest`]), so a durable copy of it can be deleted too.
+    pub fn push_displacing(&self, d: Delivery) -> (PushOutcome, Option<Delivery>) {
         if d.qos == QoS::AtMostOnce
             && !self.online.load(Ordering::Acquire)
             && !self.queue_qos0.load(Ordering::Relaxed)
@@ -115,8 +121,9 @@ impl Mailbox {
                     "QoS 0 message not queued for an away session (queue_qos0 = false)"
                 );
             }
-            return PushOutcome::SkippedOffline;
+            return (PushOutcome::SkippedOffline, None);
         }
+        let mut displaced = None;
         let outcome = {
             let mut q = self.queue.lock();
             if q.len() < self.capacity {
@@ -126,7 +133,7 @@ impl Mailbox {
                 match self.policy {
                     OverflowPolicy::DropNewest => PushOutcome::Dropped,
                     OverflowPolicy::DropOldest => {
-                        q.pop_front();
+                        displaced = q.pop_front();
                         q.push_back(d);
                         PushOutcome::ReplacedOldest
                     }
@@ -153,7 +160,7 @@ impl Mailbox {
             }
         }
         self.notify.notify_one();
-        outcome
+        (outcome, displaced)
     }
 
     /// Take the next delivery, if any.

@@ -43,6 +43,9 @@ pub struct Metrics {
     pub expired: AtomicU64,
     /// Requests refused by a configured limit (topic levels, subscriptions per client, ...).
     pub limits_hit: AtomicU64,
+    /// MQTT 5 deliveries discarded because they exceeded the recipient's Maximum Packet
+    /// Size (MQTT-3.1.2-25: discarded "as if delivered", so counted here, not in `dropped`).
+    pub too_large: AtomicU64,
 }
 
 /// The MQTT 5 parts of a retained value that the store does not keep (in memory only):
@@ -65,6 +68,10 @@ pub struct PublishOutcome {
     pub retained: Option<WriteOutcome>,
     /// How many subscribers it was queued to.
     pub receivers: usize,
+    /// How many subscribers matched on this node, queued to or not (a full mailbox, an
+    /// away session skipping QoS 0): 0 is MQTT 5's PUBACK/PUBREC 0x10 No matching
+    /// subscribers. Other nodes' subscribers are not known here.
+    pub matched: usize,
 }
 
 impl PublishOutcome {
@@ -174,6 +181,7 @@ impl Broker {
                 return Ok(PublishOutcome {
                     retained: Some(outcome),
                     receivers: 0,
+                    matched: 0,
                 });
             }
             self.note_retained_meta(&message, &outcome);
@@ -184,7 +192,7 @@ impl Broker {
         self.metrics.published.fetch_add(1, Ordering::Relaxed);
         let message = Arc::new(message);
         let mut durable = Vec::new();
-        let receivers = self.fan_out(&message, &mut durable);
+        let (receivers, matched) = self.fan_out(&message, &mut durable);
         self.backbone.forward(&message);
         // Acknowledged only once every persistent session's copy is durable.
         for wait in durable {
@@ -193,6 +201,7 @@ impl Broker {
         Ok(PublishOutcome {
             retained,
             receivers,
+            matched,
         })
     }
 
@@ -233,19 +242,20 @@ impl Broker {
 
     /// A message heard from another node: deliver it here, neither store nor forward it.
     pub fn deliver_remote(&self, message: Arc<Message>) -> usize {
-        self.fan_out(&message, &mut Vec::new())
+        self.fan_out(&message, &mut Vec::new()).0
     }
 
-    /// Queue `message` to every matching subscriber. Returns how many it was queued to.
+    /// Queue `message` to every matching subscriber. Returns how many it was queued to and
+    /// how many matched.
     /// A QoS 1/2 delivery to a persistent session is appended to its durable queue first;
     /// the batch's receipt goes into `durable` for the publisher to await.
-    fn fan_out(&self, message: &Arc<Message>, durable: &mut Vec<queue::Durable>) -> usize {
+    fn fan_out(&self, message: &Arc<Message>, durable: &mut Vec<queue::Durable>) -> (usize, usize) {
         thread_local! {
             static MATCHED: std::cell::RefCell<Vec<Matched>> = const { std::cell::RefCell::new(Vec::new()) };
         }
         if message.expired(Instant::now()) {
             self.metrics.expired.fetch_add(1, Ordering::Relaxed);
-            return 0;
+            return (0, 0);
         }
         MATCHED.with(|cell| {
             let mut matched = cell.borrow_mut();
@@ -253,6 +263,7 @@ impl Broker {
                 .read()
                 .matches_from(&message.topic, message.publisher, &mut matched);
             let mut queued = 0;
+            let found = matched.len();
             // One atomic load when no persistent session exists.
             let registered = self.queue.as_ref().and_then(|q| Some((q, q.registered()?)));
             for m in matched.drain(..) {
@@ -275,7 +286,17 @@ impl Broker {
                     }
                 }
                 let seq = d.durable;
-                match m.mailbox.push(d) {
+                let (outcome, displaced) = m.mailbox.push_displacing(d);
+                if let (Some(old), Some((q, reg))) = (displaced, &registered) {
+                    // drop-oldest: the displaced message's disk copy goes too, or it would
+                    // come back after a restart.
+                    if old.durable != 0 {
+                        if let Some(c) = reg.get(&m.mailbox.id()) {
+                            q.remove(c, old.durable);
+                        }
+                    }
+                }
+                match outcome {
                     PushOutcome::Queued | PushOutcome::ReplacedOldest => queued += 1,
                     PushOutcome::SkippedOffline => {}
                     PushOutcome::Dropped | PushOutcome::Overflowed => {
@@ -289,7 +310,7 @@ impl Broker {
             self.metrics
                 .delivered
                 .fetch_add(queued as u64, Ordering::Relaxed);
-            queued
+            (queued, found)
         })
     }
 
@@ -360,16 +381,31 @@ impl Broker {
                     expires_at,
                     publisher: None,
                 });
-                mailbox.push(Delivery {
+                let (_, displaced) = mailbox.push_displacing(Delivery {
                     qos: v.qos.min(opts.qos),
                     message,
                     retain: true,
                     subscription_ids: opts.id.into_iter().collect(),
                     durable: 0,
                 });
+                self.forget_displaced(mailbox.id(), displaced);
             }
         }
         replaced
+    }
+
+    /// Delete the disk copy of a delivery that `drop-oldest` displaced from a persistent
+    /// session's mailbox (nobody waits).
+    pub(crate) fn forget_displaced(&self, mailbox_id: u64, displaced: Option<Delivery>) {
+        let Some(old) = displaced.filter(|d| d.durable != 0) else {
+            return;
+        };
+        if let Some(q) = &self.queue {
+            let client = q.registered().and_then(|reg| reg.get(&mailbox_id).cloned());
+            if let Some(c) = client {
+                q.remove(&c, old.durable);
+            }
+        }
     }
 
     /// Remove a subscription (a `$share/group/f` filter leaves that shared group).

@@ -10,13 +10,15 @@
 //! this module (fan-out checks one atomic counter).
 //!
 //! The writer drains everything queued into one batch, applies it and syncs once, then
-//! answers every waiter — the same group commit as the retained writer
+//! answers every waiter (a batch that nobody waits for first lingers up to 5 ms for more
+//! ops, so acknowledgements do not cost a sync each) — the same group commit as the retained writer
 //! ([`super::retained`]), on its own thread so the two never block each other's code.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
+use std::time::{Instant, SystemTime};
 
 use parking_lot::{Mutex, RwLock, RwLockReadGuard};
 use tokio::sync::oneshot;
@@ -31,6 +33,12 @@ pub type Durable = oneshot::Receiver<Result<(), StoreError>>;
 
 /// The most ops folded into one durable batch.
 const MAX_BATCH: usize = 8192;
+
+/// How long a batch that nobody waits for may wait for company before it is synced: ops
+/// that are not awaited (queue removals, QoS 1 progress of a connected session) would
+/// otherwise each cost a sync of their own on an idle writer. Bounds how much of that
+/// progress a crash can lose (at worst a QoS 1 message is re-sent).
+const LAZY_DELAY: std::time::Duration = std::time::Duration::from_millis(5);
 
 /// One op for the writer thread, with an optional waiter.
 struct Job {
@@ -144,6 +152,18 @@ impl Queue {
             qos: d.qos,
             retain: d.retain,
             content_type: m.content_type.as_deref().map(str::to_owned),
+            properties: m.properties.clone(),
+            // Kept as wall-clock time: an `Instant` means nothing after a restart.
+            expires_at: m.expires_at.map(|at| {
+                let now = Instant::now();
+                let wall = SystemTime::now();
+                match at.checked_duration_since(now) {
+                    Some(left) => wall + left,
+                    None => wall
+                        .checked_sub(now.duration_since(at))
+                        .unwrap_or(SystemTime::UNIX_EPOCH),
+                }
+            }),
             payload: m.payload.clone(),
         };
         self.submit(SessionOp::Append(client.clone(), seq, Arc::new(rec)), true)
@@ -178,10 +198,29 @@ fn writer_loop<S: SessionStore>(mut store: S, rx: mpsc::Receiver<Job>) {
     let mut jobs: Vec<Job> = Vec::new();
     let mut ops: Vec<SessionOp> = Vec::new();
     while let Ok(first) = rx.recv() {
+        let mut waited = first.reply.is_some();
         jobs.push(first);
-        while jobs.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(j) => jobs.push(j),
+        let lazy_until = Instant::now() + LAZY_DELAY;
+        loop {
+            while jobs.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(j) => {
+                        waited |= j.reply.is_some();
+                        jobs.push(j);
+                    }
+                    Err(_) => break,
+                }
+            }
+            if waited || jobs.len() >= MAX_BATCH {
+                break;
+            }
+            // Nobody waits for these (acknowledgements, QoS 1 progress): give them a moment
+            // to share one sync with what comes next instead of costing a sync each.
+            match rx.recv_timeout(lazy_until.saturating_duration_since(Instant::now())) {
+                Ok(j) => {
+                    waited |= j.reply.is_some();
+                    jobs.push(j);
+                }
                 Err(_) => break,
             }
         }

@@ -9,6 +9,7 @@
 //! answered once its publish returned). Observations subscribe one mailbox per
 //! endpoint/connection to each observed topic; what arrives in it becomes notifications.
 
+pub mod dtls;
 mod resource;
 mod tcp;
 
@@ -25,6 +26,7 @@ use futures_util::FutureExt;
 use ponte_coap::{Endpoint, Event, NotifyPolicy, RequestId, Response, TcpConnection};
 use tokio::net::{TcpListener, UdpSocket};
 
+use crate::auth::Auth;
 use crate::broker::mailbox::{Mailbox, OverflowPolicy};
 use crate::broker::message::QoS;
 use crate::broker::topic::{TopicFilter, TopicName};
@@ -32,6 +34,8 @@ use crate::broker::Broker;
 use crate::config::{CoapNotify, Config};
 use crate::shutdown::Shutdown;
 
+pub use dtls::{DtlsListener, DtlsStats};
+pub(crate) use resource::Caller;
 pub use tcp::serve_tcp;
 
 /// Largest datagram read from the socket; bigger ones are truncated by the OS and then
@@ -203,10 +207,11 @@ pub(crate) struct Front {
 
 impl Front {
     /// A front for one machine.
-    fn new(broker: Arc<Broker>, config: &Config) -> Front {
+    fn new(broker: Arc<Broker>, auth: Arc<Auth>, config: &Config) -> Front {
         Front {
             ctx: resource::Context {
                 broker,
+                auth,
                 max_age: config.coap.max_age,
             },
             mailbox: Mailbox::new(config.coap.notify_queue, OverflowPolicy::DropOldest),
@@ -237,8 +242,8 @@ impl Front {
         }
     }
 
-    /// Act on one event of the machine.
-    fn on_event<M: Machine>(&mut self, machine: &mut M, ev: Event) {
+    /// Act on one event of the machine; a request came from `caller`.
+    fn on_event<M: Machine>(&mut self, machine: &mut M, ev: Event, caller: &Caller) {
         match ev {
             Event::Request(req) => {
                 let now = Instant::now();
@@ -253,7 +258,7 @@ impl Front {
                             .subscribe(&filter, &self.mailbox, QoS::AtMostOnce, false);
                     }
                 }
-                match resource::route(&self.ctx, &req) {
+                match resource::route(&self.ctx, &req, caller) {
                     resource::Action::Answer { response, observe } => {
                         let observe = observe.map(|t| t.as_str().to_owned());
                         machine.respond(now, req.id, response, observe);
@@ -325,17 +330,20 @@ impl Front {
 pub async fn serve(
     socket: UdpSocket,
     broker: Arc<Broker>,
+    auth: Arc<Auth>,
     config: Arc<Config>,
     mut shutdown: Shutdown,
 ) {
     let mut endpoint = Endpoint::new(endpoint_config(&config));
-    let mut front = Front::new(broker, &config);
+    let mut front = Front::new(broker, auth, &config);
     let mailbox = front.mailbox.clone();
+    // Plain CoAP authenticates nobody.
+    let anonymous = Caller::default();
     let mut buf = vec![0u8; MAX_DATAGRAM];
     loop {
         // Drain the endpoint: events first (they may produce transmits), then transmits.
         while let Some(ev) = endpoint.poll_event() {
-            front.on_event(&mut endpoint, ev);
+            front.on_event(&mut endpoint, ev, &anonymous);
         }
         while let Some((peer, bytes)) = endpoint.poll_transmit() {
             send(&socket, peer, &bytes).await;

@@ -10,6 +10,7 @@ use bytes::Bytes;
 use ponte_coap::content_format;
 use ponte_coap::{Method, Request, Response, ResponseType};
 
+use crate::auth::{Auth, Identity};
 use crate::broker::message::{Message, Origin, RetainedValue};
 use crate::broker::retained::{Precondition, TagSet, WriteOutcome};
 use crate::broker::topic::TopicName;
@@ -44,8 +45,91 @@ const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
 pub(super) struct Context {
     /// The broker core.
     pub broker: Arc<Broker>,
+    /// Who may read and write what (issue 5's ACL, shared with HTTP and MQTT).
+    pub auth: Arc<Auth>,
     /// Max-Age to send with values.
     pub max_age: u32,
+}
+
+/// Who sent a request, carried beside it into [`route`] so the per-request ACL (issue 5)
+/// can decide with it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Caller {
+    /// The authenticated user name: the PSK identity of the DTLS session for `coaps`
+    /// (RFC 7252 §9.1.3.1); `None` over plain CoAP (UDP or TCP), where nobody is
+    /// authenticated.
+    pub username: Option<Arc<str>>,
+}
+
+/// What a request does to its resource, as an ACL sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Access {
+    /// GET, with or without Observe.
+    Read,
+    /// PUT, POST and DELETE.
+    Write,
+}
+
+impl Access {
+    /// The access `method` needs.
+    pub(crate) fn of(method: Method) -> Access {
+        match method {
+            Method::Get => Access::Read,
+            Method::Put | Method::Post | Method::Delete => Access::Write,
+        }
+    }
+}
+
+impl From<Access> for crate::auth::Access {
+    fn from(a: Access) -> Self {
+        match a {
+            Access::Read => crate::auth::Access::Read,
+            Access::Write => crate::auth::Access::Write,
+        }
+    }
+}
+
+/// The identity of `caller`, or 4.01 Unauthorized when it has none and anonymous access is
+/// off (plain CoAP has no credentials: use `coaps` with a PSK).
+fn identify(ctx: &Context, caller: &Caller) -> Result<Identity, Response> {
+    match &caller.username {
+        Some(u) => Ok(Identity::user(u.clone())),
+        None if ctx.auth.anonymous_allowed() => Ok(Identity::anonymous()),
+        None => Err(diag(
+            ResponseType::Unauthorized,
+            "anonymous access is disabled: use coaps with a PSK identity",
+        )),
+    }
+}
+
+/// Whether `caller` may have `access` to `topic`: 4.01 Unauthorized without an identity
+/// when anonymous access is off, 4.03 Forbidden when the ACL does not grant it, each with a
+/// diagnostic payload (RFC 7252 §5.5.2). An observation it refuses is never registered.
+fn authorize(
+    ctx: &Context,
+    caller: &Caller,
+    access: Access,
+    topic: &TopicName,
+) -> Result<(), Response> {
+    let who = identify(ctx, caller)?;
+    if ctx.auth.allows(&who, access.into(), topic.as_str()) {
+        return Ok(());
+    }
+    tracing::debug!(user = ?who.username, topic = %topic, ?access, "CoAP request denied by the ACL");
+    let verb = match access {
+        Access::Read => "read",
+        Access::Write => "write",
+    };
+    Err(diag(
+        ResponseType::Forbidden,
+        format!(
+            "{} may not {verb} {topic}",
+            who.username
+                .as_deref()
+                .map(|u| format!("user {u:?}"))
+                .unwrap_or_else(|| "an anonymous client".into())
+        ),
+    ))
 }
 
 /// A write running on its own task.
@@ -140,10 +224,13 @@ pub(super) fn observed_topic(req: &Request) -> Option<TopicName> {
     }
 }
 
-/// Decide how to answer `req`.
-pub(super) fn route(ctx: &Context, req: &Request) -> Action {
+/// Decide how to answer `req`, sent by `caller`.
+pub(super) fn route(ctx: &Context, req: &Request, caller: &Caller) -> Action {
     if req.path == [".well-known", "core"] {
-        return answer(discovery(ctx, req));
+        return answer(match identify(ctx, caller) {
+            Ok(who) => discovery(ctx, req, &who),
+            Err(refused) => refused,
+        });
     }
     let topic = match req.path.split_first() {
         Some((first, rest)) if first == "r" && !rest.is_empty() => {
@@ -162,6 +249,9 @@ pub(super) fn route(ctx: &Context, req: &Request) -> Action {
             ))
         }
     };
+    if let Err(refused) = authorize(ctx, caller, Access::of(req.method), &topic) {
+        return answer(refused);
+    }
     match req.method {
         Method::Get => get(ctx, req, topic),
         Method::Put | Method::Post => write(ctx, req, topic),
@@ -171,7 +261,8 @@ pub(super) fn route(ctx: &Context, req: &Request) -> Action {
 
 /// `/.well-known/core` (RFC 6690 §4): one link per stored thing, Content-Format 40. The
 /// endpoint fragments it with Block2 when it is larger than a block.
-fn discovery(ctx: &Context, req: &Request) -> Response {
+/// Only things `who` may read are listed.
+fn discovery(ctx: &Context, req: &Request, who: &Identity) -> Response {
     if req.method != Method::Get {
         return diag(
             ResponseType::MethodNotAllowed,
@@ -185,6 +276,9 @@ fn discovery(ctx: &Context, req: &Request) -> Response {
         );
     }
     let mut things = ctx.broker.retained_topics();
+    if ctx.auth.filters_reads(who) {
+        things.retain(|(t, _)| ctx.auth.allows(who, crate::auth::Access::Read, t.as_str()));
+    }
     things.sort_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
     let links: Vec<String> = things
         .iter()
@@ -405,6 +499,14 @@ mod tests {
         let topic = TopicName::parse("a b/c,d;e/<f>").unwrap();
         assert_eq!(href_of(&topic), "/r/a%20b/c%2Cd%3Be/%3Cf%3E");
         assert_eq!(href_of(&TopicName::parse("/x").unwrap()), "/r//x");
+    }
+
+    #[test]
+    fn issue_5_reads_are_get_and_writes_are_put_post_delete() {
+        assert_eq!(Access::of(Method::Get), Access::Read);
+        assert_eq!(Access::of(Method::Put), Access::Write);
+        assert_eq!(Access::of(Method::Post), Access::Write);
+        assert_eq!(Access::of(Method::Delete), Access::Write);
     }
 
     #[test]

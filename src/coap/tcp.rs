@@ -11,7 +11,8 @@ use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
-use super::{endpoint_config, sleep_until, Front};
+use super::{endpoint_config, sleep_until, Caller, Front};
+use crate::auth::Auth;
 use crate::broker::Broker;
 use crate::config::Config;
 use crate::shutdown::Shutdown;
@@ -25,6 +26,7 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 pub async fn serve_tcp(
     listener: TcpListener,
     broker: Arc<Broker>,
+    auth: Arc<Auth>,
     config: Arc<Config>,
     mut shutdown: Shutdown,
 ) {
@@ -38,10 +40,10 @@ pub async fn serve_tcp(
                         drop(stream);
                         continue;
                     };
-                    let (broker, config, shutdown) =
-                        (broker.clone(), config.clone(), shutdown.clone());
+                    let (broker, auth, config, shutdown) =
+                        (broker.clone(), auth.clone(), config.clone(), shutdown.clone());
                     tokio::spawn(async move {
-                        connection(stream, peer, broker, config, shutdown).await;
+                        connection(stream, peer, broker, auth, config, shutdown).await;
                         drop(permit);
                     });
                 }
@@ -71,18 +73,21 @@ async fn connection(
     stream: TcpStream,
     peer: SocketAddr,
     broker: Arc<Broker>,
+    auth: Arc<Auth>,
     config: Arc<Config>,
     mut shutdown: Shutdown,
 ) {
     let _ = stream.set_nodelay(true);
     let mut conn = TcpConnection::new(endpoint_config(&config), Instant::now(), peer);
-    let mut front = Front::new(broker, &config);
+    let mut front = Front::new(broker, auth, &config);
     let mailbox = front.mailbox.clone();
     let (mut rd, mut wr) = stream.into_split();
     let mut buf = vec![0u8; 16 * 1024];
+    // CoAP over plain TCP authenticates nobody.
+    let anonymous = Caller::default();
     loop {
         while let Some(ev) = conn.poll_event() {
-            front.on_event(&mut conn, ev);
+            front.on_event(&mut conn, ev, &anonymous);
         }
         if !flush(&mut conn, &mut wr).await || conn.is_closed() {
             break;

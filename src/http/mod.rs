@@ -11,6 +11,9 @@
 //! - `GET /openapi.yaml`: the API description;
 //! - `GET /mqtt` (WebSocket upgrade, subprotocol `mqtt`): the MQTT broker for browsers.
 //!
+//! The same router serves HTTPS (`http.tls_port`, see [`crate::tls::serve_http`]); there,
+//! a verified client certificate's CN is the [`crate::tls::TlsIdentity`] request extension.
+//!
 //! Every error is an RFC 9457 problem document ([`problem`]).
 
 mod conditional;
@@ -208,7 +211,10 @@ async fn mqtt_ws(State(state): State<AppState>, request: Request) -> Response {
         .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
     let (mut parts, _body) = request.into_parts();
     match WebSocketUpgrade::from_request_parts(&mut parts, &state).await {
-        Ok(ws) => crate::mqtt::ws::upgrade(mqtt, ws, peer),
+        Ok(ws) => {
+            let tls = parts.extensions.get::<crate::tls::TlsPeer>().cloned();
+            crate::mqtt::ws::upgrade(mqtt, ws, peer, tls)
+        }
         Err(rejection) => Problem::new(
             rejection.status(),
             format!(

@@ -4,7 +4,8 @@
 //! * **CONNECT** — [`Access::login`]: the username/password, then the will's topic (a will
 //!   the client could not publish itself is refused with the connection, so it cannot be used
 //!   to write where the client may not). Runs before the session is opened, so a refused
-//!   client never takes over anyone's session.
+//!   client never takes over anyone's session. A TLS client certificate's CN used as the
+//!   username (`tls.use_identity_as_username`) is taken as proved: no password check.
 //! * **PUBLISH** and the will when it fires — [`Access::may_publish`]: a write check on the
 //!   topic (the will is checked again because the ACL may have been reloaded since CONNECT).
 //! * **SUBSCRIBE** — [`Access::may_subscribe`]: the filter may be granted when some topic in
@@ -64,13 +65,21 @@ impl Access {
     }
 
     /// Check a CONNECT's credentials and will; on success this connection is `client_id`
-    /// with the proved username (for `%u` and `%c` in ACL patterns).
+    /// with the proved username (for `%u` and `%c` in ACL patterns). `proven`: the transport
+    /// already proved CONNECT's username (a TLS client certificate's CN under
+    /// `tls.use_identity_as_username`), so no password is checked, as in mosquitto.
     ///
     /// Verifying a password hash is deliberately slow (argon2id, PBKDF2): it runs on the
     /// blocking pool, so a burst of CONNECTs does not stall the connections served by the
     /// same runtime threads.
-    pub async fn login(&mut self, connect: &Connect, client_id: &str) -> Result<(), Refusal> {
+    pub async fn login(
+        &mut self,
+        connect: &Connect,
+        client_id: &str,
+        proven: bool,
+    ) -> Result<(), Refusal> {
         let checked = match &connect.username {
+            Some(user) if proven => Ok(Some(Arc::from(user.as_str()))),
             None => self.auth.login(None, connect.password.as_deref()),
             Some(_) => {
                 let auth = self.auth.clone();
@@ -174,10 +183,8 @@ pub(crate) fn publish_denied_reason(topic: &str) -> String {
     format!("not authorized to publish to topic {topic:?}")
 }
 
-/// The text of a v5 SUBACK Reason String naming the refused filters.
-pub(crate) fn subscribe_denied_reason(filters: &[String]) -> String {
-    format!("not authorized to subscribe to {}", filters.join(", "))
-}
+/// Why a filter was refused, for the v5 SUBACK Reason String (which names the filter).
+pub(crate) const SUBSCRIBE_DENIED: &str = "not authorized by the ACL";
 
 #[cfg(test)]
 mod tests {

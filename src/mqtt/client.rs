@@ -33,6 +33,28 @@ use crate::broker::retained::Precondition;
 use crate::broker::topic::{TopicFilter, TopicName};
 use crate::broker::trie::SubOptions;
 use crate::shutdown::Shutdown;
+use crate::tls::TlsPeer;
+
+/// Start of the response-topic basis a v5 client gets as CONNACK Response Information when
+/// it sets Request Response Information (3.1.2.11.6, 3.2.2.3.15): the basis is this prefix,
+/// the client id (bytes other than `A-Z a-z 0-9 - . _` percent-encoded, so it stays one
+/// topic level without wildcards) and `/`, e.g. `ponte/response/sensor-1/`.
+pub const RESPONSE_TOPIC_PREFIX: &str = "ponte/response/";
+
+/// The Response Information for `client_id` (see [`RESPONSE_TOPIC_PREFIX`]).
+pub fn response_information(client_id: &str) -> String {
+    let mut out = String::with_capacity(RESPONSE_TOPIC_PREFIX.len() + client_id.len() + 1);
+    out.push_str(RESPONSE_TOPIC_PREFIX);
+    for b in client_id.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out.push('/');
+    out
+}
 
 /// Stop pulling from the mailbox while this many bytes wait to be written: a slow reader
 /// backs up into its own mailbox (bounded, with its overflow policy), not into memory here.
@@ -77,14 +99,27 @@ struct Driver {
     session_expiry: u32,
     /// Who the client is and what the ACL lets it do (see `access.rs`).
     access: Access,
+    /// `Some` on TLS connections (MQTT over TLS, WSS): what the handshake established,
+    /// the verified client certificate's CN included.
+    tls: Option<TlsPeer>,
+    /// The username this connection acts as, once CONNECT is accepted: CONNECT's, or the
+    /// certificate's CN under `tls.use_identity_as_username`.
+    username: Option<String>,
+    /// Messages the machine has discarded as larger than the client's Maximum Packet Size,
+    /// as already added to `Metrics::too_large` (the machine's own count only grows).
+    too_large_counted: u64,
+    /// Inbound QoS 2 packet ids the broker has handled whose PUBREC waits until the id is
+    /// durable in a persistent session, with the reason code to send (see [`Session::sync_state`]).
+    unrecorded_qos2: Vec<(u16, u8)>,
 }
 
-/// Serve one connection until it closes: a TCP socket's halves, or a WebSocket bridged into
-/// a byte stream.
+/// Serve one connection until it closes: a TCP socket's halves, a TLS stream's, or a
+/// WebSocket bridged into a byte stream. `tls` is `Some` on TLS connections.
 pub(crate) async fn run<R, W>(
     mut reader: R,
     mut writer: W,
     peer: SocketAddr,
+    tls: Option<TlsPeer>,
     shared: Arc<Shared>,
     mut shutdown: Shutdown,
 ) where
@@ -115,6 +150,10 @@ pub(crate) async fn run<R, W>(
         will_properties: Properties::default(),
         session_expiry: 0,
         access: Access::new(shared.auth.clone(), peer),
+        tls,
+        username: None,
+        too_large_counted: 0,
+        unrecorded_qos2: Vec::new(),
     };
     // Buffers start empty and grow with the traffic, so an idle connection costs no buffer
     // memory (issue 6: 50k idle connections); see `ReadSize`.
@@ -142,6 +181,8 @@ pub(crate) async fn run<R, W>(
             continue;
         }
         d.pump(&mut wbuf);
+        // Nothing of this turn has been written yet: the durable state goes first.
+        d.sync_state().await;
         d.conn.poll_transmit(&mut wbuf);
         let deadline = d.conn.poll_timeout();
         let mailbox = d.session.as_ref().map(|s| s.mailbox.clone());
@@ -170,7 +211,13 @@ pub(crate) async fn run<R, W>(
                 if wbuf.len() < WRITE_HIGH_WATER => {
                 if mailbox.as_ref().is_some_and(|m| m.overflowed()) {
                     tracing::warn!(peer = %d.peer, "MQTT client's queue overflowed; disconnecting it (overflow = disconnect)");
-                    d.conn.close(CloseReason::Server(reason::QUOTA_EXCEEDED));
+                    d.conn.close(CloseReason::ServerWithReason {
+                        reason_code: reason::QUOTA_EXCEEDED,
+                        reason_string: format!(
+                            "more than {} messages queued for this client (overflow = disconnect)",
+                            d.shared.config.mqtt.max_queued
+                        ),
+                    });
                 }
             }
             _ = kick.notified() => {
@@ -275,24 +322,28 @@ impl Driver {
             }
             Event::Unsubscribe { pkid, filters } => {
                 let mut codes = Vec::with_capacity(filters.len());
+                let mut refused = Refusals::default();
                 if let Some(session) = &self.session {
                     for filter in filters {
-                        let existed = match TopicFilter::parse(&filter) {
+                        codes.push(match TopicFilter::parse(&filter) {
                             Ok(f) => {
                                 session.subscriptions.lock().remove(&f);
-                                self.shared.broker.unsubscribe(&f, session.mailbox.id())
+                                if self.shared.broker.unsubscribe(&f, session.mailbox.id()) {
+                                    reason::SUCCESS
+                                } else {
+                                    reason::NO_SUBSCRIPTION_EXISTED
+                                }
                             }
-                            Err(_) => false,
-                        };
-                        codes.push(if existed {
-                            reason::SUCCESS
-                        } else {
-                            reason::NO_SUBSCRIPTION_EXISTED
+                            Err(e) => {
+                                refused.add(&filter, &e.to_string());
+                                reason::TOPIC_FILTER_INVALID
+                            }
                         });
                     }
                     session.persist(&self.shared.broker);
                 }
-                self.conn.unsuback_reasons(pkid, codes);
+                self.conn
+                    .unsuback_reasons_because(pkid, codes, refused.into_reason());
             }
             Event::InflightFreed => {
                 // Exchanges finished: their durable queue entries can go (nobody waits).
@@ -319,11 +370,15 @@ impl Driver {
             return;
         };
         let mut codes = Vec::with_capacity(filters.len());
-        let mut denied = Vec::new();
+        let mut refused = Refusals::default();
         let limits = &self.shared.config.mqtt;
         for (filter, o) in filters {
             if levels(&filter) > limits.max_topic_levels {
                 self.limit_hit("max_topic_levels", &filter);
+                refused.add(
+                    &filter,
+                    &format!("more than {} levels", limits.max_topic_levels),
+                );
                 codes.push(reason::TOPIC_FILTER_INVALID);
                 continue;
             }
@@ -341,7 +396,12 @@ impl Driver {
                 Ok(f) => {
                     if shared && o.no_local && self.v5 {
                         // MQTT-3.8.3-4: No Local on a shared subscription is a protocol error.
-                        self.conn.close(CloseReason::Server(reason::PROTOCOL_ERROR));
+                        self.conn.close(CloseReason::ServerWithReason {
+                            reason_code: reason::PROTOCOL_ERROR,
+                            reason_string: format!(
+                                "MQTT-3.8.3-4: No Local set on shared subscription {filter:?}"
+                            ),
+                        });
                         return;
                     }
                     if !self.access.may_subscribe(&filter) {
@@ -349,8 +409,8 @@ impl Driver {
                         if session.subscriptions.lock().remove(&f).is_some() {
                             self.shared.broker.unsubscribe(&f, session.mailbox.id());
                         }
+                        refused.add(&filter, access::SUBSCRIBE_DENIED);
                         codes.push(reason::NOT_AUTHORIZED);
-                        denied.push(filter);
                         continue;
                     }
                     let qos = to_core(o.qos);
@@ -365,6 +425,13 @@ impl Driver {
                         if subs.len() >= limits.max_subscriptions && !subs.contains_key(&f) {
                             drop(subs);
                             self.limit_hit("max_subscriptions", &filter);
+                            refused.add(
+                                &filter,
+                                &format!(
+                                    "more than {} subscriptions (max_subscriptions)",
+                                    limits.max_subscriptions
+                                ),
+                            );
                             codes.push(reason::QUOTA_EXCEEDED);
                             continue;
                         }
@@ -381,13 +448,14 @@ impl Driver {
                 }
                 Err(e) => {
                     tracing::debug!(peer = %self.peer, %filter, error = %e, "SUBSCRIBE filter refused");
+                    refused.add(&filter, &e);
                     codes.push(reason::TOPIC_FILTER_INVALID);
                 }
             }
         }
         session.persist(&self.shared.broker);
-        let why = (!denied.is_empty()).then(|| access::subscribe_denied_reason(&denied));
-        self.conn.suback_reasons_because(pkid, codes, why);
+        self.conn
+            .suback_reasons_because(pkid, codes, refused.into_reason());
     }
 
     /// A request refused by a configured limit: counted and logged, never silent.
@@ -403,7 +471,22 @@ impl Driver {
     }
 
     async fn on_connect(&mut self, c5: Connect5) {
-        let c = c5.connect;
+        let mut c = c5.connect;
+        if let Some(tls) = &self.tls {
+            if self.shared.use_identity_as_username {
+                // mosquitto's use_identity_as_username: the certificate's CN is the username,
+                // whatever CONNECT says; no verified certificate, no connection.
+                match &tls.identity {
+                    Some(cn) => c.username = Some(cn.clone()),
+                    None => {
+                        tracing::info!(peer = %self.peer, client_id = %c.client_id, "MQTT client refused: tls.use_identity_as_username is on and it presented no verified certificate with a CN");
+                        self.conn.reject_v5(reason::NOT_AUTHORIZED);
+                        return;
+                    }
+                }
+            }
+        }
+        self.username = c.username.clone();
         self.v5 = c.protocol == ponte_mqtt::ProtocolVersion::V5;
         self.will_properties = c5.will_properties;
         self.session_expiry = c5.properties.session_expiry_interval.unwrap_or(0);
@@ -420,7 +503,8 @@ impl Driver {
             c.client_id.clone()
         };
         // Before the session is opened: a refused client takes nothing over.
-        if let Err(refusal) = self.access.login(&c, &client_id).await {
+        let proven = self.tls.is_some() && self.shared.use_identity_as_username;
+        if let Err(refusal) = self.access.login(&c, &client_id, proven).await {
             self.conn.reject_v5_because(refusal.code, refusal.reason);
             return;
         }
@@ -452,11 +536,20 @@ impl Driver {
             }
         }
         *opened.session.kick.lock() = Some(self.kick.clone());
+        *opened.session.connection.lock() = Some(super::ClientInfo {
+            client_id: client_id.clone(),
+            username: self.username.clone(),
+            tls_identity: self.tls.as_ref().and_then(|t| t.identity.clone()),
+            peer: self.peer,
+        });
         let resume = opened.session.saved.lock().take();
         opened.session.mailbox.reset_overflow();
         opened.session.mailbox.set_online(true);
         tracing::debug!(peer = %self.peer, client_id, clean = c.clean_session, present = opened.present, v5 = self.v5, "MQTT client connected");
         let assigned = (assigned && self.v5).then(|| client_id.clone());
+        // Sent only if the client asked (the machine checks, MQTT-3.1.2-28).
+        self.conn
+            .offer_response_information(response_information(&client_id));
         self.conn
             .accept_with(Instant::now(), opened.present, resume, assigned);
         self.session = Some(opened.session);
@@ -468,15 +561,23 @@ impl Driver {
             Ok(t) => t,
             Err(e) => {
                 tracing::debug!(peer = %self.peer, error = %e, "PUBLISH topic refused");
-                self.conn
-                    .close(CloseReason::Server(reason::TOPIC_NAME_INVALID));
+                self.conn.close(CloseReason::ServerWithReason {
+                    reason_code: reason::TOPIC_NAME_INVALID,
+                    reason_string: format!("PUBLISH topic {:?}: {e}", p.topic),
+                });
                 return;
             }
         };
-        if levels(&p.topic) > self.shared.config.mqtt.max_topic_levels {
+        let max_levels = self.shared.config.mqtt.max_topic_levels;
+        if levels(&p.topic) > max_levels {
             self.limit_hit("max_topic_levels", &p.topic);
-            self.conn
-                .close(CloseReason::Server(reason::TOPIC_NAME_INVALID));
+            self.conn.close(CloseReason::ServerWithReason {
+                reason_code: reason::TOPIC_NAME_INVALID,
+                reason_string: format!(
+                    "PUBLISH topic has {} levels, more than the {max_levels} allowed",
+                    levels(&p.topic)
+                ),
+            });
             return;
         }
         if !self.access.may_publish(&p.topic) {
@@ -515,20 +616,38 @@ impl Driver {
             .publish(message, Precondition::none())
             .await
         {
-            Ok(_) => {
-                if qos != QoS::AtMostOnce {
-                    self.conn.publish_done(p.pkid);
+            Ok(outcome) => {
+                // v5: 0x10 when nobody here matched; still a success, and a retained
+                // message was stored all the same (3.4.2.1).
+                let code = if outcome.matched == 0 {
+                    reason::NO_MATCHING_SUBSCRIBERS
+                } else {
+                    reason::SUCCESS
+                };
+                let durable = self
+                    .session
+                    .as_ref()
+                    .is_some_and(|s| s.is_durable(&self.shared.broker));
+                if qos == QoS::ExactlyOnce && durable {
+                    // PUBREC once the id is durable, at the end of this turn.
+                    self.unrecorded_qos2.push((p.pkid, code));
+                } else if qos != QoS::AtMostOnce {
+                    self.conn.publish_done_with(p.pkid, code);
                 }
             }
             Err(e) => {
                 // Not stored: do not acknowledge positively. v5 answers 0x80; 3.1.1 has no
                 // negative PUBACK, so the machine closes and the client resends on reconnect.
                 tracing::error!(peer = %self.peer, error = %e, "PUBLISH could not be stored");
+                let why = format!("the message could not be stored: {e}");
                 if qos == QoS::AtMostOnce {
-                    self.conn
-                        .close(CloseReason::Server(reason::UNSPECIFIED_ERROR));
+                    self.conn.close(CloseReason::ServerWithReason {
+                        reason_code: reason::UNSPECIFIED_ERROR,
+                        reason_string: why,
+                    });
                 } else {
-                    self.conn.publish_failed(p.pkid, reason::UNSPECIFIED_ERROR);
+                    self.conn
+                        .publish_failed_because(p.pkid, reason::UNSPECIFIED_ERROR, Some(why));
                 }
             }
         }
@@ -551,12 +670,23 @@ impl Driver {
             self.publish_will(w);
         }
         if let Some(session) = self.session.take() {
+            *session.connection.lock() = None;
             if session.persistent && session.expiry.load(Ordering::Relaxed) > 0 {
                 // Messages taken from the mailbox but not acknowledged go back into the
                 // session, to be resent with DUP=1 (MQTT-4.4.0-1).
-                *session.saved.lock() = Some(self.conn.take_session());
+                let mut saved = self.conn.take_session();
+                // Delivered to the broker, PUBREC not sent yet: a re-send is a duplicate.
+                saved
+                    .inbound_qos2
+                    .extend(self.unrecorded_qos2.drain(..).map(|(id, _)| id));
+                *session.saved.lock() = Some(saved);
             }
-            self.shared.sessions.close(&session, &self.shared.broker);
+            if let Some(durable) = self.shared.sessions.close(&session, &self.shared.broker) {
+                // What the last packets (PUBCOMP, PUBREL) follow from is durable first.
+                if let Ok(Err(e)) = durable.await {
+                    tracing::error!(peer = %self.peer, error = %e, "session state could not be stored at disconnect");
+                }
+            }
         }
         self._owner = None;
     }
@@ -616,8 +746,36 @@ impl Driver {
         });
     }
 
+    /// Write the session's protocol state if this turn changed it, waiting for the write
+    /// when what follows from the change must not go out before it is durable; then send
+    /// the PUBRECs that waited for their ids.
+    async fn sync_state(&mut self) {
+        let Some(session) = &self.session else {
+            return;
+        };
+        let ids: Vec<u16> = self.unrecorded_qos2.iter().map(|(id, _)| *id).collect();
+        let result = match session.sync_state(&self.shared.broker, &self.conn, &ids) {
+            Some(durable) => durable
+                .await
+                .unwrap_or(Err(crate::store::StoreError::Closed)),
+            None => Ok(()),
+        };
+        for (pkid, code) in std::mem::take(&mut self.unrecorded_qos2) {
+            match &result {
+                Ok(()) => self.conn.publish_done_with(pkid, code),
+                Err(e) => {
+                    // Not durable: no PUBREC (v5: 0x80; 3.1.1: the connection closes, so
+                    // the client re-sends the PUBLISH after reconnecting).
+                    tracing::error!(peer = %self.peer, error = %e, "inbound QoS 2 id could not be stored");
+                    self.conn.publish_failed(pkid, reason::UNSPECIFIED_ERROR);
+                }
+            }
+        }
+    }
+
     /// Move deliveries from the mailbox into the machine while there is room.
     fn pump(&mut self, wbuf: &mut BytesMut) {
+        self.count_too_large();
         let Some(session) = &self.session else {
             return;
         };
@@ -671,6 +829,43 @@ impl Driver {
             }
             self.conn.poll_transmit(wbuf);
         }
+        self.count_too_large();
+    }
+
+    /// Adds the messages the machine discarded since the last call as larger than the
+    /// client's Maximum Packet Size (MQTT-3.1.2-25) to `Metrics::too_large`.
+    fn count_too_large(&mut self) {
+        let (too_large, _) = self.conn.dropped();
+        if too_large > self.too_large_counted {
+            let n = too_large - self.too_large_counted;
+            self.too_large_counted = too_large;
+            self.shared
+                .broker
+                .metrics
+                .too_large
+                .fetch_add(n, Ordering::Relaxed);
+            tracing::debug!(peer = %self.peer, discarded = n, "message(s) larger than the client's Maximum Packet Size not sent (MQTT-3.1.2-25)");
+        }
+    }
+}
+
+/// The refused filters of one SUBSCRIBE or UNSUBSCRIBE, as one v5 Reason String.
+#[derive(Debug, Default)]
+struct Refusals {
+    /// `filter "x": why` entries, `; `-separated (the machine caps the length).
+    text: String,
+}
+
+impl Refusals {
+    fn add(&mut self, filter: &str, why: &str) {
+        if !self.text.is_empty() {
+            self.text.push_str("; ");
+        }
+        self.text.push_str(&format!("filter {filter:?}: {why}"));
+    }
+
+    fn into_reason(self) -> Option<String> {
+        (!self.text.is_empty()).then_some(self.text)
     }
 }
 

@@ -1,6 +1,7 @@
 //! The MQTT front-end: a TCP listener and one task per connection, translating the sans-IO
 //! [`ponte_mqtt::Connection`]'s events into broker calls and the client's mailbox into
-//! outgoing PUBLISHes.
+//! outgoing PUBLISHes. The same connection driver serves plain TCP, TLS ([`serve_tls`]),
+//! WebSocket and secure WebSocket ([`serve_ws`], [`serve_wss`]).
 
 mod access;
 mod client;
@@ -9,6 +10,7 @@ pub mod session;
 mod sys;
 pub mod ws;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
@@ -18,6 +20,7 @@ use crate::auth::Auth;
 use crate::broker::Broker;
 use crate::config::Config;
 use crate::shutdown::Shutdown;
+use crate::tls::{Tls, TlsPeer};
 use session::Registry;
 
 /// State shared by every MQTT connection.
@@ -33,6 +36,38 @@ pub(crate) struct Shared {
     pub stats: counted::Stats,
     /// Who may connect, publish and subscribe (the gateway's one authority).
     pub auth: Arc<Auth>,
+    /// `tls.use_identity_as_username`: on TLS connections the client certificate's CN
+    /// replaces CONNECT's username, and a client without one is refused.
+    pub use_identity_as_username: bool,
+}
+
+/// One connected MQTT client, as [`Clients::list`] shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientInfo {
+    /// Its client identifier (assigned by the broker when CONNECT's was empty).
+    pub client_id: String,
+    /// The username the connection acts as: CONNECT's, or the client certificate's CN
+    /// under `tls.use_identity_as_username`.
+    pub username: Option<String>,
+    /// The subject CN of its verified TLS client certificate, if it presented one.
+    pub tls_identity: Option<String>,
+    /// Its address.
+    pub peer: SocketAddr,
+}
+
+/// A read-only view of the connected MQTT clients, for embedding programs and
+/// [`crate::Gateway::mqtt_clients`]. Holds no shutdown handle, so it never delays shutdown.
+#[derive(Debug, Clone)]
+pub struct Clients {
+    /// The front-end's shared state (its session registry).
+    shared: Arc<Shared>,
+}
+
+impl Clients {
+    /// The clients connected right now, over any transport.
+    pub fn list(&self) -> Vec<ClientInfo> {
+        self.shared.sessions.connected()
+    }
 }
 
 /// A handle on the MQTT front-end, shared by its TCP listener and by the WebSocket
@@ -75,6 +110,7 @@ impl Mqtt {
                 stats: counted::Stats::default(),
                 auth,
                 broker,
+                use_identity_as_username: config.tls.use_identity_as_username,
                 config: config.clone(),
             }),
             slots: Arc::new(Semaphore::new(config.mqtt.max_connections)),
@@ -89,6 +125,13 @@ impl Mqtt {
             .mqtt
             .max_connections
             .saturating_sub(self.slots.available_permits())
+    }
+
+    /// A view of the connected clients.
+    pub fn clients(&self) -> Clients {
+        Clients {
+            shared: self.shared.clone(),
+        }
     }
 
     /// A connection slot, or `None` when `max_connections` are open.
@@ -127,7 +170,50 @@ pub async fn serve(listener: TcpListener, mqtt: Mqtt) {
         tokio::spawn(async move {
             let (reader, writer) = stream.into_split();
             let (reader, writer) = counted::wrap(reader, writer, &shared.stats);
-            client::run(reader, writer, peer, shared, shutdown).await;
+            client::run(reader, writer, peer, None, shared, shutdown).await;
+            drop(permit);
+        });
+    }
+}
+
+/// Accept MQTT over TLS (`mqtts`) until shutdown. A connection takes its slot (the same
+/// `max_connections` as every transport) before its handshake, which runs in its own task
+/// under `tls.handshake_timeout_secs`, so a slow or idle handshake never stalls the accept
+/// loop and handshakes cannot exceed the limit either.
+pub async fn serve_tls(listener: TcpListener, mqtt: Mqtt, tls: Arc<Tls>) {
+    let mut shutdown = mqtt.shutdown.clone();
+    let limit = mqtt.shared.config.mqtt.max_connections;
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.recv() => break,
+            r = listener.accept() => r,
+        };
+        let (stream, peer) = match accepted {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!(error = %e, "MQTT/TLS accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Some(permit) = mqtt.try_slot() else {
+            tracing::warn!(%peer, limit, "MQTT/TLS connection refused: max_connections reached");
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let shared = mqtt.shared.clone();
+        let mut shutdown = mqtt.shutdown.clone();
+        let tls = tls.clone();
+        tokio::spawn(async move {
+            let Some((stream, tls_peer)) = tls
+                .accept(crate::tls::Kind::Mqtt, stream, peer, &mut shutdown)
+                .await
+            else {
+                return;
+            };
+            let (reader, writer) = tokio::io::split(stream);
+            let (reader, writer) = counted::wrap(reader, writer, &shared.stats);
+            client::run(reader, writer, peer, Some(tls_peer), shared, shutdown).await;
             drop(permit);
         });
     }
@@ -147,20 +233,34 @@ async fn expire_sessions(mqtt: Mqtt) {
     }
 }
 
-/// Serve MQTT over WebSocket on its own port (`mqtt.ws_port`), at any path.
-pub async fn serve_ws(listener: TcpListener, mqtt: Mqtt) {
+/// The router of a WebSocket port of its own: MQTT at any path. Over TLS, the connection's
+/// [`TlsPeer`] (request extension) goes with it into the driver.
+fn ws_router(mqtt: Mqtt) -> axum::Router {
     use axum::extract::{ConnectInfo, State, WebSocketUpgrade};
     async fn handler(
         State(mqtt): State<Mqtt>,
-        ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+        ConnectInfo(peer): ConnectInfo<SocketAddr>,
+        tls: Option<axum::Extension<TlsPeer>>,
         ws: WebSocketUpgrade,
     ) -> axum::response::Response {
-        ws::upgrade(mqtt, ws, peer)
+        ws::upgrade(mqtt, ws, peer, tls.map(|t| t.0))
     }
-    let mut signal = mqtt.shutdown.clone();
-    let router = axum::Router::new()
+    axum::Router::new()
         .fallback(axum::routing::get(handler))
-        .with_state(mqtt);
+        .with_state(mqtt)
+}
+
+/// Serve MQTT over secure WebSocket on its own port (`mqtt.wss_port`), at any path.
+pub async fn serve_wss(listener: TcpListener, mqtt: Mqtt, tls: Arc<Tls>) {
+    let shutdown = mqtt.shutdown.clone();
+    let router = ws_router(mqtt);
+    crate::tls::serve_http(listener, router, tls, shutdown, "MQTT/WSS").await;
+}
+
+/// Serve MQTT over WebSocket on its own port (`mqtt.ws_port`), at any path.
+pub async fn serve_ws(listener: TcpListener, mqtt: Mqtt) {
+    let mut signal = mqtt.shutdown.clone();
+    let router = ws_router(mqtt);
     let served = axum::serve(
         listener,
         router.into_make_service_with_connect_info::<std::net::SocketAddr>(),

@@ -12,19 +12,26 @@ use axum::response::Response;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::{client, Mqtt};
+use crate::tls::TlsPeer;
 
 /// Bytes buffered in each direction of the bridge.
 const PIPE: usize = 64 * 1024;
 
 /// Answer a WebSocket upgrade request with the `mqtt` subprotocol and serve MQTT on it.
-pub fn upgrade(mqtt: Mqtt, ws: WebSocketUpgrade, peer: SocketAddr) -> Response {
+/// `tls` is `Some` when the request came over TLS (WSS).
+pub fn upgrade(
+    mqtt: Mqtt,
+    ws: WebSocketUpgrade,
+    peer: SocketAddr,
+    tls: Option<TlsPeer>,
+) -> Response {
     let max = mqtt.shared.config.mqtt.max_packet_size;
     ws.protocols(["mqtt", "mqttv3.1"])
         .max_message_size(max)
-        .on_upgrade(move |socket| bridge(socket, mqtt, peer))
+        .on_upgrade(move |socket| bridge(socket, mqtt, peer, tls))
 }
 
-async fn bridge(mut socket: WebSocket, mqtt: Mqtt, peer: SocketAddr) {
+async fn bridge(mut socket: WebSocket, mqtt: Mqtt, peer: SocketAddr, tls: Option<TlsPeer>) {
     let Some(permit) = mqtt.try_slot() else {
         tracing::warn!(%peer, "MQTT/WebSocket connection refused: max_connections reached");
         return;
@@ -35,7 +42,7 @@ async fn bridge(mut socket: WebSocket, mqtt: Mqtt, peer: SocketAddr) {
     let (reader, writer) = super::counted::wrap(reader, writer, &shared.stats);
     let shutdown = mqtt.shutdown.clone();
     let driver = tokio::spawn(async move {
-        client::run(reader, writer, peer, shared, shutdown).await;
+        client::run(reader, writer, peer, tls, shared, shutdown).await;
         drop(permit);
     });
     let (mut from_driver, mut to_driver) = tokio::io::split(ours);

@@ -1,23 +1,29 @@
 //! Durable MQTT sessions: the records behind persistent sessions (issue 3).
 //!
-//! Two kinds of record, written only by the queue writer thread
+//! Three kinds of record, written only by the queue writer thread
 //! ([`crate::broker::queue`]) in group-committed batches:
 //!
-//! - a **session record** per persistent client: expiry, subscriptions with their options,
-//!   and the protocol state that carries no payload (pending PUBRELs, inbound QoS 2 ids,
-//!   next packet id);
+//! - a **session record** per persistent client: expiry, when the client went away (so
+//!   expiry counts across restarts), subscriptions with their options;
+//! - a **state record** per persistent client: its unfinished QoS 1/2 exchanges (packet id,
+//!   queue sequence number, PUBLISH or PUBREL stage, in send order), inbound QoS 2 ids and
+//!   next packet id — small, because it is rewritten as exchanges progress;
 //! - a **queue entry** per QoS 1/2 message the session must receive, keyed by
 //!   (client, global sequence number) so a prefix scan returns a session's messages in the
-//!   order they were queued. An entry is appended before the publisher is acknowledged and
-//!   removed (lazily, nobody waits) once the client acknowledged it.
+//!   order they were queued, with its v5 properties and expiry. An entry is appended before
+//!   the publisher is acknowledged and removed (lazily, nobody waits) once the client
+//!   acknowledged it.
 //!
-//! Keys: `u16 BE length | client id bytes` for sessions, the same followed by `u64 BE seq`
+//! Keys: `u16 BE length | client id bytes` for sessions and states, the same followed by `u64 BE seq`
 //! for queue entries — the length prefix makes a client's prefix unambiguous whatever bytes
 //! its id contains.
 
+use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
+use ponte_mqtt::Properties;
 
 use super::StoreError;
 use crate::broker::message::QoS;
@@ -27,7 +33,10 @@ use crate::broker::message::QoS;
 pub enum SessionOp {
     /// Create or replace a session record.
     PutSession(Arc<str>, Arc<SessionRecord>),
-    /// Remove a session record and every queue entry of the client.
+    /// Replace a client's protocol state (unfinished QoS 1/2 exchanges); written while the
+    /// client is connected, whenever an exchange starts, moves on or ends.
+    PutState(Arc<str>, Arc<StoredState>),
+    /// Remove a session record, its protocol state and every queue entry of the client.
     DeleteSession(Arc<str>),
     /// Append a message to a client's queue.
     Append(Arc<str>, u64, Arc<QueuedRecord>),
@@ -50,27 +59,46 @@ pub struct StoredSubscription {
     pub id: Option<u32>,
 }
 
-/// A persistent session as stored.
+/// A persistent session as stored: what changes only on CONNECT, (UN)SUBSCRIBE and
+/// disconnect. The protocol state that changes with every packet is a [`StoredState`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SessionRecord {
     /// Session Expiry Interval in seconds once the client is away; `u32::MAX`: never.
     pub expiry: u32,
+    /// When the client went away (wall clock, millisecond precision), `None` while it is
+    /// connected: the expiry counts from here across restarts, so a session is not kept
+    /// longer because the broker was down.
+    pub away_since: Option<SystemTime>,
     /// The subscriptions, re-inserted into the index at start.
     pub subscriptions: Vec<StoredSubscription>,
-    /// Outgoing QoS 2 exchanges waiting for PUBCOMP (PUBREL re-sent on resume).
-    pub pending_pubrel: Vec<u16>,
-    /// Inbound QoS 2 packet ids acknowledged with PUBREC and not yet released: a DUP
-    /// re-send of these is not delivered again.
-    pub inbound_qos2: Vec<u16>,
-    /// Next outgoing packet id to try.
-    pub next_pkid: u16,
-    /// Outgoing QoS 1/2 PUBLISHes in flight when the client went away, in send order:
-    /// (packet id, queue sequence number). After a restart these queue entries are
-    /// resumed as in-flight and re-sent with DUP=1 under the same id (MQTT-4.4.0-1).
-    pub inflight: Vec<(u16, u64)>,
 }
 
-/// A queued message as stored (v5 application properties are not kept on disk).
+/// One unfinished outgoing QoS 1/2 exchange as stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoredInflight {
+    /// Its packet identifier, reused when it is re-sent (MQTT-4.4.0-1).
+    pub pkid: u16,
+    /// The queue entry holding the message (0: none, e.g. a retained message sent at
+    /// subscribe time, which cannot be re-sent after a restart).
+    pub seq: u64,
+    /// PUBREC received and PUBREL sent: only the PUBREL is re-sent, never the PUBLISH
+    /// (re-sending it could make the client deliver a QoS 2 message twice).
+    pub released: bool,
+}
+
+/// The protocol state of a persistent session that carries no payload.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StoredState {
+    /// Next outgoing packet id to try, so ids are not reused eagerly after a restart.
+    pub next_pkid: u16,
+    /// Outgoing exchanges in send order: re-sent in this order on resume.
+    pub outgoing: Vec<StoredInflight>,
+    /// Inbound QoS 2 packet ids acknowledged with PUBREC and not yet released: a DUP
+    /// re-send of these is not delivered again (MQTT 4.3.3 method B).
+    pub inbound_qos2: Vec<u16>,
+}
+
+/// A queued message as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueuedRecord {
     /// Topic name.
@@ -81,6 +109,13 @@ pub struct QueuedRecord {
     pub retain: bool,
     /// Content type, if the message had one.
     pub content_type: Option<String>,
+    /// MQTT 5 application properties (Payload Format Indicator, Content Type, Response
+    /// Topic, Correlation Data, User Properties in order), so a v5 subscriber gets the
+    /// message as published after a restart too.
+    pub properties: Option<Arc<Properties>>,
+    /// MQTT 5 Message Expiry as a wall-clock deadline, so the interval sent after a restart
+    /// is what remains of it (MQTT-3.3.2-6) and an expired message is not sent at all.
+    pub expires_at: Option<SystemTime>,
     /// The payload.
     pub payload: Bytes,
 }
@@ -90,6 +125,8 @@ pub struct QueuedRecord {
 pub struct LoadedSessions {
     /// Session records by client id.
     pub sessions: Vec<(String, SessionRecord)>,
+    /// Protocol state by client id (absent: nothing was unfinished).
+    pub states: HashMap<String, StoredState>,
     /// Queue entries: client id, sequence number, message — in key order (per client in
     /// sequence order).
     pub queued: Vec<(String, u64, QueuedRecord)>,
@@ -155,13 +192,26 @@ fn put_str16(out: &mut Vec<u8>, s: &str) {
     out.extend_from_slice(&s.as_bytes()[..s.len().min(usize::from(u16::MAX))]);
 }
 
-/// Encode a session record: version 1, expiry u32, subscription count u32, then per
-/// subscription filter (str16), qos u8, flags u8 (1 no local, 2 retain as published,
-/// 4 has id), id u32; then pending PUBRELs and inbound QoS 2 ids (u16 count, u16 each),
-/// next packet id u16, and in-flight publishes (u16 count, then pkid u16 + seq u64 each).
+/// Milliseconds since the Unix epoch; 0 stands for "none", so a real instant is at least 1.
+fn to_ms(t: Option<SystemTime>) -> u64 {
+    t.map_or(0, |t| {
+        let ms = t.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis();
+        u64::try_from(ms).unwrap_or(u64::MAX).max(1)
+    })
+}
+
+/// The inverse of [`to_ms`].
+fn from_ms(ms: u64) -> Option<SystemTime> {
+    (ms != 0).then(|| UNIX_EPOCH + Duration::from_millis(ms))
+}
+
+/// Encode a session record: version 2, expiry u32, away-since u64 (ms since the Unix epoch,
+/// 0 while connected), subscription count u32, then per subscription filter (str16), qos
+/// u8, flags u8 (1 no local, 2 retain as published, 4 has id), id u32.
 pub(crate) fn encode_session(r: &SessionRecord) -> Vec<u8> {
-    let mut out = vec![1u8];
+    let mut out = vec![2u8];
     out.extend_from_slice(&r.expiry.to_be_bytes());
+    out.extend_from_slice(&to_ms(r.away_since).to_be_bytes());
     out.extend_from_slice(&(r.subscriptions.len() as u32).to_be_bytes());
     for s in &r.subscriptions {
         put_str16(&mut out, &s.filter);
@@ -172,29 +222,27 @@ pub(crate) fn encode_session(r: &SessionRecord) -> Vec<u8> {
         out.push(flags);
         out.extend_from_slice(&s.id.unwrap_or(0).to_be_bytes());
     }
-    for ids in [&r.pending_pubrel, &r.inbound_qos2] {
-        out.extend_from_slice(&(ids.len() as u16).to_be_bytes());
-        for id in ids.iter() {
-            out.extend_from_slice(&id.to_be_bytes());
-        }
-    }
-    out.extend_from_slice(&r.next_pkid.to_be_bytes());
-    out.extend_from_slice(&(r.inflight.len() as u16).to_be_bytes());
-    for (pkid, seq) in &r.inflight {
-        out.extend_from_slice(&pkid.to_be_bytes());
-        out.extend_from_slice(&seq.to_be_bytes());
-    }
     out
 }
 
-/// Decode a record written by [`encode_session`].
-pub(crate) fn decode_session(rec: &[u8]) -> Result<SessionRecord, StoreError> {
+/// Decode a record written by [`encode_session`], or by the version 1 format, which also
+/// held the protocol state (returned as the second value): pending PUBRELs and inbound
+/// QoS 2 ids (u16 count, u16 each), next packet id u16, in-flight publishes (u16 count,
+/// pkid u16 + seq u64 each), after the subscriptions and without away-since.
+pub(crate) fn decode_session(
+    rec: &[u8],
+) -> Result<(SessionRecord, Option<StoredState>), StoreError> {
     let mut r = Reader::new(rec, "session record");
     let version = r.u8()?;
-    if version != 1 {
+    if version != 1 && version != 2 {
         return Err(r.corrupt("unknown session record version"));
     }
     let expiry = r.u32()?;
+    let away_since = if version == 2 {
+        from_ms(r.u64()?)
+    } else {
+        None
+    };
     let n = r.u32()?;
     let mut subscriptions = Vec::new();
     for _ in 0..n {
@@ -210,6 +258,15 @@ pub(crate) fn decode_session(rec: &[u8]) -> Result<SessionRecord, StoreError> {
             id: (flags & 4 != 0).then_some(id),
         });
     }
+    let record = SessionRecord {
+        expiry,
+        away_since,
+        subscriptions,
+    };
+    if version == 2 {
+        r.end()?;
+        return Ok((record, None));
+    }
     let mut lists = [Vec::new(), Vec::new()];
     for list in &mut lists {
         let n = r.u16()?;
@@ -218,40 +275,175 @@ pub(crate) fn decode_session(rec: &[u8]) -> Result<SessionRecord, StoreError> {
         }
     }
     let next_pkid = r.u16()?;
+    let [pending_pubrel, inbound_qos2] = lists;
+    let mut outgoing: Vec<StoredInflight> = pending_pubrel
+        .into_iter()
+        .map(|pkid| StoredInflight {
+            pkid,
+            seq: 0,
+            released: true,
+        })
+        .collect();
     let n = r.u16()?;
-    let mut inflight = Vec::with_capacity(usize::from(n));
     for _ in 0..n {
-        inflight.push((r.u16()?, r.u64()?));
+        outgoing.push(StoredInflight {
+            pkid: r.u16()?,
+            seq: r.u64()?,
+            released: false,
+        });
     }
     r.end()?;
-    let [pending_pubrel, inbound_qos2] = lists;
-    Ok(SessionRecord {
-        expiry,
-        subscriptions,
-        pending_pubrel,
-        inbound_qos2,
+    Ok((
+        record,
+        Some(StoredState {
+            next_pkid,
+            outgoing,
+            inbound_qos2,
+        }),
+    ))
+}
+
+/// Encode protocol state: version 1, next packet id u16, outgoing count u16 then per
+/// exchange pkid u16, flags u8 (1 released), seq u64; inbound QoS 2 count u16, u16 each.
+pub(crate) fn encode_state(s: &StoredState) -> Vec<u8> {
+    let mut out = Vec::with_capacity(7 + s.outgoing.len() * 11 + s.inbound_qos2.len() * 2);
+    out.push(1u8);
+    out.extend_from_slice(&s.next_pkid.to_be_bytes());
+    out.extend_from_slice(&(s.outgoing.len().min(usize::from(u16::MAX)) as u16).to_be_bytes());
+    for o in s.outgoing.iter().take(usize::from(u16::MAX)) {
+        out.extend_from_slice(&o.pkid.to_be_bytes());
+        out.push(u8::from(o.released));
+        out.extend_from_slice(&o.seq.to_be_bytes());
+    }
+    let n = s.inbound_qos2.len().min(usize::from(u16::MAX));
+    out.extend_from_slice(&(n as u16).to_be_bytes());
+    for id in s.inbound_qos2.iter().take(n) {
+        out.extend_from_slice(&id.to_be_bytes());
+    }
+    out
+}
+
+/// Decode a record written by [`encode_state`].
+pub(crate) fn decode_state(rec: &[u8]) -> Result<StoredState, StoreError> {
+    let mut r = Reader::new(rec, "session state");
+    if r.u8()? != 1 {
+        return Err(r.corrupt("unknown session state version"));
+    }
+    let next_pkid = r.u16()?;
+    let n = r.u16()?;
+    let mut outgoing = Vec::with_capacity(usize::from(n));
+    for _ in 0..n {
+        let pkid = r.u16()?;
+        let released = match r.u8()? {
+            0 => false,
+            1 => true,
+            _ => return Err(r.corrupt("exchange flags neither 0 nor 1")),
+        };
+        let seq = r.u64()?;
+        outgoing.push(StoredInflight {
+            pkid,
+            seq,
+            released,
+        });
+    }
+    let n = r.u16()?;
+    let mut inbound_qos2 = Vec::with_capacity(usize::from(n));
+    for _ in 0..n {
+        inbound_qos2.push(r.u16()?);
+    }
+    r.end()?;
+    Ok(StoredState {
         next_pkid,
-        inflight,
+        outgoing,
+        inbound_qos2,
     })
 }
 
-/// Encode a queued message: qos u8, retain u8, topic (str16), content type (str16, empty
-/// for none), payload (the rest).
+/// First byte of a version 2 queue entry. Version 1 entries start with their QoS (0..=2),
+/// so the high bit tells the two apart.
+const QUEUED_V2: u8 = 0x82;
+
+/// Property mask bits of a version 2 queue entry.
+const P_FORMAT: u8 = 1;
+const P_CONTENT_TYPE: u8 = 2;
+const P_RESPONSE_TOPIC: u8 = 4;
+const P_CORRELATION: u8 = 8;
+
+fn put_bytes16(out: &mut Vec<u8>, b: &[u8]) {
+    let n = b.len().min(usize::from(u16::MAX));
+    out.extend_from_slice(&(n as u16).to_be_bytes());
+    out.extend_from_slice(&b[..n]);
+}
+
+/// Encode a queued message (version 2): 0x82, qos u8, retain u8, topic (str16), content
+/// type (str16, empty for none), expiry u64 (ms since the Unix epoch, 0 for none), a
+/// property mask u8 (0x80: v5 properties follow) with, for the set bits, Payload Format
+/// Indicator u8 (1), Content Type str16 (2), Response Topic str16 (4), Correlation Data
+/// (u16 length + bytes, 8), then User Properties (u16 count, name and value str16 each);
+/// then the payload (the rest).
 pub(crate) fn encode_queued(m: &QueuedRecord) -> Vec<u8> {
     let ct = m.content_type.as_deref().unwrap_or("");
-    let mut out = Vec::with_capacity(6 + m.topic.len() + ct.len() + m.payload.len());
+    let mut out = Vec::with_capacity(16 + m.topic.len() + ct.len() + m.payload.len());
+    out.push(QUEUED_V2);
     out.push(m.qos as u8);
     out.push(u8::from(m.retain));
     put_str16(&mut out, &m.topic);
     put_str16(&mut out, ct);
+    out.extend_from_slice(&to_ms(m.expires_at).to_be_bytes());
+    match m.properties.as_deref() {
+        None => out.push(0),
+        Some(p) => {
+            let mask =
+                0x80 | if p.payload_format_indicator.is_some() {
+                    P_FORMAT
+                } else {
+                    0
+                } | if p.content_type.is_some() {
+                    P_CONTENT_TYPE
+                } else {
+                    0
+                } | if p.response_topic.is_some() {
+                    P_RESPONSE_TOPIC
+                } else {
+                    0
+                } | if p.correlation_data.is_some() {
+                    P_CORRELATION
+                } else {
+                    0
+                };
+            out.push(mask);
+            if let Some(f) = p.payload_format_indicator {
+                out.push(f);
+            }
+            if let Some(c) = &p.content_type {
+                put_str16(&mut out, c);
+            }
+            if let Some(t) = &p.response_topic {
+                put_str16(&mut out, t);
+            }
+            if let Some(d) = &p.correlation_data {
+                put_bytes16(&mut out, d);
+            }
+            let n = p.user_properties.len().min(usize::from(u16::MAX));
+            out.extend_from_slice(&(n as u16).to_be_bytes());
+            for (k, v) in p.user_properties.iter().take(n) {
+                put_str16(&mut out, k);
+                put_str16(&mut out, v);
+            }
+        }
+    }
     out.extend_from_slice(&m.payload);
     out
 }
 
-/// Decode a record written by [`encode_queued`].
+/// Decode a record written by [`encode_queued`], or a version 1 entry (qos u8, retain u8,
+/// topic, content type, payload: no properties, no expiry).
 pub(crate) fn decode_queued(rec: &[u8]) -> Result<QueuedRecord, StoreError> {
     let mut r = Reader::new(rec, "queued message");
-    let qos = QoS::from_u8(r.u8()?).ok_or_else(|| r.corrupt("QoS above 2"))?;
+    let first = r.u8()?;
+    let v2 = first == QUEUED_V2;
+    let qos = if v2 { r.u8()? } else { first };
+    let qos = QoS::from_u8(qos).ok_or_else(|| r.corrupt("QoS above 2"))?;
     let retain = match r.u8()? {
         0 => false,
         1 => true,
@@ -259,12 +451,43 @@ pub(crate) fn decode_queued(rec: &[u8]) -> Result<QueuedRecord, StoreError> {
     };
     let topic = r.str16()?;
     let ct = r.str16()?;
+    let mut expires_at = None;
+    let mut properties = None;
+    if v2 {
+        expires_at = from_ms(r.u64()?);
+        let mask = r.u8()?;
+        if mask & 0x80 != 0 {
+            let mut p = Properties::default();
+            if mask & P_FORMAT != 0 {
+                p.payload_format_indicator = Some(r.u8()?);
+            }
+            if mask & P_CONTENT_TYPE != 0 {
+                p.content_type = Some(r.str16()?);
+            }
+            if mask & P_RESPONSE_TOPIC != 0 {
+                p.response_topic = Some(r.str16()?);
+            }
+            if mask & P_CORRELATION != 0 {
+                let n = usize::from(r.u16()?);
+                p.correlation_data = Some(Bytes::copy_from_slice(r.take(n)?));
+            }
+            let n = r.u16()?;
+            for _ in 0..n {
+                let k = r.str16()?;
+                let v = r.str16()?;
+                p.user_properties.push((k, v));
+            }
+            properties = Some(Arc::new(p));
+        }
+    }
     let payload = Bytes::copy_from_slice(r.rest());
     Ok(QueuedRecord {
         topic,
         qos,
         retain,
         content_type: (!ct.is_empty()).then_some(ct),
+        properties,
+        expires_at,
         payload,
     })
 }
@@ -351,6 +574,7 @@ mod tests {
     fn session_record_roundtrip() {
         let r = SessionRecord {
             expiry: 30,
+            away_since: Some(UNIX_EPOCH + Duration::from_millis(1_700_000_000_123)),
             subscriptions: vec![StoredSubscription {
                 filter: "a/+".into(),
                 qos: QoS::AtLeastOnce,
@@ -358,30 +582,110 @@ mod tests {
                 retain_as_published: false,
                 id: Some(7),
             }],
-            pending_pubrel: vec![3],
-            inbound_qos2: vec![9, 10],
-            next_pkid: 11,
-            inflight: vec![(4, 99)],
         };
         let enc = encode_session(&r);
-        assert_eq!(decode_session(&enc).unwrap(), r);
+        assert_eq!(decode_session(&enc).unwrap(), (r, None));
         assert!(decode_session(&enc[..enc.len() - 1]).is_err());
     }
 
     #[test]
-    fn queued_record_roundtrip_and_keys() {
+    fn version_1_session_record_still_loads_with_its_protocol_state() {
+        // v1: expiry 30, no subscriptions, pending PUBREL [3], inbound [9], next 11,
+        // in flight [(4, 99)].
+        let mut v1 = vec![1u8, 0, 0, 0, 30, 0, 0, 0, 0];
+        v1.extend_from_slice(&[0, 1, 0, 3, 0, 1, 0, 9, 0, 11, 0, 1, 0, 4]);
+        v1.extend_from_slice(&99u64.to_be_bytes());
+        let (rec, state) = decode_session(&v1).unwrap();
+        assert_eq!(rec.expiry, 30);
+        assert_eq!(rec.away_since, None);
+        let state = state.expect("v1 carries the protocol state");
+        assert_eq!(state.next_pkid, 11);
+        assert_eq!(state.inbound_qos2, vec![9]);
+        assert_eq!(
+            state.outgoing,
+            vec![
+                StoredInflight {
+                    pkid: 3,
+                    seq: 0,
+                    released: true
+                },
+                StoredInflight {
+                    pkid: 4,
+                    seq: 99,
+                    released: false
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn state_record_roundtrip() {
+        let s = StoredState {
+            next_pkid: 12,
+            outgoing: vec![
+                StoredInflight {
+                    pkid: 4,
+                    seq: 99,
+                    released: false,
+                },
+                StoredInflight {
+                    pkid: 5,
+                    seq: 100,
+                    released: true,
+                },
+            ],
+            inbound_qos2: vec![9, 10],
+        };
+        let enc = encode_state(&s);
+        assert_eq!(decode_state(&enc).unwrap(), s);
+        assert!(decode_state(&enc[..enc.len() - 1]).is_err());
+        assert!(decode_state(&[2]).is_err());
+    }
+
+    #[test]
+    fn queued_record_roundtrip_with_v5_properties_and_keys() {
         let m = QueuedRecord {
             topic: "t/1".into(),
             qos: QoS::ExactlyOnce,
             retain: true,
             content_type: Some("text/plain".into()),
+            properties: Some(Arc::new(Properties {
+                payload_format_indicator: Some(1),
+                content_type: Some("text/plain".into()),
+                response_topic: Some("reply/here".into()),
+                correlation_data: Some(Bytes::from_static(b"\x00id")),
+                user_properties: vec![("b".into(), "2".into()), ("a".into(), "1".into())],
+                ..Properties::default()
+            })),
+            expires_at: Some(UNIX_EPOCH + Duration::from_millis(5_000)),
             payload: Bytes::from_static(b"xyz"),
         };
         assert_eq!(decode_queued(&encode_queued(&m)).unwrap(), m);
+        let plain = QueuedRecord {
+            properties: None,
+            expires_at: None,
+            content_type: None,
+            ..m.clone()
+        };
+        assert_eq!(decode_queued(&encode_queued(&plain)).unwrap(), plain);
         assert!(decode_queued(&[3, 0]).is_err());
+        assert!(decode_queued(&encode_queued(&m)[..20]).is_err());
         let k = queue_key("c\0x", 42);
         assert_eq!(split_queue_key(&k).unwrap(), ("c\0x".to_string(), 42));
         assert!(k.starts_with(&client_key("c\0x")));
         assert!(!k.starts_with(&client_key("c")));
+    }
+
+    #[test]
+    fn version_1_queued_record_still_loads() {
+        let mut v1 = vec![1u8, 0, 0, 3, b't', b'/', b'1', 0, 0];
+        v1.extend_from_slice(b"payload");
+        let m = decode_queued(&v1).unwrap();
+        assert_eq!(
+            (m.topic.as_str(), m.qos, m.retain),
+            ("t/1", QoS::AtLeastOnce, false)
+        );
+        assert_eq!((m.properties, m.expires_at), (None, None));
+        assert_eq!(&m.payload[..], b"payload");
     }
 }

@@ -7,8 +7,9 @@
 use std::path::Path;
 
 use super::session::{
-    client_key, decode_queued, decode_session, encode_queued, encode_session, queue_key,
-    split_queue_key, split_session_key, LoadedSessions, SessionOp, SessionStore,
+    client_key, decode_queued, decode_session, decode_state, encode_queued, encode_session,
+    encode_state, queue_key, split_queue_key, split_session_key, LoadedSessions, SessionOp,
+    SessionStore,
 };
 use super::{decode_value, encode_value, RetainedOp, Store, StoreError};
 use crate::broker::message::RetainedValue;
@@ -43,6 +44,7 @@ impl SledStore {
         let (store, db) = Self::open_db(path)?;
         let sessions = SledSessions {
             sessions: db.open_tree("sessions").map_err(engine)?,
+            state: db.open_tree("session_state").map_err(engine)?,
             queue: db.open_tree("queue").map_err(engine)?,
             db,
         };
@@ -101,13 +103,16 @@ impl Store for SledStore {
     }
 }
 
-/// The persistent-session trees of the same database: `sessions` (one record per client)
-/// and `queue` (one entry per queued message, keyed by client and sequence number).
+/// The persistent-session trees of the same database: `sessions` (one record per client),
+/// `session_state` (its unfinished exchanges, rewritten as they progress) and `queue` (one
+/// entry per queued message, keyed by client and sequence number).
 pub struct SledSessions {
     /// The database: flushed once per batch (fsync).
     db: sled::Db,
     /// Session records by client key.
     sessions: sled::Tree,
+    /// Protocol state by client key: small, so rewriting it per packet stays cheap.
+    state: sled::Tree,
     /// Queued messages by client key + sequence number.
     queue: sled::Tree,
 }
@@ -123,8 +128,16 @@ impl SessionStore for SledSessions {
         let mut out = LoadedSessions::default();
         for item in self.sessions.iter() {
             let (k, v) = item.map_err(engine)?;
-            out.sessions
-                .push((split_session_key(&k)?, decode_session(&v)?));
+            let client = split_session_key(&k)?;
+            let (record, v1_state) = decode_session(&v)?;
+            if let Some(state) = v1_state {
+                out.states.insert(client.clone(), state);
+            }
+            out.sessions.push((client, record));
+        }
+        for item in self.state.iter() {
+            let (k, v) = item.map_err(engine)?;
+            out.states.insert(split_session_key(&k)?, decode_state(&v)?);
         }
         for item in self.queue.iter() {
             let (k, v) = item.map_err(engine)?;
@@ -136,12 +149,15 @@ impl SessionStore for SledSessions {
 
     fn apply_sessions(&mut self, ops: &[SessionOp]) -> Result<(), StoreError> {
         let mut sessions = sled::Batch::default();
+        let mut state = sled::Batch::default();
         let mut queue = sled::Batch::default();
         for op in ops {
             match op {
                 SessionOp::PutSession(c, r) => sessions.insert(client_key(c), encode_session(r)),
+                SessionOp::PutState(c, s) => state.insert(client_key(c), encode_state(s)),
                 SessionOp::DeleteSession(c) => {
                     sessions.remove(client_key(c));
+                    state.remove(client_key(c));
                     // Entries appended earlier in this batch must be seen by the scan.
                     let earlier = std::mem::take(&mut queue);
                     self.queue.apply_batch(earlier).map_err(engine)?;
@@ -154,9 +170,14 @@ impl SessionStore for SledSessions {
                 SessionOp::Remove(c, seq) => queue.remove(queue_key(c, *seq)),
             }
         }
-        // Two trees, one sync: both batches are in the log before the flush returns.
-        self.sessions.apply_batch(sessions).map_err(engine)?;
+        // Three trees, one sync: every batch is in the log before the flush returns. The
+        // queue goes first: should a crash keep only a prefix of the log, an exchange's
+        // state never refers to an entry that was not appended, and an entry removed on
+        // PUBCOMP is never left behind by a state that already forgot it (it would come
+        // back as a new message).
         self.queue.apply_batch(queue).map_err(engine)?;
+        self.state.apply_batch(state).map_err(engine)?;
+        self.sessions.apply_batch(sessions).map_err(engine)?;
         self.db.flush().map_err(engine)?;
         Ok(())
     }

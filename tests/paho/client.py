@@ -20,6 +20,11 @@ Scenarios (what each prints):
                     {"event": "published"} once acknowledged
   v311_receives_v5  a 3.1.1 client subscribed to x/v5 receives a v5 publish with properties:
                     {"event": "message", "topic", "payload", "qos"}
+  diagnostics       a client with Request Response Information 1 prints its CONNACK
+                    {"event": "connack", "response_information"}, subscribes to ok/# and
+                    to deep/a/b/c/# (run against max_topic_levels = 3, so refused)
+                    {"event": "suback", "codes", "reason_string"},
+                    and publishes QoS 1 where nobody listens {"event": "puback", "code"}
 """
 
 import json
@@ -48,7 +53,7 @@ def emit(obj):
 class Peer:
     """One paho client on its own network thread; received messages go to a queue."""
 
-    def __init__(self, host, port, name, protocol=mqtt.MQTTv5):
+    def __init__(self, host, port, name, protocol=mqtt.MQTTv5, connect_props=None):
         self.name = name
         self.v5 = protocol == mqtt.MQTTv5
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
@@ -57,13 +62,16 @@ class Peer:
         self.messages = queue.Queue()
         self.connected = threading.Event()
         self.acks = {}
+        self.ack_props = {}
+        self.connack_props = None
         self.lock = threading.Condition()
         self.client.on_connect = self._on_connect
         self.client.on_message = lambda c, u, m: self.messages.put(m)
         self.client.on_subscribe = self._on_ack
         self.client.on_publish = self._on_publish
         if self.v5:
-            self.client.connect(host, port, keepalive=30, clean_start=True)
+            self.client.connect(host, port, keepalive=30, clean_start=True,
+                                properties=connect_props)
         else:
             self.client.connect(host, port, keepalive=30)
         self.client.loop_start()
@@ -74,16 +82,19 @@ class Peer:
         if reason_code.is_failure:
             print(f"{self.name}: CONNACK {reason_code}", file=sys.stderr)
         else:
+            self.connack_props = properties
             self.connected.set()
 
     def _on_ack(self, client, userdata, mid, reason_codes, properties):
         with self.lock:
             self.acks[mid] = reason_codes
+            self.ack_props[mid] = properties
             self.lock.notify_all()
 
     def _on_publish(self, client, userdata, mid, reason_code, properties):
         with self.lock:
             self.acks[mid] = reason_code
+            self.ack_props[mid] = properties
             self.lock.notify_all()
 
     def wait_ack(self, mid):
@@ -280,8 +291,28 @@ def v311_receives_v5(host, port):
     pub.close()
 
 
+def diagnostics(host, port):
+    props = Properties(PacketTypes.CONNECT)
+    props.RequestResponseInformation = 1
+    c = Peer(host, port, "diag", connect_props=props)
+    emit({"event": "connack",
+          "response_information": getattr(c.connack_props, "ResponseInformation", None)})
+    rc, mid = c.client.subscribe([("ok/#", SubscribeOptions(qos=1)),
+                                  ("deep/a/b/c/#", SubscribeOptions(qos=1))])
+    if rc != mqtt.MQTT_ERR_SUCCESS:
+        raise RuntimeError(f"subscribe: {rc}")
+    codes = c.wait_ack(mid)
+    emit({"event": "suback", "codes": [c.value for c in codes],
+          "reason_string": getattr(c.ack_props.get(mid), "ReasonString", None)})
+    info = c.client.publish("nobody/listens", b"x", qos=1)
+    code = c.wait_ack(info.mid)
+    emit({"event": "puback", "code": code.value, "name": str(code)})
+    c.close()
+
+
 SCENARIOS = {f.__name__: f for f in (request_response, user_properties, subscription_ids,
-                                     shared, topic_alias, content_type, v311_receives_v5)}
+                                     shared, topic_alias, content_type, v311_receives_v5,
+                                     diagnostics)}
 
 
 def main():

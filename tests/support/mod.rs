@@ -655,3 +655,34 @@ pub fn parse_tcp_frame(buf: &[u8]) -> Option<(Packet, usize)> {
         total,
     ))
 }
+
+/// Store a retained value directly through the broker core (no front-end, no ACL): for
+/// tests that need a value where the client under test may not write.
+pub async fn seed(gw: &Gateway, topic: &str, value: &str) {
+    let topic = ponte::broker::topic::TopicName::parse(topic).expect("valid topic");
+    let m = ponte::broker::retained_message(
+        topic,
+        bytes::Bytes::copy_from_slice(value.as_bytes()),
+        None,
+        ponte::broker::message::Origin::Internal,
+    );
+    gw.broker
+        .publish(m, ponte::broker::retained::Precondition::none())
+        .await
+        .expect("seed value stored");
+}
+
+/// Whether `bin` is on PATH; when not: panic in CI (it must be installed there), otherwise
+/// print SKIP and return false.
+pub fn have_tool(bin: &str) -> bool {
+    let found = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(bin).is_file()))
+        .unwrap_or(false);
+    if !found {
+        if std::env::var_os("CI").is_some_and(|v| v == "true") {
+            panic!("{bin} is not installed, and CI must have it");
+        }
+        println!("SKIP: {bin} not installed");
+    }
+    found
+}

@@ -11,7 +11,7 @@
 //! undecoded: clients may pipeline packets behind CONNECT (MQTT 3.1.4), and a server that
 //! rejects the CONNECT must not process them (MQTT-3.1.4-5).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -258,9 +258,19 @@ pub enum CloseReason {
         /// A new Session Expiry Interval set by the DISCONNECT (MQTT 3.14.2.2.2).
         session_expiry_interval: Option<u32>,
     },
-    /// The server closes with this v5 reason code (sent in DISCONNECT on v5 connections).
+    /// The server closes with this v5 reason code (sent in DISCONNECT on v5 connections,
+    /// with the code's name as Reason String).
     #[error("closed by the server with reason code {0:#04x}")]
     Server(u8),
+    /// The server closes with this v5 reason code and says why: `reason_string` is sent as
+    /// the DISCONNECT's Reason String (within the client's Maximum Packet Size).
+    #[error("closed by the server with reason code {reason_code:#04x}: {reason_string}")]
+    ServerWithReason {
+        /// The DISCONNECT reason code (>= 0x80).
+        reason_code: u8,
+        /// What the client did wrong, for a human reading the client's logs.
+        reason_string: String,
+    },
 }
 
 impl CloseReason {
@@ -286,6 +296,7 @@ impl CloseReason {
             CloseReason::TakenOver => reason::SESSION_TAKEN_OVER,
             CloseReason::ServerClose => reason::SERVER_SHUTTING_DOWN,
             CloseReason::Server(code) => *code,
+            CloseReason::ServerWithReason { reason_code, .. } => *reason_code,
         })
     }
 }
@@ -332,6 +343,51 @@ pub enum Event {
     },
 }
 
+/// Longest Reason String the server sends (bytes, cut at a character boundary): enough to
+/// name the offending topic or filter, short enough to stay a diagnostic.
+pub const MAX_REASON_STRING: usize = 1024;
+
+/// The diagnostic parts of a server-sent v5 packet: its properties, the error reason code
+/// that needs explaining (the first >= 0x80, if any), and whether Reason String and User
+/// Properties may be sent even with Request Problem Information 0 (CONNACK, DISCONNECT;
+/// MQTT-3.1.2-29). `None` for packets without them (PUBLISH is handled on its own).
+fn problem_fields(packet: &mut Packet5) -> Option<(&mut Properties, Option<u8>, bool)> {
+    let failure = |code: u8| (code >= 0x80).then_some(code);
+    match packet {
+        Packet5::ConnAck {
+            reason_code,
+            properties,
+            ..
+        } => Some((properties, failure(*reason_code), true)),
+        Packet5::Disconnect(r) => Some((&mut r.properties, failure(r.reason_code), true)),
+        Packet5::Auth(r) => Some((&mut r.properties, None, false)),
+        Packet5::PubAck(r) | Packet5::PubRec(r) | Packet5::PubRel(r) | Packet5::PubComp(r) => {
+            Some((&mut r.properties, failure(r.reason_code), false))
+        }
+        Packet5::SubAck(r) | Packet5::UnsubAck(r) => {
+            let code = r.reason_codes.iter().copied().find(|c| *c >= 0x80);
+            Some((&mut r.properties, code, false))
+        }
+        Packet5::Connect(_)
+        | Packet5::Publish(_)
+        | Packet5::Subscribe(_)
+        | Packet5::Unsubscribe(_)
+        | Packet5::PingReq
+        | Packet5::PingResp => None,
+    }
+}
+
+/// Cuts `text` to at most `max` bytes, at a character boundary.
+fn truncate_utf8(text: &mut String, max: usize) {
+    if text.len() > max {
+        let mut end = max;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+    }
+}
+
 /// Where the connection is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -371,10 +427,25 @@ struct V5State {
     session_expiry_interval: u32,
     /// Keep Alive we imposed in CONNACK (Server Keep Alive), if any.
     server_keep_alive: Option<u16>,
+    /// The client set Request Problem Information to 0: no Reason String or User Property
+    /// on any packet but PUBLISH, CONNACK and DISCONNECT (MQTT-3.1.2-29).
+    no_problem_information: bool,
+    /// The client set Request Response Information to 1; without it the server must not
+    /// send Response Information (MQTT-3.1.2-28).
+    response_information_requested: bool,
+    /// The response-topic basis the driver offered (`offer_response_information`), sent in
+    /// CONNACK only when requested.
+    response_information: Option<String>,
     /// Client → server aliases set on this connection.
     inbound_aliases: HashMap<u16, String>,
-    /// Server → client aliases we assigned, by topic.
-    outbound_aliases: HashMap<Arc<str>, u16>,
+    /// Server → client aliases we assigned, by topic: (alias, stamp of its last use).
+    outbound_aliases: HashMap<Arc<str>, (u16, u64)>,
+    /// The same aliases by stamp of last use, oldest first: when all the client's aliases
+    /// are taken, the first one is reassigned to a new topic (3.3.2.3.4) instead of sending
+    /// every further topic in full.
+    alias_lru: BTreeMap<u64, Arc<str>>,
+    /// Source of alias-use stamps (increases by one per aliased PUBLISH).
+    alias_clock: u64,
     /// Messages not sent because they exceeded the client's Maximum Packet Size.
     dropped_too_large: u64,
     /// Messages not sent because their Message Expiry Interval had passed.
@@ -444,9 +515,67 @@ impl Connection {
         self.protocol == Some(ProtocolVersion::V5)
     }
 
-    /// Writes a packet in this connection's protocol version.
-    fn send_v5(&mut self, packet: &Packet5) {
-        encode_v5(packet, &mut self.tx);
+    /// Writes a v5 packet other than PUBLISH, applying the rules on what the server may
+    /// add to it:
+    /// - an error reason code (>= 0x80) without a Reason String gets the code's name
+    ///   ([`reason::describe`]), so every failure says what went wrong; a Reason String is
+    ///   cut to [`MAX_REASON_STRING`] bytes;
+    /// - with Request Problem Information 0, only CONNACK and DISCONNECT keep their Reason
+    ///   String and User Properties (MQTT-3.1.2-29);
+    /// - a packet above the client's Maximum Packet Size loses its Reason String, then its
+    ///   User Properties (MQTT-3.1.2-24; MQTT-3.2.2-19/20, 3.4.2-2/3, 3.5.2-2/3, 3.6.2-2/3,
+    ///   3.7.2-2/3, 3.9.2-1/2, 3.11.2-1/2, 3.14.2-3/4), and a CONNACK then its Response
+    ///   Information. A packet still too large without them (only possible below a few
+    ///   dozen bytes, or with a huge client id) is sent anyway: it is a required answer,
+    ///   and a client announcing such a size cannot be served at all.
+    fn send_v5(&mut self, mut packet: Packet5) {
+        let no_problem_information = self.v5.no_problem_information;
+        if let Some((props, failure, always_allowed)) = problem_fields(&mut packet) {
+            if let (Some(code), None) = (failure, &props.reason_string) {
+                props.reason_string = reason::describe(code).map(str::to_string);
+            }
+            if let Some(text) = &mut props.reason_string {
+                truncate_utf8(text, MAX_REASON_STRING);
+            }
+            if no_problem_information && !always_allowed {
+                props.reason_string = None;
+                props.user_properties.clear();
+            }
+        }
+        let start = self.tx.len();
+        encode_v5(&packet, &mut self.tx);
+        let Some(max) = self.v5.client_max_packet_size else {
+            return;
+        };
+        let max = max as usize;
+        for step in 0..3 {
+            if self.tx.len() - start <= max {
+                return;
+            }
+            let changed = match (&mut packet, step) {
+                // Response Information is optional too; it goes last (3.2.2.3.15).
+                (Packet5::ConnAck { properties, .. }, 2) => {
+                    properties.response_information.take().is_some()
+                }
+                (_, 2) => false,
+                (p, _) => {
+                    let Some((props, _, _)) = problem_fields(p) else {
+                        return;
+                    };
+                    if step == 0 {
+                        props.reason_string.take().is_some()
+                    } else {
+                        let had = !props.user_properties.is_empty();
+                        props.user_properties.clear();
+                        had
+                    }
+                }
+            };
+            if changed {
+                self.tx.truncate(start);
+                encode_v5(&packet, &mut self.tx);
+            }
+        }
     }
 
     /// Feeds received bytes; decodes and handles every complete packet.
@@ -515,7 +644,9 @@ impl Connection {
     /// to an empty one (CONNACK Assigned Client Identifier, MQTT-3.2.2-16). The v5 CONNACK
     /// also announces the server's limits: Receive Maximum, Maximum Packet Size, Topic Alias
     /// Maximum, Retain / Wildcard / Subscription Identifier / Shared Subscription Available,
-    /// and Server Keep Alive when the client's Keep Alive was above `max_keep_alive`.
+    /// Server Keep Alive when the client's Keep Alive was above `max_keep_alive`, and the
+    /// Response Information offered with [`Connection::offer_response_information`] when the
+    /// client asked for it.
     pub fn accept_with(
         &mut self,
         now: Instant,
@@ -541,9 +672,15 @@ impl Connection {
                 shared_subscription_available: Some(1),
                 server_keep_alive: self.v5.server_keep_alive,
                 assigned_client_identifier: assigned_client_id,
+                // MQTT-3.1.2-28: only when the client asked for it.
+                response_information: if self.v5.response_information_requested {
+                    self.v5.response_information.take()
+                } else {
+                    None
+                },
                 ..Properties::default()
             };
-            self.send_v5(&Packet5::ConnAck {
+            self.send_v5(Packet5::ConnAck {
                 session_present,
                 reason_code: reason::SUCCESS,
                 properties,
@@ -565,7 +702,13 @@ impl Connection {
             for entry in session.outgoing {
                 match &entry {
                     Inflight::Publish { pkid, message } => {
-                        self.write_publish(now, true, *pkid, message, None);
+                        if !self.write_publish(now, true, *pkid, message, None) {
+                            // Too large for this connection's client (its Maximum Packet
+                            // Size may have shrunk): discarded as if delivered
+                            // (MQTT-3.1.2-25), so it must not hold a window slot.
+                            self.events.push_back(Event::InflightFreed);
+                            continue;
+                        }
                     }
                     Inflight::PubRel { pkid } => self.write_pubrel(*pkid),
                 }
@@ -597,12 +740,22 @@ impl Connection {
         self.refuse_v5(reason_code, Some(reason_string.into()));
     }
 
+    /// MQTT 5: the response-topic basis to send as CONNACK Response Information
+    /// (3.2.2.3.15) if the client sets Request Response Information 1; call before
+    /// `accept_with`. Without the request nothing is sent (MQTT-3.1.2-28).
+    /// Ignored when longer than a UTF-8 string field can be (65535 bytes).
+    pub fn offer_response_information(&mut self, info: String) {
+        if info.len() <= usize::from(u16::MAX) {
+            self.v5.response_information = Some(info);
+        }
+    }
+
     fn refuse_v5(&mut self, reason_code: u8, reason_string: Option<String>) {
         if self.state != State::AwaitingAccept {
             return;
         }
         if self.is_v5() {
-            self.send_v5(&Packet5::ConnAck {
+            self.send_v5(Packet5::ConnAck {
                 session_present: false,
                 reason_code,
                 properties: Properties {
@@ -628,6 +781,18 @@ impl Connection {
         self.publish_answer(pkid, reason::SUCCESS, None);
     }
 
+    /// [`Connection::publish_done`] with a v5 success reason code: 0x00, or 0x10 No
+    /// matching subscribers when the broker knows nobody received the message (the
+    /// exchange completes as usual). On 3.1.1 the code is not sent.
+    pub fn publish_done_with(&mut self, pkid: u16, reason_code: u8) {
+        let code = if reason_code < 0x80 {
+            reason_code
+        } else {
+            reason::SUCCESS
+        };
+        self.publish_answer(pkid, code, None);
+    }
+
     /// MQTT 5: the broker refused inbound PUBLISH `pkid` (e.g. 0x80 it could not be stored,
     /// 0x90 topic name invalid): PUBACK/PUBREC with that reason code; a refused QoS 2
     /// exchange ends there (MQTT 4.3.3). On 3.1.1, which has no negative acknowledgement,
@@ -636,7 +801,9 @@ impl Connection {
         self.publish_failed_because(pkid, reason_code, None);
     }
 
-    /// [`Connection::publish_failed`] with a Reason String saying why (on v5).
+    /// [`Connection::publish_failed`] with a Reason String saying why (on v5; dropped when
+    /// the client asked for no problem information or it would exceed its Maximum Packet
+    /// Size).
     pub fn publish_failed_because(
         &mut self,
         pkid: u16,
@@ -673,7 +840,7 @@ impl Connection {
                     self.inbound.remove(&pkid);
                 }
                 if v5 {
-                    self.send_v5(&Packet5::PubAck(resp(pkid)));
+                    self.send_v5(Packet5::PubAck(resp(pkid)));
                 } else {
                     encode(&Packet::PubAck(pkid), &mut self.tx);
                 }
@@ -684,7 +851,7 @@ impl Connection {
                     if reason_code >= 0x80 {
                         self.inbound.remove(&pkid);
                     }
-                    self.send_v5(&Packet5::PubRec(resp(pkid)));
+                    self.send_v5(Packet5::PubRec(resp(pkid)));
                 } else {
                     encode(&Packet::PubRec(pkid), &mut self.tx);
                 }
@@ -712,7 +879,8 @@ impl Connection {
         self.suback_reasons_because(pkid, reason_codes, None);
     }
 
-    /// [`Connection::suback_reasons`] with a v5 Reason String explaining the refusals.
+    /// [`Connection::suback_reasons`] with a v5 Reason String explaining the refusals
+    /// (without one, a refusal gets its code's name).
     pub fn suback_reasons_because(
         &mut self,
         pkid: u16,
@@ -723,7 +891,7 @@ impl Connection {
             return;
         }
         if self.is_v5() {
-            self.send_v5(&Packet5::SubAck(SubResponse {
+            self.send_v5(Packet5::SubAck(SubResponse {
                 pkid,
                 reason_codes,
                 properties: Properties {
@@ -753,14 +921,27 @@ impl Connection {
     /// Answers UNSUBSCRIBE `pkid`; on v5 with one reason code per filter (0x00 removed,
     /// 0x11 no subscription existed, ...), on 3.1.1 the codes are not sent.
     pub fn unsuback_reasons(&mut self, pkid: u16, reason_codes: Vec<u8>) {
+        self.unsuback_reasons_because(pkid, reason_codes, None);
+    }
+
+    /// [`Connection::unsuback_reasons`] with a v5 Reason String explaining the refusals.
+    pub fn unsuback_reasons_because(
+        &mut self,
+        pkid: u16,
+        reason_codes: Vec<u8>,
+        reason_string: Option<String>,
+    ) {
         if self.state != State::Connected {
             return;
         }
         if self.is_v5() {
-            self.send_v5(&Packet5::UnsubAck(SubResponse {
+            self.send_v5(Packet5::UnsubAck(SubResponse {
                 pkid,
                 reason_codes,
-                properties: Properties::default(),
+                properties: Properties {
+                    reason_string,
+                    ..Properties::default()
+                },
             }));
         } else {
             encode(&Packet::UnsubAck(pkid), &mut self.tx);
@@ -854,7 +1035,7 @@ impl Connection {
 
     fn write_pubrel(&mut self, pkid: u16) {
         if self.is_v5() {
-            self.send_v5(&Packet5::PubRel(PubResponse {
+            self.send_v5(Packet5::PubRel(PubResponse {
                 pkid,
                 reason_code: 0,
                 properties: Properties::default(),
@@ -864,24 +1045,71 @@ impl Connection {
         }
     }
 
-    /// The alias to use for `topic` on a v5 connection: `(alias, first use)`, or `None` when
-    /// the client takes no aliases or the table is full (the full topic is sent).
-    fn alias_for(&mut self, topic: &Arc<str>) -> Option<(u16, bool)> {
-        let limit = self
-            .v5
+    /// Most aliases this connection assigns: the client's Topic Alias Maximum (none when
+    /// it announced none, MQTT-3.1.2-26/27), capped by ours.
+    fn alias_limit(&self) -> u16 {
+        if !self.is_v5() {
+            return 0;
+        }
+        self.v5
             .client_topic_alias_max
-            .min(self.config.topic_alias_maximum);
-        if !self.is_v5() || limit == 0 {
+            .min(self.config.topic_alias_maximum)
+    }
+
+    /// The alias to use for `topic` on a v5 connection: `(alias, first use)`, or `None` when
+    /// the client takes no aliases. A new topic gets the next unused alias or, once all are
+    /// in use, the least recently used one (reassigned when the PUBLISH is written,
+    /// [`Connection::alias_used`]). Nothing changes here, so a message that is then dropped
+    /// leaves the table as it was.
+    fn alias_for(&self, topic: &Arc<str>) -> Option<(u16, bool)> {
+        let limit = self.alias_limit();
+        if limit == 0 {
             return None;
         }
-        if let Some(a) = self.v5.outbound_aliases.get(topic) {
+        if let Some((a, _)) = self.v5.outbound_aliases.get(topic) {
             return Some((*a, false));
         }
         let n = self.v5.outbound_aliases.len();
-        if n >= usize::from(limit) {
-            return None;
+        if n < usize::from(limit) {
+            // Aliases are handed out 1, 2, ... and never freed, only reassigned, so the
+            // next unused one is n + 1 (<= limit).
+            return Some((n as u16 + 1, true));
         }
-        Some((n as u16 + 1, true))
+        let oldest = self.v5.alias_lru.values().next()?;
+        self.v5
+            .outbound_aliases
+            .get(oldest)
+            .map(|(a, _)| (*a, true))
+    }
+
+    /// Records that a PUBLISH for `topic` was written with `alias` (`set`: topic and alias
+    /// sent, the alias now stands for `topic`; otherwise the alias alone was sent).
+    fn alias_used(&mut self, topic: &Arc<str>, alias: u16, set: bool) {
+        let v5 = &mut self.v5;
+        v5.alias_clock += 1;
+        let stamp = v5.alias_clock;
+        if let Some(entry) = v5.outbound_aliases.get_mut(topic) {
+            v5.alias_lru.remove(&entry.1);
+            entry.1 = stamp;
+            v5.alias_lru.insert(stamp, topic.clone());
+            return;
+        }
+        if set {
+            // Reassigning the least recently used alias: forget the topic it stood for.
+            if let Some((&old_stamp, old_topic)) = v5.alias_lru.first_key_value() {
+                if v5
+                    .outbound_aliases
+                    .get(old_topic)
+                    .is_some_and(|(a, _)| *a == alias)
+                {
+                    let old_topic = old_topic.clone();
+                    v5.alias_lru.remove(&old_stamp);
+                    v5.outbound_aliases.remove(&old_topic);
+                }
+            }
+            v5.outbound_aliases.insert(topic.clone(), (alias, stamp));
+            v5.alias_lru.insert(stamp, topic.clone());
+        }
     }
 
     /// Sends a message to the client. QoS 0 is written immediately; QoS 1/2 gets a free
@@ -912,8 +1140,8 @@ impl Connection {
         if !self.write_publish(now, false, pkid, &msg, alias) {
             return Ok(());
         }
-        if let Some((a, true)) = alias {
-            self.v5.outbound_aliases.insert(msg.topic.clone(), a);
+        if let Some((a, set)) = alias {
+            self.alias_used(&msg.topic, a, set);
         }
         if msg.qos != QoS::AtMostOnce {
             self.outgoing
@@ -927,6 +1155,27 @@ impl Connection {
     /// per-message state (a durable queue entry) notice which exchanges finished.
     pub fn outgoing_pkids(&self) -> impl ExactSizeIterator<Item = u16> + DoubleEndedIterator + '_ {
         self.outgoing.iter().map(Inflight::pkid)
+    }
+
+    /// The unacknowledged outgoing exchanges in send order, each at its stage (PUBLISH sent,
+    /// or PUBREC received and PUBREL sent): what [`Connection::take_session`] would save,
+    /// for a driver that keeps it durable while the connection lives.
+    pub fn outgoing(&self) -> impl ExactSizeIterator<Item = &Inflight> + '_ {
+        self.outgoing.iter()
+    }
+
+    /// Inbound QoS 2 packet ids acknowledged with PUBREC and not yet released by PUBREL
+    /// (what [`Connection::take_session`] would save).
+    pub fn inbound_qos2(&self) -> impl Iterator<Item = u16> + '_ {
+        self.inbound
+            .iter()
+            .filter(|(_, state)| **state == Inbound::Qos2 { done: true })
+            .map(|(id, _)| *id)
+    }
+
+    /// The next packet id an outgoing exchange will try.
+    pub fn next_pkid(&self) -> u16 {
+        self.next_pkid
     }
 
     /// How many more QoS 1/2 messages `send_publish` accepts now.
@@ -949,12 +1198,7 @@ impl Connection {
 
     /// Moves the persistent-session state out of the connection (for Clean Session 0).
     pub fn take_session(&mut self) -> SessionState {
-        let inbound_qos2 = self
-            .inbound
-            .iter()
-            .filter(|(_, state)| **state == Inbound::Qos2 { done: true })
-            .map(|(id, _)| *id)
-            .collect();
+        let inbound_qos2 = self.inbound_qos2().collect();
         self.inbound.clear();
         SessionState {
             outgoing: std::mem::take(&mut self.outgoing).into(),
@@ -990,18 +1234,22 @@ impl Connection {
         }
         if self.is_v5() && self.state == State::Connected {
             if let Some(code) = reason.v5_reason_code() {
-                let properties = match &reason {
-                    CloseReason::Malformed(e) => Properties {
-                        reason_string: Some(e.to_string()),
-                        ..Properties::default()
-                    },
-                    CloseReason::Violation(v) => Properties {
-                        reason_string: Some(v.to_string()),
-                        ..Properties::default()
-                    },
-                    _ => Properties::default(),
+                // Every server-side close says why; a bare `Server(code)` gets the code's
+                // name in `send_v5`.
+                let reason_string = match &reason {
+                    CloseReason::Malformed(e) => Some(e.to_string()),
+                    CloseReason::Violation(v) => Some(v.to_string()),
+                    CloseReason::ServerWithReason { reason_string, .. } => {
+                        Some(reason_string.clone())
+                    }
+                    CloseReason::Server(_) => None,
+                    other => Some(other.to_string()),
                 };
-                self.send_v5(&Packet5::Disconnect(ReasonPacket {
+                let properties = Properties {
+                    reason_string,
+                    ..Properties::default()
+                };
+                self.send_v5(Packet5::Disconnect(ReasonPacket {
                     reason_code: code,
                     properties,
                 }));
@@ -1036,7 +1284,7 @@ impl Connection {
                 ConnectReturnCode::BadUserNameOrPassword => 0x86,
                 ConnectReturnCode::NotAuthorized => reason::NOT_AUTHORIZED,
             };
-            self.send_v5(&Packet5::ConnAck {
+            self.send_v5(Packet5::ConnAck {
                 session_present: false,
                 reason_code,
                 properties: Properties::default(),
@@ -1209,7 +1457,7 @@ impl Connection {
                 // Method B (MQTT 4.3.3): id stored, a re-send is not delivered again.
                 Some(Inbound::Qos2 { done: true }) => {
                     if self.is_v5() {
-                        self.send_v5(&Packet5::PubRec(PubResponse {
+                        self.send_v5(Packet5::PubRec(PubResponse {
                             pkid: publish.pkid,
                             reason_code: 0,
                             properties: Properties::default(),
@@ -1249,10 +1497,15 @@ impl Connection {
         self.v5.client_max_packet_size = p.maximum_packet_size;
         self.v5.client_topic_alias_max = p.topic_alias_maximum.unwrap_or(0);
         self.v5.session_expiry_interval = p.session_expiry_interval.unwrap_or(0);
+        // Absent Request Problem Information means 1, absent Request Response Information 0
+        // (3.1.2.11.7, 3.1.2.11.6).
+        self.v5.no_problem_information = p.request_problem_information == Some(0);
+        self.v5.response_information_requested = p.request_response_information == Some(1);
         self.state = State::AwaitingAccept;
-        if p.authentication_method.is_some() {
+        if let Some(method) = &p.authentication_method {
             // MQTT 4.12: no extended authentication method is supported.
-            self.reject_v5(reason::BAD_AUTHENTICATION_METHOD);
+            let why = format!("authentication method {method:?} is not supported (none is)");
+            self.reject_v5_because(reason::BAD_AUTHENTICATION_METHOD, why);
             return;
         }
         self.pending_will = c.connect.will.clone();
@@ -1307,11 +1560,20 @@ impl Connection {
                 if known {
                     self.inbound.remove(&r.pkid);
                 }
-                self.send_v5(&Packet5::PubComp(PubResponse {
+                let reason_string = (!known).then(|| {
+                    format!(
+                        "PUBREL for packet identifier {}, which has no QoS 2 exchange open",
+                        r.pkid
+                    )
+                });
+                self.send_v5(Packet5::PubComp(PubResponse {
                     pkid: r.pkid,
                     // 0x92: Packet Identifier not found.
                     reason_code: if known { 0 } else { 0x92 },
-                    properties: Properties::default(),
+                    properties: Properties {
+                        reason_string,
+                        ..Properties::default()
+                    },
                 }));
             }
             Packet5::Subscribe(s) => self.events.push_back(Event::Subscribe5(Box::new(s))),
@@ -1319,7 +1581,7 @@ impl Connection {
                 pkid: u.pkid,
                 filters: u.filters,
             }),
-            Packet5::PingReq => self.send_v5(&Packet5::PingResp),
+            Packet5::PingReq => self.send_v5(Packet5::PingResp),
             Packet5::Disconnect(d) => {
                 let expiry = d.properties.session_expiry_interval;
                 match expiry {

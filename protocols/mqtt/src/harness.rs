@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 
 use crate::{
-    decode, decode_v5, encode, encode_v5, Config, Connection, Event, Outgoing, Properties,
-    ProtocolVersion, QoS, SubscribeReturnCode,
+    decode, decode_v5, encode, encode_v5, reason, Config, Connection, Event, Outgoing, Packet5,
+    Properties, ProtocolVersion, QoS, SubscribeReturnCode,
 };
 
 /// Largest packet the harness decoders accept: small enough that a fuzzer cannot make them
@@ -102,13 +102,56 @@ fn connect_packet(v5: bool) -> Vec<u8> {
     }
 }
 
+/// Maximum Packet Size announced by the limited v5 CONNECT ([`limited_connect_packet`]).
+const CLIENT_MAX_PACKET: usize = 48;
+
+/// A v5 CONNECT like [`connect_packet`]'s that also announces Maximum Packet Size
+/// [`CLIENT_MAX_PACKET`], Request Problem Information 0 and Request Response Information 1.
+fn limited_connect_packet() -> Vec<u8> {
+    let props = [
+        0x22,
+        0,
+        4,
+        0x27,
+        0,
+        0,
+        0,
+        CLIENT_MAX_PACKET as u8,
+        0x17,
+        0,
+        0x19,
+        1,
+    ];
+    let mut c = vec![0x10, 0, 0, 4, b'M', b'Q', b'T', b'T', 5, 0b10, 0, 10];
+    c.push(props.len() as u8);
+    c.extend_from_slice(&props);
+    c.extend_from_slice(&[0, 1, b'f']);
+    c[1] = (c.len() - 2) as u8;
+    c
+}
+
 /// Checks that `out` is a whole number of well-formed packets of the connection's version.
-fn check_transmitted(conn: &Connection, out: &mut BytesMut) {
+/// With `client_max`, a packet above it must be one that cannot be made smaller: never a
+/// PUBLISH, never one still carrying a Reason String, User Properties or Response
+/// Information (MQTT-3.1.2-24 and the per-packet rules); and with `no_problem_information`
+/// only PUBLISH, CONNACK and DISCONNECT carry them (MQTT-3.1.2-29).
+fn check_transmitted(
+    conn: &Connection,
+    out: &mut BytesMut,
+    client_max: Option<usize>,
+    no_problem_information: bool,
+) {
     let v5 = conn.protocol() == Some(ProtocolVersion::V5);
     let snapshot = out.clone();
     while !out.is_empty() {
+        let before = out.len();
         let decoded = if v5 {
-            decode_v5(out, usize::MAX).map(|p| p.is_some())
+            decode_v5(out, usize::MAX).map(|p| {
+                if let Some(p) = &p {
+                    check_v5_limits(p, before - out.len(), client_max, no_problem_information);
+                }
+                p.is_some()
+            })
         } else {
             decode(out, usize::MAX).map(|p| p.is_some())
         };
@@ -119,6 +162,42 @@ fn check_transmitted(conn: &Connection, out: &mut BytesMut) {
                  {snapshot:02x?}"
             ),
         }
+    }
+}
+
+/// The [`check_transmitted`] rules for one decoded v5 packet of `size` bytes.
+fn check_v5_limits(
+    packet: &Packet5,
+    size: usize,
+    client_max: Option<usize>,
+    no_problem_information: bool,
+) {
+    let props = match packet {
+        Packet5::ConnAck { properties, .. } => Some(properties),
+        Packet5::PubAck(r) | Packet5::PubRec(r) | Packet5::PubRel(r) | Packet5::PubComp(r) => {
+            Some(&r.properties)
+        }
+        Packet5::SubAck(r) | Packet5::UnsubAck(r) => Some(&r.properties),
+        Packet5::Disconnect(r) | Packet5::Auth(r) => Some(&r.properties),
+        _ => None,
+    };
+    let diagnostic = props.is_some_and(|p| {
+        p.reason_string.is_some()
+            || !p.user_properties.is_empty()
+            || p.response_information.is_some()
+    });
+    if client_max.is_some_and(|max| size > max) {
+        assert!(
+            !matches!(packet, Packet5::Publish(_)) && !diagnostic,
+            "{size}-byte packet above the client's Maximum Packet Size: {packet:?}"
+        );
+    }
+    let always_allowed = matches!(packet, Packet5::ConnAck { .. } | Packet5::Disconnect(_));
+    if no_problem_information && !always_allowed {
+        assert!(
+            props.is_none_or(|p| p.reason_string.is_none() && p.user_properties.is_empty()),
+            "Request Problem Information 0, yet: {packet:?}"
+        );
     }
 }
 
@@ -145,9 +224,12 @@ pub fn connection_bytes(data: &[u8]) {
     let mut closed = 0usize;
     let mut queued: Vec<Outgoing> = Vec::new();
 
-    match selector % 3 {
+    let limited = selector % 4 == 3;
+    let client_max = limited.then_some(CLIENT_MAX_PACKET);
+    match selector % 4 {
         0 => conn.handle_bytes(start, &connect_packet(false)),
         1 => conn.handle_bytes(start, &connect_packet(true)),
+        3 => conn.handle_bytes(start, &limited_connect_packet()),
         _ => {}
     }
 
@@ -161,16 +243,20 @@ pub fn connection_bytes(data: &[u8]) {
             match event {
                 Event::Connect(_) => conn.accept(now, false, None),
                 Event::Connect5(_) => {
+                    conn.offer_response_information("ponte/response/f/".into());
                     conn.accept_with(now, hint % 2 == 1, None, Some("assigned".into()))
                 }
                 Event::Publish(p) => conn.publish_done(p.pkid),
-                Event::Publish5(p) => {
-                    if hint % 5 == 0 {
-                        conn.publish_failed(p.publish.pkid, 0x80)
-                    } else {
-                        conn.publish_done(p.publish.pkid)
-                    }
-                }
+                Event::Publish5(p) => match hint % 5 {
+                    0 => conn.publish_failed(p.publish.pkid, 0x80),
+                    1 => conn.publish_failed_because(
+                        p.publish.pkid,
+                        0x80,
+                        Some(format!("could not store {:?}", p.publish.topic)),
+                    ),
+                    2 => conn.publish_done_with(p.publish.pkid, reason::NO_MATCHING_SUBSCRIBERS),
+                    _ => conn.publish_done(p.publish.pkid),
+                },
                 Event::Subscribe { pkid, filters } => conn.suback(
                     pkid,
                     filters
@@ -184,12 +270,13 @@ pub fn connection_bytes(data: &[u8]) {
                         })
                         .collect(),
                 ),
-                Event::Subscribe5(s) => conn.suback_reasons(
+                Event::Subscribe5(s) => conn.suback_reasons_because(
                     s.pkid,
                     s.filters
                         .iter()
                         .map(|(_, o)| if hint % 4 == 0 { 0x87 } else { o.qos.as_u8() })
                         .collect(),
+                    (hint % 8 == 0).then(|| format!("refused: {:?}", s.filters)),
                 ),
                 Event::Unsubscribe { pkid, filters } => conn.unsuback_reasons(
                     pkid,
@@ -237,7 +324,7 @@ pub fn connection_bytes(data: &[u8]) {
 
         conn.handle_timeout(now);
         while conn.poll_transmit(&mut out) {}
-        check_transmitted(&conn, &mut out);
+        check_transmitted(&conn, &mut out, client_max, limited);
     }
 
     let end = start + Duration::from_secs(3600);
@@ -249,7 +336,7 @@ pub fn connection_bytes(data: &[u8]) {
         }
     }
     while conn.poll_transmit(&mut out) {}
-    check_transmitted(&conn, &mut out);
+    check_transmitted(&conn, &mut out, client_max, limited);
     assert!(closed <= 1, "Closed emitted {closed} times");
     let _ = conn.take_session();
 }

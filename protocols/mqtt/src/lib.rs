@@ -7,8 +7,10 @@
 //! clock: the driver passes bytes and the current [`std::time::Instant`] in, and takes bytes,
 //! events and deadlines out. On a v5 connection the machine itself enforces the v5 limits
 //! (Receive Maximum both ways, Maximum Packet Size, Topic Alias Maximum both ways, Message
-//! Expiry at send time) and answers with reason codes; v5-only data reaches the broker in the
-//! `*5` events.
+//! Expiry at send time) and answers with reason codes — each error code with a Reason String,
+//! within the client's Maximum Packet Size and its Request Problem Information — and
+//! reassigns the least recently used server topic alias when all are taken; v5-only data
+//! reaches the broker in the `*5` events.
 //!
 //! What the broker core decides (authentication, client-id assignment, topic-filter
 //! validity, routing, retained messages, session storage) stays outside: the machine emits

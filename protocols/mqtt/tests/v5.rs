@@ -124,6 +124,441 @@ fn mqtt5_3_3_4_8_machine_disconnects_0x93_past_receive_maximum() {
     }
 }
 
+// ---------------------------------------------------------------------------------------
+// Reason Strings, Request Problem / Response Information, server topic aliases
+
+/// The wire form of `p`.
+fn wire(p: &Packet5) -> Vec<u8> {
+    let mut out = BytesMut::new();
+    encode_v5(p, &mut out);
+    out.to_vec()
+}
+
+/// A v5 CONNECT from client "c" with `props`.
+fn connect_with(props: Properties) -> Packet5 {
+    Packet5::Connect(Box::new(Connect5 {
+        connect: Connect {
+            protocol: ProtocolVersion::V5,
+            client_id: "c".into(),
+            clean_session: true,
+            keep_alive: 0,
+            username: None,
+            password: None,
+            will: None,
+        },
+        properties: props,
+        will_properties: Properties::default(),
+    }))
+}
+
+/// Every packet the machine has written since the last call, decoded, with its size.
+fn sent(conn: &mut Connection) -> Vec<(Packet5, usize)> {
+    let mut out = BytesMut::new();
+    conn.poll_transmit(&mut out);
+    let mut packets = Vec::new();
+    loop {
+        let before = out.len();
+        match decode_v5(&mut out, 1 << 24) {
+            Ok(Some(p)) => packets.push((p, before - out.len())),
+            Ok(None) => return packets,
+            Err(e) => panic!("the machine wrote a malformed packet: {e}"),
+        }
+    }
+}
+
+/// A machine that accepted a CONNECT with `props` (after `before_accept`); returns it and
+/// the CONNACK's properties.
+fn accepted(
+    config: Config,
+    props: Properties,
+    before_accept: impl FnOnce(&mut Connection),
+) -> (Connection, Properties) {
+    let t0 = Instant::now();
+    let mut conn = Connection::new(t0, config);
+    conn.handle_bytes(t0, &wire(&connect_with(props)));
+    assert!(matches!(conn.poll_event(), Some(Event::Connect5(_))));
+    before_accept(&mut conn);
+    conn.accept_with(t0, false, None, None);
+    match sent(&mut conn).pop() {
+        Some((Packet5::ConnAck { properties, .. }, _)) => (conn, properties),
+        other => panic!("expected CONNACK, got {other:?}"),
+    }
+}
+
+fn no_problem_information() -> Properties {
+    Properties {
+        request_problem_information: Some(0),
+        ..Properties::default()
+    }
+}
+
+fn pubrel(pkid: u16) -> Vec<u8> {
+    wire(&Packet5::PubRel(PubResponse {
+        pkid,
+        reason_code: 0,
+        properties: Properties::default(),
+    }))
+}
+
+#[test]
+fn mqtt5_2_4_every_error_reason_code_sent_carries_a_reason_string() {
+    let (mut conn, _) = accepted(Config::default(), Properties::default(), |_| {});
+    let t = Instant::now();
+    // PUBCOMP 0x92: a PUBREL for an exchange that does not exist.
+    conn.handle_bytes(t, &pubrel(7));
+    // SUBACK with one refusal, no text from the broker: the code's name is used.
+    conn.suback_reasons(1, vec![0x01, 0x8F]);
+    // UNSUBACK with the broker's own explanation.
+    conn.unsuback_reasons_because(2, vec![0x8F], Some("filter \"a/#/b\": bad".into()));
+    // A successful UNSUBACK says nothing.
+    conn.unsuback_reasons(3, vec![0x00]);
+    conn.close(CloseReason::Server(0x97));
+    let packets: Vec<Packet5> = sent(&mut conn).into_iter().map(|(p, _)| p).collect();
+    let text = |p: &Packet5| match p {
+        Packet5::PubComp(r) | Packet5::PubAck(r) => r.properties.reason_string.clone(),
+        Packet5::SubAck(r) | Packet5::UnsubAck(r) => r.properties.reason_string.clone(),
+        Packet5::Disconnect(r) => r.properties.reason_string.clone(),
+        other => panic!("unexpected {other:?}"),
+    };
+    assert_eq!(packets.len(), 5, "{packets:?}");
+    assert!(
+        text(&packets[0]).is_some_and(|s| s.contains("packet identifier 7")),
+        "{:?}",
+        packets[0]
+    );
+    assert_eq!(text(&packets[1]).as_deref(), Some("topic filter invalid"));
+    assert_eq!(text(&packets[2]).as_deref(), Some("filter \"a/#/b\": bad"));
+    assert_eq!(text(&packets[3]), None, "success needs no explanation");
+    assert_eq!(text(&packets[4]).as_deref(), Some("quota exceeded"));
+}
+
+#[test]
+fn mqtt5_3_4_2_1_puback_0x80_carries_the_brokers_reason_and_0x10_is_a_success() {
+    let (mut conn, _) = accepted(Config::default(), Properties::default(), |_| {});
+    let t = Instant::now();
+    for (id, qos) in [
+        (1, QoS::AtLeastOnce),
+        (2, QoS::AtLeastOnce),
+        (3, QoS::ExactlyOnce),
+    ] {
+        let p = Packet5::Publish(Box::new(Publish5 {
+            publish: Publish {
+                dup: false,
+                qos,
+                retain: false,
+                topic: "t".into(),
+                pkid: id,
+                payload: Bytes::new(),
+            },
+            properties: Properties::default(),
+        }));
+        conn.handle_bytes(t, &wire(&p));
+    }
+    conn.publish_failed_because(1, 0x80, Some("disk full".into()));
+    conn.publish_done_with(2, reason::NO_MATCHING_SUBSCRIBERS);
+    conn.publish_done_with(3, reason::NO_MATCHING_SUBSCRIBERS);
+    let packets: Vec<Packet5> = sent(&mut conn).into_iter().map(|(p, _)| p).collect();
+    match &packets[..] {
+        [Packet5::PubAck(a), Packet5::PubAck(b), Packet5::PubRec(c)] => {
+            assert_eq!(a.reason_code, 0x80);
+            assert_eq!(a.properties.reason_string.as_deref(), Some("disk full"));
+            assert_eq!(b.reason_code, 0x10);
+            assert_eq!(b.properties.reason_string, None);
+            assert_eq!(c.reason_code, 0x10);
+        }
+        other => panic!("expected PUBACK, PUBACK, PUBREC: {other:?}"),
+    }
+    // 0x10 is a success: the QoS 2 exchange goes on to PUBCOMP 0x00.
+    conn.handle_bytes(t, &pubrel(3));
+    match &sent(&mut conn)[..] {
+        [(Packet5::PubComp(r), _)] => assert_eq!(r.reason_code, 0),
+        other => panic!("expected PUBCOMP 0x00: {other:?}"),
+    }
+}
+
+#[test]
+fn mqtt5_3_1_2_29_request_problem_information_0_only_publish_connack_disconnect_explain() {
+    let (mut conn, _) = accepted(Config::default(), no_problem_information(), |_| {});
+    let t = Instant::now();
+    conn.handle_bytes(t, &pubrel(7));
+    conn.suback_reasons_because(1, vec![0x8F], Some("filter \"#/a\": bad".into()));
+    conn.unsuback_reasons(2, vec![0x8F]);
+    conn.close(CloseReason::Server(0x97));
+    let packets: Vec<Packet5> = sent(&mut conn).into_iter().map(|(p, _)| p).collect();
+    match &packets[..] {
+        [Packet5::PubComp(c), Packet5::SubAck(s), Packet5::UnsubAck(u), Packet5::Disconnect(d)] => {
+            assert_eq!(c.reason_code, 0x92, "the reason code itself is still sent");
+            assert!(c.properties.is_empty(), "PUBCOMP: {c:?}");
+            assert_eq!(s.reason_codes, [0x8F]);
+            assert!(s.properties.is_empty(), "SUBACK: {s:?}");
+            assert!(u.properties.is_empty(), "UNSUBACK: {u:?}");
+            assert_eq!(
+                d.properties.reason_string.as_deref(),
+                Some("quota exceeded"),
+                "DISCONNECT may still say why"
+            );
+        }
+        other => panic!("expected PUBCOMP, SUBACK, UNSUBACK, DISCONNECT: {other:?}"),
+    }
+}
+
+#[test]
+fn mqtt5_3_1_2_29_request_problem_information_0_connack_refusal_still_explains() {
+    let t0 = Instant::now();
+    let mut conn = Connection::new(t0, Config::default());
+    conn.handle_bytes(t0, &wire(&connect_with(no_problem_information())));
+    assert!(matches!(conn.poll_event(), Some(Event::Connect5(_))));
+    conn.reject_v5_because(0x87, "client \"c\" may not connect");
+    match &sent(&mut conn)[..] {
+        [(
+            Packet5::ConnAck {
+                reason_code,
+                properties,
+                ..
+            },
+            _,
+        )] => {
+            assert_eq!(*reason_code, 0x87);
+            assert_eq!(
+                properties.reason_string.as_deref(),
+                Some("client \"c\" may not connect")
+            );
+        }
+        other => panic!("expected CONNACK 0x87: {other:?}"),
+    }
+}
+
+#[test]
+fn mqtt5_3_2_2_19_connack_0x8c_says_which_authentication_method() {
+    let t0 = Instant::now();
+    let mut conn = Connection::new(t0, Config::default());
+    let props = Properties {
+        authentication_method: Some("SCRAM-SHA-1".into()),
+        ..Properties::default()
+    };
+    conn.handle_bytes(t0, &wire(&connect_with(props)));
+    match &sent(&mut conn)[..] {
+        [(
+            Packet5::ConnAck {
+                reason_code,
+                properties,
+                ..
+            },
+            _,
+        )] => {
+            assert_eq!(*reason_code, 0x8C);
+            let text = properties.reason_string.as_deref().unwrap_or_default();
+            assert!(text.contains("SCRAM-SHA-1"), "{text:?}");
+        }
+        other => panic!("expected CONNACK 0x8C: {other:?}"),
+    }
+}
+
+#[test]
+fn mqtt5_3_1_2_24_reason_string_dropped_rather_than_exceed_maximum_packet_size() {
+    let small = Properties {
+        maximum_packet_size: Some(24),
+        ..Properties::default()
+    };
+    let (mut conn, _) = accepted(Config::default(), small, |_| {});
+    let long = "x".repeat(100);
+    conn.suback_reasons_because(1, vec![0x8F, 0x97], Some(long.clone()));
+    conn.unsuback_reasons_because(2, vec![0x8F], Some("short".into()));
+    conn.publish_failed_because(9, 0x80, Some(long.clone())); // unknown id: nothing sent
+    conn.close(CloseReason::ServerWithReason {
+        reason_code: 0x82,
+        reason_string: long,
+    });
+    let packets = sent(&mut conn);
+    assert_eq!(packets.len(), 3, "{packets:?}");
+    for (p, size) in &packets {
+        assert!(*size <= 24, "{size} bytes > Maximum Packet Size 24: {p:?}");
+    }
+    match &packets[..] {
+        [(Packet5::SubAck(s), _), (Packet5::UnsubAck(u), _), (Packet5::Disconnect(d), _)] => {
+            assert_eq!(
+                s.reason_codes,
+                [0x8F, 0x97],
+                "MQTT-3.9.2-1: codes kept, text dropped"
+            );
+            assert_eq!(s.properties.reason_string, None);
+            assert_eq!(
+                u.properties.reason_string.as_deref(),
+                Some("short"),
+                "a Reason String that fits is kept"
+            );
+            assert_eq!(d.reason_code, 0x82);
+            assert_eq!(d.properties.reason_string, None, "MQTT-3.14.2-3");
+        }
+        other => panic!("expected SUBACK, UNSUBACK, DISCONNECT: {other:?}"),
+    }
+}
+
+#[test]
+fn mqtt5_3_1_2_28_response_information_only_when_requested() {
+    let offer = |c: &mut Connection| c.offer_response_information("ponte/response/c/".into());
+    let (_, plain) = accepted(Config::default(), Properties::default(), offer);
+    assert_eq!(plain.response_information, None, "not requested: not sent");
+    let asked = Properties {
+        request_response_information: Some(1),
+        ..Properties::default()
+    };
+    let (_, p) = accepted(Config::default(), asked.clone(), offer);
+    assert_eq!(
+        p.response_information.as_deref(),
+        Some("ponte/response/c/"),
+        "3.2.2.3.15"
+    );
+    let zero = Properties {
+        request_response_information: Some(0),
+        ..Properties::default()
+    };
+    let (_, p) = accepted(Config::default(), zero, offer);
+    assert_eq!(p.response_information, None, "MQTT-3.1.2-28");
+}
+
+#[test]
+fn mqtt5_3_2_2_3_15_response_information_dropped_rather_than_exceed_maximum_packet_size() {
+    let asked_small = Properties {
+        request_response_information: Some(1),
+        maximum_packet_size: Some(40),
+        ..Properties::default()
+    };
+    let long = format!("ponte/response/{}/", "x".repeat(60));
+    let (_, p) = accepted(Config::default(), asked_small.clone(), |c| {
+        c.offer_response_information(long)
+    });
+    assert_eq!(p.response_information, None, "MQTT-3.1.2-24");
+    let (_, p) = accepted(Config::default(), asked_small, |c| {
+        c.offer_response_information("r/".into())
+    });
+    assert_eq!(p.response_information.as_deref(), Some("r/"), "it fits");
+}
+
+fn outgoing(topic: &str) -> Outgoing {
+    Outgoing {
+        topic: topic.into(),
+        payload: Bytes::from_static(b"p"),
+        qos: QoS::AtMostOnce,
+        retain: false,
+        properties: None,
+        subscription_ids: Vec::new(),
+        expires_at: None,
+    }
+}
+
+#[test]
+fn mqtt5_3_3_2_3_4_server_reuses_the_least_recently_used_topic_alias() {
+    let props = Properties {
+        topic_alias_maximum: Some(2),
+        ..Properties::default()
+    };
+    let (mut conn, _) = accepted(Config::default(), props, |_| {});
+    let t = Instant::now();
+    // (topic sent, expected alias, whether the topic is on the wire)
+    let plan = [
+        ("a", 1, true),
+        ("b", 2, true),
+        ("a", 1, false),
+        ("c", 2, true), // b is the least recently used: its alias now stands for c
+        ("a", 1, false),
+        ("b", 2, true), // c is now the oldest
+        ("c", 1, true), // then a
+        ("b", 2, false),
+        ("c", 1, false),
+    ];
+    // The client's view: alias → topic, as a receiver resolves it.
+    let mut table = std::collections::HashMap::new();
+    for (i, (topic, alias, full)) in plan.into_iter().enumerate() {
+        conn.send_publish(t, outgoing(topic))
+            .expect("QoS 0 is sent");
+        let [(Packet5::Publish(p), _)] = &sent(&mut conn)[..] else {
+            panic!("step {i}: expected one PUBLISH");
+        };
+        let got = p.properties.topic_alias.expect("every publish is aliased");
+        assert!(
+            got <= 2,
+            "MQTT-3.1.2-26: alias {got} above the client's maximum"
+        );
+        assert_eq!(got, alias, "step {i} ({topic})");
+        assert_eq!(!p.publish.topic.is_empty(), full, "step {i} ({topic})");
+        if !p.publish.topic.is_empty() {
+            table.insert(got, p.publish.topic.clone());
+        }
+        assert_eq!(
+            table[&got], topic,
+            "step {i}: the client resolves the right topic"
+        );
+    }
+}
+
+#[test]
+fn mqtt5_3_1_2_27_no_topic_alias_when_the_client_announced_none() {
+    let (mut conn, _) = accepted(Config::default(), Properties::default(), |_| {});
+    let t = Instant::now();
+    for _ in 0..3 {
+        conn.send_publish(t, outgoing("same")).expect("sent");
+    }
+    for (p, _) in sent(&mut conn) {
+        let Packet5::Publish(p) = p else {
+            panic!("{p:?}")
+        };
+        assert_eq!(p.properties.topic_alias, None);
+        assert_eq!(p.publish.topic, "same");
+    }
+}
+
+#[test]
+fn mqtt5_3_1_2_25_resumed_message_too_large_is_discarded_as_if_delivered() {
+    let t0 = Instant::now();
+    let mut conn = Connection::new(
+        t0,
+        Config {
+            max_inflight: 1,
+            ..Config::default()
+        },
+    );
+    let small = Properties {
+        maximum_packet_size: Some(64),
+        ..Properties::default()
+    };
+    conn.handle_bytes(t0, &wire(&connect_with(small)));
+    assert!(matches!(conn.poll_event(), Some(Event::Connect5(_))));
+    let big = Outgoing {
+        payload: Bytes::from(vec![b'x'; 200]),
+        qos: QoS::AtLeastOnce,
+        ..outgoing("big")
+    };
+    let resume = SessionState {
+        outgoing: vec![Inflight::Publish {
+            pkid: 5,
+            message: big,
+        }],
+        inbound_qos2: Vec::new(),
+        next_pkid: 6,
+    };
+    conn.accept_with(t0, true, Some(resume), None);
+    assert!(matches!(conn.poll_event(), Some(Event::InflightFreed)));
+    assert_eq!(
+        conn.outgoing_pkids().len(),
+        0,
+        "not waiting for an ack that cannot come"
+    );
+    assert_eq!(
+        conn.inflight_available(),
+        1,
+        "the window slot is free again"
+    );
+    assert_eq!(conn.dropped().0, 1, "counted");
+    let packets = sent(&mut conn);
+    assert!(
+        packets
+            .iter()
+            .all(|(p, _)| !matches!(p, Packet5::Publish(_))),
+        "{packets:?}"
+    );
+}
+
 fn text() -> impl Strategy<Value = String> {
     "[a-z/]{0,8}"
 }

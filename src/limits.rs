@@ -1,0 +1,347 @@
+//! Abuse limits shared by every listener: connections per source address, the rate of new
+//! connections, and the rate of writes per client.
+//!
+//! Each front-end asks before doing the work and answers a refusal in its own protocol (HTTP
+//! 429/503, CoAP 5.03 with Max-Age, MQTT CONNACK 0x9F / v5 PUBACK 0x97 / DISCONNECT 0x96, a
+//! closed socket where the protocol has nothing better). The bookkeeping here is
+//! protocol-free, and time is passed in, so it is tested with a fake clock.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use serde::Deserialize;
+
+/// `[limits]` in the config file. 0 means "no limit" for every key.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Most simultaneous connections from one source address, per listener (MQTT, MQTT over
+    /// WebSocket, HTTP, CoAP over TCP each count their own).
+    pub max_connections_per_ip: usize,
+    /// Most new connections per second per listener (token bucket, burst = the rate).
+    pub connection_rate: u32,
+    /// Most writes per second per client (an MQTT connection, an HTTP or CoAP source address):
+    /// PUBLISH, PUT, POST, DELETE. Burst = `publish_burst`.
+    pub publish_rate: u32,
+    /// How many writes above the steady rate a client may make at once.
+    pub publish_burst: u32,
+}
+
+/// A token bucket: `rate` tokens per second, at most `burst` saved up.
+#[derive(Debug, Clone)]
+pub struct TokenBucket {
+    /// Tokens added per second.
+    rate: f64,
+    /// Capacity.
+    burst: f64,
+    /// Tokens now (fractional: refills are continuous).
+    tokens: f64,
+    /// When `tokens` was last brought up to date.
+    last: Instant,
+}
+
+impl TokenBucket {
+    /// A full bucket. `burst` below 1 is raised to 1 so one request can ever pass.
+    pub fn new(rate: u32, burst: u32, now: Instant) -> Self {
+        let burst = f64::from(burst.max(1));
+        TokenBucket {
+            rate: f64::from(rate),
+            burst,
+            tokens: burst,
+            last: now,
+        }
+    }
+
+    /// Take one token, or say how long until one is available.
+    pub fn take(&mut self, now: Instant) -> Result<(), Duration> {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
+        self.last = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            Ok(())
+        } else if self.rate <= 0.0 {
+            Err(Duration::MAX)
+        } else {
+            Err(Duration::from_secs_f64((1.0 - self.tokens) / self.rate))
+        }
+    }
+}
+
+/// A per-client write limiter (one per MQTT connection; keyed by address for HTTP and CoAP
+/// through [`RateLimiters`]). `None` inside when there is no limit, so the hot path is one
+/// branch.
+#[derive(Debug, Clone)]
+pub struct WriteLimiter(Option<TokenBucket>);
+
+impl WriteLimiter {
+    /// From the config, starting full.
+    pub fn new(config: &LimitsConfig, now: Instant) -> Self {
+        WriteLimiter((config.publish_rate > 0).then(|| {
+            TokenBucket::new(
+                config.publish_rate,
+                config.publish_burst.max(config.publish_rate),
+                now,
+            )
+        }))
+    }
+
+    /// May the client write now? `Err(wait)`: not for `wait`.
+    pub fn check(&mut self, now: Instant) -> Result<(), Duration> {
+        match &mut self.0 {
+            None => Ok(()),
+            Some(b) => b.take(now),
+        }
+    }
+}
+
+/// Write limiters keyed by source address, for the connectionless (CoAP) and
+/// connection-per-request (HTTP) front-ends. Bounded: when `capacity` addresses are tracked,
+/// the ones idle longest are forgotten (a forgotten address starts with a full bucket again,
+/// which errs towards serving).
+#[derive(Debug)]
+pub struct RateLimiters {
+    /// The configuration (rate 0: nothing is tracked at all).
+    config: LimitsConfig,
+    /// Address → bucket.
+    buckets: Mutex<HashMap<IpAddr, TokenBucket>>,
+    /// Most addresses tracked.
+    capacity: usize,
+    /// Writes refused, for `$SYS` and logs.
+    pub refused: AtomicU64,
+}
+
+impl RateLimiters {
+    /// Track at most `capacity` addresses.
+    pub fn new(config: LimitsConfig, capacity: usize) -> Self {
+        RateLimiters {
+            config,
+            buckets: Mutex::new(HashMap::new()),
+            capacity: capacity.max(1),
+            refused: AtomicU64::new(0),
+        }
+    }
+
+    /// May `ip` write now? `Err(wait)`: not for `wait`.
+    pub fn check(&self, ip: IpAddr, now: Instant) -> Result<(), Duration> {
+        if self.config.publish_rate == 0 {
+            return Ok(());
+        }
+        let mut buckets = self.buckets.lock();
+        if !buckets.contains_key(&ip) && buckets.len() >= self.capacity {
+            // Forget buckets that have refilled completely: they carry no information.
+            let full = Duration::from_secs_f64(
+                f64::from(self.config.publish_burst.max(self.config.publish_rate))
+                    / f64::from(self.config.publish_rate),
+            );
+            buckets.retain(|_, b| now.saturating_duration_since(b.last) < full);
+            if buckets.len() >= self.capacity {
+                if let Some(oldest) = buckets.iter().min_by_key(|(_, b)| b.last).map(|(k, _)| *k) {
+                    buckets.remove(&oldest);
+                }
+            }
+        }
+        let bucket = buckets.entry(ip).or_insert_with(|| {
+            TokenBucket::new(
+                self.config.publish_rate,
+                self.config.publish_burst.max(self.config.publish_rate),
+                now,
+            )
+        });
+        let r = bucket.take(now);
+        if r.is_err() {
+            self.refused.fetch_add(1, Ordering::Relaxed);
+        }
+        r
+    }
+}
+
+/// Why a connection was refused before any protocol work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ConnRefused {
+    /// This address already holds `max_connections_per_ip` connections to the listener.
+    #[error("{0} already has the most connections allowed per address")]
+    PerIp(IpAddr),
+    /// The listener accepted `connection_rate` connections in the last second.
+    #[error("new connections arrive faster than the configured rate")]
+    Rate,
+}
+
+/// One listener's admission control: connections per address and the rate of new ones.
+#[derive(Debug)]
+pub struct ConnectionGate {
+    /// Per-address cap (0: none).
+    per_ip: usize,
+    /// Open connections per address (only tracked when `per_ip` > 0).
+    open: Mutex<HashMap<IpAddr, usize>>,
+    /// New-connection bucket (`None`: no rate limit).
+    rate: Option<Mutex<TokenBucket>>,
+    /// Connections refused, for `$SYS` and logs.
+    pub refused: AtomicU64,
+}
+
+/// Holds one admitted connection's place; dropping it frees the place.
+#[derive(Debug)]
+pub struct ConnPermit {
+    /// The gate to give the place back to (`None` when nothing is tracked).
+    gate: Option<(Arc<ConnectionGate>, IpAddr)>,
+}
+
+impl Drop for ConnPermit {
+    fn drop(&mut self) {
+        if let Some((gate, ip)) = self.gate.take() {
+            let mut open = gate.open.lock();
+            if let Some(n) = open.get_mut(&ip) {
+                *n -= 1;
+                if *n == 0 {
+                    open.remove(&ip);
+                }
+            }
+        }
+    }
+}
+
+impl ConnectionGate {
+    /// From the config.
+    pub fn new(config: &LimitsConfig, now: Instant) -> Arc<Self> {
+        Arc::new(ConnectionGate {
+            per_ip: config.max_connections_per_ip,
+            open: Mutex::new(HashMap::new()),
+            rate: (config.connection_rate > 0).then(|| {
+                Mutex::new(TokenBucket::new(
+                    config.connection_rate,
+                    config.connection_rate,
+                    now,
+                ))
+            }),
+            refused: AtomicU64::new(0),
+        })
+    }
+
+    /// Admit a connection from `ip`, or say why not. Keep the permit as long as the
+    /// connection lives.
+    pub fn admit(self: &Arc<Self>, ip: IpAddr, now: Instant) -> Result<ConnPermit, ConnRefused> {
+        let r = self.try_admit(ip, now);
+        if r.is_err() {
+            self.refused.fetch_add(1, Ordering::Relaxed);
+        }
+        r
+    }
+
+    /// [`ConnectionGate::admit`] without the counting.
+    fn try_admit(self: &Arc<Self>, ip: IpAddr, now: Instant) -> Result<ConnPermit, ConnRefused> {
+        if self.per_ip > 0 {
+            let open = self.open.lock();
+            if open.get(&ip).copied().unwrap_or(0) >= self.per_ip {
+                return Err(ConnRefused::PerIp(ip));
+            }
+        }
+        if let Some(rate) = &self.rate {
+            rate.lock().take(now).map_err(|_| ConnRefused::Rate)?;
+        }
+        if self.per_ip == 0 {
+            return Ok(ConnPermit { gate: None });
+        }
+        *self.open.lock().entry(ip).or_insert(0) += 1;
+        Ok(ConnPermit {
+            gate: Some((self.clone(), ip)),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(n: u8) -> IpAddr {
+        IpAddr::from([10, 0, 0, n])
+    }
+
+    #[test]
+    fn bucket_refills_continuously_up_to_burst() {
+        let t0 = Instant::now();
+        let mut b = TokenBucket::new(10, 3, t0);
+        for _ in 0..3 {
+            b.take(t0).unwrap();
+        }
+        let wait = b.take(t0).unwrap_err();
+        assert_eq!(wait, Duration::from_millis(100));
+        b.take(t0 + Duration::from_millis(100)).unwrap();
+        assert!(b.take(t0 + Duration::from_millis(100)).is_err());
+        // A long idle period saves up only `burst`.
+        let later = t0 + Duration::from_secs(60);
+        for _ in 0..3 {
+            b.take(later).unwrap();
+        }
+        assert!(b.take(later).is_err());
+    }
+
+    #[test]
+    fn per_ip_cap_is_per_address_and_freed_on_drop() {
+        let t0 = Instant::now();
+        let cfg = LimitsConfig {
+            max_connections_per_ip: 2,
+            ..LimitsConfig::default()
+        };
+        let gate = ConnectionGate::new(&cfg, t0);
+        let a = gate.admit(ip(1), t0).unwrap();
+        let _b = gate.admit(ip(1), t0).unwrap();
+        assert_eq!(
+            gate.admit(ip(1), t0).unwrap_err(),
+            ConnRefused::PerIp(ip(1))
+        );
+        let _c = gate.admit(ip(2), t0).unwrap();
+        drop(a);
+        let _d = gate.admit(ip(1), t0).unwrap();
+        assert_eq!(gate.refused.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn connection_rate_refuses_beyond_the_burst() {
+        let t0 = Instant::now();
+        let cfg = LimitsConfig {
+            connection_rate: 2,
+            ..LimitsConfig::default()
+        };
+        let gate = ConnectionGate::new(&cfg, t0);
+        let _a = gate.admit(ip(1), t0).unwrap();
+        let _b = gate.admit(ip(2), t0).unwrap();
+        assert_eq!(gate.admit(ip(3), t0).unwrap_err(), ConnRefused::Rate);
+        gate.admit(ip(3), t0 + Duration::from_millis(500)).unwrap();
+    }
+
+    #[test]
+    fn no_limits_track_nothing() {
+        let t0 = Instant::now();
+        let gate = ConnectionGate::new(&LimitsConfig::default(), t0);
+        let permits: Vec<_> = (0..1000).map(|_| gate.admit(ip(1), t0).unwrap()).collect();
+        assert!(gate.open.lock().is_empty());
+        drop(permits);
+        let mut w = WriteLimiter::new(&LimitsConfig::default(), t0);
+        for _ in 0..1000 {
+            w.check(t0).unwrap();
+        }
+    }
+
+    #[test]
+    fn per_address_write_limits_are_bounded_in_memory() {
+        let t0 = Instant::now();
+        let cfg = LimitsConfig {
+            publish_rate: 1,
+            publish_burst: 1,
+            ..LimitsConfig::default()
+        };
+        let l = RateLimiters::new(cfg, 4);
+        l.check(ip(1), t0).unwrap();
+        assert!(l.check(ip(1), t0).is_err());
+        for n in 2..=10 {
+            l.check(ip(n), t0).unwrap();
+        }
+        assert!(l.buckets.lock().len() <= 4);
+        assert_eq!(l.refused.load(Ordering::Relaxed), 1);
+    }
+}

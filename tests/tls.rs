@@ -1,0 +1,1109 @@
+//! TLS (issue 5 "Security"): MQTT over TLS, HTTPS and WSS with certificates made at test
+//! time by rcgen (a CA, a server certificate for 127.0.0.1 and localhost, client
+//! certificates), driven by rumqttc (TLS and secure WebSocket), reqwest over HTTPS, a raw
+//! rustls client (to see which certificate the server presents), mosquitto_pub/sub with
+//! `--cafile`/`--cert`/`--key` (skipped when missing, unless CI), and the real binary for
+//! SIGHUP and start-up errors.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rcgen::{
+    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
+    KeyPair, KeyUsagePurpose, SerialNumber,
+};
+use rumqttc::{
+    AsyncClient, ConnectReturnCode, Event, MqttOptions, Packet, QoS, TlsConfiguration, Transport,
+};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio_rustls::rustls;
+
+use support::{within, QUIET, WAIT};
+
+// ---------------------------------------------------------------------------------------
+// Certificates
+// ---------------------------------------------------------------------------------------
+
+/// A test PKI in a temporary directory: CA, server certificate and key, client certificate
+/// and key, at fixed paths that a reload re-reads.
+struct Pki {
+    dir: tempfile::TempDir,
+    ca: CertifiedIssuer<'static, KeyPair>,
+}
+
+impl Pki {
+    fn new() -> Pki {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "ponte test CA");
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        let ca = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
+        let pki = Pki {
+            dir: tempfile::tempdir().unwrap(),
+            ca,
+        };
+        std::fs::write(pki.path("ca.pem"), pki.ca.pem()).unwrap();
+        pki.server_cert("ponte server 1", 1);
+        pki.client_cert("client", "alice");
+        pki
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn read(&self, name: &str) -> Vec<u8> {
+        std::fs::read(self.path(name)).unwrap()
+    }
+
+    /// (Re)write server.pem / server.key: a leaf for 127.0.0.1 and localhost.
+    fn server_cert(&self, cn: &str, serial: u64) {
+        let mut params =
+            CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()]).unwrap();
+        params.distinguished_name.push(DnType::CommonName, cn);
+        params.serial_number = Some(SerialNumber::from(serial));
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        let key = KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.ca).unwrap();
+        std::fs::write(self.path("server.pem"), cert.pem()).unwrap();
+        std::fs::write(self.path("server.key"), key.serialize_pem()).unwrap();
+    }
+
+    /// Write `<name>.pem` / `<name>.key`: a client certificate with subject CN `cn`.
+    fn client_cert(&self, name: &str, cn: &str) {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.distinguished_name.push(DnType::CommonName, cn);
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let key = KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.ca).unwrap();
+        std::fs::write(self.path(&format!("{name}.pem")), cert.pem()).unwrap();
+        std::fs::write(self.path(&format!("{name}.key")), key.serialize_pem()).unwrap();
+    }
+
+    /// `[tls]` for these files, client certificates verified against the CA when offered.
+    fn configure(&self, c: &mut ponte::config::Config) {
+        c.tls.cert_file = Some(self.path("server.pem"));
+        c.tls.key_file = Some(self.path("server.key"));
+        c.tls.client_ca_file = Some(self.path("ca.pem"));
+        c.http.tls_port = Some(0);
+        c.mqtt.wss_port = Some(0);
+    }
+
+    /// rumqttc's TLS settings: trust the CA, with the client certificate `name` if given.
+    fn rumqttc_tls(&self, client: Option<&str>) -> TlsConfiguration {
+        TlsConfiguration::Simple {
+            ca: self.read("ca.pem"),
+            alpn: None,
+            client_auth: client.map(|n| {
+                (
+                    self.read(&format!("{n}.pem")),
+                    self.read(&format!("{n}.key")),
+                )
+            }),
+        }
+    }
+
+    /// A rustls client configuration trusting the CA (ring, like the server).
+    fn rustls_client(&self, client: Option<&str>) -> Arc<rustls::ClientConfig> {
+        let mut roots = rustls::RootCertStore::empty();
+        for c in CertificateDer::pem_file_iter(self.path("ca.pem")).unwrap() {
+            roots.add(c.unwrap()).unwrap();
+        }
+        let b = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots);
+        Arc::new(match client {
+            None => b.with_no_client_auth(),
+            Some(n) => {
+                let chain = CertificateDer::pem_file_iter(self.path(&format!("{n}.pem")))
+                    .unwrap()
+                    .map(Result::unwrap)
+                    .collect();
+                let key = PrivateKeyDer::from_pem_file(self.path(&format!("{n}.key"))).unwrap();
+                b.with_client_auth_cert(chain, key).unwrap()
+            }
+        })
+    }
+}
+
+async fn tls_gateway(pki: &Pki, f: impl FnOnce(&mut ponte::config::Config)) -> ponte::Gateway {
+    support::gateway_with(|c| {
+        pki.configure(c);
+        f(c)
+    })
+    .await
+}
+
+/// A raw TLS connection to `addr` as 127.0.0.1 (handshake done).
+async fn raw_tls(
+    pki: &Pki,
+    addr: SocketAddr,
+    client: Option<&str>,
+) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+    let tcp = TcpStream::connect(addr).await?;
+    let connector = tokio_rustls::TlsConnector::from(pki.rustls_client(client));
+    let name = ServerName::try_from("127.0.0.1").unwrap();
+    within(WAIT, "TLS handshake", connector.connect(name, tcp)).await
+}
+
+/// CN and serial number of the certificate the server at `addr` presents now.
+async fn presented(pki: &Pki, addr: SocketAddr) -> (String, Vec<u8>) {
+    let s = raw_tls(pki, addr, None).await.expect("TLS handshake");
+    let der = s.get_ref().1.peer_certificates().unwrap()[0].clone();
+    let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref()).unwrap();
+    let cn = cert
+        .subject()
+        .iter_common_name()
+        .next()
+        .unwrap()
+        .as_str()
+        .unwrap()
+        .to_owned();
+    (cn, cert.raw_serial().to_vec())
+}
+
+// ---------------------------------------------------------------------------------------
+// MQTT clients
+// ---------------------------------------------------------------------------------------
+
+/// 3.1.1 CONNECT with clean session, keepalive 60 and client id `id`.
+fn connect_packet(id: &str) -> Vec<u8> {
+    let mut p = vec![0x00, 0x04, b'M', b'Q', b'T', b'T', 0x04, 0x02, 0x00, 0x3C];
+    p.extend_from_slice(&(id.len() as u16).to_be_bytes());
+    p.extend_from_slice(id.as_bytes());
+    let mut out = vec![0x10, p.len() as u8];
+    out.extend(p);
+    out
+}
+
+/// An rumqttc client whose PUBLISHes and other packets land in channels.
+struct Client {
+    client: AsyncClient,
+    rx: mpsc::UnboundedReceiver<rumqttc::Publish>,
+    acks: mpsc::UnboundedReceiver<Result<Packet, String>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn tls_options(addr: SocketAddr, id: &str, tls: TlsConfiguration) -> MqttOptions {
+    let mut o = MqttOptions::new(id, addr.ip().to_string(), addr.port());
+    o.set_keep_alive(Duration::from_secs(5));
+    o.set_transport(Transport::tls_with_config(tls));
+    o
+}
+
+fn wss_options(url: String, id: &str, tls: TlsConfiguration) -> MqttOptions {
+    let mut o = MqttOptions::new(id, url, 0);
+    o.set_keep_alive(Duration::from_secs(5));
+    o.set_transport(Transport::wss_with_config(tls));
+    o
+}
+
+impl Client {
+    /// Connect and return the CONNACK's outcome: the client, or the connection error.
+    async fn try_connect(opts: MqttOptions) -> Result<Client, String> {
+        let (client, mut el) = AsyncClient::new(opts, 64);
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (atx, mut acks) = mpsc::unbounded_channel();
+        let task = tokio::spawn(async move {
+            loop {
+                match el.poll().await {
+                    Ok(Event::Incoming(Packet::Publish(p))) => {
+                        let _ = tx.send(p);
+                    }
+                    Ok(Event::Incoming(p)) => {
+                        let _ = atx.send(Ok(p));
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        let _ = atx.send(Err(format!("{e:?}")));
+                        break;
+                    }
+                }
+            }
+        });
+        let first = within(WAIT, "CONNACK or connection error", async {
+            loop {
+                match acks.recv().await {
+                    Some(Ok(Packet::ConnAck(_))) => break Ok(()),
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) => break Err(e),
+                    None => break Err("event loop ended".to_string()),
+                }
+            }
+        })
+        .await;
+        first.map(|()| Client {
+            client,
+            rx,
+            acks,
+            task,
+        })
+    }
+
+    async fn connect(opts: MqttOptions) -> Client {
+        Client::try_connect(opts)
+            .await
+            .unwrap_or_else(|e| panic!("MQTT connection over TLS failed: {e}"))
+    }
+
+    async fn wait_ack(&mut self, what: &str, f: impl Fn(&Packet) -> bool) {
+        within(WAIT, what, async {
+            loop {
+                match self.acks.recv().await {
+                    Some(Ok(p)) if f(&p) => break,
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) => panic!("connection lost waiting for {what}: {e}"),
+                    None => panic!("connection lost waiting for {what}"),
+                }
+            }
+        })
+        .await
+    }
+
+    async fn subscribe(&mut self, filter: &str) {
+        self.client
+            .subscribe(filter, QoS::AtLeastOnce)
+            .await
+            .unwrap();
+        self.wait_ack("SUBACK", |p| matches!(p, Packet::SubAck(_)))
+            .await;
+    }
+
+    async fn publish(&mut self, topic: &str, payload: &str) {
+        self.client
+            .publish(topic, QoS::AtLeastOnce, false, payload.as_bytes().to_vec())
+            .await
+            .unwrap();
+        self.wait_ack("PUBACK", |p| matches!(p, Packet::PubAck(_)))
+            .await;
+    }
+
+    async fn next(&mut self) -> rumqttc::Publish {
+        within(WAIT, "a PUBLISH", self.rx.recv())
+            .await
+            .expect("connection alive")
+    }
+
+    /// Whether the connection was closed by the server within `d`.
+    async fn closed_within(&mut self, d: Duration) -> bool {
+        tokio::time::timeout(d, async {
+            while let Some(Ok(_)) = self.acks.recv().await {}
+        })
+        .await
+        .is_ok()
+    }
+}
+
+/// Read from `s` until EOF or an error; true when that happens within `d`.
+async fn closed_by_server<S: tokio::io::AsyncRead + Unpin>(s: &mut S, d: Duration) -> bool {
+    let mut buf = [0u8; 1024];
+    tokio::time::timeout(d, async {
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await
+    .is_ok()
+}
+
+/// Whether `bin` is on PATH; when not: panic in CI, otherwise print SKIP and return false.
+fn have(bin: &str) -> bool {
+    let found = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(bin).is_file()))
+        .unwrap_or(false);
+    if !found {
+        if std::env::var_os("CI").is_some() {
+            panic!("{bin} is not installed, and CI must have it");
+        }
+        println!("SKIP: {bin} not installed");
+    }
+    found
+}
+
+// ---------------------------------------------------------------------------------------
+// MQTT over TLS, HTTPS, WSS
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn mqtts_publish_subscribe_with_rumqttc_and_plain_tcp_sees_it_too() {
+    let pki = Pki::new();
+    let gw = tls_gateway(&pki, |_| {}).await;
+    let mqtts = gw.mqtts_addr.expect("mqtts listens once [tls] is set");
+    assert_ne!(mqtts, gw.mqtt_addr);
+    let mut sub = Client::connect(tls_options(mqtts, "tls-sub", pki.rumqttc_tls(None))).await;
+    sub.subscribe("tls/#").await;
+    let mut plain = support::Mqtt::subscriber(gw.mqtt_addr, "plain-sub", "tls/#").await;
+    let mut publ = Client::connect(tls_options(mqtts, "tls-pub", pki.rumqttc_tls(None))).await;
+    publ.publish("tls/a", "over-tls").await;
+    let p = sub.next().await;
+    assert_eq!(
+        (p.topic.as_str(), &p.payload[..]),
+        ("tls/a", &b"over-tls"[..])
+    );
+    assert_eq!(&plain.next().await.payload[..], b"over-tls");
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn https_put_then_get_and_an_mqtts_subscriber_gets_the_put() {
+    let pki = Pki::new();
+    let gw = tls_gateway(&pki, |_| {}).await;
+    let https = gw
+        .https_addr
+        .expect("HTTPS listens when http.tls_port is set");
+    let mut sub = Client::connect(tls_options(
+        gw.mqtts_addr.unwrap(),
+        "x-sub",
+        pki.rumqttc_tls(None),
+    ))
+    .await;
+    sub.subscribe("x/+").await;
+    let http = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&pki.read("ca.pem")).unwrap())
+        .build()
+        .unwrap();
+    let url = format!("https://127.0.0.1:{}/resources/x/t", https.port());
+    let r = http
+        .put(&url)
+        .header("content-type", "text/plain")
+        .body("from-https")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let p = sub.next().await;
+    assert_eq!(
+        (p.topic.as_str(), &p.payload[..]),
+        ("x/t", &b"from-https"[..])
+    );
+    let r = http.get(&url).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await.unwrap(), "from-https");
+    // The plain HTTP port is still plain HTTP, with the same value.
+    let r = reqwest::get(format!("http://{}/resources/x/t", gw.http_addr))
+        .await
+        .unwrap();
+    assert_eq!(r.text().await.unwrap(), "from-https");
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn wss_on_its_own_port_and_at_https_mqtt_share_the_broker() {
+    let pki = Pki::new();
+    let gw = tls_gateway(&pki, |_| {}).await;
+    let wss = gw.wss_addr.expect("WSS listens when mqtt.wss_port is set");
+    let https = gw.https_addr.unwrap();
+    let mut sub = Client::connect(wss_options(
+        format!("wss://127.0.0.1:{}/mqtt", https.port()),
+        "wss-sub",
+        pki.rumqttc_tls(None),
+    ))
+    .await;
+    sub.subscribe("w/#").await;
+    let mut publ = Client::connect(wss_options(
+        format!("wss://127.0.0.1:{}/mqtt", wss.port()),
+        "wss-pub",
+        pki.rumqttc_tls(None),
+    ))
+    .await;
+    publ.publish("w/1", "over-wss").await;
+    assert_eq!(&sub.next().await.payload[..], b"over-wss");
+    gw.shutdown().await;
+}
+
+// ---------------------------------------------------------------------------------------
+// Client certificates
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn require_client_cert_refuses_a_handshake_without_one_and_accepts_one_with_it() {
+    let pki = Pki::new();
+    let gw = tls_gateway(&pki, |c| c.tls.require_client_cert = true).await;
+    let mqtts = gw.mqtts_addr.unwrap();
+    // Under TLS 1.3 the client finishes its side first; the server's refusal (an alert)
+    // comes with the first read. Either way no CONNACK ever comes back.
+    match raw_tls(&pki, mqtts, None).await {
+        Err(_) => {}
+        Ok(mut s) => {
+            let _ = s.write_all(&connect_packet("no-cert")).await;
+            let mut buf = [0u8; 4];
+            let r = within(WAIT, "the refusal", s.read(&mut buf)).await;
+            assert!(
+                !matches!(r, Ok(n) if n > 0),
+                "a client without a certificate got MQTT bytes back: {:?}",
+                &buf
+            );
+        }
+    }
+    let refused = Client::try_connect(tls_options(mqtts, "no-cert", pki.rumqttc_tls(None))).await;
+    assert!(refused.is_err(), "rumqttc without a certificate connected");
+    let mut ok = Client::connect(tls_options(
+        mqtts,
+        "with-cert",
+        pki.rumqttc_tls(Some("client")),
+    ))
+    .await;
+    ok.subscribe("c/#").await;
+    // A certificate from another CA is refused too.
+    let other = Pki::new();
+    std::fs::copy(other.path("client.pem"), pki.path("stranger.pem")).unwrap();
+    std::fs::copy(other.path("client.key"), pki.path("stranger.key")).unwrap();
+    let stranger = Client::try_connect(tls_options(
+        mqtts,
+        "stranger",
+        pki.rumqttc_tls(Some("stranger")),
+    ))
+    .await;
+    assert!(
+        stranger.is_err(),
+        "a certificate of another CA was accepted"
+    );
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn use_identity_as_username_makes_the_cert_cn_the_username_and_refuses_clients_without() {
+    let pki = Pki::new();
+    let gw = tls_gateway(&pki, |c| c.tls.use_identity_as_username = true).await;
+    let mqtts = gw.mqtts_addr.unwrap();
+    // CONNECT claims "mallory"; the certificate says "alice".
+    let mut o = tls_options(mqtts, "cn-client", pki.rumqttc_tls(Some("client")));
+    o.set_credentials("mallory", "pw");
+    let _alice = Client::connect(o).await;
+    // Over WSS the same: the identity travels from the TLS connection through the upgrade.
+    pki.client_cert("bob", "bob");
+    let mut o = wss_options(
+        format!("wss://127.0.0.1:{}/mqtt", gw.wss_addr.unwrap().port()),
+        "cn-wss",
+        pki.rumqttc_tls(Some("bob")),
+    );
+    o.set_credentials("mallory", "pw");
+    let _bob = Client::connect(o).await;
+    // A plain TCP client keeps its own username: the option is about TLS identities.
+    let mut o = support::mqtt_options(gw.mqtt_addr, "plain");
+    o.set_credentials("carol", "pw");
+    let _carol = Client::connect(o).await;
+    let mut clients = gw.mqtt_clients();
+    clients.sort_by(|a, b| a.client_id.cmp(&b.client_id));
+    let seen: Vec<_> = clients
+        .iter()
+        .map(|c| {
+            (
+                c.client_id.as_str(),
+                c.username.as_deref(),
+                c.tls_identity.as_deref(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        vec![
+            ("cn-client", Some("alice"), Some("alice")),
+            ("cn-wss", Some("bob"), Some("bob")),
+            ("plain", Some("carol"), None),
+        ]
+    );
+
+    // Without a certificate (allowed by the handshake: require_client_cert is off), the
+    // CONNECT is refused: 3.1.1 CONNACK 0x05 ...
+    let refused = Client::try_connect(tls_options(mqtts, "anon", pki.rumqttc_tls(None))).await;
+    let e = refused
+        .err()
+        .expect("a client without certificate was accepted");
+    assert!(
+        e.contains(&format!("{:?}", ConnectReturnCode::NotAuthorized)),
+        "expected CONNACK 0x05 (not authorized), got {e}"
+    );
+    // ... and v5 CONNACK 0x87.
+    let mut s = raw_tls(&pki, mqtts, None).await.unwrap();
+    let v5 = [
+        0x10, 0x0E, 0x00, 0x04, b'M', b'Q', b'T', b'T', 0x05, 0x02, 0x00, 0x3C, 0x00, 0x00, 0x01,
+        b'x',
+    ];
+    s.write_all(&v5).await.unwrap();
+    let mut buf = Vec::new();
+    let _ = within(WAIT, "v5 CONNACK and close", s.read_to_end(&mut buf)).await;
+    // CONNACK, session present 0, reason 0x87, then (since the MQTT 5 reason strings) a
+    // property block with the Reason String; nothing after it.
+    assert_eq!(
+        buf.get(..4),
+        Some(&[0x20, buf[1], 0x00, 0x87][..]),
+        "v5 CONNACK 0x87 (Not authorized): {buf:02x?}"
+    );
+    assert_eq!(buf.len(), 2 + usize::from(buf[1]), "then close: {buf:02x?}");
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn use_identity_as_username_skips_the_password_and_the_acl_applies_to_the_cn() {
+    let pki = Pki::new();
+    let hash = ponte::auth::password::hash_password("carol-pw").unwrap();
+    std::fs::write(pki.path("passwd"), format!("carol:{hash}\n")).unwrap();
+    std::fs::write(pki.path("acl"), "user alice\ntopic readwrite alice/#\n").unwrap();
+    let gw = tls_gateway(&pki, |c| {
+        c.tls.use_identity_as_username = true;
+        c.auth.password_file = Some(pki.path("passwd"));
+        c.auth.acl_file = Some(pki.path("acl"));
+    })
+    .await;
+    // The certificate says "alice", who is not in the password file: the CN is proof enough
+    // (as in mosquitto), whatever CONNECT claims.
+    let mut o = tls_options(
+        gw.mqtts_addr.unwrap(),
+        "cn-acl",
+        pki.rumqttc_tls(Some("client")),
+    );
+    o.set_credentials("mallory", "not-checked");
+    let mut alice = Client::connect(o).await;
+    alice.publish("alice/t", "mine").await;
+    alice.publish("carol/t", "not mine").await;
+    let get = |t: &str| {
+        gw.broker
+            .get(&ponte::broker::topic::TopicName::parse(t).unwrap())
+            .is_some()
+    };
+    alice
+        .client
+        .publish("alice/r", QoS::AtLeastOnce, true, "kept")
+        .await
+        .unwrap();
+    alice
+        .client
+        .publish("carol/r", QoS::AtLeastOnce, true, "dropped")
+        .await
+        .unwrap();
+    alice
+        .wait_ack(
+            "two PUBACKs",
+            |p| matches!(p, Packet::PubAck(a) if a.pkid >= 4),
+        )
+        .await;
+    assert!(get("alice/r"), "the ACL grants alice/# to the CN");
+    assert!(!get("carol/r"), "and nothing else");
+    // Over plain TCP the password is checked as usual.
+    let mut o = support::mqtt_options(gw.mqtt_addr, "plain");
+    o.set_credentials("alice", "anything");
+    let refused = Client::try_connect(o).await.err().expect("refused");
+    assert!(
+        refused.contains(&format!("{:?}", ConnectReturnCode::BadUserNamePassword)),
+        "{refused}"
+    );
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn https_requests_carry_the_verified_client_cn_as_tls_identity() {
+    use axum::Extension;
+    use ponte::tls::{TlsIdentity, TlsPeer};
+    let pki = Pki::new();
+    let mut c = ponte::config::Config::ephemeral();
+    pki.configure(&mut c);
+    let tls = ponte::tls::Tls::load(&c.tls).unwrap().unwrap();
+    // A handler the way the lead's HTTP auth will read it.
+    async fn who(id: Option<Extension<TlsIdentity>>, peer: Extension<TlsPeer>) -> String {
+        format!(
+            "{} {}",
+            id.map(|i| i.0 .0).unwrap_or_else(|| "-".into()),
+            peer.0.identity.is_some()
+        )
+    }
+    let router = axum::Router::new().route("/who", axum::routing::get(who));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let controller = ponte::shutdown::ShutdownController::new();
+    let server = tokio::spawn(ponte::tls::serve_http(
+        listener,
+        router,
+        tls,
+        controller.subscribe(),
+        "test",
+    ));
+    let ca = reqwest::Certificate::from_pem(&pki.read("ca.pem")).unwrap();
+    let mut identity = pki.read("client.pem");
+    identity.extend(pki.read("client.key"));
+    let with_cert = reqwest::Client::builder()
+        .add_root_certificate(ca.clone())
+        .identity(reqwest::Identity::from_pem(&identity).unwrap())
+        .build()
+        .unwrap();
+    let without = reqwest::Client::builder()
+        .add_root_certificate(ca)
+        .build()
+        .unwrap();
+    let url = format!("https://127.0.0.1:{}/who", addr.port());
+    let body = with_cert
+        .get(&url)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(body, "alice true");
+    let body = without
+        .get(&url)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(body, "- false");
+    within(WAIT, "shutdown", controller.shutdown()).await;
+    server.await.unwrap();
+}
+
+// ---------------------------------------------------------------------------------------
+// Reload
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn reload_new_connections_get_the_new_certificate_old_ones_keep_working() {
+    let pki = Pki::new();
+    let gw = tls_gateway(&pki, |_| {}).await;
+    let mqtts = gw.mqtts_addr.unwrap();
+    let https = gw.https_addr.unwrap();
+    let mut old = Client::connect(tls_options(mqtts, "old", pki.rumqttc_tls(None))).await;
+    old.subscribe("r/#").await;
+    assert_eq!(
+        presented(&pki, mqtts).await,
+        ("ponte server 1".into(), vec![1])
+    );
+
+    pki.server_cert("ponte server 2", 2);
+    gw.reload().expect("reload with good files");
+    for addr in [mqtts, https, gw.wss_addr.unwrap()] {
+        assert_eq!(
+            presented(&pki, addr).await,
+            ("ponte server 2".into(), vec![2]),
+            "a new connection to {addr} sees the new certificate"
+        );
+    }
+    // The connection made before the reload goes on.
+    let mut publ = Client::connect(tls_options(mqtts, "new", pki.rumqttc_tls(None))).await;
+    publ.publish("r/1", "after-reload").await;
+    assert_eq!(&old.next().await.payload[..], b"after-reload");
+
+    // A broken file is reported, naming it, and the certificate in force stays.
+    std::fs::write(pki.path("server.pem"), "not a certificate").unwrap();
+    let e = gw
+        .reload()
+        .expect_err("a broken certificate file is refused");
+    let msg = e.to_string();
+    assert!(
+        msg.contains("server.pem") && msg.contains("no certificate"),
+        "{msg}"
+    );
+    assert_eq!(presented(&pki, mqtts).await.1, vec![2]);
+    gw.shutdown().await;
+}
+
+// ---------------------------------------------------------------------------------------
+// Robustness: plaintext on the TLS port, handshake timeout, limits, shutdown
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_plaintext_client_on_the_tls_port_is_closed_without_hurting_others() {
+    let pki = Pki::new();
+    let gw = tls_gateway(&pki, |_| {}).await;
+    let mqtts = gw.mqtts_addr.unwrap();
+    let mut sub = Client::connect(tls_options(mqtts, "bystander", pki.rumqttc_tls(None))).await;
+    sub.subscribe("p/#").await;
+    let mut plain = TcpStream::connect(mqtts).await.unwrap();
+    plain.write_all(&connect_packet("plain")).await.unwrap();
+    let mut got = Vec::new();
+    let closed = within(WAIT, "the plaintext client to be closed", async {
+        let mut buf = [0u8; 256];
+        loop {
+            match plain.read(&mut buf).await {
+                Ok(0) | Err(_) => break true,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    assert!(closed);
+    // At most a TLS alert (content type 21), never an MQTT CONNACK (0x20).
+    assert!(
+        got.is_empty() || got[0] == 21,
+        "plaintext client got {got:?}"
+    );
+    let mut publ = Client::connect(tls_options(mqtts, "after", pki.rumqttc_tls(None))).await;
+    publ.publish("p/1", "still-fine").await;
+    assert_eq!(&sub.next().await.payload[..], b"still-fine");
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn handshake_timeout_closes_an_idle_tcp_connection_and_frees_its_slot() {
+    let pki = Pki::new();
+    let gw = tls_gateway(&pki, |c| {
+        c.tls.handshake_timeout_secs = 1;
+        c.mqtt.max_connections = 1;
+    })
+    .await;
+    let mqtts = gw.mqtts_addr.unwrap();
+    let start = Instant::now();
+    let mut idle = TcpStream::connect(mqtts).await.unwrap();
+    // While it idles it holds the only slot: a TLS client is turned away.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let turned_away =
+        Client::try_connect(tls_options(mqtts, "too-many", pki.rumqttc_tls(None))).await;
+    assert!(
+        turned_away.is_err(),
+        "max_connections counts TLS handshakes"
+    );
+    assert!(
+        closed_by_server(&mut idle, Duration::from_secs(4)).await,
+        "an idle TCP connection was not closed by the handshake timeout"
+    );
+    let waited = start.elapsed();
+    assert!(
+        waited >= Duration::from_millis(900),
+        "closed after {waited:?}"
+    );
+    // The slot is free again; the HTTPS port has the same timeout.
+    let _ok = Client::connect(tls_options(mqtts, "fits", pki.rumqttc_tls(None))).await;
+    let mut idle = TcpStream::connect(gw.https_addr.unwrap()).await.unwrap();
+    assert!(closed_by_server(&mut idle, Duration::from_secs(4)).await);
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn shutdown_closes_tls_connections_like_plain_ones() {
+    let pki = Pki::new();
+    let gw = tls_gateway(&pki, |_| {}).await;
+    let mut mqtts = Client::connect(tls_options(
+        gw.mqtts_addr.unwrap(),
+        "s1",
+        pki.rumqttc_tls(None),
+    ))
+    .await;
+    let mut wss = Client::connect(wss_options(
+        format!("wss://127.0.0.1:{}/mqtt", gw.https_addr.unwrap().port()),
+        "s2",
+        pki.rumqttc_tls(None),
+    ))
+    .await;
+    // A handshake in progress does not hold shutdown up either.
+    let _half = TcpStream::connect(gw.mqtts_addr.unwrap()).await.unwrap();
+    let started = Instant::now();
+    within(Duration::from_secs(5), "shutdown", gw.shutdown()).await;
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert!(mqtts.closed_within(WAIT).await, "mqtts client not closed");
+    assert!(wss.closed_within(WAIT).await, "wss client not closed");
+}
+
+// ---------------------------------------------------------------------------------------
+// Start-up errors
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn bad_certificate_or_key_files_are_start_errors_naming_the_file() {
+    let pki = Pki::new();
+    let start = |f: &dyn Fn(&mut ponte::config::Config)| {
+        let mut c = ponte::config::Config::ephemeral();
+        pki.configure(&mut c);
+        f(&mut c);
+        ponte::start(c)
+    };
+    let err = |r: Result<ponte::Gateway, ponte::Error>| match r {
+        Ok(_) => panic!("started with bad TLS files"),
+        Err(e) => {
+            assert!(matches!(e, ponte::Error::Tls(_)), "{e}");
+            e.to_string()
+        }
+    };
+    let missing = pki.path("nope.pem");
+    let e = err(start(&|c| c.tls.cert_file = Some(missing.clone())).await);
+    assert!(e.contains("nope.pem") && e.contains("cannot read"), "{e}");
+
+    std::fs::write(pki.path("garbage.key"), "hello").unwrap();
+    let e = err(start(&|c| c.tls.key_file = Some(pki.path("garbage.key"))).await);
+    assert!(
+        e.contains("garbage.key") && e.contains("no private key"),
+        "{e}"
+    );
+
+    // The client's key with the server's certificate.
+    let e = err(start(&|c| c.tls.key_file = Some(pki.path("client.key"))).await);
+    assert!(
+        e.contains("server.pem") && e.contains("client.key") && e.contains("together"),
+        "{e}"
+    );
+
+    let e = err(start(&|c| c.tls.key_file = None).await);
+    assert!(e.contains("key_file"), "{e}");
+    let e = err(start(&|c| {
+        c.tls.client_ca_file = None;
+        c.tls.use_identity_as_username = true;
+    })
+    .await);
+    assert!(e.contains("client_ca_file"), "{e}");
+    let e = err(start(&|c| {
+        c.tls.cert_file = None;
+        c.tls.key_file = None;
+        c.tls.client_ca_file = None;
+        c.mqtt.wss_port = None;
+    })
+    .await);
+    assert!(e.contains("http.tls_port"), "{e}");
+    let e = err(start(&|c| {
+        c.tls.cert_file = None;
+        c.tls.key_file = None;
+    })
+    .await);
+    assert!(e.contains("tls.client_ca_file"), "{e}");
+}
+
+// ---------------------------------------------------------------------------------------
+// The binary: SIGHUP and exit code 2
+// ---------------------------------------------------------------------------------------
+
+/// Start the binary with `args`; its stderr goes to a file in `dir`.
+fn ponte_binary(dir: &Path, args: &[&str]) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_ponte"))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("stderr")).unwrap())
+        .spawn()
+        .unwrap()
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test]
+async fn binary_unusable_key_file_exits_2_naming_it() {
+    let pki = Pki::new();
+    std::fs::write(pki.path("bad.key"), "-----BEGIN PRIVATE KEY-----\n!!\n").unwrap();
+    let cert = pki.path("server.pem");
+    let key = pki.path("bad.key");
+    let mut child = ponte_binary(
+        pki.dir.path(),
+        &[
+            "--memory",
+            "--host",
+            "127.0.0.1",
+            "-p",
+            "0",
+            "-a",
+            "0",
+            "-m",
+            "0",
+            "--mqtts-port",
+            "0",
+            "--cert",
+            cert.to_str().unwrap(),
+            "--key",
+            key.to_str().unwrap(),
+        ],
+    );
+    let status = within(WAIT, "ponte to exit", async {
+        loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                break s;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    let stderr = std::fs::read_to_string(pki.path("stderr")).unwrap();
+    assert_eq!(status.code(), Some(2), "stderr: {stderr}");
+    assert!(stderr.contains("bad.key"), "stderr: {stderr}");
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn binary_sighup_reloads_the_certificate() {
+    let pki = Pki::new();
+    let port = free_port();
+    let cert = pki.path("server.pem");
+    let key = pki.path("server.key");
+    let mut child = ponte_binary(
+        pki.dir.path(),
+        &[
+            "--memory",
+            "--host",
+            "127.0.0.1",
+            "-p",
+            "0",
+            "-a",
+            "0",
+            "-m",
+            "0",
+            "--mqtts-port",
+            &port.to_string(),
+            "--cert",
+            cert.to_str().unwrap(),
+            "--key",
+            key.to_str().unwrap(),
+        ],
+    );
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    within(Duration::from_secs(10), "ponte to listen", async {
+        while TcpStream::connect(addr).await.is_err() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert_eq!(presented(&pki, addr).await.1, vec![1]);
+    pki.server_cert("ponte server 2", 2);
+    let hup = Command::new("kill")
+        .args(["-HUP", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(hup.success());
+    let seen = within(WAIT, "the new certificate after SIGHUP", async {
+        loop {
+            let (cn, serial) = presented(&pki, addr).await;
+            if serial == vec![2] {
+                break cn;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert_eq!(seen, "ponte server 2");
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "SIGHUP must not stop ponte"
+    );
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let status = within(Duration::from_secs(15), "ponte to stop", async {
+        loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                break s;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert!(status.success(), "{status:?}");
+}
+
+// ---------------------------------------------------------------------------------------
+// mosquitto clients
+// ---------------------------------------------------------------------------------------
+
+/// Run a mosquitto client to completion (bounded), returning exit code and output.
+async fn mosquitto(program: &str, args: Vec<String>) -> (Option<i32>, String) {
+    let program = program.to_string();
+    tokio::task::spawn_blocking(move || {
+        let mut child = Command::new(&program)
+            .args(&args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if child.try_wait().unwrap().is_some() || Instant::now() > deadline {
+                let _ = child.kill();
+                let out = child.wait_with_output().unwrap();
+                return (
+                    out.status.code(),
+                    format!(
+                        "{}{}",
+                        String::from_utf8_lossy(&out.stdout),
+                        String::from_utf8_lossy(&out.stderr)
+                    ),
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    })
+    .await
+    .unwrap()
+}
+
+fn tls_args(pki: &Pki, port: u16, client: Option<&str>) -> Vec<String> {
+    let mut a = vec![
+        "-h".to_string(),
+        "127.0.0.1".into(),
+        "-p".into(),
+        port.to_string(),
+        "--cafile".into(),
+        pki.path("ca.pem").display().to_string(),
+    ];
+    if let Some(n) = client {
+        a.extend([
+            "--cert".into(),
+            pki.path(&format!("{n}.pem")).display().to_string(),
+            "--key".into(),
+            pki.path(&format!("{n}.key")).display().to_string(),
+        ]);
+    }
+    a
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mosquitto_sub_and_pub_over_tls_with_cafile_and_client_certificates() {
+    if !have("mosquitto_sub") || !have("mosquitto_pub") {
+        return;
+    }
+    let pki = Pki::new();
+    let gw = tls_gateway(&pki, |c| c.tls.require_client_cert = true).await;
+    let port = gw.mqtts_addr.unwrap().port();
+    let before = gw.broker.subscription_count();
+    let mut sub_args = tls_args(&pki, port, Some("client"));
+    sub_args.extend(["-t", "m/#", "-C", "1", "-W", "8", "-F", "%t %p"].map(String::from));
+    let sub = tokio::spawn(mosquitto("mosquitto_sub", sub_args));
+    within(WAIT, "mosquitto_sub to subscribe", async {
+        while gw.broker.subscription_count() <= before {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    let mut pub_args = tls_args(&pki, port, Some("client"));
+    pub_args.extend(["-t", "m/1", "-m", "from-mosquitto", "-q", "1"].map(String::from));
+    let (code, out) = mosquitto("mosquitto_pub", pub_args).await;
+    assert_eq!(code, Some(0), "mosquitto_pub: {out}");
+    let (code, out) = sub.await.unwrap();
+    assert_eq!(code, Some(0), "mosquitto_sub: {out}");
+    assert_eq!(out.trim(), "m/1 from-mosquitto");
+
+    // Without a client certificate the required handshake fails: mosquitto_pub errors out.
+    let mut pub_args = tls_args(&pki, port, None);
+    pub_args.extend(["-t", "m/1", "-m", "x"].map(String::from));
+    let (code, out) = mosquitto("mosquitto_pub", pub_args).await;
+    assert_ne!(code, Some(0), "mosquitto_pub without a certificate: {out}");
+    tokio::time::sleep(QUIET).await;
+    gw.shutdown().await;
+}
