@@ -67,6 +67,10 @@ pub struct HttpConfig {
     /// Needs `[tls]` certificates. Off by default because there is no standard port for
     /// it next to 3000; 8443 is the usual choice.
     pub tls_port: Option<u16>,
+    /// Seconds a client has to send a request's complete header (HTTP/1) before the
+    /// connection is closed, so a slow trickle of header bytes (slowloris) cannot hold
+    /// connections open. Applies to HTTP, HTTPS and the MQTT WebSocket ports.
+    pub header_timeout_secs: u64,
 }
 
 impl Default for HttpConfig {
@@ -78,6 +82,7 @@ impl Default for HttpConfig {
             cors_origins: Vec::new(),
             sse_queue: 1024,
             tls_port: None,
+            header_timeout_secs: 10,
         }
     }
 }
@@ -235,6 +240,14 @@ impl Default for MqttConfig {
             max_topic_levels: 128,
             max_subscriptions: 1000,
         }
+    }
+}
+
+impl HttpConfig {
+    /// The header read timeout as a duration (at least one second: 0 would close every
+    /// connection before its first request).
+    pub fn header_timeout(&self) -> Duration {
+        Duration::from_secs(self.header_timeout_secs.max(1))
     }
 }
 
@@ -479,6 +492,29 @@ mod tests {
         assert!(!d.tls.enabled(), "no TLS without certificates");
         assert_eq!(d.https_addr(), None);
         assert!(Config::from_toml("[tls]\ncert = \"x\"\n").is_err());
+    }
+
+    #[test]
+    fn limits_section_and_header_timeout() {
+        let d = Config::default();
+        assert_eq!(d.http.header_timeout_secs, 10);
+        assert_eq!(d.limits, crate::limits::LimitsConfig::default());
+        let c = Config::from_toml(
+            "[http]\nheader_timeout_secs = 3\n[limits]\nmax_connections_per_ip = 4\nconnection_rate = 50\npublish_rate = 10\npublish_burst = 20\n",
+        )
+        .unwrap();
+        assert_eq!(c.http.header_timeout(), Duration::from_secs(3));
+        assert_eq!(
+            c.limits,
+            crate::limits::LimitsConfig {
+                max_connections_per_ip: 4,
+                connection_rate: 50,
+                publish_rate: 10,
+                publish_burst: 20,
+            }
+        );
+        let e = Config::from_toml("[limits]\npublish_rat = 1\n").unwrap_err();
+        assert!(e.contains("publish_rat"), "{e}");
     }
 
     #[test]

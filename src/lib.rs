@@ -103,6 +103,8 @@ pub struct Gateway {
     pub auth: Arc<auth::Auth>,
     /// The connected MQTT clients, for [`Gateway::mqtt_clients`].
     clients: mqtt::Clients,
+    /// The abuse limits of every front-end, for [`Gateway::refused`].
+    limits: Arc<limits::Limits>,
     /// What [`Gateway::reload`] re-reads (TLS certificates today).
     reloader: Reloader,
     /// Signals the tasks and waits for them.
@@ -208,10 +210,12 @@ pub async fn start(config: Config) -> Result<Gateway, Error> {
     };
 
     let controller = ShutdownController::new();
+    let limits = limits::Limits::new(config.limits.clone());
     let front = mqtt::Mqtt::new(
         broker.clone(),
         config.clone(),
         auth.clone(),
+        limits.clone(),
         controller.subscribe(),
     );
     let mut tasks = vec![
@@ -220,6 +224,8 @@ pub async fn start(config: Config) -> Result<Gateway, Error> {
             broker.clone(),
             config.clone(),
             front.clone(),
+            auth.clone(),
+            limits.clone(),
             controller.subscribe(),
         )),
         tokio::spawn(coap::serve(
@@ -227,6 +233,7 @@ pub async fn start(config: Config) -> Result<Gateway, Error> {
             broker.clone(),
             auth.clone(),
             config.clone(),
+            limits.clone(),
             controller.subscribe(),
         )),
         tokio::spawn(mqtt::serve(mqtt, front.clone())),
@@ -237,6 +244,7 @@ pub async fn start(config: Config) -> Result<Gateway, Error> {
             broker.clone(),
             auth.clone(),
             config.clone(),
+            limits.clone(),
             controller.subscribe(),
         )));
     }
@@ -248,6 +256,7 @@ pub async fn start(config: Config) -> Result<Gateway, Error> {
             broker.clone(),
             auth.clone(),
             config.clone(),
+            limits.clone(),
             controller.subscribe(),
         )));
     }
@@ -261,12 +270,19 @@ pub async fn start(config: Config) -> Result<Gateway, Error> {
         if let Some((l, _)) = https {
             let router = http::app(
                 http::AppState::new(broker.clone(), config.clone(), controller.subscribe())
-                    .with_mqtt(front.clone()),
+                    .with_auth(auth.clone())
+                    .with_mqtt(front.clone())
+                    .with_write_limits(limits.http.clone()),
             );
+            let guard = tls::HttpGuard {
+                gate: limits.gate("https"),
+                header_timeout: config.http.header_timeout(),
+            };
             tasks.push(tokio::spawn(tls::serve_http(
                 l,
                 router,
-                tls.clone(),
+                Some(tls.clone()),
+                guard,
                 controller.subscribe(),
                 "HTTPS",
             )));
@@ -303,6 +319,7 @@ pub async fn start(config: Config) -> Result<Gateway, Error> {
         broker,
         auth,
         clients,
+        limits,
         reloader,
         controller,
         tasks,
@@ -327,6 +344,12 @@ impl Gateway {
     /// the connection acts as, TLS client identity, address.
     pub fn mqtt_clients(&self) -> Vec<mqtt::ClientInfo> {
         self.clients.list()
+    }
+
+    /// What the abuse limits (`[limits]`) refused so far: connections per listener and
+    /// writes per protocol.
+    pub fn refused(&self) -> limits::Refused {
+        self.limits.refused()
     }
 
     /// Stop accepting, let in-flight writes finish, flush the store.

@@ -253,6 +253,112 @@ impl ConnectionGate {
     }
 }
 
+/// How many addresses each front-end's [`RateLimiters`] tracks at most.
+pub const TRACKED_ADDRESSES: usize = 10_000;
+
+/// The gateway's limits at run time: every listener's [`ConnectionGate`] and every
+/// front-end's write limiters, kept together so their refusals can be read in one place
+/// ([`crate::Gateway::refused`], `$SYS/broker/.../refused`).
+#[derive(Debug)]
+pub struct Limits {
+    /// The `[limits]` section, for the per-connection [`WriteLimiter`]s.
+    pub config: LimitsConfig,
+    /// The gates handed out so far, by listener name, so their counts can be summed.
+    gates: Mutex<Vec<(&'static str, Arc<ConnectionGate>)>>,
+    /// HTTP writes per source address (HTTP and HTTPS count together).
+    pub http: Arc<RateLimiters>,
+    /// CoAP writes per source address (UDP, TCP and DTLS count together).
+    pub coap: Arc<RateLimiters>,
+    /// MQTT PUBLISHes refused (v5) or held back (3.1.1) because their connection wrote
+    /// faster than `publish_rate`: each connection has its own [`WriteLimiter`].
+    pub mqtt_writes_refused: AtomicU64,
+}
+
+/// A snapshot of what the limits refused since the start.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Refused {
+    /// Connections refused by each listener (`"mqtt"`, `"mqtts"`, `"mqtt-ws"`,
+    /// `"mqtt-wss"`, `"http"`, `"https"`, `"coap-tcp"`), per-address cap and rate together.
+    pub connections: Vec<(&'static str, u64)>,
+    /// HTTP writes answered 429.
+    pub http_writes: u64,
+    /// CoAP writes answered 5.03.
+    pub coap_writes: u64,
+    /// MQTT PUBLISHes refused or throttled.
+    pub mqtt_writes: u64,
+}
+
+impl Refused {
+    /// Connections refused by every listener together.
+    pub fn connections_total(&self) -> u64 {
+        self.connections.iter().map(|(_, n)| n).sum()
+    }
+
+    /// Connections refused by `listener` (0 for a listener that does not run).
+    pub fn connections_of(&self, listener: &str) -> u64 {
+        self.connections
+            .iter()
+            .filter(|(l, _)| *l == listener)
+            .map(|(_, n)| n)
+            .sum()
+    }
+
+    /// Writes refused or throttled in every protocol together.
+    pub fn writes_total(&self) -> u64 {
+        self.http_writes + self.coap_writes + self.mqtt_writes
+    }
+}
+
+impl Limits {
+    /// From the `[limits]` section.
+    pub fn new(config: LimitsConfig) -> Arc<Self> {
+        Arc::new(Limits {
+            http: Arc::new(RateLimiters::new(config.clone(), TRACKED_ADDRESSES)),
+            coap: Arc::new(RateLimiters::new(config.clone(), TRACKED_ADDRESSES)),
+            config,
+            gates: Mutex::new(Vec::new()),
+            mqtt_writes_refused: AtomicU64::new(0),
+        })
+    }
+
+    /// A new gate for the listener called `listener` (each listener has its own).
+    pub fn gate(&self, listener: &'static str) -> Arc<ConnectionGate> {
+        let gate = ConnectionGate::new(&self.config, Instant::now());
+        self.gates.lock().push((listener, gate.clone()));
+        gate
+    }
+
+    /// A write limiter for one new MQTT connection.
+    pub fn write_limiter(&self) -> WriteLimiter {
+        WriteLimiter::new(&self.config, Instant::now())
+    }
+
+    /// What was refused so far.
+    pub fn refused(&self) -> Refused {
+        Refused {
+            connections: self
+                .gates
+                .lock()
+                .iter()
+                .map(|(l, g)| (*l, g.refused.load(Ordering::Relaxed)))
+                .collect(),
+            http_writes: self.http.refused.load(Ordering::Relaxed),
+            coap_writes: self.coap.refused.load(Ordering::Relaxed),
+            mqtt_writes: self.mqtt_writes_refused.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// `wait` in whole seconds, rounded up and at least 1: what `Retry-After` and CoAP's
+/// Max-Age carry.
+pub fn whole_seconds(wait: Duration) -> u64 {
+    if wait == Duration::MAX {
+        return u64::from(u32::MAX);
+    }
+    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    secs.max(1)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -312,6 +418,14 @@ mod tests {
         let _b = gate.admit(ip(2), t0).unwrap();
         assert_eq!(gate.admit(ip(3), t0).unwrap_err(), ConnRefused::Rate);
         gate.admit(ip(3), t0 + Duration::from_millis(500)).unwrap();
+    }
+
+    #[test]
+    fn waits_round_up_to_whole_seconds() {
+        assert_eq!(whole_seconds(Duration::from_millis(1)), 1);
+        assert_eq!(whole_seconds(Duration::from_millis(1001)), 2);
+        assert_eq!(whole_seconds(Duration::from_secs(3)), 3);
+        assert_eq!(whole_seconds(Duration::ZERO), 1);
     }
 
     #[test]

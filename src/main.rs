@@ -1,5 +1,6 @@
 //! The `ponte` binary: parse flags, set up logging, run until SIGINT/SIGTERM; SIGHUP
-//! reloads the files (TLS certificates).
+//! reloads the files (TLS certificates, password, ACL, PSK and JWT key files).
+//! `ponte passwd FILE USER` manages a password file instead.
 
 use std::process::ExitCode;
 
@@ -8,6 +9,18 @@ use ponte::cli::Cli;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(ponte::cli::Command::Passwd(args)) = &cli.command {
+        return match args.run() {
+            Ok(msg) => {
+                eprintln!("ponte passwd: {msg}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("ponte passwd: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(cli.log_filter()));
     tracing_subscriber::fmt().with_env_filter(filter).init();
@@ -43,7 +56,7 @@ fn main() -> ExitCode {
             .map_err(|e| {
                 // Unusable TLS files are a configuration error, like a bad config file.
                 let code = match e {
-                    ponte::Error::Tls(_) => ExitCode::from(2),
+                    ponte::Error::Tls(_) | ponte::Error::Auth(_) => ExitCode::from(2),
                     _ => ExitCode::FAILURE,
                 };
                 (code, e.to_string())

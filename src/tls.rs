@@ -33,6 +33,7 @@ use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::TlsConfig;
+use crate::limits::{ConnRefused, ConnectionGate};
 use crate::reload::Reload;
 use crate::shutdown::Shutdown;
 
@@ -405,17 +406,34 @@ impl rustls::server::ResolvesServerCert for Single {
     }
 }
 
-/// Serve `router` over TLS on `listener` until shutdown (HTTPS, and WSS on its own port).
-/// Each connection's handshake and HTTP run in its own task; every request carries
-/// `ConnectInfo<SocketAddr>`, [`TlsPeer`] and, with a verified client certificate,
-/// [`TlsIdentity`]. On shutdown, connections finish their requests and close.
+/// How the HTTP accept loop of [`serve_http`] guards its listener.
+#[derive(Debug, Clone)]
+pub struct HttpGuard {
+    /// Admission per source address and connection rate ([`crate::limits`]).
+    pub gate: Arc<ConnectionGate>,
+    /// How long a client has to send a complete request header (`http.header_timeout_secs`).
+    pub header_timeout: Duration,
+}
+
+/// Serve `router` on `listener` until shutdown: over TLS when `tls` is `Some` (HTTPS, WSS
+/// on its own port), else plain (HTTP, WebSocket on its own port). Each connection is
+/// admitted by `guard.gate` first (a refused plain connection gets a bare 503 with
+/// `Retry-After`, a refused TLS one is closed before the handshake), then its handshake
+/// and HTTP run in its own task with a header read timeout against slowloris. Every
+/// request carries `ConnectInfo<SocketAddr>`; over TLS also [`TlsPeer`] and, with a
+/// verified client certificate, [`TlsIdentity`]. On shutdown, connections finish their
+/// requests and close.
 pub async fn serve_http(
     listener: TcpListener,
     router: Router,
-    tls: Arc<Tls>,
+    tls: Option<Arc<Tls>>,
+    guard: HttpGuard,
     mut shutdown: Shutdown,
     what: &'static str,
 ) {
+    // Refused connections answered at once; beyond that many, they are closed unanswered
+    // so a flood of refused connections cannot pile up tasks.
+    let answering = Arc::new(tokio::sync::Semaphore::new(MAX_REFUSALS_ANSWERING));
     loop {
         let accepted = tokio::select! {
             _ = shutdown.recv() => break,
@@ -429,51 +447,140 @@ pub async fn serve_http(
                 continue;
             }
         };
+        let permit = match guard.gate.admit(peer.ip(), std::time::Instant::now()) {
+            Ok(p) => p,
+            Err(refused) => {
+                tracing::warn!(%peer, listener = what, reason = %refused, "connection refused by [limits]");
+                if tls.is_none() {
+                    if let Ok(slot) = answering.clone().try_acquire_owned() {
+                        tokio::spawn(async move {
+                            refuse_plain_http(stream, refused).await;
+                            drop(slot);
+                        });
+                    }
+                }
+                continue;
+            }
+        };
         let _ = stream.set_nodelay(true);
         let tls = tls.clone();
         let router = router.clone();
         let mut shutdown = shutdown.clone();
+        let header_timeout = guard.header_timeout;
         tokio::spawn(async move {
-            let Some((stream, tls_peer)) =
-                tls.accept(Kind::Http, stream, peer, &mut shutdown).await
-            else {
-                return;
-            };
-            let service = hyper::service::service_fn(
-                move |mut request: hyper::Request<hyper::body::Incoming>| {
-                    let extensions = request.extensions_mut();
-                    extensions.insert(ConnectInfo(peer));
-                    if let Some(id) = &tls_peer.identity {
-                        extensions.insert(TlsIdentity(id.clone()));
-                    }
-                    extensions.insert(tls_peer.clone());
-                    let router = router.clone();
-                    async move {
-                        Ok::<_, Infallible>(
-                            tower::ServiceExt::oneshot(router, request)
-                                .await
-                                .unwrap_or_else(|never| match never {}),
-                        )
-                    }
-                },
-            );
-            let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-            // With a timer, hyper enforces its HTTP/1 header read timeout (30 s): a client
-            // that finished the handshake cannot hold the connection by trickling headers.
-            builder.http1().timer(TokioTimer::new());
-            builder.http2().timer(TokioTimer::new());
-            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-            tokio::pin!(conn);
-            let result = tokio::select! {
-                r = conn.as_mut() => r,
-                _ = shutdown.recv() => {
-                    conn.as_mut().graceful_shutdown();
-                    conn.await
+            let _permit = permit;
+            match tls {
+                Some(tls) => {
+                    let Some((stream, tls_peer)) =
+                        tls.accept(Kind::Http, stream, peer, &mut shutdown).await
+                    else {
+                        return;
+                    };
+                    serve_connection(
+                        stream,
+                        router,
+                        peer,
+                        Some(tls_peer),
+                        header_timeout,
+                        shutdown,
+                        what,
+                    )
+                    .await;
                 }
-            };
-            if let Err(e) = result {
-                tracing::debug!(%peer, error = %e, listener = what, "connection ended with an error");
+                None => {
+                    serve_connection(stream, router, peer, None, header_timeout, shutdown, what)
+                        .await
+                }
             }
         });
+    }
+}
+
+/// Most refused plain-HTTP connections being answered 503 at once (per listener).
+const MAX_REFUSALS_ANSWERING: usize = 64;
+
+/// Answer a connection refused by the [`ConnectionGate`] with a bare `503 Service
+/// Unavailable` (problem+json, `Retry-After: 1`) and close it. Bounded in time: a peer
+/// that does not read gets the close anyway.
+async fn refuse_plain_http(mut stream: TcpStream, refused: ConnRefused) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let detail = match refused {
+        ConnRefused::PerIp(_) => {
+            "this address already holds the most connections allowed per address ([limits] max_connections_per_ip)"
+        }
+        ConnRefused::Rate => {
+            "new connections arrive faster than allowed ([limits] connection_rate)"
+        }
+    };
+    let body = format!(
+        "{{\"type\":\"about:blank\",\"title\":\"Service Unavailable\",\"status\":503,\"detail\":\"{detail}\"}}"
+    );
+    let response = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/problem+json\r\nretry-after: 1\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        stream.write_all(response.as_bytes()).await?;
+        stream.shutdown().await?;
+        // Read what the client sent before closing: closing with unread bytes would make
+        // the kernel reset the connection, and the client might lose the 503.
+        let mut sink = [0u8; 4096];
+        while stream.read(&mut sink).await? > 0 {}
+        Ok::<_, std::io::Error>(())
+    })
+    .await;
+}
+
+/// Serve HTTP (1 or 2, with upgrades) on one admitted connection until it ends or
+/// shutdown lets its requests finish.
+async fn serve_connection<IO>(
+    stream: IO,
+    router: Router,
+    peer: SocketAddr,
+    tls_peer: Option<TlsPeer>,
+    header_timeout: Duration,
+    mut shutdown: Shutdown,
+    what: &'static str,
+) where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service =
+        hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
+            let extensions = request.extensions_mut();
+            extensions.insert(ConnectInfo(peer));
+            if let Some(tls_peer) = &tls_peer {
+                if let Some(id) = &tls_peer.identity {
+                    extensions.insert(TlsIdentity(id.clone()));
+                }
+                extensions.insert(tls_peer.clone());
+            }
+            let router = router.clone();
+            async move {
+                Ok::<_, Infallible>(
+                    tower::ServiceExt::oneshot(router, request)
+                        .await
+                        .unwrap_or_else(|never| match never {}),
+                )
+            }
+        });
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    // With a timer, hyper enforces the HTTP/1 header read timeout: a client cannot hold
+    // the connection by trickling header bytes (slowloris).
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout);
+    builder.http2().timer(TokioTimer::new());
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+    tokio::pin!(conn);
+    let result = tokio::select! {
+        r = conn.as_mut() => r,
+        _ = shutdown.recv() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(%peer, error = %e, listener = what, "connection ended with an error");
     }
 }

@@ -1002,3 +1002,146 @@ async fn mqtt5_3_1_2_11_session_expiry_counts_across_restart() {
     let (_long, present) = V5::connect(ponte.mqtt, "exp-long", false, 600).await;
     assert!(present, "600 s have not passed");
 }
+
+/// Issue 5: SIGHUP re-reads the password and ACL files while connections stay up; a bad
+/// file keeps the old rules; `ponte passwd` writes files the running gateway accepts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_5_sighup_reloads_password_and_acl_files_without_dropping_connections() {
+    let dir = tempfile::tempdir().unwrap();
+    let passwd = dir.path().join("passwd");
+    let acl = dir.path().join("acl");
+    let pw = |user: &str, password: &str| {
+        let out = run(&[
+            "passwd",
+            passwd.to_str().unwrap(),
+            user,
+            "--password",
+            password,
+        ]);
+        assert!(out.status.success(), "ponte passwd {user}: {out:?}");
+    };
+    pw("alice", "alice-pw");
+    std::fs::write(&acl, "user alice\ntopic readwrite a/#\n").unwrap();
+    let ponte = spawn_with(
+        &dir.path().join("db"),
+        &[
+            "--password-file".as_ref(),
+            passwd.as_os_str(),
+            "--acl-file".as_ref(),
+            acl.as_os_str(),
+        ],
+    );
+    let http = reqwest::Client::new();
+    let put = |user: &'static str, password: &'static str, topic: &'static str| {
+        let http = http.clone();
+        let url = format!("http://{}/resources/{topic}", ponte.http);
+        async move {
+            http.put(url)
+                .basic_auth(user, Some(password))
+                .body("v")
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    assert_eq!(put("alice", "alice-pw", "a/1").await, 201);
+    assert_eq!(put("alice", "alice-pw", "b/1").await, 403);
+    assert_eq!(
+        put("bob", "bob-pw", "b/1").await,
+        401,
+        "bob does not exist yet"
+    );
+
+    // An MQTT connection open across the reload.
+    let mut opts = rumqttc::MqttOptions::new("alice-1", "127.0.0.1", ponte.mqtt.port());
+    opts.set_credentials("alice", "alice-pw");
+    let (client, mut events) = AsyncClient::new(opts, 16);
+    async fn wait_for(events: &mut rumqttc::EventLoop, pred: fn(&Event) -> bool) {
+        tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                match events.poll().await {
+                    Ok(e) if pred(&e) => return,
+                    Ok(_) => {}
+                    Err(e) => panic!("MQTT connection failed: {e}"),
+                }
+            }
+        })
+        .await
+        .expect("MQTT event in time")
+    }
+    wait_for(&mut events, |e| {
+        matches!(e, Event::Incoming(Packet::ConnAck(_)))
+    })
+    .await;
+
+    pw("bob", "bob-pw");
+    std::fs::write(
+        &acl,
+        "user alice\ntopic readwrite a/#\nuser bob\ntopic readwrite b/#\n",
+    )
+    .unwrap();
+    let hup = Command::new("kill")
+        .args(["-HUP", &ponte.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(hup.success());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while put("bob", "bob-pw", "b/1").await != 201 {
+        assert!(Instant::now() < deadline, "bob never got in after SIGHUP");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // alice's connection survived the reload and still works.
+    client
+        .publish("a/over-mqtt", QoS::AtLeastOnce, true, "m")
+        .await
+        .unwrap();
+    wait_for(&mut events, |e| {
+        matches!(e, Event::Incoming(Packet::PubAck(_)))
+    })
+    .await;
+    let got = http
+        .get(format!("http://{}/resources/a/over-mqtt", ponte.http))
+        .basic_auth("alice", Some("alice-pw"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(got.status(), 200);
+
+    // A broken ACL on the next SIGHUP keeps the rules in force.
+    std::fs::write(&acl, "nonsense line\n").unwrap();
+    let hup = Command::new("kill")
+        .args(["-HUP", &ponte.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(hup.success());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(put("bob", "bob-pw", "b/2").await, 201);
+    assert_eq!(put("bob", "bob-pw", "a/2").await, 403);
+}
+
+/// Issue 5: a bad auth file is a configuration error found at start (exit 2, naming the
+/// file's line), before any port opens.
+#[test]
+fn issue_5_bad_acl_file_exits_2_naming_the_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let acl = dir.path().join("acl");
+    std::fs::write(&acl, "user alice\ntopic read a/#/b\n").unwrap();
+    let out = run(&[
+        "--memory",
+        "--host",
+        "127.0.0.1",
+        "-p",
+        "0",
+        "-a",
+        "0",
+        "-m",
+        "0",
+        "--acl-file",
+        acl.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("line 2") && err.contains("a/#/b"), "{err}");
+}

@@ -10,7 +10,6 @@ mod support;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -693,8 +692,13 @@ async fn mqtt_3_1_1_denied_publish_is_acknowledged_but_not_stored_retained_or_de
     }
     assert_eq!(s.retained("alice/ok").as_deref(), Some(&b"fine"[..]));
     assert_eq!(s.acl_denied() - before, 3, "each refusal counted");
-    // Over HTTP too (read without auth today): 404.
-    let r = support::http_get(&s.gw, "bob/q1").await;
+    // Over HTTP too: admin, who may read everything, finds nothing there.
+    let r = support::http()
+        .get(support::url(&s.gw, "bob/q1"))
+        .basic_auth("admin", Some("admin-pw"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 404);
 }
 
@@ -1201,23 +1205,12 @@ async fn a_ponte_passwd_made_file_authenticates_mqtt_clients() {
         ("alice", "wonder land", Some("--create")),
         ("bob", "b", None),
     ] {
-        let mut cmd = Command::new(ponte);
-        cmd.arg("passwd");
-        if let Some(e) = extra {
-            cmd.arg(e);
-        }
-        let out = cmd
-            .arg("--password")
-            .arg(pass)
-            .arg(&file)
-            .arg(user)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let mut a: Vec<String> = vec!["passwd".into()];
+        a.extend(extra.map(String::from));
+        a.extend(["--password".into(), pass.into()]);
+        a.extend([file.display().to_string(), user.into()]);
+        let (code, out) = run(ponte, &a).await;
+        assert_eq!(code, Some(0), "ponte passwd: {out}");
     }
     let text = std::fs::read_to_string(&file).unwrap();
     assert!(text.contains("alice:$argon2id$"), "{text}");

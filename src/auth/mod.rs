@@ -153,6 +153,70 @@ pub struct Policy {
     psk: Option<psk::PskFile>,
     /// Serve clients without credentials.
     anonymous: bool,
+    /// Recently verified passwords, so a client that sends Basic credentials with every HTTP
+    /// request (or reconnects often) costs one argon2 verification per [`VERIFIED_TTL`], not
+    /// one per request: argon2id is built to be slow (~20 MiB and tens of ms), which would
+    /// otherwise make every authenticated request a denial-of-service lever. Part of the
+    /// policy, so a reload (a changed password file) starts it empty.
+    verified: parking_lot::Mutex<Verified>,
+}
+
+/// How long a verified password is remembered.
+const VERIFIED_TTL: std::time::Duration = std::time::Duration::from_secs(300);
+/// Most remembered (user, password) pairs; when full, the cache starts over.
+const VERIFIED_MAX: usize = 4096;
+
+/// The cache of [`Policy::verified`]: username → (keyed digest of the password, when).
+/// Only a keyed SHA-256 of the password is kept, never the password, and the key is random
+/// per policy, so the table is useless outside this process.
+#[derive(Default)]
+struct Verified {
+    /// Random key mixed into every digest.
+    key: [u8; 32],
+    /// Username → digest and time of verification.
+    entries: std::collections::HashMap<String, ([u8; 32], std::time::Instant)>,
+}
+
+impl Verified {
+    /// A cache with a fresh random key.
+    fn new() -> Self {
+        use argon2::password_hash::rand_core::{OsRng, RngCore};
+        let mut key = [0u8; 32];
+        OsRng.fill_bytes(&mut key);
+        Verified {
+            key,
+            entries: std::collections::HashMap::new(),
+        }
+    }
+
+    /// The keyed digest of `password`.
+    fn digest(&self, password: &[u8]) -> [u8; 32] {
+        use sha2::{Digest, Sha256};
+        let mut d = Sha256::new();
+        d.update(self.key);
+        d.update(password);
+        d.finalize().into()
+    }
+
+    /// Was this exact password verified for `user` recently?
+    fn hit(&self, user: &str, password: &[u8], now: std::time::Instant) -> bool {
+        use subtle::ConstantTimeEq;
+        match self.entries.get(user) {
+            Some((d, at)) if now.saturating_duration_since(*at) < VERIFIED_TTL => {
+                self.digest(password).ct_eq(d).into()
+            }
+            _ => false,
+        }
+    }
+
+    /// Remember a successful verification.
+    fn insert(&mut self, user: &str, password: &[u8], now: std::time::Instant) {
+        if self.entries.len() >= VERIFIED_MAX {
+            self.entries.clear();
+        }
+        let d = self.digest(password);
+        self.entries.insert(user.to_owned(), (d, now));
+    }
 }
 
 /// A JWT verification key and its rules.
@@ -271,8 +335,16 @@ impl Auth {
             (None, _) if policy.anonymous => Ok(None),
             (None, _) => Err(Denied::AnonymousNotAllowed),
             (Some(u), Some(file)) => match password {
-                Some(p) if file.verify(u, p) => Ok(Some(Arc::from(u))),
-                _ => Err(Denied::BadCredentials),
+                Some(p) => {
+                    let now = std::time::Instant::now();
+                    if policy.verified.lock().hit(u, p, now) || file.verify(u, p) {
+                        policy.verified.lock().insert(u, p, now);
+                        Ok(Some(Arc::from(u)))
+                    } else {
+                        Err(Denied::BadCredentials)
+                    }
+                }
+                None => Err(Denied::BadCredentials),
             },
             (Some(u), None) if policy.anonymous => Ok(Some(Arc::from(u))),
             (Some(_), None) => Err(Denied::BadCredentials),
@@ -281,6 +353,30 @@ impl Auth {
             self.metrics.logins_refused.fetch_add(1, Ordering::Relaxed);
         }
         result
+    }
+
+    /// [`Auth::login`] for async callers: a password that was not verified recently is
+    /// checked on tokio's blocking pool, so an argon2id verification (tens of ms) never stalls
+    /// the runtime threads serving other connections.
+    pub async fn login_async(
+        self: &Arc<Self>,
+        username: Option<&str>,
+        password: Option<&[u8]>,
+    ) -> Result<Option<Arc<str>>, Denied> {
+        if let (Some(u), Some(p)) = (username, password) {
+            let slow = {
+                let policy = self.policy.load();
+                policy.passwords.is_some()
+                    && !policy.verified.lock().hit(u, p, std::time::Instant::now())
+            };
+            if slow {
+                let (me, u, p) = (self.clone(), u.to_owned(), p.to_vec());
+                return tokio::task::spawn_blocking(move || me.login(Some(&u), Some(&p)))
+                    .await
+                    .unwrap_or(Err(Denied::BadCredentials));
+            }
+        }
+        self.login(username, password)
     }
 
     /// Check a bearer JWT: its `sub` is the username; an `acl` claim, when present, replaces
@@ -407,6 +503,7 @@ fn load(config: &AuthConfig) -> Result<Policy, AuthError> {
         jwt,
         psk,
         anonymous: config.anonymous_allowed(),
+        verified: parking_lot::Mutex::new(Verified::new()),
     })
 }
 
@@ -508,6 +605,37 @@ mod tests {
         .unwrap();
         assert_eq!(open.login(None, None), Ok(None));
         assert_eq!(auth.metrics.logins_refused.load(Ordering::Relaxed), 4);
+    }
+
+    #[test]
+    fn verified_passwords_are_remembered_until_the_file_changes() {
+        let h = password::hash_password("pw").unwrap();
+        let (dir, c) = files(&format!("alice:{h}\n"), None);
+        let auth = Auth::new(c).unwrap();
+        assert!(auth.login(Some("alice"), Some(b"pw")).is_ok());
+        // Remembered: a wrong password is still checked, and still wrong.
+        assert_eq!(
+            auth.login(Some("alice"), Some(b"pw2")),
+            Err(Denied::BadCredentials)
+        );
+        let t = std::time::Instant::now();
+        for _ in 0..50 {
+            assert!(auth.login(Some("alice"), Some(b"pw")).is_ok());
+        }
+        assert!(
+            t.elapsed() < std::time::Duration::from_millis(500),
+            "50 cached logins took {:?}: the cache is not used",
+            t.elapsed()
+        );
+        // A new password file (reload) forgets what was verified against the old one.
+        let h2 = password::hash_password("new").unwrap();
+        std::fs::write(dir.path().join("passwd"), format!("alice:{h2}\n")).unwrap();
+        auth.reload().unwrap();
+        assert_eq!(
+            auth.login(Some("alice"), Some(b"pw")),
+            Err(Denied::BadCredentials)
+        );
+        assert!(auth.login(Some("alice"), Some(b"new")).is_ok());
     }
 
     #[test]

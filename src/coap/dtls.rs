@@ -39,6 +39,7 @@ use super::{endpoint_config, send, sleep_until, Caller, Front, MAX_DATAGRAM};
 use crate::auth::Auth;
 use crate::broker::Broker;
 use crate::config::Config;
+use crate::limits::{Limits, RateLimiters};
 use crate::shutdown::Shutdown;
 
 /// Longest a DTLS handshake may take from the first ClientHello. A real handshake takes a
@@ -93,8 +94,10 @@ thread_local! {
 /// Looks identities up in the PSK file (through [`Auth`], so a SIGHUP reload reaches new
 /// handshakes) and notes what was asked in [`RESOLVED`].
 struct Resolver {
-    /// The identities and keys.
-    auth: Arc<Auth>,
+    /// The identities and keys. dimpl wants an unwind-safe resolver; `Auth`'s interior
+    /// mutability (the password cache, counters) is never touched by a PSK lookup, and a
+    /// panic inside dimpl leaves nothing of it half-updated.
+    auth: std::panic::AssertUnwindSafe<Arc<Auth>>,
 }
 
 impl PskResolver for Resolver {
@@ -134,7 +137,12 @@ impl DtlsListener {
     pub async fn bind(config: &Config, auth: Arc<Auth>) -> Result<DtlsListener, crate::Error> {
         let addr = config.coaps_addr();
         let dtls = dimpl::Config::builder()
-            .with_psk_server(None, Arc::new(Resolver { auth }))
+            .with_psk_server(
+                None,
+                Arc::new(Resolver {
+                    auth: std::panic::AssertUnwindSafe(auth),
+                }),
+            )
             .dtls12_cipher_suites(&[Dtls12CipherSuite::PSK_AES128_CCM_8])
             .handshake_timeout(HANDSHAKE_TIMEOUT)
             .mtu(DTLS_MTU)
@@ -170,9 +178,11 @@ impl DtlsListener {
         broker: Arc<Broker>,
         auth: Arc<Auth>,
         config: Arc<Config>,
+        limits: Arc<Limits>,
         mut shutdown: Shutdown,
     ) {
         let shared = Arc::new(Shared {
+            writes: limits.coap.clone(),
             socket: self.socket,
             dtls: self.dtls,
             stats: self.stats,
@@ -257,6 +267,8 @@ struct Shared {
     config: Arc<Config>,
     /// `[coap] dtls_idle_timeout_secs`.
     idle_timeout: Duration,
+    /// CoAP writes per client address (`[limits] publish_rate`).
+    writes: Arc<RateLimiters>,
 }
 
 /// The receiving task's view of one session.
@@ -413,7 +425,12 @@ async fn session(
 ) {
     let config = &shared.config;
     let mut endpoint = Endpoint::new(endpoint_config(config));
-    let mut front = Front::new(shared.broker.clone(), shared.auth.clone(), config);
+    let mut front = Front::new(
+        shared.broker.clone(),
+        shared.auth.clone(),
+        config,
+        shared.writes.clone(),
+    );
     let mailbox = front.mailbox.clone();
     let mut s = Session {
         peer,
@@ -521,7 +538,7 @@ mod tests {
         })
         .unwrap();
         let r = Resolver {
-            auth: Arc::new(auth),
+            auth: std::panic::AssertUnwindSafe(Arc::new(auth)),
         };
         RESOLVED.with(|s| s.borrow_mut().take());
         assert_eq!(r.resolve(b"alice"), Some(vec![0x00, 0xff]));

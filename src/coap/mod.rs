@@ -32,6 +32,7 @@ use crate::broker::message::QoS;
 use crate::broker::topic::{TopicFilter, TopicName};
 use crate::broker::Broker;
 use crate::config::{CoapNotify, Config};
+use crate::limits::{Limits, RateLimiters};
 use crate::shutdown::Shutdown;
 
 pub use dtls::{DtlsListener, DtlsStats};
@@ -207,12 +208,18 @@ pub(crate) struct Front {
 
 impl Front {
     /// A front for one machine.
-    fn new(broker: Arc<Broker>, auth: Arc<Auth>, config: &Config) -> Front {
+    fn new(
+        broker: Arc<Broker>,
+        auth: Arc<Auth>,
+        config: &Config,
+        writes: Arc<RateLimiters>,
+    ) -> Front {
         Front {
             ctx: resource::Context {
                 broker,
                 auth,
                 max_age: config.coap.max_age,
+                writes,
             },
             mailbox: Mailbox::new(config.coap.notify_queue, OverflowPolicy::DropOldest),
             observed: HashSet::new(),
@@ -332,10 +339,11 @@ pub async fn serve(
     broker: Arc<Broker>,
     auth: Arc<Auth>,
     config: Arc<Config>,
+    limits: Arc<Limits>,
     mut shutdown: Shutdown,
 ) {
     let mut endpoint = Endpoint::new(endpoint_config(&config));
-    let mut front = Front::new(broker, auth, &config);
+    let mut front = Front::new(broker, auth, &config, limits.coap.clone());
     let mailbox = front.mailbox.clone();
     // Plain CoAP authenticates nobody.
     let anonymous = Caller::default();

@@ -15,6 +15,7 @@ use crate::broker::message::{Message, Origin, RetainedValue};
 use crate::broker::retained::{Precondition, TagSet, WriteOutcome};
 use crate::broker::topic::TopicName;
 use crate::broker::{retained_message, Broker};
+use crate::limits::RateLimiters;
 
 /// Content-Format of `application/octet-stream`, the format of a value stored without one.
 const OCTET_STREAM: u16 = 42;
@@ -49,6 +50,8 @@ pub(super) struct Context {
     pub auth: Arc<Auth>,
     /// Max-Age to send with values.
     pub max_age: u32,
+    /// Writes per client address (`[limits] publish_rate`), shared by every CoAP transport.
+    pub writes: Arc<RateLimiters>,
 }
 
 /// Who sent a request, carried beside it into [`route`] so the per-request ACL (issue 5)
@@ -224,6 +227,24 @@ pub(super) fn observed_topic(req: &Request) -> Option<TopicName> {
     }
 }
 
+/// `[limits] publish_rate` per client address: 5.03 Service Unavailable with Max-Age = the
+/// seconds until the address may write again (RFC 7252 §5.9.3.4) and a diagnostic payload.
+fn limit_writes(ctx: &Context, req: &Request) -> Result<(), Response> {
+    let ip = req.peer.ip();
+    let Err(wait) = ctx.writes.check(ip, std::time::Instant::now()) else {
+        return Ok(());
+    };
+    let secs = crate::limits::whole_seconds(wait);
+    tracing::debug!(%ip, max_age = secs, "CoAP write refused: over [limits] publish_rate");
+    Err(Response {
+        max_age: Some(u32::try_from(secs).unwrap_or(u32::MAX)),
+        ..diag(
+            ResponseType::ServiceUnavailable,
+            format!("{ip} writes faster than allowed per client ([limits] publish_rate); retry in {secs} s"),
+        )
+    })
+}
+
 /// Decide how to answer `req`, sent by `caller`.
 pub(super) fn route(ctx: &Context, req: &Request, caller: &Caller) -> Action {
     if req.path == [".well-known", "core"] {
@@ -251,6 +272,11 @@ pub(super) fn route(ctx: &Context, req: &Request, caller: &Caller) -> Action {
     };
     if let Err(refused) = authorize(ctx, caller, Access::of(req.method), &topic) {
         return answer(refused);
+    }
+    if Access::of(req.method) == Access::Write {
+        if let Err(refused) = limit_writes(ctx, req) {
+            return answer(refused);
+        }
     }
     match req.method {
         Method::Get => get(ctx, req, topic),

@@ -15,6 +15,7 @@ use super::{endpoint_config, sleep_until, Caller, Front};
 use crate::auth::Auth;
 use crate::broker::Broker;
 use crate::config::Config;
+use crate::limits::{Limits, RateLimiters};
 use crate::shutdown::Shutdown;
 
 /// How long one write to a client may take before the connection is given up: a client
@@ -28,13 +29,23 @@ pub async fn serve_tcp(
     broker: Arc<Broker>,
     auth: Arc<Auth>,
     config: Arc<Config>,
+    limits: Arc<Limits>,
     mut shutdown: Shutdown,
 ) {
     let slots = Arc::new(Semaphore::new(config.coap.tcp_max_connections.max(1)));
+    let gate = limits.gate("coap-tcp");
     loop {
         tokio::select! {
             r = listener.accept() => match r {
                 Ok((stream, peer)) => {
+                    let admitted = match gate.admit(peer.ip(), Instant::now()) {
+                        Ok(p) => p,
+                        Err(refused) => {
+                            tracing::warn!(%peer, reason = %refused, "CoAP/TCP connection refused by [limits]");
+                            drop(stream);
+                            continue;
+                        }
+                    };
                     let Ok(permit) = slots.clone().try_acquire_owned() else {
                         tracing::warn!(%peer, "CoAP/TCP connection refused: too many connections");
                         drop(stream);
@@ -42,9 +53,11 @@ pub async fn serve_tcp(
                     };
                     let (broker, auth, config, shutdown) =
                         (broker.clone(), auth.clone(), config.clone(), shutdown.clone());
+                    let writes = limits.coap.clone();
                     tokio::spawn(async move {
-                        connection(stream, peer, broker, auth, config, shutdown).await;
+                        connection(stream, peer, broker, auth, config, writes, shutdown).await;
                         drop(permit);
+                        drop(admitted);
                     });
                 }
                 Err(e) => {
@@ -75,11 +88,12 @@ async fn connection(
     broker: Arc<Broker>,
     auth: Arc<Auth>,
     config: Arc<Config>,
+    writes: Arc<RateLimiters>,
     mut shutdown: Shutdown,
 ) {
     let _ = stream.set_nodelay(true);
     let mut conn = TcpConnection::new(endpoint_config(&config), Instant::now(), peer);
-    let mut front = Front::new(broker, auth, &config);
+    let mut front = Front::new(broker, auth, &config, writes);
     let mailbox = front.mailbox.clone();
     let (mut rd, mut wr) = stream.into_split();
     let mut buf = vec![0u8; 16 * 1024];

@@ -14,9 +14,14 @@
 //! The same router serves HTTPS (`http.tls_port`, see [`crate::tls::serve_http`]); there,
 //! a verified client certificate's CN is the [`crate::tls::TlsIdentity`] request extension.
 //!
+//! Reads and writes of `/resources/{topic}` are authenticated (Basic, Bearer JWT, or
+//! anonymous) and checked against the ACL on the parsed topic ([`guard`]). `/openapi.yaml` is
+//! public; `/mqtt` is not HTTP-authenticated, the MQTT CONNECT inside carries the credentials.
+//!
 //! Every error is an RFC 9457 problem document ([`problem`]).
 
 mod conditional;
+pub mod guard;
 mod headers;
 mod problem;
 mod resources;
@@ -40,8 +45,10 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 pub use problem::{Problem, PROBLEM_JSON};
 pub use sse::encode_event;
 
+use crate::auth::Auth;
 use crate::broker::Broker;
 use crate::config::Config;
+use crate::limits::{Limits, RateLimiters};
 use crate::mqtt::Mqtt;
 use crate::shutdown::Shutdown;
 
@@ -68,6 +75,12 @@ pub struct AppState {
     /// The MQTT front-end, for MQTT over WebSocket at `/mqtt`; `None` leaves `/mqtt`
     /// unrouted (unit tests of the resource API).
     pub mqtt: Option<Mqtt>,
+    /// Who may read and write which topic ([`guard`]): the gateway's one authority, shared
+    /// with CoAP and MQTT so a reload changes every protocol at once.
+    pub auth: Arc<Auth>,
+    /// Writes per client address (`[limits] publish_rate`): over it, 429 with Retry-After.
+    /// Shared by HTTP and HTTPS through [`crate::limits::Limits::http`].
+    pub writes: Arc<RateLimiters>,
 }
 
 impl AppState {
@@ -75,10 +88,29 @@ impl AppState {
     pub fn new(broker: Arc<Broker>, config: Arc<Config>, shutdown: Shutdown) -> Self {
         AppState {
             broker,
-            config,
             shutdown,
             mqtt: None,
+            auth: Arc::new(Auth::open()),
+            writes: Arc::new(RateLimiters::new(
+                config.limits.clone(),
+                crate::limits::TRACKED_ADDRESSES,
+            )),
+            config,
         }
+    }
+
+    /// Authenticate and authorize `/resources` requests with `auth` (without it everyone is
+    /// anonymous and allowed everything).
+    pub fn with_auth(mut self, auth: Arc<Auth>) -> Self {
+        self.auth = auth;
+        self
+    }
+
+    /// Count and limit writes with `writes` (the gateway's one per-address HTTP limiter)
+    /// instead of a limiter of this router's own.
+    pub fn with_write_limits(mut self, writes: Arc<RateLimiters>) -> Self {
+        self.writes = writes;
+        self
     }
 
     /// Also serve MQTT over WebSocket at `/mqtt`.
@@ -109,24 +141,26 @@ pub fn app(state: AppState) -> Router {
 }
 
 /// Serve HTTP on `listener` until `shutdown` fires, then finish in-flight requests.
+/// Connections are admitted by the listener's [`ConnectionGate`](crate::limits::ConnectionGate)
+/// and have `http.header_timeout_secs` to send each request header.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     broker: Arc<Broker>,
     config: Arc<Config>,
     mqtt: Mqtt,
+    auth: Arc<Auth>,
+    limits: Arc<Limits>,
     shutdown: Shutdown,
 ) {
-    let mut signal = shutdown.clone();
-    let router = app(AppState::new(broker, config, shutdown).with_mqtt(mqtt));
-    let result = axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move { signal.recv().await })
-    .await;
-    if let Err(e) = result {
-        tracing::error!(error = %e, "HTTP server failed");
-    }
+    let guard = crate::tls::HttpGuard {
+        gate: limits.gate("http"),
+        header_timeout: config.http.header_timeout(),
+    };
+    let router = app(AppState::new(broker, config, shutdown.clone())
+        .with_mqtt(mqtt)
+        .with_auth(auth)
+        .with_write_limits(limits.http.clone()));
+    crate::tls::serve_http(listener, router, None, guard, shutdown, "HTTP").await;
 }
 
 /// The CORS layer for `origins`: none when empty, any origin (without credentials) for
@@ -167,9 +201,15 @@ fn cors_layer(origins: &[String]) -> Option<CorsLayer> {
                 http::header::IF_NONE_MATCH,
                 http::header::IF_MODIFIED_SINCE,
                 http::header::ACCEPT,
+                http::header::AUTHORIZATION,
                 HeaderName::from_static("last-event-id"),
             ])
-            .expose_headers([ETAG, LOCATION, LAST_MODIFIED]),
+            .expose_headers([
+                ETAG,
+                LOCATION,
+                LAST_MODIFIED,
+                http::header::WWW_AUTHENTICATE,
+            ]),
     )
 }
 

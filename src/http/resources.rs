@@ -6,24 +6,27 @@
 //! [`Broker::publish`](crate::broker::Broker::publish) — the one path MQTT and CoAP use — so
 //! HTTP writes reach subscribers of every protocol.
 
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{Request, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use http::header::{
     ACCEPT, ALLOW, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, ETAG, IF_MODIFIED_SINCE,
-    LAST_MODIFIED, LOCATION,
+    LAST_MODIFIED, LOCATION, RETRY_AFTER,
 };
 use http::request::Parts;
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 
 use super::conditional::Conditions;
+use super::guard::{self, Caller};
 use super::headers;
 use super::problem::Problem;
 use super::{sse, AppState};
+use crate::auth::Access;
 use crate::broker::message::{Origin, RetainedValue};
 use crate::broker::retained::{Precondition, TagSet, WriteOutcome};
 use crate::broker::retained_message;
@@ -37,16 +40,59 @@ pub const ALLOWED: &str = "GET, HEAD, PUT, POST, DELETE, OPTIONS";
 const CACHE_POLICY: &str = "no-cache";
 
 /// Every method on `/resources`, `/resources/` and `/resources/{topic}`.
+///
+/// Reads and writes are authenticated first, then the path is parsed into a topic, then the
+/// ACL is asked about that parsed topic ([`guard`]) — all before the value is looked up, so a
+/// refusal does not reveal whether a value exists. OPTIONS and 405 reveal nothing and need no
+/// credentials (CORS preflights never carry any).
 pub async fn handle(State(state): State<AppState>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
-    let result = match parts.method {
-        Method::GET | Method::HEAD => get(&state, &parts).await,
-        Method::PUT | Method::POST => put(&state, &parts, body).await,
-        Method::DELETE => delete(&state, &parts).await,
-        Method::OPTIONS => Ok(options(ALLOWED)),
-        _ => Err(method_not_allowed(&parts.method, parts.uri.path(), ALLOWED)),
+    let access = match parts.method {
+        Method::GET | Method::HEAD => Access::Read,
+        Method::PUT | Method::POST | Method::DELETE => Access::Write,
+        Method::OPTIONS => return options(ALLOWED),
+        _ => return method_not_allowed(&parts.method, parts.uri.path(), ALLOWED).into_response(),
     };
+    let result = async {
+        let caller = guard::authenticate(&state.auth, &parts.headers).await?;
+        let topic = topic_of(parts.uri.path())?;
+        guard::authorize(&state.auth, &caller, access, &topic)?;
+        if access == Access::Write {
+            limit_writes(&state, &parts)?;
+        }
+        match parts.method {
+            Method::GET | Method::HEAD => get(&state, &parts, topic, caller).await,
+            Method::PUT | Method::POST => put(&state, &parts, topic, body).await,
+            _ => delete(&state, &parts, topic).await,
+        }
+    }
+    .await;
     result.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// `[limits] publish_rate` per client address: 429 Too Many Requests with `Retry-After`
+/// (whole seconds, rounded up) once the address's bucket is empty (RFC 6585 §4).
+fn limit_writes(state: &AppState, parts: &Parts) -> Result<(), Problem> {
+    let ip = parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip())
+        .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+    let Err(wait) = state.writes.check(ip, std::time::Instant::now()) else {
+        return Ok(());
+    };
+    let secs = crate::limits::whole_seconds(wait);
+    tracing::debug!(%ip, retry_after = secs, "HTTP write refused: over [limits] publish_rate");
+    let limits = &state.config.limits;
+    Err(Problem::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        format!(
+            "{ip} writes faster than the {} writes per second (burst {}) allowed per client; retry in {secs} s",
+            limits.publish_rate,
+            limits.publish_burst.max(limits.publish_rate)
+        ),
+    )
+    .with_header(RETRY_AFTER, &secs.to_string()))
 }
 
 /// 204 with `Allow`: the answer to a plain (non-CORS) OPTIONS.
@@ -84,13 +130,16 @@ pub fn topic_of(path: &str) -> Result<TopicName, Problem> {
 }
 
 /// GET and HEAD: the stored value, a Server-Sent Events stream, or 304/404/412.
-async fn get(state: &AppState, request: &Parts) -> Result<Response, Problem> {
-    let path = request.uri.path();
-    let topic = topic_of(path)?;
+async fn get(
+    state: &AppState,
+    request: &Parts,
+    topic: TopicName,
+    caller: Caller,
+) -> Result<Response, Problem> {
     let headers = &request.headers;
     let conditions = Conditions::from_headers(headers)?;
     if request.method == Method::GET && wants_event_stream(headers) {
-        return Ok(sse::stream(state, topic));
+        return Ok(sse::stream(state, topic, caller.identity));
     }
     let Some(value) = state.broker.get(&topic) else {
         if conditions.if_match.is_some() {
@@ -173,9 +222,13 @@ fn header_text(headers: &HeaderMap, name: &http::header::HeaderName) -> String {
 }
 
 /// PUT and POST: store the body as the value (an empty body clears it).
-async fn put(state: &AppState, parts: &Parts, body: Body) -> Result<Response, Problem> {
+async fn put(
+    state: &AppState,
+    parts: &Parts,
+    topic: TopicName,
+    body: Body,
+) -> Result<Response, Problem> {
     let path = parts.uri.path();
-    let topic = topic_of(path)?;
     let conditions = Conditions::from_headers(&parts.headers)?;
     let content_type = match parts.headers.get(CONTENT_TYPE) {
         None => None,
@@ -219,8 +272,7 @@ async fn put(state: &AppState, parts: &Parts, body: Body) -> Result<Response, Pr
 }
 
 /// DELETE: clear the value; 404 when there is none.
-async fn delete(state: &AppState, request: &Parts) -> Result<Response, Problem> {
-    let topic = topic_of(request.uri.path())?;
+async fn delete(state: &AppState, request: &Parts, topic: TopicName) -> Result<Response, Problem> {
     let conditions = Conditions::from_headers(&request.headers)?;
     let mut precondition: Precondition = conditions.precondition();
     precondition.if_match.get_or_insert(TagSet::Any);

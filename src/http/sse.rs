@@ -12,6 +12,11 @@
 //! - the value was cleared (empty retained publish, DELETE): `event: delete`, empty `data:`;
 //! - `id:` counts the events of this stream from 1;
 //! - a `: keep-alive` comment every 15 s of silence keeps proxies from closing the stream.
+//!
+//! Access: the stream's topic is exact (never a wildcard), and the caller's read access to it
+//! was checked before the stream opened. It is checked again before every event when an ACL or
+//! token grants are in force, so a reload that revokes it ends the stream instead of letting
+//! it run on under the old rules.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -25,6 +30,7 @@ use http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use http::{HeaderName, HeaderValue, StatusCode};
 
 use super::AppState;
+use crate::auth::{Access, Auth, Identity};
 use crate::broker::mailbox::{Mailbox, OverflowPolicy};
 use crate::broker::message::QoS;
 use crate::broker::topic::{TopicFilter, TopicName};
@@ -37,8 +43,8 @@ pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
 /// The keep-alive comment.
 const KEEP_ALIVE_FRAME: &[u8] = b": keep-alive\n\n";
 
-/// Start an event stream on `topic`.
-pub fn stream(state: &AppState, topic: TopicName) -> Response {
+/// Start an event stream on `topic` for `reader` (whose read access was already checked).
+pub fn stream(state: &AppState, topic: TopicName, reader: Identity) -> Response {
     let filter = TopicFilter::exact(&topic);
     // Slow readers get the latest values: old events are dropped, never the publisher.
     let mailbox = Mailbox::new(state.config.http.sse_queue, OverflowPolicy::DropOldest);
@@ -55,6 +61,11 @@ pub fn stream(state: &AppState, topic: TopicName) -> Response {
         next_id: 1,
         first: None,
         shutdown: state.shutdown.clone(),
+        access: ReadAccess {
+            auth: state.auth.clone(),
+            reader,
+            topic: topic.clone(),
+        },
     };
     if let Some(value) = state.broker.get(&topic) {
         feed.first = Some(feed.frame(&value.payload, false));
@@ -108,6 +119,38 @@ struct Feed {
     first: Option<Bytes>,
     /// Ends the stream when the gateway stops, so graceful shutdown is not held up.
     shutdown: Shutdown,
+    /// Re-checked before each event, so a reload that revokes read access ends the stream.
+    access: ReadAccess,
+}
+
+/// Who reads a stream, and the authority that says whether they still may.
+struct ReadAccess {
+    /// The gateway's authority (its policy changes on reload).
+    auth: Arc<Auth>,
+    /// Who opened the stream.
+    reader: Identity,
+    /// The stream's topic.
+    topic: TopicName,
+}
+
+impl ReadAccess {
+    /// May the reader still read the topic? Always yes when no ACL applies to it.
+    fn still_allowed(&self) -> bool {
+        if !self.auth.filters_reads(&self.reader) {
+            return true;
+        }
+        let ok = self
+            .auth
+            .allows(&self.reader, Access::Read, self.topic.as_str());
+        if !ok {
+            tracing::debug!(
+                topic = %self.topic,
+                user = self.reader.username.as_deref().unwrap_or("<anonymous>"),
+                "SSE stream ended: read access was revoked"
+            );
+        }
+        ok
+    }
 }
 
 impl Feed {
@@ -121,6 +164,9 @@ impl Feed {
                 return None;
             }
             if let Some(d) = self.subscription.mailbox.pop() {
+                if !self.access.still_allowed() {
+                    return None;
+                }
                 let frame = self.frame(&d.message.payload, d.message.clears_retained());
                 return Some(frame);
             }

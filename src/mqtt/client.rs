@@ -32,6 +32,7 @@ use crate::broker::message::{Delivery, Message, Origin, QoS};
 use crate::broker::retained::Precondition;
 use crate::broker::topic::{TopicFilter, TopicName};
 use crate::broker::trie::SubOptions;
+use crate::limits::WriteLimiter;
 use crate::shutdown::Shutdown;
 use crate::tls::TlsPeer;
 
@@ -111,6 +112,8 @@ struct Driver {
     /// Inbound QoS 2 packet ids the broker has handled whose PUBREC waits until the id is
     /// durable in a persistent session, with the reason code to send (see [`Session::sync_state`]).
     unrecorded_qos2: Vec<(u16, u8)>,
+    /// `[limits] publish_rate` for this connection's PUBLISHes.
+    writes: WriteLimiter,
 }
 
 /// Serve one connection until it closes: a TCP socket's halves, a TLS stream's, or a
@@ -154,6 +157,7 @@ pub(crate) async fn run<R, W>(
         username: None,
         too_large_counted: 0,
         unrecorded_qos2: Vec::new(),
+        writes: shared.limits.write_limiter(),
     };
     // Buffers start empty and grow with the traffic, so an idle connection costs no buffer
     // memory (issue 6: 50k idle connections); see `ReadSize`.
@@ -557,6 +561,9 @@ impl Driver {
     }
 
     async fn on_publish(&mut self, p: Publish, properties: Option<Properties>) {
+        if !self.within_write_rate(&p).await {
+            return;
+        }
         let topic = match TopicName::parse(&p.topic) {
             Ok(t) => t,
             Err(e) => {
@@ -651,6 +658,45 @@ impl Driver {
                 }
             }
         }
+    }
+
+    /// `[limits] publish_rate`: whether `p` may be published now. Over the rate, a v5 QoS 1/2
+    /// PUBLISH is answered PUBACK/PUBREC 0x97 Quota exceeded and a v5 QoS 0 one closes the
+    /// connection with DISCONNECT 0x96 Message rate too high; 3.1.1 has no negative
+    /// acknowledgement, so the connection is throttled instead — nothing is read from its
+    /// socket until the wait is over — and nothing is lost.
+    async fn within_write_rate(&mut self, p: &Publish) -> bool {
+        let Err(wait) = self.writes.check(Instant::now()) else {
+            return true;
+        };
+        self.shared
+            .limits
+            .mqtt_writes_refused
+            .fetch_add(1, Ordering::Relaxed);
+        let rate = self.shared.limits.config.publish_rate;
+        if !self.v5 {
+            tracing::debug!(peer = %self.peer, ?wait, "MQTT 3.1.1 publisher throttled: over [limits] publish_rate");
+            let mut wait = wait;
+            loop {
+                tokio::time::sleep(wait).await;
+                match self.writes.check(Instant::now()) {
+                    Ok(()) => return true,
+                    Err(w) => wait = w,
+                }
+            }
+        }
+        let why = format!("more than {rate} PUBLISH per second ([limits] publish_rate)");
+        tracing::debug!(peer = %self.peer, qos = ?p.qos, "MQTT PUBLISH refused: {why}");
+        if p.qos == ponte_mqtt::QoS::AtMostOnce {
+            self.conn.close(CloseReason::ServerWithReason {
+                reason_code: reason::MESSAGE_RATE_TOO_HIGH,
+                reason_string: why,
+            });
+        } else {
+            self.conn
+                .publish_failed_because(p.pkid, reason::QUOTA_EXCEEDED, Some(why));
+        }
+        false
     }
 
     async fn on_closed(&mut self, reason: CloseReason, will: Option<LastWill>) {

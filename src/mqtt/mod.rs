@@ -19,6 +19,7 @@ use tokio::sync::Semaphore;
 use crate::auth::Auth;
 use crate::broker::Broker;
 use crate::config::Config;
+use crate::limits::{ConnPermit, ConnectionGate, Limits};
 use crate::shutdown::Shutdown;
 use crate::tls::{Tls, TlsPeer};
 use session::Registry;
@@ -39,6 +40,9 @@ pub(crate) struct Shared {
     /// `tls.use_identity_as_username`: on TLS connections the client certificate's CN
     /// replaces CONNECT's username, and a client without one is refused.
     pub use_identity_as_username: bool,
+    /// Abuse limits: each listener's connection gate, each connection's write limiter and
+    /// the count of PUBLISHes refused.
+    pub limits: Arc<Limits>,
 }
 
 /// One connected MQTT client, as [`Clients::list`] shows it.
@@ -89,6 +93,7 @@ impl Mqtt {
         broker: Arc<Broker>,
         config: Arc<Config>,
         auth: Arc<Auth>,
+        limits: Arc<Limits>,
         shutdown: Shutdown,
     ) -> Self {
         let sessions = Registry::new(
@@ -111,6 +116,7 @@ impl Mqtt {
                 auth,
                 broker,
                 use_identity_as_username: config.tls.use_identity_as_username,
+                limits,
                 config: config.clone(),
             }),
             slots: Arc::new(Semaphore::new(config.mqtt.max_connections)),
@@ -146,6 +152,7 @@ pub async fn serve(listener: TcpListener, mqtt: Mqtt) {
     tokio::spawn(expire_sessions(mqtt.clone()));
     let mut shutdown = mqtt.shutdown.clone();
     let limit = mqtt.shared.config.mqtt.max_connections;
+    let gate = mqtt.shared.limits.gate("mqtt");
     loop {
         let accepted = tokio::select! {
             _ = shutdown.recv() => break,
@@ -160,6 +167,9 @@ pub async fn serve(listener: TcpListener, mqtt: Mqtt) {
                 continue;
             }
         };
+        let Some(admitted) = admit(&gate, peer, "MQTT") else {
+            continue;
+        };
         let Some(permit) = mqtt.try_slot() else {
             tracing::warn!(%peer, limit, "MQTT connection refused: max_connections reached");
             continue;
@@ -172,6 +182,7 @@ pub async fn serve(listener: TcpListener, mqtt: Mqtt) {
             let (reader, writer) = counted::wrap(reader, writer, &shared.stats);
             client::run(reader, writer, peer, None, shared, shutdown).await;
             drop(permit);
+            drop(admitted);
         });
     }
 }
@@ -183,6 +194,7 @@ pub async fn serve(listener: TcpListener, mqtt: Mqtt) {
 pub async fn serve_tls(listener: TcpListener, mqtt: Mqtt, tls: Arc<Tls>) {
     let mut shutdown = mqtt.shutdown.clone();
     let limit = mqtt.shared.config.mqtt.max_connections;
+    let gate = mqtt.shared.limits.gate("mqtts");
     loop {
         let accepted = tokio::select! {
             _ = shutdown.recv() => break,
@@ -195,6 +207,9 @@ pub async fn serve_tls(listener: TcpListener, mqtt: Mqtt, tls: Arc<Tls>) {
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                 continue;
             }
+        };
+        let Some(admitted) = admit(&gate, peer, "MQTT/TLS") else {
+            continue;
         };
         let Some(permit) = mqtt.try_slot() else {
             tracing::warn!(%peer, limit, "MQTT/TLS connection refused: max_connections reached");
@@ -215,7 +230,28 @@ pub async fn serve_tls(listener: TcpListener, mqtt: Mqtt, tls: Arc<Tls>) {
             let (reader, writer) = counted::wrap(reader, writer, &shared.stats);
             client::run(reader, writer, peer, Some(tls_peer), shared, shutdown).await;
             drop(permit);
+            drop(admitted);
         });
+    }
+}
+
+/// Ask the listener's gate ([`crate::limits`]) whether `peer` may connect; a refused
+/// connection is logged here and closed by the caller before any MQTT byte.
+fn admit(gate: &Arc<ConnectionGate>, peer: SocketAddr, what: &'static str) -> Option<ConnPermit> {
+    match gate.admit(peer.ip(), std::time::Instant::now()) {
+        Ok(p) => Some(p),
+        Err(refused) => {
+            tracing::warn!(%peer, listener = what, reason = %refused, "MQTT connection refused by [limits]");
+            None
+        }
+    }
+}
+
+/// The guard of a WebSocket port of its own: its own gate, `http.header_timeout_secs`.
+fn ws_guard(mqtt: &Mqtt, listener: &'static str) -> crate::tls::HttpGuard {
+    crate::tls::HttpGuard {
+        gate: mqtt.shared.limits.gate(listener),
+        header_timeout: mqtt.shared.config.http.header_timeout(),
     }
 }
 
@@ -253,21 +289,15 @@ fn ws_router(mqtt: Mqtt) -> axum::Router {
 /// Serve MQTT over secure WebSocket on its own port (`mqtt.wss_port`), at any path.
 pub async fn serve_wss(listener: TcpListener, mqtt: Mqtt, tls: Arc<Tls>) {
     let shutdown = mqtt.shutdown.clone();
+    let guard = ws_guard(&mqtt, "mqtt-wss");
     let router = ws_router(mqtt);
-    crate::tls::serve_http(listener, router, tls, shutdown, "MQTT/WSS").await;
+    crate::tls::serve_http(listener, router, Some(tls), guard, shutdown, "MQTT/WSS").await;
 }
 
 /// Serve MQTT over WebSocket on its own port (`mqtt.ws_port`), at any path.
 pub async fn serve_ws(listener: TcpListener, mqtt: Mqtt) {
-    let mut signal = mqtt.shutdown.clone();
+    let shutdown = mqtt.shutdown.clone();
+    let guard = ws_guard(&mqtt, "mqtt-ws");
     let router = ws_router(mqtt);
-    let served = axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move { signal.recv().await })
-    .await;
-    if let Err(e) = served {
-        tracing::error!(error = %e, "MQTT/WebSocket server failed");
-    }
+    crate::tls::serve_http(listener, router, None, guard, shutdown, "MQTT/WebSocket").await;
 }

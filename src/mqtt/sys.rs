@@ -39,7 +39,8 @@ pub(super) async fn run(mqtt: Mqtt) {
         let broker = &mqtt.shared.broker;
         let m = &broker.metrics;
         let s = &mqtt.shared.stats;
-        let values: [(&'static str, String); 12] = [
+        let refused = mqtt.shared.limits.refused();
+        let values: [(&'static str, String); 14] = [
             (
                 "$SYS/broker/version",
                 format!("ponte version {}", env!("CARGO_PKG_VERSION")),
@@ -81,6 +82,15 @@ pub(super) async fn run(mqtt: Mqtt) {
             (
                 "$SYS/broker/subscriptions/count",
                 broker.subscription_count().to_string(),
+            ),
+            // Refused by `[limits]`, every listener and protocol together (ponte's own).
+            (
+                "$SYS/broker/connections/refused",
+                refused.connections_total().to_string(),
+            ),
+            (
+                "$SYS/broker/publish/messages/refused",
+                refused.writes_total().to_string(),
             ),
         ];
         for (topic, value) in values {

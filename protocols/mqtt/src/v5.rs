@@ -67,6 +67,8 @@ pub mod reason {
     pub const TOPIC_ALIAS_INVALID: u8 = 0x94;
     /// 0x95: packet too large.
     pub const PACKET_TOO_LARGE: u8 = 0x95;
+    /// 0x96: message rate too high.
+    pub const MESSAGE_RATE_TOO_HIGH: u8 = 0x96;
     /// 0x97: quota exceeded.
     pub const QUOTA_EXCEEDED: u8 = 0x97;
     /// 0x9E: shared subscriptions not supported.
