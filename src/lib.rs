@@ -214,6 +214,7 @@ pub async fn start(config: Config) -> Result<Gateway, Error> {
     let front = mqtt::Mqtt::new(
         broker.clone(),
         config.clone(),
+        auth.clone(),
         limits.clone(),
         controller.subscribe(),
     );

@@ -558,6 +558,63 @@ async fn use_identity_as_username_makes_the_cert_cn_the_username_and_refuses_cli
 }
 
 #[tokio::test]
+async fn use_identity_as_username_skips_the_password_and_the_acl_applies_to_the_cn() {
+    let pki = Pki::new();
+    let hash = ponte::auth::password::hash_password("carol-pw").unwrap();
+    std::fs::write(pki.path("passwd"), format!("carol:{hash}\n")).unwrap();
+    std::fs::write(pki.path("acl"), "user alice\ntopic readwrite alice/#\n").unwrap();
+    let gw = tls_gateway(&pki, |c| {
+        c.tls.use_identity_as_username = true;
+        c.auth.password_file = Some(pki.path("passwd"));
+        c.auth.acl_file = Some(pki.path("acl"));
+    })
+    .await;
+    // The certificate says "alice", who is not in the password file: the CN is proof enough
+    // (as in mosquitto), whatever CONNECT claims.
+    let mut o = tls_options(
+        gw.mqtts_addr.unwrap(),
+        "cn-acl",
+        pki.rumqttc_tls(Some("client")),
+    );
+    o.set_credentials("mallory", "not-checked");
+    let mut alice = Client::connect(o).await;
+    alice.publish("alice/t", "mine").await;
+    alice.publish("carol/t", "not mine").await;
+    let get = |t: &str| {
+        gw.broker
+            .get(&ponte::broker::topic::TopicName::parse(t).unwrap())
+            .is_some()
+    };
+    alice
+        .client
+        .publish("alice/r", QoS::AtLeastOnce, true, "kept")
+        .await
+        .unwrap();
+    alice
+        .client
+        .publish("carol/r", QoS::AtLeastOnce, true, "dropped")
+        .await
+        .unwrap();
+    alice
+        .wait_ack(
+            "two PUBACKs",
+            |p| matches!(p, Packet::PubAck(a) if a.pkid >= 4),
+        )
+        .await;
+    assert!(get("alice/r"), "the ACL grants alice/# to the CN");
+    assert!(!get("carol/r"), "and nothing else");
+    // Over plain TCP the password is checked as usual.
+    let mut o = support::mqtt_options(gw.mqtt_addr, "plain");
+    o.set_credentials("alice", "anything");
+    let refused = Client::try_connect(o).await.err().expect("refused");
+    assert!(
+        refused.contains(&format!("{:?}", ConnectReturnCode::BadUserNamePassword)),
+        "{refused}"
+    );
+    gw.shutdown().await;
+}
+
+#[tokio::test]
 async fn https_requests_carry_the_verified_client_cn_as_tls_identity() {
     use axum::Extension;
     use ponte::tls::{TlsIdentity, TlsPeer};

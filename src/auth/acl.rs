@@ -214,6 +214,28 @@ impl Acl {
         possible
     }
 
+    /// May `who` read *every* topic `filter` matches? Used where a delivery refused later
+    /// could not go to someone else instead (MQTT shared subscriptions). Conservative: yes
+    /// only when one applicable rule grants reading all of `filter` and no `deny` rule meets
+    /// it, so grants that cover a filter only together answer no.
+    pub fn allows_read_all(&self, who: Subject<'_>, filter: &str) -> bool {
+        let sub: Vec<&str> = filter.split('/').collect();
+        let mut covered = false;
+        for rule in self.applicable(who) {
+            let Some(levels) = rule.levels_for(who) else {
+                continue;
+            };
+            if rule.grant == Grant::Deny {
+                if intersects(&levels, &sub) {
+                    return false;
+                }
+            } else if rule.grant.grants(Access::Read) && covers(&levels, &sub) {
+                covered = true;
+            }
+        }
+        covered
+    }
+
     /// The rules that apply to `who`: its block, then every pattern.
     fn applicable<'s>(&'s self, who: Subject<'_>) -> impl Iterator<Item = &'s Rule> {
         let block = match who.username {
@@ -462,6 +484,21 @@ pattern read clients/%c
         assert!(!acl.allows_subscribe(a, "bob/#"));
         assert!(!acl.allows_subscribe(anon(), "alice/#"));
         assert!(acl.allows_subscribe(anon(), "public"));
+    }
+
+    #[test]
+    fn read_all_needs_one_rule_covering_the_filter_and_no_deny_meeting_it() {
+        let acl = Acl::parse(FILE).unwrap();
+        let a = user("alice");
+        assert!(acl.allows_read_all(a, "alice/x/+"));
+        assert!(!acl.allows_read_all(a, "alice/#"), "alice/secret is denied");
+        assert!(!acl.allows_read_all(a, "#"));
+        assert!(!acl.allows_read_all(a, "shared/in"), "write-only grant");
+        assert!(acl.allows_read_all(user("bob"), "clients/dev-1"));
+        assert!(acl.allows_read_all(anon(), "public/#"));
+        let sys = Acl::parse("topic read #\n").unwrap();
+        assert!(sys.allows_read_all(anon(), "a/#"));
+        assert!(!sys.allows_read_all(anon(), "$SYS/#"));
     }
 
     #[test]

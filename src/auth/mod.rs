@@ -451,6 +451,22 @@ impl Auth {
         ok
     }
 
+    /// May `who` read every topic `filter` matches (see [`Acl::allows_read_all`])? MQTT asks
+    /// this for shared subscriptions, whose deliveries cannot be filtered per member.
+    pub fn allows_read_all(&self, who: &Identity, filter: &str) -> bool {
+        let ok = match &who.grants {
+            Some(g) => g.allows_read_all(who.subject(), filter),
+            None => match &self.policy.load().acl {
+                Some(acl) => acl.allows_read_all(who.subject(), filter),
+                None => true,
+            },
+        };
+        if !ok {
+            self.metrics.acl_denied.fetch_add(1, Ordering::Relaxed);
+        }
+        ok
+    }
+
     /// Do per-topic read checks matter for `who` (an ACL file or token grants are in force)?
     pub fn filters_reads(&self, who: &Identity) -> bool {
         who.grants.is_some() || self.acl_active()

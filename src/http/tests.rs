@@ -48,6 +48,7 @@ fn harness_over(broker: Arc<Broker>, config: Config) -> Harness {
     let mqtt = crate::mqtt::Mqtt::new(
         broker.clone(),
         config.clone(),
+        Arc::new(crate::auth::Auth::open()),
         crate::limits::Limits::new(config.limits.clone()),
         controller.subscribe(),
     );

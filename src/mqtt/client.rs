@@ -25,6 +25,7 @@ use ponte_mqtt::{
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::Notify;
 
+use super::access::{self, Access};
 use super::session::Session;
 use super::Shared;
 use crate::broker::message::{Delivery, Message, Origin, QoS};
@@ -97,6 +98,8 @@ struct Driver {
     will_properties: Properties,
     /// Session Expiry Interval from CONNECT (or DISCONNECT), bounding the Will Delay.
     session_expiry: u32,
+    /// Who the client is and what the ACL lets it do (see `access.rs`).
+    access: Access,
     /// `Some` on TLS connections (MQTT over TLS, WSS): what the handshake established,
     /// the verified client certificate's CN included.
     tls: Option<TlsPeer>,
@@ -149,6 +152,7 @@ pub(crate) async fn run<R, W>(
         v5: false,
         will_properties: Properties::default(),
         session_expiry: 0,
+        access: Access::new(shared.auth.clone(), peer),
         tls,
         username: None,
         too_large_counted: 0,
@@ -404,6 +408,15 @@ impl Driver {
                         });
                         return;
                     }
+                    if !self.access.may_subscribe(&filter) {
+                        // A refused re-subscription ends the old one too.
+                        if session.subscriptions.lock().remove(&f).is_some() {
+                            self.shared.broker.unsubscribe(&f, session.mailbox.id());
+                        }
+                        refused.add(&filter, access::SUBSCRIBE_DENIED);
+                        codes.push(reason::NOT_AUTHORIZED);
+                        continue;
+                    }
                     let qos = to_core(o.qos);
                     let opts = SubOptions {
                         qos,
@@ -493,6 +506,12 @@ impl Driver {
         } else {
             c.client_id.clone()
         };
+        // Before the session is opened: a refused client takes nothing over.
+        let proven = self.tls.is_some() && self.shared.use_identity_as_username;
+        if let Err(refusal) = self.access.login(&c, &client_id, proven).await {
+            self.conn.reject_v5_because(refusal.code, refusal.reason);
+            return;
+        }
         // v5: the session outlives the connection iff Session Expiry Interval > 0
         // (3.1.2.11.2), whatever Clean Start says; 3.1.1: iff Clean Session is 0, for
         // `session_expiry_secs` (default: forever).
@@ -566,6 +585,21 @@ impl Driver {
                     levels(&p.topic)
                 ),
             });
+            return;
+        }
+        if !self.access.may_publish(&p.topic) {
+            // Nothing stored, retained or delivered. v5 QoS 1/2: PUBACK/PUBREC 0x87; 3.1.1
+            // has no negative acknowledgement, so (as mosquitto) it is acknowledged and the
+            // client does not resend it forever; QoS 0: dropped.
+            if p.qos != ponte_mqtt::QoS::AtMostOnce {
+                if self.v5 {
+                    let why = access::publish_denied_reason(&p.topic);
+                    self.conn
+                        .publish_failed_because(p.pkid, reason::NOT_AUTHORIZED, Some(why));
+                } else {
+                    self.conn.publish_done(p.pkid);
+                }
+            }
             return;
         }
         let qos = to_core(p.qos);
@@ -737,6 +771,7 @@ impl Driver {
         let broker = self.shared.broker.clone();
         let owner = self.session.as_ref().map(|s| s.owner.clone());
         let peer = self.peer;
+        let access = self.access.clone();
         tokio::spawn(async move {
             if delay > 0 {
                 tokio::time::sleep(std::time::Duration::from_secs(u64::from(delay))).await;
@@ -744,6 +779,10 @@ impl Driver {
                     tracing::debug!(%peer, "client reconnected within the Will Delay; will dropped");
                     return;
                 }
+            }
+            // Checked at CONNECT, and again now: the ACL may have been reloaded since.
+            if !access.may_publish(m.topic.as_str()) {
+                return;
             }
             // The Message Expiry of a will counts from when it is published.
             apply_v5_properties(&mut m, props, Instant::now());
@@ -787,10 +826,20 @@ impl Driver {
             return;
         };
         let now = Instant::now();
+        let filtered = self.access.reads_filtered();
         while wbuf.len() < WRITE_HIGH_WATER {
             let Some(d) = session.mailbox.pop() else {
                 break;
             };
+            if filtered && !self.access.may_receive(d.message.topic.as_str()) {
+                // A wider filter than what is readable (`#`): withheld, counted by `Auth`.
+                if d.durable != 0 {
+                    if let Some(q) = self.shared.broker.queue() {
+                        q.remove(&session.key, d.durable);
+                    }
+                }
+                continue;
+            }
             if d.message.expired(now) {
                 self.shared
                     .broker

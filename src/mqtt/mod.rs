@@ -3,6 +3,7 @@
 //! outgoing PUBLISHes. The same connection driver serves plain TCP, TLS ([`serve_tls`]),
 //! WebSocket and secure WebSocket ([`serve_ws`], [`serve_wss`]).
 
+mod access;
 mod client;
 mod counted;
 pub mod session;
@@ -15,6 +16,7 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
+use crate::auth::Auth;
 use crate::broker::Broker;
 use crate::config::Config;
 use crate::limits::{ConnPermit, ConnectionGate, Limits};
@@ -33,6 +35,8 @@ pub(crate) struct Shared {
     pub sessions: Registry,
     /// Byte counters of every transport, for `$SYS`.
     pub stats: counted::Stats,
+    /// Who may connect, publish and subscribe (the gateway's one authority).
+    pub auth: Arc<Auth>,
     /// `tls.use_identity_as_username`: on TLS connections the client certificate's CN
     /// replaces CONNECT's username, and a client without one is refused.
     pub use_identity_as_username: bool,
@@ -83,11 +87,12 @@ pub struct Mqtt {
 }
 
 impl Mqtt {
-    /// The MQTT front-end over `broker`.
+    /// The MQTT front-end over `broker`, checking clients with `auth`.
     /// Stored persistent sessions are restored here, before any listener accepts.
     pub fn new(
         broker: Arc<Broker>,
         config: Arc<Config>,
+        auth: Arc<Auth>,
         limits: Arc<Limits>,
         shutdown: Shutdown,
     ) -> Self {
@@ -108,6 +113,7 @@ impl Mqtt {
             shared: Arc::new(Shared {
                 sessions,
                 stats: counted::Stats::default(),
+                auth,
                 broker,
                 use_identity_as_username: config.tls.use_identity_as_username,
                 limits,

@@ -512,11 +512,12 @@ pub(crate) fn decode_connect_any(
     if !will_flag && (will_qos_bits != 0 || will_retain) {
         return Err(DecodeError::WillFieldsWithoutWill { flags });
     }
-    if has_password && !has_username {
+    let v5 = protocol == ProtocolVersion::V5;
+    // 3.1.1 only: MQTT 5 allows a password without a user name (3.1.2.9), e.g. a token.
+    if has_password && !has_username && !v5 {
         return Err(DecodeError::PasswordWithoutUsername);
     }
     let keep_alive = r.u16("keep alive")?;
-    let v5 = protocol == ProtocolVersion::V5;
     let properties = if v5 {
         Some(crate::v5::decode_properties(
             r,

@@ -45,6 +45,8 @@ pub mod reason {
     pub const UNSUPPORTED_PROTOCOL_VERSION: u8 = 0x84;
     /// 0x85: client identifier not valid.
     pub const CLIENT_IDENTIFIER_NOT_VALID: u8 = 0x85;
+    /// 0x86: bad user name or password.
+    pub const BAD_USER_NAME_OR_PASSWORD: u8 = 0x86;
     /// 0x87: not authorized.
     pub const NOT_AUTHORIZED: u8 = 0x87;
     /// 0x8B: server shutting down.
