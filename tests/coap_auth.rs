@@ -116,7 +116,7 @@ async fn issue_5_plain_coap_is_4_01_when_anonymous_access_is_off() {
 
 #[tokio::test]
 async fn issue_5_coap_client_notls_sees_4_03() {
-    if !have_tool("coap-client-notls") {
+    if !have("coap-client-notls") {
         return;
     }
     let gw = gateway_with(|c| files(c, ACL, None)).await;

@@ -54,20 +54,6 @@ fn stat(gw: &Gateway, f: impl Fn(&ponte::coap::DtlsStats) -> &std::sync::atomic:
 // coap-client as a child process
 // ---------------------------------------------------------------------------------------
 
-/// Whether `bin` is on PATH; when not: panic in CI, otherwise print SKIP and return false.
-fn have(bin: &str) -> bool {
-    let found = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).any(|d| d.join(bin).is_file()))
-        .unwrap_or(false);
-    if !found {
-        if std::env::var_os("CI").is_some() {
-            panic!("{bin} is not installed, and CI must have it");
-        }
-        println!("SKIP: {bin} not installed");
-    }
-    found
-}
-
 /// What a finished child printed (stdout and stderr together).
 struct Ran {
     stdout: String,

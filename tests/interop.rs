@@ -12,20 +12,6 @@ use std::time::{Duration, Instant};
 
 use support::*;
 
-/// Whether `bin` is on PATH; when not: panic in CI, otherwise print SKIP and return false.
-fn have(bin: &str) -> bool {
-    let found = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).any(|d| d.join(bin).is_file()))
-        .unwrap_or(false);
-    if !found {
-        if std::env::var_os("CI").is_some() {
-            panic!("{bin} is not installed, and CI must have it");
-        }
-        println!("SKIP: {bin} not installed");
-    }
-    found
-}
-
 /// A running child with its output collected on reader threads.
 struct Proc {
     child: Child,

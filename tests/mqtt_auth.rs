@@ -20,7 +20,7 @@ use ponte_mqtt::{
     ProtocolVersion, Publish, Publish5, SubscriptionOptions,
 };
 use rumqttc::{ConnectReturnCode, ConnectionError, Event, MqttOptions, QoS, SubscribeReasonCode};
-use support::{within, QUIET, WAIT};
+use support::{have, within, QUIET, WAIT};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
@@ -981,20 +981,6 @@ async fn acl_reload_changes_the_rights_of_connected_clients() {
 // ---------------------------------------------------------------------------------------
 // Password files from other tools, and real CLI clients
 // ---------------------------------------------------------------------------------------
-
-/// Whether `bin` is on PATH; when not: panic in CI, otherwise print SKIP and return false.
-fn have(bin: &str) -> bool {
-    let found = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).any(|d| d.join(bin).is_file()))
-        .unwrap_or(false);
-    if !found {
-        if std::env::var_os("CI").is_some() {
-            panic!("{bin} is not installed, and CI must have it");
-        }
-        println!("SKIP: {bin} not installed");
-    }
-    found
-}
 
 /// Run a CLI client to completion (killed after 10 s); (exit code, stdout + stderr).
 async fn run(program: &str, args: &[String]) -> (Option<i32>, String) {

@@ -27,7 +27,7 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_rustls::rustls;
 
-use support::{within, QUIET, WAIT};
+use support::{have, within, QUIET, WAIT};
 
 // ---------------------------------------------------------------------------------------
 // Certificates
@@ -331,20 +331,6 @@ async fn closed_by_server<S: tokio::io::AsyncRead + Unpin>(s: &mut S, d: Duratio
     })
     .await
     .is_ok()
-}
-
-/// Whether `bin` is on PATH; when not: panic in CI, otherwise print SKIP and return false.
-fn have(bin: &str) -> bool {
-    let found = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).any(|d| d.join(bin).is_file()))
-        .unwrap_or(false);
-    if !found {
-        if std::env::var_os("CI").is_some() {
-            panic!("{bin} is not installed, and CI must have it");
-        }
-        println!("SKIP: {bin} not installed");
-    }
-    found
 }
 
 // ---------------------------------------------------------------------------------------

@@ -674,12 +674,12 @@ pub async fn seed(gw: &Gateway, topic: &str, value: &str) {
 
 /// Whether `bin` is on PATH; when not: panic in CI (it must be installed there), otherwise
 /// print SKIP and return false.
-pub fn have_tool(bin: &str) -> bool {
+pub fn have(bin: &str) -> bool {
     let found = std::env::var_os("PATH")
         .map(|p| std::env::split_paths(&p).any(|d| d.join(bin).is_file()))
         .unwrap_or(false);
     if !found {
-        if std::env::var_os("CI").is_some_and(|v| v == "true") {
+        if std::env::var_os("CI").is_some() {
             panic!("{bin} is not installed, and CI must have it");
         }
         println!("SKIP: {bin} not installed");
