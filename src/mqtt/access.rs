@@ -69,9 +69,10 @@ impl Access {
     /// already proved CONNECT's username (a TLS client certificate's CN under
     /// `tls.use_identity_as_username`), so no password is checked, as in mosquitto.
     ///
-    /// Verifying a password hash is deliberately slow (argon2id, PBKDF2): it runs on the
-    /// blocking pool, so a burst of CONNECTs does not stall the connections served by the
-    /// same runtime threads.
+    /// Verifying a password hash is deliberately slow (argon2id, PBKDF2): through
+    /// [`crate::auth::Auth::login_async`] it runs on the blocking pool unless verified
+    /// recently, so a burst of CONNECTs does not stall the connections served by the same
+    /// runtime threads.
     pub async fn login(
         &mut self,
         connect: &Connect,
@@ -81,23 +82,10 @@ impl Access {
         let checked = match &connect.username {
             Some(user) if proven => Ok(Some(Arc::from(user.as_str()))),
             None => self.auth.login(None, connect.password.as_deref()),
-            Some(_) => {
-                let auth = self.auth.clone();
-                let (user, pass) = (connect.username.clone(), connect.password.clone());
-                match tokio::task::spawn_blocking(move || {
-                    auth.login(user.as_deref(), pass.as_deref())
-                })
-                .await
-                {
-                    Ok(checked) => checked,
-                    Err(e) => {
-                        tracing::error!(peer = %self.peer, client_id, error = %e, "password check failed to run");
-                        return Err(Refusal {
-                            code: reason::UNSPECIFIED_ERROR,
-                            reason: "the password could not be checked".into(),
-                        });
-                    }
-                }
+            Some(user) => {
+                self.auth
+                    .login_async(Some(user), connect.password.as_deref())
+                    .await
             }
         };
         let username = match checked {
