@@ -804,3 +804,90 @@ async fn mqtt_4_7_3_4_topics_are_matched_without_normalisation() {
         "only the identical topic matched"
     );
 }
+
+/// A publisher that does not wait for its PUBACKs has its PUBLISHes in flight together (their
+/// retained writes share group commits, issue 6); with sled behind them, live and retained
+/// messages of mixed QoS still reach a subscriber in publish order (MQTT-4.6.0-6), the
+/// PUBACKs come back in PUBLISH order, the last retained value wins, and a SUBSCRIBE sent right
+/// after a retained PUBLISH on the same connection gets that value (packets are handled as
+/// if one by one).
+#[tokio::test]
+async fn mqtt_4_6_0_6_pipelined_publishes_keep_order_with_a_durable_store() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = ponte::config::Config::ephemeral();
+    config.store.memory = false;
+    config.store.db = dir.path().join("db");
+    let gw = ponte::start(config).await.expect("start");
+    let (mut c, _) = V3::connect(gw.mqtt_addr, "pipe-sub", true).await;
+    sub(&mut c, "pipe/#", QoS::AtLeastOnce).await;
+    let (mut publ, _) = V3::connect(gw.mqtt_addr, "pipe-pub", true).await;
+    const N: u16 = 300;
+    let mut bytes = bytes::BytesMut::new();
+    let mut acked = Vec::new();
+    for i in 0..N {
+        let retain = i % 3 != 1;
+        let qos = if i % 5 == 4 {
+            QoS::AtMostOnce
+        } else {
+            QoS::AtLeastOnce
+        };
+        if qos != QoS::AtMostOnce {
+            acked.push(i + 1);
+        }
+        let topic = if i % 2 == 0 { "pipe/a" } else { "pipe/b" };
+        let p = publish(topic, qos, i + 1, retain, &i.to_be_bytes());
+        ponte_mqtt::encode(&Packet::Publish(p), &mut bytes);
+    }
+    // All in one write: the server reads them in a few reads, none waiting for the last.
+    publ.send_raw(&bytes).await;
+    let mut pubacks = Vec::new();
+    while pubacks.len() < acked.len() {
+        match publ.recv().await {
+            Some(Packet::PubAck(id)) => pubacks.push(id),
+            other => panic!("expected PUBACK, got {other:?}"),
+        }
+    }
+    assert_eq!(pubacks, acked, "PUBACKs in PUBLISH order");
+    for i in 0..N {
+        let p = c.publish_rx().await;
+        assert_eq!(
+            p.payload.as_ref(),
+            i.to_be_bytes(),
+            "message {i} delivered in publish order"
+        );
+        ack(&mut c, &p).await;
+    }
+    // Retained, then SUBSCRIBE at once on the same connection: it sees its own value.
+    publ.send(&Packet::Publish(publish(
+        "pipe/c",
+        QoS::AtLeastOnce,
+        7,
+        true,
+        b"mine",
+    )))
+    .await;
+    publ.send(&Packet::Subscribe {
+        pkid: 8,
+        filters: vec![("pipe/c".to_string(), QoS::AtMostOnce)],
+    })
+    .await;
+    publ.expect(Packet::PubAck(7)).await;
+    let p = publ.publish_rx().await;
+    assert_eq!(
+        (p.topic.as_str(), p.payload.as_ref(), p.retain),
+        ("pipe/c", &b"mine"[..], true)
+    );
+    // The last retained value of each topic is the one published last.
+    let last_a = (0..N)
+        .filter(|i| i % 2 == 0 && i % 3 != 1)
+        .max()
+        .unwrap_or(0);
+    let v = gw
+        .broker
+        .get(&ponte::broker::topic::TopicName::parse("pipe/a").expect("topic"));
+    assert_eq!(
+        v.map(|v| v.payload.to_vec()),
+        Some(last_a.to_be_bytes().to_vec())
+    );
+    gw.shutdown().await;
+}

@@ -82,6 +82,114 @@ impl PublishOutcome {
 }
 
 /// The broker core shared by every front-end.
+/// A publish whose retained write (if any) has been handed to the store but may not be
+/// durable yet: [`Broker::stage`]'s answer. A future (`Unpin`, so a connection can keep
+/// several in a queue and poll the oldest) resolving to the [`Stored`] publish to pass to
+/// [`Broker::deliver`].
+#[derive(Debug)]
+pub struct Staged {
+    /// The message, delivered once its retained write is durable; taken when resolved.
+    message: Option<Message>,
+    /// The retained write's answer, for a retained message.
+    write: Option<retained::PendingWrite>,
+    /// Why the writer could not even take the write (store closed), reported when polled.
+    refused: Option<StoreError>,
+}
+
+impl Staged {
+    /// Whether there is nothing to wait for (not a retained message): polled, it resolves
+    /// at once.
+    pub fn is_stored(&self) -> bool {
+        self.write.is_none()
+    }
+}
+
+impl std::future::Future for Staged {
+    type Output = Result<Stored, StoreError>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        if let Some(e) = self.refused.take() {
+            return std::task::Poll::Ready(Err(e));
+        }
+        let retained = match self.write.as_mut() {
+            Some(write) => match std::pin::Pin::new(write).poll(cx) {
+                std::task::Poll::Pending => return std::task::Poll::Pending,
+                std::task::Poll::Ready(r) => {
+                    self.write = None;
+                    Some(r)
+                }
+            },
+            None => None,
+        };
+        let Some(message) = self.message.take() else {
+            return std::task::Poll::Ready(Err(StoreError::Closed));
+        };
+        std::task::Poll::Ready(match retained {
+            Some(Err(e)) => Err(e),
+            Some(Ok(outcome)) => Ok(Stored {
+                message,
+                retained: Some(outcome),
+            }),
+            None => Ok(Stored {
+                message,
+                retained: None,
+            }),
+        })
+    }
+}
+
+/// A publish whose retained write is durable, ready for [`Broker::deliver`].
+#[derive(Debug)]
+pub struct Stored {
+    /// The message to fan out.
+    message: Message,
+    /// What the retained write did, for a retained message.
+    retained: Option<WriteOutcome>,
+}
+
+/// A delivered publish: everyone connected has it. A future (`Unpin`) resolving once every
+/// persistent session's copy is durable, which is when it may be acknowledged.
+#[derive(Debug)]
+pub struct Delivered {
+    /// What the publish did, for the acknowledgement; taken when resolved.
+    outcome: Option<PublishOutcome>,
+    /// One wait per persistent session that queued the message, oldest first.
+    durable: std::collections::VecDeque<queue::Durable>,
+}
+
+impl Delivered {
+    /// Whether nothing remains to be waited for (no persistent session queued the message).
+    pub fn is_durable(&self) -> bool {
+        self.durable.is_empty()
+    }
+}
+
+impl std::future::Future for Delivered {
+    type Output = Result<PublishOutcome, StoreError>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        while let Some(wait) = self.durable.front_mut() {
+            match std::pin::Pin::new(wait).poll(cx) {
+                std::task::Poll::Pending => return std::task::Poll::Pending,
+                std::task::Poll::Ready(Ok(Ok(()))) => {
+                    self.durable.pop_front();
+                }
+                std::task::Poll::Ready(Ok(Err(e))) => return std::task::Poll::Ready(Err(e)),
+                std::task::Poll::Ready(Err(_)) => {
+                    return std::task::Poll::Ready(Err(StoreError::Closed))
+                }
+            }
+        }
+        std::task::Poll::Ready(self.outcome.take().ok_or(StoreError::Closed))
+    }
+}
+
 #[derive(Debug)]
 pub struct Broker {
     /// The retained values and their writer.
@@ -165,7 +273,16 @@ impl Broker {
         message: Message,
         precondition: Precondition,
     ) -> Result<PublishOutcome, StoreError> {
-        let retained = if message.retain {
+        let stored = self.stage(message, precondition).await?;
+        self.deliver(stored).await
+    }
+
+    /// First step of a publish that is pipelined with others from the same sender (see
+    /// [`Staged`]): a retained write is handed to the store's writer now, in call order, and
+    /// nothing is awaited. Writes from one sender therefore reach the store in the order
+    /// they were staged, and one group commit covers all the sender's writes in flight.
+    pub fn stage(&self, message: Message, precondition: Precondition) -> Staged {
+        let write = if message.retain {
             let value = (!message.payload.is_empty()).then(|| {
                 (
                     message.payload.clone(),
@@ -173,36 +290,55 @@ impl Broker {
                     message.qos,
                 )
             });
-            let outcome = self
+            match self
                 .retained
-                .write(message.topic.clone(), value, precondition)
-                .await?;
-            if matches!(outcome, WriteOutcome::PreconditionFailed(_)) {
-                return Ok(PublishOutcome {
-                    retained: Some(outcome),
-                    receivers: 0,
-                    matched: 0,
-                });
+                .begin_write(message.topic.clone(), value, precondition)
+            {
+                Ok(write) => (Some(write), None),
+                Err(e) => (None, Some(e)),
             }
-            self.note_retained_meta(&message, &outcome);
-            Some(outcome)
         } else {
-            None
+            (None, None)
         };
+        let (write, refused) = write;
+        Staged {
+            message: Some(message),
+            write,
+            refused,
+        }
+    }
+
+    /// Second step: tell everyone about a message whose retained write (if any) is durable.
+    /// Synchronous, so a sender that delivers its staged publishes in staging order keeps
+    /// MQTT's per-publisher ordering (MQTT 4.6) while their writes overlap.
+    pub fn deliver(&self, stored: Stored) -> Delivered {
+        let Stored { message, retained } = stored;
+        if let Some(outcome) = &retained {
+            if matches!(outcome, WriteOutcome::PreconditionFailed(_)) {
+                return Delivered {
+                    outcome: Some(PublishOutcome {
+                        retained,
+                        receivers: 0,
+                        matched: 0,
+                    }),
+                    durable: Default::default(),
+                };
+            }
+            self.note_retained_meta(&message, outcome);
+        }
         self.metrics.published.fetch_add(1, Ordering::Relaxed);
         let message = Arc::new(message);
         let mut durable = Vec::new();
         let (receivers, matched) = self.fan_out(&message, &mut durable);
         self.backbone.forward(&message);
-        // Acknowledged only once every persistent session's copy is durable.
-        for wait in durable {
-            wait.await.map_err(|_| StoreError::Closed)??;
+        Delivered {
+            outcome: Some(PublishOutcome {
+                retained,
+                receivers,
+                matched,
+            }),
+            durable: durable.into(),
         }
-        Ok(PublishOutcome {
-            retained,
-            receivers,
-            matched,
-        })
     }
 
     /// Keep (or forget) the MQTT 5 properties and expiry of a newly written retained value.

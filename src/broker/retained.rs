@@ -119,6 +119,24 @@ struct Job {
 
 type Index = RwLock<HashMap<TopicName, Arc<RetainedValue>>>;
 
+/// The answer to a write handed to the writer by [`Retained::begin_write`]: resolves once
+/// the write is durable (or failed).
+#[derive(Debug)]
+pub struct PendingWrite(oneshot::Receiver<Result<WriteOutcome, StoreError>>);
+
+impl std::future::Future for PendingWrite {
+    type Output = Result<WriteOutcome, StoreError>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        std::pin::Pin::new(&mut self.0)
+            .poll(cx)
+            .map(|r| r.unwrap_or(Err(StoreError::Closed)))
+    }
+}
+
 /// The retained values of every thing.
 pub struct Retained {
     /// The in-memory index, readable by every front-end; written only by the writer thread.
@@ -193,19 +211,29 @@ impl Retained {
         value: Option<(Bytes, Option<Arc<str>>, QoS)>,
         precondition: Precondition,
     ) -> Result<WriteOutcome, StoreError> {
+        self.begin_write(topic, value, precondition)?.await
+    }
+
+    /// Hand a write to the writer now and return its answer to await: writes begun in some
+    /// order are applied in that order, and several begun before any is awaited share one
+    /// group commit.
+    pub fn begin_write(
+        &self,
+        topic: TopicName,
+        value: Option<(Bytes, Option<Arc<str>>, QoS)>,
+        precondition: Precondition,
+    ) -> Result<PendingWrite, StoreError> {
         let (reply, rx) = oneshot::channel();
-        {
-            let tx = self.tx.lock();
-            let tx = tx.as_ref().ok_or(StoreError::Closed)?;
-            tx.send(Job {
-                topic,
-                value,
-                precondition,
-                reply,
-            })
-            .map_err(|_| StoreError::Closed)?;
-        }
-        rx.await.map_err(|_| StoreError::Closed)?
+        let tx = self.tx.lock();
+        let tx = tx.as_ref().ok_or(StoreError::Closed)?;
+        tx.send(Job {
+            topic,
+            value,
+            precondition,
+            reply,
+        })
+        .map_err(|_| StoreError::Closed)?;
+        Ok(PendingWrite(rx))
     }
 
     /// Stop accepting writes, let the writer finish what it has, flush, and join it.

@@ -1,10 +1,22 @@
 //! One MQTT connection: socket I/O around the sans-IO state machine.
 //!
 //! The loop reads and writes at the same time (a client that publishes while not reading
-//! cannot deadlock us), processes the machine's events in order — a PUBLISH is acknowledged
-//! only after [`Broker::publish`] returned, i.e. after a retained value is durable — and moves
-//! deliveries from the session's mailbox into the machine while its in-flight window and the
-//! write buffer have room.
+//! cannot deadlock us), processes the machine's events in order and moves deliveries from the
+//! session's mailbox into the machine while its in-flight window and the write buffer have
+//! room.
+//!
+//! PUBLISHes are pipelined: each is handed to the broker at once ([`Broker::stage`]: its
+//! retained write goes to the store's writer), and the connection goes on reading while the
+//! writes are made durable, so one group commit covers every PUBLISH in flight instead of one
+//! commit per PUBLISH. They are delivered ([`Broker::deliver`]) strictly in arrival order once
+//! their own write and every earlier one are durable, and acknowledged in arrival order once
+//! persistent sessions' copies are durable too — never before. Any other packet (SUBSCRIBE,
+//! UNSUBSCRIBE, DISCONNECT) and any refusal waits until the pipeline is empty, so the client
+//! sees the same results as if its packets were handled one by one. At most
+//! `MAX_PIPELINED` PUBLISHes are in flight; beyond that the socket is not read.
+//!
+//! [`Broker::stage`]: crate::broker::Broker::stage
+//! [`Broker::deliver`]: crate::broker::Broker::deliver
 //!
 //! MQTT 5 connections use the same loop: the machine enforces the v5 limits and speaks the
 //! v5 wire format; here v5 publish properties become the broker [`Message`]'s (Content Type
@@ -12,9 +24,11 @@
 //! [`SubOptions`], and a [`Delivery`]'s properties, subscription identifiers and expiry go
 //! back out in [`Outgoing`]. A 3.1.1 event is handled as the v5 one with no properties.
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Instant;
 
 use bytes::BytesMut;
@@ -32,8 +46,10 @@ use crate::broker::message::{Delivery, Message, Origin, QoS};
 use crate::broker::retained::Precondition;
 use crate::broker::topic::{TopicFilter, TopicName};
 use crate::broker::trie::SubOptions;
+use crate::broker::{Delivered, PublishOutcome, Staged, Stored};
 use crate::limits::WriteLimiter;
 use crate::shutdown::Shutdown;
+use crate::store::StoreError;
 use crate::tls::TlsPeer;
 
 /// Start of the response-topic basis a v5 client gets as CONNACK Response Information when
@@ -114,6 +130,27 @@ struct Driver {
     unrecorded_qos2: Vec<(u16, u8)>,
     /// `[limits] publish_rate` for this connection's PUBLISHes.
     writes: WriteLimiter,
+    /// PUBLISHes handed to the broker whose retained writes are not durable yet, oldest
+    /// first. Their writes overlap, so one group commit covers many of them instead of the
+    /// connection waiting for one commit per PUBLISH (issue 6); they are delivered strictly
+    /// in this order, keeping MQTT 4.6 per-publisher ordering.
+    storing: VecDeque<(Ack, Staged)>,
+    /// Delivered PUBLISHes whose copies for persistent sessions are not durable yet, oldest
+    /// first; each is acknowledged when it and all before it are durable.
+    persisting: VecDeque<(Ack, Delivered)>,
+}
+
+/// Most PUBLISHes a connection has handed to the broker and not yet acknowledged; beyond
+/// this the connection stops reading its socket until some are done (backpressure).
+const MAX_PIPELINED: usize = 1024;
+
+/// What a pipelined PUBLISH is answered with once it is done.
+#[derive(Debug, Clone, Copy)]
+struct Ack {
+    /// The PUBLISH's packet id (meaningless at QoS 0).
+    pkid: u16,
+    /// The PUBLISH's QoS: QoS 0 gets no acknowledgement.
+    qos: QoS,
 }
 
 /// Serve one connection until it closes: a TCP socket's halves, a TLS stream's, or a
@@ -158,6 +195,8 @@ pub(crate) async fn run<R, W>(
         too_large_counted: 0,
         unrecorded_qos2: Vec::new(),
         writes: shared.limits.write_limiter(),
+        storing: VecDeque::new(),
+        persisting: VecDeque::new(),
     };
     // Buffers start empty and grow with the traffic, so an idle connection costs no buffer
     // memory (issue 6: 50k idle connections); see `ReadSize`.
@@ -192,8 +231,11 @@ pub(crate) async fn run<R, W>(
         let mailbox = d.session.as_ref().map(|s| s.mailbox.clone());
         let kick = d.kick.clone();
         read_size.prepare(&mut rbuf);
+        let reading = d.pipelined() < MAX_PIPELINED;
+        let pipelined = d.pipelined() > 0;
         tokio::select! {
-            r = reader.read_buf(&mut rbuf) => match r {
+            () = std::future::poll_fn(|cx| d.poll_pipeline(cx)), if pipelined => {}
+            r = reader.read_buf(&mut rbuf), if reading => match r {
                 Ok(0) | Err(_) => d.conn.handle_eof(Instant::now()),
                 Ok(n) => {
                     d.conn.handle_bytes(Instant::now(), &rbuf);
@@ -285,6 +327,14 @@ impl ReadSize {
     }
 }
 
+/// Poll a future that is known to be ready (nothing to wait for) without a task context.
+fn poll_now<F: std::future::Future + Unpin>(f: &mut F) -> Poll<F::Output> {
+    std::future::Future::poll(
+        std::pin::Pin::new(f),
+        &mut Context::from_waker(std::task::Waker::noop()),
+    )
+}
+
 async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
         Some(d) => tokio::time::sleep_until(d.into()).await,
@@ -297,6 +347,18 @@ static NEXT_CLIENT: AtomicU64 = AtomicU64::new(1);
 impl Driver {
     /// Handle one event; true when the connection is over.
     async fn handle_event(&mut self, ev: Event) -> bool {
+        if matches!(
+            ev,
+            Event::Subscribe { .. }
+                | Event::Subscribe5(_)
+                | Event::Unsubscribe { .. }
+                | Event::Closed { .. }
+        ) {
+            // What the client published before this packet is done first, as if handled
+            // one by one: a SUBSCRIBE sees the retained value the client just published,
+            // and a disconnect does not cut off its last messages.
+            self.drain_pipeline().await;
+        }
         match ev {
             Event::Connect(c) => {
                 self.on_connect(Connect5 {
@@ -567,6 +629,7 @@ impl Driver {
         let topic = match TopicName::parse(&p.topic) {
             Ok(t) => t,
             Err(e) => {
+                self.drain_pipeline().await;
                 tracing::debug!(peer = %self.peer, error = %e, "PUBLISH topic refused");
                 self.conn.close(CloseReason::ServerWithReason {
                     reason_code: reason::TOPIC_NAME_INVALID,
@@ -577,6 +640,7 @@ impl Driver {
         };
         let max_levels = self.shared.config.mqtt.max_topic_levels;
         if levels(&p.topic) > max_levels {
+            self.drain_pipeline().await;
             self.limit_hit("max_topic_levels", &p.topic);
             self.conn.close(CloseReason::ServerWithReason {
                 reason_code: reason::TOPIC_NAME_INVALID,
@@ -588,6 +652,8 @@ impl Driver {
             return;
         }
         if !self.access.may_publish(&p.topic) {
+            // Earlier PUBLISHes are answered first: acknowledgements keep the PUBLISH order.
+            self.drain_pipeline().await;
             // Nothing stored, retained or delivered. v5 QoS 1/2: PUBACK/PUBREC 0x87; 3.1.1
             // has no negative acknowledgement, so (as mosquitto) it is acknowledged and the
             // client does not resend it forever; QoS 0: dropped.
@@ -617,12 +683,89 @@ impl Driver {
         if let Some(props) = properties {
             apply_v5_properties(&mut message, props, Instant::now());
         }
-        match self
-            .shared
-            .broker
-            .publish(message, Precondition::none())
-            .await
-        {
+        let ack = Ack { pkid: p.pkid, qos };
+        let mut staged = self.shared.broker.stage(message, Precondition::none());
+        if staged.is_stored() && self.storing.is_empty() {
+            // Not retained and nothing ahead of it: deliver now.
+            if let Poll::Ready(stored) = poll_now(&mut staged) {
+                self.stored(ack, stored);
+                return;
+            }
+        }
+        self.storing.push_back((ack, staged));
+    }
+
+    /// PUBLISHes handed to the broker and not acknowledged yet.
+    fn pipelined(&self) -> usize {
+        self.storing.len() + self.persisting.len()
+    }
+
+    /// A PUBLISH's retained write is done (or failed): deliver it, and acknowledge it now
+    /// if nothing else has to become durable first.
+    fn stored(&mut self, ack: Ack, stored: Result<Stored, StoreError>) {
+        match stored {
+            Err(e) => self.acknowledge(ack, Err(e)),
+            Ok(stored) => {
+                let mut delivered = self.shared.broker.deliver(stored);
+                if delivered.is_durable() && self.persisting.is_empty() {
+                    if let Poll::Ready(outcome) = poll_now(&mut delivered) {
+                        self.acknowledge(ack, outcome);
+                        return;
+                    }
+                }
+                self.persisting.push_back((ack, delivered));
+            }
+        }
+    }
+
+    /// Move the pipeline on: deliver the oldest PUBLISHes whose writes are durable and
+    /// acknowledge the oldest delivered ones whose session copies are. Ready when anything
+    /// moved, so the loop writes the acknowledgements out.
+    fn poll_pipeline(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let mut moved = false;
+        loop {
+            if let Some((_, staged)) = self.storing.front_mut() {
+                if let Poll::Ready(stored) =
+                    std::future::Future::poll(std::pin::Pin::new(staged), cx)
+                {
+                    if let Some((ack, _)) = self.storing.pop_front() {
+                        self.stored(ack, stored);
+                    }
+                    moved = true;
+                    continue;
+                }
+            }
+            if let Some((_, delivered)) = self.persisting.front_mut() {
+                if let Poll::Ready(outcome) =
+                    std::future::Future::poll(std::pin::Pin::new(delivered), cx)
+                {
+                    if let Some((ack, _)) = self.persisting.pop_front() {
+                        self.acknowledge(ack, outcome);
+                    }
+                    moved = true;
+                    continue;
+                }
+            }
+            break;
+        }
+        if moved {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }
+
+    /// Wait until every pipelined PUBLISH is delivered and acknowledged.
+    async fn drain_pipeline(&mut self) {
+        while self.pipelined() > 0 {
+            std::future::poll_fn(|cx| self.poll_pipeline(cx)).await;
+        }
+    }
+
+    /// Answer a PUBLISH that is done: stored, delivered and durable, or failed.
+    fn acknowledge(&mut self, ack: Ack, result: Result<PublishOutcome, StoreError>) {
+        let Ack { pkid, qos } = ack;
+        match result {
             Ok(outcome) => {
                 // v5: 0x10 when nobody here matched; still a success, and a retained
                 // message was stored all the same (3.4.2.1).
@@ -637,9 +780,9 @@ impl Driver {
                     .is_some_and(|s| s.is_durable(&self.shared.broker));
                 if qos == QoS::ExactlyOnce && durable {
                     // PUBREC once the id is durable, at the end of this turn.
-                    self.unrecorded_qos2.push((p.pkid, code));
+                    self.unrecorded_qos2.push((pkid, code));
                 } else if qos != QoS::AtMostOnce {
-                    self.conn.publish_done_with(p.pkid, code);
+                    self.conn.publish_done_with(pkid, code);
                 }
             }
             Err(e) => {
@@ -654,7 +797,7 @@ impl Driver {
                     });
                 } else {
                     self.conn
-                        .publish_failed_because(p.pkid, reason::UNSPECIFIED_ERROR, Some(why));
+                        .publish_failed_because(pkid, reason::UNSPECIFIED_ERROR, Some(why));
                 }
             }
         }
@@ -674,6 +817,8 @@ impl Driver {
             .mqtt_writes_refused
             .fetch_add(1, Ordering::Relaxed);
         let rate = self.shared.limits.config.publish_rate;
+        // Earlier PUBLISHes are answered first: acknowledgements keep the PUBLISH order.
+        self.drain_pipeline().await;
         if !self.v5 {
             tracing::debug!(peer = %self.peer, ?wait, "MQTT 3.1.1 publisher throttled: over [limits] publish_rate");
             let mut wait = wait;
