@@ -725,6 +725,56 @@ async fn mqtt_4_4_0_1_unacknowledged_publishes_and_pubrels_resent_in_order_after
     assert!(more.is_err(), "nothing else re-sent: {more:?}");
 }
 
+/// MQTT-4.4.0-1 across `kill -9` for a retained message sent at SUBSCRIBE time: the
+/// persistent session's QoS 1 subscription got the retained value, the client never
+/// acknowledged it, and after the crash the resumed session re-sends it with DUP=1 under
+/// the same packet id (the retained delivery is on disk like any other queued message).
+#[tokio::test]
+async fn mqtt_4_4_0_1_unacknowledged_retained_publish_from_subscribe_resent_after_kill_9() {
+    use common::{connect_v311, subscribe_packet, Raw};
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("db");
+    let ponte = spawn(&db);
+    let (mut p, _) = Client::connect(ponte.mqtt, "ret-pub").await;
+    p.publish("ret/t", QoS::AtLeastOnce, true, b"kept").await;
+
+    let mut raw = Raw::open(ponte.mqtt).await;
+    raw.send(&connect_v311(false, 0, "ret-sub")).await;
+    assert_eq!(raw.read().await.expect("CONNACK").body, vec![0, 0]);
+    raw.send(&subscribe_packet(1, &[("ret/#", 1)])).await;
+    assert_eq!(raw.read().await.expect("SUBACK").body, vec![0, 1, 1]);
+    let sent = raw.read().await.expect("the retained PUBLISH");
+    assert_eq!(sent.kind(), 3);
+    assert_eq!(sent.first & 0x0F, 0x03, "QoS 1, RETAIN=1, DUP=0");
+    assert_eq!(publish_payload(&sent), b"kept");
+    // No PUBACK. QoS 1 progress is written without being awaited: give it a moment.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    kill_9(ponte);
+    drop(raw);
+
+    let ponte = spawn(&db);
+    let mut raw = Raw::open(ponte.mqtt).await;
+    raw.send(&connect_v311(false, 0, "ret-sub")).await;
+    assert_eq!(raw.read().await.expect("CONNACK").body, vec![1, 0]);
+    let again = raw.read().await.expect("the re-sent retained PUBLISH");
+    assert_eq!(again.first, sent.first | 0x08, "re-sent with DUP=1");
+    assert_eq!(again.body, sent.body, "same packet id, topic and payload");
+    let pkid = publish_pkid(&again);
+    raw.send(&[0x40, 2, (pkid >> 8) as u8, pkid as u8]).await;
+    let more = tokio::time::timeout(Duration::from_millis(300), raw.read()).await;
+    assert!(more.is_err(), "nothing else re-sent: {more:?}");
+
+    // Acknowledged now: its disk copy is gone, so a second crash does not bring it back.
+    kill_9(ponte);
+    drop(raw);
+    let ponte = spawn(&db);
+    let mut raw = Raw::open(ponte.mqtt).await;
+    raw.send(&connect_v311(false, 0, "ret-sub")).await;
+    assert_eq!(raw.read().await.expect("CONNACK").body, vec![1, 0]);
+    let more = tokio::time::timeout(Duration::from_millis(300), raw.read()).await;
+    assert!(more.is_err(), "an acknowledged message came back: {more:?}");
+}
+
 /// A raw MQTT 5 client over ponte-mqtt's v5 codec.
 struct V5 {
     /// The socket.

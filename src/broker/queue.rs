@@ -146,6 +146,16 @@ impl Queue {
 
     /// Append a delivery for `client` under `seq`; resolves once durable.
     pub fn append(&self, client: &Arc<str>, seq: u64, d: &Delivery) -> Option<Durable> {
+        self.append_op(client, seq, d, true)
+    }
+
+    /// Append a delivery for `client` under `seq` that nobody waits for (a retained
+    /// message sent at SUBSCRIBE time: no publisher awaits its acknowledgement).
+    pub fn submit_append(&self, client: &Arc<str>, seq: u64, d: &Delivery) {
+        self.append_op(client, seq, d, false);
+    }
+
+    fn append_op(&self, client: &Arc<str>, seq: u64, d: &Delivery, wait: bool) -> Option<Durable> {
         let m = &d.message;
         let rec = QueuedRecord {
             topic: m.topic.as_str().to_owned(),
@@ -166,7 +176,7 @@ impl Queue {
             }),
             payload: m.payload.clone(),
         };
-        self.submit(SessionOp::Append(client.clone(), seq, Arc::new(rec)), true)
+        self.submit(SessionOp::Append(client.clone(), seq, Arc::new(rec)), wait)
     }
 
     /// Forget one queue entry (acknowledged or dropped); nobody waits.

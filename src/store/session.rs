@@ -78,8 +78,8 @@ pub struct SessionRecord {
 pub struct StoredInflight {
     /// Its packet identifier, reused when it is re-sent (MQTT-4.4.0-1).
     pub pkid: u16,
-    /// The queue entry holding the message (0: none, e.g. a retained message sent at
-    /// subscribe time, which cannot be re-sent after a restart).
+    /// The queue entry holding the message, so it can be re-sent after a restart (0: none,
+    /// e.g. a QoS 0 delivery; retained messages sent at SUBSCRIBE time have an entry too).
     pub seq: u64,
     /// PUBREC received and PUBREL sent: only the PUBREL is re-sent, never the PUBLISH
     /// (re-sending it could make the client deliver a QoS 2 message twice).
