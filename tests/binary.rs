@@ -1053,6 +1053,49 @@ async fn mqtt5_3_1_2_11_session_expiry_counts_across_restart() {
     assert!(present, "600 s have not passed");
 }
 
+/// MQTT 5 §3.1.2.11.2 for a client still connected at `kill -9`: its network connection
+/// closed with the crash, so its Session Expiry counts from then — which the restarted
+/// broker takes from the last "alive" mark the crashed one wrote (at most a few seconds
+/// early) — not from the restart. A 3 s session is gone after 3.5 s down (Session Present
+/// 0, its subscription gone); a 600 s one is still there with its subscription.
+#[tokio::test]
+async fn mqtt5_3_1_2_11_expiry_of_a_session_connected_at_kill_9_counts_from_the_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("db");
+    let ponte = spawn(&db);
+    let (mut short, _) = V5::connect(ponte.mqtt, "crash-short", true, 3).await;
+    short.subscribe("crash/t").await;
+    let (mut long, _) = V5::connect(ponte.mqtt, "crash-long", true, 600).await;
+    long.subscribe("crash/t").await;
+    // Session records are written without being awaited: give that batch a moment. Both
+    // clients are still connected when the broker dies.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    kill_9(ponte);
+    drop((short, long));
+    std::thread::sleep(Duration::from_millis(3500));
+
+    let ponte = spawn(&db);
+    let (mut short, present) = V5::connect(ponte.mqtt, "crash-short", false, 3).await;
+    assert!(
+        !present,
+        "3 s passed since the crash: expired, not counted from the restart"
+    );
+    let (mut long, present) = V5::connect(ponte.mqtt, "crash-long", false, 600).await;
+    assert!(present, "600 s have not passed");
+    let (mut p, _) = Client::connect(ponte.mqtt, "crash-pub").await;
+    p.publish("crash/t", QoS::AtLeastOnce, false, b"after")
+        .await;
+    match long.next().await {
+        ponte_mqtt::Packet5::Publish(p) => assert_eq!(&p.publish.payload[..], b"after"),
+        other => panic!("expected the PUBLISH on the kept subscription, got {other:?}"),
+    }
+    let none = tokio::time::timeout(Duration::from_millis(300), short.recv()).await;
+    assert!(
+        none.is_err(),
+        "the expired session's subscription is gone: {none:?}"
+    );
+}
+
 /// Issue 5: SIGHUP re-reads the password and ACL files while connections stay up; a bad
 /// file keeps the old rules; `ponte passwd` writes files the running gateway accepts.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
