@@ -107,7 +107,7 @@ impl Store for SledStore {
 /// The persistent-session trees of the same database: `sessions` (one record per client),
 /// `session_state` (its unfinished exchanges, rewritten as they progress), `queue` (one
 /// entry per queued message, keyed by client and sequence number) and `session_meta` (one
-/// key, [`ALIVE_KEY`]: when the broker was last known alive).
+/// key, `alive_at`: when the broker was last known alive).
 pub struct SledSessions {
     /// The database: flushed once per batch (fsync).
     db: sled::Db,
