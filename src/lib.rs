@@ -5,7 +5,8 @@
 //! reaches readers and subscribers in all of them.
 //!
 //! Embed it with [`run`] (config + shutdown future) or [`start`] (returns the bound addresses
-//! and a handle to stop it):
+//! and a handle to stop it); [`start_with_store`] / [`start_with_stores`] take a storage
+//! engine of your own (a [`store::Store`] and a [`store::session::SessionStore`]):
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), ponte::Error> {
@@ -115,9 +116,81 @@ pub struct Gateway {
 
 /// Open the store, bind every listener and start serving.
 ///
+/// The store is the one `[store]` names: sled in `store.db` with persistent MQTT sessions
+/// in the same database, or nothing on disk with `store.memory`. To supply another engine,
+/// see [`start_with_store`].
+///
 /// With `[auth] psk_file`, also serve CoAP over DTLS (`coaps`, RFC 7252 §9.1.3.1) on
 /// `[coap] dtls_port`, authenticating peers with the identities and keys of that file.
 pub async fn start(config: Config) -> Result<Gateway, Error> {
+    let Prepared { config, tls, auth } = prepare(config)?;
+    let broker = if config.store.memory {
+        Broker::new(store::memory::MemoryStore, Arc::new(Local))?
+    } else {
+        let path = config.store.db.clone();
+        let (sled, sessions) =
+            tokio::task::spawn_blocking(move || store::sled::SledStore::open_with_sessions(&path))
+                .await
+                .map_err(|e| StoreError::Engine(e.to_string()))??;
+        Broker::with_sessions(sled, sessions, Arc::new(Local))?
+    };
+    let name = if config.store.memory {
+        "memory".to_string()
+    } else {
+        config.store.db.display().to_string()
+    };
+    launch(config, tls, auth, broker, name).await
+}
+
+/// Like [`start`], with the retained values kept in `store`, an engine of the embedder's
+/// choosing: the seam through which the storage engine can be swapped (see
+/// [`store::Store`]: load everything at start, apply a batch durably, flush). `[store]` in
+/// `config` is ignored. Persistent MQTT sessions are then kept in memory only, as with
+/// `store.memory`; [`start_with_stores`] takes a session store too.
+///
+/// The store is owned by the retained writer thread. When its `apply` fails, the write is
+/// refused in every protocol — MQTT 3.1.1 closes the connection (MQTT-4.8.0-2) so the
+/// client re-sends, MQTT 5 answers PUBACK/PUBREC 0x80 (QoS 0: DISCONNECT 0x80), HTTP 503
+/// `application/problem+json`, CoAP 5.03 — and nothing is delivered or retained.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), ponte::Error> {
+/// let config = ponte::config::Config::ephemeral();
+/// let gateway = ponte::start_with_store(config, ponte::store::memory::MemoryStore).await?;
+/// gateway.shutdown().await;
+/// # Ok(()) }
+/// ```
+pub async fn start_with_store<S: store::Store>(config: Config, store: S) -> Result<Gateway, Error> {
+    let Prepared { config, tls, auth } = prepare(config)?;
+    let broker = Broker::new(store, Arc::new(Local))?;
+    launch(config, tls, auth, broker, "supplied by the embedder".into()).await
+}
+
+/// Like [`start_with_store`], with persistent MQTT sessions (records, protocol state,
+/// queued messages) kept durably in `sessions` (see [`store::session::SessionStore`]).
+pub async fn start_with_stores<S: store::Store, Q: store::session::SessionStore>(
+    config: Config,
+    store: S,
+    sessions: Q,
+) -> Result<Gateway, Error> {
+    let Prepared { config, tls, auth } = prepare(config)?;
+    let broker = Broker::with_sessions(store, sessions, Arc::new(Local))?;
+    launch(config, tls, auth, broker, "supplied by the embedder".into()).await
+}
+
+/// What [`prepare`] checked and loaded, for [`launch`].
+struct Prepared {
+    /// The configuration, shared by every front-end.
+    config: Arc<Config>,
+    /// The TLS acceptors, when `[tls]` is configured.
+    tls: Option<Arc<Tls>>,
+    /// The gateway's one authority, built from `[auth]`'s files.
+    auth: Arc<auth::Auth>,
+}
+
+/// Check what the configuration names before any store is opened or port taken: the TLS
+/// files and options, and the auth files.
+fn prepare(config: Config) -> Result<Prepared, Error> {
     // Configuration errors first, before the store is opened or a port is taken.
     let tls = Tls::load(&config.tls)?;
     if tls.is_none() {
@@ -133,17 +206,18 @@ pub async fn start(config: Config) -> Result<Gateway, Error> {
     let config = Arc::new(config);
     // The auth files first: a typo in them must stop the start before any port opens.
     let auth = Arc::new(auth::Auth::new(config.auth.clone())?);
-    let broker = if config.store.memory {
-        Broker::new(store::memory::MemoryStore, Arc::new(Local))?
-    } else {
-        let path = config.store.db.clone();
-        let (sled, sessions) =
-            tokio::task::spawn_blocking(move || store::sled::SledStore::open_with_sessions(&path))
-                .await
-                .map_err(|e| StoreError::Engine(e.to_string()))??;
-        Broker::with_sessions(sled, sessions, Arc::new(Local))?
-    };
+    Ok(Prepared { config, tls, auth })
+}
 
+/// Bind every listener and start serving over `broker`; `store_name` is what the start-up
+/// log line says about the store.
+async fn launch(
+    config: Arc<Config>,
+    tls: Option<Arc<Tls>>,
+    auth: Arc<auth::Auth>,
+    broker: Arc<Broker>,
+    store_name: String,
+) -> Result<Gateway, Error> {
     let bind_tcp = |protocol, addr| async move {
         TcpListener::bind(addr).await.map_err(|source| Error::Bind {
             protocol,
@@ -302,7 +376,7 @@ pub async fn start(config: Config) -> Result<Gateway, Error> {
         mqtts = %mqtts_addr.map(|a| a.to_string()).unwrap_or_else(|| "off".into()),
         https = %https_addr.map(|a| a.to_string()).unwrap_or_else(|| "off".into()),
         mqtt_wss = %wss_addr.map(|a| a.to_string()).unwrap_or_else(|| "off".into()),
-        store = %if config.store.memory { "memory".to_string() } else { config.store.db.display().to_string() },
+        store = %store_name,
         retained = broker.retained_count(),
         "ponte listening"
     );

@@ -725,6 +725,56 @@ async fn mqtt_4_4_0_1_unacknowledged_publishes_and_pubrels_resent_in_order_after
     assert!(more.is_err(), "nothing else re-sent: {more:?}");
 }
 
+/// MQTT-4.4.0-1 across `kill -9` for a retained message sent at SUBSCRIBE time: the
+/// persistent session's QoS 1 subscription got the retained value, the client never
+/// acknowledged it, and after the crash the resumed session re-sends it with DUP=1 under
+/// the same packet id (the retained delivery is on disk like any other queued message).
+#[tokio::test]
+async fn mqtt_4_4_0_1_unacknowledged_retained_publish_from_subscribe_resent_after_kill_9() {
+    use common::{connect_v311, subscribe_packet, Raw};
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("db");
+    let ponte = spawn(&db);
+    let (mut p, _) = Client::connect(ponte.mqtt, "ret-pub").await;
+    p.publish("ret/t", QoS::AtLeastOnce, true, b"kept").await;
+
+    let mut raw = Raw::open(ponte.mqtt).await;
+    raw.send(&connect_v311(false, 0, "ret-sub")).await;
+    assert_eq!(raw.read().await.expect("CONNACK").body, vec![0, 0]);
+    raw.send(&subscribe_packet(1, &[("ret/#", 1)])).await;
+    assert_eq!(raw.read().await.expect("SUBACK").body, vec![0, 1, 1]);
+    let sent = raw.read().await.expect("the retained PUBLISH");
+    assert_eq!(sent.kind(), 3);
+    assert_eq!(sent.first & 0x0F, 0x03, "QoS 1, RETAIN=1, DUP=0");
+    assert_eq!(publish_payload(&sent), b"kept");
+    // No PUBACK. QoS 1 progress is written without being awaited: give it a moment.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    kill_9(ponte);
+    drop(raw);
+
+    let ponte = spawn(&db);
+    let mut raw = Raw::open(ponte.mqtt).await;
+    raw.send(&connect_v311(false, 0, "ret-sub")).await;
+    assert_eq!(raw.read().await.expect("CONNACK").body, vec![1, 0]);
+    let again = raw.read().await.expect("the re-sent retained PUBLISH");
+    assert_eq!(again.first, sent.first | 0x08, "re-sent with DUP=1");
+    assert_eq!(again.body, sent.body, "same packet id, topic and payload");
+    let pkid = publish_pkid(&again);
+    raw.send(&[0x40, 2, (pkid >> 8) as u8, pkid as u8]).await;
+    let more = tokio::time::timeout(Duration::from_millis(300), raw.read()).await;
+    assert!(more.is_err(), "nothing else re-sent: {more:?}");
+
+    // Acknowledged now: its disk copy is gone, so a second crash does not bring it back.
+    kill_9(ponte);
+    drop(raw);
+    let ponte = spawn(&db);
+    let mut raw = Raw::open(ponte.mqtt).await;
+    raw.send(&connect_v311(false, 0, "ret-sub")).await;
+    assert_eq!(raw.read().await.expect("CONNACK").body, vec![1, 0]);
+    let more = tokio::time::timeout(Duration::from_millis(300), raw.read()).await;
+    assert!(more.is_err(), "an acknowledged message came back: {more:?}");
+}
+
 /// A raw MQTT 5 client over ponte-mqtt's v5 codec.
 struct V5 {
     /// The socket.
@@ -1001,6 +1051,49 @@ async fn mqtt5_3_1_2_11_session_expiry_counts_across_restart() {
     assert!(!present, "expired while the broker was down");
     let (_long, present) = V5::connect(ponte.mqtt, "exp-long", false, 600).await;
     assert!(present, "600 s have not passed");
+}
+
+/// MQTT 5 §3.1.2.11.2 for a client still connected at `kill -9`: its network connection
+/// closed with the crash, so its Session Expiry counts from then — which the restarted
+/// broker takes from the last "alive" mark the crashed one wrote (at most a few seconds
+/// early) — not from the restart. A 3 s session is gone after 3.5 s down (Session Present
+/// 0, its subscription gone); a 600 s one is still there with its subscription.
+#[tokio::test]
+async fn mqtt5_3_1_2_11_expiry_of_a_session_connected_at_kill_9_counts_from_the_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("db");
+    let ponte = spawn(&db);
+    let (mut short, _) = V5::connect(ponte.mqtt, "crash-short", true, 3).await;
+    short.subscribe("crash/t").await;
+    let (mut long, _) = V5::connect(ponte.mqtt, "crash-long", true, 600).await;
+    long.subscribe("crash/t").await;
+    // Session records are written without being awaited: give that batch a moment. Both
+    // clients are still connected when the broker dies.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    kill_9(ponte);
+    drop((short, long));
+    std::thread::sleep(Duration::from_millis(3500));
+
+    let ponte = spawn(&db);
+    let (mut short, present) = V5::connect(ponte.mqtt, "crash-short", false, 3).await;
+    assert!(
+        !present,
+        "3 s passed since the crash: expired, not counted from the restart"
+    );
+    let (mut long, present) = V5::connect(ponte.mqtt, "crash-long", false, 600).await;
+    assert!(present, "600 s have not passed");
+    let (mut p, _) = Client::connect(ponte.mqtt, "crash-pub").await;
+    p.publish("crash/t", QoS::AtLeastOnce, false, b"after")
+        .await;
+    match long.next().await {
+        ponte_mqtt::Packet5::Publish(p) => assert_eq!(&p.publish.payload[..], b"after"),
+        other => panic!("expected the PUBLISH on the kept subscription, got {other:?}"),
+    }
+    let none = tokio::time::timeout(Duration::from_millis(300), short.recv()).await;
+    assert!(
+        none.is_err(),
+        "the expired session's subscription is gone: {none:?}"
+    );
 }
 
 /// Issue 5: SIGHUP re-reads the password and ACL files while connections stay up; a bad

@@ -494,6 +494,13 @@ impl Broker {
             };
         if send {
             let now = Instant::now();
+            // A persistent session's copy goes to disk like a fan-out delivery: an
+            // unacknowledged retained message must come back after a crash too
+            // (MQTT-4.4.0-1), and the connection finds its sequence number in `durable`.
+            let durable_client = self.queue.as_ref().and_then(|q| {
+                let c = q.registered()?.get(&mailbox.id()).cloned()?;
+                Some((q, c))
+            });
             for (topic, v) in self.retained.matching(filter) {
                 let (properties, expires_at) = {
                     let meta = self.retained_meta.read();
@@ -517,14 +524,31 @@ impl Broker {
                     expires_at,
                     publisher: None,
                 });
-                let (_, displaced) = mailbox.push_displacing(Delivery {
+                let mut d = Delivery {
                     qos: v.qos.min(opts.qos),
                     message,
                     retain: true,
                     subscription_ids: opts.id.into_iter().collect(),
                     durable: 0,
-                });
+                };
+                if let Some((q, client)) = &durable_client {
+                    if queue::is_durable(d.qos) {
+                        d.durable = q.next_seq();
+                        // Not awaited: the connection's state record that refers to this
+                        // entry is submitted later on the same channel, so a crash that
+                        // keeps the state keeps the entry (batches are applied in order).
+                        q.submit_append(client, d.durable, &d);
+                    }
+                }
+                let seq = d.durable;
+                let (outcome, displaced) = mailbox.push_displacing(d);
                 self.forget_displaced(mailbox.id(), displaced);
+                if seq != 0 && !matches!(outcome, PushOutcome::Queued | PushOutcome::ReplacedOldest)
+                {
+                    if let Some((q, client)) = &durable_client {
+                        q.remove(client, seq);
+                    }
+                }
             }
         }
         replaced

@@ -13,6 +13,10 @@
 //! answers every waiter (a batch that nobody waits for first lingers up to 5 ms for more
 //! ops, so acknowledgements do not cost a sync each) — the same group commit as the retained writer
 //! ([`super::retained`]), on its own thread so the two never block each other's code.
+//!
+//! Every [`ALIVE_PERIOD`] the writer also stores an alive mark (in a batch it syncs anyway,
+//! or in one of its own when idle): after a crash, [`crate::mqtt::session::Registry::restore`]
+//! counts the sessions that were connected as away since that mark.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -39,6 +43,11 @@ const MAX_BATCH: usize = 8192;
 /// otherwise each cost a sync of their own on an idle writer. Bounds how much of that
 /// progress a crash can lose (at worst a QoS 1 message is re-sent).
 const LAZY_DELAY: std::time::Duration = std::time::Duration::from_millis(5);
+
+/// How often the writer stores an alive mark ([`SessionOp::MarkAlive`]). After a crash, a
+/// session that was connected counts as away since the last mark, so its expiry starts at
+/// most this much before the crash; an idle broker pays one small write and sync per period.
+pub const ALIVE_PERIOD: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// One op for the writer thread, with an optional waiter.
 struct Job {
@@ -74,9 +83,13 @@ impl std::fmt::Debug for Queue {
 }
 
 impl Queue {
-    /// Load everything `store` holds and start the writer thread that owns it.
-    pub fn open<S: SessionStore>(store: S) -> Result<Self, StoreError> {
+    /// Load everything `store` holds, store a first alive mark (the loaded one is the
+    /// previous run's), and start the writer thread that owns it.
+    pub fn open<S: SessionStore>(mut store: S) -> Result<Self, StoreError> {
         let loaded = store.load_sessions()?;
+        // Before any client connects: a session opened now and caught by a crash before
+        // the next mark must not count as away since the previous run's last mark.
+        store.apply_sessions(&[SessionOp::MarkAlive(SystemTime::now())])?;
         let next_seq = loaded.queued.iter().map(|q| q.1 + 1).max().unwrap_or(1);
         let (tx, rx) = mpsc::channel();
         let writer = std::thread::Builder::new()
@@ -146,6 +159,16 @@ impl Queue {
 
     /// Append a delivery for `client` under `seq`; resolves once durable.
     pub fn append(&self, client: &Arc<str>, seq: u64, d: &Delivery) -> Option<Durable> {
+        self.append_op(client, seq, d, true)
+    }
+
+    /// Append a delivery for `client` under `seq` that nobody waits for (a retained
+    /// message sent at SUBSCRIBE time: no publisher awaits its acknowledgement).
+    pub fn submit_append(&self, client: &Arc<str>, seq: u64, d: &Delivery) {
+        self.append_op(client, seq, d, false);
+    }
+
+    fn append_op(&self, client: &Arc<str>, seq: u64, d: &Delivery, wait: bool) -> Option<Durable> {
         let m = &d.message;
         let rec = QueuedRecord {
             topic: m.topic.as_str().to_owned(),
@@ -166,7 +189,7 @@ impl Queue {
             }),
             payload: m.payload.clone(),
         };
-        self.submit(SessionOp::Append(client.clone(), seq, Arc::new(rec)), true)
+        self.submit(SessionOp::Append(client.clone(), seq, Arc::new(rec)), wait)
     }
 
     /// Forget one queue entry (acknowledged or dropped); nobody waits.
@@ -197,11 +220,18 @@ pub fn is_durable(qos: QoS) -> bool {
 fn writer_loop<S: SessionStore>(mut store: S, rx: mpsc::Receiver<Job>) {
     let mut jobs: Vec<Job> = Vec::new();
     let mut ops: Vec<SessionOp> = Vec::new();
-    while let Ok(first) = rx.recv() {
-        let mut waited = first.reply.is_some();
-        jobs.push(first);
+    let mut next_mark = Instant::now() + ALIVE_PERIOD;
+    loop {
+        // Idle until the next op, or until the alive mark is due (a batch of its own).
+        let first = match rx.recv_timeout(next_mark.saturating_duration_since(Instant::now())) {
+            Ok(first) => Some(first),
+            Err(mpsc::RecvTimeoutError::Timeout) => None,
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        };
+        let mut waited = first.as_ref().is_some_and(|j| j.reply.is_some());
+        jobs.extend(first);
         let lazy_until = Instant::now() + LAZY_DELAY;
-        loop {
+        while !jobs.is_empty() {
             while jobs.len() < MAX_BATCH {
                 match rx.try_recv() {
                     Ok(j) => {
@@ -225,6 +255,14 @@ fn writer_loop<S: SessionStore>(mut store: S, rx: mpsc::Receiver<Job>) {
             }
         }
         ops.extend(jobs.iter().map(|j| j.op.clone()));
+        if Instant::now() >= next_mark {
+            // A busy writer carries the mark in a batch it syncs anyway.
+            ops.push(SessionOp::MarkAlive(SystemTime::now()));
+            next_mark = Instant::now() + ALIVE_PERIOD;
+        }
+        if ops.is_empty() {
+            continue;
+        }
         let result = store.apply_sessions(&ops);
         if let Err(e) = &result {
             tracing::error!(error = %e, ops = ops.len(), "session batch failed; publishes refused");

@@ -467,7 +467,9 @@ impl Registry {
     /// with DUP=1 under its packet id, or only the PUBREL once PUBREC came, MQTT-4.4.0-1),
     /// the rest of their queued messages go back into the mailbox in order, and their
     /// inbound QoS 2 ids are kept. A session whose expiry passed while the broker was down
-    /// (counted from when its client went away) is deleted instead. Returns (sessions,
+    /// (counted from when its client went away — for a client connected at a crash, from
+    /// the last alive mark the crashed broker stored, see [`crate::broker::queue`]) is
+    /// deleted instead. Returns (sessions,
     /// messages) restored.
     pub fn restore(&self, broker: &Broker) -> (usize, usize) {
         let Some(q) = broker.queue() else {
@@ -476,6 +478,10 @@ impl Registry {
         let mut loaded = q.take_loaded();
         let now = Instant::now();
         let wall = SystemTime::now();
+        // When the previous run was last known alive: a client connected at a crash lost
+        // its connection then (at most `ALIVE_PERIOD` later). No mark (a database from
+        // before the marks): the restart is all we know.
+        let crashed_at = loaded.alive_at.map_or(wall, |t| t.min(wall));
         let mut queued: HashMap<String, std::collections::BTreeMap<u64, QueuedRecord>> =
             HashMap::new();
         for (client_id, seq, rec) in loaded.queued {
@@ -486,16 +492,16 @@ impl Registry {
         for (client_id, rec) in loaded.sessions {
             let key: Arc<str> = Arc::from(client_id.as_str());
             let expiry = rec.expiry;
-            let remaining = match rec.away_since {
-                _ if expiry == NEVER => Some(None),
-                // Away since `t`: what is left of the interval (none: it expired while
-                // the broker was down).
-                Some(t) => Duration::from_secs(u64::from(expiry))
-                    .checked_sub(wall.duration_since(t).unwrap_or_default())
+            // Connected when the broker stopped: away since the last alive mark.
+            let away = rec.away_since.unwrap_or(crashed_at);
+            let remaining = if expiry == NEVER {
+                Some(None)
+            } else {
+                // What is left of the interval (none: it expired while the broker was down).
+                Duration::from_secs(u64::from(expiry))
+                    .checked_sub(wall.duration_since(away).unwrap_or_default())
                     .filter(|left| !left.is_zero())
-                    .map(Some),
-                // Connected when the broker stopped: the interval starts now.
-                None => Some(Some(Duration::from_secs(u64::from(expiry)))),
+                    .map(Some)
             };
             let Some(left) = remaining.filter(|_| expiry > 0) else {
                 // Expired while the broker was down, or resumed with expiry 0 (it ended
@@ -508,7 +514,6 @@ impl Registry {
             let s = Session::new(client_id.clone(), expiry, self.max_queued, self.policy);
             s.mailbox.set_queue_qos0(self.queue_qos0);
             s.mailbox.set_online(false);
-            let away = rec.away_since.unwrap_or(wall);
             *s.away_since.lock() = Some(away);
             *s.expires_at.lock() = left.map(|left| now + left);
             for sub in rec.subscriptions {

@@ -12,7 +12,9 @@
 //!   (client, global sequence number) so a prefix scan returns a session's messages in the
 //!   order they were queued, with its v5 properties and expiry. An entry is appended before
 //!   the publisher is acknowledged and removed (lazily, nobody waits) once the client
-//!   acknowledged it.
+//!   acknowledged it;
+//! - one **alive mark** for the whole broker: a wall-clock time rewritten every few seconds,
+//!   so after a crash a session that was connected counts as away since about the crash.
 //!
 //! Keys: `u16 BE length | client id bytes` for sessions and states, the same followed by `u64 BE seq`
 //! for queue entries — the length prefix makes a client's prefix unambiguous whatever bytes
@@ -42,6 +44,10 @@ pub enum SessionOp {
     Append(Arc<str>, u64, Arc<QueuedRecord>),
     /// Remove one queue entry (acknowledged, or dropped by the overflow policy).
     Remove(Arc<str>, u64),
+    /// The broker is alive at this wall-clock time: written every few seconds by the
+    /// session writer, so after a crash the sessions that were connected can be counted
+    /// as away since the last mark, i.e. since about when their connections died.
+    MarkAlive(SystemTime),
 }
 
 /// One persisted subscription.
@@ -78,8 +84,8 @@ pub struct SessionRecord {
 pub struct StoredInflight {
     /// Its packet identifier, reused when it is re-sent (MQTT-4.4.0-1).
     pub pkid: u16,
-    /// The queue entry holding the message (0: none, e.g. a retained message sent at
-    /// subscribe time, which cannot be re-sent after a restart).
+    /// The queue entry holding the message, so it can be re-sent after a restart (0: none,
+    /// e.g. a QoS 0 delivery; retained messages sent at SUBSCRIBE time have an entry too).
     pub seq: u64,
     /// PUBREC received and PUBREL sent: only the PUBREL is re-sent, never the PUBLISH
     /// (re-sending it could make the client deliver a QoS 2 message twice).
@@ -130,6 +136,9 @@ pub struct LoadedSessions {
     /// Queue entries: client id, sequence number, message — in key order (per client in
     /// sequence order).
     pub queued: Vec<(String, u64, QueuedRecord)>,
+    /// The last [`SessionOp::MarkAlive`] time stored (`None`: none yet, e.g. a database
+    /// from before the marks): when the previous run was last known alive.
+    pub alive_at: Option<SystemTime>,
 }
 
 /// A durable home for persistent sessions; owned by the queue writer thread.
@@ -190,6 +199,19 @@ pub(crate) fn split_session_key(k: &[u8]) -> Result<String, StoreError> {
 fn put_str16(out: &mut Vec<u8>, s: &str) {
     out.extend_from_slice(&(s.len().min(usize::from(u16::MAX)) as u16).to_be_bytes());
     out.extend_from_slice(&s.as_bytes()[..s.len().min(usize::from(u16::MAX))]);
+}
+
+/// Encode an alive mark: milliseconds since the Unix epoch, u64 BE.
+pub(crate) fn encode_alive(t: SystemTime) -> [u8; 8] {
+    to_ms(Some(t)).to_be_bytes()
+}
+
+/// Decode a record written by [`encode_alive`].
+pub(crate) fn decode_alive(rec: &[u8]) -> Result<Option<SystemTime>, StoreError> {
+    let mut r = Reader::new(rec, "alive mark");
+    let ms = r.u64()?;
+    r.end()?;
+    Ok(from_ms(ms))
 }
 
 /// Milliseconds since the Unix epoch; 0 stands for "none", so a real instant is at least 1.

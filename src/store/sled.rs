@@ -7,9 +7,9 @@
 use std::path::Path;
 
 use super::session::{
-    client_key, decode_queued, decode_session, decode_state, encode_queued, encode_session,
-    encode_state, queue_key, split_queue_key, split_session_key, LoadedSessions, SessionOp,
-    SessionStore,
+    client_key, decode_alive, decode_queued, decode_session, decode_state, encode_alive,
+    encode_queued, encode_session, encode_state, queue_key, split_queue_key, split_session_key,
+    LoadedSessions, SessionOp, SessionStore,
 };
 use super::{decode_value, encode_value, RetainedOp, Store, StoreError};
 use crate::broker::message::RetainedValue;
@@ -46,6 +46,7 @@ impl SledStore {
             sessions: db.open_tree("sessions").map_err(engine)?,
             state: db.open_tree("session_state").map_err(engine)?,
             queue: db.open_tree("queue").map_err(engine)?,
+            meta: db.open_tree("session_meta").map_err(engine)?,
             db,
         };
         Ok((store, sessions))
@@ -104,8 +105,9 @@ impl Store for SledStore {
 }
 
 /// The persistent-session trees of the same database: `sessions` (one record per client),
-/// `session_state` (its unfinished exchanges, rewritten as they progress) and `queue` (one
-/// entry per queued message, keyed by client and sequence number).
+/// `session_state` (its unfinished exchanges, rewritten as they progress), `queue` (one
+/// entry per queued message, keyed by client and sequence number) and `session_meta` (one
+/// key, `alive_at`: when the broker was last known alive).
 pub struct SledSessions {
     /// The database: flushed once per batch (fsync).
     db: sled::Db,
@@ -115,7 +117,12 @@ pub struct SledSessions {
     state: sled::Tree,
     /// Queued messages by client key + sequence number.
     queue: sled::Tree,
+    /// Broker-wide session bookkeeping: the alive mark, rewritten every few seconds.
+    meta: sled::Tree,
 }
+
+/// The key of the alive mark in `session_meta`.
+const ALIVE_KEY: &[u8] = b"alive_at";
 
 impl std::fmt::Debug for SledSessions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -144,6 +151,9 @@ impl SessionStore for SledSessions {
             let (client, seq) = split_queue_key(&k)?;
             out.queued.push((client, seq, decode_queued(&v)?));
         }
+        if let Some(v) = self.meta.get(ALIVE_KEY).map_err(engine)? {
+            out.alive_at = decode_alive(&v)?;
+        }
         Ok(out)
     }
 
@@ -151,6 +161,7 @@ impl SessionStore for SledSessions {
         let mut sessions = sled::Batch::default();
         let mut state = sled::Batch::default();
         let mut queue = sled::Batch::default();
+        let mut alive = None;
         for op in ops {
             match op {
                 SessionOp::PutSession(c, r) => sessions.insert(client_key(c), encode_session(r)),
@@ -168,9 +179,15 @@ impl SessionStore for SledSessions {
                 }
                 SessionOp::Append(c, seq, m) => queue.insert(queue_key(c, *seq), encode_queued(m)),
                 SessionOp::Remove(c, seq) => queue.remove(queue_key(c, *seq)),
+                SessionOp::MarkAlive(t) => alive = Some(*t),
             }
         }
-        // Three trees, one sync: every batch is in the log before the flush returns. The
+        if let Some(t) = alive {
+            self.meta
+                .insert(ALIVE_KEY, &encode_alive(t))
+                .map_err(engine)?;
+        }
+        // Every tree, one sync: every batch is in the log before the flush returns. The
         // queue goes first: should a crash keep only a prefix of the log, an exchange's
         // state never refers to an entry that was not appended, and an entry removed on
         // PUBCOMP is never left behind by a state that already forgot it (it would come
@@ -213,5 +230,27 @@ mod tests {
         let mut s = SledStore::open(dir.path()).unwrap();
         s.apply(&[RetainedOp::Delete(t)]).unwrap();
         assert!(s.load_retained().unwrap().is_empty());
+    }
+
+    #[test]
+    fn alive_mark_survives_reopen_and_the_latest_of_a_batch_wins() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = |ms| UNIX_EPOCH + Duration::from_millis(ms);
+        {
+            let (_, sessions) = SledStore::open_with_sessions(dir.path()).unwrap();
+            assert_eq!(sessions.load_sessions().unwrap().alive_at, None);
+            let mut sessions = sessions;
+            sessions
+                .apply_sessions(&[
+                    SessionOp::MarkAlive(t(1_700_000_000_000)),
+                    SessionOp::MarkAlive(t(1_700_000_002_000)),
+                ])
+                .unwrap();
+        }
+        let (_, sessions) = SledStore::open_with_sessions(dir.path()).unwrap();
+        assert_eq!(
+            sessions.load_sessions().unwrap().alive_at,
+            Some(t(1_700_000_002_000))
+        );
     }
 }
