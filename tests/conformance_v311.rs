@@ -891,3 +891,32 @@ async fn mqtt_4_6_0_6_pipelined_publishes_keep_order_with_a_durable_store() {
     );
     gw.shutdown().await;
 }
+
+/// MQTT-3.12.4-1 with pipelined PUBLISHes: the PINGRESP is sent only once every PUBLISH the
+/// client sent before the PINGREQ is handled, so clients can use it as a barrier after QoS 0
+/// retained PUBLISHes (which have no acknowledgement of their own), here with sled behind.
+#[tokio::test]
+async fn mqtt_3_12_4_1_pingresp_follows_the_publishes_sent_before_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = ponte::config::Config::ephemeral();
+    config.store.memory = false;
+    config.store.db = dir.path().join("db");
+    let gw = ponte::start(config).await.expect("start");
+    let (mut publ, _) = V3::connect(gw.mqtt_addr, "barrier", true).await;
+    let mut bytes = bytes::BytesMut::new();
+    for i in 0..100u16 {
+        let p = publish(&format!("barrier/{i}"), QoS::AtMostOnce, 0, true, b"v");
+        ponte_mqtt::encode(&Packet::Publish(p), &mut bytes);
+    }
+    ponte_mqtt::encode(&Packet::PingReq, &mut bytes);
+    publ.send_raw(&bytes).await;
+    publ.expect(Packet::PingResp).await;
+    for i in 0..100u16 {
+        let topic = ponte::broker::topic::TopicName::parse(&format!("barrier/{i}")).expect("topic");
+        assert!(
+            gw.broker.get(&topic).is_some(),
+            "barrier/{i} stored before the PINGRESP"
+        );
+    }
+    gw.shutdown().await;
+}

@@ -11,8 +11,9 @@
 //! commit per PUBLISH. They are delivered ([`Broker::deliver`]) strictly in arrival order once
 //! their own write and every earlier one are durable, and acknowledged in arrival order once
 //! persistent sessions' copies are durable too — never before. Any other packet (SUBSCRIBE,
-//! UNSUBSCRIBE, DISCONNECT) and any refusal waits until the pipeline is empty, so the client
-//! sees the same results as if its packets were handled one by one. At most
+//! UNSUBSCRIBE, PINGREQ, DISCONNECT) and any refusal waits until the pipeline is empty, so the client
+//! sees the same results as if its packets were handled one by one; so does PINGREQ, whose
+//! PINGRESP clients use as a barrier after QoS 0 PUBLISHes. At most
 //! `MAX_PIPELINED` PUBLISHes are in flight; beyond that the socket is not read.
 //!
 //! [`Broker::stage`]: crate::broker::Broker::stage
@@ -352,6 +353,7 @@ impl Driver {
             Event::Subscribe { .. }
                 | Event::Subscribe5(_)
                 | Event::Unsubscribe { .. }
+                | Event::PingRequest
                 | Event::Closed { .. }
         ) {
             // What the client published before this packet is done first, as if handled
@@ -411,6 +413,9 @@ impl Driver {
                 self.conn
                     .unsuback_reasons_because(pkid, codes, refused.into_reason());
             }
+            // After the drain above: PINGRESP tells the client everything it sent before
+            // the PINGREQ is done.
+            Event::PingRequest => self.conn.ping_response(),
             Event::InflightFreed => {
                 // Exchanges finished: their durable queue entries can go (nobody waits).
                 if let Some(session) = &self.session {

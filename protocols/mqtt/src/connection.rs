@@ -325,6 +325,11 @@ pub enum Event {
     },
     /// An outgoing QoS 1/2 exchange completed: the window has room for another message.
     InflightFreed,
+    /// A PINGREQ; answer with `ping_response` once everything the client sent before it is
+    /// handled. Left to the application so a PINGRESP can keep its meaning as a barrier —
+    /// clients (and test suites) send PINGREQ after a QoS 0 PUBLISH to know it was processed —
+    /// when the application handles PUBLISHes asynchronously.
+    PingRequest,
     /// MQTT 5 CONNECT (first packet only), with its properties; answer with `accept_with`
     /// or `reject_v5`. An empty client id may arrive with either Clean Start.
     Connect5(Box<Connect5>),
@@ -772,6 +777,19 @@ impl Connection {
                 _ => ConnectReturnCode::ServerUnavailable,
             };
             self.reject_now(code);
+        }
+    }
+
+    /// Answer an [`Event::PingRequest`] with PINGRESP (MQTT-3.12.4-1). Nothing is sent once
+    /// the connection is closed.
+    pub fn ping_response(&mut self) {
+        if self.state == State::Closed {
+            return;
+        }
+        if self.is_v5() {
+            self.send_v5(Packet5::PingResp);
+        } else {
+            encode(&Packet::PingResp, &mut self.tx);
         }
     }
 
@@ -1416,7 +1434,7 @@ impl Connection {
             Packet::Unsubscribe { pkid, filters } => {
                 self.events.push_back(Event::Unsubscribe { pkid, filters })
             }
-            Packet::PingReq => encode(&Packet::PingResp, &mut self.tx),
+            Packet::PingReq => self.events.push_back(Event::PingRequest),
             Packet::Disconnect => self.close_with(CloseReason::Disconnect),
             other @ (Packet::ConnAck { .. }
             | Packet::SubAck { .. }
@@ -1581,7 +1599,7 @@ impl Connection {
                 pkid: u.pkid,
                 filters: u.filters,
             }),
-            Packet5::PingReq => self.send_v5(Packet5::PingResp),
+            Packet5::PingReq => self.events.push_back(Event::PingRequest),
             Packet5::Disconnect(d) => {
                 let expiry = d.properties.session_expiry_interval;
                 match expiry {

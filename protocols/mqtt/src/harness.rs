@@ -291,6 +291,7 @@ pub fn connection_bytes(data: &[u8]) {
                         }
                     }
                 }
+                Event::PingRequest => conn.ping_response(),
                 Event::Closed { .. } => closed += 1,
             }
         }

@@ -41,6 +41,7 @@
 //!         ),
 //!         Event::Unsubscribe { pkid, .. } => conn.unsuback(pkid),
 //!         Event::InflightFreed => { /* send queued messages */ }
+//!         Event::PingRequest => conn.ping_response(),
 //!         // MQTT 5 connections: the same, with properties (see `Event`).
 //!         Event::Connect5(_) | Event::Publish5(_) | Event::Subscribe5(_) => {}
 //!         Event::Closed { will, .. } => { /* publish `will` if Some, drop socket */ }

@@ -204,6 +204,14 @@ fn mqtt_3_1_2_24_keepalive_one_and_a_half_times_closes_with_will() {
     let mut h = H::connected();
     assert_eq!(h.conn.poll_timeout(), Some(h.at(15)));
     h.send(5, &Packet::PingReq);
+    // MQTT-3.12.4-1: PINGREQ is handed to the application, which answers it once
+    // everything before it is handled.
+    assert_eq!(h.events(), vec![Event::PingRequest]);
+    assert!(
+        h.sent().is_empty(),
+        "no PINGRESP before the application answers"
+    );
+    h.conn.ping_response();
     assert_eq!(h.sent(), vec![Packet::PingResp]);
     assert_eq!(h.conn.poll_timeout(), Some(h.at(20)));
     h.conn.handle_timeout(h.at(19));
@@ -258,6 +266,7 @@ fn mqtt_3_1_4_5_pipelined_packets_wait_for_accept_and_are_dropped_on_reject() {
     // After close, input is ignored and nothing more is sent.
     h.send(1, &Packet::PingReq);
     h.conn.suback(1, vec![SubscribeReturnCode::Failure]);
+    h.conn.ping_response();
     assert!(h.sent().is_empty());
     assert!(h.events().is_empty());
 }
@@ -270,6 +279,8 @@ fn mqtt_3_1_4_pipelined_packets_processed_after_accept_in_order() {
     h.conn.handle_bytes(h.at(0), &wire);
     h.events();
     h.conn.accept(h.at(0), false, None);
+    assert_eq!(h.events(), vec![Event::PingRequest], "held until accepted");
+    h.conn.ping_response();
     assert_eq!(
         h.sent(),
         vec![
