@@ -573,6 +573,28 @@ fn kill_9(mut ponte: Ponte) {
 }
 
 /// The packet id of a raw 3.1.1 QoS 1/2 PUBLISH (after the topic).
+/// SIGKILL the broker while `old` is still connected (dropped only after the kill, so the
+/// broker never sees it close), start it again on the same database, and resume `client`'s
+/// persistent MQTT 3.1.1 session on a new connection: CONNACK must say session present.
+async fn kill_9_and_resume(
+    ponte: Ponte,
+    old: common::Raw,
+    db: &Path,
+    client: &str,
+) -> (Ponte, common::Raw) {
+    kill_9(ponte);
+    drop(old);
+    let ponte = spawn(db);
+    let mut raw = common::Raw::open(ponte.mqtt).await;
+    raw.send(&common::connect_v311(false, 0, client)).await;
+    assert_eq!(
+        raw.read().await.expect("CONNACK").body,
+        vec![1, 0],
+        "{client}: session present after the restart"
+    );
+    (ponte, raw)
+}
+
 fn publish_pkid(p: &common::RawPacket) -> u16 {
     let n = usize::from(u16::from_be_bytes([p.body[0], p.body[1]]));
     u16::from_be_bytes([p.body[2 + n], p.body[3 + n]])
@@ -618,13 +640,7 @@ async fn mqtt_4_3_3_qos2_publish_between_pubrec_and_pubrel_delivered_once_across
     let rec = publisher.read().await.expect("PUBREC");
     assert_eq!((rec.first, rec.body.as_slice()), (0x50, &[0u8, 7][..]));
     // Crash while the exchange is between PUBREC and PUBREL, the client still connected.
-    kill_9(ponte);
-    drop(publisher);
-
-    let ponte = spawn(&db);
-    let mut publisher = Raw::open(ponte.mqtt).await;
-    publisher.send(&connect_v311(false, 0, "once-pub")).await;
-    assert_eq!(publisher.read().await.expect("CONNACK").body, vec![1, 0]);
+    let (ponte, mut publisher) = kill_9_and_resume(ponte, publisher, &db, "once-pub").await;
     // The client does not know whether PUBREC was durable: it re-sends (MQTT-4.4.0-1).
     publisher
         .send(&publish_packet(
@@ -694,13 +710,7 @@ async fn mqtt_4_4_0_1_unacknowledged_publishes_and_pubrels_resent_in_order_after
     );
     // QoS 1 progress is written without being awaited: give that batch a moment.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    kill_9(ponte);
-    drop(raw);
-
-    let ponte = spawn(&db);
-    let mut raw = Raw::open(ponte.mqtt).await;
-    raw.send(&connect_v311(false, 0, "inflight")).await;
-    assert_eq!(raw.read().await.expect("CONNACK").body, vec![1, 0]);
+    let (_ponte, mut raw) = kill_9_and_resume(ponte, raw, &db, "inflight").await;
     for (i, sent) in first.iter().enumerate() {
         let pkt = raw.read().await.expect("re-sent packet");
         if i == 1 {
@@ -749,13 +759,7 @@ async fn mqtt_4_4_0_1_unacknowledged_retained_publish_from_subscribe_resent_afte
     assert_eq!(publish_payload(&sent), b"kept");
     // No PUBACK. QoS 1 progress is written without being awaited: give it a moment.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    kill_9(ponte);
-    drop(raw);
-
-    let ponte = spawn(&db);
-    let mut raw = Raw::open(ponte.mqtt).await;
-    raw.send(&connect_v311(false, 0, "ret-sub")).await;
-    assert_eq!(raw.read().await.expect("CONNACK").body, vec![1, 0]);
+    let (ponte, mut raw) = kill_9_and_resume(ponte, raw, &db, "ret-sub").await;
     let again = raw.read().await.expect("the re-sent retained PUBLISH");
     assert_eq!(again.first, sent.first | 0x08, "re-sent with DUP=1");
     assert_eq!(again.body, sent.body, "same packet id, topic and payload");
@@ -765,12 +769,7 @@ async fn mqtt_4_4_0_1_unacknowledged_retained_publish_from_subscribe_resent_afte
     assert!(more.is_err(), "nothing else re-sent: {more:?}");
 
     // Acknowledged now: its disk copy is gone, so a second crash does not bring it back.
-    kill_9(ponte);
-    drop(raw);
-    let ponte = spawn(&db);
-    let mut raw = Raw::open(ponte.mqtt).await;
-    raw.send(&connect_v311(false, 0, "ret-sub")).await;
-    assert_eq!(raw.read().await.expect("CONNACK").body, vec![1, 0]);
+    let (_ponte, mut raw) = kill_9_and_resume(ponte, raw, &db, "ret-sub").await;
     let more = tokio::time::timeout(Duration::from_millis(300), raw.read()).await;
     assert!(more.is_err(), "an acknowledged message came back: {more:?}");
 }

@@ -813,11 +813,7 @@ async fn mqtt_4_7_3_4_topics_are_matched_without_normalisation() {
 /// if one by one).
 #[tokio::test]
 async fn mqtt_4_6_0_6_pipelined_publishes_keep_order_with_a_durable_store() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut config = ponte::config::Config::ephemeral();
-    config.store.memory = false;
-    config.store.db = dir.path().join("db");
-    let gw = ponte::start(config).await.expect("start");
+    let (gw, _dir) = sled_gateway().await;
     let (mut c, _) = V3::connect(gw.mqtt_addr, "pipe-sub", true).await;
     sub(&mut c, "pipe/#", QoS::AtLeastOnce).await;
     let (mut publ, _) = V3::connect(gw.mqtt_addr, "pipe-pub", true).await;
@@ -897,11 +893,7 @@ async fn mqtt_4_6_0_6_pipelined_publishes_keep_order_with_a_durable_store() {
 /// retained PUBLISHes (which have no acknowledgement of their own), here with sled behind.
 #[tokio::test]
 async fn mqtt_3_12_4_1_pingresp_follows_the_publishes_sent_before_it() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut config = ponte::config::Config::ephemeral();
-    config.store.memory = false;
-    config.store.db = dir.path().join("db");
-    let gw = ponte::start(config).await.expect("start");
+    let (gw, _dir) = sled_gateway().await;
     let (mut publ, _) = V3::connect(gw.mqtt_addr, "barrier", true).await;
     let mut bytes = bytes::BytesMut::new();
     for i in 0..100u16 {

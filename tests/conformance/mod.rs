@@ -37,6 +37,19 @@ pub async fn gateway() -> ponte::Gateway {
     gateway_with(|_| {}).await
 }
 
+/// A gateway like [`gateway`] but with a sled store in a fresh temporary directory (kept
+/// alive by the returned guard), so retained writes take real group commits.
+pub async fn sled_gateway() -> (ponte::Gateway, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("db");
+    let gw = gateway_with(|c| {
+        c.store.memory = false;
+        c.store.db = db;
+    })
+    .await;
+    (gw, dir)
+}
+
 /// Like [`gateway`], with the configuration adjusted by `f`.
 pub async fn gateway_with(f: impl FnOnce(&mut ponte::config::Config)) -> ponte::Gateway {
     let mut config = ponte::config::Config::ephemeral();
