@@ -572,7 +572,6 @@ fn kill_9(mut ponte: Ponte) {
     wait_exit(&mut ponte.child, Duration::from_secs(10));
 }
 
-/// The packet id of a raw 3.1.1 QoS 1/2 PUBLISH (after the topic).
 /// SIGKILL the broker while `old` is still connected (dropped only after the kill, so the
 /// broker never sees it close), start it again on the same database, and resume `client`'s
 /// persistent MQTT 3.1.1 session on a new connection: CONNACK must say session present.
@@ -595,6 +594,7 @@ async fn kill_9_and_resume(
     (ponte, raw)
 }
 
+/// The packet id of a raw 3.1.1 QoS 1/2 PUBLISH (after the topic).
 fn publish_pkid(p: &common::RawPacket) -> u16 {
     let n = usize::from(u16::from_be_bytes([p.body[0], p.body[1]]));
     u16::from_be_bytes([p.body[2 + n], p.body[3 + n]])
@@ -1236,4 +1236,51 @@ fn issue_5_bad_acl_file_exits_2_naming_the_line() {
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("line 2") && err.contains("a/#/b"), "{err}");
+}
+
+/// MQTT-3.2.2-2 / MQTT-3.9.3 with kill -9: once CONNACK and SUBACK have gone out for a
+/// persistent session, the session and its subscription are on disk. The broker is killed
+/// the moment the SUBACK arrives; after the restart the session is present and a message
+/// published while the client is away (over HTTP) is queued for it and delivered.
+#[tokio::test]
+async fn mqtt_3_2_2_2_acknowledged_session_and_subscription_survive_an_immediate_kill_9() {
+    use common::{connect_v311, subscribe_packet, Raw};
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("db");
+    for round in 0..3 {
+        let ponte = spawn(&db);
+        let id = format!("quick-{round}");
+        let mut raw = Raw::open(ponte.mqtt).await;
+        raw.send(&connect_v311(false, 0, &id)).await;
+        assert_eq!(raw.read().await.expect("CONNACK").body, vec![0, 0]);
+        let topic = format!("quick/{round}");
+        raw.send(&subscribe_packet(1, &[(topic.as_str(), 1)])).await;
+        assert_eq!(raw.read().await.expect("SUBACK").body, vec![0, 1, 1]);
+        kill_9(ponte);
+        drop(raw);
+
+        let ponte = spawn(&db);
+        let put = reqwest::Client::new()
+            .put(format!("http://{}/resources/{topic}", ponte.http))
+            .body(format!("while away {round}"))
+            .send()
+            .await
+            .expect("HTTP PUT");
+        assert!(put.status().is_success());
+        let mut raw = Raw::open(ponte.mqtt).await;
+        raw.send(&connect_v311(false, 0, &id)).await;
+        assert_eq!(
+            raw.read().await.expect("CONNACK").body,
+            vec![1, 0],
+            "round {round}: the session acknowledged before the kill is present"
+        );
+        let p = raw.read().await.expect("the queued PUBLISH");
+        assert_eq!(p.kind(), 3, "round {round}: a PUBLISH");
+        assert!(
+            p.body.ends_with(format!("while away {round}").as_bytes()),
+            "round {round}: the message published while away"
+        );
+        drop(raw);
+        kill_9(ponte);
+    }
 }

@@ -288,3 +288,84 @@ async fn store_failure_http_put_503_problem_json_and_coap_put_5_03_with_diagnost
     assert_eq!(switch.stored("flaky/http").as_deref(), Some(&b"21.5"[..]));
     assert_eq!(switch.stored("flaky/coap").as_deref(), Some(&b"7"[..]));
 }
+
+/// A session store whose batches fail while its flag is set; otherwise it keeps nothing
+/// (what it holds is not what these tests look at).
+struct FlakySessions(Arc<AtomicBool>);
+
+impl ponte::store::session::SessionStore for FlakySessions {
+    fn load_sessions(&self) -> Result<ponte::store::session::LoadedSessions, StoreError> {
+        Ok(Default::default())
+    }
+
+    fn apply_sessions(
+        &mut self,
+        _ops: &[ponte::store::session::SessionOp],
+    ) -> Result<(), StoreError> {
+        if self.0.load(Ordering::SeqCst) {
+            return Err(StoreError::Engine(
+                "injected failure: no space left on device".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// MQTT-4.8.0-2 for session state: while the session store fails, a persistent session's
+/// CONNECT is refused (3.1.1 return code 3, Server unavailable) instead of being told it has
+/// a session that a crash would lose, and a persistent session's SUBSCRIBE closes the
+/// connection without a SUBACK; a clean session is unaffected. Once the store recovers, the
+/// same client connects and subscribes normally.
+#[tokio::test]
+async fn mqtt_4_8_0_2_session_store_failure_refuses_connack_and_suback() {
+    let failing = Arc::new(AtomicBool::new(false));
+    let gw = within(
+        WAIT,
+        "gateway start",
+        ponte::start_with_stores(
+            ponte::config::Config::ephemeral(),
+            FlakyStore(Switch::default()),
+            FlakySessions(failing.clone()),
+        ),
+    )
+    .await
+    .expect("gateway starts over the supplied stores");
+
+    // Connected while the store works, then it fails: SUBSCRIBE gets no SUBACK.
+    let (mut c, _) = V3::connect(gw.mqtt_addr, "flaky-sess", false).await;
+    failing.store(true, Ordering::SeqCst);
+    c.send(&Packet::Subscribe {
+        pkid: 1,
+        filters: vec![("flaky/s".into(), QoS::AtLeastOnce)],
+    })
+    .await;
+    let before_close = c
+        .expect_closed("the close after the session store failed")
+        .await;
+    assert!(
+        !before_close
+            .iter()
+            .any(|p| matches!(p, Packet::SubAck { .. })),
+        "no SUBACK for a subscription that was not stored: {before_close:?}"
+    );
+
+    // A new persistent session cannot be stored: CONNACK 3.
+    let mut c = V3::open(gw.mqtt_addr).await;
+    c.send(&connect3("flaky-sess2", false, 30, None)).await;
+    assert_eq!(
+        c.recv().await,
+        Some(Packet::ConnAck {
+            session_present: false,
+            code: ponte_mqtt::ConnectReturnCode::ServerUnavailable,
+        }),
+        "CONNACK Server unavailable while the session cannot be stored"
+    );
+    // A clean session needs no storage.
+    let (_clean, _) = V3::connect(gw.mqtt_addr, "flaky-clean", true).await;
+
+    failing.store(false, Ordering::SeqCst);
+    let (mut c, _) = V3::connect(gw.mqtt_addr, "flaky-sess2", false).await;
+    let codes = c.subscribe(&[("flaky/s", QoS::AtLeastOnce)]).await;
+    assert_eq!(codes.len(), 1, "SUBACK once the store works again");
+    gw.shutdown().await;
+}

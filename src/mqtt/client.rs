@@ -381,12 +381,12 @@ impl Driver {
                     .into_iter()
                     .map(|(f, q)| (f, SubscriptionOptions::qos(q)))
                     .collect();
-                self.on_subscribe(pkid, filters, None);
+                self.on_subscribe(pkid, filters, None).await;
             }
             Event::Subscribe5(s) => {
                 let s = *s;
                 let id = s.properties.subscription_identifiers.first().copied();
-                self.on_subscribe(s.pkid, s.filters, id);
+                self.on_subscribe(s.pkid, s.filters, id).await;
             }
             Event::Unsubscribe { pkid, filters } => {
                 let mut codes = Vec::with_capacity(filters.len());
@@ -408,7 +408,10 @@ impl Driver {
                             }
                         });
                     }
-                    session.persist(&self.shared.broker);
+                    let session = session.clone();
+                    if !self.session_durable(&session, "UNSUBSCRIBE").await {
+                        return false;
+                    }
                 }
                 self.conn
                     .unsuback_reasons_because(pkid, codes, refused.into_reason());
@@ -431,7 +434,7 @@ impl Driver {
     }
 
     /// Answer one SUBSCRIBE (3.1.1 filters come with plain options).
-    fn on_subscribe(
+    async fn on_subscribe(
         &mut self,
         pkid: u16,
         filters: Vec<(String, SubscriptionOptions)>,
@@ -524,9 +527,32 @@ impl Driver {
                 }
             }
         }
-        session.persist(&self.shared.broker);
+        if !self.session_durable(&session, "SUBSCRIBE").await {
+            return;
+        }
         self.conn
             .suback_reasons_because(pkid, codes, refused.into_reason());
+    }
+
+    /// Make a persistent session's record (subscriptions, expiry) durable before the packet
+    /// that acknowledges a change to it goes out. False when it could not be stored: the
+    /// connection is then closed without the acknowledgement (MQTT-4.8.0-2), so the client
+    /// does not take for kept what a crash would lose.
+    async fn session_durable(&mut self, session: &Session, what: &str) -> bool {
+        let Some(durable) = session.persist_durable(&self.shared.broker) else {
+            return true;
+        };
+        match durable.await.unwrap_or(Err(StoreError::Closed)) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::error!(peer = %self.peer, error = %e, "session could not be stored; {what} not acknowledged");
+                self.conn.close(CloseReason::ServerWithReason {
+                    reason_code: reason::UNSPECIFIED_ERROR,
+                    reason_string: format!("the session could not be stored: {e}"),
+                });
+                false
+            }
+        }
     }
 
     /// A request refused by a configured limit: counted and logged, never silent.
@@ -604,6 +630,24 @@ impl Driver {
             if !Arc::ptr_eq(prev, &opened.session) {
                 // A replaced session: wait for its connection to finish too.
                 drop(prev.owner.lock().await);
+            }
+        }
+        // A persistent session is on disk before CONNACK, so a client told its session
+        // exists (or was created) keeps it across kill -9.
+        if let Some(durable) = opened.session.persist_durable(&self.shared.broker) {
+            if let Err(e) = durable.await.unwrap_or(Err(StoreError::Closed)) {
+                tracing::error!(peer = %self.peer, client_id, error = %e, "session could not be stored; CONNECT refused");
+                // Away again, as if this connection had closed at once.
+                let _ = self
+                    .shared
+                    .sessions
+                    .close(&opened.session, &self.shared.broker);
+                drop(owner);
+                self.conn.reject_v5_because(
+                    reason::SERVER_UNAVAILABLE,
+                    format!("the session could not be stored: {e}"),
+                );
+                return;
             }
         }
         *opened.session.kick.lock() = Some(self.kick.clone());

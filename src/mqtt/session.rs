@@ -189,6 +189,13 @@ impl Session {
         self.write(broker, false);
     }
 
+    /// [`Session::persist`], returning the receipt to await before acknowledging what
+    /// changed (CONNACK, SUBACK, UNSUBACK), so an acknowledged session or subscription
+    /// survives `kill -9`; `None` for a session that is not persisted.
+    pub fn persist_durable(&self, broker: &Broker) -> Option<Durable> {
+        self.write(broker, true)
+    }
+
     /// [`Session::persist`], returning the receipt of the batch holding the writes.
     fn write(&self, broker: &Broker, wait: bool) -> Option<Durable> {
         if !self.persistent {

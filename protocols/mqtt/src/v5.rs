@@ -49,6 +49,8 @@ pub mod reason {
     pub const BAD_USER_NAME_OR_PASSWORD: u8 = 0x86;
     /// 0x87: not authorized.
     pub const NOT_AUTHORIZED: u8 = 0x87;
+    /// 0x88: server unavailable (CONNACK; 3.1.1 return code 3).
+    pub const SERVER_UNAVAILABLE: u8 = 0x88;
     /// 0x8B: server shutting down.
     pub const SERVER_SHUTTING_DOWN: u8 = 0x8B;
     /// 0x8C: bad authentication method.
