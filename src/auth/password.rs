@@ -243,7 +243,7 @@ impl PasswordFile {
         self.users.is_empty()
     }
 
-    /// Add or replace a user's hash (the hash text must be one [`Hash::parse`] accepts).
+    /// Add or replace a user's hash (the hash text must be one `Hash::parse` accepts).
     pub fn set(&mut self, user: &str, hash: String) -> Result<(), String> {
         if user.is_empty() || user.contains(':') {
             return Err("a username must be non-empty and must not contain ':'".into());

@@ -2,7 +2,7 @@
 //! [`ponte_coap::Endpoint`], and (with `[coap] tcp = true`) a TCP listener on the same port
 //! number with one task per connection owning a [`ponte_coap::TcpConnection`] (RFC 8323).
 //!
-//! Both transports share [`Front`]: requests are translated into broker calls (reads are
+//! Both transports share `Front`: requests are translated into broker calls (reads are
 //! answered at once from the retained index; writes go through [`Broker::publish`] as
 //! futures polled concurrently by the machine's own task — no task spawned per write — so a
 //! durable write never stalls the socket, concurrent writes share a sync, and each is

@@ -3,7 +3,7 @@
 //! Routes (the contract is `openapi/ponte.yaml`, served at `/openapi.yaml`):
 //! - `GET|HEAD /resources/{topic}`: the value with its Content-Type, ETag, Last-Modified;
 //!   conditional with `If-None-Match`/`If-Modified-Since` (304) and `If-Match` (412);
-//!   `Accept: text/event-stream` turns a GET into a Server-Sent Events stream ([`sse`]);
+//!   `Accept: text/event-stream` turns a GET into a Server-Sent Events stream (`sse.rs`);
 //! - `PUT|POST /resources/{topic}`: store the body (201 created / 204 replaced; an empty
 //!   body clears), conditional with `If-Match`/`If-None-Match`;
 //! - `DELETE /resources/{topic}`: clear (204, or 404 when there is nothing);
@@ -18,7 +18,7 @@
 //! anonymous) and checked against the ACL on the parsed topic ([`guard`]). `/openapi.yaml` is
 //! public; `/mqtt` is not HTTP-authenticated, the MQTT CONNECT inside carries the credentials.
 //!
-//! Every error is an RFC 9457 problem document ([`problem`]).
+//! Every error is an RFC 9457 problem document (`problem.rs`).
 
 mod conditional;
 pub mod guard;
