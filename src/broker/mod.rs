@@ -81,7 +81,6 @@ impl PublishOutcome {
     }
 }
 
-/// The broker core shared by every front-end.
 /// A publish whose retained write (if any) has been handed to the store but may not be
 /// durable yet: [`Broker::stage`]'s answer. A future (`Unpin`, so a connection can keep
 /// several in a queue and poll the oldest) resolving to the [`Stored`] publish to pass to
@@ -190,6 +189,7 @@ impl std::future::Future for Delivered {
     }
 }
 
+/// The broker core shared by every front-end.
 #[derive(Debug)]
 pub struct Broker {
     /// The retained values and their writer.
