@@ -33,7 +33,7 @@ use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::TlsConfig;
-use crate::limits::{ConnRefused, ConnectionGate};
+use crate::limits::{ConnPermit, ConnRefused, ConnectionGate};
 use crate::reload::Reload;
 use crate::shutdown::Shutdown;
 
@@ -415,6 +415,16 @@ pub struct HttpGuard {
     pub header_timeout: Duration,
 }
 
+/// An admitted connection's place under `[limits]`, shared: the connection's task holds it,
+/// and every request carries a clone in its extensions, so a request upgraded to MQTT over
+/// WebSocket takes one into its MQTT session and the place stays taken until that session
+/// ends — not only until hyper hands the upgraded socket over.
+#[derive(Debug, Clone)]
+pub struct ConnSlot {
+    /// Held for its `Drop`: the place is freed when the last clone goes.
+    _permit: Arc<ConnPermit>,
+}
+
 /// Serve `router` on `listener` until shutdown: over TLS when `tls` is `Some` (HTTPS, WSS
 /// on its own port), else plain (HTTP, WebSocket on its own port). Each connection is
 /// admitted by `guard.gate` first (a refused plain connection gets a bare 503 with
@@ -467,8 +477,10 @@ pub async fn serve_http(
         let router = router.clone();
         let mut shutdown = shutdown.clone();
         let header_timeout = guard.header_timeout;
+        let slot = ConnSlot {
+            _permit: Arc::new(permit),
+        };
         tokio::spawn(async move {
-            let _permit = permit;
             match tls {
                 Some(tls) => {
                     let Some((stream, tls_peer)) =
@@ -481,6 +493,7 @@ pub async fn serve_http(
                         router,
                         peer,
                         Some(tls_peer),
+                        slot,
                         header_timeout,
                         shutdown,
                         what,
@@ -488,8 +501,17 @@ pub async fn serve_http(
                     .await;
                 }
                 None => {
-                    serve_connection(stream, router, peer, None, header_timeout, shutdown, what)
-                        .await
+                    serve_connection(
+                        stream,
+                        router,
+                        peer,
+                        None,
+                        slot,
+                        header_timeout,
+                        shutdown,
+                        what,
+                    )
+                    .await
                 }
             }
         });
@@ -538,6 +560,7 @@ async fn serve_connection<IO>(
     router: Router,
     peer: SocketAddr,
     tls_peer: Option<TlsPeer>,
+    slot: ConnSlot,
     header_timeout: Duration,
     mut shutdown: Shutdown,
     what: &'static str,
@@ -548,6 +571,7 @@ async fn serve_connection<IO>(
         hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
             let extensions = request.extensions_mut();
             extensions.insert(ConnectInfo(peer));
+            extensions.insert(slot.clone());
             if let Some(tls_peer) = &tls_peer {
                 if let Some(id) = &tls_peer.identity {
                     extensions.insert(TlsIdentity(id.clone()));

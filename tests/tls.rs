@@ -1136,3 +1136,44 @@ async fn issue_5_https_enforces_the_same_auth_as_http() {
     assert_eq!(r.status(), 201);
     gw.shutdown().await;
 }
+
+/// `[limits] max_connections_per_ip` on the TLS listeners (the same gate as plain MQTT and
+/// HTTP, one per listener): with 2 allowed, a third connection from 127.0.0.1 to the MQTT
+/// over TLS port, the HTTPS port or the WSS port is closed before its handshake completes,
+/// counted per listener, while the admitted ones keep working.
+#[tokio::test]
+async fn max_connections_per_ip_applies_to_mqtts_https_and_wss() {
+    let pki = Pki::new();
+    let gw = tls_gateway(&pki, |c| c.limits.max_connections_per_ip = 2).await;
+    let listeners = [
+        ("mqtts", gw.mqtts_addr.expect("mqtts")),
+        ("https", gw.https_addr.expect("https")),
+        ("mqtt-wss", gw.wss_addr.expect("wss")),
+    ];
+    for (name, addr) in listeners {
+        let mut a = raw_tls(&pki, addr, None).await.expect("first admitted");
+        let _b = raw_tls(&pki, addr, None).await.expect("second admitted");
+        let third = raw_tls(&pki, addr, None).await;
+        assert!(
+            third.is_err(),
+            "{name}: the third connection from 127.0.0.1 must not get a TLS session"
+        );
+        assert_eq!(
+            gw.refused().connections_of(name),
+            1,
+            "{name}: one refusal counted"
+        );
+        if name == "mqtts" {
+            // An admitted connection still speaks MQTT: CONNECT → CONNACK.
+            a.write_all(&connect_packet("limit-a"))
+                .await
+                .expect("CONNECT");
+            let mut connack = [0u8; 4];
+            within(WAIT, "CONNACK", a.read_exact(&mut connack))
+                .await
+                .expect("CONNACK");
+            assert_eq!(connack, [0x20, 2, 0, 0]);
+        }
+    }
+    gw.shutdown().await;
+}

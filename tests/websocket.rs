@@ -209,3 +209,75 @@ async fn mqttjs_over_websocket() {
     assert_eq!(stored, "hello from mqtt.js");
     gw.shutdown().await;
 }
+
+/// Wait for CONNACK on a WebSocket client; `Err` when the connection fails first.
+async fn connack(events: &mut EventLoop) -> Result<(), String> {
+    timeout(WAIT, async {
+        loop {
+            match events.poll().await {
+                Ok(Event::Incoming(Packet::ConnAck(_))) => return Ok(()),
+                Ok(_) => continue,
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| Err("no CONNACK within 5 s".into()))
+}
+
+/// `[limits] max_connections_per_ip` on the MQTT-over-WebSocket port of its own: with 2
+/// allowed, a third WebSocket client from 127.0.0.1 gets no CONNACK (the connection is
+/// refused before the HTTP upgrade), the refusal is counted for `mqtt-ws`, and the admitted
+/// clients keep working.
+#[tokio::test]
+async fn max_connections_per_ip_applies_to_the_websocket_port() {
+    let mut config = ponte::config::Config::ephemeral();
+    config.mqtt.ws_port = Some(0);
+    config.limits.max_connections_per_ip = 2;
+    let gw = ponte::start(config).await.unwrap();
+    let url = format!("ws://{}/mqtt", gw.mqtt_ws_addr.expect("ws_port bound"));
+    let (a, mut a_events) = ws_client(url.clone(), "ws-limit-a");
+    connack(&mut a_events).await.expect("first admitted");
+    let (_b, mut b_events) = ws_client(url.clone(), "ws-limit-b");
+    connack(&mut b_events).await.expect("second admitted");
+    let (_c, mut c_events) = ws_client(url, "ws-limit-c");
+    assert!(
+        connack(&mut c_events).await.is_err(),
+        "the third WebSocket connection from 127.0.0.1 must not be served"
+    );
+    assert_eq!(gw.refused().connections_of("mqtt-ws"), 1);
+    // The admitted client still works.
+    a.subscribe("wslimit/#", QoS::AtMostOnce).await.unwrap();
+    wait_suback(&mut a_events).await;
+    a.publish("wslimit/x", QoS::AtMostOnce, false, "still here")
+        .await
+        .unwrap();
+    assert_eq!(
+        &next_publish(&mut a_events).await.payload[..],
+        b"still here"
+    );
+    gw.shutdown().await;
+}
+
+/// The same on the HTTP port's `/mqtt`: an upgraded WebSocket keeps its connection's place
+/// under `max_connections_per_ip` for as long as its MQTT session lasts (the place used to be
+/// freed when hyper handed the upgraded socket over), so a third one is refused and counted
+/// for `http`.
+#[tokio::test]
+async fn max_connections_per_ip_holds_for_upgraded_websockets_on_the_http_port() {
+    let mut config = ponte::config::Config::ephemeral();
+    config.limits.max_connections_per_ip = 2;
+    let gw = ponte::start(config).await.unwrap();
+    let url = format!("ws://{}/mqtt", gw.http_addr);
+    let (_a, mut a_events) = ws_client(url.clone(), "http-ws-a");
+    connack(&mut a_events).await.expect("first admitted");
+    let (_b, mut b_events) = ws_client(url.clone(), "http-ws-b");
+    connack(&mut b_events).await.expect("second admitted");
+    let (_c, mut c_events) = ws_client(url, "http-ws-c");
+    assert!(
+        connack(&mut c_events).await.is_err(),
+        "the third connection from 127.0.0.1 must not be served while two MQTT sessions hold theirs"
+    );
+    assert_eq!(gw.refused().connections_of("http"), 1);
+    gw.shutdown().await;
+}

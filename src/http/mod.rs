@@ -253,7 +253,9 @@ async fn mqtt_ws(State(state): State<AppState>, request: Request) -> Response {
     match WebSocketUpgrade::from_request_parts(&mut parts, &state).await {
         Ok(ws) => {
             let tls = parts.extensions.get::<crate::tls::TlsPeer>().cloned();
-            crate::mqtt::ws::upgrade(mqtt, ws, peer, tls)
+            // The connection's `[limits]` place goes with the MQTT session.
+            let slot = parts.extensions.remove::<crate::tls::ConnSlot>();
+            crate::mqtt::ws::upgrade(mqtt, ws, peer, tls, slot)
         }
         Err(rejection) => Problem::new(
             rejection.status(),

@@ -270,16 +270,18 @@ async fn expire_sessions(mqtt: Mqtt) {
 }
 
 /// The router of a WebSocket port of its own: MQTT at any path. Over TLS, the connection's
-/// [`TlsPeer`] (request extension) goes with it into the driver.
+/// [`TlsPeer`] (request extension) goes with it into the driver, and on every port its
+/// `[limits]` place ([`crate::tls::ConnSlot`]) is held until the MQTT session ends.
 fn ws_router(mqtt: Mqtt) -> axum::Router {
     use axum::extract::{ConnectInfo, State, WebSocketUpgrade};
     async fn handler(
         State(mqtt): State<Mqtt>,
         ConnectInfo(peer): ConnectInfo<SocketAddr>,
         tls: Option<axum::Extension<TlsPeer>>,
+        slot: Option<axum::Extension<crate::tls::ConnSlot>>,
         ws: WebSocketUpgrade,
     ) -> axum::response::Response {
-        ws::upgrade(mqtt, ws, peer, tls.map(|t| t.0))
+        ws::upgrade(mqtt, ws, peer, tls.map(|t| t.0), slot.map(|s| s.0))
     }
     axum::Router::new()
         .fallback(axum::routing::get(handler))

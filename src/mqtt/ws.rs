@@ -12,7 +12,7 @@ use axum::response::Response;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::{client, Mqtt};
-use crate::tls::TlsPeer;
+use crate::tls::{ConnSlot, TlsPeer};
 
 /// Bytes buffered in each direction of the bridge.
 const PIPE: usize = 64 * 1024;
@@ -24,11 +24,16 @@ pub fn upgrade(
     ws: WebSocketUpgrade,
     peer: SocketAddr,
     tls: Option<TlsPeer>,
+    slot: Option<ConnSlot>,
 ) -> Response {
     let max = mqtt.shared.config.mqtt.max_packet_size;
     ws.protocols(["mqtt", "mqttv3.1"])
         .max_message_size(max)
-        .on_upgrade(move |socket| bridge(socket, mqtt, peer, tls))
+        .on_upgrade(move |socket| async move {
+            bridge(socket, mqtt, peer, tls).await;
+            // The connection's `[limits] max_connections_per_ip` place is freed only now.
+            drop(slot);
+        })
 }
 
 async fn bridge(mut socket: WebSocket, mqtt: Mqtt, peer: SocketAddr, tls: Option<TlsPeer>) {
