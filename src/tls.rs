@@ -488,30 +488,20 @@ pub async fn serve_http(
                     else {
                         return;
                     };
-                    serve_connection(
-                        stream,
-                        router,
+                    let conn = Admitted {
                         peer,
-                        Some(tls_peer),
+                        tls_peer: Some(tls_peer),
                         slot,
-                        header_timeout,
-                        shutdown,
-                        what,
-                    )
-                    .await;
+                    };
+                    serve_connection(stream, router, conn, header_timeout, shutdown, what).await;
                 }
                 None => {
-                    serve_connection(
-                        stream,
-                        router,
+                    let conn = Admitted {
                         peer,
-                        None,
+                        tls_peer: None,
                         slot,
-                        header_timeout,
-                        shutdown,
-                        what,
-                    )
-                    .await
+                    };
+                    serve_connection(stream, router, conn, header_timeout, shutdown, what).await
                 }
             }
         });
@@ -553,20 +543,33 @@ async fn refuse_plain_http(mut stream: TcpStream, refused: ConnRefused) {
     .await;
 }
 
+/// What the accept loop knows of an admitted connection, handed to every request in it.
+struct Admitted {
+    /// The client's address (`ConnectInfo`).
+    peer: SocketAddr,
+    /// On TLS listeners: what the handshake established.
+    tls_peer: Option<TlsPeer>,
+    /// Its place under `[limits]`.
+    slot: ConnSlot,
+}
+
 /// Serve HTTP (1 or 2, with upgrades) on one admitted connection until it ends or
 /// shutdown lets its requests finish.
 async fn serve_connection<IO>(
     stream: IO,
     router: Router,
-    peer: SocketAddr,
-    tls_peer: Option<TlsPeer>,
-    slot: ConnSlot,
+    conn: Admitted,
     header_timeout: Duration,
     mut shutdown: Shutdown,
     what: &'static str,
 ) where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
+    let Admitted {
+        peer,
+        tls_peer,
+        slot,
+    } = conn;
     let service =
         hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
             let extensions = request.extensions_mut();
