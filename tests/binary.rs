@@ -831,22 +831,7 @@ impl V5 {
     }
 
     async fn recv(&mut self) -> Option<ponte_mqtt::Packet5> {
-        use tokio::io::AsyncReadExt;
-        within(WAIT, "an MQTT 5 packet", async {
-            loop {
-                match ponte_mqtt::decode_v5(&mut self.buf, 1 << 24) {
-                    Ok(Some(p)) => return Some(p),
-                    Ok(None) => {}
-                    Err(e) => panic!("server sent a malformed packet: {e}"),
-                }
-                let mut chunk = [0u8; 4096];
-                match self.s.read(&mut chunk).await {
-                    Ok(0) | Err(_) => return None,
-                    Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
-                }
-            }
-        })
-        .await
+        common::read_v5(&mut self.s, &mut self.buf).await
     }
 
     /// The next packet that is not a PINGRESP.

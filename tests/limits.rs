@@ -4,6 +4,7 @@
 //! DISCONNECT 0x96, MQTT 3.1.1 throttled, HTTP 429, CoAP 5.03 with Max-Age), and slowloris
 //! headers cut off. Each refusal is checked in [`ponte::Gateway::refused`] as well.
 
+mod common;
 mod support;
 
 use std::net::SocketAddr;
@@ -13,8 +14,7 @@ use bytes::{Bytes, BytesMut};
 use coap_lite::CoapOption;
 use ponte::limits::LimitsConfig;
 use ponte_mqtt::{
-    decode_v5, encode_v5, Connect, Connect5, Packet5, Properties, ProtocolVersion, Publish,
-    Publish5, QoS,
+    encode_v5, Connect, Connect5, Packet5, Properties, ProtocolVersion, Publish, Publish5, QoS,
 };
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -221,21 +221,7 @@ impl V5 {
 
     /// The next packet, `None` once the server closed the connection.
     async fn recv(&mut self) -> Option<Packet5> {
-        within(WAIT, "an MQTT 5 packet", async {
-            loop {
-                match decode_v5(&mut self.buf, 1 << 24) {
-                    Ok(Some(p)) => return Some(p),
-                    Ok(None) => {}
-                    Err(e) => panic!("server sent a malformed packet: {e}"),
-                }
-                let mut chunk = [0u8; 4096];
-                match self.s.read(&mut chunk).await {
-                    Ok(0) | Err(_) => return None,
-                    Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
-                }
-            }
-        })
-        .await
+        common::read_v5(&mut self.s, &mut self.buf).await
     }
 }
 

@@ -6,6 +6,7 @@
 //!
 //! Test names carry the MQTT clause or the wording they check.
 
+mod common;
 mod support;
 
 use std::net::SocketAddr;
@@ -16,8 +17,8 @@ use bytes::{Bytes, BytesMut};
 use ponte::broker::topic::TopicName;
 use ponte::Gateway;
 use ponte_mqtt::{
-    decode_v5, encode, encode_v5, Connect, Connect5, LastWill, Packet, Packet5, Properties,
-    ProtocolVersion, Publish, Publish5, SubscriptionOptions,
+    encode, encode_v5, Connect, Connect5, LastWill, Packet, Packet5, Properties, ProtocolVersion,
+    Publish, Publish5, SubscriptionOptions,
 };
 use rumqttc::{ConnectReturnCode, ConnectionError, Event, MqttOptions, QoS, SubscribeReasonCode};
 use support::{have, within, QUIET, WAIT};
@@ -384,21 +385,7 @@ impl Raw {
 
     /// The next v5 packet, `None` when the server closed.
     async fn recv5(&mut self) -> Option<Packet5> {
-        within(WAIT, "an MQTT 5 packet", async {
-            loop {
-                match decode_v5(&mut self.buf, 1 << 24) {
-                    Ok(Some(p)) => return Some(p),
-                    Ok(None) => {}
-                    Err(e) => panic!("server sent a malformed packet: {e}"),
-                }
-                let mut chunk = [0u8; 4096];
-                match self.s.read(&mut chunk).await {
-                    Ok(0) | Err(_) => return None,
-                    Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
-                }
-            }
-        })
-        .await
+        common::read_v5(&mut self.s, &mut self.buf).await
     }
 
     /// CONNECT (5.0); the CONNACK's reason code and Reason String.

@@ -10,10 +10,10 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use common::*;
 use ponte_mqtt::{
-    decode_v5, encode_v5, Connect, Connect5, Packet5, Properties, ProtocolVersion, Publish,
-    Publish5, QoS, ReasonPacket, Subscribe5, SubscriptionOptions,
+    encode_v5, Connect, Connect5, Packet5, Properties, ProtocolVersion, Publish, Publish5, QoS,
+    ReasonPacket, Subscribe5, SubscriptionOptions,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 /// A raw MQTT 5 client over ponte-mqtt's v5 codec.
@@ -70,21 +70,7 @@ impl V5 {
     }
 
     async fn recv(&mut self) -> Option<Packet5> {
-        within(WAIT, "an MQTT 5 packet", async {
-            loop {
-                match decode_v5(&mut self.buf, 1 << 24) {
-                    Ok(Some(p)) => return Some(p),
-                    Ok(None) => {}
-                    Err(e) => panic!("server sent a malformed packet: {e}"),
-                }
-                let mut chunk = [0u8; 4096];
-                match self.s.read(&mut chunk).await {
-                    Ok(0) | Err(_) => return None,
-                    Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
-                }
-            }
-        })
-        .await
+        common::read_v5(&mut self.s, &mut self.buf).await
     }
 
     async fn subscribe(&mut self, filters: &[&str]) -> Vec<u8> {
