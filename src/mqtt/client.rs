@@ -633,7 +633,10 @@ impl Driver {
             }
         }
         // A persistent session is on disk before CONNACK, so a client told its session
-        // exists (or was created) keeps it across kill -9.
+        // exists (or was created) keeps it across kill -9. `open` already submitted the
+        // record (ahead of any message queued for it); it is written again here because a
+        // kicked previous owner has since stored its own close ("away since"), and this
+        // write, awaited, is the one that says the client is connected.
         if let Some(durable) = opened.session.persist_durable(&self.shared.broker) {
             if let Err(e) = durable.await.unwrap_or(Err(StoreError::Closed)) {
                 tracing::error!(peer = %self.peer, client_id, error = %e, "session could not be stored; CONNECT refused");
