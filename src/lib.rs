@@ -25,6 +25,7 @@ pub mod coap;
 pub mod config;
 pub mod http;
 pub mod limits;
+pub mod model;
 pub mod mqtt;
 pub mod reload;
 pub mod shutdown;

@@ -128,7 +128,7 @@ fn assert_no_response(r: &Ran) {
 /// and anonymous HTTP may not read) straight from the broker core.
 async fn http_value(gw: &Gateway, topic: &str) -> Option<String> {
     if gw.auth.acl_active() {
-        let t = ponte::broker::topic::TopicName::parse(topic).unwrap();
+        let t = ponte::model::TopicName::parse(topic).unwrap();
         return gw
             .broker
             .get(&t)

@@ -668,7 +668,7 @@ async fn mqtt_3_3_1_10_empty_retained_publish_clears_the_value() {
     assert!(!p.retain);
     assert!(gw
         .broker
-        .get(&ponte::broker::topic::TopicName::parse("clear/t").unwrap())
+        .get(&ponte::model::TopicName::parse("clear/t").unwrap())
         .is_none());
 }
 

@@ -568,7 +568,7 @@ async fn use_identity_as_username_skips_the_password_and_the_acl_applies_to_the_
     alice.publish("carol/t", "not mine").await;
     let get = |t: &str| {
         gw.broker
-            .get(&ponte::broker::topic::TopicName::parse(t).unwrap())
+            .get(&ponte::model::TopicName::parse(t).unwrap())
             .is_some()
     };
     alice

@@ -12,7 +12,8 @@ use parking_lot::Mutex;
 use serde::Deserialize;
 use tokio::sync::Notify;
 
-use super::message::{Delivery, QoS};
+use super::Delivery;
+use crate::model::QoS;
 
 /// What a full mailbox does with one more message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -224,8 +225,8 @@ impl Mailbox {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::broker::message::{Message, Origin};
-    use crate::broker::topic::TopicName;
+    use crate::model::TopicName;
+    use crate::model::{Message, Origin};
     use bytes::Bytes;
 
     fn d(n: u8) -> Delivery {

@@ -7,12 +7,13 @@
 //! index's read lock is held only while matching; pushing happens after it is released, into
 //! per-subscriber queues that never block the publisher.
 
+mod delivery;
 pub mod mailbox;
-pub mod message;
 pub mod queue;
 pub mod retained;
-pub mod topic;
 pub mod trie;
+
+pub use delivery::Delivery;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -23,11 +24,11 @@ use bytes::Bytes;
 use parking_lot::RwLock;
 
 use crate::backbone::Backbone;
+use crate::model::{Message, Origin, QoS, RetainedValue};
+use crate::model::{TopicFilter, TopicName};
 use crate::store::{Store, StoreError};
 use mailbox::{Mailbox, PushOutcome};
-use message::{Delivery, Message, Origin, QoS, RetainedValue};
 use retained::{Precondition, Retained, WriteOutcome};
-use topic::{TopicFilter, TopicName};
 use trie::{Matched, SubOptions, SubscriptionIndex};
 
 /// Counters the broker keeps for logs and (later) `$SYS`.

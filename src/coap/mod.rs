@@ -28,11 +28,11 @@ use tokio::net::{TcpListener, UdpSocket};
 
 use crate::auth::Auth;
 use crate::broker::mailbox::{Mailbox, OverflowPolicy};
-use crate::broker::message::QoS;
-use crate::broker::topic::{TopicFilter, TopicName};
 use crate::broker::Broker;
 use crate::config::{CoapNotify, Config};
 use crate::limits::{Limits, RateLimiters};
+use crate::model::QoS;
+use crate::model::{TopicFilter, TopicName};
 use crate::shutdown::Shutdown;
 
 pub use dtls::{DtlsListener, DtlsStats};

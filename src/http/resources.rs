@@ -27,10 +27,10 @@ use super::headers;
 use super::problem::Problem;
 use super::{sse, AppState};
 use crate::auth::Access;
-use crate::broker::message::{Origin, RetainedValue};
 use crate::broker::retained::{Precondition, TagSet, WriteOutcome};
 use crate::broker::retained_message;
-use crate::broker::topic::TopicName;
+use crate::model::TopicName;
+use crate::model::{Origin, RetainedValue};
 use crate::store::StoreError;
 
 /// The methods `/resources/{topic}` answers, for `Allow`.

@@ -32,9 +32,9 @@ use http::{HeaderName, HeaderValue, StatusCode};
 use super::AppState;
 use crate::auth::{Access, Auth, Identity};
 use crate::broker::mailbox::{Mailbox, OverflowPolicy};
-use crate::broker::message::QoS;
-use crate::broker::topic::{TopicFilter, TopicName};
 use crate::broker::Broker;
+use crate::model::QoS;
+use crate::model::{TopicFilter, TopicName};
 use crate::shutdown::Shutdown;
 
 /// Silence after which a keep-alive comment is sent.

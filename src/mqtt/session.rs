@@ -28,17 +28,18 @@ use ponte_mqtt::{Connection, Inflight, SessionState};
 use tokio::sync::Notify;
 
 use crate::broker::mailbox::{Mailbox, OverflowPolicy};
-use crate::broker::message::{Delivery, Message, Origin};
 use crate::broker::queue::Durable;
-use crate::broker::topic::{TopicFilter, TopicName};
 use crate::broker::trie::SubOptions;
 use crate::broker::Broker;
+use crate::broker::Delivery;
+use crate::model::{Message, Origin};
+use crate::model::{TopicFilter, TopicName};
 use crate::store::session::{
     QueuedRecord, SessionOp, SessionRecord, StoredInflight, StoredState, StoredSubscription,
 };
 
-fn to_wire(q: crate::broker::message::QoS) -> ponte_mqtt::QoS {
-    use crate::broker::message::QoS;
+fn to_wire(q: crate::model::QoS) -> ponte_mqtt::QoS {
+    use crate::model::QoS;
     match q {
         QoS::AtMostOnce => ponte_mqtt::QoS::AtMostOnce,
         QoS::AtLeastOnce => ponte_mqtt::QoS::AtLeastOnce,

@@ -14,9 +14,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use super::Mqtt;
-use crate::broker::message::{Message, Origin, QoS};
 use crate::broker::retained::Precondition;
-use crate::broker::topic::TopicName;
+use crate::model::TopicName;
+use crate::model::{Message, Origin, QoS};
 
 /// Run the `$SYS` publisher until shutdown.
 pub(super) async fn run(mqtt: Mqtt) {
