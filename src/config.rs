@@ -511,6 +511,7 @@ mod tests {
                 connection_rate: 50,
                 publish_rate: 10,
                 publish_burst: 20,
+                max_queued_bytes: None,
             }
         );
         let e = Config::from_toml("[limits]\npublish_rat = 1\n").unwrap_err();

@@ -285,6 +285,10 @@ async fn launch(
 
     let controller = ShutdownController::new();
     let limits = limits::Limits::new(config.limits.clone());
+    // Before any mailbox exists (sessions are restored next).
+    let queued_limit = config.limits.queued_bytes_limit();
+    broker.budget().set_limit(queued_limit);
+    tracing::debug!(limit = ?queued_limit, "[limits] max_queued_bytes");
     let front = mqtt::Mqtt::new(
         broker.clone(),
         config.clone(),

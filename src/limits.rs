@@ -29,6 +29,23 @@ pub struct LimitsConfig {
     pub publish_rate: u32,
     /// How many writes above the steady rate a client may make at once.
     pub publish_burst: u32,
+    /// Most bytes of messages queued for subscribers at once, all queues together (MQTT
+    /// sessions online and away, CoAP observers, SSE streams): past it, a subscriber's
+    /// overflow policy applies as if its own queue were full. A message shared by many
+    /// queues counts once. Unset: a quarter of the memory the process may use (RAM or
+    /// cgroup limit, see [`crate::broker::budget::default_limit`]); 0: no limit.
+    pub max_queued_bytes: Option<u64>,
+}
+
+impl LimitsConfig {
+    /// The queued-bytes budget in force: `None` for no limit.
+    pub fn queued_bytes_limit(&self) -> Option<usize> {
+        match self.max_queued_bytes {
+            None => Some(crate::broker::budget::default_limit()),
+            Some(0) => None,
+            Some(n) => Some(usize::try_from(n).unwrap_or(usize::MAX)),
+        }
+    }
 }
 
 /// A token bucket: `rate` tokens per second, at most `burst` saved up.

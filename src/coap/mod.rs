@@ -28,7 +28,7 @@ use tokio::net::{TcpListener, UdpSocket};
 
 use crate::auth::Auth;
 use crate::broker::mailbox::{Mailbox, OverflowPolicy};
-use crate::broker::message::QoS;
+use crate::broker::message::{Message, QoS};
 use crate::broker::topic::{TopicFilter, TopicName};
 use crate::broker::Broker;
 use crate::config::{CoapNotify, Config};
@@ -214,6 +214,7 @@ impl Front {
         config: &Config,
         writes: Arc<RateLimiters>,
     ) -> Front {
+        let mailbox = broker.mailbox(config.coap.notify_queue, OverflowPolicy::DropOldest);
         Front {
             ctx: resource::Context {
                 broker,
@@ -221,7 +222,7 @@ impl Front {
                 max_age: config.coap.max_age,
                 writes,
             },
-            mailbox: Mailbox::new(config.coap.notify_queue, OverflowPolicy::DropOldest),
+            mailbox,
             observed: HashSet::new(),
             writes: FuturesUnordered::new(),
         }
@@ -303,16 +304,23 @@ impl Front {
         }
     }
 
-    /// Turn what arrived in the mailbox into notifications.
+    /// Turn what arrived in the mailbox into notifications (UDP and DTLS: the endpoint
+    /// keeps at most one outstanding and one newer notification per observer itself).
     fn on_deliveries<M: Machine>(&mut self, machine: &mut M) {
         let now = Instant::now();
         while let Some(d) = self.mailbox.pop() {
-            let topic = d.message.topic.as_str();
-            if d.message.clears_retained() {
-                machine.end_observations(now, topic, resource::gone(topic));
-            } else {
-                machine.notify(now, topic, self.ctx.notification(&d.message));
-            }
+            self.notify(machine, now, &d.message);
+        }
+    }
+
+    /// Send `message` to the machine's observers of its topic (or end them, for a
+    /// cleared value).
+    fn notify<M: Machine>(&self, machine: &mut M, now: Instant, message: &Message) {
+        let topic = message.topic.as_str();
+        if message.clears_retained() {
+            machine.end_observations(now, topic, resource::gone(topic));
+        } else {
+            machine.notify(now, topic, self.ctx.notification(message));
         }
     }
 

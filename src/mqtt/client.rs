@@ -731,6 +731,7 @@ impl Driver {
             properties: None,
             expires_at: None,
             publisher: self.session.as_ref().map(|s| s.mailbox.id()),
+            charge: crate::broker::budget::Charge::default(),
         };
         if let Some(props) = properties {
             apply_v5_properties(&mut message, props, Instant::now());
@@ -962,6 +963,7 @@ impl Driver {
             properties: None,
             expires_at: None,
             publisher: None,
+            charge: crate::broker::budget::Charge::default(),
         };
         let mut props = self.will_properties.clone();
         props.will_delay_interval = None;

@@ -100,6 +100,7 @@ impl Mqtt {
             config.mqtt.max_queued,
             config.mqtt.overflow,
             config.mqtt.queue_qos0,
+            broker.budget().clone(),
         );
         let (restored, messages) = sessions.restore(&broker);
         if restored > 0 {

@@ -110,6 +110,7 @@ pub(super) async fn run(mqtt: Mqtt) {
                 properties: None,
                 expires_at: None,
                 publisher: None,
+                charge: crate::broker::budget::Charge::default(),
             };
             match broker.publish(message, Precondition::none()).await {
                 Ok(_) => {
