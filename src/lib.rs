@@ -25,6 +25,7 @@ pub mod coap;
 pub mod config;
 pub mod http;
 pub mod limits;
+pub mod memory;
 pub mod mqtt;
 pub mod reload;
 pub mod shutdown;
@@ -315,6 +316,10 @@ async fn launch(
             controller.subscribe(),
         )),
         tokio::spawn(mqtt::serve(mqtt, front.clone())),
+        tokio::spawn(memory::trim_after_release(
+            broker.budget().clone(),
+            controller.subscribe(),
+        )),
     ];
     if let Some(listener) = coap_tcp {
         tasks.push(tokio::spawn(coap::serve_tcp(
