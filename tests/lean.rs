@@ -1,0 +1,311 @@
+//! Issue 16, "Lean and hard to knock over", over real sockets: the global budget for queued
+//! message bytes (`[limits] max_queued_bytes`) drops and counts whatever the readers do,
+//! `[mqtt] max_queued = 0` is no per-client limit, and no request is left open forever
+//! (HTTP bodies that stall get 408, a connection cap answers 503, half a WebSocket or
+//! CoAP-over-TCP frame that stalls is closed).
+
+mod support;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+
+// ---------------------------------------------------------------------------------------
+// Raw MQTT 3.1.1, enough to pipeline publishes and count what a session gets
+// ---------------------------------------------------------------------------------------
+
+fn remaining_length(mut len: usize, out: &mut Vec<u8>) {
+    loop {
+        let mut b = (len % 128) as u8;
+        len /= 128;
+        if len > 0 {
+            b |= 0x80;
+        }
+        out.push(b);
+        if len == 0 {
+            return;
+        }
+    }
+}
+
+fn packet(first: u8, body: &[u8]) -> Vec<u8> {
+    let mut p = vec![first];
+    remaining_length(body.len(), &mut p);
+    p.extend_from_slice(body);
+    p
+}
+
+fn string(s: &str, out: &mut Vec<u8>) {
+    out.extend_from_slice(&(s.len() as u16).to_be_bytes());
+    out.extend_from_slice(s.as_bytes());
+}
+
+/// CONNECT, 3.1.1, keep-alive off, with the Clean Session flag as given.
+fn connect(id: &str, clean: bool) -> Vec<u8> {
+    let mut b = Vec::new();
+    string("MQTT", &mut b);
+    b.extend_from_slice(&[4, if clean { 2 } else { 0 }, 0, 0]);
+    string(id, &mut b);
+    packet(0x10, &b)
+}
+
+/// A QoS 0 PUBLISH of any size.
+fn publish0(topic: &str, payload: &[u8]) -> Vec<u8> {
+    let mut b = Vec::new();
+    string(topic, &mut b);
+    b.extend_from_slice(payload);
+    packet(0x30, &b)
+}
+
+/// One complete packet off the front of `buf`: (first byte, body).
+fn take_packet(buf: &mut Vec<u8>) -> Option<(u8, Vec<u8>)> {
+    let mut len = 0usize;
+    let mut i = 1;
+    loop {
+        let b = *buf.get(i)?;
+        len |= usize::from(b & 0x7f) << (7 * (i - 1));
+        i += 1;
+        if b & 0x80 == 0 {
+            break;
+        }
+    }
+    if buf.len() < i + len {
+        return None;
+    }
+    let first = buf[0];
+    let body = buf[i..i + len].to_vec();
+    buf.drain(..i + len);
+    Some((first, body))
+}
+
+/// A raw MQTT connection: `clean` as given; returns it with CONNACK's Session Present.
+async fn mqtt_open(addr: SocketAddr, id: &str, clean: bool) -> (TcpStream, bool, Vec<u8>) {
+    let mut s = within(WAIT, "MQTT connect", TcpStream::connect(addr))
+        .await
+        .unwrap();
+    s.write_all(&connect(id, clean)).await.unwrap();
+    let mut buf = Vec::new();
+    let (first, body) = read_packet(&mut s, &mut buf, "CONNACK").await;
+    assert_eq!((first, body.get(1)), (0x20, Some(&0)), "CONNACK accepted");
+    (s, body[0] & 1 == 1, buf)
+}
+
+async fn read_packet(s: &mut TcpStream, buf: &mut Vec<u8>, what: &str) -> (u8, Vec<u8>) {
+    within(WAIT, what, async {
+        loop {
+            if let Some(p) = take_packet(buf) {
+                return p;
+            }
+            let mut chunk = [0u8; 16 * 1024];
+            let n = s.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "connection closed waiting for {what}");
+            buf.extend_from_slice(&chunk[..n]);
+        }
+    })
+    .await
+}
+
+/// SUBSCRIBE `filter` at QoS 0 and wait for the SUBACK.
+async fn mqtt_subscribe(s: &mut TcpStream, buf: &mut Vec<u8>, filter: &str) {
+    let mut b = vec![0, 1];
+    string(filter, &mut b);
+    b.push(0);
+    s.write_all(&packet(0x82, &b)).await.unwrap();
+    loop {
+        let (first, _) = read_packet(s, buf, "SUBACK").await;
+        if first == 0x90 {
+            return;
+        }
+    }
+}
+
+/// DISCONNECT and wait until the server closed the connection: the session is away.
+async fn mqtt_leave(mut s: TcpStream) {
+    s.write_all(&[0xe0, 0]).await.unwrap();
+    assert!(closed_by_server(&mut s).await, "closed after DISCONNECT");
+}
+
+/// Publish `n` QoS 0 messages `topic` from a fresh client, `size` bytes each, payload
+/// starting with the message's number; returns once the broker handled them all (PINGRESP
+/// comes after everything before it).
+async fn publish_many(addr: SocketAddr, topic: &str, n: usize, size: usize) {
+    let (mut s, _, mut buf) = mqtt_open(addr, &format!("pub-{}", rand_id()), true).await;
+    let mut out = Vec::new();
+    for i in 0..n {
+        let mut payload = format!("{i:08}").into_bytes();
+        payload.resize(size.max(8), b'.');
+        out.extend(publish0(topic, &payload));
+        if out.len() > 64 * 1024 {
+            s.write_all(&out).await.unwrap();
+            out.clear();
+        }
+    }
+    out.extend_from_slice(&[0xc0, 0]);
+    s.write_all(&out).await.unwrap();
+    loop {
+        let (first, _) = read_packet(&mut s, &mut buf, "PINGRESP").await;
+        if first == 0xd0 {
+            return;
+        }
+    }
+}
+
+/// Every PUBLISH that arrives until the connection is quiet for [`QUIET`]: the numbers
+/// their payloads start with.
+async fn received_numbers(s: &mut TcpStream, buf: &mut Vec<u8>) -> Vec<usize> {
+    let mut got = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        while let Some((first, body)) = take_packet(buf) {
+            if first >> 4 == 3 {
+                let tlen = usize::from(u16::from_be_bytes([body[0], body[1]]));
+                let payload = &body[2 + tlen..];
+                let n = std::str::from_utf8(&payload[..8]).unwrap().parse().unwrap();
+                got.push(n);
+            }
+        }
+        assert!(Instant::now() < deadline, "still receiving after 30 s");
+        let mut chunk = [0u8; 64 * 1024];
+        match tokio::time::timeout(QUIET, s.read(&mut chunk)).await {
+            Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+            _ => return got,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Point 2: bounded memory whatever clients do
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_16_the_global_budget_drops_newest_for_an_away_session_and_counts() {
+    const LIMIT: u64 = 64 * 1024;
+    let gw = gateway_with(|c| {
+        c.limits.max_queued_bytes = Some(LIMIT);
+        // No per-client limit: only the budget can stop the queue.
+        c.mqtt.max_queued = 0;
+        c.mqtt.queue_qos0 = true;
+    })
+    .await;
+    assert_eq!(gw.broker.budget().limit(), Some(LIMIT as usize));
+    let (mut s, _, mut buf) = mqtt_open(gw.mqtt_addr, "lean-budget", false).await;
+    mqtt_subscribe(&mut s, &mut buf, "lean/budget").await;
+    mqtt_leave(s).await;
+
+    publish_many(gw.mqtt_addr, "lean/budget", 200, 1000).await;
+    let budget = gw.broker.budget();
+    assert!(
+        budget.used() <= LIMIT as usize,
+        "{} bytes queued",
+        budget.used()
+    );
+    let dropped = budget.dropped();
+    assert!(dropped > 0, "the budget made the session drop messages");
+
+    let (mut s, present, mut buf) = mqtt_open(gw.mqtt_addr, "lean-budget", false).await;
+    assert!(present, "the session was kept");
+    let got = received_numbers(&mut s, &mut buf).await;
+    assert!(
+        !got.is_empty() && got.len() < 200,
+        "{} of 200 queued under a 64 KiB budget",
+        got.len()
+    );
+    assert_eq!(
+        got,
+        (0..got.len()).collect::<Vec<_>>(),
+        "drop-newest keeps the oldest, in order"
+    );
+    assert_eq!(
+        got.len() as u64 + dropped,
+        200,
+        "each message queued or counted"
+    );
+    // Everything it held is given back once delivered.
+    let deadline = Instant::now() + WAIT;
+    while budget.used() > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(budget.used(), 0);
+    gw.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_16_max_queued_0_is_no_per_client_limit() {
+    // mosquitto's `max_queued_messages 0`: more than the default 10,000 wait for the client.
+    const N: usize = 10_500;
+    let gw = gateway_with(|c| {
+        c.mqtt.max_queued = 0;
+        c.mqtt.queue_qos0 = true;
+    })
+    .await;
+    let (mut s, _, mut buf) = mqtt_open(gw.mqtt_addr, "lean-unbounded", false).await;
+    mqtt_subscribe(&mut s, &mut buf, "lean/unbounded").await;
+    mqtt_leave(s).await;
+    publish_many(gw.mqtt_addr, "lean/unbounded", N, 8).await;
+    assert_eq!(gw.broker.budget().dropped(), 0);
+    let (mut s, present, mut buf) = mqtt_open(gw.mqtt_addr, "lean-unbounded", false).await;
+    assert!(present);
+    let got = received_numbers(&mut s, &mut buf).await;
+    assert_eq!(got.len(), N, "every message queued while away arrives");
+    assert_eq!(got, (0..N).collect::<Vec<_>>());
+    gw.shutdown().await;
+}
+
+/// An HTTP client with a small receive buffer that opens an SSE stream on `topic`, reads
+/// the response header and then never reads again.
+async fn stalled_sse(http: SocketAddr, topic: &str) -> TcpStream {
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut s = within(WAIT, "HTTP connect", socket.connect(http))
+        .await
+        .unwrap();
+    let req =
+        format!("GET /resources/{topic} HTTP/1.1\r\nhost: x\r\naccept: text/event-stream\r\n\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        let mut b = [0u8; 256];
+        let n = within(WAIT, "SSE header", s.read(&mut b)).await.unwrap();
+        assert!(n > 0);
+        head.extend_from_slice(&b[..n]);
+    }
+    assert!(head.starts_with(b"HTTP/1.1 200"), "{head:?}");
+    s
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_16_stalled_sse_streams_are_bounded_by_the_budget_too() {
+    const LIMIT: u64 = 256 * 1024;
+    let gw = gateway_with(|c| {
+        c.limits.max_queued_bytes = Some(LIMIT);
+        // No per-stream limit either.
+        c.http.sse_queue = 0;
+    })
+    .await;
+    let streams = [
+        stalled_sse(gw.http_addr, "lean/sse").await,
+        stalled_sse(gw.http_addr, "lean/sse").await,
+    ];
+    // 4 MB published: far more than the socket buffers and the budget hold.
+    publish_many(gw.mqtt_addr, "lean/sse", 4000, 1000).await;
+    let budget = gw.broker.budget();
+    assert!(
+        budget.used() <= LIMIT as usize + 4096,
+        "{} bytes queued for two stalled streams",
+        budget.used()
+    );
+    assert!(
+        budget.dropped() > 0,
+        "drop-oldest under the budget is counted"
+    );
+    drop(streams);
+    let deadline = Instant::now() + WAIT;
+    while budget.used() > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(budget.used(), 0, "closed streams give everything back");
+    gw.shutdown().await;
+}
