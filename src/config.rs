@@ -71,6 +71,17 @@ pub struct HttpConfig {
     /// connection is closed, so a slow trickle of header bytes (slowloris) cannot hold
     /// connections open. Applies to HTTP, HTTPS and the MQTT WebSocket ports.
     pub header_timeout_secs: u64,
+    /// Seconds a request body has to arrive once its header is in, plus one second for
+    /// every `body_min_rate` bytes received (Apache's `RequestReadTimeout body=30,MinRate=500`):
+    /// a body that stalls or trickles gets 408 and the connection is closed. The same rule
+    /// holds for each WebSocket frame on the MQTT WebSocket paths and ports.
+    pub body_timeout_secs: u64,
+    /// Bytes per second that earn a slow body (or WebSocket frame) one more second; 0: the
+    /// whole body must arrive within `body_timeout_secs`.
+    pub body_min_rate: u32,
+    /// Most simultaneous connections to the HTTP and HTTPS listeners together; one more is
+    /// answered 503 (with `Retry-After`) and closed. 0: no limit.
+    pub max_connections: usize,
 }
 
 impl Default for HttpConfig {
@@ -83,6 +94,9 @@ impl Default for HttpConfig {
             sse_queue: 1024,
             tls_port: None,
             header_timeout_secs: 10,
+            body_timeout_secs: 30,
+            body_min_rate: 500,
+            max_connections: 10_000,
         }
     }
 }
@@ -248,6 +262,15 @@ impl HttpConfig {
     /// connection before its first request).
     pub fn header_timeout(&self) -> Duration {
         Duration::from_secs(self.header_timeout_secs.max(1))
+    }
+
+    /// The rule bodies and WebSocket frames must keep to (`body_timeout_secs`, at least one
+    /// second, and `body_min_rate`).
+    pub fn body_deadline(&self) -> crate::limits::TransferDeadline {
+        crate::limits::TransferDeadline {
+            timeout: Duration::from_secs(self.body_timeout_secs.max(1)),
+            min_rate: self.body_min_rate,
+        }
     }
 }
 
@@ -498,6 +521,11 @@ mod tests {
     fn limits_section_and_header_timeout() {
         let d = Config::default();
         assert_eq!(d.http.header_timeout_secs, 10);
+        assert_eq!(
+            d.http.body_timeout_secs, 30,
+            "issue 16: the default body timeout"
+        );
+        assert_eq!(d.http.max_connections, 10_000);
         assert_eq!(d.limits, crate::limits::LimitsConfig::default());
         let c = Config::from_toml(
             "[http]\nheader_timeout_secs = 3\n[limits]\nmax_connections_per_ip = 4\nconnection_rate = 50\npublish_rate = 10\npublish_burst = 20\n",

@@ -285,7 +285,7 @@ async fn launch(
     };
 
     let controller = ShutdownController::new();
-    let limits = limits::Limits::new(config.limits.clone());
+    let limits = limits::Limits::with_http_cap(config.limits.clone(), config.http.max_connections);
     // Before any mailbox exists (sessions are restored next).
     let queued_limit = config.limits.queued_bytes_limit();
     broker.budget().set_limit(queued_limit);
@@ -360,6 +360,8 @@ async fn launch(
             let guard = tls::HttpGuard {
                 gate: limits.gate("https"),
                 header_timeout: config.http.header_timeout(),
+                body_deadline: config.http.body_deadline(),
+                slots: limits.http_slots.clone(),
             };
             tasks.push(tokio::spawn(tls::serve_http(
                 l,

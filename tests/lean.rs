@@ -309,3 +309,157 @@ async fn issue_16_stalled_sse_streams_are_bounded_by_the_budget_too() {
     assert_eq!(budget.used(), 0, "closed streams give everything back");
     gw.shutdown().await;
 }
+
+// ---------------------------------------------------------------------------------------
+// Point 3: no request left open forever
+// ---------------------------------------------------------------------------------------
+
+/// Everything the server sends until it closes the connection (a reset counts as closed).
+async fn read_to_close(s: &mut TcpStream, what: &str) -> String {
+    within(WAIT, what, async {
+        let mut all = Vec::new();
+        let mut chunk = [0u8; 4096];
+        loop {
+            match s.read(&mut chunk).await {
+                Ok(0) | Err(_) => return String::from_utf8_lossy(&all).into_owned(),
+                Ok(n) => all.extend_from_slice(&chunk[..n]),
+            }
+        }
+    })
+    .await
+}
+
+/// A PUT announcing a 100,000-byte body that sends `sent` bytes of it and stops.
+async fn slow_put(http: SocketAddr, topic: &str, sent: usize) -> TcpStream {
+    let mut s = within(WAIT, "HTTP connect", TcpStream::connect(http))
+        .await
+        .unwrap();
+    let head = format!(
+        "PUT /resources/{topic} HTTP/1.1\r\nhost: x\r\ncontent-length: 100000\r\ncontent-type: text/plain\r\n\r\n"
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    s.write_all(&vec![b'x'; sent]).await.unwrap();
+    s
+}
+
+fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_16_rfc9110_15_5_9_a_stalled_body_gets_408_and_the_connection_closes() {
+    let gw = gateway_with(|c| c.http.body_timeout_secs = 1).await;
+    let started = Instant::now();
+    let mut s = slow_put(gw.http_addr, "lean/stalled", 10).await;
+    let answer = read_to_close(&mut s, "408 and close").await;
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("application/problem+json"), "{answer}");
+    assert!(answer.contains("body_timeout_secs"), "{answer}");
+    assert!(
+        answer.to_ascii_lowercase().contains("connection: close"),
+        "{answer}"
+    );
+    assert!(started.elapsed() >= Duration::from_secs(1));
+    // Nothing was stored.
+    assert_eq!(http_get(&gw, "lean/stalled").await.status(), 404);
+    gw.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_16_a_body_that_trickles_below_the_min_rate_falls_behind_its_deadline() {
+    let gw = gateway_with(|c| {
+        c.http.body_timeout_secs = 1;
+        c.http.body_min_rate = 1000;
+    })
+    .await;
+    let mut s = slow_put(gw.http_addr, "lean/trickle", 0).await;
+    // 100 bytes every 300 ms: 333 B/s, below 1000 B/s, so it earns no extra second.
+    let trickle = async {
+        for _ in 0..20 {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            if s.write_all(&[b'y'; 100]).await.is_err() {
+                break;
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_millis(1500), trickle)
+        .await
+        .ok();
+    let answer = read_to_close(&mut s, "408 for the trickle").await;
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    gw.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_16_500_slow_bodies_hold_nothing_after_the_timeout_and_others_are_served() {
+    let gw = gateway_with(|c| c.http.body_timeout_secs = 1).await;
+    let baseline = open_fds();
+    let mut slow = Vec::new();
+    for i in 0..500 {
+        slow.push(slow_put(gw.http_addr, &format!("lean/slow{}", i % 7), 1).await);
+    }
+    // Meanwhile an ordinary client is served at once.
+    let client = http();
+    let mut took = Vec::new();
+    for _ in 0..5 {
+        let t = Instant::now();
+        let r = client.get(url(&gw, "lean/normal")).send().await.unwrap();
+        assert_eq!(r.status(), 404);
+        took.push(t.elapsed());
+    }
+    took.sort();
+    assert!(
+        took[2] < Duration::from_millis(100),
+        "GETs beside 500 stalled bodies took {took:?}"
+    );
+    // Every stalled body is answered 408 and its connection closed...
+    for s in &mut slow {
+        let answer = read_to_close(s, "408").await;
+        assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    }
+    drop(slow);
+    drop(client);
+    // ...so the server holds no descriptor for them any more.
+    let deadline = Instant::now() + WAIT;
+    while open_fds() > baseline + 5 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        open_fds() <= baseline + 5,
+        "{} descriptors open, {baseline} before",
+        open_fds()
+    );
+    gw.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_16_http_max_connections_answers_503_beyond_the_cap() {
+    let gw = gateway_with(|c| c.http.max_connections = 3).await;
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(
+            within(WAIT, "connect", TcpStream::connect(gw.http_addr))
+                .await
+                .unwrap(),
+        );
+    }
+    // The accept loop takes them in order; one more is refused.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut extra = within(WAIT, "connect", TcpStream::connect(gw.http_addr))
+        .await
+        .unwrap();
+    let answer = read_to_close(&mut extra, "503").await;
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(answer.contains("max_connections"), "{answer}");
+    assert!(
+        answer.to_ascii_lowercase().contains("retry-after: 1"),
+        "{answer}"
+    );
+    assert!(gw.refused().connections_of("http") >= 1);
+    // A place freed is a place taken again.
+    drop(held.pop());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let r = http_get(&gw, "lean/cap").await;
+    assert_eq!(r.status(), 404);
+    gw.shutdown().await;
+}

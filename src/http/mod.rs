@@ -21,6 +21,7 @@
 //! Every error is an RFC 9457 problem document (`problem.rs`).
 
 mod conditional;
+pub mod deadline;
 pub mod guard;
 mod headers;
 mod problem;
@@ -155,6 +156,8 @@ pub async fn serve(
     let guard = crate::tls::HttpGuard {
         gate: limits.gate("http"),
         header_timeout: config.http.header_timeout(),
+        body_deadline: config.http.body_deadline(),
+        slots: limits.http_slots.clone(),
     };
     let router = app(AppState::new(broker, config, shutdown.clone())
         .with_mqtt(mqtt)

@@ -248,11 +248,15 @@ fn admit(gate: &Arc<ConnectionGate>, peer: SocketAddr, what: &'static str) -> Op
     }
 }
 
-/// The guard of a WebSocket port of its own: its own gate, `http.header_timeout_secs`.
+/// The guard of a WebSocket port of its own: its own gate, `http.header_timeout_secs` and
+/// `body_timeout_secs`.
 fn ws_guard(mqtt: &Mqtt, listener: &'static str) -> crate::tls::HttpGuard {
     crate::tls::HttpGuard {
         gate: mqtt.shared.limits.gate(listener),
         header_timeout: mqtt.shared.config.http.header_timeout(),
+        body_deadline: mqtt.shared.config.http.body_deadline(),
+        // `[mqtt] max_connections` bounds these once they are MQTT sessions.
+        slots: None,
     }
 }
 
