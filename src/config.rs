@@ -120,6 +120,12 @@ pub struct CoapConfig {
     /// Most simultaneous CoAP-over-TCP connections; more are closed at once, so sockets
     /// cannot exhaust file descriptors.
     pub tcp_max_connections: usize,
+    /// Seconds a CoAP-over-TCP message that has begun to arrive may take to complete, plus
+    /// one second per `tcp_frame_min_rate` bytes of it: a peer that sends half a message
+    /// and stalls gets an Abort (7.05) and is closed.
+    pub tcp_frame_timeout_secs: u64,
+    /// Bytes per second that earn a slow CoAP-over-TCP message one more second (0: none).
+    pub tcp_frame_min_rate: u32,
     /// How UDP notifications are sent: `con` (every one confirmable: dead observers are
     /// noticed at once), `non` (cheapest) or `non-with-periodic-con` (NON, with a CON at
     /// least every `con_notify_interval_secs`, RFC 7641 §4.5).
@@ -164,6 +170,8 @@ impl Default for CoapConfig {
             notify_queue: 65_536,
             tcp: true,
             tcp_max_connections: 10_000,
+            tcp_frame_timeout_secs: 30,
+            tcp_frame_min_rate: 500,
             notify: CoapNotify::Con,
             con_notify_interval_secs: 24 * 60 * 60,
             block_size: 1024,

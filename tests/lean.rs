@@ -463,3 +463,34 @@ async fn issue_16_http_max_connections_answers_503_beyond_the_cap() {
     assert_eq!(r.status(), 404);
     gw.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_16_rfc8323_half_a_coap_tcp_frame_that_stalls_is_aborted_and_closed() {
+    let gw = gateway_with(|c| c.coap.tcp_frame_timeout_secs = 1).await;
+    let mut s = within(WAIT, "CoAP/TCP connect", TcpStream::connect(gw.coap_addr))
+        .await
+        .unwrap();
+    // Our CSM (7.01, no options), then the first 2 bytes of a 20-byte message.
+    s.write_all(&[0x00, 0xE1]).await.unwrap();
+    s.write_all(&[0xD0, 0x07]).await.unwrap();
+    let started = Instant::now();
+    let got = within(WAIT, "Abort and close", async {
+        let mut all = Vec::new();
+        let mut chunk = [0u8; 1024];
+        loop {
+            match s.read(&mut chunk).await {
+                Ok(0) | Err(_) => return all,
+                Ok(n) => all.extend_from_slice(&chunk[..n]),
+            }
+        }
+    })
+    .await;
+    assert!(started.elapsed() >= Duration::from_millis(900));
+    let text = String::from_utf8_lossy(&got);
+    assert!(
+        got.contains(&0xE5),
+        "an Abort (7.05) before the close: {got:?}"
+    );
+    assert!(text.contains("stalled"), "{text}");
+    gw.shutdown().await;
+}

@@ -92,6 +92,8 @@ pub(crate) fn endpoint_config(config: &Config) -> ponte_coap::Config {
             CoapNotify::NonWithPeriodicCon => NotifyPolicy::NonWithPeriodicCon,
         },
         con_notify_interval: Duration::from_secs(config.coap.con_notify_interval_secs),
+        tcp_frame_timeout: Duration::from_secs(config.coap.tcp_frame_timeout_secs.max(1)),
+        tcp_frame_min_rate: config.coap.tcp_frame_min_rate,
         ..ponte_coap::Config::default()
     }
 }
