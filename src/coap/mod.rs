@@ -10,6 +10,7 @@
 //! endpoint/connection to each observed topic; what arrives in it becomes notifications.
 
 pub mod dtls;
+pub mod hello_verify;
 mod resource;
 mod tcp;
 
