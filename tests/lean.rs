@@ -494,3 +494,83 @@ async fn issue_16_rfc8323_half_a_coap_tcp_frame_that_stalls_is_aborted_and_close
     assert!(text.contains("stalled"), "{text}");
     gw.shutdown().await;
 }
+
+/// A masked client WebSocket frame (binary) carrying `payload`.
+fn ws_frame(payload: &[u8]) -> Vec<u8> {
+    let mut f = vec![0x82];
+    assert!(payload.len() < 126);
+    f.push(0x80 | payload.len() as u8);
+    let mask = [1u8, 2, 3, 4];
+    f.extend_from_slice(&mask);
+    f.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    f
+}
+
+/// Open MQTT over WebSocket at `/mqtt` on `http` with a raw socket: upgrade, CONNECT
+/// (keep-alive off), CONNACK.
+async fn raw_mqtt_ws(http: SocketAddr) -> TcpStream {
+    let mut s = within(WAIT, "connect", TcpStream::connect(http))
+        .await
+        .unwrap();
+    let req = "GET /mqtt HTTP/1.1\r\nhost: x\r\nconnection: Upgrade\r\nupgrade: websocket\r\nsec-websocket-version: 13\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\nsec-websocket-protocol: mqtt\r\n\r\n";
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        let mut b = [0u8; 1];
+        within(WAIT, "101", s.read_exact(&mut b)).await.unwrap();
+        head.push(b[0]);
+    }
+    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    assert!(
+        head.contains("sec-websocket-accept: s3pplmbitxaq9kygzzhzrbk+xoo="),
+        "{head}"
+    );
+    assert!(head.contains("sec-websocket-protocol: mqtt"), "{head}");
+    s.write_all(&ws_frame(&connect("lean-ws", true)))
+        .await
+        .unwrap();
+    // CONNACK in a server frame: 0x82, 4, 0x20, 2, 0, 0.
+    let mut ack = [0u8; 6];
+    within(WAIT, "CONNACK", s.read_exact(&mut ack))
+        .await
+        .unwrap();
+    assert_eq!(ack, [0x82, 4, 0x20, 2, 0, 0]);
+    s
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_16_rfc6455_half_a_websocket_frame_that_stalls_closes_the_connection() {
+    let gw = gateway_with(|c| c.http.body_timeout_secs = 1).await;
+    let mut s = raw_mqtt_ws(gw.http_addr).await;
+    // A whole PINGREQ frame is fine and answered...
+    s.write_all(&ws_frame(&[0xc0, 0])).await.unwrap();
+    let mut pong = [0u8; 4];
+    within(WAIT, "PINGRESP", s.read_exact(&mut pong))
+        .await
+        .unwrap();
+    assert_eq!(pong, [0x82, 2, 0xd0, 0]);
+    // ...then the header and 10 bytes of a 100-byte frame, and silence.
+    let mut half = vec![0x82, 0x80 | 100, 1, 2, 3, 4];
+    half.extend_from_slice(&[0u8; 10]);
+    s.write_all(&half).await.unwrap();
+    let started = Instant::now();
+    assert!(closed_by_server(&mut s).await, "a stalled frame is cut off");
+    assert!(started.elapsed() >= Duration::from_millis(900));
+    gw.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_16_an_idle_websocket_between_frames_is_left_alone() {
+    let gw = gateway_with(|c| c.http.body_timeout_secs = 1).await;
+    let mut s = raw_mqtt_ws(gw.http_addr).await;
+    // Keep-alive is off: nothing may close a quiet connection between frames.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    s.write_all(&ws_frame(&[0xc0, 0])).await.unwrap();
+    let mut pong = [0u8; 4];
+    within(WAIT, "PINGRESP", s.read_exact(&mut pong))
+        .await
+        .unwrap();
+    assert_eq!(pong, [0x82, 2, 0xd0, 0]);
+    gw.shutdown().await;
+}

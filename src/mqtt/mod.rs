@@ -278,18 +278,27 @@ async fn expire_sessions(mqtt: Mqtt) {
 /// [`TlsPeer`] (request extension) goes with it into the driver, and on every port its
 /// `[limits]` place ([`crate::tls::ConnSlot`]) is held until the MQTT session ends.
 fn ws_router(mqtt: Mqtt) -> axum::Router {
-    use axum::extract::{ConnectInfo, State, WebSocketUpgrade};
+    use axum::extract::{ConnectInfo, Request, State};
+    use axum::response::IntoResponse;
     async fn handler(
         State(mqtt): State<Mqtt>,
         ConnectInfo(peer): ConnectInfo<SocketAddr>,
-        tls: Option<axum::Extension<TlsPeer>>,
-        slot: Option<axum::Extension<crate::tls::ConnSlot>>,
-        ws: WebSocketUpgrade,
+        request: Request,
     ) -> axum::response::Response {
-        ws::upgrade(mqtt, ws, peer, tls.map(|t| t.0), slot.map(|s| s.0))
+        let (mut parts, _body) = request.into_parts();
+        let tls = parts.extensions.get::<TlsPeer>().cloned();
+        let slot = parts.extensions.remove::<crate::tls::ConnSlot>();
+        match ws::upgrade(mqtt, &mut parts, peer, tls, slot) {
+            Ok(response) => response,
+            Err((status, why)) => crate::http::Problem::new(
+                status,
+                format!("this port serves MQTT over WebSocket (subprotocol \"mqtt\"): {why}"),
+            )
+            .into_response(),
+        }
     }
     axum::Router::new()
-        .fallback(axum::routing::get(handler))
+        .fallback(axum::routing::any(handler))
         .with_state(mqtt)
 }
 
