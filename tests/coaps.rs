@@ -782,7 +782,7 @@ async fn issue_16_rfc6347_4_2_1_a_flood_of_client_hellos_holds_no_session() {
             let mut random = [0u8; 32];
             random[..4].copy_from_slice(&n.to_be_bytes());
             // Every tenth carries a cookie we never got: forged.
-            let cookie = if n % 10 == 0 {
+            let cookie = if n.is_multiple_of(10) {
                 vec![0xab; 32]
             } else {
                 Vec::new()
