@@ -574,3 +574,25 @@ async fn issue_16_an_idle_websocket_between_frames_is_left_alone() {
     assert_eq!(pong, [0x82, 2, 0xd0, 0]);
     gw.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_16_an_idle_keep_alive_http_connection_is_closed_after_the_header_timeout() {
+    let gw = gateway_with(|c| c.http.header_timeout_secs = 1).await;
+    let mut s = within(WAIT, "connect", TcpStream::connect(gw.http_addr))
+        .await
+        .unwrap();
+    s.write_all(b"GET /resources/lean/idle HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut head = [0u8; 12];
+    within(WAIT, "404", s.read_exact(&mut head)).await.unwrap();
+    assert_eq!(&head, b"HTTP/1.1 404");
+    // Kept alive, then silent: the wait for the next request's header is bounded too.
+    let started = Instant::now();
+    assert!(
+        closed_by_server(&mut s).await,
+        "an idle connection is closed"
+    );
+    assert!(started.elapsed() >= Duration::from_millis(900));
+    gw.shutdown().await;
+}
