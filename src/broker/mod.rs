@@ -7,6 +7,7 @@
 //! index's read lock is held only while matching; pushing happens after it is released, into
 //! per-subscriber queues that never block the publisher.
 
+pub mod budget;
 mod delivery;
 pub mod mailbox;
 pub mod queue;
@@ -206,6 +207,9 @@ pub struct Broker {
     pub metrics: Metrics,
     /// Durable persistent-session queues (issue 3); `None` when sessions are not persisted.
     queue: Option<queue::Queue>,
+    /// The budget every subscriber's mailbox draws on (`[limits] max_queued_bytes`, issue
+    /// 16): no limit until [`Broker::budget`]'s is set.
+    budget: Arc<budget::Budget>,
 }
 
 impl Broker {
@@ -218,6 +222,7 @@ impl Broker {
             retained_meta: RwLock::new(HashMap::new()),
             metrics: Metrics::default(),
             queue: None,
+            budget: budget::Budget::new(None),
         }))
     }
 
@@ -234,7 +239,20 @@ impl Broker {
             retained_meta: RwLock::new(HashMap::new()),
             metrics: Metrics::default(),
             queue: Some(queue::Queue::open(sessions)?),
+            budget: budget::Budget::new(None),
         }))
+    }
+
+    /// The budget for queued message bytes shared by every mailbox made with
+    /// [`Broker::mailbox`]: its limit, what is queued now, what it made subscribers drop.
+    pub fn budget(&self) -> &Arc<budget::Budget> {
+        &self.budget
+    }
+
+    /// A new subscriber queue of at most `capacity` deliveries (0: no limit of its own)
+    /// applying `policy` when full, drawing on this broker's [`Broker::budget`].
+    pub fn mailbox(&self, capacity: usize, policy: mailbox::OverflowPolicy) -> Arc<Mailbox> {
+        Mailbox::with_budget(capacity, policy, self.budget.clone())
     }
 
     /// The durable session queue, when sessions are persisted.
@@ -524,6 +542,7 @@ impl Broker {
                     properties,
                     expires_at,
                     publisher: None,
+                    charge: crate::model::Charge::default(),
                 });
                 let mut d = Delivery {
                     qos: v.qos.min(opts.qos),
@@ -620,6 +639,7 @@ pub fn retained_message(
         properties: None,
         expires_at: None,
         publisher: None,
+        charge: crate::model::Charge::default(),
     }
 }
 
