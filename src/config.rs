@@ -71,6 +71,12 @@ pub struct HttpConfig {
     /// connection is closed, so a slow trickle of header bytes (slowloris) cannot hold
     /// connections open. Applies to HTTP, HTTPS and the MQTT WebSocket ports.
     pub header_timeout_secs: u64,
+    /// Whether `GET /metrics` needs credentials (any authenticated user, Basic or Bearer).
+    /// Off by default, like `/livez` and `/readyz`, which never need any (probes carry none).
+    pub metrics_auth: bool,
+    /// A port of its own for `/metrics`, `/livez` and `/readyz` only (besides the HTTP
+    /// port), so monitoring can be reached without reaching the things. Not set: none.
+    pub metrics_port: Option<u16>,
 }
 
 impl Default for HttpConfig {
@@ -83,6 +89,8 @@ impl Default for HttpConfig {
             sse_queue: 1024,
             tls_port: None,
             header_timeout_secs: 10,
+            metrics_auth: false,
+            metrics_port: None,
         }
     }
 }
@@ -413,6 +421,13 @@ impl Config {
     pub fn https_addr(&self) -> Option<SocketAddr> {
         self.http
             .tls_port
+            .map(|p| SocketAddr::new(self.http.host.unwrap_or(self.host), p))
+    }
+
+    /// Where the metrics-and-health listener binds, when `http.metrics_port` is set.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.http
+            .metrics_port
             .map(|p| SocketAddr::new(self.http.host.unwrap_or(self.host), p))
     }
 

@@ -23,8 +23,10 @@ pub mod broker;
 pub mod cli;
 pub mod coap;
 pub mod config;
+pub mod health;
 pub mod http;
 pub mod limits;
+pub mod metrics;
 pub mod mqtt;
 pub mod reload;
 pub mod shutdown;
@@ -102,6 +104,14 @@ pub struct Gateway {
     pub broker: Arc<Broker>,
     /// Who may do what; every front-end asks it. [`Gateway::reload`] re-reads its files.
     pub auth: Arc<auth::Auth>,
+    /// Where HTTP's `/metrics`, `/livez` and `/readyz` have a port of their own
+    /// (`http.metrics_port`).
+    pub metrics_addr: Option<SocketAddr>,
+    /// The checks behind `/readyz`; add one with [`health::Readiness::add`] or
+    /// [`health::Readiness::flag`].
+    pub readiness: Arc<health::Readiness>,
+    /// Every counter, for [`Gateway::metrics`] (and `/metrics`, `$SYS`).
+    sources: metrics::exposition::Sources,
     /// The connected MQTT clients, for [`Gateway::mqtt_clients`].
     clients: mqtt::Clients,
     /// The abuse limits of every front-end, for [`Gateway::refused`].
@@ -259,6 +269,15 @@ async fn launch(
             wss = Some((l, a));
         }
     }
+    let metrics_listener = match config.metrics_addr() {
+        Some(addr) => {
+            let l = bind_tcp("HTTP/metrics", addr).await?;
+            let a = local(l.local_addr(), "HTTP/metrics", addr)?;
+            Some((l, a))
+        }
+        None => None,
+    };
+    let metrics_addr = metrics_listener.as_ref().map(|(_, a)| *a);
     let mqtts_addr = mqtts.as_ref().map(|(_, a)| *a);
     let https_addr = https.as_ref().map(|(_, a)| *a);
     let wss_addr = wss.as_ref().map(|(_, a)| *a);
@@ -292,6 +311,33 @@ async fn launch(
         limits.clone(),
         controller.subscribe(),
     );
+    let sources = metrics::exposition::Sources {
+        metrics: broker.ops.clone(),
+        broker: broker.clone(),
+        limits: limits.clone(),
+        mqtt: front.clients(),
+        coaps: coaps_stats.clone(),
+    };
+    let readiness = health::Readiness::new();
+    let listening = readiness.flag("listeners", Err("still starting".into()));
+    {
+        let store = broker.retained_stats().clone();
+        readiness.add("store", move || {
+            if store.closed.load(std::sync::atomic::Ordering::Relaxed) {
+                return Err("the store is closed".into());
+            }
+            match &*store.failing.lock() {
+                Some(e) => Err(format!("the last commit failed: {e}")),
+                None => Ok(()),
+            }
+        });
+        let stopping = controller.signal();
+        readiness.add("shutdown", move || match *stopping.borrow() {
+            true => Err("shutting down".into()),
+            false => Ok(()),
+        });
+    }
+    let ops = (sources.clone(), readiness.clone());
     let mut tasks = vec![
         tokio::spawn(http::serve(
             http,
@@ -300,6 +346,7 @@ async fn launch(
             front.clone(),
             auth.clone(),
             limits.clone(),
+            ops.clone(),
             controller.subscribe(),
         )),
         tokio::spawn(coap::serve(
@@ -311,7 +358,26 @@ async fn launch(
             controller.subscribe(),
         )),
         tokio::spawn(mqtt::serve(mqtt, front.clone())),
+        tokio::spawn(mqtt::sys::run(front.clone(), sources.clone())),
     ];
+    if let Some((l, _)) = metrics_listener {
+        let state = http::AppState::new(broker.clone(), config.clone(), controller.subscribe())
+            .with_auth(auth.clone())
+            .with_ops(sources.clone(), readiness.clone());
+        let guard = tls::HttpGuard {
+            gate: limits.gate("http-metrics"),
+            header_timeout: config.http.header_timeout(),
+            metrics: None,
+        };
+        tasks.push(tokio::spawn(tls::serve_http(
+            l,
+            http::ops_app(state),
+            None,
+            guard,
+            controller.subscribe(),
+            "HTTP/metrics",
+        )));
+    }
     if let Some(listener) = coap_tcp {
         tasks.push(tokio::spawn(coap::serve_tcp(
             listener,
@@ -346,11 +412,13 @@ async fn launch(
                 http::AppState::new(broker.clone(), config.clone(), controller.subscribe())
                     .with_auth(auth.clone())
                     .with_mqtt(front.clone())
-                    .with_write_limits(limits.http.clone()),
+                    .with_write_limits(limits.http.clone())
+                    .with_ops(sources.clone(), readiness.clone()),
             );
             let guard = tls::HttpGuard {
                 gate: limits.gate("https"),
                 header_timeout: config.http.header_timeout(),
+                metrics: Some(broker.ops.clone()),
             };
             tasks.push(tokio::spawn(tls::serve_http(
                 l,
@@ -380,8 +448,12 @@ async fn launch(
         retained = broker.retained_count(),
         "ponte listening"
     );
+    listening.set(Ok(()));
     Ok(Gateway {
         http_addr,
+        metrics_addr,
+        readiness,
+        sources,
         coap_addr,
         coaps_addr,
         coaps_stats,
@@ -418,6 +490,11 @@ impl Gateway {
     /// the connection acts as, TLS client identity, address.
     pub fn mqtt_clients(&self) -> Vec<mqtt::ClientInfo> {
         self.clients.list()
+    }
+
+    /// Every counter now: what `GET /metrics` renders and `$SYS` publishes.
+    pub fn metrics(&self) -> metrics::exposition::Snapshot {
+        self.sources.snapshot()
     }
 
     /// What the abuse limits (`[limits]`) refused so far: connections per listener and

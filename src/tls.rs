@@ -34,6 +34,8 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::config::TlsConfig;
 use crate::limits::{ConnPermit, ConnRefused, ConnectionGate};
+use crate::metrics::io::Counted;
+use crate::metrics::{Protocol, Transport};
 use crate::reload::Reload;
 use crate::shutdown::Shutdown;
 
@@ -413,6 +415,9 @@ pub struct HttpGuard {
     pub gate: Arc<ConnectionGate>,
     /// How long a client has to send a complete request header (`http.header_timeout_secs`).
     pub header_timeout: Duration,
+    /// Counts the listener's connections and bytes as HTTP (`/metrics`); `None` on the
+    /// MQTT WebSocket ports, whose bytes MQTT counts itself.
+    pub metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 /// An admitted connection's place under `[limits]`, shared: the connection's task holds it,
@@ -477,6 +482,7 @@ pub async fn serve_http(
         let router = router.clone();
         let mut shutdown = shutdown.clone();
         let header_timeout = guard.header_timeout;
+        let metrics = guard.metrics.clone();
         let slot = ConnSlot {
             _permit: Arc::new(permit),
         };
@@ -493,6 +499,8 @@ pub async fn serve_http(
                         tls_peer: Some(tls_peer),
                         slot,
                     };
+                    let stream =
+                        Counted::new(stream, metrics.as_ref(), Transport::Https, Protocol::Http);
                     serve_connection(stream, router, conn, header_timeout, shutdown, what).await;
                 }
                 None => {
@@ -501,6 +509,8 @@ pub async fn serve_http(
                         tls_peer: None,
                         slot,
                     };
+                    let stream =
+                        Counted::new(stream, metrics.as_ref(), Transport::Http, Protocol::Http);
                     serve_connection(stream, router, conn, header_timeout, shutdown, what).await
                 }
             }

@@ -630,6 +630,7 @@ async fn https_requests_carry_the_verified_client_cn_as_tls_identity() {
                 std::time::Instant::now(),
             ),
             header_timeout: std::time::Duration::from_secs(10),
+            metrics: None,
         },
         controller.subscribe(),
         "test",

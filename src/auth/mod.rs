@@ -257,6 +257,18 @@ pub struct AuthMetrics {
     pub acl_denied: AtomicU64,
 }
 
+/// Whether `topic` is written by the broker alone: `$SYS` and everything under it (the
+/// broker's own statistics). No client may write there, whatever the ACL grants — as in
+/// mosquitto — so a client cannot overwrite or fake the broker's numbers. Reading is
+/// governed by the ACL as usual.
+pub fn broker_only(topic: &str) -> bool {
+    topic == "$SYS" || topic.starts_with("$SYS/")
+}
+
+/// Why a write to a [`broker_only`] topic is refused, for every protocol's error message.
+pub const BROKER_ONLY: &str =
+    "$SYS topics are written by the broker alone (its statistics); clients may read them but not write them";
+
 /// The one authority every front-end asks.
 pub struct Auth {
     /// Where the files are, for reload.
@@ -422,6 +434,10 @@ impl Auth {
 
     /// May `who` read or write `topic`?
     pub fn allows(&self, who: &Identity, access: Access, topic: &str) -> bool {
+        if access == Access::Write && broker_only(topic) {
+            self.metrics.acl_denied.fetch_add(1, Ordering::Relaxed);
+            return false;
+        }
         let ok = match &who.grants {
             Some(g) => g.allows(who.subject(), access, topic),
             None => match &self.policy.load().acl {

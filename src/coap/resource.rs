@@ -119,6 +119,12 @@ fn authorize(
         return Ok(());
     }
     tracing::debug!(user = ?who.username, topic = %topic, ?access, "CoAP request denied by the ACL");
+    if matches!(access, Access::Write) && crate::auth::broker_only(topic.as_str()) {
+        return Err(diag(
+            ResponseType::Forbidden,
+            format!("{topic}: {}", crate::auth::BROKER_ONLY),
+        ));
+    }
     let verb = match access {
         Access::Read => "read",
         Access::Write => "write",

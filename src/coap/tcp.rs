@@ -16,6 +16,7 @@ use crate::auth::Auth;
 use crate::broker::Broker;
 use crate::config::Config;
 use crate::limits::{Limits, RateLimiters};
+use crate::metrics::{Metrics, Protocol, Transport};
 use crate::shutdown::Shutdown;
 
 /// How long one write to a client may take before the connection is given up: a client
@@ -48,14 +49,17 @@ pub async fn serve_tcp(
                     };
                     let Ok(permit) = slots.clone().try_acquire_owned() else {
                         tracing::warn!(%peer, "CoAP/TCP connection refused: too many connections");
+                        broker.ops.refused_full(Transport::CoapTcp);
                         drop(stream);
                         continue;
                     };
+                    let counted = broker.ops.connection(Transport::CoapTcp);
                     let (broker, auth, config, shutdown) =
                         (broker.clone(), auth.clone(), config.clone(), shutdown.clone());
                     let writes = limits.coap.clone();
                     tokio::spawn(async move {
                         connection(stream, peer, broker, auth, config, writes, shutdown).await;
+                        drop(counted);
                         drop(permit);
                         drop(admitted);
                     });
@@ -71,8 +75,9 @@ pub async fn serve_tcp(
 }
 
 /// Write every queued frame; false when the socket failed or stalled.
-async fn flush(conn: &mut TcpConnection, wr: &mut OwnedWriteHalf) -> bool {
+async fn flush(conn: &mut TcpConnection, wr: &mut OwnedWriteHalf, ops: &Metrics) -> bool {
     while let Some(bytes) = conn.poll_transmit() {
+        ops.bytes_sent(Protocol::Coap, bytes.len() as u64);
         match tokio::time::timeout(WRITE_TIMEOUT, wr.write_all(&bytes)).await {
             Ok(Ok(())) => {}
             _ => return false,
@@ -93,6 +98,7 @@ async fn connection(
 ) {
     let _ = stream.set_nodelay(true);
     let mut conn = TcpConnection::new(endpoint_config(&config), Instant::now(), peer);
+    let ops = broker.ops.clone();
     let mut front = Front::new(broker, auth, &config, writes);
     let mailbox = front.mailbox.clone();
     let (mut rd, mut wr) = stream.into_split();
@@ -103,21 +109,24 @@ async fn connection(
         while let Some(ev) = conn.poll_event() {
             front.on_event(&mut conn, ev, &anonymous);
         }
-        if !flush(&mut conn, &mut wr).await || conn.is_closed() {
+        if !flush(&mut conn, &mut wr, &ops).await || conn.is_closed() {
             break;
         }
         let deadline = conn.poll_timeout();
         tokio::select! {
             r = rd.read(&mut buf) => match r {
                 Ok(0) | Err(_) => break,
-                Ok(n) => conn.handle_bytes(Instant::now(), &buf[..n]),
+                Ok(n) => {
+                    ops.bytes_received(Protocol::Coap, n as u64);
+                    conn.handle_bytes(Instant::now(), &buf[..n]);
+                }
             },
             done = front.next_done() => front.answer_writes(&mut conn, done),
             _ = mailbox.notified() => front.on_deliveries(&mut conn),
             _ = sleep_until(deadline) => conn.handle_timeout(Instant::now()),
             _ = shutdown.recv() => {
                 conn.release();
-                let _ = flush(&mut conn, &mut wr).await;
+                let _ = flush(&mut conn, &mut wr, &ops).await;
                 break;
             }
         }

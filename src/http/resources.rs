@@ -25,7 +25,7 @@ use super::conditional::Conditions;
 use super::guard::{self, Caller};
 use super::headers;
 use super::problem::Problem;
-use super::{sse, AppState};
+use super::{listing, sse, AppState};
 use crate::auth::Access;
 use crate::broker::message::{Origin, RetainedValue};
 use crate::broker::retained::{Precondition, TagSet, WriteOutcome};
@@ -47,6 +47,9 @@ const CACHE_POLICY: &str = "no-cache";
 /// credentials (CORS preflights never carry any).
 pub async fn handle(State(state): State<AppState>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
+    if parts.uri.path() == "/resources" {
+        return collection(&state, &parts).await;
+    }
     let access = match parts.method {
         Method::GET | Method::HEAD => Access::Read,
         Method::PUT | Method::POST | Method::DELETE => Access::Write,
@@ -54,7 +57,7 @@ pub async fn handle(State(state): State<AppState>, request: Request) -> Response
         _ => return method_not_allowed(&parts.method, parts.uri.path(), ALLOWED).into_response(),
     };
     let result = async {
-        let caller = guard::authenticate(&state.auth, &parts.headers).await?;
+        let caller = authenticate(&state, &parts).await?;
         let topic = topic_of(parts.uri.path())?;
         guard::authorize(&state.auth, &caller, access, &topic)?;
         if access == Access::Write {
@@ -68,6 +71,52 @@ pub async fn handle(State(state): State<AppState>, request: Request) -> Response
     }
     .await;
     result.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// `/resources` itself: the listing of the things ([`listing`]).
+async fn collection(state: &AppState, parts: &Parts) -> Response {
+    match parts.method {
+        Method::GET | Method::HEAD => {}
+        Method::OPTIONS => return options(listing::ALLOWED),
+        _ => {
+            return method_not_allowed(&parts.method, parts.uri.path(), listing::ALLOWED)
+                .into_response()
+        }
+    }
+    let result = async {
+        let caller = authenticate(state, parts).await?;
+        listing::handle(state, parts, caller, wants_event_stream(&parts.headers))
+    }
+    .await;
+    result.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// [`guard::authenticate`], with a refusal counted (`ponte_auth_failures_total`) and
+/// logged at info with the address and the claimed username (never the password), as
+/// mosquitto logs refused logins.
+pub(super) async fn authenticate(state: &AppState, parts: &Parts) -> Result<Caller, Problem> {
+    match guard::authenticate(&state.auth, &parts.headers).await {
+        Ok(caller) => Ok(caller),
+        Err(problem) => {
+            state
+                .broker
+                .ops
+                .auth_failure(crate::metrics::Protocol::Http);
+            let peer = parts
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|c| c.0.to_string())
+                .unwrap_or_default();
+            tracing::info!(
+                protocol = "http",
+                peer,
+                user = ?guard::claimed_user(&parts.headers),
+                reason = problem.detail(),
+                "login refused"
+            );
+            Err(problem)
+        }
+    }
 }
 
 /// `[limits] publish_rate` per client address: 429 Too Many Requests with `Retry-After`
