@@ -237,9 +237,27 @@ async fn launch(
     };
     let http = bind_tcp("HTTP", config.http_addr()).await?;
     let mqtt = bind_tcp("MQTT", config.mqtt_addr()).await?;
+    // `host` with several addresses (or a name resolving to several): the same listener on
+    // each of them, on the port the first one got.
+    let port_of = |l: &TcpListener, asked: SocketAddr| l.local_addr().map_or(asked.port(), |a| a.port());
+    let http_more = bind_more("HTTP", &config.http_addrs(), port_of(&http, config.http_addr())).await?;
+    let mqtt_more = bind_more("MQTT", &config.mqtt_addrs(), port_of(&mqtt, config.mqtt_addr())).await?;
     let coap_addr = config.coap_addr();
     // UDP and, with `[coap] tcp`, TCP (RFC 8323) on the same port number.
     let (coap, coap_tcp) = coap::bind(&config).await?;
+    let mut coap_more = Vec::new();
+    for ip in config.coap_addrs().iter().skip(1).map(|a| a.ip()) {
+        let mut one = (*config).clone();
+        one.coap.host = Some(config::Hosts::ip(ip));
+        one.coap.port = coap.local_addr().map_or(config.coap.port, |a| a.port());
+        match coap::bind(&one).await {
+            Ok(bound) => coap_more.push(bound),
+            Err(Error::Bind { addr, source, .. }) if unavailable(&source) => {
+                tracing::warn!(%addr, error = %source, "CoAP not listening on this address: not available here");
+            }
+            Err(e) => return Err(e),
+        }
+    }
     let local = |r: std::io::Result<SocketAddr>, protocol, addr| {
         r.map_err(|source| Error::Bind {
             protocol,
@@ -257,7 +275,8 @@ async fn launch(
     if tls.is_some() {
         let l = bind_tcp("MQTT/TLS", config.mqtts_addr()).await?;
         let a = local(l.local_addr(), "MQTT/TLS", config.mqtts_addr())?;
-        mqtts = Some((l, a));
+        let more = bind_more("MQTT/TLS", &config.mqtts_addrs(), a.port()).await?;
+        mqtts = Some((l, a, more));
         if let Some(addr) = config.https_addr() {
             let l = bind_tcp("HTTPS", addr).await?;
             let a = local(l.local_addr(), "HTTPS", addr)?;
@@ -278,7 +297,7 @@ async fn launch(
         None => None,
     };
     let metrics_addr = metrics_listener.as_ref().map(|(_, a)| *a);
-    let mqtts_addr = mqtts.as_ref().map(|(_, a)| *a);
+    let mqtts_addr = mqtts.as_ref().map(|(_, a, _)| *a);
     let https_addr = https.as_ref().map(|(_, a)| *a);
     let wss_addr = wss.as_ref().map(|(_, a)| *a);
     let http_addr = local(http.local_addr(), "HTTP", config.http_addr())?;
@@ -360,6 +379,48 @@ async fn launch(
         tokio::spawn(mqtt::serve(mqtt, front.clone())),
         tokio::spawn(mqtt::sys::run(front.clone(), sources.clone())),
     ];
+    let also: Vec<String> = http_more
+        .iter()
+        .chain(&mqtt_more)
+        .filter_map(|l| l.local_addr().ok())
+        .chain(coap_more.iter().filter_map(|(u, _)| u.local_addr().ok()))
+        .map(|a| a.to_string())
+        .collect();
+    for l in http_more {
+        tasks.push(tokio::spawn(http::serve(
+            l,
+            broker.clone(),
+            config.clone(),
+            front.clone(),
+            auth.clone(),
+            limits.clone(),
+            ops.clone(),
+            controller.subscribe(),
+        )));
+    }
+    for l in mqtt_more {
+        tasks.push(tokio::spawn(mqtt::serve_also(l, front.clone())));
+    }
+    for (udp, tcp) in coap_more {
+        tasks.push(tokio::spawn(coap::serve(
+            udp,
+            broker.clone(),
+            auth.clone(),
+            config.clone(),
+            limits.clone(),
+            controller.subscribe(),
+        )));
+        if let Some(listener) = tcp {
+            tasks.push(tokio::spawn(coap::serve_tcp(
+                listener,
+                broker.clone(),
+                auth.clone(),
+                config.clone(),
+                limits.clone(),
+                controller.subscribe(),
+            )));
+        }
+    }
     if let Some((l, _)) = metrics_listener {
         let state = http::AppState::new(broker.clone(), config.clone(), controller.subscribe())
             .with_auth(auth.clone())
@@ -404,8 +465,11 @@ async fn launch(
     reloader.add(auth.clone());
     if let Some(tls) = &tls {
         reloader.add(tls.clone());
-        if let Some((l, _)) = mqtts {
+        if let Some((l, _, more)) = mqtts {
             tasks.push(tokio::spawn(mqtt::serve_tls(l, front.clone(), tls.clone())));
+            for l in more {
+                tasks.push(tokio::spawn(mqtt::serve_tls(l, front.clone(), tls.clone())));
+            }
         }
         if let Some((l, _)) = https {
             let router = http::app(
@@ -435,17 +499,31 @@ async fn launch(
     }
     let clients = front.clients();
     drop(front);
+    let (users, acl_rules) = auth.loaded();
+    let off = |what: &str| format!("off ({what})");
+    let tls_off = |port_set: bool, key: &str| {
+        if !port_set {
+            off(&format!("no {key}"))
+        } else {
+            off("no certificate")
+        }
+    };
     tracing::info!(
         http = %http_addr,
         coap = %coap_addr,
-        coaps = %coaps_addr.map(|a| a.to_string()).unwrap_or_else(|| "off (no PSK file)".to_string()),
+        coaps = %coaps_addr.map(|a| a.to_string()).unwrap_or_else(|| off("no PSK file")),
         mqtt = %mqtt_addr,
         mqtt_ws = %mqtt_ws_addr.map(|a| a.to_string()).unwrap_or_else(|| format!("{http_addr}/mqtt")),
-        mqtts = %mqtts_addr.map(|a| a.to_string()).unwrap_or_else(|| "off".into()),
-        https = %https_addr.map(|a| a.to_string()).unwrap_or_else(|| "off".into()),
-        mqtt_wss = %wss_addr.map(|a| a.to_string()).unwrap_or_else(|| "off".into()),
+        mqtts = %mqtts_addr.map(|a| a.to_string()).unwrap_or_else(|| off("no certificate")),
+        https = %https_addr.map(|a| a.to_string()).unwrap_or_else(|| tls_off(config.http.tls_port.is_some(), "http.tls_port")),
+        mqtt_wss = %wss_addr.map(|a| a.to_string()).unwrap_or_else(|| tls_off(config.mqtt.wss_port.is_some(), "mqtt.wss_port")),
+        metrics_port = %metrics_addr.map(|a| a.to_string()).unwrap_or_else(|| off("no http.metrics_port")),
+        also = %if also.is_empty() { "-".to_string() } else { also.join(" ") },
         store = %store_name,
-        retained = broker.retained_count(),
+        values_loaded = broker.retained_count(),
+        anonymous = %if auth.anonymous_allowed() { "on" } else { "off" },
+        users = %users.map_or_else(|| "none (no password file)".to_string(), |n| n.to_string()),
+        acl_rules = %acl_rules.map_or_else(|| "none (no ACL file: everything allowed)".to_string(), |n| n.to_string()),
         "ponte listening"
     );
     listening.set(Ok(()));
@@ -470,6 +548,39 @@ async fn launch(
         controller,
         tasks,
     })
+}
+
+/// Whether a bind failed because the address does not exist on this machine (an IPv6
+/// loopback where IPv6 is off, for a host name resolving to both families).
+fn unavailable(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::AddrNotAvailable
+}
+
+/// Bind the addresses after the first (already bound) on `port`; an address this machine
+/// does not have is skipped with a warning, any other failure stops the start.
+async fn bind_more(
+    protocol: &'static str,
+    addrs: &[SocketAddr],
+    port: u16,
+) -> Result<Vec<TcpListener>, Error> {
+    let mut out = Vec::new();
+    for a in addrs.iter().skip(1) {
+        let addr = SocketAddr::new(a.ip(), port);
+        match TcpListener::bind(addr).await {
+            Ok(l) => out.push(l),
+            Err(source) if unavailable(&source) => {
+                tracing::warn!(%addr, error = %source, "{protocol} not listening on this address: not available here");
+            }
+            Err(source) => {
+                return Err(Error::Bind {
+                    protocol,
+                    addr,
+                    source,
+                })
+            }
+        }
+    }
+    Ok(out)
 }
 
 impl Gateway {

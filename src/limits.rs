@@ -16,7 +16,7 @@ use parking_lot::Mutex;
 use serde::Deserialize;
 
 /// `[limits]` in the config file. 0 means "no limit" for every key.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, serde::Serialize, schemars::JsonSchema, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct LimitsConfig {
     /// Most simultaneous connections from one source address, per listener (MQTT, MQTT over

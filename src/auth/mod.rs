@@ -30,7 +30,7 @@ pub use acl::{Access, Acl, Subject};
 pub use password::PasswordFile;
 
 /// `[auth]` in the config file.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, serde::Serialize, schemars::JsonSchema, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuthConfig {
     /// mosquitto-format password file (`user:hash`); with one, anonymous access is off unless
@@ -325,6 +325,16 @@ impl Auth {
     /// Whether any ACL is in force (front-ends skip per-message checks when not).
     pub fn acl_active(&self) -> bool {
         self.policy.load().acl.is_some()
+    }
+
+    /// Users of the password file and rules of the ACL file in force (`None` without the
+    /// file), for the start-up line.
+    pub fn loaded(&self) -> (Option<usize>, Option<usize>) {
+        let p = self.policy.load();
+        (
+            p.passwords.as_ref().map(PasswordFile::len),
+            p.acl.as_ref().map(acl::Acl::rule_count),
+        )
     }
 
     /// Whether anonymous clients are served.

@@ -167,6 +167,12 @@ impl Mqtt {
 /// Accept MQTT connections over TCP until shutdown.
 pub async fn serve(listener: TcpListener, mqtt: Mqtt) {
     tokio::spawn(expire_sessions(mqtt.clone()));
+    serve_also(listener, mqtt).await;
+}
+
+/// Accept MQTT connections over TCP on one more address (`host` with several addresses)
+/// until shutdown; [`serve`] on the first one also runs the session expiry.
+pub async fn serve_also(listener: TcpListener, mqtt: Mqtt) {
     let mut shutdown = mqtt.shutdown.clone();
     let limit = mqtt.shared.config.mqtt.max_connections;
     let gate = mqtt.shared.limits.gate("mqtt");
