@@ -260,7 +260,8 @@ impl Cli {
                     match v {
                         toml::Value::Table(keys) => {
                             for key in keys.keys() {
-                                set_by.push((format!("{k}.{key}"), format!("[{k}] {key} in {file}")));
+                                set_by
+                                    .push((format!("{k}.{key}"), format!("[{k}] {key} in {file}")));
                             }
                         }
                         _ => set_by.push((k.clone(), format!("{k} in {file}"))),

@@ -382,7 +382,11 @@ impl Hosts {
                 Ok(ip) => vec![ip],
                 Err(_) => (name.as_str(), 0)
                     .to_socket_addrs()
-                    .map_err(|e| format!("{name:?} is neither an IP address nor a host name that resolves: {e}"))?
+                    .map_err(|e| {
+                        format!(
+                            "{name:?} is neither an IP address nor a host name that resolves: {e}"
+                        )
+                    })?
                     .map(|a| a.ip())
                     .collect(),
             };
@@ -410,7 +414,10 @@ impl Hosts {
 
     /// Every address with `port`.
     pub fn addrs(&self, port: u16) -> Vec<SocketAddr> {
-        self.ips.iter().map(|ip| SocketAddr::new(*ip, port)).collect()
+        self.ips
+            .iter()
+            .map(|ip| SocketAddr::new(*ip, port))
+            .collect()
     }
 }
 

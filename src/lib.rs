@@ -239,9 +239,20 @@ async fn launch(
     let mqtt = bind_tcp("MQTT", config.mqtt_addr()).await?;
     // `host` with several addresses (or a name resolving to several): the same listener on
     // each of them, on the port the first one got.
-    let port_of = |l: &TcpListener, asked: SocketAddr| l.local_addr().map_or(asked.port(), |a| a.port());
-    let http_more = bind_more("HTTP", &config.http_addrs(), port_of(&http, config.http_addr())).await?;
-    let mqtt_more = bind_more("MQTT", &config.mqtt_addrs(), port_of(&mqtt, config.mqtt_addr())).await?;
+    let port_of =
+        |l: &TcpListener, asked: SocketAddr| l.local_addr().map_or(asked.port(), |a| a.port());
+    let http_more = bind_more(
+        "HTTP",
+        &config.http_addrs(),
+        port_of(&http, config.http_addr()),
+    )
+    .await?;
+    let mqtt_more = bind_more(
+        "MQTT",
+        &config.mqtt_addrs(),
+        port_of(&mqtt, config.mqtt_addr()),
+    )
+    .await?;
     let coap_addr = config.coap_addr();
     // UDP and, with `[coap] tcp`, TCP (RFC 8323) on the same port number.
     let (coap, coap_tcp) = coap::bind(&config).await?;

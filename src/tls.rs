@@ -350,7 +350,12 @@ fn build(config: &TlsConfig) -> Result<Acceptors, TlsError> {
     let mismatch = |e: rustls::Error| TlsError::Mismatch {
         cert: cert_path.clone(),
         key: key_path.clone(),
-        problem: e.to_string(),
+        problem: match e {
+            rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch) => {
+                "the key does not belong to the certificate (their public keys differ)".into()
+            }
+            e => e.to_string(),
+        },
     };
     let certified =
         Arc::new(rustls::sign::CertifiedKey::from_der(chain, key, &provider).map_err(mismatch)?);

@@ -110,7 +110,9 @@ pub struct Subject<'a> {
 impl Acl {
     /// How many rules the file has (anonymous, per user and patterns together).
     pub fn rule_count(&self) -> usize {
-        self.anonymous.len() + self.users.values().map(Vec::len).sum::<usize>() + self.patterns.len()
+        self.anonymous.len()
+            + self.users.values().map(Vec::len).sum::<usize>()
+            + self.patterns.len()
     }
 
     /// Read and parse a file.

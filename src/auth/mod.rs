@@ -72,6 +72,18 @@ pub enum AuthError {
     /// The PSK file.
     #[error(transparent)]
     Psk(#[from] psk::PskError),
+    /// A bad line in the password or ACL file.
+    #[error("{file} {}: line {line}: {reason}", path.display())]
+    Line {
+        /// Which file: `password file` or `ACL file`.
+        file: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// 1-based line number.
+        line: usize,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// The JWT key.
     #[error("JWT key {what}: {reason}")]
     JwtKey {
@@ -511,12 +523,31 @@ impl crate::reload::Reload for Auth {
 
 /// Parse every configured file into a policy.
 fn load(config: &AuthConfig) -> Result<Policy, AuthError> {
-    let passwords = config
-        .password_file
-        .as_deref()
-        .map(PasswordFile::load)
-        .transpose()?;
-    let acl = config.acl_file.as_deref().map(Acl::load).transpose()?;
+    // A bad line is reported with its file, as the PSK file's errors are.
+    let passwords = match config.password_file.as_deref() {
+        None => None,
+        Some(path) => Some(PasswordFile::load(path).map_err(|e| match e {
+            password::PasswordFileError::Line { line, reason } => AuthError::Line {
+                file: "password file",
+                path: path.to_owned(),
+                line,
+                reason,
+            },
+            e => e.into(),
+        })?),
+    };
+    let acl = match config.acl_file.as_deref() {
+        None => None,
+        Some(path) => Some(Acl::load(path).map_err(|e| match e {
+            acl::AclError::Line { line, reason } => AuthError::Line {
+                file: "ACL file",
+                path: path.to_owned(),
+                line,
+                reason,
+            },
+            e => e.into(),
+        })?),
+    };
     let jwt = jwt_key(config)?;
     let psk = config
         .psk_file

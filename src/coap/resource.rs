@@ -263,7 +263,19 @@ pub(super) fn route(ctx: &Context, req: &Request, caller: &Caller) -> Action {
         Some((first, rest)) if first == "r" && !rest.is_empty() => {
             match TopicName::from_segments(rest) {
                 Ok(t) => t,
-                Err(e) => return answer(diag(ResponseType::BadRequest, e.to_string())),
+                // Said in words, as HTTP does: what was asked, and what to ask instead.
+                Err(_) if rest.iter().all(|s| s.is_empty()) => {
+                    return answer(diag(
+                        ResponseType::BadRequest,
+                        "the path /r/ names no thing: put the topic after /r/, as in /r/kitchen/temperature".to_string(),
+                    ))
+                }
+                Err(e) => {
+                    return answer(diag(
+                        ResponseType::BadRequest,
+                        format!("the path /{} does not name a thing: {e}", req.path.join("/")),
+                    ))
+                }
             }
         }
         _ => {

@@ -83,7 +83,10 @@ pub fn apply(
                     let known: Vec<String> = keys.keys().map(|k| var_name(s, k)).collect();
                     return Err(ConfigError::Env {
                         var,
-                        message: format!("[{s}] has no key {key:?}; its variables are {}", known.join(", ")),
+                        message: format!(
+                            "[{s}] has no key {key:?}; its variables are {}",
+                            known.join(", ")
+                        ),
                     });
                 };
                 (s.to_string(), key, default.clone())
@@ -108,10 +111,12 @@ pub fn apply(
                     .or_insert_with(|| toml::Value::Table(toml::Table::new()))
                 {
                     toml::Value::Table(t) => t,
-                    _ => return Err(ConfigError::Env {
-                        var,
-                        message: format!("the config file's {section:?} is not a table"),
-                    }),
+                    _ => {
+                        return Err(ConfigError::Env {
+                            var,
+                            message: format!("the config file's {section:?} is not a table"),
+                        })
+                    }
                 }
             };
             slot.insert(key.clone(), candidate);
@@ -204,9 +209,15 @@ mod tests {
             ("PONTE_HOST", "127.0.0.1"),
             ("PONTE_COAP_TCP", "false"),
             ("PONTE_MQTT_OVERFLOW", "drop-oldest"),
-            ("PONTE_HTTP_CORS_ORIGINS", "https://a.example, https://b.example"),
+            (
+                "PONTE_HTTP_CORS_ORIGINS",
+                "https://a.example, https://b.example",
+            ),
             ("PONTE_HTTP_TLS_PORT", "8443"),
-            ("PONTE_AUTH_JWT_HS256_SECRET", "12345678901234567890123456789012"),
+            (
+                "PONTE_AUTH_JWT_HS256_SECRET",
+                "12345678901234567890123456789012",
+            ),
             ("PONTE_STORE_DB", "/var/lib/ponte"),
             ("PONTE_BIN", "target/debug/ponte"),
             ("HOME", "/root"),
@@ -216,8 +227,14 @@ mod tests {
         assert_eq!(c.mqtt.max_inflight, 64);
         assert_eq!(c.host.to_string(), "127.0.0.1");
         assert!(!c.coap.tcp);
-        assert_eq!(c.mqtt.overflow, crate::broker::mailbox::OverflowPolicy::DropOldest);
-        assert_eq!(c.http.cors_origins, ["https://a.example", "https://b.example"]);
+        assert_eq!(
+            c.mqtt.overflow,
+            crate::broker::mailbox::OverflowPolicy::DropOldest
+        );
+        assert_eq!(
+            c.http.cors_origins,
+            ["https://a.example", "https://b.example"]
+        );
         assert_eq!(c.http.tls_port, Some(8443));
         assert_eq!(
             c.auth.jwt_hs256_secret.as_deref(),

@@ -183,7 +183,10 @@ fn comment(out: &mut String, text: &str) {
 fn type_of(root: &Value, prop: &Value) -> String {
     let types: Vec<String> = match prop.get("type") {
         Some(Value::String(t)) => vec![t.clone()],
-        Some(Value::Array(ts)) => ts.iter().filter_map(|t| t.as_str().map(String::from)).collect(),
+        Some(Value::Array(ts)) => ts
+            .iter()
+            .filter_map(|t| t.as_str().map(String::from))
+            .collect(),
         _ => {
             let resolved = resolve(root, prop);
             if resolved.get("anyOf").is_some() || resolved.get("type").is_some() {
@@ -258,7 +261,10 @@ mod tests {
                 }
             }
         }
-        assert!(missing.is_empty(), "keys without a doc comment: {missing:?}");
+        assert!(
+            missing.is_empty(),
+            "keys without a doc comment: {missing:?}"
+        );
     }
 
     #[test]
@@ -276,7 +282,10 @@ mod tests {
         let text = to_commented_toml(&c);
         assert_eq!(Config::from_toml(&text).unwrap(), c, "{text}");
         assert!(text.contains("\n# tls_port = <integer>\n") || text.contains("tls_port = 8443"));
-        assert!(text.contains("[mqtt]\n") && text.contains("# wss_port = <integer>\n"), "{text}");
+        assert!(
+            text.contains("[mqtt]\n") && text.contains("# wss_port = <integer>\n"),
+            "{text}"
+        );
         assert!(text.contains("(env PONTE_MQTT_MAX_INFLIGHT)"), "{text}");
     }
 }

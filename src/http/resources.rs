@@ -210,6 +210,20 @@ async fn get(
             .with_header(ETAG, &etag));
         }
     }
+    let stored_type = value
+        .content_type
+        .as_deref()
+        .unwrap_or(headers::DEFAULT_TYPE);
+    if !acceptable(headers, stored_type) {
+        // As CoAP answers 4.06: the value exists, but not in a form the client takes.
+        return Err(Problem::new(
+            StatusCode::NOT_ACCEPTABLE,
+            format!(
+                "{topic:?} is stored as {stored_type:?}, which the Accept header {:?} does not take (send */* or leave Accept out to get it as it is)",
+                header_text(headers, &ACCEPT)
+            ),
+        ));
+    }
     let not_modified = match &conditions.if_none_match {
         Some(n) => n.matches_weak(&value),
         None => modified_since(headers, &value) == Some(false),
@@ -245,6 +259,52 @@ fn modified_since(headers: &HeaderMap, value: &RetainedValue) -> Option<bool> {
     // Last-Modified has one-second resolution: compare at that resolution.
     let updated = httpdate::parse_http_date(&httpdate::fmt_http_date(value.updated)).ok()?;
     Some(updated > since)
+}
+
+/// Whether `Accept` (RFC 9110 §12.5.1) takes `media_type` (parameters ignored): the most
+/// specific matching range decides (`type/subtype` over `type/*` over `*/*`), and `q=0`
+/// refuses. No `Accept` takes everything; so does one that cannot be parsed at all.
+pub(super) fn acceptable(headers: &HeaderMap, media_type: &str) -> bool {
+    let wanted = media_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    let (wtype, wsub) = wanted.split_once('/').unwrap_or((wanted.as_str(), ""));
+    let mut best: Option<(u8, bool)> = None; // (specificity, q > 0)
+    let mut any = false;
+    for value in headers.get_all(ACCEPT) {
+        let Ok(text) = value.to_str() else {
+            return true;
+        };
+        for range in text.split(',') {
+            let mut parts = range.split(';');
+            let mt = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+            if mt.is_empty() {
+                continue;
+            }
+            any = true;
+            let q_positive = parts
+                .filter_map(|p| p.trim().strip_prefix("q="))
+                .next()
+                .map_or(true, |q| q.trim().parse::<f32>().map_or(true, |q| q > 0.0));
+            let (rtype, rsub) = mt.split_once('/').unwrap_or((mt.as_str(), ""));
+            let specificity = if rtype == "*" && rsub == "*" {
+                1
+            } else if rtype == wtype && rsub == "*" {
+                2
+            } else if rtype == wtype && rsub == wsub {
+                3
+            } else {
+                continue;
+            };
+            if best.is_none_or(|(s, _)| specificity > s) {
+                best = Some((specificity, q_positive));
+            }
+        }
+    }
+    !any || best.is_some_and(|(_, ok)| ok)
 }
 
 /// Whether the client asked for `text/event-stream`.
