@@ -380,7 +380,14 @@ impl Layered {
     /// Settings that need each other, named the way the user gave them.
     fn check(&self) -> Result<(), ConfigError> {
         let c = &self.config;
+        let d = Config::default();
         let tls = c.tls.enabled();
+        // Set on purpose: by a flag or a variable, or by the file to something other than the
+        // default (`ponte config` output lists every key, defaults included).
+        let explicit = |key: &str, differs: bool| {
+            self.source(key)
+                .is_some_and(|s| s.starts_with("--") || s.starts_with("PONTE_") || differs)
+        };
         let name = |key: &str, default: &str| self.source(key).unwrap_or(default).to_string();
         if c.tls.cert_file.is_some() != c.tls.key_file.is_some() {
             return Err(ConfigError::Conflict(if c.tls.cert_file.is_some() {
@@ -404,7 +411,7 @@ impl Layered {
                 let set = match key {
                     "http.tls_port" => c.http.tls_port.is_some(),
                     "mqtt.wss_port" => c.mqtt.wss_port.is_some(),
-                    _ => self.source(key).is_some(),
+                    _ => explicit(key, c.mqtt.tls_port != d.mqtt.tls_port),
                 };
                 if set {
                     return Err(ConfigError::Conflict(format!(
@@ -414,7 +421,7 @@ impl Layered {
                 }
             }
         }
-        if c.store.memory && self.source("store.db").is_some() {
+        if c.store.memory && explicit("store.db", c.store.db != d.store.db) {
             return Err(ConfigError::Conflict(format!(
                 "{} keeps nothing on disk, so {} cannot be used with it",
                 name("store.memory", "[store] memory"),

@@ -108,10 +108,10 @@ pub(super) async fn authenticate(state: &AppState, parts: &Parts) -> Result<Call
                 .map(|c| c.0.to_string())
                 .unwrap_or_default();
             tracing::info!(
-                protocol = "http",
-                peer,
-                user = ?guard::claimed_user(&parts.headers),
-                reason = problem.detail(),
+                protocol = %"http",
+                peer = %peer,
+                username = %guard::claimed_user(&parts.headers).unwrap_or_default(),
+                reason = %problem.detail(),
                 "login refused"
             );
             Err(problem)

@@ -102,7 +102,7 @@ impl Access {
             Ok(u) => u,
             Err(denied) => {
                 // As mosquitto does: at info, who and from where, never the password.
-                tracing::info!(protocol = "mqtt", peer = %self.peer, client_id, username = ?connect.username, reason = %denied, "login refused");
+                tracing::info!(protocol = %"mqtt", peer = %self.peer, client_id = %client_id, username = %connect.username.as_deref().unwrap_or(""), reason = %denied, "login refused");
                 if let Some(m) = &self.metrics {
                     m.auth_failure(crate::metrics::Protocol::Mqtt);
                 }

@@ -60,7 +60,10 @@ impl SledStore {
             .map_err(|e| match e {
                 // sled takes an exclusive lock on its directory (flock); a second process
                 // gets EWOULDBLOCK.
-                sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock => {
+                sled::Error::Io(io)
+                    if io.kind() == std::io::ErrorKind::WouldBlock
+                        || io.to_string().contains("could not acquire lock") =>
+                {
                     StoreError::Locked {
                         dir: path.display().to_string(),
                     }
