@@ -1125,3 +1125,77 @@ async fn clients_cannot_write_sys_in_any_protocol() {
     assert_eq!(r.status(), 404, "readable, just absent");
     gw.shutdown().await;
 }
+
+// ---------------------------------------------------------------------------------------
+// HTTP Accept, CoAP's empty path
+
+#[tokio::test]
+async fn http_get_answers_406_when_accept_does_not_take_the_stored_type() {
+    let gw = gateway_with(|_| {}).await;
+    put(&gw, "kitchen/temp", "21.5", "text/plain; charset=utf-8").await;
+    let get = |accept: Option<&'static str>| {
+        let url = format!("http://{}/resources/kitchen/temp", gw.http_addr);
+        async move {
+            let mut r = http().get(url);
+            if let Some(a) = accept {
+                r = r.header("accept", a);
+            }
+            r.send().await.unwrap()
+        }
+    };
+    for ok in [
+        None,
+        Some("*/*"),
+        Some("text/plain"),
+        Some("text/*"),
+        Some("application/json, text/plain;q=0.5"),
+        Some("text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"),
+    ] {
+        assert_eq!(get(ok).await.status(), 200, "{ok:?}");
+    }
+    for refused in [
+        Some("application/json"),
+        Some("text/html"),
+        Some("text/plain;q=0, */*"),
+        Some("image/*"),
+    ] {
+        let r = get(refused).await;
+        assert_eq!(r.status(), 406, "{refused:?}");
+        assert_eq!(r.headers()["content-type"], "application/problem+json");
+        let p: serde_json::Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
+        assert!(p["detail"].as_str().unwrap().contains("text/plain"), "{p}");
+    }
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn coap_empty_path_after_r_is_explained_in_words() {
+    let gw = gateway_with(|_| {}).await;
+    let coap = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let mut req = coap_lite::Packet::new();
+    req.header.set_type(coap_lite::MessageType::Confirmable);
+    req.header.code = coap_lite::MessageClass::Request(coap_lite::RequestType::Get);
+    req.header.message_id = 3;
+    req.set_token(vec![3]);
+    req.add_option(coap_lite::CoapOption::UriPath, b"r".to_vec());
+    req.add_option(coap_lite::CoapOption::UriPath, Vec::new());
+    coap.send_to(&req.to_bytes().unwrap(), gw.coap_addr)
+        .await
+        .unwrap();
+    let mut buf = [0u8; 1500];
+    let (n, _) = within("the CoAP answer", coap.recv_from(&mut buf))
+        .await
+        .unwrap();
+    let answer = coap_lite::Packet::from_bytes(&buf[..n]).unwrap();
+    assert_eq!(
+        answer.header.code,
+        coap_lite::MessageClass::Response(coap_lite::ResponseType::BadRequest)
+    );
+    let text = String::from_utf8_lossy(&answer.payload).into_owned();
+    assert!(
+        text.contains("names no thing") && text.contains("/r/kitchen/temperature"),
+        "{text}"
+    );
+    assert!(!text.contains("MQTT-4.7.3-1"), "{text}");
+    gw.shutdown().await;
+}
