@@ -345,7 +345,7 @@ async fn launch(
         metrics: broker.ops.clone(),
         broker: broker.clone(),
         limits: limits.clone(),
-        mqtt: front.clients(),
+        mqtt: Some(front.clients()),
         coaps: coaps_stats.clone(),
     };
     let readiness = health::Readiness::new();

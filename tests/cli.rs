@@ -237,7 +237,7 @@ fn ponte_config_prints_every_key_commented_and_parses_back() {
         }
     }
     assert!(
-        text.contains("\n# tls_port = <integer>\n"),
+        text.contains("\n# tls_port = <integer>  # PONTE_HTTP_TLS_PORT\n"),
         "http.tls_port is unset"
     );
     // Written to a file, it starts the gateway as the same configuration.
@@ -631,6 +631,82 @@ fn host_takes_names_and_several_addresses() {
     assert_eq!(out.status.code(), Some(2));
     assert!(
         stderr(&out).contains("no-such-host.invalid"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn the_systemd_unit_runs_ponte_and_reloads_with_sighup() {
+    let unit = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/ponte.service"
+    ))
+    .unwrap();
+    for line in [
+        "Type=exec",
+        "ExecReload=/bin/kill -HUP $MAINPID",
+        "NoNewPrivileges=yes",
+        "ProtectSystem=strict",
+        "StateDirectory=ponte",
+        "RestartPreventExitStatus=2",
+    ] {
+        assert!(
+            unit.lines().any(|l| l == line),
+            "examples/ponte.service lacks {line}"
+        );
+    }
+    // Its ExecStart is a command line this ponte accepts.
+    let exec = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("ExecStart="))
+        .unwrap();
+    let args: Vec<&str> = exec.split_whitespace().skip(1).collect();
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("ponte.toml");
+    std::fs::write(&conf, "").unwrap();
+    let args: Vec<&str> = args
+        .iter()
+        .map(|a| {
+            if *a == "/etc/ponte/ponte.toml" {
+                conf.to_str().unwrap()
+            } else {
+                a
+            }
+        })
+        .collect();
+    let mut with_config = args.clone();
+    with_config.push("config");
+    let out = run(&with_config, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+#[test]
+fn the_walkthrough_asks_whether_ponte_is_running() {
+    if std::process::Command::new("curl")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        assert!(std::env::var_os("CI").is_none(), "curl is missing in CI");
+        eprintln!("SKIP: curl not installed");
+        return;
+    }
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let out = Command::new("bash")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/examples/walkthrough.sh"
+        ))
+        .env("WALK_HTTP", format!("http://{closed}"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("is ponte running?"),
         "{}",
         stderr(&out)
     );

@@ -79,14 +79,11 @@ fn is_table_array(v: &Value) -> bool {
 /// One key: its meaning, then `key = value` (commented out when not set).
 fn key_line(out: &mut String, root: &Value, def: &Value, section: &str, key: &str, v: &Value) {
     let prop = property(root, def, key);
-    let mut text = description(&prop);
-    if !section.is_empty() || !v.is_object() {
-        text.push_str(&format!(" (env {})", var_name(section, key)));
-    }
-    comment(out, &text);
+    comment(out, &description(&prop));
+    let var = var_name(section, key);
     match to_toml(v) {
-        Some(t) => out.push_str(&format!("{key} = {t}\n")),
-        None => out.push_str(&format!("# {key} = <{}>\n", type_of(root, &prop))),
+        Some(t) => out.push_str(&format!("{key} = {t}  # {var}\n")),
+        None => out.push_str(&format!("# {key} = <{}>  # {var}\n", type_of(root, &prop))),
     }
 }
 
@@ -281,11 +278,18 @@ mod tests {
         c.auth.jwt_issuer = Some("https://auth.example".into());
         let text = to_commented_toml(&c);
         assert_eq!(Config::from_toml(&text).unwrap(), c, "{text}");
-        assert!(text.contains("\n# tls_port = <integer>\n") || text.contains("tls_port = 8443"));
         assert!(
-            text.contains("[mqtt]\n") && text.contains("# wss_port = <integer>\n"),
+            text.contains("\ntls_port = 8443  # PONTE_HTTP_TLS_PORT\n"),
             "{text}"
         );
-        assert!(text.contains("(env PONTE_MQTT_MAX_INFLIGHT)"), "{text}");
+        assert!(
+            text.contains("[mqtt]\n")
+                && text.contains("\n# wss_port = <integer>  # PONTE_MQTT_WSS_PORT\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\nmax_inflight = 32  # PONTE_MQTT_MAX_INFLIGHT\n"),
+            "{text}"
+        );
     }
 }

@@ -401,7 +401,7 @@ mod tests {
         let t = TopicName::parse("a/b").unwrap();
         assert_eq!(
             encode(1, &t, b"x\ny", Some("text/plain"), false),
-            "event: message\nid: 1\ndata: {\"content_type\":\"text/plain\",\"text\":\"x\\ny\",\"thing\":\"a/b\"}\n\n"
+            "event: message\nid: 1\ndata: {\"thing\":\"a/b\",\"content_type\":\"text/plain\",\"text\":\"x\\ny\"}\n\n"
         );
         assert!(std::str::from_utf8(&encode(2, &t, &[0xff], None, false))
             .unwrap()

@@ -84,8 +84,8 @@ pub struct AppState {
     /// Writes per client address (`[limits] publish_rate`): over it, 429 with Retry-After.
     /// Shared by HTTP and HTTPS through [`crate::limits::Limits::http`].
     pub writes: Arc<RateLimiters>,
-    /// Every counter of the gateway, for `GET /metrics`; `None` leaves `/metrics` answering
-    /// 404 (unit tests of the resource API).
+    /// Every counter of the gateway, for `GET /metrics` (a router of its own, as in unit
+    /// tests, counts only its broker's).
     pub sources: Option<crate::metrics::exposition::Sources>,
     /// The checks behind `GET /readyz`.
     pub readiness: Arc<crate::health::Readiness>,
@@ -94,6 +94,13 @@ pub struct AppState {
 impl AppState {
     /// The state of one HTTP front-end.
     pub fn new(broker: Arc<Broker>, config: Arc<Config>, shutdown: Shutdown) -> Self {
+        let sources = crate::metrics::exposition::Sources {
+            metrics: broker.ops.clone(),
+            limits: crate::limits::Limits::new(config.limits.clone()),
+            broker: broker.clone(),
+            mqtt: None,
+            coaps: None,
+        };
         AppState {
             broker,
             shutdown,
@@ -103,8 +110,8 @@ impl AppState {
                 config.limits.clone(),
                 crate::limits::TRACKED_ADDRESSES,
             )),
+            sources: Some(sources),
             config,
-            sources: None,
             readiness: crate::health::Readiness::new(),
         }
     }

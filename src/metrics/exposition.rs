@@ -29,8 +29,9 @@ pub struct Sources {
     pub broker: Arc<Broker>,
     /// `[limits]` refusals.
     pub limits: Arc<Limits>,
-    /// MQTT sessions and byte counters.
-    pub mqtt: Clients,
+    /// MQTT sessions and byte counters (`None`: a router without the MQTT front-end, in
+    /// unit tests).
+    pub mqtt: Option<Clients>,
     /// The `coaps` listener's counters, when it runs.
     pub coaps: Option<Arc<DtlsStats>>,
 }
@@ -131,7 +132,7 @@ impl Sources {
                 refused.push((t.label(), "max_connections", n));
             }
         }
-        let (mqtt_in, mqtt_out) = self.mqtt.bytes();
+        let (mqtt_in, mqtt_out) = self.mqtt.as_ref().map_or((0, 0), Clients::bytes);
         let mut bytes_received = per_protocol(&m.bytes_received);
         let mut bytes_sent = per_protocol(&m.bytes_sent);
         bytes_received[Protocol::Mqtt as usize].1 += mqtt_in;
@@ -146,7 +147,8 @@ impl Sources {
             ("rate_limited", limits.writes_total()),
         ];
         let store = self.broker.retained_stats();
-        let (sessions_online, sessions_offline) = self.mqtt.sessions();
+        let (sessions_online, sessions_offline) =
+            self.mqtt.as_ref().map_or((0, 0), Clients::sessions);
         let mut http_requests = Vec::new();
         for (i, method) in HTTP_METHODS.iter().enumerate() {
             for code in 0..super::HTTP_CODES {
