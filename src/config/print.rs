@@ -186,10 +186,10 @@ fn type_of(root: &Value, prop: &Value) -> String {
             .collect(),
         _ => {
             let resolved = resolve(root, prop);
-            if resolved.get("anyOf").is_some() || resolved.get("type").is_some() {
-                if resolved != *prop {
-                    return type_of(root, &resolved);
-                }
+            if (resolved.get("anyOf").is_some() || resolved.get("type").is_some())
+                && resolved != *prop
+            {
+                return type_of(root, &resolved);
             }
             vec![]
         }

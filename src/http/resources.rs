@@ -288,7 +288,7 @@ pub(super) fn acceptable(headers: &HeaderMap, media_type: &str) -> bool {
             let q_positive = parts
                 .filter_map(|p| p.trim().strip_prefix("q="))
                 .next()
-                .map_or(true, |q| q.trim().parse::<f32>().map_or(true, |q| q > 0.0));
+                .is_none_or(|q| q.trim().parse::<f32>().map_or(true, |q| q > 0.0));
             let (rtype, rsub) = mt.split_once('/').unwrap_or((mt.as_str(), ""));
             let specificity = if rtype == "*" && rsub == "*" {
                 1
