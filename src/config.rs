@@ -68,7 +68,7 @@ pub struct HttpConfig {
     pub cors_origins: Vec<String>,
     /// Capacity of each Server-Sent Events subscriber's queue.
     pub sse_queue: usize,
-    /// HTTPS port (the same routes, `/mqtt` included, so also WSS); `None`: no HTTPS.
+    /// HTTPS port (the same routes, `/mqtt` included, so also WSS); not set: no HTTPS.
     /// Needs `[tls]` certificates. Off by default because there is no standard port for
     /// it next to 3000; 8443 is the usual choice.
     pub tls_port: Option<u16>,
@@ -197,13 +197,13 @@ pub struct MqttConfig {
     /// at once.
     pub max_connections: usize,
     /// A port of its own for MQTT over WebSocket (any path), besides `/mqtt` on the HTTP
-    /// port; `None`: only `/mqtt`.
+    /// port; not set: only `/mqtt`.
     pub ws_port: Option<u16>,
     /// MQTT over TLS port (`mqtts`, IANA 8883); listened on only when `[tls]` has a
     /// certificate and key.
     pub tls_port: u16,
     /// A port of its own for MQTT over secure WebSocket (any path), besides `/mqtt` on the
-    /// HTTPS port; `None`: none. Needs `[tls]` certificates.
+    /// HTTPS port; not set: none. Needs `[tls]` certificates.
     pub wss_port: Option<u16>,
     /// MQTT 5 Receive Maximum announced in CONNACK: most unacknowledged QoS 1/2 PUBLISHes a
     /// v5 client may have open towards the broker; one more is DISCONNECT 0x93.
@@ -221,7 +221,7 @@ pub struct MqttConfig {
     /// nothing; skipped ones are counted.
     pub queue_qos0: bool,
     /// Seconds a 3.1.1 persistent session (Clean Session 0) lives on while its client is
-    /// away; `None` (the default): forever, as 3.1.1 has no expiry of its own.
+    /// away; not set (the default): forever, as 3.1.1 has no expiry of its own.
     pub session_expiry_secs: Option<u32>,
     /// Most levels in a topic name or filter: a PUBLISH beyond it is refused (v5 DISCONNECT
     /// 0x90), a SUBSCRIBE filter beyond it gets a failure code. Bounds trie depth per
@@ -301,7 +301,7 @@ pub struct TlsConfig {
     pub cert_file: Option<PathBuf>,
     /// The private key of `cert_file` (PEM: PKCS#8, PKCS#1 or SEC1).
     pub key_file: Option<PathBuf>,
-    /// CA certificates (PEM) that client certificates are verified against; `None`: client
+    /// CA certificates (PEM) that client certificates are verified against; not set: client
     /// certificates are not asked for.
     pub client_ca_file: Option<PathBuf>,
     /// With `client_ca_file`: refuse the handshake of a client without a valid certificate.
