@@ -263,7 +263,8 @@ fn modified_since(headers: &HeaderMap, value: &RetainedValue) -> Option<bool> {
 
 /// Whether `Accept` (RFC 9110 §12.5.1) takes `media_type` (parameters ignored): the most
 /// specific matching range decides (`type/subtype` over `type/*` over `*/*`), and `q=0`
-/// refuses. No `Accept` takes everything; so does one that cannot be parsed at all.
+/// refuses. No `Accept` takes everything; so does one without a single media range in it
+/// (`Accept: -+xq`), whose ranges that are not `type/subtype` are ignored.
 pub(super) fn acceptable(headers: &HeaderMap, media_type: &str) -> bool {
     let wanted = media_type
         .split(';')
@@ -281,7 +282,8 @@ pub(super) fn acceptable(headers: &HeaderMap, media_type: &str) -> bool {
         for range in text.split(',') {
             let mut parts = range.split(';');
             let mt = parts.next().unwrap_or("").trim().to_ascii_lowercase();
-            if mt.is_empty() {
+            if !mt.contains('/') {
+                // Not a media range (RFC 9110 §12.5.1): ignored, as a server may.
                 continue;
             }
             any = true;
