@@ -3,11 +3,22 @@
 # coap-client-notls (apt-get install -y curl mosquitto-clients libcoap3-bin).
 # Start the gateway first:  cargo run --release
 # then run:                 bash examples/walkthrough.sh
+#
+# Where the gateway is (these are the script's variables, not ponte's configuration):
+#   WALK_HTTP       http://127.0.0.1:3000     the HTTP base URL
+#   WALK_COAP       coap://127.0.0.1:5683     the CoAP base URI
+#   WALK_MQTT_HOST  127.0.0.1                 the MQTT broker's host
+#   WALK_MQTT_PORT  1883                      the MQTT broker's port
 set -euo pipefail
-H=${PONTE_HTTP:-http://127.0.0.1:3000}
-C=${PONTE_COAP:-coap://127.0.0.1:5683}
-M_HOST=${PONTE_MQTT_HOST:-127.0.0.1}
-M_PORT=${PONTE_MQTT_PORT:-1883}
+H=${WALK_HTTP:-http://127.0.0.1:3000}
+C=${WALK_COAP:-coap://127.0.0.1:5683}
+M_HOST=${WALK_MQTT_HOST:-127.0.0.1}
+M_PORT=${WALK_MQTT_PORT:-1883}
+
+if ! curl -s -o /dev/null --max-time 3 "$H/livez"; then
+  echo "walkthrough: nothing answers at $H -- is ponte running? (cargo run --release, or set WALK_HTTP)" >&2
+  exit 1
+fi
 
 echo "# an MQTT subscriber watches everything in the kitchen"
 mosquitto_sub -h "$M_HOST" -p "$M_PORT" -t 'kitchen/#' -v -F '%t %p (retain=%r qos=%q)' -W 10 &

@@ -7,17 +7,21 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 
 use crate::broker::mailbox::OverflowPolicy;
 
+pub mod env;
+pub mod print;
+
 /// The whole configuration.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// Address every listener binds to unless its own `host` says otherwise
     /// (the original Ponte's `--host`).
-    pub host: IpAddr,
+    pub host: Hosts,
     /// The HTTP front-end.
     pub http: HttpConfig,
     /// The CoAP front-end.
@@ -37,7 +41,7 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Config {
-            host: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            host: Hosts::ip(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
             http: HttpConfig::default(),
             coap: CoapConfig::default(),
             mqtt: MqttConfig::default(),
@@ -50,11 +54,12 @@ impl Default for Config {
 }
 
 /// HTTP settings.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct HttpConfig {
-    /// Bind address; `None` uses the top-level `host`.
-    pub host: Option<IpAddr>,
+    /// Address(es) or host name(s) to listen on instead of the top-level `host`; not set:
+    /// the top-level `host`.
+    pub host: Option<Hosts>,
     /// Port; 0 picks a free one (logged at start).
     pub port: u16,
     /// Largest accepted request body in bytes; larger bodies get 413.
@@ -63,7 +68,7 @@ pub struct HttpConfig {
     pub cors_origins: Vec<String>,
     /// Capacity of each Server-Sent Events subscriber's queue.
     pub sse_queue: usize,
-    /// HTTPS port (the same routes, `/mqtt` included, so also WSS); `None`: no HTTPS.
+    /// HTTPS port (the same routes, `/mqtt` included, so also WSS); not set: no HTTPS.
     /// Needs `[tls]` certificates. Off by default because there is no standard port for
     /// it next to 3000; 8443 is the usual choice.
     pub tls_port: Option<u16>,
@@ -82,6 +87,12 @@ pub struct HttpConfig {
     /// Most simultaneous connections to the HTTP and HTTPS listeners together; one more is
     /// answered 503 (with `Retry-After`) and closed. 0: no limit.
     pub max_connections: usize,
+    /// Whether `GET /metrics` needs credentials (any authenticated user, Basic or Bearer).
+    /// Off by default, like `/livez` and `/readyz`, which never need any (probes carry none).
+    pub metrics_auth: bool,
+    /// A port of its own for `/metrics`, `/livez` and `/readyz` only (besides the HTTP
+    /// port), so monitoring can be reached without reaching the things. Not set: none.
+    pub metrics_port: Option<u16>,
 }
 
 impl Default for HttpConfig {
@@ -97,16 +108,19 @@ impl Default for HttpConfig {
             body_timeout_secs: 30,
             body_min_rate: 500,
             max_connections: 10_000,
+            metrics_auth: false,
+            metrics_port: None,
         }
     }
 }
 
 /// CoAP settings.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct CoapConfig {
-    /// Bind address; `None` uses the top-level `host`.
-    pub host: Option<IpAddr>,
+    /// Address(es) or host name(s) to listen on instead of the top-level `host`; not set:
+    /// the top-level `host`.
+    pub host: Option<Hosts>,
     /// UDP port; 0 picks a free one.
     pub port: u16,
     /// Max-Age sent with values, in seconds (RFC 7252 §5.10.5).
@@ -148,7 +162,7 @@ pub struct CoapConfig {
 }
 
 /// How UDP notifications are sent (RFC 7641 §4.5); over TCP there is no choice to make.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, JsonSchema, PartialEq, Eq, Default)]
 #[serde(rename_all = "kebab-case")]
 pub enum CoapNotify {
     /// Every notification is CON.
@@ -183,11 +197,12 @@ impl Default for CoapConfig {
 }
 
 /// MQTT settings.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct MqttConfig {
-    /// Bind address; `None` uses the top-level `host`.
-    pub host: Option<IpAddr>,
+    /// Address(es) or host name(s) to listen on instead of the top-level `host`; not set:
+    /// the top-level `host`.
+    pub host: Option<Hosts>,
     /// TCP port; 0 picks a free one.
     pub port: u16,
     /// Largest packet accepted from a client, in bytes; a larger one closes the connection.
@@ -204,13 +219,13 @@ pub struct MqttConfig {
     /// at once.
     pub max_connections: usize,
     /// A port of its own for MQTT over WebSocket (any path), besides `/mqtt` on the HTTP
-    /// port; `None`: only `/mqtt`.
+    /// port; not set: only `/mqtt`.
     pub ws_port: Option<u16>,
     /// MQTT over TLS port (`mqtts`, IANA 8883); listened on only when `[tls]` has a
     /// certificate and key.
     pub tls_port: u16,
     /// A port of its own for MQTT over secure WebSocket (any path), besides `/mqtt` on the
-    /// HTTPS port; `None`: none. Needs `[tls]` certificates.
+    /// HTTPS port; not set: none. Needs `[tls]` certificates.
     pub wss_port: Option<u16>,
     /// MQTT 5 Receive Maximum announced in CONNACK: most unacknowledged QoS 1/2 PUBLISHes a
     /// v5 client may have open towards the broker; one more is DISCONNECT 0x93.
@@ -228,7 +243,7 @@ pub struct MqttConfig {
     /// nothing; skipped ones are counted.
     pub queue_qos0: bool,
     /// Seconds a 3.1.1 persistent session (Clean Session 0) lives on while its client is
-    /// away; `None` (the default): forever, as 3.1.1 has no expiry of its own.
+    /// away; not set (the default): forever, as 3.1.1 has no expiry of its own.
     pub session_expiry_secs: Option<u32>,
     /// Most levels in a topic name or filter: a PUBLISH beyond it is refused (v5 DISCONNECT
     /// 0x90), a SUBSCRIBE filter beyond it gets a failure code. Bounds trie depth per
@@ -290,7 +305,7 @@ impl MqttConfig {
 }
 
 /// Storage settings.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct StoreConfig {
     /// The sled directory (`-d/--db`).
@@ -309,7 +324,7 @@ impl Default for StoreConfig {
 }
 
 /// TLS settings: one certificate for every TLS listener, re-read on SIGHUP.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct TlsConfig {
     /// The server certificate chain (PEM, leaf first). With `key_file`, it turns the TLS
@@ -317,7 +332,7 @@ pub struct TlsConfig {
     pub cert_file: Option<PathBuf>,
     /// The private key of `cert_file` (PEM: PKCS#8, PKCS#1 or SEC1).
     pub key_file: Option<PathBuf>,
-    /// CA certificates (PEM) that client certificates are verified against; `None`: client
+    /// CA certificates (PEM) that client certificates are verified against; not set: client
     /// certificates are not asked for.
     pub client_ca_file: Option<PathBuf>,
     /// With `client_ca_file`: refuse the handshake of a client without a valid certificate.
@@ -357,6 +372,132 @@ impl TlsConfig {
     }
 }
 
+/// Where a listener binds: one or more IP addresses or host names (`"0.0.0.0"`,
+/// `["0.0.0.0", "::"]`, `"localhost"`, or `"0.0.0.0,::"` from a flag or variable). Names
+/// are resolved when the configuration is read, and every address they resolve to is
+/// bound (`localhost`: 127.0.0.1 and ::1).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hosts {
+    /// As written (serialized back this way).
+    names: Vec<String>,
+    /// What they resolve to, in order, without duplicates; never empty.
+    ips: Vec<IpAddr>,
+}
+
+impl Hosts {
+    /// One IP address.
+    pub fn ip(ip: IpAddr) -> Self {
+        Hosts {
+            names: vec![ip.to_string()],
+            ips: vec![ip],
+        }
+    }
+
+    /// Parse a comma-separated list of IP addresses and host names, resolving the names.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        Self::from_names(text.split(',').map(|s| s.trim().to_string()).collect())
+    }
+
+    /// Resolve `names` (IP addresses or host names).
+    pub fn from_names(names: Vec<String>) -> Result<Self, String> {
+        use std::net::ToSocketAddrs;
+        if names.is_empty() {
+            return Err("no address given".into());
+        }
+        let mut ips = Vec::new();
+        for name in &names {
+            if name.is_empty() {
+                return Err("an empty address".into());
+            }
+            let found: Vec<IpAddr> = match name.trim_matches(['[', ']']).parse::<IpAddr>() {
+                Ok(ip) => vec![ip],
+                Err(_) => (name.as_str(), 0)
+                    .to_socket_addrs()
+                    .map_err(|e| {
+                        format!(
+                            "{name:?} is neither an IP address nor a host name that resolves: {e}"
+                        )
+                    })?
+                    .map(|a| a.ip())
+                    .collect(),
+            };
+            for ip in found {
+                if !ips.contains(&ip) {
+                    ips.push(ip);
+                }
+            }
+        }
+        if ips.is_empty() {
+            return Err(format!("{} resolve(s) to no address", names.join(", ")));
+        }
+        Ok(Hosts { names, ips })
+    }
+
+    /// The first address: where a listener of these hosts is reported to be.
+    pub fn first(&self) -> IpAddr {
+        self.ips[0]
+    }
+
+    /// Every address.
+    pub fn ips(&self) -> &[IpAddr] {
+        &self.ips
+    }
+
+    /// Every address with `port`.
+    pub fn addrs(&self, port: u16) -> Vec<SocketAddr> {
+        self.ips
+            .iter()
+            .map(|ip| SocketAddr::new(*ip, port))
+            .collect()
+    }
+}
+
+impl std::fmt::Display for Hosts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.names.join(","))
+    }
+}
+
+impl Serialize for Hosts {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.names.as_slice() {
+            [one] => s.serialize_str(one),
+            many => many.serialize(s),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Hosts {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum OneOrMany {
+            One(String),
+            Many(Vec<String>),
+        }
+        let parsed = match OneOrMany::deserialize(d)? {
+            OneOrMany::One(text) => Hosts::parse(&text),
+            OneOrMany::Many(names) => Hosts::from_names(names),
+        };
+        parsed.map_err(serde::de::Error::custom)
+    }
+}
+
+impl JsonSchema for Hosts {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Hosts".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "anyOf": [
+                { "type": "string" },
+                { "type": "array", "items": { "type": "string" } }
+            ]
+        })
+    }
+}
+
 /// Why the configuration could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -368,6 +509,17 @@ pub enum ConfigError {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// An environment variable's value cannot be used.
+    #[error("environment variable {var}: {message}")]
+    Env {
+        /// The variable.
+        var: String,
+        /// Why not.
+        message: String,
+    },
+    /// Settings that cannot go together, or a setting that needs another.
+    #[error("{0}")]
+    Conflict(String),
     /// The file is not valid TOML for this configuration.
     #[error("config file {path}: {message}")]
     Parse {
@@ -400,7 +552,7 @@ impl Config {
     /// `$SYS` updates.
     pub fn ephemeral() -> Self {
         let mut c = Config {
-            host: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            host: Hosts::ip(IpAddr::V4(Ipv4Addr::LOCALHOST)),
             ..Config::default()
         };
         c.http.port = 0;
@@ -415,50 +567,82 @@ impl Config {
         c
     }
 
+    /// The addresses of a listener whose own host setting is `own`.
+    fn hosts_of<'a>(&'a self, own: &'a Option<Hosts>) -> &'a Hosts {
+        own.as_ref().unwrap_or(&self.host)
+    }
+
+    /// Every address the HTTP listener binds (the first is [`Config::http_addr`]).
+    pub fn http_addrs(&self) -> Vec<SocketAddr> {
+        self.hosts_of(&self.http.host).addrs(self.http.port)
+    }
+
+    /// Every address the MQTT listener binds (the first is [`Config::mqtt_addr`]).
+    pub fn mqtt_addrs(&self) -> Vec<SocketAddr> {
+        self.hosts_of(&self.mqtt.host).addrs(self.mqtt.port)
+    }
+
+    /// Every address the MQTT-over-TLS listener binds.
+    pub fn mqtts_addrs(&self) -> Vec<SocketAddr> {
+        self.hosts_of(&self.mqtt.host).addrs(self.mqtt.tls_port)
+    }
+
+    /// Every address the CoAP sockets bind (the first is [`Config::coap_addr`]).
+    pub fn coap_addrs(&self) -> Vec<SocketAddr> {
+        self.hosts_of(&self.coap.host).addrs(self.coap.port)
+    }
+
     /// Where the HTTP listener binds.
     pub fn http_addr(&self) -> SocketAddr {
-        SocketAddr::new(self.http.host.unwrap_or(self.host), self.http.port)
+        SocketAddr::new(self.hosts_of(&self.http.host).first(), self.http.port)
     }
 
     /// Where the CoAP socket binds.
     pub fn coap_addr(&self) -> SocketAddr {
-        SocketAddr::new(self.coap.host.unwrap_or(self.host), self.coap.port)
+        SocketAddr::new(self.hosts_of(&self.coap.host).first(), self.coap.port)
     }
 
     /// Where the CoAP-over-DTLS (`coaps`) socket binds, when it is started.
     pub fn coaps_addr(&self) -> SocketAddr {
-        SocketAddr::new(self.coap.host.unwrap_or(self.host), self.coap.dtls_port)
+        SocketAddr::new(self.hosts_of(&self.coap.host).first(), self.coap.dtls_port)
     }
 
     /// Where the MQTT listener binds.
     pub fn mqtt_addr(&self) -> SocketAddr {
-        SocketAddr::new(self.mqtt.host.unwrap_or(self.host), self.mqtt.port)
+        SocketAddr::new(self.hosts_of(&self.mqtt.host).first(), self.mqtt.port)
     }
 
     /// Where MQTT over TLS binds (used only when `[tls]` is enabled).
     pub fn mqtts_addr(&self) -> SocketAddr {
-        SocketAddr::new(self.mqtt.host.unwrap_or(self.host), self.mqtt.tls_port)
+        SocketAddr::new(self.hosts_of(&self.mqtt.host).first(), self.mqtt.tls_port)
     }
 
     /// Where HTTPS binds, when `http.tls_port` is set.
     pub fn https_addr(&self) -> Option<SocketAddr> {
         self.http
             .tls_port
-            .map(|p| SocketAddr::new(self.http.host.unwrap_or(self.host), p))
+            .map(|p| SocketAddr::new(self.hosts_of(&self.http.host).first(), p))
+    }
+
+    /// Where the metrics-and-health listener binds, when `http.metrics_port` is set.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.http
+            .metrics_port
+            .map(|p| SocketAddr::new(self.hosts_of(&self.http.host).first(), p))
     }
 
     /// Where MQTT over secure WebSocket binds, when `mqtt.wss_port` is set.
     pub fn wss_addr(&self) -> Option<SocketAddr> {
         self.mqtt
             .wss_port
-            .map(|p| SocketAddr::new(self.mqtt.host.unwrap_or(self.host), p))
+            .map(|p| SocketAddr::new(self.hosts_of(&self.mqtt.host).first(), p))
     }
 
     /// Where the MQTT-over-WebSocket listener binds, when it has a port of its own.
     pub fn mqtt_ws_addr(&self) -> Option<SocketAddr> {
         self.mqtt
             .ws_port
-            .map(|p| SocketAddr::new(self.mqtt.host.unwrap_or(self.host), p))
+            .map(|p| SocketAddr::new(self.hosts_of(&self.mqtt.host).first(), p))
     }
 }
 

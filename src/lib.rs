@@ -23,9 +23,11 @@ pub mod broker;
 pub mod cli;
 pub mod coap;
 pub mod config;
+pub mod health;
 pub mod http;
 pub mod limits;
 pub mod memory;
+pub mod metrics;
 pub mod model;
 pub mod mqtt;
 pub mod reload;
@@ -104,6 +106,14 @@ pub struct Gateway {
     pub broker: Arc<Broker>,
     /// Who may do what; every front-end asks it. [`Gateway::reload`] re-reads its files.
     pub auth: Arc<auth::Auth>,
+    /// Where HTTP's `/metrics`, `/livez` and `/readyz` have a port of their own
+    /// (`http.metrics_port`).
+    pub metrics_addr: Option<SocketAddr>,
+    /// The checks behind `/readyz`; add one with [`health::Readiness::add`] or
+    /// [`health::Readiness::flag`].
+    pub readiness: Arc<health::Readiness>,
+    /// Every counter, for [`Gateway::metrics`] (and `/metrics`, `$SYS`).
+    sources: metrics::exposition::Sources,
     /// The connected MQTT clients, for [`Gateway::mqtt_clients`].
     clients: mqtt::Clients,
     /// The abuse limits of every front-end, for [`Gateway::refused`].
@@ -229,9 +239,38 @@ async fn launch(
     };
     let http = bind_tcp("HTTP", config.http_addr()).await?;
     let mqtt = bind_tcp("MQTT", config.mqtt_addr()).await?;
+    // `host` with several addresses (or a name resolving to several): the same listener on
+    // each of them, on the port the first one got.
+    let port_of =
+        |l: &TcpListener, asked: SocketAddr| l.local_addr().map_or(asked.port(), |a| a.port());
+    let http_more = bind_more(
+        "HTTP",
+        &config.http_addrs(),
+        port_of(&http, config.http_addr()),
+    )
+    .await?;
+    let mqtt_more = bind_more(
+        "MQTT",
+        &config.mqtt_addrs(),
+        port_of(&mqtt, config.mqtt_addr()),
+    )
+    .await?;
     let coap_addr = config.coap_addr();
     // UDP and, with `[coap] tcp`, TCP (RFC 8323) on the same port number.
     let (coap, coap_tcp) = coap::bind(&config).await?;
+    let mut coap_more = Vec::new();
+    for ip in config.coap_addrs().iter().skip(1).map(|a| a.ip()) {
+        let mut one = (*config).clone();
+        one.coap.host = Some(config::Hosts::ip(ip));
+        one.coap.port = coap.local_addr().map_or(config.coap.port, |a| a.port());
+        match coap::bind(&one).await {
+            Ok(bound) => coap_more.push(bound),
+            Err(Error::Bind { addr, source, .. }) if unavailable(&source) => {
+                tracing::warn!(%addr, error = %source, "CoAP not listening on this address: not available here");
+            }
+            Err(e) => return Err(e),
+        }
+    }
     let local = |r: std::io::Result<SocketAddr>, protocol, addr| {
         r.map_err(|source| Error::Bind {
             protocol,
@@ -249,7 +288,8 @@ async fn launch(
     if tls.is_some() {
         let l = bind_tcp("MQTT/TLS", config.mqtts_addr()).await?;
         let a = local(l.local_addr(), "MQTT/TLS", config.mqtts_addr())?;
-        mqtts = Some((l, a));
+        let more = bind_more("MQTT/TLS", &config.mqtts_addrs(), a.port()).await?;
+        mqtts = Some((l, a, more));
         if let Some(addr) = config.https_addr() {
             let l = bind_tcp("HTTPS", addr).await?;
             let a = local(l.local_addr(), "HTTPS", addr)?;
@@ -261,7 +301,16 @@ async fn launch(
             wss = Some((l, a));
         }
     }
-    let mqtts_addr = mqtts.as_ref().map(|(_, a)| *a);
+    let metrics_listener = match config.metrics_addr() {
+        Some(addr) => {
+            let l = bind_tcp("HTTP/metrics", addr).await?;
+            let a = local(l.local_addr(), "HTTP/metrics", addr)?;
+            Some((l, a))
+        }
+        None => None,
+    };
+    let metrics_addr = metrics_listener.as_ref().map(|(_, a)| *a);
+    let mqtts_addr = mqtts.as_ref().map(|(_, a, _)| *a);
     let https_addr = https.as_ref().map(|(_, a)| *a);
     let wss_addr = wss.as_ref().map(|(_, a)| *a);
     let http_addr = local(http.local_addr(), "HTTP", config.http_addr())?;
@@ -298,6 +347,33 @@ async fn launch(
         limits.clone(),
         controller.subscribe(),
     );
+    let sources = metrics::exposition::Sources {
+        metrics: broker.ops.clone(),
+        broker: broker.clone(),
+        limits: limits.clone(),
+        mqtt: Some(front.clients()),
+        coaps: coaps_stats.clone(),
+    };
+    let readiness = health::Readiness::new();
+    let listening = readiness.flag("listeners", Err("still starting".into()));
+    {
+        let store = broker.retained_stats().clone();
+        readiness.add("store", move || {
+            if store.closed.load(std::sync::atomic::Ordering::Relaxed) {
+                return Err("the store is closed".into());
+            }
+            match &*store.failing.lock() {
+                Some(e) => Err(format!("the last commit failed: {e}")),
+                None => Ok(()),
+            }
+        });
+        let stopping = controller.signal();
+        readiness.add("shutdown", move || match *stopping.borrow() {
+            true => Err("shutting down".into()),
+            false => Ok(()),
+        });
+    }
+    let ops = (sources.clone(), readiness.clone());
     let mut tasks = vec![
         tokio::spawn(http::serve(
             http,
@@ -306,6 +382,7 @@ async fn launch(
             front.clone(),
             auth.clone(),
             limits.clone(),
+            ops.clone(),
             controller.subscribe(),
         )),
         tokio::spawn(coap::serve(
@@ -321,7 +398,71 @@ async fn launch(
             broker.budget().clone(),
             controller.subscribe(),
         )),
+        tokio::spawn(mqtt::sys::run(front.clone(), sources.clone())),
     ];
+    let also: Vec<String> = http_more
+        .iter()
+        .chain(&mqtt_more)
+        .filter_map(|l| l.local_addr().ok())
+        .chain(coap_more.iter().filter_map(|(u, _)| u.local_addr().ok()))
+        .map(|a| a.to_string())
+        .collect();
+    for l in http_more {
+        tasks.push(tokio::spawn(http::serve(
+            l,
+            broker.clone(),
+            config.clone(),
+            front.clone(),
+            auth.clone(),
+            limits.clone(),
+            ops.clone(),
+            controller.subscribe(),
+        )));
+    }
+    for l in mqtt_more {
+        tasks.push(tokio::spawn(mqtt::serve_also(l, front.clone())));
+    }
+    for (udp, tcp) in coap_more {
+        tasks.push(tokio::spawn(coap::serve(
+            udp,
+            broker.clone(),
+            auth.clone(),
+            config.clone(),
+            limits.clone(),
+            controller.subscribe(),
+        )));
+        if let Some(listener) = tcp {
+            tasks.push(tokio::spawn(coap::serve_tcp(
+                listener,
+                broker.clone(),
+                auth.clone(),
+                config.clone(),
+                limits.clone(),
+                controller.subscribe(),
+            )));
+        }
+    }
+    if let Some((l, _)) = metrics_listener {
+        let state = http::AppState::new(broker.clone(), config.clone(), controller.subscribe())
+            .with_auth(auth.clone())
+            .with_ops(sources.clone(), readiness.clone());
+        let guard = tls::HttpGuard {
+            gate: limits.gate("http-metrics"),
+            header_timeout: config.http.header_timeout(),
+            body_deadline: config.http.body_deadline(),
+            // Monitoring must stay reachable when the HTTP port is at its cap.
+            slots: None,
+            metrics: None,
+        };
+        tasks.push(tokio::spawn(tls::serve_http(
+            l,
+            http::ops_app(state),
+            None,
+            guard,
+            controller.subscribe(),
+            "HTTP/metrics",
+        )));
+    }
     if let Some(listener) = coap_tcp {
         tasks.push(tokio::spawn(coap::serve_tcp(
             listener,
@@ -348,21 +489,26 @@ async fn launch(
     reloader.add(auth.clone());
     if let Some(tls) = &tls {
         reloader.add(tls.clone());
-        if let Some((l, _)) = mqtts {
+        if let Some((l, _, more)) = mqtts {
             tasks.push(tokio::spawn(mqtt::serve_tls(l, front.clone(), tls.clone())));
+            for l in more {
+                tasks.push(tokio::spawn(mqtt::serve_tls(l, front.clone(), tls.clone())));
+            }
         }
         if let Some((l, _)) = https {
             let router = http::app(
                 http::AppState::new(broker.clone(), config.clone(), controller.subscribe())
                     .with_auth(auth.clone())
                     .with_mqtt(front.clone())
-                    .with_write_limits(limits.http.clone()),
+                    .with_write_limits(limits.http.clone())
+                    .with_ops(sources.clone(), readiness.clone()),
             );
             let guard = tls::HttpGuard {
                 gate: limits.gate("https"),
                 header_timeout: config.http.header_timeout(),
                 body_deadline: config.http.body_deadline(),
                 slots: limits.http_slots.clone(),
+                metrics: Some(broker.ops.clone()),
             };
             tasks.push(tokio::spawn(tls::serve_http(
                 l,
@@ -379,21 +525,39 @@ async fn launch(
     }
     let clients = front.clients();
     drop(front);
+    let (users, acl_rules) = auth.loaded();
+    let off = |what: &str| format!("off ({what})");
+    let tls_off = |port_set: bool, key: &str| {
+        if !port_set {
+            off(&format!("no {key}"))
+        } else {
+            off("no certificate")
+        }
+    };
     tracing::info!(
         http = %http_addr,
         coap = %coap_addr,
-        coaps = %coaps_addr.map(|a| a.to_string()).unwrap_or_else(|| "off (no PSK file)".to_string()),
+        coaps = %coaps_addr.map(|a| a.to_string()).unwrap_or_else(|| off("no PSK file")),
         mqtt = %mqtt_addr,
         mqtt_ws = %mqtt_ws_addr.map(|a| a.to_string()).unwrap_or_else(|| format!("{http_addr}/mqtt")),
-        mqtts = %mqtts_addr.map(|a| a.to_string()).unwrap_or_else(|| "off".into()),
-        https = %https_addr.map(|a| a.to_string()).unwrap_or_else(|| "off".into()),
-        mqtt_wss = %wss_addr.map(|a| a.to_string()).unwrap_or_else(|| "off".into()),
+        mqtts = %mqtts_addr.map(|a| a.to_string()).unwrap_or_else(|| off("no certificate")),
+        https = %https_addr.map(|a| a.to_string()).unwrap_or_else(|| tls_off(config.http.tls_port.is_some(), "http.tls_port")),
+        mqtt_wss = %wss_addr.map(|a| a.to_string()).unwrap_or_else(|| tls_off(config.mqtt.wss_port.is_some(), "mqtt.wss_port")),
+        metrics_port = %metrics_addr.map(|a| a.to_string()).unwrap_or_else(|| off("no http.metrics_port")),
+        also = %if also.is_empty() { "-".to_string() } else { also.join(" ") },
         store = %store_name,
-        retained = broker.retained_count(),
+        values_loaded = broker.retained_count(),
+        anonymous = %if auth.anonymous_allowed() { "on" } else { "off" },
+        users = %users.map_or_else(|| "none (no password file)".to_string(), |n| n.to_string()),
+        acl_rules = %acl_rules.map_or_else(|| "none (no ACL file: everything allowed)".to_string(), |n| n.to_string()),
         "ponte listening"
     );
+    listening.set(Ok(()));
     Ok(Gateway {
         http_addr,
+        metrics_addr,
+        readiness,
+        sources,
         coap_addr,
         coaps_addr,
         coaps_stats,
@@ -410,6 +574,39 @@ async fn launch(
         controller,
         tasks,
     })
+}
+
+/// Whether a bind failed because the address does not exist on this machine (an IPv6
+/// loopback where IPv6 is off, for a host name resolving to both families).
+fn unavailable(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::AddrNotAvailable
+}
+
+/// Bind the addresses after the first (already bound) on `port`; an address this machine
+/// does not have is skipped with a warning, any other failure stops the start.
+async fn bind_more(
+    protocol: &'static str,
+    addrs: &[SocketAddr],
+    port: u16,
+) -> Result<Vec<TcpListener>, Error> {
+    let mut out = Vec::new();
+    for a in addrs.iter().skip(1) {
+        let addr = SocketAddr::new(a.ip(), port);
+        match TcpListener::bind(addr).await {
+            Ok(l) => out.push(l),
+            Err(source) if unavailable(&source) => {
+                tracing::warn!(%addr, error = %source, "{protocol} not listening on this address: not available here");
+            }
+            Err(source) => {
+                return Err(Error::Bind {
+                    protocol,
+                    addr,
+                    source,
+                })
+            }
+        }
+    }
+    Ok(out)
 }
 
 impl Gateway {
@@ -430,6 +627,11 @@ impl Gateway {
     /// the connection acts as, TLS client identity, address.
     pub fn mqtt_clients(&self) -> Vec<mqtt::ClientInfo> {
         self.clients.list()
+    }
+
+    /// Every counter now: what `GET /metrics` renders and `$SYS` publishes.
+    pub fn metrics(&self) -> metrics::exposition::Snapshot {
+        self.sources.snapshot()
     }
 
     /// What the abuse limits (`[limits]`) refused so far: connections per listener and

@@ -16,7 +16,7 @@ use parking_lot::Mutex;
 use serde::Deserialize;
 
 /// `[limits]` in the config file. 0 means "no limit" for every key.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, serde::Serialize, schemars::JsonSchema, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct LimitsConfig {
     /// Most simultaneous connections from one source address, per listener (MQTT, MQTT over
@@ -224,6 +224,8 @@ pub struct ConnectionGate {
     rate: Option<Mutex<TokenBucket>>,
     /// Connections refused, for `$SYS` and logs.
     pub refused: AtomicU64,
+    /// Of those, refused by the connection rate (the rest: the per-address cap).
+    pub refused_rate: AtomicU64,
 }
 
 /// Holds one admitted connection's place; dropping it frees the place.
@@ -261,6 +263,7 @@ impl ConnectionGate {
                 ))
             }),
             refused: AtomicU64::new(0),
+            refused_rate: AtomicU64::new(0),
         })
     }
 
@@ -268,8 +271,11 @@ impl ConnectionGate {
     /// connection lives.
     pub fn admit(self: &Arc<Self>, ip: IpAddr, now: Instant) -> Result<ConnPermit, ConnRefused> {
         let r = self.try_admit(ip, now);
-        if r.is_err() {
+        if let Err(why) = &r {
             self.refused.fetch_add(1, Ordering::Relaxed);
+            if *why == ConnRefused::Rate {
+                self.refused_rate.fetch_add(1, Ordering::Relaxed);
+            }
         }
         r
     }
@@ -386,6 +392,19 @@ impl Limits {
         let gate = ConnectionGate::new(&self.config, Instant::now());
         self.gates.lock().push((listener, gate.clone()));
         gate
+    }
+
+    /// Connections refused per listener and reason: `(listener, per-address cap, rate)`.
+    pub fn refused_by_reason(&self) -> Vec<(&'static str, u64, u64)> {
+        self.gates
+            .lock()
+            .iter()
+            .map(|(l, g)| {
+                let all = g.refused.load(Ordering::Relaxed);
+                let rate = g.refused_rate.load(Ordering::Relaxed);
+                (*l, all.saturating_sub(rate), rate)
+            })
+            .collect()
     }
 
     /// A write limiter for one new MQTT connection.

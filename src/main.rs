@@ -21,17 +21,28 @@ fn main() -> ExitCode {
             }
         };
     }
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(cli.log_filter()));
-    tracing_subscriber::fmt().with_env_filter(filter).init();
-
-    let config = match cli.config() {
+    let layered = match cli.layered(std::env::vars()) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("ponte: {e}");
             return ExitCode::from(2);
         }
     };
+    if let Some(ponte::cli::Command::Config) = &cli.command {
+        print!(
+            "{}",
+            ponte::config::print::to_commented_toml(&layered.config)
+        );
+        return ExitCode::SUCCESS;
+    }
+    init_logging(&cli);
+    for var in &layered.ignored_env {
+        tracing::warn!(
+            variable = %var,
+            "ignored: starts with PONTE_ but names no configuration key (see `ponte config`)"
+        );
+    }
+    let config = layered.config;
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -67,6 +78,25 @@ fn main() -> ExitCode {
         Err((code, e)) => {
             eprintln!("ponte: {e}");
             code
+        }
+    }
+}
+
+/// Logs to standard error: readable lines (colours only on a terminal, and not with
+/// `NO_COLOR`) or JSON objects (`--log-format json`); `RUST_LOG` wins over `-v`.
+fn init_logging(cli: &Cli) {
+    use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(cli.log_filter()));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        ponte::cli::LogFormat::Json => builder.json().init(),
+        ponte::cli::LogFormat::Human => {
+            let colour = std::io::stderr().is_terminal()
+                && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+            builder.with_ansi(colour).init()
         }
     }
 }

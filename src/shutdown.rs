@@ -65,6 +65,12 @@ impl ShutdownController {
         }
     }
 
+    /// The signal alone, without a drain handle (so holding it never delays shutdown): for
+    /// readiness, which must fail as soon as the gateway starts stopping.
+    pub fn signal(&self) -> watch::Receiver<bool> {
+        self.notify.subscribe()
+    }
+
     /// Signal every task and wait until all of them have finished.
     pub async fn shutdown(self) {
         let ShutdownController {

@@ -36,6 +36,8 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::config::TlsConfig;
 use crate::limits::{ConnPermit, ConnRefused, ConnectionGate, TransferDeadline};
+use crate::metrics::io::Counted;
+use crate::metrics::{Protocol, Transport};
 use crate::reload::Reload;
 use crate::shutdown::Shutdown;
 
@@ -350,7 +352,12 @@ fn build(config: &TlsConfig) -> Result<Acceptors, TlsError> {
     let mismatch = |e: rustls::Error| TlsError::Mismatch {
         cert: cert_path.clone(),
         key: key_path.clone(),
-        problem: e.to_string(),
+        problem: match e {
+            rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch) => {
+                "the key does not belong to the certificate (their public keys differ)".into()
+            }
+            e => e.to_string(),
+        },
     };
     let certified =
         Arc::new(rustls::sign::CertifiedKey::from_der(chain, key, &provider).map_err(mismatch)?);
@@ -420,6 +427,9 @@ pub struct HttpGuard {
     pub body_deadline: TransferDeadline,
     /// `[http] max_connections`, shared by the HTTP and HTTPS listeners; `None`: no cap.
     pub slots: Option<Arc<Semaphore>>,
+    /// Counts the listener's connections and bytes as HTTP (`/metrics`); `None` on the
+    /// MQTT WebSocket ports, whose bytes MQTT counts itself.
+    pub metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 /// An admitted connection's place under `[limits]`, shared: the connection's task holds it,
@@ -509,6 +519,7 @@ pub async fn serve_http(
         let mut shutdown = shutdown.clone();
         let header_timeout = guard.header_timeout;
         let body_deadline = guard.body_deadline;
+        let metrics = guard.metrics.clone();
         let slot = ConnSlot {
             _permit: Arc::new(permit),
             _cap: cap,
@@ -528,6 +539,8 @@ pub async fn serve_http(
                         header_timeout,
                         body_deadline,
                     };
+                    let stream =
+                        Counted::new(stream, metrics.as_ref(), Transport::Https, Protocol::Http);
                     serve_connection(stream, router, conn, shutdown, what).await;
                 }
                 None => {
@@ -538,6 +551,8 @@ pub async fn serve_http(
                         header_timeout,
                         body_deadline,
                     };
+                    let stream =
+                        Counted::new(stream, metrics.as_ref(), Transport::Http, Protocol::Http);
                     serve_connection(stream, router, conn, shutdown, what).await
                 }
             }

@@ -632,6 +632,7 @@ async fn https_requests_carry_the_verified_client_cn_as_tls_identity() {
             header_timeout: std::time::Duration::from_secs(10),
             body_deadline: ponte::config::HttpConfig::default().body_deadline(),
             slots: None,
+            metrics: None,
         },
         controller.subscribe(),
         "test",

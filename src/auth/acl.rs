@@ -108,6 +108,13 @@ pub struct Subject<'a> {
 }
 
 impl Acl {
+    /// How many rules the file has (anonymous, per user and patterns together).
+    pub fn rule_count(&self) -> usize {
+        self.anonymous.len()
+            + self.users.values().map(Vec::len).sum::<usize>()
+            + self.patterns.len()
+    }
+
     /// Read and parse a file.
     pub fn load(path: &Path) -> Result<Self, AclError> {
         let text = std::fs::read_to_string(path).map_err(|source| AclError::Io {

@@ -30,7 +30,7 @@ pub use acl::{Access, Acl, Subject};
 pub use password::PasswordFile;
 
 /// `[auth]` in the config file.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, serde::Serialize, schemars::JsonSchema, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuthConfig {
     /// mosquitto-format password file (`user:hash`); with one, anonymous access is off unless
@@ -72,6 +72,18 @@ pub enum AuthError {
     /// The PSK file.
     #[error(transparent)]
     Psk(#[from] psk::PskError),
+    /// A bad line in the password or ACL file.
+    #[error("{file} {}: line {line}: {reason}", path.display())]
+    Line {
+        /// Which file: `password file` or `ACL file`.
+        file: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// 1-based line number.
+        line: usize,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// The JWT key.
     #[error("JWT key {what}: {reason}")]
     JwtKey {
@@ -257,6 +269,18 @@ pub struct AuthMetrics {
     pub acl_denied: AtomicU64,
 }
 
+/// Whether `topic` is written by the broker alone: `$SYS` and everything under it (the
+/// broker's own statistics). No client may write there, whatever the ACL grants — as in
+/// mosquitto — so a client cannot overwrite or fake the broker's numbers. Reading is
+/// governed by the ACL as usual.
+pub fn broker_only(topic: &str) -> bool {
+    topic == "$SYS" || topic.starts_with("$SYS/")
+}
+
+/// Why a write to a [`broker_only`] topic is refused, for every protocol's error message.
+pub const BROKER_ONLY: &str =
+    "$SYS topics are written by the broker alone (its statistics); clients may read them but not write them";
+
 /// The one authority every front-end asks.
 pub struct Auth {
     /// Where the files are, for reload.
@@ -313,6 +337,16 @@ impl Auth {
     /// Whether any ACL is in force (front-ends skip per-message checks when not).
     pub fn acl_active(&self) -> bool {
         self.policy.load().acl.is_some()
+    }
+
+    /// Users of the password file and rules of the ACL file in force (`None` without the
+    /// file), for the start-up line.
+    pub fn loaded(&self) -> (Option<usize>, Option<usize>) {
+        let p = self.policy.load();
+        (
+            p.passwords.as_ref().map(PasswordFile::len),
+            p.acl.as_ref().map(acl::Acl::rule_count),
+        )
     }
 
     /// Whether anonymous clients are served.
@@ -422,6 +456,10 @@ impl Auth {
 
     /// May `who` read or write `topic`?
     pub fn allows(&self, who: &Identity, access: Access, topic: &str) -> bool {
+        if access == Access::Write && broker_only(topic) {
+            self.metrics.acl_denied.fetch_add(1, Ordering::Relaxed);
+            return false;
+        }
         let ok = match &who.grants {
             Some(g) => g.allows(who.subject(), access, topic),
             None => match &self.policy.load().acl {
@@ -485,12 +523,31 @@ impl crate::reload::Reload for Auth {
 
 /// Parse every configured file into a policy.
 fn load(config: &AuthConfig) -> Result<Policy, AuthError> {
-    let passwords = config
-        .password_file
-        .as_deref()
-        .map(PasswordFile::load)
-        .transpose()?;
-    let acl = config.acl_file.as_deref().map(Acl::load).transpose()?;
+    // A bad line is reported with its file, as the PSK file's errors are.
+    let passwords = match config.password_file.as_deref() {
+        None => None,
+        Some(path) => Some(PasswordFile::load(path).map_err(|e| match e {
+            password::PasswordFileError::Line { line, reason } => AuthError::Line {
+                file: "password file",
+                path: path.to_owned(),
+                line,
+                reason,
+            },
+            e => e.into(),
+        })?),
+    };
+    let acl = match config.acl_file.as_deref() {
+        None => None,
+        Some(path) => Some(Acl::load(path).map_err(|e| match e {
+            acl::AclError::Line { line, reason } => AuthError::Line {
+                file: "ACL file",
+                path: path.to_owned(),
+                line,
+                reason,
+            },
+            e => e.into(),
+        })?),
+    };
     let jwt = jwt_key(config)?;
     let psk = config
         .psk_file

@@ -22,7 +22,9 @@ use super::Delivery;
 use crate::model::QoS;
 
 /// What a full mailbox does with one more message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize, schemars::JsonSchema, Default,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum OverflowPolicy {
     /// Keep what is queued and drop the new message (mosquitto's behaviour, but counted).

@@ -205,6 +205,9 @@ pub struct Broker {
     retained_meta: RwLock<HashMap<TopicName, RetainedMeta>>,
     /// Counters.
     pub metrics: Metrics,
+    /// The gateway's operational counters (`/metrics`, `$SYS`): here because every
+    /// front-end holds the broker.
+    pub ops: Arc<crate::metrics::Metrics>,
     /// Durable persistent-session queues (issue 3); `None` when sessions are not persisted.
     queue: Option<queue::Queue>,
     /// The budget every subscriber's mailbox draws on (`[limits] max_queued_bytes`, issue
@@ -221,6 +224,7 @@ impl Broker {
             backbone,
             retained_meta: RwLock::new(HashMap::new()),
             metrics: Metrics::default(),
+            ops: crate::metrics::Metrics::new(),
             queue: None,
             budget: budget::Budget::new(None),
         }))
@@ -238,6 +242,7 @@ impl Broker {
             backbone,
             retained_meta: RwLock::new(HashMap::new()),
             metrics: Metrics::default(),
+            ops: crate::metrics::Metrics::new(),
             queue: Some(queue::Queue::open(sessions)?),
             budget: budget::Budget::new(None),
         }))
@@ -274,9 +279,20 @@ impl Broker {
         }
     }
 
+    /// Every retained value whose topic matches `filter` (a leading wildcard never matches a
+    /// `$`-topic), in no particular order: the `/resources` listing. Read-only.
+    pub fn retained_matching(&self, filter: &TopicFilter) -> Vec<(TopicName, Arc<RetainedValue>)> {
+        self.retained.matching(filter)
+    }
+
     /// Number of retained values.
     pub fn retained_count(&self) -> usize {
         self.retained.len()
+    }
+
+    /// The retained writer's report (bytes stored, commit latency, health).
+    pub fn retained_stats(&self) -> &Arc<retained::StoreStats> {
+        self.retained.stats()
     }
 
     /// Number of subscriptions of every protocol.
@@ -346,6 +362,12 @@ impl Broker {
             self.note_retained_meta(&message, outcome);
         }
         self.metrics.published.fetch_add(1, Ordering::Relaxed);
+        match message.origin {
+            Origin::Http => self.ops.received(crate::metrics::Protocol::Http),
+            Origin::Coap => self.ops.received(crate::metrics::Protocol::Coap),
+            Origin::Mqtt => self.ops.received(crate::metrics::Protocol::Mqtt),
+            Origin::Backbone | Origin::Internal => {}
+        }
         let message = Arc::new(message);
         let mut durable = Vec::new();
         let (receivers, matched) = self.fan_out(&message, &mut durable);

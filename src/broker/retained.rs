@@ -8,6 +8,7 @@
 //! so an acknowledged value is on disk and a reader never sees a value that could be lost.
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -119,6 +120,21 @@ struct Job {
 
 type Index = RwLock<HashMap<TopicName, Arc<RetainedValue>>>;
 
+/// What the retained writer reports about its work, for `/metrics`, `$SYS` and `/readyz`:
+/// kept up to date by the writer thread itself (atomics; the error slot is touched only
+/// when a commit fails or first succeeds again).
+#[derive(Debug, Default)]
+pub struct StoreStats {
+    /// Payload bytes of every retained value (`ponte_retained_bytes`).
+    pub bytes: std::sync::atomic::AtomicU64,
+    /// How long each group commit took (apply + sync), `ponte_store_commit_seconds`.
+    pub commit: crate::metrics::Histogram,
+    /// Why the last commit failed, while no commit has succeeded since (`/readyz`).
+    pub failing: parking_lot::Mutex<Option<String>>,
+    /// Whether the writer has stopped (the store is closed).
+    pub closed: std::sync::atomic::AtomicBool,
+}
+
 /// The answer to a write handed to the writer by [`Retained::begin_write`]: resolves once
 /// the write is durable (or failed).
 #[derive(Debug)]
@@ -145,6 +161,8 @@ pub struct Retained {
     tx: parking_lot::Mutex<Option<mpsc::Sender<Job>>>,
     /// The writer thread, joined at shutdown after its last batch.
     writer: parking_lot::Mutex<Option<JoinHandle<()>>>,
+    /// The writer's report: bytes stored, commit latency, health.
+    stats: Arc<StoreStats>,
 }
 
 impl std::fmt::Debug for Retained {
@@ -161,22 +179,33 @@ impl Retained {
         let loaded = store.load_retained()?;
         let mut next_version = 1;
         let mut map = HashMap::with_capacity(loaded.len());
+        let stats = Arc::new(StoreStats::default());
+        let mut bytes = 0u64;
         for (t, v) in loaded {
             next_version = next_version.max(v.version + 1);
+            bytes += v.payload.len() as u64;
             map.insert(t, Arc::new(v));
         }
+        stats.bytes.store(bytes, Ordering::Relaxed);
         let index = Arc::new(RwLock::new(map));
         let (tx, rx) = mpsc::channel();
         let idx = index.clone();
+        let report = stats.clone();
         let writer = std::thread::Builder::new()
             .name("ponte-retained-writer".into())
-            .spawn(move || writer_loop(store, idx, rx, next_version))
+            .spawn(move || writer_loop(store, idx, rx, next_version, &report))
             .map_err(|e| StoreError::Engine(format!("cannot start the writer thread: {e}")))?;
         Ok(Retained {
             index,
             tx: parking_lot::Mutex::new(Some(tx)),
             writer: parking_lot::Mutex::new(Some(writer)),
+            stats,
         })
+    }
+
+    /// What the writer reports: bytes stored, commit latency, whether commits fail.
+    pub fn stats(&self) -> &Arc<StoreStats> {
+        &self.stats
     }
 
     /// The current value of a thing.
@@ -256,6 +285,7 @@ fn writer_loop<S: Store>(
     index: Arc<Index>,
     rx: mpsc::Receiver<Job>,
     mut next_version: u64,
+    stats: &StoreStats,
 ) {
     let mut jobs = Vec::new();
     let mut ops = Vec::new();
@@ -319,17 +349,29 @@ fn writer_loop<S: Store>(
         } else {
             store.apply(&ops)
         };
-        poll_for = (applying.elapsed() / 4).min(MAX_POLL);
+        let took = applying.elapsed();
+        poll_for = (took / 4).min(MAX_POLL);
+        if !ops.is_empty() {
+            stats.commit.observe(took);
+        }
         match result {
             Ok(()) => {
                 if !overlay.is_empty() {
                     let mut idx = index.write();
+                    let (mut added, mut removed) = (0u64, 0u64);
                     for (t, v) in overlay.drain() {
-                        match v {
+                        added += v.as_ref().map_or(0, |v| v.payload.len() as u64);
+                        let old = match v {
                             Some(v) => idx.insert(t, v),
                             None => idx.remove(&t),
                         };
+                        removed += old.map_or(0, |v| v.payload.len() as u64);
                     }
+                    stats.bytes.fetch_add(added, Ordering::Relaxed);
+                    stats.bytes.fetch_sub(removed, Ordering::Relaxed);
+                }
+                if !ops.is_empty() && stats.failing.lock().take().is_some() {
+                    tracing::info!("retained store commits succeed again");
                 }
                 for (job, outcome) in jobs.drain(..).zip(outcomes.drain(..)) {
                     let _ = job.reply.send(Ok(outcome));
@@ -337,6 +379,7 @@ fn writer_loop<S: Store>(
             }
             Err(e) => {
                 tracing::error!(error = %e, writes = jobs.len(), "retained batch failed; writes refused");
+                *stats.failing.lock() = Some(e.to_string());
                 overlay.clear();
                 outcomes.clear();
                 for job in jobs.drain(..) {
@@ -349,6 +392,7 @@ fn writer_loop<S: Store>(
     if let Err(e) = store.flush() {
         tracing::error!(error = %e, "final flush of the store failed");
     }
+    stats.closed.store(true, Ordering::Relaxed);
 }
 
 /// The writer's next job, `None` once every sender is gone: the channel is polled for up to

@@ -215,6 +215,7 @@ impl DtlsListener {
                 r = shared.socket.recv_from(&mut buf) => match r {
                     Ok((n, peer)) => {
                         let datagram = &buf[..n];
+                        shared.broker.ops.bytes_received(crate::metrics::Protocol::Coap, n as u64);
                         if let Some(handle) = sessions.get(&peer) {
                             match handle.tx.try_send(Bytes::copy_from_slice(datagram)) {
                                 Ok(()) => continue,
@@ -261,7 +262,9 @@ impl DtlsListener {
                         DtlsStats::bump(&shared.stats.sessions_started);
                         let (shared, ended, shutdown) =
                             (shared.clone(), ended_tx.clone(), shutdown.clone());
+                        let counted = shared.broker.ops.connection(crate::metrics::Transport::Coaps);
                         tokio::spawn(async move {
+                            let _counted = counted;
                             session(peer, start, rx, &shared, shutdown).await;
                             let _ = ended.send((peer, id));
                         });
@@ -440,6 +443,10 @@ impl Session<'_> {
     /// Send the datagrams produced so far.
     async fn flush(&mut self) {
         for p in self.packets.drain(..) {
+            self.shared
+                .broker
+                .ops
+                .bytes_sent(crate::metrics::Protocol::Coap, p.len() as u64);
             send(&self.shared.socket, self.peer, &p).await;
         }
     }

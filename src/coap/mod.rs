@@ -203,6 +203,9 @@ pub(crate) struct Front {
     mailbox: Arc<Mailbox>,
     /// Topics the mailbox is subscribed to on behalf of observers.
     observed: HashSet<TopicName>,
+    /// Observers per observed topic as last counted, so `ponte_coap_observers` moves by
+    /// the exact difference (a re-registration replaces an observer: no change).
+    observers: std::collections::HashMap<TopicName, usize>,
     /// The writes in flight, polled by the machine's task (instead of one spawned task and
     /// one channel message per write): [`Front::next_done`] yields them as they finish.
     writes: FuturesUnordered<PendingWrite>,
@@ -226,6 +229,7 @@ impl Front {
             },
             mailbox,
             observed: HashSet::new(),
+            observers: std::collections::HashMap::new(),
             writes: FuturesUnordered::new(),
         }
     }
@@ -279,7 +283,9 @@ impl Front {
                 }
                 // A refused observation (4.04, 4.06, ...) registered nobody.
                 if let Some(topic) = wants {
-                    if machine.observer_count(topic.as_str()) == 0 {
+                    let now_observing = machine.observer_count(topic.as_str());
+                    self.recount(&topic, now_observing);
+                    if now_observing == 0 {
                         self.forget(&topic);
                     }
                 }
@@ -288,13 +294,27 @@ impl Front {
                 resource,
                 remaining,
             } => {
-                if remaining == 0 {
-                    if let Ok(topic) = TopicName::parse(&resource) {
+                if let Ok(topic) = TopicName::parse(&resource) {
+                    self.recount(&topic, remaining);
+                    if remaining == 0 {
                         self.forget(&topic);
                     }
                 }
             }
         }
+    }
+
+    /// `topic` has `now` observers: move `ponte_coap_observers` by the difference.
+    fn recount(&mut self, topic: &TopicName, now: usize) {
+        let before = if now == 0 {
+            self.observers.remove(topic).unwrap_or(0)
+        } else {
+            self.observers.insert(topic.clone(), now).unwrap_or(0)
+        };
+        self.ctx
+            .broker
+            .ops
+            .coap_observers(now as i64 - before as i64);
     }
 
     /// Unsubscribe the mailbox from `topic` if it was subscribed.
@@ -322,6 +342,11 @@ impl Front {
         if message.clears_retained() {
             machine.end_observations(now, topic, resource::gone(topic));
         } else {
+            let observers = machine.observer_count(topic) as u64;
+            self.ctx
+                .broker
+                .ops
+                .sent(crate::metrics::Protocol::Coap, observers);
             machine.notify(now, topic, self.ctx.notification(message));
         }
     }
@@ -334,6 +359,8 @@ impl Front {
         if !writes.is_empty() {
             tokio::spawn(async move { while writes.next().await.is_some() {} });
         }
+        let observing: usize = self.observers.drain().map(|(_, n)| n).sum();
+        self.ctx.broker.ops.coap_observers(-(observing as i64));
         let topics: Vec<TopicName> = self.observed.drain().collect();
         for topic in topics {
             self.ctx
@@ -364,6 +391,11 @@ pub async fn serve(
             front.on_event(&mut endpoint, ev, &anonymous);
         }
         while let Some((peer, bytes)) = endpoint.poll_transmit() {
+            front
+                .ctx
+                .broker
+                .ops
+                .bytes_sent(crate::metrics::Protocol::Coap, bytes.len() as u64);
             send(&socket, peer, &bytes).await;
         }
         let deadline = endpoint.poll_timeout();
@@ -372,13 +404,18 @@ pub async fn serve(
                 Ok((n, peer)) => {
                     let now = Instant::now();
                     endpoint.handle_datagram(now, peer, &buf[..n]);
+                    let mut bytes = n as u64;
                     // Whatever else already arrived joins this pass (no wake-up each).
                     for _ in 1..RECV_BATCH {
                         match socket.try_recv_from(&mut buf) {
-                            Ok((n, peer)) => endpoint.handle_datagram(now, peer, &buf[..n]),
+                            Ok((n, peer)) => {
+                                bytes += n as u64;
+                                endpoint.handle_datagram(now, peer, &buf[..n]);
+                            }
                             Err(_) => break,
                         }
                     }
+                    front.ctx.broker.ops.bytes_received(crate::metrics::Protocol::Coap, bytes);
                 }
                 Err(e) => tracing::debug!(error = %e, "CoAP recv failed"),
             },

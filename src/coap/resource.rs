@@ -119,6 +119,12 @@ fn authorize(
         return Ok(());
     }
     tracing::debug!(user = ?who.username, topic = %topic, ?access, "CoAP request denied by the ACL");
+    if matches!(access, Access::Write) && crate::auth::broker_only(topic.as_str()) {
+        return Err(diag(
+            ResponseType::Forbidden,
+            format!("{topic}: {}", crate::auth::BROKER_ONLY),
+        ));
+    }
     let verb = match access {
         Access::Read => "read",
         Access::Write => "write",
@@ -257,7 +263,19 @@ pub(super) fn route(ctx: &Context, req: &Request, caller: &Caller) -> Action {
         Some((first, rest)) if first == "r" && !rest.is_empty() => {
             match TopicName::from_segments(rest) {
                 Ok(t) => t,
-                Err(e) => return answer(diag(ResponseType::BadRequest, e.to_string())),
+                // Said in words, as HTTP does: what was asked, and what to ask instead.
+                Err(_) if rest.iter().all(|s| s.is_empty()) => {
+                    return answer(diag(
+                        ResponseType::BadRequest,
+                        "the path /r/ names no thing: put the topic after /r/, as in /r/kitchen/temperature".to_string(),
+                    ))
+                }
+                Err(e) => {
+                    return answer(diag(
+                        ResponseType::BadRequest,
+                        format!("the path /{} does not name a thing: {e}", req.path.join("/")),
+                    ))
+                }
             }
         }
         _ => {

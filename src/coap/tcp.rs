@@ -18,8 +18,8 @@ use crate::auth::Auth;
 use crate::broker::Broker;
 use crate::config::Config;
 use crate::limits::{Limits, RateLimiters};
-use crate::model::Message;
-use crate::model::TopicName;
+use crate::metrics::{Protocol, Transport};
+use crate::model::{Message, TopicName};
 use crate::shutdown::Shutdown;
 
 /// How long the socket may accept nothing while frames wait before the connection is given
@@ -52,14 +52,17 @@ pub async fn serve_tcp(
                     };
                     let Ok(permit) = slots.clone().try_acquire_owned() else {
                         tracing::warn!(%peer, "CoAP/TCP connection refused: too many connections");
+                        broker.ops.refused_full(Transport::CoapTcp);
                         drop(stream);
                         continue;
                     };
+                    let counted = broker.ops.connection(Transport::CoapTcp);
                     let (broker, auth, config, shutdown) =
                         (broker.clone(), auth.clone(), config.clone(), shutdown.clone());
                     let writes = limits.coap.clone();
                     tokio::spawn(async move {
                         connection(stream, peer, broker, auth, config, writes, shutdown).await;
+                        drop(counted);
                         drop(permit);
                         drop(admitted);
                     });
@@ -219,6 +222,7 @@ async fn connection(
     let _ = stream.set_nodelay(true);
     let metrics_broker = broker.clone();
     let mut conn = TcpConnection::new(endpoint_config(&config), Instant::now(), peer);
+    let ops = broker.ops.clone();
     let mut front = Front::new(broker, auth, &config, writes);
     let mailbox = front.mailbox.clone();
     let (mut rd, mut wr) = stream.into_split();
@@ -253,10 +257,16 @@ async fn connection(
         tokio::select! {
             r = rd.read(&mut buf), if out.has_room() && !conn.is_closed() => match r {
                 Ok(0) | Err(_) => break,
-                Ok(n) => conn.handle_bytes(Instant::now(), &buf[..n]),
+                Ok(n) => {
+                    ops.bytes_received(Protocol::Coap, n as u64);
+                    conn.handle_bytes(Instant::now(), &buf[..n]);
+                }
             },
             w = out.write(&mut wr), if !out.is_empty() => match w {
-                Ok(_) => last_progress = Instant::now(),
+                Ok(n) => {
+                    ops.bytes_sent(Protocol::Coap, n as u64);
+                    last_progress = Instant::now();
+                }
                 Err(_) => break,
             },
             _ = tokio::time::sleep_until(stalled_at.into()), if !out.is_empty() => {

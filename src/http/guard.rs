@@ -200,6 +200,21 @@ fn bearer(auth: &Auth, token: &str) -> Result<Caller, Problem> {
     }
 }
 
+/// The username a `Basic` `Authorization` header claims (never its password), for logging
+/// a refused login.
+pub fn claimed_user(headers: &HeaderMap) -> Option<String> {
+    let text = headers.get(AUTHORIZATION)?.to_str().ok()?.trim();
+    let (scheme, credentials) = text.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(credentials.trim())
+        .ok()?;
+    let colon = decoded.iter().position(|b| *b == b':')?;
+    Some(String::from_utf8_lossy(&decoded[..colon]).into_owned())
+}
+
 /// RFC 6750 §2.1: `b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="`.
 fn is_b64token(token: &str) -> bool {
     let body = token.trim_end_matches('=');
@@ -216,6 +231,15 @@ pub fn authorize(
     access: Access,
     topic: &TopicName,
 ) -> Result<(), Problem> {
+    if access == Access::Write && crate::auth::broker_only(topic.as_str()) {
+        // Nobody may write there, so credentials would not help: 403, not 401.
+        auth.metrics.acl_denied.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(topic = %topic, "HTTP write to a $SYS topic refused");
+        return Err(Problem::new(
+            StatusCode::FORBIDDEN,
+            format!("{topic:?}: {}", crate::auth::BROKER_ONLY),
+        ));
+    }
     if auth.allows(&caller.identity, access, topic.as_str()) {
         return Ok(());
     }

@@ -9,6 +9,7 @@
 //! - `DELETE /resources/{topic}`: clear (204, or 404 when there is nothing);
 //! - `OPTIONS`: 204 with `Allow`; CORS preflights are answered by the CORS layer;
 //! - `GET /openapi.yaml`: the API description;
+//! - `GET /metrics`, `/livez`, `/readyz`: metrics and health (`ops.rs`);
 //! - `GET /mqtt` (WebSocket upgrade, subprotocol `mqtt`): the MQTT broker for browsers.
 //!
 //! The same router serves HTTPS (`http.tls_port`, see [`crate::tls::serve_http`]); there,
@@ -24,6 +25,8 @@ mod conditional;
 pub mod deadline;
 pub mod guard;
 mod headers;
+pub mod listing;
+mod ops;
 mod problem;
 mod resources;
 mod sse;
@@ -82,11 +85,23 @@ pub struct AppState {
     /// Writes per client address (`[limits] publish_rate`): over it, 429 with Retry-After.
     /// Shared by HTTP and HTTPS through [`crate::limits::Limits::http`].
     pub writes: Arc<RateLimiters>,
+    /// Every counter of the gateway, for `GET /metrics` (a router of its own, as in unit
+    /// tests, counts only its broker's).
+    pub sources: Option<crate::metrics::exposition::Sources>,
+    /// The checks behind `GET /readyz`.
+    pub readiness: Arc<crate::health::Readiness>,
 }
 
 impl AppState {
     /// The state of one HTTP front-end.
     pub fn new(broker: Arc<Broker>, config: Arc<Config>, shutdown: Shutdown) -> Self {
+        let sources = crate::metrics::exposition::Sources {
+            metrics: broker.ops.clone(),
+            limits: crate::limits::Limits::new(config.limits.clone()),
+            broker: broker.clone(),
+            mqtt: None,
+            coaps: None,
+        };
         AppState {
             broker,
             shutdown,
@@ -96,8 +111,21 @@ impl AppState {
                 config.limits.clone(),
                 crate::limits::TRACKED_ADDRESSES,
             )),
+            sources: Some(sources),
             config,
+            readiness: crate::health::Readiness::new(),
         }
+    }
+
+    /// Serve `/metrics` from `sources` and `/readyz` from `readiness`.
+    pub fn with_ops(
+        mut self,
+        sources: crate::metrics::exposition::Sources,
+        readiness: Arc<crate::health::Readiness>,
+    ) -> Self {
+        self.sources = Some(sources);
+        self.readiness = readiness;
+        self
     }
 
     /// Authenticate and authorize `/resources` requests with `auth` (without it everyone is
@@ -128,22 +156,41 @@ pub fn app(state: AppState) -> Router {
     if state.mqtt.is_some() {
         router = router.route("/mqtt", any(mqtt_ws));
     }
+    let counted = state.clone();
     let router = router
         .route("/openapi.yaml", any(openapi))
         .route("/resources", any(resources::handle))
         .route("/resources/", any(resources::handle))
         .route("/resources/{*topic}", any(resources::handle))
+        .route("/metrics", any(ops::metrics))
+        .route("/livez", any(ops::livez))
+        .route("/readyz", any(ops::readyz))
         .fallback(not_found)
         .with_state(state);
-    match cors {
+    let router = match cors {
         Some(cors) => router.layer(cors),
         None => router,
-    }
+    };
+    router.layer(axum::middleware::from_fn_with_state(counted, ops::count))
+}
+
+/// The router of `[http] metrics_port`: only `/metrics`, `/livez` and `/readyz`, so the
+/// port can be exposed to a monitoring network without exposing the things.
+pub fn ops_app(state: AppState) -> Router {
+    let counted = state.clone();
+    Router::new()
+        .route("/metrics", any(ops::metrics))
+        .route("/livez", any(ops::livez))
+        .route("/readyz", any(ops::readyz))
+        .fallback(not_found)
+        .with_state(state)
+        .layer(axum::middleware::from_fn_with_state(counted, ops::count))
 }
 
 /// Serve HTTP on `listener` until `shutdown` fires, then finish in-flight requests.
 /// Connections are admitted by the listener's [`ConnectionGate`](crate::limits::ConnectionGate)
 /// and have `http.header_timeout_secs` to send each request header.
+#[allow(clippy::too_many_arguments)]
 pub async fn serve(
     listener: tokio::net::TcpListener,
     broker: Arc<Broker>,
@@ -151,6 +198,10 @@ pub async fn serve(
     mqtt: Mqtt,
     auth: Arc<Auth>,
     limits: Arc<Limits>,
+    ops: (
+        crate::metrics::exposition::Sources,
+        Arc<crate::health::Readiness>,
+    ),
     shutdown: Shutdown,
 ) {
     let guard = crate::tls::HttpGuard {
@@ -158,11 +209,13 @@ pub async fn serve(
         header_timeout: config.http.header_timeout(),
         body_deadline: config.http.body_deadline(),
         slots: limits.http_slots.clone(),
+        metrics: Some(broker.ops.clone()),
     };
     let router = app(AppState::new(broker, config, shutdown.clone())
         .with_mqtt(mqtt)
         .with_auth(auth)
-        .with_write_limits(limits.http.clone()));
+        .with_write_limits(limits.http.clone())
+        .with_ops(ops.0, ops.1));
     crate::tls::serve_http(listener, router, None, guard, shutdown, "HTTP").await;
 }
 

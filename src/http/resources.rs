@@ -25,7 +25,7 @@ use super::conditional::Conditions;
 use super::guard::{self, Caller};
 use super::headers;
 use super::problem::Problem;
-use super::{sse, AppState};
+use super::{listing, sse, AppState};
 use crate::auth::Access;
 use crate::broker::retained::{Precondition, TagSet, WriteOutcome};
 use crate::broker::retained_message;
@@ -47,6 +47,9 @@ const CACHE_POLICY: &str = "no-cache";
 /// credentials (CORS preflights never carry any).
 pub async fn handle(State(state): State<AppState>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
+    if parts.uri.path() == "/resources" {
+        return collection(&state, &parts).await;
+    }
     let access = match parts.method {
         Method::GET | Method::HEAD => Access::Read,
         Method::PUT | Method::POST | Method::DELETE => Access::Write,
@@ -54,7 +57,7 @@ pub async fn handle(State(state): State<AppState>, request: Request) -> Response
         _ => return method_not_allowed(&parts.method, parts.uri.path(), ALLOWED).into_response(),
     };
     let result = async {
-        let caller = guard::authenticate(&state.auth, &parts.headers).await?;
+        let caller = authenticate(&state, &parts).await?;
         let topic = topic_of(parts.uri.path())?;
         guard::authorize(&state.auth, &caller, access, &topic)?;
         if access == Access::Write {
@@ -68,6 +71,52 @@ pub async fn handle(State(state): State<AppState>, request: Request) -> Response
     }
     .await;
     result.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// `/resources` itself: the listing of the things ([`listing`]).
+async fn collection(state: &AppState, parts: &Parts) -> Response {
+    match parts.method {
+        Method::GET | Method::HEAD => {}
+        Method::OPTIONS => return options(listing::ALLOWED),
+        _ => {
+            return method_not_allowed(&parts.method, parts.uri.path(), listing::ALLOWED)
+                .into_response()
+        }
+    }
+    let result = async {
+        let caller = authenticate(state, parts).await?;
+        listing::handle(state, parts, caller, wants_event_stream(&parts.headers))
+    }
+    .await;
+    result.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// [`guard::authenticate`], with a refusal counted (`ponte_auth_failures_total`) and
+/// logged at info with the address and the claimed username (never the password), as
+/// mosquitto logs refused logins.
+pub(super) async fn authenticate(state: &AppState, parts: &Parts) -> Result<Caller, Problem> {
+    match guard::authenticate(&state.auth, &parts.headers).await {
+        Ok(caller) => Ok(caller),
+        Err(problem) => {
+            state
+                .broker
+                .ops
+                .auth_failure(crate::metrics::Protocol::Http);
+            let peer = parts
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|c| c.0.to_string())
+                .unwrap_or_default();
+            tracing::info!(
+                protocol = %"http",
+                peer = %peer,
+                username = %guard::claimed_user(&parts.headers).unwrap_or_default(),
+                reason = %problem.detail(),
+                "login refused"
+            );
+            Err(problem)
+        }
+    }
 }
 
 /// `[limits] publish_rate` per client address: 429 Too Many Requests with `Retry-After`
@@ -161,6 +210,20 @@ async fn get(
             .with_header(ETAG, &etag));
         }
     }
+    let stored_type = value
+        .content_type
+        .as_deref()
+        .unwrap_or(headers::DEFAULT_TYPE);
+    if !acceptable(headers, stored_type) {
+        // As CoAP answers 4.06: the value exists, but not in a form the client takes.
+        return Err(Problem::new(
+            StatusCode::NOT_ACCEPTABLE,
+            format!(
+                "{topic:?} is stored as {stored_type:?}, which the Accept header {:?} does not take (send */* or leave Accept out to get it as it is)",
+                header_text(headers, &ACCEPT)
+            ),
+        ));
+    }
     let not_modified = match &conditions.if_none_match {
         Some(n) => n.matches_weak(&value),
         None => modified_since(headers, &value) == Some(false),
@@ -196,6 +259,54 @@ fn modified_since(headers: &HeaderMap, value: &RetainedValue) -> Option<bool> {
     // Last-Modified has one-second resolution: compare at that resolution.
     let updated = httpdate::parse_http_date(&httpdate::fmt_http_date(value.updated)).ok()?;
     Some(updated > since)
+}
+
+/// Whether `Accept` (RFC 9110 §12.5.1) takes `media_type` (parameters ignored): the most
+/// specific matching range decides (`type/subtype` over `type/*` over `*/*`), and `q=0`
+/// refuses. No `Accept` takes everything; so does one without a single media range in it
+/// (`Accept: -+xq`), whose ranges that are not `type/subtype` are ignored.
+pub(super) fn acceptable(headers: &HeaderMap, media_type: &str) -> bool {
+    let wanted = media_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    let (wtype, wsub) = wanted.split_once('/').unwrap_or((wanted.as_str(), ""));
+    let mut best: Option<(u8, bool)> = None; // (specificity, q > 0)
+    let mut any = false;
+    for value in headers.get_all(ACCEPT) {
+        let Ok(text) = value.to_str() else {
+            return true;
+        };
+        for range in text.split(',') {
+            let mut parts = range.split(';');
+            let mt = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+            if !mt.contains('/') {
+                // Not a media range (RFC 9110 §12.5.1): ignored, as a server may.
+                continue;
+            }
+            any = true;
+            let q_positive = parts
+                .filter_map(|p| p.trim().strip_prefix("q="))
+                .next()
+                .is_none_or(|q| q.trim().parse::<f32>().map_or(true, |q| q > 0.0));
+            let (rtype, rsub) = mt.split_once('/').unwrap_or((mt.as_str(), ""));
+            let specificity = if rtype == "*" && rsub == "*" {
+                1
+            } else if rtype == wtype && rsub == "*" {
+                2
+            } else if rtype == wtype && rsub == wsub {
+                3
+            } else {
+                continue;
+            };
+            if best.is_none_or(|(s, _)| specificity > s) {
+                best = Some((specificity, q_positive));
+            }
+        }
+    }
+    !any || best.is_some_and(|(_, ok)| ok)
 }
 
 /// Whether the client asked for `text/event-stream`.

@@ -59,6 +59,7 @@ pub fn stream(state: &AppState, topic: TopicName, reader: Identity) -> Response 
         mailbox,
     };
     let mut feed = Feed {
+        _counted: state.broker.ops.connection(crate::metrics::Transport::Sse),
         subscription,
         next_id: 1,
         first: None,
@@ -113,6 +114,8 @@ impl Drop for Subscription {
 
 /// The state of one event stream between two events.
 struct Feed {
+    /// Counted in `ponte_connections{protocol="sse"}` while the stream lives.
+    _counted: crate::metrics::Connection,
     /// The subscription, unsubscribed when the feed is dropped.
     subscription: Subscription,
     /// The `id:` of the next event: a per-stream counter so a client can tell events apart.
@@ -187,6 +190,10 @@ impl Feed {
     fn frame(&mut self, payload: &[u8], cleared: bool) -> Bytes {
         let id = self.next_id;
         self.next_id += 1;
+        self.subscription
+            .broker
+            .ops
+            .sent(crate::metrics::Protocol::Http, 1);
         encode_event(id, payload, cleared)
     }
 }

@@ -399,7 +399,6 @@ async fn mqtt_3_3_2_2_wildcards_and_bad_segments_are_400() {
         "/resources/a%2Fb",
         "/resources/a%00",
         "/resources/%FF",
-        "/resources",
         "/resources/",
         "/resources/?x=1",
     ] {
@@ -410,6 +409,9 @@ async fn mqtt_3_3_2_2_wildcards_and_bad_segments_are_400() {
         problem(r, StatusCode::BAD_REQUEST).await;
     }
     assert_eq!(h.broker.retained_count(), 0);
+    // `/resources` itself is the listing: it is not written to.
+    let r = h.put("/resources", "v").await;
+    problem(r, StatusCode::METHOD_NOT_ALLOWED).await;
 }
 
 #[tokio::test]

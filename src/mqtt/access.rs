@@ -40,6 +40,8 @@ pub(crate) struct Access {
     identity: Identity,
     /// The peer, for logs.
     peer: SocketAddr,
+    /// Where refused logins and refused or withheld messages are counted.
+    metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 /// Why a CONNECT is refused: the v5 reason code (the machine sends its 3.1.1 equivalent to
@@ -61,7 +63,15 @@ impl Access {
             auth,
             identity: Identity::anonymous(),
             peer,
+            metrics: None,
         }
+    }
+
+    /// Count refusals in `metrics` (`ponte_auth_failures_total`,
+    /// `ponte_messages_dropped_total{reason="acl_denied"}`).
+    pub fn counting(mut self, metrics: Arc<crate::metrics::Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// Check a CONNECT's credentials and will; on success this connection is `client_id`
@@ -91,7 +101,11 @@ impl Access {
         let username = match checked {
             Ok(u) => u,
             Err(denied) => {
-                tracing::debug!(peer = %self.peer, client_id, username = ?connect.username, %denied, "MQTT CONNECT refused");
+                // As mosquitto does: at info, who and from where, never the password.
+                tracing::info!(protocol = %"mqtt", peer = %self.peer, client_id = %client_id, username = %connect.username.as_deref().unwrap_or(""), reason = %denied, "login refused");
+                if let Some(m) = &self.metrics {
+                    m.auth_failure(crate::metrics::Protocol::Mqtt);
+                }
                 let code = match denied {
                     Denied::AnonymousNotAllowed => reason::NOT_AUTHORIZED,
                     _ => reason::BAD_USER_NAME_OR_PASSWORD,
@@ -125,6 +139,9 @@ impl Access {
     pub fn may_publish(&self, topic: &str) -> bool {
         let ok = self.auth.allows(&self.identity, Op::Write, topic);
         if !ok {
+            if let Some(m) = &self.metrics {
+                m.acl_dropped();
+            }
             tracing::debug!(peer = %self.peer, user = ?self.identity.username, client_id = ?self.identity.client_id, topic, "MQTT publish denied by the ACL");
         }
         ok
@@ -152,6 +169,9 @@ impl Access {
     pub fn may_receive(&self, topic: &str) -> bool {
         let ok = self.auth.allows(&self.identity, Op::Read, topic);
         if !ok {
+            if let Some(m) = &self.metrics {
+                m.acl_dropped();
+            }
             tracing::debug!(peer = %self.peer, user = ?self.identity.username, client_id = ?self.identity.client_id, topic, "MQTT delivery withheld by the ACL");
         }
         ok
@@ -168,6 +188,9 @@ fn shared_inner(filter: &str) -> Option<&str> {
 
 /// The text of a v5 PUBACK/PUBREC Reason String for a publish the ACL refused.
 pub(crate) fn publish_denied_reason(topic: &str) -> String {
+    if crate::auth::broker_only(topic) {
+        return format!("topic {topic:?}: {}", crate::auth::BROKER_ONLY);
+    }
     format!("not authorized to publish to topic {topic:?}")
 }
 

@@ -191,7 +191,7 @@ pub(crate) async fn run<R, W>(
         v5: false,
         will_properties: Properties::default(),
         session_expiry: 0,
-        access: Access::new(shared.auth.clone(), peer),
+        access: Access::new(shared.auth.clone(), peer).counting(shared.broker.ops.clone()),
         tls,
         username: None,
         too_large_counted: 0,
@@ -1027,6 +1027,7 @@ impl Driver {
         };
         let now = Instant::now();
         let filtered = self.access.reads_filtered();
+        let mut sent = 0u64;
         while wbuf.len() < WRITE_HIGH_WATER {
             let Some(d) = session.mailbox.pop() else {
                 break;
@@ -1060,6 +1061,7 @@ impl Driver {
                 session.mailbox.push_front(d);
                 break;
             }
+            sent += 1;
             if d.durable != 0 {
                 // Tracked until PUBACK/PUBCOMP; dropped by the machine (v5 expiry or
                 // Maximum Packet Size, counted there): nothing left to deliver.
@@ -1074,6 +1076,10 @@ impl Driver {
                 }
             }
             self.conn.poll_transmit(wbuf);
+        }
+        if sent > 0 {
+            let ops = &self.shared.broker.ops;
+            ops.sent(crate::metrics::Protocol::Mqtt, sent);
         }
         self.count_too_large();
     }

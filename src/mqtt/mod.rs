@@ -7,7 +7,7 @@ mod access;
 mod client;
 mod counted;
 pub mod session;
-mod sys;
+pub(crate) mod sys;
 pub mod ws;
 
 use std::net::SocketAddr;
@@ -20,6 +20,7 @@ use crate::auth::Auth;
 use crate::broker::Broker;
 use crate::config::Config;
 use crate::limits::{ConnPermit, ConnectionGate, Limits};
+use crate::metrics::Transport;
 use crate::shutdown::Shutdown;
 use crate::tls::{Tls, TlsPeer};
 use session::Registry;
@@ -71,6 +72,23 @@ impl Clients {
     /// The clients connected right now, over any transport.
     pub fn list(&self) -> Vec<ClientInfo> {
         self.shared.sessions.connected()
+    }
+
+    /// Sessions held right now: `(online, offline)` — a persistent session whose client is
+    /// away is offline.
+    pub fn sessions(&self) -> (u64, u64) {
+        let all = self.shared.sessions.len() as u64;
+        let online = self.shared.sessions.connected().len() as u64;
+        (online, all.saturating_sub(online))
+    }
+
+    /// MQTT bytes `(received, sent)` over every transport since the start.
+    pub fn bytes(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering;
+        (
+            self.shared.stats.bytes_received.load(Ordering::Relaxed),
+            self.shared.stats.bytes_sent.load(Ordering::Relaxed),
+        )
     }
 }
 
@@ -149,8 +167,13 @@ impl Mqtt {
 
 /// Accept MQTT connections over TCP until shutdown.
 pub async fn serve(listener: TcpListener, mqtt: Mqtt) {
-    tokio::spawn(sys::run(mqtt.clone()));
     tokio::spawn(expire_sessions(mqtt.clone()));
+    serve_also(listener, mqtt).await;
+}
+
+/// Accept MQTT connections over TCP on one more address (`host` with several addresses)
+/// until shutdown; [`serve`] on the first one also runs the session expiry.
+pub async fn serve_also(listener: TcpListener, mqtt: Mqtt) {
     let mut shutdown = mqtt.shutdown.clone();
     let limit = mqtt.shared.config.mqtt.max_connections;
     let gate = mqtt.shared.limits.gate("mqtt");
@@ -173,12 +196,15 @@ pub async fn serve(listener: TcpListener, mqtt: Mqtt) {
         };
         let Some(permit) = mqtt.try_slot() else {
             tracing::warn!(%peer, limit, "MQTT connection refused: max_connections reached");
+            mqtt.shared.broker.ops.refused_full(Transport::Mqtt);
             continue;
         };
         let _ = stream.set_nodelay(true);
         let shared = mqtt.shared.clone();
         let shutdown = mqtt.shutdown.clone();
+        let counted = shared.broker.ops.connection(Transport::Mqtt);
         tokio::spawn(async move {
+            let _counted = counted;
             let (reader, writer) = stream.into_split();
             let (reader, writer) = counted::wrap(reader, writer, &shared.stats);
             client::run(reader, writer, peer, None, shared, shutdown).await;
@@ -214,13 +240,16 @@ pub async fn serve_tls(listener: TcpListener, mqtt: Mqtt, tls: Arc<Tls>) {
         };
         let Some(permit) = mqtt.try_slot() else {
             tracing::warn!(%peer, limit, "MQTT/TLS connection refused: max_connections reached");
+            mqtt.shared.broker.ops.refused_full(Transport::Mqtts);
             continue;
         };
         let _ = stream.set_nodelay(true);
         let shared = mqtt.shared.clone();
         let mut shutdown = mqtt.shutdown.clone();
         let tls = tls.clone();
+        let counted = shared.broker.ops.connection(Transport::Mqtts);
         tokio::spawn(async move {
+            let _counted = counted;
             let Some((stream, tls_peer)) = tls
                 .accept(crate::tls::Kind::Mqtt, stream, peer, &mut shutdown)
                 .await
@@ -257,6 +286,7 @@ fn ws_guard(mqtt: &Mqtt, listener: &'static str) -> crate::tls::HttpGuard {
         body_deadline: mqtt.shared.config.http.body_deadline(),
         // `[mqtt] max_connections` bounds these once they are MQTT sessions.
         slots: None,
+        metrics: None,
     }
 }
 

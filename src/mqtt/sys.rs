@@ -7,102 +7,34 @@
 //! republished when it changed, so an idle broker writes nothing.
 
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 
 use super::Mqtt;
 use crate::broker::retained::Precondition;
-use crate::model::TopicName;
-use crate::model::{Message, Origin, QoS};
+use crate::metrics::exposition::{Snapshot, Sources};
+use crate::model::{Message, Origin, QoS, TopicName};
 
-/// Run the `$SYS` publisher until shutdown.
-pub(super) async fn run(mqtt: Mqtt) {
+/// Run the `$SYS` publisher until shutdown. Every value is read from the same
+/// [`Snapshot`](crate::metrics::exposition::Snapshot) as `GET /metrics` (one source of
+/// truth; README lists which metric each topic is).
+pub(crate) async fn run(mqtt: Mqtt, sources: Sources) {
     let secs = mqtt.shared.config.mqtt.sys_interval_secs;
     if secs == 0 {
         return;
     }
     let mut shutdown = mqtt.shutdown.clone();
-    let started = Instant::now();
     let mut last: HashMap<&'static str, String> = HashMap::new();
-    let mut max_clients = 0usize;
     let mut tick = tokio::time::interval(Duration::from_secs(secs));
     loop {
         tokio::select! {
             _ = shutdown.recv() => return,
             _ = tick.tick() => {}
         }
-        let connected = mqtt.connected();
-        max_clients = max_clients.max(connected);
         let broker = &mqtt.shared.broker;
-        let m = &broker.metrics;
-        let s = &mqtt.shared.stats;
-        let refused = mqtt.shared.limits.refused();
-        let values: [(&'static str, String); 16] = [
-            (
-                "$SYS/broker/version",
-                format!("ponte version {}", env!("CARGO_PKG_VERSION")),
-            ),
-            (
-                "$SYS/broker/uptime",
-                format!("{} seconds", started.elapsed().as_secs()),
-            ),
-            ("$SYS/broker/clients/connected", connected.to_string()),
-            ("$SYS/broker/clients/maximum", max_clients.to_string()),
-            (
-                "$SYS/broker/clients/total",
-                mqtt.shared.sessions.len().to_string(),
-            ),
-            (
-                "$SYS/broker/messages/received",
-                m.published.load(Ordering::Relaxed).to_string(),
-            ),
-            (
-                "$SYS/broker/messages/sent",
-                m.delivered.load(Ordering::Relaxed).to_string(),
-            ),
-            (
-                "$SYS/broker/publish/messages/dropped",
-                m.dropped.load(Ordering::Relaxed).to_string(),
-            ),
-            // mosquitto's name: bytes of messages held for subscribers ([limits]
-            // max_queued_bytes counts them); and what that budget made them drop.
-            (
-                "$SYS/broker/store/messages/bytes",
-                broker.budget().used().to_string(),
-            ),
-            (
-                "$SYS/broker/publish/messages/dropped/budget",
-                broker.budget().dropped().to_string(),
-            ),
-            (
-                "$SYS/broker/bytes/received",
-                s.bytes_received.load(Ordering::Relaxed).to_string(),
-            ),
-            (
-                "$SYS/broker/bytes/sent",
-                s.bytes_sent.load(Ordering::Relaxed).to_string(),
-            ),
-            (
-                "$SYS/broker/retained messages/count",
-                broker.retained_count().to_string(),
-            ),
-            (
-                "$SYS/broker/subscriptions/count",
-                broker.subscription_count().to_string(),
-            ),
-            // Refused by `[limits]`, every listener and protocol together (ponte's own).
-            (
-                "$SYS/broker/connections/refused",
-                refused.connections_total().to_string(),
-            ),
-            (
-                "$SYS/broker/publish/messages/refused",
-                refused.writes_total().to_string(),
-            ),
-        ];
+        let values = values(&sources.snapshot());
         for (topic, value) in values {
             if last.get(topic) == Some(&value) {
                 continue;
@@ -130,4 +62,71 @@ pub(super) async fn run(mqtt: Mqtt) {
             }
         }
     }
+}
+
+/// The `$SYS` topics and their values, from the metrics snapshot.
+fn values(s: &Snapshot) -> [(&'static str, String); 16] {
+    [
+        (
+            "$SYS/broker/version",
+            format!("ponte version {}", env!("CARGO_PKG_VERSION")),
+        ),
+        ("$SYS/broker/uptime", format!("{} seconds", s.uptime_secs)),
+        (
+            "$SYS/broker/clients/connected",
+            s.mqtt_connected.to_string(),
+        ),
+        ("$SYS/broker/clients/maximum", s.mqtt_max.to_string()),
+        (
+            "$SYS/broker/clients/total",
+            (s.sessions_online + s.sessions_offline).to_string(),
+        ),
+        (
+            "$SYS/broker/messages/received",
+            Snapshot::total(&s.received).to_string(),
+        ),
+        (
+            "$SYS/broker/messages/sent",
+            Snapshot::total(&s.sent).to_string(),
+        ),
+        (
+            "$SYS/broker/publish/messages/dropped",
+            Snapshot::of(&s.dropped, "queue_full").to_string(),
+        ),
+        // mosquitto's name: bytes of messages held for subscribers ([limits]
+        // max_queued_bytes counts them); and what that budget made them drop.
+        (
+            "$SYS/broker/store/messages/bytes",
+            s.queued_bytes.to_string(),
+        ),
+        (
+            "$SYS/broker/publish/messages/dropped/budget",
+            s.budget_dropped.to_string(),
+        ),
+        (
+            "$SYS/broker/bytes/received",
+            Snapshot::total(&s.bytes_received).to_string(),
+        ),
+        (
+            "$SYS/broker/bytes/sent",
+            Snapshot::total(&s.bytes_sent).to_string(),
+        ),
+        (
+            "$SYS/broker/retained messages/count",
+            s.retained.to_string(),
+        ),
+        (
+            "$SYS/broker/subscriptions/count",
+            s.subscriptions.to_string(),
+        ),
+        // Refused before any protocol work, every listener and reason together.
+        (
+            "$SYS/broker/connections/refused",
+            s.refused.iter().map(|(_, _, n)| n).sum::<u64>().to_string(),
+        ),
+        (
+            "$SYS/broker/publish/messages/refused",
+            Snapshot::of(&s.dropped, "rate_limited").to_string(),
+        ),
+    ]
 }

@@ -155,10 +155,16 @@ async fn bridge<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    let transport = match tls {
+        Some(_) => crate::metrics::Transport::MqttWss,
+        None => crate::metrics::Transport::MqttWs,
+    };
     let Some(permit) = mqtt.try_slot() else {
         tracing::warn!(%peer, "MQTT/WebSocket connection refused: max_connections reached");
+        mqtt.shared.broker.ops.refused_full(transport);
         return;
     };
+    let _counted = mqtt.shared.broker.ops.connection(transport);
     let (ours, theirs) = tokio::io::duplex(PIPE);
     let (reader, writer) = tokio::io::split(theirs);
     let shared = mqtt.shared.clone();

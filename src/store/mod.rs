@@ -46,6 +46,12 @@ pub enum StoreError {
         /// What was wrong with it.
         why: &'static str,
     },
+    /// The database directory is locked by another process (another ponte using it).
+    #[error("another ponte is using {dir} (its database is locked); stop that one, or give this one another --db")]
+    Locked {
+        /// The directory.
+        dir: String,
+    },
     /// The writer thread is gone (the gateway is shutting down).
     #[error("the store is shut down")]
     Closed,

@@ -57,7 +57,19 @@ impl SledStore {
             .path(path)
             .mode(sled::Mode::HighThroughput)
             .open()
-            .map_err(|e| StoreError::Engine(format!("cannot open {}: {e}", path.display())))?;
+            .map_err(|e| match e {
+                // sled takes an exclusive lock on its directory (flock); a second process
+                // gets EWOULDBLOCK.
+                sled::Error::Io(io)
+                    if io.kind() == std::io::ErrorKind::WouldBlock
+                        || io.to_string().contains("could not acquire lock") =>
+                {
+                    StoreError::Locked {
+                        dir: path.display().to_string(),
+                    }
+                }
+                e => StoreError::Engine(format!("cannot open {}: {e}", path.display())),
+            })?;
         let retained = db.open_tree("retained").map_err(engine)?;
         Ok((
             SledStore {
