@@ -2,10 +2,11 @@
 //! message layer (RFC 7252), Observe (RFC 7641) and Block2 (RFC 7959), with writes and
 //! reads crossing into HTTP and MQTT where the behaviour depends on them.
 
-mod support;
+mod common;
 
 use coap_lite::{CoapOption, MessageType, RequestType};
-use support::*;
+use common::*;
+use rumqttc::QoS;
 
 // ---------------------------------------------------------------------------------------
 // RFC 7252 §5.8: methods
@@ -172,10 +173,12 @@ async fn rfc7641_4_2_publishes_from_mqtt_and_http_arrive_as_con_notifications_wi
     let (token, r) = c.observe("r/obs/many").await;
     let mut last = opt_uint(&r, CoapOption::Observe).expect("Observe in registration response");
 
-    let mut m = Mqtt::connect(gw.mqtt_addr, "obs-many-pub").await;
-    m.publish("obs/many", "mqtt-retained", true).await;
+    let (mut m, _) = Client::connect(gw.mqtt_addr, "obs-many-pub").await;
+    m.publish("obs/many", QoS::AtLeastOnce, true, b"mqtt-retained")
+        .await;
     let n1 = c.notification(&token).await;
-    m.publish("obs/many", "mqtt-live", false).await;
+    m.publish("obs/many", QoS::AtLeastOnce, false, b"mqtt-live")
+        .await;
     let n2 = c.notification(&token).await;
     http_put(&gw, "obs/many", "http", "text/plain").await;
     let n3 = c.notification(&token).await;
@@ -246,7 +249,7 @@ async fn rfc7641_3_6_get_with_observe_1_deregisters() {
     );
 
     observers_gone(&gw).await;
-    mqtt_publish(gw.mqtt_addr, "obs/dereg", "v3", true).await;
+    mqtt_publish(gw.mqtt_addr, "obs/dereg", b"v3", true).await;
     c.expect_silence("after Observe=1").await;
     gw.shutdown().await;
 }
@@ -324,7 +327,7 @@ async fn rfc7252_5_2_3_non_request_gets_non_response_with_a_new_message_id() {
 #[tokio::test]
 async fn rfc7252_4_5_retransmitted_put_publishes_once() {
     let gw = gateway().await;
-    let mut sub = Mqtt::subscriber(gw.mqtt_addr, "dedup-sub", "dup/put").await;
+    let mut sub = Client::subscriber(gw.mqtt_addr, "dedup-sub", "dup/put").await;
     let mut c = Coap::new(gw.coap_addr).await;
     let mut p = c.request(RequestType::Put, "r/dup/put");
     p.payload = b"once".to_vec();
@@ -348,7 +351,7 @@ async fn rfc7252_4_5_retransmitted_put_publishes_once() {
     let replay = c.recv_raw("answer to the retransmission").await;
     assert_eq!(replay, first, "same ACK for the duplicate");
 
-    let got = sub.next().await;
+    let got = sub.publish_rx().await;
     assert_eq!(&got.payload[..], b"once");
     sub.expect_silence("a duplicate CON must not publish again")
         .await;
@@ -526,13 +529,8 @@ async fn td_coap_link_02_query_filters_href_ct_rt_with_trailing_star() {
 async fn rfc6690_rfc7959_large_well_known_core_is_block_wise() {
     let gw = gateway().await;
     for i in 0..80 {
-        mqtt_publish(
-            gw.mqtt_addr,
-            &format!("sensors/device-{i:03}/value"),
-            "1",
-            true,
-        )
-        .await;
+        let topic = format!("sensors/device-{i:03}/value");
+        mqtt_publish(gw.mqtt_addr, &topic, b"1", true).await;
     }
     let mut c = Coap::new(gw.coap_addr).await;
     let mut body = Vec::new();

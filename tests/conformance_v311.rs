@@ -5,9 +5,9 @@
 //! with ponte-mqtt's codec over a raw socket, so flags, packet identifiers and return codes
 //! are checked as they are on the wire.
 
-mod conformance;
+mod common;
 
-use conformance::*;
+use common::*;
 use ponte_mqtt::{Packet, QoS, SubscribeReturnCode};
 
 /// A CONNECT built byte by byte: protocol `name`/`level`, connect `flags`, keep alive 30 and
@@ -148,7 +148,7 @@ async fn mqtt_3_1_4_5_packets_after_a_refused_connect_are_not_processed() {
             code: ponte_mqtt::ConnectReturnCode::IdentifierRejected
         }]
     );
-    let (mut check, _) = V3::connect(gw.mqtt_addr, "check45", true).await;
+    let mut check = V3::connect(gw.mqtt_addr, "check45").await;
     sub(&mut check, "r45/t", QoS::AtMostOnce).await;
     check
         .publish("r45/t", QoS::AtMostOnce, false, b"sentinel")
@@ -163,18 +163,18 @@ async fn mqtt_3_1_4_5_packets_after_a_refused_connect_are_not_processed() {
 #[tokio::test]
 async fn mqtt_3_1_2_5_qos1_and_qos2_messages_queued_for_a_disconnected_session() {
     let gw = gateway().await;
-    let (mut away, present) = V3::connect(gw.mqtt_addr, "away5", false).await;
+    let (mut away, present) = V3::session(gw.mqtt_addr, "away5", false).await;
     assert!(!present);
     sub(&mut away, "away5/#", QoS::ExactlyOnce).await;
     away.disconnect().await;
 
-    let (mut publ, _) = V3::connect(gw.mqtt_addr, "away5-pub", true).await;
+    let mut publ = V3::connect(gw.mqtt_addr, "away5-pub").await;
     publ.publish("away5/1", QoS::AtLeastOnce, false, b"one")
         .await;
     publ.publish("away5/2", QoS::ExactlyOnce, false, b"two")
         .await;
 
-    let (mut back, present) = V3::connect(gw.mqtt_addr, "away5", false).await;
+    let (mut back, present) = V3::session(gw.mqtt_addr, "away5", false).await;
     assert!(present, "MQTT-3.2.2-2: the stored session is reported");
     let a = back.publish_rx().await;
     assert_eq!(
@@ -193,17 +193,17 @@ async fn mqtt_3_1_2_5_qos1_and_qos2_messages_queued_for_a_disconnected_session()
 #[tokio::test]
 async fn mqtt_3_1_2_6_clean_session_1_discards_the_previous_session() {
     let gw = gateway().await;
-    let (mut c, _) = V3::connect(gw.mqtt_addr, "fresh6", false).await;
+    let (mut c, _) = V3::session(gw.mqtt_addr, "fresh6", false).await;
     sub(&mut c, "fresh6/old", QoS::AtLeastOnce).await;
     c.disconnect().await;
 
-    let (mut c, present) = V3::connect(gw.mqtt_addr, "fresh6", true).await;
+    let (mut c, present) = V3::session(gw.mqtt_addr, "fresh6", true).await;
     assert!(
         !present,
         "MQTT-3.2.2-1: Clean Session 1 gets Session Present 0"
     );
     sub(&mut c, "fresh6/new", QoS::AtLeastOnce).await;
-    let (mut publ, _) = V3::connect(gw.mqtt_addr, "fresh6-pub", true).await;
+    let mut publ = V3::connect(gw.mqtt_addr, "fresh6-pub").await;
     publ.publish("fresh6/old", QoS::AtLeastOnce, false, b"old")
         .await;
     publ.publish("fresh6/new", QoS::AtLeastOnce, false, b"new")
@@ -214,35 +214,35 @@ async fn mqtt_3_1_2_6_clean_session_1_discards_the_previous_session() {
     c.disconnect().await;
 
     // The Clean Session 1 session ended with its connection: nothing is left to resume.
-    let (_c, present) = V3::connect(gw.mqtt_addr, "fresh6", false).await;
+    let (_c, present) = V3::session(gw.mqtt_addr, "fresh6", false).await;
     assert!(!present, "MQTT-3.1.2-6: clean-session state is not reused");
 }
 
 #[tokio::test]
 async fn mqtt_3_2_2_2_3_session_present_reflects_stored_session_state() {
     let gw = gateway().await;
-    let (c, present) = V3::connect(gw.mqtt_addr, "sp22", false).await;
+    let (c, present) = V3::session(gw.mqtt_addr, "sp22", false).await;
     assert!(
         !present,
         "MQTT-3.2.2-3: no stored session → Session Present 0"
     );
     c.disconnect().await;
-    let (_c, present) = V3::connect(gw.mqtt_addr, "sp22", false).await;
+    let (_c, present) = V3::session(gw.mqtt_addr, "sp22", false).await;
     assert!(present, "MQTT-3.2.2-2: stored session → Session Present 1");
 }
 
 #[tokio::test]
 async fn mqtt_3_1_2_7_retained_messages_outlive_the_publishers_session() {
     let gw = gateway().await;
-    let (mut publ, _) = V3::connect(gw.mqtt_addr, "keep7", false).await;
+    let (mut publ, _) = V3::session(gw.mqtt_addr, "keep7", false).await;
     publ.publish("keep7/t", QoS::AtLeastOnce, true, b"kept")
         .await;
     publ.disconnect().await;
     // End the session: a Clean Session 1 connection discards it.
-    let (publ, _) = V3::connect(gw.mqtt_addr, "keep7", true).await;
+    let publ = V3::connect(gw.mqtt_addr, "keep7").await;
     publ.disconnect().await;
 
-    let (mut c, _) = V3::connect(gw.mqtt_addr, "keep7-sub", true).await;
+    let mut c = V3::connect(gw.mqtt_addr, "keep7-sub").await;
     sub(&mut c, "keep7/t", QoS::AtLeastOnce).await;
     let p = c.publish_rx().await;
     assert_eq!(
@@ -257,7 +257,7 @@ async fn mqtt_3_1_2_7_retained_messages_outlive_the_publishers_session() {
 #[tokio::test]
 async fn mqtt_3_1_2_10_will_removed_once_published() {
     let gw = gateway().await;
-    let (mut watch, _) = V3::connect(gw.mqtt_addr, "w10-watch", true).await;
+    let mut watch = V3::connect(gw.mqtt_addr, "w10-watch").await;
     sub(&mut watch, "w10/#", QoS::AtMostOnce).await;
 
     let w = will("w10/t", b"gone", QoS::AtMostOnce, false);
@@ -267,7 +267,7 @@ async fn mqtt_3_1_2_10_will_removed_once_published() {
 
     // The same (persistent) session, this time connected without a will: nothing is left
     // of the first will to publish.
-    let (c, present) = V3::connect(gw.mqtt_addr, "w10", false).await;
+    let (c, present) = V3::session(gw.mqtt_addr, "w10", false).await;
     assert!(present);
     drop(c);
     watch
@@ -278,9 +278,9 @@ async fn mqtt_3_1_2_10_will_removed_once_published() {
 #[tokio::test]
 async fn mqtt_3_1_2_12_without_will_flag_nothing_is_published_on_abnormal_close() {
     let gw = gateway().await;
-    let (mut watch, _) = V3::connect(gw.mqtt_addr, "w12-watch", true).await;
+    let mut watch = V3::connect(gw.mqtt_addr, "w12-watch").await;
     sub(&mut watch, "#", QoS::AtMostOnce).await;
-    let (c, _) = V3::connect(gw.mqtt_addr, "w12", true).await;
+    let c = V3::connect(gw.mqtt_addr, "w12").await;
     drop(c);
     watch
         .assert_quiet(QUIET, "MQTT-3.1.2-12: no will without the Will Flag")
@@ -290,7 +290,7 @@ async fn mqtt_3_1_2_12_without_will_flag_nothing_is_published_on_abnormal_close(
 #[tokio::test]
 async fn mqtt_3_1_2_16_will_retain_0_published_as_a_non_retained_message() {
     let gw = gateway().await;
-    let (mut watch, _) = V3::connect(gw.mqtt_addr, "w16-watch", true).await;
+    let mut watch = V3::connect(gw.mqtt_addr, "w16-watch").await;
     sub(&mut watch, "w16/t", QoS::AtLeastOnce).await;
     let w = will("w16/t", b"bye", QoS::AtLeastOnce, false);
     let (c, _) = V3::connect_with(gw.mqtt_addr, connect3("w16", true, 30, Some(w))).await;
@@ -303,7 +303,7 @@ async fn mqtt_3_1_2_16_will_retain_0_published_as_a_non_retained_message() {
     ack(&mut watch, &p).await;
 
     // Not retained: a new subscriber's first message is a live sentinel.
-    let (mut late, _) = V3::connect(gw.mqtt_addr, "w16-late", true).await;
+    let mut late = V3::connect(gw.mqtt_addr, "w16-late").await;
     sub(&mut late, "w16/t", QoS::AtMostOnce).await;
     watch
         .publish("w16/t", QoS::AtMostOnce, false, b"sentinel")
@@ -316,14 +316,14 @@ async fn mqtt_3_1_2_17_will_retain_1_published_as_a_retained_message() {
     let gw = gateway().await;
     let w = will("w17/t", b"bye", QoS::AtLeastOnce, true);
     let (c, _) = V3::connect_with(gw.mqtt_addr, connect3("w17", true, 30, Some(w))).await;
-    let (mut watch, _) = V3::connect(gw.mqtt_addr, "w17-watch", true).await;
+    let mut watch = V3::connect(gw.mqtt_addr, "w17-watch").await;
     sub(&mut watch, "w17/t", QoS::AtLeastOnce).await;
     drop(c);
     let live = watch.publish_rx().await;
     assert_eq!(live.payload, "bye");
     ack(&mut watch, &live).await;
 
-    let (mut late, _) = V3::connect(gw.mqtt_addr, "w17-late", true).await;
+    let mut late = V3::connect(gw.mqtt_addr, "w17-late").await;
     sub(&mut late, "w17/t", QoS::AtLeastOnce).await;
     let p = late.publish_rx().await;
     assert_eq!(
@@ -345,7 +345,7 @@ async fn mqtt_3_1_3_5_client_ids_of_1_to_23_alphanumerics_are_accepted() {
     ];
     let mut conns = Vec::new();
     for id in ids {
-        let (c, _) = V3::connect(gw.mqtt_addr, id, true).await;
+        let c = V3::connect(gw.mqtt_addr, id).await;
         conns.push(c);
     }
     // Distinct ids are distinct clients: none was taken over by another.
@@ -360,9 +360,9 @@ async fn mqtt_3_1_3_5_client_ids_of_1_to_23_alphanumerics_are_accepted() {
 #[tokio::test]
 async fn mqtt_3_3_1_3_incoming_dup_flag_is_not_propagated() {
     let gw = gateway().await;
-    let (mut c, _) = V3::connect(gw.mqtt_addr, "dup3", true).await;
+    let mut c = V3::connect(gw.mqtt_addr, "dup3").await;
     sub(&mut c, "dup3/t", QoS::ExactlyOnce).await;
-    let (mut publ, _) = V3::connect(gw.mqtt_addr, "dup3-pub", true).await;
+    let mut publ = V3::connect(gw.mqtt_addr, "dup3-pub").await;
     let mut p = publish("dup3/t", QoS::AtLeastOnce, 7, false, b"resent");
     p.dup = true;
     publ.send(&Packet::Publish(p)).await;
@@ -379,12 +379,12 @@ async fn mqtt_3_3_1_3_incoming_dup_flag_is_not_propagated() {
 #[tokio::test]
 async fn mqtt_3_3_1_5_retained_message_stored_with_its_qos() {
     let gw = gateway().await;
-    let (mut publ, _) = V3::connect(gw.mqtt_addr, "rq5-pub", true).await;
+    let mut publ = V3::connect(gw.mqtt_addr, "rq5-pub").await;
     publ.publish("rq5/1", QoS::AtLeastOnce, true, b"q1").await;
     publ.publish("rq5/0", QoS::AtMostOnce, true, b"q0").await;
     // The QoS 0 publish has no acknowledgement: a ping orders it before the subscription.
     publ.ping().await;
-    let (mut c, _) = V3::connect(gw.mqtt_addr, "rq5-sub", true).await;
+    let mut c = V3::connect(gw.mqtt_addr, "rq5-sub").await;
     sub(&mut c, "rq5/+", QoS::ExactlyOnce).await;
     let mut got = [c.publish_rx().await, c.publish_rx().await];
     got.sort_by(|a, b| a.topic.cmp(&b.topic));
@@ -400,13 +400,13 @@ async fn mqtt_3_3_1_5_retained_message_stored_with_its_qos() {
 #[tokio::test]
 async fn mqtt_3_3_1_6_new_subscription_gets_the_last_retained_message_of_each_topic() {
     let gw = gateway().await;
-    let (mut publ, _) = V3::connect(gw.mqtt_addr, "rs6-pub", true).await;
+    let mut publ = V3::connect(gw.mqtt_addr, "rs6-pub").await;
     publ.publish("rs6/1", QoS::AtLeastOnce, true, b"old").await;
     publ.publish("rs6/1", QoS::AtLeastOnce, true, b"new").await;
     publ.publish("rs6/2", QoS::AtLeastOnce, true, b"x").await;
     publ.publish("other6/3", QoS::AtLeastOnce, true, b"no")
         .await;
-    let (mut c, _) = V3::connect(gw.mqtt_addr, "rs6-sub", true).await;
+    let mut c = V3::connect(gw.mqtt_addr, "rs6-sub").await;
     sub(&mut c, "rs6/+", QoS::AtMostOnce).await;
     publ.publish("rs6/end", QoS::AtLeastOnce, false, b"end")
         .await;
@@ -431,11 +431,11 @@ async fn mqtt_3_3_1_6_new_subscription_gets_the_last_retained_message_of_each_to
 #[tokio::test]
 async fn mqtt_3_3_1_7_qos0_retained_publish_replaces_the_retained_message() {
     let gw = gateway().await;
-    let (mut publ, _) = V3::connect(gw.mqtt_addr, "r7-pub", true).await;
+    let mut publ = V3::connect(gw.mqtt_addr, "r7-pub").await;
     publ.publish("r7/t", QoS::AtLeastOnce, true, b"old").await;
     publ.publish("r7/t", QoS::AtMostOnce, true, b"new").await;
     publ.ping().await;
-    let (mut c, _) = V3::connect(gw.mqtt_addr, "r7-sub", true).await;
+    let mut c = V3::connect(gw.mqtt_addr, "r7-sub").await;
     sub(&mut c, "r7/t", QoS::AtLeastOnce).await;
     publ.publish("r7/t", QoS::AtLeastOnce, false, b"end").await;
     let first = c.publish_rx().await;
@@ -450,13 +450,13 @@ async fn mqtt_3_3_1_7_qos0_retained_publish_replaces_the_retained_message() {
 #[tokio::test]
 async fn mqtt_3_3_1_12_retain_0_neither_stores_nor_removes_the_retained_message() {
     let gw = gateway().await;
-    let (mut publ, _) = V3::connect(gw.mqtt_addr, "r12-pub", true).await;
+    let mut publ = V3::connect(gw.mqtt_addr, "r12-pub").await;
     publ.publish("r12/t", QoS::AtLeastOnce, true, b"kept").await;
     publ.publish("r12/t", QoS::AtLeastOnce, false, b"live")
         .await;
     publ.publish("r12/u", QoS::AtLeastOnce, false, b"never")
         .await;
-    let (mut c, _) = V3::connect(gw.mqtt_addr, "r12-sub", true).await;
+    let mut c = V3::connect(gw.mqtt_addr, "r12-sub").await;
     sub(&mut c, "r12/+", QoS::AtLeastOnce).await;
     publ.publish("r12/end", QoS::AtLeastOnce, false, b"end")
         .await;
@@ -476,7 +476,7 @@ async fn mqtt_3_3_1_12_retain_0_neither_stores_nor_removes_the_retained_message(
 #[tokio::test]
 async fn mqtt_3_8_4_2_suback_carries_the_subscribe_packet_identifier() {
     let gw = gateway().await;
-    let (mut c, _) = V3::connect(gw.mqtt_addr, "id842", true).await;
+    let mut c = V3::connect(gw.mqtt_addr, "id842").await;
     c.send(&Packet::Subscribe {
         pkid: 0xBEEF,
         filters: vec![("id/t".into(), QoS::AtLeastOnce)],
@@ -492,7 +492,7 @@ async fn mqtt_3_8_4_2_suback_carries_the_subscribe_packet_identifier() {
 #[tokio::test]
 async fn mqtt_3_10_4_5_unsuback_with_the_packet_identifier_even_when_nothing_matched() {
     let gw = gateway().await;
-    let (mut c, _) = V3::connect(gw.mqtt_addr, "id1045", true).await;
+    let mut c = V3::connect(gw.mqtt_addr, "id1045").await;
     c.send(&Packet::Unsubscribe {
         pkid: 0x1234,
         filters: vec!["never/subscribed".into()],
@@ -504,9 +504,9 @@ async fn mqtt_3_10_4_5_unsuback_with_the_packet_identifier_even_when_nothing_mat
 #[tokio::test]
 async fn mqtt_3_8_4_3_identical_filter_replaces_the_subscription() {
     let gw = gateway().await;
-    let (mut publ, _) = V3::connect(gw.mqtt_addr, "rep3-pub", true).await;
+    let mut publ = V3::connect(gw.mqtt_addr, "rep3-pub").await;
     publ.publish("rep3/t", QoS::AtLeastOnce, true, b"r").await;
-    let (mut c, _) = V3::connect(gw.mqtt_addr, "rep3", true).await;
+    let mut c = V3::connect(gw.mqtt_addr, "rep3").await;
     sub(&mut c, "rep3/t", QoS::AtMostOnce).await;
     assert_eq!(c.publish_rx().await.qos, QoS::AtMostOnce);
     sub(&mut c, "rep3/t", QoS::AtLeastOnce).await;
@@ -544,7 +544,7 @@ async fn mqtt_3_8_4_3_identical_filter_replaces_the_subscription() {
 #[tokio::test]
 async fn mqtt_3_8_4_4_multiple_filters_handled_in_order_with_one_suback() {
     let gw = gateway().await;
-    let (mut c, _) = V3::connect(gw.mqtt_addr, "multi4", true).await;
+    let mut c = V3::connect(gw.mqtt_addr, "multi4").await;
     let codes = c
         .subscribe(&[
             ("m4/a", QoS::ExactlyOnce),
@@ -563,7 +563,7 @@ async fn mqtt_3_8_4_4_multiple_filters_handled_in_order_with_one_suback() {
         ],
         "MQTT-3.8.4-5 / MQTT-3.9.3-1: one code per filter, in order"
     );
-    let (mut publ, _) = V3::connect(gw.mqtt_addr, "multi4-pub", true).await;
+    let mut publ = V3::connect(gw.mqtt_addr, "multi4-pub").await;
     for t in ["m4/a", "m4/b", "m4/c"] {
         publ.publish(t, QoS::ExactlyOnce, false, b"v").await;
     }
@@ -588,7 +588,7 @@ async fn mqtt_3_8_4_4_multiple_filters_handled_in_order_with_one_suback() {
 #[tokio::test]
 async fn mqtt_4_7_3_1_empty_topic_filter_is_refused() {
     let gw = gateway().await;
-    let (mut c, _) = V3::connect(gw.mqtt_addr, "empty731", true).await;
+    let mut c = V3::connect(gw.mqtt_addr, "empty731").await;
     c.send(&Packet::Subscribe {
         pkid: 3,
         filters: vec![(String::new(), QoS::AtMostOnce)],
@@ -609,7 +609,7 @@ async fn mqtt_4_7_3_1_empty_topic_filter_is_refused() {
 #[tokio::test]
 async fn mqtt_3_10_4_1_unsubscribe_deletes_only_character_for_character_matches() {
     let gw = gateway().await;
-    let (mut c, _) = V3::connect(gw.mqtt_addr, "uc41", true).await;
+    let mut c = V3::connect(gw.mqtt_addr, "uc41").await;
     sub(&mut c, "uc41/+", QoS::AtMostOnce).await;
     // Neither filter is "uc41/+" itself, though both overlap it.
     c.send(&Packet::Unsubscribe {
@@ -625,7 +625,7 @@ async fn mqtt_3_10_4_1_unsubscribe_deletes_only_character_for_character_matches(
 #[tokio::test]
 async fn mqtt_3_10_4_6_multiple_filters_handled_with_one_unsuback() {
     let gw = gateway().await;
-    let (mut c, _) = V3::connect(gw.mqtt_addr, "u46", true).await;
+    let mut c = V3::connect(gw.mqtt_addr, "u46").await;
     for f in ["u46/a", "u46/b", "u46/c"] {
         sub(&mut c, f, QoS::AtMostOnce).await;
     }
@@ -646,9 +646,9 @@ async fn mqtt_3_10_4_6_multiple_filters_handled_with_one_unsuback() {
 #[tokio::test]
 async fn mqtt_3_10_4_3_qos2_delivery_in_flight_completes_after_unsubscribe() {
     let gw = gateway().await;
-    let (mut c, _) = V3::connect(gw.mqtt_addr, "u43", true).await;
+    let mut c = V3::connect(gw.mqtt_addr, "u43").await;
     sub(&mut c, "u43/t", QoS::ExactlyOnce).await;
-    let (mut publ, _) = V3::connect(gw.mqtt_addr, "u43-pub", true).await;
+    let mut publ = V3::connect(gw.mqtt_addr, "u43-pub").await;
     publ.publish("u43/t", QoS::ExactlyOnce, false, b"x").await;
     let p = c.publish_rx().await;
     assert_eq!(p.qos, QoS::ExactlyOnce);
@@ -667,7 +667,7 @@ async fn mqtt_3_10_4_3_qos2_delivery_in_flight_completes_after_unsubscribe() {
 #[tokio::test]
 async fn mqtt_3_12_4_1_pingreq_answered_with_pingresp() {
     let gw = gateway().await;
-    let (mut c, _) = V3::connect(gw.mqtt_addr, "ping", true).await;
+    let mut c = V3::connect(gw.mqtt_addr, "ping").await;
     c.send_raw(&[0xC0, 0x00]).await;
     c.expect(Packet::PingResp).await;
 }
@@ -675,7 +675,7 @@ async fn mqtt_3_12_4_1_pingreq_answered_with_pingresp() {
 #[tokio::test]
 async fn mqtt_3_14_1_1_disconnect_with_reserved_bits_set_closes_and_publishes_the_will() {
     let gw = gateway().await;
-    let (mut watch, _) = V3::connect(gw.mqtt_addr, "d141-watch", true).await;
+    let mut watch = V3::connect(gw.mqtt_addr, "d141-watch").await;
     sub(&mut watch, "d141/t", QoS::AtMostOnce).await;
     let w = will("d141/t", b"will", QoS::AtMostOnce, false);
     let (mut c, _) = V3::connect_with(gw.mqtt_addr, connect3("d141", true, 30, Some(w))).await;
@@ -697,9 +697,9 @@ async fn mqtt_3_14_1_1_disconnect_with_reserved_bits_set_closes_and_publishes_th
 #[tokio::test]
 async fn mqtt_4_3_2_2_after_puback_the_same_packet_id_is_a_new_message() {
     let gw = gateway().await;
-    let (mut c, _) = V3::connect(gw.mqtt_addr, "q432", true).await;
+    let mut c = V3::connect(gw.mqtt_addr, "q432").await;
     sub(&mut c, "q432/t", QoS::AtMostOnce).await;
-    let (mut publ, _) = V3::connect(gw.mqtt_addr, "q432-pub", true).await;
+    let mut publ = V3::connect(gw.mqtt_addr, "q432-pub").await;
     publ.send(&Packet::Publish(publish(
         "q432/t",
         QoS::AtLeastOnce,
@@ -720,9 +720,9 @@ async fn mqtt_4_3_2_2_after_puback_the_same_packet_id_is_a_new_message() {
 #[tokio::test]
 async fn mqtt_4_3_3_2_after_pubcomp_the_same_packet_id_is_a_new_message() {
     let gw = gateway().await;
-    let (mut c, _) = V3::connect(gw.mqtt_addr, "q433", true).await;
+    let mut c = V3::connect(gw.mqtt_addr, "q433").await;
     sub(&mut c, "q433/t", QoS::AtMostOnce).await;
-    let (mut publ, _) = V3::connect(gw.mqtt_addr, "q433-pub", true).await;
+    let mut publ = V3::connect(gw.mqtt_addr, "q433-pub").await;
     for payload in [b"1", b"2"] {
         publ.send(&Packet::Publish(publish(
             "q433/t",
@@ -743,9 +743,9 @@ async fn mqtt_4_3_3_2_after_pubcomp_the_same_packet_id_is_a_new_message() {
 #[tokio::test]
 async fn mqtt_4_4_0_1_unacknowledged_publish_and_pubrel_resent_on_reconnect() {
     let gw = gateway().await;
-    let (mut c, _) = V3::connect(gw.mqtt_addr, "re440", false).await;
+    let (mut c, _) = V3::session(gw.mqtt_addr, "re440", false).await;
     sub(&mut c, "re440/#", QoS::ExactlyOnce).await;
-    let (mut publ, _) = V3::connect(gw.mqtt_addr, "re440-pub", true).await;
+    let mut publ = V3::connect(gw.mqtt_addr, "re440-pub").await;
     publ.publish("re440/1", QoS::AtLeastOnce, false, b"a").await;
     publ.publish("re440/2", QoS::ExactlyOnce, false, b"b").await;
     let a = c.publish_rx().await; // not acknowledged
@@ -755,7 +755,7 @@ async fn mqtt_4_4_0_1_unacknowledged_publish_and_pubrel_resent_on_reconnect() {
     c.expect(Packet::PubRel(b.pkid)).await;
     drop(c); // gone before PUBACK for a and PUBCOMP for b
 
-    let (mut c, present) = V3::connect(gw.mqtt_addr, "re440", false).await;
+    let (mut c, present) = V3::session(gw.mqtt_addr, "re440", false).await;
     assert!(present);
     let again = c.recv().await;
     let mut want = a.clone();
@@ -774,9 +774,9 @@ async fn mqtt_4_4_0_1_unacknowledged_publish_and_pubrel_resent_on_reconnect() {
 #[tokio::test]
 async fn mqtt_4_6_0_6_messages_from_one_client_are_forwarded_in_order() {
     let gw = gateway().await;
-    let (mut c, _) = V3::connect(gw.mqtt_addr, "ord6", true).await;
+    let mut c = V3::connect(gw.mqtt_addr, "ord6").await;
     sub(&mut c, "ord6/t", QoS::AtLeastOnce).await;
-    let (mut publ, _) = V3::connect(gw.mqtt_addr, "ord6-pub", true).await;
+    let mut publ = V3::connect(gw.mqtt_addr, "ord6-pub").await;
     for i in 0..40u8 {
         let p = publish("ord6/t", QoS::AtLeastOnce, u16::from(i) + 1, false, &[i]);
         publ.send(&Packet::Publish(p)).await;
@@ -791,7 +791,7 @@ async fn mqtt_4_6_0_6_messages_from_one_client_are_forwarded_in_order() {
 #[tokio::test]
 async fn mqtt_4_7_3_4_topics_are_matched_without_normalisation() {
     let gw = gateway().await;
-    let (mut c, _) = V3::connect(gw.mqtt_addr, "norm", true).await;
+    let mut c = V3::connect(gw.mqtt_addr, "norm").await;
     sub(&mut c, "nm/a", QoS::AtMostOnce).await;
     for t in ["nm//a", "NM/a", "nm/a/", "nm/a ", "nm/\u{FEFF}a"] {
         c.publish(t, QoS::AtMostOnce, false, b"no").await;
@@ -814,9 +814,9 @@ async fn mqtt_4_7_3_4_topics_are_matched_without_normalisation() {
 #[tokio::test]
 async fn mqtt_4_6_0_6_pipelined_publishes_keep_order_with_a_durable_store() {
     let (gw, _dir) = sled_gateway().await;
-    let (mut c, _) = V3::connect(gw.mqtt_addr, "pipe-sub", true).await;
+    let mut c = V3::connect(gw.mqtt_addr, "pipe-sub").await;
     sub(&mut c, "pipe/#", QoS::AtLeastOnce).await;
-    let (mut publ, _) = V3::connect(gw.mqtt_addr, "pipe-pub", true).await;
+    let mut publ = V3::connect(gw.mqtt_addr, "pipe-pub").await;
     const N: u16 = 300;
     let mut bytes = bytes::BytesMut::new();
     let mut acked = Vec::new();
@@ -894,7 +894,7 @@ async fn mqtt_4_6_0_6_pipelined_publishes_keep_order_with_a_durable_store() {
 #[tokio::test]
 async fn mqtt_3_12_4_1_pingresp_follows_the_publishes_sent_before_it() {
     let (gw, _dir) = sled_gateway().await;
-    let (mut publ, _) = V3::connect(gw.mqtt_addr, "barrier", true).await;
+    let mut publ = V3::connect(gw.mqtt_addr, "barrier").await;
     let mut bytes = bytes::BytesMut::new();
     for i in 0..100u16 {
         let p = publish(&format!("barrier/{i}"), QoS::AtMostOnce, 0, true, b"v");

@@ -13,7 +13,7 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use ponte::auth::{password, AuthConfig};
 use ponte::Gateway;
 
-use common::{gateway_with, within};
+use common::*;
 
 /// A secret long enough for HS256 (ponte refuses shorter ones).
 const SECRET: &str = "an-hs256-secret-of-32-bytes-or-more!";
@@ -33,20 +33,6 @@ user bob
 topic read retained/#
 user carol
 ";
-
-/// Whether `bin` is on PATH; when not: panic in CI, otherwise print SKIP and return false.
-fn have(bin: &str) -> bool {
-    let found = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).any(|d| d.join(bin).is_file()))
-        .unwrap_or(false);
-    if !found {
-        if std::env::var_os("CI").is_some() {
-            panic!("{bin} is not installed, and CI must have it");
-        }
-        println!("SKIP: {bin} not installed");
-    }
-    found
-}
 
 /// A gateway with its auth files.
 struct Fixture {

@@ -23,8 +23,8 @@ async fn mqtt_3_2_connect_answered_with_connack_accepted() {
     );
 
     // The same exchange byte for byte.
-    let mut raw = Raw::open(gw.mqtt_addr).await;
-    raw.send(&connect_v311(true, 30, "connack-raw")).await;
+    let mut raw = V3::open(gw.mqtt_addr).await;
+    raw.send_raw(&connect_v311(true, 30, "connack-raw")).await;
     assert_eq!(
         raw.read().await,
         Some(RawPacket {
@@ -38,8 +38,8 @@ async fn mqtt_3_2_connect_answered_with_connack_accepted() {
 #[tokio::test]
 async fn mqtt_3_1_2_10_keep_alive_zero_turns_the_timeout_off() {
     let gw = gateway().await;
-    let mut zero = Raw::connect(gw.mqtt_addr, "ka-zero", 0).await;
-    let mut one = Raw::connect(gw.mqtt_addr, "ka-one", 1).await;
+    let mut zero = V3::connect_ka(gw.mqtt_addr, "ka-zero", 0).await;
+    let mut one = V3::connect_ka(gw.mqtt_addr, "ka-one", 1).await;
     // The control connection (Keep Alive 1 s) is closed after 1.5 s of silence...
     one.expect_closed_within(
         Duration::from_secs(3),
@@ -58,9 +58,9 @@ async fn mqtt_3_1_2_24_keep_alive_timeout_after_one_and_a_half_times_publishes_t
     let (mut watcher, _) = Client::connect(gw.mqtt_addr, "ka-watcher").await;
     watcher.subscribe("will/ka", QoS::AtLeastOnce).await;
 
-    let mut silent = Raw::open(gw.mqtt_addr).await;
+    let mut silent = V3::open(gw.mqtt_addr).await;
     silent
-        .send(&connect_packet(
+        .send_raw(&connect_packet(
             "MQTT",
             4,
             true,
@@ -110,8 +110,8 @@ async fn mqtt_3_1_3_6_empty_client_id_with_clean_session_is_accepted_and_given_a
 #[tokio::test]
 async fn mqtt_3_1_3_8_empty_client_id_without_clean_session_refused_with_connack_0x02() {
     let gw = gateway().await;
-    let mut raw = Raw::open(gw.mqtt_addr).await;
-    raw.send(&connect_v311(false, 30, "")).await;
+    let mut raw = V3::open(gw.mqtt_addr).await;
+    raw.send_raw(&connect_v311(false, 30, "")).await;
     assert_eq!(
         raw.read().await,
         Some(RawPacket {
@@ -127,8 +127,8 @@ async fn mqtt_3_1_3_8_empty_client_id_without_clean_session_refused_with_connack
 #[tokio::test]
 async fn mqtt_3_1_0_2_second_connect_on_a_connection_closes_it() {
     let gw = gateway().await;
-    let mut raw = Raw::connect(gw.mqtt_addr, "twice", 30).await;
-    raw.send(&connect_v311(true, 30, "twice")).await;
+    let mut raw = V3::connect(gw.mqtt_addr, "twice").await;
+    raw.send_raw(&connect_v311(true, 30, "twice")).await;
     let extra = raw
         .expect_closed("MQTT-3.1.0-2: a second CONNECT closes the connection")
         .await;
@@ -157,8 +157,8 @@ async fn mqtt_3_1_4_2_same_client_id_takes_over_and_disconnects_the_first_connec
 #[tokio::test]
 async fn mqtt_3_1_2_2_mqtt_3_1_mqisdp_connect_accepted() {
     let gw = gateway().await;
-    let mut raw = Raw::open(gw.mqtt_addr).await;
-    raw.send(&connect_packet("MQIsdp", 3, true, 30, "v31-client", None))
+    let mut raw = V3::open(gw.mqtt_addr).await;
+    raw.send_raw(&connect_packet("MQIsdp", 3, true, 30, "v31-client", None))
         .await;
     assert_eq!(
         raw.read().await,
@@ -169,7 +169,7 @@ async fn mqtt_3_1_2_2_mqtt_3_1_mqisdp_connect_accepted() {
         "MQTT 3.1 CONNECT accepted"
     );
     // And it is served: subscribe and publish to itself at QoS 1.
-    raw.send(&subscribe_packet(1, &[("v31/t", 1)])).await;
+    raw.send_raw(&subscribe_packet(1, &[("v31/t", 1)])).await;
     assert_eq!(
         raw.read().await,
         Some(RawPacket {
@@ -177,7 +177,7 @@ async fn mqtt_3_1_2_2_mqtt_3_1_mqisdp_connect_accepted() {
             body: vec![0, 1, 1]
         })
     );
-    raw.send(&publish_packet("v31/t", b"hi", 1, 9, false, false))
+    raw.send_raw(&publish_packet("v31/t", b"hi", 1, 9, false, false))
         .await;
     let a = raw.read().await.expect("packet");
     let b = raw.read().await.expect("packet");
@@ -296,8 +296,8 @@ async fn mqtt_4_3_3_qos2_dup_resend_before_pubrel_delivered_once() {
     let (mut sub, _) = Client::connect(gw.mqtt_addr, "dup-sub").await;
     sub.subscribe("dup/t", QoS::ExactlyOnce).await;
 
-    let mut raw = Raw::connect(gw.mqtt_addr, "dup-pub", 30).await;
-    raw.send(&publish_packet("dup/t", b"once", 2, 7, false, false))
+    let mut raw = V3::connect(gw.mqtt_addr, "dup-pub").await;
+    raw.send_raw(&publish_packet("dup/t", b"once", 2, 7, false, false))
         .await;
     assert_eq!(
         raw.read().await,
@@ -308,7 +308,7 @@ async fn mqtt_4_3_3_qos2_dup_resend_before_pubrel_delivered_once() {
         "PUBREC"
     );
     // The PUBREC "got lost": the client re-sends with DUP=1 before PUBREL.
-    raw.send(&publish_packet("dup/t", b"once", 2, 7, false, true))
+    raw.send_raw(&publish_packet("dup/t", b"once", 2, 7, false, true))
         .await;
     assert_eq!(
         raw.read().await,
@@ -318,7 +318,7 @@ async fn mqtt_4_3_3_qos2_dup_resend_before_pubrel_delivered_once() {
         }),
         "PUBREC again for the re-send"
     );
-    raw.send(&[0x62, 2, 0, 7]).await; // PUBREL
+    raw.send_raw(&[0x62, 2, 0, 7]).await; // PUBREL
     assert_eq!(
         raw.read().await,
         Some(RawPacket {
@@ -327,7 +327,7 @@ async fn mqtt_4_3_3_qos2_dup_resend_before_pubrel_delivered_once() {
         }),
         "PUBCOMP"
     );
-    raw.send(&publish_packet("dup/t", b"after", 0, 0, false, false))
+    raw.send_raw(&publish_packet("dup/t", b"after", 0, 0, false, false))
         .await;
 
     let got = sub.publishes_until(b"after").await;
@@ -565,8 +565,8 @@ async fn mqtt_3_9_3_invalid_filter_gets_suback_failure_0x80() {
     assert_eq!(c.publish_rx().await.payload, Bytes::from_static(b"fine"));
 
     // Byte for byte: the failure code is 0x80.
-    let mut raw = Raw::connect(gw.mqtt_addr, "badfilter-raw", 30).await;
-    raw.send(&subscribe_packet(3, &[("a/#/b", 0)])).await;
+    let mut raw = V3::connect(gw.mqtt_addr, "badfilter-raw").await;
+    raw.send_raw(&subscribe_packet(3, &[("a/#/b", 0)])).await;
     assert_eq!(
         raw.read().await,
         Some(RawPacket {
@@ -743,20 +743,20 @@ async fn mqtt_4_8_0_1_malformed_packet_closes_only_that_connection() {
     ok.subscribe("mal/#", QoS::AtLeastOnce).await;
 
     // Reserved packet type 0.
-    let mut bad = Raw::connect(gw.mqtt_addr, "malformed-1", 30).await;
-    bad.send(&[0x00, 0x00]).await;
+    let mut bad = V3::connect(gw.mqtt_addr, "malformed-1").await;
+    bad.send_raw(&[0x00, 0x00]).await;
     bad.expect_closed("a reserved packet type to close the connection")
         .await;
 
     // PUBLISH with QoS 3 (MQTT-3.3.1-4).
-    let mut bad = Raw::connect(gw.mqtt_addr, "malformed-2", 30).await;
-    bad.send(&[0x36, 7, 0, 3, b'm', b'a', b'l', 0, 1]).await;
+    let mut bad = V3::connect(gw.mqtt_addr, "malformed-2").await;
+    bad.send_raw(&[0x36, 7, 0, 3, b'm', b'a', b'l', 0, 1]).await;
     bad.expect_closed("a QoS 3 PUBLISH to close the connection")
         .await;
 
     // Invalid UTF-8 in a topic name (MQTT-1.5.3-1).
-    let mut bad = Raw::connect(gw.mqtt_addr, "malformed-3", 30).await;
-    bad.send(&[0x30, 8, 0, 6, b'm', b'a', b'l', b'/', 0xff, 0xfe])
+    let mut bad = V3::connect(gw.mqtt_addr, "malformed-3").await;
+    bad.send_raw(&[0x30, 8, 0, 6, b'm', b'a', b'l', b'/', 0xff, 0xfe])
         .await;
     bad.expect_closed("an invalid UTF-8 topic to close the connection")
         .await;
@@ -771,8 +771,8 @@ async fn mqtt_3_3_2_2_wildcard_in_publish_topic_closes_only_that_connection() {
     ok.subscribe("#", QoS::AtLeastOnce).await;
 
     for (i, topic) in ["wild/+", "wild/#"].into_iter().enumerate() {
-        let mut bad = Raw::connect(gw.mqtt_addr, &format!("wild-{i}"), 30).await;
-        bad.send(&publish_packet(topic, b"nope", 1, 1, false, false))
+        let mut bad = V3::connect(gw.mqtt_addr, &format!("wild-{i}")).await;
+        bad.send_raw(&publish_packet(topic, b"nope", 1, 1, false, false))
             .await;
         let seen = bad
             .expect_closed("MQTT-3.3.2-2: a wildcard topic name closes the connection")
@@ -788,9 +788,9 @@ async fn mqtt_max_packet_size_exceeded_closes_the_connection() {
     let (mut ok, _) = Client::connect(gw.mqtt_addr, "big-bystander").await;
     ok.subscribe("big/t", QoS::AtLeastOnce).await;
 
-    let mut raw = Raw::connect(gw.mqtt_addr, "big", 30).await;
+    let mut raw = V3::connect(gw.mqtt_addr, "big").await;
     // Under the limit: accepted.
-    raw.send(&publish_packet("big/t", &[b's'; 900], 1, 1, false, false))
+    raw.send_raw(&publish_packet("big/t", &[b's'; 900], 1, 1, false, false))
         .await;
     assert_eq!(
         raw.read().await,
@@ -802,7 +802,7 @@ async fn mqtt_max_packet_size_exceeded_closes_the_connection() {
     assert_eq!(ok.publish_rx().await.payload.len(), 900);
     // Over it: only the header needs to arrive for the connection to be dropped.
     let big = publish_packet("big/t", &[b'b'; 2000], 1, 2, false, false);
-    raw.send(&big[..16]).await;
+    raw.send_raw(&big[..16]).await;
     let seen = raw
         .expect_closed("a packet above max_packet_size to close the connection")
         .await;
@@ -877,8 +877,8 @@ async fn mqtt_3_1_2_8_will_published_on_protocol_violation() {
     let (mut watcher, _) = Client::connect(gw.mqtt_addr, "violation-watcher").await;
     watcher.subscribe("will/violation", QoS::AtLeastOnce).await;
 
-    let mut raw = Raw::open(gw.mqtt_addr).await;
-    raw.send(&connect_packet(
+    let mut raw = V3::open(gw.mqtt_addr).await;
+    raw.send_raw(&connect_packet(
         "MQTT",
         4,
         true,
@@ -894,7 +894,7 @@ async fn mqtt_3_1_2_8_will_published_on_protocol_violation() {
             body: vec![0, 0]
         })
     );
-    raw.send(&connect_v311(true, 30, "violator")).await;
+    raw.send_raw(&connect_v311(true, 30, "violator")).await;
     raw.expect_closed("the second CONNECT to close the connection")
         .await;
     let p = watcher.publish_rx().await;

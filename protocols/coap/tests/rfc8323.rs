@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use coap_lite::{CoapOption, MessageClass, Packet, RequestType, ResponseType};
-use common::{addr, at, config, content, Msg, PEER};
+use common::{addr, at, config, content, parse_tcp_frame, Msg, PEER};
 use ponte_coap::tcp::to_tcp;
 use ponte_coap::{Config, Event, Request, Response, TcpConnection};
 
@@ -35,26 +35,10 @@ fn csm() -> Vec<u8> {
 /// Decodes the frames in `bytes` into packets (datagram layout restored).
 fn decode_all(mut bytes: &[u8]) -> Vec<Packet> {
     let mut out = Vec::new();
-    while let Some(&b0) = bytes.first() {
-        let (nib, tkl) = (b0 >> 4, usize::from(b0 & 0x0F));
-        let ext = match nib {
-            13 => 1,
-            14 => 2,
-            15 => 4,
-            _ => 0,
-        };
-        let len = match ext {
-            0 => usize::from(nib),
-            1 => usize::from(bytes[1]) + 13,
-            2 => usize::from(u16::from_be_bytes([bytes[1], bytes[2]])) + 269,
-            _ => u32::from_be_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]) as usize + 65_805,
-        };
-        let code = bytes[1 + ext];
-        let start = 2 + ext;
-        let mut d = vec![0x40 | tkl as u8, code, 0, 0];
-        d.extend_from_slice(&bytes[start..start + tkl + len]);
-        out.push(Packet::from_bytes(&d).expect("we emit valid CoAP over TCP"));
-        bytes = &bytes[start + tkl + len..];
+    while !bytes.is_empty() {
+        let (p, used) = parse_tcp_frame(bytes).expect("whole frames");
+        out.push(p);
+        bytes = &bytes[used..];
     }
     out
 }

@@ -2,6 +2,9 @@
 //! coap-lite, a fixed peer and clock, and drains for transmissions/events.
 #![allow(dead_code)]
 
+mod tcp_frame;
+pub use tcp_frame::parse_tcp_frame;
+
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
