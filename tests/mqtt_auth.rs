@@ -680,10 +680,10 @@ async fn mosquitto_sub_hash_receives_only_granted_topics_and_suback_shows_refusa
     // The mosquitto-made file has alice and bob; alice writes, bob reads `alice/shared/#`.
     let mut alice = login_mosquitto_alice(&s).await;
     alice
-        .publish("alice/shared/r", QoS::AtLeastOnce, true, b"r")
-        .await;
-    alice
-        .publish("alice/hidden", QoS::AtLeastOnce, true, b"hidden")
+        .publish_all(&[
+            ("alice/shared/r", QoS::AtLeastOnce, true, b"r"),
+            ("alice/hidden", QoS::AtLeastOnce, true, b"hidden"),
+        ])
         .await;
     let before = s.gw.broker.subscription_count();
     let port = s.addr().port();

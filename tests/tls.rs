@@ -114,6 +114,27 @@ impl Pki {
         }
     }
 
+    /// A connected MQTT over TLS client `id` of `addr`, with the client certificate `client`
+    /// if given.
+    async fn mqtts(&self, addr: SocketAddr, id: &str, client: Option<&str>) -> Client {
+        connect(tls_options(addr, id, self.rumqttc_tls(client))).await
+    }
+
+    /// Options for an MQTT over WebSocket client `id` of `wss://127.0.0.1:{port}/mqtt`.
+    fn wss(&self, port: u16, id: &str, client: Option<&str>) -> MqttOptions {
+        let url = format!("wss://127.0.0.1:{port}/mqtt");
+        wss_options(url, id, self.rumqttc_tls(client))
+    }
+
+    /// An HTTPS client trusting the CA.
+    fn https(&self) -> reqwest::Client {
+        let ca = reqwest::Certificate::from_pem(&self.read("ca.pem")).unwrap();
+        reqwest::Client::builder()
+            .add_root_certificate(ca)
+            .build()
+            .unwrap()
+    }
+
     /// A rustls client configuration trusting the CA (ring, like the server).
     fn rustls_client(&self, client: Option<&str>) -> Arc<rustls::ClientConfig> {
         let mut roots = rustls::RootCertStore::empty();
@@ -213,96 +234,71 @@ async fn try_connect(opts: MqttOptions) -> Result<Client, String> {
     connected.map(|(c, _)| c).map_err(|e| format!("{e:?}"))
 }
 
+/// `publ` publishes `payload` to `topic` (QoS 1), and `sub` receives it.
+async fn relay(publ: &mut Client, sub: &mut Client, topic: &str, payload: &[u8]) {
+    publ.publish_each(&[(topic, payload)]).await;
+    let p = sub.publish_rx().await;
+    assert_eq!((p.topic.as_str(), &p.payload[..]), (topic, payload));
+}
+
+/// A PKI and a gateway with `[tls]` for it, configured further by `f`.
+async fn pki_gateway(f: impl FnOnce(&mut ponte::config::Config)) -> (Pki, ponte::Gateway) {
+    let pki = Pki::new();
+    let gw = tls_gateway(&pki, f).await;
+    (pki, gw)
+}
+
 // ---------------------------------------------------------------------------------------
 // MQTT over TLS, HTTPS, WSS
 // ---------------------------------------------------------------------------------------
 
 #[tokio::test]
 async fn mqtts_publish_subscribe_with_rumqttc_and_plain_tcp_sees_it_too() {
-    let pki = Pki::new();
-    let gw = tls_gateway(&pki, |_| {}).await;
+    let (pki, gw) = pki_gateway(|_| {}).await;
     let mqtts = gw.mqtts_addr.expect("mqtts listens once [tls] is set");
     assert_ne!(mqtts, gw.mqtt_addr);
-    let mut sub = connect(tls_options(mqtts, "tls-sub", pki.rumqttc_tls(None))).await;
+    let mut sub = pki.mqtts(mqtts, "tls-sub", None).await;
     sub.subscribe("tls/#", QoS::AtLeastOnce).await;
     let mut plain = Client::subscriber(gw.mqtt_addr, "plain-sub", "tls/#").await;
-    let mut publ = connect(tls_options(mqtts, "tls-pub", pki.rumqttc_tls(None))).await;
-    publ.publish("tls/a", QoS::AtLeastOnce, false, b"over-tls")
-        .await;
-    let p = sub.publish_rx().await;
-    assert_eq!(
-        (p.topic.as_str(), &p.payload[..]),
-        ("tls/a", &b"over-tls"[..])
-    );
+    let mut publ = pki.mqtts(mqtts, "tls-pub", None).await;
+    relay(&mut publ, &mut sub, "tls/a", b"over-tls").await;
     assert_eq!(&plain.publish_rx().await.payload[..], b"over-tls");
     gw.shutdown().await;
 }
 
 #[tokio::test]
 async fn https_put_then_get_and_an_mqtts_subscriber_gets_the_put() {
-    let pki = Pki::new();
-    let gw = tls_gateway(&pki, |_| {}).await;
+    let (pki, gw) = pki_gateway(|_| {}).await;
     let https = gw
         .https_addr
         .expect("HTTPS listens when http.tls_port is set");
-    let mut sub = connect(tls_options(
-        gw.mqtts_addr.unwrap(),
-        "x-sub",
-        pki.rumqttc_tls(None),
-    ))
-    .await;
+    let mut sub = pki.mqtts(gw.mqtts_addr.unwrap(), "x-sub", None).await;
     sub.subscribe("x/+", QoS::AtLeastOnce).await;
-    let http = reqwest::Client::builder()
-        .add_root_certificate(reqwest::Certificate::from_pem(&pki.read("ca.pem")).unwrap())
-        .build()
-        .unwrap();
+    let http = pki.https();
     let url = format!("https://127.0.0.1:{}/resources/x/t", https.port());
-    let r = http
-        .put(&url)
-        .header("content-type", "text/plain")
-        .body("from-https")
-        .send()
-        .await
-        .unwrap();
+    let put = http.put(&url).header("content-type", "text/plain");
+    let r = put.body("from-https").send().await.unwrap();
     assert_eq!(r.status(), 201);
     let p = sub.publish_rx().await;
-    assert_eq!(
-        (p.topic.as_str(), &p.payload[..]),
-        ("x/t", &b"from-https"[..])
-    );
+    let got = (p.topic.as_str(), &p.payload[..]);
+    assert_eq!(got, ("x/t", &b"from-https"[..]));
     let r = http.get(&url).send().await.unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.text().await.unwrap(), "from-https");
     // The plain HTTP port is still plain HTTP, with the same value.
-    let r = reqwest::get(format!("http://{}/resources/x/t", gw.http_addr))
-        .await
-        .unwrap();
-    assert_eq!(r.text().await.unwrap(), "from-https");
+    assert_eq!(http_text(&gw, "x/t").await, "from-https");
     gw.shutdown().await;
 }
 
 #[tokio::test]
 async fn wss_on_its_own_port_and_at_https_mqtt_share_the_broker() {
-    let pki = Pki::new();
-    let gw = tls_gateway(&pki, |_| {}).await;
+    let (pki, gw) = pki_gateway(|_| {}).await;
     let wss = gw.wss_addr.expect("WSS listens when mqtt.wss_port is set");
     let https = gw.https_addr.unwrap();
-    let mut sub = connect(wss_options(
-        format!("wss://127.0.0.1:{}/mqtt", https.port()),
-        "wss-sub",
-        pki.rumqttc_tls(None),
-    ))
-    .await;
+    let mut sub = connect(pki.wss(https.port(), "wss-sub", None)).await;
     sub.subscribe("w/#", QoS::AtLeastOnce).await;
-    let mut publ = connect(wss_options(
-        format!("wss://127.0.0.1:{}/mqtt", wss.port()),
-        "wss-pub",
-        pki.rumqttc_tls(None),
-    ))
-    .await;
-    publ.publish("w/1", QoS::AtLeastOnce, false, b"over-wss")
-        .await;
-    assert_eq!(&sub.publish_rx().await.payload[..], b"over-wss");
+    let mut publ = connect(pki.wss(wss.port(), "wss-pub", None)).await;
+    relay(&mut publ, &mut sub, "w/1", b"over-wss").await;
     gw.shutdown().await;
 }
 
@@ -312,8 +308,7 @@ async fn wss_on_its_own_port_and_at_https_mqtt_share_the_broker() {
 
 #[tokio::test]
 async fn require_client_cert_refuses_a_handshake_without_one_and_accepts_one_with_it() {
-    let pki = Pki::new();
-    let gw = tls_gateway(&pki, |c| c.tls.require_client_cert = true).await;
+    let (pki, gw) = pki_gateway(|c| c.tls.require_client_cert = true).await;
     let mqtts = gw.mqtts_addr.unwrap();
     // Under TLS 1.3 the client finishes its side first; the server's refusal (an alert)
     // comes with the first read. Either way no CONNACK ever comes back.
@@ -332,34 +327,22 @@ async fn require_client_cert_refuses_a_handshake_without_one_and_accepts_one_wit
     }
     let refused = try_connect(tls_options(mqtts, "no-cert", pki.rumqttc_tls(None))).await;
     assert!(refused.is_err(), "rumqttc without a certificate connected");
-    let mut ok = connect(tls_options(
-        mqtts,
-        "with-cert",
-        pki.rumqttc_tls(Some("client")),
-    ))
-    .await;
+    let mut ok = pki.mqtts(mqtts, "with-cert", Some("client")).await;
     ok.subscribe("c/#", QoS::AtLeastOnce).await;
     // A certificate from another CA is refused too.
     let other = Pki::new();
     std::fs::copy(other.path("client.pem"), pki.path("stranger.pem")).unwrap();
     std::fs::copy(other.path("client.key"), pki.path("stranger.key")).unwrap();
-    let stranger = try_connect(tls_options(
-        mqtts,
-        "stranger",
-        pki.rumqttc_tls(Some("stranger")),
-    ))
-    .await;
-    assert!(
-        stranger.is_err(),
-        "a certificate of another CA was accepted"
-    );
+    let stranger = tls_options(mqtts, "stranger", pki.rumqttc_tls(Some("stranger")));
+    let stranger = try_connect(stranger).await;
+    let why = "a certificate of another CA was accepted";
+    assert!(stranger.is_err(), "{why}");
     gw.shutdown().await;
 }
 
 #[tokio::test]
 async fn use_identity_as_username_makes_the_cert_cn_the_username_and_refuses_clients_without() {
-    let pki = Pki::new();
-    let gw = tls_gateway(&pki, |c| c.tls.use_identity_as_username = true).await;
+    let (pki, gw) = pki_gateway(|c| c.tls.use_identity_as_username = true).await;
     let mqtts = gw.mqtts_addr.unwrap();
     // CONNECT claims "mallory"; the certificate says "alice".
     let mut o = tls_options(mqtts, "cn-client", pki.rumqttc_tls(Some("client")));
@@ -367,17 +350,11 @@ async fn use_identity_as_username_makes_the_cert_cn_the_username_and_refuses_cli
     let _alice = connect(o).await;
     // Over WSS the same: the identity travels from the TLS connection through the upgrade.
     pki.client_cert("bob", "bob");
-    let mut o = wss_options(
-        format!("wss://127.0.0.1:{}/mqtt", gw.wss_addr.unwrap().port()),
-        "cn-wss",
-        pki.rumqttc_tls(Some("bob")),
-    );
+    let mut o = pki.wss(gw.wss_addr.unwrap().port(), "cn-wss", Some("bob"));
     o.set_credentials("mallory", "pw");
     let _bob = connect(o).await;
     // A plain TCP client keeps its own username: the option is about TLS identities.
-    let mut o = options(gw.mqtt_addr, "plain");
-    o.set_credentials("carol", "pw");
-    let _carol = connect(o).await;
+    let _carol = connect(login(gw.mqtt_addr, "plain", "carol", "pw")).await;
     let mut clients = gw.mqtt_clients();
     clients.sort_by(|a, b| a.client_id.cmp(&b.client_id));
     let seen: Vec<_> = clients
@@ -402,13 +379,11 @@ async fn use_identity_as_username_makes_the_cert_cn_the_username_and_refuses_cli
     // Without a certificate (allowed by the handshake: require_client_cert is off), the
     // CONNECT is refused: 3.1.1 CONNACK 0x05 ...
     let refused = try_connect(tls_options(mqtts, "anon", pki.rumqttc_tls(None))).await;
-    let e = refused
-        .err()
-        .expect("a client without certificate was accepted");
-    assert!(
-        e.contains(&format!("{:?}", ConnectReturnCode::NotAuthorized)),
-        "expected CONNACK 0x05 (not authorized), got {e}"
-    );
+    let e = refused.err();
+    let e = e.expect("a client without certificate was accepted");
+    let code = format!("{:?}", ConnectReturnCode::NotAuthorized);
+    let why = format!("expected CONNACK 0x05 (not authorized), got {e}");
+    assert!(e.contains(&code), "{why}");
     // ... and v5 CONNACK 0x87.
     let mut s = raw_tls(&pki, mqtts, None).await.unwrap();
     let v5 = [
@@ -447,16 +422,9 @@ async fn use_identity_as_username_skips_the_password_and_the_acl_applies_to_the_
     o.set_credentials("mallory", "not-checked");
     let mut alice = connect(o).await;
     alice
-        .publish("alice/t", QoS::AtLeastOnce, false, b"mine")
+        .publish_each(&[("alice/t", b"mine"), ("carol/t", b"not mine")])
         .await;
-    alice
-        .publish("carol/t", QoS::AtLeastOnce, false, b"not mine")
-        .await;
-    let get = |t: &str| {
-        gw.broker
-            .get(&ponte::broker::topic::TopicName::parse(t).unwrap())
-            .is_some()
-    };
+    let get = |t: &str| retained(&gw, t).is_some();
     alice
         .client
         .publish("alice/r", QoS::AtLeastOnce, true, "kept")
@@ -472,13 +440,10 @@ async fn use_identity_as_username_skips_the_password_and_the_acl_applies_to_the_
     assert!(get("alice/r"), "the ACL grants alice/# to the CN");
     assert!(!get("carol/r"), "and nothing else");
     // Over plain TCP the password is checked as usual.
-    let mut o = options(gw.mqtt_addr, "plain");
-    o.set_credentials("alice", "anything");
-    let refused = try_connect(o).await.err().expect("refused");
-    assert!(
-        refused.contains(&format!("{:?}", ConnectReturnCode::BadUserNamePassword)),
-        "{refused}"
-    );
+    let plain = login(gw.mqtt_addr, "plain", "alice", "anything");
+    let refused = try_connect(plain).await.err().expect("refused");
+    let code = format!("{:?}", ConnectReturnCode::BadUserNamePassword);
+    assert!(refused.contains(&code), "{refused}");
     gw.shutdown().await;
 }
 
@@ -520,33 +485,16 @@ async fn https_requests_carry_the_verified_client_cn_as_tls_identity() {
     let mut identity = pki.read("client.pem");
     identity.extend(pki.read("client.key"));
     let with_cert = reqwest::Client::builder()
-        .add_root_certificate(ca.clone())
+        .add_root_certificate(ca)
         .identity(reqwest::Identity::from_pem(&identity).unwrap())
         .build()
         .unwrap();
-    let without = reqwest::Client::builder()
-        .add_root_certificate(ca)
-        .build()
-        .unwrap();
+    let without = pki.https();
     let url = format!("https://127.0.0.1:{}/who", addr.port());
-    let body = with_cert
-        .get(&url)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert_eq!(body, "alice true");
-    let body = without
-        .get(&url)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert_eq!(body, "- false");
+    for (client, says) in [(with_cert, "alice true"), (without, "- false")] {
+        let body = send("GET /who", client.get(&url)).await.text().await;
+        assert_eq!(body.unwrap(), says);
+    }
     within(WAIT, "shutdown", controller.shutdown()).await;
     server.await.unwrap();
 }
@@ -557,11 +505,10 @@ async fn https_requests_carry_the_verified_client_cn_as_tls_identity() {
 
 #[tokio::test]
 async fn reload_new_connections_get_the_new_certificate_old_ones_keep_working() {
-    let pki = Pki::new();
-    let gw = tls_gateway(&pki, |_| {}).await;
+    let (pki, gw) = pki_gateway(|_| {}).await;
     let mqtts = gw.mqtts_addr.unwrap();
     let https = gw.https_addr.unwrap();
-    let mut old = connect(tls_options(mqtts, "old", pki.rumqttc_tls(None))).await;
+    let mut old = pki.mqtts(mqtts, "old", None).await;
     old.subscribe("r/#", QoS::AtLeastOnce).await;
     assert_eq!(
         presented(&pki, mqtts).await,
@@ -578,10 +525,8 @@ async fn reload_new_connections_get_the_new_certificate_old_ones_keep_working() 
         );
     }
     // The connection made before the reload goes on.
-    let mut publ = connect(tls_options(mqtts, "new", pki.rumqttc_tls(None))).await;
-    publ.publish("r/1", QoS::AtLeastOnce, false, b"after-reload")
-        .await;
-    assert_eq!(&old.publish_rx().await.payload[..], b"after-reload");
+    let mut publ = pki.mqtts(mqtts, "new", None).await;
+    relay(&mut publ, &mut old, "r/1", b"after-reload").await;
 
     // A broken file is reported, naming it, and the certificate in force stays.
     std::fs::write(pki.path("server.pem"), "not a certificate").unwrap();
@@ -603,41 +548,26 @@ async fn reload_new_connections_get_the_new_certificate_old_ones_keep_working() 
 
 #[tokio::test]
 async fn a_plaintext_client_on_the_tls_port_is_closed_without_hurting_others() {
-    let pki = Pki::new();
-    let gw = tls_gateway(&pki, |_| {}).await;
+    let (pki, gw) = pki_gateway(|_| {}).await;
     let mqtts = gw.mqtts_addr.unwrap();
-    let mut sub = connect(tls_options(mqtts, "bystander", pki.rumqttc_tls(None))).await;
+    let mut sub = pki.mqtts(mqtts, "bystander", None).await;
     sub.subscribe("p/#", QoS::AtLeastOnce).await;
     let mut plain = TcpStream::connect(mqtts).await.unwrap();
     plain.write_all(&connect_packet("plain")).await.unwrap();
-    let mut got = Vec::new();
-    let closed = within(WAIT, "the plaintext client to be closed", async {
-        let mut buf = [0u8; 256];
-        loop {
-            match plain.read(&mut buf).await {
-                Ok(0) | Err(_) => break true,
-                Ok(n) => got.extend_from_slice(&buf[..n]),
-            }
-        }
-    })
-    .await;
-    assert!(closed);
+    let got = read_to_close(&mut plain, WAIT, "the plaintext client to be closed").await;
     // At most a TLS alert (content type 21), never an MQTT CONNACK (0x20).
     assert!(
         got.is_empty() || got[0] == 21,
         "plaintext client got {got:?}"
     );
-    let mut publ = connect(tls_options(mqtts, "after", pki.rumqttc_tls(None))).await;
-    publ.publish("p/1", QoS::AtLeastOnce, false, b"still-fine")
-        .await;
-    assert_eq!(&sub.publish_rx().await.payload[..], b"still-fine");
+    let mut publ = pki.mqtts(mqtts, "after", None).await;
+    relay(&mut publ, &mut sub, "p/1", b"still-fine").await;
     gw.shutdown().await;
 }
 
 #[tokio::test]
 async fn handshake_timeout_closes_an_idle_tcp_connection_and_frees_its_slot() {
-    let pki = Pki::new();
-    let gw = tls_gateway(&pki, |c| {
+    let (pki, gw) = pki_gateway(|c| {
         c.tls.handshake_timeout_secs = 1;
         c.mqtt.max_connections = 1;
     })
@@ -662,7 +592,7 @@ async fn handshake_timeout_closes_an_idle_tcp_connection_and_frees_its_slot() {
         "closed after {waited:?}"
     );
     // The slot is free again; the HTTPS port has the same timeout.
-    let _ok = connect(tls_options(mqtts, "fits", pki.rumqttc_tls(None))).await;
+    let _ok = pki.mqtts(mqtts, "fits", None).await;
     let mut idle = TcpStream::connect(gw.https_addr.unwrap()).await.unwrap();
     assert!(closed_within(&mut idle, Duration::from_secs(4)).await);
     gw.shutdown().await;
@@ -670,20 +600,9 @@ async fn handshake_timeout_closes_an_idle_tcp_connection_and_frees_its_slot() {
 
 #[tokio::test]
 async fn shutdown_closes_tls_connections_like_plain_ones() {
-    let pki = Pki::new();
-    let gw = tls_gateway(&pki, |_| {}).await;
-    let mut mqtts = connect(tls_options(
-        gw.mqtts_addr.unwrap(),
-        "s1",
-        pki.rumqttc_tls(None),
-    ))
-    .await;
-    let mut wss = connect(wss_options(
-        format!("wss://127.0.0.1:{}/mqtt", gw.https_addr.unwrap().port()),
-        "s2",
-        pki.rumqttc_tls(None),
-    ))
-    .await;
+    let (pki, gw) = pki_gateway(|_| {}).await;
+    let mut mqtts = pki.mqtts(gw.mqtts_addr.unwrap(), "s1", None).await;
+    let mut wss = connect(pki.wss(gw.https_addr.unwrap().port(), "s2", None)).await;
     // A handshake in progress does not hold shutdown up either.
     let _half = TcpStream::connect(gw.mqtts_addr.unwrap()).await.unwrap();
     let started = Instant::now();
@@ -731,28 +650,30 @@ async fn bad_certificate_or_key_files_are_start_errors_naming_the_file() {
         "{e}"
     );
 
-    let e = err(start(&|c| c.tls.key_file = None).await);
-    assert!(e.contains("key_file"), "{e}");
-    let e = err(start(&|c| {
-        c.tls.client_ca_file = None;
-        c.tls.use_identity_as_username = true;
-    })
-    .await);
-    assert!(e.contains("client_ca_file"), "{e}");
-    let e = err(start(&|c| {
-        c.tls.cert_file = None;
-        c.tls.key_file = None;
-        c.tls.client_ca_file = None;
-        c.mqtt.wss_port = None;
-    })
-    .await);
-    assert!(e.contains("http.tls_port"), "{e}");
-    let e = err(start(&|c| {
-        c.tls.cert_file = None;
-        c.tls.key_file = None;
-    })
-    .await);
-    assert!(e.contains("tls.client_ca_file"), "{e}");
+    // Settings that do not fit together, and the setting each error names.
+    type Tweak = fn(&mut ponte::config::Config);
+    let cases: [(Tweak, &str); 4] = [
+        (|c| c.tls.key_file = None, "key_file"),
+        (
+            |c| (c.tls.client_ca_file, c.tls.use_identity_as_username) = (None, true),
+            "client_ca_file",
+        ),
+        (
+            |c| {
+                (c.tls.cert_file, c.tls.key_file) = (None, None);
+                (c.tls.client_ca_file, c.mqtt.wss_port) = (None, None);
+            },
+            "http.tls_port",
+        ),
+        (
+            |c| (c.tls.cert_file, c.tls.key_file) = (None, None),
+            "tls.client_ca_file",
+        ),
+    ];
+    for (tweak, names) in cases {
+        let e = err(start(&tweak).await);
+        assert!(e.contains(names), "{e}");
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -873,30 +794,16 @@ async fn issue_5_https_enforces_the_same_auth_as_http() {
     .unwrap();
     let gw = tls_gateway(&pki, |c| c.auth.password_file = Some(passwd.clone())).await;
     let https = gw.https_addr.expect("HTTPS listens");
-    let http = reqwest::Client::builder()
-        .add_root_certificate(reqwest::Certificate::from_pem(&pki.read("ca.pem")).unwrap())
-        .build()
-        .unwrap();
+    let http = pki.https();
     let url = format!("https://127.0.0.1:{}/resources/s/t", https.port());
     let r = http.put(&url).body("anon").send().await.unwrap();
     assert_eq!(r.status(), 401, "anonymous is off with a password file");
     assert!(r.headers().contains_key("www-authenticate"));
-    let r = http
-        .put(&url)
-        .basic_auth("bob", Some("wrong"))
-        .body("x")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 401);
-    let r = http
-        .put(&url)
-        .basic_auth("bob", Some("hunter2"))
-        .body("bob's")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
+    for (password, body, status) in [("wrong", "x", 401), ("hunter2", "bob's", 201)] {
+        let put = http.put(&url).basic_auth("bob", Some(password));
+        let r = put.body(body).send().await.unwrap();
+        assert_eq!(r.status(), status);
+    }
     gw.shutdown().await;
 }
 

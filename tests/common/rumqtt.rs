@@ -235,6 +235,13 @@ impl Client {
         }
     }
 
+    /// Publish each `(topic, qos, retain, payload)` in turn, completing each exchange.
+    pub async fn publish_all(&mut self, messages: &[(&str, QoS, bool, &[u8])]) {
+        for (topic, qos, retain, payload) in messages {
+            self.publish(topic, *qos, *retain, payload).await;
+        }
+    }
+
     /// Publish each `(topic, payload)` at QoS 1, not retained.
     pub async fn publish_each(&mut self, messages: &[(&str, &[u8])]) {
         for (topic, payload) in messages {
