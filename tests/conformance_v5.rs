@@ -10,7 +10,53 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use ponte_mqtt::{reason, Packet5, Properties, QoS, ReasonPacket, Subscribe5, SubscriptionOptions};
+use ponte_mqtt::{reason, Packet5, Properties, QoS, ReasonPacket, Subscribe5};
+
+/// A gateway and a watcher `id` subscribed to `filter` at `qos`.
+async fn watching(id: &str, filter: &str, qos: QoS) -> (ponte::Gateway, V5) {
+    let gw = gateway().await;
+    let mut watch = V5::connect(gw.mqtt_addr, id).await;
+    watch.subscribe(&[(filter, opts(qos))]).await;
+    (gw, watch)
+}
+
+/// A gateway, a client `id` subscribed to `filter` at `qos` (with Session Expiry 60 s
+/// when `persistent`), and a publisher `{id}-pub`.
+async fn sub_and_pub(
+    id: &str,
+    filter: &str,
+    qos: QoS,
+    persistent: bool,
+) -> (ponte::Gateway, V5, V5) {
+    let gw = gateway().await;
+    let props = if persistent {
+        expiry(60)
+    } else {
+        Properties::default()
+    };
+    let (mut c, _) = V5::session(gw.mqtt_addr, id, true, props).await;
+    c.subscribe(&[(filter, opts(qos))]).await;
+    let publ = V5::connect(gw.mqtt_addr, &format!("{id}-pub")).await;
+    (gw, c, publ)
+}
+
+/// Everything in `got` is a DISCONNECT with `code` (there may be none).
+fn at_most_disconnect(got: &[Packet5], code: u8, what: &str) {
+    for p in got {
+        let ok = matches!(p, Packet5::Disconnect(ReasonPacket { reason_code, .. }) if *reason_code == code);
+        assert!(ok, "{what}: {p:?}");
+    }
+}
+
+/// A v5 client `id` with a QoS 0 will on `topic` and no properties.
+async fn plain_will(gw: &ponte::Gateway, id: &str, topic: &str) -> V5 {
+    with_will(gw, id, topic, Properties::default(), Properties::default()).await
+}
+
+/// Message Expiry Interval `secs` as PUBLISH properties.
+fn expiring(secs: u32) -> Properties {
+    props(|p| p.message_expiry_interval = Some(secs))
+}
 
 // ---------------------------------------------------------------------------------------
 // 3.1 CONNECT, 3.2 CONNACK
@@ -26,16 +72,7 @@ async fn mqtt5_3_1_0_2_second_connect_is_a_protocol_error() {
         !got.iter().any(|p| matches!(p, Packet5::ConnAck { .. })),
         "MQTT-3.2.0-2: no second CONNACK: {got:?}"
     );
-    assert!(
-        got.iter().all(|p| matches!(
-            p,
-            Packet5::Disconnect(ReasonPacket {
-                reason_code: 0x82,
-                ..
-            })
-        )),
-        "at most a DISCONNECT 0x82 (Protocol Error): {got:?}"
-    );
+    at_most_disconnect(&got, 0x82, "at most a DISCONNECT 0x82 (Protocol Error)");
 }
 
 #[tokio::test]
@@ -197,18 +234,8 @@ async fn mqtt5_3_1_2_22_keep_alive_timeout_closes_and_3_2_2_22_uses_the_clients_
         waited >= Duration::from_millis(1400) && waited < Duration::from_millis(3000),
         "closed after 1.5 × 1 s, not {waited:?}"
     );
-    for p in &got {
-        assert!(
-            matches!(
-                p,
-                Packet5::Disconnect(ReasonPacket {
-                    reason_code: 0x8D,
-                    ..
-                })
-            ),
-            "only DISCONNECT 0x8D (Keep Alive timeout) may precede the close: {p:?}"
-        );
-    }
+    let what = "only DISCONNECT 0x8D (Keep Alive timeout) may precede the close";
+    at_most_disconnect(&got, 0x8D, what);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -245,9 +272,7 @@ fn will_delay(secs: u32) -> Properties {
 
 #[tokio::test]
 async fn mqtt5_3_1_2_8_will_published_after_the_will_delay_interval() {
-    let gw = gateway().await;
-    let mut watch = V5::connect(gw.mqtt_addr, "wd8-watch").await;
-    watch.subscribe(&[("wd8/t", opts(QoS::AtMostOnce))]).await;
+    let (gw, mut watch) = watching("wd8-watch", "wd8/t", QoS::AtMostOnce).await;
     let c = with_will(&gw, "wd8", "wd8/t", expiry(10), will_delay(1)).await;
     let dropped = Instant::now();
     drop(c);
@@ -266,9 +291,7 @@ async fn mqtt5_3_1_2_8_will_published_after_the_will_delay_interval() {
 
 #[tokio::test]
 async fn mqtt5_3_1_3_9_reconnect_within_the_will_delay_suppresses_the_will() {
-    let gw = gateway().await;
-    let mut watch = V5::connect(gw.mqtt_addr, "wd9-watch").await;
-    watch.subscribe(&[("wd9/t", opts(QoS::AtMostOnce))]).await;
+    let (gw, mut watch) = watching("wd9-watch", "wd9/t", QoS::AtMostOnce).await;
     let c = with_will(&gw, "wd9", "wd9/t", expiry(10), will_delay(1)).await;
     drop(c);
     let (_back, present) = V5::session(gw.mqtt_addr, "wd9", false, expiry(10)).await;
@@ -283,26 +306,10 @@ async fn mqtt5_3_1_3_9_reconnect_within_the_will_delay_suppresses_the_will() {
 
 #[tokio::test]
 async fn mqtt5_3_14_4_3_disconnect_0x00_discards_the_will_and_0x04_publishes_it() {
-    let gw = gateway().await;
-    let mut watch = V5::connect(gw.mqtt_addr, "d4-watch").await;
-    watch.subscribe(&[("d4/+", opts(QoS::AtMostOnce))]).await;
-    let normal = with_will(
-        &gw,
-        "d4-a",
-        "d4/a",
-        Properties::default(),
-        Properties::default(),
-    )
-    .await;
+    let (gw, mut watch) = watching("d4-watch", "d4/+", QoS::AtMostOnce).await;
+    let normal = plain_will(&gw, "d4-a", "d4/a").await;
     normal.disconnect(0x00).await;
-    let with = with_will(
-        &gw,
-        "d4-b",
-        "d4/b",
-        Properties::default(),
-        Properties::default(),
-    )
-    .await;
+    let with = plain_will(&gw, "d4-b", "d4/b").await;
     with.disconnect(0x04).await;
     let p = watch.publish_rx().await;
     assert_eq!(
@@ -313,33 +320,13 @@ async fn mqtt5_3_14_4_3_disconnect_0x00_discards_the_will_and_0x04_publishes_it(
 
 #[tokio::test]
 async fn mqtt5_3_14_1_1_disconnect_with_reserved_bits_is_malformed_and_publishes_the_will() {
-    let gw = gateway().await;
-    let mut watch = V5::connect(gw.mqtt_addr, "d141-watch").await;
-    watch.subscribe(&[("d141/t", opts(QoS::AtMostOnce))]).await;
-    let mut c = with_will(
-        &gw,
-        "d141",
-        "d141/t",
-        Properties::default(),
-        Properties::default(),
-    )
-    .await;
+    let (gw, mut watch) = watching("d141-watch", "d141/t", QoS::AtMostOnce).await;
+    let mut c = plain_will(&gw, "d141", "d141/t").await;
     c.send_raw(&[0xE1, 0x00]).await;
     let got = c
         .expect_closed("the close after a malformed DISCONNECT")
         .await;
-    for p in &got {
-        assert!(
-            matches!(
-                p,
-                Packet5::Disconnect(ReasonPacket {
-                    reason_code: 0x81,
-                    ..
-                })
-            ),
-            "at most DISCONNECT 0x81 (Malformed Packet): {p:?}"
-        );
-    }
+    at_most_disconnect(&got, 0x81, "at most DISCONNECT 0x81 (Malformed Packet)");
     assert_eq!(watch.publish_rx().await.publish.payload, "will");
 }
 
@@ -358,10 +345,7 @@ async fn mqtt5_3_14_2_2_server_disconnect_carries_no_session_expiry() {
 
 #[tokio::test]
 async fn mqtt5_3_1_2_27_without_topic_alias_maximum_no_aliases_are_sent() {
-    let gw = gateway().await;
-    let mut c = V5::connect(gw.mqtt_addr, "noalias").await;
-    c.subscribe(&[("na/t", opts(QoS::AtMostOnce))]).await;
-    let mut publ = V5::connect(gw.mqtt_addr, "noalias-pub").await;
+    let (_gw, mut c, mut publ) = sub_and_pub("noalias", "na/t", QoS::AtMostOnce, false).await;
     for _ in 0..3 {
         publ.publish("na/t", QoS::AtLeastOnce, false, b"v").await;
     }
@@ -395,33 +379,21 @@ async fn mqtt5_3_3_2_5_message_expired_while_queued_is_not_delivered() {
     c.subscribe(&[("exp5/t", opts(QoS::AtLeastOnce))]).await;
     c.disconnect(0).await;
     let mut publ = V5::connect(gw.mqtt_addr, "exp5-pub").await;
-    let short = Properties {
-        message_expiry_interval: Some(1),
-        ..Properties::default()
-    };
-    publ.send(&publish5(
-        publish("exp5/t", QoS::AtLeastOnce, 3, false, b"stale"),
-        short,
-    ))
-    .await;
+    publ.send(&pub5("exp5/t", QoS::AtLeastOnce, 3, b"stale", expiring(1)))
+        .await;
     assert!(matches!(publ.recv().await, Some(Packet5::PubAck(_))));
     tokio::time::sleep(Duration::from_millis(1200)).await;
     publ.publish("exp5/t", QoS::AtLeastOnce, false, b"fresh")
         .await;
     let (mut c, present) = V5::session(gw.mqtt_addr, "exp5", false, expiry(60)).await;
     assert!(present);
-    let p = c.publish_rx().await;
-    assert_eq!(
-        p.publish.payload, "fresh",
-        "the expired message was deleted, not delivered: {p:?}"
-    );
+    let why = "the expired message was deleted, not delivered";
+    c.expect_payload("fresh", why).await;
 }
 
 #[tokio::test]
 async fn mqtt5_3_3_2_7_topic_alias_mappings_do_not_carry_over_to_a_new_connection() {
-    let gw = gateway().await;
-    let mut watch = V5::connect(gw.mqtt_addr, "ta7-watch").await;
-    watch.subscribe(&[("ta7/t", opts(QoS::AtMostOnce))]).await;
+    let (gw, mut watch) = watching("ta7-watch", "ta7/t", QoS::AtMostOnce).await;
     let alias = Properties {
         topic_alias: Some(1),
         ..Properties::default()
@@ -448,9 +420,8 @@ async fn mqtt5_3_3_2_7_topic_alias_mappings_do_not_carry_over_to_a_new_connectio
         code == reason::PROTOCOL_ERROR || code == reason::TOPIC_ALIAS_INVALID,
         "an unknown alias is a Protocol Error, got 0x{code:02x}"
     );
-    watch
-        .assert_quiet(QUIET, "the aliased PUBLISH was not routed")
-        .await;
+    let why = "the aliased PUBLISH was not routed";
+    watch.quiet(why).await;
 }
 
 #[tokio::test]
@@ -492,13 +463,9 @@ async fn mqtt5_3_3_4_10_non_publish_packets_not_delayed_by_a_full_receive_maximu
 async fn mqtt5_3_8_3_4_no_local_on_a_shared_subscription_is_a_protocol_error() {
     let gw = gateway().await;
     let mut c = V5::connect(gw.mqtt_addr, "nl34").await;
-    let o = SubscriptionOptions {
-        no_local: true,
-        ..opts(QoS::AtMostOnce)
-    };
     c.send(&Packet5::Subscribe(Subscribe5 {
         pkid: 1,
-        filters: vec![("$share/g/nl34".into(), o)],
+        filters: vec![("$share/g/nl34".into(), no_local(QoS::AtMostOnce))],
         properties: Properties::default(),
     }))
     .await;
@@ -523,10 +490,10 @@ async fn mqtt5_3_8_4_3_identical_filter_replaces_the_subscription() {
     c.subscribe(&[("rep5/t", opts(QoS::AtMostOnce))]).await;
     c.subscribe(&[("rep5/t", opts(QoS::AtLeastOnce))]).await;
     let mut publ = V5::connect(gw.mqtt_addr, "rep5-pub").await;
-    publ.publish("rep5/t", QoS::AtLeastOnce, false, b"live")
-        .await;
-    publ.publish("rep5/t", QoS::AtLeastOnce, false, b"end")
-        .await;
+    for payload in [&b"live"[..], b"end"] {
+        publ.publish("rep5/t", QoS::AtLeastOnce, false, payload)
+            .await;
+    }
     let a = c.publish_rx().await;
     c.puback(&a, 0).await;
     let b = c.publish_rx().await;
@@ -547,15 +514,14 @@ async fn mqtt5_3_8_4_3_identical_filter_replaces_the_subscription() {
 #[tokio::test]
 async fn mqtt5_3_8_4_5_multiple_filters_answered_in_order_by_one_suback() {
     let gw = gateway().await;
+    let filters = [
+        ("mf5/a", opts(QoS::ExactlyOnce)),
+        ("mf5/#/b", opts(QoS::AtLeastOnce)),
+        ("$share/g/mf5/s", opts(QoS::AtLeastOnce)),
+        ("mf5/c", opts(QoS::AtMostOnce)),
+    ];
     let mut c = V5::connect(gw.mqtt_addr, "multi5").await;
-    let codes = c
-        .subscribe(&[
-            ("mf5/a", opts(QoS::ExactlyOnce)),
-            ("mf5/#/b", opts(QoS::AtLeastOnce)),
-            ("$share/g/mf5/s", opts(QoS::AtLeastOnce)),
-            ("mf5/c", opts(QoS::AtMostOnce)),
-        ])
-        .await;
+    let codes = c.subscribe(&filters).await;
     assert_eq!(
         codes,
         [0x02, reason::TOPIC_FILTER_INVALID, 0x01, 0x00],
@@ -589,10 +555,7 @@ async fn mqtt5_3_10_4_6_multiple_filters_answered_in_order_by_one_unsuback() {
 
 #[tokio::test]
 async fn mqtt5_4_4_0_1_unacknowledged_publish_resent_on_session_resume() {
-    let gw = gateway().await;
-    let (mut c, _) = V5::session(gw.mqtt_addr, "re5", true, expiry(60)).await;
-    c.subscribe(&[("re5/t", opts(QoS::AtLeastOnce))]).await;
-    let mut publ = V5::connect(gw.mqtt_addr, "re5-pub").await;
+    let (gw, mut c, mut publ) = sub_and_pub("re5", "re5/t", QoS::AtLeastOnce, true).await;
     publ.publish("re5/t", QoS::AtLeastOnce, false, b"a").await;
     let first = c.publish_rx().await;
     drop(c);
@@ -608,10 +571,7 @@ async fn mqtt5_4_4_0_1_unacknowledged_publish_resent_on_session_resume() {
 
 #[tokio::test]
 async fn mqtt5_4_4_0_2_publish_refused_with_puback_0x80_is_not_resent() {
-    let gw = gateway().await;
-    let (mut c, _) = V5::session(gw.mqtt_addr, "nr5", true, expiry(60)).await;
-    c.subscribe(&[("nr5/t", opts(QoS::AtLeastOnce))]).await;
-    let mut publ = V5::connect(gw.mqtt_addr, "nr5-pub").await;
+    let (gw, mut c, mut publ) = sub_and_pub("nr5", "nr5/t", QoS::AtLeastOnce, true).await;
     publ.publish("nr5/t", QoS::AtLeastOnce, false, b"refused")
         .await;
     let p = c.publish_rx().await;
@@ -622,11 +582,8 @@ async fn mqtt5_4_4_0_2_publish_refused_with_puback_0x80_is_not_resent() {
     let (mut c, present) = V5::session(gw.mqtt_addr, "nr5", false, expiry(60)).await;
     assert!(present);
     publ.publish("nr5/t", QoS::AtLeastOnce, false, b"end").await;
-    let next = c.publish_rx().await;
-    assert_eq!(
-        next.publish.payload, "end",
-        "the refused message is acknowledged, not resent: {next:?}"
-    );
+    let why = "the refused message is acknowledged, not resent";
+    c.expect_payload("end", why).await;
 }
 
 #[tokio::test]
@@ -678,12 +635,7 @@ async fn mqtt5_4_8_2_3_shared_subscription_delivers_at_the_granted_qos() {
 #[tokio::test]
 async fn mqtt5_4_8_2_6_shared_message_refused_by_its_member_is_not_sent_to_another() {
     let gw = gateway().await;
-    let mut a = V5::connect(gw.mqtt_addr, "sh6-a").await;
-    let mut b = V5::connect(gw.mqtt_addr, "sh6-b").await;
-    for m in [&mut a, &mut b] {
-        m.subscribe(&[("$share/g/sh6/t", opts(QoS::AtLeastOnce))])
-            .await;
-    }
+    let (mut a, mut b) = V5::members(gw.mqtt_addr, "sh6", "$share/g/sh6/t", QoS::AtLeastOnce).await;
     let mut publ = V5::connect(gw.mqtt_addr, "sh6-pub").await;
     publ.publish("sh6/t", QoS::AtLeastOnce, false, b"m").await;
     // Whichever member got it refuses it; the other must never see it.
@@ -699,16 +651,13 @@ async fn mqtt5_4_8_2_6_shared_message_refused_by_its_member_is_not_sent_to_anoth
     member
         .send(&Packet5::PubAck(response(p.publish.pkid, 0x80)))
         .await;
-    other
-        .assert_quiet(QUIET, "MQTT-4.8.2-6: not re-sent to another member")
-        .await;
+    let why = "MQTT-4.8.2-6: not re-sent to another member";
+    other.quiet(why).await;
 }
 
 #[tokio::test]
 async fn mqtt5_3_1_3_10_will_user_properties_published_in_order() {
-    let gw = gateway().await;
-    let mut watch = V5::connect(gw.mqtt_addr, "wu10-watch").await;
-    watch.subscribe(&[("wu10/t", opts(QoS::AtMostOnce))]).await;
+    let (gw, mut watch) = watching("wu10-watch", "wu10/t", QoS::AtMostOnce).await;
     let props = Properties {
         user_properties: vec![
             ("z".into(), "1".into()),
@@ -725,10 +674,7 @@ async fn mqtt5_3_1_3_10_will_user_properties_published_in_order() {
 
 #[tokio::test]
 async fn mqtt5_3_3_1_12_retain_as_published_0_forwards_with_retain_0() {
-    let gw = gateway().await;
-    let mut c = V5::connect(gw.mqtt_addr, "rap0").await;
-    c.subscribe(&[("rap0/t", opts(QoS::AtMostOnce))]).await;
-    let mut publ = V5::connect(gw.mqtt_addr, "rap0-pub").await;
+    let (_gw, mut c, mut publ) = sub_and_pub("rap0", "rap0/t", QoS::AtMostOnce, false).await;
     publ.publish("rap0/t", QoS::AtLeastOnce, true, b"r").await;
     let p = c.publish_rx().await;
     assert_eq!(p.publish.payload, "r");
@@ -740,19 +686,9 @@ async fn mqtt5_3_3_1_12_retain_as_published_0_forwards_with_retain_0() {
 
 #[tokio::test]
 async fn mqtt5_4_3_3_7_no_message_expiry_once_a_qos2_publish_was_sent() {
-    let gw = gateway().await;
-    let (mut c, _) = V5::session(gw.mqtt_addr, "x337", true, expiry(60)).await;
-    c.subscribe(&[("x337/t", opts(QoS::ExactlyOnce))]).await;
-    let mut publ = V5::connect(gw.mqtt_addr, "x337-pub").await;
-    let short = Properties {
-        message_expiry_interval: Some(1),
-        ..Properties::default()
-    };
-    publ.send(&publish5(
-        publish("x337/t", QoS::ExactlyOnce, 4, false, b"m"),
-        short,
-    ))
-    .await;
+    let (gw, mut c, mut publ) = sub_and_pub("x337", "x337/t", QoS::ExactlyOnce, true).await;
+    publ.send(&pub5("x337/t", QoS::ExactlyOnce, 4, b"m", expiring(1)))
+        .await;
     assert!(matches!(publ.recv().await, Some(Packet5::PubRec(_))));
     let first = c.publish_rx().await;
     drop(c); // sent, never acknowledged

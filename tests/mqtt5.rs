@@ -479,11 +479,8 @@ async fn mqtt5_3_4_2_1_puback_0x10_no_matching_subscribers() {
         other => panic!("expected PUBCOMP, got {other:?}"),
     }
     // The publisher's own No Local subscription does not count as a receiver.
-    let no_local = SubscriptionOptions {
-        no_local: true,
-        ..opts(QoS::AtLeastOnce)
-    };
-    publ.subscribe(&[("nms/#", no_local)]).await;
+    publ.subscribe(&[("nms/#", no_local(QoS::AtLeastOnce))])
+        .await;
     let code = publ.publish_acked(&q1(3)).await.reason_code;
     assert_eq!(code, 0x10, "No Local");
     // A retained message nobody receives now is still stored (and 0x10 is a success).
@@ -599,11 +596,7 @@ async fn mqtt5_3_3_4_3_overlapping_subscriptions_one_copy_with_every_identifier(
 async fn mqtt5_3_8_3_3_no_local_does_not_echo_own_publishes() {
     let gw = gateway().await;
     let mut c = V5::connect(gw.mqtt_addr, "nolocal").await;
-    let nl = SubscriptionOptions {
-        no_local: true,
-        ..opts(QoS::AtMostOnce)
-    };
-    c.subscribe(&[("nl/t", nl)]).await;
+    c.subscribe(&[("nl/t", no_local(QoS::AtMostOnce))]).await;
     c.send(&msg5("nl/t", QoS::AtMostOnce, 0, b"mine")).await;
     let why = "own message with No Local";
     c.assert_quiet(Duration::from_millis(400), why).await;
@@ -680,14 +673,7 @@ async fn mqtt5_3_3_1_10_retain_handling_1_only_on_a_new_subscription() {
 #[tokio::test]
 async fn mqtt5_4_8_2_shared_subscription_one_member_per_message_round_robin() {
     let gw = gateway().await;
-    let mut a = V5::connect(gw.mqtt_addr, "share-a").await;
-    let mut b = V5::connect(gw.mqtt_addr, "share-b").await;
-    for m in [&mut a, &mut b] {
-        let codes = m
-            .subscribe(&[("$share/g/sh/+", opts(QoS::AtMostOnce))])
-            .await;
-        assert_eq!(codes, vec![0]);
-    }
+    let (mut a, mut b) = V5::members(gw.mqtt_addr, "share", "$share/g/sh/+", QoS::AtMostOnce).await;
     let mut publ = V5::connect(gw.mqtt_addr, "share-pub").await;
     for payload in [b"0", b"1", b"2", b"3"] {
         publ.send(&msg5("sh/x", QoS::AtMostOnce, 0, payload)).await;

@@ -19,7 +19,7 @@ use ponte_mqtt::{
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::wait::{within, WAIT};
+use super::wait::{within, QUIET, WAIT};
 
 // ---------------------------------------------------------------------------------------
 // Packets as bytes
@@ -430,6 +430,11 @@ impl<V: Version> Raw<V> {
         }
     }
 
+    /// Assert nothing arrives (and the connection stays open) for [`QUIET`].
+    pub async fn quiet(&mut self, why: &str) {
+        self.assert_quiet(QUIET, why).await
+    }
+
     /// PINGREQ → PINGRESP: proves the connection is open and served.
     pub async fn ping(&mut self) {
         self.send(&V::ping()).await;
@@ -649,6 +654,14 @@ pub fn opts(qos: QoS) -> SubscriptionOptions {
     SubscriptionOptions::qos(qos)
 }
 
+/// Subscription options at `qos` with No Local.
+pub fn no_local(qos: QoS) -> SubscriptionOptions {
+    SubscriptionOptions {
+        no_local: true,
+        ..opts(qos)
+    }
+}
+
 /// What a v5 CONNECT got back.
 #[derive(Debug)]
 pub struct ConnAck5 {
@@ -809,6 +822,24 @@ impl Raw<Mqtt5> {
                 assert!(matches!(p, Some(Packet5::PubComp(_))), "PUBCOMP: {p:?}");
             }
         }
+    }
+
+    /// The next PUBLISH, whose payload must be `want` (`why` says what that shows).
+    pub async fn expect_payload(&mut self, want: &str, why: &str) -> Publish5 {
+        let p = self.publish_rx().await;
+        assert_eq!(p.publish.payload, want, "{why}: {p:?}");
+        p
+    }
+
+    /// Two members `{id}-a` and `{id}-b` of the shared subscription `filter` at `qos`, each
+    /// SUBSCRIBE granted `qos`.
+    pub async fn members(addr: SocketAddr, id: &str, filter: &str, qos: QoS) -> (V5, V5) {
+        let mut a = V5::connect(addr, &format!("{id}-a")).await;
+        let mut b = V5::connect(addr, &format!("{id}-b")).await;
+        for m in [&mut a, &mut b] {
+            assert_eq!(m.subscribe(&[(filter, opts(qos))]).await, vec![qos as u8]);
+        }
+        (a, b)
     }
 
     /// Acknowledge an incoming QoS 1 PUBLISH with `code`.
