@@ -56,11 +56,6 @@ fn seen(p: &ponte_mqtt::Publish) -> (String, Vec<u8>, QoS, bool) {
     (p.topic.clone(), p.payload.to_vec(), p.qos, p.retain)
 }
 
-/// A PUBLISH packet (see [`publish`]).
-fn pub3(topic: &str, qos: QoS, pkid: u16, retain: bool, payload: &[u8]) -> Packet {
-    Packet::Publish(publish(topic, qos, pkid, retain, payload))
-}
-
 /// A SUBSCRIBE of one filter.
 fn subscribe_one(pkid: u16, filter: &str, qos: QoS) -> Packet {
     let filters = vec![(filter.to_string(), qos)];
@@ -702,7 +697,7 @@ async fn mqtt_3_14_1_1_disconnect_with_reserved_bits_set_closes_and_publishes_th
 async fn mqtt_4_3_2_2_after_puback_the_same_packet_id_is_a_new_message() {
     let gw = gateway().await;
     let (mut c, mut publ) = sub_and_pub(&gw, "q432", "q432/t", QoS::AtMostOnce).await;
-    publ.send(&pub3("q432/t", QoS::AtLeastOnce, 9, false, b"1"))
+    publ.send(&publish3("q432/t", QoS::AtLeastOnce, 9, false, b"1"))
         .await;
     publ.expect(Packet::PubAck(9)).await;
     let mut again = publish("q432/t", QoS::AtLeastOnce, 9, false, b"2");
@@ -717,7 +712,7 @@ async fn mqtt_4_3_3_2_after_pubcomp_the_same_packet_id_is_a_new_message() {
     let gw = gateway().await;
     let (mut c, mut publ) = sub_and_pub(&gw, "q433", "q433/t", QoS::AtMostOnce).await;
     for payload in [b"1", b"2"] {
-        publ.send(&pub3("q433/t", QoS::ExactlyOnce, 9, false, payload))
+        publ.send(&publish3("q433/t", QoS::ExactlyOnce, 9, false, payload))
             .await;
         publ.expect(Packet::PubRec(9)).await;
         publ.send(&Packet::PubRel(9)).await;
@@ -836,7 +831,7 @@ async fn mqtt_4_6_0_6_pipelined_publishes_keep_order_with_a_durable_store() {
         ack(&mut c, &p).await;
     }
     // Retained, then SUBSCRIBE at once on the same connection: it sees its own value.
-    publ.send(&pub3("pipe/c", QoS::AtLeastOnce, 7, true, b"mine"))
+    publ.send(&publish3("pipe/c", QoS::AtLeastOnce, 7, true, b"mine"))
         .await;
     publ.send(&subscribe_one(8, "pipe/c", QoS::AtMostOnce))
         .await;

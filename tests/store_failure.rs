@@ -112,14 +112,8 @@ async fn mqtt_4_8_0_2_store_failure_closes_v311_connection() {
 
     let (mut c, _) = V3::session(gw.mqtt_addr, "flaky-pub", false).await;
     switch.fail(true);
-    c.send(&Packet::Publish(publish(
-        "flaky/t",
-        QoS::AtLeastOnce,
-        7,
-        true,
-        b"v1",
-    )))
-    .await;
+    c.send(&publish3("flaky/t", QoS::AtLeastOnce, 7, true, b"v1"))
+        .await;
     let before_close = c.expect_closed("the close after the store failed").await;
     assert!(
         !before_close.iter().any(|p| matches!(p, Packet::PubAck(_))),
@@ -131,9 +125,8 @@ async fn mqtt_4_8_0_2_store_failure_closes_v311_connection() {
     );
     assert_eq!(switch.stored("flaky/t"), None);
     assert_eq!(http_status(&gw, "flaky/t").await, 404, "nothing retained");
-    watcher
-        .assert_quiet(QUIET, "nothing is delivered that was not stored")
-        .await;
+    let why = "nothing is delivered that was not stored";
+    watcher.quiet(why).await;
 
     switch.fail(false);
     let (mut c, _) = V3::connect_with(gw.mqtt_addr, connect3("flaky-pub", false, 30, None)).await;
@@ -157,14 +150,8 @@ async fn mqtt_4_8_0_2_store_failure_on_qos0_retained_publish_closes_v311_connect
     let (gw, switch) = flaky_gateway().await;
     let mut c = V3::connect(gw.mqtt_addr, "flaky-q0").await;
     switch.fail(true);
-    c.send(&Packet::Publish(publish(
-        "flaky/q0",
-        QoS::AtMostOnce,
-        0,
-        true,
-        b"v",
-    )))
-    .await;
+    c.send(&publish3("flaky/q0", QoS::AtMostOnce, 0, true, b"v"))
+        .await;
     c.expect_closed("the close after the store failed").await;
     assert_eq!(http_status(&gw, "flaky/q0").await, 404, "nothing retained");
 }
@@ -178,10 +165,7 @@ async fn mqtt5_4_8_0_2_store_failure_answers_puback_0x80_with_a_reason_string() 
     let (gw, switch) = flaky_gateway().await;
     let mut c = V5::connect(gw.mqtt_addr, "flaky-v5").await;
     switch.fail(true);
-    let p = publish5(
-        publish("flaky/v5", QoS::AtLeastOnce, 3, true, b"v"),
-        Properties::default(),
-    );
+    let p = retained5("flaky/v5", QoS::AtLeastOnce, 3, b"v", Properties::default());
     c.send(&p).await;
     match c.recv().await {
         Some(Packet5::PubAck(r)) => {
@@ -217,14 +201,13 @@ async fn mqtt5_4_8_0_2_store_failure_answers_puback_0x80_with_a_reason_string() 
 #[tokio::test]
 async fn mqtt5_4_8_0_2_store_failure_on_qos0_retained_publish_disconnects_0x80() {
     let (gw, switch) = flaky_gateway().await;
-    let (mut c, _) = V5::connack(
-        gw.mqtt_addr,
-        connect5("flaky-v5-q0", true, Properties::default()),
-    )
-    .await;
+    let mut c = V5::connect(gw.mqtt_addr, "flaky-v5-q0").await;
     switch.fail(true);
-    c.send(&publish5(
-        publish("flaky/v5q0", QoS::AtMostOnce, 0, true, b"v"),
+    c.send(&retained5(
+        "flaky/v5q0",
+        QoS::AtMostOnce,
+        0,
+        b"v",
         Properties::default(),
     ))
     .await;

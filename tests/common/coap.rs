@@ -168,6 +168,25 @@ impl Coap {
         (p.get_token().to_vec(), r)
     }
 
+    /// GET `path` block by block (Block2 of size `16 << szx` asked from the first block on,
+    /// RFC 7959 §2.4) up to the block with M=0: every response, in order. Fails at block
+    /// `max` (a runaway transfer).
+    pub async fn get_blocks(&mut self, path: &str, szx: u32, max: u32) -> Vec<Packet> {
+        let mut blocks = Vec::new();
+        for num in 0u32.. {
+            assert!(num < max, "runaway block-wise transfer of {path}");
+            let mut p = self.request(RequestType::Get, path);
+            p.add_option(CoapOption::Block2, uint((num << 4) | szx));
+            let r = self.exchange(&p).await;
+            let more = opt_uint(&r, CoapOption::Block2).expect("Block2 in every block") & 0x8;
+            blocks.push(r);
+            if more == 0 {
+                return blocks;
+            }
+        }
+        unreachable!()
+    }
+
     /// The next notification for `token`, ACKed if CON. Panics after [`WAIT`].
     pub async fn notification(&self, token: &[u8]) -> Packet {
         loop {

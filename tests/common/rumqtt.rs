@@ -64,9 +64,21 @@ impl Client {
     /// Connect with `opts`: the client once CONNACK accepted, or the error that came first
     /// (a refusing CONNACK is `ConnectionError::ConnectionRefused`).
     pub async fn try_connect(opts: MqttOptions) -> Result<(Client, ConnAck), ConnectionError> {
+        match Self::connect_within(opts, WAIT).await {
+            Some(outcome) => outcome,
+            None => panic!("timed out after {WAIT:?} waiting for CONNACK"),
+        }
+    }
+
+    /// [`Client::try_connect`], or `None` when neither CONNACK nor an error came within `d`
+    /// (a server that silently holds the connection).
+    pub async fn connect_within(
+        opts: MqttOptions,
+        d: Duration,
+    ) -> Option<Result<(Client, ConnAck), ConnectionError>> {
         let (client, eventloop) = AsyncClient::new(opts, 64);
         let mut c = Client::spawn(client, eventloop);
-        let ack = within(WAIT, "CONNACK", async {
+        let first = tokio::time::timeout(d, async {
             loop {
                 match c.events.recv().await {
                     Some(Ok(Event::Incoming(Packet::ConnAck(a)))) => break Ok(a),
@@ -75,9 +87,8 @@ impl Client {
                     None => panic!("event loop ended before CONNACK"),
                 }
             }
-        })
-        .await?;
-        Ok((c, ack))
+        });
+        Some(first.await.ok()?.map(|ack| (c, ack)))
     }
 
     /// A client of `addr` subscribed to `filter` at QoS 1, returned after SUBACK.

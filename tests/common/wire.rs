@@ -480,6 +480,11 @@ pub fn publish(topic: &str, qos: QoS, pkid: u16, retain: bool, payload: &[u8]) -
     }
 }
 
+/// A 3.1.1 PUBLISH packet (see [`publish`]).
+pub fn publish3(topic: &str, qos: QoS, pkid: u16, retain: bool, payload: &[u8]) -> Packet {
+    Packet::Publish(publish(topic, qos, pkid, retain, payload))
+}
+
 impl Raw<Mqtt3> {
     /// Open and CONNECT with a clean session (keep alive 30 s); asserts the CONNACK accepted.
     pub async fn connect(addr: SocketAddr, id: &str) -> V3 {
