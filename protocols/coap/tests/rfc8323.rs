@@ -50,6 +50,14 @@ fn drain(c: &mut TcpConnection) -> Vec<Packet> {
     decode_all(&bytes)
 }
 
+/// A connection from [`PEER`] that has sent its own CSM (drained), and the instant.
+fn opened() -> (TcpConnection, Instant) {
+    let t0 = Instant::now();
+    let mut c = TcpConnection::new(config(), t0, addr(PEER));
+    drain(&mut c);
+    (c, t0)
+}
+
 fn requests(c: &mut TcpConnection) -> Vec<Request> {
     std::iter::from_fn(|| c.poll_event())
         .filter_map(|e| match e {
@@ -99,18 +107,14 @@ fn rfc8323_5_3_server_sends_csm_first_with_max_message_size() {
 
 #[test]
 fn rfc8323_5_3_peer_csm_max_message_size_is_honoured() {
-    let t0 = Instant::now();
-    let mut c = TcpConnection::new(config(), t0, addr(PEER));
-    drain(&mut c);
+    let (mut c, t0) = opened();
     c.handle_bytes(t0, &signal(1, &[], &[(2, 4000)]));
     assert_eq!(c.peer_max_message_size(), 4000);
 }
 
 #[test]
 fn rfc8323_5_3_a_request_before_the_csm_aborts() {
-    let t0 = Instant::now();
-    let mut c = TcpConnection::new(config(), t0, addr(PEER));
-    drain(&mut c);
+    let (mut c, t0) = opened();
     c.handle_bytes(t0, &frame(&Msg::get(0).token(b"t").path("r/T")));
     assert!(c.is_closed());
     let out = drain(&mut c);
@@ -121,9 +125,7 @@ fn rfc8323_5_3_a_request_before_the_csm_aborts() {
 
 #[test]
 fn rfc8323_5_3_unknown_critical_csm_option_aborts_with_bad_csm_option() {
-    let t0 = Instant::now();
-    let mut c = TcpConnection::new(config(), t0, addr(PEER));
-    drain(&mut c);
+    let (mut c, t0) = opened();
     c.handle_bytes(t0, &signal(1, &[], &[(9, 1)]));
     let out = drain(&mut c);
     assert_eq!(code_byte(&out[0]), 0xE5);
@@ -133,9 +135,7 @@ fn rfc8323_5_3_unknown_critical_csm_option_aborts_with_bad_csm_option() {
 
 #[test]
 fn rfc8323_5_3_missing_csm_times_out() {
-    let t0 = Instant::now();
-    let mut c = TcpConnection::new(config(), t0, addr(PEER));
-    drain(&mut c);
+    let (mut c, t0) = opened();
     let deadline = c.poll_timeout().expect("CSM timer");
     assert_eq!(deadline, t0 + config().csm_timeout);
     c.handle_timeout(at(t0, 1.0));
