@@ -16,6 +16,7 @@ mod procfs;
 mod pubsub;
 mod report;
 mod smoke;
+mod tally;
 
 use std::process::ExitCode;
 use std::sync::OnceLock;
