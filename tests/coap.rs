@@ -2,10 +2,11 @@
 //! message layer (RFC 7252), Observe (RFC 7641) and Block2 (RFC 7959), with writes and
 //! reads crossing into HTTP and MQTT where the behaviour depends on them.
 
-mod support;
+mod common;
 
 use coap_lite::{CoapOption, MessageType, RequestType};
-use support::*;
+use common::*;
+use rumqttc::QoS;
 
 // ---------------------------------------------------------------------------------------
 // RFC 7252 §5.8: methods
@@ -132,22 +133,54 @@ async fn rfc7252_5_8_4_delete_is_2_02_then_4_04() {
 // RFC 7641: Observe
 // ---------------------------------------------------------------------------------------
 
+/// A gateway where `topic` holds `value` of type `ct` (written over HTTP), and a CoAP
+/// client of it.
+async fn stored(topic: &str, value: &str, ct: &str) -> (ponte::Gateway, Coap) {
+    let gw = gateway().await;
+    http_put(&gw, topic, value.to_owned(), ct).await;
+    let c = Coap::new(gw.coap_addr).await;
+    (gw, c)
+}
+
 /// Wait until the CoAP front-end holds no broker subscription (its last observer is gone).
 async fn observers_gone(gw: &ponte::Gateway) {
-    within(WAIT, "the observation to end", async {
-        while gw.broker.subscription_count() != 0 {
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        }
+    eventually(WAIT, "the observation to end", || async {
+        gw.broker.subscription_count() == 0
     })
     .await
+}
+
+/// `topic` is written as `value` (text/plain, over HTTP) and a new CoAP client observes
+/// `/r/{topic}`: the client, the token and the registration's response.
+async fn observed(
+    gw: &ponte::Gateway,
+    topic: &str,
+    value: &str,
+) -> (Coap, Vec<u8>, coap_lite::Packet) {
+    http_put(gw, topic, value.to_owned(), "text/plain").await;
+    let mut c = Coap::new(gw.coap_addr).await;
+    let (token, r) = c.observe(&format!("r/{topic}")).await;
+    (c, token, r)
+}
+
+/// Once the gateway holds no observer, a new `value` of `topic` (over HTTP) reaches `c` no
+/// more: the observation is over.
+async fn no_more_notifications(
+    gw: &ponte::Gateway,
+    c: &Coap,
+    topic: &str,
+    value: &str,
+    what: &str,
+) {
+    observers_gone(gw).await;
+    http_put(gw, topic, value.to_owned(), "text/plain").await;
+    c.expect_silence(what).await;
 }
 
 #[tokio::test]
 async fn rfc7641_3_1_observe_0_registers_and_returns_current_value_with_observe() {
     let gw = gateway().await;
-    http_put(&gw, "obs/first", "hello", "text/plain").await;
-    let mut c = Coap::new(gw.coap_addr).await;
-    let (token, r) = c.observe("r/obs/first").await;
+    let (c, token, r) = observed(&gw, "obs/first", "hello").await;
     assert_eq!(code(&r), "2.05");
     assert_eq!(r.payload, b"hello");
     assert!(
@@ -167,15 +200,15 @@ async fn rfc7641_3_1_observe_0_registers_and_returns_current_value_with_observe(
 async fn rfc7641_4_2_publishes_from_mqtt_and_http_arrive_as_con_notifications_with_increasing_observe(
 ) {
     let gw = gateway().await;
-    http_put(&gw, "obs/many", "0", "text/plain").await;
-    let mut c = Coap::new(gw.coap_addr).await;
-    let (token, r) = c.observe("r/obs/many").await;
+    let (c, token, r) = observed(&gw, "obs/many", "0").await;
     let mut last = opt_uint(&r, CoapOption::Observe).expect("Observe in registration response");
 
-    let mut m = Mqtt::connect(gw.mqtt_addr, "obs-many-pub").await;
-    m.publish("obs/many", "mqtt-retained", true).await;
+    let (mut m, _) = Client::connect(gw.mqtt_addr, "obs-many-pub").await;
+    m.publish("obs/many", QoS::AtLeastOnce, true, b"mqtt-retained")
+        .await;
     let n1 = c.notification(&token).await;
-    m.publish("obs/many", "mqtt-live", false).await;
+    m.publish("obs/many", QoS::AtLeastOnce, false, b"mqtt-live")
+        .await;
     let n2 = c.notification(&token).await;
     http_put(&gw, "obs/many", "http", "text/plain").await;
     let n3 = c.notification(&token).await;
@@ -194,20 +227,15 @@ async fn rfc7641_4_2_publishes_from_mqtt_and_http_arrive_as_con_notifications_wi
         assert!(seq < 1 << 24, "24-bit Observe");
         last = seq;
     }
-    assert_eq!(
-        opt_uint(&n3, CoapOption::ContentFormat),
-        Some(0),
-        "text/plain from HTTP"
-    );
+    let cf = opt_uint(&n3, CoapOption::ContentFormat);
+    assert_eq!(cf, Some(0), "text/plain from HTTP");
     gw.shutdown().await;
 }
 
 #[tokio::test]
 async fn rfc7641_3_2_delete_ends_observation_with_4_04() {
     let gw = gateway().await;
-    http_put(&gw, "obs/del", "v", "text/plain").await;
-    let mut c = Coap::new(gw.coap_addr).await;
-    let (token, r) = c.observe("r/obs/del").await;
+    let (c, token, r) = observed(&gw, "obs/del", "v").await;
     assert_eq!(code(&r), "2.05");
 
     assert_eq!(http_delete(&gw, "obs/del").await.status(), 204);
@@ -219,18 +247,14 @@ async fn rfc7641_3_2_delete_ends_observation_with_4_04() {
     );
 
     // The relation is over: a new value is not notified.
-    observers_gone(&gw).await;
-    http_put(&gw, "obs/del", "back", "text/plain").await;
-    c.expect_silence("after the observation ended").await;
+    no_more_notifications(&gw, &c, "obs/del", "back", "after the observation ended").await;
     gw.shutdown().await;
 }
 
 #[tokio::test]
 async fn rfc7641_3_6_get_with_observe_1_deregisters() {
     let gw = gateway().await;
-    http_put(&gw, "obs/dereg", "v", "text/plain").await;
-    let mut c = Coap::new(gw.coap_addr).await;
-    let (token, _) = c.observe("r/obs/dereg").await;
+    let (mut c, token, _) = observed(&gw, "obs/dereg", "v").await;
     // Still observing at this point.
     http_put(&gw, "obs/dereg", "v2", "text/plain").await;
     assert_eq!(c.notification(&token).await.payload, b"v2");
@@ -246,7 +270,7 @@ async fn rfc7641_3_6_get_with_observe_1_deregisters() {
     );
 
     observers_gone(&gw).await;
-    mqtt_publish(gw.mqtt_addr, "obs/dereg", "v3", true).await;
+    mqtt_publish(gw.mqtt_addr, "obs/dereg", b"v3", true).await;
     c.expect_silence("after Observe=1").await;
     gw.shutdown().await;
 }
@@ -254,10 +278,7 @@ async fn rfc7641_3_6_get_with_observe_1_deregisters() {
 #[tokio::test]
 async fn rfc7641_3_6_rst_in_reply_to_a_notification_deregisters() {
     let gw = gateway().await;
-    http_put(&gw, "obs/rst", "v", "text/plain").await;
-    let mut c = Coap::new(gw.coap_addr).await;
-    let (token, _) = c.observe("r/obs/rst").await;
-
+    let (c, token, _) = observed(&gw, "obs/rst", "v").await;
     http_put(&gw, "obs/rst", "v2", "text/plain").await;
     let n = c.recv("notification").await;
     assert_eq!(n.get_token(), token.as_slice());
@@ -270,10 +291,7 @@ async fn rfc7641_3_6_rst_in_reply_to_a_notification_deregisters() {
     c.rst(&n).await;
     // The observation is gone (not merely waiting for the unacknowledged notification to be
     // retransmitted, which would also keep the socket quiet for a while).
-    observers_gone(&gw).await;
-
-    http_put(&gw, "obs/rst", "v3", "text/plain").await;
-    c.expect_silence("after RST").await;
+    no_more_notifications(&gw, &c, "obs/rst", "v3", "after RST").await;
     gw.shutdown().await;
 }
 
@@ -305,27 +323,23 @@ async fn rfc7641_4_1_observing_a_missing_thing_is_4_04_and_registers_nothing() {
 
 #[tokio::test]
 async fn rfc7252_5_2_3_non_request_gets_non_response_with_a_new_message_id() {
-    let gw = gateway().await;
-    http_put(&gw, "non/x", "n", "text/plain").await;
-    let mut c = Coap::new(gw.coap_addr).await;
+    let (gw, mut c) = stored("non/x", "n", "text/plain").await;
     let mut p = c.request(RequestType::Get, "r/non/x");
     p.header.set_type(MessageType::NonConfirmable);
     let r = c.exchange(&p).await;
     assert_eq!(r.header.get_type(), MessageType::NonConfirmable);
     assert_eq!(code(&r), "2.05");
     assert_eq!(r.payload, b"n");
-    assert_ne!(
-        r.header.message_id, p.header.message_id,
-        "a NON response has its own MID"
-    );
+    let why = "a NON response has its own MID";
+    assert_ne!(r.header.message_id, p.header.message_id, "{why}");
     gw.shutdown().await;
 }
 
 #[tokio::test]
 async fn rfc7252_4_5_retransmitted_put_publishes_once() {
     let gw = gateway().await;
-    let mut sub = Mqtt::subscriber(gw.mqtt_addr, "dedup-sub", "dup/put").await;
     let mut c = Coap::new(gw.coap_addr).await;
+    let mut sub = Client::subscriber(gw.mqtt_addr, "dedup-sub", "dup/put").await;
     let mut p = c.request(RequestType::Put, "r/dup/put");
     p.payload = b"once".to_vec();
     // Twice back to back (the second arrives while the write may still be in flight) ...
@@ -348,7 +362,7 @@ async fn rfc7252_4_5_retransmitted_put_publishes_once() {
     let replay = c.recv_raw("answer to the retransmission").await;
     assert_eq!(replay, first, "same ACK for the duplicate");
 
-    let got = sub.next().await;
+    let got = sub.publish_rx().await;
     assert_eq!(&got.payload[..], b"once");
     sub.expect_silence("a duplicate CON must not publish again")
         .await;
@@ -369,9 +383,7 @@ async fn rfc7252_4_3_empty_con_ping_gets_rst() {
 
 #[tokio::test]
 async fn rfc7252_5_4_1_unrecognised_critical_option_is_4_02() {
-    let gw = gateway().await;
-    http_put(&gw, "opt/x", "v", "text/plain").await;
-    let mut c = Coap::new(gw.coap_addr).await;
+    let (gw, mut c) = stored("opt/x", "v", "text/plain").await;
     let mut p = c.request(RequestType::Get, "r/opt/x");
     p.add_option(CoapOption::Unknown(9), b"?".to_vec());
     let r = c.exchange(&p).await;
@@ -409,10 +421,6 @@ async fn rfc7252_4_2_malformed_datagram_gets_no_answer_and_the_server_keeps_work
 // RFC 7959: Block2
 // ---------------------------------------------------------------------------------------
 
-fn block2(num: u32, more: bool, szx: u32) -> Vec<u8> {
-    uint((num << 4) | (u32::from(more) << 3) | szx)
-}
-
 #[tokio::test]
 async fn rfc7959_2_4_block2_reads_a_3000_byte_http_value_byte_for_byte() {
     let gw = gateway().await;
@@ -436,30 +444,21 @@ async fn rfc7959_2_4_block2_reads_a_3000_byte_http_value_byte_for_byte() {
     // Then every block, early-negotiated at 256 bytes (SZX 4), with the same ETag throughout.
     for szx in [(b & 0x7), 4] {
         let size = 16usize << szx;
+        let blocks = c.get_blocks("r/big/blob", szx, 300).await;
+        let etag = blocks[0].get_first_option(CoapOption::ETag).cloned();
         let mut got = Vec::new();
-        let mut etag = None;
-        for num in 0.. {
-            let mut p = c.request(RequestType::Get, "r/big/blob");
-            p.add_option(CoapOption::Block2, block2(num, false, szx));
-            let r = c.exchange(&p).await;
-            assert_eq!(code(&r), "2.05", "block {num}");
-            let rb = opt_uint(&r, CoapOption::Block2).expect("Block2 echoed");
-            assert_eq!(rb >> 4, num);
+        for (num, r) in blocks.iter().enumerate() {
+            assert_eq!(code(r), "2.05", "block {num}");
+            let rb = opt_uint(r, CoapOption::Block2).expect("Block2 echoed");
+            assert_eq!(rb >> 4, num as u32);
             assert_eq!(rb & 0x7, szx, "the server keeps the asked size");
             let tag = r.get_first_option(CoapOption::ETag).cloned();
             assert!(tag.is_some(), "ETag in every block");
-            if let Some(e) = &etag {
-                assert_eq!(Some(e), tag.as_ref(), "same ETag in every block");
-            }
-            etag = tag;
+            assert_eq!(tag, etag, "same ETag in every block");
             if rb & 0x8 != 0 {
                 assert_eq!(r.payload.len(), size, "full blocks before the last");
             }
             got.extend_from_slice(&r.payload);
-            if rb & 0x8 == 0 {
-                break;
-            }
-            assert!(num < 300, "runaway");
         }
         assert_eq!(got.len(), value.len());
         assert!(got == value, "byte-for-byte at block size {size}");
@@ -473,11 +472,9 @@ async fn rfc7959_2_4_block2_reads_a_3000_byte_http_value_byte_for_byte() {
 
 #[tokio::test]
 async fn td_coap_link_01_well_known_core_lists_every_thing_as_link_format() {
-    let gw = gateway().await;
-    http_put(&gw, "kitchen/temp", "{}", "application/json").await;
+    let (gw, mut c) = stored("kitchen/temp", "{}", "application/json").await;
     http_put(&gw, "kitchen/light", "on", "text/plain").await;
     http_put(&gw, "garage", vec![1u8, 2], "application/octet-stream").await;
-    let mut c = Coap::new(gw.coap_addr).await;
     let r = c.get(".well-known/core").await;
     assert_eq!(code(&r), "2.05");
     assert_eq!(
@@ -498,11 +495,9 @@ async fn td_coap_link_01_well_known_core_lists_every_thing_as_link_format() {
 
 #[tokio::test]
 async fn td_coap_link_02_query_filters_href_ct_rt_with_trailing_star() {
-    let gw = gateway().await;
+    let (gw, mut c) = stored("garage", "x", "text/plain").await;
     http_put(&gw, "kitchen/temp", "{}", "application/json").await;
     http_put(&gw, "kitchen/light", "on", "text/plain").await;
-    http_put(&gw, "garage", "x", "text/plain").await;
-    let mut c = Coap::new(gw.coap_addr).await;
     for (query, want) in [
         (
             "href=/r/kitchen*",
@@ -526,27 +521,15 @@ async fn td_coap_link_02_query_filters_href_ct_rt_with_trailing_star() {
 async fn rfc6690_rfc7959_large_well_known_core_is_block_wise() {
     let gw = gateway().await;
     for i in 0..80 {
-        mqtt_publish(
-            gw.mqtt_addr,
-            &format!("sensors/device-{i:03}/value"),
-            "1",
-            true,
-        )
-        .await;
+        let topic = format!("sensors/device-{i:03}/value");
+        mqtt_publish(gw.mqtt_addr, &topic, b"1", true).await;
     }
     let mut c = Coap::new(gw.coap_addr).await;
     let mut body = Vec::new();
-    for num in 0.. {
-        let mut p = c.request(RequestType::Get, ".well-known/core");
-        p.add_option(CoapOption::Block2, uint(num << 4 | 2)); // SZX 2: 64 bytes
-        let r = c.exchange(&p).await;
+    // SZX 2: 64 bytes.
+    for r in c.get_blocks(".well-known/core", 2, 200).await {
         assert_eq!(code(&r), "2.05");
-        let b = opt_uint(&r, CoapOption::Block2).expect("Block2 on a large listing");
         body.extend_from_slice(&r.payload);
-        if b & 0x8 == 0 {
-            break;
-        }
-        assert!(num < 200, "runaway");
     }
     let text = String::from_utf8(body).unwrap();
     assert_eq!(text.split(',').count(), 80);
@@ -560,9 +543,7 @@ async fn rfc6690_rfc7959_large_well_known_core_is_block_wise() {
 
 #[tokio::test]
 async fn rfc7641_3_2_td_coap_obs_a_value_in_another_format_ends_observation_with_4_06() {
-    let gw = gateway().await;
-    http_put(&gw, "obs/fmt", "{}", "application/json").await;
-    let mut c = Coap::new(gw.coap_addr).await;
+    let (gw, mut c) = stored("obs/fmt", "{}", "application/json").await;
     let mut p = c.request(RequestType::Get, "r/obs/fmt");
     p.add_option(CoapOption::Observe, Vec::new());
     p.add_option(CoapOption::Accept, uint(50));
@@ -582,18 +563,15 @@ async fn rfc7641_3_2_td_coap_obs_a_value_in_another_format_ends_observation_with
 #[tokio::test]
 async fn rfc7641_4_5_notify_non_policy_sends_non_notifications() {
     let gw = gateway_with(|c| c.coap.notify = ponte::config::CoapNotify::Non).await;
-    http_put(&gw, "obs/non", "0", "text/plain").await;
-    let mut c = Coap::new(gw.coap_addr).await;
-    let (token, _) = c.observe("r/obs/non").await;
+    let (c, token, _) = observed(&gw, "obs/non", "0").await;
     http_put(&gw, "obs/non", "1", "text/plain").await;
     let n = c.recv("NON notification").await;
     assert_eq!(n.get_token(), token.as_slice());
     assert_eq!(n.header.get_type(), MessageType::NonConfirmable);
     // RST to a NON notification deregisters (RFC 7641 §3.6).
     c.rst(&n).await;
-    observers_gone(&gw).await;
-    http_put(&gw, "obs/non", "2", "text/plain").await;
-    c.expect_silence("after RST to a NON notification").await;
+    let what = "after RST to a NON notification";
+    no_more_notifications(&gw, &c, "obs/non", "2", what).await;
     gw.shutdown().await;
 }
 

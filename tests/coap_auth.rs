@@ -2,10 +2,10 @@
 //! anonymous — served by the ACL's anonymous rules, refused with 4.01 when anonymous access is
 //! off, 4.03 with a diagnostic payload when a rule does not grant the request.
 
-mod support;
+mod common;
 
 use coap_lite::{MessageClass, ResponseType};
-use support::*;
+use common::*;
 
 /// Anonymous clients read `public/#` and write `public/inbox`; nothing else.
 const ACL: &str = "topic read public/#\ntopic write public/inbox\nuser admin\ntopic readwrite #\n";

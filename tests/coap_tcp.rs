@@ -2,10 +2,10 @@
 //! Ping/Pong, the same `/r/T` resources and semantics as UDP, observe without CON/ACK, and
 //! Abort on bad input.
 
-mod support;
+mod common;
 
 use coap_lite::{CoapOption, MessageClass, RequestType};
-use support::*;
+use common::*;
 
 fn code_byte(p: &coap_lite::Packet) -> u8 {
     u8::from(p.header.code)

@@ -4,19 +4,17 @@
 //! A missing CLI client skips its test locally and fails it in CI (env `CI` set).
 //! coap-client exits 0 even when a request failed, so its output is what is checked.
 
-mod support;
+mod common;
 
-use std::io::Read;
 use std::net::SocketAddr;
-use std::process::{Command, Stdio};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use coap_lite::{CoapOption, MessageClass, MessageType, Packet, RequestType, ResponseType};
-use dimpl::{Dtls, Output, PskResolver};
+use common::*;
+use dimpl::{Dtls, PskResolver};
 use ponte::Gateway;
-use support::*;
 
 /// The PSK file of every test: `alice` and `bob` with ASCII keys, so coap-client's `-k`
 /// (which sends its argument's bytes as the key) can name them.
@@ -29,17 +27,20 @@ const ALICE_KEY: &str = "alice-secret";
 
 /// A gateway with the test PSK file, `coaps` on a free port.
 async fn gateway_psk(f: impl FnOnce(&mut ponte::config::Config)) -> Gateway {
-    let mut config = ponte::config::Config::ephemeral();
-    f(&mut config);
-    // The file outlives the gateway's start (it is read there and on reload); leaking the
-    // temporary directory keeps it for the test process.
-    let dir = Box::leak(Box::new(tempfile::tempdir().expect("temp dir")));
-    let file = dir.path().join("psk");
-    std::fs::write(&file, PSK_FILE).expect("write the PSK file");
-    config.auth.psk_file = Some(file);
-    within(WAIT, "gateway start", ponte::start(config))
-        .await
-        .expect("gateway starts")
+    let file = test_file("psk", PSK_FILE);
+    gateway_with(|c| {
+        f(c);
+        c.auth.psk_file = Some(file);
+    })
+    .await
+}
+
+/// With `coap-client-openssl` installed: a [`gateway_psk`] for it.
+async fn openssl() -> Option<Gateway> {
+    if !have("coap-client-openssl") {
+        return None;
+    }
+    Some(gateway_psk(|_| {}).await)
 }
 
 fn coaps_uri(gw: &Gateway, path: &str) -> String {
@@ -54,86 +55,37 @@ fn stat(gw: &Gateway, f: impl Fn(&ponte::coap::DtlsStats) -> &std::sync::atomic:
 // coap-client as a child process
 // ---------------------------------------------------------------------------------------
 
-/// What a finished child printed (stdout and stderr together).
-struct Ran {
-    stdout: String,
-    all: String,
+/// `coap-client-<flavour> -u user -k key -B 3` (giving up after 3 s without answer), then
+/// the words of `args`; killed after 20 s.
+fn coap_client(flavour: &str, user: &str, key: &str, args: &str) -> Cmd {
+    let who = format!("-u {user} -k {key} -B 3");
+    let cmd = Cmd::new(&format!("coap-client-{flavour}")).words(&who);
+    cmd.words(args).limit(Duration::from_secs(20))
 }
 
-/// Run `program args`, killed after 20 s, off the async runtime.
-async fn run(program: &str, args: &[&str]) -> Ran {
-    let what = format!("{program} {}", args.join(" "));
-    let mut child = Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
-    tokio::task::spawn_blocking(move || {
-        let read = |mut r: Box<dyn Read + Send>| {
-            std::thread::spawn(move || {
-                let mut s = Vec::new();
-                let _ = r.read_to_end(&mut s);
-                String::from_utf8_lossy(&s).into_owned()
-            })
-        };
-        let out = read(Box::new(child.stdout.take().unwrap()));
-        let err = read(Box::new(child.stderr.take().unwrap()));
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let finished = loop {
-            if child.try_wait().unwrap().is_some() {
-                break true;
-            }
-            if Instant::now() >= deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                break false;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        let stdout = out.join().unwrap();
-        let stderr = err.join().unwrap();
-        assert!(
-            finished,
-            "`{what}` did not finish\nstdout: {stdout}\nstderr: {stderr}"
-        );
-        Ran {
-            all: format!("{stdout}\n{stderr}"),
-            stdout,
-        }
-    })
-    .await
-    .unwrap()
-}
-
-/// `coap-client-<flavour> -u user -k key ARGS... URI`, giving up after 3 s without answer.
-async fn coap_client(flavour: &str, user: &str, key: &str, args: &[&str], uri: &str) -> Ran {
-    let bin = format!("coap-client-{flavour}");
-    let mut all = vec!["-u", user, "-k", key, "-B", "3"];
-    all.extend_from_slice(args);
-    all.push(uri);
-    run(&bin, &all).await
+/// [`coap_client`] as alice with openssl, on `uri`, run to completion.
+async fn as_alice(args: &str, uri: &str) -> Output {
+    coap_client("openssl", "alice", ALICE_KEY, args)
+        .arg(uri)
+        .run()
+        .await
 }
 
 /// coap-client got no CoAP response: it says it could not send (the DTLS session never
 /// came up) and printed no payload or response code.
-fn assert_no_response(r: &Ran) {
-    assert!(r.all.contains("cannot send CoAP pdu"), "{}", r.all);
-    assert!(!r.stdout.contains("intruder"), "{}", r.all);
-    assert!(!r.all.contains(" 2.0"), "{}", r.all);
+fn assert_no_response(r: &Output) {
+    let all = r.all();
+    assert!(all.contains("cannot send CoAP pdu"), "{all}");
+    assert!(!r.stdout.contains("intruder"), "{all}");
+    assert!(!all.contains(" 2.0"), "{all}");
 }
 
 /// The stored value of `topic`: over HTTP when the gateway is open, else (an ACL is in force
 /// and anonymous HTTP may not read) straight from the broker core.
 async fn http_value(gw: &Gateway, topic: &str) -> Option<String> {
     if gw.auth.acl_active() {
-        let t = ponte::model::TopicName::parse(topic).unwrap();
-        return gw
-            .broker
-            .get(&t)
-            .filter(|v| !v.payload.is_empty())
-            .map(|v| String::from_utf8_lossy(&v.payload).into_owned());
+        let v = retained(gw, topic).filter(|v| !v.is_empty());
+        return v.map(|v| String::from_utf8_lossy(&v).into_owned());
     }
     let r = http_get(gw, topic).await;
     match r.status().as_u16() {
@@ -149,52 +101,32 @@ async fn http_value(gw: &Gateway, topic: &str) -> Option<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rfc7252_9_1_3_1_put_then_get_over_coaps_with_coap_client_openssl() {
-    if !have("coap-client-openssl") {
-        return;
-    }
-    let gw = gateway_psk(|_| {}).await;
+    let Some(gw) = openssl().await else { return };
     let uri = coaps_uri(&gw, "r/dtls/put");
-    let put = coap_client(
-        "openssl",
-        "alice",
-        ALICE_KEY,
-        &["-m", "put", "-e", "21.5"],
-        &uri,
-    )
-    .await;
-    assert!(
-        !put.all.contains("4."),
-        "PUT answered with an error: {}",
-        put.all
-    );
-    let get = coap_client("openssl", "alice", ALICE_KEY, &[], &uri).await;
-    assert_eq!(get.stdout.trim(), "21.5", "GET over coaps: {}", get.all);
+    let put = as_alice("-m put -e 21.5", &uri).await;
+    let all = put.all();
+    assert!(!all.contains("4."), "PUT answered with an error: {all}");
+    let get = as_alice("", &uri).await;
+    assert_eq!(get.stdout.trim(), "21.5", "GET over coaps: {}", get.all());
     assert_eq!(stat(&gw, |s| &s.sessions_established), 2);
     assert_eq!(stat(&gw, |s| &s.handshakes_failed), 0);
     gw.shutdown().await;
 }
 
+/// A PUT of "intruder" to `topic` as `user` with `key`, which must get no response and
+/// write nothing.
+async fn intruder(gw: &Gateway, user: &str, key: &str, topic: &str) {
+    let uri = coaps_uri(gw, &format!("r/{topic}"));
+    let cmd = coap_client("openssl", user, key, "-m put -e intruder");
+    assert_no_response(&cmd.arg(uri).run().await);
+    let value = http_value(gw, topic).await;
+    assert_eq!(value, None, "nothing was written");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rfc7252_9_1_3_1_wrong_key_fails_the_handshake_and_writes_nothing() {
-    if !have("coap-client-openssl") {
-        return;
-    }
-    let gw = gateway_psk(|_| {}).await;
-    let uri = coaps_uri(&gw, "r/dtls/wrongkey");
-    let put = coap_client(
-        "openssl",
-        "alice",
-        "not-alices-key",
-        &["-m", "put", "-e", "intruder"],
-        &uri,
-    )
-    .await;
-    assert_no_response(&put);
-    assert_eq!(
-        http_value(&gw, "dtls/wrongkey").await,
-        None,
-        "nothing was written"
-    );
+    let Some(gw) = openssl().await else { return };
+    intruder(&gw, "alice", "not-alices-key", "dtls/wrongkey").await;
     assert!(stat(&gw, |s| &s.handshakes_failed) >= 1);
     assert_eq!(stat(&gw, |s| &s.unknown_identities), 0);
     assert_eq!(stat(&gw, |s| &s.sessions_established), 0);
@@ -203,26 +135,9 @@ async fn rfc7252_9_1_3_1_wrong_key_fails_the_handshake_and_writes_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rfc7252_9_1_3_1_unknown_identity_is_rejected() {
-    if !have("coap-client-openssl") {
-        return;
-    }
-    let gw = gateway_psk(|_| {}).await;
-    let uri = coaps_uri(&gw, "r/dtls/unknown");
+    let Some(gw) = openssl().await else { return };
     // mallory knows a key from the file, but not under an identity the file has.
-    let put = coap_client(
-        "openssl",
-        "mallory",
-        ALICE_KEY,
-        &["-m", "put", "-e", "intruder"],
-        &uri,
-    )
-    .await;
-    assert_no_response(&put);
-    assert_eq!(
-        http_value(&gw, "dtls/unknown").await,
-        None,
-        "nothing was written"
-    );
+    intruder(&gw, "mallory", ALICE_KEY, "dtls/unknown").await;
     assert!(stat(&gw, |s| &s.unknown_identities) >= 1);
     assert_eq!(stat(&gw, |s| &s.sessions_established), 0);
     gw.shutdown().await;
@@ -230,101 +145,70 @@ async fn rfc7252_9_1_3_1_unknown_identity_is_rejected() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn issue_5_values_cross_between_coaps_plain_coap_and_http() {
-    if !have("coap-client-openssl") {
-        return;
-    }
-    let gw = gateway_psk(|_| {}).await;
+    let Some(gw) = openssl().await else { return };
     // coaps → plain CoAP and HTTP.
     let uri = coaps_uri(&gw, "r/dtls/cross");
-    coap_client(
-        "openssl",
-        "bob",
-        "bob-secret",
-        &["-m", "put", "-e", "from-coaps"],
-        &uri,
-    )
-    .await;
-    assert_eq!(
-        http_value(&gw, "dtls/cross").await.as_deref(),
-        Some("from-coaps")
-    );
+    let bob = |args: &str| {
+        coap_client("openssl", "bob", "bob-secret", args)
+            .arg(&uri)
+            .run()
+    };
+    bob("-m put -e from-coaps").await;
+    let value = http_value(&gw, "dtls/cross").await;
+    assert_eq!(value.as_deref(), Some("from-coaps"));
     let mut coap = Coap::new(gw.coap_addr).await;
     assert_eq!(payload_str(&coap.get("r/dtls/cross").await), "from-coaps");
     // HTTP → coaps, then a DELETE over coaps is seen over HTTP.
     http_put(&gw, "dtls/cross", "from-http", "text/plain").await;
-    let get = coap_client("openssl", "bob", "bob-secret", &[], &uri).await;
-    assert_eq!(get.stdout.trim(), "from-http", "{}", get.all);
-    coap_client("openssl", "bob", "bob-secret", &["-m", "delete"], &uri).await;
+    let get = bob("").await;
+    assert_eq!(get.stdout.trim(), "from-http", "{}", get.all());
+    bob("-m delete").await;
     assert_eq!(http_value(&gw, "dtls/cross").await, None);
     gw.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rfc7641_observe_over_coaps_sees_an_http_write() {
-    if !have("coap-client-openssl") {
-        return;
-    }
-    let gw = gateway_psk(|_| {}).await;
+    let Some(gw) = openssl().await else { return };
     http_put(&gw, "dtls/obs", "first", "text/plain").await;
     let uri = coaps_uri(&gw, "r/dtls/obs");
     let before = gw.broker.subscription_count();
-    let observer = tokio::spawn(async move {
-        coap_client("openssl", "alice", ALICE_KEY, &["-s", "3"], &uri).await
-    });
-    within(WAIT, "the coaps observer to register", async {
-        while gw.broker.subscription_count() <= before {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await;
+    let observer = coap_client("openssl", "alice", ALICE_KEY, "-s 3")
+        .arg(uri)
+        .spawn();
+    subscribed(&gw, before).await;
     http_put(&gw, "dtls/obs", "second", "text/plain").await;
-    let out = observer.await.unwrap();
+    let out = observer.finish().await;
     let first = out.stdout.find("first").unwrap_or(usize::MAX);
     let second = out.stdout.find("second").unwrap_or(usize::MAX);
-    assert!(first < second && second != usize::MAX, "{}", out.all);
+    assert!(first < second && second != usize::MAX, "{}", out.all());
     gw.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rfc7959_block1_upload_over_coaps() {
-    if !have("coap-client-openssl") {
-        return;
-    }
-    let gw = gateway_psk(|_| {}).await;
-    let dir = tempfile::tempdir().unwrap();
+    let Some(gw) = openssl().await else { return };
     let body: String = (0..3000)
         .map(|i| char::from(b'a' + (i % 26) as u8))
         .collect();
-    let file = dir.path().join("body");
-    std::fs::write(&file, &body).unwrap();
+    let file = test_file("body", &body);
     let uri = coaps_uri(&gw, "r/dtls/big");
-    let file = file.to_str().unwrap();
-    coap_client(
-        "openssl",
-        "alice",
-        ALICE_KEY,
-        &["-m", "put", "-b", "256", "-f", file],
-        &uri,
-    )
-    .await;
-    assert_eq!(
-        http_value(&gw, "dtls/big").await.as_deref(),
-        Some(body.as_str())
-    );
+    let put = coap_client("openssl", "alice", ALICE_KEY, "-m put -b 256 -f");
+    put.arg(file).arg(&uri).run().await;
+    let value = http_value(&gw, "dtls/big").await;
+    assert_eq!(value.as_deref(), Some(body.as_str()));
     // And Block2 back.
-    let get = coap_client("openssl", "alice", ALICE_KEY, &["-b", "256"], &uri).await;
-    assert_eq!(get.stdout.trim(), body, "{}", get.all);
+    let get = as_alice("-b 256", &uri).await;
+    assert_eq!(get.stdout.trim(), body, "{}", get.all());
     gw.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_datagrams_to_the_dtls_port_do_not_break_a_following_session() {
-    if !have("coap-client-openssl") {
-        return;
-    }
-    let gw = gateway_psk(|_| {}).await;
+    let Some(gw) = openssl().await else { return };
     let server = gw.coaps_addr.unwrap();
     let junk = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    // A ClientHello header with a nonsense body.
     let mut hello_header = vec![22, 0xfe, 0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 40, 1];
     // A ClientHello header with a nonsense body. None of these is a ClientHello that parses,
     // so none is answered or starts a session (issue 16: not even the last one).
@@ -340,24 +224,11 @@ async fn garbage_datagrams_to_the_dtls_port_do_not_break_a_following_session() {
     for d in &datagrams {
         junk.send_to(d, server).await.unwrap();
     }
-    let uri = coaps_uri(&gw, "r/dtls/afterjunk");
-    coap_client(
-        "openssl",
-        "alice",
-        ALICE_KEY,
-        &["-m", "put", "-e", "fine"],
-        &uri,
-    )
-    .await;
-    assert_eq!(
-        http_value(&gw, "dtls/afterjunk").await.as_deref(),
-        Some("fine")
-    );
-    assert_eq!(
-        stat(&gw, |s| &s.stray_datagrams),
-        6,
-        "non-ClientHello junk is counted"
-    );
+    as_alice("-m put -e fine", &coaps_uri(&gw, "r/dtls/afterjunk")).await;
+    let value = http_value(&gw, "dtls/afterjunk").await;
+    assert_eq!(value.as_deref(), Some("fine"));
+    let stray = stat(&gw, |s| &s.stray_datagrams);
+    assert_eq!(stray, 6, "non-ClientHello junk is counted");
     assert_eq!(stat(&gw, |s| &s.sessions_started), 1, "only coap-client's");
     gw.shutdown().await;
 }
@@ -373,20 +244,16 @@ async fn rfc7252_9_1_3_1_put_then_get_over_coaps_with_coap_client_gnutls() {
     }
     let gw = gateway_psk(|_| {}).await;
     let uri = coaps_uri(&gw, "r/dtls/gnutls");
-    coap_client(
-        "gnutls",
-        "alice",
-        ALICE_KEY,
-        &["-m", "put", "-e", "via-gnutls"],
-        &uri,
-    )
-    .await;
-    let get = coap_client("gnutls", "alice", ALICE_KEY, &[], &uri).await;
-    assert_eq!(get.stdout.trim(), "via-gnutls", "{}", get.all);
-    assert_eq!(
-        http_value(&gw, "dtls/gnutls").await.as_deref(),
-        Some("via-gnutls")
-    );
+    let gnutls = |args: &str| {
+        coap_client("gnutls", "alice", ALICE_KEY, args)
+            .arg(&uri)
+            .run()
+    };
+    gnutls("-m put -e via-gnutls").await;
+    let get = gnutls("").await;
+    assert_eq!(get.stdout.trim(), "via-gnutls", "{}", get.all());
+    let value = http_value(&gw, "dtls/gnutls").await;
+    assert_eq!(value.as_deref(), Some("via-gnutls"));
     gw.shutdown().await;
 }
 
@@ -442,16 +309,16 @@ impl DtlsClient {
         let mut out = vec![0u8; 4096];
         loop {
             match self.dtls.poll_output(&mut out) {
-                Output::Packet(p) => {
+                dimpl::Output::Packet(p) => {
                     let _ = self.sock.send(p).await;
                 }
-                Output::Timeout(t) => {
+                dimpl::Output::Timeout(t) => {
                     self.deadline = Some(t);
                     return Ok(());
                 }
-                Output::Connected => self.connected = true,
-                Output::ApplicationData(d) => self.inbox.push(d.to_vec()),
-                Output::CloseNotify => self.closed_by_server = true,
+                dimpl::Output::Connected => self.connected = true,
+                dimpl::Output::ApplicationData(d) => self.inbox.push(d.to_vec()),
+                dimpl::Output::CloseNotify => self.closed_by_server = true,
                 _ => {}
             }
         }
@@ -516,29 +383,31 @@ impl DtlsClient {
     }
 }
 
+/// A response code.
+fn resp(t: ResponseType) -> MessageClass {
+    MessageClass::Response(t)
+}
+
+/// A dimpl client of `gw`'s coaps port as `identity` with `key`, its handshake done.
+async fn connected(gw: &Gateway, identity: &str, key: &[u8]) -> DtlsClient {
+    let mut c = DtlsClient::new(gw.coaps_addr.unwrap(), identity, key).await;
+    c.handshake().await.unwrap();
+    assert!(c.connected);
+    c
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rfc7252_9_1_3_1_rust_client_on_dimpl_puts_and_gets() {
     let gw = gateway_psk(|_| {}).await;
-    let mut c = DtlsClient::new(gw.coaps_addr.unwrap(), "alice", b"alice-secret").await;
-    c.handshake().await.unwrap();
-    assert!(c.connected);
+    let mut c = connected(&gw, "alice", b"alice-secret").await;
     let put = c.request(RequestType::Put, "r/rust/t", b"42").await;
-    assert_eq!(
-        put.header.code,
-        MessageClass::Response(ResponseType::Created)
-    );
+    assert_eq!(put.header.code, resp(ResponseType::Created));
     let get = c.request(RequestType::Get, "r/rust/t", b"").await;
-    assert_eq!(
-        get.header.code,
-        MessageClass::Response(ResponseType::Content)
-    );
+    assert_eq!(get.header.code, resp(ResponseType::Content));
     assert_eq!(get.payload, b"42");
     // Same semantics as plain CoAP: a bad path is a 4.04 with a diagnostic payload.
     let bad = c.request(RequestType::Get, "nowhere", b"").await;
-    assert_eq!(
-        bad.header.code,
-        MessageClass::Response(ResponseType::NotFound)
-    );
+    assert_eq!(bad.header.code, resp(ResponseType::NotFound));
     assert!(!bad.payload.is_empty());
     gw.shutdown().await;
 }
@@ -548,14 +417,10 @@ async fn rust_client_with_a_wrong_key_never_gets_a_session() {
     let gw = gateway_psk(|_| {}).await;
     let mut c = DtlsClient::new(gw.coaps_addr.unwrap(), "bob", b"guessed").await;
     let r = c.run_until(Duration::from_secs(2), |c| c.connected).await;
-    assert!(
-        !c.connected,
-        "handshake with a wrong key must not complete ({r:?})"
-    );
-    within(WAIT, "the failure to be counted", async {
-        while stat(&gw, |s| &s.handshakes_failed) == 0 {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+    let why = format!("handshake with a wrong key must not complete ({r:?})");
+    assert!(!c.connected, "{why}");
+    eventually(WAIT, "the failure to be counted", || async {
+        stat(&gw, |s| &s.handshakes_failed) != 0
     })
     .await;
     gw.shutdown().await;
@@ -564,26 +429,19 @@ async fn rust_client_with_a_wrong_key_never_gets_a_session() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_inside_an_established_session_is_ignored() {
     let gw = gateway_psk(|_| {}).await;
-    let mut c = DtlsClient::new(gw.coaps_addr.unwrap(), "alice", b"alice-secret").await;
-    c.handshake().await.unwrap();
+    let mut c = connected(&gw, "alice", b"alice-secret").await;
     // From the session's own address: junk, a forged application-data record, a new
     // ClientHello header with a nonsense body.
     let mut hello = vec![22, 0xfe, 0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 40, 1];
     hello.resize(13 + 40, 0xff);
-    for d in [
-        vec![1, 2, 3],
-        vec![
-            23, 0xfe, 0xfd, 0, 1, 0, 0, 0, 0, 0, 9, 0, 8, 1, 2, 3, 4, 5, 6, 7, 8,
-        ],
-        hello,
-    ] {
+    let forged = vec![
+        23, 0xfe, 0xfd, 0, 1, 0, 0, 0, 0, 0, 9, 0, 8, 1, 2, 3, 4, 5, 6, 7, 8,
+    ];
+    for d in [vec![1, 2, 3], forged, hello] {
         c.sock.send(&d).await.unwrap();
     }
     let put = c.request(RequestType::Put, "r/rust/junk", b"still").await;
-    assert_eq!(
-        put.header.code,
-        MessageClass::Response(ResponseType::Created)
-    );
+    assert_eq!(put.header.code, resp(ResponseType::Created));
     assert_eq!(http_value(&gw, "rust/junk").await.as_deref(), Some("still"));
     gw.shutdown().await;
 }
@@ -591,11 +449,9 @@ async fn garbage_inside_an_established_session_is_ignored() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_sessions_are_closed_after_the_idle_timeout() {
     let gw = gateway_psk(|c| c.coap.dtls_idle_timeout_secs = 1).await;
-    let mut c = DtlsClient::new(gw.coaps_addr.unwrap(), "alice", b"alice-secret").await;
-    c.handshake().await.unwrap();
-    c.run_until(Duration::from_secs(4), |c| c.closed_by_server)
-        .await
-        .ok();
+    let mut c = connected(&gw, "alice", b"alice-secret").await;
+    let closed = |c: &DtlsClient| c.closed_by_server;
+    c.run_until(Duration::from_secs(4), closed).await.ok();
     assert!(c.closed_by_server, "the server sent close_notify");
     assert_eq!(stat(&gw, |s| &s.idle_closed), 1);
     gw.shutdown().await;
@@ -608,27 +464,17 @@ async fn sessions_beyond_dtls_max_sessions_are_refused_until_one_ends() {
         c.coap.dtls_idle_timeout_secs = 2;
     })
     .await;
-    let server = gw.coaps_addr.unwrap();
-    let mut first = DtlsClient::new(server, "alice", b"alice-secret").await;
-    first.handshake().await.unwrap();
-    let mut second = DtlsClient::new(server, "bob", b"bob-secret").await;
-    second
-        .run_until(Duration::from_millis(1500), |c| c.connected)
-        .await
-        .ok();
+    let _first = connected(&gw, "alice", b"alice-secret").await;
+    let mut second = DtlsClient::new(gw.coaps_addr.unwrap(), "bob", b"bob-secret").await;
+    let up = |c: &DtlsClient| c.connected;
+    second.run_until(Duration::from_millis(1500), up).await.ok();
     assert!(!second.connected, "no slot for a second session");
     assert!(stat(&gw, |s| &s.refused_full) >= 1);
     // The first goes idle and is closed; the second's retransmitted ClientHello gets in.
-    second
-        .run_until(Duration::from_secs(8), |c| c.connected)
-        .await
-        .unwrap();
+    second.run_until(Duration::from_secs(8), up).await.unwrap();
     assert!(second.connected, "the freed slot is reused");
     let put = second.request(RequestType::Put, "r/rust/slot", b"b").await;
-    assert_eq!(
-        put.header.code,
-        MessageClass::Response(ResponseType::Created)
-    );
+    assert_eq!(put.header.code, resp(ResponseType::Created));
     gw.shutdown().await;
 }
 
@@ -648,65 +494,40 @@ async fn coaps_is_off_without_a_psk_file() {
 const ACL: &str = "user alice\ntopic readwrite alice/#\nuser bob\ntopic read alice/shared\n";
 
 fn with_acl(c: &mut ponte::config::Config) {
-    let dir = Box::leak(Box::new(tempfile::tempdir().expect("temp dir")));
-    let file = dir.path().join("acl");
-    std::fs::write(&file, ACL).expect("write the ACL file");
-    c.auth.acl_file = Some(file);
+    c.auth.acl_file = Some(test_file("acl", ACL));
 }
 
-fn code_of(p: &Packet) -> MessageClass {
-    p.header.code
+/// The links of `/.well-known/core` as `c` sees them.
+async fn discovered(c: &mut DtlsClient) -> String {
+    let core = c.request(RequestType::Get, ".well-known/core", b"").await;
+    String::from_utf8_lossy(&core.payload).into_owned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn issue_5_psk_identity_is_the_acl_username_4_03_with_a_diagnostic() {
     let gw = gateway_psk(with_acl).await;
-    let mut alice = DtlsClient::new(gw.coaps_addr.unwrap(), "alice", b"alice-secret").await;
-    alice.handshake().await.unwrap();
-    let put = alice
-        .request(RequestType::Put, "r/alice/shared", b"hi")
-        .await;
-    assert_eq!(code_of(&put), MessageClass::Response(ResponseType::Created));
+    let mut alice = connected(&gw, "alice", b"alice-secret").await;
+    let put = alice.request(RequestType::Put, "r/alice/shared", b"hi");
+    assert_eq!(put.await.header.code, resp(ResponseType::Created));
     let denied = alice.request(RequestType::Put, "r/bob/x", b"no").await;
-    assert_eq!(
-        code_of(&denied),
-        MessageClass::Response(ResponseType::Forbidden)
-    );
+    assert_eq!(denied.header.code, resp(ResponseType::Forbidden));
     let why = String::from_utf8_lossy(&denied.payload);
-    assert!(
-        why.contains("alice") && why.contains("write") && why.contains("bob/x"),
-        "{why}"
-    );
+    let says = why.contains("alice") && why.contains("write") && why.contains("bob/x");
+    assert!(says, "{why}");
     assert_eq!(http_value(&gw, "bob/x").await, None, "nothing written");
 
-    let mut bob = DtlsClient::new(gw.coaps_addr.unwrap(), "bob", b"bob-secret").await;
-    bob.handshake().await.unwrap();
+    let mut bob = connected(&gw, "bob", b"bob-secret").await;
     let read = bob.request(RequestType::Get, "r/alice/shared", b"").await;
-    assert_eq!(
-        code_of(&read),
-        MessageClass::Response(ResponseType::Content)
-    );
+    assert_eq!(read.header.code, resp(ResponseType::Content));
     assert_eq!(read.payload, b"hi");
-    let write = bob
-        .request(RequestType::Put, "r/alice/shared", b"bob was here")
-        .await;
-    assert_eq!(
-        code_of(&write),
-        MessageClass::Response(ResponseType::Forbidden)
-    );
+    let write = bob.request(RequestType::Put, "r/alice/shared", b"bob was here");
+    assert_eq!(write.await.header.code, resp(ResponseType::Forbidden));
     // Discovery lists only what the caller may read.
-    let core = bob.request(RequestType::Get, ".well-known/core", b"").await;
-    let links = String::from_utf8_lossy(&core.payload).into_owned();
+    let links = discovered(&mut bob).await;
     assert!(links.contains("</r/alice/shared>"), "{links}");
-    let put2 = alice
-        .request(RequestType::Put, "r/alice/private", b"p")
-        .await;
-    assert_eq!(
-        code_of(&put2),
-        MessageClass::Response(ResponseType::Created)
-    );
-    let core = bob.request(RequestType::Get, ".well-known/core", b"").await;
-    let links = String::from_utf8_lossy(&core.payload).into_owned();
+    let put2 = alice.request(RequestType::Put, "r/alice/private", b"p");
+    assert_eq!(put2.await.header.code, resp(ResponseType::Created));
+    let links = discovered(&mut bob).await;
     assert!(!links.contains("private"), "{links}");
     assert_eq!(http_value(&gw, "alice/shared").await.as_deref(), Some("hi"));
     gw.shutdown().await;
@@ -718,25 +539,11 @@ async fn issue_5_coap_client_openssl_sees_4_03_for_a_denied_write() {
         return;
     }
     let gw = gateway_psk(with_acl).await;
-    let denied = coap_client(
-        "openssl",
-        "alice",
-        ALICE_KEY,
-        &["-m", "put", "-e", "nope"],
-        &coaps_uri(&gw, "r/elsewhere"),
-    )
-    .await;
-    assert!(denied.all.contains("4.03"), "{}", denied.all);
+    let denied = as_alice("-m put -e nope", &coaps_uri(&gw, "r/elsewhere")).await;
+    assert!(denied.all().contains("4.03"), "{}", denied.all());
     assert_eq!(http_value(&gw, "elsewhere").await, None);
-    let ok = coap_client(
-        "openssl",
-        "alice",
-        ALICE_KEY,
-        &["-m", "put", "-e", "yes"],
-        &coaps_uri(&gw, "r/alice/cli"),
-    )
-    .await;
-    assert!(!ok.all.contains("4."), "{}", ok.all);
+    let ok = as_alice("-m put -e yes", &coaps_uri(&gw, "r/alice/cli")).await;
+    assert!(!ok.all().contains("4."), "{}", ok.all());
     assert_eq!(http_value(&gw, "alice/cli").await.as_deref(), Some("yes"));
     gw.shutdown().await;
 }
@@ -822,15 +629,8 @@ async fn issue_16_rfc6347_4_2_1_a_flood_of_client_hellos_holds_no_session() {
     // A real client gets through at once.
     let started = Instant::now();
     let uri = coaps_uri(&gw, "r/dtls/afterflood");
-    let put = coap_client(
-        "openssl",
-        "alice",
-        ALICE_KEY,
-        &["-m", "put", "-e", "through"],
-        &uri,
-    )
-    .await;
-    assert!(!put.all.contains("4."), "{}", put.all);
+    let put = as_alice("-m put -e through", &uri).await;
+    assert!(!put.all().contains("4."), "{}", put.all());
     assert_eq!(
         stat(&gw, |s| &s.hello_verify_requests),
         5001,

@@ -5,9 +5,9 @@
 //! with ponte-mqtt's codec over a raw socket, so flags, packet identifiers and return codes
 //! are checked as they are on the wire.
 
-mod conformance;
+mod common;
 
-use conformance::*;
+use common::*;
 use ponte_mqtt::{Packet, QoS, SubscribeReturnCode};
 
 /// A CONNECT built byte by byte: protocol `name`/`level`, connect `flags`, keep alive 30 and
@@ -54,6 +54,63 @@ async fn ack(c: &mut V3, p: &ponte_mqtt::Publish) {
 /// (topic, payload, qos, retain) of a PUBLISH, for comparisons.
 fn seen(p: &ponte_mqtt::Publish) -> (String, Vec<u8>, QoS, bool) {
     (p.topic.clone(), p.payload.to_vec(), p.qos, p.retain)
+}
+
+/// A SUBSCRIBE of one filter.
+fn subscribe_one(pkid: u16, filter: &str, qos: QoS) -> Packet {
+    let filters = vec![(filter.to_string(), qos)];
+    Packet::Subscribe { pkid, filters }
+}
+
+/// The next two messages `c` receives are "1" and then "2".
+async fn one_then_two(c: &mut V3) {
+    let got = [c.publish_rx().await.payload, c.publish_rx().await.payload];
+    assert_eq!(got, ["1", "2"]);
+}
+
+/// The expected [`seen`] of a message.
+fn msg(topic: &str, payload: &[u8], qos: QoS, retain: bool) -> (String, Vec<u8>, QoS, bool) {
+    (topic.into(), payload.to_vec(), qos, retain)
+}
+
+/// A clean-session client `id` subscribed to `filter` at `qos`.
+async fn subscriber(gw: &ponte::Gateway, id: &str, filter: &str, qos: QoS) -> V3 {
+    let mut c = V3::connect(gw.mqtt_addr, id).await;
+    sub(&mut c, filter, qos).await;
+    c
+}
+
+/// A [`subscriber`] `id` and a publisher `{id}-pub`.
+async fn sub_and_pub(gw: &ponte::Gateway, id: &str, filter: &str, qos: QoS) -> (V3, V3) {
+    let c = subscriber(gw, id, filter, qos).await;
+    (c, V3::connect(gw.mqtt_addr, &format!("{id}-pub")).await)
+}
+
+/// A client `id` with Clean Session `clean` and a will (topic, payload, QoS, retain).
+async fn with_will(
+    gw: &ponte::Gateway,
+    id: &str,
+    clean: bool,
+    w: (&str, &'static [u8], QoS, bool),
+) -> V3 {
+    let w = will(w.0, w.1, w.2, w.3);
+    V3::connect_with(gw.mqtt_addr, connect3(id, clean, 30, Some(w)))
+        .await
+        .0
+}
+
+/// A gateway and a watcher `id` subscribed to `filter` at `qos`.
+async fn watching(id: &str, filter: &str, qos: QoS) -> (ponte::Gateway, V3) {
+    let gw = gateway().await;
+    let watch = subscriber(&gw, id, filter, qos).await;
+    (gw, watch)
+}
+
+/// UNSUBSCRIBE `filters` with packet id `pkid`; the UNSUBACK must come next, with that id.
+async fn unsubscribe(c: &mut V3, pkid: u16, filters: &[&str]) {
+    let filters = filters.iter().map(|f| f.to_string()).collect();
+    c.send(&Packet::Unsubscribe { pkid, filters }).await;
+    c.expect(Packet::UnsubAck(pkid)).await;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -148,8 +205,7 @@ async fn mqtt_3_1_4_5_packets_after_a_refused_connect_are_not_processed() {
             code: ponte_mqtt::ConnectReturnCode::IdentifierRejected
         }]
     );
-    let (mut check, _) = V3::connect(gw.mqtt_addr, "check45", true).await;
-    sub(&mut check, "r45/t", QoS::AtMostOnce).await;
+    let mut check = subscriber(&gw, "check45", "r45/t", QoS::AtMostOnce).await;
     check
         .publish("r45/t", QoS::AtMostOnce, false, b"sentinel")
         .await;
@@ -163,92 +219,81 @@ async fn mqtt_3_1_4_5_packets_after_a_refused_connect_are_not_processed() {
 #[tokio::test]
 async fn mqtt_3_1_2_5_qos1_and_qos2_messages_queued_for_a_disconnected_session() {
     let gw = gateway().await;
-    let (mut away, present) = V3::connect(gw.mqtt_addr, "away5", false).await;
+    let (mut away, present) = V3::session(gw.mqtt_addr, "away5", false).await;
     assert!(!present);
     sub(&mut away, "away5/#", QoS::ExactlyOnce).await;
     away.disconnect().await;
 
-    let (mut publ, _) = V3::connect(gw.mqtt_addr, "away5-pub", true).await;
+    let mut publ = V3::connect(gw.mqtt_addr, "away5-pub").await;
     publ.publish("away5/1", QoS::AtLeastOnce, false, b"one")
         .await;
     publ.publish("away5/2", QoS::ExactlyOnce, false, b"two")
         .await;
 
-    let (mut back, present) = V3::connect(gw.mqtt_addr, "away5", false).await;
+    let (mut back, present) = V3::session(gw.mqtt_addr, "away5", false).await;
     assert!(present, "MQTT-3.2.2-2: the stored session is reported");
     let a = back.publish_rx().await;
-    assert_eq!(
-        seen(&a),
-        ("away5/1".into(), b"one".to_vec(), QoS::AtLeastOnce, false)
-    );
+    assert_eq!(seen(&a), msg("away5/1", b"one", QoS::AtLeastOnce, false));
     ack(&mut back, &a).await;
     let b = back.publish_rx().await;
-    assert_eq!(
-        seen(&b),
-        ("away5/2".into(), b"two".to_vec(), QoS::ExactlyOnce, false)
-    );
+    assert_eq!(seen(&b), msg("away5/2", b"two", QoS::ExactlyOnce, false));
     ack(&mut back, &b).await;
 }
 
 #[tokio::test]
 async fn mqtt_3_1_2_6_clean_session_1_discards_the_previous_session() {
     let gw = gateway().await;
-    let (mut c, _) = V3::connect(gw.mqtt_addr, "fresh6", false).await;
+    let (mut c, _) = V3::session(gw.mqtt_addr, "fresh6", false).await;
     sub(&mut c, "fresh6/old", QoS::AtLeastOnce).await;
     c.disconnect().await;
 
-    let (mut c, present) = V3::connect(gw.mqtt_addr, "fresh6", true).await;
+    let (mut c, present) = V3::session(gw.mqtt_addr, "fresh6", true).await;
     assert!(
         !present,
         "MQTT-3.2.2-1: Clean Session 1 gets Session Present 0"
     );
     sub(&mut c, "fresh6/new", QoS::AtLeastOnce).await;
-    let (mut publ, _) = V3::connect(gw.mqtt_addr, "fresh6-pub", true).await;
-    publ.publish("fresh6/old", QoS::AtLeastOnce, false, b"old")
-        .await;
-    publ.publish("fresh6/new", QoS::AtLeastOnce, false, b"new")
-        .await;
+    let mut publ = V3::connect(gw.mqtt_addr, "fresh6-pub").await;
+    for (topic, payload) in [("fresh6/old", &b"old"[..]), ("fresh6/new", b"new")] {
+        publ.publish(topic, QoS::AtLeastOnce, false, payload).await;
+    }
     let p = c.publish_rx().await;
     assert_eq!(p.topic, "fresh6/new", "the old subscription is gone: {p:?}");
     ack(&mut c, &p).await;
     c.disconnect().await;
 
     // The Clean Session 1 session ended with its connection: nothing is left to resume.
-    let (_c, present) = V3::connect(gw.mqtt_addr, "fresh6", false).await;
+    let (_c, present) = V3::session(gw.mqtt_addr, "fresh6", false).await;
     assert!(!present, "MQTT-3.1.2-6: clean-session state is not reused");
 }
 
 #[tokio::test]
 async fn mqtt_3_2_2_2_3_session_present_reflects_stored_session_state() {
     let gw = gateway().await;
-    let (c, present) = V3::connect(gw.mqtt_addr, "sp22", false).await;
+    let (c, present) = V3::session(gw.mqtt_addr, "sp22", false).await;
     assert!(
         !present,
         "MQTT-3.2.2-3: no stored session → Session Present 0"
     );
     c.disconnect().await;
-    let (_c, present) = V3::connect(gw.mqtt_addr, "sp22", false).await;
+    let (_c, present) = V3::session(gw.mqtt_addr, "sp22", false).await;
     assert!(present, "MQTT-3.2.2-2: stored session → Session Present 1");
 }
 
 #[tokio::test]
 async fn mqtt_3_1_2_7_retained_messages_outlive_the_publishers_session() {
     let gw = gateway().await;
-    let (mut publ, _) = V3::connect(gw.mqtt_addr, "keep7", false).await;
+    let (mut publ, _) = V3::session(gw.mqtt_addr, "keep7", false).await;
     publ.publish("keep7/t", QoS::AtLeastOnce, true, b"kept")
         .await;
     publ.disconnect().await;
     // End the session: a Clean Session 1 connection discards it.
-    let (publ, _) = V3::connect(gw.mqtt_addr, "keep7", true).await;
+    let publ = V3::connect(gw.mqtt_addr, "keep7").await;
     publ.disconnect().await;
 
-    let (mut c, _) = V3::connect(gw.mqtt_addr, "keep7-sub", true).await;
-    sub(&mut c, "keep7/t", QoS::AtLeastOnce).await;
+    let mut c = subscriber(&gw, "keep7-sub", "keep7/t", QoS::AtLeastOnce).await;
     let p = c.publish_rx().await;
-    assert_eq!(
-        seen(&p),
-        ("keep7/t".into(), b"kept".to_vec(), QoS::AtLeastOnce, true)
-    );
+    assert_eq!(seen(&p), msg("keep7/t", b"kept", QoS::AtLeastOnce, true));
 }
 
 // ---------------------------------------------------------------------------------------
@@ -256,55 +301,38 @@ async fn mqtt_3_1_2_7_retained_messages_outlive_the_publishers_session() {
 
 #[tokio::test]
 async fn mqtt_3_1_2_10_will_removed_once_published() {
-    let gw = gateway().await;
-    let (mut watch, _) = V3::connect(gw.mqtt_addr, "w10-watch", true).await;
-    sub(&mut watch, "w10/#", QoS::AtMostOnce).await;
+    let (gw, mut watch) = watching("w10-watch", "w10/#", QoS::AtMostOnce).await;
 
-    let w = will("w10/t", b"gone", QoS::AtMostOnce, false);
-    let (c, _) = V3::connect_with(gw.mqtt_addr, connect3("w10", false, 30, Some(w))).await;
+    let c = with_will(
+        &gw,
+        "w10",
+        false,
+        ("w10/t", b"gone", QoS::AtMostOnce, false),
+    )
+    .await;
     drop(c); // abnormal close: the will goes out
     assert_eq!(watch.publish_rx().await.payload, "gone");
 
     // The same (persistent) session, this time connected without a will: nothing is left
     // of the first will to publish.
-    let (c, present) = V3::connect(gw.mqtt_addr, "w10", false).await;
+    let (c, present) = V3::session(gw.mqtt_addr, "w10", false).await;
     assert!(present);
     drop(c);
-    watch
-        .assert_quiet(QUIET, "MQTT-3.1.2-10: the will was published once only")
-        .await;
-}
-
-#[tokio::test]
-async fn mqtt_3_1_2_12_without_will_flag_nothing_is_published_on_abnormal_close() {
-    let gw = gateway().await;
-    let (mut watch, _) = V3::connect(gw.mqtt_addr, "w12-watch", true).await;
-    sub(&mut watch, "#", QoS::AtMostOnce).await;
-    let (c, _) = V3::connect(gw.mqtt_addr, "w12", true).await;
-    drop(c);
-    watch
-        .assert_quiet(QUIET, "MQTT-3.1.2-12: no will without the Will Flag")
-        .await;
+    let why = "MQTT-3.1.2-10: the will was published once only";
+    watch.quiet(why).await;
 }
 
 #[tokio::test]
 async fn mqtt_3_1_2_16_will_retain_0_published_as_a_non_retained_message() {
-    let gw = gateway().await;
-    let (mut watch, _) = V3::connect(gw.mqtt_addr, "w16-watch", true).await;
-    sub(&mut watch, "w16/t", QoS::AtLeastOnce).await;
-    let w = will("w16/t", b"bye", QoS::AtLeastOnce, false);
-    let (c, _) = V3::connect_with(gw.mqtt_addr, connect3("w16", true, 30, Some(w))).await;
+    let (gw, mut watch) = watching("w16-watch", "w16/t", QoS::AtLeastOnce).await;
+    let c = with_will(&gw, "w16", true, ("w16/t", b"bye", QoS::AtLeastOnce, false)).await;
     drop(c);
     let p = watch.publish_rx().await;
-    assert_eq!(
-        seen(&p),
-        ("w16/t".into(), b"bye".to_vec(), QoS::AtLeastOnce, false)
-    );
+    assert_eq!(seen(&p), msg("w16/t", b"bye", QoS::AtLeastOnce, false));
     ack(&mut watch, &p).await;
 
     // Not retained: a new subscriber's first message is a live sentinel.
-    let (mut late, _) = V3::connect(gw.mqtt_addr, "w16-late", true).await;
-    sub(&mut late, "w16/t", QoS::AtMostOnce).await;
+    let mut late = subscriber(&gw, "w16-late", "w16/t", QoS::AtMostOnce).await;
     watch
         .publish("w16/t", QoS::AtMostOnce, false, b"sentinel")
         .await;
@@ -314,23 +342,29 @@ async fn mqtt_3_1_2_16_will_retain_0_published_as_a_non_retained_message() {
 #[tokio::test]
 async fn mqtt_3_1_2_17_will_retain_1_published_as_a_retained_message() {
     let gw = gateway().await;
-    let w = will("w17/t", b"bye", QoS::AtLeastOnce, true);
-    let (c, _) = V3::connect_with(gw.mqtt_addr, connect3("w17", true, 30, Some(w))).await;
-    let (mut watch, _) = V3::connect(gw.mqtt_addr, "w17-watch", true).await;
-    sub(&mut watch, "w17/t", QoS::AtLeastOnce).await;
+    let c = with_will(&gw, "w17", true, ("w17/t", b"bye", QoS::AtLeastOnce, true)).await;
+    let mut watch = subscriber(&gw, "w17-watch", "w17/t", QoS::AtLeastOnce).await;
     drop(c);
     let live = watch.publish_rx().await;
     assert_eq!(live.payload, "bye");
     ack(&mut watch, &live).await;
 
-    let (mut late, _) = V3::connect(gw.mqtt_addr, "w17-late", true).await;
-    sub(&mut late, "w17/t", QoS::AtLeastOnce).await;
+    let mut late = subscriber(&gw, "w17-late", "w17/t", QoS::AtLeastOnce).await;
     let p = late.publish_rx().await;
     assert_eq!(
         seen(&p),
-        ("w17/t".into(), b"bye".to_vec(), QoS::AtLeastOnce, true),
+        msg("w17/t", b"bye", QoS::AtLeastOnce, true),
         "the will is the topic's retained message"
     );
+}
+
+#[tokio::test]
+async fn mqtt_3_1_2_12_without_will_flag_nothing_is_published_on_abnormal_close() {
+    let (gw, mut watch) = watching("w12-watch", "#", QoS::AtMostOnce).await;
+    let c = V3::connect(gw.mqtt_addr, "w12").await;
+    drop(c);
+    let why = "MQTT-3.1.2-12: no will without the Will Flag";
+    watch.quiet(why).await;
 }
 
 #[tokio::test]
@@ -345,7 +379,7 @@ async fn mqtt_3_1_3_5_client_ids_of_1_to_23_alphanumerics_are_accepted() {
     ];
     let mut conns = Vec::new();
     for id in ids {
-        let (c, _) = V3::connect(gw.mqtt_addr, id, true).await;
+        let c = V3::connect(gw.mqtt_addr, id).await;
         conns.push(c);
     }
     // Distinct ids are distinct clients: none was taken over by another.
@@ -360,9 +394,7 @@ async fn mqtt_3_1_3_5_client_ids_of_1_to_23_alphanumerics_are_accepted() {
 #[tokio::test]
 async fn mqtt_3_3_1_3_incoming_dup_flag_is_not_propagated() {
     let gw = gateway().await;
-    let (mut c, _) = V3::connect(gw.mqtt_addr, "dup3", true).await;
-    sub(&mut c, "dup3/t", QoS::ExactlyOnce).await;
-    let (mut publ, _) = V3::connect(gw.mqtt_addr, "dup3-pub", true).await;
+    let (mut c, mut publ) = sub_and_pub(&gw, "dup3", "dup3/t", QoS::ExactlyOnce).await;
     let mut p = publish("dup3/t", QoS::AtLeastOnce, 7, false, b"resent");
     p.dup = true;
     publ.send(&Packet::Publish(p)).await;
@@ -376,98 +408,96 @@ async fn mqtt_3_3_1_3_incoming_dup_flag_is_not_propagated() {
     assert_eq!(got.qos, QoS::AtLeastOnce);
 }
 
+/// A publisher `{id}-pub` sends `sends` (topic, QoS, retain, payload) and pings (so even
+/// its QoS 0 PUBLISHes are handled); then a subscriber `{id}-sub` subscribes `filter` at
+/// `qos` and the publisher sends "end" to `end` (QoS 1, not retained). What the subscriber
+/// received up to and including "end" (each acknowledged), as [`seen`] tuples.
+async fn retained_then_live(
+    id: &str,
+    sends: &[(&str, QoS, bool, &[u8])],
+    (filter, qos): (&str, QoS),
+    end: &str,
+) -> Vec<(String, Vec<u8>, QoS, bool)> {
+    let gw = gateway().await;
+    let mut publ = V3::connect(gw.mqtt_addr, &format!("{id}-pub")).await;
+    for (topic, qos, retain, payload) in sends {
+        publ.publish(topic, *qos, *retain, payload).await;
+    }
+    publ.ping().await;
+    let mut c = subscriber(&gw, &format!("{id}-sub"), filter, qos).await;
+    publ.publish(end, QoS::AtLeastOnce, false, b"end").await;
+    let mut got = Vec::new();
+    while got.last().is_none_or(|(_, p, _, _)| p != b"end") {
+        let p = c.publish_rx().await;
+        ack(&mut c, &p).await;
+        got.push(seen(&p));
+    }
+    got
+}
+
 #[tokio::test]
 async fn mqtt_3_3_1_5_retained_message_stored_with_its_qos() {
-    let gw = gateway().await;
-    let (mut publ, _) = V3::connect(gw.mqtt_addr, "rq5-pub", true).await;
-    publ.publish("rq5/1", QoS::AtLeastOnce, true, b"q1").await;
-    publ.publish("rq5/0", QoS::AtMostOnce, true, b"q0").await;
-    // The QoS 0 publish has no acknowledgement: a ping orders it before the subscription.
-    publ.ping().await;
-    let (mut c, _) = V3::connect(gw.mqtt_addr, "rq5-sub", true).await;
-    sub(&mut c, "rq5/+", QoS::ExactlyOnce).await;
-    let mut got = [c.publish_rx().await, c.publish_rx().await];
-    got.sort_by(|a, b| a.topic.cmp(&b.topic));
-    assert_eq!(
-        got.iter().map(seen).collect::<Vec<_>>(),
-        [
-            ("rq5/0".into(), b"q0".to_vec(), QoS::AtMostOnce, true),
-            ("rq5/1".into(), b"q1".to_vec(), QoS::AtLeastOnce, true),
-        ]
-    );
+    let sends: [(&str, QoS, bool, &[u8]); 2] = [
+        ("rq5/1", QoS::AtLeastOnce, true, b"q1"),
+        ("rq5/0", QoS::AtMostOnce, true, b"q0"),
+    ];
+    let mut got = retained_then_live("rq5", &sends, ("rq5/+", QoS::ExactlyOnce), "rq5/end").await;
+    got.pop(); // "end"
+    got.sort();
+    let want = [
+        msg("rq5/0", b"q0", QoS::AtMostOnce, true),
+        msg("rq5/1", b"q1", QoS::AtLeastOnce, true),
+    ];
+    assert_eq!(got, want);
 }
 
 #[tokio::test]
 async fn mqtt_3_3_1_6_new_subscription_gets_the_last_retained_message_of_each_topic() {
-    let gw = gateway().await;
-    let (mut publ, _) = V3::connect(gw.mqtt_addr, "rs6-pub", true).await;
-    publ.publish("rs6/1", QoS::AtLeastOnce, true, b"old").await;
-    publ.publish("rs6/1", QoS::AtLeastOnce, true, b"new").await;
-    publ.publish("rs6/2", QoS::AtLeastOnce, true, b"x").await;
-    publ.publish("other6/3", QoS::AtLeastOnce, true, b"no")
-        .await;
-    let (mut c, _) = V3::connect(gw.mqtt_addr, "rs6-sub", true).await;
-    sub(&mut c, "rs6/+", QoS::AtMostOnce).await;
-    publ.publish("rs6/end", QoS::AtLeastOnce, false, b"end")
-        .await;
-    let mut got = Vec::new();
-    loop {
-        let p = c.publish_rx().await;
-        if p.payload == "end" {
-            break;
-        }
-        got.push((p.topic, p.payload.to_vec(), p.retain));
-    }
+    let sends: [(&str, QoS, bool, &[u8]); 4] = [
+        ("rs6/1", QoS::AtLeastOnce, true, b"old"),
+        ("rs6/1", QoS::AtLeastOnce, true, b"new"),
+        ("rs6/2", QoS::AtLeastOnce, true, b"x"),
+        ("other6/3", QoS::AtLeastOnce, true, b"no"),
+    ];
+    let got = retained_then_live("rs6", &sends, ("rs6/+", QoS::AtMostOnce), "rs6/end").await;
+    let mut got: Vec<_> = got[..got.len() - 1]
+        .iter()
+        .map(|(t, p, _, r)| (t.clone(), p.clone(), *r))
+        .collect();
     got.sort();
-    assert_eq!(
-        got,
-        [
-            ("rs6/1".into(), b"new".to_vec(), true),
-            ("rs6/2".into(), b"x".to_vec(), true),
-        ]
-    );
+    let want = [
+        ("rs6/1".into(), b"new".to_vec(), true),
+        ("rs6/2".into(), b"x".to_vec(), true),
+    ];
+    assert_eq!(got, want);
 }
 
 #[tokio::test]
 async fn mqtt_3_3_1_7_qos0_retained_publish_replaces_the_retained_message() {
-    let gw = gateway().await;
-    let (mut publ, _) = V3::connect(gw.mqtt_addr, "r7-pub", true).await;
-    publ.publish("r7/t", QoS::AtLeastOnce, true, b"old").await;
-    publ.publish("r7/t", QoS::AtMostOnce, true, b"new").await;
-    publ.ping().await;
-    let (mut c, _) = V3::connect(gw.mqtt_addr, "r7-sub", true).await;
-    sub(&mut c, "r7/t", QoS::AtLeastOnce).await;
-    publ.publish("r7/t", QoS::AtLeastOnce, false, b"end").await;
-    let first = c.publish_rx().await;
-    assert_eq!(
-        seen(&first),
-        ("r7/t".into(), b"new".to_vec(), QoS::AtMostOnce, true),
-        "MQTT-3.3.1-7: the QoS 0 retained message replaced the old one"
-    );
-    assert_eq!(c.publish_rx().await.payload, "end");
+    let want = msg("r7/t", b"new", QoS::AtMostOnce, true);
+    let sends: [(&str, QoS, bool, &[u8]); 2] = [
+        ("r7/t", QoS::AtLeastOnce, true, b"old"),
+        ("r7/t", QoS::AtMostOnce, true, b"new"),
+    ];
+    let got = retained_then_live("r7", &sends, ("r7/t", QoS::AtLeastOnce), "r7/t").await;
+    let why = "MQTT-3.3.1-7: the QoS 0 retained message replaced the old one";
+    assert_eq!(got[0], want, "{why}");
+    assert_eq!(got[1].1, b"end");
 }
 
 #[tokio::test]
 async fn mqtt_3_3_1_12_retain_0_neither_stores_nor_removes_the_retained_message() {
-    let gw = gateway().await;
-    let (mut publ, _) = V3::connect(gw.mqtt_addr, "r12-pub", true).await;
-    publ.publish("r12/t", QoS::AtLeastOnce, true, b"kept").await;
-    publ.publish("r12/t", QoS::AtLeastOnce, false, b"live")
-        .await;
-    publ.publish("r12/u", QoS::AtLeastOnce, false, b"never")
-        .await;
-    let (mut c, _) = V3::connect(gw.mqtt_addr, "r12-sub", true).await;
-    sub(&mut c, "r12/+", QoS::AtLeastOnce).await;
-    publ.publish("r12/end", QoS::AtLeastOnce, false, b"end")
-        .await;
-    let first = c.publish_rx().await;
-    assert_eq!(
-        seen(&first),
-        ("r12/t".into(), b"kept".to_vec(), QoS::AtLeastOnce, true)
-    );
-    ack(&mut c, &first).await;
-    let next = c.publish_rx().await;
-    assert_eq!(next.payload, "end", "r12/u was never retained: {next:?}");
+    let want = [
+        msg("r12/t", b"kept", QoS::AtLeastOnce, true),
+        msg("r12/end", b"end", QoS::AtLeastOnce, false),
+    ];
+    let sends: [(&str, QoS, bool, &[u8]); 3] = [
+        ("r12/t", QoS::AtLeastOnce, true, b"kept"),
+        ("r12/t", QoS::AtLeastOnce, false, b"live"),
+        ("r12/u", QoS::AtLeastOnce, false, b"never"),
+    ];
+    let got = retained_then_live("r12", &sends, ("r12/+", QoS::AtLeastOnce), "r12/end").await;
+    assert_eq!(got, want, "r12/u was never retained");
 }
 
 // ---------------------------------------------------------------------------------------
@@ -476,12 +506,9 @@ async fn mqtt_3_3_1_12_retain_0_neither_stores_nor_removes_the_retained_message(
 #[tokio::test]
 async fn mqtt_3_8_4_2_suback_carries_the_subscribe_packet_identifier() {
     let gw = gateway().await;
-    let (mut c, _) = V3::connect(gw.mqtt_addr, "id842", true).await;
-    c.send(&Packet::Subscribe {
-        pkid: 0xBEEF,
-        filters: vec![("id/t".into(), QoS::AtLeastOnce)],
-    })
-    .await;
+    let mut c = V3::connect(gw.mqtt_addr, "id842").await;
+    c.send(&subscribe_one(0xBEEF, "id/t", QoS::AtLeastOnce))
+        .await;
     c.expect(Packet::SubAck {
         pkid: 0xBEEF,
         codes: vec![SubscribeReturnCode::Success(QoS::AtLeastOnce)],
@@ -492,30 +519,21 @@ async fn mqtt_3_8_4_2_suback_carries_the_subscribe_packet_identifier() {
 #[tokio::test]
 async fn mqtt_3_10_4_5_unsuback_with_the_packet_identifier_even_when_nothing_matched() {
     let gw = gateway().await;
-    let (mut c, _) = V3::connect(gw.mqtt_addr, "id1045", true).await;
-    c.send(&Packet::Unsubscribe {
-        pkid: 0x1234,
-        filters: vec!["never/subscribed".into()],
-    })
-    .await;
-    c.expect(Packet::UnsubAck(0x1234)).await;
+    let mut c = V3::connect(gw.mqtt_addr, "id1045").await;
+    unsubscribe(&mut c, 0x1234, &["never/subscribed"]).await;
 }
 
 #[tokio::test]
 async fn mqtt_3_8_4_3_identical_filter_replaces_the_subscription() {
     let gw = gateway().await;
-    let (mut publ, _) = V3::connect(gw.mqtt_addr, "rep3-pub", true).await;
+    let mut publ = V3::connect(gw.mqtt_addr, "rep3-pub").await;
     publ.publish("rep3/t", QoS::AtLeastOnce, true, b"r").await;
-    let (mut c, _) = V3::connect(gw.mqtt_addr, "rep3", true).await;
-    sub(&mut c, "rep3/t", QoS::AtMostOnce).await;
+    let mut c = subscriber(&gw, "rep3", "rep3/t", QoS::AtMostOnce).await;
     assert_eq!(c.publish_rx().await.qos, QoS::AtMostOnce);
     sub(&mut c, "rep3/t", QoS::AtLeastOnce).await;
     // The retained message is re-sent, now at the new maximum QoS.
     let again = c.publish_rx().await;
-    assert_eq!(
-        seen(&again),
-        ("rep3/t".into(), b"r".to_vec(), QoS::AtLeastOnce, true)
-    );
+    assert_eq!(seen(&again), msg("rep3/t", b"r", QoS::AtLeastOnce, true));
     ack(&mut c, &again).await;
     publ.publish("rep3/t", QoS::AtLeastOnce, false, b"live")
         .await;
@@ -544,7 +562,7 @@ async fn mqtt_3_8_4_3_identical_filter_replaces_the_subscription() {
 #[tokio::test]
 async fn mqtt_3_8_4_4_multiple_filters_handled_in_order_with_one_suback() {
     let gw = gateway().await;
-    let (mut c, _) = V3::connect(gw.mqtt_addr, "multi4", true).await;
+    let mut c = V3::connect(gw.mqtt_addr, "multi4").await;
     let codes = c
         .subscribe(&[
             ("m4/a", QoS::ExactlyOnce),
@@ -563,7 +581,7 @@ async fn mqtt_3_8_4_4_multiple_filters_handled_in_order_with_one_suback() {
         ],
         "MQTT-3.8.4-5 / MQTT-3.9.3-1: one code per filter, in order"
     );
-    let (mut publ, _) = V3::connect(gw.mqtt_addr, "multi4-pub", true).await;
+    let mut publ = V3::connect(gw.mqtt_addr, "multi4-pub").await;
     for t in ["m4/a", "m4/b", "m4/c"] {
         publ.publish(t, QoS::ExactlyOnce, false, b"v").await;
     }
@@ -588,12 +606,8 @@ async fn mqtt_3_8_4_4_multiple_filters_handled_in_order_with_one_suback() {
 #[tokio::test]
 async fn mqtt_4_7_3_1_empty_topic_filter_is_refused() {
     let gw = gateway().await;
-    let (mut c, _) = V3::connect(gw.mqtt_addr, "empty731", true).await;
-    c.send(&Packet::Subscribe {
-        pkid: 3,
-        filters: vec![(String::new(), QoS::AtMostOnce)],
-    })
-    .await;
+    let mut c = V3::connect(gw.mqtt_addr, "empty731").await;
+    c.send(&subscribe_one(3, "", QoS::AtMostOnce)).await;
     // Either answer is conforming: a failure code, or closing the connection.
     if let Some(p) = c.recv().await {
         assert_eq!(
@@ -609,15 +623,9 @@ async fn mqtt_4_7_3_1_empty_topic_filter_is_refused() {
 #[tokio::test]
 async fn mqtt_3_10_4_1_unsubscribe_deletes_only_character_for_character_matches() {
     let gw = gateway().await;
-    let (mut c, _) = V3::connect(gw.mqtt_addr, "uc41", true).await;
-    sub(&mut c, "uc41/+", QoS::AtMostOnce).await;
+    let mut c = subscriber(&gw, "uc41", "uc41/+", QoS::AtMostOnce).await;
     // Neither filter is "uc41/+" itself, though both overlap it.
-    c.send(&Packet::Unsubscribe {
-        pkid: 4,
-        filters: vec!["uc41/a".into(), "uc41/#".into()],
-    })
-    .await;
-    c.expect(Packet::UnsubAck(4)).await;
+    unsubscribe(&mut c, 4, &["uc41/a", "uc41/#"]).await;
     c.publish("uc41/a", QoS::AtMostOnce, false, b"still").await;
     assert_eq!(c.publish_rx().await.payload, "still");
 }
@@ -625,16 +633,11 @@ async fn mqtt_3_10_4_1_unsubscribe_deletes_only_character_for_character_matches(
 #[tokio::test]
 async fn mqtt_3_10_4_6_multiple_filters_handled_with_one_unsuback() {
     let gw = gateway().await;
-    let (mut c, _) = V3::connect(gw.mqtt_addr, "u46", true).await;
+    let mut c = V3::connect(gw.mqtt_addr, "u46").await;
     for f in ["u46/a", "u46/b", "u46/c"] {
         sub(&mut c, f, QoS::AtMostOnce).await;
     }
-    c.send(&Packet::Unsubscribe {
-        pkid: 5,
-        filters: vec!["u46/a".into(), "u46/b".into()],
-    })
-    .await;
-    c.expect(Packet::UnsubAck(5)).await;
+    unsubscribe(&mut c, 5, &["u46/a", "u46/b"]).await;
     for t in ["u46/a", "u46/b", "u46/c"] {
         c.publish(t, QoS::AtMostOnce, false, b"v").await;
     }
@@ -646,18 +649,11 @@ async fn mqtt_3_10_4_6_multiple_filters_handled_with_one_unsuback() {
 #[tokio::test]
 async fn mqtt_3_10_4_3_qos2_delivery_in_flight_completes_after_unsubscribe() {
     let gw = gateway().await;
-    let (mut c, _) = V3::connect(gw.mqtt_addr, "u43", true).await;
-    sub(&mut c, "u43/t", QoS::ExactlyOnce).await;
-    let (mut publ, _) = V3::connect(gw.mqtt_addr, "u43-pub", true).await;
+    let (mut c, mut publ) = sub_and_pub(&gw, "u43", "u43/t", QoS::ExactlyOnce).await;
     publ.publish("u43/t", QoS::ExactlyOnce, false, b"x").await;
     let p = c.publish_rx().await;
     assert_eq!(p.qos, QoS::ExactlyOnce);
-    c.send(&Packet::Unsubscribe {
-        pkid: 9,
-        filters: vec!["u43/t".into()],
-    })
-    .await;
-    c.expect(Packet::UnsubAck(9)).await;
+    unsubscribe(&mut c, 9, &["u43/t"]).await;
     c.send(&Packet::PubRec(p.pkid)).await;
     c.expect(Packet::PubRel(p.pkid)).await;
     c.send(&Packet::PubComp(p.pkid)).await;
@@ -667,18 +663,21 @@ async fn mqtt_3_10_4_3_qos2_delivery_in_flight_completes_after_unsubscribe() {
 #[tokio::test]
 async fn mqtt_3_12_4_1_pingreq_answered_with_pingresp() {
     let gw = gateway().await;
-    let (mut c, _) = V3::connect(gw.mqtt_addr, "ping", true).await;
+    let mut c = V3::connect(gw.mqtt_addr, "ping").await;
     c.send_raw(&[0xC0, 0x00]).await;
     c.expect(Packet::PingResp).await;
 }
 
 #[tokio::test]
 async fn mqtt_3_14_1_1_disconnect_with_reserved_bits_set_closes_and_publishes_the_will() {
-    let gw = gateway().await;
-    let (mut watch, _) = V3::connect(gw.mqtt_addr, "d141-watch", true).await;
-    sub(&mut watch, "d141/t", QoS::AtMostOnce).await;
-    let w = will("d141/t", b"will", QoS::AtMostOnce, false);
-    let (mut c, _) = V3::connect_with(gw.mqtt_addr, connect3("d141", true, 30, Some(w))).await;
+    let (gw, mut watch) = watching("d141-watch", "d141/t", QoS::AtMostOnce).await;
+    let mut c = with_will(
+        &gw,
+        "d141",
+        true,
+        ("d141/t", b"will", QoS::AtMostOnce, false),
+    )
+    .await;
     c.send_raw(&[0xE1, 0x00]).await;
     let got = c
         .expect_closed("the close after a malformed DISCONNECT")
@@ -697,55 +696,37 @@ async fn mqtt_3_14_1_1_disconnect_with_reserved_bits_set_closes_and_publishes_th
 #[tokio::test]
 async fn mqtt_4_3_2_2_after_puback_the_same_packet_id_is_a_new_message() {
     let gw = gateway().await;
-    let (mut c, _) = V3::connect(gw.mqtt_addr, "q432", true).await;
-    sub(&mut c, "q432/t", QoS::AtMostOnce).await;
-    let (mut publ, _) = V3::connect(gw.mqtt_addr, "q432-pub", true).await;
-    publ.send(&Packet::Publish(publish(
-        "q432/t",
-        QoS::AtLeastOnce,
-        9,
-        false,
-        b"1",
-    )))
-    .await;
+    let (mut c, mut publ) = sub_and_pub(&gw, "q432", "q432/t", QoS::AtMostOnce).await;
+    publ.send(&publish3("q432/t", QoS::AtLeastOnce, 9, false, b"1"))
+        .await;
     publ.expect(Packet::PubAck(9)).await;
     let mut again = publish("q432/t", QoS::AtLeastOnce, 9, false, b"2");
     again.dup = true;
     publ.send(&Packet::Publish(again)).await;
     publ.expect(Packet::PubAck(9)).await;
-    assert_eq!(c.publish_rx().await.payload, "1");
-    assert_eq!(c.publish_rx().await.payload, "2");
+    one_then_two(&mut c).await;
 }
 
 #[tokio::test]
 async fn mqtt_4_3_3_2_after_pubcomp_the_same_packet_id_is_a_new_message() {
     let gw = gateway().await;
-    let (mut c, _) = V3::connect(gw.mqtt_addr, "q433", true).await;
-    sub(&mut c, "q433/t", QoS::AtMostOnce).await;
-    let (mut publ, _) = V3::connect(gw.mqtt_addr, "q433-pub", true).await;
+    let (mut c, mut publ) = sub_and_pub(&gw, "q433", "q433/t", QoS::AtMostOnce).await;
     for payload in [b"1", b"2"] {
-        publ.send(&Packet::Publish(publish(
-            "q433/t",
-            QoS::ExactlyOnce,
-            9,
-            false,
-            payload,
-        )))
-        .await;
+        publ.send(&publish3("q433/t", QoS::ExactlyOnce, 9, false, payload))
+            .await;
         publ.expect(Packet::PubRec(9)).await;
         publ.send(&Packet::PubRel(9)).await;
         publ.expect(Packet::PubComp(9)).await;
     }
-    assert_eq!(c.publish_rx().await.payload, "1");
-    assert_eq!(c.publish_rx().await.payload, "2");
+    one_then_two(&mut c).await;
 }
 
 #[tokio::test]
 async fn mqtt_4_4_0_1_unacknowledged_publish_and_pubrel_resent_on_reconnect() {
     let gw = gateway().await;
-    let (mut c, _) = V3::connect(gw.mqtt_addr, "re440", false).await;
+    let (mut c, _) = V3::session(gw.mqtt_addr, "re440", false).await;
     sub(&mut c, "re440/#", QoS::ExactlyOnce).await;
-    let (mut publ, _) = V3::connect(gw.mqtt_addr, "re440-pub", true).await;
+    let mut publ = V3::connect(gw.mqtt_addr, "re440-pub").await;
     publ.publish("re440/1", QoS::AtLeastOnce, false, b"a").await;
     publ.publish("re440/2", QoS::ExactlyOnce, false, b"b").await;
     let a = c.publish_rx().await; // not acknowledged
@@ -755,7 +736,7 @@ async fn mqtt_4_4_0_1_unacknowledged_publish_and_pubrel_resent_on_reconnect() {
     c.expect(Packet::PubRel(b.pkid)).await;
     drop(c); // gone before PUBACK for a and PUBCOMP for b
 
-    let (mut c, present) = V3::connect(gw.mqtt_addr, "re440", false).await;
+    let (mut c, present) = V3::session(gw.mqtt_addr, "re440", false).await;
     assert!(present);
     let again = c.recv().await;
     let mut want = a.clone();
@@ -774,9 +755,7 @@ async fn mqtt_4_4_0_1_unacknowledged_publish_and_pubrel_resent_on_reconnect() {
 #[tokio::test]
 async fn mqtt_4_6_0_6_messages_from_one_client_are_forwarded_in_order() {
     let gw = gateway().await;
-    let (mut c, _) = V3::connect(gw.mqtt_addr, "ord6", true).await;
-    sub(&mut c, "ord6/t", QoS::AtLeastOnce).await;
-    let (mut publ, _) = V3::connect(gw.mqtt_addr, "ord6-pub", true).await;
+    let (mut c, mut publ) = sub_and_pub(&gw, "ord6", "ord6/t", QoS::AtLeastOnce).await;
     for i in 0..40u8 {
         let p = publish("ord6/t", QoS::AtLeastOnce, u16::from(i) + 1, false, &[i]);
         publ.send(&Packet::Publish(p)).await;
@@ -791,8 +770,7 @@ async fn mqtt_4_6_0_6_messages_from_one_client_are_forwarded_in_order() {
 #[tokio::test]
 async fn mqtt_4_7_3_4_topics_are_matched_without_normalisation() {
     let gw = gateway().await;
-    let (mut c, _) = V3::connect(gw.mqtt_addr, "norm", true).await;
-    sub(&mut c, "nm/a", QoS::AtMostOnce).await;
+    let mut c = subscriber(&gw, "norm", "nm/a", QoS::AtMostOnce).await;
     for t in ["nm//a", "NM/a", "nm/a/", "nm/a ", "nm/\u{FEFF}a"] {
         c.publish(t, QoS::AtMostOnce, false, b"no").await;
     }
@@ -814,9 +792,8 @@ async fn mqtt_4_7_3_4_topics_are_matched_without_normalisation() {
 #[tokio::test]
 async fn mqtt_4_6_0_6_pipelined_publishes_keep_order_with_a_durable_store() {
     let (gw, _dir) = sled_gateway().await;
-    let (mut c, _) = V3::connect(gw.mqtt_addr, "pipe-sub", true).await;
-    sub(&mut c, "pipe/#", QoS::AtLeastOnce).await;
-    let (mut publ, _) = V3::connect(gw.mqtt_addr, "pipe-pub", true).await;
+    let mut c = subscriber(&gw, "pipe-sub", "pipe/#", QoS::AtLeastOnce).await;
+    let mut publ = V3::connect(gw.mqtt_addr, "pipe-pub").await;
     const N: u16 = 300;
     let mut bytes = bytes::BytesMut::new();
     let mut acked = Vec::new();
@@ -854,19 +831,10 @@ async fn mqtt_4_6_0_6_pipelined_publishes_keep_order_with_a_durable_store() {
         ack(&mut c, &p).await;
     }
     // Retained, then SUBSCRIBE at once on the same connection: it sees its own value.
-    publ.send(&Packet::Publish(publish(
-        "pipe/c",
-        QoS::AtLeastOnce,
-        7,
-        true,
-        b"mine",
-    )))
-    .await;
-    publ.send(&Packet::Subscribe {
-        pkid: 8,
-        filters: vec![("pipe/c".to_string(), QoS::AtMostOnce)],
-    })
-    .await;
+    publ.send(&publish3("pipe/c", QoS::AtLeastOnce, 7, true, b"mine"))
+        .await;
+    publ.send(&subscribe_one(8, "pipe/c", QoS::AtMostOnce))
+        .await;
     publ.expect(Packet::PubAck(7)).await;
     let p = publ.publish_rx().await;
     assert_eq!(
@@ -894,7 +862,7 @@ async fn mqtt_4_6_0_6_pipelined_publishes_keep_order_with_a_durable_store() {
 #[tokio::test]
 async fn mqtt_3_12_4_1_pingresp_follows_the_publishes_sent_before_it() {
     let (gw, _dir) = sled_gateway().await;
-    let (mut publ, _) = V3::connect(gw.mqtt_addr, "barrier", true).await;
+    let mut publ = V3::connect(gw.mqtt_addr, "barrier").await;
     let mut bytes = bytes::BytesMut::new();
     for i in 0..100u16 {
         let p = publish(&format!("barrier/{i}"), QoS::AtMostOnce, 0, true, b"v");

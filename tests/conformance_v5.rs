@@ -5,39 +5,57 @@
 //! ponte-mqtt's v5 codec over a raw socket, so reason codes and properties are checked as
 //! they are on the wire.
 
-mod conformance;
+mod common;
 
 use std::time::{Duration, Instant};
 
-use conformance::*;
-use ponte_mqtt::{
-    reason, Packet5, Properties, PubResponse, QoS, ReasonPacket, Subscribe5, SubscriptionOptions,
-};
-use tokio::io::AsyncReadExt;
+use common::*;
+use ponte_mqtt::{reason, Packet5, Properties, QoS, ReasonPacket, Subscribe5};
 
-/// A PUBACK (or other acknowledgement body) for `pkid` with `code`.
-fn response(pkid: u16, code: u8) -> PubResponse {
-    PubResponse {
-        pkid,
-        reason_code: code,
-        properties: Properties::default(),
+/// A gateway and a watcher `id` subscribed to `filter` at `qos`.
+async fn watching(id: &str, filter: &str, qos: QoS) -> (ponte::Gateway, V5) {
+    let gw = gateway().await;
+    let mut watch = V5::connect(gw.mqtt_addr, id).await;
+    watch.subscribe(&[(filter, opts(qos))]).await;
+    (gw, watch)
+}
+
+/// A gateway, a client `id` subscribed to `filter` at `qos` (with Session Expiry 60 s
+/// when `persistent`), and a publisher `{id}-pub`.
+async fn sub_and_pub(
+    id: &str,
+    filter: &str,
+    qos: QoS,
+    persistent: bool,
+) -> (ponte::Gateway, V5, V5) {
+    let gw = gateway().await;
+    let props = if persistent {
+        expiry(60)
+    } else {
+        Properties::default()
+    };
+    let (mut c, _) = V5::session(gw.mqtt_addr, id, true, props).await;
+    c.subscribe(&[(filter, opts(qos))]).await;
+    let publ = V5::connect(gw.mqtt_addr, &format!("{id}-pub")).await;
+    (gw, c, publ)
+}
+
+/// Everything in `got` is a DISCONNECT with `code` (there may be none).
+fn at_most_disconnect(got: &[Packet5], code: u8, what: &str) {
+    for p in got {
+        let ok = matches!(p, Packet5::Disconnect(ReasonPacket { reason_code, .. }) if *reason_code == code);
+        assert!(ok, "{what}: {p:?}");
     }
 }
 
-/// Acknowledge an incoming QoS 1 PUBLISH with success.
-async fn puback(c: &mut V5, p: &ponte_mqtt::Publish5) {
-    assert_eq!(p.publish.qos, QoS::AtLeastOnce);
-    c.send(&Packet5::PubAck(response(p.publish.pkid, 0))).await;
+/// A v5 client `id` with a QoS 0 will on `topic` and no properties.
+async fn plain_will(gw: &ponte::Gateway, id: &str, topic: &str) -> V5 {
+    with_will(gw, id, topic, Properties::default(), Properties::default()).await
 }
 
-/// Everything the server sends until it closes, as bytes (for answers the v5 decoder may
-/// not parse, such as a 3.1.1-format CONNACK).
-async fn bytes_until_close(c: &mut V5, what: &str) -> Vec<u8> {
-    let mut all = Vec::new();
-    within(WAIT, what, c.s.read_to_end(&mut all))
-        .await
-        .expect("read");
-    all
+/// Message Expiry Interval `secs` as PUBLISH properties.
+fn expiring(secs: u32) -> Properties {
+    props(|p| p.message_expiry_interval = Some(secs))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -46,7 +64,7 @@ async fn bytes_until_close(c: &mut V5, what: &str) -> Vec<u8> {
 #[tokio::test]
 async fn mqtt5_3_1_0_2_second_connect_is_a_protocol_error() {
     let gw = gateway().await;
-    let mut c = V5::connect(gw.mqtt_addr, "twice5", Properties::default()).await;
+    let mut c = V5::connect(gw.mqtt_addr, "twice5").await;
     c.send(&connect5("twice5", true, Properties::default()))
         .await;
     let got = c.expect_closed("the close after a second CONNECT").await;
@@ -54,16 +72,7 @@ async fn mqtt5_3_1_0_2_second_connect_is_a_protocol_error() {
         !got.iter().any(|p| matches!(p, Packet5::ConnAck { .. })),
         "MQTT-3.2.0-2: no second CONNACK: {got:?}"
     );
-    assert!(
-        got.iter().all(|p| matches!(
-            p,
-            Packet5::Disconnect(ReasonPacket {
-                reason_code: 0x82,
-                ..
-            })
-        )),
-        "at most a DISCONNECT 0x82 (Protocol Error): {got:?}"
-    );
+    at_most_disconnect(&got, 0x82, "at most a DISCONNECT 0x82 (Protocol Error)");
 }
 
 #[tokio::test]
@@ -75,7 +84,9 @@ async fn mqtt5_3_1_2_2_unsupported_protocol_version_closes() {
         0x10, 15, 0, 4, b'M', b'Q', b'T', b'T', 6, 0x02, 0, 30, 0, 0, 2, b'v', b'6',
     ])
     .await;
-    let got = bytes_until_close(&mut c, "the close after an unknown level").await;
+    let got = c
+        .bytes_until_close("the close after an unknown level")
+        .await;
     // Nothing, or a CONNACK refusing the version (0x84 in v5 form, 0x01 in 3.1.1 form).
     if !got.is_empty() {
         assert_eq!(got[0], 0x20, "only a CONNACK may come back: {got:02x?}");
@@ -124,23 +135,23 @@ async fn mqtt5_3_1_4_1_malformed_connect_closes_without_disconnect() {
 #[tokio::test]
 async fn mqtt5_3_1_2_5_clean_start_0_resumes_the_existing_session() {
     let gw = gateway().await;
-    let (mut c, present) = V5::connect_session(gw.mqtt_addr, "res5", false, expiry(60)).await;
+    let (mut c, present) = V5::session(gw.mqtt_addr, "res5", false, expiry(60)).await;
     assert!(!present, "MQTT-3.2.2-3: no session yet → Session Present 0");
     c.subscribe(&[("res5/t", opts(QoS::AtLeastOnce))]).await;
     c.disconnect(0).await;
 
-    let mut publ = V5::connect(gw.mqtt_addr, "res5-pub", Properties::default()).await;
+    let mut publ = V5::connect(gw.mqtt_addr, "res5-pub").await;
     publ.publish("res5/t", QoS::AtLeastOnce, false, b"while away")
         .await;
 
-    let (mut c, present) = V5::connect_session(gw.mqtt_addr, "res5", false, expiry(60)).await;
+    let (mut c, present) = V5::session(gw.mqtt_addr, "res5", false, expiry(60)).await;
     assert!(present, "MQTT-3.2.2-3: session resumed → Session Present 1");
     let p = c.publish_rx().await;
     assert_eq!(p.publish.payload, "while away");
-    puback(&mut c, &p).await;
+    c.puback(&p, 0).await;
     c.disconnect(0).await;
 
-    let (_c, present) = V5::connect_session(gw.mqtt_addr, "res5", true, expiry(60)).await;
+    let (_c, present) = V5::session(gw.mqtt_addr, "res5", true, expiry(60)).await;
     assert!(
         !present,
         "MQTT-3.2.2-2: Clean Start 1 → Session Present 0 though a session existed"
@@ -177,7 +188,7 @@ async fn mqtt5_3_1_4_6_packets_after_a_refused_connect_are_not_processed() {
         }
         other => panic!("MQTT-3.2.2-7: one refusing CONNACK then close, got {other:?}"),
     }
-    let mut check = V5::connect(gw.mqtt_addr, "check46", Properties::default()).await;
+    let mut check = V5::connect(gw.mqtt_addr, "check46").await;
     check.subscribe(&[("r46/t", opts(QoS::AtMostOnce))]).await;
     check
         .publish("r46/t", QoS::AtMostOnce, false, b"sentinel")
@@ -192,7 +203,7 @@ async fn mqtt5_3_1_4_6_packets_after_a_refused_connect_are_not_processed() {
 #[tokio::test]
 async fn mqtt5_4_12_0_6_no_authentication_method_in_connack_without_one_in_connect() {
     let gw = gateway().await;
-    let (mut c, ack) = V5::connect_with(
+    let (mut c, ack) = V5::connack(
         gw.mqtt_addr,
         connect5("noauth", true, Properties::default()),
     )
@@ -211,7 +222,7 @@ async fn mqtt5_3_1_2_22_keep_alive_timeout_closes_and_3_2_2_22_uses_the_clients_
         c.connect.keep_alive = 1;
     }
     let start = Instant::now();
-    let (mut c, ack) = V5::connect_with(gw.mqtt_addr, connect).await;
+    let (mut c, ack) = V5::connack(gw.mqtt_addr, connect).await;
     assert_eq!(ack.reason, 0);
     assert_eq!(
         ack.properties.server_keep_alive, None,
@@ -223,18 +234,8 @@ async fn mqtt5_3_1_2_22_keep_alive_timeout_closes_and_3_2_2_22_uses_the_clients_
         waited >= Duration::from_millis(1400) && waited < Duration::from_millis(3000),
         "closed after 1.5 × 1 s, not {waited:?}"
     );
-    for p in &got {
-        assert!(
-            matches!(
-                p,
-                Packet5::Disconnect(ReasonPacket {
-                    reason_code: 0x8D,
-                    ..
-                })
-            ),
-            "only DISCONNECT 0x8D (Keep Alive timeout) may precede the close: {p:?}"
-        );
-    }
+    let what = "only DISCONNECT 0x8D (Keep Alive timeout) may precede the close";
+    at_most_disconnect(&got, 0x8D, what);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -248,7 +249,7 @@ async fn with_will(
     props: Properties,
     will_props: Properties,
 ) -> V5 {
-    let (c, ack) = V5::connect_with(
+    let (c, ack) = V5::connack(
         gw.mqtt_addr,
         connect5_will(
             id,
@@ -271,9 +272,7 @@ fn will_delay(secs: u32) -> Properties {
 
 #[tokio::test]
 async fn mqtt5_3_1_2_8_will_published_after_the_will_delay_interval() {
-    let gw = gateway().await;
-    let mut watch = V5::connect(gw.mqtt_addr, "wd8-watch", Properties::default()).await;
-    watch.subscribe(&[("wd8/t", opts(QoS::AtMostOnce))]).await;
+    let (gw, mut watch) = watching("wd8-watch", "wd8/t", QoS::AtMostOnce).await;
     let c = with_will(&gw, "wd8", "wd8/t", expiry(10), will_delay(1)).await;
     let dropped = Instant::now();
     drop(c);
@@ -292,12 +291,10 @@ async fn mqtt5_3_1_2_8_will_published_after_the_will_delay_interval() {
 
 #[tokio::test]
 async fn mqtt5_3_1_3_9_reconnect_within_the_will_delay_suppresses_the_will() {
-    let gw = gateway().await;
-    let mut watch = V5::connect(gw.mqtt_addr, "wd9-watch", Properties::default()).await;
-    watch.subscribe(&[("wd9/t", opts(QoS::AtMostOnce))]).await;
+    let (gw, mut watch) = watching("wd9-watch", "wd9/t", QoS::AtMostOnce).await;
     let c = with_will(&gw, "wd9", "wd9/t", expiry(10), will_delay(1)).await;
     drop(c);
-    let (_back, present) = V5::connect_session(gw.mqtt_addr, "wd9", false, expiry(10)).await;
+    let (_back, present) = V5::session(gw.mqtt_addr, "wd9", false, expiry(10)).await;
     assert!(present);
     watch
         .assert_quiet(
@@ -309,26 +306,10 @@ async fn mqtt5_3_1_3_9_reconnect_within_the_will_delay_suppresses_the_will() {
 
 #[tokio::test]
 async fn mqtt5_3_14_4_3_disconnect_0x00_discards_the_will_and_0x04_publishes_it() {
-    let gw = gateway().await;
-    let mut watch = V5::connect(gw.mqtt_addr, "d4-watch", Properties::default()).await;
-    watch.subscribe(&[("d4/+", opts(QoS::AtMostOnce))]).await;
-    let normal = with_will(
-        &gw,
-        "d4-a",
-        "d4/a",
-        Properties::default(),
-        Properties::default(),
-    )
-    .await;
+    let (gw, mut watch) = watching("d4-watch", "d4/+", QoS::AtMostOnce).await;
+    let normal = plain_will(&gw, "d4-a", "d4/a").await;
     normal.disconnect(0x00).await;
-    let with = with_will(
-        &gw,
-        "d4-b",
-        "d4/b",
-        Properties::default(),
-        Properties::default(),
-    )
-    .await;
+    let with = plain_will(&gw, "d4-b", "d4/b").await;
     with.disconnect(0x04).await;
     let p = watch.publish_rx().await;
     assert_eq!(
@@ -339,41 +320,21 @@ async fn mqtt5_3_14_4_3_disconnect_0x00_discards_the_will_and_0x04_publishes_it(
 
 #[tokio::test]
 async fn mqtt5_3_14_1_1_disconnect_with_reserved_bits_is_malformed_and_publishes_the_will() {
-    let gw = gateway().await;
-    let mut watch = V5::connect(gw.mqtt_addr, "d141-watch", Properties::default()).await;
-    watch.subscribe(&[("d141/t", opts(QoS::AtMostOnce))]).await;
-    let mut c = with_will(
-        &gw,
-        "d141",
-        "d141/t",
-        Properties::default(),
-        Properties::default(),
-    )
-    .await;
+    let (gw, mut watch) = watching("d141-watch", "d141/t", QoS::AtMostOnce).await;
+    let mut c = plain_will(&gw, "d141", "d141/t").await;
     c.send_raw(&[0xE1, 0x00]).await;
     let got = c
         .expect_closed("the close after a malformed DISCONNECT")
         .await;
-    for p in &got {
-        assert!(
-            matches!(
-                p,
-                Packet5::Disconnect(ReasonPacket {
-                    reason_code: 0x81,
-                    ..
-                })
-            ),
-            "at most DISCONNECT 0x81 (Malformed Packet): {p:?}"
-        );
-    }
+    at_most_disconnect(&got, 0x81, "at most DISCONNECT 0x81 (Malformed Packet)");
     assert_eq!(watch.publish_rx().await.publish.payload, "will");
 }
 
 #[tokio::test]
 async fn mqtt5_3_14_2_2_server_disconnect_carries_no_session_expiry() {
     let gw = gateway().await;
-    let mut old = V5::connect(gw.mqtt_addr, "twin142", expiry(60)).await;
-    let (_new, _) = V5::connect_session(gw.mqtt_addr, "twin142", false, expiry(60)).await;
+    let mut old = V5::connect_props(gw.mqtt_addr, "twin142", expiry(60)).await;
+    let (_new, _) = V5::session(gw.mqtt_addr, "twin142", false, expiry(60)).await;
     let (code, props) = old.disconnect_rx().await;
     assert_eq!(code, 0x8E, "Session taken over");
     assert_eq!(props.session_expiry_interval, None);
@@ -384,10 +345,7 @@ async fn mqtt5_3_14_2_2_server_disconnect_carries_no_session_expiry() {
 
 #[tokio::test]
 async fn mqtt5_3_1_2_27_without_topic_alias_maximum_no_aliases_are_sent() {
-    let gw = gateway().await;
-    let mut c = V5::connect(gw.mqtt_addr, "noalias", Properties::default()).await;
-    c.subscribe(&[("na/t", opts(QoS::AtMostOnce))]).await;
-    let mut publ = V5::connect(gw.mqtt_addr, "noalias-pub", Properties::default()).await;
+    let (_gw, mut c, mut publ) = sub_and_pub("noalias", "na/t", QoS::AtMostOnce, false).await;
     for _ in 0..3 {
         publ.publish("na/t", QoS::AtLeastOnce, false, b"v").await;
     }
@@ -401,9 +359,9 @@ async fn mqtt5_3_1_2_27_without_topic_alias_maximum_no_aliases_are_sent() {
 #[tokio::test]
 async fn mqtt5_3_3_1_9_retain_handling_0_sends_retained_on_every_subscribe() {
     let gw = gateway().await;
-    let mut publ = V5::connect(gw.mqtt_addr, "rh0-pub", Properties::default()).await;
+    let mut publ = V5::connect(gw.mqtt_addr, "rh0-pub").await;
     publ.publish("rh0/t", QoS::AtLeastOnce, true, b"r").await;
-    let mut c = V5::connect(gw.mqtt_addr, "rh0", Properties::default()).await;
+    let mut c = V5::connect(gw.mqtt_addr, "rh0").await;
     for round in 0..2 {
         c.subscribe(&[("rh0/t", opts(QoS::AtMostOnce))]).await;
         let p = c.publish_rx().await;
@@ -417,42 +375,30 @@ async fn mqtt5_3_3_1_9_retain_handling_0_sends_retained_on_every_subscribe() {
 #[tokio::test]
 async fn mqtt5_3_3_2_5_message_expired_while_queued_is_not_delivered() {
     let gw = gateway().await;
-    let (mut c, _) = V5::connect_session(gw.mqtt_addr, "exp5", true, expiry(60)).await;
+    let (mut c, _) = V5::session(gw.mqtt_addr, "exp5", true, expiry(60)).await;
     c.subscribe(&[("exp5/t", opts(QoS::AtLeastOnce))]).await;
     c.disconnect(0).await;
-    let mut publ = V5::connect(gw.mqtt_addr, "exp5-pub", Properties::default()).await;
-    let short = Properties {
-        message_expiry_interval: Some(1),
-        ..Properties::default()
-    };
-    publ.send(&publish5(
-        publish("exp5/t", QoS::AtLeastOnce, 3, false, b"stale"),
-        short,
-    ))
-    .await;
+    let mut publ = V5::connect(gw.mqtt_addr, "exp5-pub").await;
+    publ.send(&pub5("exp5/t", QoS::AtLeastOnce, 3, b"stale", expiring(1)))
+        .await;
     assert!(matches!(publ.recv().await, Some(Packet5::PubAck(_))));
     tokio::time::sleep(Duration::from_millis(1200)).await;
     publ.publish("exp5/t", QoS::AtLeastOnce, false, b"fresh")
         .await;
-    let (mut c, present) = V5::connect_session(gw.mqtt_addr, "exp5", false, expiry(60)).await;
+    let (mut c, present) = V5::session(gw.mqtt_addr, "exp5", false, expiry(60)).await;
     assert!(present);
-    let p = c.publish_rx().await;
-    assert_eq!(
-        p.publish.payload, "fresh",
-        "the expired message was deleted, not delivered: {p:?}"
-    );
+    let why = "the expired message was deleted, not delivered";
+    c.expect_payload("fresh", why).await;
 }
 
 #[tokio::test]
 async fn mqtt5_3_3_2_7_topic_alias_mappings_do_not_carry_over_to_a_new_connection() {
-    let gw = gateway().await;
-    let mut watch = V5::connect(gw.mqtt_addr, "ta7-watch", Properties::default()).await;
-    watch.subscribe(&[("ta7/t", opts(QoS::AtMostOnce))]).await;
+    let (gw, mut watch) = watching("ta7-watch", "ta7/t", QoS::AtMostOnce).await;
     let alias = Properties {
         topic_alias: Some(1),
         ..Properties::default()
     };
-    let (mut c, _) = V5::connect_session(gw.mqtt_addr, "ta7", false, expiry(60)).await;
+    let (mut c, _) = V5::session(gw.mqtt_addr, "ta7", false, expiry(60)).await;
     c.send(&publish5(
         publish("ta7/t", QoS::AtLeastOnce, 1, false, b"first"),
         alias.clone(),
@@ -462,7 +408,7 @@ async fn mqtt5_3_3_2_7_topic_alias_mappings_do_not_carry_over_to_a_new_connectio
     assert_eq!(watch.publish_rx().await.publish.payload, "first");
     c.disconnect(0).await;
 
-    let (mut c, present) = V5::connect_session(gw.mqtt_addr, "ta7", false, expiry(60)).await;
+    let (mut c, present) = V5::session(gw.mqtt_addr, "ta7", false, expiry(60)).await;
     assert!(present, "same session, new connection");
     c.send(&publish5(
         publish("", QoS::AtLeastOnce, 2, false, b"second"),
@@ -474,9 +420,8 @@ async fn mqtt5_3_3_2_7_topic_alias_mappings_do_not_carry_over_to_a_new_connectio
         code == reason::PROTOCOL_ERROR || code == reason::TOPIC_ALIAS_INVALID,
         "an unknown alias is a Protocol Error, got 0x{code:02x}"
     );
-    watch
-        .assert_quiet(QUIET, "the aliased PUBLISH was not routed")
-        .await;
+    let why = "the aliased PUBLISH was not routed";
+    watch.quiet(why).await;
 }
 
 #[tokio::test]
@@ -486,9 +431,9 @@ async fn mqtt5_3_3_4_10_non_publish_packets_not_delayed_by_a_full_receive_maximu
         receive_maximum: Some(1),
         ..Properties::default()
     };
-    let mut c = V5::connect(gw.mqtt_addr, "rm10", props).await;
+    let mut c = V5::connect_props(gw.mqtt_addr, "rm10", props).await;
     c.subscribe(&[("rm10/t", opts(QoS::AtLeastOnce))]).await;
-    let mut publ = V5::connect(gw.mqtt_addr, "rm10-pub", Properties::default()).await;
+    let mut publ = V5::connect(gw.mqtt_addr, "rm10-pub").await;
     publ.publish("rm10/t", QoS::AtLeastOnce, false, b"1").await;
     publ.publish("rm10/t", QoS::AtLeastOnce, false, b"2").await;
     let first = c.publish_rx().await;
@@ -506,7 +451,7 @@ async fn mqtt5_3_3_4_10_non_publish_packets_not_delayed_by_a_full_receive_maximu
         Some(Packet5::SubAck(a)) => assert_eq!(a.pkid, 5),
         other => panic!("SUBACK while the quota is 0 (and not PUBLISH 2), got {other:?}"),
     }
-    puback(&mut c, &first).await;
+    c.puback(&first, 0).await;
     let second = c.publish_rx().await;
     assert_eq!(second.publish.payload, "2");
 }
@@ -517,14 +462,10 @@ async fn mqtt5_3_3_4_10_non_publish_packets_not_delayed_by_a_full_receive_maximu
 #[tokio::test]
 async fn mqtt5_3_8_3_4_no_local_on_a_shared_subscription_is_a_protocol_error() {
     let gw = gateway().await;
-    let mut c = V5::connect(gw.mqtt_addr, "nl34", Properties::default()).await;
-    let o = SubscriptionOptions {
-        no_local: true,
-        ..opts(QoS::AtMostOnce)
-    };
+    let mut c = V5::connect(gw.mqtt_addr, "nl34").await;
     c.send(&Packet5::Subscribe(Subscribe5 {
         pkid: 1,
-        filters: vec![("$share/g/nl34".into(), o)],
+        filters: vec![("$share/g/nl34".into(), no_local(QoS::AtMostOnce))],
         properties: Properties::default(),
     }))
     .await;
@@ -535,7 +476,7 @@ async fn mqtt5_3_8_3_4_no_local_on_a_shared_subscription_is_a_protocol_error() {
 #[tokio::test]
 async fn mqtt5_3_8_3_5_reserved_subscription_option_bits_are_malformed() {
     let gw = gateway().await;
-    let mut c = V5::connect(gw.mqtt_addr, "rb35", Properties::default()).await;
+    let mut c = V5::connect(gw.mqtt_addr, "rb35").await;
     // SUBSCRIBE id 1, no properties, filter "t", options 0x40 (a reserved bit).
     c.send_raw(&[0x82, 7, 0, 1, 0, 0, 1, b't', 0x40]).await;
     let (code, _) = c.disconnect_rx().await;
@@ -545,18 +486,18 @@ async fn mqtt5_3_8_3_5_reserved_subscription_option_bits_are_malformed() {
 #[tokio::test]
 async fn mqtt5_3_8_4_3_identical_filter_replaces_the_subscription() {
     let gw = gateway().await;
-    let mut c = V5::connect(gw.mqtt_addr, "rep5", Properties::default()).await;
+    let mut c = V5::connect(gw.mqtt_addr, "rep5").await;
     c.subscribe(&[("rep5/t", opts(QoS::AtMostOnce))]).await;
     c.subscribe(&[("rep5/t", opts(QoS::AtLeastOnce))]).await;
-    let mut publ = V5::connect(gw.mqtt_addr, "rep5-pub", Properties::default()).await;
-    publ.publish("rep5/t", QoS::AtLeastOnce, false, b"live")
-        .await;
-    publ.publish("rep5/t", QoS::AtLeastOnce, false, b"end")
-        .await;
+    let mut publ = V5::connect(gw.mqtt_addr, "rep5-pub").await;
+    for payload in [&b"live"[..], b"end"] {
+        publ.publish("rep5/t", QoS::AtLeastOnce, false, payload)
+            .await;
+    }
     let a = c.publish_rx().await;
-    puback(&mut c, &a).await;
+    c.puback(&a, 0).await;
     let b = c.publish_rx().await;
-    puback(&mut c, &b).await;
+    c.puback(&b, 0).await;
     assert_eq!(
         [
             (a.publish.payload, a.publish.qos),
@@ -573,15 +514,14 @@ async fn mqtt5_3_8_4_3_identical_filter_replaces_the_subscription() {
 #[tokio::test]
 async fn mqtt5_3_8_4_5_multiple_filters_answered_in_order_by_one_suback() {
     let gw = gateway().await;
-    let mut c = V5::connect(gw.mqtt_addr, "multi5", Properties::default()).await;
-    let codes = c
-        .subscribe(&[
-            ("mf5/a", opts(QoS::ExactlyOnce)),
-            ("mf5/#/b", opts(QoS::AtLeastOnce)),
-            ("$share/g/mf5/s", opts(QoS::AtLeastOnce)),
-            ("mf5/c", opts(QoS::AtMostOnce)),
-        ])
-        .await;
+    let filters = [
+        ("mf5/a", opts(QoS::ExactlyOnce)),
+        ("mf5/#/b", opts(QoS::AtLeastOnce)),
+        ("$share/g/mf5/s", opts(QoS::AtLeastOnce)),
+        ("mf5/c", opts(QoS::AtMostOnce)),
+    ];
+    let mut c = V5::connect(gw.mqtt_addr, "multi5").await;
+    let codes = c.subscribe(&filters).await;
     assert_eq!(
         codes,
         [0x02, reason::TOPIC_FILTER_INVALID, 0x01, 0x00],
@@ -592,7 +532,7 @@ async fn mqtt5_3_8_4_5_multiple_filters_answered_in_order_by_one_suback() {
 #[tokio::test]
 async fn mqtt5_3_10_4_6_multiple_filters_answered_in_order_by_one_unsuback() {
     let gw = gateway().await;
-    let mut c = V5::connect(gw.mqtt_addr, "um5", Properties::default()).await;
+    let mut c = V5::connect(gw.mqtt_addr, "um5").await;
     c.subscribe(&[
         ("um5/a", opts(QoS::AtMostOnce)),
         ("um5/c", opts(QoS::AtMostOnce)),
@@ -615,29 +555,23 @@ async fn mqtt5_3_10_4_6_multiple_filters_answered_in_order_by_one_unsuback() {
 
 #[tokio::test]
 async fn mqtt5_4_4_0_1_unacknowledged_publish_resent_on_session_resume() {
-    let gw = gateway().await;
-    let (mut c, _) = V5::connect_session(gw.mqtt_addr, "re5", true, expiry(60)).await;
-    c.subscribe(&[("re5/t", opts(QoS::AtLeastOnce))]).await;
-    let mut publ = V5::connect(gw.mqtt_addr, "re5-pub", Properties::default()).await;
+    let (gw, mut c, mut publ) = sub_and_pub("re5", "re5/t", QoS::AtLeastOnce, true).await;
     publ.publish("re5/t", QoS::AtLeastOnce, false, b"a").await;
     let first = c.publish_rx().await;
     drop(c);
-    let (mut c, present) = V5::connect_session(gw.mqtt_addr, "re5", false, expiry(60)).await;
+    let (mut c, present) = V5::session(gw.mqtt_addr, "re5", false, expiry(60)).await;
     assert!(present);
     let again = c.publish_rx().await;
     assert!(again.publish.dup, "resent with DUP=1: {again:?}");
     assert_eq!(again.publish.pkid, first.publish.pkid, "original packet id");
     assert_eq!(again.publish.payload, "a");
-    puback(&mut c, &again).await;
+    c.puback(&again, 0).await;
     c.ping().await;
 }
 
 #[tokio::test]
 async fn mqtt5_4_4_0_2_publish_refused_with_puback_0x80_is_not_resent() {
-    let gw = gateway().await;
-    let (mut c, _) = V5::connect_session(gw.mqtt_addr, "nr5", true, expiry(60)).await;
-    c.subscribe(&[("nr5/t", opts(QoS::AtLeastOnce))]).await;
-    let mut publ = V5::connect(gw.mqtt_addr, "nr5-pub", Properties::default()).await;
+    let (gw, mut c, mut publ) = sub_and_pub("nr5", "nr5/t", QoS::AtLeastOnce, true).await;
     publ.publish("nr5/t", QoS::AtLeastOnce, false, b"refused")
         .await;
     let p = c.publish_rx().await;
@@ -645,14 +579,11 @@ async fn mqtt5_4_4_0_2_publish_refused_with_puback_0x80_is_not_resent() {
         .await;
     c.ping().await; // the PUBACK was processed
     drop(c);
-    let (mut c, present) = V5::connect_session(gw.mqtt_addr, "nr5", false, expiry(60)).await;
+    let (mut c, present) = V5::session(gw.mqtt_addr, "nr5", false, expiry(60)).await;
     assert!(present);
     publ.publish("nr5/t", QoS::AtLeastOnce, false, b"end").await;
-    let next = c.publish_rx().await;
-    assert_eq!(
-        next.publish.payload, "end",
-        "the refused message is acknowledged, not resent: {next:?}"
-    );
+    let why = "the refused message is acknowledged, not resent";
+    c.expect_payload("end", why).await;
 }
 
 #[tokio::test]
@@ -665,7 +596,7 @@ async fn mqtt5_4_8_2_1_2_malformed_shared_subscription_filters_are_refused() {
         "$share/g#/t",
         "$share/g/",
     ] {
-        let mut c = V5::connect(gw.mqtt_addr, "sh12", Properties::default()).await;
+        let mut c = V5::connect(gw.mqtt_addr, "sh12").await;
         c.send(&Packet5::Subscribe(Subscribe5 {
             pkid: 1,
             filters: vec![(filter.into(), opts(QoS::AtMostOnce))],
@@ -686,13 +617,13 @@ async fn mqtt5_4_8_2_1_2_malformed_shared_subscription_filters_are_refused() {
 #[tokio::test]
 async fn mqtt5_4_8_2_3_shared_subscription_delivers_at_the_granted_qos() {
     let gw = gateway().await;
-    let mut c = V5::connect(gw.mqtt_addr, "sh3", Properties::default()).await;
+    let mut c = V5::connect(gw.mqtt_addr, "sh3").await;
     assert_eq!(
         c.subscribe(&[("$share/g/sh3/t", opts(QoS::AtMostOnce))])
             .await,
         [0x00]
     );
-    let mut publ = V5::connect(gw.mqtt_addr, "sh3-pub", Properties::default()).await;
+    let mut publ = V5::connect(gw.mqtt_addr, "sh3-pub").await;
     publ.publish("sh3/t", QoS::ExactlyOnce, false, b"x").await;
     let p = c.publish_rx().await;
     assert_eq!(
@@ -704,13 +635,8 @@ async fn mqtt5_4_8_2_3_shared_subscription_delivers_at_the_granted_qos() {
 #[tokio::test]
 async fn mqtt5_4_8_2_6_shared_message_refused_by_its_member_is_not_sent_to_another() {
     let gw = gateway().await;
-    let mut a = V5::connect(gw.mqtt_addr, "sh6-a", Properties::default()).await;
-    let mut b = V5::connect(gw.mqtt_addr, "sh6-b", Properties::default()).await;
-    for m in [&mut a, &mut b] {
-        m.subscribe(&[("$share/g/sh6/t", opts(QoS::AtLeastOnce))])
-            .await;
-    }
-    let mut publ = V5::connect(gw.mqtt_addr, "sh6-pub", Properties::default()).await;
+    let (mut a, mut b) = V5::members(gw.mqtt_addr, "sh6", "$share/g/sh6/t", QoS::AtLeastOnce).await;
+    let mut publ = V5::connect(gw.mqtt_addr, "sh6-pub").await;
     publ.publish("sh6/t", QoS::AtLeastOnce, false, b"m").await;
     // Whichever member got it refuses it; the other must never see it.
     let (first_is_a, p) = tokio::select! {
@@ -725,16 +651,13 @@ async fn mqtt5_4_8_2_6_shared_message_refused_by_its_member_is_not_sent_to_anoth
     member
         .send(&Packet5::PubAck(response(p.publish.pkid, 0x80)))
         .await;
-    other
-        .assert_quiet(QUIET, "MQTT-4.8.2-6: not re-sent to another member")
-        .await;
+    let why = "MQTT-4.8.2-6: not re-sent to another member";
+    other.quiet(why).await;
 }
 
 #[tokio::test]
 async fn mqtt5_3_1_3_10_will_user_properties_published_in_order() {
-    let gw = gateway().await;
-    let mut watch = V5::connect(gw.mqtt_addr, "wu10-watch", Properties::default()).await;
-    watch.subscribe(&[("wu10/t", opts(QoS::AtMostOnce))]).await;
+    let (gw, mut watch) = watching("wu10-watch", "wu10/t", QoS::AtMostOnce).await;
     let props = Properties {
         user_properties: vec![
             ("z".into(), "1".into()),
@@ -751,10 +674,7 @@ async fn mqtt5_3_1_3_10_will_user_properties_published_in_order() {
 
 #[tokio::test]
 async fn mqtt5_3_3_1_12_retain_as_published_0_forwards_with_retain_0() {
-    let gw = gateway().await;
-    let mut c = V5::connect(gw.mqtt_addr, "rap0", Properties::default()).await;
-    c.subscribe(&[("rap0/t", opts(QoS::AtMostOnce))]).await;
-    let mut publ = V5::connect(gw.mqtt_addr, "rap0-pub", Properties::default()).await;
+    let (_gw, mut c, mut publ) = sub_and_pub("rap0", "rap0/t", QoS::AtMostOnce, false).await;
     publ.publish("rap0/t", QoS::AtLeastOnce, true, b"r").await;
     let p = c.publish_rx().await;
     assert_eq!(p.publish.payload, "r");
@@ -766,19 +686,9 @@ async fn mqtt5_3_3_1_12_retain_as_published_0_forwards_with_retain_0() {
 
 #[tokio::test]
 async fn mqtt5_4_3_3_7_no_message_expiry_once_a_qos2_publish_was_sent() {
-    let gw = gateway().await;
-    let (mut c, _) = V5::connect_session(gw.mqtt_addr, "x337", true, expiry(60)).await;
-    c.subscribe(&[("x337/t", opts(QoS::ExactlyOnce))]).await;
-    let mut publ = V5::connect(gw.mqtt_addr, "x337-pub", Properties::default()).await;
-    let short = Properties {
-        message_expiry_interval: Some(1),
-        ..Properties::default()
-    };
-    publ.send(&publish5(
-        publish("x337/t", QoS::ExactlyOnce, 4, false, b"m"),
-        short,
-    ))
-    .await;
+    let (gw, mut c, mut publ) = sub_and_pub("x337", "x337/t", QoS::ExactlyOnce, true).await;
+    publ.send(&pub5("x337/t", QoS::ExactlyOnce, 4, b"m", expiring(1)))
+        .await;
     assert!(matches!(publ.recv().await, Some(Packet5::PubRec(_))));
     let first = c.publish_rx().await;
     drop(c); // sent, never acknowledged
@@ -786,7 +696,7 @@ async fn mqtt5_4_3_3_7_no_message_expiry_once_a_qos2_publish_was_sent() {
     // MQTT-4.3.3-13: the server as receiver completes its own QoS 2 exchange past expiry.
     publ.send(&Packet5::PubRel(response(4, 0))).await;
     assert!(matches!(publ.recv().await, Some(Packet5::PubComp(r)) if r.pkid == 4));
-    let (mut c, present) = V5::connect_session(gw.mqtt_addr, "x337", false, expiry(60)).await;
+    let (mut c, present) = V5::session(gw.mqtt_addr, "x337", false, expiry(60)).await;
     assert!(present);
     let again = c.publish_rx().await;
     assert_eq!(
@@ -799,14 +709,14 @@ async fn mqtt5_4_3_3_7_no_message_expiry_once_a_qos2_publish_was_sent() {
 #[tokio::test]
 async fn mqtt5_4_8_2_4_shared_qos2_delivery_completed_when_the_member_reconnects() {
     let gw = gateway().await;
-    let (mut m, _) = V5::connect_session(gw.mqtt_addr, "sh4", true, expiry(60)).await;
+    let (mut m, _) = V5::session(gw.mqtt_addr, "sh4", true, expiry(60)).await;
     m.subscribe(&[("$share/g/sh4/t", opts(QoS::ExactlyOnce))])
         .await;
-    let mut publ = V5::connect(gw.mqtt_addr, "sh4-pub", Properties::default()).await;
+    let mut publ = V5::connect(gw.mqtt_addr, "sh4-pub").await;
     publ.publish("sh4/t", QoS::ExactlyOnce, false, b"q2").await;
     let first = m.publish_rx().await;
     drop(m); // broken before PUBREC
-    let (mut m, present) = V5::connect_session(gw.mqtt_addr, "sh4", false, expiry(60)).await;
+    let (mut m, present) = V5::session(gw.mqtt_addr, "sh4", false, expiry(60)).await;
     assert!(present);
     let again = m.publish_rx().await;
     assert_eq!(
@@ -818,13 +728,13 @@ async fn mqtt5_4_8_2_4_shared_qos2_delivery_completed_when_the_member_reconnects
 #[tokio::test]
 async fn mqtt5_4_8_2_5_message_of_an_ended_member_session_not_sent_to_another_member() {
     let gw = gateway().await;
-    let mut a = V5::connect(gw.mqtt_addr, "sh5-a", Properties::default()).await;
+    let mut a = V5::connect(gw.mqtt_addr, "sh5-a").await;
     a.subscribe(&[("$share/g/sh5/t", opts(QoS::AtLeastOnce))])
         .await;
-    let mut publ = V5::connect(gw.mqtt_addr, "sh5-pub", Properties::default()).await;
+    let mut publ = V5::connect(gw.mqtt_addr, "sh5-pub").await;
     publ.publish("sh5/t", QoS::AtLeastOnce, false, b"m").await;
     assert_eq!(a.publish_rx().await.publish.payload, "m");
-    let mut b = V5::connect(gw.mqtt_addr, "sh5-b", Properties::default()).await;
+    let mut b = V5::connect(gw.mqtt_addr, "sh5-b").await;
     b.subscribe(&[("$share/g/sh5/t", opts(QoS::AtLeastOnce))])
         .await;
     drop(a); // Session Expiry 0: the session ends with the unacknowledged message

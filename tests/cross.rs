@@ -2,10 +2,10 @@
 //! and subscribers in the other two (RFC 8075 for the HTTP/CoAP mapping, MQTT 3.1.1 for
 //! retained values, the OpenAPI contract for HTTP).
 
-mod support;
+mod common;
 
 use coap_lite::{CoapOption, RequestType};
-use support::*;
+use common::*;
 
 fn content_type(r: &reqwest::Response) -> String {
     r.headers()
@@ -19,8 +19,8 @@ async fn http_put_reaches_mqtt_subscriber_coap_observer_and_sse_stream() {
     let gw = gateway().await;
     http_put(&gw, "x/fan", "old", "text/plain").await;
 
-    let mut sub = Mqtt::subscriber(gw.mqtt_addr, "fan-sub", "x/+").await;
-    let retained = sub.next().await;
+    let mut sub = Client::subscriber(gw.mqtt_addr, "fan-sub", "x/+").await;
+    let retained = sub.publish_rx().await;
     assert_eq!(&retained.payload[..], b"old");
     assert!(
         retained.retain,
@@ -37,7 +37,7 @@ async fn http_put_reaches_mqtt_subscriber_coap_observer_and_sse_stream() {
     let r = http_put(&gw, "x/fan", "new", "text/plain").await;
     assert_eq!(r.status(), 204, "replaced");
 
-    let m = sub.next().await;
+    let m = sub.publish_rx().await;
     assert_eq!(m.topic, "x/fan");
     assert_eq!(&m.payload[..], b"new");
     assert!(!m.retain, "MQTT-3.3.1-9: live forwarding has RETAIN=0");
@@ -54,7 +54,7 @@ async fn http_put_reaches_mqtt_subscriber_coap_observer_and_sse_stream() {
 #[tokio::test]
 async fn mqtt_3_3_1_5_retained_publish_is_readable_over_http_and_coap() {
     let gw = gateway().await;
-    mqtt_publish(gw.mqtt_addr, "m/kept", "from-mqtt", true).await;
+    mqtt_publish(gw.mqtt_addr, "m/kept", b"from-mqtt", true).await;
 
     let r = http_get(&gw, "m/kept").await;
     assert_eq!(r.status(), 200);
@@ -77,7 +77,7 @@ async fn mqtt_3_3_1_5_retained_publish_is_readable_over_http_and_coap() {
 async fn mqtt_3_3_1_7_non_retained_publish_is_not_stored_but_reaches_a_coap_observer() {
     let gw = gateway().await;
     // Not stored: nothing to read in either protocol.
-    mqtt_publish(gw.mqtt_addr, "m/live", "fleeting", false).await;
+    mqtt_publish(gw.mqtt_addr, "m/live", b"fleeting", false).await;
     assert_eq!(http_get(&gw, "m/live").await.status(), 404);
     let mut c = Coap::new(gw.coap_addr).await;
     assert_eq!(code(&c.get("r/m/live").await), "4.04");
@@ -85,7 +85,7 @@ async fn mqtt_3_3_1_7_non_retained_publish_is_not_stored_but_reaches_a_coap_obse
     // But delivered to whoever observes the thing.
     http_put(&gw, "m/watched", "stored", "text/plain").await;
     let (token, _) = c.observe("r/m/watched").await;
-    mqtt_publish(gw.mqtt_addr, "m/watched", "passing", false).await;
+    mqtt_publish(gw.mqtt_addr, "m/watched", b"passing", false).await;
     let n = c.notification(&token).await;
     assert_eq!(code(&n), "2.05");
     assert_eq!(n.payload, b"passing");
@@ -100,11 +100,11 @@ async fn mqtt_3_3_1_7_non_retained_publish_is_not_stored_but_reaches_a_coap_obse
 #[tokio::test]
 async fn rfc8075_coap_put_reaches_mqtt_and_http_with_the_mapped_content_type() {
     let gw = gateway().await;
-    let mut sub = Mqtt::subscriber(gw.mqtt_addr, "coap-put-sub", "c/#").await;
+    let mut sub = Client::subscriber(gw.mqtt_addr, "coap-put-sub", "c/#").await;
     let mut c = Coap::new(gw.coap_addr).await;
 
     assert_eq!(code(&c.put("r/c/text", b"21.5", Some(0)).await), "2.01");
-    let m = sub.next().await;
+    let m = sub.publish_rx().await;
     assert_eq!(m.topic, "c/text");
     assert_eq!(&m.payload[..], b"21.5");
     let r = http_get(&gw, "c/text").await;
@@ -119,7 +119,7 @@ async fn rfc8075_coap_put_reaches_mqtt_and_http_with_the_mapped_content_type() {
         code(&c.put("r/c/json", br#"{"a":1}"#, Some(50)).await),
         "2.01"
     );
-    assert_eq!(&sub.next().await.payload[..], br#"{"a":1}"#);
+    assert_eq!(&sub.publish_rx().await.payload[..], br#"{"a":1}"#);
     let r = http_get(&gw, "c/json").await;
     assert_eq!(content_type(&r), "application/json");
     assert_eq!(r.text().await.unwrap(), r#"{"a":1}"#);
@@ -128,15 +128,19 @@ async fn rfc8075_coap_put_reaches_mqtt_and_http_with_the_mapped_content_type() {
 
 /// Everything that watches `topic` (stored as "v"), for the DELETE tests.
 struct Watchers {
-    sub: Mqtt,
+    sub: Client,
     coap: Coap,
     token: Vec<u8>,
     sse: Sse,
 }
 
 async fn watch(gw: &ponte::Gateway, topic: &str, id: &str) -> Watchers {
-    let mut sub = Mqtt::subscriber(gw.mqtt_addr, id, topic).await;
-    assert_eq!(&sub.next().await.payload[..], b"v", "retained value first");
+    let mut sub = Client::subscriber(gw.mqtt_addr, id, topic).await;
+    assert_eq!(
+        &sub.publish_rx().await.payload[..],
+        b"v",
+        "retained value first"
+    );
     let mut coap = Coap::new(gw.coap_addr).await;
     let (token, r) = coap.observe(&format!("r/{topic}")).await;
     assert_eq!(code(&r), "2.05");
@@ -151,7 +155,7 @@ async fn watch(gw: &ponte::Gateway, topic: &str, id: &str) -> Watchers {
 }
 
 async fn assert_cleared_everywhere(gw: &ponte::Gateway, topic: &str, mut w: Watchers) {
-    let m = w.sub.next().await;
+    let m = w.sub.publish_rx().await;
     assert_eq!(m.topic, topic);
     assert!(
         m.payload.is_empty(),
@@ -163,7 +167,7 @@ async fn assert_cleared_everywhere(gw: &ponte::Gateway, topic: &str, mut w: Watc
     let ev = w.sse.event_with("event: delete").await;
     assert!(ev.contains("data:"), "{ev:?}");
 
-    let mut late = Mqtt::subscriber(gw.mqtt_addr, &format!("late-{}", rand_id()), topic).await;
+    let mut late = Client::subscriber(gw.mqtt_addr, &format!("late-{}", rand_id()), topic).await;
     late.expect_silence("a new subscriber after the clear gets no retained message")
         .await;
     let mut c = Coap::new(gw.coap_addr).await;
@@ -200,7 +204,7 @@ async fn mqtt_3_3_1_10_empty_retained_publish_clears_what_http_wrote() {
         201
     );
     let w = watch(&gw, "e/clear", "clear-sub").await;
-    mqtt_publish(gw.mqtt_addr, "e/clear", "", true).await;
+    mqtt_publish(gw.mqtt_addr, "e/clear", b"", true).await;
     assert_cleared_everywhere(&gw, "e/clear", w).await;
     gw.shutdown().await;
 }
@@ -208,7 +212,7 @@ async fn mqtt_3_3_1_10_empty_retained_publish_clears_what_http_wrote() {
 #[tokio::test]
 async fn wildcard_writes_are_refused_in_every_protocol() {
     let gw = gateway().await;
-    let mut watcher = Mqtt::subscriber(gw.mqtt_addr, "wild-watch", "#").await;
+    let mut watcher = Client::subscriber(gw.mqtt_addr, "wild-watch", "#").await;
 
     for path in ["a/%2B", "a/%23", "a/+"] {
         let r = within(
@@ -240,11 +244,11 @@ async fn wildcard_writes_are_refused_in_every_protocol() {
     }
 
     for topic in ["a/+", "a/#"] {
-        let mut s = raw_mqtt_connect(gw.mqtt_addr, &format!("wild-{}", rand_id())).await;
-        use tokio::io::AsyncWriteExt;
-        s.write_all(&raw_publish(topic, b"w", true)).await.unwrap();
+        let mut s = V3::connect(gw.mqtt_addr, &format!("wild-{}", rand_id())).await;
+        s.send_raw(&publish_packet(topic, b"w", 0, 0, true, false))
+            .await;
         assert!(
-            closed_by_server(&mut s).await,
+            closed_within(&mut s.s, WAIT).await,
             "PUBLISH to {topic} closes the connection"
         );
     }
@@ -261,20 +265,20 @@ async fn large_300_kb_bodies_cross_http_and_mqtt_intact() {
         .map(|i| (i % 251) as u8 ^ (i >> 10) as u8)
         .collect();
 
-    let mut sub = Mqtt::subscriber(gw.mqtt_addr, "big-sub", "big/#").await;
+    let mut sub = Client::subscriber(gw.mqtt_addr, "big-sub", "big/#").await;
     assert_eq!(
         http_put(&gw, "big/h2m", body.clone(), "application/octet-stream")
             .await
             .status(),
         201
     );
-    let m = sub.next().await;
+    let m = sub.publish_rx().await;
     assert_eq!(m.topic, "big/h2m");
     assert_eq!(m.payload.len(), body.len());
     assert!(m.payload[..] == body[..], "HTTP → MQTT intact");
 
     let reversed: Vec<u8> = body.iter().rev().copied().collect();
-    mqtt_publish(gw.mqtt_addr, "big/m2h", reversed.clone(), true).await;
+    mqtt_publish(gw.mqtt_addr, "big/m2h", &reversed, true).await;
     let r = http_get(&gw, "big/m2h").await;
     assert_eq!(r.status(), 200);
     let got = r.bytes().await.unwrap();

@@ -1,7 +1,10 @@
 //! The HTTP front-end over a real socket: `ponte::start` plus reqwest.
 
+mod common;
+
 use std::time::Duration;
 
+use common::{gateway, gateway_with, send};
 use futures_util::StreamExt;
 use ponte::config::Config;
 use reqwest::header::{CONTENT_TYPE, ETAG, LOCATION};
@@ -13,16 +16,11 @@ fn url(gateway: &ponte::Gateway, path: &str) -> String {
 
 #[tokio::test]
 async fn put_get_head_delete_round_trip() {
-    let gw = ponte::start(Config::ephemeral()).await.expect("start");
+    let gw = gateway().await;
     let c = reqwest::Client::new();
     let u = url(&gw, "/resources/home/kitchen");
-    let r = c
-        .put(&u)
-        .header(CONTENT_TYPE, "application/json")
-        .body("{\"t\":21}")
-        .send()
-        .await
-        .expect("PUT");
+    let put = c.put(&u).header(CONTENT_TYPE, "application/json");
+    let r = send("PUT", put.body("{\"t\":21}")).await;
     assert_eq!(r.status(), StatusCode::CREATED);
     assert_eq!(r.headers()[LOCATION], "/resources/home/kitchen");
     let tag = r.headers()[ETAG].clone();
@@ -64,7 +62,7 @@ async fn put_get_head_delete_round_trip() {
 
 #[tokio::test]
 async fn large_body_is_stored_whole() {
-    let gw = ponte::start(Config::ephemeral()).await.expect("start");
+    let gw = gateway().await;
     let c = reqwest::Client::new();
     let body: Vec<u8> = (0..300 * 1024).map(|i| (i * 7 % 251) as u8).collect();
     let u = url(&gw, "/resources/big");
@@ -85,9 +83,7 @@ async fn large_body_is_stored_whole() {
 
 #[tokio::test]
 async fn body_over_max_is_413() {
-    let mut config = Config::ephemeral();
-    config.http.max_body = 1024;
-    let gw = ponte::start(config).await.expect("start");
+    let gw = gateway_with(|c| c.http.max_body = 1024).await;
     let c = reqwest::Client::new();
     let r = c
         .put(url(&gw, "/resources/x"))
@@ -130,7 +126,7 @@ where
 
 #[tokio::test]
 async fn sse_streams_current_value_then_later_puts_and_ends_on_shutdown() {
-    let gw = ponte::start(Config::ephemeral()).await.expect("start");
+    let gw = gateway().await;
     let c = reqwest::Client::new();
     let u = url(&gw, "/resources/sensor/1");
     c.put(&u).body("20").send().await.expect("PUT");
@@ -176,13 +172,12 @@ async fn persisted_value_survives_a_restart() {
     let c = reqwest::Client::new();
 
     let gw = ponte::start(config.clone()).await.expect("start");
-    let r = c
-        .put(url(&gw, "/resources/kept"))
-        .header(CONTENT_TYPE, "text/plain")
-        .body("still here")
-        .send()
-        .await
-        .expect("PUT");
+    let put = c.put(url(&gw, "/resources/kept"));
+    let r = send(
+        "PUT",
+        put.header(CONTENT_TYPE, "text/plain").body("still here"),
+    )
+    .await;
     assert_eq!(r.status(), StatusCode::CREATED);
     let tag = r.headers()[ETAG].clone();
     gw.shutdown().await;

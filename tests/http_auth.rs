@@ -13,7 +13,7 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use ponte::auth::{password, AuthConfig};
 use ponte::Gateway;
 
-use common::{gateway_with, within};
+use common::*;
 
 /// A secret long enough for HS256 (ponte refuses shorter ones).
 const SECRET: &str = "an-hs256-secret-of-32-bytes-or-more!";
@@ -34,20 +34,6 @@ topic read retained/#
 user carol
 ";
 
-/// Whether `bin` is on PATH; when not: panic in CI, otherwise print SKIP and return false.
-fn have(bin: &str) -> bool {
-    let found = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).any(|d| d.join(bin).is_file()))
-        .unwrap_or(false);
-    if !found {
-        if std::env::var_os("CI").is_some() {
-            panic!("{bin} is not installed, and CI must have it");
-        }
-        println!("SKIP: {bin} not installed");
-    }
-    found
-}
-
 /// A gateway with its auth files.
 struct Fixture {
     /// The running gateway.
@@ -59,6 +45,13 @@ struct Fixture {
 impl Fixture {
     fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.gw.http_addr, path)
+    }
+
+    /// alice (who may) writes `body` to `path`: 201 Created.
+    async fn alice_writes(&self, path: &str, body: &'static str) {
+        let put = reqwest::Client::new().put(self.url(path));
+        let r = send(put.basic_auth("alice", Some("pw-alice")).body(body)).await;
+        assert_eq!(r.status, 201, "{r:?}");
     }
 
     fn acl_path(&self) -> PathBuf {
@@ -90,6 +83,15 @@ async fn fixture(
     adjust(dir.path(), &mut auth);
     let gw = gateway_with(|c| c.auth = auth).await;
     Fixture { gw, dir }
+}
+
+/// A [`fixture`] over [`ACL`] (anonymous refused) where alice wrote `body` to `path`; the
+/// fixture and the URL of `path`.
+async fn alice_wrote(path: &str, body: &'static str) -> (Fixture, String) {
+    let f = fixture(ACL, false, |_, _| {}).await;
+    f.alice_writes(path, body).await;
+    let u = f.url(path);
+    (f, u)
 }
 
 /// Seconds since the epoch, `delta` from now.
@@ -166,23 +168,10 @@ async fn send(r: reqwest::RequestBuilder) -> Answer {
 
 /// Run `curl -sS -i` with `args` (a timeout is added) and parse what it printed.
 async fn curl(args: &[&str]) -> Answer {
-    let out = within(
-        Duration::from_secs(15),
-        "curl",
-        tokio::process::Command::new("curl")
-            .args(["-sS", "-i", "--max-time", "10"])
-            .args(args)
-            .kill_on_drop(true)
-            .output(),
-    )
-    .await
-    .expect("curl runs");
-    assert!(
-        out.status.success(),
-        "curl {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let cmd = Cmd::new("curl").words("-sS -i --max-time 10").args(args);
+    let out = cmd.limit(Duration::from_secs(15)).run().await;
+    assert_eq!(out.code, Some(0), "curl {args:?} failed: {}", out.stderr);
+    let text = out.stdout;
     // With `--anyauth` (or a `100 Continue`) curl prints every response; the last one counts.
     let mut rest = text.as_str();
     let (head, body) = loop {
@@ -212,11 +201,8 @@ async fn curl(args: &[&str]) -> Answer {
 
 #[tokio::test]
 async fn rfc7617_basic_good_bad_and_missing_credentials_with_reqwest() {
-    let f = fixture(ACL, false, |_, _| {}).await;
+    let (f, u) = alice_wrote("/resources/alice/door", "open").await;
     let c = reqwest::Client::new();
-    let u = f.url("/resources/alice/door");
-    let r = send(c.put(&u).basic_auth("alice", Some("pw-alice")).body("open")).await;
-    assert_eq!(r.status, 201, "{r:?}");
     let r = send(c.get(&u).basic_auth("alice", Some("pw-alice"))).await;
     assert_eq!((r.status, r.body.as_str()), (200, "open"));
 
@@ -275,14 +261,8 @@ async fn curl_basic_good_bad_and_missing_credentials() {
 #[tokio::test]
 async fn anonymous_allowed_reads_the_anonymous_rules_anonymous_refused_gets_401() {
     let open = fixture(ACL, true, |_, _| {}).await;
+    open.alice_writes("/resources/public/news", "hello").await;
     let c = reqwest::Client::new();
-    let r = send(
-        c.put(open.url("/resources/public/news"))
-            .basic_auth("alice", Some("pw-alice"))
-            .body("hello"),
-    )
-    .await;
-    assert_eq!(r.status, 201);
     let r = send(c.get(open.url("/resources/public/news"))).await;
     assert_eq!((r.status, r.body.as_str()), (200, "hello"));
     // Anonymous clients may read public/# but not write it, nor read elsewhere: 401, since
@@ -305,12 +285,9 @@ async fn anonymous_allowed_reads_the_anonymous_rules_anonymous_refused_gets_401(
 
 #[tokio::test]
 async fn acl_read_versus_write_and_a_retained_value_only_readers_see() {
-    let f = fixture(ACL, false, |_, _| {}).await;
-    let c = reqwest::Client::new();
-    let u = f.url("/resources/retained/code");
     // alice may write retained/# but not read it; bob may read it but not write it.
-    let r = send(c.put(&u).basic_auth("alice", Some("pw-alice")).body("4711")).await;
-    assert_eq!(r.status, 201);
+    let (f, u) = alice_wrote("/resources/retained/code", "4711").await;
+    let c = reqwest::Client::new();
     let r = send(c.get(&u).basic_auth("alice", Some("pw-alice"))).await;
     assert!(r
         .problem(403)
@@ -450,36 +427,16 @@ async fn rfc6750_jwt_hs256_expired_and_acl_claims_with_reqwest_and_curl() {
 async fn rsa_keys(dir: &Path) -> (Vec<u8>, PathBuf) {
     let private = dir.join("jwt-private.pem");
     let public = dir.join("jwt-public.pem");
-    for args in [
-        vec![
-            "genpkey",
-            "-algorithm",
-            "RSA",
-            "-pkeyopt",
-            "rsa_keygen_bits:2048",
-            "-out",
-        ],
-        vec!["pkey", "-pubout", "-in"],
-    ] {
-        let mut cmd = tokio::process::Command::new("openssl");
-        cmd.args(&args);
-        if args[0] == "genpkey" {
-            cmd.arg(&private);
-        } else {
-            cmd.arg(&private).arg("-out").arg(&public);
-        }
-        let out = within(
-            Duration::from_secs(30),
-            "openssl",
-            cmd.kill_on_drop(true).output(),
-        )
-        .await
-        .expect("openssl runs");
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+    let openssl = || Cmd::new("openssl").limit(Duration::from_secs(30));
+    let genpkey = openssl().words("genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out");
+    let pkey = openssl()
+        .words("pkey -pubout -in")
+        .arg(&private)
+        .arg("-out")
+        .arg(&public);
+    for cmd in [genpkey.arg(&private), pkey] {
+        let out = cmd.run().await;
+        assert_eq!(out.code, Some(0), "openssl: {}", out.stderr);
     }
     (std::fs::read(&private).expect("private key"), public)
 }
@@ -505,14 +462,8 @@ async fn rfc7518_jwt_rs256_with_an_openssl_key() {
         serde_json::json!({"sub": "bob", "exp": epoch(60), "aud": "ponte"}),
         &key,
     );
+    f.alice_writes("/resources/retained/rs", "rsa").await;
     let c = reqwest::Client::new();
-    let writer = send(
-        c.put(f.url("/resources/retained/rs"))
-            .basic_auth("alice", Some("pw-alice"))
-            .body("rsa"),
-    )
-    .await;
-    assert_eq!(writer.status, 201);
     let r = send(c.get(f.url("/resources/retained/rs")).bearer_auth(&good)).await;
     assert_eq!((r.status, r.body.as_str()), (200, "rsa"), "{r:?}");
     // Wrong audience, expired, and an HS256 token made with the public key as the secret
@@ -589,18 +540,7 @@ async fn encoded_path_tricks_never_read_or_write_a_denied_topic() {
         |_, _| {},
     )
     .await;
-    f.gw.broker
-        .publish(
-            ponte::broker::retained_message(
-                ponte::model::TopicName::parse("secret").expect("topic"),
-                bytes::Bytes::from_static(b"s3cr3t"),
-                None,
-                ponte::model::Origin::Http,
-            ),
-            Default::default(),
-        )
-        .await
-        .expect("seed");
+    seed(&f.gw, "secret", "s3cr3t").await;
     let secret = ponte::model::TopicName::parse("secret").expect("topic");
     let version = f.gw.broker.get(&secret).expect("seeded").version;
     let paths = [

@@ -5,37 +5,21 @@
 //! headers cut off. Each refusal is checked in [`ponte::Gateway::refused`] as well.
 
 mod common;
-mod support;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
 use coap_lite::CoapOption;
-use ponte::limits::LimitsConfig;
-use ponte_mqtt::{
-    encode_v5, Connect, Connect5, Packet5, Properties, ProtocolVersion, Publish, Publish5, QoS,
-};
-use support::*;
+use common::*;
+use ponte_mqtt::{Packet5, Properties, QoS};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// A gateway with `limits`.
-async fn limited(limits: LimitsConfig) -> ponte::Gateway {
-    gateway_with(|c| c.limits = limits).await
-}
-
-/// Everything the server sends until it closes the connection (a reset counts as closed).
-async fn read_to_close(s: &mut TcpStream, what: &str) -> Vec<u8> {
-    within(WAIT, what, async {
-        let mut all = Vec::new();
-        let mut chunk = [0u8; 4096];
-        loop {
-            match s.read(&mut chunk).await {
-                Ok(0) | Err(_) => return all,
-                Ok(n) => all.extend_from_slice(&chunk[..n]),
-            }
-        }
+/// A gateway whose writes may come at `rate` per second with bursts of `burst`.
+async fn rate_limited(rate: u32, burst: u32) -> ponte::Gateway {
+    gateway_with(|c| {
+        c.limits.publish_rate = rate;
+        c.limits.publish_burst = burst;
     })
     .await
 }
@@ -44,117 +28,67 @@ async fn read_to_close(s: &mut TcpStream, what: &str) -> Vec<u8> {
 // MQTT connection admission
 // ---------------------------------------------------------------------------------------
 
-/// A raw MQTT 3.1.1 CONNECT (clean session, keep-alive 60 s).
-fn connect311(id: &str) -> Vec<u8> {
-    let mut p = vec![
-        0x10,
-        (12 + id.len()) as u8,
-        0,
-        4,
-        b'M',
-        b'Q',
-        b'T',
-        b'T',
-        4,
-        2,
-        0,
-        60,
-    ];
-    p.extend_from_slice(&(id.len() as u16).to_be_bytes());
-    p.extend_from_slice(id.as_bytes());
-    p
-}
-
-/// Open a TCP connection and send CONNECT; `Some(socket)` when CONNACK 0 came back,
-/// `None` when the server closed it without one.
-async fn mqtt_connect(addr: SocketAddr, id: &str) -> Option<TcpStream> {
-    let mut s = within(WAIT, "TCP connect", TcpStream::connect(addr))
-        .await
-        .expect("the kernel completes the TCP handshake");
+/// Open a TCP connection and send a 3.1.1 CONNECT (clean session, keep alive 60 s);
+/// `Some(client)` when CONNACK 0 came back, `None` when the server closed it without one.
+async fn mqtt_connect(addr: SocketAddr, id: &str) -> Option<V3> {
+    let mut c = V3::open(addr).await;
     // The server may already have closed it: a failed write means the same as EOF.
-    if s.write_all(&connect311(id)).await.is_err() {
+    if !c.try_send_raw(&connect_v311(true, 60, id)).await {
         return None;
     }
-    let mut ack = [0u8; 4];
-    let read = within(WAIT, "CONNACK or close", s.read_exact(&mut ack)).await;
-    match read {
-        Ok(_) => {
-            assert_eq!(ack, [0x20, 2, 0, 0], "CONNACK accepted");
-            Some(s)
-        }
-        Err(_) => None,
-    }
+    let ack = c.read().await?;
+    assert_eq!(
+        (ack.first, ack.body.as_slice()),
+        (0x20, &[0, 0][..]),
+        "CONNACK accepted"
+    );
+    Some(c)
 }
 
 #[tokio::test]
 async fn max_connections_per_ip_closes_the_extra_mqtt_connection_without_connack() {
-    let gw = limited(LimitsConfig {
-        max_connections_per_ip: 2,
-        ..LimitsConfig::default()
-    })
-    .await;
+    let gw = gateway_with(|c| c.limits.max_connections_per_ip = 2).await;
     let mut a = mqtt_connect(gw.mqtt_addr, "a")
         .await
         .expect("first admitted");
     let mut b = mqtt_connect(gw.mqtt_addr, "b")
         .await
         .expect("second admitted");
-    assert!(
-        mqtt_connect(gw.mqtt_addr, "c").await.is_none(),
-        "the third connection from 127.0.0.1 must be closed without CONNACK"
-    );
+    let third = mqtt_connect(gw.mqtt_addr, "c").await;
+    let why = "the third connection from 127.0.0.1 must be closed without CONNACK";
+    assert!(third.is_none(), "{why}");
     assert_eq!(gw.refused().connections_of("mqtt"), 1);
     // The first two still work: PINGREQ → PINGRESP.
-    for s in [&mut a, &mut b] {
-        s.write_all(&[0xC0, 0]).await.unwrap();
-        let mut resp = [0u8; 2];
-        within(WAIT, "PINGRESP", s.read_exact(&mut resp))
-            .await
-            .unwrap();
-        assert_eq!(resp, [0xD0, 0]);
+    for c in [&mut a, &mut b] {
+        c.send_raw(&[0xC0, 0]).await;
+        c.expect_bytes(0xD0, &[], "PINGRESP").await;
     }
     // A closed connection frees its slot (once the server has seen it close).
     drop(a);
-    let again = within(WAIT, "a freed slot", async {
-        loop {
-            if let Some(s) = mqtt_connect(gw.mqtt_addr, "d").await {
-                return s;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+    eventually(WAIT, "a freed slot", || async {
+        mqtt_connect(gw.mqtt_addr, "d").await.is_some()
     })
     .await;
-    drop((again, b));
+    drop(b);
     gw.shutdown().await;
 }
 
 #[tokio::test]
 async fn connection_rate_refuses_connections_beyond_the_rate_then_admits_again() {
-    let gw = limited(LimitsConfig {
-        connection_rate: 3,
-        ..LimitsConfig::default()
-    })
-    .await;
+    let gw = gateway_with(|c| c.limits.connection_rate = 3).await;
     let mut open = Vec::new();
     for i in 0..3 {
-        open.push(
-            mqtt_connect(gw.mqtt_addr, &format!("r{i}"))
-                .await
-                .expect("within the rate"),
-        );
+        let c = mqtt_connect(gw.mqtt_addr, &format!("r{i}")).await;
+        open.push(c.expect("within the rate"));
     }
-    assert!(
-        mqtt_connect(gw.mqtt_addr, "r3").await.is_none(),
-        "a fourth connection within the same second is over connection_rate = 3"
-    );
+    let fourth = mqtt_connect(gw.mqtt_addr, "r3").await;
+    let why = "a fourth connection within the same second is over connection_rate = 3";
+    assert!(fourth.is_none(), "{why}");
     assert_eq!(gw.refused().connections_of("mqtt"), 1);
     // One token comes back every 1/3 s.
     tokio::time::sleep(Duration::from_millis(400)).await;
-    open.push(
-        mqtt_connect(gw.mqtt_addr, "r4")
-            .await
-            .expect("the bucket refilled"),
-    );
+    let again = mqtt_connect(gw.mqtt_addr, "r4").await;
+    open.push(again.expect("the bucket refilled"));
     drop(open);
     gw.shutdown().await;
 }
@@ -163,79 +97,20 @@ async fn connection_rate_refuses_connections_beyond_the_rate_then_admits_again()
 // MQTT write rate
 // ---------------------------------------------------------------------------------------
 
-/// A raw MQTT 5 client over ponte-mqtt's v5 codec.
-struct V5 {
-    s: TcpStream,
-    buf: BytesMut,
-}
-
-impl V5 {
-    async fn connect(addr: SocketAddr, id: &str) -> V5 {
-        let s = within(WAIT, "TCP connect", TcpStream::connect(addr))
-            .await
-            .unwrap();
-        let mut c = V5 {
-            s,
-            buf: BytesMut::new(),
-        };
-        c.send(&Packet5::Connect(Box::new(Connect5 {
-            connect: Connect {
-                protocol: ProtocolVersion::V5,
-                client_id: id.into(),
-                clean_session: true,
-                keep_alive: 30,
-                username: None,
-                password: None,
-                will: None,
-            },
-            properties: Properties::default(),
-            will_properties: Properties::default(),
-        })))
-        .await;
-        match c.recv().await {
-            Some(Packet5::ConnAck { reason_code: 0, .. }) => c,
-            other => panic!("expected CONNACK 0, got {other:?}"),
-        }
-    }
-
-    async fn send(&mut self, p: &Packet5) {
-        let mut out = BytesMut::new();
-        encode_v5(p, &mut out);
-        self.s.write_all(&out).await.expect("write");
-    }
-
-    async fn publish(&mut self, topic: &str, qos: QoS, pkid: u16, retain: bool) {
-        self.send(&Packet5::Publish(Box::new(Publish5 {
-            publish: Publish {
-                dup: false,
-                qos,
-                retain,
-                topic: topic.into(),
-                pkid,
-                payload: Bytes::from_static(b"x"),
-            },
-            properties: Properties::default(),
-        })))
-        .await;
-    }
-
-    /// The next packet, `None` once the server closed the connection.
-    async fn recv(&mut self) -> Option<Packet5> {
-        common::read_v5(&mut self.s, &mut self.buf).await
-    }
+/// A QoS `qos` PUBLISH of "x" to `topic` with id `pkid`.
+fn x(topic: &str, qos: QoS, pkid: u16, retain: bool) -> Packet5 {
+    publish5(
+        publish(topic, qos, pkid, retain, b"x"),
+        Properties::default(),
+    )
 }
 
 #[tokio::test]
 async fn mqtt5_qos1_publish_over_the_rate_gets_puback_0x97_quota_exceeded_and_is_not_published() {
-    let gw = limited(LimitsConfig {
-        publish_rate: 1,
-        publish_burst: 2,
-        ..LimitsConfig::default()
-    })
-    .await;
+    let gw = rate_limited(1, 2).await;
     let mut c = V5::connect(gw.mqtt_addr, "v5q1").await;
     for pkid in 1..=3u16 {
-        c.publish(&format!("rate/{pkid}"), QoS::AtLeastOnce, pkid, true)
+        c.send(&x(&format!("rate/{pkid}"), QoS::AtLeastOnce, pkid, true))
             .await;
     }
     let mut codes = Vec::new();
@@ -260,15 +135,10 @@ async fn mqtt5_qos1_publish_over_the_rate_gets_puback_0x97_quota_exceeded_and_is
 
 #[tokio::test]
 async fn mqtt5_qos0_flood_over_the_rate_gets_disconnect_0x96_message_rate_too_high() {
-    let gw = limited(LimitsConfig {
-        publish_rate: 1,
-        publish_burst: 2,
-        ..LimitsConfig::default()
-    })
-    .await;
+    let gw = rate_limited(1, 2).await;
     let mut c = V5::connect(gw.mqtt_addr, "v5q0").await;
     for _ in 0..5 {
-        c.publish("flood", QoS::AtMostOnce, 0, false).await;
+        c.send(&x("flood", QoS::AtMostOnce, 0, false)).await;
     }
     match c.recv().await {
         Some(Packet5::Disconnect(d)) => assert_eq!(d.reason_code, 0x96, "{d:?}"),
@@ -282,33 +152,22 @@ async fn mqtt5_qos0_flood_over_the_rate_gets_disconnect_0x96_message_rate_too_hi
 #[tokio::test]
 async fn mqtt311_publisher_over_the_rate_is_throttled_and_loses_nothing() {
     let (rate, burst) = (20u32, 5u32);
-    let gw = limited(LimitsConfig {
-        publish_rate: rate,
-        publish_burst: burst,
-        ..LimitsConfig::default()
-    })
-    .await;
-    let mut sub = Mqtt::subscriber(gw.mqtt_addr, "throttle-sub", "throttle/#").await;
-    let publisher = Mqtt::connect(gw.mqtt_addr, "throttle-pub").await;
+    let gw = rate_limited(rate, burst).await;
+    let mut sub = Client::subscriber(gw.mqtt_addr, "throttle-sub", "throttle/#").await;
+    let (publisher, _) = Client::connect(gw.mqtt_addr, "throttle-pub").await;
     // rate = burst is raised to the rate: 20 saved up, so send 2 × 20 quickly.
     let n = 2 * rate.max(burst);
     let started = Instant::now();
     for i in 0..n {
-        publisher
+        let topic = format!("throttle/{i}");
+        let sent = publisher
             .client
-            .publish(
-                format!("throttle/{i}"),
-                rumqttc::QoS::AtLeastOnce,
-                false,
-                vec![b'x'],
-            )
-            .await
-            .unwrap();
+            .publish(topic, rumqttc::QoS::AtLeastOnce, false, vec![b'x']);
+        sent.await.unwrap();
     }
     let mut got = Vec::new();
     for _ in 0..n {
-        let p = sub.next().await;
-        got.push(p.topic);
+        got.push(sub.publish_rx().await.topic);
     }
     let took = started.elapsed();
     let expected: Vec<String> = (0..n).map(|i| format!("throttle/{i}")).collect();
@@ -328,30 +187,22 @@ async fn mqtt311_publisher_over_the_rate_is_throttled_and_loses_nothing() {
 // HTTP
 // ---------------------------------------------------------------------------------------
 
+/// A header of `r` as text.
+fn header<'a>(r: &'a reqwest::Response, name: &str) -> Option<&'a str> {
+    r.headers().get(name).and_then(|v| v.to_str().ok())
+}
+
 #[tokio::test]
 async fn http_write_over_the_rate_is_429_with_retry_after_and_a_problem() {
-    let gw = limited(LimitsConfig {
-        publish_rate: 1,
-        publish_burst: 2,
-        ..LimitsConfig::default()
-    })
-    .await;
+    let gw = rate_limited(1, 2).await;
     for i in 0..2 {
         let r = http_put(&gw, &format!("h/{i}"), "v", "text/plain").await;
         assert!(r.status().is_success(), "{}", r.status());
     }
     let r = http_put(&gw, "h/2", "v", "text/plain").await;
     assert_eq!(r.status(), 429);
-    assert_eq!(
-        r.headers().get("retry-after").and_then(|v| v.to_str().ok()),
-        Some("1")
-    );
-    assert_eq!(
-        r.headers()
-            .get("content-type")
-            .and_then(|v| v.to_str().ok()),
-        Some("application/problem+json")
-    );
+    assert_eq!(header(&r, "retry-after"), Some("1"));
+    assert_eq!(header(&r, "content-type"), Some("application/problem+json"));
     let body: serde_json::Value = serde_json::from_slice(&r.bytes().await.unwrap()).unwrap();
     assert_eq!(body["status"], 429);
     assert!(body["detail"].as_str().unwrap_or("").contains("writes"));
@@ -360,10 +211,8 @@ async fn http_write_over_the_rate_is_429_with_retry_after_and_a_problem() {
     assert_eq!(gw.refused().http_writes, 1);
     // A token later, writes pass again.
     tokio::time::sleep(Duration::from_millis(1050)).await;
-    assert!(http_put(&gw, "h/3", "v", "text/plain")
-        .await
-        .status()
-        .is_success());
+    let again = http_put(&gw, "h/3", "v", "text/plain").await;
+    assert!(again.status().is_success());
     gw.shutdown().await;
 }
 
@@ -379,41 +228,32 @@ async fn http_roundtrip(s: &mut TcpStream) -> String {
     String::from_utf8_lossy(&buf[..n]).into_owned()
 }
 
+/// A new HTTP connection, and whether a GET on it is answered 404 (served, not refused).
+async fn served(gw: &ponte::Gateway) -> (TcpStream, bool) {
+    let mut s = TcpStream::connect(gw.http_addr).await.unwrap();
+    let ok = http_roundtrip(&mut s).await.starts_with("HTTP/1.1 404");
+    (s, ok)
+}
+
 #[tokio::test]
 async fn http_max_connections_per_ip_answers_503_with_retry_after_and_closes() {
-    let gw = limited(LimitsConfig {
-        max_connections_per_ip: 2,
-        ..LimitsConfig::default()
-    })
-    .await;
-    let mut a = TcpStream::connect(gw.http_addr).await.unwrap();
-    let mut b = TcpStream::connect(gw.http_addr).await.unwrap();
-    assert!(http_roundtrip(&mut a).await.starts_with("HTTP/1.1 404"));
-    assert!(http_roundtrip(&mut b).await.starts_with("HTTP/1.1 404"));
+    let gw = gateway_with(|c| c.limits.max_connections_per_ip = 2).await;
+    let (mut a, a_served) = served(&gw).await;
+    let (b, b_served) = served(&gw).await;
+    assert!(a_served && b_served);
     let mut c = TcpStream::connect(gw.http_addr).await.unwrap();
-    let refused = String::from_utf8_lossy(&read_to_close(&mut c, "the 503 and close").await)
-        .to_ascii_lowercase();
+    let refused = read_to_close(&mut c, WAIT, "the 503 and close").await;
+    let refused = String::from_utf8_lossy(&refused).to_ascii_lowercase();
     assert!(refused.starts_with("http/1.1 503"), "{refused}");
     assert!(refused.contains("retry-after: 1"), "{refused}");
-    assert!(
-        refused.contains("content-type: application/problem+json"),
-        "{refused}"
-    );
+    let problem = refused.contains("content-type: application/problem+json");
+    assert!(problem, "{refused}");
     assert!(refused.contains("max_connections_per_ip"), "{refused}");
     assert_eq!(gw.refused().connections_of("http"), 1);
     // The admitted connections keep working; closing one frees a place.
     assert!(http_roundtrip(&mut a).await.starts_with("HTTP/1.1 404"));
     drop(b);
-    within(WAIT, "a freed place", async {
-        loop {
-            let mut d = TcpStream::connect(gw.http_addr).await.unwrap();
-            if http_roundtrip(&mut d).await.starts_with("HTTP/1.1 404") {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await;
+    eventually(WAIT, "a freed place", || async { served(&gw).await.1 }).await;
     gw.shutdown().await;
 }
 
@@ -426,27 +266,13 @@ async fn http_slowloris_partial_header_is_closed_after_header_timeout_secs() {
         .await
         .unwrap();
     // The default would be hyper's 30 s; the test waits at most 3 s.
-    let answer = within(Duration::from_secs(3), "the server to close", async {
-        let mut all = Vec::new();
-        let mut chunk = [0u8; 1024];
-        loop {
-            match s.read(&mut chunk).await {
-                Ok(0) | Err(_) => return all,
-                Ok(n) => all.extend_from_slice(&chunk[..n]),
-            }
-        }
-    })
-    .await;
+    let answer = read_to_close(&mut s, Duration::from_secs(3), "the server to close").await;
     let took = started.elapsed();
-    assert!(
-        took >= Duration::from_millis(900),
-        "closed after {took:?}, before the 1 s timeout"
-    );
+    let why = format!("closed after {took:?}, before the 1 s timeout");
+    assert!(took >= Duration::from_millis(900), "{why}");
     // Nothing that looks like a served request came back.
-    assert!(
-        !String::from_utf8_lossy(&answer).contains(" 404 "),
-        "{answer:?}"
-    );
+    let text = String::from_utf8_lossy(&answer);
+    assert!(!text.contains(" 404 "), "{answer:?}");
     gw.shutdown().await;
 }
 
@@ -456,12 +282,7 @@ async fn http_slowloris_partial_header_is_closed_after_header_timeout_secs() {
 
 #[tokio::test]
 async fn coap_write_over_the_rate_is_5_03_with_max_age_and_a_diagnostic() {
-    let gw = limited(LimitsConfig {
-        publish_rate: 1,
-        publish_burst: 2,
-        ..LimitsConfig::default()
-    })
-    .await;
+    let gw = rate_limited(1, 2).await;
     let mut coap = Coap::new(gw.coap_addr).await;
     for i in 0..2 {
         let r = coap.put(&format!("r/c/{i}"), b"v", None).await;
@@ -470,11 +291,8 @@ async fn coap_write_over_the_rate_is_5_03_with_max_age_and_a_diagnostic() {
     let r = coap.put("r/c/2", b"v", None).await;
     assert_eq!(code(&r), "5.03");
     assert_eq!(opt_uint(&r, CoapOption::MaxAge), Some(1));
-    assert!(
-        payload_str(&r).contains("publish_rate"),
-        "{}",
-        payload_str(&r)
-    );
+    let why = payload_str(&r);
+    assert!(why.contains("publish_rate"), "{why}");
     // Nothing was stored, reads still pass.
     assert_eq!(code(&coap.get("r/c/2").await), "4.04");
     assert_eq!(gw.refused().coap_writes, 1);
@@ -483,11 +301,7 @@ async fn coap_write_over_the_rate_is_5_03_with_max_age_and_a_diagnostic() {
 
 #[tokio::test]
 async fn coap_tcp_max_connections_per_ip_closes_the_extra_connection_before_the_csm() {
-    let gw = limited(LimitsConfig {
-        max_connections_per_ip: 1,
-        ..LimitsConfig::default()
-    })
-    .await;
+    let gw = gateway_with(|c| c.limits.max_connections_per_ip = 1).await;
     // An admitted connection hears the server's CSM first (RFC 8323 §5.3).
     let mut a = TcpStream::connect(gw.coap_addr).await.unwrap();
     let mut first = [0u8; 1];
@@ -495,11 +309,9 @@ async fn coap_tcp_max_connections_per_ip_closes_the_extra_connection_before_the_
         .await
         .unwrap();
     let mut b = TcpStream::connect(gw.coap_addr).await.unwrap();
-    let got = read_to_close(&mut b, "the refused connection to close").await;
-    assert!(
-        got.is_empty(),
-        "no CoAP byte on a refused connection: {got:?}"
-    );
+    let got = read_to_close(&mut b, WAIT, "the refused connection to close").await;
+    let why = "no CoAP byte on a refused connection";
+    assert!(got.is_empty(), "{why}: {got:?}");
     assert_eq!(gw.refused().connections_of("coap-tcp"), 1);
     drop(a);
     gw.shutdown().await;
@@ -514,17 +326,14 @@ async fn refused_connections_are_published_in_sys() {
     .await;
     let held = mqtt_connect(gw.mqtt_addr, "sys-a").await.expect("admitted");
     assert!(mqtt_connect(gw.mqtt_addr, "sys-b").await.is_none());
-    within(
+    let what = "$SYS/broker/connections/refused = 1";
+    poll_until(
         Duration::from_secs(4),
-        "$SYS/broker/connections/refused = 1",
-        async {
-            loop {
-                let r = http_get(&gw, "$SYS/broker/connections/refused").await;
-                if r.status() == 200 && r.text().await.unwrap_or_default() == "1" {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
+        what,
+        Duration::from_millis(100),
+        || async {
+            let r = http_get(&gw, "$SYS/broker/connections/refused").await;
+            r.status() == 200 && r.text().await.unwrap_or_default() == "1"
         },
     )
     .await;

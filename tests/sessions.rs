@@ -4,148 +4,56 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
 use common::*;
-use ponte_mqtt::{
-    encode_v5, Connect, Connect5, Packet5, Properties, ProtocolVersion, Publish, Publish5, QoS,
-    ReasonPacket, Subscribe5, SubscriptionOptions,
-};
-use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
+use ponte_mqtt::{Packet, Properties, QoS, SubscriptionOptions};
 
-/// A raw MQTT 5 client over ponte-mqtt's v5 codec.
-struct V5 {
-    /// The socket.
-    s: TcpStream,
-    /// Received bytes not yet decoded.
-    buf: BytesMut,
+/// The QoS 1 subscription of these tests.
+fn q1(filter: &str) -> (&str, SubscriptionOptions) {
+    (filter, opts(QoS::AtLeastOnce))
 }
 
-impl V5 {
-    /// Connect; returns the client, CONNACK session present and reason code.
-    async fn connect(addr: SocketAddr, id: &str, clean: bool, expiry: u32) -> (V5, bool, u8) {
-        let s = within(WAIT, "TCP connect", TcpStream::connect(addr))
-            .await
-            .expect("connect");
-        let mut c = V5 {
-            s,
-            buf: BytesMut::new(),
-        };
-        c.send(&Packet5::Connect(Box::new(Connect5 {
-            connect: Connect {
-                protocol: ProtocolVersion::V5,
-                client_id: id.into(),
-                clean_session: clean,
-                keep_alive: 30,
-                username: None,
-                password: None,
-                will: None,
-            },
-            properties: Properties {
-                session_expiry_interval: (expiry > 0).then_some(expiry),
-                ..Properties::default()
-            },
-            will_properties: Properties::default(),
-        })))
-        .await;
-        match c.recv().await {
-            Some(Packet5::ConnAck {
-                session_present,
-                reason_code,
-                ..
-            }) => (c, session_present, reason_code),
-            other => panic!("expected CONNACK, got {other:?}"),
-        }
-    }
-
-    async fn send(&mut self, p: &Packet5) {
-        let mut out = BytesMut::new();
-        encode_v5(p, &mut out);
-        within(WAIT, "write", self.s.write_all(&out))
-            .await
-            .expect("write");
-    }
-
-    async fn recv(&mut self) -> Option<Packet5> {
-        common::read_v5(&mut self.s, &mut self.buf).await
-    }
-
-    async fn subscribe(&mut self, filters: &[&str]) -> Vec<u8> {
-        self.send(&Packet5::Subscribe(Subscribe5 {
-            pkid: 3,
-            filters: filters
-                .iter()
-                .map(|f| (f.to_string(), SubscriptionOptions::qos(QoS::AtLeastOnce)))
-                .collect(),
-            properties: Properties::default(),
-        }))
-        .await;
-        loop {
-            match self.recv().await {
-                Some(Packet5::SubAck(a)) => return a.reason_codes,
-                Some(_) => {}
-                None => panic!("closed before SUBACK"),
-            }
-        }
-    }
-
-    async fn disconnect(&mut self, expiry: Option<u32>) {
-        self.send(&Packet5::Disconnect(ReasonPacket {
-            reason_code: 0,
-            properties: Properties {
-                session_expiry_interval: expiry,
-                ..Properties::default()
-            },
-        }))
-        .await;
-    }
-
-    /// The DISCONNECT reason the server closes with.
-    async fn disconnect_reason(&mut self) -> u8 {
-        loop {
-            match self.recv().await {
-                Some(Packet5::Disconnect(d)) => return d.reason_code,
-                Some(_) => {}
-                None => panic!("closed without DISCONNECT"),
-            }
-        }
+/// DISCONNECT 0x00 carrying Session Expiry `secs` (none: the CONNECT's stays).
+fn leaving(secs: Option<u32>) -> Properties {
+    Properties {
+        session_expiry_interval: secs,
+        ..Properties::default()
     }
 }
 
-fn publish5(topic: &str, pkid: u16) -> Packet5 {
-    Packet5::Publish(Box::new(Publish5 {
-        publish: Publish {
-            dup: false,
-            qos: QoS::AtLeastOnce,
-            retain: false,
-            topic: topic.into(),
-            pkid,
-            payload: Bytes::from_static(b"x"),
-        },
-        properties: Properties::default(),
-    }))
+/// Connect `id` (Clean Start, Session Expiry `secs`) and subscribe to `filter`.
+async fn subscribed_session(gw: &ponte::Gateway, id: &str, secs: u32, filter: &str) -> V5 {
+    let (mut c, present) = V5::session(gw.mqtt_addr, id, true, expiry(secs)).await;
+    assert!(!present, "no session yet");
+    assert_eq!(c.subscribe(&[q1(filter)]).await, vec![1]);
+    c
+}
+
+/// Come back as `id` (Clean Start `clean`, Session Expiry `secs`) after a pause of `after`;
+/// the client and Session Present.
+async fn back_after(
+    gw: &ponte::Gateway,
+    after: u64,
+    id: &str,
+    clean: bool,
+    secs: u32,
+) -> (V5, bool) {
+    tokio::time::sleep(Duration::from_millis(after)).await;
+    V5::session(gw.mqtt_addr, id, clean, expiry(secs)).await
 }
 
 #[tokio::test]
 async fn mqtt5_3_1_2_11_session_expires_after_its_interval() {
     let gw = gateway().await;
-    let (mut c, present, rc) = V5::connect(gw.mqtt_addr, "exp", true, 1).await;
-    assert_eq!((present, rc), (false, 0));
-    assert_eq!(c.subscribe(&["exp/t"]).await, vec![1]);
-    c.disconnect(None).await;
-    drop(c);
+    let c = subscribed_session(&gw, "exp", 1, "exp/t").await;
+    c.disconnect(0).await;
     // Within the interval the session is there...
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let (mut c, present, _) = V5::connect(gw.mqtt_addr, "exp", false, 1).await;
+    let (c, present) = back_after(&gw, 200, "exp", false, 1).await;
     assert!(present, "resumed within its 1 s expiry");
-    c.disconnect(None).await;
-    drop(c);
+    c.disconnect(0).await;
     // ... and gone once it has passed (the sweep runs every second).
-    tokio::time::sleep(Duration::from_millis(2500)).await;
-    let (_c, present, _) = V5::connect(gw.mqtt_addr, "exp", false, 1).await;
+    let (_c, present) = back_after(&gw, 2500, "exp", false, 1).await;
     assert!(!present, "the expired session was ended (MQTT-3.1.2-23)");
     gw.shutdown().await;
 }
@@ -153,32 +61,29 @@ async fn mqtt5_3_1_2_11_session_expires_after_its_interval() {
 #[tokio::test]
 async fn mqtt5_3_1_2_4_clean_start_discards_the_existing_session() {
     let gw = gateway().await;
-    let (mut c, _, _) = V5::connect(gw.mqtt_addr, "cs", true, 600).await;
-    c.subscribe(&["cs/t"]).await;
-    c.disconnect(None).await;
-    drop(c);
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let (mut c, present, _) = V5::connect(gw.mqtt_addr, "cs", true, 600).await;
+    subscribed_session(&gw, "cs", 600, "cs/t")
+        .await
+        .disconnect(0)
+        .await;
+    let (mut c, present) = back_after(&gw, 100, "cs", true, 600).await;
     assert!(!present, "Clean Start 1: no session present");
     // The old subscription went with it: a publish to cs/t reaches nobody.
     let (mut p, _) = Client::connect(gw.mqtt_addr, "cs-pub").await;
     p.publish("cs/t", rumqttc::QoS::AtLeastOnce, false, b"x")
         .await;
-    let quiet = tokio::time::timeout(Duration::from_millis(300), c.recv()).await;
-    assert!(quiet.is_err(), "old subscription discarded: {quiet:?}");
+    let why = "old subscription discarded";
+    c.assert_quiet(Duration::from_millis(300), why).await;
     gw.shutdown().await;
 }
 
 #[tokio::test]
 async fn mqtt5_3_1_2_11_expiry_0_ends_the_session_at_disconnect() {
     let gw = gateway().await;
-    let (mut c, _, _) = V5::connect(gw.mqtt_addr, "zero", true, 600).await;
-    c.subscribe(&["z/t"]).await;
+    let mut c = subscribed_session(&gw, "zero", 600, "z/t").await;
     // DISCONNECT may lower the expiry to 0: the session ends now.
-    c.disconnect(Some(0)).await;
-    drop(c);
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let (_c, present, _) = V5::connect(gw.mqtt_addr, "zero", false, 600).await;
+    c.send_disconnect(0, leaving(Some(0))).await;
+    c.expect_closed("the close after DISCONNECT").await;
+    let (_c, present) = back_after(&gw, 100, "zero", false, 600).await;
     assert!(!present);
     gw.shutdown().await;
 }
@@ -186,11 +91,10 @@ async fn mqtt5_3_1_2_11_expiry_0_ends_the_session_at_disconnect() {
 #[tokio::test]
 async fn mqtt5_3_14_2_2_disconnect_raising_expiry_from_0_is_protocol_error_0x82() {
     let gw = gateway().await;
-    let (mut c, _, _) = V5::connect(gw.mqtt_addr, "raise", true, 0).await;
-    c.disconnect(Some(60)).await;
-    assert_eq!(c.disconnect_reason().await, 0x82);
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let (_c, present, _) = V5::connect(gw.mqtt_addr, "raise", false, 60).await;
+    let mut c = V5::connect(gw.mqtt_addr, "raise").await;
+    c.send_disconnect(0, leaving(Some(60))).await;
+    assert_eq!(c.disconnect_rx().await.0, 0x82);
+    let (_c, present) = back_after(&gw, 100, "raise", false, 60).await;
     assert!(!present, "the session did not become persistent");
     gw.shutdown().await;
 }
@@ -198,63 +102,60 @@ async fn mqtt5_3_14_2_2_disconnect_raising_expiry_from_0_is_protocol_error_0x82(
 #[tokio::test]
 async fn mqtt_3_1_2_4_v311_session_expiry_secs_ends_away_sessions() {
     let gw = gateway_with(|c| c.mqtt.session_expiry_secs = Some(1)).await;
-    let mut raw = Raw::open(gw.mqtt_addr).await;
-    raw.send(&connect_v311(false, 0, "v3exp")).await;
-    assert_eq!(raw.read().await.expect("CONNACK").body, vec![0, 0]);
-    drop(raw);
+    assert_eq!(V3::persistent(gw.mqtt_addr, "v3exp").await.1, vec![0, 0]);
     tokio::time::sleep(Duration::from_millis(2500)).await;
-    let mut raw = Raw::open(gw.mqtt_addr).await;
-    raw.send(&connect_v311(false, 0, "v3exp")).await;
-    assert_eq!(
-        raw.read().await.expect("CONNACK").body,
-        vec![0, 0],
-        "session present 0: expired"
-    );
+    let (_raw, ack) = V3::persistent(gw.mqtt_addr, "v3exp").await;
+    assert_eq!(ack, vec![0, 0], "session present 0: expired");
     gw.shutdown().await;
 }
 
 #[tokio::test]
 async fn limit_max_subscriptions_answers_0x80_and_v5_0x97() {
     let gw = gateway_with(|c| c.mqtt.max_subscriptions = 2).await;
-    let mut raw = Raw::connect(gw.mqtt_addr, "subs3", 0).await;
-    raw.send(&subscribe_packet(
-        1,
-        &[("a", 1), ("b", 1), ("c", 1), ("a", 0)],
-    ))
-    .await;
+    let mut raw = V3::connect_ka(gw.mqtt_addr, "subs3", 0).await;
+    let filters = [("a", 1), ("b", 1), ("c", 1), ("a", 0)];
+    raw.send_raw(&subscribe_packet(1, &filters)).await;
     let ack = raw.read().await.expect("SUBACK");
     assert_eq!(ack.kind(), 9);
     // The third is refused; re-subscribing to an existing filter is not a new one.
     assert_eq!(ack.body, vec![0, 1, 1, 1, 0x80, 0]);
-    let (mut c, _, _) = V5::connect(gw.mqtt_addr, "subs5", true, 0).await;
-    assert_eq!(c.subscribe(&["a", "b", "c"]).await, vec![1, 1, 0x97]);
-    assert!(
-        gw.broker
-            .metrics
-            .limits_hit
-            .load(std::sync::atomic::Ordering::Relaxed)
-            >= 2
-    );
+    let mut c = V5::connect(gw.mqtt_addr, "subs5").await;
+    let codes = c.subscribe(&[q1("a"), q1("b"), q1("c")]).await;
+    assert_eq!(codes, vec![1, 1, 0x97]);
+    let hit = gw
+        .broker
+        .metrics
+        .limits_hit
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert!(hit >= 2);
     gw.shutdown().await;
 }
 
 #[tokio::test]
 async fn limit_max_topic_levels_refuses_deep_filters_and_publishes() {
     let gw = gateway_with(|c| c.mqtt.max_topic_levels = 3).await;
-    let mut raw = Raw::connect(gw.mqtt_addr, "deep3", 0).await;
-    raw.send(&subscribe_packet(1, &[("a/b/c", 1), ("a/b/c/d", 1)]))
+    let mut raw = V3::connect_ka(gw.mqtt_addr, "deep3", 0).await;
+    raw.send_raw(&subscribe_packet(1, &[("a/b/c", 1), ("a/b/c/d", 1)]))
         .await;
     let ack = raw.read().await.expect("SUBACK");
     assert_eq!(ack.body, vec![0, 1, 1, 0x80]);
     // A 3.1.1 PUBLISH beyond the limit closes the connection.
-    raw.send(&publish_packet("a/b/c/d", b"x", 1, 2, false, false))
+    raw.send_raw(&publish_packet("a/b/c/d", b"x", 1, 2, false, false))
         .await;
     let seen = raw.expect_closed("close after a too-deep PUBLISH").await;
-    assert!(seen.iter().all(|p| p.kind() != 4), "no PUBACK: {seen:?}");
+    let pubacks = seen.iter().filter(|p| matches!(p, Packet::PubAck(_)));
+    assert_eq!(pubacks.count(), 0, "no PUBACK: {seen:?}");
     // v5: DISCONNECT 0x90 Topic Name invalid.
-    let (mut c, _, _) = V5::connect(gw.mqtt_addr, "deep5", true, 0).await;
-    c.send(&publish5("a/b/c/d", 1)).await;
-    assert_eq!(c.disconnect_reason().await, 0x90);
+    let mut c = V5::connect(gw.mqtt_addr, "deep5").await;
+    c.send(&pub5(
+        "a/b/c/d",
+        QoS::AtLeastOnce,
+        1,
+        b"x",
+        Properties::default(),
+    ))
+    .await;
+    assert_eq!(c.disconnect_rx().await.0, 0x90);
     gw.shutdown().await;
 }
 
@@ -262,12 +163,10 @@ async fn limit_max_topic_levels_refuses_deep_filters_and_publishes() {
 async fn queue_qos0_off_skips_and_on_queues_qos0_for_away_sessions() {
     for (queue, expect) in [(false, false), (true, true)] {
         let gw = gateway_with(|c| c.mqtt.queue_qos0 = queue).await;
-        let mut raw = Raw::open(gw.mqtt_addr).await;
-        raw.send(&connect_v311(false, 0, "q0")).await;
-        raw.read().await.expect("CONNACK");
-        raw.send(&subscribe_packet(1, &[("q0/t", 1)])).await;
+        let (mut raw, _) = V3::persistent(gw.mqtt_addr, "q0").await;
+        raw.send_raw(&subscribe_packet(1, &[("q0/t", 1)])).await;
         raw.read().await.expect("SUBACK");
-        raw.send(&[0xE0, 0]).await;
+        raw.send_raw(&[0xE0, 0]).await;
         drop(raw);
         tokio::time::sleep(Duration::from_millis(100)).await;
         let (mut p, _) = Client::connect(gw.mqtt_addr, "q0-pub").await;
@@ -275,9 +174,8 @@ async fn queue_qos0_off_skips_and_on_queues_qos0_for_away_sessions() {
             .await;
         p.publish("q0/t", rumqttc::QoS::AtLeastOnce, false, b"sync")
             .await;
-        let mut raw = Raw::open(gw.mqtt_addr).await;
-        raw.send(&connect_v311(false, 0, "q0")).await;
-        assert_eq!(raw.read().await.expect("CONNACK").body, vec![1, 0]);
+        let (mut raw, ack) = V3::persistent(gw.mqtt_addr, "q0").await;
+        assert_eq!(ack, vec![1, 0]);
         let first = raw.read().await.expect("PUBLISH");
         assert_eq!(first.kind(), 3);
         let got_qos0 = first.body.ends_with(b"zero");

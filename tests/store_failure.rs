@@ -7,14 +7,13 @@
 //! MQTT is driven over raw sockets with ponte-mqtt's codecs (`tests/conformance/mod.rs`),
 //! HTTP with reqwest and CoAP over UDP (`tests/support/mod.rs`).
 
-mod conformance;
-mod support;
+mod common;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use conformance::{connect3, connect5, publish, publish5, within, QUIET, V3, V5, WAIT};
+use common::*;
 use ponte::model::RetainedValue;
 use ponte::model::TopicName;
 use ponte::store::{RetainedOp, Store, StoreError};
@@ -98,7 +97,7 @@ async fn flaky_gateway() -> (ponte::Gateway, Switch) {
 
 /// The status of `GET /resources/{topic}`.
 async fn http_status(gw: &ponte::Gateway, topic: &str) -> u16 {
-    support::http_get(gw, topic).await.status().as_u16()
+    http_get(gw, topic).await.status().as_u16()
 }
 
 /// MQTT-4.8.0-2 on 3.1.1, which has no negative PUBACK: a QoS 1 retained PUBLISH the store
@@ -108,19 +107,13 @@ async fn http_status(gw: &ponte::Gateway, topic: &str) -> u16 {
 #[tokio::test]
 async fn mqtt_4_8_0_2_store_failure_closes_v311_connection() {
     let (gw, switch) = flaky_gateway().await;
-    let (mut watcher, _) = V3::connect(gw.mqtt_addr, "flaky-watch", true).await;
+    let mut watcher = V3::connect(gw.mqtt_addr, "flaky-watch").await;
     watcher.subscribe(&[("flaky/#", QoS::AtLeastOnce)]).await;
 
-    let (mut c, _) = V3::connect(gw.mqtt_addr, "flaky-pub", false).await;
+    let (mut c, _) = V3::session(gw.mqtt_addr, "flaky-pub", false).await;
     switch.fail(true);
-    c.send(&Packet::Publish(publish(
-        "flaky/t",
-        QoS::AtLeastOnce,
-        7,
-        true,
-        b"v1",
-    )))
-    .await;
+    c.send(&publish3("flaky/t", QoS::AtLeastOnce, 7, true, b"v1"))
+        .await;
     let before_close = c.expect_closed("the close after the store failed").await;
     assert!(
         !before_close.iter().any(|p| matches!(p, Packet::PubAck(_))),
@@ -132,9 +125,8 @@ async fn mqtt_4_8_0_2_store_failure_closes_v311_connection() {
     );
     assert_eq!(switch.stored("flaky/t"), None);
     assert_eq!(http_status(&gw, "flaky/t").await, 404, "nothing retained");
-    watcher
-        .assert_quiet(QUIET, "nothing is delivered that was not stored")
-        .await;
+    let why = "nothing is delivered that was not stored";
+    watcher.quiet(why).await;
 
     switch.fail(false);
     let (mut c, _) = V3::connect_with(gw.mqtt_addr, connect3("flaky-pub", false, 30, None)).await;
@@ -156,16 +148,10 @@ async fn mqtt_4_8_0_2_store_failure_closes_v311_connection() {
 #[tokio::test]
 async fn mqtt_4_8_0_2_store_failure_on_qos0_retained_publish_closes_v311_connection() {
     let (gw, switch) = flaky_gateway().await;
-    let (mut c, _) = V3::connect(gw.mqtt_addr, "flaky-q0", true).await;
+    let mut c = V3::connect(gw.mqtt_addr, "flaky-q0").await;
     switch.fail(true);
-    c.send(&Packet::Publish(publish(
-        "flaky/q0",
-        QoS::AtMostOnce,
-        0,
-        true,
-        b"v",
-    )))
-    .await;
+    c.send(&publish3("flaky/q0", QoS::AtMostOnce, 0, true, b"v"))
+        .await;
     c.expect_closed("the close after the store failed").await;
     assert_eq!(http_status(&gw, "flaky/q0").await, 404, "nothing retained");
 }
@@ -177,12 +163,9 @@ async fn mqtt_4_8_0_2_store_failure_on_qos0_retained_publish_closes_v311_connect
 #[tokio::test]
 async fn mqtt5_4_8_0_2_store_failure_answers_puback_0x80_with_a_reason_string() {
     let (gw, switch) = flaky_gateway().await;
-    let mut c = V5::connect(gw.mqtt_addr, "flaky-v5", Properties::default()).await;
+    let mut c = V5::connect(gw.mqtt_addr, "flaky-v5").await;
     switch.fail(true);
-    let p = publish5(
-        publish("flaky/v5", QoS::AtLeastOnce, 3, true, b"v"),
-        Properties::default(),
-    );
+    let p = retained5("flaky/v5", QoS::AtLeastOnce, 3, b"v", Properties::default());
     c.send(&p).await;
     match c.recv().await {
         Some(Packet5::PubAck(r)) => {
@@ -218,14 +201,13 @@ async fn mqtt5_4_8_0_2_store_failure_answers_puback_0x80_with_a_reason_string() 
 #[tokio::test]
 async fn mqtt5_4_8_0_2_store_failure_on_qos0_retained_publish_disconnects_0x80() {
     let (gw, switch) = flaky_gateway().await;
-    let (mut c, _) = V5::connect_with(
-        gw.mqtt_addr,
-        connect5("flaky-v5-q0", true, Properties::default()),
-    )
-    .await;
+    let mut c = V5::connect(gw.mqtt_addr, "flaky-v5-q0").await;
     switch.fail(true);
-    c.send(&publish5(
-        publish("flaky/v5q0", QoS::AtMostOnce, 0, true, b"v"),
+    c.send(&retained5(
+        "flaky/v5q0",
+        QoS::AtMostOnce,
+        0,
+        b"v",
         Properties::default(),
     ))
     .await;
@@ -251,7 +233,7 @@ async fn mqtt5_4_8_0_2_store_failure_on_qos0_retained_publish_disconnects_0x80()
 async fn store_failure_http_put_503_problem_json_and_coap_put_5_03_with_diagnostic() {
     let (gw, switch) = flaky_gateway().await;
     switch.fail(true);
-    let r = support::http_put(&gw, "flaky/http", "21.5", "text/plain").await;
+    let r = http_put(&gw, "flaky/http", "21.5", "text/plain").await;
     assert_eq!(r.status().as_u16(), 503);
     let ct = r
         .headers()
@@ -269,10 +251,10 @@ async fn store_failure_http_put_503_problem_json_and_coap_put_5_03_with_diagnost
         "detail says why: {detail:?}"
     );
 
-    let mut coap = support::Coap::new(gw.coap_addr).await;
+    let mut coap = Coap::new(gw.coap_addr).await;
     let resp = coap.put("r/flaky/coap", b"7", None).await;
-    assert_eq!(support::code(&resp), "5.03");
-    let diag = support::payload_str(&resp);
+    assert_eq!(code(&resp), "5.03");
+    let diag = payload_str(&resp);
     assert!(
         diag.contains("not stored") && diag.contains("no space left"),
         "diagnostic payload: {diag:?}"
@@ -281,10 +263,10 @@ async fn store_failure_http_put_503_problem_json_and_coap_put_5_03_with_diagnost
     assert_eq!(switch.stored("flaky/coap"), None);
 
     switch.fail(false);
-    let r = support::http_put(&gw, "flaky/http", "21.5", "text/plain").await;
+    let r = http_put(&gw, "flaky/http", "21.5", "text/plain").await;
     assert_eq!(r.status().as_u16(), 201);
     let resp = coap.put("r/flaky/coap", b"7", None).await;
-    assert_eq!(support::code(&resp), "2.01");
+    assert_eq!(code(&resp), "2.01");
     assert_eq!(switch.stored("flaky/http").as_deref(), Some(&b"21.5"[..]));
     assert_eq!(switch.stored("flaky/coap").as_deref(), Some(&b"7"[..]));
 }
@@ -332,7 +314,7 @@ async fn mqtt_4_8_0_2_session_store_failure_refuses_connack_and_suback() {
     .expect("gateway starts over the supplied stores");
 
     // Connected while the store works, then it fails: SUBSCRIBE gets no SUBACK.
-    let (mut c, _) = V3::connect(gw.mqtt_addr, "flaky-sess", false).await;
+    let (mut c, _) = V3::session(gw.mqtt_addr, "flaky-sess", false).await;
     failing.store(true, Ordering::SeqCst);
     c.send(&Packet::Subscribe {
         pkid: 1,
@@ -361,10 +343,10 @@ async fn mqtt_4_8_0_2_session_store_failure_refuses_connack_and_suback() {
         "CONNACK Server unavailable while the session cannot be stored"
     );
     // A clean session needs no storage.
-    let (_clean, _) = V3::connect(gw.mqtt_addr, "flaky-clean", true).await;
+    let _clean = V3::connect(gw.mqtt_addr, "flaky-clean").await;
 
     failing.store(false, Ordering::SeqCst);
-    let (mut c, _) = V3::connect(gw.mqtt_addr, "flaky-sess2", false).await;
+    let (mut c, _) = V3::session(gw.mqtt_addr, "flaky-sess2", false).await;
     let codes = c.subscribe(&[("flaky/s", QoS::AtLeastOnce)]).await;
     assert_eq!(codes.len(), 1, "SUBACK once the store works again");
     gw.shutdown().await;

@@ -5,11 +5,10 @@
 //! `--cafile`/`--cert`/`--key` (skipped when missing, unless CI), and the real binary for
 //! SIGHUP and start-up errors.
 
-mod support;
+mod common;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,17 +16,14 @@ use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
     KeyPair, KeyUsagePurpose, SerialNumber,
 };
-use rumqttc::{
-    AsyncClient, ConnectReturnCode, Event, MqttOptions, Packet, QoS, TlsConfiguration, Transport,
-};
+use rumqttc::{ConnectReturnCode, MqttOptions, Packet, QoS, TlsConfiguration, Transport};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
 use tokio_rustls::rustls;
 
-use support::{have, within, QUIET, WAIT};
+use common::*;
 
 // ---------------------------------------------------------------------------------------
 // Certificates
@@ -118,6 +114,27 @@ impl Pki {
         }
     }
 
+    /// A connected MQTT over TLS client `id` of `addr`, with the client certificate `client`
+    /// if given.
+    async fn mqtts(&self, addr: SocketAddr, id: &str, client: Option<&str>) -> Client {
+        connect(tls_options(addr, id, self.rumqttc_tls(client))).await
+    }
+
+    /// Options for an MQTT over WebSocket client `id` of `wss://127.0.0.1:{port}/mqtt`.
+    fn wss(&self, port: u16, id: &str, client: Option<&str>) -> MqttOptions {
+        let url = format!("wss://127.0.0.1:{port}/mqtt");
+        wss_options(url, id, self.rumqttc_tls(client))
+    }
+
+    /// An HTTPS client trusting the CA.
+    fn https(&self) -> reqwest::Client {
+        let ca = reqwest::Certificate::from_pem(&self.read("ca.pem")).unwrap();
+        reqwest::Client::builder()
+            .add_root_certificate(ca)
+            .build()
+            .unwrap()
+    }
+
     /// A rustls client configuration trusting the CA (ring, like the server).
     fn rustls_client(&self, client: Option<&str>) -> Arc<rustls::ClientConfig> {
         let mut roots = rustls::RootCertStore::empty();
@@ -145,7 +162,7 @@ impl Pki {
 }
 
 async fn tls_gateway(pki: &Pki, f: impl FnOnce(&mut ponte::config::Config)) -> ponte::Gateway {
-    support::gateway_with(|c| {
+    gateway_with(|c| {
         pki.configure(c);
         f(c)
     })
@@ -186,35 +203,17 @@ async fn presented(pki: &Pki, addr: SocketAddr) -> (String, Vec<u8>) {
 
 /// 3.1.1 CONNECT with clean session, keepalive 60 and client id `id`.
 fn connect_packet(id: &str) -> Vec<u8> {
-    let mut p = vec![0x00, 0x04, b'M', b'Q', b'T', b'T', 0x04, 0x02, 0x00, 0x3C];
-    p.extend_from_slice(&(id.len() as u16).to_be_bytes());
-    p.extend_from_slice(id.as_bytes());
-    let mut out = vec![0x10, p.len() as u8];
-    out.extend(p);
-    out
+    connect_v311(true, 60, id)
 }
 
-/// An rumqttc client whose PUBLISHes and other packets land in channels.
-struct Client {
-    client: AsyncClient,
-    rx: mpsc::UnboundedReceiver<rumqttc::Publish>,
-    acks: mpsc::UnboundedReceiver<Result<Packet, String>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for Client {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
+/// Options for an MQTT over TLS client of `addr` trusting the test CA.
 fn tls_options(addr: SocketAddr, id: &str, tls: TlsConfiguration) -> MqttOptions {
-    let mut o = MqttOptions::new(id, addr.ip().to_string(), addr.port());
-    o.set_keep_alive(Duration::from_secs(5));
+    let mut o = options(addr, id);
     o.set_transport(Transport::tls_with_config(tls));
     o
 }
 
+/// Options for an MQTT over secure WebSocket client of `url`.
 fn wss_options(url: String, id: &str, tls: TlsConfiguration) -> MqttOptions {
     let mut o = MqttOptions::new(id, url, 0);
     o.set_keep_alive(Duration::from_secs(5));
@@ -222,115 +221,31 @@ fn wss_options(url: String, id: &str, tls: TlsConfiguration) -> MqttOptions {
     o
 }
 
-impl Client {
-    /// Connect and return the CONNACK's outcome: the client, or the connection error.
-    async fn try_connect(opts: MqttOptions) -> Result<Client, String> {
-        let (client, mut el) = AsyncClient::new(opts, 64);
-        let (tx, rx) = mpsc::unbounded_channel();
-        let (atx, mut acks) = mpsc::unbounded_channel();
-        let task = tokio::spawn(async move {
-            loop {
-                match el.poll().await {
-                    Ok(Event::Incoming(Packet::Publish(p))) => {
-                        let _ = tx.send(p);
-                    }
-                    Ok(Event::Incoming(p)) => {
-                        let _ = atx.send(Ok(p));
-                    }
-                    Ok(_) => {}
-                    Err(e) => {
-                        let _ = atx.send(Err(format!("{e:?}")));
-                        break;
-                    }
-                }
-            }
-        });
-        let first = within(WAIT, "CONNACK or connection error", async {
-            loop {
-                match acks.recv().await {
-                    Some(Ok(Packet::ConnAck(_))) => break Ok(()),
-                    Some(Ok(_)) => {}
-                    Some(Err(e)) => break Err(e),
-                    None => break Err("event loop ended".to_string()),
-                }
-            }
-        })
-        .await;
-        first.map(|()| Client {
-            client,
-            rx,
-            acks,
-            task,
-        })
-    }
-
-    async fn connect(opts: MqttOptions) -> Client {
-        Client::try_connect(opts)
-            .await
-            .unwrap_or_else(|e| panic!("MQTT connection over TLS failed: {e}"))
-    }
-
-    async fn wait_ack(&mut self, what: &str, f: impl Fn(&Packet) -> bool) {
-        within(WAIT, what, async {
-            loop {
-                match self.acks.recv().await {
-                    Some(Ok(p)) if f(&p) => break,
-                    Some(Ok(_)) => {}
-                    Some(Err(e)) => panic!("connection lost waiting for {what}: {e}"),
-                    None => panic!("connection lost waiting for {what}"),
-                }
-            }
-        })
-        .await
-    }
-
-    async fn subscribe(&mut self, filter: &str) {
-        self.client
-            .subscribe(filter, QoS::AtLeastOnce)
-            .await
-            .unwrap();
-        self.wait_ack("SUBACK", |p| matches!(p, Packet::SubAck(_)))
-            .await;
-    }
-
-    async fn publish(&mut self, topic: &str, payload: &str) {
-        self.client
-            .publish(topic, QoS::AtLeastOnce, false, payload.as_bytes().to_vec())
-            .await
-            .unwrap();
-        self.wait_ack("PUBACK", |p| matches!(p, Packet::PubAck(_)))
-            .await;
-    }
-
-    async fn next(&mut self) -> rumqttc::Publish {
-        within(WAIT, "a PUBLISH", self.rx.recv())
-            .await
-            .expect("connection alive")
-    }
-
-    /// Whether the connection was closed by the server within `d`.
-    async fn closed_within(&mut self, d: Duration) -> bool {
-        tokio::time::timeout(d, async {
-            while let Some(Ok(_)) = self.acks.recv().await {}
-        })
-        .await
-        .is_ok()
-    }
+/// Connect with `opts` and return the connected client.
+async fn connect(opts: MqttOptions) -> Client {
+    let connected = Client::try_connect(opts).await;
+    let (c, _) = connected.unwrap_or_else(|e| panic!("MQTT connection over TLS failed: {e:?}"));
+    c
 }
 
-/// Read from `s` until EOF or an error; true when that happens within `d`.
-async fn closed_by_server<S: tokio::io::AsyncRead + Unpin>(s: &mut S, d: Duration) -> bool {
-    let mut buf = [0u8; 1024];
-    tokio::time::timeout(d, async {
-        loop {
-            match s.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(_) => {}
-            }
-        }
-    })
-    .await
-    .is_ok()
+/// Connect with `opts`: the client, or the connection error (as text).
+async fn try_connect(opts: MqttOptions) -> Result<Client, String> {
+    let connected = Client::try_connect(opts).await;
+    connected.map(|(c, _)| c).map_err(|e| format!("{e:?}"))
+}
+
+/// `publ` publishes `payload` to `topic` (QoS 1), and `sub` receives it.
+async fn relay(publ: &mut Client, sub: &mut Client, topic: &str, payload: &[u8]) {
+    publ.publish_each(&[(topic, payload)]).await;
+    let p = sub.publish_rx().await;
+    assert_eq!((p.topic.as_str(), &p.payload[..]), (topic, payload));
+}
+
+/// A PKI and a gateway with `[tls]` for it, configured further by `f`.
+async fn pki_gateway(f: impl FnOnce(&mut ponte::config::Config)) -> (Pki, ponte::Gateway) {
+    let pki = Pki::new();
+    let gw = tls_gateway(&pki, f).await;
+    (pki, gw)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -339,88 +254,51 @@ async fn closed_by_server<S: tokio::io::AsyncRead + Unpin>(s: &mut S, d: Duratio
 
 #[tokio::test]
 async fn mqtts_publish_subscribe_with_rumqttc_and_plain_tcp_sees_it_too() {
-    let pki = Pki::new();
-    let gw = tls_gateway(&pki, |_| {}).await;
+    let (pki, gw) = pki_gateway(|_| {}).await;
     let mqtts = gw.mqtts_addr.expect("mqtts listens once [tls] is set");
     assert_ne!(mqtts, gw.mqtt_addr);
-    let mut sub = Client::connect(tls_options(mqtts, "tls-sub", pki.rumqttc_tls(None))).await;
-    sub.subscribe("tls/#").await;
-    let mut plain = support::Mqtt::subscriber(gw.mqtt_addr, "plain-sub", "tls/#").await;
-    let mut publ = Client::connect(tls_options(mqtts, "tls-pub", pki.rumqttc_tls(None))).await;
-    publ.publish("tls/a", "over-tls").await;
-    let p = sub.next().await;
-    assert_eq!(
-        (p.topic.as_str(), &p.payload[..]),
-        ("tls/a", &b"over-tls"[..])
-    );
-    assert_eq!(&plain.next().await.payload[..], b"over-tls");
+    let mut sub = pki.mqtts(mqtts, "tls-sub", None).await;
+    sub.subscribe("tls/#", QoS::AtLeastOnce).await;
+    let mut plain = Client::subscriber(gw.mqtt_addr, "plain-sub", "tls/#").await;
+    let mut publ = pki.mqtts(mqtts, "tls-pub", None).await;
+    relay(&mut publ, &mut sub, "tls/a", b"over-tls").await;
+    assert_eq!(&plain.publish_rx().await.payload[..], b"over-tls");
     gw.shutdown().await;
 }
 
 #[tokio::test]
 async fn https_put_then_get_and_an_mqtts_subscriber_gets_the_put() {
-    let pki = Pki::new();
-    let gw = tls_gateway(&pki, |_| {}).await;
+    let (pki, gw) = pki_gateway(|_| {}).await;
     let https = gw
         .https_addr
         .expect("HTTPS listens when http.tls_port is set");
-    let mut sub = Client::connect(tls_options(
-        gw.mqtts_addr.unwrap(),
-        "x-sub",
-        pki.rumqttc_tls(None),
-    ))
-    .await;
-    sub.subscribe("x/+").await;
-    let http = reqwest::Client::builder()
-        .add_root_certificate(reqwest::Certificate::from_pem(&pki.read("ca.pem")).unwrap())
-        .build()
-        .unwrap();
+    let mut sub = pki.mqtts(gw.mqtts_addr.unwrap(), "x-sub", None).await;
+    sub.subscribe("x/+", QoS::AtLeastOnce).await;
+    let http = pki.https();
     let url = format!("https://127.0.0.1:{}/resources/x/t", https.port());
-    let r = http
-        .put(&url)
-        .header("content-type", "text/plain")
-        .body("from-https")
-        .send()
-        .await
-        .unwrap();
+    let put = http.put(&url).header("content-type", "text/plain");
+    let r = put.body("from-https").send().await.unwrap();
     assert_eq!(r.status(), 201);
-    let p = sub.next().await;
-    assert_eq!(
-        (p.topic.as_str(), &p.payload[..]),
-        ("x/t", &b"from-https"[..])
-    );
+    let p = sub.publish_rx().await;
+    let got = (p.topic.as_str(), &p.payload[..]);
+    assert_eq!(got, ("x/t", &b"from-https"[..]));
     let r = http.get(&url).send().await.unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.text().await.unwrap(), "from-https");
     // The plain HTTP port is still plain HTTP, with the same value.
-    let r = reqwest::get(format!("http://{}/resources/x/t", gw.http_addr))
-        .await
-        .unwrap();
-    assert_eq!(r.text().await.unwrap(), "from-https");
+    assert_eq!(http_text(&gw, "x/t").await, "from-https");
     gw.shutdown().await;
 }
 
 #[tokio::test]
 async fn wss_on_its_own_port_and_at_https_mqtt_share_the_broker() {
-    let pki = Pki::new();
-    let gw = tls_gateway(&pki, |_| {}).await;
+    let (pki, gw) = pki_gateway(|_| {}).await;
     let wss = gw.wss_addr.expect("WSS listens when mqtt.wss_port is set");
     let https = gw.https_addr.unwrap();
-    let mut sub = Client::connect(wss_options(
-        format!("wss://127.0.0.1:{}/mqtt", https.port()),
-        "wss-sub",
-        pki.rumqttc_tls(None),
-    ))
-    .await;
-    sub.subscribe("w/#").await;
-    let mut publ = Client::connect(wss_options(
-        format!("wss://127.0.0.1:{}/mqtt", wss.port()),
-        "wss-pub",
-        pki.rumqttc_tls(None),
-    ))
-    .await;
-    publ.publish("w/1", "over-wss").await;
-    assert_eq!(&sub.next().await.payload[..], b"over-wss");
+    let mut sub = connect(pki.wss(https.port(), "wss-sub", None)).await;
+    sub.subscribe("w/#", QoS::AtLeastOnce).await;
+    let mut publ = connect(pki.wss(wss.port(), "wss-pub", None)).await;
+    relay(&mut publ, &mut sub, "w/1", b"over-wss").await;
     gw.shutdown().await;
 }
 
@@ -430,8 +308,7 @@ async fn wss_on_its_own_port_and_at_https_mqtt_share_the_broker() {
 
 #[tokio::test]
 async fn require_client_cert_refuses_a_handshake_without_one_and_accepts_one_with_it() {
-    let pki = Pki::new();
-    let gw = tls_gateway(&pki, |c| c.tls.require_client_cert = true).await;
+    let (pki, gw) = pki_gateway(|c| c.tls.require_client_cert = true).await;
     let mqtts = gw.mqtts_addr.unwrap();
     // Under TLS 1.3 the client finishes its side first; the server's refusal (an alert)
     // comes with the first read. Either way no CONNACK ever comes back.
@@ -448,54 +325,36 @@ async fn require_client_cert_refuses_a_handshake_without_one_and_accepts_one_wit
             );
         }
     }
-    let refused = Client::try_connect(tls_options(mqtts, "no-cert", pki.rumqttc_tls(None))).await;
+    let refused = try_connect(tls_options(mqtts, "no-cert", pki.rumqttc_tls(None))).await;
     assert!(refused.is_err(), "rumqttc without a certificate connected");
-    let mut ok = Client::connect(tls_options(
-        mqtts,
-        "with-cert",
-        pki.rumqttc_tls(Some("client")),
-    ))
-    .await;
-    ok.subscribe("c/#").await;
+    let mut ok = pki.mqtts(mqtts, "with-cert", Some("client")).await;
+    ok.subscribe("c/#", QoS::AtLeastOnce).await;
     // A certificate from another CA is refused too.
     let other = Pki::new();
     std::fs::copy(other.path("client.pem"), pki.path("stranger.pem")).unwrap();
     std::fs::copy(other.path("client.key"), pki.path("stranger.key")).unwrap();
-    let stranger = Client::try_connect(tls_options(
-        mqtts,
-        "stranger",
-        pki.rumqttc_tls(Some("stranger")),
-    ))
-    .await;
-    assert!(
-        stranger.is_err(),
-        "a certificate of another CA was accepted"
-    );
+    let stranger = tls_options(mqtts, "stranger", pki.rumqttc_tls(Some("stranger")));
+    let stranger = try_connect(stranger).await;
+    let why = "a certificate of another CA was accepted";
+    assert!(stranger.is_err(), "{why}");
     gw.shutdown().await;
 }
 
 #[tokio::test]
 async fn use_identity_as_username_makes_the_cert_cn_the_username_and_refuses_clients_without() {
-    let pki = Pki::new();
-    let gw = tls_gateway(&pki, |c| c.tls.use_identity_as_username = true).await;
+    let (pki, gw) = pki_gateway(|c| c.tls.use_identity_as_username = true).await;
     let mqtts = gw.mqtts_addr.unwrap();
     // CONNECT claims "mallory"; the certificate says "alice".
     let mut o = tls_options(mqtts, "cn-client", pki.rumqttc_tls(Some("client")));
     o.set_credentials("mallory", "pw");
-    let _alice = Client::connect(o).await;
+    let _alice = connect(o).await;
     // Over WSS the same: the identity travels from the TLS connection through the upgrade.
     pki.client_cert("bob", "bob");
-    let mut o = wss_options(
-        format!("wss://127.0.0.1:{}/mqtt", gw.wss_addr.unwrap().port()),
-        "cn-wss",
-        pki.rumqttc_tls(Some("bob")),
-    );
+    let mut o = pki.wss(gw.wss_addr.unwrap().port(), "cn-wss", Some("bob"));
     o.set_credentials("mallory", "pw");
-    let _bob = Client::connect(o).await;
+    let _bob = connect(o).await;
     // A plain TCP client keeps its own username: the option is about TLS identities.
-    let mut o = support::mqtt_options(gw.mqtt_addr, "plain");
-    o.set_credentials("carol", "pw");
-    let _carol = Client::connect(o).await;
+    let _carol = connect(login(gw.mqtt_addr, "plain", "carol", "pw")).await;
     let mut clients = gw.mqtt_clients();
     clients.sort_by(|a, b| a.client_id.cmp(&b.client_id));
     let seen: Vec<_> = clients
@@ -519,14 +378,12 @@ async fn use_identity_as_username_makes_the_cert_cn_the_username_and_refuses_cli
 
     // Without a certificate (allowed by the handshake: require_client_cert is off), the
     // CONNECT is refused: 3.1.1 CONNACK 0x05 ...
-    let refused = Client::try_connect(tls_options(mqtts, "anon", pki.rumqttc_tls(None))).await;
-    let e = refused
-        .err()
-        .expect("a client without certificate was accepted");
-    assert!(
-        e.contains(&format!("{:?}", ConnectReturnCode::NotAuthorized)),
-        "expected CONNACK 0x05 (not authorized), got {e}"
-    );
+    let refused = try_connect(tls_options(mqtts, "anon", pki.rumqttc_tls(None))).await;
+    let e = refused.err();
+    let e = e.expect("a client without certificate was accepted");
+    let code = format!("{:?}", ConnectReturnCode::NotAuthorized);
+    let why = format!("expected CONNACK 0x05 (not authorized), got {e}");
+    assert!(e.contains(&code), "{why}");
     // ... and v5 CONNACK 0x87.
     let mut s = raw_tls(&pki, mqtts, None).await.unwrap();
     let v5 = [
@@ -563,14 +420,11 @@ async fn use_identity_as_username_skips_the_password_and_the_acl_applies_to_the_
         pki.rumqttc_tls(Some("client")),
     );
     o.set_credentials("mallory", "not-checked");
-    let mut alice = Client::connect(o).await;
-    alice.publish("alice/t", "mine").await;
-    alice.publish("carol/t", "not mine").await;
-    let get = |t: &str| {
-        gw.broker
-            .get(&ponte::model::TopicName::parse(t).unwrap())
-            .is_some()
-    };
+    let mut alice = connect(o).await;
+    alice
+        .publish_each(&[("alice/t", b"mine"), ("carol/t", b"not mine")])
+        .await;
+    let get = |t: &str| retained(&gw, t).is_some();
     alice
         .client
         .publish("alice/r", QoS::AtLeastOnce, true, "kept")
@@ -581,22 +435,15 @@ async fn use_identity_as_username_skips_the_password_and_the_acl_applies_to_the_
         .publish("carol/r", QoS::AtLeastOnce, true, "dropped")
         .await
         .unwrap();
-    alice
-        .wait_ack(
-            "two PUBACKs",
-            |p| matches!(p, Packet::PubAck(a) if a.pkid >= 4),
-        )
-        .await;
+    let two_pubacks = |p: &Packet| matches!(p, Packet::PubAck(a) if a.pkid >= 4);
+    alice.expect_kind("two PUBACKs", two_pubacks).await;
     assert!(get("alice/r"), "the ACL grants alice/# to the CN");
     assert!(!get("carol/r"), "and nothing else");
     // Over plain TCP the password is checked as usual.
-    let mut o = support::mqtt_options(gw.mqtt_addr, "plain");
-    o.set_credentials("alice", "anything");
-    let refused = Client::try_connect(o).await.err().expect("refused");
-    assert!(
-        refused.contains(&format!("{:?}", ConnectReturnCode::BadUserNamePassword)),
-        "{refused}"
-    );
+    let plain = login(gw.mqtt_addr, "plain", "alice", "anything");
+    let refused = try_connect(plain).await.err().expect("refused");
+    let code = format!("{:?}", ConnectReturnCode::BadUserNamePassword);
+    assert!(refused.contains(&code), "{refused}");
     gw.shutdown().await;
 }
 
@@ -641,33 +488,16 @@ async fn https_requests_carry_the_verified_client_cn_as_tls_identity() {
     let mut identity = pki.read("client.pem");
     identity.extend(pki.read("client.key"));
     let with_cert = reqwest::Client::builder()
-        .add_root_certificate(ca.clone())
+        .add_root_certificate(ca)
         .identity(reqwest::Identity::from_pem(&identity).unwrap())
         .build()
         .unwrap();
-    let without = reqwest::Client::builder()
-        .add_root_certificate(ca)
-        .build()
-        .unwrap();
+    let without = pki.https();
     let url = format!("https://127.0.0.1:{}/who", addr.port());
-    let body = with_cert
-        .get(&url)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert_eq!(body, "alice true");
-    let body = without
-        .get(&url)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert_eq!(body, "- false");
+    for (client, says) in [(with_cert, "alice true"), (without, "- false")] {
+        let body = send("GET /who", client.get(&url)).await.text().await;
+        assert_eq!(body.unwrap(), says);
+    }
     within(WAIT, "shutdown", controller.shutdown()).await;
     server.await.unwrap();
 }
@@ -702,12 +532,11 @@ async fn issue_16_https_beyond_http_max_connections_is_answered_503_over_tls() {
 
 #[tokio::test]
 async fn reload_new_connections_get_the_new_certificate_old_ones_keep_working() {
-    let pki = Pki::new();
-    let gw = tls_gateway(&pki, |_| {}).await;
+    let (pki, gw) = pki_gateway(|_| {}).await;
     let mqtts = gw.mqtts_addr.unwrap();
     let https = gw.https_addr.unwrap();
-    let mut old = Client::connect(tls_options(mqtts, "old", pki.rumqttc_tls(None))).await;
-    old.subscribe("r/#").await;
+    let mut old = pki.mqtts(mqtts, "old", None).await;
+    old.subscribe("r/#", QoS::AtLeastOnce).await;
     assert_eq!(
         presented(&pki, mqtts).await,
         ("ponte server 1".into(), vec![1])
@@ -723,9 +552,8 @@ async fn reload_new_connections_get_the_new_certificate_old_ones_keep_working() 
         );
     }
     // The connection made before the reload goes on.
-    let mut publ = Client::connect(tls_options(mqtts, "new", pki.rumqttc_tls(None))).await;
-    publ.publish("r/1", "after-reload").await;
-    assert_eq!(&old.next().await.payload[..], b"after-reload");
+    let mut publ = pki.mqtts(mqtts, "new", None).await;
+    relay(&mut publ, &mut old, "r/1", b"after-reload").await;
 
     // A broken file is reported, naming it, and the certificate in force stays.
     std::fs::write(pki.path("server.pem"), "not a certificate").unwrap();
@@ -747,40 +575,26 @@ async fn reload_new_connections_get_the_new_certificate_old_ones_keep_working() 
 
 #[tokio::test]
 async fn a_plaintext_client_on_the_tls_port_is_closed_without_hurting_others() {
-    let pki = Pki::new();
-    let gw = tls_gateway(&pki, |_| {}).await;
+    let (pki, gw) = pki_gateway(|_| {}).await;
     let mqtts = gw.mqtts_addr.unwrap();
-    let mut sub = Client::connect(tls_options(mqtts, "bystander", pki.rumqttc_tls(None))).await;
-    sub.subscribe("p/#").await;
+    let mut sub = pki.mqtts(mqtts, "bystander", None).await;
+    sub.subscribe("p/#", QoS::AtLeastOnce).await;
     let mut plain = TcpStream::connect(mqtts).await.unwrap();
     plain.write_all(&connect_packet("plain")).await.unwrap();
-    let mut got = Vec::new();
-    let closed = within(WAIT, "the plaintext client to be closed", async {
-        let mut buf = [0u8; 256];
-        loop {
-            match plain.read(&mut buf).await {
-                Ok(0) | Err(_) => break true,
-                Ok(n) => got.extend_from_slice(&buf[..n]),
-            }
-        }
-    })
-    .await;
-    assert!(closed);
+    let got = read_to_close(&mut plain, WAIT, "the plaintext client to be closed").await;
     // At most a TLS alert (content type 21), never an MQTT CONNACK (0x20).
     assert!(
         got.is_empty() || got[0] == 21,
         "plaintext client got {got:?}"
     );
-    let mut publ = Client::connect(tls_options(mqtts, "after", pki.rumqttc_tls(None))).await;
-    publ.publish("p/1", "still-fine").await;
-    assert_eq!(&sub.next().await.payload[..], b"still-fine");
+    let mut publ = pki.mqtts(mqtts, "after", None).await;
+    relay(&mut publ, &mut sub, "p/1", b"still-fine").await;
     gw.shutdown().await;
 }
 
 #[tokio::test]
 async fn handshake_timeout_closes_an_idle_tcp_connection_and_frees_its_slot() {
-    let pki = Pki::new();
-    let gw = tls_gateway(&pki, |c| {
+    let (pki, gw) = pki_gateway(|c| {
         c.tls.handshake_timeout_secs = 1;
         c.mqtt.max_connections = 1;
     })
@@ -790,14 +604,13 @@ async fn handshake_timeout_closes_an_idle_tcp_connection_and_frees_its_slot() {
     let mut idle = TcpStream::connect(mqtts).await.unwrap();
     // While it idles it holds the only slot: a TLS client is turned away.
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let turned_away =
-        Client::try_connect(tls_options(mqtts, "too-many", pki.rumqttc_tls(None))).await;
+    let turned_away = try_connect(tls_options(mqtts, "too-many", pki.rumqttc_tls(None))).await;
     assert!(
         turned_away.is_err(),
         "max_connections counts TLS handshakes"
     );
     assert!(
-        closed_by_server(&mut idle, Duration::from_secs(4)).await,
+        closed_within(&mut idle, Duration::from_secs(4)).await,
         "an idle TCP connection was not closed by the handshake timeout"
     );
     let waited = start.elapsed();
@@ -806,28 +619,17 @@ async fn handshake_timeout_closes_an_idle_tcp_connection_and_frees_its_slot() {
         "closed after {waited:?}"
     );
     // The slot is free again; the HTTPS port has the same timeout.
-    let _ok = Client::connect(tls_options(mqtts, "fits", pki.rumqttc_tls(None))).await;
+    let _ok = pki.mqtts(mqtts, "fits", None).await;
     let mut idle = TcpStream::connect(gw.https_addr.unwrap()).await.unwrap();
-    assert!(closed_by_server(&mut idle, Duration::from_secs(4)).await);
+    assert!(closed_within(&mut idle, Duration::from_secs(4)).await);
     gw.shutdown().await;
 }
 
 #[tokio::test]
 async fn shutdown_closes_tls_connections_like_plain_ones() {
-    let pki = Pki::new();
-    let gw = tls_gateway(&pki, |_| {}).await;
-    let mut mqtts = Client::connect(tls_options(
-        gw.mqtts_addr.unwrap(),
-        "s1",
-        pki.rumqttc_tls(None),
-    ))
-    .await;
-    let mut wss = Client::connect(wss_options(
-        format!("wss://127.0.0.1:{}/mqtt", gw.https_addr.unwrap().port()),
-        "s2",
-        pki.rumqttc_tls(None),
-    ))
-    .await;
+    let (pki, gw) = pki_gateway(|_| {}).await;
+    let mut mqtts = pki.mqtts(gw.mqtts_addr.unwrap(), "s1", None).await;
+    let mut wss = connect(pki.wss(gw.https_addr.unwrap().port(), "s2", None)).await;
     // A handshake in progress does not hold shutdown up either.
     let _half = TcpStream::connect(gw.mqtts_addr.unwrap()).await.unwrap();
     let started = Instant::now();
@@ -875,90 +677,54 @@ async fn bad_certificate_or_key_files_are_start_errors_naming_the_file() {
         "{e}"
     );
 
-    let e = err(start(&|c| c.tls.key_file = None).await);
-    assert!(e.contains("key_file"), "{e}");
-    let e = err(start(&|c| {
-        c.tls.client_ca_file = None;
-        c.tls.use_identity_as_username = true;
-    })
-    .await);
-    assert!(e.contains("client_ca_file"), "{e}");
-    let e = err(start(&|c| {
-        c.tls.cert_file = None;
-        c.tls.key_file = None;
-        c.tls.client_ca_file = None;
-        c.mqtt.wss_port = None;
-    })
-    .await);
-    assert!(e.contains("http.tls_port"), "{e}");
-    let e = err(start(&|c| {
-        c.tls.cert_file = None;
-        c.tls.key_file = None;
-    })
-    .await);
-    assert!(e.contains("tls.client_ca_file"), "{e}");
+    // Settings that do not fit together, and the setting each error names.
+    type Tweak = fn(&mut ponte::config::Config);
+    let cases: [(Tweak, &str); 4] = [
+        (|c| c.tls.key_file = None, "key_file"),
+        (
+            |c| (c.tls.client_ca_file, c.tls.use_identity_as_username) = (None, true),
+            "client_ca_file",
+        ),
+        (
+            |c| {
+                (c.tls.cert_file, c.tls.key_file) = (None, None);
+                (c.tls.client_ca_file, c.mqtt.wss_port) = (None, None);
+            },
+            "http.tls_port",
+        ),
+        (
+            |c| (c.tls.cert_file, c.tls.key_file) = (None, None),
+            "tls.client_ca_file",
+        ),
+    ];
+    for (tweak, names) in cases {
+        let e = err(start(&tweak).await);
+        assert!(e.contains(names), "{e}");
+    }
 }
 
 // ---------------------------------------------------------------------------------------
 // The binary: SIGHUP and exit code 2
 // ---------------------------------------------------------------------------------------
 
-/// Start the binary with `args`; its stderr goes to a file in `dir`.
-fn ponte_binary(dir: &Path, args: &[&str]) -> std::process::Child {
-    Command::new(env!("CARGO_BIN_EXE_ponte"))
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.join("stderr")).unwrap())
-        .spawn()
-        .unwrap()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// `--mqtts-port` with the server certificate and `key` (a file of `pki`).
+fn mqtts_args(pki: &Pki, port: &str, key: &str) -> Vec<std::ffi::OsString> {
+    let mut a: Vec<std::ffi::OsString> =
+        vec!["--memory".into(), "--mqtts-port".into(), port.into()];
+    a.extend(["--cert".into(), pki.path("server.pem").into()]);
+    a.extend(["--key".into(), pki.path(key).into()]);
+    a
 }
 
 #[tokio::test]
 async fn binary_unusable_key_file_exits_2_naming_it() {
     let pki = Pki::new();
     std::fs::write(pki.path("bad.key"), "-----BEGIN PRIVATE KEY-----\n!!\n").unwrap();
-    let cert = pki.path("server.pem");
-    let key = pki.path("bad.key");
-    let mut child = ponte_binary(
-        pki.dir.path(),
-        &[
-            "--memory",
-            "--host",
-            "127.0.0.1",
-            "-p",
-            "0",
-            "-a",
-            "0",
-            "-m",
-            "0",
-            "--mqtts-port",
-            "0",
-            "--cert",
-            cert.to_str().unwrap(),
-            "--key",
-            key.to_str().unwrap(),
-        ],
-    );
-    let status = within(WAIT, "ponte to exit", async {
-        loop {
-            if let Some(s) = child.try_wait().unwrap() {
-                break s;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await;
-    let stderr = std::fs::read_to_string(pki.path("stderr")).unwrap();
-    assert_eq!(status.code(), Some(2), "stderr: {stderr}");
+    let mut args: Vec<std::ffi::OsString> = ANY_PORT.map(Into::into).to_vec();
+    args.extend(mqtts_args(&pki, "0", "bad.key"));
+    let out = run_ponte(&args, WAIT);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "stderr: {stderr}");
     assert!(stderr.contains("bad.key"), "stderr: {stderr}");
 }
 
@@ -966,43 +732,13 @@ async fn binary_unusable_key_file_exits_2_naming_it() {
 #[tokio::test]
 async fn binary_sighup_reloads_the_certificate() {
     let pki = Pki::new();
-    let port = free_port();
-    let cert = pki.path("server.pem");
-    let key = pki.path("server.key");
-    let mut child = ponte_binary(
-        pki.dir.path(),
-        &[
-            "--memory",
-            "--host",
-            "127.0.0.1",
-            "-p",
-            "0",
-            "-a",
-            "0",
-            "-m",
-            "0",
-            "--mqtts-port",
-            &port.to_string(),
-            "--cert",
-            cert.to_str().unwrap(),
-            "--key",
-            key.to_str().unwrap(),
-        ],
-    );
-    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-    within(Duration::from_secs(10), "ponte to listen", async {
-        while TcpStream::connect(addr).await.is_err() {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await;
+    let args = mqtts_args(&pki, "0", "server.key");
+    let args: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_os_str()).collect();
+    let mut ponte = Ponte::start(&args);
+    let addr = ponte.mqtts.expect("ponte listens for MQTT over TLS");
     assert_eq!(presented(&pki, addr).await.1, vec![1]);
     pki.server_cert("ponte server 2", 2);
-    let hup = Command::new("kill")
-        .args(["-HUP", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(hup.success());
+    ponte.signal("-HUP");
     let seen = within(WAIT, "the new certificate after SIGHUP", async {
         loop {
             let (cn, serial) = presented(&pki, addr).await;
@@ -1014,22 +750,10 @@ async fn binary_sighup_reloads_the_certificate() {
     })
     .await;
     assert_eq!(seen, "ponte server 2");
-    assert!(
-        child.try_wait().unwrap().is_none(),
-        "SIGHUP must not stop ponte"
-    );
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let status = within(Duration::from_secs(15), "ponte to stop", async {
-        loop {
-            if let Some(s) = child.try_wait().unwrap() {
-                break s;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await;
+    let running = ponte.child.try_wait().unwrap().is_none();
+    assert!(running, "SIGHUP must not stop ponte");
+    ponte.signal("-TERM");
+    let status = wait_exit(&mut ponte.child, Duration::from_secs(15));
     assert!(status.success(), "{status:?}");
 }
 
@@ -1037,56 +761,19 @@ async fn binary_sighup_reloads_the_certificate() {
 // mosquitto clients
 // ---------------------------------------------------------------------------------------
 
-/// Run a mosquitto client to completion (bounded), returning exit code and output.
-async fn mosquitto(program: &str, args: Vec<String>) -> (Option<i32>, String) {
-    let program = program.to_string();
-    tokio::task::spawn_blocking(move || {
-        let mut child = Command::new(&program)
-            .args(&args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if child.try_wait().unwrap().is_some() || Instant::now() > deadline {
-                let _ = child.kill();
-                let out = child.wait_with_output().unwrap();
-                return (
-                    out.status.code(),
-                    format!(
-                        "{}{}",
-                        String::from_utf8_lossy(&out.stdout),
-                        String::from_utf8_lossy(&out.stderr)
-                    ),
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    })
-    .await
-    .unwrap()
-}
-
-fn tls_args(pki: &Pki, port: u16, client: Option<&str>) -> Vec<String> {
-    let mut a = vec![
-        "-h".to_string(),
-        "127.0.0.1".into(),
-        "-p".into(),
-        port.to_string(),
-        "--cafile".into(),
-        pki.path("ca.pem").display().to_string(),
-    ];
-    if let Some(n) = client {
-        a.extend([
-            "--cert".into(),
-            pki.path(&format!("{n}.pem")).display().to_string(),
-            "--key".into(),
-            pki.path(&format!("{n}.key")).display().to_string(),
-        ]);
+/// `program` to 127.0.0.1:`port` trusting the test CA, with the client certificate `client`
+/// when given.
+fn mosquitto(program: &str, pki: &Pki, port: u16, client: Option<&str>) -> Cmd {
+    let cmd = Cmd::new(program).words(&format!("-h 127.0.0.1 -p {port}"));
+    let cmd = cmd.arg("--cafile").arg(pki.path("ca.pem"));
+    match client {
+        None => cmd,
+        Some(n) => cmd
+            .arg("--cert")
+            .arg(pki.path(&format!("{n}.pem")))
+            .arg("--key")
+            .arg(pki.path(&format!("{n}.key"))),
     }
-    a
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1098,28 +785,25 @@ async fn mosquitto_sub_and_pub_over_tls_with_cafile_and_client_certificates() {
     let gw = tls_gateway(&pki, |c| c.tls.require_client_cert = true).await;
     let port = gw.mqtts_addr.unwrap().port();
     let before = gw.broker.subscription_count();
-    let mut sub_args = tls_args(&pki, port, Some("client"));
-    sub_args.extend(["-t", "m/#", "-C", "1", "-W", "8", "-F", "%t %p"].map(String::from));
-    let sub = tokio::spawn(mosquitto("mosquitto_sub", sub_args));
-    within(WAIT, "mosquitto_sub to subscribe", async {
-        while gw.broker.subscription_count() <= before {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await;
-    let mut pub_args = tls_args(&pki, port, Some("client"));
-    pub_args.extend(["-t", "m/1", "-m", "from-mosquitto", "-q", "1"].map(String::from));
-    let (code, out) = mosquitto("mosquitto_pub", pub_args).await;
-    assert_eq!(code, Some(0), "mosquitto_pub: {out}");
-    let (code, out) = sub.await.unwrap();
-    assert_eq!(code, Some(0), "mosquitto_sub: {out}");
-    assert_eq!(out.trim(), "m/1 from-mosquitto");
+    let sub = mosquitto("mosquitto_sub", &pki, port, Some("client"));
+    let sub = sub.words("-t m/# -C 1 -W 8 -F").arg("%t %p").spawn();
+    subscribed(&gw, before).await;
+    let publ = mosquitto("mosquitto_pub", &pki, port, Some("client"));
+    let o = publ.words("-t m/1 -m from-mosquitto -q 1").run().await;
+    assert_eq!(o.code, Some(0), "mosquitto_pub: {}", o.all());
+    let o = sub.finish().await;
+    assert_eq!(o.code, Some(0), "mosquitto_sub: {}", o.all());
+    assert_eq!(o.all().trim(), "m/1 from-mosquitto");
 
     // Without a client certificate the required handshake fails: mosquitto_pub errors out.
-    let mut pub_args = tls_args(&pki, port, None);
-    pub_args.extend(["-t", "m/1", "-m", "x"].map(String::from));
-    let (code, out) = mosquitto("mosquitto_pub", pub_args).await;
-    assert_ne!(code, Some(0), "mosquitto_pub without a certificate: {out}");
+    let publ = mosquitto("mosquitto_pub", &pki, port, None);
+    let o = publ.words("-t m/1 -m x").run().await;
+    assert_ne!(
+        o.code,
+        Some(0),
+        "mosquitto_pub without a certificate: {}",
+        o.all()
+    );
     tokio::time::sleep(QUIET).await;
     gw.shutdown().await;
 }
@@ -1137,30 +821,16 @@ async fn issue_5_https_enforces_the_same_auth_as_http() {
     .unwrap();
     let gw = tls_gateway(&pki, |c| c.auth.password_file = Some(passwd.clone())).await;
     let https = gw.https_addr.expect("HTTPS listens");
-    let http = reqwest::Client::builder()
-        .add_root_certificate(reqwest::Certificate::from_pem(&pki.read("ca.pem")).unwrap())
-        .build()
-        .unwrap();
+    let http = pki.https();
     let url = format!("https://127.0.0.1:{}/resources/s/t", https.port());
     let r = http.put(&url).body("anon").send().await.unwrap();
     assert_eq!(r.status(), 401, "anonymous is off with a password file");
     assert!(r.headers().contains_key("www-authenticate"));
-    let r = http
-        .put(&url)
-        .basic_auth("bob", Some("wrong"))
-        .body("x")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 401);
-    let r = http
-        .put(&url)
-        .basic_auth("bob", Some("hunter2"))
-        .body("bob's")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
+    for (password, body, status) in [("wrong", "x", 401), ("hunter2", "bob's", 201)] {
+        let put = http.put(&url).basic_auth("bob", Some(password));
+        let r = put.body(body).send().await.unwrap();
+        assert_eq!(r.status(), status);
+    }
     gw.shutdown().await;
 }
 

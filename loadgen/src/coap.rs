@@ -15,7 +15,8 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::{timeout, timeout_at, Instant};
 
-use crate::report::{new_hist, Latency, Report};
+use crate::report::{new_hist, Report};
+use crate::tally::{requests_report, RequestLoad, Tally};
 use crate::{now_ns, Ctx};
 
 /// Parameters of a CoAP GET or PUT run.
@@ -27,15 +28,10 @@ pub struct CoapArgs {
     /// Concurrent clients (sockets), one request outstanding each.
     #[arg(long, default_value_t = 50)]
     pub clients: usize,
-    /// Length of the run.
-    #[arg(long, default_value_t = 5.0)]
-    pub seconds: f64,
-    /// Stop after this many requests per client (0 = only the time bounds the run).
-    #[arg(long, default_value_t = 0)]
-    pub requests: u64,
-    /// PUT payload size.
-    #[arg(long, default_value_t = 100)]
-    pub size: usize,
+    /// Length, request count and payload size.
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub load: RequestLoad,
     /// A request without answer after this long is lost.
     #[arg(long, default_value_t = 2000)]
     pub timeout_ms: u64,
@@ -89,12 +85,7 @@ pub async fn exchange(
         {
             if p.header.get_type() == MessageType::Confirmable {
                 // A separate response: acknowledge it.
-                let mut ack = Packet::new();
-                ack.header.set_version(1);
-                ack.header.set_type(MessageType::Acknowledgement);
-                ack.header.code = MessageClass::Empty;
-                ack.header.message_id = p.header.message_id;
-                if let Ok(b) = ack.to_bytes() {
+                if let Some(b) = empty_ack(&p) {
                     sock.send(&b).await?;
                 }
             }
@@ -106,30 +97,27 @@ pub async fn exchange(
     }
 }
 
-fn class(p: &Packet) -> u8 {
-    u8::from(p.header.code) >> 5
+/// The empty ACK of the confirmable message `p`, encoded.
+fn empty_ack(p: &Packet) -> Option<Vec<u8>> {
+    let mut ack = Packet::new();
+    ack.header.set_version(1);
+    ack.header.set_type(MessageType::Acknowledgement);
+    // Packet::new() defaults to code 0.01 (GET): an ACK must be the empty message.
+    ack.header.code = MessageClass::Empty;
+    ack.header.message_id = p.header.message_id;
+    ack.to_bytes().ok()
 }
 
-/// Per-client tallies.
-struct ClientResult {
-    /// Successful answers (2.xx).
-    ok: u64,
-    /// Requests sent.
-    sent: u64,
-    /// Timeouts and error codes.
-    errors: u64,
-    /// The first error seen.
-    first_error: Option<String>,
-    /// Round-trip latency (ns).
-    hist: Histogram<u64>,
+fn class(p: &Packet) -> u8 {
+    u8::from(p.header.code) >> 5
 }
 
 /// Run CoAP GET (`put == false`) or PUT load.
 pub async fn run(put: bool, args: &CoapArgs, ctx: &Ctx) -> Result<Report> {
     let name = if put { "coap-put" } else { "coap-get" };
-    let mut report = Report::new(name, &ctx.target, serde_json::to_value(args)?);
+    let report = Report::new(name, &ctx.target, serde_json::to_value(args)?);
     let base = format!("{}/{}", args.prefix, crate::pubsub::run_id());
-    let payload = vec![b'v'; args.size];
+    let payload = vec![b'v'; args.load.size];
     // Seed one value per client so GETs hit.
     let mut socks = Vec::new();
     for i in 0..args.clients {
@@ -146,25 +134,19 @@ pub async fn run(put: bool, args: &CoapArgs, ctx: &Ctx) -> Result<Report> {
     }
     let before = ctx.begin();
     let started = Instant::now();
-    let end = started + Duration::from_secs_f64(args.seconds);
+    let end = started + Duration::from_secs_f64(args.load.seconds);
     let mut tasks = JoinSet::new();
     for (i, (s, topic)) in socks.into_iter().enumerate() {
         let (payload, limit, tmo) = (
             payload.clone(),
-            args.requests,
+            args.load.requests,
             Duration::from_millis(args.timeout_ms),
         );
         tasks.spawn(async move {
-            let mut r = ClientResult {
-                ok: 0,
-                sent: 0,
-                errors: 0,
-                first_error: None,
-                hist: new_hist(),
-            };
+            let mut r = Tally::new();
             let mut mid: u16 = 1;
             let token = [0xb0, i as u8, (i >> 8) as u8, 0];
-            while Instant::now() < end && (limit == 0 || r.sent < limit) {
+            while Instant::now() < end && (limit == 0 || r.sent() < limit) {
                 mid = mid.wrapping_add(1);
                 let method = if put {
                     RequestType::Put
@@ -175,59 +157,23 @@ pub async fn run(put: bool, args: &CoapArgs, ctx: &Ctx) -> Result<Report> {
                 let req = match request(method, &topic, mid, &token, body) {
                     Ok(b) => b,
                     Err(e) => {
-                        r.first_error.get_or_insert(e.to_string());
+                        r.gave_up(e.to_string());
                         break;
                     }
                 };
-                let t0 = now_ns();
-                r.sent += 1;
+                let t0 = r.issue();
                 match exchange(&s, &req, mid, &token, Instant::now() + tmo).await {
-                    Ok(p) if class(&p) == 2 => {
-                        r.ok += 1;
-                        r.hist.saturating_record(now_ns().saturating_sub(t0).max(1));
-                    }
-                    Ok(p) => {
-                        r.errors += 1;
-                        r.first_error
-                            .get_or_insert(format!("answered {}", p.header.get_code()));
-                    }
-                    Err(e) => {
-                        r.errors += 1;
-                        r.first_error.get_or_insert(e.to_string());
-                    }
+                    Ok(p) if class(&p) == 2 => r.answered(t0),
+                    Ok(p) => r.failed(format!("answered {}", p.header.get_code())),
+                    Err(e) => r.failed(e.to_string()),
                 }
             }
             r
         });
     }
-    let mut hist = new_hist();
     let hard = end + Duration::from_millis(args.timeout_ms) + Duration::from_secs(2);
-    loop {
-        match timeout_at(hard, tasks.join_next()).await {
-            Ok(Some(Ok(r))) => {
-                report.sent += r.sent;
-                report.delivered += r.ok;
-                report.errors += r.errors;
-                let _ = hist.add(&r.hist);
-                if let Some(e) = r.first_error {
-                    report.extra.entry("first_error").or_insert(e.into());
-                }
-            }
-            Ok(Some(Err(e))) => report.fail(format!("client task: {e}")),
-            Ok(None) => break,
-            Err(_) => {
-                tasks.abort_all();
-                report.fail("clients did not finish in time");
-                break;
-            }
-        }
-    }
-    report.expected = report.sent;
-    report.latency = Latency::from_hist(&hist);
-    report.set_duration(started.elapsed());
-    report.check_delivery();
-    ctx.end(&mut report, before);
-    Ok(report)
+    let report = requests_report(report, tasks, hard, "client", started, ctx, before);
+    Ok(report.await)
 }
 
 /// What an observer saw.
@@ -317,13 +263,7 @@ pub async fn observe(
             continue;
         };
         if p.header.get_type() == MessageType::Confirmable {
-            let mut ack = Packet::new();
-            ack.header.set_version(1);
-            ack.header.set_type(MessageType::Acknowledgement);
-            // Packet::new() defaults to code 0.01 (GET): an ACK must be the empty message.
-            ack.header.code = MessageClass::Empty;
-            ack.header.message_id = p.header.message_id;
-            if let Ok(b) = ack.to_bytes() {
+            if let Some(b) = empty_ack(&p) {
                 let _ = timeout(Duration::from_secs(1), sock.send(&b)).await;
             }
         }

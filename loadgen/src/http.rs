@@ -10,15 +10,15 @@ use std::time::Duration;
 use anyhow::{bail, Result};
 use bytes::BytesMut;
 use clap::Args;
-use hdrhistogram::Histogram;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
-use tokio::time::{sleep_until, timeout, timeout_at, Instant};
+use tokio::time::{sleep_until, timeout, Instant};
 
-use crate::mqtt::{self, Conn, Incoming};
+use crate::mqtt::{self, Conn};
 use crate::report::{new_hist, Latency, Report};
-use crate::{now_ns, Ctx};
+use crate::tally::{join_all, requests_report, Phases, RequestLoad, Tally};
+use crate::Ctx;
 
 /// Parameters of an HTTP GET or PUT run.
 #[derive(Debug, Clone, Args, serde::Serialize)]
@@ -29,15 +29,10 @@ pub struct HttpArgs {
     /// Concurrent keep-alive connections, one request outstanding each.
     #[arg(long, default_value_t = 50)]
     pub connections: usize,
-    /// Length of the run.
-    #[arg(long, default_value_t = 5.0)]
-    pub seconds: f64,
-    /// Stop after this many requests per connection (0 = only the time bounds the run).
-    #[arg(long, default_value_t = 0)]
-    pub requests: u64,
-    /// PUT body size.
-    #[arg(long, default_value_t = 100)]
-    pub size: usize,
+    /// Length, request count and body size.
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub load: RequestLoad,
     /// Topic prefix.
     #[arg(long, default_value = "loadgen")]
     pub prefix: String,
@@ -51,24 +46,10 @@ fn client(connections: usize) -> Result<reqwest::Client> {
         .build()?)
 }
 
-/// Per-connection tallies.
-struct ConnResult {
-    /// Requests sent.
-    sent: u64,
-    /// 2xx answers.
-    ok: u64,
-    /// Errors and non-2xx answers.
-    errors: u64,
-    /// The first error.
-    first_error: Option<String>,
-    /// Round trips (ns).
-    hist: Histogram<u64>,
-}
-
 /// Run HTTP GET (`put == false`) or PUT load.
 pub async fn run(put: bool, args: &HttpArgs, ctx: &Ctx) -> Result<Report> {
     let name = if put { "http-put" } else { "http-get" };
-    let mut report = Report::new(name, &ctx.target, serde_json::to_value(args)?);
+    let report = Report::new(name, &ctx.target, serde_json::to_value(args)?);
     let http = client(args.connections)?;
     let base = format!(
         "{}/resources/{}/{}",
@@ -76,7 +57,7 @@ pub async fn run(put: bool, args: &HttpArgs, ctx: &Ctx) -> Result<Report> {
         args.prefix,
         crate::pubsub::run_id()
     );
-    let body = vec![b'v'; args.size];
+    let body = vec![b'v'; args.load.size];
     for i in 0..args.connections {
         let r = http
             .put(format!("{base}/{i}"))
@@ -89,26 +70,19 @@ pub async fn run(put: bool, args: &HttpArgs, ctx: &Ctx) -> Result<Report> {
     }
     let before = ctx.begin();
     let started = Instant::now();
-    let end = started + Duration::from_secs_f64(args.seconds);
+    let end = started + Duration::from_secs_f64(args.load.seconds);
     let mut tasks = JoinSet::new();
     for i in 0..args.connections {
         let (http, url, body, limit) = (
             http.clone(),
             format!("{base}/{i}"),
             body.clone(),
-            args.requests,
+            args.load.requests,
         );
         tasks.spawn(async move {
-            let mut r = ConnResult {
-                sent: 0,
-                ok: 0,
-                errors: 0,
-                first_error: None,
-                hist: new_hist(),
-            };
-            while Instant::now() < end && (limit == 0 || r.sent < limit) {
-                let t0 = now_ns();
-                r.sent += 1;
+            let mut r = Tally::new();
+            while Instant::now() < end && (limit == 0 || r.sent() < limit) {
+                let t0 = r.issue();
                 let req = if put {
                     http.put(&url).body(body.clone())
                 } else {
@@ -126,47 +100,16 @@ pub async fn run(put: bool, args: &HttpArgs, ctx: &Ctx) -> Result<Report> {
                     Err(e) => Err(e.to_string()),
                 };
                 match res {
-                    Ok(()) => {
-                        r.ok += 1;
-                        r.hist.saturating_record(now_ns().saturating_sub(t0).max(1));
-                    }
-                    Err(e) => {
-                        r.errors += 1;
-                        r.first_error.get_or_insert(e);
-                    }
+                    Ok(()) => r.answered(t0),
+                    Err(e) => r.failed(e),
                 }
             }
             r
         });
     }
-    let mut hist = new_hist();
     let hard = end + Duration::from_secs(7);
-    loop {
-        match timeout_at(hard, tasks.join_next()).await {
-            Ok(Some(Ok(r))) => {
-                report.sent += r.sent;
-                report.delivered += r.ok;
-                report.errors += r.errors;
-                let _ = hist.add(&r.hist);
-                if let Some(e) = r.first_error {
-                    report.extra.entry("first_error").or_insert(e.into());
-                }
-            }
-            Ok(Some(Err(e))) => report.fail(format!("connection task: {e}")),
-            Ok(None) => break,
-            Err(_) => {
-                tasks.abort_all();
-                report.fail("connections did not finish in time");
-                break;
-            }
-        }
-    }
-    report.expected = report.sent;
-    report.latency = Latency::from_hist(&hist);
-    report.set_duration(started.elapsed());
-    report.check_delivery();
-    ctx.end(&mut report, before);
-    Ok(report)
+    let report = requests_report(report, tasks, hard, "connection", started, ctx, before);
+    Ok(report.await)
 }
 
 /// Parameters of the HTTP PUT → MQTT (+ CoAP observe) run.
@@ -196,12 +139,10 @@ pub struct CrossArgs {
     /// Body size (at least 8: the timestamp).
     #[arg(long, default_value_t = 100)]
     pub size: usize,
-    /// Stop issuing PUTs after this long.
-    #[arg(long, default_value_t = 60)]
-    pub max_seconds: u64,
-    /// How long the subscriber may take for the rest after the last PUT.
-    #[arg(long, default_value_t = 10)]
-    pub drain_seconds: u64,
+    /// When PUTs stop and how long the subscriber may take for the rest.
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub phases: Phases,
     /// Topic prefix.
     #[arg(long, default_value = "loadgen")]
     pub prefix: String,
@@ -260,32 +201,10 @@ pub async fn cross(args: &CrossArgs, ctx: &Ctx) -> Result<Report> {
         tokio::spawn(async move {
             let mut hist = new_hist();
             let mut acks = BytesMut::new();
-            let mut error = None;
+            let mut error: Option<String>;
             loop {
-                let mut got = 0;
-                loop {
-                    match mqtt::parse(&mut sub.buf) {
-                        Ok(Some(Incoming::Publish { qos, pkid, payload })) => {
-                            got += 1;
-                            if let Some(ts) = payload.get(..8) {
-                                let mut b = [0u8; 8];
-                                b.copy_from_slice(ts);
-                                hist.saturating_record(
-                                    now_ns().saturating_sub(u64::from_be_bytes(b)).max(1),
-                                );
-                            }
-                            if qos > 0 {
-                                mqtt::puback(&mut acks, pkid);
-                            }
-                        }
-                        Ok(Some(_)) => {}
-                        Ok(None) => break,
-                        Err(e) => {
-                            error = Some(e.to_string());
-                            break;
-                        }
-                    }
-                }
+                let (got, e) = mqtt::take_publishes(&mut sub.buf, &mut hist, &mut acks);
+                error = e.map(|e| e.to_string());
                 received.fetch_add(got, Ordering::Relaxed);
                 if !acks.is_empty() {
                     if sub.wr.write_all(&acks).await.is_err() {
@@ -309,7 +228,7 @@ pub async fn cross(args: &CrossArgs, ctx: &Ctx) -> Result<Report> {
         })
     };
     let started = Instant::now();
-    let deadline = started + Duration::from_secs(args.max_seconds);
+    let deadline = started + Duration::from_secs(args.phases.max_seconds);
     let per_conn = args.messages / args.connections.max(1) as u64;
     let per_rate = args.rate / args.connections.max(1) as f64;
     let mut tasks = JoinSet::new();
@@ -317,61 +236,34 @@ pub async fn cross(args: &CrossArgs, ctx: &Ctx) -> Result<Report> {
         let (http, url, size) = (http.clone(), format!("{url}/{c}"), args.size.max(8));
         let conns = args.connections.max(1) as f64;
         tasks.spawn(async move {
-            let (mut sent, mut ok, mut err, mut first) = (0u64, 0u64, 0u64, None);
+            let mut r = Tally::new();
             let mut body = vec![b'x'; size];
-            let mut put_hist = new_hist();
-            while sent < per_conn && Instant::now() < deadline {
+            while r.sent() < per_conn && Instant::now() < deadline {
                 if per_rate > 0.0 {
                     // Stagger connections so they do not fire in lockstep.
                     let offset = c as f64 / (conns * per_rate);
-                    let at = started + Duration::from_secs_f64(sent as f64 / per_rate + offset);
+                    let at = started + Duration::from_secs_f64(r.sent() as f64 / per_rate + offset);
                     sleep_until(at).await;
                 }
-                let t0 = now_ns();
+                let t0 = r.issue();
                 body[..8].copy_from_slice(&t0.to_be_bytes());
-                sent += 1;
                 match http.put(&url).body(body.clone()).send().await {
-                    Ok(r) if r.status().is_success() => {
-                        ok += 1;
-                        put_hist.saturating_record(now_ns().saturating_sub(t0).max(1));
-                    }
-                    Ok(r) => {
-                        err += 1;
-                        first.get_or_insert(format!("status {}", r.status()));
-                    }
-                    Err(e) => {
-                        err += 1;
-                        first.get_or_insert(e.to_string());
-                    }
+                    Ok(resp) if resp.status().is_success() => r.answered(t0),
+                    Ok(resp) => r.failed(format!("status {}", resp.status())),
+                    Err(e) => r.failed(e.to_string()),
                 }
             }
-            (sent, ok, err, first, put_hist)
+            r
         });
     }
     let mut put_hist = new_hist();
     let hard = deadline + Duration::from_secs(7);
-    loop {
-        match timeout_at(hard, tasks.join_next()).await {
-            Ok(Some(Ok((sent, ok, err, first, h)))) => {
-                report.sent += sent;
-                report.expected += ok;
-                report.errors += err;
-                let _ = put_hist.add(&h);
-                if let Some(e) = first {
-                    report.extra.entry("first_error").or_insert(e.into());
-                }
-            }
-            Ok(Some(Err(e))) => report.fail(format!("PUT task: {e}")),
-            Ok(None) => break,
-            Err(_) => {
-                tasks.abort_all();
-                report.fail("PUTs did not finish in time");
-                break;
-            }
-        }
-    }
+    join_all(&mut tasks, hard, "PUT", &mut report, |report, r| {
+        report.expected += r.add_to(report, &mut put_hist);
+    })
+    .await;
     let puts_done = started.elapsed();
-    let drain = Instant::now() + Duration::from_secs(args.drain_seconds);
+    let drain = Instant::now() + Duration::from_secs(args.phases.drain_seconds);
     while received.load(Ordering::Relaxed) < report.expected && Instant::now() < drain {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }

@@ -18,6 +18,7 @@ mod pubsub;
 mod report;
 mod smoke;
 mod stall;
+mod tally;
 
 use std::process::ExitCode;
 use std::sync::OnceLock;

@@ -7,10 +7,13 @@ use std::net::{IpAddr, SocketAddr};
 
 use anyhow::{anyhow, bail, Context, Result};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
+use hdrhistogram::Histogram;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpSocket;
 use tokio::time::{timeout_at, Instant};
+
+use crate::now_ns;
 
 /// A packet received from the broker.
 #[derive(Debug)]
@@ -159,6 +162,37 @@ pub fn parse(buf: &mut BytesMut) -> Result<Option<Incoming>> {
         13 => Incoming::PingResp,
         t => Incoming::Other(t),
     }))
+}
+
+/// Take every complete packet off the front of `buf`: count the PUBLISHes, record into
+/// `hist` the latency of each from the send time at the front of its payload (see
+/// [`now_ns`]), and queue into `acks` a PUBACK for each at QoS 1. A malformed packet stops
+/// it: the count so far and the error.
+pub fn take_publishes(
+    buf: &mut BytesMut,
+    hist: &mut Histogram<u64>,
+    acks: &mut BytesMut,
+) -> (u64, Option<anyhow::Error>) {
+    let mut got = 0;
+    loop {
+        match parse(buf) {
+            Ok(Some(Incoming::Publish { qos, pkid, payload })) => {
+                got += 1;
+                if let Some(ts) = payload.get(..8) {
+                    let mut b = [0u8; 8];
+                    b.copy_from_slice(ts);
+                    let sent = u64::from_be_bytes(b);
+                    hist.saturating_record(now_ns().saturating_sub(sent).max(1));
+                }
+                if qos > 0 {
+                    puback(acks, pkid);
+                }
+            }
+            Ok(Some(_)) => {}
+            Ok(None) => return (got, None),
+            Err(e) => return (got, Some(e)),
+        }
+    }
 }
 
 /// A connected, accepted MQTT client, split for concurrent reading and writing.

@@ -27,10 +27,11 @@ use hdrhistogram::Histogram;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{watch, Notify, Semaphore};
 use tokio::task::JoinSet;
-use tokio::time::{sleep_until, timeout, timeout_at, Instant};
+use tokio::time::{sleep_until, timeout, Instant};
 
 use crate::mqtt::{self, Conn, Incoming};
 use crate::report::{new_hist, Latency, Report};
+use crate::tally::{join_all, Phases};
 use crate::{now_ns, Ctx};
 
 /// Parameters of a publish/subscribe run.
@@ -73,12 +74,10 @@ pub struct PubSubArgs {
     /// QoS 1 delivery to them is written to disk before its publisher is acknowledged.
     #[arg(long)]
     pub persistent_subs: bool,
-    /// Stop publishing after this many seconds even if the count is not reached.
-    #[arg(long, default_value_t = 60)]
-    pub max_seconds: u64,
-    /// After publishing, how long subscribers may take to receive the rest.
-    #[arg(long, default_value_t = 10)]
-    pub drain_seconds: u64,
+    /// When publishing stops and how long deliveries may trail it.
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub phases: Phases,
     /// Topic prefix; a unique run id is appended.
     #[arg(long, default_value = "loadgen")]
     pub prefix: String,
@@ -144,29 +143,10 @@ async fn subscriber(
     let mut acks = BytesMut::with_capacity(4096);
     loop {
         // Parse everything buffered first (the handshake may have left messages behind).
-        let mut got = 0u64;
-        loop {
-            match mqtt::parse(&mut c.buf) {
-                Ok(Some(Incoming::Publish { qos, pkid, payload })) => {
-                    got += 1;
-                    if let Some(ts) = payload.get(..8) {
-                        let mut b = [0u8; 8];
-                        b.copy_from_slice(ts);
-                        let sent = u64::from_be_bytes(b);
-                        r.hist
-                            .saturating_record(now_ns().saturating_sub(sent).max(1));
-                    }
-                    if qos > 0 {
-                        mqtt::puback(&mut acks, pkid);
-                    }
-                }
-                Ok(Some(_)) => {}
-                Ok(None) => break,
-                Err(e) => {
-                    r.error = Some(e.to_string());
-                    return r;
-                }
-            }
+        let (got, error) = mqtt::take_publishes(&mut c.buf, &mut r.hist, &mut acks);
+        if let Some(e) = error {
+            r.error = Some(e.to_string());
+            return r;
         }
         if got > 0 {
             r.received += got;
@@ -390,8 +370,8 @@ pub async fn run(name: &str, args: &PubSubArgs, ctx: &Ctx) -> Result<Report> {
         sub_tasks.spawn(subscriber(c, progress.clone(), stop_rx.clone()));
     }
     let start_ns = now_ns();
-    let deadline = Instant::now() + Duration::from_secs(args.max_seconds);
-    let drain = Duration::from_secs(args.drain_seconds);
+    let deadline = Instant::now() + Duration::from_secs(args.phases.max_seconds);
+    let drain = Duration::from_secs(args.phases.drain_seconds);
     let mut pub_tasks = JoinSet::new();
     for (i, c) in pubs.into_iter().enumerate() {
         pub_tasks.spawn(publisher(
@@ -408,26 +388,22 @@ pub async fn run(name: &str, args: &PubSubArgs, ctx: &Ctx) -> Result<Report> {
     }
     let (mut sent, mut acked, mut pub_end) = (0u64, 0u64, start_ns);
     let hard_stop = deadline + drain + Duration::from_secs(2);
-    loop {
-        match timeout_at(hard_stop, pub_tasks.join_next()).await {
-            Ok(Some(Ok(r))) => {
-                sent += r.sent;
-                acked += r.acked;
-                pub_end = pub_end.max(r.end_ns);
-                if let Some(e) = r.error {
-                    report.errors += 1;
-                    report.fail(format!("publisher: {e}"));
-                }
+    join_all(
+        &mut pub_tasks,
+        hard_stop,
+        "publisher",
+        &mut report,
+        |report, r| {
+            sent += r.sent;
+            acked += r.acked;
+            pub_end = pub_end.max(r.end_ns);
+            if let Some(e) = r.error {
+                report.errors += 1;
+                report.fail(format!("publisher: {e}"));
             }
-            Ok(Some(Err(e))) => report.fail(format!("publisher task: {e}")),
-            Ok(None) => break,
-            Err(_) => {
-                pub_tasks.abort_all();
-                report.fail("publishers did not finish in time");
-                break;
-            }
-        }
-    }
+        },
+    )
+    .await;
     let expected = sent * args.subs as u64;
     let drain_deadline = Instant::now() + drain;
     while progress.received.load(Ordering::Relaxed) < expected && Instant::now() < drain_deadline {
@@ -468,7 +444,7 @@ pub async fn run(name: &str, args: &PubSubArgs, ctx: &Ctx) -> Result<Report> {
     if sent < planned {
         report.fail(format!(
             "time cap: published {sent} of {planned} in {}s",
-            args.max_seconds
+            args.phases.max_seconds
         ));
     }
     if args.qos > 0 && acked < sent {

@@ -13,6 +13,7 @@ use tokio::process::{Child, Command};
 use tokio::time::timeout;
 
 use crate::report::Report;
+use crate::tally::{Phases, RequestLoad};
 use crate::{coap, http, pubsub, Ctx};
 
 /// Parameters of the smoke run.
@@ -127,8 +128,10 @@ pub async fn run(a: &SmokeArgs) -> Result<Vec<Report>> {
         window: 100,
         retain: false,
         persistent_subs: false,
-        max_seconds: 5,
-        drain_seconds: 3,
+        phases: Phases {
+            max_seconds: 5,
+            drain_seconds: 3,
+        },
         prefix: "smoke".into(),
     };
     let mut reports = vec![
@@ -138,12 +141,15 @@ pub async fn run(a: &SmokeArgs) -> Result<Vec<Report>> {
     let mut retained = mq(1, 1, 1);
     retained.retain = true;
     reports.push(pubsub::run("mqtt-1to1-qos1-retain", &retained, &ctx).await?);
-    let h = |connections| http::HttpArgs {
-        http: format!("http://{}", server.http),
-        connections,
+    let load = RequestLoad {
         seconds: 2.0,
         requests: 25,
         size: 100,
+    };
+    let h = |connections| http::HttpArgs {
+        http: format!("http://{}", server.http),
+        connections,
+        load: load.clone(),
         prefix: "smoke".into(),
     };
     reports.push(http::run(false, &h(4), &ctx).await?);
@@ -151,9 +157,7 @@ pub async fn run(a: &SmokeArgs) -> Result<Vec<Report>> {
     let c = coap::CoapArgs {
         coap: server.coap,
         clients: 4,
-        seconds: 2.0,
-        requests: 25,
-        size: 100,
+        load,
         timeout_ms: 2000,
         prefix: "smoke".into(),
     };
@@ -168,8 +172,10 @@ pub async fn run(a: &SmokeArgs) -> Result<Vec<Report>> {
         messages: 100,
         connections: 4,
         size: 100,
-        max_seconds: 5,
-        drain_seconds: 3,
+        phases: Phases {
+            max_seconds: 5,
+            drain_seconds: 3,
+        },
         prefix: "smoke".into(),
     };
     reports.push(http::cross(&x, &ctx).await?);

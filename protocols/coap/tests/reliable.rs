@@ -16,12 +16,6 @@ use ponte_coap::{Config, Endpoint, Event, NotifyPolicy, Response};
 
 const DAY: f64 = 24.0 * 3600.0;
 
-fn endpoint_with(f: impl FnOnce(&mut Config)) -> Endpoint {
-    let mut c = config();
-    f(&mut c);
-    Endpoint::new(c)
-}
-
 /// An empty ACK or RST for `mid` from `peer`.
 fn empty(ep: &mut Endpoint, now: Instant, peer: &str, rst: bool, mid: u16) {
     let [hi, lo] = mid.to_be_bytes();
@@ -37,9 +31,7 @@ fn json(payload: &str) -> Response {
 
 #[test]
 fn rfc7641_4_5_non_policy_sends_non_notifications() {
-    let mut ep = endpoint_with(|c| c.notify = NotifyPolicy::Non);
-    let t0 = Instant::now();
-    observe(&mut ep, t0, PEER, 1, b"ob");
+    let (mut ep, t0) = observed_with(|c| c.notify = NotifyPolicy::Non);
     for i in 1..=3 {
         ep.notify(at(t0, i as f64), "T", content(&format!("v{i}")));
         let n = one_transmit(&mut ep);
@@ -60,11 +52,28 @@ fn rfc7641_4_5_non_policy_sends_non_notifications() {
     assert_eq!(ep.stats().non_notifications, 4);
 }
 
+/// A fresh endpoint configured by `f` where [`PEER`] observes "T" (token "ob"), and the
+/// instant.
+fn observed_with(f: impl FnOnce(&mut Config)) -> (Endpoint, Instant) {
+    let (mut ep, t0) = fresh_with(f);
+    observe(&mut ep, t0, PEER, 1, b"ob");
+    (ep, t0)
+}
+
+/// A fresh endpoint where [`PEER`] observes "T" (token "t") and "U" (token "u"), and the
+/// instant.
+fn observing_t_and_u() -> (Endpoint, Instant) {
+    let (mut ep, t0) = fresh();
+    observe(&mut ep, t0, PEER, 1, b"t");
+    let u = Msg::get(2).token(b"u").observe(0).path("r/U");
+    answered(&mut ep, t0, u, content("u0"), Some("U"));
+    one_transmit(&mut ep);
+    (ep, t0)
+}
+
 #[test]
 fn rfc7641_4_5_a_con_notification_at_least_every_24_hours() {
-    let mut ep = endpoint_with(|c| c.notify = NotifyPolicy::NonWithPeriodicCon);
-    let t0 = Instant::now();
-    observe(&mut ep, t0, PEER, 1, b"ob");
+    let (mut ep, t0) = observed_with(|c| c.notify = NotifyPolicy::NonWithPeriodicCon);
     ep.notify(at(t0, 60.0), "T", content("a"));
     assert_eq!(
         one_transmit(&mut ep).header.get_type(),
@@ -100,12 +109,10 @@ fn rfc7641_4_5_a_con_notification_at_least_every_24_hours() {
 
 #[test]
 fn rfc7641_4_5_con_notify_interval_is_configurable() {
-    let mut ep = endpoint_with(|c| {
+    let (mut ep, t0) = observed_with(|c| {
         c.notify = NotifyPolicy::NonWithPeriodicCon;
         c.con_notify_interval = Duration::from_secs(10);
     });
-    let t0 = Instant::now();
-    observe(&mut ep, t0, PEER, 1, b"ob");
     ep.notify(at(t0, 5.0), "T", content("a"));
     assert_eq!(
         one_transmit(&mut ep).header.get_type(),
@@ -120,9 +127,7 @@ fn rfc7641_4_5_con_notify_interval_is_configurable() {
 
 #[test]
 fn rfc7641_3_6_rst_to_a_non_notification_deregisters() {
-    let mut ep = endpoint_with(|c| c.notify = NotifyPolicy::Non);
-    let t0 = Instant::now();
-    observe(&mut ep, t0, PEER, 1, b"ob");
+    let (mut ep, t0) = observed_with(|c| c.notify = NotifyPolicy::Non);
     ep.notify(at(t0, 1.0), "T", content("a"));
     let first = one_transmit(&mut ep);
     ep.notify(at(t0, 2.0), "T", content("b"));
@@ -141,9 +146,7 @@ fn rfc7641_3_6_rst_to_a_non_notification_deregisters() {
 
 #[test]
 fn rfc7641_3_6_rst_from_another_peer_or_unknown_mid_deregisters_nothing() {
-    let mut ep = endpoint_with(|c| c.notify = NotifyPolicy::Non);
-    let t0 = Instant::now();
-    observe(&mut ep, t0, PEER, 1, b"ob");
+    let (mut ep, t0) = observed_with(|c| c.notify = NotifyPolicy::Non);
     ep.notify(at(t0, 1.0), "T", content("a"));
     let n = one_transmit(&mut ep);
     empty(&mut ep, at(t0, 2.0), PEER2, true, n.header.message_id);
@@ -159,13 +162,10 @@ fn rfc7641_3_6_rst_from_another_peer_or_unknown_mid_deregisters_nothing() {
 
 #[test]
 fn rfc7641_3_2_value_in_another_format_ends_the_observation_with_4_06() {
-    let mut ep = endpoint();
-    let t0 = Instant::now();
+    let (mut ep, t0) = fresh();
     // Observe with Accept: application/json (17 = Accept).
-    send(
-        &mut ep,
+    ep.feed(
         t0,
-        PEER,
         &Msg::get(1).token(b"js").observe(0).path("r/T").uint(17, 50),
     );
     let req = one_request(&mut ep);
@@ -201,19 +201,8 @@ fn rfc7641_3_2_value_in_another_format_ends_the_observation_with_4_06() {
 
 #[test]
 fn rfc7252_4_7_nstart_one_con_outstanding_per_client() {
-    let mut ep = endpoint();
-    let t0 = Instant::now();
     // One client observes two resources: "T" and "U".
-    observe(&mut ep, t0, PEER, 1, b"t");
-    send(
-        &mut ep,
-        t0,
-        PEER,
-        &Msg::get(2).token(b"u").observe(0).path("r/U"),
-    );
-    let req = one_request(&mut ep);
-    ep.respond(t0, req.id, content("u0"), Some("U".into()));
-    one_transmit(&mut ep);
+    let (mut ep, t0) = observing_t_and_u();
     // Another client observes "U" too.
     send(
         &mut ep,
@@ -245,18 +234,7 @@ fn rfc7252_4_7_nstart_one_con_outstanding_per_client() {
 
 #[test]
 fn rfc7252_4_7_nstart_slot_is_freed_when_retransmissions_run_out() {
-    let mut ep = endpoint();
-    let t0 = Instant::now();
-    observe(&mut ep, t0, PEER, 1, b"t");
-    send(
-        &mut ep,
-        t0,
-        PEER,
-        &Msg::get(2).token(b"u").observe(0).path("r/U"),
-    );
-    let req = one_request(&mut ep);
-    ep.respond(t0, req.id, content("u0"), Some("U".into()));
-    one_transmit(&mut ep);
+    let (mut ep, t0) = observing_t_and_u();
     ep.notify(t0, "T", content("t1"));
     one_transmit(&mut ep);
     ep.notify(t0, "U", content("u1"));
@@ -279,15 +257,18 @@ fn rfc7252_4_7_nstart_slot_is_freed_when_retransmissions_run_out() {
 
 #[test]
 fn rfc7252_4_5_duplicate_non_is_ignored_for_non_lifetime() {
-    let mut ep = endpoint();
-    let t0 = Instant::now();
+    let (mut ep, t0) = fresh();
     let put = Msg::non(coap_lite::RequestType::Put, 9)
         .token(b"p")
         .path("r/T")
         .payload(b"x");
-    send(&mut ep, t0, PEER, &put);
-    let req = one_request(&mut ep);
-    ep.respond(t0, req.id, Response::new(ResponseType::Changed), None);
+    answered(
+        &mut ep,
+        t0,
+        put.clone(),
+        Response::new(ResponseType::Changed),
+        None,
+    );
     one_transmit(&mut ep);
     // The same NON within NON_LIFETIME (145 s): no request, no answer.
     send(&mut ep, at(t0, 100.0), PEER, &put);
@@ -305,13 +286,13 @@ fn rfc7252_4_5_duplicate_non_is_ignored_for_non_lifetime() {
 
 #[test]
 fn rfc7252_4_6_oversized_con_request_is_4_13_with_size1() {
-    let mut ep = endpoint_with(|c| c.max_datagram_size = 600);
+    let (mut ep, _) = fresh_with(|c| c.max_datagram_size = 600);
     let t0 = Instant::now();
     let big = Msg::con(coap_lite::RequestType::Put, 5)
         .token(b"big")
         .path("r/T")
         .payload(&[7u8; 700]);
-    send(&mut ep, t0, PEER, &big);
+    ep.feed(t0, &big);
     assert!(events(&mut ep).is_empty(), "not handed to the driver");
     let r = one_transmit(&mut ep);
     assert!(is(&r, ResponseType::RequestEntityTooLarge));
@@ -323,14 +304,14 @@ fn rfc7252_4_6_oversized_con_request_is_4_13_with_size1() {
     let non = Msg::non(coap_lite::RequestType::Put, 6)
         .path("r/T")
         .payload(&[7u8; 700]);
-    send(&mut ep, t0, PEER, &non);
+    ep.feed(t0, &non);
     assert!(transmits(&mut ep).is_empty());
     assert_eq!(ep.stats().oversized_dropped, 2);
 }
 
 #[test]
 fn per_peer_caps_bound_observers_and_pending_requests() {
-    let mut ep = endpoint_with(|c| {
+    let (mut ep, _) = fresh_with(|c| {
         c.max_observers_per_peer = 2;
         c.max_pending_per_peer = 3;
     });
@@ -351,10 +332,10 @@ fn per_peer_caps_bound_observers_and_pending_requests() {
     );
 
     for mid in 10..13 {
-        send(&mut ep, t0, PEER, &Msg::get(mid).path("r/T"));
+        ep.feed(t0, &Msg::get(mid).path("r/T"));
     }
     assert_eq!(events(&mut ep).len(), 3);
-    send(&mut ep, t0, PEER, &Msg::get(13).path("r/T"));
+    ep.feed(t0, &Msg::get(13).path("r/T"));
     assert!(events(&mut ep).is_empty());
     assert!(is(&one_transmit(&mut ep), ResponseType::ServiceUnavailable));
     send(&mut ep, t0, PEER2, &Msg::get(13).path("r/T"));
@@ -363,8 +344,7 @@ fn per_peer_caps_bound_observers_and_pending_requests() {
 
 #[test]
 fn peer_table_entries_are_dropped_when_idle() {
-    let mut ep = endpoint();
-    let t0 = Instant::now();
+    let (mut ep, t0) = fresh();
     for i in 0..50u16 {
         let peer = format!("192.0.2.{}:5683", i + 10);
         send(&mut ep, t0, &peer, &Msg::get(1).path("r/T"));
@@ -375,12 +355,7 @@ fn peer_table_entries_are_dropped_when_idle() {
     assert_eq!(ep.peer_count(), 0, "answered clients leave no state behind");
     observe(&mut ep, t0, PEER, 1, b"o");
     assert_eq!(ep.peer_count(), 1);
-    send(
-        &mut ep,
-        t0,
-        PEER,
-        &Msg::get(2).token(b"o").observe(1).path("r/T"),
-    );
+    ep.feed(t0, &Msg::get(2).token(b"o").observe(1).path("r/T"));
     let req = events(&mut ep)
         .into_iter()
         .find_map(|e| match e {
@@ -396,8 +371,7 @@ fn peer_table_entries_are_dropped_when_idle() {
 fn rfc9175_block1_new_token_per_block_is_one_transfer() {
     // libcoap sends every Block1 block with a new token; the transfer is
     // keyed by peer, Request-Tag and path, so it still reassembles.
-    let mut ep = endpoint();
-    let t0 = Instant::now();
+    let (mut ep, t0) = fresh();
     let body: Vec<u8> = (0..40u8).collect();
     for (i, chunk) in body.chunks(16).enumerate() {
         let more = (i + 1) * 16 < body.len();
@@ -406,7 +380,7 @@ fn rfc9175_block1_new_token_per_block_is_one_transfer() {
             .path("r/T")
             .block(27, i as u32, more, 0)
             .payload(chunk);
-        send(&mut ep, t0, PEER, &m);
+        ep.feed(t0, &m);
         if more {
             let r = one_transmit(&mut ep);
             assert!(is(&r, ResponseType::Continue));

@@ -24,14 +24,8 @@ fn rfc7252_4_3_empty_con_is_pinged_with_rst() {
 
 #[test]
 fn rfc7252_5_2_1_con_request_gets_piggybacked_ack() {
-    let mut ep = endpoint();
-    let now = Instant::now();
-    send(
-        &mut ep,
-        now,
-        PEER,
-        &Msg::get(0x0101).token(b"tok").path("r/T"),
-    );
+    let (mut ep, now) = fresh();
+    ep.feed(now, &Msg::get(0x0101).token(b"tok").path("r/T"));
     let req = one_request(&mut ep);
     assert_eq!(req.method, Method::Get);
     assert_eq!(req.path, ["r", "T"]);
@@ -53,14 +47,11 @@ fn rfc7252_5_2_1_con_request_gets_piggybacked_ack() {
 
 #[test]
 fn rfc7252_5_2_2_non_request_gets_non_with_fresh_mid() {
-    let mut ep = endpoint();
-    let now = Instant::now();
+    let (mut ep, now) = fresh();
     let mut mids = Vec::new();
     for mid in [0x0202, 0x0203] {
-        send(
-            &mut ep,
+        ep.feed(
             now,
-            PEER,
             &Msg::non(RequestType::Get, mid).token(b"n").path("r/T"),
         );
         let req = one_request(&mut ep);
@@ -80,12 +71,7 @@ fn rfc7252_4_4_message_ids_start_randomly_and_depend_on_the_seed() {
     let first_mid = |seed| {
         let mut ep = Endpoint::new(Config { seed, ..config() });
         let now = Instant::now();
-        send(
-            &mut ep,
-            now,
-            PEER,
-            &Msg::non(RequestType::Get, 1).path("r/T"),
-        );
+        ep.feed(now, &Msg::non(RequestType::Get, 1).path("r/T"));
         let req = one_request(&mut ep);
         ep.respond(now, req.id, content("x"), None);
         one_transmit(&mut ep).header.message_id
@@ -96,18 +82,12 @@ fn rfc7252_4_4_message_ids_start_randomly_and_depend_on_the_seed() {
 
 #[test]
 fn rfc7252_4_4_message_ids_are_not_reused_within_exchange_lifetime() {
-    let mut ep = Endpoint::new(Config {
-        max_exchanges: 16,
-        ..config()
-    });
-    let now = Instant::now();
+    let (mut ep, now) = fresh_with(|c| c.max_exchanges = 16);
     let mut seen = std::collections::HashSet::new();
     let mut sent = 0u32;
     for i in 0..70_000u32 {
-        send(
-            &mut ep,
+        ep.feed(
             now,
-            PEER,
             &Msg::non(RequestType::Get, (i % 65_536) as u16).path("r/T"),
         );
         let Some(Event::Request(req)) = ep.poll_event() else {
@@ -124,10 +104,8 @@ fn rfc7252_4_4_message_ids_are_not_reused_within_exchange_lifetime() {
     assert!(ep.stats().message_ids_exhausted > 0);
     // After EXCHANGE_LIFETIME the IDs become usable again.
     let later = now + Duration::from_secs(248);
-    send(
-        &mut ep,
+    ep.feed(
         later,
-        PEER,
         &Msg::non(RequestType::Get, 9).token(b"z").path("r/T"),
     );
     let req = one_request(&mut ep);
@@ -137,15 +115,16 @@ fn rfc7252_4_4_message_ids_are_not_reused_within_exchange_lifetime() {
 
 #[test]
 fn rfc7252_4_5_duplicate_con_is_answered_from_cache() {
-    let mut ep = endpoint();
-    let now = Instant::now();
-    let msg = Msg::con(RequestType::Put, 7)
-        .token(b"a")
-        .path("r/T")
-        .payload(b"1");
-    send(&mut ep, now, PEER, &msg);
-    let req = one_request(&mut ep);
-    ep.respond(now, req.id, Response::new(ResponseType::Changed), None);
+    let (mut ep, now) = fresh();
+    let msg = Msg::con(RequestType::Put, 7).token(b"a");
+    let msg = msg.path("r/T").payload(b"1");
+    answered(
+        &mut ep,
+        now,
+        msg.clone(),
+        Response::new(ResponseType::Changed),
+        None,
+    );
     let first = ep.poll_transmit().unwrap();
     send(&mut ep, at(now, 3.0), PEER, &msg);
     assert!(
@@ -158,13 +137,12 @@ fn rfc7252_4_5_duplicate_con_is_answered_from_cache() {
 
 #[test]
 fn rfc7252_4_5_duplicate_con_in_processing_emits_one_request() {
-    let mut ep = endpoint();
-    let now = Instant::now();
+    let (mut ep, now) = fresh();
     let msg = Msg::con(RequestType::Put, 8)
         .token(b"a")
         .path("r/T")
         .payload(b"1");
-    send(&mut ep, now, PEER, &msg);
+    ep.feed(now, &msg);
     send(&mut ep, at(now, 2.0), PEER, &msg);
     let req = one_request(&mut ep);
     assert!(transmits(&mut ep).is_empty());
@@ -177,59 +155,38 @@ fn rfc7252_4_5_duplicate_con_in_processing_emits_one_request() {
 
 #[test]
 fn rfc7252_4_5_deduplication_expires_after_exchange_lifetime() {
-    let mut ep = endpoint();
-    let now = Instant::now();
+    let (mut ep, now) = fresh();
     let msg = Msg::con(RequestType::Post, 9).path("r/T").payload(b"1");
-    send(&mut ep, now, PEER, &msg);
+    ep.feed(now, &msg);
     let req = one_request(&mut ep);
     ep.respond(now, req.id, Response::new(ResponseType::Changed), None);
     transmits(&mut ep);
     let later = at(now, 248.0);
     assert!(ep.poll_timeout().is_some_and(|t| t <= later));
     ep.handle_timeout(later);
-    send(&mut ep, later, PEER, &msg);
+    ep.feed(later, &msg);
     one_request(&mut ep);
 }
 
 #[test]
 fn rfc7252_4_5_deduplication_cache_is_bounded() {
-    let mut ep = Endpoint::new(Config {
-        max_exchanges: 2,
-        ..config()
-    });
-    let now = Instant::now();
+    let (mut ep, now) = fresh_with(|c| c.max_exchanges = 2);
     for mid in [1, 2, 3] {
-        send(
-            &mut ep,
-            now,
-            PEER,
-            &Msg::con(RequestType::Post, mid).path("r/T"),
-        );
+        ep.feed(now, &Msg::con(RequestType::Post, mid).path("r/T"));
         let req = one_request(&mut ep);
         ep.respond(now, req.id, Response::new(ResponseType::Changed), None);
     }
     transmits(&mut ep);
     // MID 1 was evicted (oldest) and is processed again; MID 3 is still cached.
-    send(
-        &mut ep,
-        now,
-        PEER,
-        &Msg::con(RequestType::Post, 1).path("r/T"),
-    );
+    ep.feed(now, &Msg::con(RequestType::Post, 1).path("r/T"));
     one_request(&mut ep);
-    send(
-        &mut ep,
-        now,
-        PEER,
-        &Msg::con(RequestType::Post, 3).path("r/T"),
-    );
+    ep.feed(now, &Msg::con(RequestType::Post, 3).path("r/T"));
     assert!(events(&mut ep).is_empty());
 }
 
 #[test]
 fn rfc7252_4_2_empty_ack_and_rst_for_unknown_mids_are_ignored() {
-    let mut ep = endpoint();
-    let now = Instant::now();
+    let (mut ep, now) = fresh();
     ep.handle_datagram(now, addr(PEER), &[0x60, 0x00, 0, 1]);
     ep.handle_datagram(now, addr(PEER), &[0x70, 0x00, 0, 2]);
     assert!(transmits(&mut ep).is_empty());
@@ -238,8 +195,7 @@ fn rfc7252_4_2_empty_ack_and_rst_for_unknown_mids_are_ignored() {
 
 #[test]
 fn rfc7252_4_2_con_with_response_or_reserved_code_is_rejected_with_rst() {
-    let mut ep = endpoint();
-    let now = Instant::now();
+    let (mut ep, now) = fresh();
     for code in [0x45u8, 0x20, 0xE0] {
         ep.handle_datagram(now, addr(PEER), &[0x40, code, 0, 5]);
         let rst = one_transmit(&mut ep);
@@ -256,14 +212,8 @@ fn rfc7252_4_2_con_with_response_or_reserved_code_is_rejected_with_rst() {
 
 #[test]
 fn rfc7252_5_4_1_unrecognized_critical_option_in_con_is_4_02() {
-    let mut ep = endpoint();
-    let now = Instant::now();
-    send(
-        &mut ep,
-        now,
-        PEER,
-        &Msg::get(11).token(b"t").path("r/T").opt(2049, b"x"),
-    );
+    let (mut ep, now) = fresh();
+    ep.feed(now, &Msg::get(11).token(b"t").path("r/T").opt(2049, b"x"));
     assert!(events(&mut ep).is_empty());
     let ack = one_transmit(&mut ep);
     assert!(is(&ack, ResponseType::BadOption));
@@ -271,17 +221,15 @@ fn rfc7252_5_4_1_unrecognized_critical_option_in_con_is_4_02() {
     assert_eq!(ack.get_token(), b"t");
     assert_eq!(ack.payload, b"unrecognized critical option 2049");
     // OSCORE (9) is critical and not supported either.
-    send(&mut ep, now, PEER, &Msg::get(12).path("r/T").opt(9, b""));
+    ep.feed(now, &Msg::get(12).path("r/T").opt(9, b""));
     assert!(is(&one_transmit(&mut ep), ResponseType::BadOption));
 }
 
 #[test]
 fn rfc7252_5_4_1_unrecognized_critical_option_in_non_is_rejected() {
     let mut ep = endpoint();
-    send(
-        &mut ep,
+    ep.feed(
         Instant::now(),
-        PEER,
         &Msg::non(RequestType::Get, 13).path("r/T").opt(65001, b""),
     );
     assert!(events(&mut ep).is_empty());
@@ -293,28 +241,15 @@ fn rfc7252_5_4_1_unrecognized_critical_option_in_non_is_rejected() {
 #[test]
 fn rfc7252_5_4_1_unrecognized_elective_option_is_ignored() {
     let mut ep = endpoint();
-    send(
-        &mut ep,
-        Instant::now(),
-        PEER,
-        &Msg::get(14).path("r/T").opt(2048, b"x"),
-    );
+    ep.feed(Instant::now(), &Msg::get(14).path("r/T").opt(2048, b"x"));
     assert_eq!(one_request(&mut ep).path, ["r", "T"]);
 }
 
 #[test]
 fn rfc7252_5_4_5_repeated_critical_option_is_4_02() {
-    let mut ep = endpoint();
-    let now = Instant::now();
-    send(
-        &mut ep,
-        now,
-        PEER,
-        &Msg::get(15).path("r/T").uint(17, 50).uint(17, 0),
-    );
-    let ack = one_transmit(&mut ep);
-    assert!(is(&ack, ResponseType::BadOption));
-    assert!(events(&mut ep).is_empty());
+    let (mut ep, now) = fresh();
+    ep.feed(now, &Msg::get(15).path("r/T").uint(17, 50).uint(17, 0));
+    refused(&mut ep, ResponseType::BadOption);
 }
 
 #[test]
@@ -335,30 +270,19 @@ fn rfc7252_5_4_5_repeated_elective_option_keeps_the_first() {
 #[test]
 fn rfc7252_5_4_3_critical_option_with_bad_length_is_4_02() {
     let mut ep = endpoint();
-    send(
-        &mut ep,
-        Instant::now(),
-        PEER,
-        &Msg::get(17).path("r/T").opt(5, b"x"),
-    );
+    ep.feed(Instant::now(), &Msg::get(17).path("r/T").opt(5, b"x"));
     assert!(is(&one_transmit(&mut ep), ResponseType::BadOption));
 }
 
 #[test]
 fn rfc7252_5_10_2_proxy_options_are_5_05() {
-    let mut ep = endpoint();
-    let now = Instant::now();
-    send(
-        &mut ep,
-        now,
-        PEER,
-        &Msg::get(18).opt(35, b"coap://example/"),
-    );
+    let (mut ep, now) = fresh();
+    ep.feed(now, &Msg::get(18).opt(35, b"coap://example/"));
     assert!(is(
         &one_transmit(&mut ep),
         ResponseType::ProxyingNotSupported
     ));
-    send(&mut ep, now, PEER, &Msg::get(19).opt(39, b"http"));
+    ep.feed(now, &Msg::get(19).opt(39, b"http"));
     assert!(is(
         &one_transmit(&mut ep),
         ResponseType::ProxyingNotSupported
@@ -369,24 +293,18 @@ fn rfc7252_5_10_2_proxy_options_are_5_05() {
 #[test]
 fn rfc7252_5_8_unsupported_method_is_4_05() {
     let mut ep = endpoint();
-    send(
-        &mut ep,
+    ep.feed(
         Instant::now(),
-        PEER,
         &Msg::con(RequestType::Fetch, 20).path("r/T"),
     );
-    let ack = one_transmit(&mut ep);
-    assert!(is(&ack, ResponseType::MethodNotAllowed));
-    assert!(events(&mut ep).is_empty());
+    refused(&mut ep, ResponseType::MethodNotAllowed);
 }
 
 #[test]
 fn rfc7252_5_10_1_non_utf8_uri_path_is_4_00() {
     let mut ep = endpoint();
-    send(
-        &mut ep,
+    ep.feed(
         Instant::now(),
-        PEER,
         &Msg::get(21).opt(11, b"r").opt(11, &[0xFF, 0xFE]),
     );
     let ack = one_transmit(&mut ep);
@@ -411,7 +329,7 @@ fn rfc7252_5_10_request_options_are_parsed() {
         .opt(5, b"")
         .opt(3, b"example.com")
         .payload(b"{}");
-    send(&mut ep, Instant::now(), PEER, &msg);
+    ep.feed(Instant::now(), &msg);
     let r = one_request(&mut ep);
     assert_eq!(r.method, Method::Put);
     assert_eq!(r.path, ["r", "a", "b"]);
@@ -427,8 +345,7 @@ fn rfc7252_5_10_request_options_are_parsed() {
 
 #[test]
 fn rfc7252_3_malformed_datagrams_are_dropped_and_counted() {
-    let mut ep = endpoint();
-    let now = Instant::now();
+    let (mut ep, now) = fresh();
     let bad: [&[u8]; 5] = [
         &[0x40, 0x01],             // truncated header
         &[0x80, 0x01, 0, 1],       // version 2: silently ignored
@@ -459,9 +376,8 @@ fn rfc7252_3_malformed_datagrams_are_dropped_and_counted() {
 
 #[test]
 fn rfc7252_4_6_large_response_is_never_truncated() {
-    let mut ep = endpoint();
-    let now = Instant::now();
-    send(&mut ep, now, PEER, &Msg::get(23).path("r/T"));
+    let (mut ep, now) = fresh();
+    ep.feed(now, &Msg::get(23).path("r/T"));
     let req = one_request(&mut ep);
     let body = vec![b'a'; 5000];
     ep.respond(
@@ -477,7 +393,7 @@ fn rfc7252_4_6_large_response_is_never_truncated() {
     assert_eq!(uint_opt(&p, 28), Some(5000));
 
     // Options that cannot fit become a 5.00 diagnostic, never a cut message.
-    send(&mut ep, now, PEER, &Msg::get(24).path("r/T"));
+    ep.feed(now, &Msg::get(24).path("r/T"));
     let req = one_request(&mut ep);
     let huge = Response {
         location_path: vec!["x".repeat(200); 8],
@@ -491,9 +407,8 @@ fn rfc7252_4_6_large_response_is_never_truncated() {
 
 #[test]
 fn rfc7252_4_8_unanswered_request_expires_and_late_respond_is_counted() {
-    let mut ep = endpoint();
-    let now = Instant::now();
-    send(&mut ep, now, PEER, &Msg::get(25).path("r/T"));
+    let (mut ep, now) = fresh();
+    ep.feed(now, &Msg::get(25).path("r/T"));
     let req = one_request(&mut ep);
     ep.handle_timeout(at(now, 300.0));
     ep.respond(at(now, 300.0), req.id, content("x"), None);
@@ -504,36 +419,27 @@ fn rfc7252_4_8_unanswered_request_expires_and_late_respond_is_counted() {
 
 #[test]
 fn rfc7252_pending_cap_answers_5_03() {
-    let mut ep = Endpoint::new(Config {
-        max_pending_requests: 1,
-        ..config()
-    });
-    let now = Instant::now();
-    send(&mut ep, now, PEER, &Msg::get(26).path("r/T"));
+    let (mut ep, now) = fresh_with(|c| c.max_pending_requests = 1);
+    ep.feed(now, &Msg::get(26).path("r/T"));
     one_request(&mut ep);
-    send(&mut ep, now, PEER, &Msg::get(27).path("r/T"));
+    ep.feed(now, &Msg::get(27).path("r/T"));
     assert!(events(&mut ep).is_empty());
     assert!(is(&one_transmit(&mut ep), ResponseType::ServiceUnavailable));
 }
 
 #[test]
 fn rfc7967_no_response_suppresses_non_answers() {
-    let mut ep = endpoint();
-    let now = Instant::now();
-    send(
-        &mut ep,
+    let (mut ep, now) = fresh();
+    ep.feed(
         now,
-        PEER,
         &Msg::non(RequestType::Put, 28).path("r/T").uint(258, 2),
     );
     let req = one_request(&mut ep);
     ep.respond(now, req.id, Response::new(ResponseType::Changed), None);
     assert!(transmits(&mut ep).is_empty());
     // For a CON the exchange still needs an (empty) ACK.
-    send(
-        &mut ep,
+    ep.feed(
         now,
-        PEER,
         &Msg::con(RequestType::Put, 29).path("r/T").uint(258, 2),
     );
     let req = one_request(&mut ep);

@@ -7,13 +7,47 @@ use std::time::Instant;
 
 use coap_lite::{CoapOption, MessageType, ResponseType};
 use common::*;
-use ponte_coap::{Config, Endpoint, Event, Response};
+use ponte_coap::{Endpoint, Event, Response};
 
 /// Sends an empty ACK or RST for `mid` from `peer`.
 fn empty(ep: &mut Endpoint, now: Instant, peer: &str, rst: bool, mid: u16) {
     let [hi, lo] = mid.to_be_bytes();
     let first = if rst { 0x70 } else { 0x60 };
     ep.handle_datagram(now, addr(peer), &[first, 0, hi, lo]);
+}
+
+/// A fresh endpoint where [`PEER`] observes "T" with token "ob" (MID 1), and the instant.
+fn observed() -> (Endpoint, Instant) {
+    let (mut ep, now) = fresh();
+    observe(&mut ep, now, PEER, 1, b"ob");
+    (ep, now)
+}
+
+/// [`observed`], and the first notification of "T" ("v1", CON) sent to the observer.
+fn notified() -> (Endpoint, Instant, coap_lite::Packet) {
+    let (mut ep, now) = observed();
+    ep.notify(now, "T", content("v1"));
+    let n = one_transmit(&mut ep);
+    (ep, now, n)
+}
+
+/// The only event is the end of the last observation of "T".
+fn assert_last_observation_ended(ep: &mut Endpoint) {
+    let ended = Event::ObservationEnded {
+        resource: "T".into(),
+        remaining: 0,
+    };
+    assert_eq!(events(ep), [ended]);
+}
+
+/// The registration GET /r/T with Observe=0 and token "ob", as MID `mid`.
+fn registration(mid: u16) -> Msg {
+    Msg::get(mid).token(b"ob").observe(0).path("r/T")
+}
+
+/// A 4.04 Not Found.
+fn not_found() -> Response {
+    Response::new(ResponseType::NotFound)
 }
 
 #[test]
@@ -28,33 +62,18 @@ fn rfc7641_3_1_registration_response_carries_observe() {
 
 #[test]
 fn rfc7641_4_1_non_2xx_answer_does_not_register() {
-    let mut ep = endpoint();
-    let now = Instant::now();
-    send(
-        &mut ep,
-        now,
-        PEER,
-        &Msg::get(1).token(b"ob").observe(0).path("r/T"),
-    );
-    let req = one_request(&mut ep);
-    ep.respond(
-        now,
-        req.id,
-        Response::new(ResponseType::NotFound),
-        Some("T".into()),
-    );
+    let (mut ep, now) = fresh();
+    answered(&mut ep, now, registration(1), not_found(), Some("T"));
     let ack = one_transmit(&mut ep);
-    assert!(ack.get_option(CoapOption::Observe).is_none());
+    assert!(ack.get_option(CoapOption::Observe).is_none(), "{ack:?}");
     assert_eq!(ep.observer_count("T"), 0);
 }
 
 #[test]
 fn rfc7641_4_1_observe_is_only_honoured_for_get_with_observe_0() {
-    let mut ep = endpoint();
-    let now = Instant::now();
-    send(&mut ep, now, PEER, &Msg::get(1).token(b"ob").path("r/T"));
-    let req = one_request(&mut ep);
-    ep.respond(now, req.id, content("v"), Some("T".into()));
+    let (mut ep, now) = fresh();
+    let get = Msg::get(1).token(b"ob").path("r/T");
+    answered(&mut ep, now, get, content("v"), Some("T"));
     assert!(one_transmit(&mut ep)
         .get_option(CoapOption::Observe)
         .is_none());
@@ -63,8 +82,7 @@ fn rfc7641_4_1_observe_is_only_honoured_for_get_with_observe_0() {
 
 #[test]
 fn rfc7641_4_1_reregistration_with_same_token_replaces() {
-    let mut ep = endpoint();
-    let now = Instant::now();
+    let (mut ep, now) = fresh();
     let first = observe(&mut ep, now, PEER, 1, b"ob");
     let second = observe(&mut ep, now, PEER, 2, b"ob");
     assert_eq!(ep.observer_count("T"), 1);
@@ -77,8 +95,7 @@ fn rfc7641_4_1_reregistration_with_same_token_replaces() {
 
 #[test]
 fn rfc7641_4_4_notifications_are_con_with_token_fresh_mid_and_increasing_sequence() {
-    let mut ep = endpoint();
-    let now = Instant::now();
+    let (mut ep, now) = fresh();
     let reg = observe(&mut ep, now, PEER, 1, b"ob");
     let mut last_seq = uint_opt(&reg, 6).unwrap();
     let mut mids = std::collections::HashSet::new();
@@ -100,20 +117,10 @@ fn rfc7641_4_4_notifications_are_con_with_token_fresh_mid_and_increasing_sequenc
 
 #[test]
 fn rfc7641_3_6_rst_deregisters() {
-    let mut ep = endpoint();
-    let now = Instant::now();
-    observe(&mut ep, now, PEER, 1, b"ob");
-    ep.notify(now, "T", content("v1"));
-    let n = one_transmit(&mut ep);
+    let (mut ep, now, n) = notified();
     empty(&mut ep, now, PEER, true, n.header.message_id);
     assert_eq!(ep.observer_count("T"), 0);
-    assert_eq!(
-        events(&mut ep),
-        [Event::ObservationEnded {
-            resource: "T".into(),
-            remaining: 0
-        }]
-    );
+    assert_last_observation_ended(&mut ep);
     assert_eq!(ep.stats().observers_reset, 1);
     ep.notify(now, "T", content("v2"));
     assert!(transmits(&mut ep).is_empty());
@@ -121,26 +128,15 @@ fn rfc7641_3_6_rst_deregisters() {
 
 #[test]
 fn rfc7641_3_6_rst_from_another_peer_does_not_deregister() {
-    let mut ep = endpoint();
-    let now = Instant::now();
-    observe(&mut ep, now, PEER, 1, b"ob");
-    ep.notify(now, "T", content("v1"));
-    let n = one_transmit(&mut ep);
+    let (mut ep, now, n) = notified();
     empty(&mut ep, now, PEER2, true, n.header.message_id);
     assert_eq!(ep.observer_count("T"), 1);
 }
 
 #[test]
 fn rfc7641_3_6_get_with_observe_1_deregisters() {
-    let mut ep = endpoint();
-    let now = Instant::now();
-    observe(&mut ep, now, PEER, 1, b"ob");
-    send(
-        &mut ep,
-        now,
-        PEER,
-        &Msg::get(2).token(b"ob").observe(1).path("r/T"),
-    );
+    let (mut ep, now) = observed();
+    ep.feed(now, &Msg::get(2).token(b"ob").observe(1).path("r/T"));
     let evs = events(&mut ep);
     assert_eq!(
         evs[0],
@@ -162,31 +158,24 @@ fn rfc7641_3_6_get_with_observe_1_deregisters() {
 
 #[test]
 fn rfc7641_3_6_plain_get_with_another_token_keeps_observation() {
-    let mut ep = endpoint();
-    let now = Instant::now();
-    observe(&mut ep, now, PEER, 1, b"ob");
-    send(&mut ep, now, PEER, &Msg::get(2).token(b"other").path("r/T"));
-    let req = one_request(&mut ep);
-    ep.respond(now, req.id, content("v"), None);
-    transmits(&mut ep);
-    // Observe=1 with a different token does not cancel either.
-    send(
+    let (mut ep, now) = observed();
+    answered(
         &mut ep,
         now,
-        PEER,
-        &Msg::get(3).token(b"other").observe(1).path("r/T"),
+        Msg::get(2).token(b"other").path("r/T"),
+        content("v"),
+        None,
     );
+    transmits(&mut ep);
+    // Observe=1 with a different token does not cancel either.
+    ep.feed(now, &Msg::get(3).token(b"other").observe(1).path("r/T"));
     one_request(&mut ep);
     assert_eq!(ep.observer_count("T"), 1);
 }
 
 #[test]
 fn rfc7641_4_5_ack_stops_retransmission() {
-    let mut ep = endpoint();
-    let now = Instant::now();
-    observe(&mut ep, now, PEER, 1, b"ob");
-    ep.notify(now, "T", content("v1"));
-    let n = one_transmit(&mut ep);
+    let (mut ep, now, n) = notified();
     empty(&mut ep, at(now, 1.0), PEER, false, n.header.message_id);
     ep.handle_timeout(at(now, 100.0));
     assert!(transmits(&mut ep).is_empty());
@@ -195,11 +184,7 @@ fn rfc7641_4_5_ack_stops_retransmission() {
 
 #[test]
 fn rfc7641_4_5_unacknowledged_notification_drops_observer_after_max_retransmit() {
-    let mut ep = endpoint();
-    let now = Instant::now();
-    observe(&mut ep, now, PEER, 1, b"ob");
-    ep.notify(now, "T", content("v1"));
-    let n = one_transmit(&mut ep);
+    let (mut ep, now, n) = notified();
     let mut deadlines = Vec::new();
     let mut t = now;
     while let Some(deadline) = ep.poll_timeout().filter(|d| *d < at(now, 200.0)) {
@@ -222,22 +207,12 @@ fn rfc7641_4_5_unacknowledged_notification_drops_observer_after_max_retransmit()
     }
     assert_eq!(ep.stats().retransmissions, 4);
     assert_eq!(ep.stats().observers_dropped, 1);
-    assert_eq!(
-        events(&mut ep),
-        [Event::ObservationEnded {
-            resource: "T".into(),
-            remaining: 0
-        }]
-    );
+    assert_last_observation_ended(&mut ep);
 }
 
 #[test]
 fn rfc7641_4_5_2_newer_value_replaces_outstanding_notification() {
-    let mut ep = endpoint();
-    let now = Instant::now();
-    observe(&mut ep, now, PEER, 1, b"ob");
-    ep.notify(now, "T", content("v1"));
-    let first = one_transmit(&mut ep);
+    let (mut ep, now, first) = notified();
     ep.notify(now, "T", content("v2"));
     ep.notify(now, "T", content("v3"));
     assert!(
@@ -258,11 +233,7 @@ fn rfc7641_4_5_2_newer_value_replaces_outstanding_notification() {
 
 #[test]
 fn rfc7641_4_5_2_newer_value_is_sent_when_outstanding_one_is_acknowledged() {
-    let mut ep = endpoint();
-    let now = Instant::now();
-    observe(&mut ep, now, PEER, 1, b"ob");
-    ep.notify(now, "T", content("v1"));
-    let first = one_transmit(&mut ep);
+    let (mut ep, now, first) = notified();
     ep.notify(now, "T", content("v2"));
     empty(&mut ep, now, PEER, false, first.header.message_id);
     let next = one_transmit(&mut ep);
@@ -272,11 +243,10 @@ fn rfc7641_4_5_2_newer_value_is_sent_when_outstanding_one_is_acknowledged() {
 
 #[test]
 fn rfc7641_3_2_end_observations_sends_final_response_without_observe() {
-    let mut ep = endpoint();
-    let now = Instant::now();
+    let (mut ep, now) = fresh();
     observe(&mut ep, now, PEER, 1, b"o1");
     observe(&mut ep, now, PEER2, 1, b"o2");
-    ep.end_observations(now, "T", Response::new(ResponseType::NotFound));
+    ep.end_observations(now, "T", not_found());
     let finals = transmits(&mut ep);
     assert_eq!(finals.len(), 2);
     for (peer, p) in &finals {
@@ -304,9 +274,7 @@ fn rfc7641_3_2_end_observations_sends_final_response_without_observe() {
 
 #[test]
 fn rfc7641_4_2_non_2xx_notify_ends_observations() {
-    let mut ep = endpoint();
-    let now = Instant::now();
-    observe(&mut ep, now, PEER, 1, b"ob");
+    let (mut ep, now) = observed();
     ep.notify(now, "T", Response::new(ResponseType::NotAcceptable));
     let p = one_transmit(&mut ep);
     assert!(p.get_option(CoapOption::Observe).is_none());
@@ -315,22 +283,9 @@ fn rfc7641_4_2_non_2xx_notify_ends_observations() {
 
 #[test]
 fn rfc7641_4_1_failed_reregistration_removes_the_observation() {
-    let mut ep = endpoint();
-    let now = Instant::now();
-    observe(&mut ep, now, PEER, 1, b"ob");
-    send(
-        &mut ep,
-        now,
-        PEER,
-        &Msg::get(2).token(b"ob").observe(0).path("r/T"),
-    );
-    let req = one_request(&mut ep);
-    ep.respond(
-        now,
-        req.id,
-        Response::new(ResponseType::NotFound),
-        Some("T".into()),
-    );
+    let (mut ep, now) = observed();
+    // The same registration again, refused this time.
+    answered(&mut ep, now, registration(2), not_found(), Some("T"));
     assert_eq!(ep.observer_count("T"), 0);
     assert!(matches!(
         events(&mut ep)[..],
@@ -340,35 +295,17 @@ fn rfc7641_4_1_failed_reregistration_removes_the_observation() {
 
 #[test]
 fn rfc7641_4_1_reregistration_for_another_resource_moves_the_observation() {
-    let mut ep = endpoint();
-    let now = Instant::now();
-    observe(&mut ep, now, PEER, 1, b"ob");
-    send(
-        &mut ep,
-        now,
-        PEER,
-        &Msg::get(2).token(b"ob").observe(0).path("r/U"),
-    );
-    let req = one_request(&mut ep);
-    ep.respond(now, req.id, content("u"), Some("U".into()));
+    let (mut ep, now) = observed();
+    let elsewhere = Msg::get(2).token(b"ob").observe(0).path("r/U");
+    answered(&mut ep, now, elsewhere, content("u"), Some("U"));
     assert_eq!(ep.observer_count("T"), 0);
     assert_eq!(ep.observer_count("U"), 1);
-    assert_eq!(
-        events(&mut ep),
-        [Event::ObservationEnded {
-            resource: "T".into(),
-            remaining: 0
-        }]
-    );
+    assert_last_observation_ended(&mut ep);
 }
 
 #[test]
 fn rfc7641_4_1_observer_cap_answers_without_observe() {
-    let mut ep = Endpoint::new(Config {
-        max_observers: 1,
-        ..config()
-    });
-    let now = Instant::now();
+    let (mut ep, now) = fresh_with(|c| c.max_observers = 1);
     observe(&mut ep, now, PEER, 1, b"o1");
     let second = observe(&mut ep, now, PEER, 2, b"o2");
     assert!(second.get_option(CoapOption::Observe).is_none());

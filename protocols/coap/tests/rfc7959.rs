@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use coap_lite::{CoapOption, Packet, RequestType, ResponseType};
 use common::*;
-use ponte_coap::{Config, Endpoint, Response};
+use ponte_coap::{Endpoint, Response};
 
 /// A 2.05 with `len` bytes counting 0..=255 and an explicit ETag.
 fn big(len: usize) -> Response {
@@ -87,10 +87,7 @@ fn rfc7959_2_4_early_negotiation_client_may_lower_the_size() {
 
 #[test]
 fn rfc7959_2_4_server_lowers_a_larger_client_size() {
-    let mut ep = Endpoint::new(Config {
-        block_size: 256,
-        ..config()
-    });
+    let (mut ep, _) = fresh_with(|c| c.block_size = 256);
     // Client asks for block 1 of 1024 bytes: the server answers the same
     // offset (1024) in its 256-byte blocks, i.e. NUM 4.
     let p = get_block(&mut ep, 1, Some((1, 6)), big(3000));
@@ -116,8 +113,7 @@ fn rfc7959_2_4_small_response_with_block2_0_is_a_single_block() {
 
 #[test]
 fn rfc7959_2_6_notification_carries_only_the_first_block() {
-    let mut ep = endpoint();
-    let now = Instant::now();
+    let (mut ep, now) = fresh();
     observe(&mut ep, now, PEER, 1, b"ob");
     ep.notify(now, "T", big(3000));
     let n = one_transmit(&mut ep);
@@ -197,10 +193,7 @@ fn rfc7959_2_5_block1_gap_is_4_08() {
 
 #[test]
 fn rfc7959_2_9_3_block1_over_max_body_size_is_4_13_with_size1() {
-    let mut ep = Endpoint::new(Config {
-        max_body_size: 100,
-        ..config()
-    });
+    let (mut ep, _) = fresh_with(|c| c.max_body_size = 100);
     let body = vec![1u8; 300];
     put_block(&mut ep, PEER, 1, None, &body, 0, 2);
     let p = put_block(&mut ep, PEER, 2, None, &body, 1, 2);
@@ -212,7 +205,7 @@ fn rfc7959_2_9_3_block1_over_max_body_size_is_4_13_with_size1() {
         .uint(60, 5000)
         .block(27, 0, true, 2)
         .payload(&[0; 64]);
-    send(&mut ep, Instant::now(), PEER, &msg);
+    ep.feed(Instant::now(), &msg);
     assert!(is(
         &one_transmit(&mut ep),
         ResponseType::RequestEntityTooLarge

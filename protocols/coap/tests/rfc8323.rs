@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use coap_lite::{CoapOption, MessageClass, Packet, RequestType, ResponseType};
-use common::{addr, at, config, content, Msg, PEER};
+use common::{addr, at, config, content, parse_tcp_frame, Msg, PEER};
 use ponte_coap::tcp::to_tcp;
 use ponte_coap::{Config, Event, Request, Response, TcpConnection};
 
@@ -35,26 +35,10 @@ fn csm() -> Vec<u8> {
 /// Decodes the frames in `bytes` into packets (datagram layout restored).
 fn decode_all(mut bytes: &[u8]) -> Vec<Packet> {
     let mut out = Vec::new();
-    while let Some(&b0) = bytes.first() {
-        let (nib, tkl) = (b0 >> 4, usize::from(b0 & 0x0F));
-        let ext = match nib {
-            13 => 1,
-            14 => 2,
-            15 => 4,
-            _ => 0,
-        };
-        let len = match ext {
-            0 => usize::from(nib),
-            1 => usize::from(bytes[1]) + 13,
-            2 => usize::from(u16::from_be_bytes([bytes[1], bytes[2]])) + 269,
-            _ => u32::from_be_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]) as usize + 65_805,
-        };
-        let code = bytes[1 + ext];
-        let start = 2 + ext;
-        let mut d = vec![0x40 | tkl as u8, code, 0, 0];
-        d.extend_from_slice(&bytes[start..start + tkl + len]);
-        out.push(Packet::from_bytes(&d).expect("we emit valid CoAP over TCP"));
-        bytes = &bytes[start + tkl + len..];
+    while !bytes.is_empty() {
+        let (p, used) = parse_tcp_frame(bytes).expect("whole frames");
+        out.push(p);
+        bytes = &bytes[used..];
     }
     out
 }
@@ -64,6 +48,14 @@ fn drain(c: &mut TcpConnection) -> Vec<Packet> {
         .flat_map(|b| b.to_vec())
         .collect();
     decode_all(&bytes)
+}
+
+/// A connection from [`PEER`] that has sent its own CSM (drained), and the instant.
+fn opened() -> (TcpConnection, Instant) {
+    let t0 = Instant::now();
+    let mut c = TcpConnection::new(config(), t0, addr(PEER));
+    drain(&mut c);
+    (c, t0)
 }
 
 fn requests(c: &mut TcpConnection) -> Vec<Request> {
@@ -115,18 +107,14 @@ fn rfc8323_5_3_server_sends_csm_first_with_max_message_size() {
 
 #[test]
 fn rfc8323_5_3_peer_csm_max_message_size_is_honoured() {
-    let t0 = Instant::now();
-    let mut c = TcpConnection::new(config(), t0, addr(PEER));
-    drain(&mut c);
+    let (mut c, t0) = opened();
     c.handle_bytes(t0, &signal(1, &[], &[(2, 4000)]));
     assert_eq!(c.peer_max_message_size(), 4000);
 }
 
 #[test]
 fn rfc8323_5_3_a_request_before_the_csm_aborts() {
-    let t0 = Instant::now();
-    let mut c = TcpConnection::new(config(), t0, addr(PEER));
-    drain(&mut c);
+    let (mut c, t0) = opened();
     c.handle_bytes(t0, &frame(&Msg::get(0).token(b"t").path("r/T")));
     assert!(c.is_closed());
     let out = drain(&mut c);
@@ -137,9 +125,7 @@ fn rfc8323_5_3_a_request_before_the_csm_aborts() {
 
 #[test]
 fn rfc8323_5_3_unknown_critical_csm_option_aborts_with_bad_csm_option() {
-    let t0 = Instant::now();
-    let mut c = TcpConnection::new(config(), t0, addr(PEER));
-    drain(&mut c);
+    let (mut c, t0) = opened();
     c.handle_bytes(t0, &signal(1, &[], &[(9, 1)]));
     let out = drain(&mut c);
     assert_eq!(code_byte(&out[0]), 0xE5);
@@ -149,9 +135,7 @@ fn rfc8323_5_3_unknown_critical_csm_option_aborts_with_bad_csm_option() {
 
 #[test]
 fn rfc8323_5_3_missing_csm_times_out() {
-    let t0 = Instant::now();
-    let mut c = TcpConnection::new(config(), t0, addr(PEER));
-    drain(&mut c);
+    let (mut c, t0) = opened();
     let deadline = c.poll_timeout().expect("CSM timer");
     assert_eq!(deadline, t0 + config().csm_timeout);
     c.handle_timeout(at(t0, 1.0));

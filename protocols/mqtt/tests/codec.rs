@@ -1,7 +1,10 @@
 //! Codec tests: one test per specification clause the decoder enforces, plus property tests
 //! (no panic on arbitrary input, encode/decode identity on valid packets).
 
+mod common;
+
 use bytes::{Bytes, BytesMut};
+use common::*;
 use ponte_mqtt::*;
 use proptest::prelude::*;
 
@@ -351,7 +354,7 @@ fn trailing_bytes_inside_remaining_length_rejected() {
         })
     );
     let mut bytes = raw_connect("MQTT", 4, 0b10, &[0, 1, b'c', 7]);
-    bytes[1] = (bytes.len() - 2) as u8;
+    fix_length(&mut bytes);
     assert!(matches!(
         dec(&bytes),
         Err(DecodeError::TrailingBytes {
@@ -380,14 +383,6 @@ fn text() -> impl Strategy<Value = String> {
 
 fn topic() -> impl Strategy<Value = String> {
     "[^\u{0}+#]{1,12}"
-}
-
-fn qos() -> impl Strategy<Value = QoS> {
-    prop_oneof![
-        Just(QoS::AtMostOnce),
-        Just(QoS::AtLeastOnce),
-        Just(QoS::ExactlyOnce)
-    ]
 }
 
 fn bin() -> impl Strategy<Value = Bytes> {
@@ -423,13 +418,13 @@ fn connect_strategy() -> impl Strategy<Value = Connect> {
                     None => (None, None),
                 };
                 Connect {
+                    will,
+                    username,
+                    password,
                     protocol,
                     client_id,
                     clean_session,
                     keep_alive,
-                    username,
-                    password,
-                    will,
                 }
             },
         )

@@ -1,10 +1,13 @@
 //! Connection state machine tests, named after the clause they check. A fake clock
 //! (`Instant` + `Duration`) makes every timer deterministic; no sockets.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
+use common::*;
 use ponte_mqtt::*;
 
 fn enc(p: &Packet) -> BytesMut {
@@ -38,17 +41,8 @@ struct H {
 
 impl H {
     fn new() -> H {
-        let t0 = Instant::now();
-        H {
-            conn: Connection::new(
-                t0,
-                Config {
-                    max_inflight: 2,
-                    ..Config::default()
-                },
-            ),
-            t0,
-        }
+        let (conn, t0) = machine(|c| c.max_inflight = 2);
+        H { conn, t0 }
     }
 
     fn at(&self, secs: u64) -> Instant {
@@ -83,6 +77,47 @@ impl H {
         h.conn.accept(now, false, None);
         assert_eq!(h.sent(), vec![connack(false, ConnectReturnCode::Accepted)]);
         h
+    }
+
+    /// Queue `topic` at `qos` for the client at second `secs` (it fits the window).
+    fn push(&mut self, secs: u64, topic: &str, qos: QoS) {
+        let now = self.at(secs);
+        self.conn.send_publish(now, out(topic, qos)).unwrap();
+    }
+
+    /// The client's acknowledgement `ack` at second `secs` ends the last delivery in flight.
+    fn frees_window(&mut self, secs: u64, ack: Packet) {
+        self.send(secs, &ack);
+        assert_eq!(self.events(), vec![Event::InflightFreed]);
+        assert_eq!(self.conn.inflight_available(), 2);
+    }
+
+    /// The packet ids of what the server sent, all PUBLISH packets.
+    fn sent_publish_ids(&mut self) -> Vec<u16> {
+        let sent = self.sent();
+        sent.iter()
+            .map(|p| match p {
+                Packet::Publish(p) => p.pkid,
+                other => panic!("not a PUBLISH: {other:?}"),
+            })
+            .collect()
+    }
+
+    /// CONNECT (as [`H::connected`]) with a PINGREQ pipelined behind it, in one read.
+    fn connect_then_ping() -> H {
+        let mut h = H::new();
+        let mut wire = enc(&Packet::Connect(connect_packet("c", true, 10)));
+        wire.extend_from_slice(&enc(&Packet::PingReq));
+        let now = h.at(0);
+        h.conn.handle_bytes(now, &wire);
+        h
+    }
+
+    /// The connection closed for `reason`; the will it leaves.
+    fn closed_for(&mut self, reason: CloseReason) -> Option<LastWill> {
+        let (got, will) = self.closed_reason();
+        assert_eq!(got, reason);
+        will
     }
 
     fn closed_reason(&mut self) -> (CloseReason, Option<LastWill>) {
@@ -134,11 +169,9 @@ fn inbound(qos: QoS, pkid: u16, dup: bool) -> Packet {
 fn mqtt_3_1_0_1_first_packet_not_connect_closes() {
     let mut h = H::new();
     h.send(0, &Packet::PingReq);
-    let (reason, will) = h.closed_reason();
-    assert_eq!(
-        reason,
-        CloseReason::Violation(Violation::FirstPacketNotConnect("PINGREQ"))
-    );
+    let will = h.closed_for(CloseReason::Violation(Violation::FirstPacketNotConnect(
+        "PINGREQ",
+    )));
     assert_eq!(will, None);
     assert!(h.sent().is_empty());
 }
@@ -147,8 +180,7 @@ fn mqtt_3_1_0_1_first_packet_not_connect_closes() {
 fn mqtt_3_1_0_2_second_connect_closes_with_will() {
     let mut h = H::connected();
     h.send(1, &Packet::Connect(connect_packet("c", true, 10)));
-    let (reason, will) = h.closed_reason();
-    assert_eq!(reason, CloseReason::Violation(Violation::SecondConnect));
+    let will = h.closed_for(CloseReason::Violation(Violation::SecondConnect));
     assert_eq!(will.map(|w| w.topic), Some("will/t".to_string()));
 }
 
@@ -168,11 +200,9 @@ fn mqtt_3_1_2_2_unsupported_level_gets_connack_0x01_then_close() {
         )]
     );
     assert_eq!(h.conn.protocol(), None);
-    let (reason, will) = h.closed_reason();
-    assert_eq!(
-        reason,
-        CloseReason::Rejected(ConnectReturnCode::UnacceptableProtocolVersion)
-    );
+    let will = h.closed_for(CloseReason::Rejected(
+        ConnectReturnCode::UnacceptableProtocolVersion,
+    ));
     assert_eq!(will, None);
 }
 
@@ -217,8 +247,7 @@ fn mqtt_3_1_2_24_keepalive_one_and_a_half_times_closes_with_will() {
     h.conn.handle_timeout(h.at(19));
     assert!(!h.conn.is_closed());
     h.conn.handle_timeout(h.at(20));
-    let (reason, will) = h.closed_reason();
-    assert_eq!(reason, CloseReason::KeepAliveTimeout);
+    let will = h.closed_for(CloseReason::KeepAliveTimeout);
     assert!(will.is_some());
     assert_eq!(h.conn.poll_timeout(), None);
 }
@@ -245,10 +274,7 @@ fn connect_timeout_closes_without_will() {
 
 #[test]
 fn mqtt_3_1_4_5_pipelined_packets_wait_for_accept_and_are_dropped_on_reject() {
-    let mut h = H::new();
-    let mut wire = enc(&Packet::Connect(connect_packet("c", true, 10)));
-    wire.extend_from_slice(&enc(&Packet::PingReq));
-    h.conn.handle_bytes(h.at(0), &wire);
+    let mut h = H::connect_then_ping();
     assert!(matches!(h.events()[..], [Event::Connect(_)]));
     assert!(h.sent().is_empty(), "PINGREQ not processed before accept");
     h.conn.reject(ConnectReturnCode::NotAuthorized);
@@ -273,10 +299,7 @@ fn mqtt_3_1_4_5_pipelined_packets_wait_for_accept_and_are_dropped_on_reject() {
 
 #[test]
 fn mqtt_3_1_4_pipelined_packets_processed_after_accept_in_order() {
-    let mut h = H::new();
-    let mut wire = enc(&Packet::Connect(connect_packet("c", true, 10)));
-    wire.extend_from_slice(&enc(&Packet::PingReq));
-    h.conn.handle_bytes(h.at(0), &wire);
+    let mut h = H::connect_then_ping();
     h.events();
     h.conn.accept(h.at(0), false, None);
     assert_eq!(h.events(), vec![Event::PingRequest], "held until accepted");
@@ -292,14 +315,7 @@ fn mqtt_3_1_4_pipelined_packets_processed_after_accept_in_order() {
 
 #[test]
 fn bytes_before_accept_are_bounded() {
-    let t0 = Instant::now();
-    let mut conn = Connection::new(
-        t0,
-        Config {
-            max_packet_size: 64,
-            ..Config::default()
-        },
-    );
+    let (mut conn, t0) = machine(|c| c.max_packet_size = 64);
     conn.handle_bytes(t0, &enc(&Packet::Connect(connect_packet("c", true, 10))));
     conn.handle_bytes(t0, &[0xc0, 0].repeat(40));
     assert!(conn.is_closed());
@@ -307,14 +323,7 @@ fn bytes_before_accept_are_bounded() {
 
 #[test]
 fn packet_over_max_packet_size_closes() {
-    let t0 = Instant::now();
-    let mut conn = Connection::new(
-        t0,
-        Config {
-            max_packet_size: 16,
-            ..Config::default()
-        },
-    );
+    let (mut conn, t0) = machine(|c| c.max_packet_size = 16);
     conn.handle_bytes(t0, &[0x10, 0x7f]);
     assert!(matches!(
         conn.poll_event(),
@@ -336,14 +345,12 @@ fn mqtt_3_14_4_3_disconnect_discards_will() {
 fn eof_and_protocol_error_publish_the_will() {
     let mut h = H::connected();
     h.conn.handle_eof(h.at(1));
-    let (reason, will) = h.closed_reason();
-    assert_eq!(reason, CloseReason::Eof);
+    let will = h.closed_for(CloseReason::Eof);
     assert!(will.is_some());
 
     let mut h = H::connected();
     h.conn.handle_bytes(h.at(1), &[0x36, 0]); // QoS 3 publish
-    let (reason, will) = h.closed_reason();
-    assert_eq!(reason, CloseReason::Malformed(DecodeError::PublishQoS3));
+    let will = h.closed_for(CloseReason::Malformed(DecodeError::PublishQoS3));
     assert!(will.is_some());
 }
 
@@ -353,8 +360,7 @@ fn mqtt_3_1_4_2_takeover_close_publishes_will_once() {
     h.conn.close(CloseReason::TakenOver);
     h.conn.close(CloseReason::ServerClose);
     h.conn.handle_eof(h.at(1));
-    let (reason, will) = h.closed_reason();
-    assert_eq!(reason, CloseReason::TakenOver);
+    let will = h.closed_for(CloseReason::TakenOver);
     assert!(will.is_some());
 }
 
@@ -362,11 +368,9 @@ fn mqtt_3_1_4_2_takeover_close_publishes_will_once() {
 fn client_sending_server_only_packet_closes() {
     let mut h = H::connected();
     h.send(1, &Packet::PingResp);
-    let (reason, _) = h.closed_reason();
-    assert_eq!(
-        reason,
-        CloseReason::Violation(Violation::ServerOnlyPacket("PINGRESP"))
-    );
+    h.closed_for(CloseReason::Violation(Violation::ServerOnlyPacket(
+        "PINGRESP",
+    )));
 }
 
 #[test]
@@ -414,9 +418,7 @@ fn mqtt_4_3_3_pubrel_for_unknown_id_gets_pubcomp() {
 fn mqtt_4_3_outgoing_qos1_and_unknown_acks_ignored() {
     let mut h = H::connected();
     assert_eq!(h.conn.inflight_available(), 2);
-    h.conn
-        .send_publish(h.at(1), out("a", QoS::AtLeastOnce))
-        .unwrap();
+    h.push(1, "a", QoS::AtLeastOnce);
     let sent = h.sent();
     let [Packet::Publish(p)] = &sent[..] else {
         panic!("{sent:?}")
@@ -430,17 +432,13 @@ fn mqtt_4_3_outgoing_qos1_and_unknown_acks_ignored() {
     h.send(2, &Packet::PubComp(p.pkid));
     assert!(h.events().is_empty());
     assert!(h.sent().is_empty());
-    h.send(3, &Packet::PubAck(p.pkid));
-    assert_eq!(h.events(), vec![Event::InflightFreed]);
-    assert_eq!(h.conn.inflight_available(), 2);
+    h.frees_window(3, Packet::PubAck(p.pkid));
 }
 
 #[test]
 fn mqtt_4_3_3_outgoing_qos2_flow() {
     let mut h = H::connected();
-    h.conn
-        .send_publish(h.at(1), out("a", QoS::ExactlyOnce))
-        .unwrap();
+    h.push(1, "a", QoS::ExactlyOnce);
     let sent = h.sent();
     let [Packet::Publish(p)] = &sent[..] else {
         panic!("{sent:?}")
@@ -454,35 +452,20 @@ fn mqtt_4_3_3_outgoing_qos2_flow() {
         1,
         "still in flight until PUBCOMP"
     );
-    h.send(3, &Packet::PubComp(id));
-    assert_eq!(h.events(), vec![Event::InflightFreed]);
-    assert_eq!(h.conn.inflight_available(), 2);
+    h.frees_window(3, Packet::PubComp(id));
 }
 
 #[test]
 fn inflight_window_full_returns_message() {
     let mut h = H::connected();
-    h.conn
-        .send_publish(h.at(1), out("a", QoS::AtLeastOnce))
-        .unwrap();
-    h.conn
-        .send_publish(h.at(1), out("b", QoS::ExactlyOnce))
-        .unwrap();
+    h.push(1, "a", QoS::AtLeastOnce);
+    h.push(1, "b", QoS::ExactlyOnce);
     assert_eq!(h.conn.inflight_available(), 0);
     let back = h.conn.send_publish(h.at(1), out("c", QoS::AtLeastOnce));
     assert_eq!(back, Err(out("c", QoS::AtLeastOnce)));
     // QoS 0 is never limited.
-    h.conn
-        .send_publish(h.at(1), out("d", QoS::AtMostOnce))
-        .unwrap();
-    let sent = h.sent();
-    let ids: Vec<u16> = sent
-        .iter()
-        .map(|p| match p {
-            Packet::Publish(p) => p.pkid,
-            _ => panic!(),
-        })
-        .collect();
+    h.push(1, "d", QoS::AtMostOnce);
+    let ids = h.sent_publish_ids();
     assert_eq!(ids[2], 0);
     assert!(ids[0] != 0 && ids[1] != 0 && ids[0] != ids[1]);
 }
@@ -499,20 +482,9 @@ fn send_publish_before_accept_returns_message() {
 #[test]
 fn mqtt_4_4_0_1_resumed_session_resends_with_dup_and_pubrel_in_order() {
     let mut h = H::connected();
-    h.conn
-        .send_publish(h.at(1), out("first", QoS::ExactlyOnce))
-        .unwrap();
-    h.conn
-        .send_publish(h.at(1), out("second", QoS::AtLeastOnce))
-        .unwrap();
-    let sent = h.sent();
-    let ids: Vec<u16> = sent
-        .iter()
-        .map(|p| match p {
-            Packet::Publish(p) => p.pkid,
-            _ => 0,
-        })
-        .collect();
+    h.push(1, "first", QoS::ExactlyOnce);
+    h.push(1, "second", QoS::AtLeastOnce);
+    let ids = h.sent_publish_ids();
     h.send(2, &Packet::PubRec(ids[0]));
     h.send(2, &inbound(QoS::ExactlyOnce, 40, false));
     h.conn.publish_done(40);

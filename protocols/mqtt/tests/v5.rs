@@ -2,9 +2,12 @@
 //! tests (decoding arbitrary bytes never panics; encode ∘ decode is the identity on valid v5
 //! packets).
 
+mod common;
+
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
+use common::*;
 use ponte_mqtt::*;
 use proptest::prelude::*;
 
@@ -38,7 +41,7 @@ fn mqtt5_2_2_2_2_duplicate_property_rejected() {
 fn mqtt5_3_1_2_20_receive_maximum_zero_rejected() {
     let mut connect = vec![0x10, 0, 0, 4, b'M', b'Q', b'T', b'T', 5, 0b10, 0, 10];
     connect.extend_from_slice(&[3, 0x21, 0, 0, 0, 1, b'c']);
-    connect[1] = (connect.len() - 2) as u8;
+    fix_length(&mut connect);
     assert!(matches!(
         dec(&connect),
         Err(DecodeError::InvalidPropertyValue {
@@ -74,20 +77,13 @@ fn v5_connect(props: &[u8]) -> Vec<u8> {
     c.push(props.len() as u8);
     c.extend_from_slice(props);
     c.extend_from_slice(&[0, 1, b'c']);
-    c[1] = (c.len() - 2) as u8;
+    fix_length(&mut c);
     c
 }
 
 #[test]
 fn mqtt5_3_3_4_8_machine_disconnects_0x93_past_receive_maximum() {
-    let t0 = Instant::now();
-    let mut conn = Connection::new(
-        t0,
-        Config {
-            receive_maximum: 1,
-            ..Config::default()
-        },
-    );
+    let (mut conn, t0) = machine(|c| c.receive_maximum = 1);
     conn.handle_bytes(t0, &v5_connect(&[]));
     assert!(matches!(conn.poll_event(), Some(Event::Connect5(_))));
     conn.accept(t0, false, None);
@@ -192,6 +188,41 @@ fn no_problem_information() -> Properties {
     }
 }
 
+/// An inbound PUBLISH to "t" at `qos` with id `pkid`, on the wire.
+fn inbound(qos: QoS, pkid: u16) -> Vec<u8> {
+    wire(&Packet5::Publish(Box::new(Publish5 {
+        publish: Publish {
+            dup: false,
+            qos,
+            retain: false,
+            topic: "t".into(),
+            pkid,
+            payload: Bytes::new(),
+        },
+        properties: Properties::default(),
+    })))
+}
+
+/// The machine refused the CONNECT: its only packet is a CONNACK; its reason code and
+/// properties.
+fn refusal(conn: &mut Connection) -> (u8, Properties) {
+    let mut packets = sent(conn);
+    match (packets.pop(), packets.is_empty()) {
+        (
+            Some((
+                Packet5::ConnAck {
+                    reason_code,
+                    properties,
+                    ..
+                },
+                _,
+            )),
+            true,
+        ) => (reason_code, properties),
+        other => panic!("expected one refusing CONNACK: {other:?} {packets:?}"),
+    }
+}
+
 fn pubrel(pkid: u16) -> Vec<u8> {
     wire(&Packet5::PubRel(PubResponse {
         pkid,
@@ -241,18 +272,7 @@ fn mqtt5_3_4_2_1_puback_0x80_carries_the_brokers_reason_and_0x10_is_a_success() 
         (2, QoS::AtLeastOnce),
         (3, QoS::ExactlyOnce),
     ] {
-        let p = Packet5::Publish(Box::new(Publish5 {
-            publish: Publish {
-                dup: false,
-                qos,
-                retain: false,
-                topic: "t".into(),
-                pkid: id,
-                payload: Bytes::new(),
-            },
-            properties: Properties::default(),
-        }));
-        conn.handle_bytes(t, &wire(&p));
+        conn.handle_bytes(t, &inbound(qos, id));
     }
     conn.publish_failed_because(1, 0x80, Some("disk full".into()));
     conn.publish_done_with(2, reason::NO_MATCHING_SUBSCRIBERS);
@@ -309,57 +329,27 @@ fn mqtt5_3_1_2_29_request_problem_information_0_connack_refusal_still_explains()
     conn.handle_bytes(t0, &wire(&connect_with(no_problem_information())));
     assert!(matches!(conn.poll_event(), Some(Event::Connect5(_))));
     conn.reject_v5_because(0x87, "client \"c\" may not connect");
-    match &sent(&mut conn)[..] {
-        [(
-            Packet5::ConnAck {
-                reason_code,
-                properties,
-                ..
-            },
-            _,
-        )] => {
-            assert_eq!(*reason_code, 0x87);
-            assert_eq!(
-                properties.reason_string.as_deref(),
-                Some("client \"c\" may not connect")
-            );
-        }
-        other => panic!("expected CONNACK 0x87: {other:?}"),
-    }
+    let (reason_code, properties) = refusal(&mut conn);
+    assert_eq!(reason_code, 0x87);
+    let why = properties.reason_string;
+    assert_eq!(why.as_deref(), Some("client \"c\" may not connect"));
 }
 
 #[test]
 fn mqtt5_3_2_2_19_connack_0x8c_says_which_authentication_method() {
     let t0 = Instant::now();
     let mut conn = Connection::new(t0, Config::default());
-    let props = Properties {
-        authentication_method: Some("SCRAM-SHA-1".into()),
-        ..Properties::default()
-    };
+    let props = props(|p| p.authentication_method = Some("SCRAM-SHA-1".into()));
     conn.handle_bytes(t0, &wire(&connect_with(props)));
-    match &sent(&mut conn)[..] {
-        [(
-            Packet5::ConnAck {
-                reason_code,
-                properties,
-                ..
-            },
-            _,
-        )] => {
-            assert_eq!(*reason_code, 0x8C);
-            let text = properties.reason_string.as_deref().unwrap_or_default();
-            assert!(text.contains("SCRAM-SHA-1"), "{text:?}");
-        }
-        other => panic!("expected CONNACK 0x8C: {other:?}"),
-    }
+    let (reason_code, properties) = refusal(&mut conn);
+    assert_eq!(reason_code, 0x8C);
+    let text = properties.reason_string.unwrap_or_default();
+    assert!(text.contains("SCRAM-SHA-1"), "{text:?}");
 }
 
 #[test]
 fn mqtt5_3_1_2_24_reason_string_dropped_rather_than_exceed_maximum_packet_size() {
-    let small = Properties {
-        maximum_packet_size: Some(24),
-        ..Properties::default()
-    };
+    let small = props(|p| p.maximum_packet_size = Some(24));
     let (mut conn, _) = accepted(Config::default(), small, |_| {});
     let long = "x".repeat(100);
     conn.suback_reasons_because(1, vec![0x8F, 0x97], Some(long.clone()));
@@ -399,20 +389,14 @@ fn mqtt5_3_1_2_28_response_information_only_when_requested() {
     let offer = |c: &mut Connection| c.offer_response_information("ponte/response/c/".into());
     let (_, plain) = accepted(Config::default(), Properties::default(), offer);
     assert_eq!(plain.response_information, None, "not requested: not sent");
-    let asked = Properties {
-        request_response_information: Some(1),
-        ..Properties::default()
-    };
+    let asked = props(|p| p.request_response_information = Some(1));
     let (_, p) = accepted(Config::default(), asked.clone(), offer);
     assert_eq!(
         p.response_information.as_deref(),
         Some("ponte/response/c/"),
         "3.2.2.3.15"
     );
-    let zero = Properties {
-        request_response_information: Some(0),
-        ..Properties::default()
-    };
+    let zero = props(|p| p.request_response_information = Some(0));
     let (_, p) = accepted(Config::default(), zero, offer);
     assert_eq!(p.response_information, None, "MQTT-3.1.2-28");
 }
@@ -449,10 +433,7 @@ fn outgoing(topic: &str) -> Outgoing {
 
 #[test]
 fn mqtt5_3_3_2_3_4_server_reuses_the_least_recently_used_topic_alias() {
-    let props = Properties {
-        topic_alias_maximum: Some(2),
-        ..Properties::default()
-    };
+    let props = props(|p| p.topic_alias_maximum = Some(2));
     let (mut conn, _) = accepted(Config::default(), props, |_| {});
     let t = Instant::now();
     // (topic sent, expected alias, whether the topic is on the wire)
@@ -510,18 +491,8 @@ fn mqtt5_3_1_2_27_no_topic_alias_when_the_client_announced_none() {
 
 #[test]
 fn mqtt5_3_1_2_25_resumed_message_too_large_is_discarded_as_if_delivered() {
-    let t0 = Instant::now();
-    let mut conn = Connection::new(
-        t0,
-        Config {
-            max_inflight: 1,
-            ..Config::default()
-        },
-    );
-    let small = Properties {
-        maximum_packet_size: Some(64),
-        ..Properties::default()
-    };
+    let (mut conn, t0) = machine(|c| c.max_inflight = 1);
+    let small = props(|p| p.maximum_packet_size = Some(64));
     conn.handle_bytes(t0, &wire(&connect_with(small)));
     assert!(matches!(conn.poll_event(), Some(Event::Connect5(_))));
     let big = Outgoing {
@@ -587,14 +558,6 @@ fn props_strategy() -> impl Strategy<Value = Properties> {
             topic_alias: alias,
             ..Properties::default()
         })
-}
-
-fn qos() -> impl Strategy<Value = QoS> {
-    prop_oneof![
-        Just(QoS::AtMostOnce),
-        Just(QoS::AtLeastOnce),
-        Just(QoS::ExactlyOnce)
-    ]
 }
 
 fn packet5() -> impl Strategy<Value = Packet5> {
@@ -741,10 +704,7 @@ proptest! {
 #[test]
 fn mqtt5_3_2_2_19_3_4_2_2_3_5_2_2_3_7_2_2_reason_strings_dropped_beyond_maximum_packet_size() {
     let long = "y".repeat(200);
-    let small = Properties {
-        maximum_packet_size: Some(24),
-        ..Properties::default()
-    };
+    let small = props(|p| p.maximum_packet_size = Some(24));
 
     // CONNACK (MQTT-3.2.2-19).
     let t0 = Instant::now();
@@ -772,18 +732,7 @@ fn mqtt5_3_2_2_19_3_4_2_2_3_5_2_2_3_7_2_2_reason_strings_dropped_beyond_maximum_
     let (mut conn, _) = accepted(Config::default(), small, |_| {});
     let t = Instant::now();
     for (id, qos) in [(1u16, QoS::AtLeastOnce), (2, QoS::ExactlyOnce)] {
-        let p = Packet5::Publish(Box::new(Publish5 {
-            publish: Publish {
-                dup: false,
-                qos,
-                retain: false,
-                topic: "t".into(),
-                pkid: id,
-                payload: Bytes::new(),
-            },
-            properties: Properties::default(),
-        }));
-        conn.handle_bytes(t, &wire(&p));
+        conn.handle_bytes(t, &inbound(qos, id));
     }
     conn.publish_failed_because(1, 0x87, Some(long.clone()));
     conn.publish_failed_because(2, 0x87, Some(long));

@@ -2,6 +2,10 @@
 //! coap-lite, a fixed peer and clock, and drains for transmissions/events.
 #![allow(dead_code)]
 
+mod tcp_frame;
+#[allow(unused_imports)]
+pub use tcp_frame::parse_tcp_frame;
+
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -37,6 +41,7 @@ pub fn at(t: Instant, secs: f64) -> Instant {
 }
 
 /// Builds request datagrams.
+#[derive(Clone)]
 pub struct Msg(pub Packet);
 
 impl Msg {
@@ -106,6 +111,44 @@ pub fn send(ep: &mut Endpoint, now: Instant, peer: &str, msg: &Msg) {
     ep.handle_datagram(now, addr(peer), &msg.bytes());
 }
 
+/// Feeding an endpoint from the client most tests use.
+pub trait Feed {
+    /// A message from [`PEER`] at `now`.
+    fn feed(&mut self, now: Instant, msg: &Msg);
+}
+
+impl Feed for Endpoint {
+    fn feed(&mut self, now: Instant, msg: &Msg) {
+        send(self, now, PEER, msg)
+    }
+}
+
+/// An endpoint with a fixed seed ([`endpoint`]) and the instant its test starts at.
+pub fn fresh() -> (Endpoint, Instant) {
+    fresh_with(|_| {})
+}
+
+/// [`fresh`] with the test configuration adjusted by `f`.
+pub fn fresh_with(f: impl FnOnce(&mut Config)) -> (Endpoint, Instant) {
+    let mut c = config();
+    f(&mut c);
+    (Endpoint::new(c), Instant::now())
+}
+
+/// `msg` from [`PEER`] at `now`, handed over as one request and answered with `response`
+/// (for `resource`, when the request observes it).
+pub fn answered(
+    ep: &mut Endpoint,
+    now: Instant,
+    msg: Msg,
+    response: Response,
+    resource: Option<&str>,
+) {
+    ep.feed(now, &msg);
+    let req = one_request(ep);
+    ep.respond(now, req.id, response, resource.map(Into::into));
+}
+
 /// Drains and decodes all transmissions.
 pub fn transmits(ep: &mut Endpoint) -> Vec<(SocketAddr, Packet)> {
     std::iter::from_fn(|| ep.poll_transmit())
@@ -138,6 +181,14 @@ pub fn one_request(ep: &mut Endpoint) -> Request {
         Event::Request(r) => r,
         other => panic!("expected a request, got {other:?}"),
     }
+}
+
+/// The only answer is `code` and nothing was handed over as a request.
+pub fn refused(ep: &mut Endpoint, code: ResponseType) -> Packet {
+    let ack = one_transmit(ep);
+    assert!(is(&ack, code), "{ack:?}");
+    assert!(events(ep).is_empty());
+    ack
 }
 
 /// Response code of a packet.
