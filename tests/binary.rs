@@ -786,7 +786,7 @@ impl V5 {
     /// Connect with Clean Start `clean` and Session Expiry `expiry`; returns the client and
     /// CONNACK's Session Present.
     async fn connect(addr: SocketAddr, id: &str, clean: bool, expiry: u32) -> (V5, bool) {
-        use ponte_mqtt::{Connect, Connect5, Packet5, Properties, ProtocolVersion};
+        use ponte_mqtt::{Connect, Packet as Packet5, Properties, ProtocolVersion};
         let s = within(WAIT, "TCP connect", tokio::net::TcpStream::connect(addr))
             .await
             .expect("connect");
@@ -794,21 +794,19 @@ impl V5 {
             s,
             buf: bytes::BytesMut::new(),
         };
-        c.send(&Packet5::Connect(Box::new(Connect5 {
-            connect: Connect {
-                protocol: ProtocolVersion::V5,
-                client_id: id.into(),
-                clean_session: clean,
-                keep_alive: 30,
-                username: None,
-                password: None,
-                will: None,
-            },
+        c.send(&Packet5::Connect(Box::new(Connect {
+            protocol: ProtocolVersion::V5,
+            client_id: id.into(),
+            clean_session: clean,
+            keep_alive: 30,
+            username: None,
+            password: None,
+            will: None,
             properties: Properties {
                 session_expiry_interval: Some(expiry),
                 ..Properties::default()
-            },
-            will_properties: Properties::default(),
+            }
+            .into(),
         })))
         .await;
         match c.recv().await {
@@ -821,33 +819,33 @@ impl V5 {
         }
     }
 
-    async fn send(&mut self, p: &ponte_mqtt::Packet5) {
+    async fn send(&mut self, p: &ponte_mqtt::Packet) {
         use tokio::io::AsyncWriteExt;
         let mut out = bytes::BytesMut::new();
-        ponte_mqtt::encode_v5(p, &mut out);
+        ponte_mqtt::encode(p, ponte_mqtt::ProtocolVersion::V5, &mut out);
         within(WAIT, "write", self.s.write_all(&out))
             .await
             .expect("write");
     }
 
-    async fn recv(&mut self) -> Option<ponte_mqtt::Packet5> {
+    async fn recv(&mut self) -> Option<ponte_mqtt::Packet> {
         common::read_v5(&mut self.s, &mut self.buf).await
     }
 
     /// The next packet that is not a PINGRESP.
-    async fn next(&mut self) -> ponte_mqtt::Packet5 {
+    async fn next(&mut self) -> ponte_mqtt::Packet {
         self.recv().await.expect("a packet, not a close")
     }
 
     async fn subscribe(&mut self, filter: &str) {
-        use ponte_mqtt::{Packet5, Properties, Subscribe5, SubscriptionOptions};
-        self.send(&Packet5::Subscribe(Subscribe5 {
+        use ponte_mqtt::{Packet as Packet5, Subscribe, SubscriptionOptions};
+        self.send(&Packet5::Subscribe(Subscribe {
             pkid: 1,
             filters: vec![(
                 filter.to_string(),
                 SubscriptionOptions::qos(ponte_mqtt::QoS::AtLeastOnce),
             )],
-            properties: Properties::default(),
+            properties: Default::default(),
         }))
         .await;
         match self.next().await {
@@ -857,10 +855,10 @@ impl V5 {
     }
 
     async fn disconnect(mut self) {
-        use ponte_mqtt::{Packet5, Properties, ReasonPacket};
+        use ponte_mqtt::{Packet as Packet5, ReasonPacket};
         self.send(&Packet5::Disconnect(ReasonPacket {
             reason_code: 0,
-            properties: Properties::default(),
+            properties: Default::default(),
         }))
         .await;
         // The server closes after DISCONNECT.
@@ -874,7 +872,7 @@ impl V5 {
 /// (MQTT-3.3.2-6); one that expired while the broker was down is not sent (MQTT-3.3.2-5).
 #[tokio::test]
 async fn mqtt5_3_3_2_properties_and_remaining_expiry_of_queued_messages_survive_kill_9() {
-    use ponte_mqtt::{Packet5, Properties, PubResponse, Publish, Publish5};
+    use ponte_mqtt::{Packet as Packet5, Properties, PubResponse, Publish};
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("db");
     let ponte = spawn(&db);
@@ -901,20 +899,19 @@ async fn mqtt5_3_3_2_properties_and_remaining_expiry_of_queued_messages_survive_
         (2, "props/long", 600, &b"{\"x\":1}"[..]),
     ] {
         publisher
-            .send(&Packet5::Publish(Box::new(Publish5 {
-                publish: Publish {
-                    dup: false,
-                    qos: ponte_mqtt::QoS::AtLeastOnce,
-                    retain: false,
-                    topic: topic.into(),
-                    pkid,
-                    payload: Bytes::copy_from_slice(payload),
-                },
+            .send(&Packet5::Publish(Publish {
+                dup: false,
+                qos: ponte_mqtt::QoS::AtLeastOnce,
+                retain: false,
+                topic: topic.into(),
+                pkid,
+                payload: Bytes::copy_from_slice(payload),
                 properties: Properties {
                     message_expiry_interval: Some(expiry),
                     ..props.clone()
-                },
-            })))
+                }
+                .into(),
+            }))
             .await;
         match publisher.next().await {
             Packet5::PubAck(PubResponse { reason_code: 0, .. }) => {}
@@ -934,11 +931,8 @@ async fn mqtt5_3_3_2_properties_and_remaining_expiry_of_queued_messages_survive_
         Packet5::Publish(p) => p,
         other => panic!("expected the queued PUBLISH, got {other:?}"),
     };
-    assert_eq!(
-        p.publish.topic, "props/long",
-        "the expired message is not sent"
-    );
-    assert_eq!(&p.publish.payload[..], b"{\"x\":1}");
+    assert_eq!(p.topic, "props/long", "the expired message is not sent");
+    assert_eq!(&p.payload[..], b"{\"x\":1}");
     let got = &p.properties;
     assert_eq!(got.payload_format_indicator, props.payload_format_indicator);
     assert_eq!(got.content_type, props.content_type);
@@ -955,9 +949,9 @@ async fn mqtt5_3_3_2_properties_and_remaining_expiry_of_queued_messages_survive_
         "remaining interval {left} s after {elapsed} s"
     );
     sub.send(&Packet5::PubAck(PubResponse {
-        pkid: p.publish.pkid,
+        pkid: p.pkid,
         reason_code: 0,
-        properties: Properties::default(),
+        properties: Default::default(),
     }))
     .await;
     let more = tokio::time::timeout(Duration::from_millis(300), sub.recv()).await;
@@ -1070,7 +1064,7 @@ async fn mqtt5_3_1_2_11_expiry_of_a_session_connected_at_kill_9_counts_from_the_
     p.publish("crash/t", QoS::AtLeastOnce, false, b"after")
         .await;
     match long.next().await {
-        ponte_mqtt::Packet5::Publish(p) => assert_eq!(&p.publish.payload[..], b"after"),
+        ponte_mqtt::Packet::Publish(p) => assert_eq!(&p.payload[..], b"after"),
         other => panic!("expected the PUBLISH on the kept subscription, got {other:?}"),
     }
     let none = tokio::time::timeout(Duration::from_millis(300), short.recv()).await;

@@ -8,7 +8,7 @@
 mod conformance;
 
 use conformance::*;
-use ponte_mqtt::{Packet, QoS, SubscribeReturnCode};
+use ponte_mqtt::{Packet, QoS};
 
 /// A CONNECT built byte by byte: protocol `name`/`level`, connect `flags`, keep alive 30 and
 /// `payload` as given — for CONNECTs the codec refuses to build.
@@ -32,21 +32,24 @@ fn s(v: &[u8]) -> Vec<u8> {
 
 /// Subscribe `c` to `filter` at `qos`, asserting the grant.
 async fn sub(c: &mut V3, filter: &str, qos: QoS) {
-    assert_eq!(
-        c.subscribe(&[(filter, qos)]).await,
-        [SubscribeReturnCode::Success(qos)]
-    );
+    assert_eq!(c.subscribe(&[(filter, qos)]).await, [qos.as_u8()]);
 }
 
 /// Acknowledge an incoming PUBLISH as a subscriber (PUBACK, or PUBREC/PUBREL/PUBCOMP).
 async fn ack(c: &mut V3, p: &ponte_mqtt::Publish) {
     match p.qos {
         QoS::AtMostOnce => {}
-        QoS::AtLeastOnce => c.send(&Packet::PubAck(p.pkid)).await,
+        QoS::AtLeastOnce => {
+            c.send(&Packet::PubAck(ponte_mqtt::PubResponse::success(p.pkid)))
+                .await
+        }
         QoS::ExactlyOnce => {
-            c.send(&Packet::PubRec(p.pkid)).await;
-            c.expect(Packet::PubRel(p.pkid)).await;
-            c.send(&Packet::PubComp(p.pkid)).await;
+            c.send(&Packet::PubRec(ponte_mqtt::PubResponse::success(p.pkid)))
+                .await;
+            c.expect(Packet::PubRel(ponte_mqtt::PubResponse::success(p.pkid)))
+                .await;
+            c.send(&Packet::PubComp(ponte_mqtt::PubResponse::success(p.pkid)))
+                .await;
         }
     }
 }
@@ -145,7 +148,8 @@ async fn mqtt_3_1_4_5_packets_after_a_refused_connect_are_not_processed() {
         got,
         [Packet::ConnAck {
             session_present: false,
-            code: ponte_mqtt::ConnectReturnCode::IdentifierRejected
+            reason_code: ponte_mqtt::reason::CLIENT_IDENTIFIER_NOT_VALID,
+            properties: Default::default()
         }]
     );
     let (mut check, _) = V3::connect(gw.mqtt_addr, "check45", true).await;
@@ -366,7 +370,8 @@ async fn mqtt_3_3_1_3_incoming_dup_flag_is_not_propagated() {
     let mut p = publish("dup3/t", QoS::AtLeastOnce, 7, false, b"resent");
     p.dup = true;
     publ.send(&Packet::Publish(p)).await;
-    publ.expect(Packet::PubAck(7)).await;
+    publ.expect(Packet::PubAck(ponte_mqtt::PubResponse::success(7)))
+        .await;
     let got = c.publish_rx().await;
     assert_eq!(got.payload, "resent");
     assert!(
@@ -477,15 +482,20 @@ async fn mqtt_3_3_1_12_retain_0_neither_stores_nor_removes_the_retained_message(
 async fn mqtt_3_8_4_2_suback_carries_the_subscribe_packet_identifier() {
     let gw = gateway().await;
     let (mut c, _) = V3::connect(gw.mqtt_addr, "id842", true).await;
-    c.send(&Packet::Subscribe {
+    c.send(&Packet::Subscribe(ponte_mqtt::Subscribe {
         pkid: 0xBEEF,
-        filters: vec![("id/t".into(), QoS::AtLeastOnce)],
-    })
+        filters: vec![(
+            "id/t".into(),
+            ponte_mqtt::SubscriptionOptions::qos(QoS::AtLeastOnce),
+        )],
+        properties: Default::default(),
+    }))
     .await;
-    c.expect(Packet::SubAck {
+    c.expect(Packet::SubAck(ponte_mqtt::SubResponse {
         pkid: 0xBEEF,
-        codes: vec![SubscribeReturnCode::Success(QoS::AtLeastOnce)],
-    })
+        reason_codes: vec![QoS::AtLeastOnce.as_u8()],
+        properties: Default::default(),
+    }))
     .await;
 }
 
@@ -493,12 +503,18 @@ async fn mqtt_3_8_4_2_suback_carries_the_subscribe_packet_identifier() {
 async fn mqtt_3_10_4_5_unsuback_with_the_packet_identifier_even_when_nothing_matched() {
     let gw = gateway().await;
     let (mut c, _) = V3::connect(gw.mqtt_addr, "id1045", true).await;
-    c.send(&Packet::Unsubscribe {
+    c.send(&Packet::Unsubscribe(ponte_mqtt::Unsubscribe {
         pkid: 0x1234,
         filters: vec!["never/subscribed".into()],
-    })
+        properties: Default::default(),
+    }))
     .await;
-    c.expect(Packet::UnsubAck(0x1234)).await;
+    c.expect(Packet::UnsubAck(ponte_mqtt::SubResponse {
+        pkid: 0x1234,
+        reason_codes: vec![],
+        properties: Default::default(),
+    }))
+    .await;
 }
 
 #[tokio::test]
@@ -556,10 +572,10 @@ async fn mqtt_3_8_4_4_multiple_filters_handled_in_order_with_one_suback() {
     assert_eq!(
         codes,
         [
-            SubscribeReturnCode::Success(QoS::ExactlyOnce),
-            SubscribeReturnCode::Failure,
-            SubscribeReturnCode::Success(QoS::AtMostOnce),
-            SubscribeReturnCode::Success(QoS::AtLeastOnce),
+            QoS::ExactlyOnce.as_u8(),
+            0x80,
+            QoS::AtMostOnce.as_u8(),
+            QoS::AtLeastOnce.as_u8(),
         ],
         "MQTT-3.8.4-5 / MQTT-3.9.3-1: one code per filter, in order"
     );
@@ -589,19 +605,24 @@ async fn mqtt_3_8_4_4_multiple_filters_handled_in_order_with_one_suback() {
 async fn mqtt_4_7_3_1_empty_topic_filter_is_refused() {
     let gw = gateway().await;
     let (mut c, _) = V3::connect(gw.mqtt_addr, "empty731", true).await;
-    c.send(&Packet::Subscribe {
+    c.send(&Packet::Subscribe(ponte_mqtt::Subscribe {
         pkid: 3,
-        filters: vec![(String::new(), QoS::AtMostOnce)],
-    })
+        filters: vec![(
+            String::new(),
+            ponte_mqtt::SubscriptionOptions::qos(QoS::AtMostOnce),
+        )],
+        properties: Default::default(),
+    }))
     .await;
     // Either answer is conforming: a failure code, or closing the connection.
     if let Some(p) = c.recv().await {
         assert_eq!(
             p,
-            Packet::SubAck {
+            Packet::SubAck(ponte_mqtt::SubResponse {
                 pkid: 3,
-                codes: vec![SubscribeReturnCode::Failure]
-            }
+                reason_codes: vec![0x80],
+                properties: Default::default()
+            })
         );
     }
 }
@@ -612,12 +633,18 @@ async fn mqtt_3_10_4_1_unsubscribe_deletes_only_character_for_character_matches(
     let (mut c, _) = V3::connect(gw.mqtt_addr, "uc41", true).await;
     sub(&mut c, "uc41/+", QoS::AtMostOnce).await;
     // Neither filter is "uc41/+" itself, though both overlap it.
-    c.send(&Packet::Unsubscribe {
+    c.send(&Packet::Unsubscribe(ponte_mqtt::Unsubscribe {
         pkid: 4,
         filters: vec!["uc41/a".into(), "uc41/#".into()],
-    })
+        properties: Default::default(),
+    }))
     .await;
-    c.expect(Packet::UnsubAck(4)).await;
+    c.expect(Packet::UnsubAck(ponte_mqtt::SubResponse {
+        pkid: 4,
+        reason_codes: vec![],
+        properties: Default::default(),
+    }))
+    .await;
     c.publish("uc41/a", QoS::AtMostOnce, false, b"still").await;
     assert_eq!(c.publish_rx().await.payload, "still");
 }
@@ -629,12 +656,18 @@ async fn mqtt_3_10_4_6_multiple_filters_handled_with_one_unsuback() {
     for f in ["u46/a", "u46/b", "u46/c"] {
         sub(&mut c, f, QoS::AtMostOnce).await;
     }
-    c.send(&Packet::Unsubscribe {
+    c.send(&Packet::Unsubscribe(ponte_mqtt::Unsubscribe {
         pkid: 5,
         filters: vec!["u46/a".into(), "u46/b".into()],
-    })
+        properties: Default::default(),
+    }))
     .await;
-    c.expect(Packet::UnsubAck(5)).await;
+    c.expect(Packet::UnsubAck(ponte_mqtt::SubResponse {
+        pkid: 5,
+        reason_codes: vec![],
+        properties: Default::default(),
+    }))
+    .await;
     for t in ["u46/a", "u46/b", "u46/c"] {
         c.publish(t, QoS::AtMostOnce, false, b"v").await;
     }
@@ -652,15 +685,24 @@ async fn mqtt_3_10_4_3_qos2_delivery_in_flight_completes_after_unsubscribe() {
     publ.publish("u43/t", QoS::ExactlyOnce, false, b"x").await;
     let p = c.publish_rx().await;
     assert_eq!(p.qos, QoS::ExactlyOnce);
-    c.send(&Packet::Unsubscribe {
+    c.send(&Packet::Unsubscribe(ponte_mqtt::Unsubscribe {
         pkid: 9,
         filters: vec!["u43/t".into()],
-    })
+        properties: Default::default(),
+    }))
     .await;
-    c.expect(Packet::UnsubAck(9)).await;
-    c.send(&Packet::PubRec(p.pkid)).await;
-    c.expect(Packet::PubRel(p.pkid)).await;
-    c.send(&Packet::PubComp(p.pkid)).await;
+    c.expect(Packet::UnsubAck(ponte_mqtt::SubResponse {
+        pkid: 9,
+        reason_codes: vec![],
+        properties: Default::default(),
+    }))
+    .await;
+    c.send(&Packet::PubRec(ponte_mqtt::PubResponse::success(p.pkid)))
+        .await;
+    c.expect(Packet::PubRel(ponte_mqtt::PubResponse::success(p.pkid)))
+        .await;
+    c.send(&Packet::PubComp(ponte_mqtt::PubResponse::success(p.pkid)))
+        .await;
     c.ping().await;
 }
 
@@ -708,11 +750,13 @@ async fn mqtt_4_3_2_2_after_puback_the_same_packet_id_is_a_new_message() {
         b"1",
     )))
     .await;
-    publ.expect(Packet::PubAck(9)).await;
+    publ.expect(Packet::PubAck(ponte_mqtt::PubResponse::success(9)))
+        .await;
     let mut again = publish("q432/t", QoS::AtLeastOnce, 9, false, b"2");
     again.dup = true;
     publ.send(&Packet::Publish(again)).await;
-    publ.expect(Packet::PubAck(9)).await;
+    publ.expect(Packet::PubAck(ponte_mqtt::PubResponse::success(9)))
+        .await;
     assert_eq!(c.publish_rx().await.payload, "1");
     assert_eq!(c.publish_rx().await.payload, "2");
 }
@@ -732,9 +776,12 @@ async fn mqtt_4_3_3_2_after_pubcomp_the_same_packet_id_is_a_new_message() {
             payload,
         )))
         .await;
-        publ.expect(Packet::PubRec(9)).await;
-        publ.send(&Packet::PubRel(9)).await;
-        publ.expect(Packet::PubComp(9)).await;
+        publ.expect(Packet::PubRec(ponte_mqtt::PubResponse::success(9)))
+            .await;
+        publ.send(&Packet::PubRel(ponte_mqtt::PubResponse::success(9)))
+            .await;
+        publ.expect(Packet::PubComp(ponte_mqtt::PubResponse::success(9)))
+            .await;
     }
     assert_eq!(c.publish_rx().await.payload, "1");
     assert_eq!(c.publish_rx().await.payload, "2");
@@ -751,8 +798,10 @@ async fn mqtt_4_4_0_1_unacknowledged_publish_and_pubrel_resent_on_reconnect() {
     let a = c.publish_rx().await; // not acknowledged
     let b = c.publish_rx().await;
     assert_eq!((a.qos, b.qos), (QoS::AtLeastOnce, QoS::ExactlyOnce));
-    c.send(&Packet::PubRec(b.pkid)).await;
-    c.expect(Packet::PubRel(b.pkid)).await;
+    c.send(&Packet::PubRec(ponte_mqtt::PubResponse::success(b.pkid)))
+        .await;
+    c.expect(Packet::PubRel(ponte_mqtt::PubResponse::success(b.pkid)))
+        .await;
     drop(c); // gone before PUBACK for a and PUBCOMP for b
 
     let (mut c, present) = V3::connect(gw.mqtt_addr, "re440", false).await;
@@ -765,9 +814,12 @@ async fn mqtt_4_4_0_1_unacknowledged_publish_and_pubrel_resent_on_reconnect() {
         Some(Packet::Publish(want)),
         "PUBLISH resent with DUP=1 (MQTT-3.3.1-1) and its packet id"
     );
-    c.expect(Packet::PubRel(b.pkid)).await;
-    c.send(&Packet::PubAck(a.pkid)).await;
-    c.send(&Packet::PubComp(b.pkid)).await;
+    c.expect(Packet::PubRel(ponte_mqtt::PubResponse::success(b.pkid)))
+        .await;
+    c.send(&Packet::PubAck(ponte_mqtt::PubResponse::success(a.pkid)))
+        .await;
+    c.send(&Packet::PubComp(ponte_mqtt::PubResponse::success(b.pkid)))
+        .await;
     c.ping().await;
 }
 
@@ -832,14 +884,18 @@ async fn mqtt_4_6_0_6_pipelined_publishes_keep_order_with_a_durable_store() {
         }
         let topic = if i % 2 == 0 { "pipe/a" } else { "pipe/b" };
         let p = publish(topic, qos, i + 1, retain, &i.to_be_bytes());
-        ponte_mqtt::encode(&Packet::Publish(p), &mut bytes);
+        ponte_mqtt::encode(
+            &Packet::Publish(p),
+            ponte_mqtt::ProtocolVersion::V311,
+            &mut bytes,
+        );
     }
     // All in one write: the server reads them in a few reads, none waiting for the last.
     publ.send_raw(&bytes).await;
     let mut pubacks = Vec::new();
     while pubacks.len() < acked.len() {
         match publ.recv().await {
-            Some(Packet::PubAck(id)) => pubacks.push(id),
+            Some(Packet::PubAck(a)) => pubacks.push(a.pkid),
             other => panic!("expected PUBACK, got {other:?}"),
         }
     }
@@ -862,12 +918,17 @@ async fn mqtt_4_6_0_6_pipelined_publishes_keep_order_with_a_durable_store() {
         b"mine",
     )))
     .await;
-    publ.send(&Packet::Subscribe {
+    publ.send(&Packet::Subscribe(ponte_mqtt::Subscribe {
         pkid: 8,
-        filters: vec![("pipe/c".to_string(), QoS::AtMostOnce)],
-    })
+        filters: vec![(
+            "pipe/c".to_string(),
+            ponte_mqtt::SubscriptionOptions::qos(QoS::AtMostOnce),
+        )],
+        properties: Default::default(),
+    }))
     .await;
-    publ.expect(Packet::PubAck(7)).await;
+    publ.expect(Packet::PubAck(ponte_mqtt::PubResponse::success(7)))
+        .await;
     let p = publ.publish_rx().await;
     assert_eq!(
         (p.topic.as_str(), p.payload.as_ref(), p.retain),
@@ -898,9 +959,17 @@ async fn mqtt_3_12_4_1_pingresp_follows_the_publishes_sent_before_it() {
     let mut bytes = bytes::BytesMut::new();
     for i in 0..100u16 {
         let p = publish(&format!("barrier/{i}"), QoS::AtMostOnce, 0, true, b"v");
-        ponte_mqtt::encode(&Packet::Publish(p), &mut bytes);
+        ponte_mqtt::encode(
+            &Packet::Publish(p),
+            ponte_mqtt::ProtocolVersion::V311,
+            &mut bytes,
+        );
     }
-    ponte_mqtt::encode(&Packet::PingReq, &mut bytes);
+    ponte_mqtt::encode(
+        &Packet::PingReq,
+        ponte_mqtt::ProtocolVersion::V311,
+        &mut bytes,
+    );
     publ.send_raw(&bytes).await;
     publ.expect(Packet::PingResp).await;
     for i in 0..100u16 {

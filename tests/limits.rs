@@ -13,9 +13,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use coap_lite::CoapOption;
 use ponte::limits::LimitsConfig;
-use ponte_mqtt::{
-    encode_v5, Connect, Connect5, Packet5, Properties, ProtocolVersion, Publish, Publish5, QoS,
-};
+use ponte_mqtt::{encode, Connect, Packet as Packet5, ProtocolVersion, Publish, QoS};
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -178,18 +176,15 @@ impl V5 {
             s,
             buf: BytesMut::new(),
         };
-        c.send(&Packet5::Connect(Box::new(Connect5 {
-            connect: Connect {
-                protocol: ProtocolVersion::V5,
-                client_id: id.into(),
-                clean_session: true,
-                keep_alive: 30,
-                username: None,
-                password: None,
-                will: None,
-            },
-            properties: Properties::default(),
-            will_properties: Properties::default(),
+        c.send(&Packet5::Connect(Box::new(Connect {
+            protocol: ProtocolVersion::V5,
+            client_id: id.into(),
+            clean_session: true,
+            keep_alive: 30,
+            username: None,
+            password: None,
+            will: None,
+            properties: Default::default(),
         })))
         .await;
         match c.recv().await {
@@ -200,22 +195,20 @@ impl V5 {
 
     async fn send(&mut self, p: &Packet5) {
         let mut out = BytesMut::new();
-        encode_v5(p, &mut out);
+        encode(p, ponte_mqtt::ProtocolVersion::V5, &mut out);
         self.s.write_all(&out).await.expect("write");
     }
 
     async fn publish(&mut self, topic: &str, qos: QoS, pkid: u16, retain: bool) {
-        self.send(&Packet5::Publish(Box::new(Publish5 {
-            publish: Publish {
-                dup: false,
-                qos,
-                retain,
-                topic: topic.into(),
-                pkid,
-                payload: Bytes::from_static(b"x"),
-            },
-            properties: Properties::default(),
-        })))
+        self.send(&Packet5::Publish(Publish {
+            dup: false,
+            qos,
+            retain,
+            topic: topic.into(),
+            pkid,
+            payload: Bytes::from_static(b"x"),
+            properties: Default::default(),
+        }))
         .await;
     }
 

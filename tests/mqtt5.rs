@@ -11,8 +11,8 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use common::*;
 use ponte_mqtt::{
-    encode_v5, Connect, Connect5, Packet5, Properties, ProtocolVersion, PubResponse, Publish,
-    Publish5, QoS, ReasonPacket, SubResponse, Subscribe5, SubscriptionOptions, Unsubscribe5,
+    encode, Connect, Packet as Packet5, Properties, ProtocolVersion, PubResponse, Publish, QoS,
+    ReasonPacket, SubResponse, Subscribe, SubscriptionOptions, Unsubscribe,
 };
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
@@ -26,18 +26,15 @@ struct V5 {
 }
 
 fn connect5(id: &str, props: Properties) -> Packet5 {
-    Packet5::Connect(Box::new(Connect5 {
-        connect: Connect {
-            protocol: ProtocolVersion::V5,
-            client_id: id.into(),
-            clean_session: true,
-            keep_alive: 30,
-            username: None,
-            password: None,
-            will: None,
-        },
-        properties: props,
-        will_properties: Properties::default(),
+    Packet5::Connect(Box::new(Connect {
+        protocol: ProtocolVersion::V5,
+        client_id: id.into(),
+        clean_session: true,
+        keep_alive: 30,
+        username: None,
+        password: None,
+        will: None,
+        properties: props.into(),
     }))
 }
 
@@ -48,27 +45,26 @@ fn publish5(
     payload: &'static [u8],
     props: Properties,
 ) -> Packet5 {
-    Packet5::Publish(Box::new(Publish5 {
-        publish: Publish {
-            dup: false,
-            qos,
-            retain: false,
-            topic: topic.into(),
-            pkid,
-            payload: Bytes::from_static(payload),
-        },
-        properties: props,
-    }))
+    Packet5::Publish(Publish {
+        dup: false,
+        qos,
+        retain: false,
+        topic: topic.into(),
+        pkid,
+        payload: Bytes::from_static(payload),
+        properties: props.into(),
+    })
 }
 
 fn subscribe5(pkid: u16, filters: &[(&str, SubscriptionOptions)], id: Option<u32>) -> Packet5 {
-    Packet5::Subscribe(Subscribe5 {
+    Packet5::Subscribe(Subscribe {
         pkid,
         filters: filters.iter().map(|(f, o)| (f.to_string(), *o)).collect(),
         properties: Properties {
             subscription_identifiers: id.into_iter().collect(),
             ..Properties::default()
-        },
+        }
+        .into(),
     })
 }
 
@@ -92,14 +88,14 @@ impl V5 {
                 reason_code,
                 properties,
                 ..
-            }) => (c, reason_code, properties),
+            }) => (c, reason_code, properties.into_inner()),
             other => panic!("expected CONNACK, got {other:?}"),
         }
     }
 
     async fn send(&mut self, p: &Packet5) {
         let mut out = BytesMut::new();
-        encode_v5(p, &mut out);
+        encode(p, ponte_mqtt::ProtocolVersion::V5, &mut out);
         self.s.write_all(&out).await.expect("write");
     }
 
@@ -109,10 +105,10 @@ impl V5 {
     }
 
     /// The next PUBLISH, skipping acknowledgements.
-    async fn publish(&mut self) -> Publish5 {
+    async fn publish(&mut self) -> Publish {
         loop {
             match self.recv().await {
-                Some(Packet5::Publish(p)) => return *p,
+                Some(Packet5::Publish(p)) => return p,
                 Some(_) => {}
                 None => panic!("connection closed while waiting for a PUBLISH"),
             }
@@ -258,7 +254,7 @@ async fn mqtt5_4_12_auth_without_method_in_connect_is_protocol_error_0x82() {
     let (mut c, _, _) = V5::connect(gw.mqtt_addr, "auth2", Properties::default()).await;
     c.send(&Packet5::Auth(ReasonPacket {
         reason_code: 0x19,
-        properties: Properties::default(),
+        properties: Default::default(),
     }))
     .await;
     assert_eq!(c.disconnect_reason().await, 0x82);
@@ -335,8 +331,8 @@ async fn mqtt5_3_3_4_9_server_respects_the_clients_receive_maximum() {
         ))
         .await;
     }
-    let first = sub.publish().await.publish.pkid;
-    let second = sub.publish().await.publish.pkid;
+    let first = sub.publish().await.pkid;
+    let second = sub.publish().await.pkid;
     sub.assert_quiet(
         Duration::from_millis(300),
         "a third unacknowledged QoS 1 message",
@@ -346,10 +342,10 @@ async fn mqtt5_3_3_4_9_server_respects_the_clients_receive_maximum() {
     sub.send(&Packet5::PubAck(PubResponse {
         pkid: first,
         reason_code: 0,
-        properties: Properties::default(),
+        properties: Default::default(),
     }))
     .await;
-    let third = sub.publish().await.publish.pkid;
+    let third = sub.publish().await.pkid;
     assert_ne!(third, second);
     sub.assert_quiet(Duration::from_millis(300), "a fourth before another ack")
         .await;
@@ -384,10 +380,10 @@ async fn mqtt5_3_1_2_25_never_send_a_packet_above_the_clients_maximum_packet_siz
     .await;
     let p = sub.publish().await;
     assert_eq!(
-        p.publish.payload, "ok",
+        p.payload, "ok",
         "the oversized message was dropped, not sent"
     );
-    assert_eq!(p.publish.topic, "mps/small");
+    assert_eq!(p.topic, "mps/small");
 }
 
 #[tokio::test]
@@ -405,10 +401,10 @@ async fn mqtt5_3_3_2_3_4_client_topic_alias_resolved_and_invalid_alias_gets_0x94
         .await;
     publ.send(&publish5("", QoS::AtMostOnce, 0, b"2", alias(1)))
         .await;
-    assert_eq!(sub.publish().await.publish.payload, "1");
+    assert_eq!(sub.publish().await.payload, "1");
     let second = sub.publish().await;
-    assert_eq!(second.publish.topic, "alias/t", "alias 1 stood for alias/t");
-    assert_eq!(second.publish.payload, "2");
+    assert_eq!(second.topic, "alias/t", "alias 1 stood for alias/t");
+    assert_eq!(second.payload, "2");
     // Alias 3 is above the announced Topic Alias Maximum 2.
     publ.send(&publish5("alias/t", QoS::AtMostOnce, 0, b"3", alias(3)))
         .await;
@@ -441,12 +437,9 @@ async fn mqtt5_3_3_2_3_4_server_assigns_topic_aliases_for_repeated_topics() {
         .properties
         .topic_alias
         .expect("first use sets an alias");
-    assert_eq!(first.publish.topic, "sa/t");
+    assert_eq!(first.topic, "sa/t");
     let second = sub.publish().await;
-    assert_eq!(
-        second.publish.topic, "",
-        "repeated topic sent as its alias only"
-    );
+    assert_eq!(second.topic, "", "repeated topic sent as its alias only");
     assert_eq!(second.properties.topic_alias, Some(alias));
 }
 
@@ -490,7 +483,7 @@ async fn mqtt5_3_1_2_25_too_large_qos1_publish_discarded_as_if_delivered_and_cou
     let small = publish5("mps1/ok", QoS::AtLeastOnce, 2, b"ok", Properties::default());
     publ.publish_acked(&small).await;
     let p = sub.publish().await;
-    assert_eq!(p.publish.topic, "mps1/ok", "the oversized one was not sent");
+    assert_eq!(p.topic, "mps1/ok", "the oversized one was not sent");
     let counted = gw
         .broker
         .metrics
@@ -521,8 +514,8 @@ async fn mqtt5_3_3_2_3_4_server_alias_reuse_never_exceeds_the_clients_maximum() 
         else {
             unreachable!()
         };
-        p.publish.topic = t.clone();
-        p.publish.payload = Bytes::from(t.clone());
+        p.topic = t.clone();
+        p.payload = Bytes::from(t.clone());
         publ.send(&Packet5::Publish(p)).await;
     }
     // Resolve aliases as a client must (3.3.2.3.4).
@@ -537,14 +530,14 @@ async fn mqtt5_3_3_2_3_4_server_alias_reuse_never_exceeds_the_clients_maximum() 
             (1..=3).contains(&alias),
             "MQTT-3.1.2-26: alias {alias} outside 1..=3"
         );
-        if p.publish.topic.is_empty() {
+        if p.topic.is_empty() {
             sent_alias_only += 1;
         } else {
-            table.insert(alias, p.publish.topic.clone());
+            table.insert(alias, p.topic.clone());
         }
         let resolved = table.get(&alias).expect("alias used before it was set");
         assert_eq!(resolved, t, "the client resolves the topic it was sent");
-        assert_eq!(p.publish.payload, t.as_bytes(), "payload matches the topic");
+        assert_eq!(p.payload, t.as_bytes(), "payload matches the topic");
         topics_per_alias
             .entry(alias)
             .or_default()
@@ -592,8 +585,8 @@ async fn mqtt5_rumqttc_v5_resolves_topics_through_alias_reuse() {
                         ) else {
                             unreachable!()
                         };
-                        p.publish.topic = t.clone();
-                        p.publish.payload = Bytes::from(t.clone());
+                        p.topic = t.clone();
+                        p.payload = Bytes::from(t.clone());
                         publ.publish_acked(&Packet5::Publish(p)).await;
                     }
                 }
@@ -633,14 +626,14 @@ async fn mqtt5_3_9_3_suback_reason_string_names_the_refused_filter() {
         ])
         .await;
     assert_eq!(a.reason_codes, [0x01, 0x8F]);
-    let text = a.properties.reason_string.expect("a Reason String");
+    let text = a.properties.reason_string.clone().expect("a Reason String");
     assert!(text.contains("bad/#/x"), "names the filter: {text:?}");
     assert!(!text.contains("ok/#"), "only the refused one: {text:?}");
     // UNSUBACK: an invalid filter is 0x8F Topic Filter invalid, explained.
-    c.send(&Packet5::Unsubscribe(Unsubscribe5 {
+    c.send(&Packet5::Unsubscribe(Unsubscribe {
         pkid: 9,
         filters: vec!["ok/#".into(), "x/#/y".into()],
-        properties: Properties::default(),
+        properties: Default::default(),
     }))
     .await;
     let u = loop {
@@ -651,7 +644,7 @@ async fn mqtt5_3_9_3_suback_reason_string_names_the_refused_filter() {
         }
     };
     assert_eq!(u.reason_codes, [0x00, 0x8F]);
-    let text = u.properties.reason_string.expect("a Reason String");
+    let text = u.properties.reason_string.clone().expect("a Reason String");
     assert!(text.contains("x/#/y"), "{text:?}");
 }
 
@@ -666,7 +659,7 @@ async fn mqtt5_3_9_3_suback_quota_exceeded_explained() {
         ])
         .await;
     assert_eq!(a.reason_codes, [0x00, 0x97]);
-    let text = a.properties.reason_string.expect("a Reason String");
+    let text = a.properties.reason_string.clone().expect("a Reason String");
     assert!(
         text.contains("q/2") && text.contains("max_subscriptions"),
         "{text:?}"
@@ -688,7 +681,7 @@ async fn mqtt5_3_1_2_29_request_problem_information_0_no_reason_string_on_acks()
     c.send(&Packet5::PubRel(PubResponse {
         pkid: 42,
         reason_code: 0,
-        properties: Properties::default(),
+        properties: Default::default(),
     }))
     .await;
     match c.recv().await {
@@ -701,7 +694,7 @@ async fn mqtt5_3_1_2_29_request_problem_information_0_no_reason_string_on_acks()
     // DISCONNECT may still say why (MQTT-3.1.2-29 allows it).
     c.send(&Packet5::Auth(ReasonPacket {
         reason_code: 0x19,
-        properties: Properties::default(),
+        properties: Default::default(),
     }))
     .await;
     assert_eq!(c.disconnect_reason().await, 0x82);
@@ -722,7 +715,11 @@ async fn mqtt5_3_9_2_1_suback_reason_string_dropped_beyond_maximum_packet_size()
         "it would not fit in 16 bytes"
     );
     let mut size = BytesMut::new();
-    encode_v5(&Packet5::SubAck(a), &mut size);
+    encode(
+        &Packet5::SubAck(a),
+        ponte_mqtt::ProtocolVersion::V5,
+        &mut size,
+    );
     assert!(size.len() <= 16, "SUBACK of {} bytes", size.len());
 }
 
@@ -758,11 +755,11 @@ async fn mqtt5_3_2_2_3_15_response_information_is_a_usable_response_topic_prefix
     else {
         unreachable!()
     };
-    r.publish.topic = format!("{base}ping");
+    r.topic = format!("{base}ping");
     responder.send(&Packet5::Publish(r)).await;
     let got = c.publish().await;
-    assert_eq!(got.publish.topic, format!("{base}ping"));
-    assert_eq!(got.publish.payload, "pong");
+    assert_eq!(got.topic, format!("{base}ping"));
+    assert_eq!(got.payload, "pong");
 }
 
 #[tokio::test]
@@ -781,7 +778,7 @@ async fn mqtt5_3_4_2_1_puback_0x10_no_matching_subscribers() {
     publ.send(&Packet5::PubRel(PubResponse {
         pkid: 2,
         reason_code: 0,
-        properties: Properties::default(),
+        properties: Default::default(),
     }))
     .await;
     match publ.recv().await {
@@ -803,8 +800,8 @@ async fn mqtt5_3_4_2_1_puback_0x10_no_matching_subscribers() {
     let Packet5::Publish(mut kept) = q1(4) else {
         unreachable!()
     };
-    kept.publish.retain = true;
-    kept.publish.topic = "nms/kept".into();
+    kept.retain = true;
+    kept.topic = "nms/kept".into();
     assert_eq!(
         publ.publish_acked(&Packet5::Publish(kept))
             .await
@@ -816,10 +813,7 @@ async fn mqtt5_3_4_2_1_puback_0x10_no_matching_subscribers() {
     sub.subscribe(&[("nms/#", opts(QoS::AtLeastOnce))], None)
         .await;
     let retained = sub.publish().await;
-    assert_eq!(
-        retained.publish.topic, "nms/kept",
-        "the retained value was stored"
-    );
+    assert_eq!(retained.topic, "nms/kept", "the retained value was stored");
     assert_eq!(publ.publish_acked(&q1(5)).await.reason_code, 0x00);
 }
 
@@ -862,7 +856,7 @@ async fn mqtt5_3_3_2_3_3_message_expiry_decremented_and_expired_retained_not_sen
         let Packet5::Publish(mut pb) = publish5(topic, QoS::AtLeastOnce, 1, payload, p) else {
             unreachable!()
         };
-        pb.publish.retain = true;
+        pb.retain = true;
         Packet5::Publish(pb)
     };
     publ.send(&retained("exp/short", b"s", expiring(1))).await;
@@ -873,7 +867,7 @@ async fn mqtt5_3_3_2_3_3_message_expiry_decremented_and_expired_retained_not_sen
         .await;
     let p = sub.publish().await;
     assert_eq!(
-        p.publish.topic, "exp/long",
+        p.topic, "exp/long",
         "the expired retained message is not sent"
     );
     let left = p
@@ -940,7 +934,12 @@ async fn mqtt5_3_3_4_3_overlapping_subscriptions_one_copy_with_every_identifier(
         Properties::default(),
     ))
     .await;
-    let mut ids = sub.publish().await.properties.subscription_identifiers;
+    let mut ids = sub
+        .publish()
+        .await
+        .properties
+        .subscription_identifiers
+        .clone();
     ids.sort();
     assert_eq!(ids, vec![11, 22]);
     sub.assert_quiet(Duration::from_millis(300), "only one copy")
@@ -976,7 +975,7 @@ async fn mqtt5_3_8_3_3_no_local_does_not_echo_own_publishes() {
             Properties::default(),
         ))
         .await;
-    assert_eq!(c.publish().await.publish.payload, "theirs");
+    assert_eq!(c.publish().await.payload, "theirs");
 }
 
 #[tokio::test]
@@ -988,14 +987,14 @@ async fn mqtt5_3_3_1_12_retain_as_published_keeps_the_flag_and_retain_handling_2
     else {
         unreachable!()
     };
-    p.publish.retain = true;
+    p.retain = true;
     publ.send(&Packet5::Publish(p.clone())).await;
     // Wait for the PUBACK so the value is retained before subscribing.
     assert!(matches!(publ.recv().await, Some(Packet5::PubAck(_))));
     let (mut sub, _, _) = V5::connect(gw.mqtt_addr, "rap-sub", Properties::default()).await;
     let o = SubscriptionOptions {
         retain_as_published: true,
-        retain_handling: 2,
+        retain_handling: ponte_mqtt::RetainHandling::Never,
         ..opts(QoS::AtLeastOnce)
     };
     sub.subscribe(&[("rap/t", o)], None).await;
@@ -1004,11 +1003,11 @@ async fn mqtt5_3_3_1_12_retain_as_published_keeps_the_flag_and_retain_handling_2
         "Retain Handling 2: no retained on subscribe",
     )
     .await;
-    p.publish.pkid = 2;
+    p.pkid = 2;
     publ.send(&Packet5::Publish(p)).await;
     let live = sub.publish().await;
     assert!(
-        live.publish.retain,
+        live.retain,
         "MQTT-3.3.1-13: RETAIN kept with Retain As Published"
     );
 }
@@ -1022,17 +1021,17 @@ async fn mqtt5_3_3_1_10_retain_handling_1_only_on_a_new_subscription() {
     else {
         unreachable!()
     };
-    p.publish.retain = true;
+    p.retain = true;
     publ.send(&Packet5::Publish(p)).await;
     assert!(matches!(publ.recv().await, Some(Packet5::PubAck(_))));
     let (mut sub, _, _) = V5::connect(gw.mqtt_addr, "rh1-sub", Properties::default()).await;
     let o = SubscriptionOptions {
-        retain_handling: 1,
+        retain_handling: ponte_mqtt::RetainHandling::OnNewSubscription,
         ..opts(QoS::AtLeastOnce)
     };
     sub.subscribe(&[("rh1/t", o)], None).await;
     assert!(
-        sub.publish().await.publish.retain,
+        sub.publish().await.retain,
         "new subscription: retained sent"
     );
     sub.subscribe(&[("rh1/t", o)], None).await;
@@ -1072,8 +1071,8 @@ async fn mqtt5_4_8_2_shared_subscription_one_member_per_message_round_robin() {
     }
     let mut got = Vec::new();
     for _ in 0..2 {
-        got.push(a.publish().await.publish.payload);
-        got.push(b.publish().await.publish.payload);
+        got.push(a.publish().await.payload);
+        got.push(b.publish().await.payload);
     }
     got.sort();
     assert_eq!(
@@ -1092,10 +1091,10 @@ async fn mqtt5_3_11_unsuback_reports_no_subscription_existed() {
     let gw = gateway().await;
     let (mut c, _, _) = V5::connect(gw.mqtt_addr, "unsub", Properties::default()).await;
     c.subscribe(&[("u/a", opts(QoS::AtMostOnce))], None).await;
-    c.send(&Packet5::Unsubscribe(ponte_mqtt::Unsubscribe5 {
+    c.send(&Packet5::Unsubscribe(ponte_mqtt::Unsubscribe {
         pkid: 9,
         filters: vec!["u/a".into(), "u/never".into()],
-        properties: Properties::default(),
+        properties: Default::default(),
     }))
     .await;
     match c.recv().await {
@@ -1132,8 +1131,8 @@ async fn mqtt5_v3_subscriber_receives_a_v5_publish_and_back() {
         .unwrap();
     loop {
         let p = v5.publish().await;
-        if p.publish.topic == "mix/from3" {
-            assert_eq!(p.publish.payload, "three");
+        if p.topic == "mix/from3" {
+            assert_eq!(p.payload, "three");
             assert!(p.properties.user_properties.is_empty());
             break;
         }
@@ -1177,7 +1176,7 @@ async fn mqtt5_publish_content_type_becomes_http_content_type() {
     ) else {
         unreachable!()
     };
-    p.publish.retain = true;
+    p.retain = true;
     publ.send(&Packet5::Publish(p)).await;
     assert!(matches!(publ.recv().await, Some(Packet5::PubAck(_))));
     let resp = reqwest::Client::new()

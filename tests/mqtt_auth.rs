@@ -17,8 +17,8 @@ use bytes::{Bytes, BytesMut};
 use ponte::model::TopicName;
 use ponte::Gateway;
 use ponte_mqtt::{
-    encode, encode_v5, Connect, Connect5, LastWill, Packet, Packet5, Properties, ProtocolVersion,
-    Publish, Publish5, SubscriptionOptions,
+    encode, Connect, LastWill, Packet, Packet as Packet5, ProtocolVersion, Publish,
+    SubscriptionOptions,
 };
 use rumqttc::{ConnectReturnCode, ConnectionError, Event, MqttOptions, QoS, SubscribeReasonCode};
 use support::{have, within, QUIET, WAIT};
@@ -362,7 +362,9 @@ fn connect_packet(
             payload: Bytes::from_static(b"gone"),
             qos: ponte_mqtt::QoS::AtLeastOnce,
             retain: true,
+            properties: Default::default(),
         }),
+        properties: Default::default(),
     }
 }
 
@@ -379,7 +381,7 @@ impl Raw {
 
     async fn send5(&mut self, p: &Packet5) {
         let mut out = BytesMut::new();
-        encode_v5(p, &mut out);
+        encode(p, ponte_mqtt::ProtocolVersion::V5, &mut out);
         self.s.write_all(&out).await.unwrap();
     }
 
@@ -396,10 +398,9 @@ impl Raw {
         will: Option<&str>,
     ) -> (Raw, u8, Option<String>) {
         let mut r = Raw::open(addr).await;
-        r.send5(&Packet5::Connect(Box::new(Connect5 {
-            connect: connect_packet(ProtocolVersion::V5, id, creds, will),
-            properties: Properties::default(),
-            will_properties: Properties::default(),
+        r.send5(&Packet5::Connect(Box::new(Connect {
+            properties: Default::default(),
+            ..connect_packet(ProtocolVersion::V5, id, creds, will)
         })))
         .await;
         match r.recv5().await {
@@ -407,7 +408,7 @@ impl Raw {
                 reason_code,
                 properties,
                 ..
-            }) => (r, reason_code, properties.reason_string),
+            }) => (r, reason_code, properties.reason_string.clone()),
             other => panic!("expected CONNACK, got {other:?}"),
         }
     }
@@ -417,12 +418,13 @@ impl Raw {
         let mut r = Raw::open(addr).await;
         let mut out = BytesMut::new();
         encode(
-            &Packet::Connect(connect_packet(
+            &Packet::Connect(Box::new(connect_packet(
                 ProtocolVersion::V311,
                 id,
                 Some(creds),
                 Some(will),
-            )),
+            ))),
+            ProtocolVersion::V311,
             &mut out,
         );
         r.s.write_all(&out).await.unwrap();
@@ -451,17 +453,15 @@ impl Raw {
 }
 
 fn publish5(topic: &str, qos: ponte_mqtt::QoS, pkid: u16) -> Packet5 {
-    Packet5::Publish(Box::new(Publish5 {
-        publish: Publish {
-            dup: false,
-            qos,
-            retain: true,
-            topic: topic.into(),
-            pkid,
-            payload: Bytes::from_static(b"x"),
-        },
-        properties: Properties::default(),
-    }))
+    Packet5::Publish(Publish {
+        dup: false,
+        qos,
+        retain: true,
+        topic: topic.into(),
+        pkid,
+        payload: Bytes::from_static(b"x"),
+        properties: Default::default(),
+    })
 }
 
 // ---------------------------------------------------------------------------------------
@@ -530,10 +530,9 @@ async fn mqtt5_3_1_2_9_password_without_user_name_is_anonymous_and_3_1_1_closes(
     let mut r = Raw::open(s.addr()).await;
     let mut c = connect_packet(ProtocolVersion::V5, "p5", None, None);
     c.password = Some(Bytes::from_static(b"alice-pw"));
-    r.send5(&Packet5::Connect(Box::new(Connect5 {
-        connect: c.clone(),
-        properties: Properties::default(),
-        will_properties: Properties::default(),
+    r.send5(&Packet5::Connect(Box::new(Connect {
+        properties: Default::default(),
+        ..c.clone()
     })))
     .await;
     match r.recv5().await {
@@ -545,7 +544,11 @@ async fn mqtt5_3_1_2_9_password_without_user_name_is_anonymous_and_3_1_1_closes(
     let mut r = Raw::open(s.addr()).await;
     let mut out = BytesMut::new();
     c.protocol = ProtocolVersion::V311;
-    encode(&Packet::Connect(c), &mut out);
+    encode(
+        &Packet::Connect(Box::new(c)),
+        ProtocolVersion::V311,
+        &mut out,
+    );
     r.s.write_all(&out).await.unwrap();
     let mut buf = [0u8; 8];
     let n = within(WAIT, "the server to close", r.s.read(&mut buf))
@@ -719,6 +722,7 @@ async fn mqtt5_puback_0x87_and_pubrec_0x87_with_reason_strings_for_denied_publis
             assert!(r
                 .properties
                 .reason_string
+                .clone()
                 .unwrap_or_default()
                 .contains("bob/y"));
         }
@@ -732,6 +736,7 @@ async fn mqtt5_puback_0x87_and_pubrec_0x87_with_reason_strings_for_denied_publis
             assert!(r
                 .properties
                 .reason_string
+                .clone()
                 .unwrap_or_default()
                 .contains("bob/z"));
         }
@@ -824,7 +829,7 @@ async fn mqtt5_suback_0x87_with_a_reason_string_and_shared_subscriptions_must_be
     let (mut raw, code, _) = Raw::connect5(s.addr(), "b5", Some(("bob", "bob-pw")), None).await;
     assert_eq!(code, 0);
     let opts = SubscriptionOptions::qos(ponte_mqtt::QoS::AtLeastOnce);
-    raw.send5(&Packet5::Subscribe(ponte_mqtt::Subscribe5 {
+    raw.send5(&Packet5::Subscribe(ponte_mqtt::Subscribe {
         pkid: 3,
         filters: [
             "alice/#",
@@ -836,7 +841,7 @@ async fn mqtt5_suback_0x87_with_a_reason_string_and_shared_subscriptions_must_be
         .iter()
         .map(|f| (f.to_string(), opts))
         .collect(),
-        properties: Properties::default(),
+        properties: Default::default(),
     }))
     .await;
     match raw.recv5().await {
@@ -844,7 +849,7 @@ async fn mqtt5_suback_0x87_with_a_reason_string_and_shared_subscriptions_must_be
             // `alice/#` and `#` hold something bob may read (filtered per message); a shared
             // `#` does not (a member cannot filter the group's messages); `public/x` nothing.
             assert_eq!(r.reason_codes, [1, 1, 0x87, 1, 0x87]);
-            let why = r.properties.reason_string.unwrap_or_default();
+            let why = r.properties.reason_string.clone().unwrap_or_default();
             assert!(
                 why.contains("$share/g/#") && why.contains("public/x"),
                 "{why}"

@@ -10,8 +10,8 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use common::*;
 use ponte_mqtt::{
-    encode_v5, Connect, Connect5, Packet5, Properties, ProtocolVersion, Publish, Publish5, QoS,
-    ReasonPacket, Subscribe5, SubscriptionOptions,
+    encode, Connect, Packet as Packet5, Properties, ProtocolVersion, Publish, QoS, ReasonPacket,
+    Subscribe, SubscriptionOptions,
 };
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
@@ -34,21 +34,19 @@ impl V5 {
             s,
             buf: BytesMut::new(),
         };
-        c.send(&Packet5::Connect(Box::new(Connect5 {
-            connect: Connect {
-                protocol: ProtocolVersion::V5,
-                client_id: id.into(),
-                clean_session: clean,
-                keep_alive: 30,
-                username: None,
-                password: None,
-                will: None,
-            },
+        c.send(&Packet5::Connect(Box::new(Connect {
+            protocol: ProtocolVersion::V5,
+            client_id: id.into(),
+            clean_session: clean,
+            keep_alive: 30,
+            username: None,
+            password: None,
+            will: None,
             properties: Properties {
                 session_expiry_interval: (expiry > 0).then_some(expiry),
                 ..Properties::default()
-            },
-            will_properties: Properties::default(),
+            }
+            .into(),
         })))
         .await;
         match c.recv().await {
@@ -63,7 +61,7 @@ impl V5 {
 
     async fn send(&mut self, p: &Packet5) {
         let mut out = BytesMut::new();
-        encode_v5(p, &mut out);
+        encode(p, ponte_mqtt::ProtocolVersion::V5, &mut out);
         within(WAIT, "write", self.s.write_all(&out))
             .await
             .expect("write");
@@ -74,13 +72,13 @@ impl V5 {
     }
 
     async fn subscribe(&mut self, filters: &[&str]) -> Vec<u8> {
-        self.send(&Packet5::Subscribe(Subscribe5 {
+        self.send(&Packet5::Subscribe(Subscribe {
             pkid: 3,
             filters: filters
                 .iter()
                 .map(|f| (f.to_string(), SubscriptionOptions::qos(QoS::AtLeastOnce)))
                 .collect(),
-            properties: Properties::default(),
+            properties: Default::default(),
         }))
         .await;
         loop {
@@ -98,7 +96,8 @@ impl V5 {
             properties: Properties {
                 session_expiry_interval: expiry,
                 ..Properties::default()
-            },
+            }
+            .into(),
         }))
         .await;
     }
@@ -116,17 +115,15 @@ impl V5 {
 }
 
 fn publish5(topic: &str, pkid: u16) -> Packet5 {
-    Packet5::Publish(Box::new(Publish5 {
-        publish: Publish {
-            dup: false,
-            qos: QoS::AtLeastOnce,
-            retain: false,
-            topic: topic.into(),
-            pkid,
-            payload: Bytes::from_static(b"x"),
-        },
-        properties: Properties::default(),
-    }))
+    Packet5::Publish(Publish {
+        dup: false,
+        qos: QoS::AtLeastOnce,
+        retain: false,
+        topic: topic.into(),
+        pkid,
+        payload: Bytes::from_static(b"x"),
+        properties: Default::default(),
+    })
 }
 
 #[tokio::test]

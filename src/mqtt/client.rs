@@ -34,8 +34,8 @@ use std::time::Instant;
 
 use bytes::BytesMut;
 use ponte_mqtt::{
-    reason, CloseReason, Connect5, Connection, Event, LastWill, Outgoing, Properties, Publish,
-    SubscriptionOptions,
+    reason, Accept, CloseReason, Connect, Connection, Event, LastWill, Outgoing, Properties,
+    Publish, SubscriptionOptions,
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::Notify;
@@ -259,12 +259,12 @@ pub(crate) async fn run<R, W>(
                 if wbuf.len() < WRITE_HIGH_WATER => {
                 if mailbox.as_ref().is_some_and(|m| m.overflowed()) {
                     tracing::warn!(peer = %d.peer, "MQTT client's queue overflowed; disconnecting it (overflow = disconnect)");
-                    d.conn.close(CloseReason::ServerWithReason {
+                    d.conn.close(CloseReason::Server {
                         reason_code: reason::QUOTA_EXCEEDED,
-                        reason_string: format!(
+                        reason_string: Some(format!(
                             "more than {} messages queued for this client (overflow = disconnect)",
                             d.shared.config.mqtt.max_queued
-                        ),
+                        )),
                     });
                 }
             }
@@ -351,11 +351,7 @@ impl Driver {
     async fn handle_event(&mut self, ev: Event) -> bool {
         if matches!(
             ev,
-            Event::Subscribe { .. }
-                | Event::Subscribe5(_)
-                | Event::Unsubscribe { .. }
-                | Event::PingRequest
-                | Event::Closed { .. }
+            Event::Subscribe(_) | Event::Unsubscribe(_) | Event::PingRequest | Event::Closed { .. }
         ) {
             // What the client published before this packet is done first, as if handled
             // one by one: a SUBSCRIBE sees the retained value the client just published,
@@ -363,33 +359,14 @@ impl Driver {
             self.drain_pipeline().await;
         }
         match ev {
-            Event::Connect(c) => {
-                self.on_connect(Connect5 {
-                    connect: c,
-                    properties: Properties::default(),
-                    will_properties: Properties::default(),
-                })
-                .await
-            }
-            Event::Connect5(c) => self.on_connect(*c).await,
-            Event::Publish(p) => self.on_publish(p, None).await,
-            Event::Publish5(p) => {
-                let p = *p;
-                self.on_publish(p.publish, Some(p.properties)).await
-            }
-            Event::Subscribe { pkid, filters } => {
-                let filters = filters
-                    .into_iter()
-                    .map(|(f, q)| (f, SubscriptionOptions::qos(q)))
-                    .collect();
-                self.on_subscribe(pkid, filters, None).await;
-            }
-            Event::Subscribe5(s) => {
-                let s = *s;
+            Event::Connect(c) => self.on_connect(*c).await,
+            Event::Publish(p) => self.on_publish(p).await,
+            Event::Subscribe(s) => {
                 let id = s.properties.subscription_identifiers.first().copied();
                 self.on_subscribe(s.pkid, s.filters, id).await;
             }
-            Event::Unsubscribe { pkid, filters } => {
+            Event::Unsubscribe(u) => {
+                let (pkid, filters) = (u.pkid, u.filters);
                 let mut codes = Vec::with_capacity(filters.len());
                 let mut refused = Refusals::default();
                 if let Some(session) = &self.session {
@@ -414,8 +391,7 @@ impl Driver {
                         return false;
                     }
                 }
-                self.conn
-                    .unsuback_reasons_because(pkid, codes, refused.into_reason());
+                self.conn.unsuback(pkid, codes, refused.into_reason());
             }
             // After the drain above: PINGRESP tells the client everything it sent before
             // the PINGREQ is done.
@@ -471,11 +447,11 @@ impl Driver {
                 Ok(f) => {
                     if shared && o.no_local && self.v5 {
                         // MQTT-3.8.3-4: No Local on a shared subscription is a protocol error.
-                        self.conn.close(CloseReason::ServerWithReason {
+                        self.conn.close(CloseReason::Server {
                             reason_code: reason::PROTOCOL_ERROR,
-                            reason_string: format!(
+                            reason_string: Some(format!(
                                 "MQTT-3.8.3-4: No Local set on shared subscription {filter:?}"
-                            ),
+                            )),
                         });
                         return;
                     }
@@ -517,7 +493,7 @@ impl Driver {
                         &f,
                         &session.mailbox,
                         opts,
-                        o.retain_handling,
+                        o.retain_handling as u8,
                     );
                     codes.push(to_wire(qos).as_u8());
                 }
@@ -531,8 +507,7 @@ impl Driver {
         if !self.session_durable(&session, "SUBSCRIBE").await {
             return;
         }
-        self.conn
-            .suback_reasons_because(pkid, codes, refused.into_reason());
+        self.conn.suback(pkid, codes, refused.into_reason());
     }
 
     /// Make a persistent session's record (subscriptions, expiry) durable before the packet
@@ -547,9 +522,9 @@ impl Driver {
             Ok(()) => true,
             Err(e) => {
                 tracing::error!(peer = %self.peer, error = %e, "session could not be stored; {what} not acknowledged");
-                self.conn.close(CloseReason::ServerWithReason {
+                self.conn.close(CloseReason::Server {
                     reason_code: reason::UNSPECIFIED_ERROR,
-                    reason_string: format!("the session could not be stored: {e}"),
+                    reason_string: Some(format!("the session could not be stored: {e}")),
                 });
                 false
             }
@@ -568,8 +543,7 @@ impl Driver {
         tracing::warn!(peer = %self.peer, limit, topic = %what, refused = n, "MQTT request refused by a limit");
     }
 
-    async fn on_connect(&mut self, c5: Connect5) {
-        let mut c = c5.connect;
+    async fn on_connect(&mut self, mut c: Connect) {
         if let Some(tls) = &self.tls {
             if self.shared.use_identity_as_username {
                 // mosquitto's use_identity_as_username: the certificate's CN is the username,
@@ -578,7 +552,7 @@ impl Driver {
                     Some(cn) => c.username = Some(cn.clone()),
                     None => {
                         tracing::info!(peer = %self.peer, client_id = %c.client_id, "MQTT client refused: tls.use_identity_as_username is on and it presented no verified certificate with a CN");
-                        self.conn.reject_v5(reason::NOT_AUTHORIZED);
+                        self.conn.reject(reason::NOT_AUTHORIZED, None);
                         return;
                     }
                 }
@@ -586,8 +560,12 @@ impl Driver {
         }
         self.username = c.username.clone();
         self.v5 = c.protocol == ponte_mqtt::ProtocolVersion::V5;
-        self.will_properties = c5.will_properties;
-        self.session_expiry = c5.properties.session_expiry_interval.unwrap_or(0);
+        self.will_properties = c
+            .will
+            .as_mut()
+            .map(|w| std::mem::take(&mut w.properties).into_inner())
+            .unwrap_or_default();
+        self.session_expiry = c.properties.session_expiry_interval.unwrap_or(0);
         let assigned = c.client_id.is_empty();
         let client_id = if assigned {
             // 3.1.1: only with Clean Session 1 (the machine refuses the rest, MQTT-3.1.3-8);
@@ -603,7 +581,7 @@ impl Driver {
         // Before the session is opened: a refused client takes nothing over.
         let proven = self.tls.is_some() && self.shared.use_identity_as_username;
         if let Err(refusal) = self.access.login(&c, &client_id, proven).await {
-            self.conn.reject_v5_because(refusal.code, refusal.reason);
+            self.conn.reject(refusal.code, Some(refusal.reason));
             return;
         }
         // v5: the session outlives the connection iff Session Expiry Interval > 0
@@ -647,9 +625,9 @@ impl Driver {
                     .sessions
                     .close(&opened.session, &self.shared.broker);
                 drop(owner);
-                self.conn.reject_v5_because(
+                self.conn.reject(
                     reason::SERVER_UNAVAILABLE,
-                    format!("the session could not be stored: {e}"),
+                    Some(format!("the session could not be stored: {e}")),
                 );
                 return;
             }
@@ -666,16 +644,22 @@ impl Driver {
         opened.session.mailbox.set_online(true);
         tracing::debug!(peer = %self.peer, client_id, clean = c.clean_session, present = opened.present, v5 = self.v5, "MQTT client connected");
         let assigned = (assigned && self.v5).then(|| client_id.clone());
-        // Sent only if the client asked (the machine checks, MQTT-3.1.2-28).
-        self.conn
-            .offer_response_information(response_information(&client_id));
-        self.conn
-            .accept_with(Instant::now(), opened.present, resume, assigned);
+        self.conn.accept(
+            Instant::now(),
+            Accept {
+                session_present: opened.present,
+                resume,
+                assigned_client_id: assigned,
+                // Sent only if the client asked (the machine checks, MQTT-3.1.2-28).
+                response_information: Some(response_information(&client_id)),
+            },
+        );
         self.session = Some(opened.session);
         self._owner = Some(owner);
     }
 
-    async fn on_publish(&mut self, p: Publish, properties: Option<Properties>) {
+    async fn on_publish(&mut self, mut p: Publish) {
+        let properties = std::mem::take(&mut p.properties);
         if !self.within_write_rate(&p).await {
             return;
         }
@@ -684,9 +668,9 @@ impl Driver {
             Err(e) => {
                 self.drain_pipeline().await;
                 tracing::debug!(peer = %self.peer, error = %e, "PUBLISH topic refused");
-                self.conn.close(CloseReason::ServerWithReason {
+                self.conn.close(CloseReason::Server {
                     reason_code: reason::TOPIC_NAME_INVALID,
-                    reason_string: format!("PUBLISH topic {:?}: {e}", p.topic),
+                    reason_string: Some(format!("PUBLISH topic {:?}: {e}", p.topic)),
                 });
                 return;
             }
@@ -695,12 +679,12 @@ impl Driver {
         if levels(&p.topic) > max_levels {
             self.drain_pipeline().await;
             self.limit_hit("max_topic_levels", &p.topic);
-            self.conn.close(CloseReason::ServerWithReason {
+            self.conn.close(CloseReason::Server {
                 reason_code: reason::TOPIC_NAME_INVALID,
-                reason_string: format!(
+                reason_string: Some(format!(
                     "PUBLISH topic has {} levels, more than the {max_levels} allowed",
                     levels(&p.topic)
-                ),
+                )),
             });
             return;
         }
@@ -714,9 +698,9 @@ impl Driver {
                 if self.v5 {
                     let why = access::publish_denied_reason(&p.topic);
                     self.conn
-                        .publish_failed_because(p.pkid, reason::NOT_AUTHORIZED, Some(why));
+                        .publish_done(p.pkid, reason::NOT_AUTHORIZED, Some(why));
                 } else {
-                    self.conn.publish_done(p.pkid);
+                    self.conn.publish_done(p.pkid, reason::SUCCESS, None);
                 }
             }
             return;
@@ -733,8 +717,8 @@ impl Driver {
             expires_at: None,
             publisher: self.session.as_ref().map(|s| s.mailbox.id()),
         };
-        if let Some(props) = properties {
-            apply_v5_properties(&mut message, props, Instant::now());
+        if self.v5 {
+            apply_v5_properties(&mut message, properties.into_inner(), Instant::now());
         }
         let ack = Ack { pkid: p.pkid, qos };
         let mut staged = self.shared.broker.stage(message, Precondition::none());
@@ -835,7 +819,7 @@ impl Driver {
                     // PUBREC once the id is durable, at the end of this turn.
                     self.unrecorded_qos2.push((pkid, code));
                 } else if qos != QoS::AtMostOnce {
-                    self.conn.publish_done_with(pkid, code);
+                    self.conn.publish_done(pkid, code, None);
                 }
             }
             Err(e) => {
@@ -844,13 +828,13 @@ impl Driver {
                 tracing::error!(peer = %self.peer, error = %e, "PUBLISH could not be stored");
                 let why = format!("the message could not be stored: {e}");
                 if qos == QoS::AtMostOnce {
-                    self.conn.close(CloseReason::ServerWithReason {
+                    self.conn.close(CloseReason::Server {
                         reason_code: reason::UNSPECIFIED_ERROR,
-                        reason_string: why,
+                        reason_string: Some(why),
                     });
                 } else {
                     self.conn
-                        .publish_failed_because(pkid, reason::UNSPECIFIED_ERROR, Some(why));
+                        .publish_done(pkid, reason::UNSPECIFIED_ERROR, Some(why));
                 }
             }
         }
@@ -886,13 +870,13 @@ impl Driver {
         let why = format!("more than {rate} PUBLISH per second ([limits] publish_rate)");
         tracing::debug!(peer = %self.peer, qos = ?p.qos, "MQTT PUBLISH refused: {why}");
         if p.qos == ponte_mqtt::QoS::AtMostOnce {
-            self.conn.close(CloseReason::ServerWithReason {
+            self.conn.close(CloseReason::Server {
                 reason_code: reason::MESSAGE_RATE_TOO_HIGH,
-                reason_string: why,
+                reason_string: Some(why),
             });
         } else {
             self.conn
-                .publish_failed_because(p.pkid, reason::QUOTA_EXCEEDED, Some(why));
+                .publish_done(p.pkid, reason::QUOTA_EXCEEDED, Some(why));
         }
         false
     }
@@ -1006,12 +990,13 @@ impl Driver {
         };
         for (pkid, code) in std::mem::take(&mut self.unrecorded_qos2) {
             match &result {
-                Ok(()) => self.conn.publish_done_with(pkid, code),
+                Ok(()) => self.conn.publish_done(pkid, code, None),
                 Err(e) => {
                     // Not durable: no PUBREC (v5: 0x80; 3.1.1: the connection closes, so
                     // the client re-sends the PUBLISH after reconnecting).
                     tracing::error!(peer = %self.peer, error = %e, "inbound QoS 2 id could not be stored");
-                    self.conn.publish_failed(pkid, reason::UNSPECIFIED_ERROR);
+                    self.conn
+                        .publish_done(pkid, reason::UNSPECIFIED_ERROR, None);
                 }
             }
         }
@@ -1051,20 +1036,20 @@ impl Driver {
                 }
                 continue;
             }
-            let out = outgoing(&d, self.v5);
-            let before = self.conn.outgoing_pkids().len();
-            if let Err(out) = self.conn.send_publish(now, out) {
-                drop(out);
-                session.mailbox.push_front(d);
-                break;
-            }
+            let sent = match self.conn.send_publish(now, outgoing(&d)) {
+                Ok(sent) => sent,
+                Err(out) => {
+                    drop(out);
+                    session.mailbox.push_front(d);
+                    break;
+                }
+            };
             if d.durable != 0 {
                 // Tracked until PUBACK/PUBCOMP; dropped by the machine (v5 expiry or
                 // Maximum Packet Size, counted there): nothing left to deliver.
-                let pkids = self.conn.outgoing_pkids();
-                match (pkids.len() > before).then(|| self.conn.outgoing_pkids().last()) {
-                    Some(Some(pkid)) => session.sent_durable(pkid, d.durable),
-                    _ => {
+                match sent {
+                    Some(pkid) => session.sent_durable(pkid, d.durable),
+                    None => {
                         if let Some(q) = self.shared.broker.queue() {
                             q.remove(&session.key, d.durable);
                         }
@@ -1134,24 +1119,20 @@ fn apply_v5_properties(m: &mut Message, mut props: Properties, now: Instant) {
     }
 }
 
-/// The machine's view of one delivery. A v5 recipient of a message that has a content type
-/// but no v5 properties (an HTTP or CoAP write) gets it as Content Type.
-fn outgoing(d: &Delivery, v5: bool) -> Outgoing {
+/// The machine's view of one delivery: the message's content type (an HTTP or CoAP write's
+/// too) goes to v5 recipients as Content Type, its v5 properties as published.
+fn outgoing(d: &Delivery) -> Outgoing {
     let m = &d.message;
-    let properties = match (&m.properties, &m.content_type) {
-        (Some(p), _) => Some(p.clone()),
-        (None, Some(ct)) if v5 => Some(Arc::new(Properties {
-            content_type: Some(ct.to_string()),
-            ..Properties::default()
-        })),
-        _ => None,
-    };
     Outgoing {
         topic: m.topic.as_arc().clone(),
         payload: m.payload.clone(),
         qos: to_wire(d.qos),
         retain: d.retain,
-        properties,
+        content_type: m.content_type.clone(),
+        properties: m
+            .properties
+            .clone()
+            .map(|p| p as Arc<dyn ponte_mqtt::PublishProperties>),
         subscription_ids: d.subscription_ids.clone(),
         expires_at: m.expires_at,
     }

@@ -573,7 +573,11 @@ impl Registry {
                         payload: message.payload.clone(),
                         qos: to_wire(message.qos),
                         retain: message.retain,
-                        properties: message.properties.clone(),
+                        content_type: message.content_type.clone(),
+                        properties: message
+                            .properties
+                            .clone()
+                            .map(|p| p as Arc<dyn ponte_mqtt::PublishProperties>),
                         subscription_ids: Vec::new(),
                         expires_at: message.expires_at,
                     },

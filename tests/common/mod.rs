@@ -457,10 +457,10 @@ impl Raw {
 /// The next MQTT 5 packet from a raw connection: read from `s` into `buf` until `buf` holds
 /// a whole packet; `None` once the server closed the connection. Bounded by [`WAIT`]; bytes
 /// already read stay in `buf` for the next call. A malformed packet fails the test.
-pub async fn read_v5(s: &mut TcpStream, buf: &mut bytes::BytesMut) -> Option<ponte_mqtt::Packet5> {
+pub async fn read_v5(s: &mut TcpStream, buf: &mut bytes::BytesMut) -> Option<ponte_mqtt::Packet> {
     within(WAIT, "an MQTT 5 packet", async {
         loop {
-            match ponte_mqtt::decode_v5(buf, 1 << 24) {
+            match ponte_mqtt::decode(buf, 1 << 24, ponte_mqtt::ProtocolVersion::V5) {
                 Ok(Some(p)) => return Some(p),
                 Ok(None) => {}
                 Err(e) => panic!("server sent a malformed packet: {e}"),

@@ -12,9 +12,8 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use ponte_mqtt::{
-    decode, decode_v5, encode, encode_v5, Connect, Connect5, LastWill, Packet, Packet5, Properties,
-    ProtocolVersion, Publish, Publish5, QoS, Subscribe5, SubscribeReturnCode, SubscriptionOptions,
-    Unsubscribe5,
+    decode, encode, Connect, LastWill, Packet, Packet as Packet5, Properties, ProtocolVersion,
+    Publish, QoS, Subscribe, SubscriptionOptions, Unsubscribe,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -80,6 +79,16 @@ async fn read_packet<P>(
     }
 }
 
+/// Decodes the 3.1.1 wire form.
+fn decode_v3(buf: &mut BytesMut, max: usize) -> Result<Option<Packet>, ponte_mqtt::DecodeError> {
+    decode(buf, max, ProtocolVersion::V311)
+}
+
+/// Decodes the v5 wire form.
+fn decode_v5(buf: &mut BytesMut, max: usize) -> Result<Option<Packet>, ponte_mqtt::DecodeError> {
+    decode(buf, max, ProtocolVersion::V5)
+}
+
 /// Open a TCP connection to the broker.
 async fn tcp(addr: SocketAddr) -> TcpStream {
     let s = within(WAIT, "TCP connect", TcpStream::connect(addr))
@@ -94,7 +103,7 @@ async fn tcp(addr: SocketAddr) -> TcpStream {
 
 /// A 3.1.1 CONNECT.
 pub fn connect3(id: &str, clean: bool, keep_alive: u16, will: Option<LastWill>) -> Packet {
-    Packet::Connect(Connect {
+    Packet::Connect(Box::new(Connect {
         protocol: ProtocolVersion::V311,
         client_id: id.into(),
         clean_session: clean,
@@ -102,7 +111,8 @@ pub fn connect3(id: &str, clean: bool, keep_alive: u16, will: Option<LastWill>) 
         username: None,
         password: None,
         will,
-    })
+        properties: Default::default(),
+    }))
 }
 
 /// A will message for [`connect3`] / [`connect5`].
@@ -112,6 +122,7 @@ pub fn will(topic: &str, payload: &'static [u8], qos: QoS, retain: bool) -> Last
         payload: Bytes::from_static(payload),
         qos,
         retain,
+        properties: Default::default(),
     }
 }
 
@@ -124,6 +135,7 @@ pub fn publish(topic: &str, qos: QoS, pkid: u16, retain: bool, payload: &[u8]) -
         topic: topic.into(),
         pkid,
         payload: Bytes::copy_from_slice(payload),
+        properties: Default::default(),
     }
 }
 
@@ -156,7 +168,8 @@ impl V3 {
         match c.recv().await {
             Some(Packet::ConnAck {
                 session_present,
-                code: ponte_mqtt::ConnectReturnCode::Accepted,
+                reason_code: ponte_mqtt::reason::SUCCESS,
+                ..
             }) => (c, session_present),
             other => panic!("expected CONNACK 0x00, got {other:?}"),
         }
@@ -165,7 +178,7 @@ impl V3 {
     /// Encode and write one packet.
     pub async fn send(&mut self, p: &Packet) {
         let mut out = BytesMut::new();
-        encode(p, &mut out);
+        encode(p, ProtocolVersion::V311, &mut out);
         self.send_raw(&out).await;
     }
 
@@ -181,7 +194,7 @@ impl V3 {
         within(
             WAIT,
             "an MQTT 3.1.1 packet",
-            read_packet(&mut self.s, &mut self.buf, decode),
+            read_packet(&mut self.s, &mut self.buf, decode_v3),
         )
         .await
     }
@@ -197,17 +210,22 @@ impl V3 {
         }
     }
 
-    /// Subscribe with packet id 1 and return the SUBACK's codes (asserting its id).
-    pub async fn subscribe(&mut self, filters: &[(&str, QoS)]) -> Vec<SubscribeReturnCode> {
-        self.send(&Packet::Subscribe {
+    /// Subscribe with packet id 1 and return the SUBACK's codes (asserting its id): the
+    /// granted QoS, or 0x80.
+    pub async fn subscribe(&mut self, filters: &[(&str, QoS)]) -> Vec<u8> {
+        self.send(&Packet::Subscribe(Subscribe {
             pkid: 1,
-            filters: filters.iter().map(|(f, q)| (f.to_string(), *q)).collect(),
-        })
+            filters: filters
+                .iter()
+                .map(|(f, q)| (f.to_string(), SubscriptionOptions::qos(*q)))
+                .collect(),
+            properties: Default::default(),
+        }))
         .await;
         loop {
             match self.recv().await {
-                Some(Packet::SubAck { pkid: 1, codes }) => return codes,
-                Some(Packet::SubAck { pkid, .. }) => panic!("SUBACK for id {pkid}, sent 1"),
+                Some(Packet::SubAck(a)) if a.pkid == 1 => return a.reason_codes,
+                Some(Packet::SubAck(a)) => panic!("SUBACK for id {}, sent 1", a.pkid),
                 Some(_) => {}
                 None => panic!("closed before SUBACK"),
             }
@@ -220,11 +238,17 @@ impl V3 {
             .await;
         match qos {
             QoS::AtMostOnce => {}
-            QoS::AtLeastOnce => self.expect(Packet::PubAck(1)).await,
+            QoS::AtLeastOnce => {
+                self.expect(Packet::PubAck(ponte_mqtt::PubResponse::success(1)))
+                    .await
+            }
             QoS::ExactlyOnce => {
-                self.expect(Packet::PubRec(1)).await;
-                self.send(&Packet::PubRel(1)).await;
-                self.expect(Packet::PubComp(1)).await;
+                self.expect(Packet::PubRec(ponte_mqtt::PubResponse::success(1)))
+                    .await;
+                self.send(&Packet::PubRel(ponte_mqtt::PubResponse::success(1)))
+                    .await;
+                self.expect(Packet::PubComp(ponte_mqtt::PubResponse::success(1)))
+                    .await;
             }
         }
     }
@@ -239,7 +263,7 @@ impl V3 {
     pub async fn expect_closed(&mut self, what: &str) -> Vec<Packet> {
         within(WAIT, what, async {
             let mut seen = Vec::new();
-            while let Some(p) = read_packet(&mut self.s, &mut self.buf, decode).await {
+            while let Some(p) = read_packet(&mut self.s, &mut self.buf, decode_v3).await {
                 seen.push(p);
             }
             seen
@@ -250,7 +274,7 @@ impl V3 {
     /// Assert nothing arrives (and the connection stays open) for `d`.
     pub async fn assert_quiet(&mut self, d: Duration, why: &str) {
         if let Ok(p) =
-            tokio::time::timeout(d, read_packet(&mut self.s, &mut self.buf, decode)).await
+            tokio::time::timeout(d, read_packet(&mut self.s, &mut self.buf, decode_v3)).await
         {
             panic!("{why}: got {p:?}");
         }
@@ -264,7 +288,7 @@ impl V3 {
 
     /// DISCONNECT, then wait for the server to close.
     pub async fn disconnect(mut self) {
-        self.send(&Packet::Disconnect).await;
+        self.send(&Packet::disconnect()).await;
         self.expect_closed("the close after DISCONNECT").await;
     }
 }
@@ -274,18 +298,15 @@ impl V3 {
 
 /// A v5 CONNECT (keep alive 30 s).
 pub fn connect5(id: &str, clean_start: bool, props: Properties) -> Packet5 {
-    Packet5::Connect(Box::new(Connect5 {
-        connect: Connect {
-            protocol: ProtocolVersion::V5,
-            client_id: id.into(),
-            clean_session: clean_start,
-            keep_alive: 30,
-            username: None,
-            password: None,
-            will: None,
-        },
-        properties: props,
-        will_properties: Properties::default(),
+    Packet5::Connect(Box::new(Connect {
+        protocol: ProtocolVersion::V5,
+        client_id: id.into(),
+        clean_session: clean_start,
+        keep_alive: 30,
+        username: None,
+        password: None,
+        will: None,
+        properties: props.into(),
     }))
 }
 
@@ -299,17 +320,19 @@ pub fn connect5_will(
     let Packet5::Connect(mut c) = connect5(id, true, props) else {
         unreachable!()
     };
-    c.connect.will = Some(will);
-    c.will_properties = will_properties;
+    c.will = Some(LastWill {
+        properties: will_properties.into(),
+        ..will
+    });
     Packet5::Connect(c)
 }
 
 /// A v5 PUBLISH.
 pub fn publish5(p: Publish, properties: Properties) -> Packet5 {
-    Packet5::Publish(Box::new(Publish5 {
-        publish: p,
-        properties,
-    }))
+    Packet5::Publish(Publish {
+        properties: properties.into(),
+        ..p
+    })
 }
 
 /// Session Expiry Interval as CONNECT properties.
@@ -367,7 +390,7 @@ impl V5 {
                 ConnAck5 {
                     session_present,
                     reason: reason_code,
-                    properties,
+                    properties: properties.into_inner(),
                 },
             ),
             other => panic!("expected CONNACK, got {other:?}"),
@@ -394,7 +417,7 @@ impl V5 {
     /// Encode and write one packet.
     pub async fn send(&mut self, p: &Packet5) {
         let mut out = BytesMut::new();
-        encode_v5(p, &mut out);
+        encode(p, ponte_mqtt::ProtocolVersion::V5, &mut out);
         self.send_raw(&out).await;
     }
 
@@ -416,10 +439,10 @@ impl V5 {
     }
 
     /// The next PUBLISH, skipping anything else.
-    pub async fn publish_rx(&mut self) -> Publish5 {
+    pub async fn publish_rx(&mut self) -> Publish {
         loop {
             match self.recv().await {
-                Some(Packet5::Publish(p)) => return *p,
+                Some(Packet5::Publish(p)) => return p,
                 Some(_) => {}
                 None => panic!("connection closed while waiting for a PUBLISH"),
             }
@@ -428,10 +451,10 @@ impl V5 {
 
     /// Subscribe with packet id 1 and return the SUBACK's reason codes.
     pub async fn subscribe(&mut self, filters: &[(&str, SubscriptionOptions)]) -> Vec<u8> {
-        self.send(&Packet5::Subscribe(Subscribe5 {
+        self.send(&Packet5::Subscribe(Subscribe {
             pkid: 1,
             filters: filters.iter().map(|(f, o)| (f.to_string(), *o)).collect(),
-            properties: Properties::default(),
+            properties: Default::default(),
         }))
         .await;
         loop {
@@ -448,10 +471,10 @@ impl V5 {
 
     /// Unsubscribe with packet id 2 and return the UNSUBACK's reason codes.
     pub async fn unsubscribe(&mut self, filters: &[&str]) -> Vec<u8> {
-        self.send(&Packet5::Unsubscribe(Unsubscribe5 {
+        self.send(&Packet5::Unsubscribe(Unsubscribe {
             pkid: 2,
             filters: filters.iter().map(|f| f.to_string()).collect(),
-            properties: Properties::default(),
+            properties: Default::default(),
         }))
         .await;
         loop {
@@ -495,7 +518,7 @@ impl V5 {
                 self.send(&Packet5::PubRel(ponte_mqtt::PubResponse {
                     pkid: 1,
                     reason_code: 0,
-                    properties: Properties::default(),
+                    properties: Default::default(),
                 }))
                 .await;
                 let p = self.recv().await;
@@ -508,7 +531,7 @@ impl V5 {
     pub async fn disconnect_rx(&mut self) -> (u8, Properties) {
         loop {
             match self.recv().await {
-                Some(Packet5::Disconnect(d)) => return (d.reason_code, d.properties),
+                Some(Packet5::Disconnect(d)) => return (d.reason_code, d.properties.into_inner()),
                 Some(_) => {}
                 None => panic!("closed without DISCONNECT"),
             }
@@ -547,7 +570,7 @@ impl V5 {
     pub async fn disconnect(mut self, reason: u8) {
         self.send(&Packet5::Disconnect(ponte_mqtt::ReasonPacket {
             reason_code: reason,
-            properties: Properties::default(),
+            properties: Default::default(),
         }))
         .await;
         self.expect_closed("the close after DISCONNECT").await;
