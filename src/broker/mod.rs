@@ -24,12 +24,12 @@ use bytes::Bytes;
 use parking_lot::RwLock;
 
 use crate::backbone::Backbone;
-use crate::model::{Message, Origin, QoS, RetainedValue};
-use crate::model::{TopicFilter, TopicName};
+use crate::model::{Message, Origin, Properties, QoS, RetainHandling, RetainedValue};
+use crate::model::{SubOptions, TopicFilter, TopicName};
 use crate::store::{Store, StoreError};
 use mailbox::{Mailbox, PushOutcome};
 use retained::{Precondition, Retained, WriteOutcome};
-use trie::{Matched, SubOptions, SubscriptionIndex};
+use trie::{Matched, SubscriptionIndex};
 
 /// Counters the broker keeps for logs and (later) `$SYS`.
 #[derive(Debug, Default)]
@@ -57,7 +57,7 @@ struct RetainedMeta {
     /// Version of the retained value these belong to.
     version: u64,
     /// Application properties as published.
-    properties: Option<Arc<ponte_mqtt::Properties>>,
+    properties: Option<Arc<Properties>>,
     /// When the retained message expires (it is then no longer sent to new subscribers).
     expires_at: Option<Instant>,
 }
@@ -461,22 +461,26 @@ impl Broker {
         qos: QoS,
         send_retained: bool,
     ) -> bool {
-        let handling = if send_retained { 0 } else { 2 };
+        let handling = if send_retained {
+            RetainHandling::OnSubscribe
+        } else {
+            RetainHandling::Never
+        };
         self.subscribe_with(filter, mailbox, SubOptions::qos(qos), handling)
     }
 
     /// Subscribe with MQTT 5 options. A filter `$share/group/f` makes `mailbox` a member of
     /// the shared group `group` on `f` (one member per message, round-robin, MQTT 4.8.2);
-    /// the caller keeps and unsubscribes the whole `$share/...` filter. `retain_handling` (MQTT
-    /// 3.8.3.1): 0 send the matching retained values, 1 only if the subscription is new,
-    /// 2 never; a shared subscription never gets them (MQTT 4.8.2). Expired retained values
-    /// are not sent. Returns whether an existing subscription was replaced.
+    /// the caller keeps and unsubscribes the whole `$share/...` filter. `retain_handling`
+    /// says whether the matching retained values are sent; a shared subscription never gets
+    /// them (MQTT 4.8.2). Expired retained values are not sent. Returns whether an existing
+    /// subscription was replaced.
     pub fn subscribe_with(
         &self,
         filter: &TopicFilter,
         mailbox: &Arc<Mailbox>,
         opts: SubOptions,
-        retain_handling: u8,
+        retain_handling: RetainHandling,
     ) -> bool {
         let shared = split_shared(filter.as_str());
         let (share, inner) = match &shared {
@@ -489,9 +493,9 @@ impl Broker {
             .insert_with(inner, share, mailbox.clone(), opts);
         let send = share.is_none()
             && match retain_handling {
-                0 => true,
-                1 => !replaced,
-                _ => false,
+                RetainHandling::OnSubscribe => true,
+                RetainHandling::OnNewSubscription => !replaced,
+                RetainHandling::Never => false,
             };
         if send {
             let now = Instant::now();

@@ -20,10 +20,8 @@
 //! [`Broker::deliver`]: crate::broker::Broker::deliver
 //!
 //! MQTT 5 connections use the same loop: the machine enforces the v5 limits and speaks the
-//! v5 wire format; here v5 publish properties become the broker [`Message`]'s (Content Type
-//! its content type, Message Expiry its deadline), subscription options become
-//! [`SubOptions`], and a [`Delivery`]'s properties, subscription identifiers and expiry go
-//! back out in [`Outgoing`]. A 3.1.1 event is handled as the v5 one with no properties.
+//! v5 wire format, and every event comes in one shape (a 3.1.1 one has no properties).
+//! Wire types become the model's in `wire.rs` and nowhere else.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -34,22 +32,21 @@ use std::time::Instant;
 
 use bytes::BytesMut;
 use ponte_mqtt::{
-    reason, Accept, CloseReason, Connect, Connection, Event, LastWill, Outgoing, Properties,
-    Publish, SubscriptionOptions,
+    reason, Accept, CloseReason, Connect, Connection, Event, LastWill, Properties, Publish,
+    SubscriptionOptions,
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::Notify;
 
 use super::access::{self, Access};
 use super::session::Session;
+use super::wire;
 use super::Shared;
 use crate::broker::retained::Precondition;
-use crate::broker::trie::SubOptions;
-use crate::broker::Delivery;
 use crate::broker::{Delivered, PublishOutcome, Staged, Stored};
 use crate::limits::WriteLimiter;
+use crate::model::TopicFilter;
 use crate::model::{Message, Origin, QoS};
-use crate::model::{TopicFilter, TopicName};
 use crate::shutdown::Shutdown;
 use crate::store::StoreError;
 use crate::tls::TlsPeer;
@@ -78,22 +75,6 @@ pub fn response_information(client_id: &str) -> String {
 /// Stop pulling from the mailbox while this many bytes wait to be written: a slow reader
 /// backs up into its own mailbox (bounded, with its overflow policy), not into memory here.
 const WRITE_HIGH_WATER: usize = 256 * 1024;
-
-fn to_core(q: ponte_mqtt::QoS) -> QoS {
-    match q {
-        ponte_mqtt::QoS::AtMostOnce => QoS::AtMostOnce,
-        ponte_mqtt::QoS::AtLeastOnce => QoS::AtLeastOnce,
-        ponte_mqtt::QoS::ExactlyOnce => QoS::ExactlyOnce,
-    }
-}
-
-fn to_wire(q: QoS) -> ponte_mqtt::QoS {
-    match q {
-        QoS::AtMostOnce => ponte_mqtt::QoS::AtMostOnce,
-        QoS::AtLeastOnce => ponte_mqtt::QoS::AtLeastOnce,
-        QoS::ExactlyOnce => ponte_mqtt::QoS::ExactlyOnce,
-    }
-}
 
 /// Per-connection driver state.
 struct Driver {
@@ -464,13 +445,7 @@ impl Driver {
                         codes.push(reason::NOT_AUTHORIZED);
                         continue;
                     }
-                    let qos = to_core(o.qos);
-                    let opts = SubOptions {
-                        qos,
-                        no_local: o.no_local,
-                        retain_as_published: o.retain_as_published,
-                        id,
-                    };
+                    let (opts, retain_handling) = wire::sub_options(&o, id);
                     {
                         let mut subs = session.subscriptions.lock();
                         if subs.len() >= limits.max_subscriptions && !subs.contains_key(&f) {
@@ -489,13 +464,10 @@ impl Driver {
                         // Record first so a concurrent close removes it again.
                         subs.insert(f.clone(), opts);
                     }
-                    self.shared.broker.subscribe_with(
-                        &f,
-                        &session.mailbox,
-                        opts,
-                        o.retain_handling as u8,
-                    );
-                    codes.push(to_wire(qos).as_u8());
+                    self.shared
+                        .broker
+                        .subscribe_with(&f, &session.mailbox, opts, retain_handling);
+                    codes.push(o.qos.as_u8());
                 }
                 Err(e) => {
                     tracing::debug!(peer = %self.peer, %filter, error = %e, "SUBSCRIBE filter refused");
@@ -663,18 +635,6 @@ impl Driver {
         if !self.within_write_rate(&p).await {
             return;
         }
-        let topic = match TopicName::parse(&p.topic) {
-            Ok(t) => t,
-            Err(e) => {
-                self.drain_pipeline().await;
-                tracing::debug!(peer = %self.peer, error = %e, "PUBLISH topic refused");
-                self.conn.close(CloseReason::Server {
-                    reason_code: reason::TOPIC_NAME_INVALID,
-                    reason_string: Some(format!("PUBLISH topic {:?}: {e}", p.topic)),
-                });
-                return;
-            }
-        };
         let max_levels = self.shared.config.mqtt.max_topic_levels;
         if levels(&p.topic) > max_levels {
             self.drain_pipeline().await;
@@ -705,9 +665,10 @@ impl Driver {
             }
             return;
         }
-        let qos = to_core(p.qos);
+        let qos = p.qos.into();
         let mut message = Message {
-            topic,
+            // Checked by the codec: validated once (MQTT-3.3.2-2, MQTT-4.7.3-1).
+            topic: wire::topic(&p.topic),
             payload: p.payload,
             qos,
             retain: p.retain,
@@ -718,7 +679,7 @@ impl Driver {
             publisher: self.session.as_ref().map(|s| s.mailbox.id()),
         };
         if self.v5 {
-            apply_v5_properties(&mut message, properties.into_inner(), Instant::now());
+            wire::apply_properties(&mut message, properties.into_inner(), Instant::now());
         }
         let ack = Ack { pkid: p.pkid, qos };
         let mut staged = self.shared.broker.stage(message, Precondition::none());
@@ -923,13 +884,7 @@ impl Driver {
     /// session ends (MQTT-3.1.3-9): a non-persistent session ends now. A delayed will is
     /// dropped if a new connection owns the session when the delay is over.
     fn publish_will(&self, w: LastWill) {
-        let topic = match TopicName::parse(&w.topic) {
-            Ok(t) => t,
-            Err(e) => {
-                tracing::debug!(peer = %self.peer, error = %e, "will topic refused");
-                return;
-            }
-        };
+        let topic = wire::topic(&w.topic);
         let delay = self.will_properties.will_delay_interval.unwrap_or(0);
         let persistent = self.session.as_ref().is_some_and(|s| s.persistent);
         let delay = if persistent {
@@ -940,7 +895,7 @@ impl Driver {
         let mut m = Message {
             topic,
             payload: w.payload,
-            qos: to_core(w.qos),
+            qos: w.qos.into(),
             retain: w.retain,
             content_type: None,
             origin: Origin::Mqtt,
@@ -967,7 +922,7 @@ impl Driver {
                 return;
             }
             // The Message Expiry of a will counts from when it is published.
-            apply_v5_properties(&mut m, props, Instant::now());
+            wire::apply_properties(&mut m, props, Instant::now());
             if let Err(e) = broker.publish(m, Precondition::none()).await {
                 tracing::error!(%peer, error = %e, "will could not be published");
             }
@@ -1036,7 +991,7 @@ impl Driver {
                 }
                 continue;
             }
-            let sent = match self.conn.send_publish(now, outgoing(&d)) {
+            let sent = match self.conn.send_publish(now, wire::delivery(&d)) {
                 Ok(sent) => sent,
                 Err(out) => {
                     drop(out);
@@ -1101,41 +1056,6 @@ impl Refusals {
 /// Number of levels in a topic name or filter (`a/b/c` has 3).
 fn levels(topic: &str) -> usize {
     topic.bytes().filter(|b| *b == b'/').count() + 1
-}
-
-/// Fill a broker message from v5 PUBLISH (or Will) properties: Content Type becomes the
-/// message's content type (and so the retained value's), Message Expiry its deadline; the
-/// rest travels unchanged, in order, for v5 subscribers.
-fn apply_v5_properties(m: &mut Message, mut props: Properties, now: Instant) {
-    m.content_type = props.content_type.as_deref().map(Arc::from);
-    m.expires_at = props
-        .message_expiry_interval
-        .take()
-        .map(|s| now + std::time::Duration::from_secs(u64::from(s)));
-    props.topic_alias = None;
-    props.subscription_identifiers.clear();
-    if !props.is_empty() {
-        m.properties = Some(Arc::new(props));
-    }
-}
-
-/// The machine's view of one delivery: the message's content type (an HTTP or CoAP write's
-/// too) goes to v5 recipients as Content Type, its v5 properties as published.
-fn outgoing(d: &Delivery) -> Outgoing {
-    let m = &d.message;
-    Outgoing {
-        topic: m.topic.as_arc().clone(),
-        payload: m.payload.clone(),
-        qos: to_wire(d.qos),
-        retain: d.retain,
-        content_type: m.content_type.clone(),
-        properties: m
-            .properties
-            .clone()
-            .map(|p| p as Arc<dyn ponte_mqtt::PublishProperties>),
-        subscription_ids: d.subscription_ids.clone(),
-        expires_at: m.expires_at,
-    }
 }
 
 #[cfg(test)]

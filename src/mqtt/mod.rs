@@ -8,6 +8,7 @@ mod client;
 mod counted;
 pub mod session;
 mod sys;
+mod wire;
 pub mod ws;
 
 use std::net::SocketAddr;

@@ -29,23 +29,13 @@ use tokio::sync::Notify;
 
 use crate::broker::mailbox::{Mailbox, OverflowPolicy};
 use crate::broker::queue::Durable;
-use crate::broker::trie::SubOptions;
 use crate::broker::Broker;
 use crate::broker::Delivery;
 use crate::model::{Message, Origin};
-use crate::model::{TopicFilter, TopicName};
+use crate::model::{RetainHandling, SubOptions, TopicFilter, TopicName};
 use crate::store::session::{
     QueuedRecord, SessionOp, SessionRecord, StoredInflight, StoredState, StoredSubscription,
 };
-
-fn to_wire(q: crate::model::QoS) -> ponte_mqtt::QoS {
-    use crate::model::QoS;
-    match q {
-        QoS::AtMostOnce => ponte_mqtt::QoS::AtMostOnce,
-        QoS::AtLeastOnce => ponte_mqtt::QoS::AtLeastOnce,
-        QoS::ExactlyOnce => ponte_mqtt::QoS::ExactlyOnce,
-    }
-}
 
 /// Session Expiry Interval meaning "never expires" (MQTT 5 §3.1.2.11.2: 0xFFFFFFFF).
 pub const NEVER: u32 = u32::MAX;
@@ -536,7 +526,7 @@ impl Registry {
                     id: sub.id,
                 };
                 // Retain Handling 2: a restored subscription is not new.
-                broker.subscribe_with(&f, &s.mailbox, opts, 2);
+                broker.subscribe_with(&f, &s.mailbox, opts, RetainHandling::Never);
                 s.subscriptions.lock().insert(f, opts);
             }
             q.register(s.mailbox.id(), s.key.clone());
@@ -568,19 +558,12 @@ impl Registry {
                 };
                 outgoing.push(Inflight::Publish {
                     pkid: o.pkid,
-                    message: ponte_mqtt::Outgoing {
-                        topic: message.topic.as_arc().clone(),
-                        payload: message.payload.clone(),
-                        qos: to_wire(message.qos),
-                        retain: message.retain,
-                        content_type: message.content_type.clone(),
-                        properties: message
-                            .properties
-                            .clone()
-                            .map(|p| p as Arc<dyn ponte_mqtt::PublishProperties>),
-                        subscription_ids: Vec::new(),
-                        expires_at: message.expires_at,
-                    },
+                    message: super::wire::outgoing(
+                        &message,
+                        message.qos,
+                        message.retain,
+                        Vec::new(),
+                    ),
                 });
                 s.sent_durable(o.pkid, o.seq);
                 messages += 1;

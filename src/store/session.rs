@@ -25,10 +25,9 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use ponte_mqtt::Properties;
 
 use super::StoreError;
-use crate::model::QoS;
+use crate::model::{PayloadFormat, Properties, QoS};
 
 /// One change to the durable session state.
 #[derive(Debug, Clone)]
@@ -115,9 +114,9 @@ pub struct QueuedRecord {
     pub retain: bool,
     /// Content type, if the message had one.
     pub content_type: Option<String>,
-    /// MQTT 5 application properties (Payload Format Indicator, Content Type, Response
-    /// Topic, Correlation Data, User Properties in order), so a v5 subscriber gets the
-    /// message as published after a restart too.
+    /// Application properties (Payload Format, Response Topic, Correlation Data, User
+    /// Properties in order), so a v5 subscriber gets the message as published after a
+    /// restart too.
     pub properties: Option<Arc<Properties>>,
     /// MQTT 5 Message Expiry as a wall-clock deadline, so the interval sent after a restart
     /// is what remains of it (MQTT-3.3.2-6) and an expired message is not sent at all.
@@ -387,6 +386,8 @@ const QUEUED_V2: u8 = 0x82;
 
 /// Property mask bits of a version 2 queue entry.
 const P_FORMAT: u8 = 1;
+/// Content Type inside the properties: written by earlier versions (the same value as the
+/// entry's own content type), skipped when read, no longer written.
 const P_CONTENT_TYPE: u8 = 2;
 const P_RESPONSE_TOPIC: u8 = 4;
 const P_CORRELATION: u8 = 8;
@@ -399,10 +400,11 @@ fn put_bytes16(out: &mut Vec<u8>, b: &[u8]) {
 
 /// Encode a queued message (version 2): 0x82, qos u8, retain u8, topic (str16), content
 /// type (str16, empty for none), expiry u64 (ms since the Unix epoch, 0 for none), a
-/// property mask u8 (0x80: v5 properties follow) with, for the set bits, Payload Format
-/// Indicator u8 (1), Content Type str16 (2), Response Topic str16 (4), Correlation Data
-/// (u16 length + bytes, 8), then User Properties (u16 count, name and value str16 each);
-/// then the payload (the rest).
+/// property mask u8 (0x80: properties follow) with, for the set bits, Payload Format
+/// Indicator u8 (1), Response Topic str16 (4), Correlation Data (u16 length + bytes, 8),
+/// then User Properties (u16 count, name and value str16 each); then the payload (the
+/// rest). Bit 2 (a Content Type str16 after the indicator) is only read, see
+/// [`P_CONTENT_TYPE`].
 pub(crate) fn encode_queued(m: &QueuedRecord) -> Vec<u8> {
     let ct = m.content_type.as_deref().unwrap_or("");
     let mut out = Vec::with_capacity(16 + m.topic.len() + ct.len() + m.payload.len());
@@ -415,30 +417,17 @@ pub(crate) fn encode_queued(m: &QueuedRecord) -> Vec<u8> {
     match m.properties.as_deref() {
         None => out.push(0),
         Some(p) => {
-            let mask =
-                0x80 | if p.payload_format_indicator.is_some() {
-                    P_FORMAT
-                } else {
-                    0
-                } | if p.content_type.is_some() {
-                    P_CONTENT_TYPE
-                } else {
-                    0
-                } | if p.response_topic.is_some() {
-                    P_RESPONSE_TOPIC
-                } else {
-                    0
-                } | if p.correlation_data.is_some() {
-                    P_CORRELATION
-                } else {
-                    0
-                };
-            out.push(mask);
-            if let Some(f) = p.payload_format_indicator {
-                out.push(f);
-            }
-            if let Some(c) = &p.content_type {
-                put_str16(&mut out, c);
+            let bit = |set: bool, bit: u8| if set { bit } else { 0 };
+            out.push(
+                0x80 | bit(p.payload_format.is_some(), P_FORMAT)
+                    | bit(p.response_topic.is_some(), P_RESPONSE_TOPIC)
+                    | bit(p.correlation_data.is_some(), P_CORRELATION),
+            );
+            if let Some(f) = p.payload_format {
+                out.push(match f {
+                    PayloadFormat::Bytes => 0,
+                    PayloadFormat::Utf8 => 1,
+                });
             }
             if let Some(t) = &p.response_topic {
                 put_str16(&mut out, t);
@@ -446,9 +435,9 @@ pub(crate) fn encode_queued(m: &QueuedRecord) -> Vec<u8> {
             if let Some(d) = &p.correlation_data {
                 put_bytes16(&mut out, d);
             }
-            let n = p.user_properties.len().min(usize::from(u16::MAX));
+            let n = p.user.len().min(usize::from(u16::MAX));
             out.extend_from_slice(&(n as u16).to_be_bytes());
-            for (k, v) in p.user_properties.iter().take(n) {
+            for (k, v) in p.user.iter().take(n) {
                 put_str16(&mut out, k);
                 put_str16(&mut out, v);
             }
@@ -458,8 +447,9 @@ pub(crate) fn encode_queued(m: &QueuedRecord) -> Vec<u8> {
     out
 }
 
-/// Decode a record written by [`encode_queued`], or a version 1 entry (qos u8, retain u8,
-/// topic, content type, payload: no properties, no expiry).
+/// Decode a record written by [`encode_queued`] (or by an earlier version, with a Content
+/// Type in its properties), or a version 1 entry (qos u8, retain u8, topic, content type,
+/// payload: no properties, no expiry).
 pub(crate) fn decode_queued(rec: &[u8]) -> Result<QueuedRecord, StoreError> {
     let mut r = Reader::new(rec, "queued message");
     let first = r.u8()?;
@@ -481,10 +471,15 @@ pub(crate) fn decode_queued(rec: &[u8]) -> Result<QueuedRecord, StoreError> {
         if mask & 0x80 != 0 {
             let mut p = Properties::default();
             if mask & P_FORMAT != 0 {
-                p.payload_format_indicator = Some(r.u8()?);
+                p.payload_format = Some(match r.u8()? {
+                    0 => PayloadFormat::Bytes,
+                    1 => PayloadFormat::Utf8,
+                    _ => return Err(r.corrupt("payload format indicator neither 0 nor 1")),
+                });
             }
             if mask & P_CONTENT_TYPE != 0 {
-                p.content_type = Some(r.str16()?);
+                // The entry's own content type holds the same value.
+                r.str16()?;
             }
             if mask & P_RESPONSE_TOPIC != 0 {
                 p.response_topic = Some(r.str16()?);
@@ -497,9 +492,9 @@ pub(crate) fn decode_queued(rec: &[u8]) -> Result<QueuedRecord, StoreError> {
             for _ in 0..n {
                 let k = r.str16()?;
                 let v = r.str16()?;
-                p.user_properties.push((k, v));
+                p.user.push((k, v));
             }
-            properties = Some(Arc::new(p));
+            properties = (!p.is_empty()).then(|| Arc::new(p));
         }
     }
     let payload = Bytes::copy_from_slice(r.rest());
@@ -672,12 +667,10 @@ mod tests {
             retain: true,
             content_type: Some("text/plain".into()),
             properties: Some(Arc::new(Properties {
-                payload_format_indicator: Some(1),
-                content_type: Some("text/plain".into()),
+                payload_format: Some(PayloadFormat::Utf8),
                 response_topic: Some("reply/here".into()),
                 correlation_data: Some(Bytes::from_static(b"\x00id")),
-                user_properties: vec![("b".into(), "2".into()), ("a".into(), "1".into())],
-                ..Properties::default()
+                user: vec![("b".into(), "2".into()), ("a".into(), "1".into())],
             })),
             expires_at: Some(UNIX_EPOCH + Duration::from_millis(5_000)),
             payload: Bytes::from_static(b"xyz"),
@@ -696,6 +689,28 @@ mod tests {
         assert_eq!(split_queue_key(&k).unwrap(), ("c\0x".to_string(), 42));
         assert!(k.starts_with(&client_key("c\0x")));
         assert!(!k.starts_with(&client_key("c")));
+    }
+
+    #[test]
+    fn a_queued_record_with_a_content_type_in_its_properties_still_loads() {
+        // As written before the properties became protocol-neutral: mask 0x80|1|2|4, the
+        // Content Type (the entry's own, again) between the indicator and the Response
+        // Topic.
+        let mut rec = vec![QUEUED_V2, 1, 0, 0, 1, b't', 0, 2, b'c', b't'];
+        rec.extend_from_slice(&0u64.to_be_bytes());
+        rec.extend_from_slice(&[0x80 | 1 | 2 | 4, 1, 0, 2, b'c', b't', 0, 1, b'r', 0, 0]);
+        rec.extend_from_slice(b"body");
+        let m = decode_queued(&rec).unwrap();
+        assert_eq!(m.content_type.as_deref(), Some("ct"));
+        assert_eq!(
+            m.properties.as_deref(),
+            Some(&Properties {
+                payload_format: Some(PayloadFormat::Utf8),
+                response_topic: Some("r".into()),
+                ..Properties::default()
+            })
+        );
+        assert_eq!(&m.payload[..], b"body");
     }
 
     #[test]
