@@ -109,7 +109,7 @@ struct Driver {
     /// as already added to `Metrics::too_large` (the machine's own count only grows).
     too_large_counted: u64,
     /// Inbound QoS 2 packet ids the broker has handled whose PUBREC waits until the id is
-    /// durable in a persistent session, with the reason code to send (see [`Session::sync_state`]).
+    /// durable in a persistent session, with the reason code to send (see [`Session::sync`]).
     unrecorded_qos2: Vec<(u16, u8)>,
     /// `[limits] publish_rate` for this connection's PUBLISHes.
     writes: WriteLimiter,
@@ -354,7 +354,7 @@ impl Driver {
                     for filter in filters {
                         codes.push(match TopicFilter::parse(&filter) {
                             Ok(f) => {
-                                session.subscriptions.lock().remove(&f);
+                                session.remove_subscription(&f);
                                 if self.shared.broker.unsubscribe(&f, session.mailbox.id()) {
                                     reason::SUCCESS
                                 } else {
@@ -380,7 +380,9 @@ impl Driver {
             Event::InflightFreed => {
                 // Exchanges finished: their durable queue entries can go (nobody waits).
                 if let Some(session) = &self.session {
-                    session.acknowledged(&self.shared.broker, self.conn.outgoing_pkids());
+                    if let Some(durable) = &session.durable {
+                        durable.finished(self.conn.outgoing_pkids());
+                    }
                 }
             }
             Event::Closed { reason, will } => {
@@ -438,7 +440,7 @@ impl Driver {
                     }
                     if !self.access.may_subscribe(&filter) {
                         // A refused re-subscription ends the old one too.
-                        if session.subscriptions.lock().remove(&f).is_some() {
+                        if session.remove_subscription(&f) {
                             self.shared.broker.unsubscribe(&f, session.mailbox.id());
                         }
                         refused.add(&filter, access::SUBSCRIBE_DENIED);
@@ -446,23 +448,18 @@ impl Driver {
                         continue;
                     }
                     let (opts, retain_handling) = wire::sub_options(&o, id);
-                    {
-                        let mut subs = session.subscriptions.lock();
-                        if subs.len() >= limits.max_subscriptions && !subs.contains_key(&f) {
-                            drop(subs);
-                            self.limit_hit("max_subscriptions", &filter);
-                            refused.add(
-                                &filter,
-                                &format!(
-                                    "more than {} subscriptions (max_subscriptions)",
-                                    limits.max_subscriptions
-                                ),
-                            );
-                            codes.push(reason::QUOTA_EXCEEDED);
-                            continue;
-                        }
-                        // Record first so a concurrent close removes it again.
-                        subs.insert(f.clone(), opts);
+                    // Recorded first, so a concurrent close removes it again.
+                    if !session.add_subscription(&f, opts, limits.max_subscriptions) {
+                        self.limit_hit("max_subscriptions", &filter);
+                        refused.add(
+                            &filter,
+                            &format!(
+                                "more than {} subscriptions (max_subscriptions)",
+                                limits.max_subscriptions
+                            ),
+                        );
+                        codes.push(reason::QUOTA_EXCEEDED);
+                        continue;
                     }
                     self.shared
                         .broker
@@ -487,10 +484,10 @@ impl Driver {
     /// connection is then closed without the acknowledgement (MQTT-4.8.0-2), so the client
     /// does not take for kept what a crash would lose.
     async fn session_durable(&mut self, session: &Session, what: &str) -> bool {
-        let Some(durable) = session.persist_durable(&self.shared.broker) else {
+        let Some(durable) = session.persist(true) else {
             return true;
         };
-        match durable.await.unwrap_or(Err(StoreError::Closed)) {
+        match durable.await {
             Ok(()) => true,
             Err(e) => {
                 tracing::error!(peer = %self.peer, error = %e, "session could not be stored; {what} not acknowledged");
@@ -588,8 +585,8 @@ impl Driver {
         // record (ahead of any message queued for it); it is written again here because a
         // kicked previous owner has since stored its own close ("away since"), and this
         // write, awaited, is the one that says the client is connected.
-        if let Some(durable) = opened.session.persist_durable(&self.shared.broker) {
-            if let Err(e) = durable.await.unwrap_or(Err(StoreError::Closed)) {
+        if let Some(durable) = opened.session.persist(true) {
+            if let Err(e) = durable.await {
                 tracing::error!(peer = %self.peer, client_id, error = %e, "session could not be stored; CONNECT refused");
                 // Away again, as if this connection had closed at once.
                 let _ = self
@@ -604,14 +601,15 @@ impl Driver {
                 return;
             }
         }
-        *opened.session.kick.lock() = Some(self.kick.clone());
-        *opened.session.connection.lock() = Some(super::ClientInfo {
-            client_id: client_id.clone(),
-            username: self.username.clone(),
-            tls_identity: self.tls.as_ref().and_then(|t| t.identity.clone()),
-            peer: self.peer,
-        });
-        let resume = opened.session.saved.lock().take();
+        let resume = opened.session.connected(
+            self.kick.clone(),
+            super::ClientInfo {
+                client_id: client_id.clone(),
+                username: self.username.clone(),
+                tls_identity: self.tls.as_ref().and_then(|t| t.identity.clone()),
+                peer: self.peer,
+            },
+        );
         opened.session.mailbox.reset_overflow();
         opened.session.mailbox.set_online(true);
         tracing::debug!(peer = %self.peer, client_id, clean = c.clean_session, present = opened.present, v5 = self.v5, "MQTT client connected");
@@ -772,10 +770,7 @@ impl Driver {
                 } else {
                     reason::SUCCESS
                 };
-                let durable = self
-                    .session
-                    .as_ref()
-                    .is_some_and(|s| s.is_durable(&self.shared.broker));
+                let durable = self.session.as_ref().is_some_and(|s| s.durable.is_some());
                 if qos == QoS::ExactlyOnce && durable {
                     // PUBREC once the id is durable, at the end of this turn.
                     self.unrecorded_qos2.push((pkid, code));
@@ -852,15 +847,14 @@ impl Driver {
             // The machine refused 0 → non-zero already (0x82, MQTT-3.14.2-2).
             self.session_expiry = e;
             if let Some(s) = &self.session {
-                s.expiry.store(e, Ordering::Relaxed);
+                s.set_expiry(e);
             }
         }
         if let Some(w) = will {
             self.publish_will(w);
         }
         if let Some(session) = self.session.take() {
-            *session.connection.lock() = None;
-            if session.persistent && session.expiry.load(Ordering::Relaxed) > 0 {
+            let saved = (session.persistent && session.expiry() > 0).then(|| {
                 // Messages taken from the mailbox but not acknowledged go back into the
                 // session, to be resent with DUP=1 (MQTT-4.4.0-1).
                 let mut saved = self.conn.take_session();
@@ -868,11 +862,12 @@ impl Driver {
                 saved
                     .inbound_qos2
                     .extend(self.unrecorded_qos2.drain(..).map(|(id, _)| id));
-                *session.saved.lock() = Some(saved);
-            }
+                saved
+            });
+            session.disconnected(saved);
             if let Some(durable) = self.shared.sessions.close(&session, &self.shared.broker) {
                 // What the last packets (PUBCOMP, PUBREL) follow from is durable first.
-                if let Ok(Err(e)) = durable.await {
+                if let Err(e) = durable.await {
                     tracing::error!(peer = %self.peer, error = %e, "session state could not be stored at disconnect");
                 }
             }
@@ -937,10 +932,8 @@ impl Driver {
             return;
         };
         let ids: Vec<u16> = self.unrecorded_qos2.iter().map(|(id, _)| *id).collect();
-        let result = match session.sync_state(&self.shared.broker, &self.conn, &ids) {
-            Some(durable) => durable
-                .await
-                .unwrap_or(Err(crate::store::StoreError::Closed)),
+        let result = match session.sync(&self.conn, &ids) {
+            Some(durable) => durable.await,
             None => Ok(()),
         };
         for (pkid, code) in std::mem::take(&mut self.unrecorded_qos2) {
@@ -971,11 +964,7 @@ impl Driver {
             };
             if filtered && !self.access.may_receive(d.message.topic.as_str()) {
                 // A wider filter than what is readable (`#`): withheld, counted by `Auth`.
-                if d.durable != 0 {
-                    if let Some(q) = self.shared.broker.queue() {
-                        q.remove(&session.key, d.durable);
-                    }
-                }
+                settle(session, &d);
                 continue;
             }
             if d.message.expired(now) {
@@ -984,11 +973,7 @@ impl Driver {
                     .metrics
                     .expired
                     .fetch_add(1, Ordering::Relaxed);
-                if d.durable != 0 {
-                    if let Some(q) = self.shared.broker.queue() {
-                        q.remove(&session.key, d.durable);
-                    }
-                }
+                settle(session, &d);
                 continue;
             }
             let sent = match self.conn.send_publish(now, wire::delivery(&d)) {
@@ -999,17 +984,12 @@ impl Driver {
                     break;
                 }
             };
-            if d.durable != 0 {
-                // Tracked until PUBACK/PUBCOMP; dropped by the machine (v5 expiry or
-                // Maximum Packet Size, counted there): nothing left to deliver.
-                match sent {
-                    Some(pkid) => session.sent_durable(pkid, d.durable),
-                    None => {
-                        if let Some(q) = self.shared.broker.queue() {
-                            q.remove(&session.key, d.durable);
-                        }
-                    }
-                }
+            // Tracked until PUBACK/PUBCOMP; dropped by the machine (v5 expiry or Maximum
+            // Packet Size, counted there): nothing left to deliver.
+            match (sent, &session.durable, d.durable) {
+                (Some(pkid), Some(durable), Some(seq)) => durable.sent(pkid, seq),
+                (None, _, _) => settle(session, &d),
+                _ => {}
             }
             self.conn.poll_transmit(wbuf);
         }
@@ -1030,6 +1010,14 @@ impl Driver {
                 .fetch_add(n, Ordering::Relaxed);
             tracing::debug!(peer = %self.peer, discarded = n, "message(s) larger than the client's Maximum Packet Size not sent (MQTT-3.1.2-25)");
         }
+    }
+}
+
+/// A delivery taken from the mailbox is settled without an exchange (withheld, expired,
+/// discarded by the machine): its durable copy, if any, is acknowledged.
+fn settle(session: &Session, d: &crate::broker::Delivery) {
+    if let (Some(durable), Some(seq)) = (&session.durable, d.durable) {
+        durable.acknowledge(seq);
     }
 }
 

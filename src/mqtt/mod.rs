@@ -6,6 +6,7 @@
 mod access;
 mod client;
 mod counted;
+mod registry;
 pub mod session;
 mod sys;
 mod wire;
@@ -23,7 +24,7 @@ use crate::config::Config;
 use crate::limits::{ConnPermit, ConnectionGate, Limits};
 use crate::shutdown::Shutdown;
 use crate::tls::{Tls, TlsPeer};
-use session::Registry;
+use registry::Registry;
 
 /// State shared by every MQTT connection.
 #[derive(Debug)]

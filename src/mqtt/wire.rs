@@ -151,3 +151,18 @@ pub(crate) fn outgoing(
 pub(crate) fn delivery(d: &Delivery) -> Outgoing {
     outgoing(&d.message, d.qos, d.retain, d.subscription_ids.clone())
 }
+
+/// An unfinished outgoing exchange as the owner of durable sessions records it.
+pub(crate) fn exchange(i: &ponte_mqtt::Inflight) -> crate::durable::Exchange {
+    use crate::durable::{Exchange, Stage};
+    match i {
+        ponte_mqtt::Inflight::Publish { pkid, message } => Exchange {
+            pkid: *pkid,
+            stage: Stage::Published(message.qos.into()),
+        },
+        ponte_mqtt::Inflight::PubRel { pkid } => Exchange {
+            pkid: *pkid,
+            stage: Stage::Released,
+        },
+    }
+}

@@ -153,7 +153,7 @@ impl Connection {
     /// The unacknowledged outgoing exchanges in send order, each at its stage (PUBLISH sent,
     /// or PUBREC received and PUBREL sent): what [`Connection::take_session`] would save,
     /// for a driver that keeps it durable while the connection lives.
-    pub fn outgoing(&self) -> impl ExactSizeIterator<Item = &Inflight> + '_ {
+    pub fn outgoing(&self) -> impl ExactSizeIterator<Item = &Inflight> + Clone + '_ {
         self.outgoing.iter()
     }
 
