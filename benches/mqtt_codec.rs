@@ -1,3 +1,4 @@
+#![allow(missing_docs, clippy::unwrap_used)] // criterion_group! makes undocumented fns; a bench may unwrap
 //! MQTT codec throughput (packets/s): `ponte_mqtt::decode` and the two encoders, in the
 //! 3.1.1 wire form.
 //!

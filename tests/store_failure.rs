@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used)] // test helpers may unwrap: a failure is the test failing
 //! A store that fails on demand, supplied through the embedding API
 //! (`ponte::start_with_store`), and what every protocol does while it fails: MQTT-4.8.0-2
 //! (a transient error while processing a packet closes a 3.1.1 connection), the MQTT 5

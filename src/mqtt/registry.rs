@@ -24,7 +24,7 @@ use crate::model::RetainHandling;
 
 /// All sessions by client id.
 #[derive(Debug)]
-pub struct Registry {
+pub(crate) struct Registry {
     /// The sessions; locked only to look up, insert or remove.
     sessions: Mutex<HashMap<Arc<str>, Arc<Session>>>,
     /// Capacity of each session's mailbox.
@@ -37,7 +37,7 @@ pub struct Registry {
 
 /// The result of opening a session for a CONNECT.
 #[derive(Debug)]
-pub struct Opened {
+pub(crate) struct Opened {
     /// The session the connection now works with.
     pub session: Arc<Session>,
     /// Whether an existing persistent session is resumed (CONNACK Session Present).
@@ -49,7 +49,7 @@ pub struct Opened {
 
 impl Registry {
     /// An empty registry.
-    pub fn new(max_queued: usize, policy: OverflowPolicy, queue_qos0: bool) -> Self {
+    pub(crate) fn new(max_queued: usize, policy: OverflowPolicy, queue_qos0: bool) -> Self {
         Registry {
             sessions: Mutex::new(HashMap::new()),
             max_queued,
@@ -69,12 +69,12 @@ impl Registry {
     }
 
     /// Number of sessions (connected or away).
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.sessions.lock().len()
     }
 
     /// The clients connected right now.
-    pub fn connected(&self) -> Vec<ClientInfo> {
+    pub(crate) fn connected(&self) -> Vec<ClientInfo> {
         self.sessions
             .lock()
             .values()
@@ -90,7 +90,13 @@ impl Registry {
     /// connection still owning the old session is kicked (MQTT-3.1.4-2). A persistent
     /// session's record is submitted here (nobody waits: it goes ahead of any message
     /// queued for it).
-    pub fn open(&self, client_id: &str, clean: bool, expiry: u32, broker: &Broker) -> Opened {
+    pub(crate) fn open(
+        &self,
+        client_id: &str,
+        clean: bool,
+        expiry: u32,
+        broker: &Broker,
+    ) -> Opened {
         let mut sessions = self.sessions.lock();
         let existing = sessions.get(client_id).cloned();
         if let Some(old) = &existing {
@@ -126,7 +132,7 @@ impl Registry {
     /// registered one); any other stays, away, until it expires. Returns the receipt of the
     /// durable session's last write, which the connection awaits before its last bytes
     /// (a PUBCOMP, say) go out.
-    pub fn close(&self, session: &Arc<Session>, broker: &Broker) -> Option<Receipt> {
+    pub(crate) fn close(&self, session: &Arc<Session>, broker: &Broker) -> Option<Receipt> {
         if session.persistent && session.expiry() > 0 {
             session.mailbox.set_online(false);
             session.away(SystemTime::now(), Instant::now());
@@ -145,7 +151,7 @@ impl Registry {
     }
 
     /// End every away session whose expiry has passed (MQTT 5 §3.1.2.11.2). Returns how many.
-    pub fn expire(&self, now: Instant, broker: &Broker) -> usize {
+    pub(crate) fn expire(&self, now: Instant, broker: &Broker) -> usize {
         let expired: Vec<Arc<Session>> = {
             let mut sessions = self.sessions.lock();
             let ids: Vec<Arc<str>> = sessions
@@ -170,7 +176,7 @@ impl Registry {
     /// packet id, or only the PUBREL once PUBREC came, MQTT-4.4.0-1), the rest of their
     /// queued messages go back into the mailbox in order, and their inbound QoS 2 ids are
     /// kept. Returns (sessions, messages) restored.
-    pub fn restore(&self, broker: &Broker) -> (usize, usize) {
+    pub(crate) fn restore(&self, broker: &Broker) -> (usize, usize) {
         let Some(durable) = broker.durable() else {
             return (0, 0);
         };

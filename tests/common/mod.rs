@@ -1,7 +1,7 @@
 //! Shared helpers for the black-box tests: start a gateway, drive rumqttc clients, speak raw
 //! MQTT bytes over a TcpStream. Every wait is bounded.
 
-#![allow(dead_code)]
+#![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
 
 use std::collections::VecDeque;
 use std::future::Future;

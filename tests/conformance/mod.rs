@@ -5,7 +5,7 @@
 //!
 //! The clause-by-clause map of what is tested where is `tests/conformance/README.md`.
 
-#![allow(dead_code)]
+#![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
 
 use std::net::SocketAddr;
 use std::time::Duration;

@@ -2,7 +2,7 @@
 //! a raw CoAP client over UDP (coap-lite packets), HTTP through reqwest, MQTT through
 //! rumqttc and raw bytes. Every wait is bounded.
 
-#![allow(dead_code)]
+#![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
 
 use std::future::Future;
 use std::net::SocketAddr;

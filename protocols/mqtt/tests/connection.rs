@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used)] // test helpers may unwrap: a failure is the test failing
 //! Connection state machine tests, named after the clause they check. A fake clock
 //! (`Instant` + `Duration`) makes every timer deterministic; no sockets.
 

@@ -73,7 +73,7 @@ pub(super) struct Link {
 
 impl Link {
     /// A connection that has not sent CONNECT yet; `tls` is `Some` on TLS connections.
-    pub fn new(tls: Option<TlsPeer>) -> Self {
+    pub(super) fn new(tls: Option<TlsPeer>) -> Self {
         Link {
             session: None,
             owner: None,
@@ -87,29 +87,29 @@ impl Link {
     }
 
     /// The session, once CONNECT was accepted.
-    pub fn session(&self) -> Option<&Arc<Session>> {
+    pub(super) fn session(&self) -> Option<&Arc<Session>> {
         self.session.as_ref()
     }
 
     /// Whether the client speaks MQTT 5 (known once CONNECT arrived).
-    pub fn is_v5(&self) -> bool {
+    pub(super) fn is_v5(&self) -> bool {
         self.v5
     }
 
     /// This connection's takeover bell.
-    pub fn kick(&self) -> &Arc<Notify> {
+    pub(super) fn kick(&self) -> &Arc<Notify> {
         &self.kick
     }
 
     /// Whether the session keeps durable state, so an inbound QoS 2 id must be durable
     /// before its PUBREC.
-    pub fn durable(&self) -> bool {
+    pub(super) fn durable(&self) -> bool {
         self.session.as_ref().is_some_and(|s| s.durable.is_some())
     }
 
     /// An inbound QoS 2 PUBLISH was handled: its PUBREC (with `code`) goes out at the end
     /// of this turn, once its id is durable ([`Link::sync`]).
-    pub fn record_qos2(&mut self, pkid: u16, code: u8) {
+    pub(super) fn record_qos2(&mut self, pkid: u16, code: u8) {
         self.unrecorded_qos2.push((pkid, code));
     }
 
@@ -117,7 +117,7 @@ impl Link {
     /// session is opened, so a refused client takes nothing over), the session opened or
     /// resumed (waiting for a previous owner to hand it over), a persistent session made
     /// durable before CONNACK, then CONNACK with the session's saved exchanges resumed.
-    pub async fn connect(
+    pub(super) async fn connect(
         &mut self,
         mut c: Connect,
         conn: &mut Connection,
@@ -261,7 +261,12 @@ impl Link {
     /// that acknowledges a change to it goes out. False when it could not be stored: the
     /// connection is then closed without the acknowledgement (MQTT-4.8.0-2), so the client
     /// does not take for kept what a crash would lose.
-    pub async fn persist(&self, conn: &mut Connection, what: &str, peer: SocketAddr) -> bool {
+    pub(super) async fn persist(
+        &self,
+        conn: &mut Connection,
+        what: &str,
+        peer: SocketAddr,
+    ) -> bool {
         let Some(durable) = self.session.as_ref().and_then(|s| s.persist(true)) else {
             return true;
         };
@@ -281,7 +286,7 @@ impl Link {
     /// Write the session's protocol state if this turn changed it, waiting for the write
     /// when what follows from the change must not go out before it is durable; then send
     /// the PUBRECs that waited for their ids.
-    pub async fn sync(&mut self, conn: &mut Connection, peer: SocketAddr) {
+    pub(super) async fn sync(&mut self, conn: &mut Connection, peer: SocketAddr) {
         let Some(session) = &self.session else {
             return;
         };
@@ -307,7 +312,7 @@ impl Link {
     /// The connection is over: a v5 DISCONNECT's new Session Expiry, the will, the
     /// unfinished exchanges saved into a session that continues, and the session closed —
     /// its last durable write awaited before the connection's last bytes go out.
-    pub async fn closed(
+    pub(super) async fn closed(
         &mut self,
         reason: CloseReason,
         will: Option<LastWill>,

@@ -34,7 +34,7 @@ impl Outbox {
     /// Move deliveries from `session`'s mailbox into `conn` and its bytes into `wbuf`
     /// while there is room. With an ACL that filters reads, each delivery is checked
     /// first (one atomic load per call without one).
-    pub fn pump(
+    pub(super) fn pump(
         &mut self,
         conn: &mut Connection,
         session: &Session,
@@ -81,7 +81,7 @@ impl Outbox {
     }
 
     /// Exchanges ended (`InflightFreed`): their messages' durable copies go.
-    pub fn finished(&self, conn: &Connection, session: &Session) {
+    pub(super) fn finished(&self, conn: &Connection, session: &Session) {
         if let Some(durable) = &session.durable {
             durable.finished(conn.outgoing_pkids());
         }

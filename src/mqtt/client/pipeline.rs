@@ -53,19 +53,19 @@ fn poll_now<F: Future + Unpin>(f: &mut F) -> Poll<F::Output> {
 
 impl Pipeline {
     /// PUBLISHes handed to the broker and not acknowledged yet.
-    pub fn len(&self) -> usize {
+    pub(super) fn len(&self) -> usize {
         self.storing.len() + self.persisting.len()
     }
 
     /// Whether nothing is in flight.
-    pub fn is_empty(&self) -> bool {
+    pub(super) fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
     /// Take a PUBLISH the broker has staged. When nothing is ahead of it and nothing has to
     /// become durable (not retained, no persistent subscriber), it is delivered and done at
     /// once and comes back.
-    pub fn push(&mut self, broker: &Broker, ack: Ack, mut staged: Staged) -> Option<Done> {
+    pub(super) fn push(&mut self, broker: &Broker, ack: Ack, mut staged: Staged) -> Option<Done> {
         if staged.is_stored() && self.storing.is_empty() {
             if let Poll::Ready(stored) = poll_now(&mut staged) {
                 return self.stored(broker, ack, stored);
@@ -101,7 +101,7 @@ impl Pipeline {
     /// Move the pipeline on: deliver the oldest PUBLISHes whose writes are durable, and
     /// return the oldest one that is done. `Pending` when nothing moved (the waker is
     /// registered with what the oldest waits for).
-    pub fn poll_done(&mut self, cx: &mut Context<'_>, broker: &Broker) -> Poll<Done> {
+    pub(super) fn poll_done(&mut self, cx: &mut Context<'_>, broker: &Broker) -> Poll<Done> {
         loop {
             if let Some((_, staged)) = self.storing.front_mut() {
                 if let Poll::Ready(stored) = Pin::new(staged).poll(cx) {
