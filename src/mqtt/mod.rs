@@ -2,6 +2,12 @@
 //! [`ponte_mqtt::Connection`]'s events into broker calls and the client's mailbox into
 //! outgoing PUBLISHes. The same connection driver serves plain TCP, TLS ([`serve_tls`]),
 //! WebSocket and secure WebSocket ([`serve_ws`], [`serve_wss`]).
+//!
+//! The parts: `client/` drives one connection (its loop, and the owned parts it works
+//! with), [`session`] and `registry.rs` keep sessions by client id, `wire.rs` is the one
+//! place where ponte-mqtt's wire types become the model's, `access.rs` asks the gateway's
+//! `Auth`, [`ws`] bridges WebSockets, `sys.rs` publishes `$SYS`, `counted.rs` counts bytes.
+//! What a persistent session keeps across a crash is [`crate::durable`]'s.
 
 mod access;
 mod client;

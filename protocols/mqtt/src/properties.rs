@@ -118,6 +118,11 @@ impl Properties {
 pub struct PropertyList(Option<Box<Properties>>);
 
 impl PropertyList {
+    /// Whether no property is set; without reading a list that was never allocated.
+    pub fn is_empty(&self) -> bool {
+        self.0.as_deref().is_none_or(Properties::is_empty)
+    }
+
     /// The properties, moved out (the empty list when there are none).
     pub fn into_inner(self) -> Properties {
         self.0.map(|b| *b).unwrap_or_default()
