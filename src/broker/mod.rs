@@ -219,10 +219,21 @@ impl Broker {
         }))
     }
 
-    /// A broker over `store` whose persistent MQTT sessions live in `sessions`.
+    /// A broker over `store` whose persistent MQTT sessions live in `sessions` (kept by
+    /// the local session writer).
     pub fn with_sessions<S: Store, Q: crate::store::session::SessionStore>(
         store: S,
         sessions: Q,
+        backbone: Arc<dyn Backbone>,
+    ) -> Result<Arc<Self>, StoreError> {
+        Self::with_durable(store, DurableSessions::local(sessions)?, backbone)
+    }
+
+    /// A broker over `store` whose persistent MQTT sessions are kept by `durable`, over
+    /// whichever [`crate::durable::Keeper`] it was made with.
+    pub fn with_durable<S: Store>(
+        store: S,
+        durable: Arc<DurableSessions>,
         backbone: Arc<dyn Backbone>,
     ) -> Result<Arc<Self>, StoreError> {
         Ok(Arc::new(Broker {
@@ -231,7 +242,7 @@ impl Broker {
             backbone,
             retained_meta: RwLock::new(HashMap::new()),
             metrics: Metrics::default(),
-            durable: Some(DurableSessions::local(sessions)?),
+            durable: Some(durable),
         }))
     }
 

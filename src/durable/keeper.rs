@@ -22,6 +22,13 @@ use super::Receipt;
 /// | [`Keeper::discard`] | delete record, state and entries | delete the record |
 /// | [`Keeper::take_loaded`] (restore) | scan the trees once at start | read the records, replay the log from each position through the session's filters |
 ///
+/// Who owns a session is decided where its record is written at CONNECT: the owning
+/// connection awaits that write before CONNACK ([`super::DurableSession::write_record`]),
+/// and a write that fails refuses the CONNECT. Locally the node always owns its sessions
+/// (the in-process owner lock of `mqtt::session::Session` orders connections); a cluster
+/// keeper makes that write its compare-and-set, after the previous owner handed over (its
+/// close wrote the last state) or was presumed dead.
+///
 /// The contract every keeper keeps: a client's operations take effect in the order they
 /// were made, and a [`Receipt`] resolves only once its operation *and every one made before
 /// it* are durable. The owner relies on this (a state that names an entry is never durable
