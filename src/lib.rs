@@ -23,6 +23,7 @@ pub mod broker;
 pub mod cli;
 pub mod coap;
 pub mod config;
+pub mod durable;
 pub mod health;
 pub mod http;
 pub mod limits;

@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used)] // test helpers may unwrap: a failure is the test failing
 //! Tests of the real `ponte` binary run as a child process: durability across `kill -9`,
 //! graceful SIGTERM, start-up errors, `--version`.
 

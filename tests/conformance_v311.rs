@@ -32,21 +32,24 @@ fn s(v: &[u8]) -> Vec<u8> {
 
 /// Subscribe `c` to `filter` at `qos`, asserting the grant.
 async fn sub(c: &mut V3, filter: &str, qos: QoS) {
-    assert_eq!(
-        c.subscribe(&[(filter, qos)]).await,
-        [SubscribeReturnCode::Success(qos)]
-    );
+    assert_eq!(c.subscribe(&[(filter, qos)]).await, [qos.as_u8()]);
 }
 
 /// Acknowledge an incoming PUBLISH as a subscriber (PUBACK, or PUBREC/PUBREL/PUBCOMP).
 async fn ack(c: &mut V3, p: &ponte_mqtt::Publish) {
     match p.qos {
         QoS::AtMostOnce => {}
-        QoS::AtLeastOnce => c.send(&Packet::PubAck(p.pkid)).await,
+        QoS::AtLeastOnce => {
+            c.send(&Packet::PubAck(ponte_mqtt::PubResponse::success(p.pkid)))
+                .await
+        }
         QoS::ExactlyOnce => {
-            c.send(&Packet::PubRec(p.pkid)).await;
-            c.expect(Packet::PubRel(p.pkid)).await;
-            c.send(&Packet::PubComp(p.pkid)).await;
+            c.send(&Packet::PubRec(ponte_mqtt::PubResponse::success(p.pkid)))
+                .await;
+            c.expect(Packet::PubRel(ponte_mqtt::PubResponse::success(p.pkid)))
+                .await;
+            c.send(&Packet::PubComp(ponte_mqtt::PubResponse::success(p.pkid)))
+                .await;
         }
     }
 }
@@ -202,7 +205,8 @@ async fn mqtt_3_1_4_5_packets_after_a_refused_connect_are_not_processed() {
         got,
         [Packet::ConnAck {
             session_present: false,
-            code: ponte_mqtt::ConnectReturnCode::IdentifierRejected
+            reason_code: ponte_mqtt::reason::CLIENT_IDENTIFIER_NOT_VALID,
+            properties: Default::default()
         }]
     );
     let mut check = subscriber(&gw, "check45", "r45/t", QoS::AtMostOnce).await;
@@ -398,7 +402,8 @@ async fn mqtt_3_3_1_3_incoming_dup_flag_is_not_propagated() {
     let mut p = publish("dup3/t", QoS::AtLeastOnce, 7, false, b"resent");
     p.dup = true;
     publ.send(&Packet::Publish(p)).await;
-    publ.expect(Packet::PubAck(7)).await;
+    publ.expect(Packet::PubAck(ponte_mqtt::PubResponse::success(7)))
+        .await;
     let got = c.publish_rx().await;
     assert_eq!(got.payload, "resent");
     assert!(
@@ -511,8 +516,9 @@ async fn mqtt_3_8_4_2_suback_carries_the_subscribe_packet_identifier() {
         .await;
     c.expect(Packet::SubAck {
         pkid: 0xBEEF,
-        codes: vec![SubscribeReturnCode::Success(QoS::AtLeastOnce)],
-    })
+        reason_codes: vec![QoS::AtLeastOnce.as_u8()],
+        properties: Default::default(),
+    }))
     .await;
 }
 
@@ -574,10 +580,10 @@ async fn mqtt_3_8_4_4_multiple_filters_handled_in_order_with_one_suback() {
     assert_eq!(
         codes,
         [
-            SubscribeReturnCode::Success(QoS::ExactlyOnce),
-            SubscribeReturnCode::Failure,
-            SubscribeReturnCode::Success(QoS::AtMostOnce),
-            SubscribeReturnCode::Success(QoS::AtLeastOnce),
+            QoS::ExactlyOnce.as_u8(),
+            0x80,
+            QoS::AtMostOnce.as_u8(),
+            QoS::AtLeastOnce.as_u8(),
         ],
         "MQTT-3.8.4-5 / MQTT-3.9.3-1: one code per filter, in order"
     );
@@ -612,10 +618,11 @@ async fn mqtt_4_7_3_1_empty_topic_filter_is_refused() {
     if let Some(p) = c.recv().await {
         assert_eq!(
             p,
-            Packet::SubAck {
+            Packet::SubAck(ponte_mqtt::SubResponse {
                 pkid: 3,
-                codes: vec![SubscribeReturnCode::Failure]
-            }
+                reason_codes: vec![0x80],
+                properties: Default::default()
+            })
         );
     }
 }
@@ -732,8 +739,10 @@ async fn mqtt_4_4_0_1_unacknowledged_publish_and_pubrel_resent_on_reconnect() {
     let a = c.publish_rx().await; // not acknowledged
     let b = c.publish_rx().await;
     assert_eq!((a.qos, b.qos), (QoS::AtLeastOnce, QoS::ExactlyOnce));
-    c.send(&Packet::PubRec(b.pkid)).await;
-    c.expect(Packet::PubRel(b.pkid)).await;
+    c.send(&Packet::PubRec(ponte_mqtt::PubResponse::success(b.pkid)))
+        .await;
+    c.expect(Packet::PubRel(ponte_mqtt::PubResponse::success(b.pkid)))
+        .await;
     drop(c); // gone before PUBACK for a and PUBCOMP for b
 
     let (mut c, present) = V3::session(gw.mqtt_addr, "re440", false).await;
@@ -746,9 +755,12 @@ async fn mqtt_4_4_0_1_unacknowledged_publish_and_pubrel_resent_on_reconnect() {
         Some(Packet::Publish(want)),
         "PUBLISH resent with DUP=1 (MQTT-3.3.1-1) and its packet id"
     );
-    c.expect(Packet::PubRel(b.pkid)).await;
-    c.send(&Packet::PubAck(a.pkid)).await;
-    c.send(&Packet::PubComp(b.pkid)).await;
+    c.expect(Packet::PubRel(ponte_mqtt::PubResponse::success(b.pkid)))
+        .await;
+    c.send(&Packet::PubAck(ponte_mqtt::PubResponse::success(a.pkid)))
+        .await;
+    c.send(&Packet::PubComp(ponte_mqtt::PubResponse::success(b.pkid)))
+        .await;
     c.ping().await;
 }
 
@@ -809,14 +821,18 @@ async fn mqtt_4_6_0_6_pipelined_publishes_keep_order_with_a_durable_store() {
         }
         let topic = if i % 2 == 0 { "pipe/a" } else { "pipe/b" };
         let p = publish(topic, qos, i + 1, retain, &i.to_be_bytes());
-        ponte_mqtt::encode(&Packet::Publish(p), &mut bytes);
+        ponte_mqtt::encode(
+            &Packet::Publish(p),
+            ponte_mqtt::ProtocolVersion::V311,
+            &mut bytes,
+        );
     }
     // All in one write: the server reads them in a few reads, none waiting for the last.
     publ.send_raw(&bytes).await;
     let mut pubacks = Vec::new();
     while pubacks.len() < acked.len() {
         match publ.recv().await {
-            Some(Packet::PubAck(id)) => pubacks.push(id),
+            Some(Packet::PubAck(a)) => pubacks.push(a.pkid),
             other => panic!("expected PUBACK, got {other:?}"),
         }
     }
@@ -866,9 +882,17 @@ async fn mqtt_3_12_4_1_pingresp_follows_the_publishes_sent_before_it() {
     let mut bytes = bytes::BytesMut::new();
     for i in 0..100u16 {
         let p = publish(&format!("barrier/{i}"), QoS::AtMostOnce, 0, true, b"v");
-        ponte_mqtt::encode(&Packet::Publish(p), &mut bytes);
+        ponte_mqtt::encode(
+            &Packet::Publish(p),
+            ponte_mqtt::ProtocolVersion::V311,
+            &mut bytes,
+        );
     }
-    ponte_mqtt::encode(&Packet::PingReq, &mut bytes);
+    ponte_mqtt::encode(
+        &Packet::PingReq,
+        ponte_mqtt::ProtocolVersion::V311,
+        &mut bytes,
+    );
     publ.send_raw(&bytes).await;
     publ.expect(Packet::PingResp).await;
     for i in 0..100u16 {

@@ -102,7 +102,11 @@ async fn mqtt5_3_1_4_1_malformed_connect_closes_without_disconnect() {
     let gw = gateway().await;
     let valid = || {
         let mut out = bytes::BytesMut::new();
-        ponte_mqtt::encode_v5(&connect5("bad5", true, Properties::default()), &mut out);
+        ponte_mqtt::encode(
+            &connect5("bad5", true, Properties::default()),
+            ponte_mqtt::ProtocolVersion::V5,
+            &mut out,
+        );
         out.to_vec()
     };
     let mut reserved = valid();
@@ -114,7 +118,11 @@ async fn mqtt5_3_1_4_1_malformed_connect_closes_without_disconnect() {
             receive_maximum: Some(0),
             ..Properties::default()
         };
-        ponte_mqtt::encode_v5(&connect5("bad5", true, props), &mut out);
+        ponte_mqtt::encode(
+            &connect5("bad5", true, props),
+            ponte_mqtt::ProtocolVersion::V5,
+            &mut out,
+        );
         zero_rm.extend_from_slice(&out); // Receive Maximum 0 is a Protocol Error
     }
     for (what, bytes) in [("reserved flag", reserved), ("Receive Maximum 0", zero_rm)] {
@@ -166,12 +174,17 @@ async fn mqtt5_3_1_4_6_packets_after_a_refused_connect_are_not_processed() {
         ..Properties::default()
     };
     let mut bytes = bytes::BytesMut::new();
-    ponte_mqtt::encode_v5(&connect5("refused5", true, props), &mut bytes);
-    ponte_mqtt::encode_v5(
+    ponte_mqtt::encode(
+        &connect5("refused5", true, props),
+        ponte_mqtt::ProtocolVersion::V5,
+        &mut bytes,
+    );
+    ponte_mqtt::encode(
         &publish5(
             publish("r46/t", QoS::AtMostOnce, 0, true, b"no"),
             Properties::default(),
         ),
+        ponte_mqtt::ProtocolVersion::V5,
         &mut bytes,
     );
     let mut c = V5::open(gw.mqtt_addr).await;
@@ -194,7 +207,7 @@ async fn mqtt5_3_1_4_6_packets_after_a_refused_connect_are_not_processed() {
         .publish("r46/t", QoS::AtMostOnce, false, b"sentinel")
         .await;
     assert_eq!(
-        check.publish_rx().await.publish.payload,
+        check.publish_rx().await.payload,
         "sentinel",
         "the pipelined retained PUBLISH was not processed"
     );
@@ -219,7 +232,7 @@ async fn mqtt5_3_1_2_22_keep_alive_timeout_closes_and_3_2_2_22_uses_the_clients_
     let gw = gateway().await;
     let mut connect = connect5("ka5", true, Properties::default());
     if let Packet5::Connect(c) = &mut connect {
-        c.connect.keep_alive = 1;
+        c.keep_alive = 1;
     }
     let start = Instant::now();
     let (mut c, ack) = V5::connack(gw.mqtt_addr, connect).await;
@@ -277,7 +290,7 @@ async fn mqtt5_3_1_2_8_will_published_after_the_will_delay_interval() {
     let dropped = Instant::now();
     drop(c);
     let p = watch.publish_rx().await;
-    assert_eq!(p.publish.payload, "will");
+    assert_eq!(p.payload, "will");
     let waited = dropped.elapsed();
     assert!(
         waited >= Duration::from_millis(900),
@@ -313,7 +326,7 @@ async fn mqtt5_3_14_4_3_disconnect_0x00_discards_the_will_and_0x04_publishes_it(
     with.disconnect(0x04).await;
     let p = watch.publish_rx().await;
     assert_eq!(
-        p.publish.topic, "d4/b",
+        p.topic, "d4/b",
         "only the 0x04 (Disconnect with Will Message) will is published: {p:?}"
     );
 }
@@ -351,7 +364,7 @@ async fn mqtt5_3_1_2_27_without_topic_alias_maximum_no_aliases_are_sent() {
     }
     for _ in 0..3 {
         let p = c.publish_rx().await;
-        assert_eq!(p.publish.topic, "na/t");
+        assert_eq!(p.topic, "na/t");
         assert_eq!(p.properties.topic_alias, None);
     }
 }
@@ -366,7 +379,7 @@ async fn mqtt5_3_3_1_9_retain_handling_0_sends_retained_on_every_subscribe() {
         c.subscribe(&[("rh0/t", opts(QoS::AtMostOnce))]).await;
         let p = c.publish_rx().await;
         assert!(
-            p.publish.retain && p.publish.payload == "r",
+            p.retain && p.payload == "r",
             "round {round}: MQTT-3.8.4-4 retained re-sent: {p:?}"
         );
     }
@@ -405,7 +418,7 @@ async fn mqtt5_3_3_2_7_topic_alias_mappings_do_not_carry_over_to_a_new_connectio
     ))
     .await;
     assert!(matches!(c.recv().await, Some(Packet5::PubAck(_))));
-    assert_eq!(watch.publish_rx().await.publish.payload, "first");
+    assert_eq!(watch.publish_rx().await.payload, "first");
     c.disconnect(0).await;
 
     let (mut c, present) = V5::session(gw.mqtt_addr, "ta7", false, expiry(60)).await;
@@ -437,14 +450,14 @@ async fn mqtt5_3_3_4_10_non_publish_packets_not_delayed_by_a_full_receive_maximu
     publ.publish("rm10/t", QoS::AtLeastOnce, false, b"1").await;
     publ.publish("rm10/t", QoS::AtLeastOnce, false, b"2").await;
     let first = c.publish_rx().await;
-    assert_eq!(first.publish.payload, "1");
+    assert_eq!(first.payload, "1");
     // Send quota 0 (MQTT-4.9.0-2): the server holds "2" but answers everything else
     // (MQTT-4.9.0-3, MQTT-3.12.4-1).
     c.ping().await;
-    c.send(&Packet5::Subscribe(Subscribe5 {
+    c.send(&Packet5::Subscribe(Subscribe {
         pkid: 5,
         filters: vec![("rm10/other".into(), opts(QoS::AtMostOnce))],
-        properties: Properties::default(),
+        properties: Default::default(),
     }))
     .await;
     match c.recv().await {
@@ -453,7 +466,7 @@ async fn mqtt5_3_3_4_10_non_publish_packets_not_delayed_by_a_full_receive_maximu
     }
     c.puback(&first, 0).await;
     let second = c.publish_rx().await;
-    assert_eq!(second.publish.payload, "2");
+    assert_eq!(second.payload, "2");
 }
 
 // ---------------------------------------------------------------------------------------
@@ -499,10 +512,7 @@ async fn mqtt5_3_8_4_3_identical_filter_replaces_the_subscription() {
     let b = c.publish_rx().await;
     c.puback(&b, 0).await;
     assert_eq!(
-        [
-            (a.publish.payload, a.publish.qos),
-            (b.publish.payload, b.publish.qos)
-        ],
+        [(a.payload, a.qos), (b.payload, b.qos)],
         [
             ("live".into(), QoS::AtLeastOnce),
             ("end".into(), QoS::AtLeastOnce)
@@ -547,7 +557,7 @@ async fn mqtt5_3_10_4_6_multiple_filters_answered_in_order_by_one_unsuback() {
     c.publish("um5/a", QoS::AtMostOnce, false, b"gone").await;
     c.subscribe(&[("um5/end", opts(QoS::AtMostOnce))]).await;
     c.publish("um5/end", QoS::AtMostOnce, false, b"end").await;
-    assert_eq!(c.publish_rx().await.publish.payload, "end");
+    assert_eq!(c.publish_rx().await.payload, "end");
 }
 
 // ---------------------------------------------------------------------------------------
@@ -575,8 +585,7 @@ async fn mqtt5_4_4_0_2_publish_refused_with_puback_0x80_is_not_resent() {
     publ.publish("nr5/t", QoS::AtLeastOnce, false, b"refused")
         .await;
     let p = c.publish_rx().await;
-    c.send(&Packet5::PubAck(response(p.publish.pkid, 0x80)))
-        .await;
+    c.send(&Packet5::PubAck(response(p.pkid, 0x80))).await;
     c.ping().await; // the PUBACK was processed
     drop(c);
     let (mut c, present) = V5::session(gw.mqtt_addr, "nr5", false, expiry(60)).await;
@@ -600,7 +609,7 @@ async fn mqtt5_4_8_2_1_2_malformed_shared_subscription_filters_are_refused() {
         c.send(&Packet5::Subscribe(Subscribe5 {
             pkid: 1,
             filters: vec![(filter.into(), opts(QoS::AtMostOnce))],
-            properties: Properties::default(),
+            properties: Default::default(),
         }))
         .await;
         match c.recv().await {
@@ -626,10 +635,7 @@ async fn mqtt5_4_8_2_3_shared_subscription_delivers_at_the_granted_qos() {
     let mut publ = V5::connect(gw.mqtt_addr, "sh3-pub").await;
     publ.publish("sh3/t", QoS::ExactlyOnce, false, b"x").await;
     let p = c.publish_rx().await;
-    assert_eq!(
-        (p.publish.topic.as_str(), p.publish.qos),
-        ("sh3/t", QoS::AtMostOnce)
-    );
+    assert_eq!((p.topic.as_str(), p.qos), ("sh3/t", QoS::AtMostOnce));
 }
 
 #[tokio::test]
@@ -677,9 +683,9 @@ async fn mqtt5_3_3_1_12_retain_as_published_0_forwards_with_retain_0() {
     let (_gw, mut c, mut publ) = sub_and_pub("rap0", "rap0/t", QoS::AtMostOnce, false).await;
     publ.publish("rap0/t", QoS::AtLeastOnce, true, b"r").await;
     let p = c.publish_rx().await;
-    assert_eq!(p.publish.payload, "r");
+    assert_eq!(p.payload, "r");
     assert!(
-        !p.publish.retain,
+        !p.retain,
         "Retain As Published 0: RETAIN=0 on live forwarding"
     );
 }
@@ -700,8 +706,8 @@ async fn mqtt5_4_3_3_7_no_message_expiry_once_a_qos2_publish_was_sent() {
     assert!(present);
     let again = c.publish_rx().await;
     assert_eq!(
-        (again.publish.pkid, again.publish.dup, again.publish.payload),
-        (first.publish.pkid, true, "m".into()),
+        (again.pkid, again.dup, again.payload),
+        (first.pkid, true, "m".into()),
         "the sent QoS 2 message is resent though its expiry passed"
     );
 }
@@ -720,8 +726,8 @@ async fn mqtt5_4_8_2_4_shared_qos2_delivery_completed_when_the_member_reconnects
     assert!(present);
     let again = m.publish_rx().await;
     assert_eq!(
-        (again.publish.pkid, again.publish.dup, again.publish.payload),
-        (first.publish.pkid, true, "q2".into())
+        (again.pkid, again.dup, again.payload),
+        (first.pkid, true, "q2".into())
     );
 }
 

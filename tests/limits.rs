@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used)] // test helpers may unwrap: a failure is the test failing
 //! Issue 5, "Abuse limits": `[limits]` and `http.header_timeout_secs` over real sockets on
 //! 127.0.0.1 — connections per address and per second refused before any protocol byte,
 //! writes over the rate refused in each protocol's own terms (MQTT 5 PUBACK 0x97 and

@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used)] // test helpers may unwrap: a failure is the test failing
 //! MQTT authentication and authorisation (issue 5), black-box over real sockets: rumqttc's
 //! 3.1.1 and 5.0 clients, a raw MQTT 5 socket (ponte-mqtt's codec, to read Reason Strings),
 //! rumqttc over WebSocket, `mosquitto_pub`/`mosquitto_sub` (skipped when missing, except in CI)
@@ -162,7 +163,9 @@ fn connect_packet(
             payload: Bytes::from_static(b"gone"),
             qos: ponte_mqtt::QoS::AtLeastOnce,
             retain: true,
+            properties: Default::default(),
         }),
+        properties: Default::default(),
     }
 }
 

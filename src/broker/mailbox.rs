@@ -298,7 +298,7 @@ mod tests {
             qos: QoS::AtMostOnce,
             retain: false,
             subscription_ids: Vec::new(),
-            durable: 0,
+            durable: None,
         }
     }
 

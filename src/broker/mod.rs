@@ -10,7 +10,6 @@
 pub mod budget;
 mod delivery;
 pub mod mailbox;
-pub mod queue;
 pub mod retained;
 pub mod trie;
 
@@ -25,12 +24,13 @@ use bytes::Bytes;
 use parking_lot::RwLock;
 
 use crate::backbone::Backbone;
-use crate::model::{Message, Origin, QoS, RetainedValue};
-use crate::model::{TopicFilter, TopicName};
+use crate::durable::{DurableSessions, Receipt, Registered};
+use crate::model::{Message, Origin, Properties, QoS, RetainHandling, RetainedValue};
+use crate::model::{SubOptions, TopicFilter, TopicName};
 use crate::store::{Store, StoreError};
 use mailbox::{Mailbox, PushOutcome};
 use retained::{Precondition, Retained, WriteOutcome};
-use trie::{Matched, SubOptions, SubscriptionIndex};
+use trie::{Matched, SubscriptionIndex};
 
 /// Counters the broker keeps for logs and (later) `$SYS`.
 #[derive(Debug, Default)]
@@ -58,7 +58,7 @@ struct RetainedMeta {
     /// Version of the retained value these belong to.
     version: u64,
     /// Application properties as published.
-    properties: Option<Arc<ponte_mqtt::Properties>>,
+    properties: Option<Arc<Properties>>,
     /// When the retained message expires (it is then no longer sent to new subscribers).
     expires_at: Option<Instant>,
 }
@@ -158,7 +158,7 @@ pub struct Delivered {
     /// What the publish did, for the acknowledgement; taken when resolved.
     outcome: Option<PublishOutcome>,
     /// One wait per persistent session that queued the message, oldest first.
-    durable: std::collections::VecDeque<queue::Durable>,
+    durable: std::collections::VecDeque<Receipt>,
 }
 
 impl Delivered {
@@ -178,13 +178,10 @@ impl std::future::Future for Delivered {
         while let Some(wait) = self.durable.front_mut() {
             match std::pin::Pin::new(wait).poll(cx) {
                 std::task::Poll::Pending => return std::task::Poll::Pending,
-                std::task::Poll::Ready(Ok(Ok(()))) => {
+                std::task::Poll::Ready(Ok(())) => {
                     self.durable.pop_front();
                 }
-                std::task::Poll::Ready(Ok(Err(e))) => return std::task::Poll::Ready(Err(e)),
-                std::task::Poll::Ready(Err(_)) => {
-                    return std::task::Poll::Ready(Err(StoreError::Closed))
-                }
+                std::task::Poll::Ready(Err(e)) => return std::task::Poll::Ready(Err(e)),
             }
         }
         std::task::Poll::Ready(self.outcome.take().ok_or(StoreError::Closed))
@@ -208,8 +205,9 @@ pub struct Broker {
     /// The gateway's operational counters (`/metrics`, `$SYS`): here because every
     /// front-end holds the broker.
     pub ops: Arc<crate::metrics::Metrics>,
-    /// Durable persistent-session queues (issue 3); `None` when sessions are not persisted.
-    queue: Option<queue::Queue>,
+    /// The owner of persistent sessions' durable state (issue 3); `None` when sessions are
+    /// not persisted.
+    durable: Option<Arc<DurableSessions>>,
     /// The budget every subscriber's mailbox draws on (`[limits] max_queued_bytes`, issue
     /// 16): no limit until [`Broker::budget`]'s is set.
     budget: Arc<budget::Budget>,
@@ -225,15 +223,26 @@ impl Broker {
             retained_meta: RwLock::new(HashMap::new()),
             metrics: Metrics::default(),
             ops: crate::metrics::Metrics::new(),
-            queue: None,
+            durable: None,
             budget: budget::Budget::new(None),
         }))
     }
 
-    /// A broker over `store` whose persistent MQTT sessions live in `sessions`.
+    /// A broker over `store` whose persistent MQTT sessions live in `sessions` (kept by
+    /// the local session writer).
     pub fn with_sessions<S: Store, Q: crate::store::session::SessionStore>(
         store: S,
         sessions: Q,
+        backbone: Arc<dyn Backbone>,
+    ) -> Result<Arc<Self>, StoreError> {
+        Self::with_durable(store, DurableSessions::local(sessions)?, backbone)
+    }
+
+    /// A broker over `store` whose persistent MQTT sessions are kept by `durable`, over
+    /// whichever [`crate::durable::Keeper`] it was made with.
+    pub fn with_durable<S: Store>(
+        store: S,
+        durable: Arc<DurableSessions>,
         backbone: Arc<dyn Backbone>,
     ) -> Result<Arc<Self>, StoreError> {
         Ok(Arc::new(Broker {
@@ -243,7 +252,7 @@ impl Broker {
             retained_meta: RwLock::new(HashMap::new()),
             metrics: Metrics::default(),
             ops: crate::metrics::Metrics::new(),
-            queue: Some(queue::Queue::open(sessions)?),
+            durable: Some(durable),
             budget: budget::Budget::new(None),
         }))
     }
@@ -260,9 +269,9 @@ impl Broker {
         Mailbox::with_budget(capacity, policy, self.budget.clone())
     }
 
-    /// The durable session queue, when sessions are persisted.
-    pub fn queue(&self) -> Option<&queue::Queue> {
-        self.queue.as_ref()
+    /// The owner of persistent sessions' durable state, when sessions are persisted.
+    pub fn durable(&self) -> Option<&Arc<DurableSessions>> {
+        self.durable.as_ref()
     }
 
     /// The current retained value of a thing.
@@ -423,10 +432,9 @@ impl Broker {
     }
 
     /// Queue `message` to every matching subscriber. Returns how many it was queued to and
-    /// how many matched.
-    /// A QoS 1/2 delivery to a persistent session is appended to its durable queue first;
-    /// the batch's receipt goes into `durable` for the publisher to await.
-    fn fan_out(&self, message: &Arc<Message>, durable: &mut Vec<queue::Durable>) -> (usize, usize) {
+    /// how many matched. A QoS 1/2 delivery to a persistent session is made durable first;
+    /// the receipts go into `durable` for the publisher to await.
+    fn fan_out(&self, message: &Arc<Message>, durable: &mut Vec<Receipt>) -> (usize, usize) {
         thread_local! {
             static MATCHED: std::cell::RefCell<Vec<Matched>> = const { std::cell::RefCell::new(Vec::new()) };
         }
@@ -442,45 +450,26 @@ impl Broker {
             let mut queued = 0;
             let found = matched.len();
             // One atomic load when no persistent session exists.
-            let registered = self.queue.as_ref().and_then(|q| Some((q, q.registered()?)));
+            let registered = self
+                .durable
+                .as_deref()
+                .and_then(DurableSessions::registered);
             for m in matched.drain(..) {
-                let mut d = Delivery {
+                let d = Delivery {
                     message: message.clone(),
                     qos: message.qos.min(m.qos),
                     // MQTT-3.3.1-12/13: Retain As Published keeps the publisher's flag.
                     retain: m.retain_as_published && message.retain,
                     subscription_ids: m.ids,
-                    durable: 0,
+                    durable: None,
                 };
-                let mut client = None;
-                if let Some((q, reg)) = &registered {
-                    if queue::is_durable(d.qos) {
-                        if let Some(c) = reg.get(&m.mailbox.id()) {
-                            d.durable = q.next_seq();
-                            durable.extend(q.append(c, d.durable, &d));
-                            client = Some(c);
-                        }
-                    }
-                }
-                let seq = d.durable;
-                let (outcome, displaced) = m.mailbox.push_displacing(d);
-                if let (Some(old), Some((q, reg))) = (displaced, &registered) {
-                    // drop-oldest: the displaced message's disk copy goes too, or it would
-                    // come back after a restart.
-                    if old.durable != 0 {
-                        if let Some(c) = reg.get(&m.mailbox.id()) {
-                            q.remove(c, old.durable);
-                        }
-                    }
-                }
+                let (outcome, receipt) = push(registered.as_ref(), &m.mailbox, d, true);
+                durable.extend(receipt);
                 match outcome {
                     PushOutcome::Queued | PushOutcome::ReplacedOldest => queued += 1,
                     PushOutcome::SkippedOffline => {}
                     PushOutcome::Dropped | PushOutcome::Overflowed => {
                         self.metrics.dropped.fetch_add(1, Ordering::Relaxed);
-                        if let (Some((q, _)), Some(c)) = (&registered, client) {
-                            q.remove(c, seq);
-                        }
                     }
                 }
             }
@@ -501,22 +490,26 @@ impl Broker {
         qos: QoS,
         send_retained: bool,
     ) -> bool {
-        let handling = if send_retained { 0 } else { 2 };
+        let handling = if send_retained {
+            RetainHandling::OnSubscribe
+        } else {
+            RetainHandling::Never
+        };
         self.subscribe_with(filter, mailbox, SubOptions::qos(qos), handling)
     }
 
     /// Subscribe with MQTT 5 options. A filter `$share/group/f` makes `mailbox` a member of
     /// the shared group `group` on `f` (one member per message, round-robin, MQTT 4.8.2);
-    /// the caller keeps and unsubscribes the whole `$share/...` filter. `retain_handling` (MQTT
-    /// 3.8.3.1): 0 send the matching retained values, 1 only if the subscription is new,
-    /// 2 never; a shared subscription never gets them (MQTT 4.8.2). Expired retained values
-    /// are not sent. Returns whether an existing subscription was replaced.
+    /// the caller keeps and unsubscribes the whole `$share/...` filter. `retain_handling`
+    /// says whether the matching retained values are sent; a shared subscription never gets
+    /// them (MQTT 4.8.2). Expired retained values are not sent. Returns whether an existing
+    /// subscription was replaced.
     pub fn subscribe_with(
         &self,
         filter: &TopicFilter,
         mailbox: &Arc<Mailbox>,
         opts: SubOptions,
-        retain_handling: u8,
+        retain_handling: RetainHandling,
     ) -> bool {
         let shared = split_shared(filter.as_str());
         let (share, inner) = match &shared {
@@ -529,19 +522,12 @@ impl Broker {
             .insert_with(inner, share, mailbox.clone(), opts);
         let send = share.is_none()
             && match retain_handling {
-                0 => true,
-                1 => !replaced,
-                _ => false,
+                RetainHandling::OnSubscribe => true,
+                RetainHandling::OnNewSubscription => !replaced,
+                RetainHandling::Never => false,
             };
         if send {
             let now = Instant::now();
-            // A persistent session's copy goes to disk like a fan-out delivery: an
-            // unacknowledged retained message must come back after a crash too
-            // (MQTT-4.4.0-1), and the connection finds its sequence number in `durable`.
-            let durable_client = self.queue.as_ref().and_then(|q| {
-                let c = q.registered()?.get(&mailbox.id()).cloned()?;
-                Some((q, c))
-            });
             for (topic, v) in self.retained.matching(filter) {
                 let (properties, expires_at) = {
                     let meta = self.retained_meta.read();
@@ -566,48 +552,38 @@ impl Broker {
                     publisher: None,
                     charge: crate::model::Charge::default(),
                 });
-                let mut d = Delivery {
+                let d = Delivery {
                     qos: v.qos.min(opts.qos),
                     message,
                     retain: true,
                     subscription_ids: opts.id.into_iter().collect(),
-                    durable: 0,
+                    durable: None,
                 };
-                if let Some((q, client)) = &durable_client {
-                    if queue::is_durable(d.qos) {
-                        d.durable = q.next_seq();
-                        // Not awaited: the connection's state record that refers to this
-                        // entry is submitted later on the same channel, so a crash that
-                        // keeps the state keeps the entry (batches are applied in order).
-                        q.submit_append(client, d.durable, &d);
-                    }
-                }
-                let seq = d.durable;
-                let (outcome, displaced) = mailbox.push_displacing(d);
-                self.forget_displaced(mailbox.id(), displaced);
-                if seq != 0 && !matches!(outcome, PushOutcome::Queued | PushOutcome::ReplacedOldest)
-                {
-                    if let Some((q, client)) = &durable_client {
-                        q.remove(client, seq);
-                    }
-                }
+                // A persistent session's copy goes to disk like a fan-out delivery: an
+                // unacknowledged retained message must come back after a crash too
+                // (MQTT-4.4.0-1). Not awaited: no publisher waits, and the connection's
+                // state record that refers to the entry is made after it (ops take
+                // effect in order), so a crash that keeps the state keeps the entry.
+                let registered = self
+                    .durable
+                    .as_deref()
+                    .and_then(DurableSessions::registered);
+                push(registered.as_ref(), mailbox, d, false);
             }
         }
         replaced
     }
 
-    /// Delete the disk copy of a delivery that `drop-oldest` displaced from a persistent
-    /// session's mailbox (nobody waits).
-    pub(crate) fn forget_displaced(&self, mailbox_id: u64, displaced: Option<Delivery>) {
-        let Some(old) = displaced.filter(|d| d.durable != 0) else {
-            return;
-        };
-        if let Some(q) = &self.queue {
-            let client = q.registered().and_then(|reg| reg.get(&mailbox_id).cloned());
-            if let Some(c) = client {
-                q.remove(&c, old.durable);
-            }
-        }
+    /// Put a restored session's queued message back into its mailbox (start-up). False
+    /// when the mailbox did not take it; its durable copy is then forgotten, like one that
+    /// `drop-oldest` displaces.
+    pub fn push_restored(&self, mailbox: &Mailbox, d: Delivery) -> bool {
+        let registered = self
+            .durable
+            .as_deref()
+            .and_then(DurableSessions::registered);
+        let (outcome, _) = push(registered.as_ref(), mailbox, d, false);
+        matches!(outcome, PushOutcome::Queued | PushOutcome::ReplacedOldest)
     }
 
     /// Remove a subscription (a `$share/group/f` filter leaves that shared group).
@@ -626,10 +602,47 @@ impl Broker {
     /// Flush and stop the store writer (shutdown).
     pub fn close(&self) {
         self.retained.close();
-        if let Some(q) = &self.queue {
-            q.close();
+        if let Some(d) = &self.durable {
+            d.close();
         }
     }
+}
+
+/// Push one delivery into `mailbox`. When the mailbox is a persistent session's (it is in
+/// `registered`) and the delivery is QoS 1/2, the message is made durable first — so the
+/// client's acknowledgement can only come after it — unless it already is (a restored
+/// message has its sequence number); the receipt comes back when `wait`. A message that
+/// leaves the mailbox unsent (displaced by `drop-oldest`, or refused by a full mailbox)
+/// loses its durable copy too, or it would come back after a restart.
+fn push(
+    registered: Option<&Registered<'_>>,
+    mailbox: &Mailbox,
+    mut d: Delivery,
+    wait: bool,
+) -> (PushOutcome, Option<Receipt>) {
+    let Some(registered) = registered else {
+        return (mailbox.push(d), None);
+    };
+    let mut receipt = None;
+    if d.durable.is_none() {
+        if let Some((seq, r)) = registered.append(mailbox.id(), &d.message, d.qos, d.retain, wait) {
+            d.durable = Some(seq);
+            receipt = r;
+        }
+    }
+    let seq = d.durable;
+    let (outcome, displaced) = mailbox.push_displacing(d);
+    if let Some(old) = displaced.and_then(|old| old.durable) {
+        registered.forget(mailbox.id(), old);
+    }
+    if let (
+        Some(seq),
+        PushOutcome::Dropped | PushOutcome::Overflowed | PushOutcome::SkippedOffline,
+    ) = (seq, outcome)
+    {
+        registered.forget(mailbox.id(), seq);
+    }
+    (outcome, receipt)
 }
 
 /// The share name and inner filter of a shared subscription filter `$share/{name}/{filter}`

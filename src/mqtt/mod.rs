@@ -2,12 +2,20 @@
 //! [`ponte_mqtt::Connection`]'s events into broker calls and the client's mailbox into
 //! outgoing PUBLISHes. The same connection driver serves plain TCP, TLS ([`serve_tls`]),
 //! WebSocket and secure WebSocket ([`serve_ws`], [`serve_wss`]).
+//!
+//! The parts: `client/` drives one connection (its loop, and the owned parts it works
+//! with), [`session`] and `registry.rs` keep sessions by client id, `wire.rs` is the one
+//! place where ponte-mqtt's wire types become the model's, `access.rs` asks the gateway's
+//! `Auth`, [`ws`] bridges WebSockets, `sys.rs` publishes `$SYS`, `counted.rs` counts bytes.
+//! What a persistent session keeps across a crash is [`crate::durable`]'s.
 
 mod access;
 mod client;
 mod counted;
+mod registry;
 pub mod session;
 pub(crate) mod sys;
+mod wire;
 pub mod ws;
 
 use std::net::SocketAddr;
@@ -23,7 +31,7 @@ use crate::limits::{ConnPermit, ConnectionGate, Limits};
 use crate::metrics::Transport;
 use crate::shutdown::Shutdown;
 use crate::tls::{Tls, TlsPeer};
-use session::Registry;
+use registry::Registry;
 
 /// State shared by every MQTT connection.
 #[derive(Debug)]
@@ -118,7 +126,6 @@ impl Mqtt {
             config.mqtt.max_queued,
             config.mqtt.overflow,
             config.mqtt.queue_qos0,
-            broker.budget().clone(),
         );
         let (restored, messages) = sessions.restore(&broker);
         if restored > 0 {
