@@ -8,7 +8,9 @@
 mod common;
 
 use common::*;
-use ponte_mqtt::{Packet, QoS, SubscribeReturnCode};
+use ponte_mqtt::{
+    Packet, PubResponse, QoS, SubResponse, Subscribe, SubscriptionOptions, Unsubscribe,
+};
 
 /// A CONNECT built byte by byte: protocol `name`/`level`, connect `flags`, keep alive 30 and
 /// `payload` as given — for CONNECTs the codec refuses to build.
@@ -39,17 +41,11 @@ async fn sub(c: &mut V3, filter: &str, qos: QoS) {
 async fn ack(c: &mut V3, p: &ponte_mqtt::Publish) {
     match p.qos {
         QoS::AtMostOnce => {}
-        QoS::AtLeastOnce => {
-            c.send(&Packet::PubAck(ponte_mqtt::PubResponse::success(p.pkid)))
-                .await
-        }
+        QoS::AtLeastOnce => c.send(&Packet::PubAck(PubResponse::success(p.pkid))).await,
         QoS::ExactlyOnce => {
-            c.send(&Packet::PubRec(ponte_mqtt::PubResponse::success(p.pkid)))
-                .await;
-            c.expect(Packet::PubRel(ponte_mqtt::PubResponse::success(p.pkid)))
-                .await;
-            c.send(&Packet::PubComp(ponte_mqtt::PubResponse::success(p.pkid)))
-                .await;
+            c.send(&Packet::PubRec(PubResponse::success(p.pkid))).await;
+            c.expect(Packet::PubRel(PubResponse::success(p.pkid))).await;
+            c.send(&Packet::PubComp(PubResponse::success(p.pkid))).await;
         }
     }
 }
@@ -61,8 +57,12 @@ fn seen(p: &ponte_mqtt::Publish) -> (String, Vec<u8>, QoS, bool) {
 
 /// A SUBSCRIBE of one filter.
 fn subscribe_one(pkid: u16, filter: &str, qos: QoS) -> Packet {
-    let filters = vec![(filter.to_string(), qos)];
-    Packet::Subscribe { pkid, filters }
+    let filters = vec![(filter.to_string(), SubscriptionOptions::qos(qos))];
+    Packet::Subscribe(Subscribe {
+        pkid,
+        filters,
+        properties: Default::default(),
+    })
 }
 
 /// The next two messages `c` receives are "1" and then "2".
@@ -112,8 +112,19 @@ async fn watching(id: &str, filter: &str, qos: QoS) -> (ponte::Gateway, V3) {
 /// UNSUBSCRIBE `filters` with packet id `pkid`; the UNSUBACK must come next, with that id.
 async fn unsubscribe(c: &mut V3, pkid: u16, filters: &[&str]) {
     let filters = filters.iter().map(|f| f.to_string()).collect();
-    c.send(&Packet::Unsubscribe { pkid, filters }).await;
-    c.expect(Packet::UnsubAck(pkid)).await;
+    c.send(&Packet::Unsubscribe(Unsubscribe {
+        pkid,
+        filters,
+        properties: Default::default(),
+    }))
+    .await;
+    // A 3.1.1 UNSUBACK carries no reason codes on the wire.
+    c.expect(Packet::UnsubAck(SubResponse {
+        pkid,
+        reason_codes: vec![],
+        properties: Default::default(),
+    }))
+    .await;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -402,8 +413,7 @@ async fn mqtt_3_3_1_3_incoming_dup_flag_is_not_propagated() {
     let mut p = publish("dup3/t", QoS::AtLeastOnce, 7, false, b"resent");
     p.dup = true;
     publ.send(&Packet::Publish(p)).await;
-    publ.expect(Packet::PubAck(ponte_mqtt::PubResponse::success(7)))
-        .await;
+    publ.expect(Packet::PubAck(PubResponse::success(7))).await;
     let got = c.publish_rx().await;
     assert_eq!(got.payload, "resent");
     assert!(
@@ -514,7 +524,7 @@ async fn mqtt_3_8_4_2_suback_carries_the_subscribe_packet_identifier() {
     let mut c = V3::connect(gw.mqtt_addr, "id842").await;
     c.send(&subscribe_one(0xBEEF, "id/t", QoS::AtLeastOnce))
         .await;
-    c.expect(Packet::SubAck {
+    c.expect(Packet::SubAck(SubResponse {
         pkid: 0xBEEF,
         reason_codes: vec![QoS::AtLeastOnce.as_u8()],
         properties: Default::default(),
@@ -618,7 +628,7 @@ async fn mqtt_4_7_3_1_empty_topic_filter_is_refused() {
     if let Some(p) = c.recv().await {
         assert_eq!(
             p,
-            Packet::SubAck(ponte_mqtt::SubResponse {
+            Packet::SubAck(SubResponse {
                 pkid: 3,
                 reason_codes: vec![0x80],
                 properties: Default::default()
@@ -661,9 +671,9 @@ async fn mqtt_3_10_4_3_qos2_delivery_in_flight_completes_after_unsubscribe() {
     let p = c.publish_rx().await;
     assert_eq!(p.qos, QoS::ExactlyOnce);
     unsubscribe(&mut c, 9, &["u43/t"]).await;
-    c.send(&Packet::PubRec(p.pkid)).await;
-    c.expect(Packet::PubRel(p.pkid)).await;
-    c.send(&Packet::PubComp(p.pkid)).await;
+    c.send(&Packet::PubRec(PubResponse::success(p.pkid))).await;
+    c.expect(Packet::PubRel(PubResponse::success(p.pkid))).await;
+    c.send(&Packet::PubComp(PubResponse::success(p.pkid))).await;
     c.ping().await;
 }
 
@@ -706,11 +716,11 @@ async fn mqtt_4_3_2_2_after_puback_the_same_packet_id_is_a_new_message() {
     let (mut c, mut publ) = sub_and_pub(&gw, "q432", "q432/t", QoS::AtMostOnce).await;
     publ.send(&publish3("q432/t", QoS::AtLeastOnce, 9, false, b"1"))
         .await;
-    publ.expect(Packet::PubAck(9)).await;
+    publ.expect(Packet::PubAck(PubResponse::success(9))).await;
     let mut again = publish("q432/t", QoS::AtLeastOnce, 9, false, b"2");
     again.dup = true;
     publ.send(&Packet::Publish(again)).await;
-    publ.expect(Packet::PubAck(9)).await;
+    publ.expect(Packet::PubAck(PubResponse::success(9))).await;
     one_then_two(&mut c).await;
 }
 
@@ -721,9 +731,9 @@ async fn mqtt_4_3_3_2_after_pubcomp_the_same_packet_id_is_a_new_message() {
     for payload in [b"1", b"2"] {
         publ.send(&publish3("q433/t", QoS::ExactlyOnce, 9, false, payload))
             .await;
-        publ.expect(Packet::PubRec(9)).await;
-        publ.send(&Packet::PubRel(9)).await;
-        publ.expect(Packet::PubComp(9)).await;
+        publ.expect(Packet::PubRec(PubResponse::success(9))).await;
+        publ.send(&Packet::PubRel(PubResponse::success(9))).await;
+        publ.expect(Packet::PubComp(PubResponse::success(9))).await;
     }
     one_then_two(&mut c).await;
 }
@@ -739,10 +749,8 @@ async fn mqtt_4_4_0_1_unacknowledged_publish_and_pubrel_resent_on_reconnect() {
     let a = c.publish_rx().await; // not acknowledged
     let b = c.publish_rx().await;
     assert_eq!((a.qos, b.qos), (QoS::AtLeastOnce, QoS::ExactlyOnce));
-    c.send(&Packet::PubRec(ponte_mqtt::PubResponse::success(b.pkid)))
-        .await;
-    c.expect(Packet::PubRel(ponte_mqtt::PubResponse::success(b.pkid)))
-        .await;
+    c.send(&Packet::PubRec(PubResponse::success(b.pkid))).await;
+    c.expect(Packet::PubRel(PubResponse::success(b.pkid))).await;
     drop(c); // gone before PUBACK for a and PUBCOMP for b
 
     let (mut c, present) = V3::session(gw.mqtt_addr, "re440", false).await;
@@ -755,12 +763,9 @@ async fn mqtt_4_4_0_1_unacknowledged_publish_and_pubrel_resent_on_reconnect() {
         Some(Packet::Publish(want)),
         "PUBLISH resent with DUP=1 (MQTT-3.3.1-1) and its packet id"
     );
-    c.expect(Packet::PubRel(ponte_mqtt::PubResponse::success(b.pkid)))
-        .await;
-    c.send(&Packet::PubAck(ponte_mqtt::PubResponse::success(a.pkid)))
-        .await;
-    c.send(&Packet::PubComp(ponte_mqtt::PubResponse::success(b.pkid)))
-        .await;
+    c.expect(Packet::PubRel(PubResponse::success(b.pkid))).await;
+    c.send(&Packet::PubAck(PubResponse::success(a.pkid))).await;
+    c.send(&Packet::PubComp(PubResponse::success(b.pkid))).await;
     c.ping().await;
 }
 
@@ -851,7 +856,7 @@ async fn mqtt_4_6_0_6_pipelined_publishes_keep_order_with_a_durable_store() {
         .await;
     publ.send(&subscribe_one(8, "pipe/c", QoS::AtMostOnce))
         .await;
-    publ.expect(Packet::PubAck(7)).await;
+    publ.expect(Packet::PubAck(PubResponse::success(7))).await;
     let p = publ.publish_rx().await;
     assert_eq!(
         (p.topic.as_str(), p.payload.as_ref(), p.retain),

@@ -10,7 +10,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use ponte_mqtt::{reason, Packet5, Properties, QoS, ReasonPacket, Subscribe5};
+use ponte_mqtt::{reason, Packet, Properties, QoS, ReasonPacket, Subscribe};
 
 /// A gateway and a watcher `id` subscribed to `filter` at `qos`.
 async fn watching(id: &str, filter: &str, qos: QoS) -> (ponte::Gateway, V5) {
@@ -41,9 +41,9 @@ async fn sub_and_pub(
 }
 
 /// Everything in `got` is a DISCONNECT with `code` (there may be none).
-fn at_most_disconnect(got: &[Packet5], code: u8, what: &str) {
+fn at_most_disconnect(got: &[Packet], code: u8, what: &str) {
     for p in got {
-        let ok = matches!(p, Packet5::Disconnect(ReasonPacket { reason_code, .. }) if *reason_code == code);
+        let ok = matches!(p, Packet::Disconnect(ReasonPacket { reason_code, .. }) if *reason_code == code);
         assert!(ok, "{what}: {p:?}");
     }
 }
@@ -69,7 +69,7 @@ async fn mqtt5_3_1_0_2_second_connect_is_a_protocol_error() {
         .await;
     let got = c.expect_closed("the close after a second CONNECT").await;
     assert!(
-        !got.iter().any(|p| matches!(p, Packet5::ConnAck { .. })),
+        !got.iter().any(|p| matches!(p, Packet::ConnAck { .. })),
         "MQTT-3.2.0-2: no second CONNACK: {got:?}"
     );
     at_most_disconnect(&got, 0x82, "at most a DISCONNECT 0x82 (Protocol Error)");
@@ -131,7 +131,7 @@ async fn mqtt5_3_1_4_1_malformed_connect_closes_without_disconnect() {
         let got = c.expect_closed(what).await;
         for p in &got {
             match p {
-                Packet5::ConnAck { reason_code, session_present, .. } => {
+                Packet::ConnAck { reason_code, session_present, .. } => {
                     assert!(*reason_code >= 0x80 && !*session_present, "{what}: {p:?}")
                 }
                 other => panic!("{what}: MQTT-3.14.0-1: nothing but a refusing CONNACK before CONNACK success, got {other:?}"),
@@ -155,7 +155,7 @@ async fn mqtt5_3_1_2_5_clean_start_0_resumes_the_existing_session() {
     let (mut c, present) = V5::session(gw.mqtt_addr, "res5", false, expiry(60)).await;
     assert!(present, "MQTT-3.2.2-3: session resumed → Session Present 1");
     let p = c.publish_rx().await;
-    assert_eq!(p.publish.payload, "while away");
+    assert_eq!(p.payload, "while away");
     c.puback(&p, 0).await;
     c.disconnect(0).await;
 
@@ -191,7 +191,7 @@ async fn mqtt5_3_1_4_6_packets_after_a_refused_connect_are_not_processed() {
     c.send_raw(&bytes).await;
     let got = c.expect_closed("the refused connection to close").await;
     match got.as_slice() {
-        [Packet5::ConnAck {
+        [Packet::ConnAck {
             session_present,
             reason_code,
             ..
@@ -231,7 +231,7 @@ async fn mqtt5_4_12_0_6_no_authentication_method_in_connack_without_one_in_conne
 async fn mqtt5_3_1_2_22_keep_alive_timeout_closes_and_3_2_2_22_uses_the_clients_value() {
     let gw = gateway().await;
     let mut connect = connect5("ka5", true, Properties::default());
-    if let Packet5::Connect(c) = &mut connect {
+    if let Packet::Connect(c) = &mut connect {
         c.keep_alive = 1;
     }
     let start = Instant::now();
@@ -340,7 +340,7 @@ async fn mqtt5_3_14_1_1_disconnect_with_reserved_bits_is_malformed_and_publishes
         .expect_closed("the close after a malformed DISCONNECT")
         .await;
     at_most_disconnect(&got, 0x81, "at most DISCONNECT 0x81 (Malformed Packet)");
-    assert_eq!(watch.publish_rx().await.publish.payload, "will");
+    assert_eq!(watch.publish_rx().await.payload, "will");
 }
 
 #[tokio::test]
@@ -394,7 +394,7 @@ async fn mqtt5_3_3_2_5_message_expired_while_queued_is_not_delivered() {
     let mut publ = V5::connect(gw.mqtt_addr, "exp5-pub").await;
     publ.send(&pub5("exp5/t", QoS::AtLeastOnce, 3, b"stale", expiring(1)))
         .await;
-    assert!(matches!(publ.recv().await, Some(Packet5::PubAck(_))));
+    assert!(matches!(publ.recv().await, Some(Packet::PubAck(_))));
     tokio::time::sleep(Duration::from_millis(1200)).await;
     publ.publish("exp5/t", QoS::AtLeastOnce, false, b"fresh")
         .await;
@@ -417,7 +417,7 @@ async fn mqtt5_3_3_2_7_topic_alias_mappings_do_not_carry_over_to_a_new_connectio
         alias.clone(),
     ))
     .await;
-    assert!(matches!(c.recv().await, Some(Packet5::PubAck(_))));
+    assert!(matches!(c.recv().await, Some(Packet::PubAck(_))));
     assert_eq!(watch.publish_rx().await.payload, "first");
     c.disconnect(0).await;
 
@@ -454,14 +454,14 @@ async fn mqtt5_3_3_4_10_non_publish_packets_not_delayed_by_a_full_receive_maximu
     // Send quota 0 (MQTT-4.9.0-2): the server holds "2" but answers everything else
     // (MQTT-4.9.0-3, MQTT-3.12.4-1).
     c.ping().await;
-    c.send(&Packet5::Subscribe(Subscribe {
+    c.send(&Packet::Subscribe(Subscribe {
         pkid: 5,
         filters: vec![("rm10/other".into(), opts(QoS::AtMostOnce))],
         properties: Default::default(),
     }))
     .await;
     match c.recv().await {
-        Some(Packet5::SubAck(a)) => assert_eq!(a.pkid, 5),
+        Some(Packet::SubAck(a)) => assert_eq!(a.pkid, 5),
         other => panic!("SUBACK while the quota is 0 (and not PUBLISH 2), got {other:?}"),
     }
     c.puback(&first, 0).await;
@@ -476,10 +476,10 @@ async fn mqtt5_3_3_4_10_non_publish_packets_not_delayed_by_a_full_receive_maximu
 async fn mqtt5_3_8_3_4_no_local_on_a_shared_subscription_is_a_protocol_error() {
     let gw = gateway().await;
     let mut c = V5::connect(gw.mqtt_addr, "nl34").await;
-    c.send(&Packet5::Subscribe(Subscribe5 {
+    c.send(&Packet::Subscribe(Subscribe {
         pkid: 1,
         filters: vec![("$share/g/nl34".into(), no_local(QoS::AtMostOnce))],
-        properties: Properties::default(),
+        properties: Default::default(),
     }))
     .await;
     let (code, _) = c.disconnect_rx().await;
@@ -572,9 +572,9 @@ async fn mqtt5_4_4_0_1_unacknowledged_publish_resent_on_session_resume() {
     let (mut c, present) = V5::session(gw.mqtt_addr, "re5", false, expiry(60)).await;
     assert!(present);
     let again = c.publish_rx().await;
-    assert!(again.publish.dup, "resent with DUP=1: {again:?}");
-    assert_eq!(again.publish.pkid, first.publish.pkid, "original packet id");
-    assert_eq!(again.publish.payload, "a");
+    assert!(again.dup, "resent with DUP=1: {again:?}");
+    assert_eq!(again.pkid, first.pkid, "original packet id");
+    assert_eq!(again.payload, "a");
     c.puback(&again, 0).await;
     c.ping().await;
 }
@@ -585,7 +585,7 @@ async fn mqtt5_4_4_0_2_publish_refused_with_puback_0x80_is_not_resent() {
     publ.publish("nr5/t", QoS::AtLeastOnce, false, b"refused")
         .await;
     let p = c.publish_rx().await;
-    c.send(&Packet5::PubAck(response(p.pkid, 0x80))).await;
+    c.send(&Packet::PubAck(response(p.pkid, 0x80))).await;
     c.ping().await; // the PUBACK was processed
     drop(c);
     let (mut c, present) = V5::session(gw.mqtt_addr, "nr5", false, expiry(60)).await;
@@ -606,18 +606,18 @@ async fn mqtt5_4_8_2_1_2_malformed_shared_subscription_filters_are_refused() {
         "$share/g/",
     ] {
         let mut c = V5::connect(gw.mqtt_addr, "sh12").await;
-        c.send(&Packet5::Subscribe(Subscribe5 {
+        c.send(&Packet::Subscribe(Subscribe {
             pkid: 1,
             filters: vec![(filter.into(), opts(QoS::AtMostOnce))],
             properties: Default::default(),
         }))
         .await;
         match c.recv().await {
-            Some(Packet5::SubAck(a)) => assert!(
+            Some(Packet::SubAck(a)) => assert!(
                 a.reason_codes.len() == 1 && a.reason_codes[0] >= 0x80,
                 "{filter}: refused, got {a:?}"
             ),
-            Some(Packet5::Disconnect(d)) => assert!(d.reason_code >= 0x80, "{filter}: {d:?}"),
+            Some(Packet::Disconnect(d)) => assert!(d.reason_code >= 0x80, "{filter}: {d:?}"),
             other => panic!("{filter}: SUBACK failure or DISCONNECT, got {other:?}"),
         }
     }
@@ -654,9 +654,7 @@ async fn mqtt5_4_8_2_6_shared_message_refused_by_its_member_is_not_sent_to_anoth
     } else {
         (&mut b, &mut a)
     };
-    member
-        .send(&Packet5::PubAck(response(p.publish.pkid, 0x80)))
-        .await;
+    member.send(&Packet::PubAck(response(p.pkid, 0x80))).await;
     let why = "MQTT-4.8.2-6: not re-sent to another member";
     other.quiet(why).await;
 }
@@ -695,13 +693,13 @@ async fn mqtt5_4_3_3_7_no_message_expiry_once_a_qos2_publish_was_sent() {
     let (gw, mut c, mut publ) = sub_and_pub("x337", "x337/t", QoS::ExactlyOnce, true).await;
     publ.send(&pub5("x337/t", QoS::ExactlyOnce, 4, b"m", expiring(1)))
         .await;
-    assert!(matches!(publ.recv().await, Some(Packet5::PubRec(_))));
+    assert!(matches!(publ.recv().await, Some(Packet::PubRec(_))));
     let first = c.publish_rx().await;
     drop(c); // sent, never acknowledged
     tokio::time::sleep(Duration::from_millis(1200)).await;
     // MQTT-4.3.3-13: the server as receiver completes its own QoS 2 exchange past expiry.
-    publ.send(&Packet5::PubRel(response(4, 0))).await;
-    assert!(matches!(publ.recv().await, Some(Packet5::PubComp(r)) if r.pkid == 4));
+    publ.send(&Packet::PubRel(response(4, 0))).await;
+    assert!(matches!(publ.recv().await, Some(Packet::PubComp(r)) if r.pkid == 4));
     let (mut c, present) = V5::session(gw.mqtt_addr, "x337", false, expiry(60)).await;
     assert!(present);
     let again = c.publish_rx().await;
@@ -739,7 +737,7 @@ async fn mqtt5_4_8_2_5_message_of_an_ended_member_session_not_sent_to_another_me
         .await;
     let mut publ = V5::connect(gw.mqtt_addr, "sh5-pub").await;
     publ.publish("sh5/t", QoS::AtLeastOnce, false, b"m").await;
-    assert_eq!(a.publish_rx().await.publish.payload, "m");
+    assert_eq!(a.publish_rx().await.payload, "m");
     let mut b = V5::connect(gw.mqtt_addr, "sh5-b").await;
     b.subscribe(&[("$share/g/sh5/t", opts(QoS::AtLeastOnce))])
         .await;

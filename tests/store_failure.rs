@@ -18,7 +18,7 @@ use common::*;
 use ponte::model::RetainedValue;
 use ponte::model::TopicName;
 use ponte::store::{RetainedOp, Store, StoreError};
-use ponte_mqtt::{Packet, Packet as Packet5, Properties, QoS};
+use ponte_mqtt::{Packet, Properties, QoS};
 
 /// What the test flips and reads: whether the store fails, and what it holds.
 #[derive(Clone, Default)]
@@ -170,7 +170,7 @@ async fn mqtt5_4_8_0_2_store_failure_answers_puback_0x80_with_a_reason_string() 
     let p = retained5("flaky/v5", QoS::AtLeastOnce, 3, b"v", Properties::default());
     c.send(&p).await;
     match c.recv().await {
-        Some(Packet5::PubAck(r)) => {
+        Some(Packet::PubAck(r)) => {
             assert_eq!((r.pkid, r.reason_code), (3, 0x80), "PUBACK 0x80: {r:?}");
             let why = r.properties.reason_string.clone().unwrap_or_default();
             assert!(
@@ -186,7 +186,7 @@ async fn mqtt5_4_8_0_2_store_failure_answers_puback_0x80_with_a_reason_string() 
     switch.fail(false);
     c.send(&p).await;
     match c.recv().await {
-        Some(Packet5::PubAck(r)) => {
+        Some(Packet::PubAck(r)) => {
             // 0x10 No matching subscribers is a success too (3.4.2.1).
             assert!(
                 r.pkid == 3 && matches!(r.reason_code, 0x00 | 0x10),

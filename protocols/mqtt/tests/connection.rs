@@ -310,7 +310,10 @@ fn mqtt_3_1_4_pipelined_packets_processed_after_accept_in_order() {
 #[test]
 fn bytes_before_accept_are_bounded() {
     let (mut conn, t0) = machine(|c| c.max_packet_size = 64);
-    conn.handle_bytes(t0, &enc(&Packet::Connect(Box::new(connect_packet("c", true, 10)))));
+    conn.handle_bytes(
+        t0,
+        &enc(&Packet::Connect(Box::new(connect_packet("c", true, 10)))),
+    );
     conn.handle_bytes(t0, &[0xc0, 0].repeat(40));
     assert!(conn.is_closed());
 }
