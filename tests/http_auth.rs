@@ -595,7 +595,7 @@ async fn encoded_path_tricks_never_read_or_write_a_denied_topic() {
                 ponte::broker::topic::TopicName::parse("secret").expect("topic"),
                 bytes::Bytes::from_static(b"s3cr3t"),
                 None,
-                ponte::broker::message::Origin::Http,
+                ponte::broker::message::Origin::Http(None),
             ),
             Default::default(),
         )

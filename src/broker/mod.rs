@@ -642,7 +642,7 @@ mod tests {
         let t = TopicName::parse("a/b").unwrap();
         let out = b
             .publish(
-                retained_message(t.clone(), Bytes::from_static(b"v"), None, Origin::Http),
+                retained_message(t.clone(), Bytes::from_static(b"v"), None, Origin::Http(None)),
                 Precondition::none(),
             )
             .await
@@ -685,7 +685,7 @@ mod tests {
                     TopicName::parse("x").unwrap(),
                     Bytes::new(),
                     None,
-                    Origin::Http,
+                    Origin::Http(None),
                 ),
                 Precondition::exists(),
             )

@@ -982,7 +982,7 @@ impl Guarded {
                     TopicName::parse(topic).expect("topic"),
                     Bytes::from_static(value.as_bytes()),
                     None,
-                    crate::broker::message::Origin::Http,
+                    crate::broker::message::Origin::Http(None),
                 ),
                 Default::default(),
             )
