@@ -19,6 +19,8 @@
 
 pub mod auth;
 pub mod backbone;
+pub mod backoff;
+pub mod bridge;
 pub mod broker;
 pub mod cli;
 pub mod coap;
@@ -27,9 +29,11 @@ pub mod http;
 pub mod limits;
 pub mod mqtt;
 pub mod reload;
+pub mod roots;
 pub mod shutdown;
 pub mod store;
 pub mod tls;
+pub mod webhook;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -74,6 +78,10 @@ pub enum Error {
     /// `[tls]` or one of its files cannot be used (a configuration error: exit code 2).
     #[error("TLS: {0}")]
     Tls(#[from] TlsError),
+    /// A `[[bridge]]` or `[[webhook]]` value, or a file it names, cannot be used (a
+    /// configuration error: exit code 2). The message names the section and key or file.
+    #[error("config: {0}")]
+    Config(String),
 }
 
 /// A running gateway.
@@ -108,6 +116,10 @@ pub struct Gateway {
     limits: Arc<limits::Limits>,
     /// What [`Gateway::reload`] re-reads (TLS certificates today).
     reloader: Reloader,
+    /// The MQTT bridges (`[[bridge]]`), for [`Gateway::bridge_stats`].
+    bridges: Arc<bridge::Bridges>,
+    /// The webhooks (`[[webhook]]`), for [`Gateway::webhook_stats`].
+    webhooks: Arc<webhook::Webhooks>,
     /// Signals the tasks and waits for them.
     controller: ShutdownController,
     /// The front-end tasks.
@@ -203,6 +215,11 @@ fn prepare(config: Config) -> Result<Prepared, Error> {
             }
         }
     }
+    // Bridges and webhooks: their values and the files they name (CA, certificates,
+    // secrets), so a bad one stops the start with a message naming it.
+    config.validate().map_err(Error::Config)?;
+    bridge::check(&config.bridge).map_err(Error::Config)?;
+    webhook::check(&config.webhook).map_err(Error::Config)?;
     let config = Arc::new(config);
     // The auth files first: a typo in them must stop the start before any port opens.
     let auth = Arc::new(auth::Auth::new(config.auth.clone())?);
@@ -367,6 +384,24 @@ async fn launch(
     }
     let clients = front.clients();
     drop(front);
+    let bridges = bridge::Bridges::start(
+        broker.clone(),
+        clients.clone(),
+        config.mqtt.max_packet_size,
+        &config.bridge,
+        config.source.clone(),
+        controller.subscribe(),
+    )
+    .await;
+    reloader.add(bridges.clone());
+    let webhooks = webhook::Webhooks::start(
+        broker.clone(),
+        &config.webhook,
+        config.source.clone(),
+        controller.subscribe(),
+    )
+    .await;
+    reloader.add(webhooks.clone());
     tracing::info!(
         http = %http_addr,
         coap = %coap_addr,
@@ -395,6 +430,8 @@ async fn launch(
         clients,
         limits,
         reloader,
+        bridges,
+        webhooks,
         controller,
         tasks,
     })
@@ -418,6 +455,20 @@ impl Gateway {
     /// the connection acts as, TLS client identity, address.
     pub fn mqtt_clients(&self) -> Vec<mqtt::ClientInfo> {
         self.clients.list()
+    }
+
+    /// Every MQTT bridge's counters (`[[bridge]]`): connected or not, messages out and
+    /// in, queue — what `ponte_bridge_up{bridge}` and
+    /// `ponte_bridge_messages_total{bridge,direction}` report.
+    pub fn bridge_stats(&self) -> Vec<bridge::BridgeStats> {
+        self.bridges.stats()
+    }
+
+    /// Every webhook's counters (`[[webhook]]`): deliveries by outcome and events held —
+    /// what `ponte_webhook_deliveries_total{webhook,outcome}` and
+    /// `ponte_webhook_queue{webhook}` report.
+    pub fn webhook_stats(&self) -> Vec<webhook::WebhookStats> {
+        self.webhooks.stats()
     }
 
     /// What the abuse limits (`[limits]`) refused so far: connections per listener and

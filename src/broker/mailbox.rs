@@ -5,7 +5,7 @@
 //! What happens when it is full is the configured [`OverflowPolicy`], counted and logged.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -54,8 +54,9 @@ pub struct Mailbox {
     queue: Mutex<VecDeque<Delivery>>,
     /// Wakes the subscriber's task when something arrives.
     notify: Notify,
-    /// Bound on queued messages.
-    capacity: usize,
+    /// Bound on queued messages; changeable (an MQTT bridge's queue takes its own bound
+    /// when it resumes its session).
+    capacity: AtomicUsize,
     /// What happens when the bound is reached.
     policy: OverflowPolicy,
     /// Messages dropped by the policy, for metrics and logs.
@@ -81,7 +82,7 @@ impl Mailbox {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             queue: Mutex::new(VecDeque::new()),
             notify: Notify::new(),
-            capacity: capacity.max(1),
+            capacity: AtomicUsize::new(capacity.max(1)),
             policy,
             dropped: AtomicU64::new(0),
             overflowed: AtomicBool::new(false),
@@ -94,6 +95,12 @@ impl Mailbox {
     /// Queue QoS 0 messages while the subscriber is away (`[mqtt] queue_qos0`).
     pub fn set_queue_qos0(&self, queue: bool) {
         self.queue_qos0.store(queue, Ordering::Relaxed);
+    }
+
+    /// Change the bound (at least 1). Deliveries already queued beyond a smaller bound stay;
+    /// only new pushes see it.
+    pub fn set_capacity(&self, capacity: usize) {
+        self.capacity.store(capacity.max(1), Ordering::Relaxed);
     }
 
     /// The mailbox's identity.
@@ -126,7 +133,7 @@ impl Mailbox {
         let mut displaced = None;
         let outcome = {
             let mut q = self.queue.lock();
-            if q.len() < self.capacity {
+            if q.len() < self.capacity.load(Ordering::Relaxed) {
                 q.push_back(d);
                 PushOutcome::Queued
             } else {
@@ -153,7 +160,7 @@ impl Mailbox {
                         mailbox = self.id,
                         dropped = n,
                         policy = ?self.policy,
-                        capacity = self.capacity,
+                        capacity = self.capacity.load(Ordering::Relaxed),
                         "subscriber queue full; message dropped"
                     );
                 }

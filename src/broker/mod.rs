@@ -642,7 +642,12 @@ mod tests {
         let t = TopicName::parse("a/b").unwrap();
         let out = b
             .publish(
-                retained_message(t.clone(), Bytes::from_static(b"v"), None, Origin::Http(None)),
+                retained_message(
+                    t.clone(),
+                    Bytes::from_static(b"v"),
+                    None,
+                    Origin::Http(None),
+                ),
                 Precondition::none(),
             )
             .await

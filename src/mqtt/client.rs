@@ -599,6 +599,14 @@ impl Driver {
         } else {
             c.client_id.clone()
         };
+        if crate::bridge::is_reserved_client_id(&client_id) {
+            // The bridges' durable queues are sessions under these ids (src/bridge).
+            self.conn.reject_v5_because(
+                reason::CLIENT_IDENTIFIER_NOT_VALID,
+                format!("client identifier {client_id:?}: the prefix \"$bridge/\" is reserved for ponte's MQTT bridges"),
+            );
+            return;
+        }
         // Before the session is opened: a refused client takes nothing over.
         let proven = self.tls.is_some() && self.shared.use_identity_as_username;
         if let Err(refusal) = self.access.login(&c, &client_id, proven).await {

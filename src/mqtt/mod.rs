@@ -72,6 +72,12 @@ impl Clients {
     pub fn list(&self) -> Vec<ClientInfo> {
         self.shared.sessions.connected()
     }
+
+    /// The session registry, for the MQTT bridges' durable out queues
+    /// ([`crate::bridge`]), which are sessions under reserved client ids.
+    pub(crate) fn sessions(&self) -> &Registry {
+        &self.shared.sessions
+    }
 }
 
 /// A handle on the MQTT front-end, shared by its TCP listener and by the WebSocket
