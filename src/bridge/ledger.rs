@@ -4,9 +4,12 @@
 //! takes them and reports each as `Sent(pkid)` (or `Collided(pkid)` when the id is still
 //! in use and the PUBLISH must wait for its acknowledgement), in the same order. So the
 //! oldest handed message is the one the next fresh `Sent` names. A `Sent` for an id still
-//! in flight is rumqttc re-sending it after a reconnect. `Done(pkid)` (PUBACK, PUBCOMP)
-//! completes one. After a connection error, rumqttc keeps the exchanges it will resume;
-//! any other in flight was ended by the remote with an error code.
+//! in flight is rumqttc re-sending it after a reconnect — except for a held-back PUBLISH:
+//! rumqttc sends it (`Sent(pkid)`) while handling the acknowledgement that frees its id,
+//! and reports that acknowledgement (`Done(pkid)`) just after, so for a moment two
+//! messages share the id. `Done(pkid)` (PUBACK, PUBCOMP) completes one. After a
+//! connection error, rumqttc keeps the exchanges it will resume; any other in flight was
+//! ended by the remote with an error code.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 
@@ -43,6 +46,8 @@ pub struct Ledger<T> {
     inflight: HashMap<u16, Entry<T>>,
     /// Held back by rumqttc until its packet id is free.
     collided: Option<(u16, Entry<T>)>,
+    /// A held-back message sent under an id whose previous message's `Done` is next.
+    replacing: Option<(u16, Entry<T>)>,
 }
 
 impl<T> Default for Ledger<T> {
@@ -52,6 +57,7 @@ impl<T> Default for Ledger<T> {
             handed: VecDeque::new(),
             inflight: HashMap::new(),
             collided: None,
+            replacing: None,
         }
     }
 }
@@ -68,7 +74,10 @@ impl<T> Ledger<T> {
 
     /// Messages handed and not complete: the bridge's out window.
     pub fn outstanding(&self) -> usize {
-        self.handed.len() + self.inflight.len() + usize::from(self.collided.is_some())
+        self.handed.len()
+            + self.inflight.len()
+            + usize::from(self.collided.is_some())
+            + usize::from(self.replacing.is_some())
     }
 
     /// rumqttc sent a PUBLISH under `pkid` (0: QoS 0).
@@ -79,14 +88,19 @@ impl<T> Ledger<T> {
                 None => Sent::Unexpected,
             };
         }
-        if self.inflight.contains_key(&pkid) {
-            return Sent::Resent;
-        }
         if self.collided.as_ref().is_some_and(|(p, _)| *p == pkid) {
             if let Some((p, e)) = self.collided.take() {
-                self.inflight.insert(p, e);
+                if self.inflight.contains_key(&p) {
+                    // The acknowledgement that freed the id is reported next.
+                    self.replacing = Some((p, e));
+                } else {
+                    self.inflight.insert(p, e);
+                }
             }
             return Sent::InFlight;
+        }
+        if self.inflight.contains_key(&pkid) {
+            return Sent::Resent;
         }
         match self.handed.pop_front() {
             Some(e) => {
@@ -110,14 +124,22 @@ impl<T> Ledger<T> {
 
     /// The exchange of `pkid` completed.
     pub fn done(&mut self, pkid: u16) -> Option<T> {
-        self.inflight.remove(&pkid).map(|e| e.item)
+        let done = self.inflight.remove(&pkid).map(|e| e.item);
+        if self.replacing.as_ref().is_some_and(|(p, _)| *p == pkid) {
+            if let Some((p, e)) = self.replacing.take() {
+                self.inflight.insert(p, e);
+            }
+        }
+        done
     }
 
     /// After a connection error: the exchanges in flight that rumqttc will not resume
-    /// (not in `kept`), oldest first. A message held back by a collision is re-sent by
-    /// rumqttc under its packet id, so it counts as in flight from now on.
-    pub fn dropped_except(&mut self, kept: &HashSet<u16>) -> Vec<T> {
-        if let Some((p, e)) = self.collided.take() {
+    /// (not in `kept`), oldest first. `released`: the packet id of a held-back message
+    /// rumqttc was made to send anyway (its id's previous message was dropped), which
+    /// counts as in flight from now on.
+    pub fn dropped_except(&mut self, kept: &HashSet<u16>, released: Option<u16>) -> Vec<T> {
+        if let Some((p, e)) = self.replacing.take() {
+            // Its predecessor's `Done` was lost with the connection: the id is its own.
             self.inflight.insert(p, e);
         }
         let gone: Vec<u16> = self
@@ -131,18 +153,28 @@ impl<T> Ledger<T> {
             .filter_map(|p| self.inflight.remove(p))
             .collect();
         out.sort_by_key(|e| e.rank);
+        if released.is_some() && released == self.collided.as_ref().map(|(p, _)| *p) {
+            if let Some((p, e)) = self.collided.take() {
+                self.inflight.insert(p, e);
+            }
+        }
         out.into_iter().map(|e| e.item).collect()
     }
 
     /// Packet id → rank of every exchange in flight (the order rumqttc should re-send in).
     pub fn ranks(&self) -> HashMap<u16, u64> {
-        self.inflight.iter().map(|(p, e)| (*p, e.rank)).collect()
+        let mut r: HashMap<u16, u64> = self.inflight.iter().map(|(p, e)| (*p, e.rank)).collect();
+        for (p, e) in self.collided.iter().chain(&self.replacing) {
+            r.entry(*p).or_insert(e.rank);
+        }
+        r
     }
 
     /// Everything not complete, oldest first (the bridge stops: these go back in the queue).
     pub fn drain(&mut self) -> Vec<T> {
         let mut all: Vec<Entry<T>> = self.inflight.drain().map(|(_, e)| e).collect();
         all.extend(self.collided.take().map(|(_, e)| e));
+        all.extend(self.replacing.take().map(|(_, e)| e));
         all.extend(self.handed.drain(..));
         all.sort_by_key(|e| e.rank);
         all.into_iter().map(|e| e.item).collect()
@@ -180,9 +212,14 @@ mod tests {
         assert_eq!(l.sent(2), Sent::InFlight);
         assert_eq!(l.done(2), Some("q1"));
         assert!(l.collided(1), "id 1 (QoS 2) is still in flight");
-        assert_eq!(l.done(1), Some("q2"));
+        // rumqttc sends the held-back one while handling the PUBCOMP that frees id 1,
+        // and reports that PUBCOMP right after.
         assert_eq!(l.sent(1), Sent::InFlight);
+        assert_eq!(l.outstanding(), 2);
+        assert_eq!(l.done(1), Some("q2"));
+        assert_eq!(l.sent(1), Sent::Resent, "a re-send of the new one");
         assert_eq!(l.done(1), Some("next"));
+        assert_eq!(l.outstanding(), 0);
     }
 
     #[test]
@@ -195,9 +232,23 @@ mod tests {
         l.sent(2);
         l.sent(3);
         let kept: HashSet<u16> = [1, 3].into();
-        assert_eq!(l.dropped_except(&kept), vec!["b"]);
+        assert_eq!(l.dropped_except(&kept, None), vec!["b"]);
         assert_eq!(l.ranks().len(), 2);
         assert_eq!(l.drain(), vec!["a", "c", "d"]);
         assert_eq!(l.outstanding(), 0);
+    }
+
+    #[test]
+    fn a_held_back_message_whose_id_was_dropped_goes_out_under_it() {
+        let mut l = Ledger::default();
+        l.hand("old");
+        l.hand("waiting");
+        l.sent(7);
+        assert!(l.collided(7));
+        // The remote refused "old" (v5 error code): rumqttc dropped it and was made to
+        // send the held-back one under 7.
+        assert_eq!(l.dropped_except(&HashSet::new(), Some(7)), vec!["old"]);
+        assert_eq!(l.sent(7), Sent::Resent);
+        assert_eq!(l.done(7), Some("waiting"));
     }
 }

@@ -45,10 +45,11 @@ pub async fn run(
         let ev = match eventloop.poll().await {
             Ok(ev) => ev,
             Err(error) => {
+                link.stats.failures.fetch_add(1, Ordering::Relaxed);
                 if connected {
                     connected = false;
-                    let kept = eventloop.after_error(&link.ledger.lock().ranks());
-                    let dropped = link.ledger.lock().dropped_except(&kept);
+                    let (kept, released) = eventloop.after_error(&link.ledger.lock().ranks());
+                    let dropped = link.ledger.lock().dropped_except(&kept, released);
                     if !dropped.is_empty() {
                         let n = link
                             .stats
@@ -69,8 +70,9 @@ pub async fn run(
                     if stop.is_stopped() {
                         return;
                     }
-                    tracing::warn!(bridge = %link.name, %error, "bridge lost its connection to the remote broker");
-                    logged_step = None;
+                    tracing::warn!(bridge = %link.name, %error, "bridge lost its connection to the remote broker; reconnecting with back-off");
+                    // The first retry needs no second line.
+                    logged_step = Some(backoff.step());
                 }
                 if stop.is_stopped() {
                     return;
@@ -95,6 +97,7 @@ pub async fn run(
                 continue;
             }
         };
+        tracing::trace!(bridge = %link.name, event = ?ev, "rumqttc event");
         match ev {
             Event::Connected {
                 session_present,
@@ -140,6 +143,7 @@ pub async fn run(
                 }
             }
             Event::Message(m) => {
+                tracing::trace!(bridge = %link.name, topic = %m.topic, qos = ?m.qos, retain = m.retain, "message from the remote");
                 if m.qos == QoS::AtMostOnce && backlog.load(Ordering::Relaxed) >= MAX_BACKLOG {
                     let n = link.stats.dropped_in.fetch_add(1, Ordering::Relaxed) + 1;
                     if n.is_power_of_two() {

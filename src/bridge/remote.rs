@@ -470,21 +470,18 @@ impl EventLoop {
     /// `pending` list, to go out first on the next connection): order them as they were
     /// first sent (`order`: packet id → send rank; rumqttc lists them by packet id, which
     /// wraps), PUBRELs first (the remote already has those messages), then the requests
-    /// never sent, in their order. Returns the packet ids rumqttc will resume; any other
-    /// exchange the bridge thought in flight was dropped by rumqttc (a v5 PUBACK/PUBREC
-    /// with an error reason code ends it so).
-    pub fn after_error(&mut self, order: &HashMap<u16, u64>) -> HashSet<u16> {
+    /// never sent, in their order. Returns the packet ids rumqttc will resume (any other
+    /// exchange the bridge thought in flight was dropped by rumqttc: a v5 PUBACK/PUBREC
+    /// with an error reason code ends it so), and the id of a held-back PUBLISH released
+    /// because its id's previous message was dropped.
+    pub fn after_error(&mut self, order: &HashMap<u16, u64>) -> (HashSet<u16>, Option<u16>) {
         fn rank(order: &HashMap<u16, u64>, pkid: u16) -> u64 {
             order.get(&pkid).copied().unwrap_or(u64::MAX)
         }
         let mut kept = HashSet::new();
+        let mut released = None;
         match self {
             EventLoop::V4(l) => {
-                // A publish held back by a collision waits for an acknowledgement that may
-                // never come now: send it with the others.
-                if let Some(p) = l.state.collision.take() {
-                    l.pending.push_back(rumqttc::Request::Publish(p));
-                }
                 let (mut rels, mut pubs, mut rest) = (Vec::new(), Vec::new(), Vec::new());
                 for r in l.pending.drain(..) {
                     match r {
@@ -499,15 +496,24 @@ impl EventLoop {
                         other => rest.push(other),
                     }
                 }
+                // A publish held back for an id whose message rumqttc dropped would wait
+                // for an acknowledgement that never comes: it goes out with the others.
+                if l.state
+                    .collision
+                    .as_ref()
+                    .is_some_and(|c| !kept.contains(&c.pkid))
+                {
+                    if let Some(c) = l.state.collision.take() {
+                        released = Some(c.pkid);
+                        pubs.push((rank(order, c.pkid), rumqttc::Request::Publish(c)));
+                    }
+                }
                 pubs.sort_by_key(|(k, _)| *k);
                 l.pending.extend(rels);
                 l.pending.extend(pubs.into_iter().map(|(_, r)| r));
                 l.pending.extend(rest);
             }
             EventLoop::V5(l) => {
-                if let Some(p) = l.state.collision.take() {
-                    l.pending.push_back(rumqttc::v5::Request::Publish(p));
-                }
                 let (mut rels, mut pubs, mut rest) = (Vec::new(), Vec::new(), Vec::new());
                 for r in l.pending.drain(..) {
                     match r {
@@ -522,13 +528,23 @@ impl EventLoop {
                         other => rest.push(other),
                     }
                 }
+                if l.state
+                    .collision
+                    .as_ref()
+                    .is_some_and(|c| !kept.contains(&c.pkid))
+                {
+                    if let Some(c) = l.state.collision.take() {
+                        released = Some(c.pkid);
+                        pubs.push((rank(order, c.pkid), rumqttc::v5::Request::Publish(c)));
+                    }
+                }
                 pubs.sort_by_key(|(k, _)| *k);
                 l.pending.extend(rels);
                 l.pending.extend(pubs.into_iter().map(|(_, r)| r));
                 l.pending.extend(rest);
             }
         }
-        kept
+        (kept, released)
     }
 }
 

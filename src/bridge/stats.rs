@@ -29,6 +29,8 @@ pub struct Stats {
     pub echoes: AtomicU64,
     /// Successful connections (a rising count means the link flaps).
     pub connects: AtomicU64,
+    /// Failed connection attempts and lost connections.
+    pub failures: AtomicU64,
     /// The out queue, once open (its length and overflow count).
     pub queue: Mutex<Option<Arc<Mailbox>>>,
 }
@@ -54,6 +56,7 @@ impl Stats {
             dropped_in: load(&self.dropped_in),
             echoes: load(&self.echoes),
             connects: load(&self.connects),
+            failures: load(&self.failures),
         }
     }
 }
@@ -85,4 +88,6 @@ pub struct BridgeStats {
     pub echoes: u64,
     /// Successful connections so far.
     pub connects: u64,
+    /// Failed connection attempts and lost connections so far.
+    pub failures: u64,
 }
