@@ -984,19 +984,21 @@ impl Drop for Ponte {
 
 /// `ponte -c config -d db` on free ports; returns the child and its MQTT address.
 fn spawn_ponte(config: &Path, db: &Path) -> (Ponte, SocketAddr) {
-    let mut child = Command::new(BIN)
-        .env("RUST_LOG", "info")
-        .env("NO_COLOR", "1")
-        .args(["-c"])
-        .arg(config)
-        .args(["--host", "127.0.0.1", "-p", "0", "-a", "0", "-m", "0", "-d"])
-        .arg(db)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn ponte");
-    let stdout = child.stdout.take().unwrap();
+    let mut ponte = Ponte(
+        Command::new(BIN)
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .args(["-c"])
+            .arg(config)
+            .args(["--host", "127.0.0.1", "-p", "0", "-a", "0", "-m", "0", "-d"])
+            .arg(db)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn ponte"),
+    );
+    let stdout = ponte.0.stdout.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines() {
@@ -1016,7 +1018,7 @@ fn spawn_ponte(config: &Path, db: &Path) -> (Ponte, SocketAddr) {
                 .expect("mqtt=")
                 .parse()
                 .unwrap();
-            return (Ponte(child), addr);
+            return (ponte, addr);
         }
     }
 }

@@ -90,11 +90,12 @@ impl<T> Ledger<T> {
         }
         if self.collided.as_ref().is_some_and(|(p, _)| *p == pkid) {
             if let Some((p, e)) = self.collided.take() {
-                if self.inflight.contains_key(&p) {
+                match self.inflight.entry(p) {
                     // The acknowledgement that freed the id is reported next.
-                    self.replacing = Some((p, e));
-                } else {
-                    self.inflight.insert(p, e);
+                    std::collections::hash_map::Entry::Occupied(_) => self.replacing = Some((p, e)),
+                    std::collections::hash_map::Entry::Vacant(v) => {
+                        v.insert(e);
+                    }
                 }
             }
             return Sent::InFlight;
