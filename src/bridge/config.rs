@@ -346,6 +346,11 @@ pub struct Filter(pub TopicFilter);
 impl TryFrom<String> for Filter {
     type Error = String;
     fn try_from(s: String) -> Result<Self, String> {
+        if s.starts_with("$share/") {
+            return Err(format!(
+                "filter {s:?}: a shared subscription ($share/...) would take messages away from its group's MQTT clients"
+            ));
+        }
         TopicFilter::parse(&s)
             .map(Filter)
             .map_err(|e| format!("filter {s:?}: {e}"))
@@ -517,6 +522,7 @@ local_prefix = "remote/"
             (GOOD.replace("protocol = 5", "protocol = 3"), "protocol 3"),
             (GOOD.replace("qos = 2", "qos = 3"), "qos 3"),
             (GOOD.replace("\"cmd/+\"", "\"cmd/#/x\""), "filter"),
+            (GOOD.replace("\"cmd/+\"", "\"$share/g/cmd\""), "shared subscription"),
             (GOOD.replace("\"in\"", "\"sideways\""), "sideways"),
             (GOOD.replace("\"cloud\"", "\"a/b\""), "name \"a/b\""),
             (

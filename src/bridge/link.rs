@@ -166,8 +166,11 @@ pub async fn run(env: Env, config: Arc<BridgeConfig>, stats: Arc<Stats>, mut sto
             return;
         }
     };
+    // A 3.1.1 remote echoes what the bridge sends on a topic its in subscriptions cover
+    // (a `both` rule, or an out and an in rule that overlap remotely).
     let echo = (config.protocol == Protocol::V311
-        && config.topics.iter().any(|t| t.comes_in() && t.goes_out()))
+        && config.topics.iter().any(|t| t.comes_in())
+        && config.topics.iter().any(|t| t.goes_out()))
     .then(|| Mutex::new(EchoGuard::new(ECHO_MEMORY)));
     let link = Arc::new(Link {
         name: name.clone(),
