@@ -64,6 +64,8 @@ struct Mosquitto {
     dir: tempfile::TempDir,
     port: u16,
     tls_port: Option<u16>,
+    /// MQTT over WebSocket.
+    ws_port: u16,
     child: Option<Child>,
 }
 
@@ -79,8 +81,9 @@ impl Mosquitto {
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
         let port = free_port();
         let tls_port = tls.map(|_| free_port());
+        let ws_port = free_port();
         let mut conf = format!(
-            "per_listener_settings false\nallow_anonymous true\nlog_dest stderr\nlog_type error\nlog_type warning\nmax_queued_messages 100000\npersistence {persistence}\npersistence_location {}/\nlistener {port} 127.0.0.1\n",
+            "per_listener_settings false\nallow_anonymous true\nlog_dest stderr\nlog_type error\nlog_type warning\nmax_queued_messages 100000\npersistence {persistence}\npersistence_location {}/\nlistener {port} 127.0.0.1\nlistener {ws_port} 127.0.0.1\nprotocol websockets\n",
             dir.path().display()
         );
         if let (Some((cert, key)), Some(p)) = (tls, tls_port) {
@@ -96,6 +99,7 @@ impl Mosquitto {
             dir,
             port,
             tls_port,
+            ws_port,
             child: None,
         };
         m.run();
@@ -544,6 +548,30 @@ async fn v5_content_type_and_user_properties_cross_the_bridge() {
     until_value(&gw, "remote/cmd/cfg", Some("<a/>")).await;
     let (_, ct) = get(&gw, "remote/cmd/cfg").await.unwrap();
     assert_eq!(ct.as_deref(), Some("application/xml"));
+    gw.shutdown().await;
+}
+
+/// `ws://` remotes: MQTT over WebSocket to mosquitto's websockets listener, both ways.
+#[tokio::test]
+async fn websocket_remote_both_ways() {
+    let Some(mosq) = Mosquitto::start(false, None) else {
+        return;
+    };
+    let mut remote = client(mosq.addr(), "remote-pub").await;
+    remote
+        .publish("edge-1/cmd/ws", QoS::AtLeastOnce, true, b"over-ws")
+        .await;
+    let mut watcher = client(mosq.addr(), "watcher").await;
+    watcher
+        .subscribe("edge-1/sensors/#", QoS::AtLeastOnce)
+        .await;
+    let url = format!("ws://127.0.0.1:{}/mqtt", mosq.ws_port);
+    let gw = gateway(&bridge_toml(&url, 5, "")).await;
+    up(&gw).await;
+    until_value(&gw, "remote/cmd/ws", Some("over-ws")).await;
+    put(&gw, "sensors/ws", "1", "text/plain").await;
+    let p = within(WAIT, "the write at the remote", watcher.publish_rx()).await;
+    assert_eq!(p.topic, "edge-1/sensors/ws");
     gw.shutdown().await;
 }
 
@@ -1072,4 +1100,41 @@ async fn queued_out_messages_survive_kill_9_and_arrive_in_order() {
     }
     let want: Vec<String> = (0..N).map(|i| i.to_string()).collect();
     assert_eq!(got, want, "all acknowledged messages arrive, in order");
+}
+
+/// SIGHUP on the real binary re-reads `[[bridge]]` from the file given with `-c`.
+#[tokio::test]
+async fn sighup_starts_a_bridge_added_to_the_config_file() {
+    let Some(mosq) = Mosquitto::start(false, None) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("ponte.toml");
+    std::fs::write(&config, "").unwrap();
+    let (ponte, addr) = spawn_ponte(&config, &dir.path().join("db"));
+    let mut local = client(addr, "state-watch").await;
+    local
+        .subscribe("$SYS/broker/connection/cloud/state", QoS::AtLeastOnce)
+        .await;
+    std::fs::write(
+        &config,
+        bridge_toml(&format!("mqtt://{}", mosq.addr()), 5, ""),
+    )
+    .unwrap();
+    let hup = Command::new("kill")
+        .args(["-HUP", &ponte.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(hup.success());
+    let deadline = Instant::now() + LINK;
+    loop {
+        let p = within(LINK, "the bridge's state", local.publish_rx()).await;
+        if &p.payload[..] == b"1" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the added bridge never connected"
+        );
+    }
 }

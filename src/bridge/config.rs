@@ -522,7 +522,10 @@ local_prefix = "remote/"
             (GOOD.replace("protocol = 5", "protocol = 3"), "protocol 3"),
             (GOOD.replace("qos = 2", "qos = 3"), "qos 3"),
             (GOOD.replace("\"cmd/+\"", "\"cmd/#/x\""), "filter"),
-            (GOOD.replace("\"cmd/+\"", "\"$share/g/cmd\""), "shared subscription"),
+            (
+                GOOD.replace("\"cmd/+\"", "\"$share/g/cmd\""),
+                "shared subscription",
+            ),
             (GOOD.replace("\"in\"", "\"sideways\""), "sideways"),
             (GOOD.replace("\"cloud\"", "\"a/b\""), "name \"a/b\""),
             (
