@@ -1090,8 +1090,21 @@ async fn queued_out_messages_survive_kill_9_and_arrive_in_order() {
     drop(ponte);
     drop(pubber);
 
-    let (_ponte, _) = spawn_ponte(&config, &db);
+    let (_ponte, addr) = spawn_ponte(&config, &db);
+    let mut state = client(addr, "state-watch").await;
+    state
+        .subscribe("$SYS/broker/connection/cloud/state", QoS::AtLeastOnce)
+        .await;
     mosq.run();
+    // Once the bridge says it is connected, the queue is on its way.
+    let deadline = Instant::now() + LINK;
+    while &within(LINK, "the bridge's state", state.publish_rx())
+        .await
+        .payload[..]
+        != b"1"
+    {
+        assert!(Instant::now() < deadline, "the bridge never reconnected");
+    }
     let mut sub = persistent(mosq.addr(), "collector").await;
     let mut got = Vec::new();
     while got.len() < N {
