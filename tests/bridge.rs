@@ -840,22 +840,24 @@ async fn tls_remote_verified_against_the_configured_ca() {
     watcher.subscribe("edge-1/#", QoS::AtLeastOnce).await;
 
     // The wrong CA: the handshake fails, the bridge stays down.
-    let wrong = bridge_toml(
-        &tls_url,
-        5,
-        &format!("ca_file = \"{}\"", pki.path("other-ca.pem").display()),
-    );
-    let gw = gateway(&wrong).await;
+    let trust = pki.path("trust.pem");
+    std::fs::copy(pki.path("other-ca.pem"), &trust).unwrap();
+    let file = pki.path("ponte.toml");
+    std::fs::write(
+        &file,
+        bridge_toml(&tls_url, 5, &format!("ca_file = \"{}\"", trust.display())),
+    )
+    .unwrap();
+    let mut c = Config::from_file(&file).unwrap();
+    let e = Config::ephemeral();
+    (c.host, c.http, c.coap, c.mqtt, c.store) = (e.host, e.http, e.coap, e.mqtt, e.store);
+    let gw = ponte::start(c).await.unwrap();
     until(LINK, "a failed attempt", || stats(&gw).failures >= 1).await;
     assert!(!stats(&gw).up, "an unverified remote is not connected");
-    gw.shutdown().await;
 
-    let good = bridge_toml(
-        &tls_url,
-        5,
-        &format!("ca_file = \"{}\"", pki.path("ca.pem").display()),
-    );
-    let gw = gateway(&good).await;
+    // The right CA in the same file, and SIGHUP's hook: the bridge restarts with it.
+    std::fs::copy(pki.path("ca.pem"), &trust).unwrap();
+    gw.reload().unwrap();
     up(&gw).await;
     put(&gw, "sensors/tls", "secret", "text/plain").await;
     let p = within(WAIT, "the message over TLS", watcher.publish_rx()).await;

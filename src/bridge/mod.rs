@@ -69,11 +69,27 @@ pub fn check(bridges: &[BridgeConfig]) -> Result<(), String> {
     Ok(())
 }
 
+/// What a bridge's TLS files hold, to notice on reload that a certificate or CA file
+/// changed under an unchanged configuration (the bridge then restarts with it).
+fn files_fingerprint(b: &BridgeConfig) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for f in [&b.ca_file, &b.cert_file, &b.key_file]
+        .into_iter()
+        .flatten()
+    {
+        std::fs::read(f).ok().hash(&mut h);
+    }
+    h.finish()
+}
+
 /// One bridge's tasks.
 #[derive(Debug)]
 struct Running {
     /// What it runs with; a reload that changes it restarts the bridge.
     config: BridgeConfig,
+    /// [`files_fingerprint`] when it started.
+    files: u64,
     /// Tells it to stop.
     stop: watch::Sender<bool>,
     /// Its task; ends once its queue is put away.
@@ -163,17 +179,29 @@ impl Bridges {
             stats,
             Stop::new(rx, shutdown),
         ));
-        running.insert(name, Running { config, stop, task });
+        let files = files_fingerprint(&config);
+        running.insert(
+            name,
+            Running {
+                config,
+                files,
+                stop,
+                task,
+            },
+        );
     }
 
     /// Make the running bridges `bridges`: removed ones stop and lose their queue, changed
-    /// ones restart (keeping it), new ones start.
+    /// ones (configuration, or the content of their TLS files) restart keeping it, new ones
+    /// start.
     pub async fn apply(&self, bridges: Vec<BridgeConfig>) {
         let mut running = self.running.lock().await;
         let names: Vec<String> = running.keys().cloned().collect();
         for name in names {
             let wanted = bridges.iter().find(|b| b.name.as_str() == name);
-            if wanted.is_some_and(|w| running.get(&name).is_some_and(|r| &r.config == w)) {
+            let same =
+                |r: &Running, w: &BridgeConfig| &r.config == w && r.files == files_fingerprint(w);
+            if wanted.is_some_and(|w| running.get(&name).is_some_and(|r| same(r, w))) {
                 continue;
             }
             if let Some(r) = running.remove(&name) {
