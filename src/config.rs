@@ -36,6 +36,14 @@ pub struct Config {
     pub limits: crate::limits::LimitsConfig,
     /// Certificates for the TLS listeners (MQTT over TLS, HTTPS, WSS).
     pub tls: TlsConfig,
+    /// MQTT bridges to other brokers (`[[bridge]]`, each with `[[bridge.topic]]`).
+    pub bridge: Vec<crate::bridge::BridgeConfig>,
+    /// Webhooks called on writes (`[[webhook]]`).
+    pub webhook: Vec<crate::webhook::WebhookConfig>,
+    /// The file this configuration was read from, if any: what SIGHUP re-reads for the
+    /// bridges and webhooks. Not a key.
+    #[serde(skip)]
+    pub source: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -49,6 +57,9 @@ impl Default for Config {
             auth: crate::auth::AuthConfig::default(),
             limits: crate::limits::LimitsConfig::default(),
             tls: TlsConfig::default(),
+            bridge: Vec::new(),
+            webhook: Vec::new(),
+            source: None,
         }
     }
 }
@@ -537,15 +548,27 @@ impl Config {
             path: path.to_owned(),
             source,
         })?;
-        Self::from_toml(&text).map_err(|message| ConfigError::Parse {
+        let mut c = Self::from_toml(&text).map_err(|message| ConfigError::Parse {
             path: path.to_owned(),
             message,
-        })
+        })?;
+        c.source = Some(path.to_owned());
+        Ok(c)
     }
 
-    /// Parse a TOML configuration.
+    /// Parse a TOML configuration (and [`Config::validate`] it).
     pub fn from_toml(text: &str) -> Result<Self, String> {
-        toml::from_str(text).map_err(|e| e.to_string().trim().replace('\n', " "))
+        let c: Config =
+            toml::from_str(text).map_err(|e| e.to_string().trim().replace('\n', " "))?;
+        c.validate()?;
+        Ok(c)
+    }
+
+    /// Check what the types alone cannot (across fields and sections): the bridges' and
+    /// webhooks' names, limits and prefixes. The message names the section and key.
+    pub fn validate(&self) -> Result<(), String> {
+        crate::bridge::config::validate(&self.bridge)?;
+        crate::webhook::config::validate(&self.webhook)
     }
 
     /// A configuration for tests and embedding: every port 0 on 127.0.0.1, no disk, no

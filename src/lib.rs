@@ -19,6 +19,8 @@
 
 pub mod auth;
 pub mod backbone;
+pub mod backoff;
+pub mod bridge;
 pub mod broker;
 pub mod cli;
 pub mod coap;
@@ -31,9 +33,11 @@ pub mod metrics;
 pub mod model;
 pub mod mqtt;
 pub mod reload;
+pub mod roots;
 pub mod shutdown;
 pub mod store;
 pub mod tls;
+pub mod webhook;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -78,6 +82,10 @@ pub enum Error {
     /// `[tls]` or one of its files cannot be used (a configuration error: exit code 2).
     #[error("TLS: {0}")]
     Tls(#[from] TlsError),
+    /// A `[[bridge]]` or `[[webhook]]` value, or a file it names, cannot be used (a
+    /// configuration error: exit code 2). The message names the section and key or file.
+    #[error("config: {0}")]
+    Config(String),
 }
 
 /// A running gateway.
@@ -120,6 +128,10 @@ pub struct Gateway {
     limits: Arc<limits::Limits>,
     /// What [`Gateway::reload`] re-reads (TLS certificates today).
     reloader: Reloader,
+    /// The MQTT bridges (`[[bridge]]`), for [`Gateway::bridge_stats`].
+    bridges: Arc<bridge::Bridges>,
+    /// The webhooks (`[[webhook]]`), for [`Gateway::webhook_stats`].
+    webhooks: Arc<webhook::Webhooks>,
     /// Signals the tasks and waits for them.
     controller: ShutdownController,
     /// The front-end tasks.
@@ -215,6 +227,11 @@ fn prepare(config: Config) -> Result<Prepared, Error> {
             }
         }
     }
+    // Bridges and webhooks: their values and the files they name (CA, certificates,
+    // secrets), so a bad one stops the start with a message naming it.
+    config.validate().map_err(Error::Config)?;
+    bridge::check(&config.bridge).map_err(Error::Config)?;
+    webhook::check(&config.webhook).map_err(Error::Config)?;
     let config = Arc::new(config);
     // The auth files first: a typo in them must stop the start before any port opens.
     let auth = Arc::new(auth::Auth::new(config.auth.clone())?);
@@ -347,12 +364,32 @@ async fn launch(
         limits.clone(),
         controller.subscribe(),
     );
+    // Bridges and webhooks start with the MQTT front-end (a bridge's out queue is a session
+    // of its registry), before the listeners accept, so `/metrics` can report them.
+    let bridges = bridge::Bridges::start(
+        broker.clone(),
+        front.clients(),
+        config.mqtt.max_packet_size,
+        &config.bridge,
+        config.source.clone(),
+        controller.subscribe(),
+    )
+    .await;
+    let webhooks = webhook::Webhooks::start(
+        broker.clone(),
+        &config.webhook,
+        config.source.clone(),
+        controller.subscribe(),
+    )
+    .await;
     let sources = metrics::exposition::Sources {
         metrics: broker.ops.clone(),
         broker: broker.clone(),
         limits: limits.clone(),
         mqtt: Some(front.clients()),
         coaps: coaps_stats.clone(),
+        bridges: Some(bridges.clone()),
+        webhooks: Some(webhooks.clone()),
     };
     let readiness = health::Readiness::new();
     let listening = readiness.flag("listeners", Err("still starting".into()));
@@ -487,6 +524,8 @@ async fn launch(
     }
     let mut reloader = Reloader::new();
     reloader.add(auth.clone());
+    reloader.add(bridges.clone());
+    reloader.add(webhooks.clone());
     if let Some(tls) = &tls {
         reloader.add(tls.clone());
         if let Some((l, _, more)) = mqtts {
@@ -571,6 +610,8 @@ async fn launch(
         clients,
         limits,
         reloader,
+        bridges,
+        webhooks,
         controller,
         tasks,
     })
@@ -632,6 +673,20 @@ impl Gateway {
     /// Every counter now: what `GET /metrics` renders and `$SYS` publishes.
     pub fn metrics(&self) -> metrics::exposition::Snapshot {
         self.sources.snapshot()
+    }
+
+    /// Every MQTT bridge's counters (`[[bridge]]`): connected or not, messages out and
+    /// in, queue — what `ponte_bridge_up{bridge}` and
+    /// `ponte_bridge_messages_total{bridge,direction}` report.
+    pub fn bridge_stats(&self) -> Vec<bridge::BridgeStats> {
+        self.bridges.stats()
+    }
+
+    /// Every webhook's counters (`[[webhook]]`): deliveries by outcome and events held —
+    /// what `ponte_webhook_deliveries_total{webhook,outcome}` and
+    /// `ponte_webhook_queue{webhook}` report.
+    pub fn webhook_stats(&self) -> Vec<webhook::WebhookStats> {
+        self.webhooks.stats()
     }
 
     /// What the abuse limits (`[limits]`) refused so far: connections per listener and

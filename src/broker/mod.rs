@@ -363,10 +363,10 @@ impl Broker {
         }
         self.metrics.published.fetch_add(1, Ordering::Relaxed);
         match message.origin {
-            Origin::Http => self.ops.received(crate::metrics::Protocol::Http),
-            Origin::Coap => self.ops.received(crate::metrics::Protocol::Coap),
-            Origin::Mqtt => self.ops.received(crate::metrics::Protocol::Mqtt),
-            Origin::Backbone | Origin::Internal => {}
+            Origin::Http(_) => self.ops.received(crate::metrics::Protocol::Http),
+            Origin::Coap(_) => self.ops.received(crate::metrics::Protocol::Coap),
+            Origin::Mqtt(_) => self.ops.received(crate::metrics::Protocol::Mqtt),
+            Origin::Bridge(_) | Origin::Backbone | Origin::Internal => {}
         }
         let message = Arc::new(message);
         let mut durable = Vec::new();
@@ -685,7 +685,12 @@ mod tests {
         let t = TopicName::parse("a/b").unwrap();
         let out = b
             .publish(
-                retained_message(t.clone(), Bytes::from_static(b"v"), None, Origin::Http),
+                retained_message(
+                    t.clone(),
+                    Bytes::from_static(b"v"),
+                    None,
+                    Origin::Http(None),
+                ),
                 Precondition::none(),
             )
             .await
@@ -728,7 +733,7 @@ mod tests {
                     TopicName::parse("x").unwrap(),
                     Bytes::new(),
                     None,
-                    Origin::Http,
+                    Origin::Http(None),
                 ),
                 Precondition::exists(),
             )

@@ -101,6 +101,8 @@ impl AppState {
             broker: broker.clone(),
             mqtt: None,
             coaps: None,
+            bridges: None,
+            webhooks: None,
         };
         AppState {
             broker,

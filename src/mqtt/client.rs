@@ -600,6 +600,14 @@ impl Driver {
         } else {
             c.client_id.clone()
         };
+        if crate::bridge::is_reserved_client_id(&client_id) {
+            // The bridges' durable queues are sessions under these ids (src/bridge).
+            self.conn.reject_v5_because(
+                reason::CLIENT_IDENTIFIER_NOT_VALID,
+                format!("client identifier {client_id:?}: the prefix \"$bridge/\" is reserved for ponte's MQTT bridges"),
+            );
+            return;
+        }
         // Before the session is opened: a refused client takes nothing over.
         let proven = self.tls.is_some() && self.shared.use_identity_as_username;
         if let Err(refusal) = self.access.login(&c, &client_id, proven).await {
@@ -728,7 +736,7 @@ impl Driver {
             qos,
             retain: p.retain,
             content_type: None,
-            origin: Origin::Mqtt,
+            origin: Origin::Mqtt(self.session.as_ref().map(|s| s.key.clone())),
             properties: None,
             expires_at: None,
             publisher: self.session.as_ref().map(|s| s.mailbox.id()),
@@ -960,7 +968,7 @@ impl Driver {
             qos: to_core(w.qos),
             retain: w.retain,
             content_type: None,
-            origin: Origin::Mqtt,
+            origin: Origin::Mqtt(self.session.as_ref().map(|s| s.key.clone())),
             properties: None,
             expires_at: None,
             publisher: None,

@@ -90,6 +90,12 @@ impl Clients {
             self.shared.stats.bytes_sent.load(Ordering::Relaxed),
         )
     }
+
+    /// The session registry, for the MQTT bridges' durable out queues
+    /// ([`crate::bridge`]), which are sessions under reserved client ids.
+    pub(crate) fn registry(&self) -> &Registry {
+        &self.shared.sessions
+    }
 }
 
 /// A handle on the MQTT front-end, shared by its TCP listener and by the WebSocket

@@ -384,6 +384,12 @@ impl Registry {
             .collect()
     }
 
+    /// The client ids of every session, connected or away (an MQTT bridge looks for the
+    /// durable queues of bridges no longer configured).
+    pub fn client_ids(&self) -> Vec<String> {
+        self.sessions.lock().keys().cloned().collect()
+    }
+
     /// Whether there are no sessions.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
