@@ -6,6 +6,8 @@
 //! backbone is [`Local`] (a single node); a NATS backbone (subjects for live messages,
 //! JetStream + KV for retained values) plugs in here without touching the front-ends.
 
+pub mod nats;
+
 use std::sync::Arc;
 
 use crate::model::Message;
