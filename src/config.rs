@@ -32,6 +32,9 @@ pub struct Config {
     pub limits: crate::limits::LimitsConfig,
     /// Certificates for the TLS listeners (MQTT over TLS, HTTPS, WSS).
     pub tls: TlsConfig,
+    /// Several nodes sharing one set of things over NATS JetStream (`--cluster`); off
+    /// unless `urls` is set.
+    pub cluster: crate::backbone::ClusterConfig,
 }
 
 impl Default for Config {
@@ -45,6 +48,7 @@ impl Default for Config {
             auth: crate::auth::AuthConfig::default(),
             limits: crate::limits::LimitsConfig::default(),
             tls: TlsConfig::default(),
+            cluster: crate::backbone::ClusterConfig::default(),
         }
     }
 }

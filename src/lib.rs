@@ -75,7 +75,15 @@ pub enum Error {
     /// `[tls]` or one of its files cannot be used (a configuration error: exit code 2).
     #[error("TLS: {0}")]
     Tls(#[from] TlsError),
+    /// `[cluster]` cannot be used, or this node cannot join (its name is taken).
+    #[error("cluster: {0}")]
+    Cluster(#[from] backbone::nats::ClusterError),
 }
+
+/// How long [`start`] waits for a cluster node to become ready (connected, streams and
+/// buckets in place, node name claimed, mirror in sync) before it starts serving anyway,
+/// not ready, while it keeps trying in the background.
+const CLUSTER_START_WAIT: std::time::Duration = std::time::Duration::from_secs(15);
 
 /// A running gateway.
 #[derive(Debug)]
@@ -125,6 +133,9 @@ pub struct Gateway {
 /// `[coap] dtls_port`, authenticating peers with the identities and keys of that file.
 pub async fn start(config: Config) -> Result<Gateway, Error> {
     let Prepared { config, tls, auth } = prepare(config)?;
+    if config.cluster.enabled() {
+        return start_clustered(config, tls, auth).await;
+    }
     let broker = if config.store.memory {
         Broker::new(store::memory::MemoryStore, Arc::new(Local))?
     } else {
@@ -140,6 +151,45 @@ pub async fn start(config: Config) -> Result<Gateway, Error> {
     } else {
         config.store.db.display().to_string()
     };
+    launch(config, tls, auth, broker, name).await
+}
+
+/// [`start`] with `[cluster]`: the NATS backbone decides retained values and logs every
+/// write; `store.db` keeps only this node's persistent MQTT sessions (node-local until
+/// sessions move with their clients), and `$SYS` values live in memory.
+async fn start_clustered(
+    config: Arc<Config>,
+    tls: Option<Arc<Tls>>,
+    auth: Arc<auth::Auth>,
+) -> Result<Gateway, Error> {
+    let nats = backbone::nats::Nats::start(&config.cluster).await?;
+    let backbone: Arc<dyn backbone::Backbone> = Arc::new(nats.clone());
+    let broker = if config.store.memory {
+        Broker::new(store::memory::MemoryStore, backbone)?
+    } else {
+        let path = config.store.db.clone();
+        let (_, sessions) =
+            tokio::task::spawn_blocking(move || store::sled::SledStore::open_with_sessions(&path))
+                .await
+                .map_err(|e| StoreError::Engine(e.to_string()))??;
+        Broker::with_sessions(store::memory::MemoryStore, sessions, backbone)?
+    };
+    match nats.wait_ready(CLUSTER_START_WAIT).await {
+        Ok(true) => {}
+        Ok(false) => tracing::warn!(
+            "the cluster backbone is not ready yet; serving reads, refusing writes, and retrying"
+        ),
+        Err(e) => {
+            broker.close();
+            return Err(e.into());
+        }
+    }
+    let sessions = if config.store.memory {
+        "memory".to_string()
+    } else {
+        config.store.db.display().to_string()
+    };
+    let name = format!("{}; sessions in {sessions}", nats.describe());
     launch(config, tls, auth, broker, name).await
 }
 
@@ -419,6 +469,14 @@ impl Gateway {
     /// the connection acts as, TLS client identity, address.
     pub fn mqtt_clients(&self) -> Vec<mqtt::ClientInfo> {
         self.clients.list()
+    }
+
+    /// Whether this node can take writes: always on a single node; in a cluster, once it
+    /// is connected to NATS, its streams and buckets exist, its node name is claimed and
+    /// its mirror of the retained values is in sync (issue 11). The readiness check
+    /// "backbone".
+    pub fn backbone_ready(&self) -> bool {
+        self.broker.backbone().ready()
     }
 
     /// What the abuse limits (`[limits]`) refused so far: connections per listener and

@@ -57,6 +57,10 @@ fn main() -> ExitCode {
                 // Unusable TLS files are a configuration error, like a bad config file.
                 let code = match e {
                     ponte::Error::Tls(_) | ponte::Error::Auth(_) => ExitCode::from(2),
+                    ponte::Error::Cluster(
+                        ponte::backbone::nats::ClusterError::Config(_)
+                        | ponte::backbone::nats::ClusterError::File { .. },
+                    ) => ExitCode::from(2),
                     _ => ExitCode::FAILURE,
                 };
                 (code, e.to_string())

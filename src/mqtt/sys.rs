@@ -40,7 +40,7 @@ pub(super) async fn run(mqtt: Mqtt) {
         let m = &broker.metrics;
         let s = &mqtt.shared.stats;
         let refused = mqtt.shared.limits.refused();
-        let values: [(&'static str, String); 14] = [
+        let mut values: Vec<(&'static str, String)> = vec![
             (
                 "$SYS/broker/version",
                 format!("ponte version {}", env!("CARGO_PKG_VERSION")),
@@ -93,6 +93,10 @@ pub(super) async fn run(mqtt: Mqtt) {
                 refused.writes_total().to_string(),
             ),
         ];
+        // In a cluster, which node this is (issue 11, point 7): `$SYS` is node-local.
+        if let Some(node) = broker.backbone().node() {
+            values.push(("$SYS/broker/node", node.to_owned()));
+        }
         for (topic, value) in values {
             if last.get(topic) == Some(&value) {
                 continue;
