@@ -80,11 +80,6 @@ pub enum Error {
     Cluster(#[from] backbone::nats::ClusterError),
 }
 
-/// How long [`start`] waits for a cluster node to become ready (connected, streams and
-/// buckets in place, node name claimed, mirror in sync) before it starts serving anyway,
-/// not ready, while it keeps trying in the background.
-const CLUSTER_START_WAIT: std::time::Duration = std::time::Duration::from_secs(15);
-
 /// A running gateway.
 #[derive(Debug)]
 pub struct Gateway {
@@ -174,7 +169,10 @@ async fn start_clustered(
                 .map_err(|e| StoreError::Engine(e.to_string()))??;
         Broker::with_sessions(store::memory::MemoryStore, sessions, backbone)?
     };
-    match nats.wait_ready(CLUSTER_START_WAIT).await {
+    // Wait (`[cluster] start_wait_secs`) for the node to be ready — connected, streams and
+    // buckets in place, node name claimed, mirror in sync — then serve, ready or not.
+    let wait = std::time::Duration::from_secs(config.cluster.start_wait_secs);
+    match nats.wait_ready(wait).await {
         Ok(true) => {}
         Ok(false) => tracing::warn!(
             "the cluster backbone is not ready yet; serving reads, refusing writes, and retrying"

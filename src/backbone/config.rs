@@ -43,6 +43,9 @@ pub struct ClusterConfig {
     /// Seconds a backbone request (a publish acknowledgement, a KV write) may take before
     /// the write is refused as unavailable.
     pub timeout_secs: u64,
+    /// Seconds the start waits for the node to be ready before it serves anyway, not
+    /// ready (reads from an empty mirror, writes refused), retrying in the background.
+    pub start_wait_secs: u64,
 }
 
 impl Default for ClusterConfig {
@@ -62,6 +65,7 @@ impl Default for ClusterConfig {
             cert_file: None,
             key_file: None,
             timeout_secs: 5,
+            start_wait_secs: 15,
         }
     }
 }

@@ -98,7 +98,11 @@ async fn watch_once(
         return Ok(());
     };
     let values = kv.status().await.map_err(|e| e.to_string())?.values();
-    let mut watch = kv.watch_all().await.map_err(|e| e.to_string())?;
+    // Every key's last value (delete markers included), then every change.
+    let mut watch = kv
+        .watch_with_history(">")
+        .await
+        .map_err(|e| e.to_string())?;
     // Until the snapshot is complete, changes collect here and replace the mirror whole.
     let mut snapshot: Option<HashMap<TopicName, Arc<RetainedValue>>> = Some(HashMap::new());
     let mut metas: Vec<(TopicName, u64, EntryMeta)> = Vec::new();

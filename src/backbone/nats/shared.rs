@@ -6,7 +6,9 @@
 //! local members (round-robin), then acknowledges it. A node without a usable member
 //! (they left meanwhile, or the mailbox refused) naks it, so another node gets it. Local
 //! fan-out never sees these groups in a cluster (they are not in the subscription trie).
-//! The consumer starts at new messages; once no node pulls from it for
+//! A new consumer starts after the last message this node had heard when its first
+//! member joined (so a message acknowledged after the SUBACK is never missed while the
+//! consumer is being created); once no node pulls from it for
 //! [`INACTIVE`], NATS deletes it.
 
 use std::collections::HashMap;
@@ -68,7 +70,17 @@ pub(crate) fn join(
         g.members.push((member.clone(), opts));
         return false;
     }
-    let task = tokio::spawn(consume(inner.clone(), group.to_owned(), filter.clone()));
+    // Messages from the next one this node has not heard yet: nothing acknowledged to a
+    // publisher after this SUBACK is missed while the consumer is being created.
+    // (0: nothing heard yet — this node is not synced — so new messages only.)
+    let heard = inner.heard.load(Ordering::Acquire);
+    let start = if heard == 0 { 0 } else { heard + 1 };
+    let task = tokio::spawn(consume(
+        inner.clone(),
+        group.to_owned(),
+        filter.clone(),
+        start,
+    ));
     map.insert(
         key,
         Group {
@@ -135,14 +147,14 @@ pub fn consumer_name(prefix: &str, group: &str, filter: &str) -> String {
 
 /// Pull the group's messages and hand each to a local member, until this node's last
 /// member leaves (the task is aborted) or shutdown; reconnects are retried.
-async fn consume(inner: Arc<Inner>, group: String, filter: TopicFilter) {
+async fn consume(inner: Arc<Inner>, group: String, filter: TopicFilter, start: u64) {
     let mut closed = inner.closed.subscribe();
     loop {
         if inner.is_closed() {
             return;
         }
         if inner.provisioned.load(Ordering::Acquire) && inner.connected() {
-            if let Err(e) = consume_once(&inner, &group, &filter).await {
+            if let Err(e) = consume_once(&inner, &group, &filter, start).await {
                 tracing::debug!(group = %group, filter = %filter, error = %e, "shared group consumer stopped; retrying");
             }
         }
@@ -154,7 +166,12 @@ async fn consume(inner: Arc<Inner>, group: String, filter: TopicFilter) {
 }
 
 /// One consumer session.
-async fn consume_once(inner: &Arc<Inner>, group: &str, filter: &TopicFilter) -> Result<(), String> {
+async fn consume_once(
+    inner: &Arc<Inner>,
+    group: &str,
+    filter: &TopicFilter,
+    start: u64,
+) -> Result<(), String> {
     let stream = inner
         .log
         .read()
@@ -173,7 +190,13 @@ async fn consume_once(inner: &Arc<Inner>, group: &str, filter: &TopicFilter) -> 
                 description: Some(format!("ponte $share/{group}/{filter}")),
                 filter_subjects: subjects,
                 ack_policy: AckPolicy::Explicit,
-                deliver_policy: DeliverPolicy::New,
+                deliver_policy: if start == 0 {
+                    DeliverPolicy::New
+                } else {
+                    DeliverPolicy::ByStartSequence {
+                        start_sequence: start,
+                    }
+                },
                 inactive_threshold: INACTIVE,
                 max_ack_pending: MAX_ACK_PENDING,
                 num_replicas: inner.config.replicas,
