@@ -572,10 +572,7 @@ impl Broker {
         message: &Arc<Message>,
         sequence: u64,
         m: Matched,
-        registered: &Option<(
-            &queue::Queue,
-            parking_lot::RwLockReadGuard<'_, HashMap<u64, Arc<str>>>,
-        )>,
+        registered: &Registered<'_>,
         durable: &mut Vec<queue::Durable>,
     ) -> bool {
         let mut d = Delivery {
@@ -775,6 +772,13 @@ impl Broker {
         }
     }
 }
+
+/// The durable queue and its registry of persistent mailboxes, read-locked for one
+/// fan-out (`None`: no persistent session is registered).
+type Registered<'a> = Option<(
+    &'a queue::Queue,
+    parking_lot::RwLockReadGuard<'a, HashMap<u64, Arc<str>>>,
+)>;
 
 /// Whether a topic stays on this node in a cluster: `$SYS/...`, each node's own
 /// statistics (issue 11, point 7), neither sent to the cluster nor heard from it.

@@ -309,10 +309,12 @@ pub(crate) async fn heartbeat(inner: Arc<Inner>, mut rev: u64) {
             Err(e) => tracing::debug!(error = %e, "node heartbeat failed; retrying"),
         }
     }
-    // A graceful stop frees the name at once.
-    if inner.connected() {
+    // A graceful stop frees the name at once (a restart need not wait to see it is
+    // dead), then lets what is in flight reach NATS and closes the connection.
+    if inner.is_closed() && inner.connected() {
         if let Ok(kv) = nodes(&inner).await {
             let _ = kv.delete_expect_revision(&inner.node, Some(rev)).await;
         }
+        let _ = inner.client.drain().await;
     }
 }

@@ -112,6 +112,9 @@ pub(crate) fn submit(inner: &Arc<Inner>, write: Write) {
     }
 }
 
+/// A key's current entry: its value (`None`: a delete marker) and its revision.
+pub(crate) type Current = (Option<Arc<RetainedValue>>, u64);
+
 /// What an in-flight NATS request came back with.
 pub(crate) enum Step {
     /// A log publish was acknowledged (or not); its reply is already sent.
@@ -134,7 +137,7 @@ pub(crate) enum Step {
         /// Attempts so far.
         tries: u8,
         /// The current entry (value, revision), or why not.
-        result: Result<Option<(Option<Arc<RetainedValue>>, u64)>, String>,
+        result: Result<Option<Current>, String>,
     },
 }
 
@@ -158,12 +161,15 @@ impl Lane {
             blocked: HashMap::new(),
             inflight: FuturesUnordered::new(),
         };
+        let mut closed = lane.inner.closed.subscribe();
         loop {
             tokio::select! {
                 job = rx.recv() => match job {
                     Some(job) => lane.admit(job).await,
                     None => break,
                 },
+                // Shutdown: writes still queued are answered "closed" as they drop.
+                _ = closed.changed() => break,
                 Some(step) = lane.inflight.next(), if !lane.inflight.is_empty() => {
                     lane.step(step).await;
                 }

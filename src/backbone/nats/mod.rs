@@ -264,5 +264,15 @@ impl Backbone for Nats {
     fn close(&self) {
         self.inner.closed.send_replace(true);
         self.inner.shared.close();
+        // A node holding its name frees it and then drains the connection (the heartbeat
+        // task does both); otherwise drain now.
+        if !self.inner.claimed.load(Ordering::Acquire) {
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                let client = self.inner.client.clone();
+                rt.spawn(async move {
+                    let _ = client.drain().await;
+                });
+            }
+        }
     }
 }
