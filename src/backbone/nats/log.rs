@@ -48,6 +48,9 @@ pub struct Job {
     pub(crate) retained: Option<(Precondition, Option<Arc<RetainedValue>>)>,
     /// The MQTT connection that published it (writes of one publisher stay in order).
     pub(crate) publisher: Option<u64>,
+    /// When the write is refused if it is not decided yet (`[cluster] timeout_secs` after
+    /// it was submitted): a client never waits longer for its answer, whatever NATS does.
+    pub(crate) deadline: tokio::time::Instant,
     /// Where the answer goes.
     pub(crate) reply: Reply,
 }
@@ -105,6 +108,7 @@ pub(crate) fn submit(inner: &Arc<Inner>, write: Write) {
         body,
         retained,
         publisher: message.publisher,
+        deadline: tokio::time::Instant::now() + inner.config.timeout(),
         reply,
     };
     if let Err(mpsc::error::SendError(job)) = inner.lane.send(job) {
@@ -149,6 +153,13 @@ pub struct Lane {
     /// Requests in flight.
     inflight: FuturesUnordered<BoxFuture<'static, Step>>,
 }
+
+/// How long one pull of the hearing consumer waits (its heartbeat is half of it).
+pub(crate) const HEAR_EXPIRES: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The shortest wait for a log acknowledgement, even for a write whose deadline passed
+/// while its retained value was being decided (it is already in the bucket).
+const MIN_ACK_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// Most compare-and-set rounds for one retained write under contention.
 const MAX_TRIES: u8 = 8;
@@ -249,6 +260,13 @@ impl Lane {
             let _ = job.reply.send(Err(unavailable("it is unreachable")));
             return true;
         }
+        if tokio::time::Instant::now() >= job.deadline {
+            let _ = job.reply.send(Err(unavailable(format!(
+                "the write was not decided within {:?} ([cluster] timeout_secs)",
+                self.inner.config.timeout()
+            ))));
+            return true;
+        }
         let subject = format!("$KV.{}.{}", self.inner.config.retained_bucket(), job.key);
         let mut headers = HeaderMap::new();
         headers.insert(
@@ -269,12 +287,19 @@ impl Lane {
         let tries = tries + 1;
         match sent {
             Ok(ack) => {
+                let deadline = job.deadline;
                 self.inflight.push(Box::pin(async move {
+                    let result = match tokio::time::timeout_at(deadline, ack).await {
+                        Ok(r) => r.map(|a| a.sequence),
+                        Err(_) => Err(async_nats::jetstream::context::PublishError::new(
+                            async_nats::jetstream::context::PublishErrorKind::TimedOut,
+                        )),
+                    };
                     Step::Kv {
                         job,
                         seen,
                         tries,
-                        result: ack.await.map(|a| a.sequence),
+                        result,
                     }
                 }));
                 false
@@ -291,16 +316,18 @@ impl Lane {
         let kv = self.inner.kv.read().clone();
         let key = job.key.clone();
         let topic = job.topic.clone();
+        let deadline = job.deadline;
         self.inflight.push(Box::pin(async move {
             let result = match kv {
                 None => Err("the retained bucket is not provisioned".to_string()),
-                Some(kv) => match kv.entry(key).await {
-                    Ok(None) => Ok(None),
-                    Ok(Some(e)) => Ok(Some((
+                Some(kv) => match tokio::time::timeout_at(deadline, kv.entry(key)).await {
+                    Err(_) => Err("reading the current value timed out".to_string()),
+                    Ok(Ok(None)) => Ok(None),
+                    Ok(Ok(Some(e))) => Ok(Some((
                         super::retained::entry_value(&topic, &e).and_then(|(v, _)| v),
                         e.revision,
                     ))),
-                    Err(e) => Err(e.to_string()),
+                    Ok(Err(e)) => Err(e.to_string()),
                 },
             };
             Step::Fetched { job, tries, result }
@@ -405,7 +432,11 @@ impl Lane {
     /// Publish `job` to the log; its reply is sent when JetStream acknowledges it.
     async fn log(&mut self, job: Job, retained: Option<WriteOutcome>, rev: u64) {
         let Job {
-            key, body, reply, ..
+            key,
+            body,
+            reply,
+            deadline,
+            ..
         } = job;
         if !self.inner.connected() {
             let _ = reply.send(Err(unavailable("it is unreachable")));
@@ -424,12 +455,18 @@ impl Lane {
             .await
         {
             Ok(ack) => self.inflight.push(Box::pin(async move {
-                let _ = reply.send(match ack.await {
-                    Ok(a) => Ok(Committed {
+                // At least a moment for the acknowledgement, however late the write got
+                // here; never longer than its deadline otherwise.
+                let until = deadline.max(tokio::time::Instant::now() + MIN_ACK_WAIT);
+                let _ = reply.send(match tokio::time::timeout_at(until, ack).await {
+                    Ok(Ok(a)) => Ok(Committed {
                         retained,
                         sequence: a.sequence,
                     }),
-                    Err(e) => Err(unavailable(e)),
+                    Ok(Err(e)) => Err(unavailable(e)),
+                    Err(_) => Err(unavailable(
+                        "JetStream did not acknowledge the write in time ([cluster] timeout_secs)",
+                    )),
                 });
                 Step::Logged
             })),
@@ -513,6 +550,10 @@ async fn hear_once(inner: &Arc<Inner>) -> Result<(), String> {
             deliver_policy: DeliverPolicy::ByStartSequence {
                 start_sequence: start,
             },
+            // Short pulls with a 1 s heartbeat: a consumer lost with a nats-server is
+            // noticed (and recreated after the last message heard) within seconds, not
+            // after the client's default 30 s.
+            max_expires: HEAR_EXPIRES,
             ..Default::default()
         })
         .await

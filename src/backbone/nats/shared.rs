@@ -206,6 +206,9 @@ async fn consume_once(
         .await
         .map_err(|e| format!("consumer {name}: {e}"))?;
     let mut messages = consumer
+        .stream()
+        .expires(log::HEAR_EXPIRES)
+        .heartbeat(log::HEAR_EXPIRES / 2)
         .messages()
         .await
         .map_err(|e| format!("consumer {name}: {e}"))?;
