@@ -1,11 +1,12 @@
 //! The broker core: one publish path for every protocol.
 //!
 //! Every write — HTTP PUT/POST/DELETE, CoAP PUT/POST/DELETE, MQTT PUBLISH, a will — goes
-//! through [`Broker::publish`]: a retained message is first made durable in [`retained`], then
-//! the message is matched against the [`trie`] of subscriptions and pushed into each matching
-//! subscriber's bounded [`mailbox`], then handed to the [`crate::backbone`]. The subscription
-//! index's read lock is held only while matching; pushing happens after it is released, into
-//! per-subscriber queues that never block the publisher.
+//! through [`Broker::publish`]: a retained message is first made durable in [`retained`] (in
+//! a cluster: the write is first made durable through the [`crate::backbone`] — the cluster's
+//! retained authority and message log), then the message is matched against the [`trie`] of
+//! subscriptions and pushed into each matching subscriber's bounded [`mailbox`]. The
+//! subscription index's read lock is held only while matching; pushing happens after it is
+//! released, into per-subscriber queues that never block the publisher.
 
 mod delivery;
 pub mod mailbox;
