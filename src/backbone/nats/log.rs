@@ -250,6 +250,11 @@ impl Lane {
             return false;
         }
         if value.is_none() && seen.is_none() {
+            if !confirmed {
+                // The mirror may not have another node's value yet: ask the bucket.
+                self.fetch(job, tries);
+                return false;
+            }
             // Clearing nothing: no KV change, but the (empty, retained) message is still
             // a message subscribers get, as on a single node.
             self.log(job, Some(WriteOutcome::Cleared { existed: false }), 0)
@@ -273,12 +278,12 @@ impl Lane {
             "Nats-Expected-Last-Subject-Sequence",
             expected.to_string().as_str(),
         );
-        let body = if value.is_some() {
-            job.body.clone()
-        } else {
+        if value.is_none() {
             headers.insert("KV-Operation", "DEL");
-            Bytes::new()
-        };
+        }
+        // A delete marker carries the envelope too: a hashed (long) topic's watchers learn
+        // from it which topic was deleted.
+        let body = job.body.clone();
         let sent = self
             .inner
             .js
