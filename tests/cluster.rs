@@ -17,6 +17,10 @@ use support::{within, Coap, Mqtt, Sse, WAIT};
 /// How long a node may take to be ready (connect, provision, claim, mirror).
 const START: Duration = Duration::from_secs(30);
 
+/// The message log's byte limit in tests: JetStream reserves it on disk when the stream
+/// is created, and a test must not depend on how much disk the machine has free.
+const TEST_LOG_BYTES: u64 = 16 << 20;
+
 /// A cluster node on `urls`, named `name`, every port 0, memory for sessions.
 async fn node(urls: &[String], name: &str) -> Gateway {
     node_with(urls, name, |_| {}).await
@@ -31,6 +35,7 @@ async fn node_with(
     let mut c = ponte::config::Config::ephemeral();
     c.cluster.urls = urls.to_vec();
     c.cluster.node = Some(name.into());
+    c.cluster.retention_bytes = TEST_LOG_BYTES;
     f(&mut c);
     let gw = within(START, "cluster node start", ponte::start(c))
         .await
@@ -445,6 +450,7 @@ async fn a_second_live_node_with_the_same_name_refuses_to_start() {
     let mut c = ponte::config::Config::ephemeral();
     c.cluster.urls = urls.clone();
     c.cluster.node = Some("same".into());
+    c.cluster.retention_bytes = TEST_LOG_BYTES;
     let err = within(START, "second start", ponte::start(c))
         .await
         .expect_err("the name is taken");
@@ -600,6 +606,7 @@ async fn node_started_before_nats_becomes_ready_when_nats_appears() {
     let mut c = ponte::config::Config::ephemeral();
     c.cluster.urls = vec![format!("nats://127.0.0.1:{port}")];
     c.cluster.node = Some("early".into());
+    c.cluster.retention_bytes = TEST_LOG_BYTES;
     c.cluster.start_wait_secs = 0;
     let a = within(WAIT, "start without NATS", ponte::start(c))
         .await

@@ -42,7 +42,12 @@ pub(crate) async fn supervise(
         let provisioned = match connection::provision(&inner).await {
             Ok(p) => p,
             Err(e) => {
-                tracing::warn!(error = %e, "cannot create ponte's streams and buckets in NATS yet; retrying");
+                let hint = if e.contains("insufficient storage") {
+                    "JetStream cannot reserve [cluster] retention_bytes: lower it, or give nats-server more storage"
+                } else {
+                    ""
+                };
+                tracing::warn!(error = %e, hint, "cannot create ponte's streams and buckets in NATS yet; retrying");
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 continue;
             }
