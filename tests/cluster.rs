@@ -203,6 +203,29 @@ async fn if_none_match_race_between_a_and_b_has_exactly_one_winner() {
         codes.sort();
         assert_eq!(codes, [204, 412], "round {i}: one replaces, one is refused");
     }
+    // CoAP compares against the same cluster-wide revision: its ETag is the HTTP one, and
+    // If-None-Match on a thing created on another node is 4.12 (RFC 7252 §5.10.8.2).
+    let mut coap_b = Coap::new(b.coap_addr).await;
+    let r = coap_b.get("/r/race/0").await;
+    let coap_tag = r
+        .get_first_option(CoapOption::ETag)
+        .cloned()
+        .expect("CoAP ETag");
+    let http_tag = support::http_get(&a, "race/0").await.headers()["etag"]
+        .to_str()
+        .unwrap()
+        .trim_matches('"')
+        .to_owned();
+    assert_eq!(
+        u64::from_str_radix(&http_tag, 16).unwrap(),
+        coap_tag.iter().fold(0u64, |v, b| v << 8 | u64::from(*b)),
+        "one version in both protocols on both nodes"
+    );
+    let mut p = coap_b.request(coap_lite::RequestType::Put, "/r/race/0");
+    p.add_option(CoapOption::IfNoneMatch, Vec::new());
+    p.payload = b"coap".to_vec();
+    let r = coap_b.exchange(&p).await;
+    assert_eq!(support::code(&r), "4.12", "exists cluster-wide");
     // A stale mirror never refuses a write: DELETE on B right after a create on A.
     let r = support::http_put(&a, "race/fresh", "x", "text/plain").await;
     assert_eq!(r.status(), 201);
