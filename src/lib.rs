@@ -182,6 +182,7 @@ async fn start_clustered(
             return Err(e.into());
         }
     }
+    let config = fit_to_nats(config, nats.max_payload());
     let sessions = if config.store.memory {
         "memory".to_string()
     } else {
@@ -189,6 +190,44 @@ async fn start_clustered(
     };
     let name = format!("{}; sessions in {sessions}", nats.describe());
     launch(config, tls, auth, broker, name).await
+}
+
+/// Room a message needs in NATS besides its body: the envelope's fixed part, headers, and
+/// for HTTP and CoAP writes the topic (up to 65,535 bytes, carried whole when hashed) and
+/// content type; an MQTT packet's size already counts its topic and properties.
+const NATS_BODY_ROOM: usize = 80 * 1024;
+/// [`NATS_BODY_ROOM`] for an MQTT packet.
+const NATS_PACKET_ROOM: usize = 4 * 1024;
+
+/// Lower the body and packet limits so every write that is accepted fits in one NATS
+/// message (`max_payload`, 1 MiB by default): a larger one then gets the protocols' own
+/// "too large" answers (HTTP 413, CoAP 4.13, MQTT packet too large) instead of a 503 that
+/// no retry could cure.
+fn fit_to_nats(config: Arc<Config>, max_payload: Option<usize>) -> Arc<Config> {
+    let Some(max) = max_payload else {
+        tracing::warn!("NATS's max_payload is not known yet (not connected): the body and packet limits are not lowered to it");
+        return config;
+    };
+    let body = max.saturating_sub(NATS_BODY_ROOM);
+    let packet = max.saturating_sub(NATS_PACKET_ROOM);
+    if config.http.max_body <= body
+        && config.coap.max_body <= body
+        && config.mqtt.max_packet_size <= packet
+    {
+        return config;
+    }
+    let mut c = (*config).clone();
+    c.http.max_body = c.http.max_body.min(body);
+    c.coap.max_body = c.coap.max_body.min(body);
+    c.mqtt.max_packet_size = c.mqtt.max_packet_size.min(packet);
+    tracing::info!(
+        max_payload = max,
+        http_max_body = c.http.max_body,
+        coap_max_body = c.coap.max_body,
+        mqtt_max_packet_size = c.mqtt.max_packet_size,
+        "limits lowered so every accepted write fits in one NATS message (raise max_payload in nats-server to allow more)"
+    );
+    Arc::new(c)
 }
 
 /// Like [`start`], with the retained values kept in `store`, an engine of the embedder's

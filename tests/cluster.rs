@@ -912,3 +912,32 @@ async fn three_server_nats_cluster_with_replicas_3_survives_a_killed_server() {
         gw.shutdown().await;
     }
 }
+
+/// A write larger than one NATS message (`max_payload`, 1 MiB by default) gets HTTP's own
+/// 413 — the body limit is lowered to fit at start — not a 503 no retry could cure; one
+/// that fits is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_larger_than_nats_max_payload_get_413() {
+    if !nats::available() {
+        return;
+    }
+    let server = nats::NatsServer::start();
+    let a = node(&[server.url()], "a").await;
+    let r = support::http_put(
+        &a,
+        "big/x",
+        vec![b'x'; 1536 * 1024],
+        "application/octet-stream",
+    )
+    .await;
+    assert_eq!(r.status(), 413, "over NATS's max_payload");
+    let r = support::http_put(
+        &a,
+        "big/x",
+        vec![b'x'; 512 * 1024],
+        "application/octet-stream",
+    )
+    .await;
+    assert_eq!(r.status(), 201, "within it");
+    a.shutdown().await;
+}

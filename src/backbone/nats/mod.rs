@@ -210,6 +210,15 @@ impl Nats {
         }
     }
 
+    /// The largest message the connected NATS server takes (`max_payload`), once
+    /// connected.
+    pub fn max_payload(&self) -> Option<usize> {
+        self.inner
+            .connected()
+            .then(|| self.inner.client.server_info().max_payload)
+            .filter(|m| *m > 0)
+    }
+
     /// What the start-up line says: servers, node, prefix.
     pub fn describe(&self) -> String {
         format!(
