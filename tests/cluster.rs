@@ -14,8 +14,10 @@ use coap_lite::CoapOption;
 use ponte::Gateway;
 use support::{within, Coap, Mqtt, Sse, WAIT};
 
-/// How long a node may take to be ready (connect, provision, claim, mirror).
-const START: Duration = Duration::from_secs(30);
+/// How long a node may take to be ready (connect, provision, claim, mirror): generous,
+/// because the tests of this file run in parallel, each with its nats-server and nodes,
+/// on a machine that may be busy.
+const START: Duration = Duration::from_secs(60);
 
 /// The message log's byte limit in tests: JetStream reserves it on disk when the stream
 /// is created, and a test must not depend on how much disk the machine has free.
@@ -36,6 +38,7 @@ async fn node_with(
     c.cluster.urls = urls.to_vec();
     c.cluster.node = Some(name.into());
     c.cluster.retention_bytes = TEST_LOG_BYTES;
+    c.cluster.start_wait_secs = START.as_secs();
     f(&mut c);
     let gw = within(START, "cluster node start", ponte::start(c))
         .await
@@ -474,6 +477,7 @@ async fn a_second_live_node_with_the_same_name_refuses_to_start() {
     c.cluster.urls = urls.clone();
     c.cluster.node = Some("same".into());
     c.cluster.retention_bytes = TEST_LOG_BYTES;
+    c.cluster.start_wait_secs = START.as_secs();
     let err = within(START, "second start", ponte::start(c))
         .await
         .expect_err("the name is taken");
@@ -721,6 +725,17 @@ async fn kill_9_of_the_accepting_node_loses_nothing_acknowledged() {
     sub.subscribe(&[("load/#", ponte_mqtt::QoS::AtLeastOnce)])
         .await;
 
+    // The test's log bound and start wait, through a config file as a user would.
+    let dir = tempfile::tempdir().unwrap();
+    let toml = dir.path().join("a.toml");
+    std::fs::write(
+        &toml,
+        format!(
+            "[cluster]\nretention_bytes = {TEST_LOG_BYTES}\nstart_wait_secs = {}\n",
+            START.as_secs()
+        ),
+    )
+    .unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_ponte"))
         .args([
             "--host",
@@ -733,7 +748,8 @@ async fn kill_9_of_the_accepting_node_loses_nothing_acknowledged() {
             "0",
             "--memory",
         ])
-        .args(["--cluster", &server.url(), "--node", "a"])
+        .args(["--cluster", &server.url(), "--node", "a", "-c"])
+        .arg(&toml)
         .env("RUST_LOG", "info")
         .env("NO_COLOR", "1")
         .stdin(Stdio::null())
@@ -765,7 +781,7 @@ async fn kill_9_of_the_accepting_node_loses_nothing_acknowledged() {
 
     let acked = Arc::new(Mutex::new(Vec::new()));
     let load = tokio::spawn(pipelined_publisher(mqtt_a, 3000, acked.clone()));
-    eventually(Duration::from_secs(10), "some acknowledgements", || async {
+    eventually(Duration::from_secs(30), "some acknowledgements", || async {
         (acked.lock().unwrap().len() >= 300).then_some(())
     })
     .await;
