@@ -75,6 +75,17 @@ pub struct HttpConfig {
     /// connection is closed, so a slow trickle of header bytes (slowloris) cannot hold
     /// connections open. Applies to HTTP, HTTPS and the MQTT WebSocket ports.
     pub header_timeout_secs: u64,
+    /// Seconds a request body has to arrive once its header is in, plus one second for
+    /// every `body_min_rate` bytes received (Apache's `RequestReadTimeout body=30,MinRate=500`):
+    /// a body that stalls or trickles gets 408 and the connection is closed. The same rule
+    /// holds for each WebSocket frame on the MQTT WebSocket paths and ports.
+    pub body_timeout_secs: u64,
+    /// Bytes per second that earn a slow body (or WebSocket frame) one more second; 0: the
+    /// whole body must arrive within `body_timeout_secs`.
+    pub body_min_rate: u32,
+    /// Most simultaneous connections to the HTTP and HTTPS listeners together; one more is
+    /// answered 503 (with `Retry-After`) and closed. 0: no limit.
+    pub max_connections: usize,
 }
 
 impl Default for HttpConfig {
@@ -87,6 +98,9 @@ impl Default for HttpConfig {
             sse_queue: 1024,
             tls_port: None,
             header_timeout_secs: 10,
+            body_timeout_secs: 30,
+            body_min_rate: 500,
+            max_connections: 10_000,
         }
     }
 }
@@ -110,6 +124,12 @@ pub struct CoapConfig {
     /// Most simultaneous CoAP-over-TCP connections; more are closed at once, so sockets
     /// cannot exhaust file descriptors.
     pub tcp_max_connections: usize,
+    /// Seconds a CoAP-over-TCP message that has begun to arrive may take to complete, plus
+    /// one second per `tcp_frame_min_rate` bytes of it: a peer that sends half a message
+    /// and stalls gets an Abort (7.05) and is closed.
+    pub tcp_frame_timeout_secs: u64,
+    /// Bytes per second that earn a slow CoAP-over-TCP message one more second (0: none).
+    pub tcp_frame_min_rate: u32,
     /// How UDP notifications are sent: `con` (every one confirmable: dead observers are
     /// noticed at once), `non` (cheapest) or `non-with-periodic-con` (NON, with a CON at
     /// least every `con_notify_interval_secs`, RFC 7641 §4.5).
@@ -154,6 +174,8 @@ impl Default for CoapConfig {
             notify_queue: 65_536,
             tcp: true,
             tcp_max_connections: 10_000,
+            tcp_frame_timeout_secs: 30,
+            tcp_frame_min_rate: 500,
             notify: CoapNotify::Con,
             con_notify_interval_secs: 24 * 60 * 60,
             block_size: 1024,
@@ -252,6 +274,15 @@ impl HttpConfig {
     /// connection before its first request).
     pub fn header_timeout(&self) -> Duration {
         Duration::from_secs(self.header_timeout_secs.max(1))
+    }
+
+    /// The rule bodies and WebSocket frames must keep to (`body_timeout_secs`, at least one
+    /// second, and `body_min_rate`).
+    pub fn body_deadline(&self) -> crate::limits::TransferDeadline {
+        crate::limits::TransferDeadline {
+            timeout: Duration::from_secs(self.body_timeout_secs.max(1)),
+            min_rate: self.body_min_rate,
+        }
     }
 }
 
@@ -502,6 +533,11 @@ mod tests {
     fn limits_section_and_header_timeout() {
         let d = Config::default();
         assert_eq!(d.http.header_timeout_secs, 10);
+        assert_eq!(
+            d.http.body_timeout_secs, 30,
+            "issue 16: the default body timeout"
+        );
+        assert_eq!(d.http.max_connections, 10_000);
         assert_eq!(d.limits, crate::limits::LimitsConfig::default());
         let c = Config::from_toml(
             "[http]\nheader_timeout_secs = 3\n[limits]\nmax_connections_per_ip = 4\nconnection_rate = 50\npublish_rate = 10\npublish_burst = 20\n",
@@ -515,6 +551,7 @@ mod tests {
                 connection_rate: 50,
                 publish_rate: 10,
                 publish_burst: 20,
+                max_queued_bytes: None,
             }
         );
         let e = Config::from_toml("[limits]\npublish_rat = 1\n").unwrap_err();

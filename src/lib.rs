@@ -25,6 +25,7 @@ pub mod coap;
 pub mod config;
 pub mod http;
 pub mod limits;
+pub mod memory;
 pub mod model;
 pub mod mqtt;
 pub mod reload;
@@ -372,7 +373,11 @@ async fn launch(
     };
 
     let controller = ShutdownController::new();
-    let limits = limits::Limits::new(config.limits.clone());
+    let limits = limits::Limits::with_http_cap(config.limits.clone(), config.http.max_connections);
+    // Before any mailbox exists (sessions are restored next).
+    let queued_limit = config.limits.queued_bytes_limit();
+    broker.budget().set_limit(queued_limit);
+    tracing::debug!(limit = ?queued_limit, "[limits] max_queued_bytes");
     let front = mqtt::Mqtt::new(
         broker.clone(),
         config.clone(),
@@ -399,6 +404,10 @@ async fn launch(
             controller.subscribe(),
         )),
         tokio::spawn(mqtt::serve(mqtt, front.clone())),
+        tokio::spawn(memory::trim_after_release(
+            broker.budget().clone(),
+            controller.subscribe(),
+        )),
     ];
     if let Some(listener) = coap_tcp {
         tasks.push(tokio::spawn(coap::serve_tcp(
@@ -439,6 +448,8 @@ async fn launch(
             let guard = tls::HttpGuard {
                 gate: limits.gate("https"),
                 header_timeout: config.http.header_timeout(),
+                body_deadline: config.http.body_deadline(),
+                slots: limits.http_slots.clone(),
             };
             tasks.push(tokio::spawn(tls::serve_http(
                 l,

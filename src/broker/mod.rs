@@ -8,6 +8,7 @@
 //! subscription index's read lock is held only while matching; pushing happens after it is
 //! released, into per-subscriber queues that never block the publisher.
 
+pub mod budget;
 mod delivery;
 pub mod mailbox;
 pub mod queue;
@@ -242,6 +243,9 @@ pub struct Broker {
     pub metrics: Metrics,
     /// Durable persistent-session queues (issue 3); `None` when sessions are not persisted.
     queue: Option<queue::Queue>,
+    /// The budget every subscriber's mailbox draws on (`[limits] max_queued_bytes`, issue
+    /// 16): no limit until [`Broker::budget`]'s is set.
+    budget: Arc<budget::Budget>,
 }
 
 impl Broker {
@@ -255,6 +259,7 @@ impl Broker {
             retained_meta: RwLock::new(HashMap::new()),
             metrics: Metrics::default(),
             queue: None,
+            budget: budget::Budget::new(None),
         });
         broker.backbone.attach(Arc::downgrade(&broker));
         Ok(broker)
@@ -274,6 +279,7 @@ impl Broker {
             retained_meta: RwLock::new(HashMap::new()),
             metrics: Metrics::default(),
             queue: Some(queue::Queue::open(sessions)?),
+            budget: budget::Budget::new(None),
         });
         broker.backbone.attach(Arc::downgrade(&broker));
         Ok(broker)
@@ -287,6 +293,18 @@ impl Broker {
     /// Whether this broker is one node of a cluster (`--cluster`).
     pub fn clustered(&self) -> bool {
         self.clustered
+    }
+
+    /// The budget for queued message bytes shared by every mailbox made with
+    /// [`Broker::mailbox`]: its limit, what is queued now, what it made subscribers drop.
+    pub fn budget(&self) -> &Arc<budget::Budget> {
+        &self.budget
+    }
+
+    /// A new subscriber queue of at most `capacity` deliveries (0: no limit of its own)
+    /// applying `policy` when full, drawing on this broker's [`Broker::budget`].
+    pub fn mailbox(&self, capacity: usize, policy: mailbox::OverflowPolicy) -> Arc<Mailbox> {
+        Mailbox::with_budget(capacity, policy, self.budget.clone())
     }
 
     /// The durable session queue, when sessions are persisted.
@@ -700,6 +718,7 @@ impl Broker {
                     properties,
                     expires_at,
                     publisher: None,
+                    charge: crate::model::Charge::default(),
                 });
                 let mut d = Delivery {
                     qos: v.qos.min(opts.qos),
@@ -817,6 +836,7 @@ pub fn retained_message(
         properties: None,
         expires_at: None,
         publisher: None,
+        charge: crate::model::Charge::default(),
     }
 }
 

@@ -49,6 +49,10 @@ pub struct Message {
     /// Mailbox id of the MQTT session that published it, so its own No Local
     /// subscriptions skip it (MQTT-3.8.3-3).
     pub publisher: Option<u64>,
+    /// Its share of the global queued-bytes budget (`[limits] max_queued_bytes`), taken by
+    /// the first queue that holds it and given back when the message is freed: a message
+    /// shared by many queues is counted once. Create messages with `Charge::default()`.
+    pub charge: super::Charge,
 }
 
 impl Message {

@@ -732,6 +732,7 @@ impl Driver {
             properties: None,
             expires_at: None,
             publisher: self.session.as_ref().map(|s| s.mailbox.id()),
+            charge: crate::model::Charge::default(),
         };
         if let Some(props) = properties {
             apply_v5_properties(&mut message, props, Instant::now());
@@ -963,6 +964,7 @@ impl Driver {
             properties: None,
             expires_at: None,
             publisher: None,
+            charge: crate::model::Charge::default(),
         };
         let mut props = self.will_properties.clone();
         props.will_delay_interval = None;

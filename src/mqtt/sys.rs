@@ -67,6 +67,16 @@ pub(super) async fn run(mqtt: Mqtt) {
                 "$SYS/broker/publish/messages/dropped",
                 m.dropped.load(Ordering::Relaxed).to_string(),
             ),
+            // mosquitto's name: bytes of messages held for subscribers ([limits]
+            // max_queued_bytes counts them); and what that budget made them drop.
+            (
+                "$SYS/broker/store/messages/bytes",
+                broker.budget().used().to_string(),
+            ),
+            (
+                "$SYS/broker/publish/messages/dropped/budget",
+                broker.budget().dropped().to_string(),
+            ),
             (
                 "$SYS/broker/bytes/received",
                 s.bytes_received.load(Ordering::Relaxed).to_string(),
@@ -114,6 +124,7 @@ pub(super) async fn run(mqtt: Mqtt) {
                 properties: None,
                 expires_at: None,
                 publisher: None,
+                charge: crate::model::Charge::default(),
             };
             match broker.publish(message, Precondition::none()).await {
                 Ok(_) => {

@@ -659,6 +659,7 @@ pub(crate) fn decode_message(
         properties: env.properties,
         expires_at: env.expires_at.map(wall_to_instant),
         publisher: None,
+        charge: crate::model::Charge::default(),
     };
     Ok((message, env.updated))
 }
