@@ -44,6 +44,9 @@ pub struct Config {
     /// bridges and webhooks. Not a key.
     #[serde(skip)]
     pub source: Option<PathBuf>,
+    /// Several nodes sharing one set of things over NATS JetStream (`--cluster`); off
+    /// unless `urls` is set.
+    pub cluster: crate::backbone::ClusterConfig,
 }
 
 impl Default for Config {
@@ -60,6 +63,7 @@ impl Default for Config {
             bridge: Vec::new(),
             webhook: Vec::new(),
             source: None,
+            cluster: crate::backbone::ClusterConfig::default(),
         }
     }
 }

@@ -86,6 +86,9 @@ pub enum Error {
     /// configuration error: exit code 2). The message names the section and key or file.
     #[error("config: {0}")]
     Config(String),
+    /// `[cluster]` cannot be used, or this node cannot join (its name is taken).
+    #[error("cluster: {0}")]
+    Cluster(#[from] backbone::nats::ClusterError),
 }
 
 /// A running gateway.
@@ -148,6 +151,9 @@ pub struct Gateway {
 /// `[coap] dtls_port`, authenticating peers with the identities and keys of that file.
 pub async fn start(config: Config) -> Result<Gateway, Error> {
     let Prepared { config, tls, auth } = prepare(config)?;
+    if config.cluster.enabled() {
+        return start_clustered(config, tls, auth).await;
+    }
     let broker = if config.store.memory {
         Broker::new(store::memory::MemoryStore, Arc::new(Local))?
     } else {
@@ -164,6 +170,87 @@ pub async fn start(config: Config) -> Result<Gateway, Error> {
         config.store.db.display().to_string()
     };
     launch(config, tls, auth, broker, name).await
+}
+
+/// [`start`] with `[cluster]`: the NATS backbone decides retained values and logs every
+/// write; `store.db` keeps only this node's persistent MQTT sessions (node-local until
+/// sessions move with their clients), and `$SYS` values live in memory.
+async fn start_clustered(
+    config: Arc<Config>,
+    tls: Option<Arc<Tls>>,
+    auth: Arc<auth::Auth>,
+) -> Result<Gateway, Error> {
+    let nats = backbone::nats::Nats::start(&config.cluster).await?;
+    let backbone: Arc<dyn backbone::Backbone> = Arc::new(nats.clone());
+    let broker = if config.store.memory {
+        Broker::new(store::memory::MemoryStore, backbone)?
+    } else {
+        let path = config.store.db.clone();
+        let (_, sessions) =
+            tokio::task::spawn_blocking(move || store::sled::SledStore::open_with_sessions(&path))
+                .await
+                .map_err(|e| StoreError::Engine(e.to_string()))??;
+        Broker::with_sessions(store::memory::MemoryStore, sessions, backbone)?
+    };
+    // Wait (`[cluster] start_wait_secs`) for the node to be ready — connected, streams and
+    // buckets in place, node name claimed, mirror in sync — then serve, ready or not.
+    let wait = std::time::Duration::from_secs(config.cluster.start_wait_secs);
+    match nats.wait_ready(wait).await {
+        Ok(true) => {}
+        Ok(false) => tracing::warn!(
+            "the cluster backbone is not ready yet; serving reads, refusing writes, and retrying"
+        ),
+        Err(e) => {
+            broker.close();
+            return Err(e.into());
+        }
+    }
+    let config = fit_to_nats(config, nats.max_payload());
+    let sessions = if config.store.memory {
+        "memory".to_string()
+    } else {
+        config.store.db.display().to_string()
+    };
+    let name = format!("{}; sessions in {sessions}", nats.describe());
+    launch(config, tls, auth, broker, name).await
+}
+
+/// Room a message needs in NATS besides its body: the envelope's fixed part, headers, and
+/// for HTTP and CoAP writes the topic (up to 65,535 bytes, carried whole when hashed) and
+/// content type; an MQTT packet's size already counts its topic and properties.
+const NATS_BODY_ROOM: usize = 80 * 1024;
+/// [`NATS_BODY_ROOM`] for an MQTT packet.
+const NATS_PACKET_ROOM: usize = 4 * 1024;
+
+/// Lower the body and packet limits so every write that is accepted fits in one NATS
+/// message (`max_payload`, 1 MiB by default): a larger one then gets the protocols' own
+/// "too large" answers (HTTP 413, CoAP 4.13, MQTT packet too large) instead of a 503 that
+/// no retry could cure.
+fn fit_to_nats(config: Arc<Config>, max_payload: Option<usize>) -> Arc<Config> {
+    let Some(max) = max_payload else {
+        tracing::warn!("NATS's max_payload is not known yet (not connected): the body and packet limits are not lowered to it");
+        return config;
+    };
+    let body = max.saturating_sub(NATS_BODY_ROOM);
+    let packet = max.saturating_sub(NATS_PACKET_ROOM);
+    if config.http.max_body <= body
+        && config.coap.max_body <= body
+        && config.mqtt.max_packet_size <= packet
+    {
+        return config;
+    }
+    let mut c = (*config).clone();
+    c.http.max_body = c.http.max_body.min(body);
+    c.coap.max_body = c.coap.max_body.min(body);
+    c.mqtt.max_packet_size = c.mqtt.max_packet_size.min(packet);
+    tracing::info!(
+        max_payload = max,
+        http_max_body = c.http.max_body,
+        coap_max_body = c.coap.max_body,
+        mqtt_max_packet_size = c.mqtt.max_packet_size,
+        "limits lowered so every accepted write fits in one NATS message (raise max_payload in nats-server to allow more)"
+    );
+    Arc::new(c)
 }
 
 /// Like [`start`], with the retained values kept in `store`, an engine of the embedder's
@@ -404,6 +491,17 @@ async fn launch(
                 None => Ok(()),
             }
         });
+        // In a cluster: connected to NATS, streams and buckets there, node name claimed,
+        // the retained mirror in sync (issue 11, point 8). Always ready on a single node.
+        if broker.backbone().clustered() {
+            let backbone = broker.backbone().clone();
+            readiness.add("backbone", move || match backbone.ready() {
+                true => Ok(()),
+                false => {
+                    Err("not connected to NATS, or the retained mirror is not in sync yet".into())
+                }
+            });
+        }
         let stopping = controller.signal();
         readiness.add("shutdown", move || match *stopping.borrow() {
             true => Err("shutting down".into()),
@@ -687,6 +785,14 @@ impl Gateway {
     /// `ponte_webhook_queue{webhook}` report.
     pub fn webhook_stats(&self) -> Vec<webhook::WebhookStats> {
         self.webhooks.stats()
+    }
+
+    /// Whether this node can take writes: always on a single node; in a cluster, once it
+    /// is connected to NATS, its streams and buckets exist, its node name is claimed and
+    /// its mirror of the retained values is in sync (issue 11). The readiness check
+    /// "backbone".
+    pub fn backbone_ready(&self) -> bool {
+        self.broker.backbone().ready()
     }
 
     /// What the abuse limits (`[limits]`) refused so far: connections per listener and

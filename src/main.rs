@@ -70,6 +70,10 @@ fn main() -> ExitCode {
                     ponte::Error::Tls(_) | ponte::Error::Auth(_) | ponte::Error::Config(_) => {
                         ExitCode::from(2)
                     }
+                    ponte::Error::Cluster(
+                        ponte::backbone::nats::ClusterError::Config(_)
+                        | ponte::backbone::nats::ClusterError::File { .. },
+                    ) => ExitCode::from(2),
                     _ => ExitCode::FAILURE,
                 };
                 (code, e.to_string())

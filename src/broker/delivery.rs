@@ -22,4 +22,8 @@ pub struct Delivery {
     /// persistent MQTT session, see [`super::queue`]): the entry to remove once the client
     /// acknowledged it. 0: not durable.
     pub durable: u64,
+    /// The message's sequence number in the cluster's message log (`--cluster`): its
+    /// durable identity, the same on every node. 0: not logged (single node, `$SYS`, a
+    /// retained value sent at SUBSCRIBE time).
+    pub log_seq: u64,
 }

@@ -316,6 +316,7 @@ mod tests {
             retain: false,
             subscription_ids: Vec::new(),
             durable: 0,
+            log_seq: 0,
         }
     }
 

@@ -1,11 +1,12 @@
 //! The broker core: one publish path for every protocol.
 //!
 //! Every write — HTTP PUT/POST/DELETE, CoAP PUT/POST/DELETE, MQTT PUBLISH, a will — goes
-//! through [`Broker::publish`]: a retained message is first made durable in [`retained`], then
-//! the message is matched against the [`trie`] of subscriptions and pushed into each matching
-//! subscriber's bounded [`mailbox`], then handed to the [`crate::backbone`]. The subscription
-//! index's read lock is held only while matching; pushing happens after it is released, into
-//! per-subscriber queues that never block the publisher.
+//! through [`Broker::publish`]: a retained message is first made durable in [`retained`] (in
+//! a cluster: the write is first made durable through the [`crate::backbone`] — the cluster's
+//! retained authority and message log), then the message is matched against the [`trie`] of
+//! subscriptions and pushed into each matching subscriber's bounded [`mailbox`]. The
+//! subscription index's read lock is held only while matching; pushing happens after it is
+//! released, into per-subscriber queues that never block the publisher.
 
 pub mod budget;
 mod delivery;
@@ -23,8 +24,9 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use parking_lot::RwLock;
+use tokio::sync::oneshot;
 
-use crate::backbone::Backbone;
+use crate::backbone::{Backbone, Committed};
 use crate::model::{Message, Origin, QoS, RetainedValue};
 use crate::model::{TopicFilter, TopicName};
 use crate::store::{Store, StoreError};
@@ -95,13 +97,16 @@ pub struct Staged {
     write: Option<retained::PendingWrite>,
     /// Why the writer could not even take the write (store closed), reported when polled.
     refused: Option<StoreError>,
+    /// In a cluster: the backbone's answer, once the message log (and for a retained
+    /// write, the cluster's retained authority) has the write.
+    cluster: Option<oneshot::Receiver<Result<Committed, StoreError>>>,
 }
 
 impl Staged {
     /// Whether there is nothing to wait for (not a retained message): polled, it resolves
     /// at once.
     pub fn is_stored(&self) -> bool {
-        self.write.is_none()
+        self.write.is_none() && self.cluster.is_none()
     }
 }
 
@@ -125,6 +130,23 @@ impl std::future::Future for Staged {
             },
             None => None,
         };
+        let mut sequence = 0;
+        let retained = match self.cluster.as_mut() {
+            Some(rx) => match std::pin::Pin::new(rx).poll(cx) {
+                std::task::Poll::Pending => return std::task::Poll::Pending,
+                std::task::Poll::Ready(r) => {
+                    self.cluster = None;
+                    match r.unwrap_or(Err(StoreError::Closed)) {
+                        Ok(committed) => {
+                            sequence = committed.sequence;
+                            committed.retained.map(Ok)
+                        }
+                        Err(e) => Some(Err(e)),
+                    }
+                }
+            },
+            None => retained,
+        };
         let Some(message) = self.message.take() else {
             return std::task::Poll::Ready(Err(StoreError::Closed));
         };
@@ -133,10 +155,12 @@ impl std::future::Future for Staged {
             Some(Ok(outcome)) => Ok(Stored {
                 message,
                 retained: Some(outcome),
+                sequence,
             }),
             None => Ok(Stored {
                 message,
                 retained: None,
+                sequence,
             }),
         })
     }
@@ -149,6 +173,16 @@ pub struct Stored {
     message: Message,
     /// What the retained write did, for a retained message.
     retained: Option<WriteOutcome>,
+    /// Its sequence number in the cluster's message log (0: single node or not logged).
+    sequence: u64,
+}
+
+impl Stored {
+    /// The message's sequence number in the cluster's message log (`--cluster`), its
+    /// durable identity on every node; 0 on a single node.
+    pub fn sequence(&self) -> u64 {
+        self.sequence
+    }
 }
 
 /// A delivered publish: everyone connected has it. A future (`Unpin`) resolving once every
@@ -200,6 +234,8 @@ pub struct Broker {
     subscriptions: RwLock<SubscriptionIndex>,
     /// Where accepted messages go for other nodes.
     backbone: Arc<dyn Backbone>,
+    /// `backbone.clustered()`, read once: a single node pays one branch per publish.
+    clustered: bool,
     /// MQTT 5 properties and expiry of retained values that have them; written only by
     /// retained MQTT 5 publishes, read when a subscription sends retained values.
     retained_meta: RwLock<HashMap<TopicName, RetainedMeta>>,
@@ -218,16 +254,19 @@ pub struct Broker {
 impl Broker {
     /// A broker over `store`, loading its retained values.
     pub fn new<S: Store>(store: S, backbone: Arc<dyn Backbone>) -> Result<Arc<Self>, StoreError> {
-        Ok(Arc::new(Broker {
+        let broker = Arc::new(Broker {
             retained: Retained::open(store)?,
             subscriptions: RwLock::new(SubscriptionIndex::new()),
+            clustered: backbone.clustered(),
             backbone,
             retained_meta: RwLock::new(HashMap::new()),
             metrics: Metrics::default(),
             ops: crate::metrics::Metrics::new(),
             queue: None,
             budget: budget::Budget::new(None),
-        }))
+        });
+        broker.backbone.attach(Arc::downgrade(&broker));
+        Ok(broker)
     }
 
     /// A broker over `store` whose persistent MQTT sessions live in `sessions`.
@@ -236,16 +275,29 @@ impl Broker {
         sessions: Q,
         backbone: Arc<dyn Backbone>,
     ) -> Result<Arc<Self>, StoreError> {
-        Ok(Arc::new(Broker {
+        let broker = Arc::new(Broker {
             retained: Retained::open(store)?,
             subscriptions: RwLock::new(SubscriptionIndex::new()),
+            clustered: backbone.clustered(),
             backbone,
             retained_meta: RwLock::new(HashMap::new()),
             metrics: Metrics::default(),
             ops: crate::metrics::Metrics::new(),
             queue: Some(queue::Queue::open(sessions)?),
             budget: budget::Budget::new(None),
-        }))
+        });
+        broker.backbone.attach(Arc::downgrade(&broker));
+        Ok(broker)
+    }
+
+    /// The backbone: [`Backbone::ready`] for readiness, [`Backbone::node`] for `$SYS`.
+    pub fn backbone(&self) -> &Arc<dyn Backbone> {
+        &self.backbone
+    }
+
+    /// Whether this broker is one node of a cluster (`--cluster`).
+    pub fn clustered(&self) -> bool {
+        self.clustered
     }
 
     /// The budget for queued message bytes shared by every mailbox made with
@@ -317,6 +369,22 @@ impl Broker {
     /// nothing is awaited. Writes from one sender therefore reach the store in the order
     /// they were staged, and one group commit covers all the sender's writes in flight.
     pub fn stage(&self, message: Message, precondition: Precondition) -> Staged {
+        if self.clustered && !node_local(&message.topic) {
+            // The cluster decides (retained: compare-and-set in its authority) and logs it;
+            // nothing is delivered here before that is durable.
+            let (reply, rx) = oneshot::channel();
+            self.backbone.submit(crate::backbone::Write {
+                message: message.clone(),
+                precondition,
+                reply,
+            });
+            return Staged {
+                message: Some(message),
+                write: None,
+                refused: None,
+                cluster: Some(rx),
+            };
+        }
         let write = if message.retain {
             let value = (!message.payload.is_empty()).then(|| {
                 (
@@ -340,6 +408,7 @@ impl Broker {
             message: Some(message),
             write,
             refused,
+            cluster: None,
         }
     }
 
@@ -347,7 +416,11 @@ impl Broker {
     /// Synchronous, so a sender that delivers its staged publishes in staging order keeps
     /// MQTT's per-publisher ordering (MQTT 4.6) while their writes overlap.
     pub fn deliver(&self, stored: Stored) -> Delivered {
-        let Stored { message, retained } = stored;
+        let Stored {
+            message,
+            retained,
+            sequence,
+        } = stored;
         if let Some(outcome) = &retained {
             if matches!(outcome, WriteOutcome::PreconditionFailed(_)) {
                 return Delivered {
@@ -370,8 +443,12 @@ impl Broker {
         }
         let message = Arc::new(message);
         let mut durable = Vec::new();
-        let (receivers, matched) = self.fan_out(&message, &mut durable);
-        self.backbone.forward(&message);
+        let (receivers, mut matched) = self.fan_out(&message, sequence, &mut durable);
+        if self.clustered {
+            // Other nodes' subscribers are not known here: no MQTT 5 0x10 No matching
+            // subscribers in a cluster.
+            matched = matched.max(1);
+        }
         Delivered {
             outcome: Some(PublishOutcome {
                 retained,
@@ -418,15 +495,88 @@ impl Broker {
     }
 
     /// A message heard from another node: deliver it here, neither store nor forward it.
-    pub fn deliver_remote(&self, message: Arc<Message>) -> usize {
-        self.fan_out(&message, &mut Vec::new()).0
+    /// `sequence` is its place in the cluster's message log. Returns how many local
+    /// subscribers it was queued to.
+    pub fn deliver_remote(&self, message: Arc<Message>, sequence: u64) -> usize {
+        self.fan_out(&message, sequence, &mut Vec::new()).0
+    }
+
+    /// A message of a cluster-wide shared group, fetched by this node for `member`
+    /// (cluster mode; the backbone picked the member): queued like a fan-out delivery at
+    /// min(published QoS, granted). Returns whether it was queued.
+    pub fn deliver_shared(
+        &self,
+        message: &Arc<Message>,
+        sequence: u64,
+        member: &Arc<Mailbox>,
+        opts: SubOptions,
+    ) -> bool {
+        if message.expired(Instant::now()) {
+            self.metrics.expired.fetch_add(1, Ordering::Relaxed);
+            // Nothing to deliver, and nobody else should get it either.
+            return true;
+        }
+        let matched = Matched {
+            mailbox: member.clone(),
+            qos: opts.qos,
+            retain_as_published: opts.retain_as_published,
+            ids: opts.id.into_iter().collect(),
+        };
+        let registered = self.queue.as_ref().and_then(|q| Some((q, q.registered()?)));
+        let queued = self.push_matched(message, sequence, matched, &registered, &mut Vec::new());
+        if queued {
+            self.metrics.delivered.fetch_add(1, Ordering::Relaxed);
+        }
+        queued
+    }
+
+    /// The retained values, for a clustered backbone keeping this node's mirror of the
+    /// cluster's authority current (`Retained::mirror_*`).
+    pub fn retained(&self) -> &Retained {
+        &self.retained
+    }
+
+    /// Remember the MQTT 5 properties and expiry of a retained value heard from the
+    /// cluster (version `version`), as a local retained write does in [`Broker::deliver`].
+    pub fn note_mirrored_meta(
+        &self,
+        topic: &TopicName,
+        version: u64,
+        properties: Option<Arc<ponte_mqtt::Properties>>,
+        expires_at: Option<Instant>,
+    ) {
+        if properties.is_none() && expires_at.is_none() {
+            if self.retained_meta.read().contains_key(topic) {
+                let mut map = self.retained_meta.write();
+                if map.get(topic).is_some_and(|m| m.version < version) {
+                    map.remove(topic);
+                }
+            }
+            return;
+        }
+        let mut map = self.retained_meta.write();
+        if map.get(topic).is_none_or(|m| m.version < version) {
+            map.insert(
+                topic.clone(),
+                RetainedMeta {
+                    version,
+                    properties,
+                    expires_at,
+                },
+            );
+        }
     }
 
     /// Queue `message` to every matching subscriber. Returns how many it was queued to and
     /// how many matched.
     /// A QoS 1/2 delivery to a persistent session is appended to its durable queue first;
     /// the batch's receipt goes into `durable` for the publisher to await.
-    fn fan_out(&self, message: &Arc<Message>, durable: &mut Vec<queue::Durable>) -> (usize, usize) {
+    fn fan_out(
+        &self,
+        message: &Arc<Message>,
+        sequence: u64,
+        durable: &mut Vec<queue::Durable>,
+    ) -> (usize, usize) {
         thread_local! {
             static MATCHED: std::cell::RefCell<Vec<Matched>> = const { std::cell::RefCell::new(Vec::new()) };
         }
@@ -444,44 +594,8 @@ impl Broker {
             // One atomic load when no persistent session exists.
             let registered = self.queue.as_ref().and_then(|q| Some((q, q.registered()?)));
             for m in matched.drain(..) {
-                let mut d = Delivery {
-                    message: message.clone(),
-                    qos: message.qos.min(m.qos),
-                    // MQTT-3.3.1-12/13: Retain As Published keeps the publisher's flag.
-                    retain: m.retain_as_published && message.retain,
-                    subscription_ids: m.ids,
-                    durable: 0,
-                };
-                let mut client = None;
-                if let Some((q, reg)) = &registered {
-                    if queue::is_durable(d.qos) {
-                        if let Some(c) = reg.get(&m.mailbox.id()) {
-                            d.durable = q.next_seq();
-                            durable.extend(q.append(c, d.durable, &d));
-                            client = Some(c);
-                        }
-                    }
-                }
-                let seq = d.durable;
-                let (outcome, displaced) = m.mailbox.push_displacing(d);
-                if let (Some(old), Some((q, reg))) = (displaced, &registered) {
-                    // drop-oldest: the displaced message's disk copy goes too, or it would
-                    // come back after a restart.
-                    if old.durable != 0 {
-                        if let Some(c) = reg.get(&m.mailbox.id()) {
-                            q.remove(c, old.durable);
-                        }
-                    }
-                }
-                match outcome {
-                    PushOutcome::Queued | PushOutcome::ReplacedOldest => queued += 1,
-                    PushOutcome::SkippedOffline => {}
-                    PushOutcome::Dropped | PushOutcome::Overflowed => {
-                        self.metrics.dropped.fetch_add(1, Ordering::Relaxed);
-                        if let (Some((q, _)), Some(c)) = (&registered, client) {
-                            q.remove(c, seq);
-                        }
-                    }
+                if self.push_matched(message, sequence, m, &registered, durable) {
+                    queued += 1;
                 }
             }
             self.metrics
@@ -489,6 +603,60 @@ impl Broker {
                 .fetch_add(queued as u64, Ordering::Relaxed);
             (queued, found)
         })
+    }
+
+    /// Queue `message` to one matched subscriber (a persistent session's QoS 1/2 copy is
+    /// appended to its durable queue first, its receipt into `durable`). Returns whether
+    /// it was queued.
+    fn push_matched(
+        &self,
+        message: &Arc<Message>,
+        sequence: u64,
+        m: Matched,
+        registered: &Registered<'_>,
+        durable: &mut Vec<queue::Durable>,
+    ) -> bool {
+        let mut d = Delivery {
+            message: message.clone(),
+            qos: message.qos.min(m.qos),
+            // MQTT-3.3.1-12/13: Retain As Published keeps the publisher's flag.
+            retain: m.retain_as_published && message.retain,
+            subscription_ids: m.ids,
+            durable: 0,
+            log_seq: sequence,
+        };
+        let mut client = None;
+        if let Some((q, reg)) = &registered {
+            if queue::is_durable(d.qos) {
+                if let Some(c) = reg.get(&m.mailbox.id()) {
+                    d.durable = q.next_seq();
+                    durable.extend(q.append(c, d.durable, &d));
+                    client = Some(c);
+                }
+            }
+        }
+        let seq = d.durable;
+        let (outcome, displaced) = m.mailbox.push_displacing(d);
+        if let (Some(old), Some((q, reg))) = (displaced, &registered) {
+            // drop-oldest: the displaced message's disk copy goes too, or it would
+            // come back after a restart.
+            if old.durable != 0 {
+                if let Some(c) = reg.get(&m.mailbox.id()) {
+                    q.remove(c, old.durable);
+                }
+            }
+        }
+        match outcome {
+            PushOutcome::Queued | PushOutcome::ReplacedOldest => true,
+            PushOutcome::SkippedOffline => false,
+            PushOutcome::Dropped | PushOutcome::Overflowed => {
+                self.metrics.dropped.fetch_add(1, Ordering::Relaxed);
+                if let (Some((q, _)), Some(c)) = (&registered, client) {
+                    q.remove(c, seq);
+                }
+                false
+            }
+        }
     }
 
     /// Subscribe `mailbox` to `filter` at `qos`. When `send_retained`, the retained values
@@ -519,6 +687,14 @@ impl Broker {
         retain_handling: u8,
     ) -> bool {
         let shared = split_shared(filter.as_str());
+        if let (true, Some((group, inner))) = (self.clustered, &shared) {
+            // A group spanning nodes is the backbone's; `$SYS` stays node-local.
+            if !inner.as_str().starts_with("$SYS") {
+                if let Some(replaced) = self.backbone.join_shared(group, inner, mailbox, opts) {
+                    return replaced;
+                }
+            }
+        }
         let (share, inner) = match &shared {
             Some((group, inner)) => (Some(*group), inner),
             None => (None, filter),
@@ -572,6 +748,7 @@ impl Broker {
                     retain: true,
                     subscription_ids: opts.id.into_iter().collect(),
                     durable: 0,
+                    log_seq: 0,
                 };
                 if let Some((q, client)) = &durable_client {
                     if queue::is_durable(d.qos) {
@@ -615,6 +792,11 @@ impl Broker {
     pub fn unsubscribe(&self, filter: &TopicFilter, mailbox_id: u64) -> bool {
         match split_shared(filter.as_str()) {
             Some((group, inner)) => {
+                if self.clustered && !inner.as_str().starts_with("$SYS") {
+                    if let Some(was) = self.backbone.leave_shared(group, &inner, mailbox_id) {
+                        return was;
+                    }
+                }
                 self.subscriptions
                     .write()
                     .remove_with(&inner, Some(group), mailbox_id)
@@ -625,11 +807,26 @@ impl Broker {
 
     /// Flush and stop the store writer (shutdown).
     pub fn close(&self) {
+        self.backbone.close();
         self.retained.close();
         if let Some(q) = &self.queue {
             q.close();
         }
     }
+}
+
+/// The durable queue and its registry of persistent mailboxes, read-locked for one
+/// fan-out (`None`: no persistent session is registered).
+type Registered<'a> = Option<(
+    &'a queue::Queue,
+    parking_lot::RwLockReadGuard<'a, HashMap<u64, Arc<str>>>,
+)>;
+
+/// Whether a topic stays on this node in a cluster: `$SYS/...`, each node's own
+/// statistics (issue 11, point 7), neither sent to the cluster nor heard from it.
+pub fn node_local(topic: &TopicName) -> bool {
+    let t = topic.as_str();
+    t == "$SYS" || t.starts_with("$SYS/")
 }
 
 /// The share name and inner filter of a shared subscription filter `$share/{name}/{filter}`

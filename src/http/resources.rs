@@ -457,10 +457,16 @@ fn write_precondition_failed(
 /// A store failure: the write was not made durable, so it was not made at all.
 fn store_failed(topic: &TopicName, e: &StoreError) -> Problem {
     tracing::error!(topic = %topic, error = %e, "HTTP write failed in the store");
+    // A store (or, in a cluster, NATS) that cannot take writes now is transient: the
+    // client may try again shortly.
     Problem::unavailable(format!(
         "the write to {topic:?} was not stored and not delivered: {e}"
     ))
+    .with_header(RETRY_AFTER, STORE_RETRY_AFTER_SECS)
 }
+
+/// `Retry-After` of a 503 for a write the store could not take, in seconds.
+const STORE_RETRY_AFTER_SECS: &str = "1";
 
 /// Read the whole body, refusing more than `max` bytes: up front from `Content-Length`,
 /// and while reading for bodies without one (chunked).

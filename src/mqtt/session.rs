@@ -624,6 +624,7 @@ impl Registry {
                     retain,
                     subscription_ids: Vec::new(),
                     durable: seq,
+                    log_seq: 0,
                 };
                 use crate::broker::mailbox::PushOutcome;
                 let (outcome, displaced) = s.mailbox.push_displacing(d);
