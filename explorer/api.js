@@ -143,10 +143,14 @@ export async function* events(filter, signal, onOpen) {
     const { value, done } = await reader.read();
     if (done) return;
     buffer += value;
+    // Walk the lines by position and cut the buffer once per chunk: a chunk can hold
+    // thousands of events (the current values), and cutting per line would copy the
+    // rest of the chunk each time.
+    let start = 0;
     let nl;
-    while ((nl = buffer.indexOf('\n')) >= 0) {
-      let line = buffer.slice(0, nl);
-      buffer = buffer.slice(nl + 1);
+    while ((nl = buffer.indexOf('\n', start)) >= 0) {
+      let line = buffer.slice(start, nl);
+      start = nl + 1;
       if (line.endsWith('\r')) line = line.slice(0, -1);
       if (line === '') {
         if (ev.data.length) {
@@ -170,5 +174,6 @@ export async function* events(filter, signal, onOpen) {
       else if (field === 'id') ev.id = val;
       else if (field === 'data') ev.data.push(val);
     }
+    buffer = buffer.slice(start);
   }
 }

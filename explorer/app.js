@@ -166,6 +166,20 @@ function select(thing) {
   refreshSelected(true);
 }
 
+/** Open `thing` as soon as the stream has told us about it (a few seconds at most): a
+ * thing just written, or named in the address. */
+function selectWhenKnown(thing) {
+  const started = Date.now();
+  const wait = setInterval(() => {
+    if (tree.get(thing)) {
+      clearInterval(wait);
+      tree.select(thing);
+    } else if (Date.now() - started > 5000) {
+      clearInterval(wait);
+    }
+  }, 50);
+}
+
 /** Read the selected thing again (after a change); one read at a time. */
 async function refreshSelected(fresh = false) {
   if (reading) {
@@ -327,7 +341,13 @@ async function boot() {
   server = await r.json();
   document.title = `ponte ${server.version} · explorer`;
   tree = new Tree($('tree'), { onSelect: select, onCount: showCount });
-  writer = new Writer({ form: $('write'), dialog: $('confirm') });
+  writer = new Writer({
+    form: $('write'),
+    dialog: $('confirm'),
+    onSaved: (thing) => {
+      if (thing !== selected) selectWhenKnown(thing);
+    },
+  });
   // /metrics is read only by someone who may use the page, with credentials when needed.
   status = new Status($('status'), () => (server.auth.anonymous || api.who() !== null) && (!server.metrics_auth || api.who() !== null));
 
@@ -365,15 +385,7 @@ async function boot() {
 
   // A thing named in the address (#kitchen%2Ftemperature) is opened once it is known.
   const wanted = decodeURIComponent(location.hash.slice(1));
-  if (wanted) {
-    const wait = setInterval(() => {
-      if (tree.get(wanted)) {
-        clearInterval(wait);
-        tree.select(wanted);
-      }
-    }, 100);
-    setTimeout(() => clearInterval(wait), 10_000);
-  }
+  if (wanted) selectWhenKnown(wanted);
 
   api.restore();
   showWho();

@@ -10,7 +10,8 @@ export const KEEP_BYTES = 64 * 1024;
 /** Numbers kept per thing for its sparkline. */
 const HISTORY = 120;
 
-/** Levels are open when created while the tree holds fewer things than this. */
+/** Levels the user has not opened or closed are open while the tree holds fewer things
+ * than this; above it only the top level is. */
 const OPEN_BELOW = 500;
 
 /** Bytes of UTF-8 `text`. */
@@ -72,6 +73,7 @@ export class Tree {
     this.changed = new Set();
     this.dirty = new Set();
     this.scheduled = false;
+    container.addEventListener('animationend', (e) => e.target.classList.remove('flash'));
     container.addEventListener('click', (e) => this.click(e));
     container.addEventListener('keydown', (e) => this.key(e));
     container.addEventListener('focusin', (e) => {
@@ -84,7 +86,8 @@ export class Tree {
   // ----- model ---------------------------------------------------------------------
 
   /** A value from the stream. `live`: a write that happened now (not a replay of the
-   * current values when the stream opened). Returns the thing. */
+   * current values when the stream opened); its row (or the nearest shown level above
+   * it) flashes. Returns the thing. */
   put(thing, { content_type: ct, text, base64 }, live) {
     const bytes = text !== undefined ? utf8Length(text) : base64Length(base64 || '');
     const keep = bytes <= KEEP_BYTES;
@@ -115,7 +118,10 @@ export class Tree {
       t.numbers.push({ t: Date.now(), v: n });
       if (t.numbers.length > HISTORY) t.numbers.shift();
     }
-    this.touch(thing);
+    // The current values replayed when the stream opens are not changes: no flash.
+    if (live) this.changed.add(thing);
+    this.dirty.add(thing);
+    this.schedule();
     return t;
   }
 
@@ -188,7 +194,7 @@ export class Tree {
       let child = node.children.get(name);
       if (!child) {
         const key = levels.slice(0, d + 1).join('/');
-        child = { key, name, depth: d + 1, parent: node, children: new Map(), sorted: null, thing: null, count: 0, open: this.things.size < OPEN_BELOW };
+        child = { key, name, depth: d + 1, parent: node, children: new Map(), sorted: null, thing: null, count: 0, open: null };
         node.children.set(name, child);
         node.sorted = null;
         this.nodes.set(key, child);
@@ -200,19 +206,17 @@ export class Tree {
     node.thing = t;
   }
 
-  /** Mark `thing` changed: its row (or the nearest shown level above it) flashes. */
-  touch(thing) {
-    this.changed.add(thing);
-    this.dirty.add(thing);
-    this.schedule();
-  }
-
   // ----- view ----------------------------------------------------------------------
 
   schedule() {
     if (this.scheduled) return;
     this.scheduled = true;
     requestAnimationFrame(() => this.render());
+  }
+
+  /** Whether `node`'s children are shown: as the user chose, else by the tree's size. */
+  isOpen(node) {
+    return node.open ?? (node.depth === 1 || this.things.size < OPEN_BELOW);
   }
 
   /** Children of `node` in byte order of their names. */
@@ -239,7 +243,7 @@ export class Tree {
       for (const child of this.sortedChildren(node)) {
         if (only && !only.has(child.key)) continue;
         shown.push(child);
-        if (child.children.size && (only || child.open)) walk(child);
+        if (child.children.size && (only || this.isOpen(child))) walk(child);
       }
     };
     walk(this.root);
@@ -249,6 +253,12 @@ export class Tree {
 
   render() {
     this.scheduled = false;
+    const small = this.things.size < OPEN_BELOW;
+    if (small !== this.small) {
+      // Levels nobody opened or closed change state: redraw every row.
+      this.small = small;
+      for (const key of this.rows.keys()) this.dirty.add(key);
+    }
     const shown = this.visible();
     const keep = new Set(shown.map((n) => n.key));
     for (const [key, row] of this.rows) {
@@ -271,12 +281,14 @@ export class Tree {
       before = row.nextSibling;
     }
     this.dirty.clear();
+    const flashing = new Set();
     for (const thing of this.changed) {
       let node = this.nodes.get(thing);
       while (node && node !== this.root && !this.rows.has(node.key)) node = node.parent;
-      if (node && node !== this.root) flash(this.rows.get(node.key));
+      if (node && node !== this.root) flashing.add(this.rows.get(node.key));
     }
     this.changed.clear();
+    flash(flashing, this.container);
     if (this.focused !== null && !this.rows.has(this.focused)) this.focused = null;
     const tabbable = this.focused ?? (this.rows.has(this.selected) ? this.selected : shown[0]?.key);
     for (const [key, row] of this.rows) row.tabIndex = key === tabbable ? 0 : -1;
@@ -303,13 +315,13 @@ export class Tree {
     const t = node.thing;
     const parent = node.children.size > 0;
     row.setAttribute('aria-level', String(node.depth));
-    if (parent) row.setAttribute('aria-expanded', String(this.substring ? true : node.open));
+    if (parent) row.setAttribute('aria-expanded', String(this.substring ? true : this.isOpen(node)));
     else row.removeAttribute('aria-expanded');
     row.setAttribute('aria-selected', String(this.selected === node.key));
     row.classList.toggle('group', !t);
     if (t) row.dataset.thing = node.key;
     else delete row.dataset.thing;
-    c.caret.textContent = parent ? (this.substring || node.open ? '▾' : '▸') : '';
+    c.caret.textContent = parent ? (this.substring || this.isOpen(node) ? '▾' : '▸') : '';
     c.name.textContent = node.name === '' ? '∅' : node.name;
     c.name.title = node.name === '' ? 'an empty topic level' : node.key;
     if (t) {
@@ -359,7 +371,7 @@ export class Tree {
     }
   }
 
-  toggle(node, open = !node.open) {
+  toggle(node, open = !this.isOpen(node)) {
     if (!node.children.size || this.substring) return;
     node.open = open;
     this.dirty.add(node.key);
@@ -399,11 +411,11 @@ export class Tree {
         this.focus(order[order.length - 1]);
         break;
       case 'ArrowRight':
-        if (node.children.size && !node.open && !this.substring) this.toggle(node, true);
+        if (node.children.size && !this.isOpen(node) && !this.substring) this.toggle(node, true);
         else if (node.children.size && i + 1 < order.length) this.focus(order[i + 1]);
         break;
       case 'ArrowLeft':
-        if (node.children.size && node.open && !this.substring) this.toggle(node, false);
+        if (node.children.size && this.isOpen(node) && !this.substring) this.toggle(node, false);
         else if (node.parent && node.parent !== this.root) this.focus(node.parent.key);
         break;
       case 'Enter':
@@ -419,11 +431,12 @@ export class Tree {
   }
 }
 
-/** Restart the row's flash animation. */
-function flash(row) {
-  if (!row) return;
-  row.classList.remove('flash');
-  void row.offsetWidth;
-  row.classList.add('flash');
-  row.addEventListener('animationend', () => row.classList.remove('flash'), { once: true });
+/** Restart the flash animation of `rows`: every class removed, one style recalculation
+ * for all of them (not one per row: a burst of writes changes many rows in a frame), then
+ * the class added again. */
+function flash(rows, container) {
+  if (!rows.size) return;
+  for (const row of rows) row.classList.remove('flash');
+  void container.offsetWidth;
+  for (const row of rows) row.classList.add('flash');
 }

@@ -68,7 +68,7 @@ export function renderValue(root, { thing, current, previous, numbers }) {
     const prev = classify(previous.ct, previous.bytes);
     const canDiff = ['text', 'json'].includes(cur.kind) && ['text', 'json'].includes(prev.kind);
     const mode = canDiff ? previousMode : 'value';
-    const head = el('h3', {}, 'Previous', previous.modified ? el('span', { class: 'when', text: ` ${ago(previous.modified)}` }) : null);
+    const head = el('h3', {}, 'Previous', previous.modified ? el('span', { class: 'when', text: ` · written ${ago(previous.modified)}` }) : null);
     prevSection.append(head);
     if (canDiff) {
       prevSection.append(buttons([['diff', 'Diff'], ['value', 'Value']], mode, (m) => {

@@ -7,10 +7,11 @@ import { topicPath, asText } from './util.js';
 
 export class Writer {
   /** `form` holds the inputs (ids w-*), `dialog` asks before a DELETE. */
-  constructor({ form, dialog, onResult }) {
+  constructor({ form, dialog, onSaved }) {
     this.form = form;
     this.dialog = dialog;
-    this.onResult = onResult;
+    /** Runs with the thing after a successful PUT (the page then opens it). */
+    this.onSaved = onSaved;
     this.f = {
       thing: form.querySelector('#w-thing'),
       type: form.querySelector('#w-type'),
@@ -56,7 +57,7 @@ export class Writer {
     this.f.thing.value = thing;
     this.edited = false;
     this.etag = current?.etag ?? null;
-    this.f.etag.textContent = this.etag ?? '(none)';
+    this.f.etag.textContent = this.etag ?? 'none';
     this.f.ifMatch.disabled = !this.etag;
     if (!this.etag) this.f.ifMatch.checked = false;
     if (!current) {
@@ -74,7 +75,6 @@ export class Writer {
     this.f.result.textContent = message;
     this.f.result.className = ok ? 'ok' : 'error';
     this.f.result.setAttribute('role', ok ? 'status' : 'alert');
-    this.onResult?.(ok, message);
   }
 
   async put() {
@@ -96,6 +96,7 @@ export class Writer {
     if (r.ok) {
       this.edited = false;
       this.show(true, `Saved ${thing}: ${r.status} ${r.status === 201 ? 'Created' : 'replaced'}`);
+      this.onSaved?.(thing);
     } else {
       this.show(false, await failure(r));
     }

@@ -178,8 +178,10 @@ async function open() {
     await curlPut('kitchen/temperature', 'text/plain', '21.5');
     await page.waitForSelector(row('kitchen/temperature'), { timeout: 1000 });
     await previewIs(page, 'kitchen/temperature', '21.5');
+    await page.waitForFunction((sel) => !document.querySelector(sel).classList.contains('flash'), row('kitchen/temperature'), { timeout: 3000 });
     await curlPut('kitchen/temperature', 'text/plain', '22.5');
     await previewIs(page, 'kitchen/temperature', '22.5');
+    assert(await page.$eval(row('kitchen/temperature'), (r) => r.classList.contains('flash')), 'the changed row flashes');
     eq(await page.evaluate(() => window.sameDocument), 'still here', 'the same document');
     eq(navigations, 1, 'navigations');
     const level = await page.$eval('.row[data-key="kitchen"]', (r) => r.getAttribute('aria-expanded'));
@@ -444,6 +446,7 @@ async function open() {
     const w = consoleWatch(p);
     await p.goto(`${cfg.base}/`);
     await p.waitForSelector(row('kitchen/lamp'), { timeout: 5000 });
+    eq(await p.$$eval('.row.flash', (r) => r.length), 0, 'values already there do not flash when the page opens');
     eq(await p.evaluate(() => document.documentElement.scrollWidth <= window.innerWidth), true, 'no horizontal overflow');
     await p.tap(row('kitchen/lamp'));
     await p.waitForSelector('.current .json', { timeout: 2000 });
