@@ -16,9 +16,9 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use ponte::broker::message::QoS;
 use ponte::broker::retained::{Precondition, Retained};
-use ponte::broker::topic::TopicName;
+use ponte::model::QoS;
+use ponte::model::TopicName;
 use ponte::store::memory::MemoryStore;
 use ponte::store::sled::SledStore;
 

@@ -14,9 +14,9 @@
 
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use ponte::broker::mailbox::{Mailbox, OverflowPolicy};
-use ponte::broker::message::QoS;
-use ponte::broker::topic::{TopicFilter, TopicName};
 use ponte::broker::trie::SubscriptionIndex;
+use ponte::model::QoS;
+use ponte::model::{TopicFilter, TopicName};
 
 /// Sites in the synthetic fleet.
 const SITES: usize = 100;

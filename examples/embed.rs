@@ -11,11 +11,11 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use ponte::broker::message::Origin;
 use ponte::broker::retained::Precondition;
 use ponte::broker::retained_message;
-use ponte::broker::topic::TopicName;
 use ponte::config::Config;
+use ponte::model::Origin;
+use ponte::model::TopicName;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {

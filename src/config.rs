@@ -68,7 +68,7 @@ pub struct HttpConfig {
     pub cors_origins: Vec<String>,
     /// Capacity of each Server-Sent Events subscriber's queue.
     pub sse_queue: usize,
-    /// HTTPS port (the same routes, `/mqtt` included, so also WSS); `None`: no HTTPS.
+    /// HTTPS port (the same routes, `/mqtt` included, so also WSS); not set: no HTTPS.
     /// Needs `[tls]` certificates. Off by default because there is no standard port for
     /// it next to 3000; 8443 is the usual choice.
     pub tls_port: Option<u16>,
@@ -76,6 +76,17 @@ pub struct HttpConfig {
     /// connection is closed, so a slow trickle of header bytes (slowloris) cannot hold
     /// connections open. Applies to HTTP, HTTPS and the MQTT WebSocket ports.
     pub header_timeout_secs: u64,
+    /// Seconds a request body has to arrive once its header is in, plus one second for
+    /// every `body_min_rate` bytes received (Apache's `RequestReadTimeout body=30,MinRate=500`):
+    /// a body that stalls or trickles gets 408 and the connection is closed. The same rule
+    /// holds for each WebSocket frame on the MQTT WebSocket paths and ports.
+    pub body_timeout_secs: u64,
+    /// Bytes per second that earn a slow body (or WebSocket frame) one more second; 0: the
+    /// whole body must arrive within `body_timeout_secs`.
+    pub body_min_rate: u32,
+    /// Most simultaneous connections to the HTTP and HTTPS listeners together; one more is
+    /// answered 503 (with `Retry-After`) and closed. 0: no limit.
+    pub max_connections: usize,
     /// Whether `GET /metrics` needs credentials (any authenticated user, Basic or Bearer).
     /// Off by default, like `/livez` and `/readyz`, which never need any (probes carry none).
     pub metrics_auth: bool,
@@ -97,6 +108,9 @@ impl Default for HttpConfig {
             sse_queue: 1024,
             tls_port: None,
             header_timeout_secs: 10,
+            body_timeout_secs: 30,
+            body_min_rate: 500,
+            max_connections: 10_000,
             metrics_auth: false,
             metrics_port: None,
             explorer: true,
@@ -124,6 +138,12 @@ pub struct CoapConfig {
     /// Most simultaneous CoAP-over-TCP connections; more are closed at once, so sockets
     /// cannot exhaust file descriptors.
     pub tcp_max_connections: usize,
+    /// Seconds a CoAP-over-TCP message that has begun to arrive may take to complete, plus
+    /// one second per `tcp_frame_min_rate` bytes of it: a peer that sends half a message
+    /// and stalls gets an Abort (7.05) and is closed.
+    pub tcp_frame_timeout_secs: u64,
+    /// Bytes per second that earn a slow CoAP-over-TCP message one more second (0: none).
+    pub tcp_frame_min_rate: u32,
     /// How UDP notifications are sent: `con` (every one confirmable: dead observers are
     /// noticed at once), `non` (cheapest) or `non-with-periodic-con` (NON, with a CON at
     /// least every `con_notify_interval_secs`, RFC 7641 §4.5).
@@ -168,6 +188,8 @@ impl Default for CoapConfig {
             notify_queue: 65_536,
             tcp: true,
             tcp_max_connections: 10_000,
+            tcp_frame_timeout_secs: 30,
+            tcp_frame_min_rate: 500,
             notify: CoapNotify::Con,
             con_notify_interval_secs: 24 * 60 * 60,
             block_size: 1024,
@@ -201,13 +223,13 @@ pub struct MqttConfig {
     /// at once.
     pub max_connections: usize,
     /// A port of its own for MQTT over WebSocket (any path), besides `/mqtt` on the HTTP
-    /// port; `None`: only `/mqtt`.
+    /// port; not set: only `/mqtt`.
     pub ws_port: Option<u16>,
     /// MQTT over TLS port (`mqtts`, IANA 8883); listened on only when `[tls]` has a
     /// certificate and key.
     pub tls_port: u16,
     /// A port of its own for MQTT over secure WebSocket (any path), besides `/mqtt` on the
-    /// HTTPS port; `None`: none. Needs `[tls]` certificates.
+    /// HTTPS port; not set: none. Needs `[tls]` certificates.
     pub wss_port: Option<u16>,
     /// MQTT 5 Receive Maximum announced in CONNACK: most unacknowledged QoS 1/2 PUBLISHes a
     /// v5 client may have open towards the broker; one more is DISCONNECT 0x93.
@@ -225,7 +247,7 @@ pub struct MqttConfig {
     /// nothing; skipped ones are counted.
     pub queue_qos0: bool,
     /// Seconds a 3.1.1 persistent session (Clean Session 0) lives on while its client is
-    /// away; `None` (the default): forever, as 3.1.1 has no expiry of its own.
+    /// away; not set (the default): forever, as 3.1.1 has no expiry of its own.
     pub session_expiry_secs: Option<u32>,
     /// Most levels in a topic name or filter: a PUBLISH beyond it is refused (v5 DISCONNECT
     /// 0x90), a SUBSCRIBE filter beyond it gets a failure code. Bounds trie depth per
@@ -268,6 +290,15 @@ impl HttpConfig {
     pub fn header_timeout(&self) -> Duration {
         Duration::from_secs(self.header_timeout_secs.max(1))
     }
+
+    /// The rule bodies and WebSocket frames must keep to (`body_timeout_secs`, at least one
+    /// second, and `body_min_rate`).
+    pub fn body_deadline(&self) -> crate::limits::TransferDeadline {
+        crate::limits::TransferDeadline {
+            timeout: Duration::from_secs(self.body_timeout_secs.max(1)),
+            min_rate: self.body_min_rate,
+        }
+    }
 }
 
 impl MqttConfig {
@@ -305,7 +336,7 @@ pub struct TlsConfig {
     pub cert_file: Option<PathBuf>,
     /// The private key of `cert_file` (PEM: PKCS#8, PKCS#1 or SEC1).
     pub key_file: Option<PathBuf>,
-    /// CA certificates (PEM) that client certificates are verified against; `None`: client
+    /// CA certificates (PEM) that client certificates are verified against; not set: client
     /// certificates are not asked for.
     pub client_ca_file: Option<PathBuf>,
     /// With `client_ca_file`: refuse the handshake of a client without a valid certificate.
@@ -713,6 +744,11 @@ mod tests {
     fn limits_section_and_header_timeout() {
         let d = Config::default();
         assert_eq!(d.http.header_timeout_secs, 10);
+        assert_eq!(
+            d.http.body_timeout_secs, 30,
+            "issue 16: the default body timeout"
+        );
+        assert_eq!(d.http.max_connections, 10_000);
         assert_eq!(d.limits, crate::limits::LimitsConfig::default());
         let c = Config::from_toml(
             "[http]\nheader_timeout_secs = 3\n[limits]\nmax_connections_per_ip = 4\nconnection_rate = 50\npublish_rate = 10\npublish_burst = 20\n",
@@ -726,6 +762,7 @@ mod tests {
                 connection_rate: 50,
                 publish_rate: 10,
                 publish_burst: 20,
+                max_queued_bytes: None,
             }
         );
         let e = Config::from_toml("[limits]\npublish_rat = 1\n").unwrap_err();

@@ -26,7 +26,9 @@ pub mod config;
 pub mod health;
 pub mod http;
 pub mod limits;
+pub mod memory;
 pub mod metrics;
+pub mod model;
 pub mod mqtt;
 pub mod reload;
 pub mod shutdown;
@@ -338,7 +340,11 @@ async fn launch(
         http_addr, mqtt_addr, coap_addr, mqtts_addr, https_addr, coaps_addr,
     ));
     let controller = ShutdownController::new();
-    let limits = limits::Limits::new(config.limits.clone());
+    let limits = limits::Limits::with_http_cap(config.limits.clone(), config.http.max_connections);
+    // Before any mailbox exists (sessions are restored next).
+    let queued_limit = config.limits.queued_bytes_limit();
+    broker.budget().set_limit(queued_limit);
+    tracing::debug!(limit = ?queued_limit, "[limits] max_queued_bytes");
     let front = mqtt::Mqtt::new(
         broker.clone(),
         config.clone(),
@@ -393,6 +399,10 @@ async fn launch(
             controller.subscribe(),
         )),
         tokio::spawn(mqtt::serve(mqtt, front.clone())),
+        tokio::spawn(memory::trim_after_release(
+            broker.budget().clone(),
+            controller.subscribe(),
+        )),
         tokio::spawn(mqtt::sys::run(front.clone(), sources.clone())),
     ];
     let also: Vec<String> = http_more
@@ -444,6 +454,9 @@ async fn launch(
         let guard = tls::HttpGuard {
             gate: limits.gate("http-metrics"),
             header_timeout: config.http.header_timeout(),
+            body_deadline: config.http.body_deadline(),
+            // Monitoring must stay reachable when the HTTP port is at its cap.
+            slots: None,
             metrics: None,
         };
         tasks.push(tokio::spawn(tls::serve_http(
@@ -498,6 +511,8 @@ async fn launch(
             let guard = tls::HttpGuard {
                 gate: limits.gate("https"),
                 header_timeout: config.http.header_timeout(),
+                body_deadline: config.http.body_deadline(),
+                slots: limits.http_slots.clone(),
                 metrics: Some(broker.ops.clone()),
             };
             tasks.push(tokio::spawn(tls::serve_http(

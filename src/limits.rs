@@ -29,6 +29,48 @@ pub struct LimitsConfig {
     pub publish_rate: u32,
     /// How many writes above the steady rate a client may make at once.
     pub publish_burst: u32,
+    /// Most bytes of messages queued for subscribers at once, all queues together (MQTT
+    /// sessions online and away, CoAP observers, SSE streams): past it, a subscriber's
+    /// overflow policy applies as if its own queue were full. A message shared by many
+    /// queues counts once. Unset: a quarter of the memory the process may use (RAM or
+    /// cgroup limit, see [`crate::broker::budget::default_limit`]); 0: no limit.
+    pub max_queued_bytes: Option<u64>,
+}
+
+impl LimitsConfig {
+    /// The queued-bytes budget in force: `None` for no limit.
+    pub fn queued_bytes_limit(&self) -> Option<usize> {
+        match self.max_queued_bytes {
+            None => Some(crate::broker::budget::default_limit()),
+            Some(0) => None,
+            Some(n) => Some(usize::try_from(n).unwrap_or(usize::MAX)),
+        }
+    }
+}
+
+/// How long a transfer that has begun (an HTTP request body, a WebSocket frame) may take:
+/// `timeout`, plus one second for every `min_rate` bytes received so far — Apache's
+/// `mod_reqtimeout` rule. A peer that stalls is cut off after `timeout`; one that trickles
+/// below `min_rate` falls behind its deadline; a large transfer at a reasonable rate is
+/// never cut, however long it takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TransferDeadline {
+    /// The time allowed for a transfer that receives nothing more.
+    pub timeout: Duration,
+    /// Bytes per second that earn one more second (0: none).
+    pub min_rate: u32,
+}
+
+impl TransferDeadline {
+    /// When a transfer that started at `started` and has received `received` bytes must
+    /// have finished.
+    pub fn deadline(&self, started: Instant, received: u64) -> Instant {
+        let earned = match self.min_rate {
+            0 => Duration::ZERO,
+            rate => Duration::from_secs(received / u64::from(rate)),
+        };
+        started + self.timeout + earned
+    }
 }
 
 /// A token bucket: `rate` tokens per second, at most `burst` saved up.
@@ -278,13 +320,17 @@ pub struct Limits {
     /// MQTT PUBLISHes refused (v5) or held back (3.1.1) because their connection wrote
     /// faster than `publish_rate`: each connection has its own [`WriteLimiter`].
     pub mqtt_writes_refused: AtomicU64,
+    /// `[http] max_connections`: one place per connection to the HTTP and HTTPS listeners
+    /// together (`None`: no limit). Refusals are counted by the listener's gate.
+    pub http_slots: Option<Arc<tokio::sync::Semaphore>>,
 }
 
 /// A snapshot of what the limits refused since the start.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Refused {
     /// Connections refused by each listener (`"mqtt"`, `"mqtts"`, `"mqtt-ws"`,
-    /// `"mqtt-wss"`, `"http"`, `"https"`, `"coap-tcp"`), per-address cap and rate together.
+    /// `"mqtt-wss"`, `"http"`, `"https"`, `"coap-tcp"`), per-address cap, rate and the
+    /// listener's connection cap together.
     pub connections: Vec<(&'static str, u64)>,
     /// HTTP writes answered 429.
     pub http_writes: u64,
@@ -318,13 +364,27 @@ impl Refused {
 impl Limits {
     /// From the `[limits]` section.
     pub fn new(config: LimitsConfig) -> Arc<Self> {
-        Arc::new(Limits {
+        Arc::new(Self::build(config))
+    }
+
+    /// The limits of `config`, without a cap on HTTP connections.
+    fn build(config: LimitsConfig) -> Self {
+        Limits {
             http: Arc::new(RateLimiters::new(config.clone(), TRACKED_ADDRESSES)),
             coap: Arc::new(RateLimiters::new(config.clone(), TRACKED_ADDRESSES)),
             config,
             gates: Mutex::new(Vec::new()),
             mqtt_writes_refused: AtomicU64::new(0),
-        })
+            http_slots: None,
+        }
+    }
+
+    /// From the `[limits]` section, with `[http] max_connections` (0: no limit).
+    pub fn with_http_cap(config: LimitsConfig, http_max_connections: usize) -> Arc<Self> {
+        let mut l = Self::build(config);
+        l.http_slots = (http_max_connections > 0)
+            .then(|| Arc::new(tokio::sync::Semaphore::new(http_max_connections)));
+        Arc::new(l)
     }
 
     /// A new gate for the listener called `listener` (each listener has its own).
@@ -437,6 +497,19 @@ mod tests {
         let _b = gate.admit(ip(2), t0).unwrap();
         assert_eq!(gate.admit(ip(3), t0).unwrap_err(), ConnRefused::Rate);
         gate.admit(ip(3), t0 + Duration::from_millis(500)).unwrap();
+    }
+
+    #[test]
+    fn a_transfer_earns_a_second_per_min_rate_bytes() {
+        let t0 = Instant::now();
+        let d = TransferDeadline {
+            timeout: Duration::from_secs(30),
+            min_rate: 500,
+        };
+        assert_eq!(d.deadline(t0, 0), t0 + Duration::from_secs(30));
+        assert_eq!(d.deadline(t0, 1499), t0 + Duration::from_secs(32));
+        let strict = TransferDeadline { min_rate: 0, ..d };
+        assert_eq!(strict.deadline(t0, 1 << 30), t0 + Duration::from_secs(30));
     }
 
     #[test]

@@ -18,6 +18,7 @@ use std::convert::Infallible;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,12 +29,13 @@ use parking_lot::RwLock;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::rustls;
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::TlsConfig;
-use crate::limits::{ConnPermit, ConnRefused, ConnectionGate};
+use crate::limits::{ConnPermit, ConnRefused, ConnectionGate, TransferDeadline};
 use crate::metrics::io::Counted;
 use crate::metrics::{Protocol, Transport};
 use crate::reload::Reload;
@@ -420,6 +422,11 @@ pub struct HttpGuard {
     pub gate: Arc<ConnectionGate>,
     /// How long a client has to send a complete request header (`http.header_timeout_secs`).
     pub header_timeout: Duration,
+    /// How long a request body (and a WebSocket frame) may take (`http.body_timeout_secs`,
+    /// `http.body_min_rate`).
+    pub body_deadline: TransferDeadline,
+    /// `[http] max_connections`, shared by the HTTP and HTTPS listeners; `None`: no cap.
+    pub slots: Option<Arc<Semaphore>>,
     /// Counts the listener's connections and bytes as HTTP (`/metrics`); `None` on the
     /// MQTT WebSocket ports, whose bytes MQTT counts itself.
     pub metrics: Option<Arc<crate::metrics::Metrics>>,
@@ -433,6 +440,9 @@ pub struct HttpGuard {
 pub struct ConnSlot {
     /// Held for its `Drop`: the place is freed when the last clone goes.
     _permit: Arc<ConnPermit>,
+    /// The connection's place under `[http] max_connections`, freed with the last clone
+    /// like `_permit`.
+    _cap: Option<Arc<OwnedSemaphorePermit>>,
 }
 
 /// Serve `router` on `listener` until shutdown: over TLS when `tls` is `Some` (HTTPS, WSS
@@ -453,7 +463,7 @@ pub async fn serve_http(
 ) {
     // Refused connections answered at once; beyond that many, they are closed unanswered
     // so a flood of refused connections cannot pile up tasks.
-    let answering = Arc::new(tokio::sync::Semaphore::new(MAX_REFUSALS_ANSWERING));
+    let answering = Arc::new(Semaphore::new(MAX_REFUSALS_ANSWERING));
     loop {
         let accepted = tokio::select! {
             _ = shutdown.recv() => break,
@@ -467,17 +477,38 @@ pub async fn serve_http(
                 continue;
             }
         };
+        let cap = match &guard.slots {
+            None => None,
+            Some(slots) => match slots.clone().try_acquire_owned() {
+                Ok(p) => Some(Arc::new(p)),
+                Err(_) => {
+                    guard.gate.refused.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(%peer, listener = what, "connection refused: [http] max_connections reached");
+                    refuse(
+                        &answering,
+                        stream,
+                        peer,
+                        tls.as_ref(),
+                        &shutdown,
+                        Refusal::Full,
+                    );
+                    continue;
+                }
+            },
+        };
         let permit = match guard.gate.admit(peer.ip(), std::time::Instant::now()) {
             Ok(p) => p,
             Err(refused) => {
                 tracing::warn!(%peer, listener = what, reason = %refused, "connection refused by [limits]");
                 if tls.is_none() {
-                    if let Ok(slot) = answering.clone().try_acquire_owned() {
-                        tokio::spawn(async move {
-                            refuse_plain_http(stream, refused).await;
-                            drop(slot);
-                        });
-                    }
+                    refuse(
+                        &answering,
+                        stream,
+                        peer,
+                        None,
+                        &shutdown,
+                        Refusal::Gate(refused),
+                    );
                 }
                 continue;
             }
@@ -487,9 +518,11 @@ pub async fn serve_http(
         let router = router.clone();
         let mut shutdown = shutdown.clone();
         let header_timeout = guard.header_timeout;
+        let body_deadline = guard.body_deadline;
         let metrics = guard.metrics.clone();
         let slot = ConnSlot {
             _permit: Arc::new(permit),
+            _cap: cap,
         };
         tokio::spawn(async move {
             match tls {
@@ -503,20 +536,24 @@ pub async fn serve_http(
                         peer,
                         tls_peer: Some(tls_peer),
                         slot,
+                        header_timeout,
+                        body_deadline,
                     };
                     let stream =
                         Counted::new(stream, metrics.as_ref(), Transport::Https, Protocol::Http);
-                    serve_connection(stream, router, conn, header_timeout, shutdown, what).await;
+                    serve_connection(stream, router, conn, shutdown, what).await;
                 }
                 None => {
                     let conn = Admitted {
                         peer,
                         tls_peer: None,
                         slot,
+                        header_timeout,
+                        body_deadline,
                     };
                     let stream =
                         Counted::new(stream, metrics.as_ref(), Transport::Http, Protocol::Http);
-                    serve_connection(stream, router, conn, header_timeout, shutdown, what).await
+                    serve_connection(stream, router, conn, shutdown, what).await
                 }
             }
         });
@@ -526,19 +563,80 @@ pub async fn serve_http(
 /// Most refused plain-HTTP connections being answered 503 at once (per listener).
 const MAX_REFUSALS_ANSWERING: usize = 64;
 
-/// Answer a connection refused by the [`ConnectionGate`] with a bare `503 Service
-/// Unavailable` (problem+json, `Retry-After: 1`) and close it. Bounded in time: a peer
-/// that does not read gets the close anyway.
-async fn refuse_plain_http(mut stream: TcpStream, refused: ConnRefused) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let detail = match refused {
-        ConnRefused::PerIp(_) => {
-            "this address already holds the most connections allowed per address ([limits] max_connections_per_ip)"
+/// Why a connection is refused before any request is read.
+#[derive(Debug, Clone, Copy)]
+enum Refusal {
+    /// The listener's [`ConnectionGate`] said no (per-address cap, connection rate).
+    Gate(ConnRefused),
+    /// `[http] max_connections` connections are open.
+    Full,
+}
+
+impl Refusal {
+    /// The 503's `detail`.
+    fn detail(self) -> &'static str {
+        match self {
+            Refusal::Gate(ConnRefused::PerIp(_)) => {
+                "this address already holds the most connections allowed per address ([limits] max_connections_per_ip)"
+            }
+            Refusal::Gate(ConnRefused::Rate) => {
+                "new connections arrive faster than allowed ([limits] connection_rate)"
+            }
+            Refusal::Full => {
+                "the server holds the most connections it accepts ([http] max_connections); retry shortly"
+            }
         }
-        ConnRefused::Rate => {
-            "new connections arrive faster than allowed ([limits] connection_rate)"
-        }
+    }
+}
+
+/// Answer a refused connection with a 503 in its own task, at most
+/// [`MAX_REFUSALS_ANSWERING`] at a time per listener (beyond that it is closed unanswered,
+/// so a flood of refused connections cannot pile up tasks). Over TLS the handshake comes
+/// first, bounded like the answer; a client that negotiated h2 is closed instead (a bare
+/// HTTP/1.1 answer would not parse).
+fn refuse(
+    answering: &Arc<Semaphore>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    tls: Option<&Arc<Tls>>,
+    shutdown: &Shutdown,
+    why: Refusal,
+) {
+    let Ok(slot) = answering.clone().try_acquire_owned() else {
+        return;
     };
+    let tls = tls.cloned();
+    let mut shutdown = shutdown.clone();
+    tokio::spawn(async move {
+        match tls {
+            None => refuse_http(stream, why).await,
+            Some(tls) => {
+                let handshake = tokio::time::timeout(
+                    REFUSAL_TIME,
+                    tls.accept(Kind::Http, stream, peer, &mut shutdown),
+                );
+                if let Ok(Some((stream, _))) = handshake.await {
+                    if stream.get_ref().1.alpn_protocol() != Some(b"h2") {
+                        refuse_http(stream, why).await;
+                    }
+                }
+            }
+        }
+        drop(slot);
+    });
+}
+
+/// How long answering one refused connection may take.
+const REFUSAL_TIME: Duration = Duration::from_secs(1);
+
+/// Write a bare `503 Service Unavailable` (problem+json, `Retry-After: 1`) and close.
+/// Bounded in time: a peer that does not read gets the close anyway.
+async fn refuse_http<IO>(mut stream: IO, why: Refusal)
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let detail = why.detail();
     let body = format!(
         "{{\"type\":\"about:blank\",\"title\":\"Service Unavailable\",\"status\":503,\"detail\":\"{detail}\"}}"
     );
@@ -546,7 +644,7 @@ async fn refuse_plain_http(mut stream: TcpStream, refused: ConnRefused) {
         "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/problem+json\r\nretry-after: 1\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
         body.len()
     );
-    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+    let _ = tokio::time::timeout(REFUSAL_TIME, async {
         stream.write_all(response.as_bytes()).await?;
         stream.shutdown().await?;
         // Read what the client sent before closing: closing with unread bytes would make
@@ -566,6 +664,10 @@ struct Admitted {
     tls_peer: Option<TlsPeer>,
     /// Its place under `[limits]`.
     slot: ConnSlot,
+    /// `http.header_timeout_secs`.
+    header_timeout: Duration,
+    /// The rule each request body must keep to.
+    body_deadline: TransferDeadline,
 }
 
 /// Serve HTTP (1 or 2, with upgrades) on one admitted connection until it ends or
@@ -574,7 +676,6 @@ async fn serve_connection<IO>(
     stream: IO,
     router: Router,
     conn: Admitted,
-    header_timeout: Duration,
     mut shutdown: Shutdown,
     what: &'static str,
 ) where
@@ -584,9 +685,15 @@ async fn serve_connection<IO>(
         peer,
         tls_peer,
         slot,
+        header_timeout,
+        body_deadline,
     } = conn;
     let service =
-        hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
+        hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+            // Every body must keep arriving (`[http] body_timeout_secs`); see
+            // `crate::http::deadline`.
+            let mut request =
+                request.map(|body| crate::http::deadline::Deadline::new(body, body_deadline));
             let extensions = request.extensions_mut();
             extensions.insert(ConnectInfo(peer));
             extensions.insert(slot.clone());

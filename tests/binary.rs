@@ -19,7 +19,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_ponte");
 /// A running `ponte` child; killed (SIGKILL) when dropped.
 struct Ponte {
     child: Child,
-    /// stdout lines, read by a thread so the pipe never fills.
+    /// Log lines (stderr), read by a thread so the pipe never fills.
     lines: mpsc::Receiver<String>,
     http: SocketAddr,
     mqtt: SocketAddr,
@@ -83,14 +83,15 @@ fn spawn_with(db: &Path, extra: &[&std::ffi::OsStr]) -> Ponte {
         .args(["--host", "127.0.0.1", "-p", "0", "-a", "0", "-m", "0", "-d"])
         .arg(db)
         .args(extra)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
+        .stdout(Stdio::inherit())
+        .stderr(Stdio::piped())
         .spawn()
         .expect("spawn ponte");
-    let stdout = child.stdout.take().unwrap();
+    // Logs go to stderr (issue 12).
+    let logs = child.stderr.take().unwrap();
     let (tx, lines) = mpsc::channel();
     std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
+        for line in BufReader::new(logs).lines() {
             let Ok(line) = line else { break };
             if tx.send(strip_ansi(&line)).is_err() {
                 // Nobody listens any more; keep draining so the child never blocks.

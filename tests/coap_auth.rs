@@ -57,7 +57,7 @@ async fn issue_5_anonymous_coap_follows_the_anonymous_rules() {
     assert!(is(&r, ResponseType::Forbidden), "{}", code(&r));
     let v = gw
         .broker
-        .get(&ponte::broker::topic::TopicName::parse("secret/s").unwrap())
+        .get(&ponte::model::TopicName::parse("secret/s").unwrap())
         .expect("the seeded value is still there");
     assert_eq!(&v.payload[..], b"S", "the denied writes changed nothing");
     gw.shutdown().await;

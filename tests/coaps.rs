@@ -128,7 +128,7 @@ fn assert_no_response(r: &Ran) {
 /// and anonymous HTTP may not read) straight from the broker core.
 async fn http_value(gw: &Gateway, topic: &str) -> Option<String> {
     if gw.auth.acl_active() {
-        let t = ponte::broker::topic::TopicName::parse(topic).unwrap();
+        let t = ponte::model::TopicName::parse(topic).unwrap();
         return gw
             .broker
             .get(&t)
@@ -326,9 +326,9 @@ async fn garbage_datagrams_to_the_dtls_port_do_not_break_a_following_session() {
     let server = gw.coaps_addr.unwrap();
     let junk = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let mut hello_header = vec![22, 0xfe, 0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 40, 1];
-    hello_header.resize(13 + 40, 0xff); // a ClientHello header with a nonsense body
-                                        // Everything but the last is not a ClientHello, so it starts no session; the last one
-                                        // starts a session that can never complete.
+    // A ClientHello header with a nonsense body. None of these is a ClientHello that parses,
+    // so none is answered or starts a session (issue 16: not even the last one).
+    hello_header.resize(13 + 40, 0xff);
     let datagrams: Vec<Vec<u8>> = vec![
         vec![],
         vec![0x40, 0x01, 0x12, 0x34], // plain CoAP to the DTLS port
@@ -355,9 +355,10 @@ async fn garbage_datagrams_to_the_dtls_port_do_not_break_a_following_session() {
     );
     assert_eq!(
         stat(&gw, |s| &s.stray_datagrams),
-        5,
+        6,
         "non-ClientHello junk is counted"
     );
+    assert_eq!(stat(&gw, |s| &s.sessions_started), 1, "only coap-client's");
     gw.shutdown().await;
 }
 
@@ -737,5 +738,114 @@ async fn issue_5_coap_client_openssl_sees_4_03_for_a_denied_write() {
     .await;
     assert!(!ok.all.contains("4."), "{}", ok.all);
     assert_eq!(http_value(&gw, "alice/cli").await.as_deref(), Some("yes"));
+    gw.shutdown().await;
+}
+
+// ---------------------------------------------------------------------------------------
+// Stateless cookies: no session for strangers (issue 16, RFC 6347 §4.2.1)
+// ---------------------------------------------------------------------------------------
+
+/// A DTLS 1.2 ClientHello datagram (PSK, CCM_8) with client random `random` and `cookie`.
+fn client_hello(random: [u8; 32], cookie: &[u8]) -> Vec<u8> {
+    let mut body = vec![0xfe, 0xfd];
+    body.extend_from_slice(&random);
+    body.push(0);
+    body.push(cookie.len() as u8);
+    body.extend_from_slice(cookie);
+    body.extend_from_slice(&[0, 2, 0xc0, 0xa8, 1, 0]);
+    body.extend_from_slice(&[0, 6, 0, 0x17, 0, 0, 0xff, 0x01]); // extended master secret
+    let len = body.len();
+    let mut d = vec![22, 0xfe, 0xfd, 0, 0, 0, 0, 0, 0, 0, 0];
+    d.extend_from_slice(&((len + 12) as u16).to_be_bytes());
+    d.extend_from_slice(&[1, 0, (len >> 8) as u8, len as u8, 0, 0, 0, 0, 0, 0]);
+    d.extend_from_slice(&[(len >> 8) as u8, len as u8]);
+    d.extend_from_slice(&body);
+    d
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_16_rfc6347_4_2_1_a_flood_of_client_hellos_holds_no_session() {
+    if !have("coap-client-openssl") {
+        return;
+    }
+    // One session place: a single stranger holding one would lock everyone out.
+    let gw = gateway_psk(|c| c.coap.dtls_max_sessions = 1).await;
+    let server = gw.coaps_addr.unwrap();
+    let mut sockets = Vec::new();
+    for _ in 0..50 {
+        sockets.push(tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap());
+    }
+    // 100 rounds of one ClientHello from each of the 50 ports, each answered before the
+    // next round: 50 in flight at a time, so the loopback never drops one and every one
+    // is seen to be answered.
+    let mut n: u32 = 0;
+    let mut buf = [0u8; 512];
+    for _round in 0..100u32 {
+        for s in &sockets {
+            n += 1;
+            let mut random = [0u8; 32];
+            random[..4].copy_from_slice(&n.to_be_bytes());
+            // Every tenth carries a cookie we never got: forged.
+            let cookie = if n.is_multiple_of(10) {
+                vec![0xab; 32]
+            } else {
+                Vec::new()
+            };
+            s.send_to(&client_hello(random, &cookie), server)
+                .await
+                .unwrap();
+        }
+        for s in &sockets {
+            let (len, _) = within(WAIT, "a HelloVerifyRequest", s.recv_from(&mut buf))
+                .await
+                .unwrap();
+            assert_eq!(buf[0], 22, "a handshake record");
+            assert_eq!(buf[13], 3, "HelloVerifyRequest");
+            assert!(
+                len < client_hello([0; 32], &[]).len() + 32,
+                "no amplification"
+            );
+        }
+    }
+    assert_eq!(n, 5000);
+    assert_eq!(stat(&gw, |s| &s.hello_verify_requests), 5000);
+    assert_eq!(
+        stat(&gw, |s| &s.bad_cookies),
+        500,
+        "forged cookies are counted"
+    );
+    assert_eq!(
+        stat(&gw, |s| &s.sessions_started),
+        0,
+        "no state for strangers"
+    );
+    // A real client gets through at once.
+    let started = Instant::now();
+    let uri = coaps_uri(&gw, "r/dtls/afterflood");
+    let put = coap_client(
+        "openssl",
+        "alice",
+        ALICE_KEY,
+        &["-m", "put", "-e", "through"],
+        &uri,
+    )
+    .await;
+    assert!(!put.all.contains("4."), "{}", put.all);
+    assert_eq!(
+        stat(&gw, |s| &s.hello_verify_requests),
+        5001,
+        "one cookie round for the client, no retransmitted ClientHello"
+    );
+    assert!(
+        started.elapsed() < WAIT,
+        "coap-client took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        http_value(&gw, "dtls/afterflood").await.as_deref(),
+        Some("through")
+    );
+    assert_eq!(stat(&gw, |s| &s.sessions_started), 1);
+    assert_eq!(stat(&gw, |s| &s.sessions_established), 1);
     gw.shutdown().await;
 }

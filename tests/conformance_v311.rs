@@ -880,7 +880,7 @@ async fn mqtt_4_6_0_6_pipelined_publishes_keep_order_with_a_durable_store() {
         .unwrap_or(0);
     let v = gw
         .broker
-        .get(&ponte::broker::topic::TopicName::parse("pipe/a").expect("topic"));
+        .get(&ponte::model::TopicName::parse("pipe/a").expect("topic"));
     assert_eq!(
         v.map(|v| v.payload.to_vec()),
         Some(last_a.to_be_bytes().to_vec())
@@ -904,7 +904,7 @@ async fn mqtt_3_12_4_1_pingresp_follows_the_publishes_sent_before_it() {
     publ.send_raw(&bytes).await;
     publ.expect(Packet::PingResp).await;
     for i in 0..100u16 {
-        let topic = ponte::broker::topic::TopicName::parse(&format!("barrier/{i}")).expect("topic");
+        let topic = ponte::model::TopicName::parse(&format!("barrier/{i}")).expect("topic");
         assert!(
             gw.broker.get(&topic).is_some(),
             "barrier/{i} stored before the PINGRESP"

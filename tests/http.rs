@@ -57,7 +57,7 @@ async fn put_get_head_delete_round_trip() {
         .await
         .expect("PUT");
     assert_eq!(r.status(), StatusCode::CREATED);
-    let topic = ponte::broker::topic::TopicName::parse("/x/a b").expect("topic");
+    let topic = ponte::model::TopicName::parse("/x/a b").expect("topic");
     assert_eq!(gw.broker.get(&topic).expect("stored").payload, "v");
     gw.shutdown().await;
 }

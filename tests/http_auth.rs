@@ -592,16 +592,16 @@ async fn encoded_path_tricks_never_read_or_write_a_denied_topic() {
     f.gw.broker
         .publish(
             ponte::broker::retained_message(
-                ponte::broker::topic::TopicName::parse("secret").expect("topic"),
+                ponte::model::TopicName::parse("secret").expect("topic"),
                 bytes::Bytes::from_static(b"s3cr3t"),
                 None,
-                ponte::broker::message::Origin::Http,
+                ponte::model::Origin::Http,
             ),
             Default::default(),
         )
         .await
         .expect("seed");
-    let secret = ponte::broker::topic::TopicName::parse("secret").expect("topic");
+    let secret = ponte::model::TopicName::parse("secret").expect("topic");
     let version = f.gw.broker.get(&secret).expect("seeded").version;
     let paths = [
         "/resources/public/..%2Fsecret",

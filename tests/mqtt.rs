@@ -510,13 +510,14 @@ async fn mqtt_4_7_2_1_dollar_topics_not_matched_by_leading_wildcards() {
     let (mut all, _) = Client::connect(gw.mqtt_addr, "dollar-all").await;
     all.subscribe("#", QoS::AtLeastOnce).await;
     all.subscribe("+/status", QoS::AtLeastOnce).await;
-    // Control: an explicit `$SYS/...` filter does see the message.
+    // Control: an explicit `$app/...` filter does see the message. (Any `$` topic: `$SYS`
+    // itself is written by the broker alone.)
     let (mut sys, _) = Client::connect(gw.mqtt_addr, "dollar-sys").await;
-    sys.subscribe("$SYS/#", QoS::AtLeastOnce).await;
+    sys.subscribe("$app/#", QoS::AtLeastOnce).await;
 
     let (mut publisher, _) = Client::connect(gw.mqtt_addr, "dollar-pub").await;
     publisher
-        .publish("$SYS/status", QoS::AtLeastOnce, false, b"dollar")
+        .publish("$app/status", QoS::AtLeastOnce, false, b"dollar")
         .await;
     publisher
         .publish("plain/status", QoS::AtLeastOnce, false, b"end")
@@ -525,7 +526,7 @@ async fn mqtt_4_7_2_1_dollar_topics_not_matched_by_leading_wildcards() {
     let p = sys.publish_rx().await;
     assert_eq!(
         (p.topic.as_str(), p.payload.as_ref()),
-        ("$SYS/status", &b"dollar"[..])
+        ("$app/status", &b"dollar"[..])
     );
     let got: Vec<_> = all
         .publishes_until(b"end")
@@ -668,7 +669,7 @@ async fn mqtt_3_3_1_10_empty_retained_publish_clears_the_value() {
     assert!(!p.retain);
     assert!(gw
         .broker
-        .get(&ponte::broker::topic::TopicName::parse("clear/t").unwrap())
+        .get(&ponte::model::TopicName::parse("clear/t").unwrap())
         .is_none());
 }
 

@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use ponte::broker::topic::TopicName;
+use ponte::model::TopicName;
 use ponte::Gateway;
 use ponte_mqtt::{
     encode, encode_v5, Connect, Connect5, LastWill, Packet, Packet5, Properties, ProtocolVersion,

@@ -342,6 +342,11 @@ async fn metrics_parse_as_prometheus_text_and_move_with_traffic() {
         .publish("kitchen/light", QoS::AtLeastOnce, true, "on")
         .await
         .unwrap();
+    // One write at a time, so each is a group commit of its own (three commits below).
+    within("PUBACK", async {
+        while !matches!(clients[1].1.recv().await, Some(Packet::PubAck(_))) {}
+    })
+    .await;
     let coap = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let mut req = coap_lite::Packet::new();
     req.header.set_type(coap_lite::MessageType::Confirmable);
@@ -637,13 +642,8 @@ struct FlakyStore(Arc<AtomicBool>);
 impl ponte::store::Store for FlakyStore {
     fn load_retained(
         &self,
-    ) -> Result<
-        Vec<(
-            ponte::broker::topic::TopicName,
-            ponte::broker::message::RetainedValue,
-        )>,
-        ponte::store::StoreError,
-    > {
+    ) -> Result<Vec<(ponte::model::TopicName, ponte::model::RetainedValue)>, ponte::store::StoreError>
+    {
         Ok(Vec::new())
     }
     fn apply(&mut self, _: &[ponte::store::RetainedOp]) -> Result<(), ponte::store::StoreError> {
@@ -794,7 +794,7 @@ async fn listing_pages_in_byte_order_with_filters() {
     within("$SYS values", async {
         while gw
             .broker
-            .get(&ponte::broker::topic::TopicName::parse("$SYS/broker/uptime").unwrap())
+            .get(&ponte::model::TopicName::parse("$SYS/broker/uptime").unwrap())
             .is_none()
         {
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -1029,10 +1029,7 @@ async fn filter_stream_sends_current_values_then_every_publish_with_its_thing() 
 #[tokio::test]
 async fn clients_cannot_write_sys_in_any_protocol() {
     let gw = gateway_with(|_| {}).await;
-    let sys = |t: &str| {
-        gw.broker
-            .get(&ponte::broker::topic::TopicName::parse(t).unwrap())
-    };
+    let sys = |t: &str| gw.broker.get(&ponte::model::TopicName::parse(t).unwrap());
     // HTTP: 403, even for an anonymous client (credentials would not help).
     let r = http()
         .put(format!(

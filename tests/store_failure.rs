@@ -15,8 +15,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use conformance::{connect3, connect5, publish, publish5, within, QUIET, V3, V5, WAIT};
-use ponte::broker::message::RetainedValue;
-use ponte::broker::topic::TopicName;
+use ponte::model::RetainedValue;
+use ponte::model::TopicName;
 use ponte::store::{RetainedOp, Store, StoreError};
 use ponte_mqtt::{Packet, Packet5, Properties, QoS};
 

@@ -568,7 +568,7 @@ async fn use_identity_as_username_skips_the_password_and_the_acl_applies_to_the_
     alice.publish("carol/t", "not mine").await;
     let get = |t: &str| {
         gw.broker
-            .get(&ponte::broker::topic::TopicName::parse(t).unwrap())
+            .get(&ponte::model::TopicName::parse(t).unwrap())
             .is_some()
     };
     alice
@@ -630,6 +630,8 @@ async fn https_requests_carry_the_verified_client_cn_as_tls_identity() {
                 std::time::Instant::now(),
             ),
             header_timeout: std::time::Duration::from_secs(10),
+            body_deadline: ponte::config::HttpConfig::default().body_deadline(),
+            slots: None,
             metrics: None,
         },
         controller.subscribe(),
@@ -668,6 +670,30 @@ async fn https_requests_carry_the_verified_client_cn_as_tls_identity() {
     assert_eq!(body, "- false");
     within(WAIT, "shutdown", controller.shutdown()).await;
     server.await.unwrap();
+}
+
+#[tokio::test]
+async fn issue_16_https_beyond_http_max_connections_is_answered_503_over_tls() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let pki = Pki::new();
+    // HTTP and HTTPS share the cap.
+    let gw = tls_gateway(&pki, |c| c.http.max_connections = 1).await;
+    let https = gw.https_addr.unwrap();
+    let _held = TcpStream::connect(gw.http_addr).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut s = raw_tls(&pki, https, None)
+        .await
+        .expect("the handshake is done");
+    s.write_all(b"GET /resources/x HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let _ = within(WAIT, "503 over TLS", s.read_to_end(&mut answer)).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(answer.contains("max_connections"), "{answer}");
+    assert!(gw.refused().connections_of("https") >= 1);
+    gw.shutdown().await;
 }
 
 // ---------------------------------------------------------------------------------------

@@ -7,6 +7,7 @@
 //! ponte-loadgen --server-pid $(pidof ponte) mqtt --pubs 1 --subs 1 --qos 1 --messages 100000
 //! ponte-loadgen --json http-get --connections 50 --seconds 5
 //! ponte-loadgen smoke --ponte-bin target/debug/ponte        # CI: spawn, run tiny loads, check
+//! ponte-loadgen --server-pid $(pidof ponte) stall --messages 200000   # stalled readers' memory
 //! ```
 
 mod coap;
@@ -16,6 +17,7 @@ mod procfs;
 mod pubsub;
 mod report;
 mod smoke;
+mod stall;
 
 use std::process::ExitCode;
 use std::sync::OnceLock;
@@ -73,6 +75,9 @@ enum Cmd {
     CoapGet(coap::CoapArgs),
     /// CoAP PUT load.
     CoapPut(coap::CoapArgs),
+    /// Stalled CoAP/TCP observers, MQTT subscribers and SSE streams under a flood of
+    /// publishes: the server's peak RSS, and its RSS once they left (issue 16).
+    Stall(stall::StallArgs),
     /// Spawn `ponte --memory` on random ports and run every scenario at a tiny size (CI).
     Smoke(smoke::SmokeArgs),
 }
@@ -162,6 +167,7 @@ async fn dispatch(cli: &Cli) -> anyhow::Result<Vec<Report>> {
         Cmd::HttpMqtt(a) => http::cross(a, &ctx).await?,
         Cmd::CoapGet(a) => coap::run(false, a, &ctx).await?,
         Cmd::CoapPut(a) => coap::run(true, a, &ctx).await?,
+        Cmd::Stall(a) => stall::run(a, &ctx).await?,
         Cmd::Smoke(a) => return smoke::run(a).await,
     };
     if let Some(n) = &cli.name {

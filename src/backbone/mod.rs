@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use crate::broker::message::Message;
+use crate::model::Message;
 
 /// Where the core sends what other nodes must hear.
 pub trait Backbone: Send + Sync + std::fmt::Debug {

@@ -3,6 +3,11 @@
 //! Fan-out never waits on a subscriber: it pushes into the subscriber's [`Mailbox`] under that
 //! mailbox's own short lock and moves on, so a slow subscriber only ever fills its own queue.
 //! What happens when it is full is the configured [`OverflowPolicy`], counted and logged.
+//!
+//! Every mailbox of a broker also draws on one [`Budget`] (`[limits] max_queued_bytes`):
+//! a delivery is queued only if the budget has room for it, and when the budget is spent
+//! the mailbox applies its overflow policy as if it were full. A capacity of 0 means no
+//! limit of the mailbox's own (mosquitto's `max_queued_messages 0`): only the budget bounds it.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -12,7 +17,9 @@ use parking_lot::Mutex;
 use serde::Deserialize;
 use tokio::sync::Notify;
 
-use super::message::{Delivery, QoS};
+use super::budget::Budget;
+use super::Delivery;
+use crate::model::QoS;
 
 /// What a full mailbox does with one more message.
 #[derive(
@@ -56,8 +63,11 @@ pub struct Mailbox {
     queue: Mutex<VecDeque<Delivery>>,
     /// Wakes the subscriber's task when something arrives.
     notify: Notify,
-    /// Bound on queued messages.
+    /// Bound on queued messages (`usize::MAX` when created with 0: no bound of its own).
     capacity: usize,
+    /// The broker's budget for queued bytes, shared by every mailbox; taken from for each
+    /// queued delivery and given back when it leaves.
+    budget: Arc<Budget>,
     /// What happens when the bound is reached.
     policy: OverflowPolicy,
     /// Messages dropped by the policy, for metrics and logs.
@@ -77,13 +87,22 @@ pub struct Mailbox {
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
 impl Mailbox {
-    /// A new empty mailbox with its own id.
+    /// A new empty mailbox with its own id and a budget of its own without a limit (tests,
+    /// benches); a broker's front-ends use [`Mailbox::with_budget`] with the broker's.
+    /// `capacity` 0: no limit of its own.
     pub fn new(capacity: usize, policy: OverflowPolicy) -> Arc<Self> {
+        Self::with_budget(capacity, policy, Budget::new(None))
+    }
+
+    /// A new empty mailbox drawing on `budget` (see [`crate::broker::Broker::mailbox`]).
+    /// `capacity` 0: no limit of its own, only the budget's.
+    pub fn with_budget(capacity: usize, policy: OverflowPolicy, budget: Arc<Budget>) -> Arc<Self> {
         Arc::new(Mailbox {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             queue: Mutex::new(VecDeque::new()),
             notify: Notify::new(),
-            capacity: capacity.max(1),
+            capacity: if capacity == 0 { usize::MAX } else { capacity },
+            budget,
             policy,
             dropped: AtomicU64::new(0),
             overflowed: AtomicBool::new(false),
@@ -126,19 +145,30 @@ impl Mailbox {
             return (PushOutcome::SkippedOffline, None);
         }
         let mut displaced = None;
+        // Whether the budget, not the capacity, refused the delivery.
+        let mut spent = false;
         let outcome = {
             let mut q = self.queue.lock();
-            if q.len() < self.capacity {
+            if q.len() < self.capacity && self.budget.take_for(&d, false) {
                 q.push_back(d);
                 PushOutcome::Queued
             } else {
+                spent = q.len() < self.capacity;
                 match self.policy {
                     OverflowPolicy::DropNewest => PushOutcome::Dropped,
-                    OverflowPolicy::DropOldest => {
-                        displaced = q.pop_front();
-                        q.push_back(d);
-                        PushOutcome::ReplacedOldest
-                    }
+                    OverflowPolicy::DropOldest => match q.pop_front() {
+                        Some(old) => {
+                            self.budget.give_for(&old);
+                            // Its replacement may cost more than it frees (a message no
+                            // queue held yet): bounded by one message per push.
+                            self.budget.take_for(&d, true);
+                            q.push_back(d);
+                            displaced = Some(old);
+                            PushOutcome::ReplacedOldest
+                        }
+                        // Nothing of its own to give up: the budget is spent by others.
+                        None => PushOutcome::Dropped,
+                    },
                     OverflowPolicy::Disconnect => {
                         self.overflowed.store(true, Ordering::Release);
                         PushOutcome::Overflowed
@@ -146,6 +176,9 @@ impl Mailbox {
                 }
             }
         };
+        if spent {
+            self.budget.note_drop(self.id, self.policy);
+        }
         match outcome {
             PushOutcome::Queued | PushOutcome::SkippedOffline => {}
             PushOutcome::ReplacedOldest | PushOutcome::Dropped | PushOutcome::Overflowed => {
@@ -167,11 +200,17 @@ impl Mailbox {
 
     /// Take the next delivery, if any.
     pub fn pop(&self) -> Option<Delivery> {
-        self.queue.lock().pop_front()
+        let d = self.queue.lock().pop_front();
+        if let Some(d) = &d {
+            self.budget.give_for(d);
+        }
+        d
     }
 
-    /// Put a delivery back at the front (the consumer could not send it yet).
+    /// Put a delivery back at the front (the consumer could not send it yet). It was
+    /// queued before, so it goes back whatever the capacity and the budget.
     pub fn push_front(&self, d: Delivery) {
+        self.budget.take_for(&d, true);
         self.queue.lock().push_front(d);
     }
 
@@ -179,7 +218,10 @@ impl Mailbox {
     pub fn drain_into(&self, out: &mut Vec<Delivery>, max: usize) {
         let mut q = self.queue.lock();
         let n = q.len().min(max);
-        out.extend(q.drain(..n));
+        for d in q.drain(..n) {
+            self.budget.give_for(&d);
+            out.push(d);
+        }
     }
 
     /// Wait until something may have been pushed.
@@ -223,11 +265,20 @@ impl Mailbox {
     }
 }
 
+impl Drop for Mailbox {
+    fn drop(&mut self) {
+        // What is still queued leaves with the mailbox.
+        for d in self.queue.get_mut().iter() {
+            self.budget.give_for(d);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::broker::message::{Message, Origin};
-    use crate::broker::topic::TopicName;
+    use crate::broker::budget::{DELIVERY_COST, MESSAGE_OVERHEAD};
+    use crate::model::{Message, Origin, TopicName};
     use bytes::Bytes;
 
     fn d(n: u8) -> Delivery {
@@ -242,6 +293,7 @@ mod tests {
                 properties: None,
                 expires_at: None,
                 publisher: None,
+                charge: crate::model::Charge::default(),
             }),
             qos: QoS::AtMostOnce,
             retain: false,
@@ -268,6 +320,45 @@ mod tests {
         assert_eq!(m.push(d(3)), PushOutcome::ReplacedOldest);
         assert_eq!(m.pop().unwrap().message.payload[0], 2);
         assert_eq!(m.pop().unwrap().message.payload[0], 3);
+    }
+
+    #[test]
+    fn capacity_0_is_no_limit_of_its_own() {
+        let m = Mailbox::new(0, OverflowPolicy::DropNewest);
+        for n in 0..=255u8 {
+            assert_eq!(m.push(d(n)), PushOutcome::Queued);
+        }
+        assert_eq!(m.len(), 256);
+    }
+
+    #[test]
+    fn a_spent_budget_applies_each_policy_and_is_given_back() {
+        let budget = Budget::new(Some(2 * DELIVERY_COST + 2 * (MESSAGE_OVERHEAD + 2)));
+        let newest = Mailbox::with_budget(0, OverflowPolicy::DropNewest, budget.clone());
+        assert_eq!(newest.push(d(1)), PushOutcome::Queued);
+        assert_eq!(newest.push(d(2)), PushOutcome::Queued);
+        assert_eq!(
+            newest.push(d(3)),
+            PushOutcome::Dropped,
+            "the budget is spent"
+        );
+        assert_eq!(budget.dropped(), 1);
+        assert_eq!(newest.dropped(), 1);
+        let oldest = Mailbox::with_budget(0, OverflowPolicy::DropOldest, budget.clone());
+        assert_eq!(
+            oldest.push(d(4)),
+            PushOutcome::Dropped,
+            "nothing of its own to displace"
+        );
+        assert_eq!(newest.pop().unwrap().message.payload[0], 1);
+        assert_eq!(oldest.push(d(5)), PushOutcome::Queued);
+        assert_eq!(oldest.push(d(6)), PushOutcome::ReplacedOldest);
+        let closing = Mailbox::with_budget(0, OverflowPolicy::Disconnect, budget.clone());
+        assert_eq!(closing.push(d(7)), PushOutcome::Overflowed);
+        assert!(closing.overflowed());
+        assert_eq!(oldest.pop().unwrap().message.payload[0], 6);
+        drop((newest, oldest, closing));
+        assert_eq!(budget.used(), 0, "everything queued was given back");
     }
 
     #[test]

@@ -7,12 +7,14 @@
 //! index's read lock is held only while matching; pushing happens after it is released, into
 //! per-subscriber queues that never block the publisher.
 
+pub mod budget;
+mod delivery;
 pub mod mailbox;
-pub mod message;
 pub mod queue;
 pub mod retained;
-pub mod topic;
 pub mod trie;
+
+pub use delivery::Delivery;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -23,11 +25,11 @@ use bytes::Bytes;
 use parking_lot::RwLock;
 
 use crate::backbone::Backbone;
+use crate::model::{Message, Origin, QoS, RetainedValue};
+use crate::model::{TopicFilter, TopicName};
 use crate::store::{Store, StoreError};
 use mailbox::{Mailbox, PushOutcome};
-use message::{Delivery, Message, Origin, QoS, RetainedValue};
 use retained::{Precondition, Retained, WriteOutcome};
-use topic::{TopicFilter, TopicName};
 use trie::{Matched, SubOptions, SubscriptionIndex};
 
 /// Counters the broker keeps for logs and (later) `$SYS`.
@@ -208,6 +210,9 @@ pub struct Broker {
     pub ops: Arc<crate::metrics::Metrics>,
     /// Durable persistent-session queues (issue 3); `None` when sessions are not persisted.
     queue: Option<queue::Queue>,
+    /// The budget every subscriber's mailbox draws on (`[limits] max_queued_bytes`, issue
+    /// 16): no limit until [`Broker::budget`]'s is set.
+    budget: Arc<budget::Budget>,
 }
 
 impl Broker {
@@ -221,6 +226,7 @@ impl Broker {
             metrics: Metrics::default(),
             ops: crate::metrics::Metrics::new(),
             queue: None,
+            budget: budget::Budget::new(None),
         }))
     }
 
@@ -238,7 +244,20 @@ impl Broker {
             metrics: Metrics::default(),
             ops: crate::metrics::Metrics::new(),
             queue: Some(queue::Queue::open(sessions)?),
+            budget: budget::Budget::new(None),
         }))
+    }
+
+    /// The budget for queued message bytes shared by every mailbox made with
+    /// [`Broker::mailbox`]: its limit, what is queued now, what it made subscribers drop.
+    pub fn budget(&self) -> &Arc<budget::Budget> {
+        &self.budget
+    }
+
+    /// A new subscriber queue of at most `capacity` deliveries (0: no limit of its own)
+    /// applying `policy` when full, drawing on this broker's [`Broker::budget`].
+    pub fn mailbox(&self, capacity: usize, policy: mailbox::OverflowPolicy) -> Arc<Mailbox> {
+        Mailbox::with_budget(capacity, policy, self.budget.clone())
     }
 
     /// The durable session queue, when sessions are persisted.
@@ -545,6 +564,7 @@ impl Broker {
                     properties,
                     expires_at,
                     publisher: None,
+                    charge: crate::model::Charge::default(),
                 });
                 let mut d = Delivery {
                     qos: v.qos.min(opts.qos),
@@ -641,6 +661,7 @@ pub fn retained_message(
         properties: None,
         expires_at: None,
         publisher: None,
+        charge: crate::model::Charge::default(),
     }
 }
 

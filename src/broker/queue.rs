@@ -30,7 +30,8 @@ use tokio::sync::oneshot;
 use crate::store::session::{LoadedSessions, QueuedRecord, SessionOp, SessionStore};
 use crate::store::StoreError;
 
-use super::message::{Delivery, QoS};
+use super::Delivery;
+use crate::model::QoS;
 
 /// The receipt of an op someone waits for: resolves once its batch is durable.
 pub type Durable = oneshot::Receiver<Result<(), StoreError>>;

@@ -18,8 +18,8 @@ use bytes::Bytes;
 use parking_lot::RwLock;
 use tokio::sync::oneshot;
 
-use super::message::{QoS, RetainedValue};
-use super::topic::{TopicFilter, TopicName};
+use crate::model::{QoS, RetainedValue};
+use crate::model::{TopicFilter, TopicName};
 use crate::store::{RetainedOp, Store, StoreError};
 
 /// The most writes folded into one durable batch.

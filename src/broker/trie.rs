@@ -16,8 +16,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use super::mailbox::Mailbox;
-use super::message::QoS;
-use super::topic::{TopicFilter, TopicName};
+use crate::model::QoS;
+use crate::model::{TopicFilter, TopicName};
 
 /// How one subscription wants its messages (MQTT 5 subscription options; the 3.1.1
 /// meaning is [`SubOptions::qos`]).

@@ -16,8 +16,10 @@
 //! `tcp.rs`). The receiving task only demultiplexes datagrams by peer address.
 //!
 //! Bounds: at most `[coap] dtls_max_sessions` sessions; a new session is only created for
-//! a datagram that is a DTLS ClientHello (anything else from an unknown peer is dropped and
-//! counted); a handshake must finish within [`HANDSHAKE_TIMEOUT`]; a session that hears
+//! a ClientHello that returns the stateless cookie of our HelloVerifyRequest
+//! ([`super::hello_verify`], RFC 6347 §4.2.1) — anything else from an unknown peer is
+//! answered statelessly or dropped, and counted — so strangers, spoofed or not, hold no
+//! session; a handshake must finish within [`HANDSHAKE_TIMEOUT`]; a session that hears
 //! nothing for `[coap] dtls_idle_timeout_secs` is closed. Handshake failures (unknown
 //! identity, wrong key, timeouts, protocol errors) are counted in [`DtlsStats`] and logged.
 
@@ -35,6 +37,7 @@ use ponte_coap::Endpoint;
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
+use super::hello_verify::{ClientHello, CookieJar};
 use super::{endpoint_config, send, sleep_until, Caller, Front, MAX_DATAGRAM};
 use crate::auth::Auth;
 use crate::broker::Broker;
@@ -58,7 +61,13 @@ const DTLS_MTU: usize = 1400;
 /// Counters of the `coaps` listener; all monotonically increasing.
 #[derive(Debug, Default)]
 pub struct DtlsStats {
-    /// Sessions created for a ClientHello from a new peer.
+    /// HelloVerifyRequests sent: ClientHellos from peers without a session, answered with a
+    /// cookie and nothing kept.
+    pub hello_verify_requests: AtomicU64,
+    /// Of those, ClientHellos that carried a cookie we did not make (forged, for another
+    /// address, or older than two secret lifetimes).
+    pub bad_cookies: AtomicU64,
+    /// Sessions created: for a ClientHello that returned a valid cookie.
     pub sessions_started: AtomicU64,
     /// Handshakes that completed: the peer proved it holds the key of its identity.
     pub sessions_established: AtomicU64,
@@ -68,7 +77,8 @@ pub struct DtlsStats {
     pub unknown_identities: AtomicU64,
     /// Established sessions closed because they heard nothing for the idle timeout.
     pub idle_closed: AtomicU64,
-    /// ClientHellos dropped because `dtls_max_sessions` sessions already exist.
+    /// ClientHellos with a valid cookie dropped because `dtls_max_sessions` sessions already
+    /// exist.
     pub refused_full: AtomicU64,
     /// Datagrams from peers without a session that are not a ClientHello (garbage, or
     /// records of a session that already ended).
@@ -144,6 +154,8 @@ impl DtlsListener {
                 }),
             )
             .dtls12_cipher_suites(&[Dtls12CipherSuite::PSK_AES128_CCM_8])
+            // The cookie exchange is ours, before any session exists (hello_verify.rs).
+            .use_server_cookie(false)
             .handshake_timeout(HANDSHAKE_TIMEOUT)
             .mtu(DTLS_MTU)
             .build()
@@ -196,6 +208,7 @@ impl DtlsListener {
         // One message per session that ends, so bounded by the number of sessions.
         let (ended_tx, mut ended_rx) = mpsc::unbounded_channel::<(SocketAddr, u64)>();
         let mut next_id: u64 = 0;
+        let mut cookies = CookieJar::new(Instant::now());
         let mut buf = vec![0u8; MAX_DATAGRAM];
         loop {
             tokio::select! {
@@ -214,9 +227,24 @@ impl DtlsListener {
                                 }
                             }
                         }
-                        if !is_client_hello(datagram) {
+                        let hello = is_client_hello(datagram)
+                            .then(|| ClientHello::parse(datagram))
+                            .flatten();
+                        let Some(hello) = hello else {
                             DtlsStats::bump(&shared.stats.stray_datagrams);
                             tracing::trace!(%peer, len = n, "coaps: datagram outside any session dropped");
+                            continue;
+                        };
+                        let now = Instant::now();
+                        if !cookies.verify(now, peer, &hello) {
+                            // RFC 6347 §4.2.1: prove you receive at this address first.
+                            if !hello.cookie.is_empty() {
+                                DtlsStats::bump(&shared.stats.bad_cookies);
+                            }
+                            DtlsStats::bump(&shared.stats.hello_verify_requests);
+                            let hvr = cookies.hello_verify_request(now, peer, &hello);
+                            // Never wait here: a full socket buffer drops it, as UDP may.
+                            let _ = shared.socket.try_send_to(&hvr, peer);
                             continue;
                         }
                         if sessions.len() >= max_sessions {
@@ -224,6 +252,7 @@ impl DtlsListener {
                             tracing::warn!(%peer, max_sessions, "coaps: ClientHello dropped: too many DTLS sessions");
                             continue;
                         }
+                        let start = (hello.message_seq, hello.record_seq);
                         next_id += 1;
                         let id = next_id;
                         let (tx, rx) = mpsc::channel(SESSION_QUEUE);
@@ -236,7 +265,7 @@ impl DtlsListener {
                         let counted = shared.broker.ops.connection(crate::metrics::Transport::Coaps);
                         tokio::spawn(async move {
                             let _counted = counted;
-                            session(peer, rx, &shared, shutdown).await;
+                            session(peer, start, rx, &shared, shutdown).await;
                             let _ = ended.send((peer, id));
                         });
                     }
@@ -423,9 +452,12 @@ impl Session<'_> {
     }
 }
 
-/// Drive one DTLS session (and the CoAP endpoint inside it) until it ends.
+/// Drive one DTLS session (and the CoAP endpoint inside it) until it ends. `start`: the
+/// handshake `message_seq` and record sequence number of the ClientHello whose cookie was
+/// verified, which the session's engine continues from.
 async fn session(
     peer: SocketAddr,
+    start: (u16, u64),
     mut rx: mpsc::Receiver<Bytes>,
     shared: &Shared,
     mut shutdown: Shutdown,
@@ -442,7 +474,12 @@ async fn session(
     let mut s = Session {
         peer,
         shared,
-        dtls: Dtls::new_12_psk(shared.dtls.clone(), Instant::now()),
+        dtls: Dtls::new_12_psk_hello_verified(
+            shared.dtls.clone(),
+            Instant::now(),
+            start.0,
+            start.1,
+        ),
         out: vec![0u8; 2048],
         packets: Vec::new(),
         deadline: None,

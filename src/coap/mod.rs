@@ -10,6 +10,7 @@
 //! endpoint/connection to each observed topic; what arrives in it becomes notifications.
 
 pub mod dtls;
+pub mod hello_verify;
 mod resource;
 mod tcp;
 
@@ -28,11 +29,10 @@ use tokio::net::{TcpListener, UdpSocket};
 
 use crate::auth::Auth;
 use crate::broker::mailbox::{Mailbox, OverflowPolicy};
-use crate::broker::message::QoS;
-use crate::broker::topic::{TopicFilter, TopicName};
 use crate::broker::Broker;
 use crate::config::{CoapNotify, Config};
 use crate::limits::{Limits, RateLimiters};
+use crate::model::{Message, QoS, TopicFilter, TopicName};
 use crate::shutdown::Shutdown;
 
 pub use dtls::{DtlsListener, DtlsStats};
@@ -92,6 +92,8 @@ pub(crate) fn endpoint_config(config: &Config) -> ponte_coap::Config {
             CoapNotify::NonWithPeriodicCon => NotifyPolicy::NonWithPeriodicCon,
         },
         con_notify_interval: Duration::from_secs(config.coap.con_notify_interval_secs),
+        tcp_frame_timeout: Duration::from_secs(config.coap.tcp_frame_timeout_secs.max(1)),
+        tcp_frame_min_rate: config.coap.tcp_frame_min_rate,
         ..ponte_coap::Config::default()
     }
 }
@@ -217,6 +219,7 @@ impl Front {
         config: &Config,
         writes: Arc<RateLimiters>,
     ) -> Front {
+        let mailbox = broker.mailbox(config.coap.notify_queue, OverflowPolicy::DropOldest);
         Front {
             ctx: resource::Context {
                 broker,
@@ -224,7 +227,7 @@ impl Front {
                 max_age: config.coap.max_age,
                 writes,
             },
-            mailbox: Mailbox::new(config.coap.notify_queue, OverflowPolicy::DropOldest),
+            mailbox,
             observed: HashSet::new(),
             observers: std::collections::HashMap::new(),
             writes: FuturesUnordered::new(),
@@ -323,21 +326,28 @@ impl Front {
         }
     }
 
-    /// Turn what arrived in the mailbox into notifications.
+    /// Turn what arrived in the mailbox into notifications (UDP and DTLS: the endpoint
+    /// keeps at most one outstanding and one newer notification per observer itself).
     fn on_deliveries<M: Machine>(&mut self, machine: &mut M) {
         let now = Instant::now();
         while let Some(d) = self.mailbox.pop() {
-            let topic = d.message.topic.as_str();
-            if d.message.clears_retained() {
-                machine.end_observations(now, topic, resource::gone(topic));
-            } else {
-                let observers = machine.observer_count(topic) as u64;
-                self.ctx
-                    .broker
-                    .ops
-                    .sent(crate::metrics::Protocol::Coap, observers);
-                machine.notify(now, topic, self.ctx.notification(&d.message));
-            }
+            self.notify(machine, now, &d.message);
+        }
+    }
+
+    /// Send `message` to the machine's observers of its topic (or end them, for a
+    /// cleared value).
+    fn notify<M: Machine>(&self, machine: &mut M, now: Instant, message: &Message) {
+        let topic = message.topic.as_str();
+        if message.clears_retained() {
+            machine.end_observations(now, topic, resource::gone(topic));
+        } else {
+            let observers = machine.observer_count(topic) as u64;
+            self.ctx
+                .broker
+                .ops
+                .sent(crate::metrics::Protocol::Coap, observers);
+            machine.notify(now, topic, self.ctx.notification(message));
         }
     }
 

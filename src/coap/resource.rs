@@ -11,11 +11,11 @@ use ponte_coap::content_format;
 use ponte_coap::{Method, Request, Response, ResponseType};
 
 use crate::auth::{Auth, Identity};
-use crate::broker::message::{Message, Origin, RetainedValue};
 use crate::broker::retained::{Precondition, TagSet, WriteOutcome};
-use crate::broker::topic::TopicName;
 use crate::broker::{retained_message, Broker};
 use crate::limits::RateLimiters;
+use crate::model::TopicName;
+use crate::model::{Message, Origin, RetainedValue};
 
 /// Content-Format of `application/octet-stream`, the format of a value stored without one.
 const OCTET_STREAM: u16 = 42;

@@ -11,8 +11,8 @@ use http::header::{HeaderName, IF_MATCH, IF_NONE_MATCH};
 use http::HeaderMap;
 
 use super::problem::Problem;
-use crate::broker::message::RetainedValue;
 use crate::broker::retained::{Precondition, TagSet};
+use crate::model::RetainedValue;
 
 /// One entity tag from a request header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -39,7 +39,7 @@ use http::{HeaderMap, StatusCode};
 
 use super::problem::Problem;
 use crate::auth::{Access, Auth, Denied, Identity};
-use crate::broker::topic::TopicName;
+use crate::model::TopicName;
 
 /// The challenges every 401 carries: the two schemes we accept.
 pub const CHALLENGE: &str = r#"Basic realm="ponte", Bearer realm="ponte""#;

@@ -15,7 +15,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use http::HeaderValue;
 
-use crate::broker::message::RetainedValue;
+use crate::model::RetainedValue;
 
 /// The media type of a value stored without one.
 pub const DEFAULT_TYPE: &str = "application/octet-stream";
@@ -133,7 +133,7 @@ mod tests {
             let value = RetainedValue {
                 payload: Bytes::new(),
                 content_type: None,
-                qos: crate::broker::message::QoS::AtLeastOnce,
+                qos: crate::model::QoS::AtLeastOnce,
                 version: v,
                 updated: SystemTime::now(),
             };
@@ -146,7 +146,7 @@ mod tests {
         let mk = |version, ct: Option<&str>| RetainedValue {
             payload: Bytes::new(),
             content_type: ct.map(Into::into),
-            qos: crate::broker::message::QoS::AtLeastOnce,
+            qos: crate::model::QoS::AtLeastOnce,
             version,
             updated: UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000),
         };

@@ -36,9 +36,9 @@ use super::problem::Problem;
 use super::AppState;
 use crate::auth::{Access, Auth, Identity};
 use crate::broker::mailbox::{Mailbox, OverflowPolicy};
-use crate::broker::message::{QoS, RetainedValue};
-use crate::broker::topic::{TopicFilter, TopicName};
 use crate::broker::Broker;
+use crate::model::{QoS, RetainedValue};
+use crate::model::{TopicFilter, TopicName};
 use crate::shutdown::Shutdown;
 
 /// The methods `/resources` answers, for `Allow`.

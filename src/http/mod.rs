@@ -24,6 +24,7 @@
 //! Every error is an RFC 9457 problem document (`problem.rs`).
 
 mod conditional;
+pub mod deadline;
 pub mod explorer;
 pub mod guard;
 mod headers;
@@ -38,7 +39,7 @@ mod tests;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::{ConnectInfo, FromRequestParts, State, WebSocketUpgrade};
+use axum::extract::{ConnectInfo, State};
 
 use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
@@ -217,6 +218,8 @@ pub async fn serve(
     let guard = crate::tls::HttpGuard {
         gate: limits.gate("http"),
         header_timeout: config.http.header_timeout(),
+        body_deadline: config.http.body_deadline(),
+        slots: limits.http_slots.clone(),
         metrics: Some(broker.ops.clone()),
     };
     let router = app(AppState::new(broker, config, shutdown.clone())
@@ -314,19 +317,16 @@ async fn mqtt_ws(State(state): State<AppState>, request: Request) -> Response {
         .map(|c| c.0)
         .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
     let (mut parts, _body) = request.into_parts();
-    match WebSocketUpgrade::from_request_parts(&mut parts, &state).await {
-        Ok(ws) => {
-            let tls = parts.extensions.get::<crate::tls::TlsPeer>().cloned();
-            // The connection's `[limits]` place goes with the MQTT session.
-            let slot = parts.extensions.remove::<crate::tls::ConnSlot>();
-            crate::mqtt::ws::upgrade(mqtt, ws, peer, tls, slot)
-        }
-        Err(rejection) => Problem::new(
-            rejection.status(),
+    let tls = parts.extensions.get::<crate::tls::TlsPeer>().cloned();
+    // The connection's `[limits]` place goes with the MQTT session.
+    let slot = parts.extensions.remove::<crate::tls::ConnSlot>();
+    match crate::mqtt::ws::upgrade(mqtt, &mut parts, peer, tls, slot) {
+        Ok(response) => response,
+        Err((status, why)) => Problem::new(
+            status,
             format!(
-                "/mqtt is MQTT over WebSocket (subprotocol \"mqtt\"); this {} request is not a WebSocket upgrade: {}",
-                parts.method,
-                rejection.body_text()
+                "/mqtt is MQTT over WebSocket (subprotocol \"mqtt\"); this {} request is not a WebSocket upgrade: {why}",
+                parts.method
             ),
         )
         .into_response(),

@@ -27,10 +27,10 @@ use super::headers;
 use super::problem::Problem;
 use super::{listing, sse, AppState};
 use crate::auth::Access;
-use crate::broker::message::{Origin, RetainedValue};
 use crate::broker::retained::{Precondition, TagSet, WriteOutcome};
 use crate::broker::retained_message;
-use crate::broker::topic::TopicName;
+use crate::model::TopicName;
+use crate::model::{Origin, RetainedValue};
 use crate::store::StoreError;
 
 /// The methods `/resources/{topic}` answers, for `Allow`.
@@ -263,7 +263,8 @@ fn modified_since(headers: &HeaderMap, value: &RetainedValue) -> Option<bool> {
 
 /// Whether `Accept` (RFC 9110 §12.5.1) takes `media_type` (parameters ignored): the most
 /// specific matching range decides (`type/subtype` over `type/*` over `*/*`), and `q=0`
-/// refuses. No `Accept` takes everything; so does one that cannot be parsed at all.
+/// refuses. No `Accept` takes everything; so does one without a single media range in it
+/// (`Accept: -+xq`), whose ranges that are not `type/subtype` are ignored.
 pub(super) fn acceptable(headers: &HeaderMap, media_type: &str) -> bool {
     let wanted = media_type
         .split(';')
@@ -281,7 +282,8 @@ pub(super) fn acceptable(headers: &HeaderMap, media_type: &str) -> bool {
         for range in text.split(',') {
             let mut parts = range.split(';');
             let mt = parts.next().unwrap_or("").trim().to_ascii_lowercase();
-            if mt.is_empty() {
+            if !mt.contains('/') {
+                // Not a media range (RFC 9110 §12.5.1): ignored, as a server may.
                 continue;
             }
             any = true;
@@ -468,8 +470,14 @@ async fn read_body(body: Body, headers: &HeaderMap, max: usize) -> Result<Bytes,
                 "the request body grew past the {max} bytes this gateway accepts (http.max_body) while it was being read"
             )))
         }
-        Err(e) => Err(Problem::bad_request(format!(
-            "the request body could not be read: {e}"
-        ))),
+        Err(e) => match super::deadline::timed_out(e.as_ref()) {
+            // RFC 9110 §15.5.9: the connection cannot carry another request (the rest of
+            // this body may still come), so it is closed after the answer.
+            Some(stalled) => Err(Problem::new(StatusCode::REQUEST_TIMEOUT, stalled.to_string())
+                .with_header(http::header::CONNECTION, "close")),
+            None => Err(Problem::bad_request(format!(
+                "the request body could not be read: {e}"
+            ))),
+        },
     }
 }

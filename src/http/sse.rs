@@ -32,9 +32,9 @@ use http::{HeaderName, HeaderValue, StatusCode};
 use super::AppState;
 use crate::auth::{Access, Auth, Identity};
 use crate::broker::mailbox::{Mailbox, OverflowPolicy};
-use crate::broker::message::QoS;
-use crate::broker::topic::{TopicFilter, TopicName};
 use crate::broker::Broker;
+use crate::model::QoS;
+use crate::model::{TopicFilter, TopicName};
 use crate::shutdown::Shutdown;
 
 /// Silence after which a keep-alive comment is sent.
@@ -47,7 +47,9 @@ const KEEP_ALIVE_FRAME: &[u8] = b": keep-alive\n\n";
 pub fn stream(state: &AppState, topic: TopicName, reader: Identity) -> Response {
     let filter = TopicFilter::exact(&topic);
     // Slow readers get the latest values: old events are dropped, never the publisher.
-    let mailbox = Mailbox::new(state.config.http.sse_queue, OverflowPolicy::DropOldest);
+    let mailbox = state
+        .broker
+        .mailbox(state.config.http.sse_queue, OverflowPolicy::DropOldest);
     state
         .broker
         .subscribe(&filter, &mailbox, QoS::AtMostOnce, false);

@@ -19,10 +19,10 @@ use tower::ServiceExt;
 
 use super::{app, AppState, PROBLEM_JSON};
 use crate::backbone::Local;
-use crate::broker::message::RetainedValue;
-use crate::broker::topic::TopicName;
 use crate::broker::Broker;
 use crate::config::Config;
+use crate::model::RetainedValue;
+use crate::model::TopicName;
 use crate::shutdown::ShutdownController;
 use crate::store::memory::MemoryStore;
 use crate::store::{RetainedOp, Store, StoreError};
@@ -984,7 +984,7 @@ impl Guarded {
                     TopicName::parse(topic).expect("topic"),
                     Bytes::from_static(value.as_bytes()),
                     None,
-                    crate::broker::message::Origin::Http,
+                    crate::model::Origin::Http,
                 ),
                 Default::default(),
             )

@@ -77,6 +77,12 @@ pub struct Snapshot {
     pub auth_failures: Vec<(&'static str, u64)>,
     /// CoAP observations registered now.
     pub coap_observers: u64,
+    /// Bytes held by queued messages now (`[limits] max_queued_bytes` counts them).
+    pub queued_bytes: u64,
+    /// The global queued-bytes budget; `None`: no limit.
+    pub queued_bytes_limit: Option<u64>,
+    /// Deliveries not queued, or displaced, because the budget was spent.
+    pub budget_dropped: u64,
 }
 
 impl Snapshot {
@@ -182,6 +188,9 @@ impl Sources {
             http_requests,
             auth_failures,
             coap_observers: m.coap_observers.load(Ordering::Relaxed).max(0) as u64,
+            queued_bytes: self.broker.budget().used() as u64,
+            queued_bytes_limit: self.broker.budget().limit().map(|n| n as u64),
+            budget_dropped: self.broker.budget().dropped(),
         }
     }
 }
@@ -303,6 +312,29 @@ pub fn render(s: &Snapshot) -> String {
         "Messages not delivered or not accepted, by reason.",
     )
     .per("reason", &s.dropped);
+    Family::new(
+        o,
+        "ponte_queued_bytes",
+        "gauge",
+        "Bytes held by queued messages (every mailbox, observer and SSE stream; a message shared by many queues counts once).",
+    )
+    .sample("", &[], s.queued_bytes);
+    if let Some(limit) = s.queued_bytes_limit {
+        Family::new(
+            o,
+            "ponte_queued_bytes_limit",
+            "gauge",
+            "[limits] max_queued_bytes: the most bytes queued messages may hold.",
+        )
+        .sample("", &[], limit);
+    }
+    Family::new(
+        o,
+        "ponte_queued_budget_drops_total",
+        "counter",
+        "Deliveries not queued, or displaced, because max_queued_bytes was spent (also in messages_dropped_total as queue_full when the overflow policy dropped them).",
+    )
+    .sample("", &[], s.budget_dropped);
     Family::new(
         o,
         "ponte_retained_messages",

@@ -43,12 +43,13 @@ use tokio::sync::Notify;
 use super::access::{self, Access};
 use super::session::Session;
 use super::Shared;
-use crate::broker::message::{Delivery, Message, Origin, QoS};
 use crate::broker::retained::Precondition;
-use crate::broker::topic::{TopicFilter, TopicName};
 use crate::broker::trie::SubOptions;
+use crate::broker::Delivery;
 use crate::broker::{Delivered, PublishOutcome, Staged, Stored};
 use crate::limits::WriteLimiter;
+use crate::model::{Message, Origin, QoS};
+use crate::model::{TopicFilter, TopicName};
 use crate::shutdown::Shutdown;
 use crate::store::StoreError;
 use crate::tls::TlsPeer;
@@ -731,6 +732,7 @@ impl Driver {
             properties: None,
             expires_at: None,
             publisher: self.session.as_ref().map(|s| s.mailbox.id()),
+            charge: crate::model::Charge::default(),
         };
         if let Some(props) = properties {
             apply_v5_properties(&mut message, props, Instant::now());
@@ -962,6 +964,7 @@ impl Driver {
             properties: None,
             expires_at: None,
             publisher: None,
+            charge: crate::model::Charge::default(),
         };
         let mut props = self.will_properties.clone();
         props.will_delay_interval = None;

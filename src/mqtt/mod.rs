@@ -118,6 +118,7 @@ impl Mqtt {
             config.mqtt.max_queued,
             config.mqtt.overflow,
             config.mqtt.queue_qos0,
+            broker.budget().clone(),
         );
         let (restored, messages) = sessions.restore(&broker);
         if restored > 0 {
@@ -276,11 +277,15 @@ fn admit(gate: &Arc<ConnectionGate>, peer: SocketAddr, what: &'static str) -> Op
     }
 }
 
-/// The guard of a WebSocket port of its own: its own gate, `http.header_timeout_secs`.
+/// The guard of a WebSocket port of its own: its own gate, `http.header_timeout_secs` and
+/// `body_timeout_secs`.
 fn ws_guard(mqtt: &Mqtt, listener: &'static str) -> crate::tls::HttpGuard {
     crate::tls::HttpGuard {
         gate: mqtt.shared.limits.gate(listener),
         header_timeout: mqtt.shared.config.http.header_timeout(),
+        body_deadline: mqtt.shared.config.http.body_deadline(),
+        // `[mqtt] max_connections` bounds these once they are MQTT sessions.
+        slots: None,
         metrics: None,
     }
 }
@@ -303,18 +308,27 @@ async fn expire_sessions(mqtt: Mqtt) {
 /// [`TlsPeer`] (request extension) goes with it into the driver, and on every port its
 /// `[limits]` place ([`crate::tls::ConnSlot`]) is held until the MQTT session ends.
 fn ws_router(mqtt: Mqtt) -> axum::Router {
-    use axum::extract::{ConnectInfo, State, WebSocketUpgrade};
+    use axum::extract::{ConnectInfo, Request, State};
+    use axum::response::IntoResponse;
     async fn handler(
         State(mqtt): State<Mqtt>,
         ConnectInfo(peer): ConnectInfo<SocketAddr>,
-        tls: Option<axum::Extension<TlsPeer>>,
-        slot: Option<axum::Extension<crate::tls::ConnSlot>>,
-        ws: WebSocketUpgrade,
+        request: Request,
     ) -> axum::response::Response {
-        ws::upgrade(mqtt, ws, peer, tls.map(|t| t.0), slot.map(|s| s.0))
+        let (mut parts, _body) = request.into_parts();
+        let tls = parts.extensions.get::<TlsPeer>().cloned();
+        let slot = parts.extensions.remove::<crate::tls::ConnSlot>();
+        match ws::upgrade(mqtt, &mut parts, peer, tls, slot) {
+            Ok(response) => response,
+            Err((status, why)) => crate::http::Problem::new(
+                status,
+                format!("this port serves MQTT over WebSocket (subprotocol \"mqtt\"): {why}"),
+            )
+            .into_response(),
+        }
     }
     axum::Router::new()
-        .fallback(axum::routing::get(handler))
+        .fallback(axum::routing::any(handler))
         .with_state(mqtt)
 }
 

@@ -27,18 +27,20 @@ use parking_lot::Mutex;
 use ponte_mqtt::{Connection, Inflight, SessionState};
 use tokio::sync::Notify;
 
+use crate::broker::budget::Budget;
 use crate::broker::mailbox::{Mailbox, OverflowPolicy};
-use crate::broker::message::{Delivery, Message, Origin};
 use crate::broker::queue::Durable;
-use crate::broker::topic::{TopicFilter, TopicName};
 use crate::broker::trie::SubOptions;
 use crate::broker::Broker;
+use crate::broker::Delivery;
+use crate::model::{Message, Origin};
+use crate::model::{TopicFilter, TopicName};
 use crate::store::session::{
     QueuedRecord, SessionOp, SessionRecord, StoredInflight, StoredState, StoredSubscription,
 };
 
-fn to_wire(q: crate::broker::message::QoS) -> ponte_mqtt::QoS {
-    use crate::broker::message::QoS;
+fn to_wire(q: crate::model::QoS) -> ponte_mqtt::QoS {
+    use crate::model::QoS;
     match q {
         QoS::AtMostOnce => ponte_mqtt::QoS::AtMostOnce,
         QoS::AtLeastOnce => ponte_mqtt::QoS::AtLeastOnce,
@@ -93,7 +95,7 @@ pub struct Session {
 }
 
 impl Session {
-    fn new(client_id: String, expiry: u32, max_queued: usize, policy: OverflowPolicy) -> Arc<Self> {
+    fn new(client_id: String, expiry: u32, mailbox: Arc<Mailbox>) -> Arc<Self> {
         Arc::new(Session {
             key: Arc::from(client_id.as_str()),
             client_id,
@@ -101,7 +103,7 @@ impl Session {
             expiry: AtomicU32::new(expiry),
             expires_at: Mutex::new(None),
             away_since: Mutex::new(None),
-            mailbox: Mailbox::new(max_queued, policy),
+            mailbox,
             subscriptions: Mutex::new(HashMap::new()),
             saved: Mutex::new(None),
             inflight_seqs: Mutex::new(HashMap::new()),
@@ -329,6 +331,8 @@ pub struct Registry {
     policy: OverflowPolicy,
     /// `[mqtt] queue_qos0`: whether away sessions queue QoS 0 messages.
     queue_qos0: bool,
+    /// The broker's budget for queued bytes, which every session's mailbox draws on.
+    budget: Arc<Budget>,
 }
 
 /// The result of opening a session for a CONNECT.
@@ -344,14 +348,26 @@ pub struct Opened {
 }
 
 impl Registry {
-    /// An empty registry.
-    pub fn new(max_queued: usize, policy: OverflowPolicy, queue_qos0: bool) -> Self {
+    /// An empty registry whose sessions' mailboxes (at most `max_queued` deliveries, 0: no
+    /// limit of their own) draw on `budget`.
+    pub fn new(
+        max_queued: usize,
+        policy: OverflowPolicy,
+        queue_qos0: bool,
+        budget: Arc<Budget>,
+    ) -> Self {
         Registry {
             sessions: Mutex::new(HashMap::new()),
             max_queued,
             policy,
             queue_qos0,
+            budget,
         }
+    }
+
+    /// A mailbox for a new session.
+    fn mailbox(&self) -> Arc<Mailbox> {
+        Mailbox::with_budget(self.max_queued, self.policy, self.budget.clone())
     }
 
     /// Number of sessions (connected or away).
@@ -403,7 +419,7 @@ impl Registry {
                 if let Some(old) = &existing {
                     old.discard(broker);
                 }
-                let s = Session::new(client_id.to_owned(), expiry, self.max_queued, self.policy);
+                let s = Session::new(client_id.to_owned(), expiry, self.mailbox());
                 s.mailbox.set_queue_qos0(self.queue_qos0);
                 if s.persistent {
                     if let Some(q) = broker.queue() {
@@ -518,7 +534,7 @@ impl Registry {
                 queued.remove(&client_id);
                 continue;
             };
-            let s = Session::new(client_id.clone(), expiry, self.max_queued, self.policy);
+            let s = Session::new(client_id.clone(), expiry, self.mailbox());
             s.mailbox.set_queue_qos0(self.queue_qos0);
             s.mailbox.set_online(false);
             *s.away_since.lock() = Some(away);
@@ -650,5 +666,6 @@ fn restored_message(
         properties: rec.properties,
         expires_at,
         publisher: None,
+        charge: crate::model::Charge::default(),
     })
 }

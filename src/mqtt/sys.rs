@@ -13,10 +13,9 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::Mqtt;
-use crate::broker::message::{Message, Origin, QoS};
 use crate::broker::retained::Precondition;
-use crate::broker::topic::TopicName;
 use crate::metrics::exposition::{Snapshot, Sources};
+use crate::model::{Message, Origin, QoS, TopicName};
 
 /// Run the `$SYS` publisher until shutdown. Every value is read from the same
 /// [`Snapshot`](crate::metrics::exposition::Snapshot) as `GET /metrics` (one source of
@@ -53,6 +52,7 @@ pub(crate) async fn run(mqtt: Mqtt, sources: Sources) {
                 properties: None,
                 expires_at: None,
                 publisher: None,
+                charge: crate::model::Charge::default(),
             };
             match broker.publish(message, Precondition::none()).await {
                 Ok(_) => {
@@ -65,7 +65,7 @@ pub(crate) async fn run(mqtt: Mqtt, sources: Sources) {
 }
 
 /// The `$SYS` topics and their values, from the metrics snapshot.
-fn values(s: &Snapshot) -> [(&'static str, String); 14] {
+fn values(s: &Snapshot) -> [(&'static str, String); 16] {
     [
         (
             "$SYS/broker/version",
@@ -92,6 +92,16 @@ fn values(s: &Snapshot) -> [(&'static str, String); 14] {
         (
             "$SYS/broker/publish/messages/dropped",
             Snapshot::of(&s.dropped, "queue_full").to_string(),
+        ),
+        // mosquitto's name: bytes of messages held for subscribers ([limits]
+        // max_queued_bytes counts them); and what that budget made them drop.
+        (
+            "$SYS/broker/store/messages/bytes",
+            s.queued_bytes.to_string(),
+        ),
+        (
+            "$SYS/broker/publish/messages/dropped/budget",
+            s.budget_dropped.to_string(),
         ),
         (
             "$SYS/broker/bytes/received",

@@ -2,8 +2,8 @@
 //! in-memory index and are gone when the process ends.
 
 use super::{RetainedOp, Store, StoreError};
-use crate::broker::message::RetainedValue;
-use crate::broker::topic::TopicName;
+use crate::model::RetainedValue;
+use crate::model::TopicName;
 
 /// The no-persistence store.
 #[derive(Debug, Default)]

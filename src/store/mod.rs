@@ -20,8 +20,8 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use bytes::Bytes;
 
-use crate::broker::message::{QoS, RetainedValue};
-use crate::broker::topic::TopicName;
+use crate::model::TopicName;
+use crate::model::{QoS, RetainedValue};
 
 /// One change to the retained values.
 #[derive(Debug, Clone)]

@@ -28,7 +28,7 @@ use bytes::Bytes;
 use ponte_mqtt::Properties;
 
 use super::StoreError;
-use crate::broker::message::QoS;
+use crate::model::QoS;
 
 /// One change to the durable session state.
 #[derive(Debug, Clone)]

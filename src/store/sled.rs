@@ -12,8 +12,8 @@ use super::session::{
     LoadedSessions, SessionOp, SessionStore,
 };
 use super::{decode_value, encode_value, RetainedOp, Store, StoreError};
-use crate::broker::message::RetainedValue;
-use crate::broker::topic::TopicName;
+use crate::model::RetainedValue;
+use crate::model::TopicName;
 
 /// A sled database opened by ponte.
 pub struct SledStore {
@@ -215,7 +215,7 @@ impl SessionStore for SledSessions {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::broker::message::QoS;
+    use crate::model::QoS;
     use bytes::Bytes;
     use std::sync::Arc;
     use std::time::{Duration, UNIX_EPOCH};

@@ -659,12 +659,12 @@ pub fn parse_tcp_frame(buf: &[u8]) -> Option<(Packet, usize)> {
 /// Store a retained value directly through the broker core (no front-end, no ACL): for
 /// tests that need a value where the client under test may not write.
 pub async fn seed(gw: &Gateway, topic: &str, value: &str) {
-    let topic = ponte::broker::topic::TopicName::parse(topic).expect("valid topic");
+    let topic = ponte::model::TopicName::parse(topic).expect("valid topic");
     let m = ponte::broker::retained_message(
         topic,
         bytes::Bytes::copy_from_slice(value.as_bytes()),
         None,
-        ponte::broker::message::Origin::Internal,
+        ponte::model::Origin::Internal,
     );
     gw.broker
         .publish(m, ponte::broker::retained::Precondition::none())

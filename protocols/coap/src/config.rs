@@ -88,6 +88,13 @@ pub struct Config {
     /// How long a TCP peer has to send its CSM (RFC 8323 §5.3) before the
     /// connection is aborted, so idle sockets cannot pile up.
     pub csm_timeout: Duration,
+    /// How long a CoAP-over-TCP message that has begun to arrive may take to
+    /// complete, plus one second for every `tcp_frame_min_rate` bytes of it
+    /// received: a peer that sends half a frame and stalls is aborted, so it
+    /// cannot hold the connection (and its buffer) forever.
+    pub tcp_frame_timeout: Duration,
+    /// Bytes per second that earn a slow frame one more second (0: none).
+    pub tcp_frame_min_rate: u32,
     /// Seed of the random source for the initial message ID and the
     /// retransmission jitter; fixed seeds make tests deterministic.
     pub seed: u64,
@@ -117,6 +124,8 @@ impl Default for Config {
             max_datagram_size: 8192,
             tcp_max_message_size: 8192,
             csm_timeout: Duration::from_secs(10),
+            tcp_frame_timeout: Duration::from_secs(30),
+            tcp_frame_min_rate: 500,
             seed: 0x706f_6e74_6521,
         }
     }

@@ -82,6 +82,14 @@ pub enum TcpError {
     /// The peer's CSM did not arrive in time.
     #[error("no CSM received within the timeout")]
     CsmTimeout,
+    /// A message began to arrive and did not complete in time.
+    #[error("a message stalled: {received} of its bytes arrived in {elapsed_secs} s")]
+    FrameTimeout {
+        /// Bytes of the incomplete message received.
+        received: usize,
+        /// Seconds since its first byte.
+        elapsed_secs: u64,
+    },
 }
 
 /// A request handed to the driver and awaiting [`TcpConnection::respond`].
@@ -119,6 +127,10 @@ pub struct TcpConnection {
     peer: SocketAddr,
     /// Bytes received but not yet a whole frame.
     inbuf: BytesMut,
+    /// When the incomplete frame at the start of `inbuf` began to arrive, and how many of
+    /// its bytes have arrived: its deadline is [`Config::tcp_frame_timeout`] after that,
+    /// plus a second per [`Config::tcp_frame_min_rate`] bytes.
+    partial: Option<(Instant, usize)>,
     /// Whether the peer's CSM arrived (it must be the first message).
     csm_received: bool,
     /// Deadline for the peer's CSM.
@@ -154,6 +166,7 @@ impl TcpConnection {
             config,
             peer,
             inbuf: BytesMut::new(),
+            partial: None,
             csm_received: false,
             peer_max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
             closed: false,
@@ -190,9 +203,13 @@ impl TcpConnection {
             return;
         }
         self.inbuf.extend_from_slice(data);
+        let mut completed = false;
         while !self.closed {
             match self.next_frame() {
-                Ok(Some((code, token, rest))) => self.on_frame(now, code, token, rest),
+                Ok(Some((code, token, rest))) => {
+                    completed = true;
+                    self.on_frame(now, code, token, rest);
+                }
                 Ok(None) => break,
                 Err(error) => {
                     self.stats.malformed_dropped += 1;
@@ -200,6 +217,22 @@ impl TcpConnection {
                 }
             }
         }
+        // The clock of an incomplete frame starts with its first byte.
+        self.partial = match self.partial {
+            _ if self.inbuf.is_empty() || self.closed => None,
+            Some((since, _)) if !completed => Some((since, self.inbuf.len())),
+            _ => Some((now, self.inbuf.len())),
+        };
+    }
+
+    /// When the incomplete frame being received must have completed.
+    fn frame_deadline(&self) -> Option<Instant> {
+        let (since, received) = self.partial?;
+        let earned = match self.config.tcp_frame_min_rate {
+            0 => 0,
+            rate => received as u64 / u64::from(rate),
+        };
+        Some(since + self.config.tcp_frame_timeout + std::time::Duration::from_secs(earned))
     }
 
     /// Answers request `id` (see [`crate::Endpoint::respond`]).
@@ -310,13 +343,30 @@ impl TcpConnection {
     /// When [`TcpConnection::handle_timeout`] should next be called.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let csm = (!self.csm_received && !self.closed).then_some(self.csm_deadline);
-        csm.into_iter().chain(self.transfers.next_expiry()).min()
+        csm.into_iter()
+            .chain(self.frame_deadline())
+            .chain(self.transfers.next_expiry())
+            .min()
     }
 
-    /// Aborts a connection whose CSM never came; expires stalled uploads.
+    /// Aborts a connection whose CSM never came or whose incomplete message stalled;
+    /// expires stalled uploads.
     pub fn handle_timeout(&mut self, now: Instant) {
         if !self.csm_received && !self.closed && now >= self.csm_deadline {
             self.abort(&TcpError::CsmTimeout, None);
+        }
+        if let (Some(at), Some((since, received))) = (self.frame_deadline(), self.partial) {
+            if now >= at && !self.closed {
+                self.stats.malformed_dropped += 1;
+                let elapsed_secs = now.saturating_duration_since(since).as_secs();
+                self.abort(
+                    &TcpError::FrameTimeout {
+                        received,
+                        elapsed_secs,
+                    },
+                    None,
+                );
+            }
         }
         self.transfers.expire(now);
     }
@@ -629,6 +679,7 @@ impl TcpConnection {
     fn close(&mut self) {
         self.closed = true;
         self.inbuf.clear();
+        self.partial = None;
         let tokens: Vec<Vec<u8>> = self.observers.keys().cloned().collect();
         for token in tokens {
             self.remove_observer(&token);

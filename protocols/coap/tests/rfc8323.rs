@@ -162,6 +162,47 @@ fn rfc8323_5_3_missing_csm_times_out() {
 }
 
 #[test]
+fn rfc8323_5_6_half_a_frame_that_stalls_is_aborted_after_the_frame_timeout() {
+    let (mut c, t0) = connected(config());
+    drain(&mut c);
+    let ping = signal(2, b"pg", &[]);
+    // Half of it, then nothing.
+    c.handle_bytes(t0, &ping[..2]);
+    let deadline = c.poll_timeout().expect("a frame deadline");
+    assert_eq!(deadline, t0 + config().tcp_frame_timeout);
+    c.handle_timeout(at(t0, 1.0));
+    assert!(!c.is_closed(), "not before its deadline");
+    c.handle_timeout(deadline);
+    assert!(c.is_closed());
+    let out = drain(&mut c);
+    assert_eq!(code_byte(&out[0]), 0xE5, "7.05 Abort");
+    assert!(String::from_utf8_lossy(&out[0].payload).contains("stalled"));
+}
+
+#[test]
+fn rfc8323_a_frame_completed_in_time_clears_its_deadline_and_a_slow_one_earns_time() {
+    let cfg = Config {
+        tcp_frame_min_rate: 2,
+        ..config()
+    };
+    let (mut c, t0) = connected(cfg.clone());
+    drain(&mut c);
+    let ping = signal(2, b"pg", &[]);
+    c.handle_bytes(t0, &ping[..2]);
+    c.handle_bytes(at(t0, 5.0), &ping[2..]);
+    assert_eq!(c.poll_timeout(), None, "complete: no deadline");
+    assert_eq!(code_byte(&drain(&mut c)[0]), 0xE3);
+    // 4 bytes of a frame at 2 bytes/s earn 2 more seconds.
+    let big = frame(&Msg::get(0).token(b"t").path("r/some/long/path"));
+    c.handle_bytes(at(t0, 10.0), &big[..4]);
+    assert_eq!(
+        c.poll_timeout(),
+        Some(at(t0, 10.0) + cfg.tcp_frame_timeout + std::time::Duration::from_secs(2))
+    );
+    assert!(!c.is_closed());
+}
+
+#[test]
 fn rfc8323_5_4_ping_gets_pong_with_its_token() {
     let (mut c, t0) = connected(config());
     c.handle_bytes(t0, &signal(2, b"pg", &[]));
