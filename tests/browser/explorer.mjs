@@ -19,6 +19,8 @@ const scenario = process.argv[2];
 const cfg = JSON.parse(process.env.EXPLORER_TEST || '{}');
 const shots = cfg.shots;
 fs.mkdirSync(shots, { recursive: true });
+// Screenshots of failed steps from an earlier run would mislead.
+for (const f of fs.readdirSync(shots)) if (f.startsWith(`failed-${scenario}-`)) fs.rmSync(path.join(shots, f));
 
 /** Chromium as root in a closed network: no sandbox (root), no GPU, and none of the
  * background connections it would otherwise try. playwright-core gives it a new empty
@@ -156,6 +158,8 @@ async function previewIs(page, thing, text, timeout = 1000) {
 async function open() {
   const browser = await launch();
   const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+  // A step that waits for what never comes fails in seconds, not playwright's 30 s.
+  context.setDefaultTimeout(5000);
   await context.grantPermissions(['clipboard-read', 'clipboard-write'], { origin: cfg.base });
   const page = await context.newPage();
   current = page;
@@ -442,6 +446,7 @@ async function open() {
 
   await step('a phone-sized screen shows the tree, then the value, without sideways scrolling', async () => {
     const phone = await browser.newContext({ viewport: { width: 390, height: 844 }, isMobile: true, hasTouch: true, deviceScaleFactor: 2 });
+    phone.setDefaultTimeout(5000);
     const p = await phone.newPage();
     const w = consoleWatch(p);
     await p.goto(`${cfg.base}/`);
@@ -467,6 +472,7 @@ async function open() {
 async function auth() {
   const browser = await launch();
   const context = await browser.newContext({ viewport: { width: 1100, height: 700 } });
+  context.setDefaultTimeout(5000);
   const page = await context.newPage();
   current = page;
   const watch = consoleWatch(page);
