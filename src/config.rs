@@ -108,6 +108,9 @@ pub struct HttpConfig {
     /// A port of its own for `/metrics`, `/livez` and `/readyz` only (besides the HTTP
     /// port), so monitoring can be reached without reaching the things. Not set: none.
     pub metrics_port: Option<u16>,
+    /// Serve the explorer, a web page showing the things live, at `/` (its files under
+    /// `/explorer/`). `false`: 404 there, as for any unknown path.
+    pub explorer: bool,
 }
 
 impl Default for HttpConfig {
@@ -125,6 +128,7 @@ impl Default for HttpConfig {
             max_connections: 10_000,
             metrics_auth: false,
             metrics_port: None,
+            explorer: true,
         }
     }
 }
@@ -591,6 +595,33 @@ impl Config {
         c.store.memory = true;
         // No `$SYS` values appearing in the store on their own: tests count what they wrote.
         c.mqtt.sys_interval_secs = 0;
+        c
+    }
+
+    /// This configuration with the ports that were really bound (a port 0 replaced by the
+    /// one the system chose), for what tells clients where to connect (the explorer).
+    pub fn with_bound_ports(
+        &self,
+        http: SocketAddr,
+        mqtt: SocketAddr,
+        coap: SocketAddr,
+        mqtts: Option<SocketAddr>,
+        https: Option<SocketAddr>,
+        coaps: Option<SocketAddr>,
+    ) -> Config {
+        let mut c = self.clone();
+        c.http.port = http.port();
+        c.mqtt.port = mqtt.port();
+        c.coap.port = coap.port();
+        if let Some(a) = mqtts {
+            c.mqtt.tls_port = a.port();
+        }
+        if let Some(a) = https {
+            c.http.tls_port = Some(a.port());
+        }
+        if let Some(a) = coaps {
+            c.coap.dtls_port = a.port();
+        }
         c
     }
 

@@ -438,6 +438,11 @@ async fn launch(
         None => None,
     };
 
+    // The HTTP front-end gets the configuration with the ports really bound (port 0
+    // replaced), so the explorer's commands name them (`/explorer/server.json`).
+    let served = Arc::new(config.with_bound_ports(
+        http_addr, mqtt_addr, coap_addr, mqtts_addr, https_addr, coaps_addr,
+    ));
     let controller = ShutdownController::new();
     let limits = limits::Limits::with_http_cap(config.limits.clone(), config.http.max_connections);
     // Before any mailbox exists (sessions are restored next).
@@ -513,7 +518,7 @@ async fn launch(
         tokio::spawn(http::serve(
             http,
             broker.clone(),
-            config.clone(),
+            served.clone(),
             front.clone(),
             auth.clone(),
             limits.clone(),
@@ -546,7 +551,7 @@ async fn launch(
         tasks.push(tokio::spawn(http::serve(
             l,
             broker.clone(),
-            config.clone(),
+            served.clone(),
             front.clone(),
             auth.clone(),
             limits.clone(),
@@ -634,7 +639,7 @@ async fn launch(
         }
         if let Some((l, _)) = https {
             let router = http::app(
-                http::AppState::new(broker.clone(), config.clone(), controller.subscribe())
+                http::AppState::new(broker.clone(), served.clone(), controller.subscribe())
                     .with_auth(auth.clone())
                     .with_mqtt(front.clone())
                     .with_write_limits(limits.http.clone())
