@@ -82,6 +82,12 @@ pub struct Cli {
     /// Serve clients without credentials (default: true without a password file, false with).
     #[arg(long = "allow-anonymous", value_name = "true|false")]
     pub allow_anonymous: Option<bool>,
+    /// Join a cluster of ponte nodes over these NATS servers (comma-separated URLs).
+    #[arg(long = "cluster", value_name = "URL[,URL...]", value_delimiter = ',')]
+    pub cluster: Vec<String>,
+    /// This node's name in the cluster (default: the host name); must be unique.
+    #[arg(long = "node", value_name = "NAME")]
+    pub node: Option<String>,
     /// A tool instead of the gateway.
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -352,6 +358,12 @@ impl Cli {
             c.http.tls_port = self.https_port;
             flag("http.tls_port", "https-port");
         }
+        if !self.cluster.is_empty() {
+            c.cluster.urls = self.cluster.clone();
+        }
+        if self.node.is_some() {
+            c.cluster.node = self.node.clone();
+        }
         let layered = Layered {
             config: c,
             set_by,
@@ -453,6 +465,28 @@ mod tests {
         assert_eq!(c.http.port, 8080);
         assert_eq!(c.mqtt.port, 2);
         assert!(c.store.memory);
+    }
+
+    #[test]
+    fn cluster_flags_set_the_cluster_section() {
+        let cli = Cli::parse_from([
+            "ponte",
+            "--cluster",
+            "nats://127.0.0.1:4222,nats://127.0.0.1:4223",
+            "--node",
+            "a",
+        ]);
+        let c = cli.config().unwrap();
+        assert_eq!(
+            c.cluster.urls,
+            ["nats://127.0.0.1:4222", "nats://127.0.0.1:4223"]
+        );
+        assert_eq!(c.cluster.node.as_deref(), Some("a"));
+        assert!(!Cli::parse_from(["ponte"])
+            .config()
+            .unwrap()
+            .cluster
+            .enabled());
     }
 
     #[test]

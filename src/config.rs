@@ -36,6 +36,17 @@ pub struct Config {
     pub limits: crate::limits::LimitsConfig,
     /// Certificates for the TLS listeners (MQTT over TLS, HTTPS, WSS).
     pub tls: TlsConfig,
+    /// MQTT bridges to other brokers (`[[bridge]]`, each with `[[bridge.topic]]`).
+    pub bridge: Vec<crate::bridge::BridgeConfig>,
+    /// Webhooks called on writes (`[[webhook]]`).
+    pub webhook: Vec<crate::webhook::WebhookConfig>,
+    /// The file this configuration was read from, if any: what SIGHUP re-reads for the
+    /// bridges and webhooks. Not a key.
+    #[serde(skip)]
+    pub source: Option<PathBuf>,
+    /// Several nodes sharing one set of things over NATS JetStream (`--cluster`); off
+    /// unless `urls` is set.
+    pub cluster: crate::backbone::ClusterConfig,
 }
 
 impl Default for Config {
@@ -49,6 +60,10 @@ impl Default for Config {
             auth: crate::auth::AuthConfig::default(),
             limits: crate::limits::LimitsConfig::default(),
             tls: TlsConfig::default(),
+            bridge: Vec::new(),
+            webhook: Vec::new(),
+            source: None,
+            cluster: crate::backbone::ClusterConfig::default(),
         }
     }
 }
@@ -93,6 +108,9 @@ pub struct HttpConfig {
     /// A port of its own for `/metrics`, `/livez` and `/readyz` only (besides the HTTP
     /// port), so monitoring can be reached without reaching the things. Not set: none.
     pub metrics_port: Option<u16>,
+    /// Serve the explorer, a web page showing the things live, at `/` (its files under
+    /// `/explorer/`). `false`: 404 there, as for any unknown path.
+    pub explorer: bool,
 }
 
 impl Default for HttpConfig {
@@ -110,6 +128,7 @@ impl Default for HttpConfig {
             max_connections: 10_000,
             metrics_auth: false,
             metrics_port: None,
+            explorer: true,
         }
     }
 }
@@ -537,15 +556,27 @@ impl Config {
             path: path.to_owned(),
             source,
         })?;
-        Self::from_toml(&text).map_err(|message| ConfigError::Parse {
+        let mut c = Self::from_toml(&text).map_err(|message| ConfigError::Parse {
             path: path.to_owned(),
             message,
-        })
+        })?;
+        c.source = Some(path.to_owned());
+        Ok(c)
     }
 
-    /// Parse a TOML configuration.
+    /// Parse a TOML configuration (and [`Config::validate`] it).
     pub fn from_toml(text: &str) -> Result<Self, String> {
-        toml::from_str(text).map_err(|e| e.to_string().trim().replace('\n', " "))
+        let c: Config =
+            toml::from_str(text).map_err(|e| e.to_string().trim().replace('\n', " "))?;
+        c.validate()?;
+        Ok(c)
+    }
+
+    /// Check what the types alone cannot (across fields and sections): the bridges' and
+    /// webhooks' names, limits and prefixes. The message names the section and key.
+    pub fn validate(&self) -> Result<(), String> {
+        crate::bridge::config::validate(&self.bridge)?;
+        crate::webhook::config::validate(&self.webhook)
     }
 
     /// A configuration for tests and embedding: every port 0 on 127.0.0.1, no disk, no
@@ -564,6 +595,33 @@ impl Config {
         c.store.memory = true;
         // No `$SYS` values appearing in the store on their own: tests count what they wrote.
         c.mqtt.sys_interval_secs = 0;
+        c
+    }
+
+    /// This configuration with the ports that were really bound (a port 0 replaced by the
+    /// one the system chose), for what tells clients where to connect (the explorer).
+    pub fn with_bound_ports(
+        &self,
+        http: SocketAddr,
+        mqtt: SocketAddr,
+        coap: SocketAddr,
+        mqtts: Option<SocketAddr>,
+        https: Option<SocketAddr>,
+        coaps: Option<SocketAddr>,
+    ) -> Config {
+        let mut c = self.clone();
+        c.http.port = http.port();
+        c.mqtt.port = mqtt.port();
+        c.coap.port = coap.port();
+        if let Some(a) = mqtts {
+            c.mqtt.tls_port = a.port();
+        }
+        if let Some(a) = https {
+            c.http.tls_port = Some(a.port());
+        }
+        if let Some(a) = coaps {
+            c.coap.dtls_port = a.port();
+        }
         c
     }
 

@@ -19,6 +19,8 @@
 
 pub mod auth;
 pub mod backbone;
+pub mod backoff;
+pub mod bridge;
 pub mod broker;
 pub mod cli;
 pub mod coap;
@@ -32,9 +34,11 @@ pub mod metrics;
 pub mod model;
 pub mod mqtt;
 pub mod reload;
+pub mod roots;
 pub mod shutdown;
 pub mod store;
 pub mod tls;
+pub mod webhook;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -79,6 +83,13 @@ pub enum Error {
     /// `[tls]` or one of its files cannot be used (a configuration error: exit code 2).
     #[error("TLS: {0}")]
     Tls(#[from] TlsError),
+    /// A `[[bridge]]` or `[[webhook]]` value, or a file it names, cannot be used (a
+    /// configuration error: exit code 2). The message names the section and key or file.
+    #[error("config: {0}")]
+    Config(String),
+    /// `[cluster]` cannot be used, or this node cannot join (its name is taken).
+    #[error("cluster: {0}")]
+    Cluster(#[from] backbone::nats::ClusterError),
 }
 
 /// A running gateway.
@@ -121,6 +132,10 @@ pub struct Gateway {
     limits: Arc<limits::Limits>,
     /// What [`Gateway::reload`] re-reads (TLS certificates today).
     reloader: Reloader,
+    /// The MQTT bridges (`[[bridge]]`), for [`Gateway::bridge_stats`].
+    bridges: Arc<bridge::Bridges>,
+    /// The webhooks (`[[webhook]]`), for [`Gateway::webhook_stats`].
+    webhooks: Arc<webhook::Webhooks>,
     /// Signals the tasks and waits for them.
     controller: ShutdownController,
     /// The front-end tasks.
@@ -137,6 +152,9 @@ pub struct Gateway {
 /// `[coap] dtls_port`, authenticating peers with the identities and keys of that file.
 pub async fn start(config: Config) -> Result<Gateway, Error> {
     let Prepared { config, tls, auth } = prepare(config)?;
+    if config.cluster.enabled() {
+        return start_clustered(config, tls, auth).await;
+    }
     let broker = if config.store.memory {
         Broker::new(store::memory::MemoryStore, Arc::new(Local))?
     } else {
@@ -153,6 +171,87 @@ pub async fn start(config: Config) -> Result<Gateway, Error> {
         config.store.db.display().to_string()
     };
     launch(config, tls, auth, broker, name).await
+}
+
+/// [`start`] with `[cluster]`: the NATS backbone decides retained values and logs every
+/// write; `store.db` keeps only this node's persistent MQTT sessions (node-local until
+/// sessions move with their clients), and `$SYS` values live in memory.
+async fn start_clustered(
+    config: Arc<Config>,
+    tls: Option<Arc<Tls>>,
+    auth: Arc<auth::Auth>,
+) -> Result<Gateway, Error> {
+    let nats = backbone::nats::Nats::start(&config.cluster).await?;
+    let backbone: Arc<dyn backbone::Backbone> = Arc::new(nats.clone());
+    let broker = if config.store.memory {
+        Broker::new(store::memory::MemoryStore, backbone)?
+    } else {
+        let path = config.store.db.clone();
+        let (_, sessions) =
+            tokio::task::spawn_blocking(move || store::sled::SledStore::open_with_sessions(&path))
+                .await
+                .map_err(|e| StoreError::Engine(e.to_string()))??;
+        Broker::with_sessions(store::memory::MemoryStore, sessions, backbone)?
+    };
+    // Wait (`[cluster] start_wait_secs`) for the node to be ready — connected, streams and
+    // buckets in place, node name claimed, mirror in sync — then serve, ready or not.
+    let wait = std::time::Duration::from_secs(config.cluster.start_wait_secs);
+    match nats.wait_ready(wait).await {
+        Ok(true) => {}
+        Ok(false) => tracing::warn!(
+            "the cluster backbone is not ready yet; serving reads, refusing writes, and retrying"
+        ),
+        Err(e) => {
+            broker.close();
+            return Err(e.into());
+        }
+    }
+    let config = fit_to_nats(config, nats.max_payload());
+    let sessions = if config.store.memory {
+        "memory".to_string()
+    } else {
+        config.store.db.display().to_string()
+    };
+    let name = format!("{}; sessions in {sessions}", nats.describe());
+    launch(config, tls, auth, broker, name).await
+}
+
+/// Room a message needs in NATS besides its body: the envelope's fixed part, headers, and
+/// for HTTP and CoAP writes the topic (up to 65,535 bytes, carried whole when hashed) and
+/// content type; an MQTT packet's size already counts its topic and properties.
+const NATS_BODY_ROOM: usize = 80 * 1024;
+/// [`NATS_BODY_ROOM`] for an MQTT packet.
+const NATS_PACKET_ROOM: usize = 4 * 1024;
+
+/// Lower the body and packet limits so every write that is accepted fits in one NATS
+/// message (`max_payload`, 1 MiB by default): a larger one then gets the protocols' own
+/// "too large" answers (HTTP 413, CoAP 4.13, MQTT packet too large) instead of a 503 that
+/// no retry could cure.
+fn fit_to_nats(config: Arc<Config>, max_payload: Option<usize>) -> Arc<Config> {
+    let Some(max) = max_payload else {
+        tracing::warn!("NATS's max_payload is not known yet (not connected): the body and packet limits are not lowered to it");
+        return config;
+    };
+    let body = max.saturating_sub(NATS_BODY_ROOM);
+    let packet = max.saturating_sub(NATS_PACKET_ROOM);
+    if config.http.max_body <= body
+        && config.coap.max_body <= body
+        && config.mqtt.max_packet_size <= packet
+    {
+        return config;
+    }
+    let mut c = (*config).clone();
+    c.http.max_body = c.http.max_body.min(body);
+    c.coap.max_body = c.coap.max_body.min(body);
+    c.mqtt.max_packet_size = c.mqtt.max_packet_size.min(packet);
+    tracing::info!(
+        max_payload = max,
+        http_max_body = c.http.max_body,
+        coap_max_body = c.coap.max_body,
+        mqtt_max_packet_size = c.mqtt.max_packet_size,
+        "limits lowered so every accepted write fits in one NATS message (raise max_payload in nats-server to allow more)"
+    );
+    Arc::new(c)
 }
 
 /// Like [`start`], with the retained values kept in `store`, an engine of the embedder's
@@ -216,6 +315,11 @@ fn prepare(config: Config) -> Result<Prepared, Error> {
             }
         }
     }
+    // Bridges and webhooks: their values and the files they name (CA, certificates,
+    // secrets), so a bad one stops the start with a message naming it.
+    config.validate().map_err(Error::Config)?;
+    bridge::check(&config.bridge).map_err(Error::Config)?;
+    webhook::check(&config.webhook).map_err(Error::Config)?;
     let config = Arc::new(config);
     // The auth files first: a typo in them must stop the start before any port opens.
     let auth = Arc::new(auth::Auth::new(config.auth.clone())?);
@@ -335,6 +439,11 @@ async fn launch(
         None => None,
     };
 
+    // The HTTP front-end gets the configuration with the ports really bound (port 0
+    // replaced), so the explorer's commands name them (`/explorer/server.json`).
+    let served = Arc::new(config.with_bound_ports(
+        http_addr, mqtt_addr, coap_addr, mqtts_addr, https_addr, coaps_addr,
+    ));
     let controller = ShutdownController::new();
     let limits = limits::Limits::with_http_cap(config.limits.clone(), config.http.max_connections);
     // Before any mailbox exists (sessions are restored next).
@@ -348,12 +457,32 @@ async fn launch(
         limits.clone(),
         controller.subscribe(),
     );
+    // Bridges and webhooks start with the MQTT front-end (a bridge's out queue is a session
+    // of its registry), before the listeners accept, so `/metrics` can report them.
+    let bridges = bridge::Bridges::start(
+        broker.clone(),
+        front.clients(),
+        config.mqtt.max_packet_size,
+        &config.bridge,
+        config.source.clone(),
+        controller.subscribe(),
+    )
+    .await;
+    let webhooks = webhook::Webhooks::start(
+        broker.clone(),
+        &config.webhook,
+        config.source.clone(),
+        controller.subscribe(),
+    )
+    .await;
     let sources = metrics::exposition::Sources {
         metrics: broker.ops.clone(),
         broker: broker.clone(),
         limits: limits.clone(),
         mqtt: Some(front.clients()),
         coaps: coaps_stats.clone(),
+        bridges: Some(bridges.clone()),
+        webhooks: Some(webhooks.clone()),
     };
     let readiness = health::Readiness::new();
     let listening = readiness.flag("listeners", Err("still starting".into()));
@@ -368,6 +497,17 @@ async fn launch(
                 None => Ok(()),
             }
         });
+        // In a cluster: connected to NATS, streams and buckets there, node name claimed,
+        // the retained mirror in sync (issue 11, point 8). Always ready on a single node.
+        if broker.backbone().clustered() {
+            let backbone = broker.backbone().clone();
+            readiness.add("backbone", move || match backbone.ready() {
+                true => Ok(()),
+                false => {
+                    Err("not connected to NATS, or the retained mirror is not in sync yet".into())
+                }
+            });
+        }
         let stopping = controller.signal();
         readiness.add("shutdown", move || match *stopping.borrow() {
             true => Err("shutting down".into()),
@@ -379,7 +519,7 @@ async fn launch(
         tokio::spawn(http::serve(
             http,
             broker.clone(),
-            config.clone(),
+            served.clone(),
             front.clone(),
             auth.clone(),
             limits.clone(),
@@ -412,7 +552,7 @@ async fn launch(
         tasks.push(tokio::spawn(http::serve(
             l,
             broker.clone(),
-            config.clone(),
+            served.clone(),
             front.clone(),
             auth.clone(),
             limits.clone(),
@@ -488,6 +628,8 @@ async fn launch(
     }
     let mut reloader = Reloader::new();
     reloader.add(auth.clone());
+    reloader.add(bridges.clone());
+    reloader.add(webhooks.clone());
     if let Some(tls) = &tls {
         reloader.add(tls.clone());
         if let Some((l, _, more)) = mqtts {
@@ -498,7 +640,7 @@ async fn launch(
         }
         if let Some((l, _)) = https {
             let router = http::app(
-                http::AppState::new(broker.clone(), config.clone(), controller.subscribe())
+                http::AppState::new(broker.clone(), served.clone(), controller.subscribe())
                     .with_auth(auth.clone())
                     .with_mqtt(front.clone())
                     .with_write_limits(limits.http.clone())
@@ -572,6 +714,8 @@ async fn launch(
         clients,
         limits,
         reloader,
+        bridges,
+        webhooks,
         controller,
         tasks,
     })
@@ -633,6 +777,28 @@ impl Gateway {
     /// Every counter now: what `GET /metrics` renders and `$SYS` publishes.
     pub fn metrics(&self) -> metrics::exposition::Snapshot {
         self.sources.snapshot()
+    }
+
+    /// Every MQTT bridge's counters (`[[bridge]]`): connected or not, messages out and
+    /// in, queue — what `ponte_bridge_up{bridge}` and
+    /// `ponte_bridge_messages_total{bridge,direction}` report.
+    pub fn bridge_stats(&self) -> Vec<bridge::BridgeStats> {
+        self.bridges.stats()
+    }
+
+    /// Every webhook's counters (`[[webhook]]`): deliveries by outcome and events held —
+    /// what `ponte_webhook_deliveries_total{webhook,outcome}` and
+    /// `ponte_webhook_queue{webhook}` report.
+    pub fn webhook_stats(&self) -> Vec<webhook::WebhookStats> {
+        self.webhooks.stats()
+    }
+
+    /// Whether this node can take writes: always on a single node; in a cluster, once it
+    /// is connected to NATS, its streams and buckets exist, its node name is claimed and
+    /// its mirror of the retained values is in sync (issue 11). The readiness check
+    /// "backbone".
+    pub fn backbone_ready(&self) -> bool {
+        self.broker.backbone().ready()
     }
 
     /// What the abuse limits (`[limits]`) refused so far: connections per listener and

@@ -67,7 +67,13 @@ fn main() -> ExitCode {
             .map_err(|e| {
                 // Unusable TLS files are a configuration error, like a bad config file.
                 let code = match e {
-                    ponte::Error::Tls(_) | ponte::Error::Auth(_) => ExitCode::from(2),
+                    ponte::Error::Tls(_) | ponte::Error::Auth(_) | ponte::Error::Config(_) => {
+                        ExitCode::from(2)
+                    }
+                    ponte::Error::Cluster(
+                        ponte::backbone::nats::ClusterError::Config(_)
+                        | ponte::backbone::nats::ClusterError::File { .. },
+                    ) => ExitCode::from(2),
                     _ => ExitCode::FAILURE,
                 };
                 (code, e.to_string())

@@ -251,6 +251,37 @@ fn ponte_config_prints_every_key_commented_and_parses_back() {
     );
 }
 
+#[test]
+fn ponte_config_keeps_bridges_and_webhooks() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("in.toml");
+    std::fs::write(
+        &file,
+        "[store]\nmemory = true\n\n\
+         [[bridge]]\nname = \"cloud\"\nurl = \"mqtts://broker.example:8883\"\nprotocol = 5\n\
+         [[bridge.topic]]\npattern = \"sensors/#\"\ndirection = \"out\"\nqos = 1\nremote_prefix = \"edge-1/\"\n\n\
+         [[webhook]]\nname = \"audit\"\nurl = \"https://hooks.example/ponte\"\nfilter = \"kitchen/#\"\n\
+         events = [\"put\", \"publish\"]\n",
+    )
+    .unwrap();
+    let out = run(&["-c", file.to_str().unwrap(), "config"], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    for table in ["[[bridge]]", "[[bridge.topic]]", "[[webhook]]"] {
+        assert!(text.contains(table), "{table} in\n{text}");
+    }
+    let printed = ponte::config::Config::from_toml(&text).unwrap();
+    let original =
+        ponte::config::Config::from_toml(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    assert_eq!(printed.bridge, original.bridge);
+    assert_eq!(printed.webhook, original.webhook);
+    // And printing the printed file gives the same text again.
+    let again_file = dir.path().join("out.toml");
+    std::fs::write(&again_file, &text).unwrap();
+    let again = run(&["-c", again_file.to_str().unwrap(), "config"], &[]);
+    assert_eq!(stdout(&again), text);
+}
+
 // ---------------------------------------------------------------------------------------
 // --help, logs
 

@@ -242,6 +242,7 @@ mod tests {
             retain: false,
             subscription_ids: Vec::new(),
             durable: None,
+            log_seq: None,
         }
     }
 

@@ -23,4 +23,9 @@ pub struct Delivery {
     /// for a persistent MQTT session, see [`crate::durable`]): what is acknowledged once
     /// the client acknowledged it. `None`: not durable.
     pub durable: Option<Seq>,
+    /// The message's sequence number in the cluster's message log (`--cluster`): its
+    /// durable identity, the same on every node, which a cluster keeper of durable
+    /// sessions will use as the queue entry's [`Seq`]. `None`: not logged (single node,
+    /// `$SYS`, a retained value sent at SUBSCRIBE time).
+    pub log_seq: Option<Seq>,
 }

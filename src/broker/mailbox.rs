@@ -10,7 +10,7 @@
 //! limit of the mailbox's own (mosquitto's `max_queued_messages 0`): only the budget bounds it.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -63,8 +63,9 @@ pub struct Mailbox {
     queue: Mutex<VecDeque<Delivery>>,
     /// Wakes the subscriber's task when something arrives.
     notify: Notify,
-    /// Bound on queued messages (`usize::MAX` when created with 0: no bound of its own).
-    capacity: usize,
+    /// Bound on queued messages (`usize::MAX` when set to 0: no bound of its own);
+    /// changeable (an MQTT bridge's queue takes its own bound when it resumes its session).
+    capacity: AtomicUsize,
     /// The broker's budget for queued bytes, shared by every mailbox; taken from for each
     /// queued delivery and given back when it leaves.
     budget: Arc<Budget>,
@@ -86,6 +87,16 @@ pub struct Mailbox {
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
+/// A mailbox's bound on queued deliveries: `capacity`, or none of its own for 0 (as
+/// mosquitto's `max_queued_messages 0`; the budget still bounds it).
+fn bound(capacity: usize) -> usize {
+    if capacity == 0 {
+        usize::MAX
+    } else {
+        capacity
+    }
+}
+
 impl Mailbox {
     /// A new empty mailbox with its own id and a budget of its own without a limit (tests,
     /// benches); a broker's front-ends use [`Mailbox::with_budget`] with the broker's.
@@ -101,7 +112,7 @@ impl Mailbox {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             queue: Mutex::new(VecDeque::new()),
             notify: Notify::new(),
-            capacity: if capacity == 0 { usize::MAX } else { capacity },
+            capacity: AtomicUsize::new(bound(capacity)),
             budget,
             policy,
             dropped: AtomicU64::new(0),
@@ -115,6 +126,12 @@ impl Mailbox {
     /// Queue QoS 0 messages while the subscriber is away (`[mqtt] queue_qos0`).
     pub fn set_queue_qos0(&self, queue: bool) {
         self.queue_qos0.store(queue, Ordering::Relaxed);
+    }
+
+    /// Change the bound (0: no bound of its own, only the budget's). Deliveries already
+    /// queued beyond a smaller bound stay; only new pushes see it.
+    pub fn set_capacity(&self, capacity: usize) {
+        self.capacity.store(bound(capacity), Ordering::Relaxed);
     }
 
     /// The mailbox's identity.
@@ -149,11 +166,11 @@ impl Mailbox {
         let mut spent = false;
         let outcome = {
             let mut q = self.queue.lock();
-            if q.len() < self.capacity && self.budget.take_for(&d, false) {
+            if q.len() < self.capacity.load(Ordering::Relaxed) && self.budget.take_for(&d, false) {
                 q.push_back(d);
                 PushOutcome::Queued
             } else {
-                spent = q.len() < self.capacity;
+                spent = q.len() < self.capacity.load(Ordering::Relaxed);
                 match self.policy {
                     OverflowPolicy::DropNewest => PushOutcome::Dropped,
                     OverflowPolicy::DropOldest => match q.pop_front() {
@@ -188,7 +205,7 @@ impl Mailbox {
                         mailbox = self.id,
                         dropped = n,
                         policy = ?self.policy,
-                        capacity = self.capacity,
+                        capacity = self.capacity.load(Ordering::Relaxed),
                         "subscriber queue full; message dropped"
                     );
                 }
@@ -299,6 +316,7 @@ mod tests {
             retain: false,
             subscription_ids: Vec::new(),
             durable: None,
+            log_seq: None,
         }
     }
 

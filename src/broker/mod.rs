@@ -1,11 +1,12 @@
 //! The broker core: one publish path for every protocol.
 //!
 //! Every write — HTTP PUT/POST/DELETE, CoAP PUT/POST/DELETE, MQTT PUBLISH, a will — goes
-//! through [`Broker::publish`]: a retained message is first made durable in [`retained`], then
-//! the message is matched against the [`trie`] of subscriptions and pushed into each matching
-//! subscriber's bounded [`mailbox`], then handed to the [`crate::backbone`]. The subscription
-//! index's read lock is held only while matching; pushing happens after it is released, into
-//! per-subscriber queues that never block the publisher.
+//! through [`Broker::publish`]: a retained message is first made durable in [`retained`] (in
+//! a cluster: the write is first made durable through the [`crate::backbone`] — the cluster's
+//! retained authority and message log), then the message is matched against the [`trie`] of
+//! subscriptions and pushed into each matching subscriber's bounded [`mailbox`]. The
+//! subscription index's read lock is held only while matching; pushing happens after it is
+//! released, into per-subscriber queues that never block the publisher.
 
 pub mod budget;
 mod delivery;
@@ -22,9 +23,10 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use parking_lot::RwLock;
+use tokio::sync::oneshot;
 
-use crate::backbone::Backbone;
-use crate::durable::{DurableSessions, Receipt, Registered};
+use crate::backbone::{Backbone, Committed};
+use crate::durable::{DurableSessions, Receipt, Registered, Seq};
 use crate::model::{Message, Origin, Properties, QoS, RetainHandling, RetainedValue};
 use crate::model::{SubOptions, TopicFilter, TopicName};
 use crate::store::{Store, StoreError};
@@ -95,13 +97,16 @@ pub struct Staged {
     write: Option<retained::PendingWrite>,
     /// Why the writer could not even take the write (store closed), reported when polled.
     refused: Option<StoreError>,
+    /// In a cluster: the backbone's answer, once the message log (and for a retained
+    /// write, the cluster's retained authority) has the write.
+    cluster: Option<oneshot::Receiver<Result<Committed, StoreError>>>,
 }
 
 impl Staged {
     /// Whether there is nothing to wait for (not a retained message): polled, it resolves
     /// at once.
     pub fn is_stored(&self) -> bool {
-        self.write.is_none()
+        self.write.is_none() && self.cluster.is_none()
     }
 }
 
@@ -125,6 +130,23 @@ impl std::future::Future for Staged {
             },
             None => None,
         };
+        let mut sequence = None;
+        let retained = match self.cluster.as_mut() {
+            Some(rx) => match std::pin::Pin::new(rx).poll(cx) {
+                std::task::Poll::Pending => return std::task::Poll::Pending,
+                std::task::Poll::Ready(r) => {
+                    self.cluster = None;
+                    match r.unwrap_or(Err(StoreError::Closed)) {
+                        Ok(committed) => {
+                            sequence = committed.sequence;
+                            committed.retained.map(Ok)
+                        }
+                        Err(e) => Some(Err(e)),
+                    }
+                }
+            },
+            None => retained,
+        };
         let Some(message) = self.message.take() else {
             return std::task::Poll::Ready(Err(StoreError::Closed));
         };
@@ -133,10 +155,12 @@ impl std::future::Future for Staged {
             Some(Ok(outcome)) => Ok(Stored {
                 message,
                 retained: Some(outcome),
+                sequence,
             }),
             None => Ok(Stored {
                 message,
                 retained: None,
+                sequence,
             }),
         })
     }
@@ -149,6 +173,17 @@ pub struct Stored {
     message: Message,
     /// What the retained write did, for a retained message.
     retained: Option<WriteOutcome>,
+    /// Its sequence number in the cluster's message log (`None`: single node or not
+    /// logged), carried into every [`Delivery`] as [`Delivery::log_seq`].
+    sequence: Option<Seq>,
+}
+
+impl Stored {
+    /// The message's sequence number in the cluster's message log (`--cluster`), its
+    /// durable identity on every node; `None` on a single node.
+    pub fn sequence(&self) -> Option<Seq> {
+        self.sequence
+    }
 }
 
 /// A delivered publish: everyone connected has it. A future (`Unpin`) resolving once every
@@ -197,6 +232,8 @@ pub struct Broker {
     subscriptions: RwLock<SubscriptionIndex>,
     /// Where accepted messages go for other nodes.
     backbone: Arc<dyn Backbone>,
+    /// `backbone.clustered()`, read once: a single node pays one branch per publish.
+    clustered: bool,
     /// MQTT 5 properties and expiry of retained values that have them; written only by
     /// retained MQTT 5 publishes, read when a subscription sends retained values.
     retained_meta: RwLock<HashMap<TopicName, RetainedMeta>>,
@@ -216,16 +253,19 @@ pub struct Broker {
 impl Broker {
     /// A broker over `store`, loading its retained values.
     pub fn new<S: Store>(store: S, backbone: Arc<dyn Backbone>) -> Result<Arc<Self>, StoreError> {
-        Ok(Arc::new(Broker {
+        let broker = Arc::new(Broker {
             retained: Retained::open(store)?,
             subscriptions: RwLock::new(SubscriptionIndex::new()),
+            clustered: backbone.clustered(),
             backbone,
             retained_meta: RwLock::new(HashMap::new()),
             metrics: Metrics::default(),
             ops: crate::metrics::Metrics::new(),
             durable: None,
             budget: budget::Budget::new(None),
-        }))
+        });
+        broker.backbone.attach(Arc::downgrade(&broker));
+        Ok(broker)
     }
 
     /// A broker over `store` whose persistent MQTT sessions live in `sessions` (kept by
@@ -245,16 +285,29 @@ impl Broker {
         durable: Arc<DurableSessions>,
         backbone: Arc<dyn Backbone>,
     ) -> Result<Arc<Self>, StoreError> {
-        Ok(Arc::new(Broker {
+        let broker = Arc::new(Broker {
             retained: Retained::open(store)?,
             subscriptions: RwLock::new(SubscriptionIndex::new()),
+            clustered: backbone.clustered(),
             backbone,
             retained_meta: RwLock::new(HashMap::new()),
             metrics: Metrics::default(),
             ops: crate::metrics::Metrics::new(),
             durable: Some(durable),
             budget: budget::Budget::new(None),
-        }))
+        });
+        broker.backbone.attach(Arc::downgrade(&broker));
+        Ok(broker)
+    }
+
+    /// The backbone: [`Backbone::ready`] for readiness, [`Backbone::node`] for `$SYS`.
+    pub fn backbone(&self) -> &Arc<dyn Backbone> {
+        &self.backbone
+    }
+
+    /// Whether this broker is one node of a cluster (`--cluster`).
+    pub fn clustered(&self) -> bool {
+        self.clustered
     }
 
     /// The budget for queued message bytes shared by every mailbox made with
@@ -326,6 +379,22 @@ impl Broker {
     /// nothing is awaited. Writes from one sender therefore reach the store in the order
     /// they were staged, and one group commit covers all the sender's writes in flight.
     pub fn stage(&self, message: Message, precondition: Precondition) -> Staged {
+        if self.clustered && !node_local(&message.topic) {
+            // The cluster decides (retained: compare-and-set in its authority) and logs it;
+            // nothing is delivered here before that is durable.
+            let (reply, rx) = oneshot::channel();
+            self.backbone.submit(crate::backbone::Write {
+                message: message.clone(),
+                precondition,
+                reply,
+            });
+            return Staged {
+                message: Some(message),
+                write: None,
+                refused: None,
+                cluster: Some(rx),
+            };
+        }
         let write = if message.retain {
             let value = (!message.payload.is_empty()).then(|| {
                 (
@@ -349,6 +418,7 @@ impl Broker {
             message: Some(message),
             write,
             refused,
+            cluster: None,
         }
     }
 
@@ -356,7 +426,11 @@ impl Broker {
     /// Synchronous, so a sender that delivers its staged publishes in staging order keeps
     /// MQTT's per-publisher ordering (MQTT 4.6) while their writes overlap.
     pub fn deliver(&self, stored: Stored) -> Delivered {
-        let Stored { message, retained } = stored;
+        let Stored {
+            message,
+            retained,
+            sequence,
+        } = stored;
         if let Some(outcome) = &retained {
             if matches!(outcome, WriteOutcome::PreconditionFailed(_)) {
                 return Delivered {
@@ -372,15 +446,19 @@ impl Broker {
         }
         self.metrics.published.fetch_add(1, Ordering::Relaxed);
         match message.origin {
-            Origin::Http => self.ops.received(crate::metrics::Protocol::Http),
-            Origin::Coap => self.ops.received(crate::metrics::Protocol::Coap),
-            Origin::Mqtt => self.ops.received(crate::metrics::Protocol::Mqtt),
-            Origin::Backbone | Origin::Internal => {}
+            Origin::Http(_) => self.ops.received(crate::metrics::Protocol::Http),
+            Origin::Coap(_) => self.ops.received(crate::metrics::Protocol::Coap),
+            Origin::Mqtt(_) => self.ops.received(crate::metrics::Protocol::Mqtt),
+            Origin::Bridge(_) | Origin::Backbone | Origin::Internal => {}
         }
         let message = Arc::new(message);
         let mut durable = Vec::new();
-        let (receivers, matched) = self.fan_out(&message, &mut durable);
-        self.backbone.forward(&message);
+        let (receivers, mut matched) = self.fan_out(&message, sequence, Some(&mut durable));
+        if self.clustered {
+            // Other nodes' subscribers are not known here: no MQTT 5 0x10 No matching
+            // subscribers in a cluster.
+            matched = matched.max(1);
+        }
         Delivered {
             outcome: Some(PublishOutcome {
                 retained,
@@ -427,14 +505,92 @@ impl Broker {
     }
 
     /// A message heard from another node: deliver it here, neither store nor forward it.
-    pub fn deliver_remote(&self, message: Arc<Message>) -> usize {
-        self.fan_out(&message, &mut Vec::new()).0
+    /// `sequence` is its place in the cluster's message log. Returns how many local
+    /// subscribers it was queued to.
+    pub fn deliver_remote(&self, message: Arc<Message>, sequence: Option<Seq>) -> usize {
+        self.fan_out(&message, sequence, None).0
+    }
+
+    /// A message of a cluster-wide shared group, fetched by this node for `member`
+    /// (cluster mode; the backbone picked the member): queued like a fan-out delivery at
+    /// min(published QoS, granted). Returns whether it was queued.
+    pub fn deliver_shared(
+        &self,
+        message: &Arc<Message>,
+        sequence: Option<Seq>,
+        member: &Arc<Mailbox>,
+        opts: SubOptions,
+    ) -> bool {
+        if message.expired(Instant::now()) {
+            self.metrics.expired.fetch_add(1, Ordering::Relaxed);
+            // Nothing to deliver, and nobody else should get it either.
+            return true;
+        }
+        let matched = Matched {
+            mailbox: member.clone(),
+            qos: opts.qos,
+            retain_as_published: opts.retain_as_published,
+            ids: opts.id.into_iter().collect(),
+        };
+        let registered = self
+            .durable
+            .as_deref()
+            .and_then(DurableSessions::registered);
+        let queued = self.push_matched(message, sequence, matched, registered.as_ref(), None);
+        if queued {
+            self.metrics.delivered.fetch_add(1, Ordering::Relaxed);
+        }
+        queued
+    }
+
+    /// The retained values, for a clustered backbone keeping this node's mirror of the
+    /// cluster's authority current (`Retained::mirror_*`).
+    pub fn retained(&self) -> &Retained {
+        &self.retained
+    }
+
+    /// Remember the MQTT 5 properties and expiry of a retained value heard from the
+    /// cluster (version `version`), as a local retained write does in [`Broker::deliver`].
+    pub fn note_mirrored_meta(
+        &self,
+        topic: &TopicName,
+        version: u64,
+        properties: Option<Arc<Properties>>,
+        expires_at: Option<Instant>,
+    ) {
+        if properties.is_none() && expires_at.is_none() {
+            if self.retained_meta.read().contains_key(topic) {
+                let mut map = self.retained_meta.write();
+                if map.get(topic).is_some_and(|m| m.version < version) {
+                    map.remove(topic);
+                }
+            }
+            return;
+        }
+        let mut map = self.retained_meta.write();
+        if map.get(topic).is_none_or(|m| m.version < version) {
+            map.insert(
+                topic.clone(),
+                RetainedMeta {
+                    version,
+                    properties,
+                    expires_at,
+                },
+            );
+        }
     }
 
     /// Queue `message` to every matching subscriber. Returns how many it was queued to and
-    /// how many matched. A QoS 1/2 delivery to a persistent session is made durable first;
-    /// the receipts go into `durable` for the publisher to await.
-    fn fan_out(&self, message: &Arc<Message>, durable: &mut Vec<Receipt>) -> (usize, usize) {
+    /// how many matched. `sequence` is the message's place in the cluster's log, if any. A
+    /// QoS 1/2 delivery to a persistent session is made durable first; with `durable`, the
+    /// receipts go there for the publisher to await (a message heard from another node
+    /// has no publisher here to wait).
+    fn fan_out(
+        &self,
+        message: &Arc<Message>,
+        sequence: Option<Seq>,
+        mut durable: Option<&mut Vec<Receipt>>,
+    ) -> (usize, usize) {
         thread_local! {
             static MATCHED: std::cell::RefCell<Vec<Matched>> = const { std::cell::RefCell::new(Vec::new()) };
         }
@@ -455,22 +611,14 @@ impl Broker {
                 .as_deref()
                 .and_then(DurableSessions::registered);
             for m in matched.drain(..) {
-                let d = Delivery {
-                    message: message.clone(),
-                    qos: message.qos.min(m.qos),
-                    // MQTT-3.3.1-12/13: Retain As Published keeps the publisher's flag.
-                    retain: m.retain_as_published && message.retain,
-                    subscription_ids: m.ids,
-                    durable: None,
-                };
-                let (outcome, receipt) = push(registered.as_ref(), &m.mailbox, d, true);
-                durable.extend(receipt);
-                match outcome {
-                    PushOutcome::Queued | PushOutcome::ReplacedOldest => queued += 1,
-                    PushOutcome::SkippedOffline => {}
-                    PushOutcome::Dropped | PushOutcome::Overflowed => {
-                        self.metrics.dropped.fetch_add(1, Ordering::Relaxed);
-                    }
+                if self.push_matched(
+                    message,
+                    sequence,
+                    m,
+                    registered.as_ref(),
+                    durable.as_deref_mut(),
+                ) {
+                    queued += 1;
                 }
             }
             self.metrics
@@ -478,6 +626,41 @@ impl Broker {
                 .fetch_add(queued as u64, Ordering::Relaxed);
             (queued, found)
         })
+    }
+
+    /// Queue `message` to one matched subscriber (a persistent session's QoS 1/2 copy is
+    /// made durable first; with `durable`, its receipt goes there). Returns whether it was
+    /// queued.
+    fn push_matched(
+        &self,
+        message: &Arc<Message>,
+        sequence: Option<Seq>,
+        m: Matched,
+        registered: Option<&Registered<'_>>,
+        durable: Option<&mut Vec<Receipt>>,
+    ) -> bool {
+        let d = Delivery {
+            message: message.clone(),
+            qos: message.qos.min(m.qos),
+            // MQTT-3.3.1-12/13: Retain As Published keeps the publisher's flag.
+            retain: m.retain_as_published && message.retain,
+            subscription_ids: m.ids,
+            durable: None,
+            log_seq: sequence,
+        };
+        let wait = durable.is_some();
+        let (outcome, receipt) = push(registered, &m.mailbox, d, wait);
+        if let (Some(durable), Some(receipt)) = (durable, receipt) {
+            durable.push(receipt);
+        }
+        match outcome {
+            PushOutcome::Queued | PushOutcome::ReplacedOldest => true,
+            PushOutcome::SkippedOffline => false,
+            PushOutcome::Dropped | PushOutcome::Overflowed => {
+                self.metrics.dropped.fetch_add(1, Ordering::Relaxed);
+                false
+            }
+        }
     }
 
     /// Subscribe `mailbox` to `filter` at `qos`. When `send_retained`, the retained values
@@ -512,6 +695,14 @@ impl Broker {
         retain_handling: RetainHandling,
     ) -> bool {
         let shared = split_shared(filter.as_str());
+        if let (true, Some((group, inner))) = (self.clustered, &shared) {
+            // A group spanning nodes is the backbone's; `$SYS` stays node-local.
+            if !inner.as_str().starts_with("$SYS") {
+                if let Some(replaced) = self.backbone.join_shared(group, inner, mailbox, opts) {
+                    return replaced;
+                }
+            }
+        }
         let (share, inner) = match &shared {
             Some((group, inner)) => (Some(*group), inner),
             None => (None, filter),
@@ -558,6 +749,7 @@ impl Broker {
                     retain: true,
                     subscription_ids: opts.id.into_iter().collect(),
                     durable: None,
+                    log_seq: None,
                 };
                 // A persistent session's copy goes to disk like a fan-out delivery: an
                 // unacknowledged retained message must come back after a crash too
@@ -591,6 +783,11 @@ impl Broker {
     pub fn unsubscribe(&self, filter: &TopicFilter, mailbox_id: u64) -> bool {
         match split_shared(filter.as_str()) {
             Some((group, inner)) => {
+                if self.clustered && !inner.as_str().starts_with("$SYS") {
+                    if let Some(was) = self.backbone.leave_shared(group, &inner, mailbox_id) {
+                        return was;
+                    }
+                }
                 self.subscriptions
                     .write()
                     .remove_with(&inner, Some(group), mailbox_id)
@@ -601,6 +798,7 @@ impl Broker {
 
     /// Flush and stop the store writer (shutdown).
     pub fn close(&self) {
+        self.backbone.close();
         self.retained.close();
         if let Some(d) = &self.durable {
             d.close();
@@ -643,6 +841,13 @@ fn push(
         registered.forget(mailbox.id(), seq);
     }
     (outcome, receipt)
+}
+
+/// Whether a topic stays on this node in a cluster: `$SYS/...`, each node's own
+/// statistics (issue 11, point 7), neither sent to the cluster nor heard from it.
+pub fn node_local(topic: &TopicName) -> bool {
+    let t = topic.as_str();
+    t == "$SYS" || t.starts_with("$SYS/")
 }
 
 /// The share name and inner filter of a shared subscription filter `$share/{name}/{filter}`
@@ -698,7 +903,12 @@ mod tests {
         let t = TopicName::parse("a/b").unwrap();
         let out = b
             .publish(
-                retained_message(t.clone(), Bytes::from_static(b"v"), None, Origin::Http),
+                retained_message(
+                    t.clone(),
+                    Bytes::from_static(b"v"),
+                    None,
+                    Origin::Http(None),
+                ),
                 Precondition::none(),
             )
             .await
@@ -741,7 +951,7 @@ mod tests {
                     TopicName::parse("x").unwrap(),
                     Bytes::new(),
                     None,
-                    Origin::Http,
+                    Origin::Http(None),
                 ),
                 Precondition::exists(),
             )

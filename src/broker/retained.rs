@@ -22,6 +22,8 @@ use crate::model::{QoS, RetainedValue};
 use crate::model::{TopicFilter, TopicName};
 use crate::store::{RetainedOp, Store, StoreError};
 
+mod mirror;
+
 /// The most writes folded into one durable batch.
 const MAX_BATCH: usize = 4096;
 
@@ -75,7 +77,8 @@ impl Precondition {
         }
     }
 
-    fn holds(&self, current: Option<&RetainedValue>) -> bool {
+    /// Whether the condition holds when `current` is the value (`None`: no value).
+    pub fn holds(&self, current: Option<&RetainedValue>) -> bool {
         if let Some(m) = &self.if_match {
             if !m.matches(current) {
                 return false;
@@ -163,6 +166,10 @@ pub struct Retained {
     writer: parking_lot::Mutex<Option<JoinHandle<()>>>,
     /// The writer's report: bytes stored, commit latency, health.
     stats: Arc<StoreStats>,
+    /// In a cluster, the revisions of values this node deleted that the cluster's watch
+    /// has not reported yet, so an older value still on its way is not brought back
+    /// (see `mirror`). Empty on a single node.
+    tombstones: parking_lot::Mutex<HashMap<TopicName, u64>>,
 }
 
 impl std::fmt::Debug for Retained {
@@ -200,6 +207,7 @@ impl Retained {
             tx: parking_lot::Mutex::new(Some(tx)),
             writer: parking_lot::Mutex::new(Some(writer)),
             stats,
+            tombstones: parking_lot::Mutex::new(HashMap::new()),
         })
     }
 

@@ -298,8 +298,8 @@ pub(super) fn route(ctx: &Context, req: &Request, caller: &Caller) -> Action {
     }
     match req.method {
         Method::Get => get(ctx, req, topic),
-        Method::Put | Method::Post => write(ctx, req, topic),
-        Method::Delete => delete(ctx, req, topic),
+        Method::Put | Method::Post => write(ctx, req, topic, caller),
+        Method::Delete => delete(ctx, req, topic, caller),
     }
 }
 
@@ -443,7 +443,7 @@ fn precondition(req: &Request, default_if_match: Option<TagSet>) -> Precondition
     }
 }
 
-fn write(ctx: &Context, req: &Request, topic: TopicName) -> Action {
+fn write(ctx: &Context, req: &Request, topic: TopicName, caller: &Caller) -> Action {
     let content_type: Option<Arc<str>> = match req.content_format {
         None | Some(OCTET_STREAM) => None,
         Some(cf) => match content_format::to_media_type(cf) {
@@ -460,8 +460,9 @@ fn write(ctx: &Context, req: &Request, topic: TopicName) -> Action {
     let pre = precondition(req, None);
     let payload = req.payload.clone();
     let location: Vec<String> = req.path.clone();
+    let origin = Origin::Coap(caller.username.clone());
     Action::Write(Box::pin(async move {
-        let msg = retained_message(topic.clone(), payload, content_type, Origin::Coap);
+        let msg = retained_message(topic.clone(), payload, content_type, origin);
         match broker.publish(msg, pre).await {
             Ok(out) => match out.retained {
                 Some(WriteOutcome::Created(v)) => Response {
@@ -484,11 +485,12 @@ fn write(ctx: &Context, req: &Request, topic: TopicName) -> Action {
     }))
 }
 
-fn delete(ctx: &Context, req: &Request, topic: TopicName) -> Action {
+fn delete(ctx: &Context, req: &Request, topic: TopicName, caller: &Caller) -> Action {
     let broker = ctx.broker.clone();
     let pre = precondition(req, Some(TagSet::Any));
+    let origin = Origin::Coap(caller.username.clone());
     Action::Write(Box::pin(async move {
-        let msg = retained_message(topic.clone(), Bytes::new(), None, Origin::Coap);
+        let msg = retained_message(topic.clone(), Bytes::new(), None, origin);
         match broker.publish(msg, pre).await {
             Ok(out) => match out.retained {
                 Some(WriteOutcome::PreconditionFailed(None)) => diag(

@@ -10,7 +10,9 @@
 //! - `OPTIONS`: 204 with `Allow`; CORS preflights are answered by the CORS layer;
 //! - `GET /openapi.yaml`: the API description;
 //! - `GET /metrics`, `/livez`, `/readyz`: metrics and health (`ops.rs`);
-//! - `GET /mqtt` (WebSocket upgrade, subprotocol `mqtt`): the MQTT broker for browsers.
+//! - `GET /mqtt` (WebSocket upgrade, subprotocol `mqtt`): the MQTT broker for browsers;
+//! - `GET /`, `/explorer/…`: the explorer, a web page of the things (`explorer.rs`,
+//!   `[http] explorer`).
 //!
 //! The same router serves HTTPS (`http.tls_port`, see [`crate::tls::serve_http`]); there,
 //! a verified client certificate's CN is the [`crate::tls::TlsIdentity`] request extension.
@@ -23,6 +25,7 @@
 
 mod conditional;
 pub mod deadline;
+pub mod explorer;
 pub mod guard;
 mod headers;
 pub mod listing;
@@ -101,6 +104,8 @@ impl AppState {
             broker: broker.clone(),
             mqtt: None,
             coaps: None,
+            bridges: None,
+            webhooks: None,
         };
         AppState {
             broker,
@@ -156,6 +161,12 @@ pub fn app(state: AppState) -> Router {
     if state.mqtt.is_some() {
         router = router.route("/mqtt", any(mqtt_ws));
     }
+    if state.config.http.explorer {
+        router = router
+            .route("/", any(explorer::asset))
+            .route("/explorer/server.json", any(explorer::server))
+            .route("/explorer/{*file}", any(explorer::asset));
+    }
     let counted = state.clone();
     let router = router
         .route("/openapi.yaml", any(openapi))
@@ -171,7 +182,9 @@ pub fn app(state: AppState) -> Router {
         Some(cors) => router.layer(cors),
         None => router,
     };
-    router.layer(axum::middleware::from_fn_with_state(counted, ops::count))
+    router
+        .layer(axum::middleware::from_fn(explorer::sandbox_values))
+        .layer(axum::middleware::from_fn_with_state(counted, ops::count))
 }
 
 /// The router of `[http] metrics_port`: only `/metrics`, `/livez` and `/readyz`, so the

@@ -65,8 +65,8 @@ pub(super) async fn handle(State(state): State<AppState>, request: Request) -> R
         }
         match parts.method {
             Method::GET | Method::HEAD => get(&state, &parts, topic, caller).await,
-            Method::PUT | Method::POST => put(&state, &parts, topic, body).await,
-            _ => delete(&state, &parts, topic).await,
+            Method::PUT | Method::POST => put(&state, &parts, topic, body, &caller).await,
+            _ => delete(&state, &parts, topic, &caller).await,
         }
     }
     .await;
@@ -338,6 +338,7 @@ async fn put(
     parts: &Parts,
     topic: TopicName,
     body: Body,
+    caller: &Caller,
 ) -> Result<Response, Problem> {
     let path = parts.uri.path();
     let conditions = Conditions::from_headers(&parts.headers)?;
@@ -354,7 +355,12 @@ async fn put(
     let outcome = state
         .broker
         .publish(
-            retained_message(topic.clone(), payload, content_type, Origin::Http),
+            retained_message(
+                topic.clone(),
+                payload,
+                content_type,
+                Origin::Http(caller.identity.username.clone()),
+            ),
             precondition,
         )
         .await
@@ -383,14 +389,24 @@ async fn put(
 }
 
 /// DELETE: clear the value; 404 when there is none.
-async fn delete(state: &AppState, request: &Parts, topic: TopicName) -> Result<Response, Problem> {
+async fn delete(
+    state: &AppState,
+    request: &Parts,
+    topic: TopicName,
+    caller: &Caller,
+) -> Result<Response, Problem> {
     let conditions = Conditions::from_headers(&request.headers)?;
     let mut precondition: Precondition = conditions.precondition();
     precondition.if_match.get_or_insert(TagSet::Any);
     let outcome = state
         .broker
         .publish(
-            retained_message(topic.clone(), Bytes::new(), None, Origin::Http),
+            retained_message(
+                topic.clone(),
+                Bytes::new(),
+                None,
+                Origin::Http(caller.identity.username.clone()),
+            ),
             precondition,
         )
         .await
@@ -441,10 +457,16 @@ fn write_precondition_failed(
 /// A store failure: the write was not made durable, so it was not made at all.
 fn store_failed(topic: &TopicName, e: &StoreError) -> Problem {
     tracing::error!(topic = %topic, error = %e, "HTTP write failed in the store");
+    // A store (or, in a cluster, NATS) that cannot take writes now is transient: the
+    // client may try again shortly.
     Problem::unavailable(format!(
         "the write to {topic:?} was not stored and not delivered: {e}"
     ))
+    .with_header(RETRY_AFTER, STORE_RETRY_AFTER_SECS)
 }
+
+/// `Retry-After` of a 503 for a write the store could not take, in seconds.
+const STORE_RETRY_AFTER_SECS: &str = "1";
 
 /// Read the whole body, refusing more than `max` bytes: up front from `Content-Length`,
 /// and while reading for bodies without one (chunked).

@@ -984,7 +984,7 @@ impl Guarded {
                     TopicName::parse(topic).expect("topic"),
                     Bytes::from_static(value.as_bytes()),
                     None,
-                    crate::model::Origin::Http,
+                    crate::model::Origin::Http(None),
                 ),
                 Default::default(),
             )

@@ -34,6 +34,10 @@ pub struct Sources {
     pub mqtt: Option<Clients>,
     /// The `coaps` listener's counters, when it runs.
     pub coaps: Option<Arc<DtlsStats>>,
+    /// The MQTT bridges (`[[bridge]]`), when the gateway runs them.
+    pub bridges: Option<Arc<crate::bridge::Bridges>>,
+    /// The webhooks (`[[webhook]]`), when the gateway runs them.
+    pub webhooks: Option<Arc<crate::webhook::Webhooks>>,
 }
 
 /// Every number at one moment; `/metrics` and `$SYS` are both written from it.
@@ -83,6 +87,10 @@ pub struct Snapshot {
     pub queued_bytes_limit: Option<u64>,
     /// Deliveries not queued, or displaced, because the budget was spent.
     pub budget_dropped: u64,
+    /// Every MQTT bridge's counters.
+    pub bridges: Vec<crate::bridge::BridgeStats>,
+    /// Every webhook's counters.
+    pub webhooks: Vec<crate::webhook::WebhookStats>,
 }
 
 impl Snapshot {
@@ -191,6 +199,12 @@ impl Sources {
             queued_bytes: self.broker.budget().used() as u64,
             queued_bytes_limit: self.broker.budget().limit().map(|n| n as u64),
             budget_dropped: self.broker.budget().dropped(),
+            bridges: self.bridges.as_ref().map(|b| b.stats()).unwrap_or_default(),
+            webhooks: self
+                .webhooks
+                .as_ref()
+                .map(|w| w.stats())
+                .unwrap_or_default(),
         }
     }
 }
@@ -335,6 +349,95 @@ pub fn render(s: &Snapshot) -> String {
         "Deliveries not queued, or displaced, because max_queued_bytes was spent (also in messages_dropped_total as queue_full when the overflow policy dropped them).",
     )
     .sample("", &[], s.budget_dropped);
+    if !s.bridges.is_empty() {
+        let mut f = Family::new(
+            o,
+            "ponte_bridge_up",
+            "gauge",
+            "1 while the MQTT bridge is connected to its remote broker, else 0.",
+        );
+        for b in &s.bridges {
+            f.sample("", &[("bridge", &b.name)], u8::from(b.up));
+        }
+        let mut f = Family::new(
+            o,
+            "ponte_bridge_messages_total",
+            "counter",
+            "Messages a bridge carried: out (local to remote, acknowledged) and in (remote to local, stored).",
+        );
+        for b in &s.bridges {
+            f.sample(
+                "",
+                &[("bridge", &b.name), ("direction", "out")],
+                b.messages_out,
+            );
+            f.sample(
+                "",
+                &[("bridge", &b.name), ("direction", "in")],
+                b.messages_in,
+            );
+        }
+        let mut f = Family::new(
+            o,
+            "ponte_bridge_queue",
+            "gauge",
+            "Local messages waiting to go out over a bridge.",
+        );
+        for b in &s.bridges {
+            f.sample("", &[("bridge", &b.name)], b.queued);
+        }
+        let mut f = Family::new(
+            o,
+            "ponte_bridge_dropped_total",
+            "counter",
+            "Messages a bridge did not carry: out (queue full, refused, expired) and in (dropped).",
+        );
+        for b in &s.bridges {
+            let out = b.dropped_out + b.refused + b.expired;
+            f.sample("", &[("bridge", &b.name), ("direction", "out")], out);
+            f.sample(
+                "",
+                &[("bridge", &b.name), ("direction", "in")],
+                b.dropped_in,
+            );
+        }
+    }
+    if !s.webhooks.is_empty() {
+        let mut f = Family::new(
+            o,
+            "ponte_webhook_deliveries_total",
+            "counter",
+            "Webhook events by outcome: delivered (2xx), rejected (4xx, not retried), failed (every retry failed), dropped (queue full).",
+        );
+        for w in &s.webhooks {
+            for (outcome, n) in [
+                ("delivered", w.delivered),
+                ("rejected", w.rejected),
+                ("failed", w.failed),
+                ("dropped", w.dropped),
+            ] {
+                f.sample("", &[("webhook", &w.name), ("outcome", outcome)], n);
+            }
+        }
+        let mut f = Family::new(
+            o,
+            "ponte_webhook_retries_total",
+            "counter",
+            "Webhook requests sent again after a retryable failure.",
+        );
+        for w in &s.webhooks {
+            f.sample("", &[("webhook", &w.name)], w.retries);
+        }
+        let mut f = Family::new(
+            o,
+            "ponte_webhook_queue",
+            "gauge",
+            "Webhook events held (queued or being delivered).",
+        );
+        for w in &s.webhooks {
+            f.sample("", &[("webhook", &w.name)], w.queue);
+        }
+    }
     Family::new(
         o,
         "ponte_retained_messages",

@@ -7,19 +7,48 @@ use bytes::Bytes;
 
 use super::{Properties, QoS, TopicName};
 
-/// Which front-end a message came from: for logs and metrics, never for routing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Which front-end a message came from and, when the front-end knows it, who wrote it: for
+/// logs, metrics and webhooks (`"origin"`, `"client"`). Routing never looks at it (No Local
+/// uses [`Message::publisher`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Origin {
-    /// An HTTP PUT/POST/DELETE.
-    Http,
-    /// A CoAP PUT/POST/DELETE.
-    Coap,
-    /// An MQTT PUBLISH (or will).
-    Mqtt,
+    /// An HTTP PUT/POST/DELETE, with the authenticated user (`None`: anonymous).
+    Http(Option<Arc<str>>),
+    /// A CoAP PUT/POST/DELETE, with the DTLS PSK identity (`None`: plain CoAP).
+    Coap(Option<Arc<str>>),
+    /// An MQTT PUBLISH (or will), with the publisher's client id.
+    Mqtt(Option<Arc<str>>),
+    /// A message an MQTT bridge (named here) brought in from its remote broker.
+    Bridge(Arc<str>),
     /// Another ponte node, through the backbone.
     Backbone,
     /// The broker itself (e.g. `$SYS`).
     Internal,
+}
+
+impl Origin {
+    /// The front-end as a lower-case word: `http`, `coap`, `mqtt`, `bridge`, `backbone`,
+    /// `internal` (a webhook's `"origin"`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Origin::Http(_) => "http",
+            Origin::Coap(_) => "coap",
+            Origin::Mqtt(_) => "mqtt",
+            Origin::Bridge(_) => "bridge",
+            Origin::Backbone => "backbone",
+            Origin::Internal => "internal",
+        }
+    }
+
+    /// Who wrote it, when known: the HTTP or CoAP user, the MQTT client id, the bridge's
+    /// name.
+    pub fn client(&self) -> Option<&str> {
+        match self {
+            Origin::Http(u) | Origin::Coap(u) | Origin::Mqtt(u) => u.as_deref(),
+            Origin::Bridge(name) => Some(name),
+            Origin::Backbone | Origin::Internal => None,
+        }
+    }
 }
 
 /// One published message, shared by every subscriber it reaches.

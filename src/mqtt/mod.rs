@@ -33,6 +33,12 @@ use crate::shutdown::Shutdown;
 use crate::tls::{Tls, TlsPeer};
 use registry::Registry;
 
+/// The prefix of client ids reserved for ponte's own sessions: an MQTT bridge's durable out
+/// queue is a persistent session under `$bridge/<name>` (`crate::bridge`). A client asking
+/// for such an id is refused (CONNACK 0x85 / 3.1.1 0x02), so no client can take over, read
+/// or discard a bridge's queue.
+pub(crate) const RESERVED_CLIENT_PREFIX: &str = "$bridge/";
+
 /// State shared by every MQTT connection.
 #[derive(Debug)]
 pub(crate) struct Shared {
@@ -97,6 +103,12 @@ impl Clients {
             self.shared.stats.bytes_received.load(Ordering::Relaxed),
             self.shared.stats.bytes_sent.load(Ordering::Relaxed),
         )
+    }
+
+    /// The session registry, for the MQTT bridges' durable out queues
+    /// ([`crate::bridge`]), which are sessions under reserved client ids.
+    pub(crate) fn registry(&self) -> &Registry {
+        &self.shared.sessions
     }
 }
 

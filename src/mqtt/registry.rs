@@ -79,6 +79,12 @@ impl Registry {
             .collect()
     }
 
+    /// The client ids of every session, connected or away (an MQTT bridge looks for the
+    /// durable queues of bridges no longer configured).
+    pub(crate) fn client_ids(&self) -> Vec<String> {
+        self.sessions.lock().keys().map(|k| k.to_string()).collect()
+    }
+
     /// Find or create the session for a CONNECT. With `clean` (3.1.1 Clean Session, v5
     /// Clean Start), any existing session is discarded (MQTT-3.1.2-6, v5 MQTT-3.1.2-4) and
     /// a fresh one is made; without, an existing session is resumed (MQTT-3.1.2-4 / v5
@@ -229,6 +235,7 @@ impl Registry {
                     message: Arc::new(message),
                     subscription_ids: Vec::new(),
                     durable: Some(seq),
+                    log_seq: None,
                 };
                 if broker.push_restored(&s.mailbox, d) {
                     messages += 1;

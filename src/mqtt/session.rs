@@ -24,7 +24,7 @@ use super::ClientInfo;
 use crate::broker::mailbox::Mailbox;
 use crate::broker::Broker;
 use crate::durable::{DurableSession, DurableSessions, Receipt, Record};
-use crate::model::{SubOptions, TopicFilter};
+use crate::model::{RetainHandling, SubOptions, TopicFilter};
 
 /// Session Expiry Interval meaning "never expires" (MQTT 5 §3.1.2.11.2: 0xFFFFFFFF).
 pub const NEVER: u32 = u32::MAX;
@@ -154,6 +154,33 @@ impl Session {
     /// Forget a subscription; whether it was recorded.
     pub fn remove_subscription(&self, filter: &TopicFilter) -> bool {
         self.state.lock().subscriptions.remove(filter).is_some()
+    }
+
+    /// Make the session's subscriptions exactly `want`: the others leave the index, new or
+    /// changed ones enter it without retained values (Retain Handling 2). For an MQTT
+    /// bridge's out queue (`crate::bridge`), whose subscriptions come from its
+    /// configuration rather than from SUBSCRIBE packets. The caller owns the session.
+    pub(crate) fn set_subscriptions(&self, want: &[(TopicFilter, SubOptions)], broker: &Broker) {
+        let mut st = self.state.lock();
+        st.subscriptions.retain(|f, _| {
+            let keep = want.iter().any(|(g, _)| g == f);
+            if !keep {
+                broker.unsubscribe(f, self.mailbox.id());
+            }
+            keep
+        });
+        for (filter, options) in want {
+            if st.subscriptions.get(filter) != Some(options) {
+                broker.subscribe_with(filter, &self.mailbox, *options, RetainHandling::Never);
+                st.subscriptions.insert(filter.clone(), *options);
+            }
+        }
+    }
+
+    /// Drop the protocol state a connection saved (an MQTT bridge's out queue has no MQTT
+    /// connection to resume it).
+    pub(crate) fn drop_saved(&self) {
+        self.state.lock().saved = None;
     }
 
     /// Remove every subscription of this session from the broker.

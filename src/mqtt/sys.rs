@@ -34,7 +34,11 @@ pub(crate) async fn run(mqtt: Mqtt, sources: Sources) {
             _ = tick.tick() => {}
         }
         let broker = &mqtt.shared.broker;
-        let values = values(&sources.snapshot());
+        let mut values = values(&sources.snapshot()).to_vec();
+        // In a cluster, which node this is (issue 11, point 7): `$SYS` is node-local.
+        if let Some(node) = broker.backbone().node() {
+            values.push(("$SYS/broker/node", node.to_owned()));
+        }
         for (topic, value) in values {
             if last.get(topic) == Some(&value) {
                 continue;

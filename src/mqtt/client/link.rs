@@ -18,7 +18,7 @@ use tokio::sync::{Notify, OwnedMutexGuard};
 
 use super::super::access::Access;
 use super::super::session::{Session, NEVER};
-use super::super::{wire, ClientInfo, Shared};
+use super::super::{wire, ClientInfo, Shared, RESERVED_CLIENT_PREFIX};
 use crate::broker::retained::Precondition;
 use crate::model::{Message, Origin};
 use crate::tls::TlsPeer;
@@ -147,6 +147,17 @@ impl Link {
         } else {
             c.client_id.clone()
         };
+        if client_id.starts_with(RESERVED_CLIENT_PREFIX) {
+            // The bridges' durable queues are sessions under these ids (src/bridge).
+            conn.reject(
+                reason::CLIENT_IDENTIFIER_NOT_VALID,
+                Some(format!(
+                    "client identifier {client_id:?}: the prefix {:?} is reserved for ponte's MQTT bridges",
+                    RESERVED_CLIENT_PREFIX
+                )),
+            );
+            return;
+        }
         let proven = self.tls.is_some() && shared.use_identity_as_username;
         if let Err(refusal) = access.login(&c, &client_id, proven).await {
             conn.reject(refusal.code, Some(refusal.reason));
@@ -376,7 +387,7 @@ impl Link {
             qos: w.qos.into(),
             retain: w.retain,
             content_type: None,
-            origin: Origin::Mqtt,
+            origin: Origin::Mqtt(self.session.as_ref().map(|s| s.client_id.clone())),
             properties: None,
             expires_at: None,
             publisher: None,

@@ -62,7 +62,7 @@ impl Driver {
             qos,
             retain: p.retain,
             content_type: None,
-            origin: Origin::Mqtt,
+            origin: Origin::Mqtt(self.link.session().map(|s| s.client_id.clone())),
             properties: None,
             expires_at: None,
             publisher: self.link.session().map(|s| s.mailbox.id()),

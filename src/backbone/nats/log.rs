@@ -1,0 +1,666 @@
+//! The message log: every write a node accepts is published to the `<prefix>_LOG` stream,
+//! and acknowledged to its client only after JetStream's PubAck (stored on the configured
+//! replicas). Every node hears the log with one ordered consumer and fans other nodes'
+//! messages out locally.
+//!
+//! **The lane.** [`submit`] runs on the caller's thread (it encodes the envelope there, so
+//! encoding spreads over the runtime's workers) and hands the write to one task, the lane,
+//! which issues publishes to NATS in the order it received them. A retained write goes to
+//! the KV bucket first (compare-and-set, [`super::retained`]) and only then to the log;
+//! to keep each MQTT connection's messages in the log in the order it sent them (MQTT 4.6),
+//! later writes of the same publisher wait in the lane until that retained write has been
+//! decided — others' writes do not wait. PubAcks are awaited concurrently, so one
+//! connection keeps many publishes in flight (the MQTT driver's pipeline works unchanged).
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use async_nats::jetstream::consumer::{pull, DeliverPolicy};
+use async_nats::HeaderMap;
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+use futures_util::stream::FuturesUnordered;
+use futures_util::StreamExt;
+use tokio::sync::{mpsc, oneshot};
+
+use super::envelope::{instant_to_wall, wall_to_instant, Envelope};
+use super::mapping::{self, Decoded};
+use super::{Inner, NODE_HEADER, REVISION_HEADER};
+use crate::backbone::{Committed, Write};
+use crate::broker::retained::{Precondition, WriteOutcome};
+use crate::durable::Seq;
+use crate::model::{Message, Origin, RetainedValue, TopicName};
+use crate::store::StoreError;
+
+/// The answer channel of a write.
+type Reply = oneshot::Sender<Result<Committed, StoreError>>;
+
+/// A write on its way through the lane.
+pub struct Job {
+    /// The topic.
+    pub(crate) topic: TopicName,
+    /// Its key (subject suffix and KV key).
+    pub(crate) key: String,
+    /// The encoded envelope: the log message's body and the KV value.
+    pub(crate) body: Bytes,
+    /// For a retained write: the condition and the value to mirror (`None` clears).
+    pub(crate) retained: Option<(Precondition, Option<Arc<RetainedValue>>)>,
+    /// The MQTT connection that published it (writes of one publisher stay in order).
+    pub(crate) publisher: Option<u64>,
+    /// When the write is refused if it is not decided yet (`[cluster] timeout_secs` after
+    /// it was submitted): a client never waits longer for its answer, whatever NATS does.
+    pub(crate) deadline: tokio::time::Instant,
+    /// Where the answer goes.
+    pub(crate) reply: Reply,
+}
+
+/// The error of a write refused because the backbone cannot take it now.
+pub(crate) fn unavailable(why: impl std::fmt::Display) -> StoreError {
+    StoreError::Engine(format!(
+        "the cluster backbone (NATS) cannot take the write now, so it was not stored: {why}"
+    ))
+}
+
+/// Encode `write` on the caller's thread and hand it to the lane.
+pub(crate) fn submit(inner: &Arc<Inner>, write: Write) {
+    let Write {
+        message,
+        precondition,
+        reply,
+    } = write;
+    if !inner.ready() {
+        let _ = reply.send(Err(unavailable(if inner.connected() {
+            "this node is still synchronising with it"
+        } else {
+            "it is unreachable"
+        })));
+        return;
+    }
+    let key = mapping::topic_key(&message.topic, inner.room());
+    let updated = SystemTime::now();
+    let body = Envelope {
+        qos: message.qos,
+        retain: message.retain,
+        topic: key.hashed.then(|| message.topic.as_str().to_owned()),
+        content_type: message.content_type.clone(),
+        expires_at: message.expires_at.map(instant_to_wall),
+        properties: message.properties.clone(),
+        updated,
+        payload: message.payload.clone(),
+    }
+    .encode();
+    let retained = message.retain.then(|| {
+        let value = (!message.payload.is_empty()).then(|| {
+            Arc::new(RetainedValue {
+                payload: message.payload.clone(),
+                content_type: message.content_type.clone(),
+                qos: message.qos,
+                version: 0,
+                updated,
+            })
+        });
+        (precondition, value)
+    });
+    let job = Job {
+        topic: message.topic,
+        key: key.key,
+        body,
+        retained,
+        publisher: message.publisher,
+        deadline: tokio::time::Instant::now() + inner.config.timeout(),
+        reply,
+    };
+    if let Err(mpsc::error::SendError(job)) = inner.lane.send(job) {
+        let _ = job.reply.send(Err(StoreError::Closed));
+    }
+}
+
+/// A key's current entry: its value (`None`: a delete marker) and its revision.
+pub(crate) type Current = (Option<Arc<RetainedValue>>, u64);
+
+/// What an in-flight NATS request came back with.
+pub(crate) enum Step {
+    /// A log publish was acknowledged (or not); its reply is already sent.
+    Logged,
+    /// A KV compare-and-set finished.
+    Kv {
+        /// The write.
+        job: Job,
+        /// The value the CAS expected to replace (what the write saw).
+        seen: Option<Arc<RetainedValue>>,
+        /// Attempts so far.
+        tries: u8,
+        /// The new revision, or why not.
+        result: Result<u64, async_nats::jetstream::context::PublishError>,
+    },
+    /// The current entry was read after a CAS lost or a precondition failed on the mirror.
+    Fetched {
+        /// The write.
+        job: Job,
+        /// Attempts so far.
+        tries: u8,
+        /// The current entry (value, revision), or why not.
+        result: Result<Option<Current>, String>,
+    },
+}
+
+/// The ordered publishing lane (one task per node).
+pub struct Lane {
+    inner: Arc<Inner>,
+    /// Publishers with a retained write being decided, and their writes waiting behind it.
+    blocked: HashMap<u64, VecDeque<Job>>,
+    /// Requests in flight.
+    inflight: FuturesUnordered<BoxFuture<'static, Step>>,
+}
+
+/// How long one pull of the hearing consumer waits (its heartbeat is half of it).
+pub(crate) const HEAR_EXPIRES: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The shortest wait for a log acknowledgement, even for a write whose deadline passed
+/// while its retained value was being decided (it is already in the bucket).
+const MIN_ACK_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Most compare-and-set rounds for one retained write under contention.
+const MAX_TRIES: u8 = 8;
+
+impl Lane {
+    /// Run until every sender is gone.
+    pub(crate) async fn run(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<Job>) {
+        let mut lane = Lane {
+            inner,
+            blocked: HashMap::new(),
+            inflight: FuturesUnordered::new(),
+        };
+        let mut closed = lane.inner.closed.subscribe();
+        loop {
+            tokio::select! {
+                job = rx.recv() => match job {
+                    Some(job) => lane.admit(job).await,
+                    None => break,
+                },
+                // Shutdown: writes still queued are answered "closed" as they drop.
+                _ = closed.changed() => break,
+                Some(step) = lane.inflight.next(), if !lane.inflight.is_empty() => {
+                    lane.step(step).await;
+                }
+            }
+        }
+        while let Some(step) = lane.inflight.next().await {
+            lane.step(step).await;
+        }
+    }
+
+    /// A new write: behind its publisher's undecided retained write, or on its way now.
+    async fn admit(&mut self, job: Job) {
+        if let Some(p) = job.publisher {
+            if let Some(waiting) = self.blocked.get_mut(&p) {
+                waiting.push_back(job);
+                return;
+            }
+        }
+        let publisher = job.publisher;
+        if self.start(job).await {
+            self.unblock(publisher).await;
+        }
+    }
+
+    /// Start a write: a retained one at the KV (its publisher's later writes wait until it
+    /// is decided), any other straight to the log. Returns whether it is already finished
+    /// (nothing of it is pending in the lane).
+    async fn start(&mut self, job: Job) -> bool {
+        if job.retained.is_some() {
+            if let Some(p) = job.publisher {
+                self.blocked.entry(p).or_default();
+            }
+            let seen = self.inner.broker().and_then(|b| b.get(&job.topic));
+            let expected = seen.as_ref().map_or(0, |v| v.version);
+            self.decide(job, seen, expected, false, 0).await
+        } else {
+            self.log(job, None, 0).await;
+            true
+        }
+    }
+
+    /// Evaluate a retained write's precondition against `seen` (revision `expected` of the
+    /// key, a delete marker's included) and send the compare-and-set. A precondition that
+    /// fails on the mirror is checked again against the bucket (`confirmed`) before the
+    /// client is told 412, so a stale mirror never refuses a write. Returns whether the
+    /// write is finished (else a request for it is in flight).
+    async fn decide(
+        &mut self,
+        job: Job,
+        seen: Option<Arc<RetainedValue>>,
+        expected: u64,
+        confirmed: bool,
+        tries: u8,
+    ) -> bool {
+        let Some((precondition, value)) = &job.retained else {
+            return true;
+        };
+        if !precondition.holds(seen.as_deref()) {
+            if confirmed {
+                let _ = job.reply.send(Ok(Committed {
+                    retained: Some(WriteOutcome::PreconditionFailed(seen)),
+                    sequence: None,
+                }));
+                return true;
+            }
+            self.fetch(job, tries);
+            return false;
+        }
+        if value.is_none() && seen.is_none() {
+            if !confirmed {
+                // The mirror may not have another node's value yet: ask the bucket.
+                self.fetch(job, tries);
+                return false;
+            }
+            // Clearing nothing: no KV change, but the (empty, retained) message is still
+            // a message subscribers get, as on a single node.
+            self.log(job, Some(WriteOutcome::Cleared { existed: false }), 0)
+                .await;
+            return true;
+        }
+        if !self.inner.ready() {
+            let _ = job.reply.send(Err(unavailable("it is unreachable")));
+            return true;
+        }
+        if tokio::time::Instant::now() >= job.deadline {
+            let _ = job.reply.send(Err(unavailable(format!(
+                "the write was not decided within {:?} ([cluster] timeout_secs)",
+                self.inner.config.timeout()
+            ))));
+            return true;
+        }
+        let subject = format!("$KV.{}.{}", self.inner.config.retained_bucket(), job.key);
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "Nats-Expected-Last-Subject-Sequence",
+            expected.to_string().as_str(),
+        );
+        if value.is_none() {
+            headers.insert("KV-Operation", "DEL");
+        }
+        // A delete marker carries the envelope too: a hashed (long) topic's watchers learn
+        // from it which topic was deleted.
+        let body = job.body.clone();
+        let sent = self
+            .inner
+            .js
+            .publish_with_headers(subject, headers, body)
+            .await;
+        let tries = tries + 1;
+        match sent {
+            Ok(ack) => {
+                let deadline = job.deadline;
+                self.inflight.push(Box::pin(async move {
+                    let result = match tokio::time::timeout_at(deadline, ack).await {
+                        Ok(r) => r.map(|a| a.sequence),
+                        Err(_) => Err(async_nats::jetstream::context::PublishError::new(
+                            async_nats::jetstream::context::PublishErrorKind::TimedOut,
+                        )),
+                    };
+                    Step::Kv {
+                        job,
+                        seen,
+                        tries,
+                        result,
+                    }
+                }));
+                false
+            }
+            Err(e) => {
+                let _ = job.reply.send(Err(unavailable(e)));
+                true
+            }
+        }
+    }
+
+    /// Read the key's current entry from the bucket.
+    fn fetch(&mut self, job: Job, tries: u8) {
+        let kv = self.inner.kv.read().clone();
+        let key = job.key.clone();
+        let topic = job.topic.clone();
+        let deadline = job.deadline;
+        self.inflight.push(Box::pin(async move {
+            let result = match kv {
+                None => Err("the retained bucket is not provisioned".to_string()),
+                Some(kv) => match tokio::time::timeout_at(deadline, kv.entry(key)).await {
+                    Err(_) => Err("reading the current value timed out".to_string()),
+                    Ok(Ok(None)) => Ok(None),
+                    Ok(Ok(Some(e))) => Ok(Some((
+                        super::retained::entry_value(&topic, &e).and_then(|(v, _)| v),
+                        e.revision,
+                    ))),
+                    Ok(Err(e)) => Err(e.to_string()),
+                },
+            };
+            Step::Fetched { job, tries, result }
+        }));
+    }
+
+    /// Handle a finished request.
+    async fn step(&mut self, step: Step) {
+        match step {
+            Step::Logged => {}
+            Step::Kv {
+                job,
+                seen,
+                tries,
+                result,
+            } => match result {
+                Ok(rev) => {
+                    let publisher = job.publisher;
+                    let outcome = self.committed_retained(&job, seen, rev);
+                    self.log(job, Some(outcome), rev).await;
+                    self.unblock(publisher).await;
+                }
+                Err(e)
+                    if e.kind()
+                        == async_nats::jetstream::context::PublishErrorKind::WrongLastSequence
+                        && tries < MAX_TRIES =>
+                {
+                    // Another node wrote first (or our mirror was behind): look again.
+                    self.fetch(job, tries);
+                }
+                Err(e) => {
+                    let publisher = job.publisher;
+                    let why = if e.kind()
+                        == async_nats::jetstream::context::PublishErrorKind::WrongLastSequence
+                    {
+                        format!("{MAX_TRIES} compare-and-set rounds lost to concurrent writers")
+                    } else {
+                        e.to_string()
+                    };
+                    let _ = job.reply.send(Err(unavailable(why)));
+                    self.unblock(publisher).await;
+                }
+            },
+            Step::Fetched { job, tries, result } => match result {
+                Ok(current) => {
+                    let (seen, expected) = match current {
+                        Some((v, rev)) => (v, rev),
+                        None => (None, 0),
+                    };
+                    let publisher = job.publisher;
+                    if self.decide(job, seen, expected, true, tries).await {
+                        self.unblock(publisher).await;
+                    }
+                }
+                Err(e) => {
+                    let publisher = job.publisher;
+                    let _ = job.reply.send(Err(unavailable(e)));
+                    self.unblock(publisher).await;
+                }
+            },
+        }
+    }
+
+    /// The bucket accepted a retained write at revision `rev`: put it in the mirror (the
+    /// client reads its own write on this node before it hears 2xx) and say what it did.
+    fn committed_retained(
+        &self,
+        job: &Job,
+        seen: Option<Arc<RetainedValue>>,
+        rev: u64,
+    ) -> WriteOutcome {
+        let Some((_, value)) = &job.retained else {
+            return WriteOutcome::Cleared { existed: false };
+        };
+        let broker = self.inner.broker();
+        match value {
+            Some(v) => {
+                let v = Arc::new(RetainedValue {
+                    version: rev,
+                    ..(**v).clone()
+                });
+                if let Some(b) = &broker {
+                    b.retained().mirror_put(&job.topic, v.clone());
+                }
+                if seen.is_some() {
+                    WriteOutcome::Replaced(v)
+                } else {
+                    WriteOutcome::Created(v)
+                }
+            }
+            None => {
+                if let Some(b) = &broker {
+                    b.retained().mirror_delete(&job.topic, rev, true);
+                }
+                WriteOutcome::Cleared {
+                    existed: seen.is_some(),
+                }
+            }
+        }
+    }
+
+    /// Publish `job` to the log; its reply is sent when JetStream acknowledges it.
+    async fn log(&mut self, job: Job, retained: Option<WriteOutcome>, rev: u64) {
+        let Job {
+            key,
+            body,
+            reply,
+            deadline,
+            ..
+        } = job;
+        if !self.inner.connected() {
+            let _ = reply.send(Err(unavailable("it is unreachable")));
+            return;
+        }
+        let mut headers = HeaderMap::new();
+        headers.insert(NODE_HEADER, self.inner.node.as_str());
+        if rev != 0 {
+            headers.insert(REVISION_HEADER, rev.to_string().as_str());
+        }
+        let subject = self.inner.subject(&key);
+        match self
+            .inner
+            .js
+            .publish_with_headers(subject, headers, body)
+            .await
+        {
+            Ok(ack) => self.inflight.push(Box::pin(async move {
+                // At least a moment for the acknowledgement, however late the write got
+                // here; never longer than its deadline otherwise.
+                let until = deadline.max(tokio::time::Instant::now() + MIN_ACK_WAIT);
+                let _ = reply.send(match tokio::time::timeout_at(until, ack).await {
+                    Ok(Ok(a)) => Ok(Committed {
+                        retained,
+                        sequence: Seq::new(a.sequence),
+                    }),
+                    Ok(Err(e)) => Err(unavailable(e)),
+                    Err(_) => Err(unavailable(
+                        "JetStream did not acknowledge the write in time ([cluster] timeout_secs)",
+                    )),
+                });
+                Step::Logged
+            })),
+            Err(e) => {
+                let _ = reply.send(Err(unavailable(e)));
+            }
+        }
+    }
+
+    /// A publisher's retained write is decided: start what waited behind it, in order,
+    /// up to its next retained write.
+    async fn unblock(&mut self, publisher: Option<u64>) {
+        let Some(p) = publisher else {
+            return;
+        };
+        loop {
+            let next = match self.blocked.get_mut(&p) {
+                None => return,
+                Some(waiting) => waiting.pop_front(),
+            };
+            match next {
+                None => {
+                    self.blocked.remove(&p);
+                    return;
+                }
+                Some(job) if job.retained.is_some() => {
+                    // Pending: it keeps the publisher blocked (and the queue behind it).
+                    if !self.start(job).await {
+                        return;
+                    }
+                }
+                Some(job) => self.log(job, None, 0).await,
+            }
+        }
+    }
+}
+
+/// Hear the log until the connection drops: from the message after the last one heard
+/// (or, the first time, from the end of the log), skipping this node's own messages.
+pub(crate) async fn hear(inner: Arc<Inner>) {
+    let mut closed = inner.closed.subscribe();
+    loop {
+        if inner.is_closed() {
+            return;
+        }
+        if let Err(e) = hear_once(&inner).await {
+            tracing::debug!(error = %e, "hearing the log stopped; resuming");
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(std::time::Duration::from_millis(200)) => {}
+            _ = closed.wait_for(|c| *c) => return,
+        }
+    }
+}
+
+/// One ordered consumer over the log, until it fails.
+async fn hear_once(inner: &Arc<Inner>) -> Result<(), String> {
+    let stream = inner
+        .log
+        .read()
+        .clone()
+        .ok_or("the log is not provisioned")?;
+    let info = stream.get_info().await.map_err(|e| e.to_string())?;
+    let heard = inner.heard.load(Ordering::Acquire);
+    let last = info.state.last_sequence;
+    let start = if heard == 0 || heard > last {
+        if heard > last {
+            tracing::warn!(
+                heard,
+                last,
+                "the message log is shorter than what this node heard (recreated?); hearing new messages only"
+            );
+        }
+        inner.heard.store(last, Ordering::Release);
+        last + 1
+    } else {
+        heard + 1
+    };
+    let consumer = stream
+        .create_consumer(pull::OrderedConfig {
+            deliver_policy: DeliverPolicy::ByStartSequence {
+                start_sequence: start,
+            },
+            // Short pulls with a 1 s heartbeat: a consumer lost with a nats-server is
+            // noticed (and recreated after the last message heard) within seconds, not
+            // after the client's default 30 s.
+            max_expires: HEAR_EXPIRES,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut messages = consumer.messages().await.map_err(|e| e.to_string())?;
+    while let Some(m) = messages.next().await {
+        let m = m.map_err(|e| e.to_string())?;
+        let seq = match m.info() {
+            Ok(i) => i.stream_sequence,
+            Err(e) => return Err(e.to_string()),
+        };
+        inner.heard.store(seq, Ordering::Release);
+        let own = m
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(NODE_HEADER))
+            .is_some_and(|n| n.as_str() == inner.node);
+        if own {
+            continue;
+        }
+        let Some(broker) = inner.broker() else {
+            continue;
+        };
+        match decode_message(inner, m.subject.as_str(), &m.payload) {
+            Ok((message, updated)) => {
+                // A retained write carries its KV revision: the mirror has it before any
+                // subscriber here hears of it (the watch would bring it a moment later).
+                let rev = m
+                    .headers
+                    .as_ref()
+                    .and_then(|h| h.get(REVISION_HEADER))
+                    .and_then(|v| v.as_str().parse::<u64>().ok());
+                if let (Some(rev), true) = (rev, message.retain) {
+                    mirror_logged(&broker, &message, rev, updated);
+                }
+                broker.deliver_remote(Arc::new(message), Seq::new(seq));
+            }
+            Err(e) => {
+                tracing::warn!(seq, subject = %m.subject, error = %e, "log message not understood; skipped")
+            }
+        }
+    }
+    Err("the log consumer ended".into())
+}
+
+/// Apply a retained write heard in the log (revision `rev`) to the mirror.
+fn mirror_logged(broker: &crate::broker::Broker, message: &Message, rev: u64, updated: SystemTime) {
+    if message.payload.is_empty() {
+        // A tombstone, until the watch (which may still bring an older value) reports it.
+        broker.retained().mirror_delete(&message.topic, rev, true);
+        return;
+    }
+    let value = Arc::new(RetainedValue {
+        payload: message.payload.clone(),
+        content_type: message.content_type.clone(),
+        qos: message.qos,
+        version: rev,
+        updated,
+    });
+    if broker.retained().mirror_put(&message.topic, value) {
+        broker.note_mirrored_meta(
+            &message.topic,
+            rev,
+            message.properties.clone(),
+            message.expires_at,
+        );
+    }
+}
+
+/// A log message as a [`Message`] from another node, with when it was accepted.
+pub(crate) fn decode_message(
+    inner: &Inner,
+    subject: &str,
+    body: &Bytes,
+) -> Result<(Message, SystemTime), String> {
+    let key = subject
+        .strip_prefix(inner.config.prefix.as_str())
+        .and_then(|s| s.strip_prefix('.'))
+        .ok_or_else(|| format!("subject {subject:?} is outside the prefix"))?;
+    let env = Envelope::decode(body).map_err(|e| e.to_string())?;
+    let topic = match mapping::decode_key(key).map_err(|e| e.to_string())? {
+        Decoded::Topic(t) => t,
+        Decoded::Hashed => {
+            let t = env
+                .topic
+                .as_deref()
+                .ok_or("hashed subject without a topic")?;
+            TopicName::parse(t).map_err(|e| e.to_string())?
+        }
+    };
+    let message = Message {
+        topic,
+        payload: env.payload,
+        qos: env.qos,
+        retain: env.retain,
+        content_type: env.content_type,
+        origin: Origin::Backbone,
+        properties: env.properties,
+        expires_at: env.expires_at.map(wall_to_instant),
+        publisher: None,
+        charge: crate::model::Charge::default(),
+    };
+    Ok((message, env.updated))
+}

