@@ -281,6 +281,8 @@ impl Cli {
         set_by.extend(applied.set);
         let mut c = Config::deserialize(toml::Value::Table(table))
             .map_err(|e| ConfigError::Conflict(e.to_string()))?;
+        // What SIGHUP re-reads for `[[bridge]]` and `[[webhook]]`.
+        c.source = self.config.clone();
         let hosts = |flag: &str, names: &[String]| {
             crate::config::Hosts::from_names(names.to_vec())
                 .map_err(|e| ConfigError::Conflict(format!("--{flag}: {e}")))

@@ -1038,15 +1038,16 @@ fn spawn_ponte(config: &Path, db: &Path) -> (Ponte, SocketAddr) {
             .args(["--host", "127.0.0.1", "-p", "0", "-a", "0", "-m", "0", "-d"])
             .arg(db)
             .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stdout(Stdio::inherit())
+            .stderr(Stdio::piped())
             .spawn()
             .expect("spawn ponte"),
     );
-    let stdout = ponte.0.stdout.take().unwrap();
+    // ponte logs to stderr (issue 12).
+    let logs = ponte.0.stderr.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
+        for line in BufReader::new(logs).lines() {
             let Ok(line) = line else { break };
             let _ = tx.send(line);
         }
