@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used)] // test helpers may unwrap: a failure is the test failing
 //! MQTT bridges (issue 14) against a real mosquitto broker started by each test on a
 //! loopback port (Debian's `mosquitto`; without it the tests say SKIP, except in CI): out,
 //! in and both with prefixes, no loops, the remote stopped and restarted with QoS 1

@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used)] // test helpers may unwrap: a failure is the test failing
 //! Cluster mode over NATS JetStream (issue 11): three ponte nodes (`ponte::start`
 //! in-process, the real binary where a process must die) on real nats-server processes
 //! (`tests/nats/mod.rs`), driven by real clients over sockets: reqwest, raw CoAP over UDP,

@@ -175,7 +175,7 @@ pub(crate) fn parse(buf: &mut BytesMut) -> Result<Option<Incoming>> {
 /// `hist` the latency of each from the send time at the front of its payload (see
 /// [`now_ns`]), and queue into `acks` a PUBACK for each at QoS 1. A malformed packet stops
 /// it: the count so far and the error.
-pub fn take_publishes(
+pub(crate) fn take_publishes(
     buf: &mut BytesMut,
     hist: &mut Histogram<u64>,
     acks: &mut BytesMut,

@@ -41,7 +41,7 @@ const ECHO_MEMORY: usize = 65_536;
 
 /// What a bridge needs from the gateway.
 #[derive(Debug, Clone)]
-pub struct Env {
+pub(crate) struct Env {
     /// The broker core.
     pub broker: Arc<Broker>,
     /// The MQTT front-end's sessions (the out queue is one).
@@ -83,7 +83,7 @@ impl Stop {
 
 /// What the ledger keeps about an outgoing message.
 #[derive(Debug)]
-pub struct Item {
+pub(crate) struct Item {
     /// The delivery from the out queue (`None` for a retained value republished after the
     /// remote lost the session).
     pub delivery: Option<Delivery>,
@@ -94,7 +94,7 @@ pub struct Item {
 }
 
 /// The state a bridge's tasks share.
-pub struct Link {
+pub(crate) struct Link {
     /// The bridge's name.
     pub name: Arc<str>,
     /// Its configuration.
@@ -121,7 +121,7 @@ pub struct Link {
 
 /// What the poller tells the conductor.
 #[derive(Debug)]
-pub enum Up {
+pub(crate) enum Up {
     /// Connected.
     Connected {
         /// The remote kept the session.
@@ -136,7 +136,7 @@ pub enum Up {
 /// Run bridge `config` until `stop`. The out queue is opened (or resumed) first; on the
 /// way out, whatever was handed to rumqttc and not acknowledged goes back to the front
 /// of the queue (it is on disk anyway), and the state becomes 0.
-pub async fn run(env: Env, config: Arc<BridgeConfig>, stats: Arc<Stats>, mut stop: Stop) {
+pub(crate) async fn run(env: Env, config: Arc<BridgeConfig>, stats: Arc<Stats>, mut stop: Stop) {
     let name: Arc<str> = Arc::from(config.name.as_str());
     let rules = Rules::new(&config.topics);
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
@@ -435,12 +435,12 @@ fn too_large(link: &Link, topic: &str, payload: &Bytes, props: Option<&OutProper
 
 /// Publish the retained `$SYS/broker/connection/<name>/state`: `1` connected, `0` not
 /// (mosquitto's bridge notification, readable over HTTP and CoAP too).
-pub async fn publish_state(link: &Link, up: bool) {
+pub(crate) async fn publish_state(link: &Link, up: bool) {
     publish_state_of(&link.broker, &link.name, up).await;
 }
 
 /// [`publish_state`] for a bridge by name (also used when a bridge is removed).
-pub async fn publish_state_of(broker: &Broker, name: &str, up: bool) {
+pub(crate) async fn publish_state_of(broker: &Broker, name: &str, up: bool) {
     let Ok(topic) = TopicName::parse(&format!("$SYS/broker/connection/{name}/state")) else {
         return;
     };

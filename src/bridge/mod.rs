@@ -22,7 +22,9 @@
 //! - SIGHUP: [`Bridges`] is a reload hook: added bridges start, removed ones stop (their
 //!   queue is deleted), changed ones restart (their queue stays).
 
-pub mod config;
+/// `[[bridge]]` (kept with the other sections in [`crate::config`], which every front-end
+/// reads and which therefore cannot depend on the bridges).
+pub use crate::config::bridge as config;
 mod inbound;
 mod ledger;
 mod link;

@@ -2,12 +2,13 @@
 //!
 //! Every write — HTTP PUT/POST/DELETE, CoAP PUT/POST/DELETE, MQTT PUBLISH, a will — goes
 //! through [`Broker::publish`]: a retained message is first made durable in [`retained`] (in
-//! a cluster: the write is first made durable through the [`crate::backbone`] — the cluster's
+//! a cluster: the write is first made durable through the [`backbone`] seam — the cluster's
 //! retained authority and message log), then the message is matched against the [`trie`] of
 //! subscriptions and pushed into each matching subscriber's bounded [`mailbox`]. The
 //! subscription index's read lock is held only while matching; pushing happens after it is
 //! released, into per-subscriber queues that never block the publisher.
 
+pub mod backbone;
 pub mod budget;
 mod delivery;
 pub mod mailbox;
@@ -25,11 +26,11 @@ use bytes::Bytes;
 use parking_lot::RwLock;
 use tokio::sync::oneshot;
 
-use crate::backbone::{Backbone, Committed};
 use crate::durable::{DurableSessions, Receipt, Registered, Seq};
 use crate::model::{Message, Origin, Properties, QoS, RetainHandling, RetainedValue};
 use crate::model::{SubOptions, TopicFilter, TopicName};
 use crate::store::{Store, StoreError};
+use backbone::{Backbone, Committed};
 use mailbox::{Mailbox, PushOutcome};
 use retained::{Precondition, Retained, WriteOutcome};
 use trie::{Matched, SubscriptionIndex};
@@ -383,7 +384,7 @@ impl Broker {
             // The cluster decides (retained: compare-and-set in its authority) and logs it;
             // nothing is delivered here before that is durable.
             let (reply, rx) = oneshot::channel();
-            self.backbone.submit(crate::backbone::Write {
+            self.backbone.submit(backbone::Write {
                 message: message.clone(),
                 precondition,
                 reply,
@@ -885,8 +886,8 @@ pub fn retained_message(
 
 #[cfg(test)]
 mod tests {
+    use super::backbone::Local;
     use super::*;
-    use crate::backbone::Local;
     use crate::store::memory::MemoryStore;
     use mailbox::OverflowPolicy;
 

@@ -24,11 +24,11 @@
 //! Every error is an RFC 9457 problem document (`problem.rs`).
 
 mod conditional;
-pub mod deadline;
 pub mod explorer;
 pub mod guard;
 mod headers;
 pub mod listing;
+mod mqtt_ws;
 mod ops;
 mod problem;
 mod resources;
@@ -49,6 +49,7 @@ use http::header::{CONTENT_TYPE, ETAG, LAST_MODIFIED, LOCATION};
 use http::{HeaderName, HeaderValue, Method, StatusCode};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
+pub use mqtt_ws::{serve_mqtt_ws, serve_mqtt_wss};
 pub use problem::{Problem, PROBLEM_JSON};
 pub use sse::encode_event;
 
@@ -90,7 +91,7 @@ pub struct AppState {
     pub writes: Arc<RateLimiters>,
     /// Every counter of the gateway, for `GET /metrics` (a router of its own, as in unit
     /// tests, counts only its broker's).
-    pub sources: Option<crate::metrics::exposition::Sources>,
+    pub sources: Option<crate::stats::Sources>,
     /// The checks behind `GET /readyz`.
     pub readiness: Arc<crate::health::Readiness>,
 }
@@ -98,7 +99,7 @@ pub struct AppState {
 impl AppState {
     /// The state of one HTTP front-end.
     pub fn new(broker: Arc<Broker>, config: Arc<Config>, shutdown: Shutdown) -> Self {
-        let sources = crate::metrics::exposition::Sources {
+        let sources = crate::stats::Sources {
             metrics: broker.ops.clone(),
             limits: crate::limits::Limits::new(config.limits.clone()),
             broker: broker.clone(),
@@ -125,7 +126,7 @@ impl AppState {
     /// Serve `/metrics` from `sources` and `/readyz` from `readiness`.
     pub fn with_ops(
         mut self,
-        sources: crate::metrics::exposition::Sources,
+        sources: crate::stats::Sources,
         readiness: Arc<crate::health::Readiness>,
     ) -> Self {
         self.sources = Some(sources);
@@ -211,10 +212,7 @@ pub async fn serve(
     mqtt: Mqtt,
     auth: Arc<Auth>,
     limits: Arc<Limits>,
-    ops: (
-        crate::metrics::exposition::Sources,
-        Arc<crate::health::Readiness>,
-    ),
+    ops: (crate::stats::Sources, Arc<crate::health::Readiness>),
     shutdown: Shutdown,
 ) {
     let guard = crate::tls::HttpGuard {

@@ -21,13 +21,13 @@ use super::guard;
 use super::problem::Problem;
 use super::resources::{method_not_allowed, options};
 use super::AppState;
-use crate::metrics::exposition;
+use crate::stats::exposition;
 
 /// The methods the operational endpoints answer.
 const ALLOWED: &str = "GET, HEAD, OPTIONS";
 
 /// Count every request by method and status (`ponte_http_requests_total`).
-pub async fn count(State(state): State<AppState>, request: Request, next: Next) -> Response {
+pub(crate) async fn count(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let method = request.method().clone();
     let response = next.run(request).await;
     state
@@ -62,7 +62,7 @@ fn text(status: StatusCode, content_type: &'static str, body: String) -> Respons
 }
 
 /// `GET /metrics`.
-pub async fn metrics(State(state): State<AppState>, request: Request) -> Response {
+pub(crate) async fn metrics(State(state): State<AppState>, request: Request) -> Response {
     if let Some(r) = only_reads(&request) {
         return r;
     }
@@ -98,7 +98,7 @@ fn verbose(request: &Request) -> bool {
 }
 
 /// `GET /livez`: the process is alive and serving.
-pub async fn livez(request: Request) -> Response {
+pub(crate) async fn livez(request: Request) -> Response {
     if let Some(r) = only_reads(&request) {
         return r;
     }
@@ -111,7 +111,7 @@ pub async fn livez(request: Request) -> Response {
 }
 
 /// `GET /readyz`: every readiness check passes.
-pub async fn readyz(State(state): State<AppState>, request: Request) -> Response {
+pub(crate) async fn readyz(State(state): State<AppState>, request: Request) -> Response {
     if let Some(r) = only_reads(&request) {
         return r;
     }

@@ -492,7 +492,7 @@ async fn read_body(body: Body, headers: &HeaderMap, max: usize) -> Result<Bytes,
                 "the request body grew past the {max} bytes this gateway accepts (http.max_body) while it was being read"
             )))
         }
-        Err(e) => match super::deadline::timed_out(e.as_ref()) {
+        Err(e) => match crate::limits::deadline::timed_out(e.as_ref()) {
             // RFC 9110 §15.5.9: the connection cannot carry another request (the rest of
             // this body may still come), so it is closed after the answer.
             Some(stalled) => Err(Problem::new(StatusCode::REQUEST_TIMEOUT, stalled.to_string())

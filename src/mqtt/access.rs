@@ -69,7 +69,7 @@ impl Access {
 
     /// Count refusals in `metrics` (`ponte_auth_failures_total`,
     /// `ponte_messages_dropped_total{reason="acl_denied"}`).
-    pub fn counting(mut self, metrics: Arc<crate::metrics::Metrics>) -> Self {
+    pub(crate) fn counting(mut self, metrics: Arc<crate::metrics::Metrics>) -> Self {
         self.metrics = Some(metrics);
         self
     }

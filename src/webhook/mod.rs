@@ -11,7 +11,9 @@
 //! (URL, secret and CA re-read, limits, filter) swapped in without losing its queue; new
 //! ones start, removed ones stop.
 
-pub mod config;
+/// `[[webhook]]` (kept with the other sections in [`crate::config`], which every front-end
+/// reads and which therefore cannot depend on the webhooks).
+pub use crate::config::webhook as config;
 mod deliver;
 pub mod event;
 mod order;
