@@ -480,9 +480,12 @@ async fn read_body(body: Body, headers: &HeaderMap, max: usize) -> Result<Bytes,
                 Problem::bad_request(format!("the Content-Length {len:?} is not a number"))
             })?;
         if len > max as u64 {
+            // RFC 9110 §15.5.14: the body is left unread, so the connection cannot carry
+            // another request; say so, or a client reusing it races the close.
             return Err(Problem::too_large(format!(
                 "the request body is {len} bytes (Content-Length), more than the {max} bytes this gateway accepts (http.max_body)"
-            )));
+            ))
+            .with_header(http::header::CONNECTION, "close"));
         }
     }
     match Limited::new(body, max).collect().await {
@@ -490,7 +493,8 @@ async fn read_body(body: Body, headers: &HeaderMap, max: usize) -> Result<Bytes,
         Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
             Err(Problem::too_large(format!(
                 "the request body grew past the {max} bytes this gateway accepts (http.max_body) while it was being read"
-            )))
+            ))
+            .with_header(http::header::CONNECTION, "close"))
         }
         Err(e) => match crate::limits::deadline::timed_out(e.as_ref()) {
             // RFC 9110 §15.5.9: the connection cannot carry another request (the rest of
