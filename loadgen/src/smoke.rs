@@ -80,13 +80,14 @@ async fn spawn(bin: &PathBuf) -> Result<Server> {
         ])
         .env("NO_COLOR", "1")
         .env("RUST_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
+        // ponte logs to stderr (stdout is for `ponte config` and the like).
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
         .with_context(|| format!("spawning {}", bin.display()))?;
-    let stdout = child.stdout.take().ok_or_else(|| anyhow!("no stdout"))?;
-    let mut lines = BufReader::new(stdout).lines();
+    let stderr = child.stderr.take().ok_or_else(|| anyhow!("no stderr"))?;
+    let mut lines = BufReader::new(stderr).lines();
     let line = timeout(Duration::from_secs(15), async {
         while let Some(l) = lines.next_line().await? {
             let l = strip_ansi(&l);
