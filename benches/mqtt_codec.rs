@@ -1,4 +1,6 @@
-//! MQTT codec throughput (packets/s): `ponte_mqtt::decode` and the two encoders.
+#![allow(missing_docs, clippy::unwrap_used)] // criterion_group! makes undocumented fns; a bench may unwrap
+//! MQTT codec throughput (packets/s): `ponte_mqtt::decode` and the two encoders, in the
+//! 3.1.1 wire form.
 //!
 //! Each iteration decodes or encodes a batch of `N` packets held in one buffer, the way the
 //! connection driver sees them (many packets per socket read / write). PUBLISH is measured
@@ -11,7 +13,9 @@
 
 use bytes::{Bytes, BytesMut};
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use ponte_mqtt::{decode, encode, encode_publish, Packet, Publish, QoS};
+use ponte_mqtt::{
+    decode, encode, encode_publish, Packet, ProtocolVersion, PubResponse, Publish, QoS,
+};
 
 /// Packets per iteration: enough to amortise the loop, small enough to stay in cache.
 const N: usize = 1024;
@@ -26,13 +30,14 @@ fn publish(qos: QoS, size: usize) -> Packet {
         topic: "bench/sensor/0042/temperature".to_string(),
         pkid: if qos == QoS::AtMostOnce { 0 } else { 7 },
         payload: Bytes::from(vec![b'x'; size]),
+        properties: Default::default(),
     })
 }
 
 fn wire(packet: &Packet) -> BytesMut {
     let mut buf = BytesMut::new();
     for _ in 0..N {
-        encode(packet, &mut buf);
+        encode(packet, ProtocolVersion::V311, &mut buf);
     }
     buf
 }
@@ -44,7 +49,7 @@ fn bench_decode(c: &mut Criterion) {
         ("publish_qos0_100B", publish(QoS::AtMostOnce, 100)),
         ("publish_qos1_100B", publish(QoS::AtLeastOnce, 100)),
         ("publish_qos1_1KiB", publish(QoS::AtLeastOnce, 1024)),
-        ("puback", Packet::PubAck(7)),
+        ("puback", Packet::PubAck(PubResponse::success(7))),
     ];
     for (name, packet) in &cases {
         let template = wire(packet);
@@ -53,7 +58,7 @@ fn bench_decode(c: &mut Criterion) {
                 || template.clone(),
                 |buf| {
                     let mut n = 0;
-                    while let Ok(Some(p)) = decode(buf, MAX_PACKET) {
+                    while let Ok(Some(p)) = decode(buf, MAX_PACKET, ProtocolVersion::V311) {
                         black_box(&p);
                         n += 1;
                     }
@@ -102,13 +107,13 @@ fn bench_encode(c: &mut Criterion) {
     // The generic encoder over a built Packet.
     for (name, packet) in [
         ("packet_publish_qos1_100B", publish(QoS::AtLeastOnce, 100)),
-        ("packet_puback", Packet::PubAck(7)),
+        ("packet_puback", Packet::PubAck(PubResponse::success(7))),
     ] {
         g.bench_function(BenchmarkId::from_parameter(name), |b| {
             b.iter(|| {
                 out.clear();
                 for _ in 0..N {
-                    encode(&packet, &mut out);
+                    encode(&packet, ProtocolVersion::V311, &mut out);
                 }
                 black_box(out.len())
             })

@@ -1,3 +1,4 @@
+#![allow(missing_docs, clippy::unwrap_used)] // criterion_group! makes undocumented fns; a bench may unwrap
 //! Retained-store write throughput: what group commit buys.
 //!
 //! Each iteration writes `n` retained values and waits until all are durable, either one at

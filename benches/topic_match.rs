@@ -1,3 +1,4 @@
+#![allow(missing_docs, clippy::unwrap_used)] // criterion_group! makes undocumented fns; a bench may unwrap
 //! Subscription matching with 100k subscriptions (lookups/s) in
 //! `ponte::broker::trie::SubscriptionIndex`.
 //!

@@ -12,8 +12,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::broker::mailbox::OverflowPolicy;
 
+pub mod bridge;
 pub mod env;
 pub mod print;
+pub mod webhook;
 
 /// The whole configuration.
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema, PartialEq)]
@@ -37,9 +39,9 @@ pub struct Config {
     /// Certificates for the TLS listeners (MQTT over TLS, HTTPS, WSS).
     pub tls: TlsConfig,
     /// MQTT bridges to other brokers (`[[bridge]]`, each with `[[bridge.topic]]`).
-    pub bridge: Vec<crate::bridge::BridgeConfig>,
+    pub bridge: Vec<bridge::BridgeConfig>,
     /// Webhooks called on writes (`[[webhook]]`).
-    pub webhook: Vec<crate::webhook::WebhookConfig>,
+    pub webhook: Vec<webhook::WebhookConfig>,
     /// The file this configuration was read from, if any: what SIGHUP re-reads for the
     /// bridges and webhooks. Not a key.
     #[serde(skip)]
@@ -575,8 +577,8 @@ impl Config {
     /// Check what the types alone cannot (across fields and sections): the bridges' and
     /// webhooks' names, limits and prefixes. The message names the section and key.
     pub fn validate(&self) -> Result<(), String> {
-        crate::bridge::config::validate(&self.bridge)?;
-        crate::webhook::config::validate(&self.webhook)
+        bridge::validate(&self.bridge)?;
+        webhook::validate(&self.webhook)
     }
 
     /// A configuration for tests and embedding: every port 0 on 127.0.0.1, no disk, no

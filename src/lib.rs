@@ -25,6 +25,7 @@ pub mod broker;
 pub mod cli;
 pub mod coap;
 pub mod config;
+pub mod durable;
 pub mod health;
 pub mod http;
 pub mod limits;
@@ -35,6 +36,7 @@ pub mod mqtt;
 pub mod reload;
 pub mod roots;
 pub mod shutdown;
+pub mod stats;
 pub mod store;
 pub mod tls;
 pub mod webhook;
@@ -124,7 +126,7 @@ pub struct Gateway {
     /// [`health::Readiness::flag`].
     pub readiness: Arc<health::Readiness>,
     /// Every counter, for [`Gateway::metrics`] (and `/metrics`, `$SYS`).
-    sources: metrics::exposition::Sources,
+    sources: stats::Sources,
     /// The connected MQTT clients, for [`Gateway::mqtt_clients`].
     clients: mqtt::Clients,
     /// The abuse limits of every front-end, for [`Gateway::refused`].
@@ -474,7 +476,7 @@ async fn launch(
         controller.subscribe(),
     )
     .await;
-    let sources = metrics::exposition::Sources {
+    let sources = stats::Sources {
         metrics: broker.ops.clone(),
         broker: broker.clone(),
         limits: limits.clone(),
@@ -538,7 +540,12 @@ async fn launch(
             broker.budget().clone(),
             controller.subscribe(),
         )),
-        tokio::spawn(mqtt::sys::run(front.clone(), sources.clone())),
+        tokio::spawn(stats::sys::run(
+            broker.clone(),
+            config.mqtt.sys_interval_secs,
+            sources.clone(),
+            controller.subscribe(),
+        )),
     ];
     let also: Vec<String> = http_more
         .iter()
@@ -614,7 +621,7 @@ async fn launch(
         )));
     }
     if let Some(ws) = ws {
-        tasks.push(tokio::spawn(mqtt::serve_ws(ws, front.clone())));
+        tasks.push(tokio::spawn(http::serve_mqtt_ws(ws, front.clone())));
     }
     if let Some(listener) = coaps {
         tasks.push(tokio::spawn(listener.serve(
@@ -662,7 +669,11 @@ async fn launch(
             )));
         }
         if let Some((l, _)) = wss {
-            tasks.push(tokio::spawn(mqtt::serve_wss(l, front.clone(), tls.clone())));
+            tasks.push(tokio::spawn(http::serve_mqtt_wss(
+                l,
+                front.clone(),
+                tls.clone(),
+            )));
         }
     }
     let clients = front.clients();
@@ -774,7 +785,7 @@ impl Gateway {
     }
 
     /// Every counter now: what `GET /metrics` renders and `$SYS` publishes.
-    pub fn metrics(&self) -> metrics::exposition::Snapshot {
+    pub fn metrics(&self) -> stats::Snapshot {
         self.sources.snapshot()
     }
 

@@ -691,9 +691,9 @@ async fn serve_connection<IO>(
     let service =
         hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
             // Every body must keep arriving (`[http] body_timeout_secs`); see
-            // `crate::http::deadline`.
+            // `crate::limits::deadline`.
             let mut request =
-                request.map(|body| crate::http::deadline::Deadline::new(body, body_deadline));
+                request.map(|body| crate::limits::deadline::Deadline::new(body, body_deadline));
             let extensions = request.extensions_mut();
             extensions.insert(ConnectInfo(peer));
             extensions.insert(slot.clone());

@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used)] // test helpers may unwrap: a failure is the test failing
 //! Tests of the real `ponte` binary run as a child process: durability across `kill -9`,
 //! graceful SIGTERM, start-up errors, `--version`.
 
@@ -496,7 +497,7 @@ async fn v5_leave(c: V5) {
 /// (MQTT-3.3.2-6); one that expired while the broker was down is not sent (MQTT-3.3.2-5).
 #[tokio::test]
 async fn mqtt5_3_3_2_properties_and_remaining_expiry_of_queued_messages_survive_kill_9() {
-    use ponte_mqtt::{Packet5, Properties};
+    use ponte_mqtt::{Packet, Properties};
     let (_dir, db, ponte) = fresh();
     v5_leave(v5_subscribed(&ponte, "props-sub", 600, "props/#").await).await;
 
@@ -526,7 +527,7 @@ async fn mqtt5_3_3_2_properties_and_remaining_expiry_of_queued_messages_survive_
             .send(&pub5(topic, q1, pkid, payload, expiring))
             .await;
         match publisher.recv().await.expect("a packet, not a close") {
-            Packet5::PubAck(r) if r.reason_code == 0 => {}
+            Packet::PubAck(r) if r.reason_code == 0 => {}
             other => panic!("expected PUBACK 0, got {other:?}"),
         }
     }
@@ -540,12 +541,12 @@ async fn mqtt5_3_3_2_properties_and_remaining_expiry_of_queued_messages_survive_
     let (mut sub, present) = v5(&ponte, "props-sub", false, 600).await;
     assert!(present, "the session survived");
     let p = match sub.recv().await.expect("a packet, not a close") {
-        Packet5::Publish(p) => p,
+        Packet::Publish(p) => p,
         other => panic!("expected the queued PUBLISH, got {other:?}"),
     };
-    let topic = &p.publish.topic;
+    let topic = &p.topic;
     assert_eq!(topic, "props/long", "the expired message is not sent");
-    assert_eq!(&p.publish.payload[..], b"{\"x\":1}");
+    assert_eq!(&p.payload[..], b"{\"x\":1}");
     let got = &p.properties;
     assert_eq!(got.payload_format_indicator, props.payload_format_indicator);
     assert_eq!(got.content_type, props.content_type);
@@ -561,8 +562,7 @@ async fn mqtt5_3_3_2_properties_and_remaining_expiry_of_queued_messages_survive_
         left < 600 && left >= 600 - elapsed - 2,
         "remaining interval {left} s after {elapsed} s"
     );
-    sub.send(&Packet5::PubAck(response(p.publish.pkid, 0)))
-        .await;
+    sub.send(&Packet::PubAck(response(p.pkid, 0))).await;
     sub.assert_quiet(BRIEF, "nothing else").await;
 }
 
@@ -651,7 +651,7 @@ async fn mqtt5_3_1_2_11_expiry_of_a_session_connected_at_kill_9_counts_from_the_
     p.publish("crash/t", QoS::AtLeastOnce, false, b"after")
         .await;
     match long.recv().await.expect("a packet, not a close") {
-        ponte_mqtt::Packet5::Publish(p) => assert_eq!(&p.publish.payload[..], b"after"),
+        ponte_mqtt::Packet::Publish(p) => assert_eq!(&p.payload[..], b"after"),
         other => panic!("expected the PUBLISH on the kept subscription, got {other:?}"),
     }
     let why = "the expired session's subscription is gone";

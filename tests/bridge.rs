@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used)] // test helpers may unwrap: a failure is the test failing
 //! MQTT bridges (issue 14) against a real mosquitto broker started by each test on a
 //! loopback port (Debian's `mosquitto`; without it the tests say SKIP, except in CI): out,
 //! in and both with prefixes, no loops, the remote stopped and restarted with QoS 1
@@ -1008,6 +1009,81 @@ async fn reload_starts_changes_and_stops_bridges() {
     })
     .await;
     until_value(&gw, "$SYS/broker/connection/cloud/state", Some("0")).await;
+    gw.shutdown().await;
+}
+
+/// The out queue's durable entries go at the remote's acknowledgement: after a restart over
+/// the same database, messages the remote acknowledged are not sent again (a bridge that
+/// never acknowledged its entries would re-send all of them, ahead of the sentinel).
+#[tokio::test]
+async fn out_messages_the_remote_acknowledged_are_not_sent_again_after_a_restart() {
+    let Some(mosq) = Mosquitto::start(false, None) else {
+        return;
+    };
+    let mut collector = client(mosq.addr(), "collector").await;
+    collector
+        .subscribe("edge-1/sensors/#", QoS::AtLeastOnce)
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let toml = bridge_toml(&format!("mqtt://{}", mosq.addr()), 5, "");
+    let on_disk = || async {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(std::env::var("RUST_LOG").unwrap_or_default())
+            .with_test_writer()
+            .try_init();
+        let mut c = Config::ephemeral();
+        c.store.memory = false;
+        c.store.db = dir.path().join("db");
+        c.bridge = Config::from_toml(&toml).expect("bridge config").bridge;
+        within(WAIT, "gateway start", ponte::start(c))
+            .await
+            .expect("gateway starts")
+    };
+    let gw = on_disk().await;
+    up(&gw).await;
+    let mut pubber = client(gw.mqtt_addr, "pubber").await;
+    const N: u64 = 20;
+    for i in 0..N {
+        pubber
+            .publish(
+                "sensors/ack",
+                QoS::AtLeastOnce,
+                false,
+                i.to_string().as_bytes(),
+            )
+            .await;
+    }
+    let got: Vec<String> = within(LINK, "the messages at the remote", async {
+        let mut got = Vec::new();
+        while got.len() < N as usize {
+            let p = collector.publish_rx().await;
+            got.push(String::from_utf8(p.payload.to_vec()).unwrap());
+        }
+        got
+    })
+    .await;
+    let want: Vec<String> = (0..N).map(|i| i.to_string()).collect();
+    assert_eq!(got, want);
+    until(LINK, "the remote's acknowledgements", || {
+        stats(&gw).messages_out >= N
+    })
+    .await;
+    drop(pubber);
+    gw.shutdown().await;
+
+    let gw = on_disk().await;
+    up(&gw).await;
+    let mut pubber = client(gw.mqtt_addr, "pubber").await;
+    pubber
+        .publish("sensors/ack", QoS::AtLeastOnce, false, b"end")
+        .await;
+    let after = within(LINK, "the sentinel", collector.publishes_until(b"end")).await;
+    let again: Vec<_> = after.iter().map(|p| p.payload.clone()).collect();
+    assert_eq!(
+        again,
+        [bytes::Bytes::from_static(b"end")],
+        "only the sentinel: nothing the remote acknowledged is sent again"
+    );
     gw.shutdown().await;
 }
 

@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used)] // test helpers may unwrap: a failure is the test failing
 //! The `ponte` binary as an operator meets it (issue 12): configuration from flags,
 //! environment and file, `ponte config`, `--help`, the logs, and the errors a new user hit.
 

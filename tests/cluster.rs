@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used)] // test helpers may unwrap: a failure is the test failing
 //! Cluster mode over NATS JetStream (issue 11): three ponte nodes (`ponte::start`
 //! in-process, the real binary where a process must die) on real nats-server processes
 //! (`tests/nats/mod.rs`), driven by real clients over sockets: reqwest, raw CoAP over UDP,
@@ -245,7 +246,7 @@ async fn if_none_match_race_between_a_and_b_has_exactly_one_winner() {
 /// value on A; a will from A reaches B; a node delivers its own messages once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nasty_topics_properties_wildcards_deletes_and_wills_cross_nodes() {
-    use ponte_mqtt::{Packet5, Properties, QoS};
+    use ponte_mqtt::{Packet, Properties, QoS};
     use {connect3, publish, publish5, will, V3, V5};
     if !nats::available() {
         return;
@@ -299,7 +300,7 @@ async fn nasty_topics_properties_wildcards_deletes_and_wills_cross_nodes() {
         p.pkid = 1;
         pub_a.send(&publish5(p, props.clone())).await;
         match pub_a.recv().await {
-            Some(Packet5::PubAck(r)) => assert_eq!(
+            Some(Packet::PubAck(r)) => assert_eq!(
                 r.reason_code, 0,
                 "{t:?}: success, not 0x10: other nodes may have subscribers"
             ),
@@ -308,11 +309,8 @@ async fn nasty_topics_properties_wildcards_deletes_and_wills_cross_nodes() {
     }
     for (i, t) in topics.iter().enumerate() {
         let got = sub_c.publish_rx().await;
-        assert_eq!(got.publish.topic, *t, "topic unchanged across nodes");
-        assert_eq!(
-            &got.publish.payload[..],
-            format!("{{\"n\":{i}}}").as_bytes()
-        );
+        assert_eq!(got.topic, *t, "topic unchanged across nodes");
+        assert_eq!(&got.payload[..], format!("{{\"n\":{i}}}").as_bytes());
         let p = &got.properties;
         assert_eq!(p.content_type, props.content_type);
         assert_eq!(p.response_topic, props.response_topic);
@@ -329,7 +327,7 @@ async fn nasty_topics_properties_wildcards_deletes_and_wills_cross_nodes() {
     for t in topics.iter().filter(|t| !t.starts_with('$')) {
         // `#` does not match `$x/dollar` (MQTT-4.7.2-1), on A as on C.
         let own = own_a.publish_rx().await;
-        assert_eq!(own.publish.topic, *t, "A delivers its own message, once");
+        assert_eq!(own.topic, *t, "A delivers its own message, once");
     }
     sub_c.assert_quiet(QUIET, "each message once").await;
     own_a
@@ -493,7 +491,7 @@ async fn a_second_live_node_with_the_same_name_refuses_to_start() {
 /// acknowledged, and writes cross nodes again; nothing acknowledged before was lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nats_down_refuses_writes_serves_reads_and_recovers() {
-    use ponte_mqtt::{Packet, Packet5, Properties, QoS};
+    use ponte_mqtt::{Packet, Properties, QoS};
     use {connect3, publish, publish5, V3, V5};
     if !nats::available() {
         return;
@@ -551,9 +549,9 @@ async fn nats_down_refuses_writes_serves_reads_and_recovers() {
     ))
     .await;
     match v5.recv().await {
-        Some(Packet5::PubAck(r)) => {
+        Some(Packet::PubAck(r)) => {
             assert_eq!((r.pkid, r.reason_code), (5, 0x80));
-            let why = r.properties.reason_string.unwrap_or_default();
+            let why = r.properties.into_inner().reason_string.unwrap_or_default();
             assert!(why.contains("NATS"), "Reason String: {why:?}");
         }
         other => panic!("PUBACK 0x80 expected: {other:?}"),
@@ -588,7 +586,8 @@ async fn nats_down_refuses_writes_serves_reads_and_recovers() {
     let mut again = publish("deg/v3", QoS::AtLeastOnce, 9, true, b"v3");
     again.dup = true;
     v3.send(&Packet::Publish(again)).await;
-    v3.expect(Packet::PubAck(9)).await;
+    v3.expect(Packet::PubAck(ponte_mqtt::PubResponse::success(9)))
+        .await;
     eventually(
         Duration::from_secs(2),
         "A reads the re-sent value",
@@ -815,7 +814,10 @@ async fn kill_9_of_the_accepting_node_loses_nothing_acknowledged() {
             while !want.is_subset(&got) {
                 let p = sub.publish_rx().await;
                 if p.qos != ponte_mqtt::QoS::AtMostOnce {
-                    sub.send(&ponte_mqtt::Packet::PubAck(p.pkid)).await;
+                    sub.send(&ponte_mqtt::Packet::PubAck(
+                        ponte_mqtt::PubResponse::success(p.pkid),
+                    ))
+                    .await;
                 }
                 got.insert(String::from_utf8_lossy(&p.payload).into_owned());
             }
@@ -836,7 +838,7 @@ async fn kill_9_of_the_accepting_node_loses_nothing_acknowledged() {
 /// elects new leaders are refused (PUBACK 0x80), never acknowledged and lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_server_nats_cluster_with_replicas_3_survives_a_killed_server() {
-    use ponte_mqtt::{Packet5, Properties, QoS};
+    use ponte_mqtt::{Packet, Properties, QoS};
     use {publish, publish5, V5};
     if !nats::available() {
         return;
@@ -880,11 +882,11 @@ async fn three_server_nats_cluster_with_replicas_3_survives_a_killed_server() {
             ))
             .await;
             match pubr.recv().await {
-                Some(Packet5::PubAck(r)) if r.reason_code == 0 => {
+                Some(Packet::PubAck(r)) if r.reason_code == 0 => {
                     acked.push(i);
                     break;
                 }
-                Some(Packet5::PubAck(r)) if r.reason_code == 0x80 => {
+                Some(Packet::PubAck(r)) if r.reason_code == 0x80 => {
                     refused += 1;
                     assert!(
                         Instant::now() < deadline,
@@ -915,14 +917,14 @@ async fn three_server_nats_cluster_with_replicas_3_survives_a_killed_server() {
         );
         match tokio::time::timeout(Duration::from_millis(500), sub.recv()).await {
             Err(_) => continue,
-            Ok(Some(Packet5::Publish(p))) => {
-                sub.send(&Packet5::PubAck(ponte_mqtt::PubResponse {
-                    pkid: p.publish.pkid,
+            Ok(Some(Packet::Publish(p))) => {
+                sub.send(&Packet::PubAck(ponte_mqtt::PubResponse {
+                    pkid: p.pkid,
                     reason_code: 0,
-                    properties: Properties::default(),
+                    properties: Default::default(),
                 }))
                 .await;
-                got.insert(String::from_utf8_lossy(&p.publish.payload).into_owned());
+                got.insert(String::from_utf8_lossy(&p.payload).into_owned());
             }
             Ok(Some(_)) => {}
             Ok(None) => panic!("B closed the subscriber's connection"),

@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used)] // test helpers may unwrap: a failure is the test failing
 //! CoAP over DTLS with pre-shared keys (`coaps://`, RFC 7252 §9.1.3.1, issue 5): libcoap's
 //! `coap-client-openssl` (and `coap-client-gnutls`) as real clients, plus a Rust client built
 //! on dimpl for what the CLI cannot show (idle timeout, session limit, garbage mid-session).

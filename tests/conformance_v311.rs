@@ -8,7 +8,9 @@
 mod common;
 
 use common::*;
-use ponte_mqtt::{Packet, QoS, SubscribeReturnCode};
+use ponte_mqtt::{
+    Packet, PubResponse, QoS, SubResponse, Subscribe, SubscriptionOptions, Unsubscribe,
+};
 
 /// A CONNECT built byte by byte: protocol `name`/`level`, connect `flags`, keep alive 30 and
 /// `payload` as given — for CONNECTs the codec refuses to build.
@@ -32,21 +34,18 @@ fn s(v: &[u8]) -> Vec<u8> {
 
 /// Subscribe `c` to `filter` at `qos`, asserting the grant.
 async fn sub(c: &mut V3, filter: &str, qos: QoS) {
-    assert_eq!(
-        c.subscribe(&[(filter, qos)]).await,
-        [SubscribeReturnCode::Success(qos)]
-    );
+    assert_eq!(c.subscribe(&[(filter, qos)]).await, [qos.as_u8()]);
 }
 
 /// Acknowledge an incoming PUBLISH as a subscriber (PUBACK, or PUBREC/PUBREL/PUBCOMP).
 async fn ack(c: &mut V3, p: &ponte_mqtt::Publish) {
     match p.qos {
         QoS::AtMostOnce => {}
-        QoS::AtLeastOnce => c.send(&Packet::PubAck(p.pkid)).await,
+        QoS::AtLeastOnce => c.send(&Packet::PubAck(PubResponse::success(p.pkid))).await,
         QoS::ExactlyOnce => {
-            c.send(&Packet::PubRec(p.pkid)).await;
-            c.expect(Packet::PubRel(p.pkid)).await;
-            c.send(&Packet::PubComp(p.pkid)).await;
+            c.send(&Packet::PubRec(PubResponse::success(p.pkid))).await;
+            c.expect(Packet::PubRel(PubResponse::success(p.pkid))).await;
+            c.send(&Packet::PubComp(PubResponse::success(p.pkid))).await;
         }
     }
 }
@@ -58,8 +57,12 @@ fn seen(p: &ponte_mqtt::Publish) -> (String, Vec<u8>, QoS, bool) {
 
 /// A SUBSCRIBE of one filter.
 fn subscribe_one(pkid: u16, filter: &str, qos: QoS) -> Packet {
-    let filters = vec![(filter.to_string(), qos)];
-    Packet::Subscribe { pkid, filters }
+    let filters = vec![(filter.to_string(), SubscriptionOptions::qos(qos))];
+    Packet::Subscribe(Subscribe {
+        pkid,
+        filters,
+        properties: Default::default(),
+    })
 }
 
 /// The next two messages `c` receives are "1" and then "2".
@@ -109,8 +112,19 @@ async fn watching(id: &str, filter: &str, qos: QoS) -> (ponte::Gateway, V3) {
 /// UNSUBSCRIBE `filters` with packet id `pkid`; the UNSUBACK must come next, with that id.
 async fn unsubscribe(c: &mut V3, pkid: u16, filters: &[&str]) {
     let filters = filters.iter().map(|f| f.to_string()).collect();
-    c.send(&Packet::Unsubscribe { pkid, filters }).await;
-    c.expect(Packet::UnsubAck(pkid)).await;
+    c.send(&Packet::Unsubscribe(Unsubscribe {
+        pkid,
+        filters,
+        properties: Default::default(),
+    }))
+    .await;
+    // A 3.1.1 UNSUBACK carries no reason codes on the wire.
+    c.expect(Packet::UnsubAck(SubResponse {
+        pkid,
+        reason_codes: vec![],
+        properties: Default::default(),
+    }))
+    .await;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -202,7 +216,8 @@ async fn mqtt_3_1_4_5_packets_after_a_refused_connect_are_not_processed() {
         got,
         [Packet::ConnAck {
             session_present: false,
-            code: ponte_mqtt::ConnectReturnCode::IdentifierRejected
+            reason_code: ponte_mqtt::reason::CLIENT_IDENTIFIER_NOT_VALID,
+            properties: Default::default()
         }]
     );
     let mut check = subscriber(&gw, "check45", "r45/t", QoS::AtMostOnce).await;
@@ -398,7 +413,7 @@ async fn mqtt_3_3_1_3_incoming_dup_flag_is_not_propagated() {
     let mut p = publish("dup3/t", QoS::AtLeastOnce, 7, false, b"resent");
     p.dup = true;
     publ.send(&Packet::Publish(p)).await;
-    publ.expect(Packet::PubAck(7)).await;
+    publ.expect(Packet::PubAck(PubResponse::success(7))).await;
     let got = c.publish_rx().await;
     assert_eq!(got.payload, "resent");
     assert!(
@@ -509,10 +524,11 @@ async fn mqtt_3_8_4_2_suback_carries_the_subscribe_packet_identifier() {
     let mut c = V3::connect(gw.mqtt_addr, "id842").await;
     c.send(&subscribe_one(0xBEEF, "id/t", QoS::AtLeastOnce))
         .await;
-    c.expect(Packet::SubAck {
+    c.expect(Packet::SubAck(SubResponse {
         pkid: 0xBEEF,
-        codes: vec![SubscribeReturnCode::Success(QoS::AtLeastOnce)],
-    })
+        reason_codes: vec![QoS::AtLeastOnce.as_u8()],
+        properties: Default::default(),
+    }))
     .await;
 }
 
@@ -574,10 +590,10 @@ async fn mqtt_3_8_4_4_multiple_filters_handled_in_order_with_one_suback() {
     assert_eq!(
         codes,
         [
-            SubscribeReturnCode::Success(QoS::ExactlyOnce),
-            SubscribeReturnCode::Failure,
-            SubscribeReturnCode::Success(QoS::AtMostOnce),
-            SubscribeReturnCode::Success(QoS::AtLeastOnce),
+            QoS::ExactlyOnce.as_u8(),
+            0x80,
+            QoS::AtMostOnce.as_u8(),
+            QoS::AtLeastOnce.as_u8(),
         ],
         "MQTT-3.8.4-5 / MQTT-3.9.3-1: one code per filter, in order"
     );
@@ -612,10 +628,11 @@ async fn mqtt_4_7_3_1_empty_topic_filter_is_refused() {
     if let Some(p) = c.recv().await {
         assert_eq!(
             p,
-            Packet::SubAck {
+            Packet::SubAck(SubResponse {
                 pkid: 3,
-                codes: vec![SubscribeReturnCode::Failure]
-            }
+                reason_codes: vec![0x80],
+                properties: Default::default()
+            })
         );
     }
 }
@@ -654,9 +671,9 @@ async fn mqtt_3_10_4_3_qos2_delivery_in_flight_completes_after_unsubscribe() {
     let p = c.publish_rx().await;
     assert_eq!(p.qos, QoS::ExactlyOnce);
     unsubscribe(&mut c, 9, &["u43/t"]).await;
-    c.send(&Packet::PubRec(p.pkid)).await;
-    c.expect(Packet::PubRel(p.pkid)).await;
-    c.send(&Packet::PubComp(p.pkid)).await;
+    c.send(&Packet::PubRec(PubResponse::success(p.pkid))).await;
+    c.expect(Packet::PubRel(PubResponse::success(p.pkid))).await;
+    c.send(&Packet::PubComp(PubResponse::success(p.pkid))).await;
     c.ping().await;
 }
 
@@ -699,11 +716,11 @@ async fn mqtt_4_3_2_2_after_puback_the_same_packet_id_is_a_new_message() {
     let (mut c, mut publ) = sub_and_pub(&gw, "q432", "q432/t", QoS::AtMostOnce).await;
     publ.send(&publish3("q432/t", QoS::AtLeastOnce, 9, false, b"1"))
         .await;
-    publ.expect(Packet::PubAck(9)).await;
+    publ.expect(Packet::PubAck(PubResponse::success(9))).await;
     let mut again = publish("q432/t", QoS::AtLeastOnce, 9, false, b"2");
     again.dup = true;
     publ.send(&Packet::Publish(again)).await;
-    publ.expect(Packet::PubAck(9)).await;
+    publ.expect(Packet::PubAck(PubResponse::success(9))).await;
     one_then_two(&mut c).await;
 }
 
@@ -714,9 +731,9 @@ async fn mqtt_4_3_3_2_after_pubcomp_the_same_packet_id_is_a_new_message() {
     for payload in [b"1", b"2"] {
         publ.send(&publish3("q433/t", QoS::ExactlyOnce, 9, false, payload))
             .await;
-        publ.expect(Packet::PubRec(9)).await;
-        publ.send(&Packet::PubRel(9)).await;
-        publ.expect(Packet::PubComp(9)).await;
+        publ.expect(Packet::PubRec(PubResponse::success(9))).await;
+        publ.send(&Packet::PubRel(PubResponse::success(9))).await;
+        publ.expect(Packet::PubComp(PubResponse::success(9))).await;
     }
     one_then_two(&mut c).await;
 }
@@ -732,8 +749,8 @@ async fn mqtt_4_4_0_1_unacknowledged_publish_and_pubrel_resent_on_reconnect() {
     let a = c.publish_rx().await; // not acknowledged
     let b = c.publish_rx().await;
     assert_eq!((a.qos, b.qos), (QoS::AtLeastOnce, QoS::ExactlyOnce));
-    c.send(&Packet::PubRec(b.pkid)).await;
-    c.expect(Packet::PubRel(b.pkid)).await;
+    c.send(&Packet::PubRec(PubResponse::success(b.pkid))).await;
+    c.expect(Packet::PubRel(PubResponse::success(b.pkid))).await;
     drop(c); // gone before PUBACK for a and PUBCOMP for b
 
     let (mut c, present) = V3::session(gw.mqtt_addr, "re440", false).await;
@@ -746,9 +763,9 @@ async fn mqtt_4_4_0_1_unacknowledged_publish_and_pubrel_resent_on_reconnect() {
         Some(Packet::Publish(want)),
         "PUBLISH resent with DUP=1 (MQTT-3.3.1-1) and its packet id"
     );
-    c.expect(Packet::PubRel(b.pkid)).await;
-    c.send(&Packet::PubAck(a.pkid)).await;
-    c.send(&Packet::PubComp(b.pkid)).await;
+    c.expect(Packet::PubRel(PubResponse::success(b.pkid))).await;
+    c.send(&Packet::PubAck(PubResponse::success(a.pkid))).await;
+    c.send(&Packet::PubComp(PubResponse::success(b.pkid))).await;
     c.ping().await;
 }
 
@@ -809,14 +826,18 @@ async fn mqtt_4_6_0_6_pipelined_publishes_keep_order_with_a_durable_store() {
         }
         let topic = if i % 2 == 0 { "pipe/a" } else { "pipe/b" };
         let p = publish(topic, qos, i + 1, retain, &i.to_be_bytes());
-        ponte_mqtt::encode(&Packet::Publish(p), &mut bytes);
+        ponte_mqtt::encode(
+            &Packet::Publish(p),
+            ponte_mqtt::ProtocolVersion::V311,
+            &mut bytes,
+        );
     }
     // All in one write: the server reads them in a few reads, none waiting for the last.
     publ.send_raw(&bytes).await;
     let mut pubacks = Vec::new();
     while pubacks.len() < acked.len() {
         match publ.recv().await {
-            Some(Packet::PubAck(id)) => pubacks.push(id),
+            Some(Packet::PubAck(a)) => pubacks.push(a.pkid),
             other => panic!("expected PUBACK, got {other:?}"),
         }
     }
@@ -835,7 +856,7 @@ async fn mqtt_4_6_0_6_pipelined_publishes_keep_order_with_a_durable_store() {
         .await;
     publ.send(&subscribe_one(8, "pipe/c", QoS::AtMostOnce))
         .await;
-    publ.expect(Packet::PubAck(7)).await;
+    publ.expect(Packet::PubAck(PubResponse::success(7))).await;
     let p = publ.publish_rx().await;
     assert_eq!(
         (p.topic.as_str(), p.payload.as_ref(), p.retain),
@@ -866,9 +887,17 @@ async fn mqtt_3_12_4_1_pingresp_follows_the_publishes_sent_before_it() {
     let mut bytes = bytes::BytesMut::new();
     for i in 0..100u16 {
         let p = publish(&format!("barrier/{i}"), QoS::AtMostOnce, 0, true, b"v");
-        ponte_mqtt::encode(&Packet::Publish(p), &mut bytes);
+        ponte_mqtt::encode(
+            &Packet::Publish(p),
+            ponte_mqtt::ProtocolVersion::V311,
+            &mut bytes,
+        );
     }
-    ponte_mqtt::encode(&Packet::PingReq, &mut bytes);
+    ponte_mqtt::encode(
+        &Packet::PingReq,
+        ponte_mqtt::ProtocolVersion::V311,
+        &mut bytes,
+    );
     publ.send_raw(&bytes).await;
     publ.expect(Packet::PingResp).await;
     for i in 0..100u16 {

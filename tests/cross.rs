@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used)] // test helpers may unwrap: a failure is the test failing
 //! One gateway, every cross-protocol path: a write in HTTP, CoAP or MQTT reaches readers
 //! and subscribers in the other two (RFC 8075 for the HTTP/CoAP mapping, MQTT 3.1.1 for
 //! retained values, the OpenAPI contract for HTTP).

@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used)] // test helpers may unwrap: a failure is the test failing
 //! Interoperability with real third-party clients run as child processes: mosquitto_pub /
 //! mosquitto_sub (MQTT 3.1.1), libcoap's coap-client-notls (CoAP over UDP and TCP) and
 //! aiocoap through its Python API (`tests/aiocoap/client.py`). Each child runs under a

@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used)] // test helpers may unwrap: a failure is the test failing
 //! Issue 16, "Lean and hard to knock over", over real sockets: the global budget for queued
 //! message bytes (`[limits] max_queued_bytes`) drops and counts whatever the readers do,
 //! `[mqtt] max_queued = 0` is no per-client limit, and no request is left open forever

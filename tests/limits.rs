@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used)] // test helpers may unwrap: a failure is the test failing
 //! Issue 5, "Abuse limits": `[limits]` and `http.header_timeout_secs` over real sockets on
 //! 127.0.0.1 — connections per address and per second refused before any protocol byte,
 //! writes over the rate refused in each protocol's own terms (MQTT 5 PUBACK 0x97 and
@@ -11,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use coap_lite::CoapOption;
 use common::*;
-use ponte_mqtt::{Packet5, Properties, QoS};
+use ponte_mqtt::{Packet, Properties, QoS};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -98,7 +99,7 @@ async fn connection_rate_refuses_connections_beyond_the_rate_then_admits_again()
 // ---------------------------------------------------------------------------------------
 
 /// A QoS `qos` PUBLISH of "x" to `topic` with id `pkid`.
-fn x(topic: &str, qos: QoS, pkid: u16, retain: bool) -> Packet5 {
+fn x(topic: &str, qos: QoS, pkid: u16, retain: bool) -> Packet {
     publish5(
         publish(topic, qos, pkid, retain, b"x"),
         Properties::default(),
@@ -116,7 +117,7 @@ async fn mqtt5_qos1_publish_over_the_rate_gets_puback_0x97_quota_exceeded_and_is
     let mut codes = Vec::new();
     for _ in 0..3 {
         match c.recv().await {
-            Some(Packet5::PubAck(ack)) => codes.push((ack.pkid, ack.reason_code, ack.properties)),
+            Some(Packet::PubAck(ack)) => codes.push((ack.pkid, ack.reason_code, ack.properties)),
             other => panic!("expected PUBACK, got {other:?}"),
         }
     }
@@ -141,7 +142,7 @@ async fn mqtt5_qos0_flood_over_the_rate_gets_disconnect_0x96_message_rate_too_hi
         c.send(&x("flood", QoS::AtMostOnce, 0, false)).await;
     }
     match c.recv().await {
-        Some(Packet5::Disconnect(d)) => assert_eq!(d.reason_code, 0x96, "{d:?}"),
+        Some(Packet::Disconnect(d)) => assert_eq!(d.reason_code, 0x96, "{d:?}"),
         other => panic!("expected DISCONNECT 0x96, got {other:?}"),
     }
     assert!(c.recv().await.is_none(), "closed after the DISCONNECT");

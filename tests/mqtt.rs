@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used)] // test helpers may unwrap: a failure is the test failing
 //! Black-box tests of the MQTT 3.1/3.1.1 broker front-end, over real sockets on 127.0.0.1,
 //! with rumqttc as the client and raw bytes for protocol violations. Test names carry the
 //! clause of the MQTT 3.1.1 specification they check.

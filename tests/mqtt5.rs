@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use common::*;
-use ponte_mqtt::{encode_v5, Packet5, Properties, QoS, ReasonPacket, SubscriptionOptions};
+use ponte_mqtt::{encode, Packet, Properties, QoS, ReasonPacket, SubscriptionOptions};
 use rumqttc::v5::mqttbytes::v5::Packet as R5Packet;
 use rumqttc::v5::mqttbytes::QoS as Q5;
 
@@ -55,15 +55,15 @@ async fn refused_bad_filter(
 }
 
 /// An AUTH packet with reason 0x19 (Re-authenticate).
-fn reauth() -> Packet5 {
-    Packet5::Auth(ReasonPacket {
+fn reauth() -> Packet {
+    Packet::Auth(ReasonPacket {
         reason_code: 0x19,
-        properties: Properties::default(),
+        properties: Default::default(),
     })
 }
 
 /// A QoS 1/0 message whose payload is its topic (so a receiver can check what it resolved).
-fn named(topic: &str, qos: QoS, pkid: u16) -> Packet5 {
+fn named(topic: &str, qos: QoS, pkid: u16) -> Packet {
     msg5(topic, qos, pkid, topic.as_bytes())
 }
 
@@ -177,13 +177,13 @@ async fn mqtt5_3_3_4_9_server_respects_the_clients_receive_maximum() {
     for id in 1..=5 {
         publ.send(&msg5("win/t", QoS::AtLeastOnce, id, b"m")).await;
     }
-    let first = sub.publish_rx().await.publish.pkid;
-    let second = sub.publish_rx().await.publish.pkid;
+    let first = sub.publish_rx().await.pkid;
+    let second = sub.publish_rx().await.pkid;
     sub.assert_quiet(SHORT, "a third unacknowledged QoS 1 message")
         .await;
     // Acknowledging one opens exactly one slot.
-    sub.send(&Packet5::PubAck(response(first, 0))).await;
-    let third = sub.publish_rx().await.publish.pkid;
+    sub.send(&Packet::PubAck(response(first, 0))).await;
+    let third = sub.publish_rx().await.pkid;
     assert_ne!(third, second);
     sub.assert_quiet(SHORT, "a fourth before another ack").await;
 }
@@ -197,7 +197,7 @@ async fn mqtt5_3_1_2_25_never_send_a_packet_above_the_clients_maximum_packet_siz
         .await;
     publ.send(&msg5("mps/small", QoS::AtMostOnce, 0, b"ok"))
         .await;
-    let p = sub.publish_rx().await.publish;
+    let p = sub.publish_rx().await;
     assert_eq!(
         p.payload, "ok",
         "the oversized message was dropped, not sent"
@@ -215,8 +215,8 @@ async fn mqtt5_3_3_2_3_4_client_topic_alias_resolved_and_invalid_alias_gets_0x94
         .await;
     publ.send(&pub5("", QoS::AtMostOnce, 0, b"2", alias(1)))
         .await;
-    assert_eq!(sub.publish_rx().await.publish.payload, "1");
-    let second = sub.publish_rx().await.publish;
+    assert_eq!(sub.publish_rx().await.payload, "1");
+    let second = sub.publish_rx().await;
     assert_eq!(second.topic, "alias/t", "alias 1 stood for alias/t");
     assert_eq!(second.payload, "2");
     // Alias 3 is above the announced Topic Alias Maximum 2.
@@ -249,7 +249,7 @@ async fn mqtt5_3_1_2_25_too_large_qos1_publish_discarded_as_if_delivered_and_cou
     let small = msg5("mps1/ok", QoS::AtLeastOnce, 2, b"ok");
     publ.publish_acked(&small).await;
     let p = sub.publish_rx().await;
-    assert_eq!(p.publish.topic, "mps1/ok", "the oversized one was not sent");
+    assert_eq!(p.topic, "mps1/ok", "the oversized one was not sent");
     let counted = gw
         .broker
         .metrics
@@ -284,14 +284,14 @@ async fn mqtt5_3_3_2_3_4_server_alias_reuse_never_exceeds_the_clients_maximum() 
             (1..=3).contains(&alias),
             "MQTT-3.1.2-26: alias {alias} outside 1..=3"
         );
-        if p.publish.topic.is_empty() {
+        if p.topic.is_empty() {
             sent_alias_only += 1;
         } else {
-            table.insert(alias, p.publish.topic.clone());
+            table.insert(alias, p.topic.clone());
         }
         let resolved = table.get(&alias).expect("alias used before it was set");
         assert_eq!(resolved, t, "the client resolves the topic it was sent");
-        assert_eq!(p.publish.payload, t.as_bytes(), "payload matches the topic");
+        assert_eq!(p.payload, t.as_bytes(), "payload matches the topic");
         topics_per_alias
             .entry(alias)
             .or_default()
@@ -318,9 +318,9 @@ async fn mqtt5_3_3_2_3_4_server_assigns_topic_aliases_for_repeated_topics() {
     let first = sub.publish_rx().await;
     let alias = first.properties.topic_alias;
     assert!(alias.is_some(), "first use sets an alias");
-    assert_eq!(first.publish.topic, "sa/t");
+    assert_eq!(first.topic, "sa/t");
     let second = sub.publish_rx().await;
-    let topic = second.publish.topic;
+    let topic = second.topic;
     assert_eq!(topic, "", "repeated topic sent as its alias only");
     assert_eq!(second.properties.topic_alias, alias);
 }
@@ -377,13 +377,13 @@ async fn mqtt5_3_9_3_suback_reason_string_names_the_refused_filter() {
     let q1 = opts(QoS::AtLeastOnce);
     let a = c.suback(&[("ok/#", q1), ("bad/#/x", q1)], None).await;
     assert_eq!(a.reason_codes, [0x01, 0x8F]);
-    let text = a.properties.reason_string.expect("a Reason String");
+    let text = a.properties.reason_string.clone().expect("a Reason String");
     assert!(text.contains("bad/#/x"), "names the filter: {text:?}");
     assert!(!text.contains("ok/#"), "only the refused one: {text:?}");
     // UNSUBACK: an invalid filter is 0x8F Topic Filter invalid, explained.
     let u = c.unsuback(&["ok/#", "x/#/y"]).await;
     assert_eq!(u.reason_codes, [0x00, 0x8F]);
-    let text = u.properties.reason_string.expect("a Reason String");
+    let text = u.properties.reason_string.clone().expect("a Reason String");
     assert!(text.contains("x/#/y"), "{text:?}");
 }
 
@@ -394,7 +394,11 @@ async fn mqtt5_3_9_3_suback_quota_exceeded_explained() {
     let q0 = opts(QoS::AtMostOnce);
     let a = c.suback(&[("q/1", q0), ("q/2", q0)], None).await;
     assert_eq!(a.reason_codes, [0x00, 0x97]);
-    let text = a.properties.reason_string.expect("a Reason String");
+    let text = a
+        .properties
+        .into_inner()
+        .reason_string
+        .expect("a Reason String");
     let says = text.contains("q/2") && text.contains("max_subscriptions");
     assert!(says, "{text:?}");
 }
@@ -407,9 +411,9 @@ async fn mqtt5_3_1_2_29_request_problem_information_0_no_reason_string_on_acks()
     let (mut c, a) = refused_bad_filter(&gw, "rpi0", rpi0).await;
     assert!(a.properties.is_empty(), "SUBACK: {:?}", a.properties);
     // PUBCOMP 0x92 for an unknown exchange: no Reason String either.
-    c.send(&Packet5::PubRel(response(42, 0))).await;
+    c.send(&Packet::PubRel(response(42, 0))).await;
     match c.recv().await {
-        Some(Packet5::PubComp(r)) => {
+        Some(Packet::PubComp(r)) => {
             assert_eq!(r.reason_code, 0x92);
             assert!(r.properties.is_empty(), "PUBCOMP: {r:?}");
         }
@@ -428,7 +432,11 @@ async fn mqtt5_3_9_2_1_suback_reason_string_dropped_beyond_maximum_packet_size()
     let why = a.properties.reason_string.clone();
     assert_eq!(why, None, "it would not fit in 16 bytes");
     let mut size = BytesMut::new();
-    encode_v5(&Packet5::SubAck(a), &mut size);
+    encode(
+        &Packet::SubAck(a),
+        ponte_mqtt::ProtocolVersion::V5,
+        &mut size,
+    );
     assert!(size.len() <= 16, "SUBACK of {} bytes", size.len());
 }
 
@@ -459,8 +467,8 @@ async fn mqtt5_3_2_2_3_15_response_information_is_a_usable_response_topic_prefix
         .send(&msg5(&topic, QoS::AtMostOnce, 0, b"pong"))
         .await;
     let got = c.publish_rx().await;
-    assert_eq!(got.publish.topic, topic);
-    assert_eq!(got.publish.payload, "pong");
+    assert_eq!(got.topic, topic);
+    assert_eq!(got.payload, "pong");
 }
 
 #[tokio::test]
@@ -473,9 +481,9 @@ async fn mqtt5_3_4_2_1_puback_0x10_no_matching_subscribers() {
     // QoS 2: PUBREC 0x10, and the exchange completes normally.
     let q2 = msg5("nms/t", QoS::ExactlyOnce, 2, b"2");
     assert_eq!(publ.publish_acked(&q2).await.reason_code, 0x10, "3.5.2.1");
-    publ.send(&Packet5::PubRel(response(2, 0))).await;
+    publ.send(&Packet::PubRel(response(2, 0))).await;
     match publ.recv().await {
-        Some(Packet5::PubComp(r)) => assert_eq!(r.reason_code, 0),
+        Some(Packet::PubComp(r)) => assert_eq!(r.reason_code, 0),
         other => panic!("expected PUBCOMP, got {other:?}"),
     }
     // The publisher's own No Local subscription does not count as a receiver.
@@ -489,7 +497,7 @@ async fn mqtt5_3_4_2_1_puback_0x10_no_matching_subscribers() {
     // With a subscriber: 0x00.
     let mut sub = V5::connect(gw.mqtt_addr, "nms-sub").await;
     sub.subscribe(&[("nms/#", opts(QoS::AtLeastOnce))]).await;
-    let retained = sub.publish_rx().await.publish.topic;
+    let retained = sub.publish_rx().await.topic;
     assert_eq!(retained, "nms/kept", "the retained value was stored");
     assert_eq!(publ.publish_acked(&q1(5)).await.reason_code, 0x00);
 }
@@ -529,7 +537,7 @@ async fn mqtt5_3_3_2_3_3_message_expiry_decremented_and_expired_retained_not_sen
     let mut sub = V5::connect(gw.mqtt_addr, "exp-sub").await;
     sub.subscribe(&[("exp/#", opts(QoS::AtLeastOnce))]).await;
     let p = sub.publish_rx().await;
-    let topic = &p.publish.topic;
+    let topic = &p.topic;
     assert_eq!(
         topic, "exp/long",
         "the expired retained message is not sent"
@@ -586,7 +594,12 @@ async fn mqtt5_3_3_4_3_overlapping_subscriptions_one_copy_with_every_identifier(
     }
     let mut publ = V5::connect(gw.mqtt_addr, "ids-pub").await;
     publ.send(&msg5("ids/a", QoS::AtMostOnce, 0, b"x")).await;
-    let mut ids = sub.publish_rx().await.properties.subscription_identifiers;
+    let mut ids = sub
+        .publish_rx()
+        .await
+        .properties
+        .into_inner()
+        .subscription_identifiers;
     ids.sort();
     assert_eq!(ids, vec![11, 22]);
     sub.assert_quiet(SHORT, "only one copy").await;
@@ -604,7 +617,7 @@ async fn mqtt5_3_8_3_3_no_local_does_not_echo_own_publishes() {
     other
         .send(&msg5("nl/t", QoS::AtMostOnce, 0, b"theirs"))
         .await;
-    assert_eq!(c.publish_rx().await.publish.payload, "theirs");
+    assert_eq!(c.publish_rx().await.payload, "theirs");
 }
 
 /// A retained QoS 1 "r" on `topic`, acknowledged (so stored) before it returns, then a
@@ -625,7 +638,7 @@ async fn retained_then_subscriber(
     ))
     .await;
     // Wait for the PUBACK so the value is retained before subscribing.
-    assert!(matches!(publ.recv().await, Some(Packet5::PubAck(_))));
+    assert!(matches!(publ.recv().await, Some(Packet::PubAck(_))));
     let mut sub = V5::connect(gw.mqtt_addr, &format!("{id}-sub")).await;
     sub.subscribe(&[(topic, o)]).await;
     (publ, sub)
@@ -636,7 +649,7 @@ async fn mqtt5_3_3_1_12_retain_as_published_keeps_the_flag_and_retain_handling_2
     let gw = gateway().await;
     let o = SubscriptionOptions {
         retain_as_published: true,
-        retain_handling: 2,
+        retain_handling: ponte_mqtt::RetainHandling::Never,
         ..opts(QoS::AtLeastOnce)
     };
     let (mut publ, mut sub) = retained_then_subscriber(&gw, "rap", "rap/t", o).await;
@@ -652,18 +665,18 @@ async fn mqtt5_3_3_1_12_retain_as_published_keeps_the_flag_and_retain_handling_2
     .await;
     let live = sub.publish_rx().await;
     let why = "MQTT-3.3.1-13: RETAIN kept with Retain As Published";
-    assert!(live.publish.retain, "{why}");
+    assert!(live.retain, "{why}");
 }
 
 #[tokio::test]
 async fn mqtt5_3_3_1_10_retain_handling_1_only_on_a_new_subscription() {
     let gw = gateway().await;
     let o = SubscriptionOptions {
-        retain_handling: 1,
+        retain_handling: ponte_mqtt::RetainHandling::OnNewSubscription,
         ..opts(QoS::AtLeastOnce)
     };
     let (_publ, mut sub) = retained_then_subscriber(&gw, "rh1", "rh1/t", o).await;
-    let sent = sub.publish_rx().await.publish.retain;
+    let sent = sub.publish_rx().await.retain;
     assert!(sent, "new subscription: retained sent");
     sub.subscribe(&[("rh1/t", o)]).await;
     let why = "existing subscription: not again";
@@ -680,8 +693,8 @@ async fn mqtt5_4_8_2_shared_subscription_one_member_per_message_round_robin() {
     }
     let mut got = Vec::new();
     for _ in 0..2 {
-        got.push(a.publish_rx().await.publish.payload);
-        got.push(b.publish_rx().await.publish.payload);
+        got.push(a.publish_rx().await.payload);
+        got.push(b.publish_rx().await.payload);
     }
     got.sort();
     let want = vec!["0", "1", "2", "3"];
@@ -724,8 +737,8 @@ async fn mqtt5_v3_subscriber_receives_a_v5_publish_and_back() {
         .unwrap();
     loop {
         let p = v5.publish_rx().await;
-        if p.publish.topic == "mix/from3" {
-            assert_eq!(p.publish.payload, "three");
+        if p.topic == "mix/from3" {
+            assert_eq!(p.payload, "three");
             assert!(p.properties.user_properties.is_empty());
             break;
         }
@@ -751,7 +764,7 @@ async fn mqtt5_publish_content_type_becomes_http_content_type() {
     let xml = props(|p| p.content_type = Some("application/xml".into()));
     let p = retained5("ct/mqtt", QoS::AtLeastOnce, 1, b"<a/>", xml);
     publ.send(&p).await;
-    assert!(matches!(publ.recv().await, Some(Packet5::PubAck(_))));
+    assert!(matches!(publ.recv().await, Some(Packet::PubAck(_))));
     let resp = http_get(&gw, "ct/mqtt").await;
     assert_eq!(resp.headers()["content-type"], "application/xml");
     assert_eq!(resp.bytes().await.unwrap(), "<a/>");

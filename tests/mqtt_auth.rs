@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used)] // test helpers may unwrap: a failure is the test failing
 //! MQTT authentication and authorisation (issue 5), black-box over real sockets: rumqttc's
 //! 3.1.1 and 5.0 clients, a raw MQTT 5 socket (ponte-mqtt's codec, to read Reason Strings),
 //! rumqttc over WebSocket, `mosquitto_pub`/`mosquitto_sub` (skipped when missing, except in CI)
@@ -14,7 +15,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use common::*;
 use ponte::Gateway;
-use ponte_mqtt::{Connect, Connect5, LastWill, Packet, Packet5, Properties, ProtocolVersion};
+use ponte_mqtt::{Connect, LastWill, Packet, Properties, ProtocolVersion};
 use rumqttc::v5::mqttbytes::v5::{ConnectReturnCode as Code5, PubAckReason};
 use rumqttc::v5::mqttbytes::QoS as QoS5;
 use rumqttc::{ConnectReturnCode, ConnectionError, MqttOptions, QoS, SubscribeReasonCode};
@@ -162,18 +163,15 @@ fn connect_packet(
             payload: Bytes::from_static(b"gone"),
             qos: ponte_mqtt::QoS::AtLeastOnce,
             retain: true,
+            properties: Default::default(),
         }),
+        properties: Default::default(),
     }
 }
 
 /// A raw MQTT 5 CONNECT of `c`; the client and the CONNACK.
 async fn raw5(addr: SocketAddr, c: Connect) -> (V5, ConnAck5) {
-    let connect = Connect5 {
-        connect: c,
-        properties: Properties::default(),
-        will_properties: Properties::default(),
-    };
-    V5::connack(addr, Packet5::Connect(Box::new(connect))).await
+    V5::connack(addr, Packet::Connect(Box::new(c))).await
 }
 
 /// A raw MQTT 5 CONNECT; the client, the CONNACK's reason code and Reason String.
@@ -192,21 +190,21 @@ async fn connect5(
 async fn connect3(addr: SocketAddr, id: &str, creds: (&str, &str), will: &str) -> (V3, u8) {
     let mut r = V3::open(addr).await;
     let c = connect_packet(ProtocolVersion::V311, id, Some(creds), Some(will));
-    r.send(&Packet::Connect(c)).await;
+    r.send(&Packet::Connect(Box::new(c))).await;
     let ack = r.read().await.expect("3.1.1 CONNACK");
     assert_eq!((ack.first, ack.body.len()), (0x20, 2), "a CONNACK");
     (r, ack.body[1])
 }
 
 /// A retained PUBLISH of "x" to `topic` at `qos` with id `pkid`.
-fn retained_x(topic: &str, qos: ponte_mqtt::QoS, pkid: u16) -> Packet5 {
+fn retained_x(topic: &str, qos: ponte_mqtt::QoS, pkid: u16) -> Packet {
     retained5(topic, qos, pkid, b"x", Properties::default())
 }
 
 /// Assert `r` refused a publish to `topic` with 0x87 and a Reason String naming it.
 fn refused_0x87(r: ponte_mqtt::PubResponse, pkid: u16, topic: &str) {
     assert_eq!((r.pkid, r.reason_code), (pkid, 0x87));
-    let why = r.properties.reason_string.unwrap_or_default();
+    let why = r.properties.into_inner().reason_string.unwrap_or_default();
     assert!(why.contains(topic), "{why}");
 }
 
@@ -272,7 +270,7 @@ async fn mqtt5_3_1_2_9_password_without_user_name_is_anonymous_and_3_1_1_closes(
     // without CONNACK.
     let mut r = V3::open(s.addr()).await;
     c.protocol = ProtocolVersion::V311;
-    r.send(&Packet::Connect(c)).await;
+    r.send(&Packet::Connect(Box::new(c))).await;
     let got = r.bytes_until_close("the server to close").await;
     assert!(got.is_empty(), "closed without CONNACK, got {got:?}");
 }
@@ -410,20 +408,20 @@ async fn mqtt5_puback_0x87_and_pubrec_0x87_with_reason_strings_for_denied_publis
     let q1 = ponte_mqtt::QoS::AtLeastOnce;
     raw.send(&retained_x("bob/y", q1, 7)).await;
     match raw.recv().await {
-        Some(Packet5::PubAck(r)) => refused_0x87(r, 7, "bob/y"),
+        Some(Packet::PubAck(r)) => refused_0x87(r, 7, "bob/y"),
         other => panic!("expected PUBACK, got {other:?}"),
     }
     let q2 = ponte_mqtt::QoS::ExactlyOnce;
     raw.send(&retained_x("bob/z", q2, 8)).await;
     match raw.recv().await {
-        Some(Packet5::PubRec(r)) => refused_0x87(r, 8, "bob/z"),
+        Some(Packet::PubRec(r)) => refused_0x87(r, 8, "bob/z"),
         other => panic!("expected PUBREC, got {other:?}"),
     }
     // Allowed publishes on the same connection still succeed.
     raw.send(&retained_x("alice/a", q1, 9)).await;
     match raw.recv().await {
         // 0x10 No matching subscribers: accepted, nobody listens (3.4.2.1).
-        Some(Packet5::PubAck(r)) => assert_eq!((r.pkid, r.reason_code), (9, 0x10)),
+        Some(Packet::PubAck(r)) => assert_eq!((r.pkid, r.reason_code), (9, 0x10)),
         other => panic!("expected PUBACK, got {other:?}"),
     }
     for t in ["bob/x", "bob/y", "bob/z"] {
@@ -498,7 +496,7 @@ async fn mqtt5_suback_0x87_with_a_reason_string_and_shared_subscriptions_must_be
     // `alice/#` and `#` hold something bob may read (filtered per message); a shared
     // `#` does not (a member cannot filter the group's messages); `public/x` nothing.
     assert_eq!(r.reason_codes, [1, 1, 0x87, 1, 0x87]);
-    let why = r.properties.reason_string.unwrap_or_default();
+    let why = r.properties.into_inner().reason_string.unwrap_or_default();
     let both = why.contains("$share/g/#") && why.contains("public/x");
     assert!(both, "{why}");
     // rumqttc 5 sees the refusal as a failed subscription.

@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used)] // test helpers may unwrap: a failure is the test failing
 //! Operating ponte (issue 12), over real sockets: `/metrics` (strictly parsed Prometheus
 //! text, numbers that move with traffic, the same numbers as `$SYS`), `/livez` and
 //! `/readyz`, the `/resources` listing and its event stream, and the refusal of client

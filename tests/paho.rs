@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used)] // test helpers may unwrap: a failure is the test failing
 //! MQTT 5 interoperability with paho-mqtt (Python, 2.x, `VERSION2` callback API) through
 //! `tests/paho/client.py`: each test starts a gateway in-process, runs one scenario of the
 //! script as a child process under a timeout (killed when it overruns), and checks the JSON

@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used)] // test helpers may unwrap: a failure is the test failing
 //! A store that fails on demand, supplied through the embedding API
 //! (`ponte::start_with_store`), and what every protocol does while it fails: MQTT-4.8.0-2
 //! (a transient error while processing a packet closes a 3.1.1 connection), the MQTT 5
@@ -17,7 +18,7 @@ use common::*;
 use ponte::model::RetainedValue;
 use ponte::model::TopicName;
 use ponte::store::{RetainedOp, Store, StoreError};
-use ponte_mqtt::{Packet, Packet5, Properties, QoS};
+use ponte_mqtt::{Packet, Properties, QoS};
 
 /// What the test flips and reads: whether the store fails, and what it holds.
 #[derive(Clone, Default)]
@@ -133,7 +134,8 @@ async fn mqtt_4_8_0_2_store_failure_closes_v311_connection() {
     let mut again = publish("flaky/t", QoS::AtLeastOnce, 7, true, b"v1");
     again.dup = true;
     c.send(&Packet::Publish(again)).await;
-    c.expect(Packet::PubAck(7)).await;
+    c.expect(Packet::PubAck(ponte_mqtt::PubResponse::success(7)))
+        .await;
     assert_eq!(switch.stored("flaky/t").as_deref(), Some(&b"v1"[..]));
     let got = watcher.publish_rx().await;
     assert_eq!(
@@ -168,9 +170,9 @@ async fn mqtt5_4_8_0_2_store_failure_answers_puback_0x80_with_a_reason_string() 
     let p = retained5("flaky/v5", QoS::AtLeastOnce, 3, b"v", Properties::default());
     c.send(&p).await;
     match c.recv().await {
-        Some(Packet5::PubAck(r)) => {
+        Some(Packet::PubAck(r)) => {
             assert_eq!((r.pkid, r.reason_code), (3, 0x80), "PUBACK 0x80: {r:?}");
-            let why = r.properties.reason_string.unwrap_or_default();
+            let why = r.properties.reason_string.clone().unwrap_or_default();
             assert!(
                 why.contains("could not be stored") && why.contains("no space left"),
                 "the Reason String says why: {why:?}"
@@ -184,7 +186,7 @@ async fn mqtt5_4_8_0_2_store_failure_answers_puback_0x80_with_a_reason_string() 
     switch.fail(false);
     c.send(&p).await;
     match c.recv().await {
-        Some(Packet5::PubAck(r)) => {
+        Some(Packet::PubAck(r)) => {
             // 0x10 No matching subscribers is a success too (3.4.2.1).
             assert!(
                 r.pkid == 3 && matches!(r.reason_code, 0x00 | 0x10),
@@ -316,18 +318,20 @@ async fn mqtt_4_8_0_2_session_store_failure_refuses_connack_and_suback() {
     // Connected while the store works, then it fails: SUBSCRIBE gets no SUBACK.
     let (mut c, _) = V3::session(gw.mqtt_addr, "flaky-sess", false).await;
     failing.store(true, Ordering::SeqCst);
-    c.send(&Packet::Subscribe {
+    c.send(&Packet::Subscribe(ponte_mqtt::Subscribe {
         pkid: 1,
-        filters: vec![("flaky/s".into(), QoS::AtLeastOnce)],
-    })
+        filters: vec![(
+            "flaky/s".into(),
+            ponte_mqtt::SubscriptionOptions::qos(QoS::AtLeastOnce),
+        )],
+        properties: Default::default(),
+    }))
     .await;
     let before_close = c
         .expect_closed("the close after the session store failed")
         .await;
     assert!(
-        !before_close
-            .iter()
-            .any(|p| matches!(p, Packet::SubAck { .. })),
+        !before_close.iter().any(|p| matches!(p, Packet::SubAck(_))),
         "no SUBACK for a subscription that was not stored: {before_close:?}"
     );
 
@@ -338,7 +342,8 @@ async fn mqtt_4_8_0_2_session_store_failure_refuses_connack_and_suback() {
         c.recv().await,
         Some(Packet::ConnAck {
             session_present: false,
-            code: ponte_mqtt::ConnectReturnCode::ServerUnavailable,
+            reason_code: ponte_mqtt::reason::SERVER_UNAVAILABLE,
+            properties: Default::default()
         }),
         "CONNACK Server unavailable while the session cannot be stored"
     );

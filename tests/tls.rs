@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used)] // test helpers may unwrap: a failure is the test failing
 //! TLS (issue 5 "Security"): MQTT over TLS, HTTPS and WSS with certificates made at test
 //! time by rcgen (a CA, a server certificate for 127.0.0.1 and localhost, client
 //! certificates), driven by rumqttc (TLS and secure WebSocket), reqwest over HTTPS, a raw

@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used)] // test helpers may unwrap: a failure is the test failing
 //! Webhooks (issue 14) against small HTTP receivers inside the test (axum on loopback):
 //! the event body and its Standard Webhooks signature (checked here with hmac + sha2,
 //! not with ponte's own code), retries after 5xx/408/429 and a dead port, no retry after

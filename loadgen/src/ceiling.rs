@@ -23,7 +23,7 @@ use axum::Router;
 
 /// Parameters of the ceiling server.
 #[derive(Debug, Clone, clap::Args, serde::Serialize)]
-pub struct CeilingArgs {
+pub(crate) struct CeilingArgs {
     /// Address to serve on.
     #[arg(long, default_value = "127.0.0.1:3100")]
     pub listen: SocketAddr,
@@ -38,7 +38,7 @@ async fn answer(method: Method, body: Bytes) -> String {
 }
 
 /// Serve until the process is killed.
-pub async fn serve(args: &CeilingArgs) -> Result<()> {
+pub(crate) async fn serve(args: &CeilingArgs) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;

@@ -21,7 +21,7 @@ use crate::{now_ns, Ctx};
 
 /// Parameters of a CoAP GET or PUT run.
 #[derive(Debug, Clone, Args, serde::Serialize)]
-pub struct CoapArgs {
+pub(crate) struct CoapArgs {
     /// Server address.
     #[arg(long, default_value = "127.0.0.1:5683")]
     pub coap: SocketAddr,
@@ -41,7 +41,7 @@ pub struct CoapArgs {
 }
 
 /// Build a confirmable request for `/r/<topic>`.
-pub fn request(
+pub(crate) fn request(
     method: RequestType,
     topic: &str,
     mid: u16,
@@ -64,7 +64,7 @@ pub fn request(
 }
 
 /// One request/response exchange; returns the response code class (2 = success).
-pub async fn exchange(
+pub(crate) async fn exchange(
     sock: &UdpSocket,
     bytes: &[u8],
     mid: u16,
@@ -160,7 +160,7 @@ fn class(p: &Packet) -> u8 {
 }
 
 /// Run CoAP GET (`put == false`) or PUT load.
-pub async fn run(put: bool, args: &CoapArgs, ctx: &Ctx) -> Result<Report> {
+pub(crate) async fn run(put: bool, args: &CoapArgs, ctx: &Ctx) -> Result<Report> {
     let name = if put { "coap-put" } else { "coap-get" };
     let report = Report::new(name, &ctx.target, serde_json::to_value(args)?);
     let base = format!("{}/{}", args.prefix, crate::pubsub::run_id());
@@ -228,7 +228,7 @@ pub async fn run(put: bool, args: &CoapArgs, ctx: &Ctx) -> Result<Report> {
 }
 
 /// What an observer saw.
-pub struct ObserveResult {
+pub(crate) struct ObserveResult {
     /// Notifications after the first response.
     pub notifications: u64,
     /// Latency of those carrying a generator timestamp (ns).
@@ -240,7 +240,7 @@ pub struct ObserveResult {
 }
 
 /// Observe `/r/<topic>` until `stop`; ACK every confirmable notification.
-pub async fn observe(
+pub(crate) async fn observe(
     addr: SocketAddr,
     topic: String,
     ready: tokio::sync::oneshot::Sender<Result<()>>,

@@ -27,7 +27,7 @@ use crate::Ctx;
 
 /// Parameters of the `dtls-flood` scenario.
 #[derive(Debug, Clone, clap::Args, Serialize)]
-pub struct DtlsFloodArgs {
+pub(crate) struct DtlsFloodArgs {
     /// The coaps (DTLS) address.
     #[arg(long, default_value = "127.0.0.1:5684")]
     pub coaps: SocketAddr,
@@ -89,7 +89,7 @@ async fn sessions(base: &str) -> Result<u64> {
 }
 
 /// Run the scenario.
-pub async fn run(args: &DtlsFloodArgs, ctx: &Ctx) -> Result<Report> {
+pub(crate) async fn run(args: &DtlsFloodArgs, ctx: &Ctx) -> Result<Report> {
     let mut report = Report::new("dtls-hello-flood", &ctx.target, serde_json::to_value(args)?);
     let mut sockets = Vec::with_capacity(args.ports);
     for _ in 0..args.ports.max(1) {

@@ -22,7 +22,7 @@ use crate::Ctx;
 
 /// Parameters of an HTTP GET or PUT run.
 #[derive(Debug, Clone, Args, serde::Serialize)]
-pub struct HttpArgs {
+pub(crate) struct HttpArgs {
     /// Base URL of the server.
     #[arg(long, default_value = "http://127.0.0.1:3000")]
     pub http: String,
@@ -47,7 +47,7 @@ fn client(connections: usize) -> Result<reqwest::Client> {
 }
 
 /// Run HTTP GET (`put == false`) or PUT load.
-pub async fn run(put: bool, args: &HttpArgs, ctx: &Ctx) -> Result<Report> {
+pub(crate) async fn run(put: bool, args: &HttpArgs, ctx: &Ctx) -> Result<Report> {
     let name = if put { "http-put" } else { "http-get" };
     let report = Report::new(name, &ctx.target, serde_json::to_value(args)?);
     let http = client(args.connections)?;
@@ -114,7 +114,7 @@ pub async fn run(put: bool, args: &HttpArgs, ctx: &Ctx) -> Result<Report> {
 
 /// Parameters of the HTTP PUT → MQTT (+ CoAP observe) run.
 #[derive(Debug, Clone, Args, serde::Serialize)]
-pub struct CrossArgs {
+pub(crate) struct CrossArgs {
     /// Base URL of the server.
     #[arg(long, default_value = "http://127.0.0.1:3000")]
     pub http: String,
@@ -150,7 +150,7 @@ pub struct CrossArgs {
 
 /// HTTP PUTs at a fixed rate; one MQTT subscriber on all the topics, optionally one CoAP
 /// observer on the first. Latency is from just before the PUT is issued to the delivery.
-pub async fn cross(args: &CrossArgs, ctx: &Ctx) -> Result<Report> {
+pub(crate) async fn cross(args: &CrossArgs, ctx: &Ctx) -> Result<Report> {
     let scenario = if args.rate > 0.0 {
         format!("http-mqtt-{}rps", args.rate as u64)
     } else {

@@ -17,7 +17,7 @@ use crate::now_ns;
 
 /// A packet received from the broker.
 #[derive(Debug)]
-pub enum Incoming {
+pub(crate) enum Incoming {
     /// CONNACK with its return code (0 = accepted).
     ConnAck(u8),
     /// SUBACK: packet id and one return code per filter (0x80 = refused).
@@ -59,7 +59,7 @@ fn put_str(out: &mut BytesMut, s: &[u8]) {
 }
 
 /// CONNECT, MQTT 3.1.1, no will, no credentials.
-pub fn connect(out: &mut BytesMut, client_id: &str, keepalive: u16, clean: bool) {
+pub(crate) fn connect(out: &mut BytesMut, client_id: &str, keepalive: u16, clean: bool) {
     out.put_u8(0x10);
     put_len(out, 10 + 2 + client_id.len());
     put_str(out, b"MQTT");
@@ -70,7 +70,7 @@ pub fn connect(out: &mut BytesMut, client_id: &str, keepalive: u16, clean: bool)
 }
 
 /// SUBSCRIBE to one filter.
-pub fn subscribe(out: &mut BytesMut, pkid: u16, filter: &str, qos: u8) {
+pub(crate) fn subscribe(out: &mut BytesMut, pkid: u16, filter: &str, qos: u8) {
     out.put_u8(0x82);
     put_len(out, 2 + 2 + filter.len() + 1);
     out.put_u16(pkid);
@@ -79,7 +79,14 @@ pub fn subscribe(out: &mut BytesMut, pkid: u16, filter: &str, qos: u8) {
 }
 
 /// PUBLISH (`pkid` ignored at QoS 0).
-pub fn publish(out: &mut BytesMut, topic: &str, qos: u8, retain: bool, pkid: u16, payload: &[u8]) {
+pub(crate) fn publish(
+    out: &mut BytesMut,
+    topic: &str,
+    qos: u8,
+    retain: bool,
+    pkid: u16,
+    payload: &[u8],
+) {
     let id = if qos > 0 { 2 } else { 0 };
     out.put_u8(0x30 | (qos << 1) | u8::from(retain));
     put_len(out, 2 + topic.len() + id + payload.len());
@@ -91,14 +98,14 @@ pub fn publish(out: &mut BytesMut, topic: &str, qos: u8, retain: bool, pkid: u16
 }
 
 /// PUBACK.
-pub fn puback(out: &mut BytesMut, pkid: u16) {
+pub(crate) fn puback(out: &mut BytesMut, pkid: u16) {
     out.put_u8(0x40);
     out.put_u8(2);
     out.put_u16(pkid);
 }
 
 /// PINGREQ.
-pub fn pingreq(out: &mut BytesMut) {
+pub(crate) fn pingreq(out: &mut BytesMut) {
     out.put_slice(&[0xc0, 0]);
 }
 
@@ -110,7 +117,7 @@ fn be16(b: &[u8], at: usize) -> Result<u16> {
 }
 
 /// Take one complete packet off the front of `buf`, or `None` if it is not all there yet.
-pub fn parse(buf: &mut BytesMut) -> Result<Option<Incoming>> {
+pub(crate) fn parse(buf: &mut BytesMut) -> Result<Option<Incoming>> {
     let mut len = 0usize;
     let mut i = 1;
     loop {
@@ -168,7 +175,7 @@ pub fn parse(buf: &mut BytesMut) -> Result<Option<Incoming>> {
 /// `hist` the latency of each from the send time at the front of its payload (see
 /// [`now_ns`]), and queue into `acks` a PUBACK for each at QoS 1. A malformed packet stops
 /// it: the count so far and the error.
-pub fn take_publishes(
+pub(crate) fn take_publishes(
     buf: &mut BytesMut,
     hist: &mut Histogram<u64>,
     acks: &mut BytesMut,
@@ -197,7 +204,7 @@ pub fn take_publishes(
 
 /// A connected, accepted MQTT client, split for concurrent reading and writing.
 #[derive(Debug)]
-pub struct Conn {
+pub(crate) struct Conn {
     /// Read side; the bytes already read but not parsed are in `buf`.
     pub rd: OwnedReadHalf,
     /// Write side.
@@ -209,7 +216,7 @@ pub struct Conn {
 impl Conn {
     /// Connect to `addr` (optionally from a chosen local address, to spread ephemeral ports
     /// over several loopback addresses), send CONNECT and wait for an accepting CONNACK.
-    pub async fn open(
+    pub(crate) async fn open(
         addr: SocketAddr,
         local: Option<IpAddr>,
         client_id: &str,
@@ -221,7 +228,7 @@ impl Conn {
 
     /// [`Conn::open`] with a chosen Clean Session flag (0: a persistent session, which
     /// ponte makes durable).
-    pub async fn open_session(
+    pub(crate) async fn open_session(
         addr: SocketAddr,
         local: Option<IpAddr>,
         client_id: &str,
@@ -256,7 +263,7 @@ impl Conn {
     }
 
     /// Read until one packet is complete.
-    pub async fn next(&mut self, deadline: Instant) -> Result<Incoming> {
+    pub(crate) async fn next(&mut self, deadline: Instant) -> Result<Incoming> {
         loop {
             if let Some(p) = parse(&mut self.buf)? {
                 return Ok(p);
@@ -271,7 +278,12 @@ impl Conn {
     }
 
     /// Subscribe to `filter` and wait for a granting SUBACK.
-    pub async fn subscribe(&mut self, filter: &str, qos: u8, deadline: Instant) -> Result<()> {
+    pub(crate) async fn subscribe(
+        &mut self,
+        filter: &str,
+        qos: u8,
+        deadline: Instant,
+    ) -> Result<()> {
         let mut out = BytesMut::new();
         subscribe(&mut out, 1, filter, qos);
         self.wr.write_all(&out).await?;

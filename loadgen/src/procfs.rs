@@ -8,7 +8,7 @@ use std::fs;
 
 /// A snapshot of a process's counters.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct Sample {
+pub(crate) struct Sample {
     /// Current resident set, KiB.
     pub rss_kib: Option<u64>,
     /// Peak resident set since start or the last reset, KiB.
@@ -41,7 +41,7 @@ fn cpu_seconds(pid: &str) -> Option<f64> {
 }
 
 /// Sample process `pid` ("self" for the generator).
-pub fn sample(pid: &str) -> Sample {
+pub(crate) fn sample(pid: &str) -> Sample {
     let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     Sample {
         rss_kib: status_field(&status, "VmRSS:"),
@@ -51,11 +51,11 @@ pub fn sample(pid: &str) -> Sample {
 }
 
 /// Reset the peak-RSS counter of `pid`; returns whether the kernel accepted it.
-pub fn reset_peak(pid: &str) -> bool {
+pub(crate) fn reset_peak(pid: &str) -> bool {
     fs::write(format!("/proc/{pid}/clear_refs"), "5").is_ok()
 }
 
 /// Open file descriptors of `pid` (entries of `/proc/PID/fd`): sockets held by a server.
-pub fn fds(pid: &str) -> Option<u64> {
+pub(crate) fn fds(pid: &str) -> Option<u64> {
     Some(fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count() as u64)
 }

@@ -36,7 +36,7 @@ use crate::{now_ns, Ctx};
 
 /// Parameters of a publish/subscribe run.
 #[derive(Debug, Clone, Args, serde::Serialize)]
-pub struct PubSubArgs {
+pub(crate) struct PubSubArgs {
     /// Broker address.
     #[arg(long, default_value = "127.0.0.1:1883")]
     pub mqtt: SocketAddr,
@@ -331,12 +331,12 @@ async fn publisher(c: Conn, plan: PubPlan) -> PubResult {
 
 /// A process-unique id for topics and client ids, so concurrent or repeated runs never
 /// see each other's retained values.
-pub fn run_id() -> String {
+pub(crate) fn run_id() -> String {
     format!("{}-{}", std::process::id(), now_ns())
 }
 
 /// Run one publish/subscribe scenario.
-pub async fn run(name: &str, args: &PubSubArgs, ctx: &Ctx) -> Result<Report> {
+pub(crate) async fn run(name: &str, args: &PubSubArgs, ctx: &Ctx) -> Result<Report> {
     let mut report = Report::new(name, &ctx.target, serde_json::to_value(args)?);
     let id = run_id();
     let base = format!("{}/{id}", args.prefix);
@@ -461,7 +461,7 @@ pub async fn run(name: &str, args: &PubSubArgs, ctx: &Ctx) -> Result<Report> {
 
 /// Parameters of the idle-connections run.
 #[derive(Debug, Clone, Args, serde::Serialize)]
-pub struct IdleArgs {
+pub(crate) struct IdleArgs {
     /// Broker address.
     #[arg(long, default_value = "127.0.0.1:1883")]
     pub mqtt: SocketAddr,
@@ -487,7 +487,7 @@ pub struct IdleArgs {
 
 /// Open and hold N idle connections; report the server's RSS per connection and check every
 /// connection still answers a PINGREQ at the end.
-pub async fn idle(args: &IdleArgs, ctx: &Ctx) -> Result<Report> {
+pub(crate) async fn idle(args: &IdleArgs, ctx: &Ctx) -> Result<Report> {
     let mut report = Report::new("mqtt-idle", &ctx.target, serde_json::to_value(args)?);
     let baseline = ctx.pid.as_deref().map(crate::procfs::sample);
     let before = ctx.begin();

@@ -39,7 +39,7 @@ impl Latency {
 }
 
 /// A fresh latency histogram: 1 ns to 120 s at 3 significant digits.
-pub fn new_hist() -> Histogram<u64> {
+pub(crate) fn new_hist() -> Histogram<u64> {
     // The bounds are constants that hdrhistogram accepts; this cannot fail.
     Histogram::new_with_bounds(1, 120_000_000_000, 3).expect("static histogram bounds")
 }

@@ -31,7 +31,7 @@ use crate::Ctx;
 
 /// Parameters of the `slow-body` scenario.
 #[derive(Debug, Clone, clap::Args, Serialize)]
-pub struct SlowBodyArgs {
+pub(crate) struct SlowBodyArgs {
     /// HTTP address of the server.
     #[arg(long, default_value = "127.0.0.1:3000")]
     pub http: SocketAddr,
@@ -231,7 +231,7 @@ impl Normal {
 }
 
 /// Run the scenario.
-pub async fn run(args: &SlowBodyArgs, ctx: &Ctx) -> Result<Report> {
+pub(crate) async fn run(args: &SlowBodyArgs, ctx: &Ctx) -> Result<Report> {
     let mut report = Report::new("http-slow-body", &ctx.target, serde_json::to_value(args)?);
     let pid = ctx.pid.clone();
     let fds = move || pid.as_deref().and_then(crate::procfs::fds);
@@ -343,19 +343,25 @@ pub async fn run(args: &SlowBodyArgs, ctx: &Ctx) -> Result<Report> {
         closed_after.iter().copied().reduce(f64::min),
         closed_after.iter().copied().reduce(f64::max),
     ) {
-        x.insert("closed_after_s_min".into(), ((lo * 10.0).round() / 10.0).into());
-        x.insert("closed_after_s_max".into(), ((hi * 10.0).round() / 10.0).into());
+        x.insert(
+            "closed_after_s_min".into(),
+            ((lo * 10.0).round() / 10.0).into(),
+        );
+        x.insert(
+            "closed_after_s_max".into(),
+            ((hi * 10.0).round() / 10.0).into(),
+        );
     }
     x.insert("normal_requests".into(), hist.len().into());
     x.insert("normal_failures".into(), failures.into());
     let max_ms = hist.max() as f64 / 1e6;
-    x.insert("normal_max_ms".into(), ((max_ms * 10.0).round() / 10.0).into());
+    x.insert(
+        "normal_max_ms".into(),
+        ((max_ms * 10.0).round() / 10.0).into(),
+    );
     if let Some(n) = fds_before {
         x.insert("fds_before".into(), n.into());
-        x.insert(
-            "fds_peak".into(),
-            peak_fds.load(Ordering::Relaxed).into(),
-        );
+        x.insert("fds_peak".into(), peak_fds.load(Ordering::Relaxed).into());
     }
     if let Some(n) = fds_after {
         x.insert("fds_after".into(), n.into());

@@ -18,7 +18,7 @@ use crate::{coap, http, pubsub, Ctx};
 
 /// Parameters of the smoke run.
 #[derive(Debug, Clone, Args)]
-pub struct SmokeArgs {
+pub(crate) struct SmokeArgs {
     /// The ponte binary to spawn.
     #[arg(long, default_value = "target/debug/ponte")]
     pub ponte_bin: PathBuf,
@@ -109,7 +109,7 @@ async fn spawn(bin: &PathBuf) -> Result<Server> {
 }
 
 /// Spawn ponte and run every scenario small; all reports must be ok.
-pub async fn run(a: &SmokeArgs) -> Result<Vec<Report>> {
+pub(crate) async fn run(a: &SmokeArgs) -> Result<Vec<Report>> {
     let mut server = spawn(&a.ponte_bin).await?;
     let ctx = Ctx {
         target: "ponte".into(),

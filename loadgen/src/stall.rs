@@ -31,7 +31,7 @@ use crate::Ctx;
 
 /// Parameters of the `stall` scenario.
 #[derive(Debug, Clone, clap::Args, Serialize)]
-pub struct StallArgs {
+pub(crate) struct StallArgs {
     /// MQTT address (publisher and stalled subscribers).
     #[arg(long, default_value = "127.0.0.1:1883")]
     pub mqtt: SocketAddr,
@@ -212,7 +212,7 @@ fn mib(kib: u64) -> f64 {
 }
 
 /// Run the scenario.
-pub async fn run(args: &StallArgs, ctx: &Ctx) -> Result<Report> {
+pub(crate) async fn run(args: &StallArgs, ctx: &Ctx) -> Result<Report> {
     let mut report = Report::new("stall", &ctx.target, serde_json::to_value(args)?);
     let pid = ctx
         .pid

@@ -12,7 +12,7 @@ use crate::{Before, Ctx};
 
 /// How long a request/response run (CoAP, HTTP) lasts and what its PUTs carry.
 #[derive(Debug, Clone, Args, serde::Serialize)]
-pub struct RequestLoad {
+pub(crate) struct RequestLoad {
     /// Length of the run.
     #[arg(long, default_value_t = 5.0)]
     pub seconds: f64,
@@ -27,7 +27,7 @@ pub struct RequestLoad {
 
 /// When a stream of publishes (or PUTs) stops, and how long its deliveries may trail it.
 #[derive(Debug, Clone, Args, serde::Serialize)]
-pub struct Phases {
+pub(crate) struct Phases {
     /// Stop publishing (or issuing PUTs) after this many seconds even if the count is not
     /// reached.
     #[arg(long, default_value_t = 60)]
@@ -40,7 +40,7 @@ pub struct Phases {
 /// Tallies of one client's (or connection's) requests: how many were sent, answered with
 /// success (CoAP 2.xx, HTTP 2xx) or failed (timeouts, errors, other answers), the first
 /// error seen, and the round-trip latency of the successful answers (ns).
-pub struct Tally {
+pub(crate) struct Tally {
     sent: u64,
     ok: u64,
     errors: u64,
@@ -50,7 +50,7 @@ pub struct Tally {
 
 impl Tally {
     /// Nothing counted yet.
-    pub fn new() -> Tally {
+    pub(crate) fn new() -> Tally {
         Tally {
             sent: 0,
             ok: 0,
@@ -61,38 +61,38 @@ impl Tally {
     }
 
     /// Requests sent so far.
-    pub fn sent(&self) -> u64 {
+    pub(crate) fn sent(&self) -> u64 {
         self.sent
     }
 
     /// Count a request issued now; the time it was issued at (see [`now_ns`]).
-    pub fn issue(&mut self) -> u64 {
+    pub(crate) fn issue(&mut self) -> u64 {
         let t0 = now_ns();
         self.sent += 1;
         t0
     }
 
     /// A successful answer to the request issued at `t0`.
-    pub fn answered(&mut self, t0: u64) {
+    pub(crate) fn answered(&mut self, t0: u64) {
         self.ok += 1;
         self.hist
             .saturating_record(now_ns().saturating_sub(t0).max(1));
     }
 
     /// A failed request.
-    pub fn failed(&mut self, why: String) {
+    pub(crate) fn failed(&mut self, why: String) {
         self.errors += 1;
         self.first_error.get_or_insert(why);
     }
 
     /// Stop before a request was sent because of `why`.
-    pub fn gave_up(&mut self, why: String) {
+    pub(crate) fn gave_up(&mut self, why: String) {
         self.first_error.get_or_insert(why);
     }
 
     /// Add the requests sent, their failures, latencies and first error to `report` and
     /// `hist`; the number of successful answers.
-    pub fn add_to(self, report: &mut Report, hist: &mut Histogram<u64>) -> u64 {
+    pub(crate) fn add_to(self, report: &mut Report, hist: &mut Histogram<u64>) -> u64 {
         report.sent += self.sent;
         report.errors += self.errors;
         let _ = hist.add(&self.hist);
@@ -105,7 +105,7 @@ impl Tally {
 
 /// Join `tasks` until all have finished, handing each result to `each`; when `hard` passes
 /// first, abort the rest. Either failure is the report's; `what` names one task in it.
-pub async fn join_all<T: 'static>(
+pub(crate) async fn join_all<T: 'static>(
     tasks: &mut JoinSet<T>,
     hard: Instant,
     what: &str,
@@ -128,7 +128,7 @@ pub async fn join_all<T: 'static>(
 
 /// Close a request/response run: sum the tallies of `tasks` (see [`join_all`]); every
 /// request sent expects a successful answer.
-pub async fn requests_report(
+pub(crate) async fn requests_report(
     mut report: Report,
     mut tasks: JoinSet<Tally>,
     hard: Instant,

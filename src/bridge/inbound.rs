@@ -25,7 +25,7 @@ use super::remote::{AckToken, Inbound};
 
 /// What the poller forwards, in the remote's order.
 #[derive(Debug)]
-pub enum In {
+pub(crate) enum In {
     /// Connected: subscribe and reconcile.
     Connected {
         /// The remote kept the session.
@@ -42,7 +42,7 @@ pub enum In {
 }
 
 /// Store what comes in until stopped.
-pub async fn run(
+pub(crate) async fn run(
     link: Arc<Link>,
     mut rx: UnboundedReceiver<In>,
     backlog: Arc<AtomicUsize>,

@@ -24,7 +24,7 @@ struct Entry<T> {
 
 /// What a `Sent(pkid)` meant.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Sent<T> {
+pub(crate) enum Sent<T> {
     /// A QoS 0 message went out: nothing more will be heard of it.
     Fired(T),
     /// A QoS 1/2 message went out and waits for its acknowledgement.
@@ -37,7 +37,7 @@ pub enum Sent<T> {
 
 /// Messages handed to rumqttc and not yet complete.
 #[derive(Debug)]
-pub struct Ledger<T> {
+pub(crate) struct Ledger<T> {
     /// Rank of the next message handed.
     next_rank: u64,
     /// Handed, no packet id yet; oldest first.
@@ -64,7 +64,7 @@ impl<T> Default for Ledger<T> {
 
 impl<T> Ledger<T> {
     /// Record a message about to be handed to rumqttc (call before the request is sent).
-    pub fn hand(&mut self, item: T) {
+    pub(crate) fn hand(&mut self, item: T) {
         self.handed.push_back(Entry {
             rank: self.next_rank,
             item,
@@ -73,7 +73,7 @@ impl<T> Ledger<T> {
     }
 
     /// Messages handed and not complete: the bridge's out window.
-    pub fn outstanding(&self) -> usize {
+    pub(crate) fn outstanding(&self) -> usize {
         self.handed.len()
             + self.inflight.len()
             + usize::from(self.collided.is_some())
@@ -81,7 +81,7 @@ impl<T> Ledger<T> {
     }
 
     /// rumqttc sent a PUBLISH under `pkid` (0: QoS 0).
-    pub fn sent(&mut self, pkid: u16) -> Sent<T> {
+    pub(crate) fn sent(&mut self, pkid: u16) -> Sent<T> {
         if pkid == 0 {
             return match self.handed.pop_front() {
                 Some(e) => Sent::Fired(e.item),
@@ -113,7 +113,7 @@ impl<T> Ledger<T> {
     }
 
     /// rumqttc held the oldest handed PUBLISH back: `pkid` is still in flight.
-    pub fn collided(&mut self, pkid: u16) -> bool {
+    pub(crate) fn collided(&mut self, pkid: u16) -> bool {
         match self.handed.pop_front() {
             Some(e) => {
                 self.collided = Some((pkid, e));
@@ -124,7 +124,7 @@ impl<T> Ledger<T> {
     }
 
     /// The exchange of `pkid` completed.
-    pub fn done(&mut self, pkid: u16) -> Option<T> {
+    pub(crate) fn done(&mut self, pkid: u16) -> Option<T> {
         let done = self.inflight.remove(&pkid).map(|e| e.item);
         if self.replacing.as_ref().is_some_and(|(p, _)| *p == pkid) {
             if let Some((p, e)) = self.replacing.take() {
@@ -138,7 +138,7 @@ impl<T> Ledger<T> {
     /// (not in `kept`), oldest first. `released`: the packet id of a held-back message
     /// rumqttc was made to send anyway (its id's previous message was dropped), which
     /// counts as in flight from now on.
-    pub fn dropped_except(&mut self, kept: &HashSet<u16>, released: Option<u16>) -> Vec<T> {
+    pub(crate) fn dropped_except(&mut self, kept: &HashSet<u16>, released: Option<u16>) -> Vec<T> {
         if let Some((p, e)) = self.replacing.take() {
             // Its predecessor's `Done` was lost with the connection: the id is its own.
             self.inflight.insert(p, e);
@@ -163,7 +163,7 @@ impl<T> Ledger<T> {
     }
 
     /// Packet id → rank of every exchange in flight (the order rumqttc should re-send in).
-    pub fn ranks(&self) -> HashMap<u16, u64> {
+    pub(crate) fn ranks(&self) -> HashMap<u16, u64> {
         let mut r: HashMap<u16, u64> = self.inflight.iter().map(|(p, e)| (*p, e.rank)).collect();
         for (p, e) in self.collided.iter().chain(&self.replacing) {
             r.entry(*p).or_insert(e.rank);
@@ -172,7 +172,7 @@ impl<T> Ledger<T> {
     }
 
     /// Everything not complete, oldest first (the bridge stops: these go back in the queue).
-    pub fn drain(&mut self) -> Vec<T> {
+    pub(crate) fn drain(&mut self) -> Vec<T> {
         let mut all: Vec<Entry<T>> = self.inflight.drain().map(|(_, e)| e).collect();
         all.extend(self.collided.take().map(|(_, e)| e));
         all.extend(self.replacing.take().map(|(_, e)| e));

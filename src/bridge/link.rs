@@ -20,8 +20,9 @@ use crate::backoff::Backoff;
 use crate::broker::retained::Precondition;
 use crate::broker::Broker;
 use crate::broker::Delivery;
+use crate::durable::Seq;
 use crate::model::TopicName;
-use crate::model::{Message, Origin, QoS, RetainedValue};
+use crate::model::{Message, Origin, PayloadFormat, QoS, RetainedValue};
 use crate::mqtt::Clients;
 use crate::shutdown::Shutdown;
 
@@ -40,7 +41,7 @@ const ECHO_MEMORY: usize = 65_536;
 
 /// What a bridge needs from the gateway.
 #[derive(Debug, Clone)]
-pub struct Env {
+pub(crate) struct Env {
     /// The broker core.
     pub broker: Arc<Broker>,
     /// The MQTT front-end's sessions (the out queue is one).
@@ -82,16 +83,18 @@ impl Stop {
 
 /// What the ledger keeps about an outgoing message.
 #[derive(Debug)]
-pub struct Item {
+pub(crate) struct Item {
     /// The delivery from the out queue (`None` for a retained value republished after the
     /// remote lost the session).
     pub delivery: Option<Delivery>,
-    /// Its durable queue entry (0: none).
-    pub seq: u64,
+    /// Its durable identity in the bridge's persistent session (`None`: not durable, such
+    /// as a QoS 0 message or a republished retained value): acknowledged only once the
+    /// remote acknowledged the message.
+    pub seq: Option<Seq>,
 }
 
 /// The state a bridge's tasks share.
-pub struct Link {
+pub(crate) struct Link {
     /// The bridge's name.
     pub name: Arc<str>,
     /// Its configuration.
@@ -118,7 +121,7 @@ pub struct Link {
 
 /// What the poller tells the conductor.
 #[derive(Debug)]
-pub enum Up {
+pub(crate) enum Up {
     /// Connected.
     Connected {
         /// The remote kept the session.
@@ -133,7 +136,7 @@ pub enum Up {
 /// Run bridge `config` until `stop`. The out queue is opened (or resumed) first; on the
 /// way out, whatever was handed to rumqttc and not acknowledged goes back to the front
 /// of the queue (it is on disk anyway), and the state becomes 0.
-pub async fn run(env: Env, config: Arc<BridgeConfig>, stats: Arc<Stats>, mut stop: Stop) {
+pub(crate) async fn run(env: Env, config: Arc<BridgeConfig>, stats: Arc<Stats>, mut stop: Stop) {
     let name: Arc<str> = Arc::from(config.name.as_str());
     let rules = Rules::new(&config.topics);
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
@@ -372,7 +375,7 @@ async fn send_retained(link: &Arc<Link>, t: &TopicName, v: &RetainedValue) -> Re
     }
     link.ledger.lock().hand(Item {
         delivery: None,
-        seq: 0,
+        seq: None,
     });
     link.client
         .publish(
@@ -396,13 +399,13 @@ fn properties(link: &Link, m: &Message, now: Instant) -> Option<OutProperties> {
         ..OutProperties::default()
     };
     if let Some(props) = &m.properties {
-        p.payload_format_indicator = props.payload_format_indicator;
+        p.payload_format_indicator = props.payload_format.map(|f| match f {
+            PayloadFormat::Bytes => 0,
+            PayloadFormat::Utf8 => 1,
+        });
         p.response_topic = props.response_topic.clone();
         p.correlation_data = props.correlation_data.clone();
-        p.user_properties = props.user_properties.clone();
-        if p.content_type.is_none() {
-            p.content_type = props.content_type.clone();
-        }
+        p.user_properties = props.user.clone();
     }
     p.message_expiry_interval = m.expires_at.map(|at| {
         let left = at.saturating_duration_since(now);
@@ -432,12 +435,12 @@ fn too_large(link: &Link, topic: &str, payload: &Bytes, props: Option<&OutProper
 
 /// Publish the retained `$SYS/broker/connection/<name>/state`: `1` connected, `0` not
 /// (mosquitto's bridge notification, readable over HTTP and CoAP too).
-pub async fn publish_state(link: &Link, up: bool) {
+pub(crate) async fn publish_state(link: &Link, up: bool) {
     publish_state_of(&link.broker, &link.name, up).await;
 }
 
 /// [`publish_state`] for a bridge by name (also used when a bridge is removed).
-pub async fn publish_state_of(broker: &Broker, name: &str, up: bool) {
+pub(crate) async fn publish_state_of(broker: &Broker, name: &str, up: bool) {
     let Ok(topic) = TopicName::parse(&format!("$SYS/broker/connection/{name}/state")) else {
         return;
     };

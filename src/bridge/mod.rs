@@ -22,7 +22,9 @@
 //! - SIGHUP: [`Bridges`] is a reload hook: added bridges start, removed ones stop (their
 //!   queue is deleted), changed ones restart (their queue stays).
 
-pub mod config;
+/// `[[bridge]]` (kept with the other sections in [`crate::config`], which every front-end
+/// reads and which therefore cannot depend on the bridges).
+pub use crate::config::bridge as config;
 mod inbound;
 mod ledger;
 mod link;
@@ -53,12 +55,6 @@ pub use stats::BridgeStats;
 use link::Env;
 use outbox::Outbox;
 use stats::Stats;
-
-/// Whether `id` is reserved for the bridges' out queues (`$bridge/...`): an MQTT client
-/// asking for it is refused (CONNACK 0x85 / 3.1.1 0x02).
-pub fn is_reserved_client_id(id: &str) -> bool {
-    id.starts_with(outbox::RESERVED_PREFIX)
-}
 
 /// Check what the bridges' configuration names on disk (CA, certificate and key files):
 /// a start or reload with an unusable file fails with a message naming it.

@@ -3,42 +3,39 @@
 //! bridge. This is the only file of the bridge that touches the session machinery.
 //!
 //! Being a persistent session gives the bridge exactly what it promises, with no second
-//! queue implementation: its mailbox is registered with the durable queue, so fan-out
-//! appends every QoS 1/2 message for it to disk *before* the local publisher is
-//! acknowledged; `Registry::restore` puts those messages back in order after `kill -9`;
-//! the session record keeps its subscriptions. The bridge removes an entry only once the
-//! remote acknowledged it (PUBACK/PUBCOMP). The subscriptions have No Local set, and a
+//! queue implementation: its mailbox is registered with the owner of durable sessions
+//! ([`crate::durable`]), so fan-out makes every QoS 1/2 message for it durable *before* the
+//! local publisher is acknowledged; the registry's restore puts those messages back in
+//! order after `kill -9`; the session record keeps its subscriptions. The bridge
+//! acknowledges a message's durable copy only once the remote acknowledged it
+//! (PUBACK/PUBCOMP), through the session's [`crate::durable::DurableSession`]. The subscriptions have No Local set, and a
 //! message the bridge itself brought in carries the mailbox's id as its publisher, so it
 //! is never queued to go back out (MQTT-3.8.3-3 semantics, applied to the bridge).
 
 use std::sync::Arc;
 
 use crate::broker::mailbox::Mailbox;
-use crate::broker::trie::SubOptions;
 use crate::broker::Broker;
 use crate::broker::Delivery;
-use crate::model::QoS;
-use crate::model::TopicFilter;
-use crate::mqtt::session::{Registry, Session, NEVER};
-use crate::mqtt::Clients;
+use crate::durable::Seq;
+use crate::model::{QoS, SubOptions, TopicFilter};
+use crate::mqtt::session::{Session, NEVER};
+use crate::mqtt::{Clients, RESERVED_CLIENT_PREFIX};
 use crate::store::StoreError;
 
-/// The prefix of the bridges' reserved client ids; MQTT clients cannot use it.
-pub const RESERVED_PREFIX: &str = "$bridge/";
-
 /// The client id of bridge `name`'s out queue.
-pub fn client_id(name: &str) -> String {
-    format!("{RESERVED_PREFIX}{name}")
+pub(crate) fn client_id(name: &str) -> String {
+    format!("{RESERVED_CLIENT_PREFIX}{name}")
 }
 
 /// A bridge's out queue, owned (like a connection owns its session) while it is open.
 #[derive(Debug)]
-pub struct Outbox {
-    /// The broker the session lives in.
+pub(crate) struct Outbox {
+    /// The broker the session lives in: closing the session needs it.
     broker: Arc<Broker>,
-    /// The front-end's sessions (for closing).
+    /// The front-end's sessions, for closing the session when the bridge stops.
     clients: Clients,
-    /// The session.
+    /// The session: its mailbox is the queue, its durable side keeps the messages.
     session: Arc<Session>,
     /// Held for the outbox's life: the session has one owner at a time.
     _owner: tokio::sync::OwnedMutexGuard<()>,
@@ -49,14 +46,14 @@ impl Outbox {
     /// its local subscriptions exactly `subscriptions` (each with No Local and Retain As
     /// Published; no retained values sent, see the bridge's reconciliation). Returns once
     /// the session record is durable.
-    pub async fn open(
+    pub(crate) async fn open(
         clients: &Clients,
         broker: &Arc<Broker>,
         name: &str,
         subscriptions: &[(TopicFilter, QoS)],
         max_queued: usize,
     ) -> Result<Outbox, StoreError> {
-        let registry: &Registry = clients.registry();
+        let registry = clients.registry();
         let opened = registry.open(&client_id(name), false, NEVER, broker);
         let owner = opened.session.owner.clone().lock_owned().await;
         if let Some(prev) = &opened.previous {
@@ -66,34 +63,23 @@ impl Outbox {
         }
         let session = opened.session;
         session.mailbox.set_capacity(max_queued);
-        {
-            let mut subs = session.subscriptions.lock();
-            let stale: Vec<TopicFilter> = subs
-                .keys()
-                .filter(|f| !subscriptions.iter().any(|(g, _)| g == *f))
-                .cloned()
-                .collect();
-            for f in stale {
-                broker.unsubscribe(&f, session.mailbox.id());
-                subs.remove(&f);
-            }
-            for (filter, qos) in subscriptions {
+        let want: Vec<(TopicFilter, SubOptions)> = subscriptions
+            .iter()
+            .map(|(filter, qos)| {
                 let opts = SubOptions {
                     qos: *qos,
                     no_local: true,
                     retain_as_published: true,
                     id: None,
                 };
-                if subs.get(filter) != Some(&opts) {
-                    broker.subscribe_with(filter, &session.mailbox, opts, 2);
-                    subs.insert(filter.clone(), opts);
-                }
-            }
-        }
+                (filter.clone(), opts)
+            })
+            .collect();
+        session.set_subscriptions(&want, broker);
         // Not needed by the bridge: a connection's saved exchanges.
-        session.saved.lock().take();
-        if let Some(durable) = session.persist_durable(broker) {
-            durable.await.unwrap_or(Err(StoreError::Closed))?;
+        session.drop_saved();
+        if let Some(durable) = session.persist(true) {
+            durable.await?;
         }
         Ok(Outbox {
             broker: broker.clone(),
@@ -104,30 +90,28 @@ impl Outbox {
     }
 
     /// The queue: fan-out pushes into it, the bridge pops.
-    pub fn mailbox(&self) -> &Arc<Mailbox> {
+    pub(crate) fn mailbox(&self) -> &Arc<Mailbox> {
         &self.session.mailbox
     }
 
     /// Whether the remote is reachable: while it is not, QoS 0 messages are not queued
     /// (as for an away MQTT session), QoS 1/2 ones are.
-    pub fn set_online(&self, online: bool) {
+    pub(crate) fn set_online(&self, online: bool) {
         self.session.mailbox.set_online(online);
     }
 
-    /// The remote acknowledged (or refused for good) the delivery with durable sequence
-    /// `seq`: forget its disk copy.
-    pub fn done(&self, seq: u64) {
-        if seq == 0 {
-            return;
-        }
-        if let Some(q) = self.broker.queue() {
-            q.remove(&self.session.key, seq);
+    /// The remote acknowledged (or refused for good) the delivery whose durable identity
+    /// is `seq`: its durable copy goes. `None`: it had none (QoS 0, a republished retained
+    /// value).
+    pub(crate) fn done(&self, seq: Option<Seq>) {
+        if let (Some(seq), Some(durable)) = (seq, &self.session.durable) {
+            durable.acknowledge(seq);
         }
     }
 
     /// Put unacknowledged deliveries (oldest first) back at the front of the queue, so
     /// whoever opens the outbox next sends them first.
-    pub fn put_back(&self, deliveries: Vec<Delivery>) {
+    pub(crate) fn put_back(&self, deliveries: Vec<Delivery>) {
         for d in deliveries.into_iter().rev() {
             self.session.mailbox.push_front(d);
         }
@@ -135,7 +119,7 @@ impl Outbox {
 
     /// Release the session; it stays (away, never expiring) with its queue. The owner lock
     /// goes when the outbox is dropped.
-    pub async fn close(&self) {
+    pub(crate) async fn close(&self) {
         self.session.mailbox.set_online(false);
         if let Some(durable) = self.clients.registry().close(&self.session, &self.broker) {
             let _ = durable.await;
@@ -143,7 +127,7 @@ impl Outbox {
     }
 
     /// Delete bridge `name`'s session and queue for good (the bridge was removed).
-    pub async fn discard(clients: &Clients, broker: &Arc<Broker>, name: &str) {
+    pub(crate) async fn discard(clients: &Clients, broker: &Arc<Broker>, name: &str) {
         let registry = clients.registry();
         let opened = registry.open(&client_id(name), true, 0, broker);
         if let Some(prev) = &opened.previous {
@@ -154,12 +138,12 @@ impl Outbox {
     }
 
     /// Names of the bridges whose sessions exist (restored from disk or open).
-    pub fn existing(clients: &Clients) -> Vec<String> {
+    pub(crate) fn existing(clients: &Clients) -> Vec<String> {
         clients
             .registry()
             .client_ids()
             .into_iter()
-            .filter_map(|id| id.strip_prefix(RESERVED_PREFIX).map(str::to_owned))
+            .filter_map(|id| id.strip_prefix(RESERVED_CLIENT_PREFIX).map(str::to_owned))
             .collect()
     }
 }

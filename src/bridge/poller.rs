@@ -25,7 +25,7 @@ use super::remote::{Event, EventLoop};
 const MAX_BACKLOG: usize = 4096;
 
 /// Poll until stopped (or until the DISCONNECT of a stopping bridge went out).
-pub async fn run(
+pub(crate) async fn run(
     link: Arc<Link>,
     mut eventloop: EventLoop,
     up: UnboundedSender<Up>,

@@ -23,7 +23,7 @@ use crate::model::TopicName;
 
 /// Quiet time after the marker's answer before the values the remote did not send are
 /// settled.
-pub const SETTLE: Duration = Duration::from_secs(1);
+pub(crate) const SETTLE: Duration = Duration::from_secs(1);
 
 /// Where a reconciliation is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,7 +40,7 @@ enum Phase {
 
 /// What to do with the local values the remote did not send.
 #[derive(Debug, Default, PartialEq, Eq)]
-pub struct Settled {
+pub(crate) struct Settled {
     /// Clear these locally, if they still have this version.
     pub clear: Vec<(TopicName, u64)>,
     /// Publish these to the remote (they go out too, and the remote lost its session).
@@ -49,7 +49,7 @@ pub struct Settled {
 
 /// One reconciliation at a time (a reconnect starts over).
 #[derive(Debug)]
-pub struct Reconcile {
+pub(crate) struct Reconcile {
     /// Progress.
     phase: Phase,
     /// Local values under `in` rules not (yet) sent by the remote: topic → version.
@@ -73,7 +73,7 @@ impl Default for Reconcile {
 
 impl Reconcile {
     /// Start, just before subscribing: `local` are the local values under `in` rules.
-    pub fn begin(
+    pub(crate) fn begin(
         &mut self,
         session_present: bool,
         local: impl IntoIterator<Item = (TopicName, u64)>,
@@ -85,7 +85,7 @@ impl Reconcile {
     }
 
     /// The answer to the SUBSCRIBE or to the marker arrived.
-    pub fn acknowledged(&mut self, now: Instant) {
+    pub(crate) fn acknowledged(&mut self, now: Instant) {
         match self.phase {
             Phase::Subscribing => self.phase = Phase::Marking,
             Phase::Marking => {
@@ -97,7 +97,7 @@ impl Reconcile {
     }
 
     /// A retained value for local `topic` arrived from the remote.
-    pub fn retained(&mut self, topic: &TopicName, now: Instant) {
+    pub(crate) fn retained(&mut self, topic: &TopicName, now: Instant) {
         if self.phase == Phase::Idle {
             return;
         }
@@ -108,12 +108,12 @@ impl Reconcile {
     }
 
     /// When to call [`Reconcile::settle`], if settling.
-    pub fn deadline(&self) -> Option<Instant> {
+    pub(crate) fn deadline(&self) -> Option<Instant> {
         self.deadline
     }
 
     /// Settle: `goes_out` says whether a topic is also carried out.
-    pub fn settle(&mut self, goes_out: impl Fn(&TopicName) -> bool) -> Settled {
+    pub(crate) fn settle(&mut self, goes_out: impl Fn(&TopicName) -> bool) -> Settled {
         let mut out = Settled::default();
         for (topic, version) in self.candidates.drain() {
             if goes_out(&topic) && !self.session_present {
@@ -130,7 +130,7 @@ impl Reconcile {
     }
 
     /// The connection ended: nothing half-known is acted on.
-    pub fn reset(&mut self) {
+    pub(crate) fn reset(&mut self) {
         *self = Reconcile::default();
     }
 }

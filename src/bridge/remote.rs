@@ -26,7 +26,7 @@ const CHANNEL_SLACK: usize = 1024;
 
 /// A client handle: sends requests to the event loop. Cheap to clone.
 #[derive(Clone, Debug)]
-pub enum Client {
+pub(crate) enum Client {
     /// MQTT 3.1.1.
     V4(rumqttc::AsyncClient),
     /// MQTT 5.
@@ -35,7 +35,7 @@ pub enum Client {
 
 /// The event loop: owns the connection; polled by one task only, never cancelled
 /// mid-poll (rumqttc's poll is not cancel-safe while it writes).
-pub enum EventLoop {
+pub(crate) enum EventLoop {
     /// MQTT 3.1.1.
     V4(Box<rumqttc::EventLoop>),
     /// MQTT 5.
@@ -44,7 +44,7 @@ pub enum EventLoop {
 
 /// What the event loop reported, reduced to what the bridge needs.
 #[derive(Debug)]
-pub enum Event {
+pub(crate) enum Event {
     /// CONNACK accepted.
     Connected {
         /// The remote kept the bridge's session (subscriptions, queued messages).
@@ -73,7 +73,7 @@ pub enum Event {
 
 /// A PUBLISH from the remote, with what is needed to acknowledge it later.
 #[derive(Debug)]
-pub struct Inbound {
+pub(crate) struct Inbound {
     /// The remote topic.
     pub topic: String,
     /// The payload.
@@ -86,8 +86,8 @@ pub struct Inbound {
     /// v5 Content Type.
     pub content_type: Option<Arc<str>>,
     /// v5 application properties (User Properties, Response Topic, Correlation Data,
-    /// Payload Format Indicator, Content Type).
-    pub properties: Option<Arc<ponte_mqtt::Properties>>,
+    /// Payload Format Indicator).
+    pub properties: Option<Arc<crate::model::Properties>>,
     /// v5 Message Expiry, from now.
     pub expires_at: Option<Instant>,
     /// The acknowledgement to send once stored; `None` for QoS 0.
@@ -96,7 +96,7 @@ pub struct Inbound {
 
 /// Enough of a PUBLISH to acknowledge it (PUBACK, or PUBREC for QoS 2).
 #[derive(Debug, Clone, Copy)]
-pub struct AckToken {
+pub(crate) struct AckToken {
     /// Its QoS (1 or 2).
     qos: QoS,
     /// Its packet id.
@@ -105,7 +105,7 @@ pub struct AckToken {
 
 /// v5 properties of an outgoing PUBLISH, from the local message.
 #[derive(Debug, Default, Clone)]
-pub struct OutProperties {
+pub(crate) struct OutProperties {
     /// Content Type.
     pub content_type: Option<String>,
     /// Payload Format Indicator.
@@ -123,7 +123,7 @@ pub struct OutProperties {
 impl OutProperties {
     /// Bytes these take in a PUBLISH, generously (for the size check against the
     /// remote's Maximum Packet Size).
-    pub fn size_bound(&self) -> usize {
+    pub(crate) fn size_bound(&self) -> usize {
         let s = |o: &Option<String>| o.as_ref().map_or(0, |v| v.len() + 3);
         s(&self.content_type)
             + s(&self.response_topic)
@@ -140,7 +140,10 @@ impl OutProperties {
 /// Build the client and event loop for `cfg`. `max_incoming` bounds the packets the
 /// remote may send (`[mqtt] max_packet_size`). The TLS files are read here: an error
 /// names the file.
-pub fn connect(cfg: &BridgeConfig, max_incoming: usize) -> Result<(Client, EventLoop), String> {
+pub(crate) fn connect(
+    cfg: &BridgeConfig,
+    max_incoming: usize,
+) -> Result<(Client, EventLoop), String> {
     let transport = transport(cfg)?;
     let (host, port) = match cfg.url.scheme {
         Scheme::Ws | Scheme::Wss => (cfg.url.websocket_url(), cfg.url.port),
@@ -194,7 +197,7 @@ pub fn connect(cfg: &BridgeConfig, max_incoming: usize) -> Result<(Client, Event
 
 /// Check what `connect` would read from disk (the TLS files and roots), so a bad file is
 /// reported when the configuration is loaded, not when the bridge first dials.
-pub fn check(cfg: &BridgeConfig) -> Result<(), String> {
+pub(crate) fn check(cfg: &BridgeConfig) -> Result<(), String> {
     transport(cfg).map(|_| ())
 }
 
@@ -275,7 +278,7 @@ fn from5(q: rumqttc::v5::mqttbytes::QoS) -> QoS {
 
 impl Client {
     /// Queue a PUBLISH (it is `Sent` when the loop takes it).
-    pub async fn publish(
+    pub(crate) async fn publish(
         &self,
         topic: String,
         qos: QoS,
@@ -310,7 +313,7 @@ impl Client {
     /// Subscribe to the `in` filters. v5: No Local (the remote never sends back what the
     /// bridge published) and Retain As Published (a retained message stays retained
     /// locally), retained values sent (Retain Handling 0).
-    pub async fn subscribe(&self, filters: &[(String, QoS)]) -> Result<(), String> {
+    pub(crate) async fn subscribe(&self, filters: &[(String, QoS)]) -> Result<(), String> {
         match self {
             Client::V4(c) => c
                 .subscribe_many(
@@ -331,7 +334,7 @@ impl Client {
     /// made the remote send right away: v5, the first filter again with Retain Handling
     /// 2 (same subscription, no retained values); 3.1.1, an UNSUBSCRIBE of a filter never
     /// subscribed (3.1.1's UNSUBACK carries no error).
-    pub async fn marker(&self, first: &(String, QoS)) -> Result<(), String> {
+    pub(crate) async fn marker(&self, first: &(String, QoS)) -> Result<(), String> {
         match self {
             Client::V4(c) => c
                 .unsubscribe("ponte/bridge/reconciliation-marker")
@@ -345,7 +348,7 @@ impl Client {
     }
 
     /// Acknowledge an `in` message (PUBACK, or PUBREC for QoS 2).
-    pub async fn ack(&self, token: AckToken) -> Result<(), String> {
+    pub(crate) async fn ack(&self, token: AckToken) -> Result<(), String> {
         match self {
             Client::V4(c) => {
                 let mut p = rumqttc::Publish::new("", qos4(token.qos), Vec::new());
@@ -361,7 +364,7 @@ impl Client {
     }
 
     /// Send DISCONNECT if the loop is still polled (a bridge that stops says goodbye).
-    pub fn try_disconnect(&self) {
+    pub(crate) fn try_disconnect(&self) {
         let _ = match self {
             Client::V4(c) => c.try_disconnect().map_err(|e| e.to_string()),
             Client::V5(c) => c.try_disconnect().map_err(|e| e.to_string()),
@@ -386,7 +389,7 @@ fn filter5(f: &str, q: QoS, marker: bool) -> m5::Filter {
 impl EventLoop {
     /// The next event; `Err` (text) when the connection failed or could not be made. The
     /// next call after an error reconnects.
-    pub async fn poll(&mut self) -> Result<Event, String> {
+    pub(crate) async fn poll(&mut self) -> Result<Event, String> {
         match self {
             EventLoop::V4(l) => {
                 let ev = l.poll().await.map_err(|e| describe4(&e))?;
@@ -474,7 +477,7 @@ impl EventLoop {
     /// exchange the bridge thought in flight was dropped by rumqttc: a v5 PUBACK/PUBREC
     /// with an error reason code ends it so), and the id of a held-back PUBLISH released
     /// because its id's previous message was dropped.
-    pub fn after_error(&mut self, order: &HashMap<u16, u64>) -> (HashSet<u16>, Option<u16>) {
+    pub(crate) fn after_error(&mut self, order: &HashMap<u16, u64>) -> (HashSet<u16>, Option<u16>) {
         fn rank(order: &HashMap<u16, u64>, pkid: u16) -> u64 {
             order.get(&pkid).copied().unwrap_or(u64::MAX)
         }
@@ -559,13 +562,17 @@ fn inbound5(p: m5::Publish) -> Event {
         expires_at = props
             .message_expiry_interval
             .map(|s| Instant::now() + Duration::from_secs(u64::from(s)));
-        let app = ponte_mqtt::Properties {
-            payload_format_indicator: props.payload_format_indicator,
-            content_type: props.content_type,
+        let app = crate::model::Properties {
+            // Only 0 and 1 are defined (MQTT-3.3.2-4 forwards them unaltered); anything
+            // else is not a format the local side could pass on.
+            payload_format: match props.payload_format_indicator {
+                Some(0) => Some(crate::model::PayloadFormat::Bytes),
+                Some(1) => Some(crate::model::PayloadFormat::Utf8),
+                _ => None,
+            },
             response_topic: props.response_topic,
             correlation_data: props.correlation_data,
-            user_properties: props.user_properties,
-            ..ponte_mqtt::Properties::default()
+            user: props.user_properties,
         };
         if !app.is_empty() {
             properties = Some(Arc::new(app));

@@ -34,14 +34,14 @@ struct Compiled {
 /// The topic rules of one bridge, in configuration order (the first matching rule names
 /// a topic when several match).
 #[derive(Debug, Clone)]
-pub struct Rules {
+pub(crate) struct Rules {
     /// The rules.
     rules: Vec<Compiled>,
 }
 
 /// Where a local message goes at the remote.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Outward {
+pub(crate) struct Outward {
     /// The remote topic.
     pub topic: String,
     /// The rule's QoS: the message goes at min(its QoS, this).
@@ -50,7 +50,7 @@ pub struct Outward {
 
 impl Rules {
     /// Compile `rules` (already validated: prefixes keep the filters valid).
-    pub fn new(rules: &[TopicRule]) -> Self {
+    pub(crate) fn new(rules: &[TopicRule]) -> Self {
         Rules {
             rules: rules
                 .iter()
@@ -69,7 +69,7 @@ impl Rules {
 
     /// The local subscriptions of the out side: each out rule's local filter at its QoS
     /// (one per filter, at the highest QoS of the rules sharing it).
-    pub fn local_subscriptions(&self) -> Vec<(TopicFilter, QoS)> {
+    pub(crate) fn local_subscriptions(&self) -> Vec<(TopicFilter, QoS)> {
         let mut out: Vec<(TopicFilter, QoS)> = Vec::new();
         for r in self.rules.iter().filter(|r| r.out) {
             match out.iter_mut().find(|(f, _)| *f == r.local) {
@@ -81,7 +81,7 @@ impl Rules {
     }
 
     /// The remote subscriptions of the in side: each in rule's remote filter at its QoS.
-    pub fn remote_subscriptions(&self) -> Vec<(String, QoS)> {
+    pub(crate) fn remote_subscriptions(&self) -> Vec<(String, QoS)> {
         let mut out: Vec<(String, QoS)> = Vec::new();
         for r in self.rules.iter().filter(|r| r.inward) {
             match out.iter_mut().find(|(f, _)| f == r.remote.as_str()) {
@@ -94,7 +94,7 @@ impl Rules {
 
     /// The local filters of the in rules (the remote's retained values under them are
     /// reconciled on connect).
-    pub fn local_in_filters(&self) -> Vec<TopicFilter> {
+    pub(crate) fn local_in_filters(&self) -> Vec<TopicFilter> {
         self.rules
             .iter()
             .filter(|r| r.inward)
@@ -103,7 +103,7 @@ impl Rules {
     }
 
     /// Where local `topic` goes out, if an out rule matches it.
-    pub fn outward(&self, topic: &TopicName) -> Option<Outward> {
+    pub(crate) fn outward(&self, topic: &TopicName) -> Option<Outward> {
         let r = self
             .rules
             .iter()
@@ -117,7 +117,7 @@ impl Rules {
 
     /// The local name of remote `topic`, if an in rule matches it (`None` too when the
     /// result would not be a valid topic name).
-    pub fn inward(&self, topic: &str) -> Option<TopicName> {
+    pub(crate) fn inward(&self, topic: &str) -> Option<TopicName> {
         let remote = TopicName::parse(topic).ok()?;
         let r = self
             .rules
@@ -128,19 +128,19 @@ impl Rules {
     }
 
     /// Whether an out rule matches local `topic`.
-    pub fn is_out(&self, topic: &TopicName) -> bool {
+    pub(crate) fn is_out(&self, topic: &TopicName) -> bool {
         self.rules.iter().any(|r| r.out && r.local.matches(topic))
     }
 
     /// Whether an in rule brings local `topic` in (its local filter matches).
-    pub fn is_in(&self, topic: &TopicName) -> bool {
+    pub(crate) fn is_in(&self, topic: &TopicName) -> bool {
         self.rules
             .iter()
             .any(|r| r.inward && r.local.matches(topic))
     }
 
     /// Whether remote `topic` would come back in (an in rule's remote filter matches it).
-    pub fn comes_back(&self, remote_topic: &str) -> bool {
+    pub(crate) fn comes_back(&self, remote_topic: &str) -> bool {
         TopicName::parse(remote_topic)
             .is_ok_and(|t| self.rules.iter().any(|r| r.inward && r.remote.matches(&t)))
     }
@@ -151,7 +151,7 @@ impl Rules {
 /// back. The guard remembers (topic, payload) of such messages sent and swallows one
 /// matching arrival for each. Bounded: the oldest entries are forgotten first.
 #[derive(Debug)]
-pub struct EchoGuard {
+pub(crate) struct EchoGuard {
     /// Hash of (topic, payload) → echoes still expected.
     expected: HashMap<u64, u32>,
     /// Insertion order, to forget the oldest when full.
@@ -162,7 +162,7 @@ pub struct EchoGuard {
 
 impl EchoGuard {
     /// A guard remembering at most `capacity` sent messages.
-    pub fn new(capacity: usize) -> Self {
+    pub(crate) fn new(capacity: usize) -> Self {
         EchoGuard {
             expected: HashMap::new(),
             order: VecDeque::new(),
@@ -178,7 +178,7 @@ impl EchoGuard {
     }
 
     /// A message was sent on `topic` and will come back.
-    pub fn sent(&mut self, topic: &str, payload: &[u8]) {
+    pub(crate) fn sent(&mut self, topic: &str, payload: &[u8]) {
         let k = Self::key(topic, payload);
         *self.expected.entry(k).or_insert(0) += 1;
         self.order.push_back(k);
@@ -199,7 +199,7 @@ impl EchoGuard {
     }
 
     /// Whether an arriving message is the echo of one sent (and if so, forget that one).
-    pub fn is_echo(&mut self, topic: &str, payload: &[u8]) -> bool {
+    pub(crate) fn is_echo(&mut self, topic: &str, payload: &[u8]) -> bool {
         let k = Self::key(topic, payload);
         if !self.expected.contains_key(&k) {
             return false;
@@ -213,7 +213,7 @@ impl EchoGuard {
 
     /// Forget everything (the connection ended: echoes of what was sent on it may never
     /// come, and whatever is re-sent is remembered again).
-    pub fn clear(&mut self) {
+    pub(crate) fn clear(&mut self) {
         self.expected.clear();
         self.order.clear();
     }
@@ -222,7 +222,7 @@ impl EchoGuard {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bridge::config::{Direction, Filter, Qos};
+    use crate::config::bridge::{Direction, Filter, Qos};
 
     fn rule(pattern: &str, d: Direction, local: &str, remote: &str) -> TopicRule {
         TopicRule {

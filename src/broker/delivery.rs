@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use crate::durable::Seq;
 use crate::model::{Message, QoS};
 
 /// A message on its way to one subscriber.
@@ -18,12 +19,13 @@ pub struct Delivery {
     /// MQTT 5 Subscription Identifiers of the recipient's matching subscriptions; empty
     /// (no allocation) for subscriptions without one.
     pub subscription_ids: Vec<u32>,
-    /// Queue sequence number when this delivery is durable (a QoS 1/2 message for a
-    /// persistent MQTT session, see [`super::queue`]): the entry to remove once the client
-    /// acknowledged it. 0: not durable.
-    pub durable: u64,
+    /// The message's durable identity when this delivery is kept durable (a QoS 1/2 message
+    /// for a persistent MQTT session, see [`crate::durable`]): what is acknowledged once
+    /// the client acknowledged it. `None`: not durable.
+    pub durable: Option<Seq>,
     /// The message's sequence number in the cluster's message log (`--cluster`): its
-    /// durable identity, the same on every node. 0: not logged (single node, `$SYS`, a
-    /// retained value sent at SUBSCRIBE time).
-    pub log_seq: u64,
+    /// durable identity, the same on every node, which a cluster keeper of durable
+    /// sessions will use as the queue entry's [`Seq`]. `None`: not logged (single node,
+    /// `$SYS`, a retained value sent at SUBSCRIBE time).
+    pub log_seq: Option<Seq>,
 }

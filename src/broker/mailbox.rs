@@ -315,8 +315,8 @@ mod tests {
             qos: QoS::AtMostOnce,
             retain: false,
             subscription_ids: Vec::new(),
-            durable: 0,
-            log_seq: 0,
+            durable: None,
+            log_seq: None,
         }
     }
 

@@ -2,16 +2,16 @@
 //!
 //! Every write — HTTP PUT/POST/DELETE, CoAP PUT/POST/DELETE, MQTT PUBLISH, a will — goes
 //! through [`Broker::publish`]: a retained message is first made durable in [`retained`] (in
-//! a cluster: the write is first made durable through the [`crate::backbone`] — the cluster's
+//! a cluster: the write is first made durable through the [`backbone`] seam — the cluster's
 //! retained authority and message log), then the message is matched against the [`trie`] of
 //! subscriptions and pushed into each matching subscriber's bounded [`mailbox`]. The
 //! subscription index's read lock is held only while matching; pushing happens after it is
 //! released, into per-subscriber queues that never block the publisher.
 
+pub mod backbone;
 pub mod budget;
 mod delivery;
 pub mod mailbox;
-pub mod queue;
 pub mod retained;
 pub mod trie;
 
@@ -26,13 +26,14 @@ use bytes::Bytes;
 use parking_lot::RwLock;
 use tokio::sync::oneshot;
 
-use crate::backbone::{Backbone, Committed};
-use crate::model::{Message, Origin, QoS, RetainedValue};
-use crate::model::{TopicFilter, TopicName};
+use crate::durable::{DurableSessions, Receipt, Registered, Seq};
+use crate::model::{Message, Origin, Properties, QoS, RetainHandling, RetainedValue};
+use crate::model::{SubOptions, TopicFilter, TopicName};
 use crate::store::{Store, StoreError};
+use backbone::{Backbone, Committed};
 use mailbox::{Mailbox, PushOutcome};
 use retained::{Precondition, Retained, WriteOutcome};
-use trie::{Matched, SubOptions, SubscriptionIndex};
+use trie::{Matched, SubscriptionIndex};
 
 /// Counters the broker keeps for logs and (later) `$SYS`.
 #[derive(Debug, Default)]
@@ -60,7 +61,7 @@ struct RetainedMeta {
     /// Version of the retained value these belong to.
     version: u64,
     /// Application properties as published.
-    properties: Option<Arc<ponte_mqtt::Properties>>,
+    properties: Option<Arc<Properties>>,
     /// When the retained message expires (it is then no longer sent to new subscribers).
     expires_at: Option<Instant>,
 }
@@ -130,7 +131,7 @@ impl std::future::Future for Staged {
             },
             None => None,
         };
-        let mut sequence = 0;
+        let mut sequence = None;
         let retained = match self.cluster.as_mut() {
             Some(rx) => match std::pin::Pin::new(rx).poll(cx) {
                 std::task::Poll::Pending => return std::task::Poll::Pending,
@@ -173,14 +174,15 @@ pub struct Stored {
     message: Message,
     /// What the retained write did, for a retained message.
     retained: Option<WriteOutcome>,
-    /// Its sequence number in the cluster's message log (0: single node or not logged).
-    sequence: u64,
+    /// Its sequence number in the cluster's message log (`None`: single node or not
+    /// logged), carried into every [`Delivery`] as [`Delivery::log_seq`].
+    sequence: Option<Seq>,
 }
 
 impl Stored {
     /// The message's sequence number in the cluster's message log (`--cluster`), its
-    /// durable identity on every node; 0 on a single node.
-    pub fn sequence(&self) -> u64 {
+    /// durable identity on every node; `None` on a single node.
+    pub fn sequence(&self) -> Option<Seq> {
         self.sequence
     }
 }
@@ -192,7 +194,7 @@ pub struct Delivered {
     /// What the publish did, for the acknowledgement; taken when resolved.
     outcome: Option<PublishOutcome>,
     /// One wait per persistent session that queued the message, oldest first.
-    durable: std::collections::VecDeque<queue::Durable>,
+    durable: std::collections::VecDeque<Receipt>,
 }
 
 impl Delivered {
@@ -212,13 +214,10 @@ impl std::future::Future for Delivered {
         while let Some(wait) = self.durable.front_mut() {
             match std::pin::Pin::new(wait).poll(cx) {
                 std::task::Poll::Pending => return std::task::Poll::Pending,
-                std::task::Poll::Ready(Ok(Ok(()))) => {
+                std::task::Poll::Ready(Ok(())) => {
                     self.durable.pop_front();
                 }
-                std::task::Poll::Ready(Ok(Err(e))) => return std::task::Poll::Ready(Err(e)),
-                std::task::Poll::Ready(Err(_)) => {
-                    return std::task::Poll::Ready(Err(StoreError::Closed))
-                }
+                std::task::Poll::Ready(Err(e)) => return std::task::Poll::Ready(Err(e)),
             }
         }
         std::task::Poll::Ready(self.outcome.take().ok_or(StoreError::Closed))
@@ -244,8 +243,9 @@ pub struct Broker {
     /// The gateway's operational counters (`/metrics`, `$SYS`): here because every
     /// front-end holds the broker.
     pub ops: Arc<crate::metrics::Metrics>,
-    /// Durable persistent-session queues (issue 3); `None` when sessions are not persisted.
-    queue: Option<queue::Queue>,
+    /// The owner of persistent sessions' durable state (issue 3); `None` when sessions are
+    /// not persisted.
+    durable: Option<Arc<DurableSessions>>,
     /// The budget every subscriber's mailbox draws on (`[limits] max_queued_bytes`, issue
     /// 16): no limit until [`Broker::budget`]'s is set.
     budget: Arc<budget::Budget>,
@@ -262,17 +262,28 @@ impl Broker {
             retained_meta: RwLock::new(HashMap::new()),
             metrics: Metrics::default(),
             ops: crate::metrics::Metrics::new(),
-            queue: None,
+            durable: None,
             budget: budget::Budget::new(None),
         });
         broker.backbone.attach(Arc::downgrade(&broker));
         Ok(broker)
     }
 
-    /// A broker over `store` whose persistent MQTT sessions live in `sessions`.
+    /// A broker over `store` whose persistent MQTT sessions live in `sessions` (kept by
+    /// the local session writer).
     pub fn with_sessions<S: Store, Q: crate::store::session::SessionStore>(
         store: S,
         sessions: Q,
+        backbone: Arc<dyn Backbone>,
+    ) -> Result<Arc<Self>, StoreError> {
+        Self::with_durable(store, DurableSessions::local(sessions)?, backbone)
+    }
+
+    /// A broker over `store` whose persistent MQTT sessions are kept by `durable`, over
+    /// whichever [`crate::durable::Keeper`] it was made with.
+    pub fn with_durable<S: Store>(
+        store: S,
+        durable: Arc<DurableSessions>,
         backbone: Arc<dyn Backbone>,
     ) -> Result<Arc<Self>, StoreError> {
         let broker = Arc::new(Broker {
@@ -283,7 +294,7 @@ impl Broker {
             retained_meta: RwLock::new(HashMap::new()),
             metrics: Metrics::default(),
             ops: crate::metrics::Metrics::new(),
-            queue: Some(queue::Queue::open(sessions)?),
+            durable: Some(durable),
             budget: budget::Budget::new(None),
         });
         broker.backbone.attach(Arc::downgrade(&broker));
@@ -312,9 +323,9 @@ impl Broker {
         Mailbox::with_budget(capacity, policy, self.budget.clone())
     }
 
-    /// The durable session queue, when sessions are persisted.
-    pub fn queue(&self) -> Option<&queue::Queue> {
-        self.queue.as_ref()
+    /// The owner of persistent sessions' durable state, when sessions are persisted.
+    pub fn durable(&self) -> Option<&Arc<DurableSessions>> {
+        self.durable.as_ref()
     }
 
     /// The current retained value of a thing.
@@ -373,7 +384,7 @@ impl Broker {
             // The cluster decides (retained: compare-and-set in its authority) and logs it;
             // nothing is delivered here before that is durable.
             let (reply, rx) = oneshot::channel();
-            self.backbone.submit(crate::backbone::Write {
+            self.backbone.submit(backbone::Write {
                 message: message.clone(),
                 precondition,
                 reply,
@@ -443,7 +454,7 @@ impl Broker {
         }
         let message = Arc::new(message);
         let mut durable = Vec::new();
-        let (receivers, mut matched) = self.fan_out(&message, sequence, &mut durable);
+        let (receivers, mut matched) = self.fan_out(&message, sequence, Some(&mut durable));
         if self.clustered {
             // Other nodes' subscribers are not known here: no MQTT 5 0x10 No matching
             // subscribers in a cluster.
@@ -497,8 +508,8 @@ impl Broker {
     /// A message heard from another node: deliver it here, neither store nor forward it.
     /// `sequence` is its place in the cluster's message log. Returns how many local
     /// subscribers it was queued to.
-    pub fn deliver_remote(&self, message: Arc<Message>, sequence: u64) -> usize {
-        self.fan_out(&message, sequence, &mut Vec::new()).0
+    pub fn deliver_remote(&self, message: Arc<Message>, sequence: Option<Seq>) -> usize {
+        self.fan_out(&message, sequence, None).0
     }
 
     /// A message of a cluster-wide shared group, fetched by this node for `member`
@@ -507,7 +518,7 @@ impl Broker {
     pub fn deliver_shared(
         &self,
         message: &Arc<Message>,
-        sequence: u64,
+        sequence: Option<Seq>,
         member: &Arc<Mailbox>,
         opts: SubOptions,
     ) -> bool {
@@ -522,8 +533,11 @@ impl Broker {
             retain_as_published: opts.retain_as_published,
             ids: opts.id.into_iter().collect(),
         };
-        let registered = self.queue.as_ref().and_then(|q| Some((q, q.registered()?)));
-        let queued = self.push_matched(message, sequence, matched, &registered, &mut Vec::new());
+        let registered = self
+            .durable
+            .as_deref()
+            .and_then(DurableSessions::registered);
+        let queued = self.push_matched(message, sequence, matched, registered.as_ref(), None);
         if queued {
             self.metrics.delivered.fetch_add(1, Ordering::Relaxed);
         }
@@ -542,7 +556,7 @@ impl Broker {
         &self,
         topic: &TopicName,
         version: u64,
-        properties: Option<Arc<ponte_mqtt::Properties>>,
+        properties: Option<Arc<Properties>>,
         expires_at: Option<Instant>,
     ) {
         if properties.is_none() && expires_at.is_none() {
@@ -568,14 +582,15 @@ impl Broker {
     }
 
     /// Queue `message` to every matching subscriber. Returns how many it was queued to and
-    /// how many matched.
-    /// A QoS 1/2 delivery to a persistent session is appended to its durable queue first;
-    /// the batch's receipt goes into `durable` for the publisher to await.
+    /// how many matched. `sequence` is the message's place in the cluster's log, if any. A
+    /// QoS 1/2 delivery to a persistent session is made durable first; with `durable`, the
+    /// receipts go there for the publisher to await (a message heard from another node
+    /// has no publisher here to wait).
     fn fan_out(
         &self,
         message: &Arc<Message>,
-        sequence: u64,
-        durable: &mut Vec<queue::Durable>,
+        sequence: Option<Seq>,
+        mut durable: Option<&mut Vec<Receipt>>,
     ) -> (usize, usize) {
         thread_local! {
             static MATCHED: std::cell::RefCell<Vec<Matched>> = const { std::cell::RefCell::new(Vec::new()) };
@@ -592,9 +607,18 @@ impl Broker {
             let mut queued = 0;
             let found = matched.len();
             // One atomic load when no persistent session exists.
-            let registered = self.queue.as_ref().and_then(|q| Some((q, q.registered()?)));
+            let registered = self
+                .durable
+                .as_deref()
+                .and_then(DurableSessions::registered);
             for m in matched.drain(..) {
-                if self.push_matched(message, sequence, m, &registered, durable) {
+                if self.push_matched(
+                    message,
+                    sequence,
+                    m,
+                    registered.as_ref(),
+                    durable.as_deref_mut(),
+                ) {
                     queued += 1;
                 }
             }
@@ -606,54 +630,35 @@ impl Broker {
     }
 
     /// Queue `message` to one matched subscriber (a persistent session's QoS 1/2 copy is
-    /// appended to its durable queue first, its receipt into `durable`). Returns whether
-    /// it was queued.
+    /// made durable first; with `durable`, its receipt goes there). Returns whether it was
+    /// queued.
     fn push_matched(
         &self,
         message: &Arc<Message>,
-        sequence: u64,
+        sequence: Option<Seq>,
         m: Matched,
-        registered: &Registered<'_>,
-        durable: &mut Vec<queue::Durable>,
+        registered: Option<&Registered<'_>>,
+        durable: Option<&mut Vec<Receipt>>,
     ) -> bool {
-        let mut d = Delivery {
+        let d = Delivery {
             message: message.clone(),
             qos: message.qos.min(m.qos),
             // MQTT-3.3.1-12/13: Retain As Published keeps the publisher's flag.
             retain: m.retain_as_published && message.retain,
             subscription_ids: m.ids,
-            durable: 0,
+            durable: None,
             log_seq: sequence,
         };
-        let mut client = None;
-        if let Some((q, reg)) = &registered {
-            if queue::is_durable(d.qos) {
-                if let Some(c) = reg.get(&m.mailbox.id()) {
-                    d.durable = q.next_seq();
-                    durable.extend(q.append(c, d.durable, &d));
-                    client = Some(c);
-                }
-            }
-        }
-        let seq = d.durable;
-        let (outcome, displaced) = m.mailbox.push_displacing(d);
-        if let (Some(old), Some((q, reg))) = (displaced, &registered) {
-            // drop-oldest: the displaced message's disk copy goes too, or it would
-            // come back after a restart.
-            if old.durable != 0 {
-                if let Some(c) = reg.get(&m.mailbox.id()) {
-                    q.remove(c, old.durable);
-                }
-            }
+        let wait = durable.is_some();
+        let (outcome, receipt) = push(registered, &m.mailbox, d, wait);
+        if let (Some(durable), Some(receipt)) = (durable, receipt) {
+            durable.push(receipt);
         }
         match outcome {
             PushOutcome::Queued | PushOutcome::ReplacedOldest => true,
             PushOutcome::SkippedOffline => false,
             PushOutcome::Dropped | PushOutcome::Overflowed => {
                 self.metrics.dropped.fetch_add(1, Ordering::Relaxed);
-                if let (Some((q, _)), Some(c)) = (&registered, client) {
-                    q.remove(c, seq);
-                }
                 false
             }
         }
@@ -669,22 +674,26 @@ impl Broker {
         qos: QoS,
         send_retained: bool,
     ) -> bool {
-        let handling = if send_retained { 0 } else { 2 };
+        let handling = if send_retained {
+            RetainHandling::OnSubscribe
+        } else {
+            RetainHandling::Never
+        };
         self.subscribe_with(filter, mailbox, SubOptions::qos(qos), handling)
     }
 
     /// Subscribe with MQTT 5 options. A filter `$share/group/f` makes `mailbox` a member of
     /// the shared group `group` on `f` (one member per message, round-robin, MQTT 4.8.2);
-    /// the caller keeps and unsubscribes the whole `$share/...` filter. `retain_handling` (MQTT
-    /// 3.8.3.1): 0 send the matching retained values, 1 only if the subscription is new,
-    /// 2 never; a shared subscription never gets them (MQTT 4.8.2). Expired retained values
-    /// are not sent. Returns whether an existing subscription was replaced.
+    /// the caller keeps and unsubscribes the whole `$share/...` filter. `retain_handling`
+    /// says whether the matching retained values are sent; a shared subscription never gets
+    /// them (MQTT 4.8.2). Expired retained values are not sent. Returns whether an existing
+    /// subscription was replaced.
     pub fn subscribe_with(
         &self,
         filter: &TopicFilter,
         mailbox: &Arc<Mailbox>,
         opts: SubOptions,
-        retain_handling: u8,
+        retain_handling: RetainHandling,
     ) -> bool {
         let shared = split_shared(filter.as_str());
         if let (true, Some((group, inner))) = (self.clustered, &shared) {
@@ -705,19 +714,12 @@ impl Broker {
             .insert_with(inner, share, mailbox.clone(), opts);
         let send = share.is_none()
             && match retain_handling {
-                0 => true,
-                1 => !replaced,
-                _ => false,
+                RetainHandling::OnSubscribe => true,
+                RetainHandling::OnNewSubscription => !replaced,
+                RetainHandling::Never => false,
             };
         if send {
             let now = Instant::now();
-            // A persistent session's copy goes to disk like a fan-out delivery: an
-            // unacknowledged retained message must come back after a crash too
-            // (MQTT-4.4.0-1), and the connection finds its sequence number in `durable`.
-            let durable_client = self.queue.as_ref().and_then(|q| {
-                let c = q.registered()?.get(&mailbox.id()).cloned()?;
-                Some((q, c))
-            });
             for (topic, v) in self.retained.matching(filter) {
                 let (properties, expires_at) = {
                     let meta = self.retained_meta.read();
@@ -742,49 +744,39 @@ impl Broker {
                     publisher: None,
                     charge: crate::model::Charge::default(),
                 });
-                let mut d = Delivery {
+                let d = Delivery {
                     qos: v.qos.min(opts.qos),
                     message,
                     retain: true,
                     subscription_ids: opts.id.into_iter().collect(),
-                    durable: 0,
-                    log_seq: 0,
+                    durable: None,
+                    log_seq: None,
                 };
-                if let Some((q, client)) = &durable_client {
-                    if queue::is_durable(d.qos) {
-                        d.durable = q.next_seq();
-                        // Not awaited: the connection's state record that refers to this
-                        // entry is submitted later on the same channel, so a crash that
-                        // keeps the state keeps the entry (batches are applied in order).
-                        q.submit_append(client, d.durable, &d);
-                    }
-                }
-                let seq = d.durable;
-                let (outcome, displaced) = mailbox.push_displacing(d);
-                self.forget_displaced(mailbox.id(), displaced);
-                if seq != 0 && !matches!(outcome, PushOutcome::Queued | PushOutcome::ReplacedOldest)
-                {
-                    if let Some((q, client)) = &durable_client {
-                        q.remove(client, seq);
-                    }
-                }
+                // A persistent session's copy goes to disk like a fan-out delivery: an
+                // unacknowledged retained message must come back after a crash too
+                // (MQTT-4.4.0-1). Not awaited: no publisher waits, and the connection's
+                // state record that refers to the entry is made after it (ops take
+                // effect in order), so a crash that keeps the state keeps the entry.
+                let registered = self
+                    .durable
+                    .as_deref()
+                    .and_then(DurableSessions::registered);
+                push(registered.as_ref(), mailbox, d, false);
             }
         }
         replaced
     }
 
-    /// Delete the disk copy of a delivery that `drop-oldest` displaced from a persistent
-    /// session's mailbox (nobody waits).
-    pub(crate) fn forget_displaced(&self, mailbox_id: u64, displaced: Option<Delivery>) {
-        let Some(old) = displaced.filter(|d| d.durable != 0) else {
-            return;
-        };
-        if let Some(q) = &self.queue {
-            let client = q.registered().and_then(|reg| reg.get(&mailbox_id).cloned());
-            if let Some(c) = client {
-                q.remove(&c, old.durable);
-            }
-        }
+    /// Put a restored session's queued message back into its mailbox (start-up). False
+    /// when the mailbox did not take it; its durable copy is then forgotten, like one that
+    /// `drop-oldest` displaces.
+    pub fn push_restored(&self, mailbox: &Mailbox, d: Delivery) -> bool {
+        let registered = self
+            .durable
+            .as_deref()
+            .and_then(DurableSessions::registered);
+        let (outcome, _) = push(registered.as_ref(), mailbox, d, false);
+        matches!(outcome, PushOutcome::Queued | PushOutcome::ReplacedOldest)
     }
 
     /// Remove a subscription (a `$share/group/f` filter leaves that shared group).
@@ -809,18 +801,48 @@ impl Broker {
     pub fn close(&self) {
         self.backbone.close();
         self.retained.close();
-        if let Some(q) = &self.queue {
-            q.close();
+        if let Some(d) = &self.durable {
+            d.close();
         }
     }
 }
 
-/// The durable queue and its registry of persistent mailboxes, read-locked for one
-/// fan-out (`None`: no persistent session is registered).
-type Registered<'a> = Option<(
-    &'a queue::Queue,
-    parking_lot::RwLockReadGuard<'a, HashMap<u64, Arc<str>>>,
-)>;
+/// Push one delivery into `mailbox`. When the mailbox is a persistent session's (it is in
+/// `registered`) and the delivery is QoS 1/2, the message is made durable first — so the
+/// client's acknowledgement can only come after it — unless it already is (a restored
+/// message has its sequence number); the receipt comes back when `wait`. A message that
+/// leaves the mailbox unsent (displaced by `drop-oldest`, or refused by a full mailbox)
+/// loses its durable copy too, or it would come back after a restart.
+fn push(
+    registered: Option<&Registered<'_>>,
+    mailbox: &Mailbox,
+    mut d: Delivery,
+    wait: bool,
+) -> (PushOutcome, Option<Receipt>) {
+    let Some(registered) = registered else {
+        return (mailbox.push(d), None);
+    };
+    let mut receipt = None;
+    if d.durable.is_none() {
+        if let Some((seq, r)) = registered.append(mailbox.id(), &d.message, d.qos, d.retain, wait) {
+            d.durable = Some(seq);
+            receipt = r;
+        }
+    }
+    let seq = d.durable;
+    let (outcome, displaced) = mailbox.push_displacing(d);
+    if let Some(old) = displaced.and_then(|old| old.durable) {
+        registered.forget(mailbox.id(), old);
+    }
+    if let (
+        Some(seq),
+        PushOutcome::Dropped | PushOutcome::Overflowed | PushOutcome::SkippedOffline,
+    ) = (seq, outcome)
+    {
+        registered.forget(mailbox.id(), seq);
+    }
+    (outcome, receipt)
+}
 
 /// Whether a topic stays on this node in a cluster: `$SYS/...`, each node's own
 /// statistics (issue 11, point 7), neither sent to the cluster nor heard from it.
@@ -864,8 +886,8 @@ pub fn retained_message(
 
 #[cfg(test)]
 mod tests {
+    use super::backbone::Local;
     use super::*;
-    use crate::backbone::Local;
     use crate::store::memory::MemoryStore;
     use mailbox::OverflowPolicy;
 

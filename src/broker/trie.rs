@@ -16,37 +16,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use super::mailbox::Mailbox;
-use crate::model::QoS;
-use crate::model::{TopicFilter, TopicName};
-
-/// How one subscription wants its messages (MQTT 5 subscription options; the 3.1.1
-/// meaning is [`SubOptions::qos`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SubOptions {
-    /// The QoS granted in SUBACK: deliveries are downgraded to it.
-    pub qos: QoS,
-    /// MQTT 5 No Local: never deliver messages this subscriber itself published
-    /// (MQTT-3.8.3-3).
-    pub no_local: bool,
-    /// MQTT 5 Retain As Published: forward live messages with their RETAIN flag instead
-    /// of 0 (MQTT-3.3.1-12/13).
-    pub retain_as_published: bool,
-    /// MQTT 5 Subscription Identifier, returned with every message this subscription
-    /// matches (MQTT-3.3.4-3).
-    pub id: Option<u32>,
-}
-
-impl SubOptions {
-    /// A plain subscription at `qos` (MQTT 3.1.1, HTTP SSE, CoAP observe).
-    pub fn qos(qos: QoS) -> Self {
-        SubOptions {
-            qos,
-            no_local: false,
-            retain_as_published: false,
-            id: None,
-        }
-    }
-}
+use crate::model::{QoS, SubOptions, TopicFilter, TopicName};
 
 /// One subscription: who, and how.
 #[derive(Debug, Clone)]

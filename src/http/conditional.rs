@@ -16,7 +16,7 @@ use crate::model::RetainedValue;
 
 /// One entity tag from a request header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct EntityTag {
+pub(super) struct EntityTag {
     /// `W/` prefix: usable only with the weak comparison.
     pub weak: bool,
     /// The version the opaque tag names, or `None` when it is not one of ours (then it
@@ -26,7 +26,7 @@ pub struct EntityTag {
 
 /// The value of an `If-Match` or `If-None-Match` header.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TagList {
+pub(super) enum TagList {
     /// `*`: any current representation.
     Any,
     /// A list of entity tags.
@@ -35,7 +35,7 @@ pub enum TagList {
 
 impl TagList {
     /// The core condition for `If-Match` (strong comparison: weak tags drop out).
-    pub fn strong_set(&self) -> TagSet {
+    pub(super) fn strong_set(&self) -> TagSet {
         match self {
             TagList::Any => TagSet::Any,
             TagList::Tags(t) => TagSet::Versions(
@@ -48,7 +48,7 @@ impl TagList {
     }
 
     /// The core condition for `If-None-Match` (weak comparison).
-    pub fn weak_set(&self) -> TagSet {
+    pub(super) fn weak_set(&self) -> TagSet {
         match self {
             TagList::Any => TagSet::Any,
             TagList::Tags(t) => TagSet::Versions(t.iter().filter_map(|t| t.version).collect()),
@@ -56,7 +56,7 @@ impl TagList {
     }
 
     /// Whether `value` matches with the weak comparison (`If-None-Match` on GET).
-    pub fn matches_weak(&self, value: &RetainedValue) -> bool {
+    pub(super) fn matches_weak(&self, value: &RetainedValue) -> bool {
         match self {
             TagList::Any => true,
             TagList::Tags(t) => t.iter().any(|t| t.version == Some(value.version)),
@@ -64,7 +64,7 @@ impl TagList {
     }
 
     /// Whether `value` matches with the strong comparison (`If-Match`).
-    pub fn matches_strong(&self, value: &RetainedValue) -> bool {
+    pub(super) fn matches_strong(&self, value: &RetainedValue) -> bool {
         match self {
             TagList::Any => true,
             TagList::Tags(t) => t
@@ -76,7 +76,7 @@ impl TagList {
 
 /// The conditional headers of one request.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Conditions {
+pub(super) struct Conditions {
     /// `If-Match`, when present.
     pub if_match: Option<TagList>,
     /// `If-None-Match`, when present.
@@ -85,7 +85,7 @@ pub struct Conditions {
 
 impl Conditions {
     /// Parse `If-Match` and `If-None-Match`; malformed syntax is a 400 naming the header.
-    pub fn from_headers(headers: &HeaderMap) -> Result<Self, Problem> {
+    pub(super) fn from_headers(headers: &HeaderMap) -> Result<Self, Problem> {
         Ok(Conditions {
             if_match: parse_header(headers, &IF_MATCH, "If-Match")?,
             if_none_match: parse_header(headers, &IF_NONE_MATCH, "If-None-Match")?,
@@ -93,7 +93,7 @@ impl Conditions {
     }
 
     /// The precondition of a write (PUT/POST).
-    pub fn precondition(&self) -> Precondition {
+    pub(super) fn precondition(&self) -> Precondition {
         Precondition {
             if_match: self.if_match.as_ref().map(TagList::strong_set),
             if_none_match: self.if_none_match.as_ref().map(TagList::weak_set),

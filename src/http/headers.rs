@@ -18,7 +18,7 @@ use http::HeaderValue;
 use crate::model::RetainedValue;
 
 /// The media type of a value stored without one.
-pub const DEFAULT_TYPE: &str = "application/octet-stream";
+pub(super) const DEFAULT_TYPE: &str = "application/octet-stream";
 
 /// Versions remembered per worker: enough for a handful of hot values, small enough that a
 /// linear scan beats hashing.
@@ -26,7 +26,7 @@ const SLOTS: usize = 8;
 
 /// The formatted headers of one value version.
 #[derive(Clone)]
-pub struct ValueHeaders {
+pub(super) struct ValueHeaders {
     /// The version these belong to (the cache key).
     version: u64,
     /// `ETag`: the version in lowercase hex, quoted (RFC 9110 §8.8.3).
@@ -60,7 +60,7 @@ thread_local! {
 }
 
 /// The headers of `value`, from this worker's cache or freshly formatted.
-pub fn of(value: &RetainedValue) -> ValueHeaders {
+pub(super) fn of(value: &RetainedValue) -> ValueHeaders {
     CACHE.with(|cache| {
         let mut cache = cache.borrow_mut();
         if let Some(hit) = cache.slots.iter().find(|h| h.version == value.version) {
@@ -110,7 +110,7 @@ impl Cache {
 
 /// The entity tag of `version`: `"` + lowercase hex + `"`, formatted on the stack (the same
 /// text as [`RetainedValue::http_etag`]).
-pub fn etag(version: u64) -> HeaderValue {
+pub(super) fn etag(version: u64) -> HeaderValue {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut buf = [0u8; 18];
     let digits = (16 - version.leading_zeros() as usize / 4).max(1);

@@ -24,12 +24,12 @@
 //! Every error is an RFC 9457 problem document (`problem.rs`).
 
 mod conditional;
-pub mod deadline;
 mod edge;
 pub mod explorer;
 pub mod guard;
 mod headers;
 pub mod listing;
+mod mqtt_ws;
 mod ops;
 mod problem;
 mod resources;
@@ -50,6 +50,7 @@ use http::header::{CONTENT_TYPE, ETAG, LAST_MODIFIED, LOCATION};
 use http::{HeaderName, HeaderValue, Method, StatusCode};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
+pub use mqtt_ws::{serve_mqtt_ws, serve_mqtt_wss};
 pub use problem::{Problem, PROBLEM_JSON};
 pub use sse::encode_event;
 
@@ -106,7 +107,7 @@ pub struct Shared {
     pub writes: Arc<RateLimiters>,
     /// Every counter of the gateway, for `GET /metrics` (a router of its own, as in unit
     /// tests, counts only its broker's).
-    pub sources: Option<crate::metrics::exposition::Sources>,
+    pub sources: Option<crate::stats::Sources>,
     /// The checks behind `GET /readyz`.
     pub readiness: Arc<crate::health::Readiness>,
 }
@@ -114,7 +115,7 @@ pub struct Shared {
 impl AppState {
     /// The state of one HTTP front-end.
     pub fn new(broker: Arc<Broker>, config: Arc<Config>, shutdown: Shutdown) -> Self {
-        let sources = crate::metrics::exposition::Sources {
+        let sources = crate::stats::Sources {
             metrics: broker.ops.clone(),
             limits: crate::limits::Limits::new(config.limits.clone()),
             broker: broker.clone(),
@@ -146,7 +147,7 @@ impl AppState {
     /// Serve `/metrics` from `sources` and `/readyz` from `readiness`.
     pub fn with_ops(
         mut self,
-        sources: crate::metrics::exposition::Sources,
+        sources: crate::stats::Sources,
         readiness: Arc<crate::health::Readiness>,
     ) -> Self {
         self.fields().sources = Some(sources);
@@ -231,10 +232,7 @@ pub async fn serve(
     mqtt: Mqtt,
     auth: Arc<Auth>,
     limits: Arc<Limits>,
-    ops: (
-        crate::metrics::exposition::Sources,
-        Arc<crate::health::Readiness>,
-    ),
+    ops: (crate::stats::Sources, Arc<crate::health::Readiness>),
     shutdown: Shutdown,
 ) {
     let guard = crate::tls::HttpGuard {

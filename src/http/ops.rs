@@ -20,7 +20,7 @@ use super::guard;
 use super::problem::Problem;
 use super::resources::{method_not_allowed, options};
 use super::AppState;
-use crate::metrics::exposition;
+use crate::stats::exposition;
 
 /// The methods the operational endpoints answer.
 const ALLOWED: &str = "GET, HEAD, OPTIONS";
@@ -50,7 +50,7 @@ fn text(status: StatusCode, content_type: &'static str, body: String) -> Respons
 }
 
 /// `GET /metrics`.
-pub async fn metrics(State(state): State<AppState>, request: Request) -> Response {
+pub(crate) async fn metrics(State(state): State<AppState>, request: Request) -> Response {
     if let Some(r) = only_reads(&request) {
         return r;
     }
@@ -86,7 +86,7 @@ fn verbose(request: &Request) -> bool {
 }
 
 /// `GET /livez`: the process is alive and serving.
-pub async fn livez(request: Request) -> Response {
+pub(crate) async fn livez(request: Request) -> Response {
     if let Some(r) = only_reads(&request) {
         return r;
     }
@@ -99,7 +99,7 @@ pub async fn livez(request: Request) -> Response {
 }
 
 /// `GET /readyz`: every readiness check passes.
-pub async fn readyz(State(state): State<AppState>, request: Request) -> Response {
+pub(crate) async fn readyz(State(state): State<AppState>, request: Request) -> Response {
     if let Some(r) = only_reads(&request) {
         return r;
     }

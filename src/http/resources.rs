@@ -34,7 +34,7 @@ use crate::model::{Origin, RetainedValue};
 use crate::store::StoreError;
 
 /// The methods `/resources/{topic}` answers, for `Allow`.
-pub const ALLOWED: &str = "GET, HEAD, PUT, POST, DELETE, OPTIONS";
+pub(super) const ALLOWED: &str = "GET, HEAD, PUT, POST, DELETE, OPTIONS";
 
 /// Values change at any time: caches must revalidate (cheap, thanks to the ETag).
 const CACHE_POLICY: &str = "no-cache";
@@ -45,7 +45,7 @@ const CACHE_POLICY: &str = "no-cache";
 /// ACL is asked about that parsed topic ([`guard`]) — all before the value is looked up, so a
 /// refusal does not reveal whether a value exists. OPTIONS and 405 reveal nothing and need no
 /// credentials (CORS preflights never carry any).
-pub async fn handle(State(state): State<AppState>, request: Request) -> Response {
+pub(super) async fn handle(State(state): State<AppState>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
     if parts.uri.path() == "/resources" {
         return collection(&state, &parts).await;
@@ -145,7 +145,7 @@ fn limit_writes(state: &AppState, parts: &Parts) -> Result<(), Problem> {
 }
 
 /// 204 with `Allow`: the answer to a plain (non-CORS) OPTIONS.
-pub fn options(allowed: &'static str) -> Response {
+pub(super) fn options(allowed: &'static str) -> Response {
     (
         StatusCode::NO_CONTENT,
         [(ALLOW, HeaderValue::from_static(allowed))],
@@ -154,7 +154,7 @@ pub fn options(allowed: &'static str) -> Response {
 }
 
 /// 405 with `Allow` and a problem naming the method.
-pub fn method_not_allowed(method: &Method, path: &str, allowed: &'static str) -> Problem {
+pub(super) fn method_not_allowed(method: &Method, path: &str, allowed: &'static str) -> Problem {
     Problem::new(
         StatusCode::METHOD_NOT_ALLOWED,
         format!("{method} is not supported on {path:?}; the methods allowed there are {allowed}"),
@@ -164,7 +164,7 @@ pub fn method_not_allowed(method: &Method, path: &str, allowed: &'static str) ->
 
 /// The thing a request path names: everything after `/resources/`, split at `/`, each
 /// segment percent-decoded. The query string is not part of the path, hence not of the topic.
-pub fn topic_of(path: &str) -> Result<TopicName, Problem> {
+pub(super) fn topic_of(path: &str) -> Result<TopicName, Problem> {
     let rest = path
         .strip_prefix("/resources")
         .and_then(|r| r.strip_prefix('/'))
@@ -500,9 +500,12 @@ async fn read_body(body: Body, headers: &HeaderMap, max: usize) -> Result<Bytes,
                 Problem::bad_request(format!("the Content-Length {len:?} is not a number"))
             })?;
         if len > max as u64 {
+            // RFC 9110 §15.5.14: the body is left unread, so the connection cannot carry
+            // another request; say so, or a client reusing it races the close.
             return Err(Problem::too_large(format!(
                 "the request body is {len} bytes (Content-Length), more than the {max} bytes this gateway accepts (http.max_body)"
-            )));
+            ))
+            .with_header(http::header::CONNECTION, "close"));
         }
     }
     match Limited::new(body, max).collect().await {
@@ -510,9 +513,10 @@ async fn read_body(body: Body, headers: &HeaderMap, max: usize) -> Result<Bytes,
         Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
             Err(Problem::too_large(format!(
                 "the request body grew past the {max} bytes this gateway accepts (http.max_body) while it was being read"
-            )))
+            ))
+            .with_header(http::header::CONNECTION, "close"))
         }
-        Err(e) => match super::deadline::timed_out(e.as_ref()) {
+        Err(e) => match crate::limits::deadline::timed_out(e.as_ref()) {
             // RFC 9110 §15.5.9: the connection cannot carry another request (the rest of
             // this body may still come), so it is closed after the answer.
             Some(stalled) => Err(Problem::new(StatusCode::REQUEST_TIMEOUT, stalled.to_string())

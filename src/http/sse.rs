@@ -38,13 +38,13 @@ use crate::model::{TopicFilter, TopicName};
 use crate::shutdown::Shutdown;
 
 /// Silence after which a keep-alive comment is sent.
-pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
+pub(super) const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
 /// The keep-alive comment.
 const KEEP_ALIVE_FRAME: &[u8] = b": keep-alive\n\n";
 
 /// Start an event stream on `topic` for `reader` (whose read access was already checked).
-pub fn stream(state: &AppState, topic: TopicName, reader: Identity) -> Response {
+pub(super) fn stream(state: &AppState, topic: TopicName, reader: Identity) -> Response {
     let filter = TopicFilter::exact(&topic);
     // Slow readers get the latest values: old events are dropped, never the publisher.
     let mailbox = state

@@ -4,15 +4,15 @@
 //! ([`crate::broker::Metrics`] for fan-out drops and expiries, [`crate::auth::AuthMetrics`],
 //! the `[limits]` gates, the MQTT byte counters, the retained writer's
 //! [`crate::broker::retained::StoreStats`]); the ones that had no home live here, in
-//! [`Metrics`]. [`exposition::Sources`] reads all of them into one [`exposition::Snapshot`],
-//! and both the Prometheus text ([`exposition::render`]) and the `$SYS` publisher are built
-//! from that snapshot, so the two can never disagree about what a number means.
+//! [`Metrics`]. [`crate::stats`] reads all of them into one snapshot, and both the
+//! Prometheus text and the `$SYS` publisher are built from that snapshot, so the two can
+//! never disagree about what a number means. (The counters are here, below the broker
+//! core that counts into them; the reading is there, above every module it reads.)
 //!
 //! **Cheap on the hot path.** Every counter is an atomic indexed by a small enum (no label
 //! map, no lock, no allocation per message); labels are bounded by construction — a
 //! protocol, a reason, an HTTP method and status — never a topic, client id or address.
 
-pub mod exposition;
 pub mod histogram;
 pub mod io;
 
@@ -113,37 +113,37 @@ pub const HTTP_METHODS: [&str; 8] = [
 ];
 
 /// Status codes 100..=599 are counted one by one.
-const HTTP_CODES: usize = 500;
+pub(crate) const HTTP_CODES: usize = 500;
 
 /// The counters that had no home before `/metrics` (see the module documentation).
 #[derive(Debug)]
 pub struct Metrics {
     /// When the gateway started, for `ponte_uptime_seconds` and `$SYS/broker/uptime`.
-    started: Instant,
+    pub(crate) started: Instant,
     /// Open connections per [`Transport`].
-    connections: [AtomicI64; Transport::ALL.len()],
+    pub(crate) connections: [AtomicI64; Transport::ALL.len()],
     /// Highest number of MQTT connections open at once (`$SYS/broker/clients/maximum`).
-    mqtt_max: AtomicI64,
+    pub(crate) mqtt_max: AtomicI64,
     /// Connections refused because `max_connections` (or its CoAP/DTLS equivalent) was
     /// reached, per [`Transport`]. (`[limits]` refusals are counted by their gates.)
-    refused_full: [AtomicU64; Transport::ALL.len()],
+    pub(crate) refused_full: [AtomicU64; Transport::ALL.len()],
     /// Accepted writes per [`Protocol`] (counted once per message in the broker).
-    received: [AtomicU64; 3],
+    pub(crate) received: [AtomicU64; 3],
     /// Deliveries per [`Protocol`]: MQTT PUBLISHes, CoAP notifications, SSE events.
-    sent: [AtomicU64; 3],
+    pub(crate) sent: [AtomicU64; 3],
     /// Bytes read from clients per [`Protocol`] (MQTT's are in its own counters).
-    bytes_received: [AtomicU64; 3],
+    pub(crate) bytes_received: [AtomicU64; 3],
     /// Bytes written to clients per [`Protocol`] (MQTT's are in its own counters).
-    bytes_sent: [AtomicU64; 3],
+    pub(crate) bytes_sent: [AtomicU64; 3],
     /// Messages not delivered or not accepted because the ACL refused them.
-    acl_dropped: AtomicU64,
+    pub(crate) acl_dropped: AtomicU64,
     /// Refused logins (bad credentials, anonymous refused, bad token, failed PSK
     /// handshake) per [`Protocol`].
-    auth_failures: [AtomicU64; 3],
+    pub(crate) auth_failures: [AtomicU64; 3],
     /// HTTP requests by method ([`HTTP_METHODS`]) and status (100..=599).
-    http_requests: Box<[AtomicU64]>,
+    pub(crate) http_requests: Box<[AtomicU64]>,
     /// CoAP observations registered right now (UDP, TCP and DTLS together).
-    coap_observers: AtomicI64,
+    pub(crate) coap_observers: AtomicI64,
 }
 
 impl Default for Metrics {

@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
-use super::{QoS, TopicName};
+use super::{Properties, QoS, TopicName};
 
 /// Which front-end a message came from and, when the front-end knows it, who wrote it: for
 /// logs, metrics and webhooks (`"origin"`, `"client"`). Routing never looks at it (No Local
@@ -67,11 +67,10 @@ pub struct Message {
     pub content_type: Option<Arc<str>>,
     /// Where it came from, for logs.
     pub origin: Origin,
-    /// MQTT 5 application properties as published (User Properties in order, Response
-    /// Topic, Correlation Data, Payload Format Indicator, Content Type), shared unchanged by
-    /// every v5 recipient; `None` for 3.1.1, HTTP and CoAP writes. Per-send properties
-    /// (Message Expiry, Topic Alias, Subscription Identifiers) are not kept here.
-    pub properties: Option<Arc<ponte_mqtt::Properties>>,
+    /// Application properties as published (User Properties in order, Response Topic,
+    /// Correlation Data, Payload Format), shared unchanged by every recipient that can
+    /// receive them; `None` when there are none (3.1.1, HTTP and CoAP writes).
+    pub properties: Option<Arc<Properties>>,
     /// When the message expires (MQTT 5 Message Expiry Interval, from its arrival): it is
     /// not delivered after that, and v5 recipients get the remaining interval.
     pub expires_at: Option<Instant>,

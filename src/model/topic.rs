@@ -58,6 +58,16 @@ impl TopicName {
         Ok(TopicName(Arc::from(s)))
     }
 
+    /// A name that a protocol decoder has already checked against exactly the rules of
+    /// [`TopicName::parse`] (ponte-mqtt's PUBLISH and will topics: UTF-8 without U+0000,
+    /// MQTT-1.5.3; not empty, MQTT-4.7.3-1; no wildcard, MQTT-3.3.2-2; at most 65,535 bytes
+    /// by its 16-bit length), so a PUBLISH's topic is validated once, not twice. Checked
+    /// again in debug builds.
+    pub(crate) fn trusted(s: &str) -> Self {
+        debug_assert_eq!(Self::parse(s).err(), None, "{s:?} is not a topic name");
+        TopicName(Arc::from(s))
+    }
+
     /// Build a topic from URL path segments that are still percent-encoded (HTTP), decoding
     /// each segment on its own. `["", "x"]` is the topic `/x`.
     pub fn from_encoded_segments<'a, I>(segments: I) -> Result<Self, TopicError>

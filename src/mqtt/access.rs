@@ -58,7 +58,7 @@ pub(crate) struct Refusal {
 
 impl Access {
     /// A connection that has not sent CONNECT yet.
-    pub fn new(auth: Arc<Auth>, peer: SocketAddr) -> Self {
+    pub(super) fn new(auth: Arc<Auth>, peer: SocketAddr) -> Self {
         Access {
             auth,
             identity: Identity::anonymous(),
@@ -69,7 +69,7 @@ impl Access {
 
     /// Count refusals in `metrics` (`ponte_auth_failures_total`,
     /// `ponte_messages_dropped_total{reason="acl_denied"}`).
-    pub fn counting(mut self, metrics: Arc<crate::metrics::Metrics>) -> Self {
+    pub(crate) fn counting(mut self, metrics: Arc<crate::metrics::Metrics>) -> Self {
         self.metrics = Some(metrics);
         self
     }
@@ -83,7 +83,7 @@ impl Access {
     /// [`crate::auth::Auth::login_async`] it runs on the blocking pool unless verified
     /// recently, so a burst of CONNECTs does not stall the connections served by the same
     /// runtime threads.
-    pub async fn login(
+    pub(super) async fn login(
         &mut self,
         connect: &Connect,
         client_id: &str,
@@ -136,7 +136,7 @@ impl Access {
     }
 
     /// May this client publish to `topic` (a PUBLISH, or its will)?
-    pub fn may_publish(&self, topic: &str) -> bool {
+    pub(super) fn may_publish(&self, topic: &str) -> bool {
         let ok = self.auth.allows(&self.identity, Op::Write, topic);
         if !ok {
             if let Some(m) = &self.metrics {
@@ -149,7 +149,7 @@ impl Access {
 
     /// May this client subscribe to `filter` as written in SUBSCRIBE (`$share/g/f` is
     /// checked on `f`, and must be readable whole)?
-    pub fn may_subscribe(&self, filter: &str) -> bool {
+    pub(super) fn may_subscribe(&self, filter: &str) -> bool {
         let ok = match shared_inner(filter) {
             Some(inner) => self.auth.allows_read_all(&self.identity, inner),
             None => self.auth.allows_subscribe(&self.identity, filter),
@@ -161,12 +161,12 @@ impl Access {
     }
 
     /// Must each delivery be checked with [`Access::may_receive`]? False without an ACL.
-    pub fn reads_filtered(&self) -> bool {
+    pub(super) fn reads_filtered(&self) -> bool {
         self.auth.filters_reads(&self.identity)
     }
 
     /// May this client receive a message on `topic`?
-    pub fn may_receive(&self, topic: &str) -> bool {
+    pub(super) fn may_receive(&self, topic: &str) -> bool {
         let ok = self.auth.allows(&self.identity, Op::Read, topic);
         if !ok {
             if let Some(m) = &self.metrics {

@@ -1,13 +1,21 @@
 //! The MQTT front-end: a TCP listener and one task per connection, translating the sans-IO
 //! [`ponte_mqtt::Connection`]'s events into broker calls and the client's mailbox into
 //! outgoing PUBLISHes. The same connection driver serves plain TCP, TLS ([`serve_tls`]),
-//! WebSocket and secure WebSocket ([`serve_ws`], [`serve_wss`]).
+//! WebSocket and secure WebSocket ([`ws::upgrade`], reached through [`crate::http`]: `/mqtt`
+//! on the HTTP port, and `mqtt.ws_port` / `mqtt.wss_port`).
+//!
+//! The parts: `client/` drives one connection (its loop, and the owned parts it works
+//! with), [`session`] and `registry.rs` keep sessions by client id, `wire.rs` is the one
+//! place where ponte-mqtt's wire types become the model's, `access.rs` asks the gateway's
+//! `Auth`, [`ws`] bridges WebSockets, `sys.rs` publishes `$SYS`, `counted.rs` counts bytes.
+//! What a persistent session keeps across a crash is [`crate::durable`]'s.
 
 mod access;
 mod client;
 mod counted;
+mod registry;
 pub mod session;
-pub(crate) mod sys;
+mod wire;
 pub mod ws;
 
 use std::net::SocketAddr;
@@ -22,8 +30,14 @@ use crate::config::Config;
 use crate::limits::{ConnPermit, ConnectionGate, Limits};
 use crate::metrics::Transport;
 use crate::shutdown::Shutdown;
-use crate::tls::{Tls, TlsPeer};
-use session::Registry;
+use crate::tls::Tls;
+use registry::Registry;
+
+/// The prefix of client ids reserved for ponte's own sessions: an MQTT bridge's durable out
+/// queue is a persistent session under `$bridge/<name>` (`crate::bridge`). A client asking
+/// for such an id is refused (CONNACK 0x85 / 3.1.1 0x02), so no client can take over, read
+/// or discard a bridge's queue.
+pub(crate) const RESERVED_CLIENT_PREFIX: &str = "$bridge/";
 
 /// State shared by every MQTT connection.
 #[derive(Debug)]
@@ -124,7 +138,6 @@ impl Mqtt {
             config.mqtt.max_queued,
             config.mqtt.overflow,
             config.mqtt.queue_qos0,
-            broker.budget().clone(),
         );
         let (restored, messages) = sessions.restore(&broker);
         if restored > 0 {
@@ -163,6 +176,25 @@ impl Mqtt {
         Clients {
             shared: self.shared.clone(),
         }
+    }
+
+    /// The guard of a WebSocket port of its own (`mqtt.ws_port`, `mqtt.wss_port`, served by
+    /// [`crate::http`]): the port's own gate, `http.header_timeout_secs` and
+    /// `body_timeout_secs`; no HTTP connection cap and no HTTP counting, since `[mqtt]
+    /// max_connections` bounds these once they are MQTT sessions and MQTT counts their bytes.
+    pub(crate) fn ws_guard(&self, listener: &'static str) -> crate::tls::HttpGuard {
+        crate::tls::HttpGuard {
+            gate: self.shared.limits.gate(listener),
+            header_timeout: self.shared.config.http.header_timeout(),
+            body_deadline: self.shared.config.http.body_deadline(),
+            slots: None,
+            metrics: None,
+        }
+    }
+
+    /// The shutdown signal the front-end's tasks watch.
+    pub(crate) fn shutdown(&self) -> Shutdown {
+        self.shutdown.clone()
     }
 
     /// A connection slot, or `None` when `max_connections` are open.
@@ -283,19 +315,6 @@ fn admit(gate: &Arc<ConnectionGate>, peer: SocketAddr, what: &'static str) -> Op
     }
 }
 
-/// The guard of a WebSocket port of its own: its own gate, `http.header_timeout_secs` and
-/// `body_timeout_secs`.
-fn ws_guard(mqtt: &Mqtt, listener: &'static str) -> crate::tls::HttpGuard {
-    crate::tls::HttpGuard {
-        gate: mqtt.shared.limits.gate(listener),
-        header_timeout: mqtt.shared.config.http.header_timeout(),
-        body_deadline: mqtt.shared.config.http.body_deadline(),
-        // `[mqtt] max_connections` bounds these once they are MQTT sessions.
-        slots: None,
-        metrics: None,
-    }
-}
-
 /// End away sessions whose expiry passed, checked every second until shutdown.
 async fn expire_sessions(mqtt: Mqtt) {
     let mut shutdown = mqtt.shutdown.clone();
@@ -308,48 +327,4 @@ async fn expire_sessions(mqtt: Mqtt) {
             }
         }
     }
-}
-
-/// The router of a WebSocket port of its own: MQTT at any path. Over TLS, the connection's
-/// [`TlsPeer`] (request extension) goes with it into the driver, and on every port its
-/// `[limits]` place ([`crate::tls::ConnSlot`]) is held until the MQTT session ends.
-fn ws_router(mqtt: Mqtt) -> axum::Router {
-    use axum::extract::{ConnectInfo, Request, State};
-    use axum::response::IntoResponse;
-    async fn handler(
-        State(mqtt): State<Mqtt>,
-        ConnectInfo(peer): ConnectInfo<SocketAddr>,
-        request: Request,
-    ) -> axum::response::Response {
-        let (mut parts, _body) = request.into_parts();
-        let tls = parts.extensions.get::<TlsPeer>().cloned();
-        let slot = parts.extensions.remove::<crate::tls::ConnSlot>();
-        match ws::upgrade(mqtt, &mut parts, peer, tls, slot) {
-            Ok(response) => response,
-            Err((status, why)) => crate::http::Problem::new(
-                status,
-                format!("this port serves MQTT over WebSocket (subprotocol \"mqtt\"): {why}"),
-            )
-            .into_response(),
-        }
-    }
-    axum::Router::new()
-        .fallback(axum::routing::any(handler))
-        .with_state(mqtt)
-}
-
-/// Serve MQTT over secure WebSocket on its own port (`mqtt.wss_port`), at any path.
-pub async fn serve_wss(listener: TcpListener, mqtt: Mqtt, tls: Arc<Tls>) {
-    let shutdown = mqtt.shutdown.clone();
-    let guard = ws_guard(&mqtt, "mqtt-wss");
-    let router = ws_router(mqtt);
-    crate::tls::serve_http(listener, router, Some(tls), guard, shutdown, "MQTT/WSS").await;
-}
-
-/// Serve MQTT over WebSocket on its own port (`mqtt.ws_port`), at any path.
-pub async fn serve_ws(listener: TcpListener, mqtt: Mqtt) {
-    let shutdown = mqtt.shutdown.clone();
-    let guard = ws_guard(&mqtt, "mqtt-ws");
-    let router = ws_router(mqtt);
-    crate::tls::serve_http(listener, router, None, guard, shutdown, "MQTT/WebSocket").await;
 }

@@ -9,10 +9,11 @@
 //! only once the batch is durable.
 //!
 //! Persistent MQTT sessions have their own [`session::SessionStore`] (the same sled database,
-//! other trees), owned by the queue writer thread in [`crate::broker::queue`].
+//! other trees), owned by the session writer of [`crate::durable`].
 
 pub mod memory;
 pub mod session;
+mod session_codec;
 pub mod sled;
 
 use std::sync::Arc;

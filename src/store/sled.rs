@@ -6,10 +6,10 @@
 
 use std::path::Path;
 
-use super::session::{
+use super::session::{LoadedSessions, SessionOp, SessionStore};
+use super::session_codec::{
     client_key, decode_alive, decode_queued, decode_session, decode_state, encode_alive,
     encode_queued, encode_session, encode_state, queue_key, split_queue_key, split_session_key,
-    LoadedSessions, SessionOp, SessionStore,
 };
 use super::{decode_value, encode_value, RetainedOp, Store, StoreError};
 use crate::model::RetainedValue;
@@ -39,7 +39,7 @@ impl SledStore {
         Self::open_db(path).map(|(s, _)| s)
     }
 
-    /// Open the database in `path`, with a handle on its session trees for the queue writer.
+    /// Open the database in `path`, with a handle on its session trees for the session writer.
     pub fn open_with_sessions(path: &Path) -> Result<(Self, SledSessions), StoreError> {
         let (store, db) = Self::open_db(path)?;
         let sessions = SledSessions {

@@ -35,7 +35,7 @@ const MAX_REDIRECTS: usize = 5;
 /// What a webhook delivers with, rebuilt whole from its configuration (and files) on
 /// every reload and swapped in; a delivery in progress keeps the one it started with.
 #[derive(Debug)]
-pub struct Settings {
+pub(crate) struct Settings {
     /// The webhook's name.
     pub name: Arc<str>,
     /// Where events go.
@@ -60,7 +60,7 @@ pub struct Settings {
 
 impl Settings {
     /// Build from `cfg`, reading its secret and CA files (errors name the file).
-    pub fn build(cfg: &WebhookConfig) -> Result<Settings, String> {
+    pub(crate) fn build(cfg: &WebhookConfig) -> Result<Settings, String> {
         let at = |e: String| format!("webhook {:?}: {e}", cfg.name.as_str());
         let secret = match &cfg.secret_file {
             Some(p) => Some(Secret::read(p).map_err(at)?),
@@ -120,7 +120,7 @@ fn same_origin_only(origin: reqwest::Url) -> reqwest::redirect::Policy {
 
 /// How a delivery ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     /// A 2xx answer.
     Delivered,
     /// The endpoint refused it for good (4xx other than 408/429, a redirect not
@@ -141,7 +141,7 @@ enum Attempt {
 }
 
 /// Deliver `event`, retrying as the module says; counts retries in `stats`.
-pub async fn deliver(settings: Arc<Settings>, event: &Event, stats: &Stats) -> Outcome {
+pub(crate) async fn deliver(settings: Arc<Settings>, event: &Event, stats: &Stats) -> Outcome {
     let body = event.body();
     let mut backoff = Backoff::new(settings.retry_min, settings.retry_max);
     loop {

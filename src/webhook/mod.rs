@@ -11,7 +11,9 @@
 //! (URL, secret and CA re-read, limits, filter) swapped in without losing its queue; new
 //! ones start, removed ones stop.
 
-pub mod config;
+/// `[[webhook]]` (kept with the other sections in [`crate::config`], which every front-end
+/// reads and which therefore cannot depend on the webhooks).
+pub use crate::config::webhook as config;
 mod deliver;
 pub mod event;
 mod order;
@@ -30,9 +32,9 @@ use tokio::task::JoinHandle;
 
 use crate::bridge::Stop;
 use crate::broker::mailbox::{Mailbox, OverflowPolicy};
-use crate::broker::trie::SubOptions;
 use crate::broker::Broker;
-use crate::model::QoS;
+use crate::model::SubOptions;
+use crate::model::{QoS, RetainHandling};
 use crate::reload::Reload;
 use crate::shutdown::Shutdown;
 
@@ -135,8 +137,12 @@ impl Webhooks {
         };
         let name = config.name.as_str().to_owned();
         let mailbox = Mailbox::new(config.queue, OverflowPolicy::DropNewest);
-        self.broker
-            .subscribe_with(&config.filter.0, &mailbox, subscription(), 2);
+        self.broker.subscribe_with(
+            &config.filter.0,
+            &mailbox,
+            subscription(),
+            RetainHandling::Never,
+        );
         let stats = Arc::new(Stats::new(mailbox.clone()));
         self.stats.lock().insert(name.clone(), stats.clone());
         let settings = Arc::new(ArcSwap::from_pointee(settings));
@@ -184,8 +190,12 @@ impl Webhooks {
                 Some(r) => {
                     if r.config.filter != h.filter {
                         self.broker.unsubscribe(&r.config.filter.0, r.mailbox.id());
-                        self.broker
-                            .subscribe_with(&h.filter.0, &r.mailbox, subscription(), 2);
+                        self.broker.subscribe_with(
+                            &h.filter.0,
+                            &r.mailbox,
+                            subscription(),
+                            RetainHandling::Never,
+                        );
                     }
                     r.mailbox.set_capacity(h.queue);
                     r.settings.store(Arc::new(s));

@@ -8,7 +8,7 @@ use std::hash::Hash;
 
 /// Per-key FIFO queues with one item in flight per key.
 #[derive(Debug)]
-pub struct OrderQueue<K, T> {
+pub(crate) struct OrderQueue<K, T> {
     /// Waiting items by key, oldest first.
     waiting: HashMap<K, VecDeque<T>>,
     /// Keys with waiting items and nothing in flight, in turn order.
@@ -32,7 +32,7 @@ impl<K: Clone + Eq + Hash, T> Default for OrderQueue<K, T> {
 
 impl<K: Clone + Eq + Hash, T> OrderQueue<K, T> {
     /// Add an item behind the others of its key.
-    pub fn push(&mut self, key: K, item: T) {
+    pub(crate) fn push(&mut self, key: K, item: T) {
         let q = self.waiting.entry(key.clone()).or_default();
         let first = q.is_empty();
         q.push_back(item);
@@ -44,7 +44,7 @@ impl<K: Clone + Eq + Hash, T> OrderQueue<K, T> {
 
     /// The next item whose key has nothing in flight; its key is busy until
     /// [`OrderQueue::finish`].
-    pub fn next(&mut self) -> Option<(K, T)> {
+    pub(crate) fn next(&mut self) -> Option<(K, T)> {
         let key = self.ready.pop_front()?;
         let q = self.waiting.get_mut(&key)?;
         let item = q.pop_front()?;
@@ -58,7 +58,7 @@ impl<K: Clone + Eq + Hash, T> OrderQueue<K, T> {
 
     /// The item of `key` in flight is done (delivered or given up): the key's next item
     /// may go.
-    pub fn finish(&mut self, key: &K) {
+    pub(crate) fn finish(&mut self, key: &K) {
         self.busy.remove(key);
         if self.waiting.contains_key(key) {
             self.ready.push_back(key.clone());
@@ -66,12 +66,12 @@ impl<K: Clone + Eq + Hash, T> OrderQueue<K, T> {
     }
 
     /// Items waiting, not counting those in flight.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.len
     }
 
     /// Items in flight (one per busy key).
-    pub fn in_flight(&self) -> usize {
+    pub(crate) fn in_flight(&self) -> usize {
         self.busy.len()
     }
 }

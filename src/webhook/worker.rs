@@ -22,7 +22,7 @@ use crate::bridge::Stop;
 
 /// Deliver until stopped. Events still held then are dropped (counted, logged): webhook
 /// events live in memory only.
-pub async fn run(
+pub(crate) async fn run(
     settings: Arc<ArcSwap<Settings>>,
     mailbox: Arc<Mailbox>,
     stats: Arc<Stats>,

@@ -12,9 +12,8 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use ponte_mqtt::{
-    Connect, Connect5, DecodeError, LastWill, Packet, Packet5, Properties, ProtocolVersion,
-    PubResponse, Publish, Publish5, QoS, ReasonPacket, SubResponse, Subscribe5,
-    SubscribeReturnCode, SubscriptionOptions, Unsubscribe5,
+    Connect, LastWill, Packet, Properties, ProtocolVersion, PubResponse, Publish, QoS,
+    ReasonPacket, SubResponse, Subscribe, SubscriptionOptions, Unsubscribe,
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -197,79 +196,29 @@ pub async fn closed_within<S: AsyncRead + Unpin>(s: &mut S, d: Duration) -> bool
 // ---------------------------------------------------------------------------------------
 // The client
 
-/// What distinguishes the two versions for [`Raw`]: their codec and their PUBLISH.
+/// What distinguishes the two versions for [`Raw`]: the wire form their packets are
+/// encoded in and decoded from (the packet model is the same, MQTT 5's).
 pub trait Version {
-    /// A decoded packet.
-    type Packet: Debug + Clone + PartialEq;
-    /// A decoded PUBLISH.
-    type Publish: Debug;
     /// For messages: "MQTT 3.1.1" or "MQTT 5".
     const NAME: &'static str;
-    /// Append `p`'s bytes to `out`.
-    fn encode(p: &Self::Packet, out: &mut BytesMut);
-    /// Decode one packet from the front of `buf`.
-    fn decode(buf: &mut BytesMut) -> Result<Option<Self::Packet>, DecodeError>;
-    /// The PUBLISH in `p`, if it is one.
-    fn publish(p: Self::Packet) -> Option<Self::Publish>;
-    /// PINGREQ.
-    fn ping() -> Self::Packet;
-    /// PINGRESP.
-    fn pong() -> Self::Packet;
+    /// The wire form of every packet after CONNECT.
+    const PROTOCOL: ProtocolVersion;
 }
 
-/// MQTT 3.1 / 3.1.1 through `ponte_mqtt::{encode, decode}`.
+/// MQTT 3.1 / 3.1.1: packets in the 3.1.1 wire form.
 pub struct Mqtt3;
-/// MQTT 5.0 through `ponte_mqtt::{encode_v5, decode_v5}`.
+/// MQTT 5.0: packets in the v5 wire form.
 pub struct Mqtt5;
 
-/// The one [`Version`] impl, for both: they differ only in types, codec and whether the
-/// PUBLISH is boxed.
-macro_rules! version {
-    ($v:ident, $packet:ident, $publish:ident, $name:literal, $enc:path, $dec:path, |$b:ident| $unbox:expr) => {
-        impl Version for $v {
-            type Packet = $packet;
-            type Publish = $publish;
-            const NAME: &'static str = $name;
-            fn encode(p: &$packet, out: &mut BytesMut) {
-                $enc(p, out)
-            }
-            fn decode(buf: &mut BytesMut) -> Result<Option<$packet>, DecodeError> {
-                $dec(buf, 1 << 24)
-            }
-            fn publish(p: $packet) -> Option<$publish> {
-                match p {
-                    $packet::Publish($b) => Some($unbox),
-                    _ => None,
-                }
-            }
-            fn ping() -> $packet {
-                $packet::PingReq
-            }
-            fn pong() -> $packet {
-                $packet::PingResp
-            }
-        }
-    };
+impl Version for Mqtt3 {
+    const NAME: &'static str = "MQTT 3.1.1";
+    const PROTOCOL: ProtocolVersion = ProtocolVersion::V311;
 }
 
-version!(
-    Mqtt3,
-    Packet,
-    Publish,
-    "MQTT 3.1.1",
-    ponte_mqtt::encode,
-    ponte_mqtt::decode,
-    |p| p
-);
-version!(
-    Mqtt5,
-    Packet5,
-    Publish5,
-    "MQTT 5",
-    ponte_mqtt::encode_v5,
-    ponte_mqtt::decode_v5,
-    |p| *p
-);
+impl Version for Mqtt5 {
+    const NAME: &'static str = "MQTT 5";
+    const PROTOCOL: ProtocolVersion = ProtocolVersion::V5;
+}
 
 /// A raw MQTT 3.1/3.1.1 client.
 pub type V3 = Raw<Mqtt3>;
@@ -301,9 +250,9 @@ impl<V: Version> Raw<V> {
     }
 
     /// Encode and write one packet.
-    pub async fn send(&mut self, p: &V::Packet) {
+    pub async fn send(&mut self, p: &Packet) {
         let mut out = BytesMut::new();
-        V::encode(p, &mut out);
+        ponte_mqtt::encode(p, V::PROTOCOL, &mut out);
         self.send_raw(&out).await;
     }
 
@@ -334,9 +283,9 @@ impl<V: Version> Raw<V> {
     }
 
     /// The next packet, without a deadline; `None` once the server closed.
-    async fn next_packet(&mut self) -> Option<V::Packet> {
+    async fn next_packet(&mut self) -> Option<Packet> {
         loop {
-            match V::decode(&mut self.buf) {
+            match ponte_mqtt::decode(&mut self.buf, 1 << 24, V::PROTOCOL) {
                 Ok(Some(p)) => return Some(p),
                 Ok(None) => {}
                 Err(e) => panic!(
@@ -351,7 +300,7 @@ impl<V: Version> Raw<V> {
     }
 
     /// The next packet, `None` when the server closed the connection.
-    pub async fn recv(&mut self) -> Option<V::Packet> {
+    pub async fn recv(&mut self) -> Option<Packet> {
         within(WAIT, &format!("an {} packet", V::NAME), self.next_packet()).await
     }
 
@@ -371,7 +320,7 @@ impl<V: Version> Raw<V> {
     }
 
     /// The next packet must be `want`.
-    pub async fn expect(&mut self, want: V::Packet) {
+    pub async fn expect(&mut self, want: Packet) {
         let got = self.recv().await;
         assert_eq!(got.as_ref(), Some(&want), "expected {want:?}");
     }
@@ -386,21 +335,18 @@ impl<V: Version> Raw<V> {
     }
 
     /// The next PUBLISH, skipping anything else.
-    pub async fn publish_rx(&mut self) -> V::Publish {
+    pub async fn publish_rx(&mut self) -> Publish {
         loop {
             match self.recv().await {
-                Some(p) => {
-                    if let Some(p) = V::publish(p) {
-                        return p;
-                    }
-                }
+                Some(Packet::Publish(p)) => return p,
+                Some(_) => {}
                 None => panic!("connection closed while waiting for a PUBLISH"),
             }
         }
     }
 
     /// Read until the server closes the connection within `d`; returns what it still sent.
-    pub async fn expect_closed_within(&mut self, d: Duration, what: &str) -> Vec<V::Packet> {
+    pub async fn expect_closed_within(&mut self, d: Duration, what: &str) -> Vec<Packet> {
         within(d, what, async {
             let mut seen = Vec::new();
             while let Some(p) = self.next_packet().await {
@@ -412,7 +358,7 @@ impl<V: Version> Raw<V> {
     }
 
     /// Read until the server closes the connection; returns what it still sent.
-    pub async fn expect_closed(&mut self, what: &str) -> Vec<V::Packet> {
+    pub async fn expect_closed(&mut self, what: &str) -> Vec<Packet> {
         self.expect_closed_within(WAIT, what).await
     }
 
@@ -437,8 +383,8 @@ impl<V: Version> Raw<V> {
 
     /// PINGREQ → PINGRESP: proves the connection is open and served.
     pub async fn ping(&mut self) {
-        self.send(&V::ping()).await;
-        self.expect(V::pong()).await;
+        self.send(&Packet::PingReq).await;
+        self.expect(Packet::PingResp).await;
     }
 }
 
@@ -447,7 +393,7 @@ impl<V: Version> Raw<V> {
 
 /// A 3.1.1 CONNECT.
 pub fn connect3(id: &str, clean: bool, keep_alive: u16, will: Option<LastWill>) -> Packet {
-    Packet::Connect(Connect {
+    Packet::Connect(Box::new(Connect {
         protocol: ProtocolVersion::V311,
         client_id: id.into(),
         clean_session: clean,
@@ -455,7 +401,8 @@ pub fn connect3(id: &str, clean: bool, keep_alive: u16, will: Option<LastWill>) 
         username: None,
         password: None,
         will,
-    })
+        properties: Default::default(),
+    }))
 }
 
 /// A will message for [`connect3`] / [`connect5_will`].
@@ -465,10 +412,11 @@ pub fn will(topic: &str, payload: &'static [u8], qos: QoS, retain: bool) -> Last
         payload: Bytes::from_static(payload),
         qos,
         retain,
+        properties: Default::default(),
     }
 }
 
-/// A PUBLISH (3.1.1 model; also the body of a v5 one).
+/// A PUBLISH without properties (a 3.1.1 one, or a v5 one before [`publish5`] adds them).
 pub fn publish(topic: &str, qos: QoS, pkid: u16, retain: bool, payload: &[u8]) -> Publish {
     Publish {
         dup: false,
@@ -477,6 +425,7 @@ pub fn publish(topic: &str, qos: QoS, pkid: u16, retain: bool, payload: &[u8]) -
         topic: topic.into(),
         pkid,
         payload: Bytes::copy_from_slice(payload),
+        properties: Default::default(),
     }
 }
 
@@ -519,7 +468,8 @@ impl Raw<Mqtt3> {
         match ack {
             Packet::ConnAck {
                 session_present,
-                code: ponte_mqtt::ConnectReturnCode::Accepted,
+                reason_code: ponte_mqtt::reason::SUCCESS,
+                ..
             } => (c, session_present),
             other => panic!("expected CONNACK 0x00, got {other:?}"),
         }
@@ -533,17 +483,22 @@ impl Raw<Mqtt3> {
         (c, ack)
     }
 
-    /// Subscribe with packet id 1 and return the SUBACK's codes (asserting its id).
-    pub async fn subscribe(&mut self, filters: &[(&str, QoS)]) -> Vec<SubscribeReturnCode> {
-        self.send(&Packet::Subscribe {
+    /// Subscribe with packet id 1 and return the SUBACK's codes (asserting its id): the
+    /// granted QoS, or 0x80.
+    pub async fn subscribe(&mut self, filters: &[(&str, QoS)]) -> Vec<u8> {
+        self.send(&Packet::Subscribe(Subscribe {
             pkid: 1,
-            filters: filters.iter().map(|(f, q)| (f.to_string(), *q)).collect(),
-        })
+            filters: filters
+                .iter()
+                .map(|(f, q)| (f.to_string(), SubscriptionOptions::qos(*q)))
+                .collect(),
+            properties: Default::default(),
+        }))
         .await;
         loop {
             match self.recv().await {
-                Some(Packet::SubAck { pkid: 1, codes }) => return codes,
-                Some(Packet::SubAck { pkid, .. }) => panic!("SUBACK for id {pkid}, sent 1"),
+                Some(Packet::SubAck(a)) if a.pkid == 1 => return a.reason_codes,
+                Some(Packet::SubAck(a)) => panic!("SUBACK for id {}, sent 1", a.pkid),
                 Some(_) => {}
                 None => panic!("closed before SUBACK"),
             }
@@ -556,18 +511,18 @@ impl Raw<Mqtt3> {
             .await;
         match qos {
             QoS::AtMostOnce => {}
-            QoS::AtLeastOnce => self.expect(Packet::PubAck(1)).await,
+            QoS::AtLeastOnce => self.expect(Packet::PubAck(PubResponse::success(1))).await,
             QoS::ExactlyOnce => {
-                self.expect(Packet::PubRec(1)).await;
-                self.send(&Packet::PubRel(1)).await;
-                self.expect(Packet::PubComp(1)).await;
+                self.expect(Packet::PubRec(PubResponse::success(1))).await;
+                self.send(&Packet::PubRel(PubResponse::success(1))).await;
+                self.expect(Packet::PubComp(PubResponse::success(1))).await;
             }
         }
     }
 
     /// DISCONNECT, then wait for the server to close.
     pub async fn disconnect(mut self) {
-        self.send(&Packet::Disconnect).await;
+        self.send(&Packet::disconnect()).await;
         self.expect_closed("the close after DISCONNECT").await;
     }
 }
@@ -576,19 +531,16 @@ impl Raw<Mqtt3> {
 // MQTT 5.0
 
 /// A v5 CONNECT (keep alive 30 s).
-pub fn connect5(id: &str, clean_start: bool, props: Properties) -> Packet5 {
-    Packet5::Connect(Box::new(Connect5 {
-        connect: Connect {
-            protocol: ProtocolVersion::V5,
-            client_id: id.into(),
-            clean_session: clean_start,
-            keep_alive: 30,
-            username: None,
-            password: None,
-            will: None,
-        },
-        properties: props,
-        will_properties: Properties::default(),
+pub fn connect5(id: &str, clean_start: bool, props: Properties) -> Packet {
+    Packet::Connect(Box::new(Connect {
+        protocol: ProtocolVersion::V5,
+        client_id: id.into(),
+        clean_session: clean_start,
+        keep_alive: 30,
+        username: None,
+        password: None,
+        will: None,
+        properties: props.into(),
     }))
 }
 
@@ -598,35 +550,37 @@ pub fn connect5_will(
     props: Properties,
     will: LastWill,
     will_properties: Properties,
-) -> Packet5 {
-    let Packet5::Connect(mut c) = connect5(id, true, props) else {
+) -> Packet {
+    let Packet::Connect(mut c) = connect5(id, true, props) else {
         unreachable!()
     };
-    c.connect.will = Some(will);
-    c.will_properties = will_properties;
-    Packet5::Connect(c)
+    c.will = Some(LastWill {
+        properties: will_properties.into(),
+        ..will
+    });
+    Packet::Connect(c)
 }
 
 /// A v5 PUBLISH.
-pub fn publish5(p: Publish, properties: Properties) -> Packet5 {
-    Packet5::Publish(Box::new(Publish5 {
-        publish: p,
-        properties,
-    }))
+pub fn publish5(p: Publish, properties: Properties) -> Packet {
+    Packet::Publish(Publish {
+        properties: properties.into(),
+        ..p
+    })
 }
 
 /// A v5 PUBLISH of `payload` to `topic` at `qos` with id `pkid`, not retained.
-pub fn pub5(topic: &str, qos: QoS, pkid: u16, payload: &[u8], props: Properties) -> Packet5 {
+pub fn pub5(topic: &str, qos: QoS, pkid: u16, payload: &[u8], props: Properties) -> Packet {
     publish5(publish(topic, qos, pkid, false, payload), props)
 }
 
 /// A v5 PUBLISH of `payload` to `topic` at `qos` with id `pkid`: no properties, not retained.
-pub fn msg5(topic: &str, qos: QoS, pkid: u16, payload: &[u8]) -> Packet5 {
+pub fn msg5(topic: &str, qos: QoS, pkid: u16, payload: &[u8]) -> Packet {
     pub5(topic, qos, pkid, payload, Properties::default())
 }
 
 /// A retained v5 PUBLISH.
-pub fn retained5(topic: &str, qos: QoS, pkid: u16, payload: &[u8], props: Properties) -> Packet5 {
+pub fn retained5(topic: &str, qos: QoS, pkid: u16, payload: &[u8], props: Properties) -> Packet {
     publish5(publish(topic, qos, pkid, true, payload), props)
 }
 
@@ -635,7 +589,7 @@ pub fn response(pkid: u16, code: u8) -> PubResponse {
     PubResponse {
         pkid,
         reason_code: code,
-        properties: Properties::default(),
+        properties: Default::default(),
     }
 }
 
@@ -680,11 +634,11 @@ pub struct ConnAck5 {
 
 impl Raw<Mqtt5> {
     /// Open and send `connect`; returns the CONNACK (whatever its reason code).
-    pub async fn connack(addr: SocketAddr, connect: Packet5) -> (V5, ConnAck5) {
+    pub async fn connack(addr: SocketAddr, connect: Packet) -> (V5, ConnAck5) {
         let mut c = V5::open(addr).await;
         c.send(&connect).await;
         match c.recv().await {
-            Some(Packet5::ConnAck {
+            Some(Packet::ConnAck {
                 session_present,
                 reason_code,
                 properties,
@@ -693,7 +647,7 @@ impl Raw<Mqtt5> {
                 ConnAck5 {
                     session_present,
                     reason: reason_code,
-                    properties,
+                    properties: properties.into_inner(),
                 },
             ),
             other => panic!("expected CONNACK, got {other:?}"),
@@ -724,7 +678,7 @@ impl Raw<Mqtt5> {
 
     /// The first packet for which `f` returns `Some`, skipping the rest; panics if the
     /// server closes first.
-    pub async fn wait_for<T>(&mut self, what: &str, mut f: impl FnMut(Packet5) -> Option<T>) -> T {
+    pub async fn wait_for<T>(&mut self, what: &str, mut f: impl FnMut(Packet) -> Option<T>) -> T {
         while let Some(p) = self.recv().await {
             if let Some(v) = f(p) {
                 return v;
@@ -739,18 +693,19 @@ impl Raw<Mqtt5> {
         filters: &[(&str, SubscriptionOptions)],
         id: Option<u32>,
     ) -> SubResponse {
-        self.send(&Packet5::Subscribe(Subscribe5 {
+        self.send(&Packet::Subscribe(Subscribe {
             pkid: 1,
             filters: filters.iter().map(|(f, o)| (f.to_string(), *o)).collect(),
             properties: Properties {
                 subscription_identifiers: id.into_iter().collect(),
                 ..Properties::default()
-            },
+            }
+            .into(),
         }))
         .await;
         let a = self
             .wait_for("SUBACK", |p| match p {
-                Packet5::SubAck(a) => Some(a),
+                Packet::SubAck(a) => Some(a),
                 _ => None,
             })
             .await;
@@ -766,14 +721,14 @@ impl Raw<Mqtt5> {
     /// Unsubscribe with packet id 2; the UNSUBACK, which must be the next packet (asserting
     /// its id).
     pub async fn unsuback(&mut self, filters: &[&str]) -> SubResponse {
-        self.send(&Packet5::Unsubscribe(Unsubscribe5 {
+        self.send(&Packet::Unsubscribe(Unsubscribe {
             pkid: 2,
             filters: filters.iter().map(|f| f.to_string()).collect(),
-            properties: Properties::default(),
+            properties: Default::default(),
         }))
         .await;
         match self.recv().await {
-            Some(Packet5::UnsubAck(a)) => {
+            Some(Packet::UnsubAck(a)) => {
                 assert_eq!(a.pkid, 2, "UNSUBACK packet identifier");
                 a
             }
@@ -787,10 +742,10 @@ impl Raw<Mqtt5> {
     }
 
     /// Send `p` (a QoS 1/2 PUBLISH) and wait for its PUBACK or PUBREC.
-    pub async fn publish_acked(&mut self, p: &Packet5) -> PubResponse {
+    pub async fn publish_acked(&mut self, p: &Packet) -> PubResponse {
         self.send(p).await;
         self.wait_for("PUBACK/PUBREC", |p| match p {
-            Packet5::PubAck(r) | Packet5::PubRec(r) => Some(r),
+            Packet::PubAck(r) | Packet::PubRec(r) => Some(r),
             _ => None,
         })
         .await
@@ -803,8 +758,8 @@ impl Raw<Mqtt5> {
             Properties::default(),
         ))
         .await;
-        let ack = |p: &Option<Packet5>| match p {
-            Some(Packet5::PubAck(r) | Packet5::PubRec(r) | Packet5::PubComp(r)) => {
+        let ack = |p: &Option<Packet>| match p {
+            Some(Packet::PubAck(r) | Packet::PubRec(r) | Packet::PubComp(r)) => {
                 Some((r.pkid, r.reason_code))
             }
             _ => None,
@@ -821,18 +776,18 @@ impl Raw<Mqtt5> {
             }
             QoS::ExactlyOnce => {
                 let p = self.recv().await;
-                assert!(matches!(p, Some(Packet5::PubRec(_))), "PUBREC: {p:?}");
-                self.send(&Packet5::PubRel(response(1, 0))).await;
+                assert!(matches!(p, Some(Packet::PubRec(_))), "PUBREC: {p:?}");
+                self.send(&Packet::PubRel(response(1, 0))).await;
                 let p = self.recv().await;
-                assert!(matches!(p, Some(Packet5::PubComp(_))), "PUBCOMP: {p:?}");
+                assert!(matches!(p, Some(Packet::PubComp(_))), "PUBCOMP: {p:?}");
             }
         }
     }
 
     /// The next PUBLISH, whose payload must be `want` (`why` says what that shows).
-    pub async fn expect_payload(&mut self, want: &str, why: &str) -> Publish5 {
+    pub async fn expect_payload(&mut self, want: &str, why: &str) -> Publish {
         let p = self.publish_rx().await;
-        assert_eq!(p.publish.payload, want, "{why}: {p:?}");
+        assert_eq!(p.payload, want, "{why}: {p:?}");
         p
     }
 
@@ -848,21 +803,20 @@ impl Raw<Mqtt5> {
     }
 
     /// Acknowledge an incoming QoS 1 PUBLISH with `code`.
-    pub async fn puback(&mut self, p: &Publish5, code: u8) {
-        assert_eq!(p.publish.qos, QoS::AtLeastOnce);
-        self.send(&Packet5::PubAck(response(p.publish.pkid, code)))
-            .await;
+    pub async fn puback(&mut self, p: &Publish, code: u8) {
+        assert_eq!(p.qos, QoS::AtLeastOnce);
+        self.send(&Packet::PubAck(response(p.pkid, code))).await;
     }
 
     /// Wait for the server's DISCONNECT (skipping other packets); its reason and properties.
     pub async fn disconnect_rx(&mut self) -> (u8, Properties) {
         let d = self
             .wait_for("DISCONNECT", |p| match p {
-                Packet5::Disconnect(d) => Some(d),
+                Packet::Disconnect(d) => Some(d),
                 _ => None,
             })
             .await;
-        (d.reason_code, d.properties)
+        (d.reason_code, d.properties.into_inner())
     }
 
     /// Wait for the server's DISCONNECT; returns its reason code, after checking that it
@@ -878,15 +832,15 @@ impl Raw<Mqtt5> {
 
     /// Send DISCONNECT with `reason` and these properties.
     pub async fn send_disconnect(&mut self, reason: u8, properties: Properties) {
-        self.send(&Packet5::Disconnect(ReasonPacket {
+        self.send(&Packet::Disconnect(ReasonPacket {
             reason_code: reason,
-            properties,
+            properties: properties.into(),
         }))
         .await;
     }
 
     /// DISCONNECT with `reason`, then wait for the server to close; what it still sent.
-    pub async fn disconnect(mut self, reason: u8) -> Vec<Packet5> {
+    pub async fn disconnect(mut self, reason: u8) -> Vec<Packet> {
         self.send_disconnect(reason, Properties::default()).await;
         self.expect_closed("the close after DISCONNECT").await
     }

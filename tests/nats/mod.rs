@@ -4,7 +4,7 @@
 //! `nats-server` on PATH the tests print SKIP and pass, except in CI.
 //! Every wait is a poll with a deadline.
 
-#![allow(dead_code)]
+#![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 const UP: Duration = Duration::from_secs(10);
 
 /// Whether nats-server is installed (SKIP printed when not; a panic in CI).
-pub fn available() -> bool {
+pub(crate) fn available() -> bool {
     let found = Command::new("nats-server")
         .arg("--version")
         .stdout(Stdio::null())
@@ -33,7 +33,7 @@ pub fn available() -> bool {
 }
 
 /// A free TCP port on 127.0.0.1 (bound and released: good enough on loopback).
-pub fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -41,7 +41,7 @@ pub fn free_port() -> u16 {
 }
 
 /// One nats-server process.
-pub struct NatsServer {
+pub(crate) struct NatsServer {
     /// Client port.
     pub port: u16,
     /// Its arguments, to start it again the same way.
@@ -56,12 +56,12 @@ pub struct NatsServer {
 
 impl NatsServer {
     /// A single server with JetStream.
-    pub fn start() -> NatsServer {
+    pub(crate) fn start() -> NatsServer {
         Self::start_on(free_port())
     }
 
     /// A single server with JetStream on `port`.
-    pub fn start_on(port: u16) -> NatsServer {
+    pub(crate) fn start_on(port: u16) -> NatsServer {
         let tmp = tempfile::tempdir().expect("temp dir");
         let dir = tmp.path().to_path_buf();
         let args = vec![
@@ -85,7 +85,7 @@ impl NatsServer {
     }
 
     /// The client URL.
-    pub fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("nats://127.0.0.1:{}", self.port)
     }
 
@@ -110,7 +110,7 @@ impl NatsServer {
     }
 
     /// `kill -9` the server (no goodbye to anyone).
-    pub fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
@@ -118,13 +118,13 @@ impl NatsServer {
     }
 
     /// Start it again on the same port with the same store.
-    pub fn restart(&mut self) {
+    pub(crate) fn restart(&mut self) {
         self.kill();
         self.spawn();
     }
 
     /// Whether it is running.
-    pub fn running(&self) -> bool {
+    pub(crate) fn running(&self) -> bool {
         self.child.is_some()
     }
 }
@@ -136,14 +136,14 @@ impl Drop for NatsServer {
 }
 
 /// A JetStream cluster of `n` servers with routes between them.
-pub struct NatsCluster {
+pub(crate) struct NatsCluster {
     /// The servers.
     pub servers: Vec<NatsServer>,
 }
 
 impl NatsCluster {
     /// Start `n` servers (`s0`, `s1`, …) in cluster `c`, each routed to all.
-    pub fn start(n: usize) -> NatsCluster {
+    pub(crate) fn start(n: usize) -> NatsCluster {
         let ports: Vec<(u16, u16)> = (0..n).map(|_| (free_port(), free_port())).collect();
         let routes = ports
             .iter()
@@ -185,7 +185,7 @@ impl NatsCluster {
     }
 
     /// Every server's URL, comma-free list.
-    pub fn urls(&self) -> Vec<String> {
+    pub(crate) fn urls(&self) -> Vec<String> {
         self.servers.iter().map(NatsServer::url).collect()
     }
 }

@@ -274,7 +274,12 @@ mod tests {
 
     /// What coap-lite makes of the same message: the reference the writer must equal
     /// byte for byte (options sorted by number, shortest uints, extended nibbles).
-    fn reference(mid: u16, token: &[u8], options: &[(CoapOption, Vec<u8>)], payload: &[u8]) -> Vec<u8> {
+    fn reference(
+        mid: u16,
+        token: &[u8],
+        options: &[(CoapOption, Vec<u8>)],
+        payload: &[u8],
+    ) -> Vec<u8> {
         let mut p = Packet::new();
         p.header.set_type(MessageType::Acknowledgement);
         p.header.code = MessageClass::Response(ResponseType::Content);
@@ -307,8 +312,14 @@ mod tests {
             size1: Some(0),
             ..Extra::default()
         };
-        let (bytes, fallback) =
-            super::response(limits, MessageType::Acknowledgement, 0x1234, b"tok", &response, extra);
+        let (bytes, fallback) = super::response(
+            limits,
+            MessageType::Acknowledgement,
+            0x1234,
+            b"tok",
+            &response,
+            extra,
+        );
         assert!(!fallback);
         let expected = reference(
             0x1234,

@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 
 use crate::{
-    decode, decode_v5, encode, encode_v5, reason, Config, Connection, Event, Outgoing, Packet5,
-    Properties, ProtocolVersion, QoS, SubscribeReturnCode,
+    decode, encode, reason, Accept, Config, Connection, Event, Outgoing, Packet, Properties,
+    ProtocolVersion, QoS,
 };
 
 /// Largest packet the harness decoders accept: small enough that a fuzzer cannot make them
@@ -36,54 +36,36 @@ fn records(data: &[u8]) -> impl Iterator<Item = &[u8]> {
 }
 
 /// Decodes `data` as a stream of MQTT 3.1/3.1.1 packets and, separately, of MQTT 5 packets.
-/// Every decoded packet must re-encode to bytes that decode to the same packet, whole; a
-/// decoder that returns `Ok(None)` must not have consumed anything.
+/// Every decoded packet must re-encode (in the same version) to bytes that decode to the
+/// same packet, whole; a decoder that returns `Ok(None)` must not have consumed anything.
 pub fn decode_bytes(data: &[u8]) {
-    let mut buf = BytesMut::from(data);
-    loop {
-        let before = buf.len();
-        match decode(&mut buf, MAX_PACKET) {
-            Ok(Some(packet)) => {
-                assert!(buf.len() < before, "v3 decode consumed nothing");
-                let mut wire = BytesMut::new();
-                encode(&packet, &mut wire);
-                let encoded = wire.clone();
-                let again = decode(&mut wire, usize::MAX);
-                assert!(
-                    matches!(&again, Ok(Some(p)) if *p == packet),
-                    "v3 roundtrip: {packet:?} encoded as {encoded:02x?} decodes as {again:?}"
-                );
-                assert!(wire.is_empty(), "v3 re-encoding left {wire:02x?}");
+    for version in [ProtocolVersion::V311, ProtocolVersion::V5] {
+        let mut buf = BytesMut::from(data);
+        loop {
+            let before = buf.len();
+            match decode(&mut buf, MAX_PACKET, version) {
+                Ok(Some(packet)) => {
+                    assert!(buf.len() < before, "{version:?} decode consumed nothing");
+                    let mut wire = BytesMut::new();
+                    encode(&packet, version, &mut wire);
+                    let encoded = wire.clone();
+                    let again = decode(&mut wire, usize::MAX, version);
+                    assert!(
+                        matches!(&again, Ok(Some(p)) if *p == packet),
+                        "{version:?} roundtrip: {packet:?} encoded as {encoded:02x?} decodes as {again:?}"
+                    );
+                    assert!(wire.is_empty(), "{version:?} re-encoding left {wire:02x?}");
+                }
+                Ok(None) => {
+                    assert_eq!(
+                        buf.len(),
+                        before,
+                        "{version:?} decode consumed a partial packet"
+                    );
+                    break;
+                }
+                Err(_) => break,
             }
-            Ok(None) => {
-                assert_eq!(buf.len(), before, "v3 decode consumed a partial packet");
-                break;
-            }
-            Err(_) => break,
-        }
-    }
-
-    let mut buf = BytesMut::from(data);
-    loop {
-        let before = buf.len();
-        match decode_v5(&mut buf, MAX_PACKET) {
-            Ok(Some(packet)) => {
-                assert!(buf.len() < before, "v5 decode consumed nothing");
-                let mut wire = BytesMut::new();
-                encode_v5(&packet, &mut wire);
-                let encoded = wire.clone();
-                let again = decode_v5(&mut wire, usize::MAX);
-                assert!(
-                    matches!(&again, Ok(Some(p)) if *p == packet),
-                    "v5 roundtrip: {packet:?} encoded as {encoded:02x?} decodes as {again:?}"
-                );
-                assert!(wire.is_empty(), "v5 re-encoding left {wire:02x?}");
-            }
-            Ok(None) => {
-                assert_eq!(buf.len(), before, "v5 decode consumed a partial packet");
-                break;
-            }
-            Err(_) => break,
         }
     }
 }
@@ -141,20 +123,17 @@ fn check_transmitted(
     client_max: Option<usize>,
     no_problem_information: bool,
 ) {
-    let v5 = conn.protocol() == Some(ProtocolVersion::V5);
+    let version = conn.protocol().unwrap_or(ProtocolVersion::V311);
+    let v5 = version.is_v5();
     let snapshot = out.clone();
     while !out.is_empty() {
         let before = out.len();
-        let decoded = if v5 {
-            decode_v5(out, usize::MAX).map(|p| {
-                if let Some(p) = &p {
-                    check_v5_limits(p, before - out.len(), client_max, no_problem_information);
-                }
-                p.is_some()
-            })
-        } else {
-            decode(out, usize::MAX).map(|p| p.is_some())
-        };
+        let decoded = decode(out, usize::MAX, version).map(|p| {
+            if let (Some(p), true) = (&p, v5) {
+                check_v5_limits(p, before - out.len(), client_max, no_problem_information);
+            }
+            p.is_some()
+        });
         match decoded {
             Ok(true) => {}
             other => panic!(
@@ -167,18 +146,18 @@ fn check_transmitted(
 
 /// The [`check_transmitted`] rules for one decoded v5 packet of `size` bytes.
 fn check_v5_limits(
-    packet: &Packet5,
+    packet: &Packet,
     size: usize,
     client_max: Option<usize>,
     no_problem_information: bool,
 ) {
     let props = match packet {
-        Packet5::ConnAck { properties, .. } => Some(properties),
-        Packet5::PubAck(r) | Packet5::PubRec(r) | Packet5::PubRel(r) | Packet5::PubComp(r) => {
-            Some(&r.properties)
+        Packet::ConnAck { properties, .. } => Some(&**properties),
+        Packet::PubAck(r) | Packet::PubRec(r) | Packet::PubRel(r) | Packet::PubComp(r) => {
+            Some(&*r.properties)
         }
-        Packet5::SubAck(r) | Packet5::UnsubAck(r) => Some(&r.properties),
-        Packet5::Disconnect(r) | Packet5::Auth(r) => Some(&r.properties),
+        Packet::SubAck(r) | Packet::UnsubAck(r) => Some(&*r.properties),
+        Packet::Disconnect(r) | Packet::Auth(r) => Some(&*r.properties),
         _ => None,
     };
     let diagnostic = props.is_some_and(|p| {
@@ -188,11 +167,11 @@ fn check_v5_limits(
     });
     if client_max.is_some_and(|max| size > max) {
         assert!(
-            !matches!(packet, Packet5::Publish(_)) && !diagnostic,
+            !matches!(packet, Packet::Publish(_)) && !diagnostic,
             "{size}-byte packet above the client's Maximum Packet Size: {packet:?}"
         );
     }
-    let always_allowed = matches!(packet, Packet5::ConnAck { .. } | Packet5::Disconnect(_));
+    let always_allowed = matches!(packet, Packet::ConnAck { .. } | Packet::Disconnect(_));
     if no_problem_information && !always_allowed {
         assert!(
             props.is_none_or(|p| p.reason_string.is_none() && p.user_properties.is_empty()),
@@ -241,36 +220,30 @@ pub fn connection_bytes(data: &[u8]) {
         let hint = chunk.last().copied().unwrap_or(0);
         while let Some(event) = conn.poll_event() {
             match event {
-                Event::Connect(_) => conn.accept(now, false, None),
-                Event::Connect5(_) => {
-                    conn.offer_response_information("ponte/response/f/".into());
-                    conn.accept_with(now, hint % 2 == 1, None, Some("assigned".into()))
-                }
-                Event::Publish(p) => conn.publish_done(p.pkid),
-                Event::Publish5(p) => match hint % 5 {
-                    0 => conn.publish_failed(p.publish.pkid, 0x80),
-                    1 => conn.publish_failed_because(
-                        p.publish.pkid,
-                        0x80,
-                        Some(format!("could not store {:?}", p.publish.topic)),
-                    ),
-                    2 => conn.publish_done_with(p.publish.pkid, reason::NO_MATCHING_SUBSCRIBERS),
-                    _ => conn.publish_done(p.publish.pkid),
-                },
-                Event::Subscribe { pkid, filters } => conn.suback(
-                    pkid,
-                    filters
-                        .iter()
-                        .map(|(_, q)| {
-                            if hint % 4 == 0 {
-                                SubscribeReturnCode::Failure
-                            } else {
-                                SubscribeReturnCode::Success(*q)
-                            }
-                        })
-                        .collect(),
+                Event::Connect(c) if c.protocol.is_v5() => conn.accept(
+                    now,
+                    Accept {
+                        session_present: hint % 2 == 1,
+                        assigned_client_id: Some("assigned".into()),
+                        response_information: Some("ponte/response/f/".into()),
+                        ..Accept::default()
+                    },
                 ),
-                Event::Subscribe5(s) => conn.suback_reasons_because(
+                Event::Connect(_) => conn.accept(now, Accept::default()),
+                Event::Publish(p) if conn.protocol() == Some(ProtocolVersion::V5) => {
+                    match hint % 5 {
+                        0 => conn.publish_done(p.pkid, 0x80, None),
+                        1 => conn.publish_done(
+                            p.pkid,
+                            0x80,
+                            Some(format!("could not store {:?}", p.topic)),
+                        ),
+                        2 => conn.publish_done(p.pkid, reason::NO_MATCHING_SUBSCRIBERS, None),
+                        _ => conn.publish_done(p.pkid, reason::SUCCESS, None),
+                    }
+                }
+                Event::Publish(p) => conn.publish_done(p.pkid, reason::SUCCESS, None),
+                Event::Subscribe(s) => conn.suback(
                     s.pkid,
                     s.filters
                         .iter()
@@ -278,9 +251,10 @@ pub fn connection_bytes(data: &[u8]) {
                         .collect(),
                     (hint % 8 == 0).then(|| format!("refused: {:?}", s.filters)),
                 ),
-                Event::Unsubscribe { pkid, filters } => conn.unsuback_reasons(
-                    pkid,
-                    vec![if hint % 2 == 0 { 0 } else { 0x11 }; filters.len()],
+                Event::Unsubscribe(u) => conn.unsuback(
+                    u.pkid,
+                    vec![if hint % 2 == 0 { 0 } else { 0x11 }; u.filters.len()],
+                    None,
                 ),
                 Event::InflightFreed => {
                     while conn.inflight_available() > 0 {
@@ -301,18 +275,18 @@ pub fn connection_bytes(data: &[u8]) {
         let qos = QoS::from_u8(hint % 3).unwrap_or(QoS::AtMostOnce);
         let properties = (hint & 0x08 != 0).then(|| {
             Arc::new(Properties {
-                content_type: Some("text/plain".into()),
                 response_topic: Some("r".into()),
                 correlation_data: Some(Bytes::from_static(b"c")),
                 user_properties: vec![("k".into(), "v".into()), ("k".into(), "w".into())],
                 ..Properties::default()
-            })
+            }) as Arc<dyn crate::PublishProperties>
         });
         let msg = Outgoing {
             topic: Arc::from(format!("t/{}", hint % 6)),
             payload: Bytes::from(vec![b'p'; usize::from(hint) * 7]),
             qos,
             retain: hint & 0x10 != 0,
+            content_type: (hint & 0x08 != 0).then(|| Arc::from("text/plain")),
             properties,
             subscription_ids: (0..u32::from(hint % 3)).map(|n| n * 1000 + 1).collect(),
             expires_at: (hint & 0x20 != 0).then(|| now + Duration::from_millis(150)),

@@ -12,12 +12,12 @@ const MAX: usize = 1 << 20;
 
 fn enc(p: &Packet) -> BytesMut {
     let mut out = BytesMut::new();
-    encode(p, &mut out);
+    encode(p, ProtocolVersion::V311, &mut out);
     out
 }
 
 fn dec(bytes: &[u8]) -> Result<Option<Packet>, DecodeError> {
-    decode(&mut BytesMut::from(bytes), MAX)
+    decode(&mut BytesMut::from(bytes), MAX, ProtocolVersion::V311)
 }
 
 fn connect() -> Connect {
@@ -29,6 +29,7 @@ fn connect() -> Connect {
         username: None,
         password: None,
         will: None,
+        properties: Default::default(),
     }
 }
 
@@ -51,6 +52,7 @@ fn publish(qos: QoS, topic: &str, pkid: u16) -> Publish {
         topic: topic.into(),
         pkid,
         payload: Bytes::from_static(b"hello"),
+        properties: Default::default(),
     }
 }
 
@@ -60,13 +62,18 @@ fn decode_needs_more_bytes_then_consumes_exactly_one_packet() {
     wire.extend_from_slice(&enc(&Packet::PingReq));
     for cut in 0..wire.len() - 2 {
         let mut partial = BytesMut::from(&wire[..cut]);
-        assert_eq!(decode(&mut partial, MAX), Ok(None));
+        assert_eq!(decode(&mut partial, MAX, ProtocolVersion::V311), Ok(None));
         assert_eq!(partial.len(), cut, "nothing consumed on Ok(None)");
     }
-    let first = decode(&mut wire, MAX).unwrap().unwrap();
+    let first = decode(&mut wire, MAX, ProtocolVersion::V311)
+        .unwrap()
+        .unwrap();
     assert_eq!(first, Packet::Publish(publish(QoS::AtLeastOnce, "a/b", 7)));
     assert_eq!(&wire[..], &[0xc0, 0]);
-    assert_eq!(decode(&mut wire, MAX), Ok(Some(Packet::PingReq)));
+    assert_eq!(
+        decode(&mut wire, MAX, ProtocolVersion::V311),
+        Ok(Some(Packet::PingReq))
+    );
     assert!(wire.is_empty());
 }
 
@@ -74,7 +81,7 @@ fn decode_needs_more_bytes_then_consumes_exactly_one_packet() {
 fn payload_is_a_zero_copy_slice() {
     let mut wire = enc(&Packet::Publish(publish(QoS::AtMostOnce, "t", 0)));
     let payload_addr = wire[wire.len() - 5..].as_ptr();
-    let Some(Packet::Publish(p)) = decode(&mut wire, MAX).unwrap() else {
+    let Some(Packet::Publish(p)) = decode(&mut wire, MAX, ProtocolVersion::V311).unwrap() else {
         panic!("not a publish")
     };
     assert_eq!(p.payload.as_ptr(), payload_addr);
@@ -93,7 +100,7 @@ fn packet_larger_than_max_is_refused_from_the_fixed_header() {
     // Header announces 200 bytes; only the header is present.
     let mut buf = BytesMut::from(&[0x30u8, 0xc8, 0x01][..]);
     assert_eq!(
-        decode(&mut buf, 100),
+        decode(&mut buf, 100, ProtocolVersion::V311),
         Err(DecodeError::PacketTooLarge {
             size: 203,
             max: 100
@@ -319,12 +326,13 @@ fn mqtt_3_1_connect_with_all_fields_and_mqisdp_decodes() {
             payload: Bytes::from_static(b"gone"),
             qos: QoS::ExactlyOnce,
             retain: true,
+            properties: Default::default(),
         }),
         ..connect()
     };
     assert_eq!(
-        dec(&enc(&Packet::Connect(c.clone()))),
-        Ok(Some(Packet::Connect(c)))
+        dec(&enc(&Packet::Connect(Box::new(c.clone())))),
+        Ok(Some(Packet::Connect(Box::new(c))))
     );
 }
 
@@ -400,6 +408,7 @@ fn connect_strategy() -> impl Strategy<Value = Connect> {
             payload,
             qos,
             retain,
+            properties: Default::default(),
         },
     ));
     let creds = proptest::option::of((text(), proptest::option::of(bin())));
@@ -425,6 +434,7 @@ fn connect_strategy() -> impl Strategy<Value = Connect> {
                     client_id,
                     clean_session,
                     keep_alive,
+                    properties: Default::default(),
                 }
             },
         )
@@ -441,44 +451,74 @@ fn publish_strategy() -> impl Strategy<Value = Publish> {
                 topic,
                 pkid: if qos0 { 0 } else { pkid },
                 payload,
+                properties: Default::default(),
             }
         },
     )
 }
 
-fn code() -> impl Strategy<Value = ConnectReturnCode> {
-    (0u8..=5).prop_map(|c| ConnectReturnCode::from_u8(c).unwrap_or(ConnectReturnCode::Accepted))
+/// The CONNACK reason codes a 3.1.1 return code (0-5) stands for.
+fn code() -> impl Strategy<Value = u8> {
+    prop_oneof![
+        Just(reason::SUCCESS),
+        Just(reason::UNSUPPORTED_PROTOCOL_VERSION),
+        Just(reason::CLIENT_IDENTIFIER_NOT_VALID),
+        Just(reason::SERVER_UNAVAILABLE),
+        Just(reason::BAD_USER_NAME_OR_PASSWORD),
+        Just(reason::NOT_AUTHORIZED),
+    ]
 }
 
-fn suback_code() -> impl Strategy<Value = SubscribeReturnCode> {
-    prop_oneof![
-        qos().prop_map(SubscribeReturnCode::Success),
-        Just(SubscribeReturnCode::Failure)
-    ]
+/// A 3.1.1 SUBACK code: a granted QoS or 0x80.
+fn suback_code() -> impl Strategy<Value = u8> {
+    prop_oneof![qos().prop_map(QoS::as_u8), Just(0x80u8)]
 }
 
 fn packet_strategy() -> impl Strategy<Value = Packet> {
     prop_oneof![
-        connect_strategy().prop_map(Packet::Connect),
+        connect_strategy().prop_map(|c| Packet::Connect(Box::new(c))),
         (any::<bool>(), code()).prop_map(|(session_present, code)| Packet::ConnAck {
             session_present,
-            code
+            reason_code: code,
+            properties: Default::default(),
         }),
         publish_strategy().prop_map(Packet::Publish),
-        pkid().prop_map(Packet::PubAck),
-        pkid().prop_map(Packet::PubRec),
-        pkid().prop_map(Packet::PubRel),
-        pkid().prop_map(Packet::PubComp),
-        (pkid(), proptest::collection::vec((text(), qos()), 1..4))
-            .prop_map(|(pkid, filters)| Packet::Subscribe { pkid, filters }),
-        (pkid(), proptest::collection::vec(suback_code(), 0..4))
-            .prop_map(|(pkid, codes)| Packet::SubAck { pkid, codes }),
-        (pkid(), proptest::collection::vec(text(), 1..4))
-            .prop_map(|(pkid, filters)| Packet::Unsubscribe { pkid, filters }),
-        pkid().prop_map(Packet::UnsubAck),
+        pkid().prop_map(|id| Packet::PubAck(PubResponse::success(id))),
+        pkid().prop_map(|id| Packet::PubRec(PubResponse::success(id))),
+        pkid().prop_map(|id| Packet::PubRel(PubResponse::success(id))),
+        pkid().prop_map(|id| Packet::PubComp(PubResponse::success(id))),
+        (pkid(), proptest::collection::vec((text(), qos()), 1..4)).prop_map(|(pkid, filters)| {
+            Packet::Subscribe(Subscribe {
+                pkid,
+                filters: filters
+                    .into_iter()
+                    .map(|(f, q)| (f, SubscriptionOptions::qos(q)))
+                    .collect(),
+                properties: Default::default(),
+            })
+        }),
+        (pkid(), proptest::collection::vec(suback_code(), 0..4)).prop_map(|(pkid, codes)| {
+            Packet::SubAck(SubResponse {
+                pkid,
+                reason_codes: codes,
+                properties: Default::default(),
+            })
+        }),
+        (pkid(), proptest::collection::vec(text(), 1..4)).prop_map(|(pkid, filters)| {
+            Packet::Unsubscribe(Unsubscribe {
+                pkid,
+                filters,
+                properties: Default::default(),
+            })
+        }),
+        pkid().prop_map(|pkid| Packet::UnsubAck(SubResponse {
+            pkid,
+            reason_codes: vec![],
+            properties: Default::default(),
+        })),
         Just(Packet::PingReq),
         Just(Packet::PingResp),
-        Just(Packet::Disconnect),
+        Just(Packet::disconnect()),
     ]
 }
 
@@ -486,7 +526,7 @@ proptest! {
     #[test]
     fn decoding_arbitrary_bytes_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..256), max in 0usize..512) {
         let mut buf = BytesMut::from(&bytes[..]);
-        while let Ok(Some(_)) = decode(&mut buf, max) {}
+        while let Ok(Some(_)) = decode(&mut buf, max, ProtocolVersion::V311) {}
     }
 
     #[test]
@@ -503,7 +543,7 @@ proptest! {
             buf.extend_from_slice(&bytes[start..cut]);
             start = cut;
             loop {
-                match decode(&mut buf, 1024) {
+                match decode(&mut buf, 1024, ProtocolVersion::V311) {
                     Ok(Some(_)) => {}
                     Ok(None) => break,
                     Err(_) => break 'outer,
@@ -516,17 +556,17 @@ proptest! {
     fn encode_then_decode_is_identity(packets in proptest::collection::vec(packet_strategy(), 1..5), split in any::<prop::sample::Index>()) {
         let mut wire = BytesMut::new();
         for p in &packets {
-            encode(p, &mut wire);
+            encode(p, ProtocolVersion::V311, &mut wire);
         }
         // Feed in two chunks to exercise partial decoding.
         let at = split.index(wire.len() + 1);
         let mut buf = BytesMut::from(&wire[..at]);
         let mut decoded = Vec::new();
-        while let Some(p) = decode(&mut buf, MAX).unwrap() {
+        while let Some(p) = decode(&mut buf, MAX, ProtocolVersion::V311).unwrap() {
             decoded.push(p);
         }
         buf.extend_from_slice(&wire[at..]);
-        while let Some(p) = decode(&mut buf, MAX).unwrap() {
+        while let Some(p) = decode(&mut buf, MAX, ProtocolVersion::V311).unwrap() {
             decoded.push(p);
         }
         prop_assert!(buf.is_empty());

@@ -11,8 +11,18 @@ use common::*;
 use ponte_mqtt::*;
 use proptest::prelude::*;
 
-fn dec(bytes: &[u8]) -> Result<Option<Packet5>, DecodeError> {
+fn dec(bytes: &[u8]) -> Result<Option<Packet>, DecodeError> {
     decode_v5(&mut BytesMut::from(bytes), 1 << 20)
+}
+
+/// Decodes in the v5 wire form.
+fn decode_v5(buf: &mut BytesMut, max: usize) -> Result<Option<Packet>, DecodeError> {
+    decode(buf, max, ProtocolVersion::V5)
+}
+
+/// Encodes in the v5 wire form.
+fn encode_v5(p: &Packet, out: &mut BytesMut) {
+    encode(p, ProtocolVersion::V5, out)
 }
 
 #[test]
@@ -64,10 +74,10 @@ fn mqtt5_3_8_3_5_retain_handling_3_rejected() {
 fn mqtt5_2_4_short_puback_means_success() {
     assert_eq!(
         dec(&[0x40, 2, 0, 9]),
-        Ok(Some(Packet5::PubAck(PubResponse {
+        Ok(Some(Packet::PubAck(PubResponse {
             pkid: 9,
             reason_code: 0,
-            properties: Properties::default()
+            properties: Default::default()
         })))
     );
 }
@@ -85,29 +95,27 @@ fn v5_connect(props: &[u8]) -> Vec<u8> {
 fn mqtt5_3_3_4_8_machine_disconnects_0x93_past_receive_maximum() {
     let (mut conn, t0) = machine(|c| c.receive_maximum = 1);
     conn.handle_bytes(t0, &v5_connect(&[]));
-    assert!(matches!(conn.poll_event(), Some(Event::Connect5(_))));
-    conn.accept(t0, false, None);
+    assert!(matches!(conn.poll_event(), Some(Event::Connect(_))));
+    conn.accept(t0, Accept::default());
     let mut out = BytesMut::new();
     conn.poll_transmit(&mut out);
     let mut wire = BytesMut::new();
     for id in 1..=2u16 {
         encode_v5(
-            &Packet5::Publish(Box::new(Publish5 {
-                publish: Publish {
-                    dup: false,
-                    qos: QoS::ExactlyOnce,
-                    retain: false,
-                    topic: "t".into(),
-                    pkid: id,
-                    payload: Bytes::new(),
-                },
-                properties: Properties::default(),
-            })),
+            &Packet::Publish(Publish {
+                dup: false,
+                qos: QoS::ExactlyOnce,
+                retain: false,
+                topic: "t".into(),
+                pkid: id,
+                payload: Bytes::new(),
+                properties: Default::default(),
+            }),
             &mut wire,
         );
     }
     conn.handle_bytes(t0 + Duration::from_millis(1), &wire);
-    assert!(matches!(conn.poll_event(), Some(Event::Publish5(_))));
+    assert!(matches!(conn.poll_event(), Some(Event::Publish(_))));
     let Some(Event::Closed { reason, .. }) = conn.poll_event() else {
         panic!("expected Closed");
     };
@@ -115,7 +123,7 @@ fn mqtt5_3_3_4_8_machine_disconnects_0x93_past_receive_maximum() {
     out.clear();
     conn.poll_transmit(&mut out);
     match decode_v5(&mut out, 1 << 20) {
-        Ok(Some(Packet5::Disconnect(d))) => assert_eq!(d.reason_code, 0x93),
+        Ok(Some(Packet::Disconnect(d))) => assert_eq!(d.reason_code, 0x93),
         other => panic!("expected DISCONNECT 0x93, got {other:?}"),
     }
 }
@@ -124,31 +132,28 @@ fn mqtt5_3_3_4_8_machine_disconnects_0x93_past_receive_maximum() {
 // Reason Strings, Request Problem / Response Information, server topic aliases
 
 /// The wire form of `p`.
-fn wire(p: &Packet5) -> Vec<u8> {
+fn wire(p: &Packet) -> Vec<u8> {
     let mut out = BytesMut::new();
     encode_v5(p, &mut out);
     out.to_vec()
 }
 
 /// A v5 CONNECT from client "c" with `props`.
-fn connect_with(props: Properties) -> Packet5 {
-    Packet5::Connect(Box::new(Connect5 {
-        connect: Connect {
-            protocol: ProtocolVersion::V5,
-            client_id: "c".into(),
-            clean_session: true,
-            keep_alive: 0,
-            username: None,
-            password: None,
-            will: None,
-        },
-        properties: props,
-        will_properties: Properties::default(),
+fn connect_with(props: Properties) -> Packet {
+    Packet::Connect(Box::new(Connect {
+        protocol: ProtocolVersion::V5,
+        client_id: "c".into(),
+        clean_session: true,
+        keep_alive: 0,
+        username: None,
+        password: None,
+        will: None,
+        properties: props.into(),
     }))
 }
 
 /// Every packet the machine has written since the last call, decoded, with its size.
-fn sent(conn: &mut Connection) -> Vec<(Packet5, usize)> {
+fn sent(conn: &mut Connection) -> Vec<(Packet, usize)> {
     let mut out = BytesMut::new();
     conn.poll_transmit(&mut out);
     let mut packets = Vec::new();
@@ -167,16 +172,17 @@ fn sent(conn: &mut Connection) -> Vec<(Packet5, usize)> {
 fn accepted(
     config: Config,
     props: Properties,
-    before_accept: impl FnOnce(&mut Connection),
+    before_accept: impl FnOnce(&mut Accept),
 ) -> (Connection, Properties) {
     let t0 = Instant::now();
     let mut conn = Connection::new(t0, config);
     conn.handle_bytes(t0, &wire(&connect_with(props)));
-    assert!(matches!(conn.poll_event(), Some(Event::Connect5(_))));
-    before_accept(&mut conn);
-    conn.accept_with(t0, false, None, None);
+    assert!(matches!(conn.poll_event(), Some(Event::Connect(_))));
+    let mut accept = Accept::default();
+    before_accept(&mut accept);
+    conn.accept(t0, accept);
     match sent(&mut conn).pop() {
-        Some((Packet5::ConnAck { properties, .. }, _)) => (conn, properties),
+        Some((Packet::ConnAck { properties, .. }, _)) => (conn, properties.into_inner()),
         other => panic!("expected CONNACK, got {other:?}"),
     }
 }
@@ -190,17 +196,15 @@ fn no_problem_information() -> Properties {
 
 /// An inbound PUBLISH to "t" at `qos` with id `pkid`, on the wire.
 fn inbound(qos: QoS, pkid: u16) -> Vec<u8> {
-    wire(&Packet5::Publish(Box::new(Publish5 {
-        publish: Publish {
-            dup: false,
-            qos,
-            retain: false,
-            topic: "t".into(),
-            pkid,
-            payload: Bytes::new(),
-        },
-        properties: Properties::default(),
-    })))
+    wire(&Packet::Publish(Publish {
+        dup: false,
+        qos,
+        retain: false,
+        topic: "t".into(),
+        pkid,
+        payload: Bytes::new(),
+        properties: Default::default(),
+    }))
 }
 
 /// The machine refused the CONNECT: its only packet is a CONNACK; its reason code and
@@ -210,7 +214,7 @@ fn refusal(conn: &mut Connection) -> (u8, Properties) {
     match (packets.pop(), packets.is_empty()) {
         (
             Some((
-                Packet5::ConnAck {
+                Packet::ConnAck {
                     reason_code,
                     properties,
                     ..
@@ -218,16 +222,16 @@ fn refusal(conn: &mut Connection) -> (u8, Properties) {
                 _,
             )),
             true,
-        ) => (reason_code, properties),
+        ) => (reason_code, properties.into_inner()),
         other => panic!("expected one refusing CONNACK: {other:?} {packets:?}"),
     }
 }
 
 fn pubrel(pkid: u16) -> Vec<u8> {
-    wire(&Packet5::PubRel(PubResponse {
+    wire(&Packet::PubRel(PubResponse {
         pkid,
         reason_code: 0,
-        properties: Properties::default(),
+        properties: Default::default(),
     }))
 }
 
@@ -238,17 +242,20 @@ fn mqtt5_2_4_every_error_reason_code_sent_carries_a_reason_string() {
     // PUBCOMP 0x92: a PUBREL for an exchange that does not exist.
     conn.handle_bytes(t, &pubrel(7));
     // SUBACK with one refusal, no text from the broker: the code's name is used.
-    conn.suback_reasons(1, vec![0x01, 0x8F]);
+    conn.suback(1, vec![0x01, 0x8F], None);
     // UNSUBACK with the broker's own explanation.
-    conn.unsuback_reasons_because(2, vec![0x8F], Some("filter \"a/#/b\": bad".into()));
+    conn.unsuback(2, vec![0x8F], Some("filter \"a/#/b\": bad".into()));
     // A successful UNSUBACK says nothing.
-    conn.unsuback_reasons(3, vec![0x00]);
-    conn.close(CloseReason::Server(0x97));
-    let packets: Vec<Packet5> = sent(&mut conn).into_iter().map(|(p, _)| p).collect();
-    let text = |p: &Packet5| match p {
-        Packet5::PubComp(r) | Packet5::PubAck(r) => r.properties.reason_string.clone(),
-        Packet5::SubAck(r) | Packet5::UnsubAck(r) => r.properties.reason_string.clone(),
-        Packet5::Disconnect(r) => r.properties.reason_string.clone(),
+    conn.unsuback(3, vec![0x00], None);
+    conn.close(CloseReason::Server {
+        reason_code: 0x97,
+        reason_string: None,
+    });
+    let packets: Vec<Packet> = sent(&mut conn).into_iter().map(|(p, _)| p).collect();
+    let text = |p: &Packet| match p {
+        Packet::PubComp(r) | Packet::PubAck(r) => r.properties.reason_string.clone(),
+        Packet::SubAck(r) | Packet::UnsubAck(r) => r.properties.reason_string.clone(),
+        Packet::Disconnect(r) => r.properties.reason_string.clone(),
         other => panic!("unexpected {other:?}"),
     };
     assert_eq!(packets.len(), 5, "{packets:?}");
@@ -274,12 +281,12 @@ fn mqtt5_3_4_2_1_puback_0x80_carries_the_brokers_reason_and_0x10_is_a_success() 
     ] {
         conn.handle_bytes(t, &inbound(qos, id));
     }
-    conn.publish_failed_because(1, 0x80, Some("disk full".into()));
-    conn.publish_done_with(2, reason::NO_MATCHING_SUBSCRIBERS);
-    conn.publish_done_with(3, reason::NO_MATCHING_SUBSCRIBERS);
-    let packets: Vec<Packet5> = sent(&mut conn).into_iter().map(|(p, _)| p).collect();
+    conn.publish_done(1, 0x80, Some("disk full".into()));
+    conn.publish_done(2, reason::NO_MATCHING_SUBSCRIBERS, None);
+    conn.publish_done(3, reason::NO_MATCHING_SUBSCRIBERS, None);
+    let packets: Vec<Packet> = sent(&mut conn).into_iter().map(|(p, _)| p).collect();
     match &packets[..] {
-        [Packet5::PubAck(a), Packet5::PubAck(b), Packet5::PubRec(c)] => {
+        [Packet::PubAck(a), Packet::PubAck(b), Packet::PubRec(c)] => {
             assert_eq!(a.reason_code, 0x80);
             assert_eq!(a.properties.reason_string.as_deref(), Some("disk full"));
             assert_eq!(b.reason_code, 0x10);
@@ -291,7 +298,7 @@ fn mqtt5_3_4_2_1_puback_0x80_carries_the_brokers_reason_and_0x10_is_a_success() 
     // 0x10 is a success: the QoS 2 exchange goes on to PUBCOMP 0x00.
     conn.handle_bytes(t, &pubrel(3));
     match &sent(&mut conn)[..] {
-        [(Packet5::PubComp(r), _)] => assert_eq!(r.reason_code, 0),
+        [(Packet::PubComp(r), _)] => assert_eq!(r.reason_code, 0),
         other => panic!("expected PUBCOMP 0x00: {other:?}"),
     }
 }
@@ -301,12 +308,15 @@ fn mqtt5_3_1_2_29_request_problem_information_0_only_publish_connack_disconnect_
     let (mut conn, _) = accepted(Config::default(), no_problem_information(), |_| {});
     let t = Instant::now();
     conn.handle_bytes(t, &pubrel(7));
-    conn.suback_reasons_because(1, vec![0x8F], Some("filter \"#/a\": bad".into()));
-    conn.unsuback_reasons(2, vec![0x8F]);
-    conn.close(CloseReason::Server(0x97));
-    let packets: Vec<Packet5> = sent(&mut conn).into_iter().map(|(p, _)| p).collect();
+    conn.suback(1, vec![0x8F], Some("filter \"#/a\": bad".into()));
+    conn.unsuback(2, vec![0x8F], None);
+    conn.close(CloseReason::Server {
+        reason_code: 0x97,
+        reason_string: None,
+    });
+    let packets: Vec<Packet> = sent(&mut conn).into_iter().map(|(p, _)| p).collect();
     match &packets[..] {
-        [Packet5::PubComp(c), Packet5::SubAck(s), Packet5::UnsubAck(u), Packet5::Disconnect(d)] => {
+        [Packet::PubComp(c), Packet::SubAck(s), Packet::UnsubAck(u), Packet::Disconnect(d)] => {
             assert_eq!(c.reason_code, 0x92, "the reason code itself is still sent");
             assert!(c.properties.is_empty(), "PUBCOMP: {c:?}");
             assert_eq!(s.reason_codes, [0x8F]);
@@ -327,8 +337,8 @@ fn mqtt5_3_1_2_29_request_problem_information_0_connack_refusal_still_explains()
     let t0 = Instant::now();
     let mut conn = Connection::new(t0, Config::default());
     conn.handle_bytes(t0, &wire(&connect_with(no_problem_information())));
-    assert!(matches!(conn.poll_event(), Some(Event::Connect5(_))));
-    conn.reject_v5_because(0x87, "client \"c\" may not connect");
+    assert!(matches!(conn.poll_event(), Some(Event::Connect(_))));
+    conn.reject(0x87, Some("client \"c\" may not connect".into()));
     let (reason_code, properties) = refusal(&mut conn);
     assert_eq!(reason_code, 0x87);
     let why = properties.reason_string;
@@ -352,12 +362,12 @@ fn mqtt5_3_1_2_24_reason_string_dropped_rather_than_exceed_maximum_packet_size()
     let small = props(|p| p.maximum_packet_size = Some(24));
     let (mut conn, _) = accepted(Config::default(), small, |_| {});
     let long = "x".repeat(100);
-    conn.suback_reasons_because(1, vec![0x8F, 0x97], Some(long.clone()));
-    conn.unsuback_reasons_because(2, vec![0x8F], Some("short".into()));
-    conn.publish_failed_because(9, 0x80, Some(long.clone())); // unknown id: nothing sent
-    conn.close(CloseReason::ServerWithReason {
+    conn.suback(1, vec![0x8F, 0x97], Some(long.clone()));
+    conn.unsuback(2, vec![0x8F], Some("short".into()));
+    conn.publish_done(9, 0x80, Some(long.clone())); // unknown id: nothing sent
+    conn.close(CloseReason::Server {
         reason_code: 0x82,
-        reason_string: long,
+        reason_string: Some(long),
     });
     let packets = sent(&mut conn);
     assert_eq!(packets.len(), 3, "{packets:?}");
@@ -365,7 +375,7 @@ fn mqtt5_3_1_2_24_reason_string_dropped_rather_than_exceed_maximum_packet_size()
         assert!(*size <= 24, "{size} bytes > Maximum Packet Size 24: {p:?}");
     }
     match &packets[..] {
-        [(Packet5::SubAck(s), _), (Packet5::UnsubAck(u), _), (Packet5::Disconnect(d), _)] => {
+        [(Packet::SubAck(s), _), (Packet::UnsubAck(u), _), (Packet::Disconnect(d), _)] => {
             assert_eq!(
                 s.reason_codes,
                 [0x8F, 0x97],
@@ -386,7 +396,7 @@ fn mqtt5_3_1_2_24_reason_string_dropped_rather_than_exceed_maximum_packet_size()
 
 #[test]
 fn mqtt5_3_1_2_28_response_information_only_when_requested() {
-    let offer = |c: &mut Connection| c.offer_response_information("ponte/response/c/".into());
+    let offer = |a: &mut Accept| a.response_information = Some("ponte/response/c/".into());
     let (_, plain) = accepted(Config::default(), Properties::default(), offer);
     assert_eq!(plain.response_information, None, "not requested: not sent");
     let asked = props(|p| p.request_response_information = Some(1));
@@ -409,12 +419,12 @@ fn mqtt5_3_2_2_3_15_response_information_dropped_rather_than_exceed_maximum_pack
         ..Properties::default()
     };
     let long = format!("ponte/response/{}/", "x".repeat(60));
-    let (_, p) = accepted(Config::default(), asked_small.clone(), |c| {
-        c.offer_response_information(long)
+    let (_, p) = accepted(Config::default(), asked_small.clone(), |a| {
+        a.response_information = Some(long)
     });
     assert_eq!(p.response_information, None, "MQTT-3.1.2-24");
-    let (_, p) = accepted(Config::default(), asked_small, |c| {
-        c.offer_response_information("r/".into())
+    let (_, p) = accepted(Config::default(), asked_small, |a| {
+        a.response_information = Some("r/".into())
     });
     assert_eq!(p.response_information.as_deref(), Some("r/"), "it fits");
 }
@@ -425,6 +435,7 @@ fn outgoing(topic: &str) -> Outgoing {
         payload: Bytes::from_static(b"p"),
         qos: QoS::AtMostOnce,
         retain: false,
+        content_type: None,
         properties: None,
         subscription_ids: Vec::new(),
         expires_at: None,
@@ -453,7 +464,7 @@ fn mqtt5_3_3_2_3_4_server_reuses_the_least_recently_used_topic_alias() {
     for (i, (topic, alias, full)) in plan.into_iter().enumerate() {
         conn.send_publish(t, outgoing(topic))
             .expect("QoS 0 is sent");
-        let [(Packet5::Publish(p), _)] = &sent(&mut conn)[..] else {
+        let [(Packet::Publish(p), _)] = &sent(&mut conn)[..] else {
             panic!("step {i}: expected one PUBLISH");
         };
         let got = p.properties.topic_alias.expect("every publish is aliased");
@@ -462,9 +473,9 @@ fn mqtt5_3_3_2_3_4_server_reuses_the_least_recently_used_topic_alias() {
             "MQTT-3.1.2-26: alias {got} above the client's maximum"
         );
         assert_eq!(got, alias, "step {i} ({topic})");
-        assert_eq!(!p.publish.topic.is_empty(), full, "step {i} ({topic})");
-        if !p.publish.topic.is_empty() {
-            table.insert(got, p.publish.topic.clone());
+        assert_eq!(!p.topic.is_empty(), full, "step {i} ({topic})");
+        if !p.topic.is_empty() {
+            table.insert(got, p.topic.clone());
         }
         assert_eq!(
             table[&got], topic,
@@ -481,11 +492,11 @@ fn mqtt5_3_1_2_27_no_topic_alias_when_the_client_announced_none() {
         conn.send_publish(t, outgoing("same")).expect("sent");
     }
     for (p, _) in sent(&mut conn) {
-        let Packet5::Publish(p) = p else {
+        let Packet::Publish(p) = p else {
             panic!("{p:?}")
         };
         assert_eq!(p.properties.topic_alias, None);
-        assert_eq!(p.publish.topic, "same");
+        assert_eq!(p.topic, "same");
     }
 }
 
@@ -494,7 +505,7 @@ fn mqtt5_3_1_2_25_resumed_message_too_large_is_discarded_as_if_delivered() {
     let (mut conn, t0) = machine(|c| c.max_inflight = 1);
     let small = props(|p| p.maximum_packet_size = Some(64));
     conn.handle_bytes(t0, &wire(&connect_with(small)));
-    assert!(matches!(conn.poll_event(), Some(Event::Connect5(_))));
+    assert!(matches!(conn.poll_event(), Some(Event::Connect(_))));
     let big = Outgoing {
         payload: Bytes::from(vec![b'x'; 200]),
         qos: QoS::AtLeastOnce,
@@ -508,7 +519,14 @@ fn mqtt5_3_1_2_25_resumed_message_too_large_is_discarded_as_if_delivered() {
         inbound_qos2: Vec::new(),
         next_pkid: 6,
     };
-    conn.accept_with(t0, true, Some(resume), None);
+    conn.accept(
+        t0,
+        Accept {
+            session_present: true,
+            resume: Some(resume),
+            ..Accept::default()
+        },
+    );
     assert!(matches!(conn.poll_event(), Some(Event::InflightFreed)));
     assert_eq!(
         conn.outgoing_pkids().len(),
@@ -525,176 +543,22 @@ fn mqtt5_3_1_2_25_resumed_message_too_large_is_discarded_as_if_delivered() {
     assert!(
         packets
             .iter()
-            .all(|(p, _)| !matches!(p, Packet5::Publish(_))),
+            .all(|(p, _)| !matches!(p, Packet::Publish(_))),
         "{packets:?}"
     );
 }
 
-fn text() -> impl Strategy<Value = String> {
-    "[a-z/]{0,8}"
-}
-
-fn topic() -> impl Strategy<Value = String> {
-    "[a-z]{1,6}(/[a-z]{1,6}){0,2}"
-}
-
-fn props_strategy() -> impl Strategy<Value = Properties> {
-    (
-        proptest::option::of(0u8..=1),
-        proptest::option::of(any::<u32>()),
-        proptest::option::of(text()),
-        proptest::option::of(topic()),
-        proptest::option::of(proptest::collection::vec(any::<u8>(), 0..8)),
-        proptest::collection::vec((text(), text()), 0..3),
-        proptest::option::of(1u16..),
-    )
-        .prop_map(|(pfi, exp, ct, rt, cd, up, alias)| Properties {
-            payload_format_indicator: pfi,
-            message_expiry_interval: exp,
-            content_type: ct,
-            response_topic: rt,
-            correlation_data: cd.map(Bytes::from),
-            user_properties: up,
-            topic_alias: alias,
-            ..Properties::default()
-        })
-}
-
-fn packet5() -> impl Strategy<Value = Packet5> {
-    let publish = (
-        qos(),
-        any::<bool>(),
-        topic(),
-        1u16..,
-        props_strategy(),
-        any::<Vec<u8>>(),
-    )
-        .prop_map(|(qos, retain, topic, pkid, properties, payload)| {
-            let q0 = qos == QoS::AtMostOnce;
-            Packet5::Publish(Box::new(Publish5 {
-                publish: Publish {
-                    dup: false,
-                    qos,
-                    retain,
-                    topic,
-                    pkid: if q0 { 0 } else { pkid },
-                    payload: Bytes::from(payload),
-                },
-                properties,
-            }))
-        });
-    let ack = (
-        1u16..,
-        prop_oneof![Just(0u8), Just(0x10), Just(0x80), Just(0x97)],
-        proptest::option::of(text()),
-    )
-        .prop_map(|(pkid, reason_code, rs)| {
-            Packet5::PubAck(PubResponse {
-                pkid,
-                reason_code,
-                properties: Properties {
-                    reason_string: rs,
-                    ..Properties::default()
-                },
-            })
-        });
-    let subscribe = (
-        1u16..,
-        proptest::collection::vec((topic(), qos(), any::<bool>(), any::<bool>(), 0u8..3), 1..4),
-        proptest::option::of(1u32..268_435_455),
-    )
-        .prop_map(|(pkid, fs, id)| {
-            Packet5::Subscribe(Subscribe5 {
-                pkid,
-                filters: fs
-                    .into_iter()
-                    .map(|(f, qos, no_local, retain_as_published, retain_handling)| {
-                        (
-                            f,
-                            SubscriptionOptions {
-                                qos,
-                                no_local,
-                                retain_as_published,
-                                retain_handling,
-                            },
-                        )
-                    })
-                    .collect(),
-                properties: Properties {
-                    subscription_identifiers: id.into_iter().collect(),
-                    ..Properties::default()
-                },
-            })
-        });
-    let connack = (
-        any::<bool>(),
-        proptest::option::of(1u16..),
-        proptest::option::of(text()),
-    )
-        .prop_map(|(sp, rm, id)| Packet5::ConnAck {
-            session_present: sp,
-            reason_code: 0,
-            properties: Properties {
-                receive_maximum: rm,
-                assigned_client_identifier: id,
-                retain_available: Some(1),
-                ..Properties::default()
-            },
-        });
-    let disconnect = (
-        prop_oneof![Just(0u8), Just(4), Just(0x8E)],
-        proptest::option::of(any::<u32>()),
-    )
-        .prop_map(|(reason_code, se)| {
-            Packet5::Disconnect(ReasonPacket {
-                reason_code,
-                properties: Properties {
-                    session_expiry_interval: se,
-                    ..Properties::default()
-                },
-            })
-        });
-    prop_oneof![
-        publish,
-        ack,
-        subscribe,
-        connack,
-        disconnect,
-        Just(Packet5::PingReq)
-    ]
-}
-
 proptest! {
-    #[test]
-    fn mqtt5_decoding_arbitrary_bytes_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
-        let mut buf = BytesMut::from(&bytes[..]);
-        for _ in 0..8 {
-            match decode_v5(&mut buf, 1 << 16) {
-                Ok(Some(_)) => {}
-                _ => break,
-            }
-        }
-    }
-
     #[test]
     fn mqtt5_machine_survives_arbitrary_bytes_after_a_v5_connect(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
         let t0 = Instant::now();
         let mut conn = Connection::new(t0, Config::default());
         conn.handle_bytes(t0, &v5_connect(&[]));
-        if let Some(Event::Connect5(_)) = conn.poll_event() {
-            conn.accept(t0, false, None);
+        if let Some(Event::Connect(_)) = conn.poll_event() {
+            conn.accept(t0, Accept::default());
         }
         conn.handle_bytes(t0, &bytes);
         while conn.poll_event().is_some() {}
-    }
-
-    #[test]
-    fn mqtt5_encode_then_decode_is_identity(p in packet5()) {
-        let mut buf = BytesMut::new();
-        encode_v5(&p, &mut buf);
-        let decoded = decode_v5(&mut buf, 1 << 24);
-        prop_assert_eq!(decoded, Ok(Some(p)));
-        prop_assert!(buf.is_empty());
     }
 }
 
@@ -710,11 +574,11 @@ fn mqtt5_3_2_2_19_3_4_2_2_3_5_2_2_3_7_2_2_reason_strings_dropped_beyond_maximum_
     let t0 = Instant::now();
     let mut conn = Connection::new(t0, Config::default());
     conn.handle_bytes(t0, &wire(&connect_with(small.clone())));
-    assert!(matches!(conn.poll_event(), Some(Event::Connect5(_))));
-    conn.reject_v5_because(0x87, long.clone());
+    assert!(matches!(conn.poll_event(), Some(Event::Connect(_))));
+    conn.reject(0x87, Some(long.clone()));
     match &sent(&mut conn)[..] {
         [(
-            Packet5::ConnAck {
+            Packet::ConnAck {
                 reason_code,
                 properties,
                 ..
@@ -734,15 +598,15 @@ fn mqtt5_3_2_2_19_3_4_2_2_3_5_2_2_3_7_2_2_reason_strings_dropped_beyond_maximum_
     for (id, qos) in [(1u16, QoS::AtLeastOnce), (2, QoS::ExactlyOnce)] {
         conn.handle_bytes(t, &inbound(qos, id));
     }
-    conn.publish_failed_because(1, 0x87, Some(long.clone()));
-    conn.publish_failed_because(2, 0x87, Some(long));
+    conn.publish_done(1, 0x87, Some(long.clone()));
+    conn.publish_done(2, 0x87, Some(long));
     conn.handle_bytes(t, &pubrel(77)); // unknown id: PUBCOMP 0x92 with the default text
     let packets = sent(&mut conn);
     for (p, size) in &packets {
         assert!(*size <= 24, "{size} bytes > Maximum Packet Size 24: {p:?}");
     }
     match &packets[..] {
-        [(Packet5::PubAck(a), _), (Packet5::PubRec(r), _), (Packet5::PubComp(c), _)] => {
+        [(Packet::PubAck(a), _), (Packet::PubRec(r), _), (Packet::PubComp(c), _)] => {
             assert_eq!(
                 (a.reason_code, r.reason_code, c.reason_code),
                 (0x87, 0x87, 0x92)

@@ -12,9 +12,10 @@
 //! [expiry ms u64] | [properties] | payload`, where `flags` holds the QoS (bits 0-1), RETAIN
 //! (0x04) and which optional parts follow: topic (0x08, only for hashed long topics),
 //! content type (0x10), expiry (0x20, wall-clock ms since the epoch), properties (0x40:
-//! a mask u8 — 1 Payload Format Indicator u8, 2 Content Type, 4 Response Topic,
-//! 8 Correlation Data, each u32-length-prefixed — then u32 count of User Properties, each
-//! name and value u32-length-prefixed). The payload is the rest and is never copied on
+//! a mask u8 — 1 Payload Format Indicator u8 (0 bytes, 1 UTF-8), 4 Response Topic,
+//! 8 Correlation Data, each u32-length-prefixed; 2 is unused, the content type being the
+//! envelope's own part — then u32 count of User Properties, each name and value
+//! u32-length-prefixed). The payload is the rest and is never copied on
 //! decode (a slice of the received buffer).
 
 use std::sync::Arc;
@@ -22,7 +23,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::model::QoS;
+use crate::model::{PayloadFormat, Properties, QoS};
 
 /// The envelope's version byte.
 const VERSION: u8 = 1;
@@ -32,9 +33,10 @@ const F_CONTENT_TYPE: u8 = 0x10;
 const F_EXPIRY: u8 = 0x20;
 const F_PROPERTIES: u8 = 0x40;
 const P_FORMAT: u8 = 1;
-const P_CONTENT_TYPE: u8 = 2;
 const P_RESPONSE_TOPIC: u8 = 4;
 const P_CORRELATION: u8 = 8;
+/// Every property bit this version writes; a mask with another bit set is refused.
+const P_KNOWN: u8 = P_FORMAT | P_RESPONSE_TOPIC | P_CORRELATION;
 
 /// What a message carries besides its topic (the subject says that, except for long topics).
 #[derive(Debug, Clone, PartialEq)]
@@ -50,8 +52,8 @@ pub struct Envelope {
     /// MQTT 5 Message Expiry as a wall-clock deadline (nodes' clocks are assumed to agree
     /// to well under a second; the interval is in whole seconds anyway).
     pub expires_at: Option<SystemTime>,
-    /// MQTT 5 application properties.
-    pub properties: Option<Arc<ponte_mqtt::Properties>>,
+    /// The message's application properties (MQTT 5's), as published.
+    pub properties: Option<Arc<Properties>>,
     /// When the write was accepted (a retained value's Last-Modified on every node).
     pub updated: SystemTime,
     /// The payload.
@@ -123,11 +125,8 @@ impl Envelope {
         if let Some(p) = &self.properties {
             flags |= F_PROPERTIES;
             let mut mask = 0;
-            if p.payload_format_indicator.is_some() {
+            if p.payload_format.is_some() {
                 mask |= P_FORMAT;
-            }
-            if p.content_type.is_some() {
-                mask |= P_CONTENT_TYPE;
             }
             if p.response_topic.is_some() {
                 mask |= P_RESPONSE_TOPIC;
@@ -136,11 +135,11 @@ impl Envelope {
                 mask |= P_CORRELATION;
             }
             out.put_u8(mask);
-            if let Some(f) = p.payload_format_indicator {
-                out.put_u8(f);
-            }
-            if let Some(c) = &p.content_type {
-                put_bytes(&mut out, c.as_bytes());
+            if let Some(f) = p.payload_format {
+                out.put_u8(match f {
+                    PayloadFormat::Bytes => 0,
+                    PayloadFormat::Utf8 => 1,
+                });
             }
             if let Some(t) = &p.response_topic {
                 put_bytes(&mut out, t.as_bytes());
@@ -148,8 +147,8 @@ impl Envelope {
             if let Some(d) = &p.correlation_data {
                 put_bytes(&mut out, d);
             }
-            out.put_u32(p.user_properties.len() as u32);
-            for (k, v) in &p.user_properties {
+            out.put_u32(p.user.len() as u32);
+            for (k, v) in &p.user {
                 put_bytes(&mut out, k.as_bytes());
                 put_bytes(&mut out, v.as_bytes());
             }
@@ -185,12 +184,16 @@ impl Envelope {
         };
         let properties = if flags & F_PROPERTIES != 0 {
             let mask = r.u8()?;
-            let mut p = ponte_mqtt::Properties::default();
-            if mask & P_FORMAT != 0 {
-                p.payload_format_indicator = Some(r.u8()?);
+            if mask & !P_KNOWN != 0 {
+                return Err(EnvelopeError("unknown property"));
             }
-            if mask & P_CONTENT_TYPE != 0 {
-                p.content_type = Some(r.string()?);
+            let mut p = Properties::default();
+            if mask & P_FORMAT != 0 {
+                p.payload_format = Some(match r.u8()? {
+                    0 => PayloadFormat::Bytes,
+                    1 => PayloadFormat::Utf8,
+                    _ => return Err(EnvelopeError("payload format indicator not 0 or 1")),
+                });
             }
             if mask & P_RESPONSE_TOPIC != 0 {
                 p.response_topic = Some(r.string()?);
@@ -202,7 +205,7 @@ impl Envelope {
             for _ in 0..n {
                 let k = r.string()?;
                 let v = r.string()?;
-                p.user_properties.push((k, v));
+                p.user.push((k, v));
             }
             Some(Arc::new(p))
         } else {
@@ -281,13 +284,11 @@ mod tests {
             topic: Some("x/".repeat(3000)),
             content_type: Some(Arc::from("application/json; charset=\"ü\"\r\n")),
             expires_at: Some(at_ms(1_700_000_000_123)),
-            properties: Some(Arc::new(ponte_mqtt::Properties {
-                payload_format_indicator: Some(1),
-                content_type: Some("text/plain".into()),
+            properties: Some(Arc::new(Properties {
+                payload_format: Some(PayloadFormat::Utf8),
                 response_topic: Some("r/1".into()),
                 correlation_data: Some(Bytes::from_static(&[0, 1, 2, 255])),
-                user_properties: vec![("b".into(), "2".into()), ("a".into(), "\n".into())],
-                ..Default::default()
+                user: vec![("b".into(), "2".into()), ("a".into(), "\n".into())],
             })),
             updated: at_ms(1_700_000_000_000),
             payload: Bytes::from_static(b"\x00payload\xff"),

@@ -30,6 +30,7 @@ use super::mapping::{self, Decoded};
 use super::{Inner, NODE_HEADER, REVISION_HEADER};
 use crate::backbone::{Committed, Write};
 use crate::broker::retained::{Precondition, WriteOutcome};
+use crate::durable::Seq;
 use crate::model::{Message, Origin, RetainedValue, TopicName};
 use crate::store::StoreError;
 
@@ -242,7 +243,7 @@ impl Lane {
             if confirmed {
                 let _ = job.reply.send(Ok(Committed {
                     retained: Some(WriteOutcome::PreconditionFailed(seen)),
-                    sequence: 0,
+                    sequence: None,
                 }));
                 return true;
             }
@@ -466,7 +467,7 @@ impl Lane {
                 let _ = reply.send(match tokio::time::timeout_at(until, ack).await {
                     Ok(Ok(a)) => Ok(Committed {
                         retained,
-                        sequence: a.sequence,
+                        sequence: Seq::new(a.sequence),
                     }),
                     Ok(Err(e)) => Err(unavailable(e)),
                     Err(_) => Err(unavailable(
@@ -594,7 +595,7 @@ async fn hear_once(inner: &Arc<Inner>) -> Result<(), String> {
                 if let (Some(rev), true) = (rev, message.retain) {
                     mirror_logged(&broker, &message, rev, updated);
                 }
-                broker.deliver_remote(Arc::new(message), seq);
+                broker.deliver_remote(Arc::new(message), Seq::new(seq));
             }
             Err(e) => {
                 tracing::warn!(seq, subject = %m.subject, error = %e, "log message not understood; skipped")

@@ -30,8 +30,8 @@ use tokio::sync::{mpsc, watch};
 
 use super::{Backbone, ClusterConfig, Write};
 use crate::broker::mailbox::Mailbox;
-use crate::broker::trie::SubOptions;
 use crate::broker::Broker;
+use crate::model::SubOptions;
 use crate::model::TopicFilter;
 
 pub use connection::ClusterError;

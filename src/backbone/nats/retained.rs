@@ -23,7 +23,7 @@ use crate::model::{RetainedValue, TopicName};
 
 /// What a KV entry holds: the value (`None` for a delete marker) and its MQTT 5 parts.
 pub(crate) type EntryMeta = (
-    Option<Arc<ponte_mqtt::Properties>>,
+    Option<Arc<crate::model::Properties>>,
     Option<std::time::SystemTime>,
 );
 

@@ -25,7 +25,8 @@ use tokio::task::JoinHandle;
 
 use super::{log, mapping, Inner};
 use crate::broker::mailbox::Mailbox;
-use crate::broker::trie::SubOptions;
+use crate::durable::Seq;
+use crate::model::SubOptions;
 use crate::model::TopicFilter;
 
 /// A group's consumer is deleted by NATS after this long without a node pulling from it.
@@ -214,7 +215,7 @@ async fn consume_once(
         .map_err(|e| format!("consumer {name}: {e}"))?;
     while let Some(m) = messages.next().await {
         let m = m.map_err(|e| e.to_string())?;
-        let seq = m.info().map(|i| i.stream_sequence).unwrap_or(0);
+        let seq = m.info().ok().and_then(|i| Seq::new(i.stream_sequence));
         let message = match log::decode_message(inner, m.subject.as_str(), &m.payload) {
             Ok((message, _)) => message,
             Err(e) => {

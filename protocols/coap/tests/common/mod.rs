@@ -1,6 +1,6 @@
 //! Shared helpers for the RFC conformance tests: a packet builder on top of
 //! coap-lite, a fixed peer and clock, and drains for transmissions/events.
-#![allow(dead_code)]
+#![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
 
 mod tcp_frame;
 #[allow(unused_imports)]

@@ -1,7 +1,7 @@
 //! Shared helpers of the sans-IO tests (`codec`, `connection`, `v5`): a state machine on a
 //! fake clock and the proptest strategies more than one file draws from.
 
-#![allow(dead_code)]
+#![allow(dead_code, unreachable_pub)]
 
 use std::time::Instant;
 
@@ -9,7 +9,7 @@ use ponte_mqtt::{Config, Connection, Properties, QoS};
 use proptest::prelude::*;
 
 /// A connection whose configuration is the default adjusted by `f`, and its start instant.
-pub fn machine(f: impl FnOnce(&mut Config)) -> (Connection, Instant) {
+pub(crate) fn machine(f: impl FnOnce(&mut Config)) -> (Connection, Instant) {
     let t0 = Instant::now();
     let mut config = Config::default();
     f(&mut config);
@@ -17,7 +17,7 @@ pub fn machine(f: impl FnOnce(&mut Config)) -> (Connection, Instant) {
 }
 
 /// Any QoS.
-pub fn qos() -> impl Strategy<Value = QoS> {
+pub(crate) fn qos() -> impl Strategy<Value = QoS> {
     prop_oneof![
         Just(QoS::AtMostOnce),
         Just(QoS::AtLeastOnce),
@@ -26,12 +26,12 @@ pub fn qos() -> impl Strategy<Value = QoS> {
 }
 
 /// Set the one-byte Remaining Length of a hand-built packet to what follows it.
-pub fn fix_length(packet: &mut [u8]) {
+pub(crate) fn fix_length(packet: &mut [u8]) {
     packet[1] = (packet.len() - 2) as u8;
 }
 
 /// Properties: the defaults with `f` applied.
-pub fn props(f: impl FnOnce(&mut Properties)) -> Properties {
+pub(crate) fn props(f: impl FnOnce(&mut Properties)) -> Properties {
     let mut p = Properties::default();
     f(&mut p);
     p

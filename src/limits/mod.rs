@@ -5,6 +5,10 @@
 //! 429/503, CoAP 5.03 with Max-Age, MQTT CONNACK 0x9F / v5 PUBACK 0x97 / DISCONNECT 0x96, a
 //! closed socket where the protocol has nothing better). The bookkeeping here is
 //! protocol-free, and time is passed in, so it is tested with a fake clock.
+//!
+//! `deadline.rs` enforces one of them, [`TransferDeadline`], on HTTP request bodies.
+
+pub mod deadline;
 
 use std::collections::HashMap;
 use std::net::IpAddr;

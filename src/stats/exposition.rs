@@ -10,11 +10,11 @@ use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use super::histogram::HistogramSnapshot;
-use super::{Metrics, Protocol, Transport, HTTP_METHODS};
 use crate::broker::Broker;
 use crate::coap::DtlsStats;
 use crate::limits::Limits;
+use crate::metrics::histogram::HistogramSnapshot;
+use crate::metrics::{Metrics, Protocol, Transport, HTTP_CODES, HTTP_METHODS};
 use crate::mqtt::Clients;
 
 /// The media type of the text exposition format.
@@ -165,8 +165,8 @@ impl Sources {
             self.mqtt.as_ref().map_or((0, 0), Clients::sessions);
         let mut http_requests = Vec::new();
         for (i, method) in HTTP_METHODS.iter().enumerate() {
-            for code in 0..super::HTTP_CODES {
-                let n = load(&m.http_requests[i * super::HTTP_CODES + code]);
+            for code in 0..HTTP_CODES {
+                let n = load(&m.http_requests[i * HTTP_CODES + code]);
                 if n > 0 {
                     http_requests.push((*method, (code + 100) as u16, n));
                 }

@@ -18,7 +18,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use hyper::body::{Body, Frame, SizeHint};
 
-use crate::limits::TransferDeadline;
+use super::TransferDeadline;
 
 /// The body was not complete by its deadline.
 #[derive(Debug, Clone, thiserror::Error)]

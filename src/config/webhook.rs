@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::bridge::config::{Filter, Name};
+use super::bridge::{Filter, Name};
 use crate::model::TopicFilter;
 
 /// One `[[webhook]]`: POST every matching write to `url`.

@@ -12,20 +12,19 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use super::Mqtt;
+use super::{Snapshot, Sources};
 use crate::broker::retained::Precondition;
-use crate::metrics::exposition::{Snapshot, Sources};
+use crate::broker::Broker;
 use crate::model::{Message, Origin, QoS, TopicName};
+use crate::shutdown::Shutdown;
 
 /// Run the `$SYS` publisher until shutdown. Every value is read from the same
-/// [`Snapshot`](crate::metrics::exposition::Snapshot) as `GET /metrics` (one source of
-/// truth; README lists which metric each topic is).
-pub(crate) async fn run(mqtt: Mqtt, sources: Sources) {
-    let secs = mqtt.shared.config.mqtt.sys_interval_secs;
+/// [`Snapshot`] as `GET /metrics` (one source of truth; README lists which metric each
+/// topic is), every `secs` seconds (`[mqtt] sys_interval_secs`; 0: never).
+pub(crate) async fn run(broker: Arc<Broker>, secs: u64, sources: Sources, mut shutdown: Shutdown) {
     if secs == 0 {
         return;
     }
-    let mut shutdown = mqtt.shutdown.clone();
     let mut last: HashMap<&'static str, String> = HashMap::new();
     let mut tick = tokio::time::interval(Duration::from_secs(secs));
     loop {
@@ -33,7 +32,6 @@ pub(crate) async fn run(mqtt: Mqtt, sources: Sources) {
             _ = shutdown.recv() => return,
             _ = tick.tick() => {}
         }
-        let broker = &mqtt.shared.broker;
         let mut values = values(&sources.snapshot()).to_vec();
         // In a cluster, which node this is (issue 11, point 7): `$SYS` is node-local.
         if let Some(node) = broker.backbone().node() {

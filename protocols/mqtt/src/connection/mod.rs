@@ -1,0 +1,357 @@
+//! The per-connection MQTT server state machine, free of I/O and clocks.
+//!
+//! A driver feeds received bytes ([`Connection::handle_bytes`]), end of stream
+//! ([`Connection::handle_eof`]) and timer expiry ([`Connection::handle_timeout`]) in, and
+//! drains outgoing bytes ([`Connection::poll_transmit`]), events for the broker
+//! ([`Connection::poll_event`]) and the next deadline ([`Connection::poll_timeout`]). The
+//! broker answers events with commands ([`Connection::accept`], [`Connection::publish_done`],
+//! [`Connection::suback`], ...). Time is always passed in as `now`, so tests use a fake clock.
+//!
+//! The machine speaks whichever version the CONNECT asked for. Every packet it decodes is
+//! in the one packet model, so there is one handler per packet type (`inbound.rs`); the
+//! v5-only rules (Receive Maximum, Topic Alias, Session Expiry on DISCONNECT, diagnostics)
+//! are branches inside them. Commands (`commands.rs`) and outgoing PUBLISHes
+//! (`outbound.rs`) are written in the connection's version by the codec.
+//!
+//! Bytes that arrive after the CONNECT but before the driver has called `accept` are kept
+//! undecoded: clients may pipeline packets behind CONNECT (MQTT 3.1.4), and a server that
+//! rejects the CONNECT must not process them (MQTT-3.1.4-5).
+
+mod aliases;
+mod commands;
+mod config;
+mod diagnostics;
+mod event;
+mod inbound;
+mod outbound;
+mod session;
+
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+
+use crate::codec::{decode, encode, DecodeError};
+use crate::packet::{LastWill, Packet, ProtocolVersion, ReasonPacket};
+use crate::properties::Properties;
+use crate::reason;
+
+pub use config::Config;
+pub use diagnostics::MAX_REASON_STRING;
+pub use event::{Accept, CloseReason, Event, Violation};
+pub use session::{Inflight, Outgoing, SessionState};
+
+use aliases::OutboundAliases;
+use diagnostics::{write_v5, ClientAsks};
+
+/// Where the connection is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Waiting for the first packet.
+    AwaitingConnect,
+    /// CONNECT emitted, waiting for the driver's `accept`/`reject`; input is buffered.
+    AwaitingAccept,
+    /// Session established.
+    Connected,
+    /// Closed event emitted; input ignored, commands ignored.
+    Closed,
+}
+
+/// Progress of one inbound QoS 1/2 PUBLISH that the broker has not yet finished with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Inbound {
+    /// QoS 1 deliveries emitted and not yet `publish_done` (a DUP re-send may add one).
+    Qos1(u32),
+    /// QoS 2 emitted; `done` once PUBREC was sent, then waiting for PUBREL.
+    Qos2 {
+        /// Whether the broker called `publish_done` (PUBREC sent).
+        done: bool,
+    },
+}
+
+/// What a v5 client announced in its CONNECT, and the per-connection v5 tables.
+#[derive(Debug, Default)]
+struct V5State {
+    /// The client's Receive Maximum: caps our outgoing window (MQTT-3.3.4-9).
+    client_receive_maximum: u16,
+    /// The client's Topic Alias Maximum: caps the aliases we assign.
+    client_topic_alias_max: u16,
+    /// Session Expiry Interval from CONNECT, to check DISCONNECT's (MQTT-3.14.2-2).
+    session_expiry_interval: u32,
+    /// Keep Alive we imposed in CONNACK (Server Keep Alive), if any.
+    server_keep_alive: Option<u16>,
+    /// Request Problem Information and Maximum Packet Size: what every non-PUBLISH packet
+    /// we send must respect (see `diagnostics.rs`); the size also bounds PUBLISHes.
+    asks: ClientAsks,
+    /// The client set Request Response Information to 1; without it the server must not
+    /// send Response Information (MQTT-3.1.2-28).
+    response_information_requested: bool,
+    /// Client → server aliases set on this connection.
+    inbound_aliases: HashMap<u16, String>,
+    /// Server → client aliases we assigned.
+    outbound_aliases: OutboundAliases,
+    /// Messages not sent because they exceeded the client's Maximum Packet Size.
+    dropped_too_large: u64,
+    /// Messages not sent because their Message Expiry Interval had passed.
+    dropped_expired: u64,
+    /// Reused buffer for encoding outgoing property lists (no allocation per message).
+    scratch: BytesMut,
+}
+
+/// The server side of one MQTT connection. See the module docs.
+#[derive(Debug)]
+pub struct Connection {
+    /// Limits and timers.
+    config: Config,
+    /// Life-cycle state; decides which packets are legal.
+    state: State,
+    /// Protocol revision from the CONNECT; `None` before it.
+    protocol: Option<ProtocolVersion>,
+    /// Received bytes not yet decoded (partial packets, or pipelined before `accept`).
+    read_buf: BytesMut,
+    /// Encoded bytes waiting for `poll_transmit`, in wire order.
+    tx: BytesMut,
+    /// Events waiting for `poll_event`, in order.
+    events: VecDeque<Event>,
+    /// Will from the CONNECT, kept pending until `accept` arms it.
+    pending_will: Option<LastWill>,
+    /// Armed will: published (handed out in `Closed`) on any close except DISCONNECT.
+    will: Option<LastWill>,
+    /// Keep Alive × `keep_alive_factor`, `None` when Keep Alive is 0 (timer off, 3.1.2.10).
+    keep_alive: Option<Duration>,
+    /// When `handle_timeout` must act (connect timeout or keepalive expiry).
+    deadline: Option<Instant>,
+    /// Unacknowledged outgoing QoS 1/2 exchanges in send order (ack lookups scan from the
+    /// front, where in-order acks hit immediately).
+    outgoing: VecDeque<Inflight>,
+    /// Next packet id to try for an outgoing QoS 1/2 PUBLISH.
+    next_pkid: u16,
+    /// Inbound QoS 1/2 publishes by packet id, for acknowledgement and QoS 2 de-duplication.
+    inbound: HashMap<u16, Inbound>,
+    /// MQTT 5 state; meaningful only when `protocol` is V5.
+    v5: V5State,
+}
+
+impl Connection {
+    /// A connection whose socket was accepted at `now`; CONNECT must arrive within
+    /// `config.connect_timeout`.
+    pub fn new(now: Instant, config: Config) -> Self {
+        let deadline = Some(now + config.connect_timeout);
+        Connection {
+            config,
+            state: State::AwaitingConnect,
+            protocol: None,
+            read_buf: BytesMut::new(),
+            tx: BytesMut::new(),
+            events: VecDeque::new(),
+            pending_will: None,
+            will: None,
+            keep_alive: None,
+            deadline,
+            outgoing: VecDeque::new(),
+            next_pkid: 1,
+            inbound: HashMap::new(),
+            v5: V5State::default(),
+        }
+    }
+
+    fn is_v5(&self) -> bool {
+        self.protocol == Some(ProtocolVersion::V5)
+    }
+
+    /// The version packets are written in: the CONNECT's, 3.1.1 before it.
+    fn version(&self) -> ProtocolVersion {
+        self.protocol.unwrap_or(ProtocolVersion::V311)
+    }
+
+    /// Writes a packet other than PUBLISH in the connection's version; on v5 with the
+    /// diagnostics rules of `diagnostics.rs`.
+    fn send(&mut self, packet: Packet) {
+        if self.is_v5() {
+            write_v5(&mut self.tx, packet, self.v5.asks);
+        } else {
+            encode(&packet, self.version(), &mut self.tx);
+        }
+    }
+
+    /// Feeds received bytes; decodes and handles every complete packet.
+    pub fn handle_bytes(&mut self, now: Instant, data: &[u8]) {
+        if self.state == State::Closed {
+            return;
+        }
+        self.read_buf.extend_from_slice(data);
+        self.process(now);
+    }
+
+    /// The peer closed the stream (or it failed): close, publishing the will if armed.
+    pub fn handle_eof(&mut self, _now: Instant) {
+        self.close_with(CloseReason::Eof);
+    }
+
+    /// Acts on an expired deadline: connect timeout or keepalive (MQTT-3.1.2-24).
+    pub fn handle_timeout(&mut self, now: Instant) {
+        match self.deadline {
+            Some(deadline) if now >= deadline => {}
+            _ => return,
+        }
+        let reason = match self.state {
+            State::AwaitingConnect => CloseReason::ConnectTimeout,
+            State::AwaitingAccept | State::Connected => CloseReason::KeepAliveTimeout,
+            State::Closed => return,
+        };
+        self.close_with(reason);
+    }
+
+    /// When `handle_timeout` should next be called; `None` when no timer runs.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match self.state {
+            State::Closed => None,
+            _ => self.deadline,
+        }
+    }
+
+    /// Appends every pending outgoing byte to `out`; true if anything was written.
+    pub fn poll_transmit(&mut self, out: &mut BytesMut) -> bool {
+        if self.tx.is_empty() {
+            return false;
+        }
+        if out.is_empty() {
+            std::mem::swap(out, &mut self.tx);
+        } else {
+            out.extend_from_slice(&self.tx);
+            self.tx.clear();
+        }
+        true
+    }
+
+    /// The next event for the driver.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// Whether the connection has closed (the Closed event was queued).
+    pub fn is_closed(&self) -> bool {
+        self.state == State::Closed
+    }
+
+    /// Protocol revision announced by the CONNECT, once received.
+    pub fn protocol(&self) -> Option<ProtocolVersion> {
+        self.protocol
+    }
+
+    /// MQTT 5: messages dropped for this client because they were larger than its Maximum
+    /// Packet Size (MQTT-3.1.2-25), and because they expired before they could be sent.
+    pub fn dropped(&self) -> (u64, u64) {
+        (self.v5.dropped_too_large, self.v5.dropped_expired)
+    }
+
+    /// Keep Alive × the configured factor, for a Keep Alive of `secs` (0: no timer).
+    fn keep_alive_for(&self, secs: u16) -> Option<Duration> {
+        (secs != 0).then(|| {
+            // A nonsensical configured factor falls back to the specification's 1.5.
+            Duration::try_from_secs_f64(f64::from(secs) * self.config.keep_alive_factor)
+                .unwrap_or_else(|_| Duration::from_millis(u64::from(secs) * 1500))
+        })
+    }
+
+    /// Decodes and handles buffered packets until the buffer is short of a whole packet,
+    /// the connection waits for `accept`, or it closed.
+    fn process(&mut self, now: Instant) {
+        loop {
+            match self.state {
+                State::Closed => return,
+                State::AwaitingAccept => {
+                    if self.read_buf.len() > self.config.max_packet_size {
+                        let buffered = self.read_buf.len();
+                        self.close_with(
+                            Violation::TooMuchBeforeAccept {
+                                buffered,
+                                limit: self.config.max_packet_size,
+                            }
+                            .into(),
+                        );
+                    }
+                    return;
+                }
+                State::AwaitingConnect | State::Connected => {}
+            }
+            // Before CONNECT a CONNECT of any level is decoded (its level is in it); any
+            // other first packet in the 3.1.1 form, and refused as not a CONNECT.
+            let version = match self.protocol {
+                Some(v) => v,
+                None if self.read_buf.first().is_some_and(|b| b >> 4 == 1) => ProtocolVersion::V5,
+                None => ProtocolVersion::V311,
+            };
+            match decode(&mut self.read_buf, self.config.max_packet_size, version) {
+                Ok(None) => return,
+                Ok(Some(packet)) => self.on_packet(now, packet),
+                Err(DecodeError::UnsupportedProtocolLevel { name, level })
+                    if self.state == State::AwaitingConnect =>
+                {
+                    self.protocol = ProtocolVersion::from_name_and_level(&name, level);
+                    self.refuse_now(reason::UNSUPPORTED_PROTOCOL_VERSION, None);
+                }
+                Err(e) => self.close_with(e.into()),
+            }
+        }
+    }
+
+    /// Sends CONNACK with refusal `reason_code` (the closest return code on 3.1/3.1.1) and
+    /// closes without will.
+    fn refuse_now(&mut self, reason_code: u8, reason_string: Option<String>) {
+        let properties = Properties {
+            reason_string,
+            ..Properties::default()
+        };
+        self.send(Packet::ConnAck {
+            session_present: false,
+            reason_code,
+            properties: properties.into(),
+        });
+        self.close_with(CloseReason::Rejected(reason_code));
+    }
+
+    /// Ends the connection: a v5 DISCONNECT saying why when the server closes an
+    /// established one, then the `Closed` event with the will unless the client
+    /// disconnected normally.
+    fn close_with(&mut self, reason: CloseReason) {
+        if self.state == State::Closed {
+            return;
+        }
+        if self.is_v5() && self.state == State::Connected {
+            if let Some(code) = reason.v5_reason_code() {
+                // Every server-side close says why; a bare `Server` code gets the code's
+                // name in `write_v5`.
+                let reason_string = match &reason {
+                    CloseReason::Malformed(e) => Some(e.to_string()),
+                    CloseReason::Violation(v) => Some(v.to_string()),
+                    CloseReason::Server { reason_string, .. } => reason_string.clone(),
+                    other => Some(other.to_string()),
+                };
+                let properties = Properties {
+                    reason_string,
+                    ..Properties::default()
+                };
+                self.send(Packet::Disconnect(ReasonPacket {
+                    reason_code: code,
+                    properties: properties.into(),
+                }));
+            }
+        }
+        self.state = State::Closed;
+        self.deadline = None;
+        self.read_buf = BytesMut::new();
+        self.pending_will = None;
+        let will = match reason {
+            CloseReason::Disconnect => None,
+            CloseReason::ClientDisconnect { reason_code, .. }
+                if reason_code != reason::DISCONNECT_WITH_WILL =>
+            {
+                None
+            }
+            _ => self.will.take(),
+        };
+        self.will = None;
+        self.events.push_back(Event::Closed { reason, will });
+    }
+}

@@ -1,0 +1,248 @@
+//! Every MQTT session by client id: opening one for a CONNECT (fresh, resumed, or taken
+//! over), closing it when its connection ends, ending away sessions past their expiry, and
+//! rebuilding the persistent ones at start.
+//!
+//! Expiry (MQTT 5 §3.1.2.11, and `[mqtt] session_expiry_secs` for 3.1.1): a session whose
+//! client is away longer than its expiry interval is ended by [`Registry::expire`], run
+//! every second by the front-end.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use parking_lot::Mutex;
+use ponte_mqtt::{Inflight, SessionState};
+
+use super::session::Session;
+use super::wire;
+use super::ClientInfo;
+use crate::broker::mailbox::OverflowPolicy;
+use crate::broker::{Broker, Delivery};
+use crate::durable::{Receipt, RestoredExchange};
+use crate::model::RetainHandling;
+
+/// All sessions by client id.
+#[derive(Debug)]
+pub(crate) struct Registry {
+    /// The sessions; locked only to look up, insert or remove.
+    sessions: Mutex<HashMap<Arc<str>, Arc<Session>>>,
+    /// Capacity of each session's mailbox (0: no limit of its own, only the broker's budget).
+    max_queued: usize,
+    /// What a full mailbox does.
+    policy: OverflowPolicy,
+    /// `[mqtt] queue_qos0`: whether away sessions queue QoS 0 messages.
+    queue_qos0: bool,
+}
+
+/// The result of opening a session for a CONNECT.
+#[derive(Debug)]
+pub(crate) struct Opened {
+    /// The session the connection now works with.
+    pub session: Arc<Session>,
+    /// Whether an existing persistent session is resumed (CONNACK Session Present).
+    pub present: bool,
+    /// A session being replaced or resumed that another connection still owns: the caller
+    /// must have kicked it and must wait on its owner lock.
+    pub previous: Option<Arc<Session>>,
+}
+
+impl Registry {
+    /// An empty registry.
+    pub(crate) fn new(max_queued: usize, policy: OverflowPolicy, queue_qos0: bool) -> Self {
+        Registry {
+            sessions: Mutex::new(HashMap::new()),
+            max_queued,
+            policy,
+            queue_qos0,
+        }
+    }
+
+    /// A new session, with its mailbox as configured.
+    fn session(&self, client_id: Arc<str>, expiry: u32, broker: &Broker) -> Arc<Session> {
+        let mailbox = broker.mailbox(self.max_queued, self.policy);
+        mailbox.set_queue_qos0(self.queue_qos0);
+        Session::new(client_id, expiry, mailbox, broker.durable())
+    }
+
+    /// Number of sessions (connected or away).
+    pub(crate) fn len(&self) -> usize {
+        self.sessions.lock().len()
+    }
+
+    /// The clients connected right now.
+    pub(crate) fn connected(&self) -> Vec<ClientInfo> {
+        self.sessions
+            .lock()
+            .values()
+            .filter_map(|s| s.connection())
+            .collect()
+    }
+
+    /// The client ids of every session, connected or away (an MQTT bridge looks for the
+    /// durable queues of bridges no longer configured).
+    pub(crate) fn client_ids(&self) -> Vec<String> {
+        self.sessions.lock().keys().map(|k| k.to_string()).collect()
+    }
+
+    /// Find or create the session for a CONNECT. With `clean` (3.1.1 Clean Session, v5
+    /// Clean Start), any existing session is discarded (MQTT-3.1.2-6, v5 MQTT-3.1.2-4) and
+    /// a fresh one is made; without, an existing session is resumed (MQTT-3.1.2-4 / v5
+    /// MQTT-3.1.2-5). `expiry` is how long it outlives the connection (0: not at all,
+    /// [`super::session::NEVER`]: forever); a resumed session takes the new value. Any
+    /// connection still owning the old session is kicked (MQTT-3.1.4-2). A persistent
+    /// session's record is submitted here (nobody waits: it goes ahead of any message
+    /// queued for it).
+    pub(crate) fn open(
+        &self,
+        client_id: &str,
+        clean: bool,
+        expiry: u32,
+        broker: &Broker,
+    ) -> Opened {
+        let mut sessions = self.sessions.lock();
+        let existing = sessions.get(client_id).cloned();
+        if let Some(old) = &existing {
+            old.kick_owner();
+        }
+        match existing {
+            Some(old) if !clean && old.persistent => {
+                old.resume(expiry);
+                old.persist(false);
+                Opened {
+                    session: old.clone(),
+                    present: true,
+                    previous: Some(old),
+                }
+            }
+            existing => {
+                if let Some(old) = &existing {
+                    old.discard(broker);
+                }
+                let s = self.session(Arc::from(client_id), expiry, broker);
+                s.persist(false);
+                sessions.insert(s.client_id.clone(), s.clone());
+                Opened {
+                    session: s,
+                    present: false,
+                    previous: existing,
+                }
+            }
+        }
+    }
+
+    /// A connection ended. A session whose expiry is 0 is discarded (if it is still the
+    /// registered one); any other stays, away, until it expires. Returns the receipt of the
+    /// durable session's last write, which the connection awaits before its last bytes
+    /// (a PUBCOMP, say) go out.
+    pub(crate) fn close(&self, session: &Arc<Session>, broker: &Broker) -> Option<Receipt> {
+        if session.persistent && session.expiry() > 0 {
+            session.mailbox.set_online(false);
+            session.away(SystemTime::now(), Instant::now());
+            return session.persist(true);
+        }
+        let mut sessions = self.sessions.lock();
+        if sessions
+            .get(&session.client_id)
+            .is_some_and(|s| Arc::ptr_eq(s, session))
+        {
+            sessions.remove(&session.client_id);
+        }
+        drop(sessions);
+        session.discard(broker);
+        None
+    }
+
+    /// End every away session whose expiry has passed (MQTT 5 §3.1.2.11.2). Returns how many.
+    pub(crate) fn expire(&self, now: Instant, broker: &Broker) -> usize {
+        let expired: Vec<Arc<Session>> = {
+            let mut sessions = self.sessions.lock();
+            let ids: Vec<Arc<str>> = sessions
+                .iter()
+                .filter(|(_, s)| s.expired(now) && s.owner.try_lock().is_ok())
+                .map(|(id, _)| id.clone())
+                .collect();
+            ids.iter().filter_map(|id| sessions.remove(id)).collect()
+        };
+        for s in &expired {
+            tracing::info!(client_id = %s.client_id, "MQTT session expired");
+            s.discard(broker);
+        }
+        expired.len()
+    }
+
+    /// Rebuild the stored persistent sessions (start-up, before listeners accept), as the
+    /// owner of durable state restores them ([`crate::durable::DurableSessions::restore`]):
+    /// their subscriptions go back into the index with their mailbox (Retain Handling 2: a
+    /// restored subscription is not new), their unfinished outgoing exchanges are kept for
+    /// the next connection in their original order (PUBLISH re-sent with DUP=1 under its
+    /// packet id, or only the PUBREL once PUBREC came, MQTT-4.4.0-1), the rest of their
+    /// queued messages go back into the mailbox in order, and their inbound QoS 2 ids are
+    /// kept. Returns (sessions, messages) restored.
+    pub(crate) fn restore(&self, broker: &Broker) -> (usize, usize) {
+        let Some(durable) = broker.durable() else {
+            return (0, 0);
+        };
+        let restored = durable.restore();
+        broker
+            .metrics
+            .expired
+            .fetch_add(restored.expired as u64, Ordering::Relaxed);
+        let now = Instant::now();
+        let mut sessions = self.sessions.lock();
+        let mut messages = 0;
+        for r in restored.sessions {
+            let s = self.session(Arc::from(r.client.as_str()), r.expiry, broker);
+            s.mailbox.set_online(false);
+            s.restored_away(r.away_since, r.expires_in, now);
+            for (filter, options) in r.subscriptions {
+                broker.subscribe_with(&filter, &s.mailbox, options, RetainHandling::Never);
+                s.restored_subscription(filter, options);
+            }
+            if r.was_connected {
+                // Record when it went away, so a second restart does not extend it again.
+                s.persist(false);
+            }
+            let durable = s.durable.as_ref();
+            let mut outgoing = Vec::with_capacity(r.outgoing.len());
+            for exchange in r.outgoing {
+                match exchange {
+                    RestoredExchange::Released { pkid, seq } => {
+                        if let (Some(d), Some(seq)) = (durable, seq) {
+                            d.sent(pkid, seq);
+                        }
+                        outgoing.push(Inflight::PubRel { pkid });
+                    }
+                    RestoredExchange::Publish { pkid, seq, message } => {
+                        if let Some(d) = durable {
+                            d.sent(pkid, seq);
+                        }
+                        let out = wire::outgoing(&message, message.qos, message.retain, Vec::new());
+                        outgoing.push(Inflight::Publish { pkid, message: out });
+                        messages += 1;
+                    }
+                }
+            }
+            s.save(SessionState {
+                outgoing,
+                inbound_qos2: r.inbound_qos2,
+                next_pkid: r.next_pkid,
+            });
+            for (seq, message) in r.queued {
+                let d = Delivery {
+                    qos: message.qos,
+                    retain: message.retain,
+                    message: Arc::new(message),
+                    subscription_ids: Vec::new(),
+                    durable: Some(seq),
+                    log_seq: None,
+                };
+                if broker.push_restored(&s.mailbox, d) {
+                    messages += 1;
+                }
+            }
+            sessions.insert(s.client_id.clone(), s);
+        }
+        (sessions.len(), messages)
+    }
+}
