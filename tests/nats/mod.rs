@@ -11,6 +11,10 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use ponte::Gateway;
+
+use crate::common::within;
+
 /// How long a server may take to accept connections.
 const UP: Duration = Duration::from_secs(10);
 
@@ -188,4 +192,66 @@ impl NatsCluster {
     pub(crate) fn urls(&self) -> Vec<String> {
         self.servers.iter().map(NatsServer::url).collect()
     }
+}
+
+// ---- ponte nodes on these servers
+
+/// How long a node may take to be ready (connect, provision, claim, mirror): generous,
+/// because the cluster tests run in parallel, each with its nats-server and nodes, on a
+/// machine that may be busy.
+pub(crate) const START: Duration = Duration::from_secs(60);
+
+/// The message log's byte limit in tests: JetStream reserves it on disk when the stream
+/// is created, and a test must not depend on how much disk the machine has free.
+pub(crate) const TEST_LOG_BYTES: u64 = 16 << 20;
+
+/// The configuration of a cluster node on `urls` named `name`: every port 0, memory for
+/// sessions, the test log size and start wait.
+pub(crate) fn node_config(urls: &[String], name: &str) -> ponte::config::Config {
+    let mut c = ponte::config::Config::ephemeral();
+    c.cluster.urls = urls.to_vec();
+    c.cluster.node = Some(name.into());
+    c.cluster.retention_bytes = TEST_LOG_BYTES;
+    c.cluster.start_wait_secs = START.as_secs();
+    c
+}
+
+/// A cluster node on `urls`, named `name` ([`node_config`]), ready.
+pub(crate) async fn node(urls: &[String], name: &str) -> Gateway {
+    node_with(urls, name, |_| {}).await
+}
+
+/// Like [`node`], with the configuration adjusted by `f`.
+pub(crate) async fn node_with(
+    urls: &[String],
+    name: &str,
+    f: impl FnOnce(&mut ponte::config::Config),
+) -> Gateway {
+    let mut c = node_config(urls, name);
+    f(&mut c);
+    let gw = within(START, "cluster node start", ponte::start(c))
+        .await
+        .expect("cluster node starts");
+    assert!(gw.backbone_ready(), "node {name} is ready once started");
+    gw
+}
+
+/// One nats-server with JetStream and a node on it for each of `names`, started in
+/// order; `None` (SKIP printed) without nats-server.
+pub(crate) async fn cluster<const N: usize>(
+    names: [&str; N],
+) -> Option<(NatsServer, [Gateway; N])> {
+    if !available() {
+        return None;
+    }
+    let server = NatsServer::start();
+    let urls = vec![server.url()];
+    let mut nodes = Vec::with_capacity(N);
+    for name in names {
+        nodes.push(node(&urls, name).await);
+    }
+    let Ok(nodes) = <[Gateway; N]>::try_from(nodes) else {
+        unreachable!("one node per name")
+    };
+    Some((server, nodes))
 }
