@@ -345,35 +345,13 @@ fn logs_are_plain_on_a_pipe_json_on_request_and_on_stderr() {
 fn verbose_is_debug_for_ponte_only() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("db");
-    let mut cmd = Command::new(BIN);
-    cmd.args([
-        "-p",
-        "0",
-        "-a",
-        "0",
-        "-m",
-        "0",
-        "--host",
-        "127.0.0.1",
-        "-v",
-        "-d",
-    ])
-    .arg(&db)
-    .env_remove("RUST_LOG")
-    .stdin(Stdio::null())
-    .stdout(Stdio::null())
-    .stderr(Stdio::piped());
-    let mut child = cmd.spawn().unwrap();
-    let mut err = child.stderr.take().unwrap();
-    let mut seen = String::new();
-    let mut buf = [0u8; 4096];
-    while !seen.contains("ponte listening") {
-        let n = err.read(&mut buf).unwrap();
-        assert!(n > 0, "ponte exited: {seen}");
-        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
+    let db = db.to_str().unwrap();
+    let g = start(
+        &["-p", "0", "-a", "0", "-m", "0", "--host", "127.0.0.1", "-v", "-d", db],
+        &[],
+    );
+    let seen = g.before.join("\n");
+    drop(g);
     assert!(
         seen.lines()
             .all(|l| !l.contains("DEBUG sled") && !l.contains("TRACE sled")),

@@ -641,8 +641,6 @@ async fn pipelined_publisher(
 /// and every PUBACKed retained value is readable on B.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_of_the_accepting_node_loses_nothing_acknowledged() {
-    use std::io::{BufRead, BufReader};
-    use std::process::{Command, Stdio};
     use std::sync::{Arc, Mutex};
     let Some((server, [b])) = nats::cluster(["b"]).await else {
         return;
@@ -662,49 +660,12 @@ async fn kill_9_of_the_accepting_node_loses_nothing_acknowledged() {
         ),
     )
     .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ponte"))
-        .args([
-            "--host",
-            "127.0.0.1",
-            "-p",
-            "0",
-            "-a",
-            "0",
-            "-m",
-            "0",
-            "--memory",
-        ])
-        .args(["--cluster", &server.url(), "--node", "a", "-c"])
-        .arg(&toml)
-        .env("RUST_LOG", "info")
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("ponte binary starts");
-    // ponte logs to stderr (issue 12).
-    let logs = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(logs).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let listening = loop {
-        let line = rx
-            .recv_timeout(START)
-            .expect("a `ponte listening` line from node a");
-        if line.contains("ponte listening") {
-            break line;
-        }
-    };
-    let mqtt_a: std::net::SocketAddr = listening
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("mqtt="))
-        .expect("mqtt= in the listening line")
-        .parse()
-        .unwrap();
+    let url = server.url();
+    let args = ["--memory", "--cluster", &url, "--node", "a", "-c"];
+    let mut args: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_ref()).collect();
+    args.push(toml.as_os_str());
+    let a = Ponte::start_within(&args, START);
+    let mqtt_a = a.mqtt;
 
     let acked = Arc::new(Mutex::new(Vec::new()));
     let load = tokio::spawn(pipelined_publisher(mqtt_a, 3000, acked.clone()));
@@ -712,8 +673,7 @@ async fn kill_9_of_the_accepting_node_loses_nothing_acknowledged() {
         (acked.lock().unwrap().len() >= 300).then_some(())
     })
     .await;
-    child.kill().expect("kill -9");
-    let _ = child.wait();
+    a.stop("-KILL");
     let _ = within(WAIT, "the publisher notices", load).await;
     let acked: Vec<u16> = acked.lock().unwrap().clone();
     assert!(

@@ -66,9 +66,14 @@ impl NatsServer {
 
     /// A single server with JetStream on `port`.
     pub(crate) fn start_on(port: u16) -> NatsServer {
+        Self::start_with(port, Vec::new())
+    }
+
+    /// A server with JetStream on `port`, its own store directory, and `more` arguments.
+    fn start_with(port: u16, more: Vec<String>) -> NatsServer {
         let tmp = tempfile::tempdir().expect("temp dir");
         let dir = tmp.path().to_path_buf();
-        let args = vec![
+        let mut args = vec![
             "-js".into(),
             "-sd".into(),
             dir.display().to_string(),
@@ -77,6 +82,7 @@ impl NatsServer {
             "-p".into(),
             port.to_string(),
         ];
+        args.extend(more);
         let mut s = NatsServer {
             port,
             args,
@@ -156,16 +162,7 @@ impl NatsCluster {
             .join(",");
         let mut servers = Vec::new();
         for (i, (port, route)) in ports.iter().enumerate() {
-            let tmp = tempfile::tempdir().expect("temp dir");
-            let dir = tmp.path().to_path_buf();
-            let args = vec![
-                "-js".into(),
-                "-sd".into(),
-                dir.display().to_string(),
-                "-a".into(),
-                "127.0.0.1".into(),
-                "-p".into(),
-                port.to_string(),
+            let more = vec![
                 "--server_name".into(),
                 format!("s{i}"),
                 "--cluster_name".into(),
@@ -175,14 +172,7 @@ impl NatsCluster {
                 "--routes".into(),
                 routes.clone(),
             ];
-            let mut s = NatsServer {
-                port: *port,
-                args,
-                dir,
-                _tmp: Some(tmp),
-                child: None,
-            };
-            s.spawn();
+            let s = NatsServer::start_with(*port, more);
             servers.push(s);
         }
         NatsCluster { servers }
