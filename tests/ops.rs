@@ -4,12 +4,15 @@
 //! `/readyz`, the `/resources` listing and its event stream, and the refusal of client
 //! writes to `$SYS`.
 
+mod common;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::coap::{code, Coap};
 use futures_util::StreamExt;
 use ponte::config::Config;
 use ponte::Gateway;
@@ -348,23 +351,11 @@ async fn metrics_parse_as_prometheus_text_and_move_with_traffic() {
         while !matches!(clients[1].1.recv().await, Some(Packet::PubAck(_))) {}
     })
     .await;
-    let coap = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let mut req = coap_lite::Packet::new();
-    req.header.set_type(coap_lite::MessageType::Confirmable);
-    req.header.code = coap_lite::MessageClass::Request(coap_lite::RequestType::Put);
-    req.header.message_id = 7;
-    req.set_token(vec![1]);
-    for seg in ["r", "garden", "rain"] {
-        req.add_option(coap_lite::CoapOption::UriPath, seg.as_bytes().to_vec());
-    }
-    req.payload = b"0.2".to_vec();
-    coap.send_to(&req.to_bytes().unwrap(), gw.coap_addr)
+    let answer = Coap::new(gw.coap_addr)
         .await
-        .unwrap();
-    let mut buf = [0u8; 1500];
-    within("the CoAP answer", coap.recv_from(&mut buf))
-        .await
-        .unwrap();
+        .put("r/garden/rain", b"0.2", None)
+        .await;
+    assert_eq!(code(&answer), "2.01");
 
     let m = scrape_until(gw.http_addr, "the traffic", |m| {
         value(m, "ponte_retained_messages", &[]) == 3.0
@@ -1091,28 +1082,8 @@ async fn clients_cannot_write_sys_in_any_protocol() {
     }
     assert!(sys("$SYS/fake").is_none());
     // CoAP: 4.03 with a diagnostic.
-    let coap = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let mut req = coap_lite::Packet::new();
-    req.header.set_type(coap_lite::MessageType::Confirmable);
-    req.header.code = coap_lite::MessageClass::Request(coap_lite::RequestType::Put);
-    req.header.message_id = 9;
-    req.set_token(vec![9]);
-    for seg in ["r", "$SYS", "x"] {
-        req.add_option(coap_lite::CoapOption::UriPath, seg.as_bytes().to_vec());
-    }
-    req.payload = b"x".to_vec();
-    coap.send_to(&req.to_bytes().unwrap(), gw.coap_addr)
-        .await
-        .unwrap();
-    let mut buf = [0u8; 1500];
-    let (n, _) = within("the CoAP answer", coap.recv_from(&mut buf))
-        .await
-        .unwrap();
-    let answer = coap_lite::Packet::from_bytes(&buf[..n]).unwrap();
-    assert_eq!(
-        answer.header.code,
-        coap_lite::MessageClass::Response(coap_lite::ResponseType::Forbidden)
-    );
+    let answer = Coap::new(gw.coap_addr).await.put("r/$SYS/x", b"x", None).await;
+    assert_eq!(code(&answer), "4.03");
     assert!(String::from_utf8_lossy(&answer.payload).contains("written by the broker alone"));
     // Reading $SYS is still allowed (no ACL here).
     let r = http()
@@ -1169,26 +1140,8 @@ async fn http_get_answers_406_when_accept_does_not_take_the_stored_type() {
 #[tokio::test]
 async fn coap_empty_path_after_r_is_explained_in_words() {
     let gw = gateway_with(|_| {}).await;
-    let coap = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let mut req = coap_lite::Packet::new();
-    req.header.set_type(coap_lite::MessageType::Confirmable);
-    req.header.code = coap_lite::MessageClass::Request(coap_lite::RequestType::Get);
-    req.header.message_id = 3;
-    req.set_token(vec![3]);
-    req.add_option(coap_lite::CoapOption::UriPath, b"r".to_vec());
-    req.add_option(coap_lite::CoapOption::UriPath, Vec::new());
-    coap.send_to(&req.to_bytes().unwrap(), gw.coap_addr)
-        .await
-        .unwrap();
-    let mut buf = [0u8; 1500];
-    let (n, _) = within("the CoAP answer", coap.recv_from(&mut buf))
-        .await
-        .unwrap();
-    let answer = coap_lite::Packet::from_bytes(&buf[..n]).unwrap();
-    assert_eq!(
-        answer.header.code,
-        coap_lite::MessageClass::Response(coap_lite::ResponseType::BadRequest)
-    );
+    let answer = Coap::new(gw.coap_addr).await.get("r/").await;
+    assert_eq!(code(&answer), "4.00");
     let text = String::from_utf8_lossy(&answer.payload).into_owned();
     assert!(
         text.contains("names no thing") && text.contains("/r/kitchen/temperature"),
