@@ -460,26 +460,14 @@ async fn out_in_both(protocol: u8) {
     let count = |v: &[(String, String)], t: &str, p: &str| {
         v.iter().filter(|(a, b)| a == t && b == p).count()
     };
-    assert_eq!(
-        count(&at_remote, "edge-1/shared/light", "L"),
-        1,
-        "remote saw {at_remote:?}"
-    );
-    assert_eq!(
-        count(&at_remote, "edge-1/shared/heat", "R"),
-        1,
-        "remote saw {at_remote:?}"
-    );
-    assert_eq!(
-        count(&at_local, "shared/light", "L"),
-        1,
-        "local saw {at_local:?}"
-    );
-    assert_eq!(
-        count(&at_local, "shared/heat", "R"),
-        1,
-        "local saw {at_local:?}"
-    );
+    for (who, seen, topic, payload) in [
+        ("remote", &at_remote, "edge-1/shared/light", "L"),
+        ("remote", &at_remote, "edge-1/shared/heat", "R"),
+        ("local", &at_local, "shared/light", "L"),
+        ("local", &at_local, "shared/heat", "R"),
+    ] {
+        assert_eq!(count(seen, topic, payload), 1, "{who} saw {seen:?}");
+    }
     assert_eq!(
         at_remote.len(),
         2,

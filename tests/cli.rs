@@ -135,6 +135,13 @@ fn start(args: &[&str], env: &[(&str, &str)]) -> Running {
 
 const FREE: [&str; 7] = ["--memory", "-p", "0", "-a", "0", "-m", "0"];
 
+/// Every port 0 on 127.0.0.1, then `more` (a store of the test's own).
+fn on_any_port<'a>(more: &[&'a str]) -> Vec<&'a str> {
+    let mut v = vec!["-p", "0", "-a", "0", "-m", "0", "--host", "127.0.0.1"];
+    v.extend_from_slice(more);
+    v
+}
+
 fn with_free<'a>(more: &[&'a str]) -> Vec<&'a str> {
     let mut v: Vec<&str> = FREE.to_vec();
     v.extend_from_slice(more);
@@ -346,10 +353,7 @@ fn verbose_is_debug_for_ponte_only() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("db");
     let db = db.to_str().unwrap();
-    let g = start(
-        &["-p", "0", "-a", "0", "-m", "0", "--host", "127.0.0.1", "-v", "-d", db],
-        &[],
-    );
+    let g = start(&on_any_port(&["-v", "-d", db]), &[]);
     let seen = g.before.join("\n");
     drop(g);
     assert!(
@@ -435,36 +439,8 @@ fn a_database_in_use_says_another_ponte_is_using_it() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("data");
     let d = db.to_str().unwrap();
-    let _first = start(
-        &[
-            "-p",
-            "0",
-            "-a",
-            "0",
-            "-m",
-            "0",
-            "--host",
-            "127.0.0.1",
-            "-d",
-            d,
-        ],
-        &[],
-    );
-    let out = run(
-        &[
-            "-p",
-            "0",
-            "-a",
-            "0",
-            "-m",
-            "0",
-            "--host",
-            "127.0.0.1",
-            "-d",
-            d,
-        ],
-        &[],
-    );
+    let _first = start(&on_any_port(&["-d", d]), &[]);
+    let out = run(&on_any_port(&["-d", d]), &[]);
     assert!(!out.status.success());
     let e = stderr(&out);
     assert!(e.contains(&format!("another ponte is using {d}")), "{e}");

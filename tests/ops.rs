@@ -1082,7 +1082,10 @@ async fn clients_cannot_write_sys_in_any_protocol() {
     }
     assert!(sys("$SYS/fake").is_none());
     // CoAP: 4.03 with a diagnostic.
-    let answer = Coap::new(gw.coap_addr).await.put("r/$SYS/x", b"x", None).await;
+    let answer = Coap::new(gw.coap_addr)
+        .await
+        .put("r/$SYS/x", b"x", None)
+        .await;
     assert_eq!(code(&answer), "4.03");
     assert!(String::from_utf8_lossy(&answer.payload).contains("written by the broker alone"));
     // Reading $SYS is still allowed (no ACL here).
