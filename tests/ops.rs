@@ -38,6 +38,15 @@ fn http() -> reqwest::Client {
     reqwest::Client::builder().no_proxy().build().unwrap()
 }
 
+/// A plain `GET http://addr{path}`.
+async fn get(addr: SocketAddr, path: &str) -> reqwest::Response {
+    http()
+        .get(format!("http://{addr}{path}"))
+        .send()
+        .await
+        .unwrap()
+}
+
 /// A connected rumqttc client (CONNACK seen), its event loop polled in a task; events go to
 /// the channel.
 async fn mqtt(
@@ -235,11 +244,7 @@ fn parse_exposition(text: &str) -> HashMap<Series, f64> {
 }
 
 async fn scrape(addr: SocketAddr) -> HashMap<Series, f64> {
-    let r = http()
-        .get(format!("http://{addr}/metrics"))
-        .send()
-        .await
-        .unwrap();
+    let r = get(addr, "/metrics").await;
     assert_eq!(r.status(), 200);
     assert_eq!(
         r.headers()["content-type"],
@@ -575,21 +580,13 @@ async fn metrics_need_credentials_only_with_metrics_auth() {
     parse_exposition(&r.text().await.unwrap());
     // Probes carry no credentials: health never needs any.
     for path in ["livez", "readyz"] {
-        let r = http()
-            .get(format!("http://{}/{path}", gw.http_addr))
-            .send()
-            .await
-            .unwrap();
+        let r = get(gw.http_addr, &format!("/{path}")).await;
         assert_eq!(r.status(), 200, "{path}");
     }
     gw.shutdown().await;
     // Without metrics_auth, anonymous access being off does not hide /metrics.
     let gw = gateway_with(|c| c.auth.password_file = Some(passwd.clone())).await;
-    let r = http()
-        .get(format!("http://{}/metrics", gw.http_addr))
-        .send()
-        .await
-        .unwrap();
+    let r = get(gw.http_addr, "/metrics").await;
     assert_eq!(r.status(), 200);
     gw.shutdown().await;
 }
@@ -599,27 +596,10 @@ async fn metrics_port_serves_metrics_and_health_only() {
     let gw = gateway_with(|c| c.http.metrics_port = Some(0)).await;
     let addr = gw.metrics_addr.expect("the metrics port is bound");
     assert_ne!(addr, gw.http_addr);
-    parse_exposition(
-        &http()
-            .get(format!("http://{addr}/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap(),
-    );
-    let r = http()
-        .get(format!("http://{addr}/readyz"))
-        .send()
-        .await
-        .unwrap();
+    parse_exposition(&get(addr, "/metrics").await.text().await.unwrap());
+    let r = get(addr, "/readyz").await;
     assert_eq!(r.status(), 200);
-    let r = http()
-        .get(format!("http://{addr}/resources/a"))
-        .send()
-        .await
-        .unwrap();
+    let r = get(addr, "/resources/a").await;
     assert_eq!(r.status(), 404, "the things are not on the metrics port");
     assert_eq!(r.headers()["content-type"], "application/problem+json");
     gw.shutdown().await;
@@ -810,11 +790,7 @@ async fn listing_pages_in_byte_order_with_filters() {
     assert_eq!(item["content_type"], "text/plain");
     assert_eq!(item["size"], 4);
     let etag = item["etag"].as_str().unwrap();
-    let got = http()
-        .get(format!("http://{}/resources/kitchen/temp", gw.http_addr))
-        .send()
-        .await
-        .unwrap();
+    let got = get(gw.http_addr, "/resources/kitchen/temp").await;
     assert_eq!(
         got.headers()["etag"],
         etag,
@@ -860,11 +836,7 @@ async fn listing_pages_in_byte_order_with_filters() {
     assert!(sys.contains(&"$SYS/broker/uptime".to_string()), "{sys:?}");
 
     for bad in ["?limit=0", "?limit=1001", "?filter=a/%23/b", "?colour=red"] {
-        let r = http()
-            .get(format!("http://{}/resources{bad}", gw.http_addr))
-            .send()
-            .await
-            .unwrap();
+        let r = get(gw.http_addr, &format!("/resources{bad}")).await;
         assert_eq!(r.status(), 400, "{bad}");
         assert_eq!(r.headers()["content-type"], "application/problem+json");
     }
@@ -931,11 +903,7 @@ async fn listing_shows_only_what_the_caller_may_read() {
     let page = list(&gw, "?limit=1", Some(("alice", "a"))).await;
     assert_eq!(things(&page), ["alice/door"]);
     assert_eq!(page["next"], "alice/door");
-    let r = http()
-        .get(format!("http://{}/resources", gw.http_addr))
-        .send()
-        .await
-        .unwrap();
+    let r = get(gw.http_addr, "/resources").await;
     assert_eq!(r.status(), 401, "anonymous access is off");
     gw.shutdown().await;
 }
@@ -1089,11 +1057,7 @@ async fn clients_cannot_write_sys_in_any_protocol() {
     assert_eq!(code(&answer), "4.03");
     assert!(String::from_utf8_lossy(&answer.payload).contains("written by the broker alone"));
     // Reading $SYS is still allowed (no ACL here).
-    let r = http()
-        .get(format!("http://{}/resources/%24SYS/x", gw.http_addr))
-        .send()
-        .await
-        .unwrap();
+    let r = get(gw.http_addr, "/resources/%24SYS/x").await;
     assert_eq!(r.status(), 404, "readable, just absent");
     gw.shutdown().await;
 }
