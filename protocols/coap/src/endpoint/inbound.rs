@@ -180,22 +180,12 @@ impl Endpoint {
             exchange.state = ExchangeState::Processing;
         }
         self.stats.requests += 1;
-        self.events.push_back(Event::Request(Request {
+        self.events.push_back(Event::Request(parsed.into_request(
             id,
             peer,
-            method: parsed.method,
-            path: parsed.path,
-            query: parsed.query,
             payload,
-            content_format: parsed.content_format,
-            accept: parsed.accept,
-            observe: parsed.observe,
-            etags: parsed.etags,
-            if_match: parsed.if_match,
-            if_none_match: parsed.if_none_match,
             confirmable,
-            block2: parsed.block2,
-        }));
+        )));
     }
 
     /// Handles an empty ACK: a notification or final response arrived.

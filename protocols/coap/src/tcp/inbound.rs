@@ -200,21 +200,8 @@ impl TcpConnection {
             },
         );
         self.stats.requests += 1;
-        self.events.push_back(Event::Request(Request {
-            id,
-            peer: self.peer,
-            method: parsed.method,
-            path: parsed.path,
-            query: parsed.query,
-            payload,
-            content_format: parsed.content_format,
-            accept: parsed.accept,
-            observe: parsed.observe,
-            etags: parsed.etags,
-            if_match: parsed.if_match,
-            if_none_match: parsed.if_none_match,
-            confirmable: false,
-            block2: parsed.block2,
-        }));
+        self.events.push_back(Event::Request(
+            parsed.into_request(id, self.peer, payload, false),
+        ));
     }
 }

@@ -26,7 +26,7 @@ use crate::block1::{self, Reassembler};
 use crate::config::Config;
 use crate::encode::{self, Extra, Limits, Slice};
 use crate::endpoint::{not_acceptable, Event, Stats};
-use crate::request::{self, is_success, BlockOption, Method, Request, RequestId, Response};
+use crate::request::{self, is_success, BlockOption, Method, RequestId, Response};
 use crate::wire::{self, FormatError};
 
 mod inbound;
