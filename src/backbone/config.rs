@@ -171,6 +171,11 @@ impl ClusterConfig {
     pub fn nodes_bucket(&self) -> String {
         format!("{}_nodes", self.prefix)
     }
+
+    /// The persistent MQTT sessions' KV bucket.
+    pub fn sessions_bucket(&self) -> String {
+        format!("{}_sessions", self.prefix)
+    }
 }
 
 #[cfg(test)]

@@ -82,10 +82,24 @@ impl Session {
         mailbox: Arc<Mailbox>,
         durable: Option<&Arc<DurableSessions>>,
     ) -> Arc<Self> {
-        let persistent = expiry > 0;
+        Self::kept(client_id, expiry, expiry > 0, mailbox, durable, true)
+    }
+
+    /// [`Session::new`], saying whether the session is `persistent` (in a cluster, a v5
+    /// Clean Start 0 with expiry 0 may resume a kept session, which then ends at
+    /// disconnect) and whether it is the node's own (`local`: an MQTT bridge's queue,
+    /// never kept in the cluster; see [`DurableSessions::open`]).
+    pub(super) fn kept(
+        client_id: Arc<str>,
+        expiry: u32,
+        persistent: bool,
+        mailbox: Arc<Mailbox>,
+        durable: Option<&Arc<DurableSessions>>,
+        local: bool,
+    ) -> Arc<Self> {
         let durable = durable
             .filter(|_| persistent)
-            .map(|d| d.open(client_id.clone(), mailbox.id()));
+            .map(|d| d.open(client_id.clone(), mailbox.id(), local));
         Arc::new(Session {
             client_id,
             persistent,
