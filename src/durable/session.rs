@@ -327,11 +327,7 @@ impl DurableSession {
                     no_local: o.no_local,
                     retain_as_published: o.retain_as_published,
                     id: o.id,
-                    since: self
-                        .track
-                        .as_ref()
-                        .and_then(|t| t.since(f.as_str()))
-                        .and_then(Seq::new),
+                    since: self.track.as_ref().and_then(|t| t.since(f.as_str())),
                 })
                 .collect(),
         }

@@ -96,7 +96,7 @@ pub(super) async fn resume(
             id: stored.id,
         };
         if let Some(since) = stored.since {
-            track.subscribed(filter.as_str(), since.get());
+            track.subscribed(filter.as_str(), since);
         }
         broker.subscribe_with(&filter, &session.mailbox, options, RetainHandling::Never);
         session.restored_subscription(filter.clone(), options);
@@ -225,6 +225,7 @@ async fn replay(
             }
         };
         let seq = l.seq.get();
+        tracing::trace!(client_id = %session.client_id, seq, topic = %l.message.topic, subs = subs.len(), "replayed");
         if skip.contains(&seq) {
             track.passed(seq);
             continue;

@@ -86,8 +86,8 @@ pub struct StoredSubscription {
     /// In a cluster (a keeper whose queue is the shared message log): the log sequence
     /// the subscription was made at. A message at or before it was published before the
     /// subscription and is never replayed for it. `None` in local records, whose queue
-    /// entries are made at fan-out.
-    pub since: Option<Seq>,
+    /// entries are made at fan-out. (0: before the log's first message.)
+    pub since: Option<u64>,
 }
 
 /// A persistent session as stored: what changes only on CONNECT, (UN)SUBSCRIBE and

@@ -7,7 +7,8 @@
 //! `0x01 | session id u64 | epoch u64 | owner u8-length + bytes (0: away) | owner's boot
 //! u64 | client id |
 //! expiry u32 | away-since ms u64 (0: connected) | subscriptions u32 × (filter | flags u8:
-//! QoS bits 0-1, 4 No Local, 8 Retain As Published, 16 has id | [id u32] | since u64) |
+//! QoS bits 0-1, 4 No Local, 8 Retain As Published, 16 has id, 32 has since | [id u32] |
+//! [since u64]) |
 //! next packet id u16 | outgoing u32 × (pkid u16 | flags u8: 1 PUBREL sent | seq u64) |
 //! inbound QoS 2 u32 × u16 | position u64 | done u32 × u64 | sent QoS u32 × (pkid u16 |
 //! QoS u8)`.
@@ -113,11 +114,16 @@ impl Kept {
             if sub.id.is_some() {
                 flags |= 16;
             }
+            if sub.since.is_some() {
+                flags |= 32;
+            }
             out.push(flags);
             if let Some(id) = sub.id {
                 out.extend_from_slice(&id.to_be_bytes());
             }
-            out.extend_from_slice(&sub.since.map_or(0, Seq::get).to_be_bytes());
+            if let Some(since) = sub.since {
+                out.extend_from_slice(&since.to_be_bytes());
+            }
         }
         out.extend_from_slice(&s.next_pkid.to_be_bytes());
         out.extend_from_slice(&(s.outgoing.len() as u32).to_be_bytes());
@@ -175,13 +181,14 @@ impl Kept {
             let flags = r.u8()?;
             let qos = QoS::from_u8(flags & 3).ok_or(RecordError("subscription QoS 3"))?;
             let id = if flags & 16 != 0 { Some(r.u32()?) } else { None };
+            let since = if flags & 32 != 0 { Some(r.u64()?) } else { None };
             subscriptions.push(StoredSubscription {
                 filter,
                 qos,
                 no_local: flags & 4 != 0,
                 retain_as_published: flags & 8 != 0,
                 id,
-                since: Seq::new(r.u64()?),
+                since,
             });
         }
         let next_pkid = r.u16()?;
@@ -338,7 +345,7 @@ mod tests {
                         no_local: true,
                         retain_as_published: true,
                         id: Some(9),
-                        since: Seq::new(41),
+                        since: Some(41),
                     },
                     StoredSubscription {
                         filter: "$share/g/b".into(),
@@ -346,7 +353,7 @@ mod tests {
                         no_local: false,
                         retain_as_published: false,
                         id: None,
-                        since: None,
+                        since: Some(0),
                     },
                 ],
             },

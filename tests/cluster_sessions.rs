@@ -1,0 +1,401 @@
+#![allow(clippy::unwrap_used)] // test helpers may unwrap: a failure is the test failing
+//! Persistent MQTT sessions follow their client across cluster nodes (issue 11, point 5):
+//! three ponte nodes (`ponte::start` in-process, the real binary where a process must die)
+//! on a real nats-server (`tests/nats/mod.rs`), driven by raw MQTT 3.1.1 and 5.0 clients,
+//! rumqttc, reqwest and raw CoAP. Each test has its own NATS and ports. Without
+//! nats-server the tests print SKIP and pass, except in CI.
+
+mod common;
+mod nats;
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use common::*;
+use ponte::Gateway;
+use ponte_mqtt::{Packet, Publish, QoS};
+
+/// How long a node may take to be ready (see tests/cluster.rs).
+const START: Duration = Duration::from_secs(60);
+/// The message log's byte limit in tests (JetStream reserves it on disk).
+const TEST_LOG_BYTES: u64 = 16 << 20;
+
+/// Logs to the test's output with `RUST_LOG` set (e.g. `RUST_LOG=ponte=debug`).
+fn logs() {
+    if std::env::var_os("RUST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
+    }
+}
+
+/// A cluster node on `urls`, named `name`, every port 0, nothing on disk.
+async fn node(urls: &[String], name: &str) -> Gateway {
+    node_with(urls, name, |_| {}).await
+}
+
+/// Like [`node`], with the configuration adjusted by `f`.
+async fn node_with(
+    urls: &[String],
+    name: &str,
+    f: impl FnOnce(&mut ponte::config::Config),
+) -> Gateway {
+    logs();
+    let mut c = ponte::config::Config::ephemeral();
+    c.cluster.urls = urls.to_vec();
+    c.cluster.node = Some(name.into());
+    c.cluster.retention_bytes = TEST_LOG_BYTES;
+    c.cluster.start_wait_secs = START.as_secs();
+    f(&mut c);
+    let gw = within(START, "cluster node start", ponte::start(c))
+        .await
+        .expect("cluster node starts");
+    assert!(gw.backbone_ready(), "node {name} is ready once started");
+    gw
+}
+
+/// Poll `f` until it returns `Some`, or panic after `d` naming `what`.
+async fn eventually<T, F, Fut>(d: Duration, what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + d;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out after {d:?}: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A persistent v5 session: Clean Start 0, Session Expiry `secs`.
+async fn v5_session(addr: std::net::SocketAddr, id: &str, secs: u32) -> (V5, bool) {
+    V5::session(addr, id, false, expiry(secs)).await
+}
+
+/// What a subscribing client received, acknowledging as a QoS 2 receiver does (method A:
+/// a QoS 2 message is delivered when first received, its packet id remembered until the
+/// PUBREL, and a DUP with a remembered id is not delivered again).
+#[derive(Default)]
+struct Received {
+    /// Payloads delivered to the application, in order.
+    delivered: Vec<String>,
+    /// The delivered PUBLISHes, in order.
+    packets: Vec<Publish>,
+    /// QoS 2 packet ids received and not yet released (kept across reconnects: the
+    /// client's side of the session).
+    held: HashSet<u16>,
+}
+
+impl Received {
+    /// Handle one packet from the server: acknowledge, record deliveries. Returns whether
+    /// it delivered something.
+    async fn take<V: Version>(&mut self, c: &mut Raw<V>, p: Packet) -> bool {
+        match p {
+            Packet::Publish(p) => {
+                let fresh = match p.qos {
+                    QoS::AtMostOnce => true,
+                    QoS::AtLeastOnce => {
+                        c.send(&Packet::PubAck(response(p.pkid, 0))).await;
+                        true
+                    }
+                    QoS::ExactlyOnce => {
+                        let fresh = self.held.insert(p.pkid);
+                        c.send(&Packet::PubRec(response(p.pkid, 0))).await;
+                        fresh
+                    }
+                };
+                if fresh {
+                    self.delivered
+                        .push(String::from_utf8_lossy(&p.payload).into_owned());
+                    self.packets.push(p);
+                }
+                fresh
+            }
+            Packet::PubRel(r) => {
+                self.held.remove(&r.pkid);
+                c.send(&Packet::PubComp(response(r.pkid, 0))).await;
+                false
+            }
+            _ => false,
+        }
+    }
+
+    /// Receive until `n` messages were delivered in all (QoS 2 exchanges completed too).
+    async fn until<V: Version>(&mut self, c: &mut Raw<V>, n: usize, what: &str) {
+        within(Duration::from_secs(20), what, async {
+            while self.delivered.len() < n || !self.held.is_empty() {
+                match c.recv().await {
+                    Some(p) => {
+                        self.take(c, p).await;
+                    }
+                    None => panic!("{what}: closed after {:?}", self.delivered),
+                }
+            }
+        })
+        .await;
+    }
+}
+
+/// Point 5: a persistent session away on A receives, on reconnecting to C, every QoS 1/2
+/// message published while it was away on no node — via B and C over MQTT, HTTP and
+/// CoAP — in order, at its subscriptions' QoS, with their v5 Subscription Identifiers;
+/// v3.1.1 (Clean Session 0) and v5 (Session Expiry) alike. CONNACK says Session Present.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn persistent_session_away_on_a_gets_what_b_and_c_published_on_reconnect_to_c() {
+    if !nats::available() {
+        return;
+    }
+    let server = nats::NatsServer::start();
+    let urls = vec![server.url()];
+    let a = node(&urls, "a").await;
+    let b = node(&urls, "b").await;
+    let c = node(&urls, "c").await;
+
+    let (mut v5, present) = v5_session(a.mqtt_addr, "away-5", 300).await;
+    assert!(!present, "a new session");
+    let granted = v5
+        .suback(&[("s/#", opts(QoS::ExactlyOnce))], Some(7))
+        .await;
+    assert_eq!(granted.reason_codes, vec![2]);
+    assert_eq!(v5.subscribe(&[("r/#", opts(QoS::AtLeastOnce))]).await, vec![1]);
+    v5.disconnect(0).await;
+    let (mut v3, present) = V3::session(a.mqtt_addr, "away-3", false).await;
+    assert!(!present);
+    assert_eq!(
+        v3.subscribe(&[("s/#", QoS::AtLeastOnce), ("r/#", QoS::ExactlyOnce)])
+            .await,
+        vec![1, 2]
+    );
+    drop(v3);
+
+    // Published while both are away, on other nodes and over every protocol.
+    let mut pb = V5::connect(b.mqtt_addr, "pub-b").await;
+    pb.publish("s/1", QoS::AtLeastOnce, false, b"m1").await;
+    pb.publish("s/2", QoS::ExactlyOnce, false, b"m2").await;
+    let mut pc = V3::connect(c.mqtt_addr, "pub-c").await;
+    pc.publish("s/3", QoS::ExactlyOnce, false, b"m3").await;
+    assert_eq!(http_put(&b, "r/http", "m4", "text/plain").await.status(), 201);
+    let mut coap = Coap::new(c.coap_addr).await;
+    let put = coap.put("/r/r/coap", b"m5", None).await;
+    assert_eq!(code(&put), "2.01");
+    pb.publish("s/qos0", QoS::AtMostOnce, false, b"not queued").await;
+
+    let want = ["m1", "m2", "m3", "m4", "m5"];
+    let (mut v5, present) = v5_session(c.mqtt_addr, "away-5", 300).await;
+    assert!(present, "Session Present 1 on another node");
+    let mut got = Received::default();
+    got.until(&mut v5, want.len(), "v5 session's queue on C").await;
+    assert_eq!(got.delivered, want, "in order, nothing missing");
+    let qos: Vec<QoS> = got.packets.iter().map(|p| p.qos).collect();
+    assert_eq!(
+        qos,
+        [
+            QoS::AtLeastOnce,
+            QoS::ExactlyOnce,
+            QoS::ExactlyOnce,
+            QoS::AtLeastOnce,
+            QoS::AtLeastOnce
+        ],
+        "min(published, granted)"
+    );
+    for p in &got.packets[..3] {
+        assert_eq!(
+            p.properties.subscription_identifiers,
+            vec![7],
+            "Subscription Identifier kept: {p:?}"
+        );
+    }
+    v5.assert_quiet(QUIET, "nothing twice, no QoS 0 queued while away")
+        .await;
+
+    let (mut v3, present) = V3::session(b.mqtt_addr, "away-3", false).await;
+    assert!(present);
+    let mut got = Received::default();
+    got.until(&mut v3, want.len(), "v3.1.1 session's queue on B").await;
+    assert_eq!(got.delivered, want);
+    assert_eq!(got.packets[3].qos, QoS::AtLeastOnce, "HTTP writes are QoS 1");
+    v3.assert_quiet(QUIET, "nothing twice").await;
+
+    // Live delivery continues on the new node.
+    pb.publish("s/after", QoS::AtLeastOnce, false, b"live").await;
+    let p = v3.publish_rx().await;
+    assert_eq!(p.payload, "live");
+    for gw in [a, b, c] {
+        gw.shutdown().await;
+    }
+}
+
+/// A PUBLISH received (not acknowledged yet) and its packet id.
+async fn publish_in<V: Version>(c: &mut Raw<V>, what: &str) -> Publish {
+    within(WAIT, what, c.publish_rx()).await
+}
+
+/// Point 5, takeover while connected (MQTT-3.1.4-2, MQTT-4.4.0-1): a v5 client connected
+/// to A with unfinished QoS 1 and QoS 2 exchanges connects to B. A closes the old
+/// connection with DISCONNECT 0x8E; B says Session Present and re-sends, in their order,
+/// the unacknowledged PUBLISHes with DUP=1 and their packet ids and only the PUBREL of the
+/// QoS 2 message the client had PUBREC'd; then the rest of the queue; nothing twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt_3_1_4_2_takeover_a_to_b_while_connected_moves_exchanges_and_queue() {
+    if !nats::available() {
+        return;
+    }
+    let server = nats::NatsServer::start();
+    let urls = vec![server.url()];
+    let a = node(&urls, "a").await;
+    let b = node(&urls, "b").await;
+    let c = node(&urls, "c").await;
+
+    let props = props(|p| {
+        p.session_expiry_interval = Some(300);
+        p.receive_maximum = Some(4);
+    });
+    let (mut old, _) = V5::session(a.mqtt_addr, "mover", false, props.clone()).await;
+    assert_eq!(old.subscribe(&[("t/#", opts(QoS::ExactlyOnce))]).await, vec![2]);
+    let mut pc = V5::connect(c.mqtt_addr, "pub-c").await;
+    for (n, qos) in [
+        (1, QoS::AtLeastOnce),
+        (2, QoS::ExactlyOnce),
+        (3, QoS::ExactlyOnce),
+        (4, QoS::AtLeastOnce),
+        (5, QoS::AtLeastOnce),
+        (6, QoS::ExactlyOnce),
+    ] {
+        pc.publish(&format!("t/{n}"), qos, false, format!("m{n}").as_bytes())
+            .await;
+    }
+    // Four in flight on A (Receive Maximum 4): m1 unacknowledged, m2 PUBREC'd (the
+    // server answers PUBREL, left without PUBCOMP), m3 and m4 unacknowledged.
+    let p1 = publish_in(&mut old, "m1 on A").await;
+    let p2 = publish_in(&mut old, "m2 on A").await;
+    old.send(&Packet::PubRec(response(p2.pkid, 0))).await;
+    let mut later = Vec::new();
+    let mut released = false;
+    while later.len() < 2 || !released {
+        match old.recv().await {
+            Some(Packet::Publish(p)) => later.push(p),
+            Some(Packet::PubRel(r)) => {
+                assert_eq!(r.pkid, p2.pkid);
+                released = true;
+            }
+            Some(_) => {}
+            None => panic!("A closed"),
+        }
+    }
+    let (p3, p4) = (later[0].clone(), later[1].clone());
+    assert_eq!(
+        [&p1, &p2, &p3, &p4].map(|p| p.payload.clone()),
+        ["m1", "m2", "m3", "m4"]
+    );
+
+    // The same client connects to B.
+    let (mut new, ack) = V5::connack(b.mqtt_addr, connect5("mover", false, props)).await;
+    assert_eq!(ack.reason, 0);
+    assert!(ack.session_present, "Session Present on B");
+    let (code, _) = within(WAIT, "A's DISCONNECT", old.disconnect_rx()).await;
+    assert_eq!(code, 0x8E, "Session taken over");
+    old.expect_closed("A closes the old connection").await;
+
+    // Re-sent in their order: PUBLISH m1 (DUP), PUBREL of m2, PUBLISH m3 and m4 (DUP).
+    let mut resent = Vec::new();
+    while resent.len() < 4 {
+        match new.recv().await {
+            Some(p @ (Packet::Publish(_) | Packet::PubRel(_))) => resent.push(p),
+            Some(_) => {}
+            None => panic!("B closed"),
+        }
+    }
+    let pkid = |p: &Packet| match p {
+        Packet::Publish(p) => (p.pkid, p.dup, p.payload.clone()),
+        Packet::PubRel(r) => (r.pkid, false, bytes::Bytes::from_static(b"PUBREL")),
+        _ => unreachable!(),
+    };
+    let resent: Vec<_> = resent.iter().map(pkid).collect();
+    assert_eq!(
+        resent,
+        vec![
+            (p1.pkid, true, bytes::Bytes::from_static(b"m1")),
+            (p2.pkid, false, bytes::Bytes::from_static(b"PUBREL")),
+            (p3.pkid, true, bytes::Bytes::from_static(b"m3")),
+            (p4.pkid, true, bytes::Bytes::from_static(b"m4")),
+        ],
+        "MQTT-4.4.0-1: unacknowledged PUBLISHes with DUP and their ids, PUBREL for m2"
+    );
+    // Finish them as a client does; the rest of the queue follows, nothing twice.
+    let mut got = Received::default();
+    got.held.insert(p2.pkid);
+    got.held.insert(p3.pkid);
+    new.send(&Packet::PubAck(response(p1.pkid, 0))).await;
+    new.send(&Packet::PubComp(response(p2.pkid, 0))).await;
+    got.held.remove(&p2.pkid);
+    new.send(&Packet::PubRec(response(p3.pkid, 0))).await;
+    new.send(&Packet::PubAck(response(p4.pkid, 0))).await;
+    got.until(&mut new, 2, "m5 and m6 from B").await;
+    assert_eq!(got.delivered, ["m5", "m6"]);
+    new.assert_quiet(QUIET, "nothing more").await;
+    pc.publish("t/7", QoS::AtLeastOnce, false, b"m7").await;
+    assert_eq!(new.publish_rx().await.payload, "m7", "live on B");
+    for gw in [a, b, c] {
+        gw.shutdown().await;
+    }
+}
+
+/// Read until the server closes the connection (true) or `d` passes with it open (false).
+async fn closes_within<V: Version>(c: &mut Raw<V>, d: Duration) -> bool {
+    tokio::time::timeout(d, async {
+        while c.recv().await.is_some() {}
+    })
+    .await
+    .is_ok()
+}
+
+/// Point 5, ownership by compare-and-set: one client id CONNECTs to A and to B at the same
+/// moment, many times over. Each time exactly one connection keeps the session (the other
+/// is closed, with 0x8E if it was accepted), and the survivor has the session's
+/// subscription.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_connects_of_one_client_id_on_a_and_b_leave_exactly_one() {
+    if !nats::available() {
+        return;
+    }
+    let server = nats::NatsServer::start();
+    let urls = vec![server.url()];
+    let a = node(&urls, "a").await;
+    let b = node(&urls, "b").await;
+    let (mut first, _) = v5_session(a.mqtt_addr, "twin", 300).await;
+    assert_eq!(first.subscribe(&[("tw/#", opts(QoS::AtLeastOnce))]).await, vec![1]);
+    first.disconnect(0).await;
+    let mut pb = V5::connect(b.mqtt_addr, "twin-pub").await;
+    for round in 0..5 {
+        let (x, y) = tokio::join!(
+            V5::connack(a.mqtt_addr, connect5("twin", false, expiry(300))),
+            V5::connack(b.mqtt_addr, connect5("twin", false, expiry(300))),
+        );
+        let (mut x, xa) = x;
+        let (mut y, ya) = y;
+        assert!(xa.reason == 0 || ya.reason == 0, "one is accepted: {xa:?} {ya:?}");
+        let (xc, yc) = tokio::join!(
+            closes_within(&mut x, Duration::from_secs(4)),
+            closes_within(&mut y, Duration::from_secs(4)),
+        );
+        assert!(
+            xc != yc,
+            "round {round}: exactly one connection survives (A closed: {xc}, B closed: {yc})"
+        );
+        let survivor = if xc { &mut y } else { &mut x };
+        let payload = format!("r{round}");
+        pb.publish("tw/x", QoS::AtLeastOnce, false, payload.as_bytes())
+            .await;
+        let p = survivor.publish_rx().await;
+        assert_eq!(p.payload, payload, "the survivor has the subscription");
+        survivor
+            .send(&Packet::PubAck(response(p.pkid, 0)))
+            .await;
+    }
+    a.shutdown().await;
+    b.shutdown().await;
+}
