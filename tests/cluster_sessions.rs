@@ -8,7 +8,7 @@
 mod common;
 mod nats;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -398,4 +398,169 @@ async fn concurrent_connects_of_one_client_id_on_a_and_b_leave_exactly_one() {
     }
     a.shutdown().await;
     b.shutdown().await;
+}
+
+/// A node run as the real binary, so it can be killed with `kill -9`: the process and its
+/// MQTT address. `toml` is added to its configuration file.
+fn binary_node(url: &str, name: &str, toml: &str) -> (std::process::Child, std::net::SocketAddr, tempfile::TempDir) {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("node.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[cluster]\nretention_bytes = {TEST_LOG_BYTES}\nstart_wait_secs = {}\n{toml}",
+            START.as_secs()
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ponte"))
+        .args(ANY_PORT)
+        .arg("--memory")
+        .args(["--cluster", url, "--node", name, "-c"])
+        .arg(&file)
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("ponte binary starts");
+    let logs = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(logs).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let listening = loop {
+        let line = rx
+            .recv_timeout(START)
+            .expect("a `ponte listening` line from the binary node");
+        if line.contains("ponte listening") {
+            break line;
+        }
+    };
+    let mqtt = listening
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("mqtt="))
+        .expect("mqtt= in the listening line")
+        .parse()
+        .unwrap();
+    (child, mqtt, dir)
+}
+
+/// Point 5 under `kill -9`: a persistent subscriber (QoS 2) is connected to A, the real
+/// binary, while QoS 1 and QoS 2 loads are published via B and C; A is killed mid-load.
+/// Reconnected to B, the subscriber gets every message whose publisher got PUBACK or
+/// PUBCOMP — QoS 1 maybe again (allowed), QoS 2 exactly once across both connections
+/// (method A receiver: a DUP of a held id is not delivered again).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_of_the_owner_under_qos1_and_qos2_load_loses_nothing_and_repeats_no_qos2() {
+    use std::sync::{Arc, Mutex};
+    if !nats::available() {
+        return;
+    }
+    let server = nats::NatsServer::start();
+    let urls = vec![server.url()];
+    let b = node(&urls, "b").await;
+    let c = node(&urls, "c").await;
+    let (mut child, mqtt_a, _dir) = binary_node(&server.url(), "a", "");
+
+    let (mut sub, present) = v5_session(mqtt_a, "victim", 300).await;
+    assert!(!present);
+    assert_eq!(sub.subscribe(&[("k/#", opts(QoS::ExactlyOnce))]).await, vec![2]);
+    // The subscriber receives on A until A dies.
+    let receiving = tokio::spawn(async move {
+        let mut got = Received::default();
+        loop {
+            match sub.recv_for(Duration::from_secs(30)).await {
+                Some(Some(p)) => {
+                    got.take(&mut sub, p).await;
+                }
+                _ => return got,
+            }
+        }
+    });
+
+    const N1: u16 = 1500;
+    const N2: u16 = 150;
+    let acked1 = Arc::new(Mutex::new(Vec::new()));
+    let acked2 = Arc::new(Mutex::new(Vec::new()));
+    let qos1 = {
+        let acked = acked1.clone();
+        let addr = b.mqtt_addr;
+        tokio::spawn(async move {
+            let mut p = V3::connect(addr, "load-1").await;
+            for n in 0..N1 {
+                p.publish("k/1", QoS::AtLeastOnce, false, format!("a{n}").as_bytes())
+                    .await;
+                acked.lock().unwrap().push(n);
+            }
+        })
+    };
+    let qos2 = {
+        let acked = acked2.clone();
+        let addr = c.mqtt_addr;
+        tokio::spawn(async move {
+            let mut p = V3::connect(addr, "load-2").await;
+            for n in 0..N2 {
+                p.publish("k/2", QoS::ExactlyOnce, false, format!("q{n}").as_bytes())
+                    .await;
+                acked.lock().unwrap().push(n);
+            }
+        })
+    };
+    eventually(Duration::from_secs(60), "load under way", || async {
+        (acked1.lock().unwrap().len() >= 300 && acked2.lock().unwrap().len() >= 40).then_some(())
+    })
+    .await;
+    child.kill().expect("kill -9");
+    let _ = child.wait();
+    within(Duration::from_secs(120), "the loads finish via B and C", async {
+        qos1.await.unwrap();
+        qos2.await.unwrap();
+    })
+    .await;
+    let mut got = within(Duration::from_secs(35), "the subscriber sees A die", receiving)
+        .await
+        .unwrap();
+    let on_a = got.delivered.len();
+    assert!(on_a > 0, "the subscriber received on A before the kill");
+
+    let (mut sub, present) = v5_session(b.mqtt_addr, "victim", 300).await;
+    assert!(present, "the session survived its node's kill -9");
+    let want: HashSet<String> = (0..N1)
+        .map(|n| format!("a{n}"))
+        .chain((0..N2).map(|n| format!("q{n}")))
+        .collect();
+    within(Duration::from_secs(60), "every acknowledged message on B", async {
+        loop {
+            let have: HashSet<&String> = got.delivered.iter().collect();
+            if want.iter().all(|w| have.contains(w)) && got.held.is_empty() {
+                break;
+            }
+            match sub.recv().await {
+                Some(p) => {
+                    got.take(&mut sub, p).await;
+                }
+                None => panic!("B closed"),
+            }
+        }
+    })
+    .await;
+    let mut counts: HashMap<&str, usize> = HashMap::new();
+    for d in &got.delivered {
+        *counts.entry(d.as_str()).or_default() += 1;
+    }
+    let twice: Vec<_> = counts
+        .iter()
+        .filter(|(p, n)| p.starts_with('q') && **n > 1)
+        .collect();
+    assert!(twice.is_empty(), "QoS 2 delivered twice: {twice:?}");
+    let repeated = got.delivered.len() - want.len();
+    println!("on A: {on_a}, total: {}, QoS 1 repeats: {repeated}", got.delivered.len());
+    b.shutdown().await;
+    c.shutdown().await;
 }

@@ -299,6 +299,12 @@ impl<V: Version> Raw<V> {
         }
     }
 
+    /// The next packet within `d`: `None` when `d` passed, `Some(None)` once the server
+    /// closed the connection (for waits longer than [`WAIT`]).
+    pub async fn recv_for(&mut self, d: Duration) -> Option<Option<Packet>> {
+        tokio::time::timeout(d, self.next_packet()).await.ok()
+    }
+
     /// The next packet, `None` when the server closed the connection.
     pub async fn recv(&mut self) -> Option<Packet> {
         within(WAIT, &format!("an {} packet", V::NAME), self.next_packet()).await
