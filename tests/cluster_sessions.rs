@@ -564,3 +564,240 @@ async fn kill_9_of_the_owner_under_qos1_and_qos2_load_loses_nothing_and_repeats_
     b.shutdown().await;
     c.shutdown().await;
 }
+
+/// The value of `ponte_messages_dropped_total{reason="…"}` on `gw`.
+async fn dropped(gw: &Gateway, reason: &str) -> u64 {
+    let text = http()
+        .get(format!("http://{}/metrics", gw.http_addr))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let want = format!("ponte_messages_dropped_total{{reason=\"{reason}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(want.as_str()))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {want} in /metrics:\n{text}"))
+}
+
+/// Point 5, bounded: what waits for a client away on no node is bounded by `[mqtt]
+/// max_queued` as on one node (drop-newest: the first ones are kept); the overflow is
+/// counted (`ponte_messages_dropped_total{reason="queue_full"}`) on the node it resumes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_queued_bounds_what_waits_for_an_away_session_and_counts_the_overflow() {
+    if !nats::available() {
+        return;
+    }
+    let server = nats::NatsServer::start();
+    let urls = vec![server.url()];
+    let small = |c: &mut ponte::config::Config| c.mqtt.max_queued = 3;
+    let a = node_with(&urls, "a", small).await;
+    let b = node_with(&urls, "b", small).await;
+    let (mut s, _) = V3::session(a.mqtt_addr, "bounded", false).await;
+    assert_eq!(s.subscribe(&[("q/#", QoS::AtLeastOnce)]).await, vec![1]);
+    drop(s);
+    let mut p = V5::connect(a.mqtt_addr, "bounded-pub").await;
+    for n in 0..10 {
+        p.publish("q/x", QoS::AtLeastOnce, false, format!("m{n}").as_bytes())
+            .await;
+    }
+    let before = dropped(&b, "queue_full").await;
+    let (mut s, present) = V3::session(b.mqtt_addr, "bounded", false).await;
+    assert!(present);
+    let mut got = Received::default();
+    got.until(&mut s, 3, "the queue on B").await;
+    assert_eq!(got.delivered, ["m0", "m1", "m2"], "drop-newest keeps the first");
+    s.assert_quiet(QUIET, "the other seven were dropped").await;
+    assert_eq!(dropped(&b, "queue_full").await - before, 7);
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+/// Point 5, bounded by the log: messages the log's retention deleted before the client
+/// came back are counted (`reason="log_retention"`) and logged; what the log still has is
+/// delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_the_logs_retention_deleted_while_away_are_counted() {
+    if !nats::available() {
+        return;
+    }
+    let server = nats::NatsServer::start();
+    let urls = vec![server.url()];
+    let tiny = |c: &mut ponte::config::Config| c.cluster.retention_bytes = 8 * 1024;
+    let a = node_with(&urls, "a", tiny).await;
+    let b = node_with(&urls, "b", tiny).await;
+    let (mut s, _) = V3::session(a.mqtt_addr, "forgotten", false).await;
+    assert_eq!(s.subscribe(&[("old/#", QoS::AtLeastOnce)]).await, vec![1]);
+    drop(s);
+    let mut p = V5::connect(a.mqtt_addr, "filler").await;
+    let payload = vec![b'x'; 400];
+    for _ in 0..60 {
+        p.publish("old/x", QoS::AtLeastOnce, false, &payload).await;
+    }
+    p.publish("old/x", QoS::AtLeastOnce, false, b"last").await;
+    let (mut s, present) = V3::session(b.mqtt_addr, "forgotten", false).await;
+    assert!(present);
+    let mut got = Received::default();
+    within(Duration::from_secs(20), "the last message", async {
+        while got.delivered.last().map(String::as_str) != Some("last") {
+            let p = s.recv().await.expect("open");
+            got.take(&mut s, p).await;
+        }
+    })
+    .await;
+    let kept = got.delivered.len() as u64;
+    assert!(kept < 61, "the log kept only part of it ({kept})");
+    let lost = dropped(&b, "log_retention").await;
+    assert!(lost > 0, "the deleted ones are counted");
+    assert!(lost + kept >= 61, "{lost} lost + {kept} kept cover what was published");
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+/// Whether the sessions bucket on `url` holds a session for `client` (its key is the
+/// escaped client id: plain for letters, digits and `-`).
+async fn kept(url: &str, client: &str) -> bool {
+    let nc = async_nats::connect(url).await.unwrap();
+    let kv = async_nats::jetstream::new(nc)
+        .get_key_value("ponte_sessions")
+        .await
+        .unwrap();
+    matches!(
+        kv.entry(client).await.unwrap(),
+        Some(e) if e.operation == async_nats::jetstream::kv::Operation::Put
+    )
+}
+
+/// Point 5, expiry cluster-wide (MQTT 5 §3.1.2.11.2, MQTT-3.1.3-9): an away session
+/// expires whichever node it was last on (deleted from the cluster without anyone
+/// reconnecting; a CONNECT after it gets Session Present 0 on another node); a will whose
+/// delay outlasts the session is published when the session ends; and a client that
+/// comes back within the Will Delay on *another* node stops its old node's will.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_expiry_and_will_delay_hold_across_nodes() {
+    if !nats::available() {
+        return;
+    }
+    let server = nats::NatsServer::start();
+    let urls = vec![server.url()];
+    let a = node(&urls, "a").await;
+    let b = node(&urls, "b").await;
+    let mut watcher = V5::connect(b.mqtt_addr, "will-watcher").await;
+    assert_eq!(watcher.subscribe(&[("wills/#", opts(QoS::AtLeastOnce))]).await, vec![1]);
+
+    // A short session, away from A.
+    let (mut short, _) = v5_session(a.mqtt_addr, "short", 2).await;
+    assert_eq!(short.subscribe(&[("exp/#", opts(QoS::AtLeastOnce))]).await, vec![1]);
+    short.disconnect(0).await;
+    assert!(kept(&server.url(), "short").await, "kept while away");
+
+    // Two wills on A: one whose client comes back on B within the delay, one whose
+    // delay (60 s) outlasts its session (1 s).
+    let delayed = |secs| props(|p| p.will_delay_interval = Some(secs));
+    let will = |t: &str| ponte_mqtt::LastWill {
+        topic: t.into(),
+        payload: bytes::Bytes::from(t.to_owned()),
+        qos: QoS::AtLeastOnce,
+        retain: false,
+        properties: Default::default(),
+    };
+    let back = {
+        let Packet::Connect(mut c) =
+            connect5_will("back", expiry(60), will("wills/back"), delayed(2))
+        else {
+            unreachable!()
+        };
+        c.clean_session = false;
+        Packet::Connect(c)
+    };
+    let (back_a, ack) = V5::connack(a.mqtt_addr, back).await;
+    assert_eq!(ack.reason, 0);
+    let (bounded, ack) = V5::connack(
+        a.mqtt_addr,
+        connect5_will("bounded", expiry(1), will("wills/bounded"), delayed(60)),
+    )
+    .await;
+    assert_eq!(ack.reason, 0);
+    // Both connections die without DISCONNECT: their wills are pending on A.
+    drop(back_a);
+    drop(bounded);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (back_b, present) = v5_session(b.mqtt_addr, "back", 60).await;
+    assert!(present, "resumed on B within the Will Delay");
+
+    // The session's end publishes the bounded will (after 1 s, not 60).
+    let p = within(Duration::from_secs(5), "the bounded will", watcher.publish_rx()).await;
+    assert_eq!(p.payload, "wills/bounded");
+    watcher.send(&Packet::PubAck(response(p.pkid, 0))).await;
+    // Past the 2 s delay of the other: no will, its client is back (on B).
+    watcher
+        .assert_quiet(Duration::from_millis(2500), "no will for a client that came back on another node")
+        .await;
+    drop(back_b);
+
+    // The short session expired with nobody reconnecting: gone from the cluster.
+    eventually(Duration::from_secs(10), "the expired session deleted", || async {
+        (!kept(&server.url(), "short").await).then_some(())
+    })
+    .await;
+    let (mut short, present) = v5_session(b.mqtt_addr, "short", 2).await;
+    assert!(!present, "expired: a new session on B");
+    let mut p = V5::connect(a.mqtt_addr, "exp-pub").await;
+    p.publish("exp/x", QoS::AtLeastOnce, false, b"x").await;
+    short
+        .assert_quiet(QUIET, "the expired session's subscription is gone")
+        .await;
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+/// Point 5 across a restart of everything: with the clients' sessions in NATS (and nothing
+/// on the nodes' disks), all three nodes stop — one session away, one connected at the
+/// stop — and nats-server restarts from its store; new nodes resume both sessions, with
+/// their subscriptions and what was published meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_of_the_whole_cluster_keeps_sessions() {
+    if !nats::available() {
+        return;
+    }
+    let mut server = nats::NatsServer::start();
+    let urls = vec![server.url()];
+    let a = node(&urls, "a").await;
+    let b = node(&urls, "b").await;
+    let c = node(&urls, "c").await;
+    let (mut away, _) = v5_session(a.mqtt_addr, "away", 3600).await;
+    assert_eq!(away.subscribe(&[("w/#", opts(QoS::ExactlyOnce))]).await, vec![2]);
+    away.disconnect(0).await;
+    let (mut on, _) = V3::session(b.mqtt_addr, "connected", false).await;
+    assert_eq!(on.subscribe(&[("w/#", QoS::AtLeastOnce)]).await, vec![1]);
+    let mut p = V5::connect(c.mqtt_addr, "before").await;
+    p.publish("w/1", QoS::AtLeastOnce, false, b"before stop").await;
+    let mut got_on = Received::default();
+    got_on.until(&mut on, 1, "live before the stop").await;
+    for gw in [a, b, c] {
+        gw.shutdown().await;
+    }
+    drop(on);
+    server.restart();
+
+    let a = node(&urls, "a").await;
+    let b = node(&urls, "b").await;
+    let c = node(&urls, "c").await;
+    let mut p = V5::connect(a.mqtt_addr, "after").await;
+    p.publish("w/2", QoS::ExactlyOnce, false, b"after restart").await;
+    let (mut away, present) = v5_session(c.mqtt_addr, "away", 3600).await;
+    assert!(present, "the away session survived");
+    let mut got = Received::default();
+    got.until(&mut away, 2, "the away session's queue").await;
+    assert_eq!(got.delivered, ["before stop", "after restart"]);
+    let (mut on, present) = V3::session(a.mqtt_addr, "connected", false).await;
+    assert!(present, "the session connected at the stop survived");
+    got_on.until(&mut on, 2, "the connected session's queue").await;
+    assert_eq!(got_on.delivered, ["before stop", "after restart"]);
+    on.assert_quiet(QUIET, "nothing twice").await;
+    for gw in [a, b, c] {
+        gw.shutdown().await;
+    }
+}

@@ -51,6 +51,10 @@ pub struct Metrics {
     /// MQTT 5 deliveries discarded because they exceeded the recipient's Maximum Packet
     /// Size (MQTT-3.1.2-25: discarded "as if delivered", so counted here, not in `dropped`).
     pub too_large: AtomicU64,
+    /// In a cluster: messages of the shared log deleted by its retention before a
+    /// persistent session that may have been waiting for them came back (an upper bound:
+    /// the log no longer says which were for it).
+    pub log_retention: AtomicU64,
 }
 
 /// The MQTT 5 parts of a retained value that the store does not keep (in memory only):
