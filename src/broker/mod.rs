@@ -239,6 +239,9 @@ pub struct Broker {
     backbone: Arc<dyn Backbone>,
     /// `backbone.clustered()`, read once: a single node pays one branch per publish.
     clustered: bool,
+    /// Whether persistent sessions are kept in the cluster's log (`durable.logged()`, read
+    /// once): a single node pays one branch per delivery.
+    logged: bool,
     /// MQTT 5 properties and expiry of retained values that have them; written only by
     /// retained MQTT 5 publishes, read when a subscription sends retained values.
     retained_meta: RwLock<HashMap<TopicName, RetainedMeta>>,
@@ -296,6 +299,7 @@ impl Broker {
             retained: Retained::open(store)?,
             subscriptions: RwLock::new(SubscriptionIndex::new()),
             clustered: backbone.clustered(),
+            logged: false,
             backbone,
             retained_meta: RwLock::new(HashMap::new()),
             metrics: Metrics::default(),
@@ -329,6 +333,7 @@ impl Broker {
             retained: Retained::open(store)?,
             subscriptions: RwLock::new(SubscriptionIndex::new()),
             clustered: backbone.clustered(),
+            logged: durable.logged(),
             backbone,
             retained_meta: RwLock::new(HashMap::new()),
             metrics: Metrics::default(),
@@ -771,7 +776,10 @@ impl Broker {
         durable: Option<&mut Vec<Receipt>>,
         route: Route,
     ) -> bool {
-        let track = registered.and_then(|r| r.track(m.mailbox.id()));
+        // Only a cluster keeps sessions in the log: a single node pays one branch.
+        let track = registered
+            .filter(|_| self.logged)
+            .and_then(|r| r.track(m.mailbox.id()));
         match (route, track) {
             // Hearing the log brings it, in log order: counted as queued.
             (Route::Local, Some(_)) if sequence.is_some() => return true,

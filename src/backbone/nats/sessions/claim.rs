@@ -66,6 +66,11 @@ pub(super) async fn claim(
 ) -> Result<Claimed, StoreError> {
     let inner = &keeper.inner;
     if !inner.ready() || !inner.hearing.load(Ordering::Acquire) {
+        if claim.clean && !claim.persistent {
+            // Degraded mode (point 8): a client that keeps nothing may still connect and
+            // read; a session kept for its id elsewhere cannot be ended now and stays.
+            return Ok(Claimed::Fresh);
+        }
         return Err(unavailable("it is not connected or not in sync yet"));
     }
     let kv = inner

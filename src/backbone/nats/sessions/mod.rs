@@ -246,6 +246,10 @@ impl NatsKeeper {
 
     /// Compare-and-set `key` to `value`, expecting `rev` (0: the key must not exist).
     async fn update(&self, key: &str, value: Vec<u8>, rev: u64) -> Result<u64, WriteError> {
+        if !self.inner.connected() {
+            // Fail at once: a connection closing while NATS is away must not wait for it.
+            return Err(WriteError::Other("NATS is unreachable".into()));
+        }
         let kv = self
             .inner
             .sessions
