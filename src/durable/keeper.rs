@@ -73,24 +73,28 @@ pub enum Replayed {
 
 /// Where persistent sessions are kept durable. [`super::LocalKeeper`] keeps them through
 /// one writer thread over a [`crate::store::session::SessionStore`] engine (sled, memory,
-/// an embedder's); a cluster keeper keeps them in NATS (issue 11), where the same
-/// operations map onto a shared JetStream message log and a KV bucket of session records:
+/// an embedder's); the cluster's keeper (`crate::backbone::nats::sessions::NatsKeeper`,
+/// issue 11) keeps each session as one value of a KV bucket and its queue as a place in
+/// the shared JetStream message log ([`Keeper::logged`]):
 ///
 /// | operation | local writer | cluster (NATS) |
 /// |---|---|---|
-/// | [`Keeper::put_record`] (open/resume, subscriptions changed, away) | rewrite the record | compare-and-set the record: who owns the session moves with it |
-/// | [`Keeper::put_state`] (protocol-state sync) | rewrite the state record | the same record, or a second key |
-/// | [`Keeper::append`] | a queue entry under the next counter value | nothing to write: the message is already in the log, its log sequence is the `Seq` |
-/// | [`Keeper::acknowledge`], [`Keeper::forget`] | delete the entry | drop the `Seq` from the session's unfinished set, move its log position |
-/// | [`Keeper::discard`] | delete record, state and entries | delete the record |
-/// | [`Keeper::take_loaded`] (restore) | scan the trees once at start | nothing: a session is claimed when its client connects ([`Keeper::claim`]) and replayed from its position ([`Keeper::replay`]) |
+/// | [`Keeper::put_record`] (open/resume, subscriptions changed, away) | rewrite the record | the session's one value (record, state, place in the log), compare-and-set on its last revision; a record saying "away" releases it |
+/// | [`Keeper::put_state`] (protocol-state sync) | rewrite the state record | the same value, with the position and done set ([`StoredState::log`]) |
+/// | [`Keeper::append`] | a queue entry under the next counter value | never called: a tracked session's `Seq` is the message's log sequence |
+/// | [`Keeper::acknowledge`], [`Keeper::forget`] | delete the entry | nothing to write: the [`super::Track`] counts it finished; the next state carries it |
+/// | [`Keeper::discard`] | delete record, state and entries | delete the value, expecting its revision |
+/// | [`Keeper::take_loaded`] (restore) | scan the trees once at start | nothing: a session is claimed when its client connects |
+/// | [`Keeper::claim`] | — (the node owns its sessions) | compare-and-set after the owner handed over or was presumed dead |
+/// | [`Keeper::replay`], [`Keeper::fetch`] | — | a short-lived filtered ordered consumer from the position; direct gets |
 ///
 /// Who owns a session is decided where its record is written at CONNECT: the owning
-/// connection awaits that write before CONNACK ([`super::DurableSession::write_record`]),
-/// and a write that fails refuses the CONNECT. Locally the node always owns its sessions
-/// (the in-process owner lock of `mqtt::session::Session` orders connections); a cluster
-/// keeper makes that write its compare-and-set, after the previous owner handed over (its
-/// close wrote the last state) or was presumed dead.
+/// connection awaits that write before CONNACK ([`super::DurableSession::write_record`], or
+/// in a cluster the claim), and a write that fails refuses the CONNECT. Locally the node
+/// always owns its sessions (the in-process owner lock of `mqtt::session::Session` orders
+/// connections); a cluster keeper makes the claim its compare-and-set, after the previous
+/// owner handed over (its close wrote the last state) or was presumed dead, and every later
+/// write expects the revision of the one before, so a node that lost a session learns it.
 ///
 /// The contract every keeper keeps: a client's operations take effect in the order they
 /// were made, and a [`Receipt`] resolves only once its operation *and every one made before

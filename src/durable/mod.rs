@@ -171,8 +171,8 @@ impl DurableSessions {
     /// Take charge of `client`'s persistent session, whose messages arrive in mailbox
     /// `mailbox_id`: from now on its QoS 1/2 deliveries are made durable. With `local`,
     /// the session is the node's own (kept by the node-local keeper when there is one).
-    /// A session of a logged keeper starts tracked at `position` (where its queue begins
-    /// in the log).
+    /// A session of a logged keeper is tracked ([`Track`]); where its queue begins in the
+    /// log is set once it is claimed ([`Track::start_at`]).
     pub fn open(self: &Arc<Self>, client: Arc<str>, mailbox_id: u64, local: bool) -> DurableSession {
         let local = local && self.local.is_some();
         let track = (self.logged && !local).then(|| Arc::new(Track::new(0)));

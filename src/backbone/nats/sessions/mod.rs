@@ -6,14 +6,14 @@
 //! consumer per session: the log is the queue (see [`crate::durable::Track`]).
 //!
 //! - **Ownership** is the bucket's compare-and-set. A node *claims* a session for a CONNECT
-//!   ([`claim`]): it reads the value, and if another node owns it asks that node (a request
+//!   (`claim`): it reads the value, and if another node owns it asks that node (a request
 //!   on `<prefix>.ctl.<node>`) to hand it over — the owner closes its connection (v5
 //!   DISCONNECT 0x8E) and writes its final state — or, when the owner does not answer and
 //!   its heartbeat in the nodes bucket has stopped, presumes it dead; then it writes the
 //!   value with itself as owner, expecting the revision it read. Every later write of the
 //!   owner expects the revision of its previous one, so a node that lost the session
 //!   learns it at its next write and closes its connection: two nodes never both write it.
-//! - **Writes** ([`Book`]): one in flight per session, always the latest state (what was
+//! - **Writes** (`Book`): one in flight per session, always the latest state (what was
 //!   handed over meanwhile coalesces into the next write). A write somebody awaits (the
 //!   record before CONNACK, the state before a PUBREC, PUBCOMP, QoS 2 PUBLISH or PUBREL)
 //!   goes at once; progress nobody awaits (QoS 1 acknowledgements, the position moving)
@@ -22,8 +22,8 @@
 //!   when it is away; the node forgets the session (its mailbox and subscriptions go) and
 //!   deletes it at its expiry, by compare-and-set on that revision ([`expiry`]). An elected
 //!   node sweeps what nobody else will (sessions of dead nodes, expiries of nodes gone).
-//! - **Resume** on any node: [`replay`] reads the log after the session's position through
-//!   a short-lived ordered consumer filtered by its subscriptions; [`fetch`] gets the
+//! - **Resume** on any node: `replay` reads the log after the session's position through
+//!   a short-lived ordered consumer filtered by its subscriptions; `fetch` gets the
 //!   messages of its unfinished exchanges by sequence.
 
 mod claim;
