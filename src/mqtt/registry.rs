@@ -84,7 +84,7 @@ impl Registry {
     /// takes it over, or this node lost it.
     pub(crate) fn kick(&self, client_id: &str) {
         if let Some(s) = self.sessions.lock().get(client_id) {
-            s.kick_owner();
+            s.taken_over();
         }
     }
 

@@ -112,6 +112,9 @@ struct Owned {
     in_flight: Vec<Reply>,
     /// Told when the session is released (handed over) or ends.
     released: Vec<oneshot::Sender<()>>,
+    /// The session ended while a write was in flight: delete it once that write is done
+    /// (its revision is the one to expect).
+    discard: bool,
 }
 
 impl NatsKeeper {
@@ -181,7 +184,7 @@ impl NatsKeeper {
             (None, None)
         };
         let mut owned = self.book.owned.lock();
-        let Some(o) = owned.get_mut(client) else {
+        let Some(o) = owned.get_mut(client).filter(|o| !o.discard) else {
             if let Some(reply) = reply {
                 let _ = reply.send(Err(StoreError::Engine(
                     "this node no longer owns the session (another node took it over)".into(),
@@ -301,6 +304,13 @@ impl NatsKeeper {
                 for r in o.in_flight.drain(..) {
                     let _ = r.send(Ok(()));
                 }
+                if o.discard {
+                    if let Some(o) = owned.remove(client) {
+                        drop(owned);
+                        self.delete(o);
+                    }
+                    return;
+                }
                 if o.dirty {
                     if !o.waiting.is_empty() || o.record.away_since.is_some() {
                         self.start_write(client, o);
@@ -398,6 +408,13 @@ impl NatsKeeper {
         };
         o.writing = false;
         match ours {
+            Ok(Some(rev)) if o.discard => {
+                o.rev = rev;
+                if let Some(o) = owned.remove(client) {
+                    drop(owned);
+                    self.delete(o);
+                }
+            }
             Ok(Some(rev)) => {
                 o.rev = rev;
                 // Whatever was in flight may or may not be the value found: write again.
@@ -459,6 +476,7 @@ impl NatsKeeper {
                 waiting: Vec::new(),
                 in_flight: Vec::new(),
                 released: Vec::new(),
+                discard: false,
             },
         );
         if let Some(p) = previous {
@@ -468,6 +486,25 @@ impl NatsKeeper {
                 let _ = r.send(Err(StoreError::Engine("the session was claimed again".into())));
             }
         }
+    }
+
+    /// The session ended: delete its value (expecting the last revision written) and tell
+    /// whoever waits for its release.
+    fn delete(&self, o: Owned) {
+        for r in o.released {
+            let _ = r.send(());
+        }
+        let keeper = self.clone();
+        tokio::spawn(async move {
+            let kv = keeper.inner.sessions.read().clone();
+            if let Some(kv) = kv {
+                let _ = tokio::time::timeout(
+                    keeper.inner.config.timeout(),
+                    kv.delete_expect_revision(&*o.key, Some(o.rev)),
+                )
+                .await;
+            }
+        });
     }
 
     /// Wait until `client`'s session is released here, or `None` if this node does not own
@@ -521,23 +558,20 @@ impl Keeper for NatsKeeper {
     fn forget(&self, _client: &Arc<str>, _seq: Seq) {}
 
     fn discard(&self, client: &Arc<str>) {
-        let Some(o) = self.book.owned.lock().remove(client) else {
+        let mut owned = self.book.owned.lock();
+        let Some(o) = owned.get_mut(client) else {
             return;
         };
-        for r in o.released {
-            let _ = r.send(());
+        if o.writing {
+            // Deleted once the write in flight is done (expecting its revision).
+            o.discard = true;
+            return;
         }
-        let keeper = self.clone();
-        tokio::spawn(async move {
-            let kv = keeper.inner.sessions.read().clone();
-            if let Some(kv) = kv {
-                let _ = tokio::time::timeout(
-                    keeper.inner.config.timeout(),
-                    kv.delete_expect_revision(&*o.key, Some(o.rev)),
-                )
-                .await;
-            }
-        });
+        let Some(o) = owned.remove(client) else {
+            return;
+        };
+        drop(owned);
+        self.delete(o);
     }
 
     fn close(&self) {}
