@@ -25,6 +25,21 @@ pub struct Claim {
     pub start: u64,
     /// The Session Expiry Interval the connection asks for (a resumed session takes it).
     pub expiry: u32,
+    /// Which session object on this node makes the claim (its mailbox id): a takeover or a
+    /// lost session later closes exactly its connection ([`Kick`]), never a newer one of
+    /// the same client that happens to be claiming on this node at that moment.
+    pub holder: u64,
+}
+
+/// A connection on this node that must close because another node takes its session
+/// over, or this node lost it ([`Keeper::kicks`]).
+#[derive(Debug, Clone)]
+pub struct Kick {
+    /// The client whose session it is.
+    pub client: Arc<str>,
+    /// The [`Claim::holder`] of the claim that made this node its owner: only that
+    /// session's connection closes (now, or as soon as it is connected).
+    pub holder: u64,
 }
 
 /// What a claim found.
@@ -175,9 +190,9 @@ pub trait Keeper: Send + Sync + fmt::Debug {
         Box::pin(async { Ok(Vec::new()) })
     }
 
-    /// Client ids whose connection on this node must close: another node takes the
-    /// session over, or this node lost it. Taken once by the MQTT front-end.
-    fn kicks(&self) -> Option<mpsc::UnboundedReceiver<Arc<str>>> {
+    /// Connections on this node that must close: another node takes the session over, or
+    /// this node lost it. Taken once by the MQTT front-end.
+    fn kicks(&self) -> Option<mpsc::UnboundedReceiver<Kick>> {
         None
     }
 

@@ -50,7 +50,7 @@ use crate::store::session::SessionStore;
 use crate::store::StoreError;
 
 pub use crate::store::session::Seq;
-pub use keeper::{Claim, Claimed, Keeper, KeptSession, Logged, Replayed};
+pub use keeper::{Claim, Claimed, Keeper, KeptSession, Kick, Logged, Replayed};
 pub use local::{LocalKeeper, ALIVE_PERIOD};
 pub use restore::{Restored, RestoredExchange, RestoredSession};
 pub use session::{DurableSession, Exchange, Record, Stage};

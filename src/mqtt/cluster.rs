@@ -64,6 +64,7 @@ pub(super) async fn resume(
                 persistent: session.persistent,
                 start,
                 expiry,
+                holder: session.mailbox.id(),
             },
         )
         .await?;

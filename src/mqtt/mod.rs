@@ -163,9 +163,9 @@ impl Mqtt {
             // its connection here closes (v5 DISCONNECT 0x8E, MQTT-3.1.4-2).
             let shared = Arc::downgrade(&shared);
             tokio::spawn(async move {
-                while let Some(client) = kicks.recv().await {
+                while let Some(kick) = kicks.recv().await {
                     match shared.upgrade() {
-                        Some(s) => s.sessions.kick(&client),
+                        Some(s) => s.sessions.kick(&kick),
                         None => return,
                     }
                 }

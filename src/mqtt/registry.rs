@@ -80,10 +80,17 @@ impl Registry {
             && !client_id.starts_with(RESERVED_CLIENT_PREFIX)
     }
 
-    /// Close the connection that owns `client_id`'s session here, if any: another node
-    /// takes it over, or this node lost it.
-    pub(crate) fn kick(&self, client_id: &str) {
-        if let Some(s) = self.sessions.lock().get(client_id) {
+    /// Close the connection of the session that claimed `kick.client`'s session here, if it
+    /// is still registered: another node takes it over, or this node lost it. A newer
+    /// session of the same client (a new connection here, still claiming) is not the one
+    /// meant and stays.
+    pub(crate) fn kick(&self, kick: &crate::durable::Kick) {
+        if let Some(s) = self
+            .sessions
+            .lock()
+            .get(&kick.client)
+            .filter(|s| s.mailbox.id() == kick.holder)
+        {
             s.taken_over();
         }
     }

@@ -125,8 +125,9 @@ impl Session {
     }
 
     /// Another node takes this session over (a cluster): its connection closes, now or as
-    /// soon as it is connected. (A session in a cluster is never resumed in place, so the
-    /// pending ring can only be its own connection's.)
+    /// soon as it is connected. (A session in a cluster is never resumed in place, and the
+    /// kick names the session object that claimed, so the pending ring can only be its own
+    /// connection's.)
     pub(super) fn taken_over(&self) {
         let mut st = self.state.lock();
         match st.kick.take() {

@@ -182,7 +182,7 @@ pub(super) async fn claim(
         let present = taken.epoch > 1;
         match keeper.update(&key, taken.encode(), rev).await {
             Ok(new_rev) => {
-                keeper.own(client, key, new_rev, &taken);
+                keeper.own(client, key, new_rev, &taken, claim.holder);
                 return Ok(if present {
                     Claimed::Kept(Box::new(KeptSession {
                         record: taken.record,
@@ -286,9 +286,12 @@ pub(super) async fn serve_takeovers(keeper: NatsKeeper) {
         tokio::spawn(async move {
             let answer = match keeper.on_release(&client) {
                 None => ABSENT,
-                Some(released) => {
+                Some((holder, released)) => {
                     tracing::debug!(client_id = %client, "another node takes this MQTT session over");
-                    let _ = keeper.book.kicks.send(Arc::from(client.as_str()));
+                    let _ = keeper.book.kicks.send(crate::durable::Kick {
+                        client: Arc::from(client.as_str()),
+                        holder,
+                    });
                     match tokio::time::timeout(keeper.inner.config.timeout(), released).await {
                         Ok(_) => RELEASED,
                         Err(_) => BUSY,

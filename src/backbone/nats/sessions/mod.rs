@@ -40,7 +40,7 @@ use parking_lot::Mutex;
 use tokio::sync::{mpsc, oneshot};
 
 use super::Inner;
-use crate::durable::{Claim, Claimed, Keeper, Logged, Receipt, Replayed, Seq};
+use crate::durable::{Claim, Claimed, Keeper, Kick, Logged, Receipt, Replayed, Seq};
 use crate::model::{Message, QoS, TopicFilter};
 use crate::store::session::{LoadedSessions, SessionRecord, StoredState};
 use crate::store::StoreError;
@@ -78,10 +78,10 @@ pub(crate) struct Book {
     owned: Mutex<HashMap<Arc<str>, Owned>>,
     /// Sessions with progress to write lazily, with when.
     lazy: Mutex<VecDeque<(Instant, Arc<str>)>>,
-    /// Clients whose connection here must close (handed over, or lost).
-    kicks: mpsc::UnboundedSender<Arc<str>>,
+    /// Connections here that must close (handed over, or lost).
+    kicks: mpsc::UnboundedSender<Kick>,
     /// Its receiving end, until the MQTT front-end takes it.
-    kicks_rx: Mutex<Option<mpsc::UnboundedReceiver<Arc<str>>>>,
+    kicks_rx: Mutex<Option<mpsc::UnboundedReceiver<Kick>>>,
     /// Released sessions to delete at their expiry: (when, key, revision).
     expiries: mpsc::UnboundedSender<expiry::Due>,
 }
@@ -96,6 +96,9 @@ struct Owned {
     session_id: u64,
     /// Its owning connections so far.
     epoch: u64,
+    /// The session object here that claimed it ([`Claim::holder`]): whose connection a
+    /// takeover or a lost write closes.
+    holder: u64,
     /// The latest record handed over.
     record: Arc<SessionRecord>,
     /// The latest protocol state handed over.
@@ -435,7 +438,10 @@ impl NatsKeeper {
                 for r in o.released {
                     let _ = r.send(());
                 }
-                let _ = self.book.kicks.send(client.clone());
+                let _ = self.book.kicks.send(Kick {
+                    client: client.clone(),
+                    holder: o.holder,
+                });
             }
             Err(why) => {
                 // Cannot tell now: fail what waits, try again later.
@@ -459,8 +465,8 @@ impl NatsKeeper {
         }
     }
 
-    /// Start owning a session just claimed at revision `rev`.
-    fn own(&self, client: &Arc<str>, key: String, rev: u64, kept: &Kept) {
+    /// Start owning a session just claimed at revision `rev` by `holder`.
+    fn own(&self, client: &Arc<str>, key: String, rev: u64, kept: &Kept, holder: u64) {
         let previous = self.book.owned.lock().insert(
             client.clone(),
             Owned {
@@ -468,6 +474,7 @@ impl NatsKeeper {
                 rev,
                 session_id: kept.session_id,
                 epoch: kept.epoch,
+                holder,
                 record: Arc::new(kept.record.clone()),
                 state: Arc::new(kept.state.clone()),
                 dirty: false,
@@ -507,14 +514,14 @@ impl NatsKeeper {
         });
     }
 
-    /// Wait until `client`'s session is released here, or `None` if this node does not own
-    /// it.
-    fn on_release(&self, client: &str) -> Option<oneshot::Receiver<()>> {
+    /// Wait until `client`'s session is released here (with the holder whose connection
+    /// must close for that), or `None` if this node does not own it.
+    fn on_release(&self, client: &str) -> Option<(u64, oneshot::Receiver<()>)> {
         let mut owned = self.book.owned.lock();
         let o = owned.get_mut(client)?;
         let (tx, rx) = oneshot::channel();
         o.released.push(tx);
-        Some(rx)
+        Some((o.holder, rx))
     }
 }
 
@@ -599,7 +606,7 @@ impl Keeper for NatsKeeper {
         Box::pin(async move { replay::fetch(&inner, seqs).await })
     }
 
-    fn kicks(&self) -> Option<mpsc::UnboundedReceiver<Arc<str>>> {
+    fn kicks(&self) -> Option<mpsc::UnboundedReceiver<Kick>> {
         self.book.kicks_rx.lock().take()
     }
 
