@@ -182,7 +182,14 @@ async fn persistent_session_away_on_a_gets_what_b_and_c_published_on_reconnect_t
     let mut coap = Coap::new(c.coap_addr).await;
     let put = coap.put("/r/r/coap", b"m5", None).await;
     assert_eq!(code(&put), "2.01");
+    // A QoS 0 message while away, seen by a live subscriber on C first: so it is in the
+    // log before the session resumes there, not merely on its way (it would then be
+    // delivered live, rightly).
+    let mut watcher = V5::connect(c.mqtt_addr, "qos0-watcher").await;
+    assert_eq!(watcher.subscribe(&[("s/qos0", opts(QoS::AtMostOnce))]).await, vec![0]);
     pb.publish("s/qos0", QoS::AtMostOnce, false, b"not queued").await;
+    let seen = within(WAIT, "the QoS 0 message live on C", watcher.publish_rx()).await;
+    assert_eq!(seen.payload, "not queued");
 
     let want = ["m1", "m2", "m3", "m4", "m5"];
     let (mut v5, present) = v5_session(c.mqtt_addr, "away-5", 300).await;
@@ -562,6 +569,21 @@ async fn kill_9_of_the_owner_under_qos1_and_qos2_load_loses_nothing_and_repeats_
         .filter(|(p, n)| p.starts_with('q') && **n > 1)
         .collect();
     assert!(twice.is_empty(), "QoS 2 delivered twice: {twice:?}");
+    // Each publisher's messages arrive in its order (MQTT 4.6): the first delivery of
+    // each, across A and B, is in publishing order (repeats of QoS 1 aside).
+    for prefix in ['a', 'q'] {
+        let mut seen = HashSet::new();
+        let firsts: Vec<u16> = got
+            .delivered
+            .iter()
+            .filter_map(|d| d.strip_prefix(prefix)?.parse().ok())
+            .filter(|n| seen.insert(*n))
+            .collect();
+        assert!(
+            firsts.windows(2).all(|w| w[0] < w[1]),
+            "the {prefix}-messages out of order: {firsts:?}"
+        );
+    }
     let repeated = got.delivered.len() - want.len();
     println!("on A: {on_a}, total: {}, QoS 1 repeats: {repeated}", got.delivered.len());
     b.shutdown().await;
