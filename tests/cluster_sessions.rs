@@ -157,11 +157,12 @@ async fn persistent_session_away_on_a_gets_what_b_and_c_published_on_reconnect_t
 
     let (mut v5, present) = v5_session(a.mqtt_addr, "away-5", 300).await;
     assert!(!present, "a new session");
-    let granted = v5
-        .suback(&[("s/#", opts(QoS::ExactlyOnce))], Some(7))
-        .await;
+    let granted = v5.suback(&[("s/#", opts(QoS::ExactlyOnce))], Some(7)).await;
     assert_eq!(granted.reason_codes, vec![2]);
-    assert_eq!(v5.subscribe(&[("r/#", opts(QoS::AtLeastOnce))]).await, vec![1]);
+    assert_eq!(
+        v5.subscribe(&[("r/#", opts(QoS::AtLeastOnce))]).await,
+        vec![1]
+    );
     v5.disconnect(0).await;
     let (mut v3, present) = V3::session(a.mqtt_addr, "away-3", false).await;
     assert!(!present);
@@ -178,7 +179,10 @@ async fn persistent_session_away_on_a_gets_what_b_and_c_published_on_reconnect_t
     pb.publish("s/2", QoS::ExactlyOnce, false, b"m2").await;
     let mut pc = V3::connect(c.mqtt_addr, "pub-c").await;
     pc.publish("s/3", QoS::ExactlyOnce, false, b"m3").await;
-    assert_eq!(http_put(&b, "r/http", "m4", "text/plain").await.status(), 201);
+    assert_eq!(
+        http_put(&b, "r/http", "m4", "text/plain").await.status(),
+        201
+    );
     let mut coap = Coap::new(c.coap_addr).await;
     let put = coap.put("/r/r/coap", b"m5", None).await;
     assert_eq!(code(&put), "2.01");
@@ -186,8 +190,14 @@ async fn persistent_session_away_on_a_gets_what_b_and_c_published_on_reconnect_t
     // log before the session resumes there, not merely on its way (it would then be
     // delivered live, rightly).
     let mut watcher = V5::connect(c.mqtt_addr, "qos0-watcher").await;
-    assert_eq!(watcher.subscribe(&[("s/qos0", opts(QoS::AtMostOnce))]).await, vec![0]);
-    pb.publish("s/qos0", QoS::AtMostOnce, false, b"not queued").await;
+    assert_eq!(
+        watcher
+            .subscribe(&[("s/qos0", opts(QoS::AtMostOnce))])
+            .await,
+        vec![0]
+    );
+    pb.publish("s/qos0", QoS::AtMostOnce, false, b"not queued")
+        .await;
     let seen = within(WAIT, "the QoS 0 message live on C", watcher.publish_rx()).await;
     assert_eq!(seen.payload, "not queued");
 
@@ -195,7 +205,8 @@ async fn persistent_session_away_on_a_gets_what_b_and_c_published_on_reconnect_t
     let (mut v5, present) = v5_session(c.mqtt_addr, "away-5", 300).await;
     assert!(present, "Session Present 1 on another node");
     let mut got = Received::default();
-    got.until(&mut v5, want.len(), "v5 session's queue on C").await;
+    got.until(&mut v5, want.len(), "v5 session's queue on C")
+        .await;
     assert_eq!(got.delivered, want, "in order, nothing missing");
     let qos: Vec<QoS> = got.packets.iter().map(|p| p.qos).collect();
     assert_eq!(
@@ -222,13 +233,19 @@ async fn persistent_session_away_on_a_gets_what_b_and_c_published_on_reconnect_t
     let (mut v3, present) = V3::session(b.mqtt_addr, "away-3", false).await;
     assert!(present);
     let mut got = Received::default();
-    got.until(&mut v3, want.len(), "v3.1.1 session's queue on B").await;
+    got.until(&mut v3, want.len(), "v3.1.1 session's queue on B")
+        .await;
     assert_eq!(got.delivered, want);
-    assert_eq!(got.packets[3].qos, QoS::AtLeastOnce, "HTTP writes are QoS 1");
+    assert_eq!(
+        got.packets[3].qos,
+        QoS::AtLeastOnce,
+        "HTTP writes are QoS 1"
+    );
     v3.assert_quiet(QUIET, "nothing twice").await;
 
     // Live delivery continues on the new node.
-    pb.publish("s/after", QoS::AtLeastOnce, false, b"live").await;
+    pb.publish("s/after", QoS::AtLeastOnce, false, b"live")
+        .await;
     let p = v3.publish_rx().await;
     assert_eq!(p.payload, "live");
     for gw in [a, b, c] {
@@ -262,7 +279,10 @@ async fn mqtt_3_1_4_2_takeover_a_to_b_while_connected_moves_exchanges_and_queue(
         p.receive_maximum = Some(4);
     });
     let (mut old, _) = V5::session(a.mqtt_addr, "mover", false, props.clone()).await;
-    assert_eq!(old.subscribe(&[("t/#", opts(QoS::ExactlyOnce))]).await, vec![2]);
+    assert_eq!(
+        old.subscribe(&[("t/#", opts(QoS::ExactlyOnce))]).await,
+        vec![2]
+    );
     let mut pc = V5::connect(c.mqtt_addr, "pub-c").await;
     for (n, qos) in [
         (1, QoS::AtLeastOnce),
@@ -353,11 +373,9 @@ async fn mqtt_3_1_4_2_takeover_a_to_b_while_connected_moves_exchanges_and_queue(
 
 /// Read until the server closes the connection (true) or `d` passes with it open (false).
 async fn closes_within<V: Version>(c: &mut Raw<V>, d: Duration) -> bool {
-    tokio::time::timeout(d, async {
-        while c.recv().await.is_some() {}
-    })
-    .await
-    .is_ok()
+    tokio::time::timeout(d, async { while c.recv().await.is_some() {} })
+        .await
+        .is_ok()
 }
 
 /// Point 5, ownership by compare-and-set: one client id CONNECTs to A and to B at the same
@@ -374,7 +392,10 @@ async fn concurrent_connects_of_one_client_id_on_a_and_b_leave_exactly_one() {
     let a = node(&urls, "a").await;
     let b = node(&urls, "b").await;
     let (mut first, _) = v5_session(a.mqtt_addr, "twin", 300).await;
-    assert_eq!(first.subscribe(&[("tw/#", opts(QoS::AtLeastOnce))]).await, vec![1]);
+    assert_eq!(
+        first.subscribe(&[("tw/#", opts(QoS::AtLeastOnce))]).await,
+        vec![1]
+    );
     first.disconnect(0).await;
     let mut pb = V5::connect(b.mqtt_addr, "twin-pub").await;
     for round in 0..8 {
@@ -384,14 +405,20 @@ async fn concurrent_connects_of_one_client_id_on_a_and_b_leave_exactly_one() {
         );
         let (mut x, xa) = x;
         let (mut y, ya) = y;
-        assert!(xa.reason == 0 || ya.reason == 0, "one is accepted: {xa:?} {ya:?}");
+        assert!(
+            xa.reason == 0 || ya.reason == 0,
+            "one is accepted: {xa:?} {ya:?}"
+        );
         // The loser closes (the one not accepted at once; the other kicked with 0x8E); the
         // survivor then stays open a while and has the subscription.
         let (x_closed_first, closed) = tokio::select! {
             c = closes_within(&mut x, Duration::from_secs(10)) => (true, c),
             c = closes_within(&mut y, Duration::from_secs(10)) => (false, c),
         };
-        assert!(closed, "round {round}: one of two connections of one client closes");
+        assert!(
+            closed,
+            "round {round}: one of two connections of one client closes"
+        );
         let survivor = if x_closed_first { &mut y } else { &mut x };
         assert!(
             !closes_within(survivor, Duration::from_millis(500)).await,
@@ -402,9 +429,7 @@ async fn concurrent_connects_of_one_client_id_on_a_and_b_leave_exactly_one() {
             .await;
         let p = survivor.publish_rx().await;
         assert_eq!(p.payload, payload, "the survivor has the subscription");
-        survivor
-            .send(&Packet::PubAck(response(p.pkid, 0)))
-            .await;
+        survivor.send(&Packet::PubAck(response(p.pkid, 0))).await;
     }
     a.shutdown().await;
     b.shutdown().await;
@@ -412,7 +437,11 @@ async fn concurrent_connects_of_one_client_id_on_a_and_b_leave_exactly_one() {
 
 /// A node run as the real binary, so it can be killed with `kill -9`: the process and its
 /// MQTT address. `toml` is added to its configuration file.
-fn binary_node(url: &str, name: &str, toml: &str) -> (std::process::Child, std::net::SocketAddr, tempfile::TempDir) {
+fn binary_node(
+    url: &str,
+    name: &str,
+    toml: &str,
+) -> (std::process::Child, std::net::SocketAddr, tempfile::TempDir) {
     use std::io::{BufRead, BufReader};
     use std::process::{Command, Stdio};
     let dir = tempfile::tempdir().unwrap();
@@ -480,7 +509,10 @@ async fn kill_9_of_the_owner_under_qos1_and_qos2_load_loses_nothing_and_repeats_
 
     let (mut sub, present) = v5_session(mqtt_a, "victim", 300).await;
     assert!(!present);
-    assert_eq!(sub.subscribe(&[("k/#", opts(QoS::ExactlyOnce))]).await, vec![2]);
+    assert_eq!(
+        sub.subscribe(&[("k/#", opts(QoS::ExactlyOnce))]).await,
+        vec![2]
+    );
     // The subscriber receives on A until A dies.
     let receiving = tokio::spawn(async move {
         let mut got = Received::default();
@@ -528,14 +560,22 @@ async fn kill_9_of_the_owner_under_qos1_and_qos2_load_loses_nothing_and_repeats_
     .await;
     child.kill().expect("kill -9");
     let _ = child.wait();
-    within(Duration::from_secs(120), "the loads finish via B and C", async {
-        qos1.await.unwrap();
-        qos2.await.unwrap();
-    })
+    within(
+        Duration::from_secs(120),
+        "the loads finish via B and C",
+        async {
+            qos1.await.unwrap();
+            qos2.await.unwrap();
+        },
+    )
     .await;
-    let mut got = within(Duration::from_secs(35), "the subscriber sees A die", receiving)
-        .await
-        .unwrap();
+    let mut got = within(
+        Duration::from_secs(35),
+        "the subscriber sees A die",
+        receiving,
+    )
+    .await
+    .unwrap();
     let on_a = got.delivered.len();
     assert!(on_a > 0, "the subscriber received on A before the kill");
 
@@ -545,20 +585,24 @@ async fn kill_9_of_the_owner_under_qos1_and_qos2_load_loses_nothing_and_repeats_
         .map(|n| format!("a{n}"))
         .chain((0..N2).map(|n| format!("q{n}")))
         .collect();
-    within(Duration::from_secs(60), "every acknowledged message on B", async {
-        loop {
-            let have: HashSet<&String> = got.delivered.iter().collect();
-            if want.iter().all(|w| have.contains(w)) && got.held.is_empty() {
-                break;
-            }
-            match sub.recv().await {
-                Some(p) => {
-                    got.take(&mut sub, p).await;
+    within(
+        Duration::from_secs(60),
+        "every acknowledged message on B",
+        async {
+            loop {
+                let have: HashSet<&String> = got.delivered.iter().collect();
+                if want.iter().all(|w| have.contains(w)) && got.held.is_empty() {
+                    break;
                 }
-                None => panic!("B closed"),
+                match sub.recv().await {
+                    Some(p) => {
+                        got.take(&mut sub, p).await;
+                    }
+                    None => panic!("B closed"),
+                }
             }
-        }
-    })
+        },
+    )
     .await;
     let mut counts: HashMap<&str, usize> = HashMap::new();
     for d in &got.delivered {
@@ -585,7 +629,10 @@ async fn kill_9_of_the_owner_under_qos1_and_qos2_load_loses_nothing_and_repeats_
         );
     }
     let repeated = got.delivered.len() - want.len();
-    println!("on A: {on_a}, total: {}, QoS 1 repeats: {repeated}", got.delivered.len());
+    println!(
+        "on A: {on_a}, total: {}, QoS 1 repeats: {repeated}",
+        got.delivered.len()
+    );
     b.shutdown().await;
     c.shutdown().await;
 }
@@ -633,7 +680,11 @@ async fn max_queued_bounds_what_waits_for_an_away_session_and_counts_the_overflo
     assert!(present);
     let mut got = Received::default();
     got.until(&mut s, 3, "the queue on B").await;
-    assert_eq!(got.delivered, ["m0", "m1", "m2"], "drop-newest keeps the first");
+    assert_eq!(
+        got.delivered,
+        ["m0", "m1", "m2"],
+        "drop-newest keeps the first"
+    );
     s.assert_quiet(QUIET, "the other seven were dropped").await;
     assert_eq!(dropped(&b, "queue_full").await - before, 7);
     a.shutdown().await;
@@ -676,7 +727,10 @@ async fn messages_the_logs_retention_deleted_while_away_are_counted() {
     assert!(kept < 61, "the log kept only part of it ({kept})");
     let lost = dropped(&b, "log_retention").await;
     assert!(lost > 0, "the deleted ones are counted");
-    assert!(lost + kept >= 61, "{lost} lost + {kept} kept cover what was published");
+    assert!(
+        lost + kept >= 61,
+        "{lost} lost + {kept} kept cover what was published"
+    );
     a.shutdown().await;
     b.shutdown().await;
 }
@@ -710,11 +764,19 @@ async fn session_expiry_and_will_delay_hold_across_nodes() {
     let a = node(&urls, "a").await;
     let b = node(&urls, "b").await;
     let mut watcher = V5::connect(b.mqtt_addr, "will-watcher").await;
-    assert_eq!(watcher.subscribe(&[("wills/#", opts(QoS::AtLeastOnce))]).await, vec![1]);
+    assert_eq!(
+        watcher
+            .subscribe(&[("wills/#", opts(QoS::AtLeastOnce))])
+            .await,
+        vec![1]
+    );
 
     // A short session, away from A.
     let (mut short, _) = v5_session(a.mqtt_addr, "short", 2).await;
-    assert_eq!(short.subscribe(&[("exp/#", opts(QoS::AtLeastOnce))]).await, vec![1]);
+    assert_eq!(
+        short.subscribe(&[("exp/#", opts(QoS::AtLeastOnce))]).await,
+        vec![1]
+    );
     short.disconnect(0).await;
     assert!(kept(&server.url(), "short").await, "kept while away");
 
@@ -753,19 +815,29 @@ async fn session_expiry_and_will_delay_hold_across_nodes() {
     assert!(present, "resumed on B within the Will Delay");
 
     // The session's end publishes the bounded will (after 1 s, not 60).
-    let p = within(Duration::from_secs(5), "the bounded will", watcher.publish_rx()).await;
+    let p = within(
+        Duration::from_secs(5),
+        "the bounded will",
+        watcher.publish_rx(),
+    )
+    .await;
     assert_eq!(p.payload, "wills/bounded");
     watcher.send(&Packet::PubAck(response(p.pkid, 0))).await;
     // Past the 2 s delay of the other: no will, its client is back (on B).
     watcher
-        .assert_quiet(Duration::from_millis(2500), "no will for a client that came back on another node")
+        .assert_quiet(
+            Duration::from_millis(2500),
+            "no will for a client that came back on another node",
+        )
         .await;
     drop(back_b);
 
     // The short session expired with nobody reconnecting: gone from the cluster.
-    eventually(Duration::from_secs(10), "the expired session deleted", || async {
-        (!kept(&server.url(), "short").await).then_some(())
-    })
+    eventually(
+        Duration::from_secs(10),
+        "the expired session deleted",
+        || async { (!kept(&server.url(), "short").await).then_some(()) },
+    )
     .await;
     let (mut short, present) = v5_session(b.mqtt_addr, "short", 2).await;
     assert!(!present, "expired: a new session on B");
@@ -793,12 +865,16 @@ async fn a_restart_of_the_whole_cluster_keeps_sessions() {
     let b = node(&urls, "b").await;
     let c = node(&urls, "c").await;
     let (mut away, _) = v5_session(a.mqtt_addr, "away", 3600).await;
-    assert_eq!(away.subscribe(&[("w/#", opts(QoS::ExactlyOnce))]).await, vec![2]);
+    assert_eq!(
+        away.subscribe(&[("w/#", opts(QoS::ExactlyOnce))]).await,
+        vec![2]
+    );
     away.disconnect(0).await;
     let (mut on, _) = V3::session(b.mqtt_addr, "connected", false).await;
     assert_eq!(on.subscribe(&[("w/#", QoS::AtLeastOnce)]).await, vec![1]);
     let mut p = V5::connect(c.mqtt_addr, "before").await;
-    p.publish("w/1", QoS::AtLeastOnce, false, b"before stop").await;
+    p.publish("w/1", QoS::AtLeastOnce, false, b"before stop")
+        .await;
     let mut got_on = Received::default();
     got_on.until(&mut on, 1, "live before the stop").await;
     for gw in [a, b, c] {
@@ -811,7 +887,8 @@ async fn a_restart_of_the_whole_cluster_keeps_sessions() {
     let b = node(&urls, "b").await;
     let c = node(&urls, "c").await;
     let mut p = V5::connect(a.mqtt_addr, "after").await;
-    p.publish("w/2", QoS::ExactlyOnce, false, b"after restart").await;
+    p.publish("w/2", QoS::ExactlyOnce, false, b"after restart")
+        .await;
     let (mut away, present) = v5_session(c.mqtt_addr, "away", 3600).await;
     assert!(present, "the away session survived");
     let mut got = Received::default();
@@ -819,10 +896,51 @@ async fn a_restart_of_the_whole_cluster_keeps_sessions() {
     assert_eq!(got.delivered, ["before stop", "after restart"]);
     let (mut on, present) = V3::session(a.mqtt_addr, "connected", false).await;
     assert!(present, "the session connected at the stop survived");
-    got_on.until(&mut on, 2, "the connected session's queue").await;
+    got_on
+        .until(&mut on, 2, "the connected session's queue")
+        .await;
     assert_eq!(got_on.delivered, ["before stop", "after restart"]);
     on.assert_quiet(QUIET, "nothing twice").await;
     for gw in [a, b, c] {
         gw.shutdown().await;
     }
+}
+
+/// Point 5, expiry when the owner dies: a v5 client with a 2 s session is connected to A
+/// (the real binary) when A is killed with `kill -9`. Nobody releases the session then, so
+/// the sweeping node (B, `[cluster] session_sweep_secs = 1`) notices A is gone (its
+/// heartbeat key lapses), releases the session — away from then on — and deletes it once
+/// its expiry has passed: the cluster does not keep a dead node's sessions forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_whose_node_was_killed_expires_by_the_sweep() {
+    if !nats::available() {
+        return;
+    }
+    let server = nats::NatsServer::start();
+    let urls = vec![server.url()];
+    let (mut child, mqtt_a, _dir) = binary_node(&server.url(), "a", "");
+    let b = node_with(&urls, "b", |c| c.cluster.session_sweep_secs = 1).await;
+    let (mut s, _) = v5_session(mqtt_a, "orphan", 2).await;
+    assert_eq!(
+        s.subscribe(&[("o/#", opts(QoS::AtLeastOnce))]).await,
+        vec![1]
+    );
+    assert!(
+        kept(&server.url(), "orphan").await,
+        "kept while connected to A"
+    );
+    child.kill().expect("kill -9");
+    let _ = child.wait();
+    drop(s);
+    // A's heartbeat lapses (10 s), the next sweep releases the session, its 2 s pass, the
+    // sweep after that deletes it.
+    eventually(
+        Duration::from_secs(40),
+        "the dead node's session expired",
+        || async { (!kept(&server.url(), "orphan").await).then_some(()) },
+    )
+    .await;
+    let (_s, present) = v5_session(b.mqtt_addr, "orphan", 2).await;
+    assert!(!present, "expired: a new session");
+    b.shutdown().await;
 }

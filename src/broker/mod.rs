@@ -578,7 +578,10 @@ impl Broker {
         if durable.tracked() {
             return false;
         }
-        durable.marks().matched.store(sequence.get(), Ordering::Release);
+        durable
+            .marks()
+            .matched
+            .store(sequence.get(), Ordering::Release);
         drop(subs);
         durable.marks().fanned(sequence.get());
         true
@@ -823,7 +826,13 @@ impl Broker {
     /// while a resume replays the log, dropped when the replay covered it). Anything else
     /// (QoS 0, a retained value at SUBSCRIBE, a shared group's message) is pushed as it is:
     /// the log cannot give it back.
-    fn push_tracked(&self, track: &Track, mailbox: &Mailbox, d: Delivery, route: Route) -> PushOutcome {
+    fn push_tracked(
+        &self,
+        track: &Track,
+        mailbox: &Mailbox,
+        d: Delivery,
+        route: Route,
+    ) -> PushOutcome {
         let seq = match (d.qos, d.log_seq, route) {
             (QoS::AtMostOnce, _, _) | (_, None, _) | (_, _, Route::Other | Route::Local) => {
                 return mailbox.push(d);
@@ -857,7 +866,13 @@ impl Broker {
 
     /// Push pending delivery `seq` of a session kept in the log; what the mailbox drops
     /// (overflow, or displaced by `drop-oldest`) is finished for the session.
-    fn push_settled(&self, track: &Track, mailbox: &Mailbox, seq: u64, mut d: Delivery) -> PushOutcome {
+    fn push_settled(
+        &self,
+        track: &Track,
+        mailbox: &Mailbox,
+        seq: u64,
+        mut d: Delivery,
+    ) -> PushOutcome {
         d.durable = Seq::new(seq);
         let (outcome, displaced) = mailbox.push_displacing(d);
         if let Some(old) = displaced.and_then(|old| old.durable) {

@@ -186,7 +186,10 @@ pub trait Keeper: Send + Sync + fmt::Debug {
 
     /// The log's messages with these sequences (`None` for one the log no longer has): the
     /// messages of a resumed session's unfinished exchanges (a logged keeper only).
-    fn fetch(&self, _seqs: Vec<Seq>) -> BoxFuture<'static, Result<Vec<Option<Logged>>, StoreError>> {
+    fn fetch(
+        &self,
+        _seqs: Vec<Seq>,
+    ) -> BoxFuture<'static, Result<Vec<Option<Logged>>, StoreError>> {
         Box::pin(async { Ok(Vec::new()) })
     }
 

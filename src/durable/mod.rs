@@ -173,7 +173,12 @@ impl DurableSessions {
     /// the session is the node's own (kept by the node-local keeper when there is one).
     /// A session of a logged keeper is tracked ([`Track`]); where its queue begins in the
     /// log is set once it is claimed ([`Track::start_at`]).
-    pub fn open(self: &Arc<Self>, client: Arc<str>, mailbox_id: u64, local: bool) -> DurableSession {
+    pub fn open(
+        self: &Arc<Self>,
+        client: Arc<str>,
+        mailbox_id: u64,
+        local: bool,
+    ) -> DurableSession {
         let local = local && self.local.is_some();
         let track = (self.logged && !local).then(|| Arc::new(Track::new(0)));
         let mut registry = self.registry.write();

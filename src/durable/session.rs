@@ -272,10 +272,12 @@ impl DurableSession {
     ) -> StoredState {
         // Read before the track: every message fanned out up to here is pending,
         // finished or in flight by the time the track is looked at.
-        let fanned = self
-            .track
-            .as_ref()
-            .map(|_| self.owner.marks().fanned.load(std::sync::atomic::Ordering::Acquire));
+        let fanned = self.track.as_ref().map(|_| {
+            self.owner
+                .marks()
+                .fanned
+                .load(std::sync::atomic::Ordering::Acquire)
+        });
         let seqs = self.inflight.lock();
         let mut sent_qos = Vec::new();
         let outgoing = outgoing

@@ -244,7 +244,11 @@ mod tests {
         t.sent(12);
         t.finished(12);
         let p = t.position(20);
-        assert_eq!((p.position, p.done), (14, vec![]), "12 finished, 15 pending");
+        assert_eq!(
+            (p.position, p.done),
+            (14, vec![]),
+            "12 finished, 15 pending"
+        );
         t.finished(15);
         assert_eq!(t.position(20).position, 20, "nothing pending: fanned");
         assert_eq!(t.position(3).position, 20, "never back");
@@ -273,9 +277,17 @@ mod tests {
         assert_eq!(t.admit(130, || held.push((130u64, ()))), Admit::Hold);
         t.replayed(105);
         t.passed(110);
-        assert_eq!(t.position(200).position, 104, "below the replayed, pending 105");
+        assert_eq!(
+            t.position(200).position,
+            104,
+            "below the replayed, pending 105"
+        );
         t.finished(105);
-        assert_eq!(t.position(200).position, 110, "the floor: nothing after it is queued yet");
+        assert_eq!(
+            t.position(200).position,
+            110,
+            "the floor: nothing after it is queued yet"
+        );
         let held = t.end_replay(125, || held);
         assert_eq!(held.iter().map(|h| h.0).collect::<Vec<_>>(), vec![130]);
         assert_eq!(t.admit(124, || {}), Admit::Duplicate);

@@ -268,7 +268,10 @@ async fn replay(
     };
     broker.end_replay(mailbox, track, high);
     if lost > 0 {
-        broker.metrics.log_retention.fetch_add(lost, Ordering::Relaxed);
+        broker
+            .metrics
+            .log_retention
+            .fetch_add(lost, Ordering::Relaxed);
         tracing::warn!(client_id = %session.client_id, lost, "messages the session may have been waiting for were deleted by the message log's retention ([cluster] retention_secs / retention_bytes) before its client came back");
     }
     if dropped > 0 {

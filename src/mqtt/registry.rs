@@ -189,7 +189,10 @@ impl Registry {
     /// durable session's last write, which the connection awaits before its last bytes
     /// (a PUBCOMP, say) go out.
     pub(crate) fn close(&self, session: &Arc<Session>, broker: &Broker) -> Option<Receipt> {
-        let kept = session.durable.as_ref().is_some_and(|d| d.track().is_some());
+        let kept = session
+            .durable
+            .as_ref()
+            .is_some_and(|d| d.track().is_some());
         if session.persistent && session.expiry() > 0 {
             session.mailbox.set_online(false);
             session.away(SystemTime::now(), Instant::now());

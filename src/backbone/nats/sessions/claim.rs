@@ -135,12 +135,10 @@ pub(super) async fn claim(
         if resume.is_none() && !claim.persistent {
             // Nothing to keep: end what was kept (a clean start ends it, MQTT-3.1.2-4).
             if kept.is_some() {
-                let deleted = tokio::time::timeout(
-                    timeout,
-                    kv.delete_expect_revision(&key, Some(rev)),
-                )
-                .await
-                .map_err(|_| unavailable("deleting the session timed out"))?;
+                let deleted =
+                    tokio::time::timeout(timeout, kv.delete_expect_revision(&key, Some(rev)))
+                        .await
+                        .map_err(|_| unavailable("deleting the session timed out"))?;
                 if let Err(e) = deleted {
                     if e.kind() == async_nats::jetstream::kv::UpdateErrorKind::WrongLastRevision {
                         continue;
@@ -227,15 +225,12 @@ async fn ask(keeper: &NatsKeeper, owner: &str, client: &str) -> Answer {
 /// Whether `node` is alive: its key in the nodes bucket is renewed within [`WATCH`].
 async fn alive(keeper: &NatsKeeper, node: &str) -> bool {
     let inner = &keeper.inner;
-    let Ok(kv) = inner
-        .js
-        .get_key_value(inner.config.nodes_bucket())
-        .await
-    else {
+    let Ok(kv) = inner.js.get_key_value(inner.config.nodes_bucket()).await else {
         return true;
     };
     let revision = |e: Option<async_nats::jetstream::kv::Entry>| {
-        e.filter(|e| e.operation == Operation::Put).map(|e| e.revision)
+        e.filter(|e| e.operation == Operation::Put)
+            .map(|e| e.revision)
     };
     let Ok(before) = kv.entry(node).await else {
         return true;

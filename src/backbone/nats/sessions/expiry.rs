@@ -9,7 +9,7 @@
 //!   session, Session Present 0) — so what a client sees never depends on a timer;
 //! - the node that released a session deletes it at its expiry, expecting the revision of
 //!   its release (a session resumed since has another revision and stays);
-//! - every [`SWEEP`], the live node whose name sorts first reads the whole bucket and
+//! - every `[cluster] session_sweep_secs` (30 s), the live node whose name sorts first reads the whole bucket and
 //!   deletes what expired (a releasing node may have died), and releases the sessions of
 //!   nodes that are gone (their clients were connected when the node died: away since the
 //!   sweep noticed), so those expire too.
@@ -25,9 +25,6 @@ use tokio::sync::mpsc;
 
 use super::super::Inner;
 use super::record::Kept;
-
-/// How often the elected node sweeps the whole bucket.
-pub const SWEEP: Duration = Duration::from_secs(30);
 
 /// A released session to delete at its expiry.
 #[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -45,8 +42,9 @@ pub(super) async fn run(inner: Arc<Inner>, mut due: mpsc::UnboundedReceiver<Due>
     let mut closed = inner.closed.subscribe();
     let mut timers: BinaryHeap<Reverse<Due>> = BinaryHeap::new();
     // Not all nodes sweep at the same moment after a common start.
-    let mut next_sweep =
-        tokio::time::Instant::now() + SWEEP + Duration::from_millis(fastrand::u64(0..5000));
+    let every = inner.config.session_sweep();
+    let jitter = Duration::from_millis(fastrand::u64(0..=every.as_millis().min(5000) as u64));
+    let mut next_sweep = tokio::time::Instant::now() + every + jitter;
     loop {
         let next_timer = timers.peek().map(|Reverse(d)| {
             let left = d.at.duration_since(SystemTime::now()).unwrap_or_default();
@@ -69,7 +67,7 @@ pub(super) async fn run(inner: Arc<Inner>, mut due: mpsc::UnboundedReceiver<Due>
             delete_expired(&inner, &d.key, Some(d.rev)).await;
         }
         if tokio::time::Instant::now() >= next_sweep {
-            next_sweep = tokio::time::Instant::now() + SWEEP;
+            next_sweep = tokio::time::Instant::now() + every;
             if elected(&inner).await {
                 if let Err(e) = sweep(&inner).await {
                     tracing::debug!(error = %e, "session sweep stopped; next time");
@@ -189,8 +187,9 @@ pub(super) async fn resumed(inner: &Inner, key: &str, sid: u64, epoch: u64) -> b
         return false;
     };
     match tokio::time::timeout(inner.config.timeout(), kv.entry(key)).await {
-        Ok(Ok(Some(e))) if e.operation == Operation::Put => Kept::decode(&e.value)
-            .is_ok_and(|k| k.session_id == sid && k.epoch > epoch),
+        Ok(Ok(Some(e))) if e.operation == Operation::Put => {
+            Kept::decode(&e.value).is_ok_and(|k| k.session_id == sid && k.epoch > epoch)
+        }
         _ => false,
     }
 }

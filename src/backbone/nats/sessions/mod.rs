@@ -256,12 +256,10 @@ impl NatsKeeper {
             // Fail at once: a connection closing while NATS is away must not wait for it.
             return Err(WriteError::Other("NATS is unreachable".into()));
         }
-        let kv = self
-            .inner
-            .sessions
-            .read()
-            .clone()
-            .ok_or_else(|| WriteError::Other("the sessions bucket is not provisioned".into()))?;
+        let kv =
+            self.inner.sessions.read().clone().ok_or_else(|| {
+                WriteError::Other("the sessions bucket is not provisioned".into())
+            })?;
         let timeout = self.inner.config.timeout();
         let sent = if rev == 0 {
             tokio::time::timeout(timeout, kv.create(key, value.into()))
@@ -295,7 +293,12 @@ impl NatsKeeper {
     }
 
     /// A write of `client`'s session finished.
-    fn written(&self, client: &Arc<str>, result: Result<u64, WriteError>, expires: Option<std::time::SystemTime>) {
+    fn written(
+        &self,
+        client: &Arc<str>,
+        result: Result<u64, WriteError>,
+        expires: Option<std::time::SystemTime>,
+    ) {
         let mut owned = self.book.owned.lock();
         let Some(o) = owned.get_mut(client) else {
             return;
@@ -361,7 +364,9 @@ impl NatsKeeper {
             Err(WriteError::Other(why)) => {
                 tracing::warn!(client_id = %client, error = %why, "session state could not be written to NATS; retrying");
                 o.dirty = true;
-                let err = || StoreError::Engine(format!("the session could not be stored in NATS: {why}"));
+                let err = || {
+                    StoreError::Engine(format!("the session could not be stored in NATS: {why}"))
+                };
                 for r in o.in_flight.drain(..).chain(o.waiting.drain(..)) {
                     let _ = r.send(Err(err()));
                 }
@@ -490,7 +495,9 @@ impl NatsKeeper {
             // A connection here that could not write its release: what it waited for is
             // superseded by the claim.
             for r in p.in_flight.into_iter().chain(p.waiting) {
-                let _ = r.send(Err(StoreError::Engine("the session was claimed again".into())));
+                let _ = r.send(Err(StoreError::Engine(
+                    "the session was claimed again".into(),
+                )));
             }
         }
     }

@@ -180,8 +180,16 @@ impl Kept {
             let filter = r.string()?;
             let flags = r.u8()?;
             let qos = QoS::from_u8(flags & 3).ok_or(RecordError("subscription QoS 3"))?;
-            let id = if flags & 16 != 0 { Some(r.u32()?) } else { None };
-            let since = if flags & 32 != 0 { Some(r.u64()?) } else { None };
+            let id = if flags & 16 != 0 {
+                Some(r.u32()?)
+            } else {
+                None
+            };
+            let since = if flags & 32 != 0 {
+                Some(r.u64()?)
+            } else {
+                None
+            };
             subscriptions.push(StoredSubscription {
                 filter,
                 qos,
@@ -421,7 +429,10 @@ mod tests {
         assert!(!k.expired(away + Duration::from_secs(1 << 40)));
         k.record.expiry = 300;
         k.owner = Some("a".into());
-        assert!(!k.expired(away + Duration::from_secs(1000)), "owned: connected");
+        assert!(
+            !k.expired(away + Duration::from_secs(1000)),
+            "owned: connected"
+        );
     }
 
     proptest! {

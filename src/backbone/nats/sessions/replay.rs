@@ -134,7 +134,10 @@ async fn run(
 }
 
 /// The log's messages at `seqs` (`None` for one it no longer has).
-pub(super) async fn fetch(inner: &Arc<Inner>, seqs: Vec<Seq>) -> Result<Vec<Option<Logged>>, StoreError> {
+pub(super) async fn fetch(
+    inner: &Arc<Inner>,
+    seqs: Vec<Seq>,
+) -> Result<Vec<Option<Logged>>, StoreError> {
     let stream = inner
         .log
         .read()
