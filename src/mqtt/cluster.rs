@@ -12,8 +12,9 @@
 //!    PUBREL once PUBREC came; MQTT-4.4.0-1);
 //! 3. the queue: the log after the session's position, replayed through its subscriptions
 //!    into its mailbox (skipping what it finished above the position and what is in flight),
-//!    with the mailbox's bound and overflow policy, while live deliveries are held back and
-//!    then merged behind it without a gap or a duplicate (see [`crate::durable::Track`]).
+//!    with the mailbox's bound and overflow policy, while live deliveries — held back from
+//!    before step 1, when the first subscription enters the index — are merged behind it
+//!    without a gap or a duplicate (see [`crate::durable::Track`]).
 //!
 //! Replaying before CONNACK keeps the merge exact (no SUBSCRIBE can change the
 //! subscriptions meanwhile) and makes `max_queued` mean what it means on one node: what
@@ -81,6 +82,10 @@ pub(super) async fn resume(
     let KeptSession { record, state } = *kept;
     let log = state.log.clone().unwrap_or_default();
     track.start_at(log.position);
+    // Live deliveries are held from before the first subscription enters the index (step
+    // 1) until the replay is over (step 3): one that came in between would otherwise go
+    // into the mailbox ahead of older replayed messages, and again from the replay.
+    broker.begin_replay(&track);
     session.set_expiry(expiry);
 
     // 1. Subscriptions.
@@ -120,13 +125,15 @@ pub(super) async fn resume(
         .filter(|o| !o.released)
         .filter_map(|o| o.seq)
         .collect();
-    let mut fetched: HashMap<Seq, Logged> = keeper
-        .fetch(wanted)
-        .await?
-        .into_iter()
-        .flatten()
-        .map(|l| (l.seq, l))
-        .collect();
+    let fetched = match keeper.fetch(wanted).await {
+        Ok(f) => f,
+        Err(e) => {
+            broker.abort_replay(&session.mailbox);
+            return Err(e);
+        }
+    };
+    let mut fetched: HashMap<Seq, Logged> =
+        fetched.into_iter().flatten().map(|l| (l.seq, l)).collect();
     let mut outgoing = Vec::with_capacity(state.outgoing.len());
     let mut in_flight = HashSet::new();
     for o in &state.outgoing {
@@ -187,7 +194,8 @@ pub(super) async fn resume(
     Ok(true)
 }
 
-/// Replay the log after `position` into the session's mailbox (step 3 of the module docs).
+/// Replay the log after `position` into the session's mailbox (step 3 of the module docs);
+/// the gate holding live deliveries back was closed before step 1.
 async fn replay(
     session: &Arc<Session>,
     shared: &Shared,
@@ -203,7 +211,6 @@ async fn replay(
     let filters: Vec<TopicFilter> = subs.iter().map(|s| s.filter.clone()).collect();
     let queue_qos0 = shared.config.mqtt.queue_qos0;
     let mailbox = &session.mailbox;
-    broker.begin_replay(track);
     let mut rx = owner.keeper().replay(position, filters);
     let (mut queued, mut dropped, mut lost) = (0u64, 0u64, 0u64);
     let started = Instant::now();

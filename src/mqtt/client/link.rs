@@ -200,20 +200,18 @@ impl Link {
                 None => None,
             }
         };
-        if let Some(written) = written {
-            if let Err(e) = written {
-                tracing::error!(%peer, client_id, error = %e, "session could not be stored; CONNECT refused");
-                // Away again, as if this connection had closed at once.
-                if let Some(released) = shared.sessions.close(&opened.session, &shared.broker) {
-                    let _ = released.await;
-                }
-                drop(owner);
-                conn.reject(
-                    reason::SERVER_UNAVAILABLE,
-                    Some(format!("the session could not be stored: {e}")),
-                );
-                return;
+        if let Some(Err(e)) = written {
+            tracing::error!(%peer, client_id, error = %e, "session could not be stored; CONNECT refused");
+            // Away again, as if this connection had closed at once.
+            if let Some(released) = shared.sessions.close(&opened.session, &shared.broker) {
+                let _ = released.await;
             }
+            drop(owner);
+            conn.reject(
+                reason::SERVER_UNAVAILABLE,
+                Some(format!("the session could not be stored: {e}")),
+            );
+            return;
         }
         let resume = opened.session.connected(
             self.kick.clone(),
