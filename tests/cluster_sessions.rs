@@ -948,40 +948,60 @@ async fn a_session_whose_node_was_killed_expires_by_the_sweep() {
 /// One PUBLISH as the client saw it: payload, DUP flag.
 type Seen = (String, bool);
 
-/// Read `c` until `stop` says so (or the server closes it, returning false), acknowledging
-/// QoS 1 when `ack`, recording every PUBLISH.
+/// What a subscriber under load saw, and the QoS 2 packet ids it PUBREC'd and has not yet
+/// seen released.
+#[derive(Default)]
+struct Stream {
+    seen: Vec<Seen>,
+    held: HashSet<u16>,
+}
+
+/// Read `c` until `stop` says so (or the server closes it, returning false), answering
+/// (PUBACK, PUBREC, PUBCOMP) when `ack`, recording every PUBLISH.
 async fn read_until<V: Version>(
     c: &mut Raw<V>,
-    seen: &mut Vec<Seen>,
+    st: &mut Stream,
     ack: bool,
-    mut stop: impl FnMut(&[Seen]) -> bool,
+    mut stop: impl FnMut(&Stream) -> bool,
 ) -> bool {
-    while !stop(seen) {
+    while !stop(st) {
         match c.recv_for(Duration::from_secs(20)).await {
             Some(Some(Packet::Publish(p))) => {
-                seen.push((String::from_utf8_lossy(&p.payload).into_owned(), p.dup));
-                if ack && p.qos == QoS::AtLeastOnce {
-                    c.send(&Packet::PubAck(response(p.pkid, 0))).await;
+                st.seen
+                    .push((String::from_utf8_lossy(&p.payload).into_owned(), p.dup));
+                match p.qos {
+                    QoS::AtLeastOnce if ack => {
+                        c.send(&Packet::PubAck(response(p.pkid, 0))).await;
+                    }
+                    QoS::ExactlyOnce if ack => {
+                        st.held.insert(p.pkid);
+                        c.send(&Packet::PubRec(response(p.pkid, 0))).await;
+                    }
+                    _ => {}
                 }
+            }
+            Some(Some(Packet::PubRel(r))) if ack => {
+                st.held.remove(&r.pkid);
+                c.send(&Packet::PubComp(response(r.pkid, 0))).await;
             }
             Some(Some(_)) => {}
             Some(None) => return false,
             None => panic!(
                 "nothing from the server for 20 s after {} messages",
-                seen.len()
+                st.seen.len()
             ),
         }
     }
     true
 }
 
-/// Point 5 under load: while a publisher on B sends a numbered QoS 1 stream, a persistent
-/// session away from A resumes on C (replay of the log merged with live deliveries), then
-/// takes itself over from C to A while connected. Every message arrives; each first
-/// arrival is in publishing order; and a repeat is only ever a re-sent unacknowledged
-/// PUBLISH (DUP=1, MQTT-4.4.0-1), never a message the merge delivered twice.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn resume_and_takeover_under_load_miss_nothing_and_repeat_only_unacknowledged() {
+/// Point 5 under load, at `qos`: while a publisher on B sends a numbered stream, a
+/// persistent session away from A resumes on C (replay of the log merged with live
+/// deliveries), then takes itself over from C to A while connected. Every message
+/// arrives; each first arrival is in publishing order; and a repeat is only ever a
+/// re-sent unacknowledged PUBLISH (DUP=1, MQTT-4.4.0-1), never a message the merge
+/// delivered twice.
+async fn resume_and_takeover_under_load(qos: QoS) {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
     if !nats::available() {
@@ -993,49 +1013,33 @@ async fn resume_and_takeover_under_load_miss_nothing_and_repeat_only_unacknowled
     let b = node(&urls, "b").await;
     let c = node(&urls, "c").await;
     let (mut s, _) = v5_session(a.mqtt_addr, "mover-2", 300).await;
-    assert_eq!(
-        s.subscribe(&[("load/#", opts(QoS::AtLeastOnce))]).await,
-        vec![1]
-    );
+    assert_eq!(s.subscribe(&[("load/#", opts(qos))]).await, vec![qos as u8]);
     s.disconnect(0).await;
 
-    const N: usize = 1200;
+    let n_msgs: usize = if qos == QoS::ExactlyOnce { 600 } else { 1200 };
     let sent = Arc::new(AtomicUsize::new(0));
     let publisher = {
         let sent = sent.clone();
         let addr = b.mqtt_addr;
         tokio::spawn(async move {
             let mut p = V3::connect(addr, "load-pub").await;
-            for n in 0..N {
-                p.publish(
-                    "load/x",
-                    QoS::AtLeastOnce,
-                    false,
-                    format!("n{n}").as_bytes(),
-                )
-                .await;
+            for n in 0..n_msgs {
+                p.publish("load/x", qos, false, format!("n{n}").as_bytes())
+                    .await;
                 sent.store(n + 1, Ordering::Release);
             }
         })
     };
-    let progress = |at: usize| {
+    eventually(Duration::from_secs(60), "the publisher's progress", || {
         let sent = sent.clone();
-        eventually(
-            Duration::from_secs(60),
-            "the publisher's progress",
-            move || {
-                let sent = sent.clone();
-                async move { (sent.load(Ordering::Acquire) >= at).then_some(()) }
-            },
-        )
-    };
-    let mut seen: Vec<Seen> = Vec::new();
-    progress(N / 4).await;
+        async move { (sent.load(Ordering::Acquire) >= n_msgs / 4).then_some(()) }
+    })
+    .await;
+    let mut st = Stream::default();
     let (mut on_c, present) = v5_session(c.mqtt_addr, "mover-2", 300).await;
     assert!(present, "resumed on C while the load runs");
-    let target = N / 2;
     assert!(
-        read_until(&mut on_c, &mut seen, true, |s| s.len() >= target).await,
+        read_until(&mut on_c, &mut st, true, |s| s.seen.len() >= n_msgs / 2).await,
         "C closed early"
     );
     // Take it over from C to A while connected and while messages flow.
@@ -1043,27 +1047,28 @@ async fn resume_and_takeover_under_load_miss_nothing_and_repeat_only_unacknowled
     assert_eq!(ack.reason, 0);
     assert!(ack.session_present, "Session Present on A");
     assert!(
-        !read_until(&mut on_c, &mut seen, false, |_| false).await,
+        !read_until(&mut on_c, &mut st, false, |_| false).await,
         "C closes the taken-over connection"
     );
-    let on_c_count = seen.len();
-    let want: HashSet<String> = (0..N).map(|n| format!("n{n}")).collect();
+    let on_c_count = st.seen.len();
+    let want: HashSet<String> = (0..n_msgs).map(|n| format!("n{n}")).collect();
     within(Duration::from_secs(60), "the publisher finishes", publisher)
         .await
         .unwrap();
     assert!(
-        read_until(&mut on_a, &mut seen, true, |s| {
-            let have: HashSet<&String> = s.iter().map(|(p, _)| p).collect();
-            want.iter().all(|w| have.contains(w))
+        read_until(&mut on_a, &mut st, true, |s| {
+            let have: HashSet<&String> = s.seen.iter().map(|(p, _)| p).collect();
+            s.held.is_empty() && want.iter().all(|w| have.contains(w))
         })
         .await,
         "A closed"
     );
     on_a.assert_quiet(QUIET, "nothing after the last").await;
 
+    let seen = &st.seen;
     let mut first: HashSet<&str> = HashSet::new();
     let mut order = Vec::new();
-    for (p, dup) in &seen {
+    for (p, dup) in seen {
         if first.insert(p.as_str()) {
             order.push(p[1..].parse::<usize>().unwrap());
         } else {
@@ -1083,8 +1088,18 @@ async fn resume_and_takeover_under_load_miss_nothing_and_repeat_only_unacknowled
         order.windows(2).all(|w| w[0] < w[1]),
         "first arrivals out of order: {order:?}"
     );
-    println!("{} deliveries for {N} messages", seen.len());
+    println!("{} deliveries for {n_msgs} messages", seen.len());
     for gw in [a, b, c] {
         gw.shutdown().await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resume_and_takeover_under_qos1_load_miss_nothing_and_repeat_only_unacknowledged() {
+    resume_and_takeover_under_load(QoS::AtLeastOnce).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resume_and_takeover_under_qos2_load_miss_nothing_and_repeat_only_unacknowledged() {
+    resume_and_takeover_under_load(QoS::ExactlyOnce).await;
 }
