@@ -441,7 +441,7 @@ fn binary_node(
     url: &str,
     name: &str,
     toml: &str,
-) -> (std::process::Child, std::net::SocketAddr, tempfile::TempDir) {
+) -> (Reaped, std::net::SocketAddr, tempfile::TempDir) {
     use std::io::{BufRead, BufReader};
     use std::process::{Command, Stdio};
     let dir = tempfile::tempdir().unwrap();
@@ -487,7 +487,31 @@ fn binary_node(
         .expect("mqtt= in the listening line")
         .parse()
         .unwrap();
-    (child, mqtt, dir)
+    (Reaped(child), mqtt, dir)
+}
+
+/// A node process killed (and reaped) when the test ends, even by a panic: a stopped or
+/// running node never outlives its test.
+struct Reaped(std::process::Child);
+
+impl std::ops::Deref for Reaped {
+    type Target = std::process::Child;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Reaped {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
+}
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 /// Point 5 under `kill -9`: a persistent subscriber (QoS 2) is connected to A, the real
@@ -1105,4 +1129,81 @@ async fn resume_and_takeover_under_qos1_load_miss_nothing_and_repeat_only_unackn
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resume_and_takeover_under_qos2_load_miss_nothing_and_repeat_only_unacknowledged() {
     resume_and_takeover_under_load(QoS::ExactlyOnce).await;
+}
+
+/// Point 5, ownership is never two nodes' belief for long: A (the real binary) owns a
+/// session and is frozen (`SIGSTOP`), so it answers no takeover request. The client
+/// connects to B, which overrules the silent owner after twice `timeout_secs` and takes
+/// the session by compare-and-set. When A wakes up (`SIGCONT`) it learns it lost the
+/// session (the requests waiting for it, and its next write failing) and closes its stale
+/// connection; B's stays and has the subscription.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_owner_is_overruled_and_closes_its_stale_connection_when_it_wakes() {
+    if !nats::available() {
+        return;
+    }
+    let server = nats::NatsServer::start();
+    let urls = vec![server.url()];
+    let (mut child, mqtt_a, _dir) = binary_node(&server.url(), "a", "");
+    let b = node_with(&urls, "b", |c| c.cluster.timeout_secs = 1).await;
+    let (mut old, _) = v5_session(mqtt_a, "frozen", 300).await;
+    assert_eq!(
+        old.subscribe(&[("f/#", opts(QoS::AtLeastOnce))]).await,
+        vec![1]
+    );
+    let signal = |sig: &str| {
+        let ok = std::process::Command::new("kill")
+            .args([sig, &child.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill {sig}");
+    };
+    signal("-STOP");
+    let (mut new, present) = within(
+        Duration::from_secs(20),
+        "B overrules the frozen owner",
+        v5_session(b.mqtt_addr, "frozen", 300),
+    )
+    .await;
+    assert!(present, "B took the session over, Session Present");
+    signal("-CONT");
+    let mut p = V5::connect(b.mqtt_addr, "frozen-pub").await;
+    p.publish("f/1", QoS::AtLeastOnce, false, b"after").await;
+    assert_eq!(
+        within(WAIT, "the message on B", new.publish_rx())
+            .await
+            .payload,
+        "after"
+    );
+    // A's stale connection closes (v5 DISCONNECT 0x8E first), whatever it received.
+    let closed = within(
+        Duration::from_secs(15),
+        "A closes its stale connection",
+        async {
+            loop {
+                match old.recv().await {
+                    Some(Packet::Disconnect(d)) => break Some(d.reason_code),
+                    Some(Packet::Publish(q)) => {
+                        old.send(&Packet::PubAck(response(q.pkid, 0))).await;
+                    }
+                    Some(_) => {}
+                    None => break None,
+                }
+            }
+        },
+    )
+    .await;
+    assert_eq!(closed, Some(0x8E), "Session taken over");
+    new.assert_quiet(QUIET, "B's connection stays").await;
+    p.publish("f/2", QoS::AtLeastOnce, false, b"still").await;
+    assert_eq!(
+        within(WAIT, "B still owns it", new.publish_rx())
+            .await
+            .payload,
+        "still"
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+    b.shutdown().await;
 }
