@@ -1207,3 +1207,29 @@ async fn a_frozen_owner_is_overruled_and_closes_its_stale_connection_when_it_wak
     let _ = child.wait();
     b.shutdown().await;
 }
+
+/// Point 5 for MQTT 3.1.1 (MQTT-3.1.4-2): a Clean Session 0 client connected to A connects
+/// to B; A closes the old network connection (3.1.1 has no server DISCONNECT), B says
+/// Session Present and delivers through the session's subscription.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt_3_1_4_2_a_v311_client_taken_over_from_a_to_b_while_connected() {
+    if !nats::available() {
+        return;
+    }
+    let server = nats::NatsServer::start();
+    let urls = vec![server.url()];
+    let a = node(&urls, "a").await;
+    let b = node(&urls, "b").await;
+    let (mut old, _) = V3::session(a.mqtt_addr, "mover-3", false).await;
+    assert_eq!(old.subscribe(&[("m3/#", QoS::ExactlyOnce)]).await, vec![2]);
+    let (mut new, present) = V3::session(b.mqtt_addr, "mover-3", false).await;
+    assert!(present, "Session Present on B");
+    old.expect_closed("A closes the old connection").await;
+    let mut p = V5::connect(a.mqtt_addr, "m3-pub").await;
+    p.publish("m3/x", QoS::ExactlyOnce, false, b"moved").await;
+    let mut got = Received::default();
+    got.until(&mut new, 1, "the message on B").await;
+    assert_eq!(got.delivered, ["moved"]);
+    a.shutdown().await;
+    b.shutdown().await;
+}
