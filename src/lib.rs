@@ -177,8 +177,9 @@ pub async fn start(config: Config) -> Result<Gateway, Error> {
 }
 
 /// [`start`] with `[cluster]`: the NATS backbone decides retained values and logs every
-/// write; `store.db` keeps only this node's persistent MQTT sessions (node-local until
-/// sessions move with their clients), and `$SYS` values live in memory.
+/// write, and keeps the clients' persistent MQTT sessions (they follow their client from
+/// node to node); `store.db` keeps only this node's own MQTT bridges' out queues, and
+/// `$SYS` values live in memory.
 async fn start_clustered(
     config: Arc<Config>,
     tls: Option<Arc<Tls>>,
@@ -186,16 +187,18 @@ async fn start_clustered(
 ) -> Result<Gateway, Error> {
     let nats = backbone::nats::Nats::start(&config.cluster).await?;
     let backbone: Arc<dyn backbone::Backbone> = Arc::new(nats.clone());
-    let broker = if config.store.memory {
-        Broker::new(store::memory::MemoryStore, backbone)?
+    let local: Box<dyn durable::Keeper> = if config.store.memory {
+        Box::new(durable::LocalKeeper::open(store::session::MemorySessions)?)
     } else {
         let path = config.store.db.clone();
         let (_, sessions) =
             tokio::task::spawn_blocking(move || store::sled::SledStore::open_with_sessions(&path))
                 .await
                 .map_err(|e| StoreError::Engine(e.to_string()))??;
-        Broker::with_sessions(store::memory::MemoryStore, sessions, backbone)?
+        Box::new(durable::LocalKeeper::open(sessions)?)
     };
+    let durable = durable::DurableSessions::with_local(Box::new(nats.keeper()), local);
+    let broker = Broker::with_durable(store::memory::MemoryStore, durable, backbone)?;
     // Wait (`[cluster] start_wait_secs`) for the node to be ready — connected, streams and
     // buckets in place, node name claimed, mirror in sync — then serve, ready or not.
     let wait = std::time::Duration::from_secs(config.cluster.start_wait_secs);
@@ -210,12 +213,15 @@ async fn start_clustered(
         }
     }
     let config = fit_to_nats(config, nats.max_payload());
-    let sessions = if config.store.memory {
+    let bridges = if config.store.memory {
         "memory".to_string()
     } else {
         config.store.db.display().to_string()
     };
-    let name = format!("{}; sessions in {sessions}", nats.describe());
+    let name = format!(
+        "{}; MQTT sessions in NATS, bridge queues in {bridges}",
+        nats.describe()
+    );
     launch(config, tls, auth, broker, name).await
 }
 

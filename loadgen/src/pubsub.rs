@@ -40,6 +40,10 @@ pub(crate) struct PubSubArgs {
     /// Broker address.
     #[arg(long, default_value = "127.0.0.1:1883")]
     pub mqtt: SocketAddr,
+    /// Where subscribers connect instead (comma-separated, taken in turn): other nodes of a
+    /// ponte cluster, for cross-node delivery. Default: `--mqtt`.
+    #[arg(long, value_delimiter = ',')]
+    pub sub_mqtt: Vec<SocketAddr>,
     /// Number of publishing connections.
     #[arg(long, default_value_t = 1)]
     pub pubs: usize,
@@ -345,8 +349,12 @@ pub(crate) async fn run(name: &str, args: &PubSubArgs, ctx: &Ctx) -> Result<Repo
         Instant::now() + Duration::from_secs(10 + (args.pubs + args.subs) as u64 / 100);
     let mut subs = Vec::with_capacity(args.subs);
     for i in 0..args.subs {
+        let at = match args.sub_mqtt.len() {
+            0 => args.mqtt,
+            n => args.sub_mqtt[i % n],
+        };
         let mut c = Conn::open_session(
-            args.mqtt,
+            at,
             None,
             &format!("lg-s{i}-{id}"),
             0,

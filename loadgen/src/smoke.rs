@@ -120,6 +120,7 @@ pub(crate) async fn run(a: &SmokeArgs) -> Result<Vec<Report>> {
     };
     let mq = |pubs, subs, qos| pubsub::PubSubArgs {
         mqtt: server.mqtt,
+        sub_mqtt: Vec::new(),
         pubs,
         subs,
         qos,

@@ -47,6 +47,11 @@ pub struct ClusterConfig {
     /// Seconds the start waits for the node to be ready before it serves anyway, not
     /// ready (reads from an empty mirror, writes refused), retrying in the background.
     pub start_wait_secs: u64,
+    /// Seconds between sweeps of the persistent-sessions bucket by one elected node: it
+    /// releases the sessions of nodes that died with their clients connected (so they
+    /// expire) and deletes expired sessions whose releasing node died before their expiry.
+    /// Each sweep reads the whole bucket (minimum 1).
+    pub session_sweep_secs: u64,
 }
 
 impl Default for ClusterConfig {
@@ -67,6 +72,7 @@ impl Default for ClusterConfig {
             key_file: None,
             timeout_secs: 5,
             start_wait_secs: 15,
+            session_sweep_secs: 30,
         }
     }
 }
@@ -157,6 +163,11 @@ impl ClusterConfig {
         Duration::from_secs(self.timeout_secs.max(1))
     }
 
+    /// [`ClusterConfig::session_sweep_secs`] as a duration (at least 1 s).
+    pub fn session_sweep(&self) -> Duration {
+        Duration::from_secs(self.session_sweep_secs.max(1))
+    }
+
     /// The message log stream's name.
     pub fn log_stream(&self) -> String {
         format!("{}_LOG", self.prefix.to_ascii_uppercase())
@@ -170,6 +181,11 @@ impl ClusterConfig {
     /// The node names' KV bucket.
     pub fn nodes_bucket(&self) -> String {
         format!("{}_nodes", self.prefix)
+    }
+
+    /// The persistent MQTT sessions' KV bucket.
+    pub fn sessions_bucket(&self) -> String {
+        format!("{}_sessions", self.prefix)
     }
 }
 

@@ -26,7 +26,7 @@ use bytes::Bytes;
 use parking_lot::RwLock;
 use tokio::sync::oneshot;
 
-use crate::durable::{DurableSessions, Receipt, Registered, Seq};
+use crate::durable::{Admit, DurableSessions, Receipt, Registered, Seq, Track};
 use crate::model::{Message, Origin, Properties, QoS, RetainHandling, RetainedValue};
 use crate::model::{SubOptions, TopicFilter, TopicName};
 use crate::store::{Store, StoreError};
@@ -51,6 +51,10 @@ pub struct Metrics {
     /// MQTT 5 deliveries discarded because they exceeded the recipient's Maximum Packet
     /// Size (MQTT-3.1.2-25: discarded "as if delivered", so counted here, not in `dropped`).
     pub too_large: AtomicU64,
+    /// In a cluster: messages of the shared log deleted by its retention before a
+    /// persistent session that may have been waiting for them came back (an upper bound:
+    /// the log no longer says which were for it).
+    pub log_retention: AtomicU64,
 }
 
 /// The MQTT 5 parts of a retained value that the store does not keep (in memory only):
@@ -235,6 +239,9 @@ pub struct Broker {
     backbone: Arc<dyn Backbone>,
     /// `backbone.clustered()`, read once: a single node pays one branch per publish.
     clustered: bool,
+    /// Whether persistent sessions are kept in the cluster's log (`durable.logged()`, read
+    /// once): a single node pays one branch per delivery.
+    logged: bool,
     /// MQTT 5 properties and expiry of retained values that have them; written only by
     /// retained MQTT 5 publishes, read when a subscription sends retained values.
     retained_meta: RwLock<HashMap<TopicName, RetainedMeta>>,
@@ -249,6 +256,40 @@ pub struct Broker {
     /// The budget every subscriber's mailbox draws on (`[limits] max_queued_bytes`, issue
     /// 16): no limit until [`Broker::budget`]'s is set.
     budget: Arc<budget::Budget>,
+    /// In a cluster: live deliveries held back, by mailbox, while a resumed persistent
+    /// session's queue is replayed from the log into its mailbox (see
+    /// [`crate::durable::Track`]); empty otherwise.
+    held: parking_lot::Mutex<HashMap<u64, Vec<(u64, Delivery)>>>,
+}
+
+/// Most live deliveries held back for one session while its queue is replayed; more are
+/// dropped (counted), as a full mailbox would.
+const MAX_HELD: usize = 65_536;
+
+/// How a delivery reaches a mailbox: in a cluster, a persistent session kept in the log
+/// takes every logged message from the log, in log order (see [`crate::durable::Track`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Route {
+    /// A publish accepted on this node, fanned out once durable: a logged message skips
+    /// the sessions kept in the log (hearing the log brings it to them).
+    Local,
+    /// A message heard from the log, published on another node.
+    Heard,
+    /// One of this node's own messages heard back from the log: only for the sessions
+    /// kept in the log.
+    HeardOwn,
+    /// A resumed session's queue, replayed from the log.
+    Replay,
+    /// Anything else (a retained value at SUBSCRIBE, a shared group's message, a restored
+    /// queue entry): pushed as it is.
+    Other,
+}
+
+impl Route {
+    /// Whether the message comes from hearing the log (the node's marks move with it).
+    fn heard(self) -> bool {
+        matches!(self, Route::Heard | Route::HeardOwn)
+    }
 }
 
 impl Broker {
@@ -258,12 +299,14 @@ impl Broker {
             retained: Retained::open(store)?,
             subscriptions: RwLock::new(SubscriptionIndex::new()),
             clustered: backbone.clustered(),
+            logged: false,
             backbone,
             retained_meta: RwLock::new(HashMap::new()),
             metrics: Metrics::default(),
             ops: crate::metrics::Metrics::new(),
             durable: None,
             budget: budget::Budget::new(None),
+            held: parking_lot::Mutex::new(HashMap::new()),
         });
         broker.backbone.attach(Arc::downgrade(&broker));
         Ok(broker)
@@ -290,12 +333,14 @@ impl Broker {
             retained: Retained::open(store)?,
             subscriptions: RwLock::new(SubscriptionIndex::new()),
             clustered: backbone.clustered(),
+            logged: durable.logged(),
             backbone,
             retained_meta: RwLock::new(HashMap::new()),
             metrics: Metrics::default(),
             ops: crate::metrics::Metrics::new(),
             durable: Some(durable),
             budget: budget::Budget::new(None),
+            held: parking_lot::Mutex::new(HashMap::new()),
         });
         broker.backbone.attach(Arc::downgrade(&broker));
         Ok(broker)
@@ -454,7 +499,8 @@ impl Broker {
         }
         let message = Arc::new(message);
         let mut durable = Vec::new();
-        let (receivers, mut matched) = self.fan_out(&message, sequence, Some(&mut durable));
+        let (receivers, mut matched) =
+            self.fan_out(&message, sequence, Some(&mut durable), Route::Local);
         if self.clustered {
             // Other nodes' subscribers are not known here: no MQTT 5 0x10 No matching
             // subscribers in a cluster.
@@ -509,7 +555,65 @@ impl Broker {
     /// `sequence` is its place in the cluster's message log. Returns how many local
     /// subscribers it was queued to.
     pub fn deliver_remote(&self, message: Arc<Message>, sequence: Option<Seq>) -> usize {
-        self.fan_out(&message, sequence, None).0
+        self.fan_out(&message, sequence, None, Route::Heard).0
+    }
+
+    /// One of this node's own messages, heard back from the cluster's log at `sequence`:
+    /// delivered only to the persistent sessions kept in the log, which take every logged
+    /// message from the log (everyone else had it when it was published here).
+    pub fn deliver_own(&self, message: Arc<Message>, sequence: Seq) {
+        self.fan_out(&message, Some(sequence), None, Route::HeardOwn);
+    }
+
+    /// Hearing the log passed this node's own message `sequence`: when no persistent
+    /// session is kept in the log here, nothing more is needed (true). False: there are
+    /// such sessions, and the message must be decoded and given to
+    /// [`Broker::deliver_own`]. Decided under the subscription index's read lock, like a
+    /// fan-out, so a subscription made meanwhile is dated after it.
+    pub fn pass_own(&self, sequence: Seq) -> bool {
+        let Some(durable) = self.durable.as_ref().filter(|d| d.logged()) else {
+            return true;
+        };
+        let subs = self.subscriptions.read();
+        if durable.tracked() {
+            return false;
+        }
+        durable
+            .marks()
+            .matched
+            .store(sequence.get(), Ordering::Release);
+        drop(subs);
+        durable.marks().fanned(sequence.get());
+        true
+    }
+
+    /// A resumed persistent session kept in the log starts replaying its queue into
+    /// `mailbox`: live deliveries are held back until [`Broker::end_replay`].
+    pub fn begin_replay(&self, track: &Track) {
+        track.begin_replay();
+    }
+
+    /// Push a message replayed from the log (`d.log_seq` set) into a resumed session's
+    /// mailbox, with its overflow policy.
+    pub fn push_replayed(&self, mailbox: &Mailbox, track: &Track, d: Delivery) -> PushOutcome {
+        self.push_tracked(track, mailbox, d, Route::Replay)
+    }
+
+    /// The replay covered the log up to `high`: the held live deliveries after it go into
+    /// the mailbox (in order, after the replayed ones), those at or before it were
+    /// duplicates; from now on a live delivery at or before it is dropped.
+    pub fn end_replay(&self, mailbox: &Mailbox, track: &Track, high: u64) {
+        let held = track.end_replay(high, || {
+            self.held.lock().remove(&mailbox.id()).unwrap_or_default()
+        });
+        for (seq, d) in held {
+            self.push_settled(track, mailbox, seq, d);
+        }
+    }
+
+    /// A replay failed (the connection is refused): what was held for it goes.
+    pub fn abort_replay(&self, mailbox: &Mailbox) {
+        self.held.lock().remove(&mailbox.id());
     }
 
     /// A message of a cluster-wide shared group, fetched by this node for `member`
@@ -537,7 +641,14 @@ impl Broker {
             .durable
             .as_deref()
             .and_then(DurableSessions::registered);
-        let queued = self.push_matched(message, sequence, matched, registered.as_ref(), None);
+        let queued = self.push_matched(
+            message,
+            sequence,
+            matched,
+            registered.as_ref(),
+            None,
+            Route::Other,
+        );
         if queued {
             self.metrics.delivered.fetch_add(1, Ordering::Relaxed);
         }
@@ -591,19 +702,37 @@ impl Broker {
         message: &Arc<Message>,
         sequence: Option<Seq>,
         mut durable: Option<&mut Vec<Receipt>>,
+        route: Route,
     ) -> (usize, usize) {
         thread_local! {
             static MATCHED: std::cell::RefCell<Vec<Matched>> = const { std::cell::RefCell::new(Vec::new()) };
         }
+        // The node's marks move with what it hears from the log (a cluster keeping sessions
+        // in the log): `matched` under the index's read lock, `fanned` once pushed.
+        let marks = match (route.heard(), sequence, &self.durable) {
+            (true, Some(seq), Some(d)) if d.logged() => Some((d.marks(), seq.get())),
+            _ => None,
+        };
         if message.expired(Instant::now()) {
-            self.metrics.expired.fetch_add(1, Ordering::Relaxed);
+            if route != Route::HeardOwn {
+                self.metrics.expired.fetch_add(1, Ordering::Relaxed);
+            }
+            if let Some((marks, seq)) = marks {
+                let _subs = self.subscriptions.read();
+                marks.matched.store(seq, Ordering::Release);
+                marks.fanned(seq);
+            }
             return (0, 0);
         }
         MATCHED.with(|cell| {
             let mut matched = cell.borrow_mut();
-            self.subscriptions
-                .read()
-                .matches_from(&message.topic, message.publisher, &mut matched);
+            {
+                let subs = self.subscriptions.read();
+                subs.matches_from(&message.topic, message.publisher, &mut matched);
+                if let Some((marks, seq)) = marks {
+                    marks.matched.store(seq, Ordering::Release);
+                }
+            }
             let mut queued = 0;
             let found = matched.len();
             // One atomic load when no persistent session exists.
@@ -618,13 +747,22 @@ impl Broker {
                     m,
                     registered.as_ref(),
                     durable.as_deref_mut(),
+                    route,
                 ) {
                     queued += 1;
                 }
             }
-            self.metrics
-                .delivered
-                .fetch_add(queued as u64, Ordering::Relaxed);
+            drop(registered);
+            if let Some((marks, seq)) = marks {
+                marks.fanned(seq);
+            }
+            if route != Route::HeardOwn {
+                // Counted once: an own message's sessions kept in the log were counted
+                // when it was published here.
+                self.metrics
+                    .delivered
+                    .fetch_add(queued as u64, Ordering::Relaxed);
+            }
             (queued, found)
         })
     }
@@ -639,7 +777,19 @@ impl Broker {
         m: Matched,
         registered: Option<&Registered<'_>>,
         durable: Option<&mut Vec<Receipt>>,
+        route: Route,
     ) -> bool {
+        // Only a cluster keeps sessions in the log: a single node pays one branch.
+        let track = registered
+            .filter(|_| self.logged)
+            .and_then(|r| r.track(m.mailbox.id()));
+        match (route, track) {
+            // Hearing the log brings it, in log order: counted as queued.
+            (Route::Local, Some(_)) if sequence.is_some() => return true,
+            // Everyone else had it when it was published here.
+            (Route::HeardOwn, None) => return false,
+            _ => {}
+        }
         let d = Delivery {
             message: message.clone(),
             qos: message.qos.min(m.qos),
@@ -649,11 +799,17 @@ impl Broker {
             durable: None,
             log_seq: sequence,
         };
-        let wait = durable.is_some();
-        let (outcome, receipt) = push(registered, &m.mailbox, d, wait);
-        if let (Some(durable), Some(receipt)) = (durable, receipt) {
-            durable.push(receipt);
-        }
+        let outcome = match track {
+            Some(track) => self.push_tracked(track, &m.mailbox, d, route),
+            None => {
+                let wait = durable.is_some();
+                let (outcome, receipt) = push(registered, &m.mailbox, d, wait);
+                if let (Some(durable), Some(receipt)) = (durable, receipt) {
+                    durable.push(receipt);
+                }
+                outcome
+            }
+        };
         match outcome {
             PushOutcome::Queued | PushOutcome::ReplacedOldest => true,
             PushOutcome::SkippedOffline => false,
@@ -662,6 +818,73 @@ impl Broker {
                 false
             }
         }
+    }
+
+    /// Push a delivery into the mailbox of a persistent session kept in the cluster's log
+    /// (see [`crate::durable::Track`]). A QoS 1/2 delivery of a logged message takes its
+    /// log sequence as its durable identity; a live one passes the replay gate first (held
+    /// while a resume replays the log, dropped when the replay covered it). Anything else
+    /// (QoS 0, a retained value at SUBSCRIBE, a shared group's message) is pushed as it is:
+    /// the log cannot give it back.
+    fn push_tracked(
+        &self,
+        track: &Track,
+        mailbox: &Mailbox,
+        d: Delivery,
+        route: Route,
+    ) -> PushOutcome {
+        let seq = match (d.qos, d.log_seq, route) {
+            (QoS::AtMostOnce, _, _) | (_, None, _) | (_, _, Route::Other | Route::Local) => {
+                return mailbox.push(d);
+            }
+            (_, Some(seq), _) => seq.get(),
+        };
+        if route == Route::Replay {
+            track.replayed(seq);
+            return self.push_settled(track, mailbox, seq, d);
+        }
+        let mut slot = Some(d);
+        let admit = track.admit(seq, || {
+            let Some(d) = slot.take() else {
+                return;
+            };
+            let mut held = self.held.lock();
+            let list = held.entry(mailbox.id()).or_default();
+            if list.len() < MAX_HELD {
+                list.push((seq, d));
+            } else {
+                // Never pending: the position passes it once the replay is over.
+                self.metrics.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+        match (admit, slot) {
+            (Admit::Push, Some(d)) => self.push_settled(track, mailbox, seq, d),
+            (Admit::Hold, _) => PushOutcome::Queued,
+            _ => PushOutcome::SkippedOffline,
+        }
+    }
+
+    /// Push pending delivery `seq` of a session kept in the log; what the mailbox drops
+    /// (overflow, or displaced by `drop-oldest`) is finished for the session.
+    fn push_settled(
+        &self,
+        track: &Track,
+        mailbox: &Mailbox,
+        seq: u64,
+        mut d: Delivery,
+    ) -> PushOutcome {
+        d.durable = Seq::new(seq);
+        let (outcome, displaced) = mailbox.push_displacing(d);
+        if let Some(old) = displaced.and_then(|old| old.durable) {
+            track.finished(old.get());
+        }
+        if matches!(
+            outcome,
+            PushOutcome::Dropped | PushOutcome::Overflowed | PushOutcome::SkippedOffline
+        ) {
+            track.finished(seq);
+        }
+        outcome
     }
 
     /// Subscribe `mailbox` to `filter` at `qos`. When `send_retained`, the retained values
@@ -708,10 +931,23 @@ impl Broker {
             Some((group, inner)) => (Some(*group), inner),
             None => (None, filter),
         };
-        let replaced = self
-            .subscriptions
-            .write()
-            .insert_with(inner, share, mailbox.clone(), opts);
+        let (replaced, matched) = {
+            let mut subs = self.subscriptions.write();
+            let replaced = subs.insert_with(inner, share, mailbox.clone(), opts);
+            // Under the write lock no fan-out is matching: every logged message up to
+            // `matched` was matched without this subscription, every later one with it.
+            let matched = self
+                .durable
+                .as_ref()
+                .filter(|d| d.logged())
+                .map(|d| d.marks().matched.load(Ordering::Acquire));
+            (replaced, matched)
+        };
+        if let Some(matched) = matched {
+            if let Some(track) = self.track_of(mailbox.id()) {
+                track.subscribed(filter.as_str(), matched);
+            }
+        }
         let send = share.is_none()
             && match retain_handling {
                 RetainHandling::OnSubscribe => true,
@@ -779,9 +1015,19 @@ impl Broker {
         matches!(outcome, PushOutcome::Queued | PushOutcome::ReplacedOldest)
     }
 
+    /// The place in the log of `mailbox_id`'s session, when it is a persistent session kept
+    /// in the cluster's log.
+    pub fn track_of(&self, mailbox_id: u64) -> Option<Arc<Track>> {
+        let durable = self.durable.as_ref().filter(|d| d.logged())?;
+        durable.registered()?.track(mailbox_id).cloned()
+    }
+
     /// Remove a subscription (a `$share/group/f` filter leaves that shared group).
     /// Returns whether it existed.
     pub fn unsubscribe(&self, filter: &TopicFilter, mailbox_id: u64) -> bool {
+        if let Some(track) = self.track_of(mailbox_id) {
+            track.unsubscribed(filter.as_str());
+        }
         match split_shared(filter.as_str()) {
             Some((group, inner)) => {
                 if self.clustered && !inner.as_str().starts_with("$SYS") {

@@ -81,7 +81,9 @@ impl DurableSessions {
     /// with expiry 0 (it ended when its connection did). Entries that no session names,
     /// entries with a topic that no longer parses, and messages that expired are deleted.
     pub fn restore(&self) -> Restored {
-        let keeper = &self.keeper;
+        // The node's own sessions: in a cluster, only those of the node-local keeper are
+        // restored at start (the cluster's are claimed when their clients connect).
+        let keeper = self.keeper_of(true);
         let mut loaded = keeper.take_loaded();
         let now = Instant::now();
         let wall = SystemTime::now();

@@ -5,12 +5,13 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use futures_util::future::BoxFuture;
 use parking_lot::Mutex;
 
 use crate::model::{QoS, SubOptions, TopicFilter};
 use crate::store::session::{SessionRecord, StoredInflight, StoredState, StoredSubscription};
 
-use super::{DurableSessions, Receipt, Seq};
+use super::{DurableSessions, Keeper, Receipt, Seq, Track};
 
 /// What a session record holds, as the session knows it: written on open/resume, on every
 /// (un)subscribe, and when the client goes away.
@@ -55,6 +56,10 @@ pub struct DurableSession {
     client: Arc<str>,
     /// The session's mailbox, as registered for fan-out.
     mailbox_id: u64,
+    /// Kept by the node-local keeper (an MQTT bridge's queue in a cluster).
+    local: bool,
+    /// Its place in the cluster's log, when its keeper's queue is that log.
+    track: Option<Arc<Track>>,
     /// Outgoing packet id → sequence number of the queued message in flight under it: the
     /// entry is acknowledged once the exchange is over (PUBACK / PUBCOMP), and the stored
     /// protocol state names it so it can be re-sent after a crash.
@@ -66,14 +71,49 @@ pub struct DurableSession {
 }
 
 impl DurableSession {
-    pub(super) fn new(owner: Arc<DurableSessions>, client: Arc<str>, mailbox_id: u64) -> Self {
+    pub(super) fn new(
+        owner: Arc<DurableSessions>,
+        client: Arc<str>,
+        mailbox_id: u64,
+        local: bool,
+        track: Option<Arc<Track>>,
+    ) -> Self {
         DurableSession {
             owner,
             client,
             mailbox_id,
+            local,
+            track,
             inflight: Mutex::new(HashMap::new()),
             written: Mutex::new(None),
         }
+    }
+
+    /// Where this session is kept.
+    fn keeper(&self) -> &dyn Keeper {
+        self.owner.keeper_of(self.local)
+    }
+
+    /// The client id the session is kept under.
+    pub fn client(&self) -> &Arc<str> {
+        &self.client
+    }
+
+    /// Its place in the cluster's log, when it is kept there (see [`Track`]).
+    pub fn track(&self) -> Option<&Arc<Track>> {
+        self.track.as_ref()
+    }
+
+    /// The owner of every durable session (the keeper's claims and replays, the marks).
+    pub fn owner(&self) -> &Arc<DurableSessions> {
+        &self.owner
+    }
+
+    /// Taken as the connection ends: resolves later to whether the session was resumed
+    /// by a new connection meanwhile, on any node ([`Keeper::resumed`]). `None`: the
+    /// node's own bookkeeping knows.
+    pub fn resumed_check(&self) -> Option<BoxFuture<'static, bool>> {
+        self.keeper().resumed(&self.client)
     }
 
     /// Store the session record. With `wait`, the receipt to await before acknowledging
@@ -84,9 +124,8 @@ impl DurableSession {
     where
         I: Iterator<Item = (&'a TopicFilter, &'a SubOptions)>,
     {
-        self.owner
-            .keeper
-            .put_record(&self.client, stored_record(record), wait)
+        self.keeper()
+            .put_record(&self.client, self.stored_record(record), wait)
     }
 
     /// Store the session record and the protocol state a connection left behind (its
@@ -105,9 +144,9 @@ impl DurableSession {
         I: Iterator<Item = (&'a TopicFilter, &'a SubOptions)>,
         O: Iterator<Item = Exchange>,
     {
-        let keeper = &self.owner.keeper;
+        let keeper = self.keeper();
         let state = Arc::new(self.stored_state(outgoing, inbound_qos2, next_pkid));
-        keeper.put_record(&self.client, stored_record(record), false);
+        keeper.put_record(&self.client, self.stored_record(record), false);
         *self.written.lock() = Some(state.clone());
         // Ops take effect in order: this one durable means both are.
         keeper.put_state(&self.client, state, wait)
@@ -139,7 +178,14 @@ impl DurableSession {
         let empty = StoredState::default();
         let prev = written.as_deref().unwrap_or(&empty);
         if prev.outgoing == state.outgoing && prev.inbound_qos2 == state.inbound_qos2 {
-            return None;
+            if prev.log == state.log {
+                return None;
+            }
+            // Only the place in the log moved (acknowledgements, fan-out): nobody waits.
+            let state = Arc::new(state);
+            *written = Some(state.clone());
+            drop(written);
+            return self.keeper().put_state(&self.client, state, false);
         }
         let qos2 = |e: &Exchange| {
             matches!(
@@ -159,12 +205,15 @@ impl DurableSession {
         let state = Arc::new(state);
         *written = Some(state.clone());
         drop(written);
-        self.owner.keeper.put_state(&self.client, state, wait)
+        self.keeper().put_state(&self.client, state, wait)
     }
 
     /// The queued message `seq` went out under packet id `pkid`.
     pub fn sent(&self, pkid: u16, seq: Seq) {
         self.inflight.lock().insert(pkid, seq);
+        if let Some(track) = &self.track {
+            track.sent(seq.get());
+        }
     }
 
     /// Exchanges ended: every message in flight under a packet id that is no longer in
@@ -175,28 +224,42 @@ impl DurableSession {
             return;
         }
         let live: Vec<u16> = in_flight.collect();
-        let keeper = &self.owner.keeper;
         inflight.retain(|pkid, seq| {
             let keep = live.contains(pkid);
             if !keep {
-                keeper.acknowledge(&self.client, *seq);
+                self.done(*seq);
             }
             keep
         });
+    }
+
+    /// `seq` is finished: its queue entry goes, or (tracked in the log) it is done.
+    fn done(&self, seq: Seq) {
+        match &self.track {
+            Some(track) => track.finished(seq.get()),
+            None => self.keeper().acknowledge(&self.client, seq),
+        }
     }
 
     /// The queued message `seq` is settled without an exchange: withheld by the ACL,
     /// expired, or discarded by the machine (larger than the client's Maximum Packet
     /// Size). Nobody waits.
     pub fn acknowledge(&self, seq: Seq) {
-        self.owner.keeper.acknowledge(&self.client, seq);
+        self.done(seq);
     }
 
     /// End the session for good: its mailbox is no longer made durable, and its record,
     /// state and queue are deleted. Nobody waits.
     pub fn discard(&self) {
         self.owner.unregister(self.mailbox_id);
-        self.owner.keeper.discard(&self.client);
+        self.keeper().discard(&self.client);
+    }
+
+    /// The session leaves this node without ending (its client went away, or another
+    /// node took it over): its mailbox is no longer made durable here. Its record stays
+    /// with the keeper.
+    pub fn unregister(&self) {
+        self.owner.unregister(self.mailbox_id);
     }
 
     /// The protocol state as stored, from the protocol's exchanges (their messages'
@@ -207,42 +270,68 @@ impl DurableSession {
         inbound_qos2: impl Iterator<Item = u16>,
         next_pkid: u16,
     ) -> StoredState {
+        // Read before the track: every message fanned out up to here is pending,
+        // finished or in flight by the time the track is looked at.
+        let fanned = self.track.as_ref().map(|_| {
+            self.owner
+                .marks()
+                .fanned
+                .load(std::sync::atomic::Ordering::Acquire)
+        });
         let seqs = self.inflight.lock();
+        let mut sent_qos = Vec::new();
         let outgoing = outgoing
-            .map(|e| StoredInflight {
-                pkid: e.pkid,
-                seq: seqs.get(&e.pkid).copied(),
-                released: e.stage == Stage::Released,
+            .map(|e| {
+                if let Stage::Published(qos) = e.stage {
+                    sent_qos.push((e.pkid, qos));
+                }
+                StoredInflight {
+                    pkid: e.pkid,
+                    seq: seqs.get(&e.pkid).copied(),
+                    released: e.stage == Stage::Released,
+                }
             })
             .collect();
+        drop(seqs);
         let mut inbound_qos2: Vec<u16> = inbound_qos2.collect();
         inbound_qos2.sort_unstable();
         inbound_qos2.dedup();
+        let log = match (&self.track, fanned) {
+            (Some(track), Some(fanned)) => {
+                let mut log = track.position(fanned);
+                log.sent_qos = sent_qos;
+                Some(log)
+            }
+            _ => None,
+        };
         StoredState {
             next_pkid,
             outgoing,
             inbound_qos2,
+            log,
         }
     }
-}
 
-/// The record as stored.
-fn stored_record<'a, I>(record: Record<I>) -> SessionRecord
-where
-    I: Iterator<Item = (&'a TopicFilter, &'a SubOptions)>,
-{
-    SessionRecord {
-        expiry: record.expiry,
-        away_since: record.away_since,
-        subscriptions: record
-            .subscriptions
-            .map(|(f, o)| StoredSubscription {
-                filter: f.as_str().to_owned(),
-                qos: o.qos,
-                no_local: o.no_local,
-                retain_as_published: o.retain_as_published,
-                id: o.id,
-            })
-            .collect(),
+    /// The record as stored (with, for a session tracked in the log, the sequence each
+    /// subscription was made at).
+    fn stored_record<'a, I>(&self, record: Record<I>) -> SessionRecord
+    where
+        I: Iterator<Item = (&'a TopicFilter, &'a SubOptions)>,
+    {
+        SessionRecord {
+            expiry: record.expiry,
+            away_since: record.away_since,
+            subscriptions: record
+                .subscriptions
+                .map(|(f, o)| StoredSubscription {
+                    filter: f.as_str().to_owned(),
+                    qos: o.qos,
+                    no_local: o.no_local,
+                    retain_as_published: o.retain_as_published,
+                    id: o.id,
+                    since: self.track.as_ref().and_then(|t| t.since(f.as_str())),
+                })
+                .collect(),
+        }
     }
 }

@@ -101,6 +101,7 @@ fn mqtt_4_4_0_1_restore_keeps_exchange_order_and_deletes_what_is_no_longer_wante
                 },
             ],
             inbound_qos2: vec![12],
+            log: None,
         },
     );
     let mut expired = entry("kept/t");
@@ -174,7 +175,7 @@ fn mqtt_4_4_0_1_restore_keeps_exchange_order_and_deletes_what_is_no_longer_wante
 #[test]
 fn a_qos2_step_or_an_inbound_qos2_id_is_durable_before_what_follows_it_qos1_is_not_awaited() {
     let (durable, _ops) = owner(LoadedSessions::default());
-    let s = durable.open(Arc::from("c"), 1);
+    let s = durable.open(Arc::from("c"), 1, false);
     let sent = |pkid, qos| Exchange {
         pkid,
         stage: Stage::Published(qos),

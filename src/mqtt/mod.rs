@@ -12,6 +12,7 @@
 
 mod access;
 mod client;
+mod cluster;
 mod counted;
 mod registry;
 pub mod session;
@@ -147,16 +148,31 @@ impl Mqtt {
                 "persistent MQTT sessions restored"
             );
         }
+        let kicks = broker.durable().and_then(|d| d.keeper().kicks());
+        let shared = Arc::new(Shared {
+            sessions,
+            stats: counted::Stats::default(),
+            auth,
+            broker,
+            use_identity_as_username: config.tls.use_identity_as_username,
+            limits,
+            config: config.clone(),
+        });
+        if let Some(mut kicks) = kicks {
+            // In a cluster: another node takes a session over (or this node lost it), so
+            // its connection here closes (v5 DISCONNECT 0x8E, MQTT-3.1.4-2).
+            let shared = Arc::downgrade(&shared);
+            tokio::spawn(async move {
+                while let Some(kick) = kicks.recv().await {
+                    match shared.upgrade() {
+                        Some(s) => s.sessions.kick(&kick),
+                        None => return,
+                    }
+                }
+            });
+        }
         Mqtt {
-            shared: Arc::new(Shared {
-                sessions,
-                stats: counted::Stats::default(),
-                auth,
-                broker,
-                use_identity_as_username: config.tls.use_identity_as_username,
-                limits,
-                config: config.clone(),
-            }),
+            shared,
             slots: Arc::new(Semaphore::new(config.mqtt.max_connections)),
             shutdown,
         }

@@ -5,6 +5,13 @@
 //! Expiry (MQTT 5 §3.1.2.11, and `[mqtt] session_expiry_secs` for 3.1.1): a session whose
 //! client is away longer than its expiry interval is ended by [`Registry::expire`], run
 //! every second by the front-end.
+//!
+//! In a cluster whose sessions are kept in the message log (issue 11), a client's session
+//! is here only while its client is connected here: [`Registry::open`] makes a new one
+//! (the connection then claims and resumes it, `super::cluster`), [`Registry::close`]
+//! writes it away and forgets it, and another node's takeover kicks its connection
+//! ([`Registry::kick`]). The node's own sessions (its MQTT bridges' queues) stay as on a
+//! single node.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -16,7 +23,7 @@ use ponte_mqtt::{Inflight, SessionState};
 
 use super::session::Session;
 use super::wire;
-use super::ClientInfo;
+use super::{ClientInfo, RESERVED_CLIENT_PREFIX};
 use crate::broker::mailbox::OverflowPolicy;
 use crate::broker::{Broker, Delivery};
 use crate::durable::{Receipt, RestoredExchange};
@@ -65,6 +72,29 @@ impl Registry {
         Session::new(client_id, expiry, mailbox, broker.durable())
     }
 
+    /// Whether `client_id`'s session is kept in the cluster (claimed on CONNECT, replayed
+    /// from the log) rather than by this node: every client's in a cluster, except the
+    /// node's own MQTT bridges' queues.
+    pub(crate) fn clustered(client_id: &str, broker: &Broker) -> bool {
+        broker.durable().is_some_and(|d| d.logged())
+            && !client_id.starts_with(RESERVED_CLIENT_PREFIX)
+    }
+
+    /// Close the connection of the session that claimed `kick.client`'s session here, if it
+    /// is still registered: another node takes it over, or this node lost it. A newer
+    /// session of the same client (a new connection here, still claiming) is not the one
+    /// meant and stays.
+    pub(crate) fn kick(&self, kick: &crate::durable::Kick) {
+        if let Some(s) = self
+            .sessions
+            .lock()
+            .get(&kick.client)
+            .filter(|s| s.mailbox.id() == kick.holder)
+        {
+            s.taken_over();
+        }
+    }
+
     /// Number of sessions (connected or away).
     pub(crate) fn len(&self) -> usize {
         self.sessions.lock().len()
@@ -105,6 +135,29 @@ impl Registry {
         if let Some(old) = &existing {
             old.kick_owner();
         }
+        if Self::clustered(client_id, broker) {
+            // A session kept in the cluster is claimed and resumed by the connection
+            // (`super::cluster::resume`) once the previous owner here let it go; this is
+            // the empty session it resumes into. A v5 Clean Start 0 with expiry 0 may
+            // resume a kept session, which then ends at disconnect.
+            let mailbox = broker.mailbox(self.max_queued, self.policy);
+            mailbox.set_queue_qos0(self.queue_qos0);
+            let persistent = expiry > 0 || !clean;
+            let s = Session::kept(
+                Arc::from(client_id),
+                expiry,
+                persistent,
+                mailbox,
+                broker.durable(),
+                false,
+            );
+            sessions.insert(s.client_id.clone(), s.clone());
+            return Opened {
+                session: s,
+                present: false,
+                previous: existing,
+            };
+        }
         match existing {
             Some(old) if !clean && old.persistent => {
                 old.resume(expiry);
@@ -136,11 +189,32 @@ impl Registry {
     /// durable session's last write, which the connection awaits before its last bytes
     /// (a PUBCOMP, say) go out.
     pub(crate) fn close(&self, session: &Arc<Session>, broker: &Broker) -> Option<Receipt> {
+        let kept = session
+            .durable
+            .as_ref()
+            .is_some_and(|d| d.track().is_some());
         if session.persistent && session.expiry() > 0 {
             session.mailbox.set_online(false);
             session.away(SystemTime::now(), Instant::now());
-            return session.persist(true);
+            let written = session.persist(true);
+            if kept {
+                // Kept in the cluster: written away (no owner), it leaves this node; the
+                // log keeps its messages until its client is back, on any node.
+                session.unsubscribe_all(broker);
+                if let Some(d) = &session.durable {
+                    d.unregister();
+                }
+                self.forget(session);
+            }
+            return written;
         }
+        self.forget(session);
+        session.discard(broker);
+        None
+    }
+
+    /// Remove `session` from the registry if it is still the registered one.
+    fn forget(&self, session: &Arc<Session>) {
         let mut sessions = self.sessions.lock();
         if sessions
             .get(&session.client_id)
@@ -148,9 +222,6 @@ impl Registry {
         {
             sessions.remove(&session.client_id);
         }
-        drop(sessions);
-        session.discard(broker);
-        None
     }
 
     /// End every away session whose expiry has passed (MQTT 5 §3.1.2.11.2). Returns how many.
@@ -192,6 +263,12 @@ impl Registry {
         let mut sessions = self.sessions.lock();
         let mut messages = 0;
         for r in restored.sessions {
+            if Self::clustered(&r.client, broker) {
+                // Written by this node before it joined a cluster: the cluster keeps its
+                // clients' sessions now, and this one stays in `--db`, untouched.
+                tracing::warn!(client_id = %r.client, "a persistent MQTT session from single-node mode is in the database; in a cluster it is not resumed");
+                continue;
+            }
             let s = self.session(Arc::from(r.client.as_str()), r.expiry, broker);
             s.mailbox.set_online(false);
             s.restored_away(r.away_since, r.expires_in, now);

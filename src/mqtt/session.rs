@@ -68,6 +68,10 @@ struct State {
     /// connection installs its own, so a ring meant for an old connection can never be
     /// left behind for the next one.
     kick: Option<Arc<Notify>>,
+    /// Another node takes the session over before its connection installed its bell
+    /// (in a cluster, while the connection claims and resumes it): rung at once when it
+    /// does.
+    kick_pending: bool,
     /// Who is connected to it right now, for [`super::Clients`]; `None` while away.
     connection: Option<ClientInfo>,
 }
@@ -82,10 +86,24 @@ impl Session {
         mailbox: Arc<Mailbox>,
         durable: Option<&Arc<DurableSessions>>,
     ) -> Arc<Self> {
-        let persistent = expiry > 0;
+        Self::kept(client_id, expiry, expiry > 0, mailbox, durable, true)
+    }
+
+    /// [`Session::new`], saying whether the session is `persistent` (in a cluster, a v5
+    /// Clean Start 0 with expiry 0 may resume a kept session, which then ends at
+    /// disconnect) and whether it is the node's own (`local`: an MQTT bridge's queue,
+    /// never kept in the cluster; see [`DurableSessions::open`]).
+    pub(super) fn kept(
+        client_id: Arc<str>,
+        expiry: u32,
+        persistent: bool,
+        mailbox: Arc<Mailbox>,
+        durable: Option<&Arc<DurableSessions>>,
+        local: bool,
+    ) -> Arc<Self> {
         let durable = durable
             .filter(|_| persistent)
-            .map(|d| d.open(client_id.clone(), mailbox.id()));
+            .map(|d| d.open(client_id.clone(), mailbox.id(), local));
         Arc::new(Session {
             client_id,
             persistent,
@@ -106,6 +124,18 @@ impl Session {
         }
     }
 
+    /// Another node takes this session over (a cluster): its connection closes, now or as
+    /// soon as it is connected. (A session in a cluster is never resumed in place, and the
+    /// kick names the session object that claimed, so the pending ring can only be its own
+    /// connection's.)
+    pub(super) fn taken_over(&self) {
+        let mut st = self.state.lock();
+        match st.kick.take() {
+            Some(bell) => bell.notify_one(),
+            None => st.kick_pending = true,
+        }
+    }
+
     /// The session's expiry interval in seconds ([`NEVER`]: never).
     pub fn expiry(&self) -> u32 {
         self.state.lock().expiry
@@ -120,6 +150,9 @@ impl Session {
     /// Hands over the protocol state the last connection saved, to resume.
     pub fn connected(&self, kick: Arc<Notify>, info: ClientInfo) -> Option<SessionState> {
         let mut st = self.state.lock();
+        if std::mem::take(&mut st.kick_pending) {
+            kick.notify_one();
+        }
         st.kick = Some(kick);
         st.connection = Some(info);
         st.saved.take()

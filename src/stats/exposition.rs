@@ -159,6 +159,7 @@ impl Sources {
             ("expired", load(&b.expired)),
             ("acl_denied", load(&m.acl_dropped)),
             ("rate_limited", limits.writes_total()),
+            ("log_retention", load(&b.log_retention)),
         ];
         let store = self.broker.retained_stats();
         let (sessions_online, sessions_offline) =

@@ -83,6 +83,11 @@ pub struct StoredSubscription {
     pub retain_as_published: bool,
     /// MQTT 5 Subscription Identifier, still sent with every match after a restart.
     pub id: Option<u32>,
+    /// In a cluster (a keeper whose queue is the shared message log): the log sequence
+    /// the subscription was made at. A message at or before it was published before the
+    /// subscription and is never replayed for it. `None` in local records, whose queue
+    /// entries are made at fan-out. (0: before the log's first message.)
+    pub since: Option<u64>,
 }
 
 /// A persistent session as stored: what changes only on CONNECT, (UN)SUBSCRIBE and
@@ -123,6 +128,25 @@ pub struct StoredState {
     /// Inbound QoS 2 packet ids acknowledged with PUBREC and not yet released: a DUP
     /// re-send of these is not delivered again (MQTT 4.3.3 method B).
     pub inbound_qos2: Vec<u16>,
+    /// In a cluster: where the session's queue stands in the shared message log. `None`
+    /// in local records, which keep queue entries instead.
+    pub log: Option<LogPosition>,
+}
+
+/// A persistent session's queue as a place in the cluster's shared message log (issue
+/// 11): its messages are the log's messages after `position` that match its
+/// subscriptions, minus `done` and the outgoing exchanges. Written in the same record as
+/// the exchanges, so a crash can never keep one without the other.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LogPosition {
+    /// Every message for the session at or before this log sequence is finished
+    /// (acknowledged, settled unsent or dropped) or is one of the outgoing exchanges.
+    pub position: u64,
+    /// Log sequences after `position` that are finished, ascending: a replay skips them.
+    pub done: Vec<u64>,
+    /// The QoS each outgoing PUBLISH was sent at, by packet id: the log keeps the message
+    /// at the publisher's QoS, and a re-send must repeat the delivery's (MQTT-4.3.3).
+    pub sent_qos: Vec<(u16, QoS)>,
 }
 
 /// A queued message as stored.

@@ -132,6 +132,7 @@ pub(crate) fn decode_session(
             no_local: flags & 1 != 0,
             retain_as_published: flags & 2 != 0,
             id: (flags & 4 != 0).then_some(id),
+            since: None,
         });
     }
     let record = SessionRecord {
@@ -175,6 +176,7 @@ pub(crate) fn decode_session(
             next_pkid,
             outgoing,
             inbound_qos2,
+            log: None,
         }),
     ))
 }
@@ -232,6 +234,7 @@ pub(crate) fn decode_state(rec: &[u8]) -> Result<StoredState, StoreError> {
         next_pkid,
         outgoing,
         inbound_qos2,
+        log: None,
     })
 }
 
@@ -457,6 +460,7 @@ mod tests {
                 no_local: true,
                 retain_as_published: false,
                 id: Some(7),
+                since: None,
             }],
         };
         let enc = encode_session(&r);
@@ -511,6 +515,7 @@ mod tests {
                 },
             ],
             inbound_qos2: vec![9, 10],
+            log: None,
         };
         let enc = encode_state(&s);
         assert_eq!(decode_state(&enc).unwrap(), s);

@@ -256,6 +256,14 @@ impl<V: Version> Raw<V> {
         self.send_raw(&out).await;
     }
 
+    /// Encode and write `p`; false when the server already closed the connection (or its
+    /// node died).
+    pub async fn try_send(&mut self, p: &Packet) -> bool {
+        let mut out = BytesMut::new();
+        ponte_mqtt::encode(p, V::PROTOCOL, &mut out);
+        self.try_send_raw(&out).await
+    }
+
     /// Write bytes as they are.
     pub async fn send_raw(&mut self, bytes: &[u8]) {
         within(WAIT, "a socket write", self.s.write_all(bytes))
@@ -297,6 +305,12 @@ impl<V: Version> Raw<V> {
                 return None;
             }
         }
+    }
+
+    /// The next packet within `d`: `None` when `d` passed, `Some(None)` once the server
+    /// closed the connection (for waits longer than [`WAIT`]).
+    pub async fn recv_for(&mut self, d: Duration) -> Option<Option<Packet>> {
+        tokio::time::timeout(d, self.next_packet()).await.ok()
     }
 
     /// The next packet, `None` when the server closed the connection.

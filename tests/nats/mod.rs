@@ -6,9 +6,11 @@
 
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
 
+use std::io::Read;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use ponte::Gateway;
@@ -44,10 +46,23 @@ pub(crate) fn free_port() -> u16 {
         .expect("a free port")
 }
 
+/// A server name no other test's server has: the INFO a connection receives names it,
+/// so a test knows it reached its own server, not whatever took the port meanwhile.
+fn unique_name(base: &str) -> String {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    format!(
+        "{base}-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
 /// One nats-server process.
 pub(crate) struct NatsServer {
     /// Client port.
     pub port: u16,
+    /// Its `server_name` (unique, see [`unique_name`]).
+    name: String,
     /// Its arguments, to start it again the same way.
     args: Vec<String>,
     /// JetStream store (kept across restarts).
@@ -59,21 +74,30 @@ pub(crate) struct NatsServer {
 }
 
 impl NatsServer {
-    /// A single server with JetStream.
+    /// A single server with JetStream, on a free port. The port is free when chosen, but
+    /// another test's listener may take it before nats-server binds it: then nats-server
+    /// exits and the server is started again on another port.
     pub(crate) fn start() -> NatsServer {
-        Self::start_on(free_port())
+        let mut last = String::new();
+        for _ in 0..5 {
+            match Self::try_start_on(free_port()) {
+                Ok(s) => return s,
+                Err(e) => last = e,
+            }
+        }
+        panic!("nats-server did not start: {last}")
     }
 
     /// A single server with JetStream on `port`.
     pub(crate) fn start_on(port: u16) -> NatsServer {
-        Self::start_with(port, Vec::new())
+        Self::try_start_on(port).unwrap_or_else(|e| panic!("{e}"))
     }
 
-    /// A server with JetStream on `port`, its own store directory, and `more` arguments.
-    fn start_with(port: u16, more: Vec<String>) -> NatsServer {
+    fn try_start_on(port: u16) -> Result<NatsServer, String> {
         let tmp = tempfile::tempdir().expect("temp dir");
         let dir = tmp.path().to_path_buf();
-        let mut args = vec![
+        let name = unique_name("t");
+        let args = vec![
             "-js".into(),
             "-sd".into(),
             dir.display().to_string(),
@@ -81,17 +105,19 @@ impl NatsServer {
             "127.0.0.1".into(),
             "-p".into(),
             port.to_string(),
+            "--server_name".into(),
+            name.clone(),
         ];
-        args.extend(more);
         let mut s = NatsServer {
             port,
+            name,
             args,
             dir,
             _tmp: Some(tmp),
             child: None,
         };
-        s.spawn();
-        s
+        s.try_spawn()?;
+        Ok(s)
     }
 
     /// The client URL.
@@ -100,21 +126,45 @@ impl NatsServer {
     }
 
     fn spawn(&mut self) {
-        let child = Command::new("nats-server")
+        if let Err(e) = self.try_spawn() {
+            panic!("{e}");
+        }
+    }
+
+    /// Start the process and wait until this very server (its name in the INFO it greets
+    /// with) accepts connections on its port; an error if it exits first (the port was
+    /// taken) or does not come up in time.
+    fn try_spawn(&mut self) -> Result<(), String> {
+        let mut child = Command::new("nats-server")
             .args(&self.args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("nats-server starts");
-        self.child = Some(child);
         let addr: SocketAddr = ([127, 0, 0, 1], self.port).into();
         let deadline = Instant::now() + UP;
-        while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "nats-server on {} did not come up",
-                self.port
-            );
+        let want = format!("\"server_name\":\"{}\"", self.name);
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Err(format!(
+                    "nats-server on {} exited ({status}): the port was taken",
+                    self.port
+                ));
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!("nats-server on {} did not come up", self.port));
+            }
+            if let Ok(mut c) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
+                let _ = c.set_read_timeout(Some(Duration::from_millis(500)));
+                let mut buf = vec![0u8; 4096];
+                let n = c.read(&mut buf).unwrap_or(0);
+                if String::from_utf8_lossy(&buf[..n]).contains(&want) {
+                    self.child = Some(child);
+                    return Ok(());
+                }
+            }
             std::thread::sleep(Duration::from_millis(25));
         }
     }
@@ -162,9 +212,19 @@ impl NatsCluster {
             .join(",");
         let mut servers = Vec::new();
         for (i, (port, route)) in ports.iter().enumerate() {
-            let more = vec![
+            let name = unique_name(&format!("s{i}"));
+            let tmp = tempfile::tempdir().expect("temp dir");
+            let dir = tmp.path().to_path_buf();
+            let args = vec![
+                "-js".into(),
+                "-sd".into(),
+                dir.display().to_string(),
+                "-a".into(),
+                "127.0.0.1".into(),
+                "-p".into(),
+                port.to_string(),
                 "--server_name".into(),
-                format!("s{i}"),
+                name.clone(),
                 "--cluster_name".into(),
                 "c".into(),
                 "--cluster".into(),
@@ -172,7 +232,15 @@ impl NatsCluster {
                 "--routes".into(),
                 routes.clone(),
             ];
-            let s = NatsServer::start_with(*port, more);
+            let mut s = NatsServer {
+                port: *port,
+                name,
+                args,
+                dir,
+                _tmp: Some(tmp),
+                child: None,
+            };
+            s.spawn();
             servers.push(s);
         }
         NatsCluster { servers }
@@ -206,6 +274,16 @@ pub(crate) fn node_config(urls: &[String], name: &str) -> ponte::config::Config 
     c
 }
 
+/// Logs to the test's output with `RUST_LOG` set (e.g. `RUST_LOG=ponte=debug`).
+fn logs() {
+    if std::env::var_os("RUST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
+    }
+}
+
 /// A cluster node on `urls`, named `name` ([`node_config`]), ready.
 pub(crate) async fn node(urls: &[String], name: &str) -> Gateway {
     node_with(urls, name, |_| {}).await
@@ -217,6 +295,7 @@ pub(crate) async fn node_with(
     name: &str,
     f: impl FnOnce(&mut ponte::config::Config),
 ) -> Gateway {
+    logs();
     let mut c = node_config(urls, name);
     f(&mut c);
     let gw = within(START, "cluster node start", ponte::start(c))

@@ -125,6 +125,8 @@ pub struct Provisioned {
     pub retained: String,
     /// The node names' bucket.
     pub nodes: String,
+    /// The persistent sessions' bucket.
+    pub sessions: String,
     /// Retained values in the bucket.
     pub values: u64,
     /// The log's last sequence.
@@ -143,7 +145,12 @@ pub(crate) async fn provision(inner: &Inner) -> Result<Provisioned, String> {
         .create_or_update_stream(stream::Config {
             name: log_name.clone(),
             description: Some("ponte message log: every accepted write, in order".into()),
-            subjects: vec![format!("{}.>", c.prefix)],
+            // The three namespaces of topics (`mapping`): `<prefix>.ctl.<node>` stays
+            // free for the nodes' session takeover requests (core NATS, not logged).
+            subjects: ["m", "d", "h"]
+                .iter()
+                .map(|ns| format!("{}.{ns}.>", c.prefix))
+                .collect(),
             retention: stream::RetentionPolicy::Limits,
             discard: stream::DiscardPolicy::Old,
             max_age: Duration::from_secs(c.retention_secs),
@@ -172,6 +179,20 @@ pub(crate) async fn provision(inner: &Inner) -> Result<Provisioned, String> {
         })
         .await
         .map_err(|e| format!("bucket {bucket}: {e}"))?;
+    let sessions_name = c.sessions_bucket();
+    let sessions = inner
+        .js
+        .create_or_update_key_value(kv::Config {
+            bucket: sessions_name.clone(),
+            description: "ponte persistent MQTT sessions (owner, subscriptions, place in the log)"
+                .into(),
+            history: 1,
+            storage,
+            num_replicas: c.replicas,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| format!("bucket {sessions_name}: {e}"))?;
     let nodes_name = c.nodes_bucket();
     let nodes = inner
         .js
@@ -198,12 +219,14 @@ pub(crate) async fn provision(inner: &Inner) -> Result<Provisioned, String> {
         .await
         .map_err(|e| format!("stream {log_name}: {e}"))?;
     *inner.kv.write() = Some(kv);
+    *inner.sessions.write() = Some(sessions);
     *inner.log.write() = Some(stream);
     inner.provisioned.store(true, Ordering::Release);
     Ok(Provisioned {
         log: log_name,
         retained: bucket,
         nodes: nodes_name,
+        sessions: sessions_name,
         values,
         last_sequence: log.state.last_sequence,
     })
@@ -219,14 +242,24 @@ async fn nodes(inner: &Inner) -> Result<kv::Store, String> {
         .map_err(|e| format!("bucket {name}: {e}"))
 }
 
-/// The value a node writes under its name: who it is, for operators reading the bucket.
+/// The value a node writes under its name: who it is, for operators reading the bucket,
+/// and which run of it (`boot`, see [`Inner::boot`]) for the session sweep.
 fn claim_value(inner: &Inner) -> bytes::Bytes {
     bytes::Bytes::from(format!(
-        "{} pid {} started {}",
+        "{} pid {} boot {:016x} started {}",
         inner.node,
         std::process::id(),
+        inner.boot,
         httpdate::fmt_http_date(std::time::SystemTime::now())
     ))
+}
+
+/// The boot a node's claim value names (`None`: not written by this version).
+pub(crate) fn claimed_boot(value: &[u8]) -> Option<u64> {
+    let text = std::str::from_utf8(value).ok()?;
+    let mut words = text.split_whitespace();
+    words.find(|w| *w == "boot")?;
+    u64::from_str_radix(words.next()?, 16).ok()
 }
 
 /// Claim this node's name: create its key in the nodes bucket; if another node holds

@@ -9,9 +9,11 @@
 //!
 //! Layout (version 1), all integers big-endian:
 //! `0x01 | flags u8 | updated ms u64 | [topic u32+bytes] | [content type u32+bytes] |
-//! [expiry ms u64] | [properties] | payload`, where `flags` holds the QoS (bits 0-1), RETAIN
-//! (0x04) and which optional parts follow: topic (0x08, only for hashed long topics),
-//! content type (0x10), expiry (0x20, wall-clock ms since the epoch), properties (0x40:
+//! [expiry ms u64] | [publisher u32+bytes] | [properties] | payload`, where `flags` holds the
+//! QoS (bits 0-1), RETAIN (0x04) and which optional parts follow: topic (0x08, only for
+//! hashed long topics), content type (0x10), expiry (0x20, wall-clock ms since the epoch),
+//! publisher (0x80: the client id of the MQTT connection that published it, for MQTT 5 No
+//! Local when the message reaches a persistent session on another node), properties (0x40:
 //! a mask u8 — 1 Payload Format Indicator u8 (0 bytes, 1 UTF-8), 4 Response Topic,
 //! 8 Correlation Data, each u32-length-prefixed; 2 is unused, the content type being the
 //! envelope's own part — then u32 count of User Properties, each name and value
@@ -32,6 +34,7 @@ const F_TOPIC: u8 = 0x08;
 const F_CONTENT_TYPE: u8 = 0x10;
 const F_EXPIRY: u8 = 0x20;
 const F_PROPERTIES: u8 = 0x40;
+const F_PUBLISHER: u8 = 0x80;
 const P_FORMAT: u8 = 1;
 const P_RESPONSE_TOPIC: u8 = 4;
 const P_CORRELATION: u8 = 8;
@@ -52,6 +55,9 @@ pub struct Envelope {
     /// MQTT 5 Message Expiry as a wall-clock deadline (nodes' clocks are assumed to agree
     /// to well under a second; the interval is in whole seconds anyway).
     pub expires_at: Option<SystemTime>,
+    /// The client id of the MQTT connection that published it (`None`: HTTP, CoAP, a
+    /// will or anything else).
+    pub publisher: Option<Arc<str>>,
     /// The message's application properties (MQTT 5's), as published.
     pub properties: Option<Arc<Properties>>,
     /// When the write was accepted (a retained value's Last-Modified on every node).
@@ -122,6 +128,10 @@ impl Envelope {
             flags |= F_EXPIRY;
             out.put_u64(ms(at));
         }
+        if let Some(p) = &self.publisher {
+            flags |= F_PUBLISHER;
+            put_bytes(&mut out, p.as_bytes());
+        }
         if let Some(p) = &self.properties {
             flags |= F_PROPERTIES;
             let mut mask = 0;
@@ -182,6 +192,11 @@ impl Envelope {
         } else {
             None
         };
+        let publisher = if flags & F_PUBLISHER != 0 {
+            Some(Arc::from(r.string()?))
+        } else {
+            None
+        };
         let properties = if flags & F_PROPERTIES != 0 {
             let mask = r.u8()?;
             if mask & !P_KNOWN != 0 {
@@ -217,6 +232,7 @@ impl Envelope {
             topic,
             content_type,
             expires_at,
+            publisher,
             properties,
             updated,
             payload: buf.slice(r.at..),
@@ -284,6 +300,7 @@ mod tests {
             topic: Some("x/".repeat(3000)),
             content_type: Some(Arc::from("application/json; charset=\"ü\"\r\n")),
             expires_at: Some(at_ms(1_700_000_000_123)),
+            publisher: Some(Arc::from("client/ü 1")),
             properties: Some(Arc::new(Properties {
                 payload_format: Some(PayloadFormat::Utf8),
                 response_topic: Some("r/1".into()),
@@ -300,6 +317,7 @@ mod tests {
             topic: None,
             content_type: None,
             expires_at: None,
+            publisher: None,
             properties: None,
             updated: at_ms(5),
             payload: Bytes::new(),
@@ -321,6 +339,7 @@ mod tests {
                 topic: None,
                 content_type: Some(Arc::from(ct.as_str())),
                 expires_at: None,
+                publisher: None,
                 properties: None,
                 updated: at_ms(42),
                 payload: Bytes::from(payload),

@@ -89,6 +89,7 @@ pub(crate) async fn supervise(
                     log = %provisioned.log,
                     retained = %provisioned.retained,
                     nodes = %provisioned.nodes,
+                    sessions = %provisioned.sessions,
                     values = provisioned.values,
                     log_last_sequence = provisioned.last_sequence,
                     replicas = inner.config.replicas,

@@ -86,6 +86,10 @@ pub(crate) fn submit(inner: &Arc<Inner>, write: Write) {
         topic: key.hashed.then(|| message.topic.as_str().to_owned()),
         content_type: message.content_type.clone(),
         expires_at: message.expires_at.map(instant_to_wall),
+        publisher: match &message.origin {
+            Origin::Mqtt(client) => client.clone(),
+            _ => None,
+        },
         properties: message.properties.clone(),
         updated,
         payload: message.payload.clone(),
@@ -538,7 +542,8 @@ async fn hear_once(inner: &Arc<Inner>) -> Result<(), String> {
     let info = stream.get_info().await.map_err(|e| e.to_string())?;
     let heard = inner.heard.load(Ordering::Acquire);
     let last = info.state.last_sequence;
-    let start = if heard == 0 || heard > last {
+    let first = !inner.hearing.load(Ordering::Acquire);
+    let start = if first || heard > last {
         if heard > last {
             tracing::warn!(
                 heard,
@@ -547,6 +552,13 @@ async fn hear_once(inner: &Arc<Inner>) -> Result<(), String> {
             );
         }
         inner.heard.store(last, Ordering::Release);
+        // Nothing before this is fanned out here: persistent sessions made from now on
+        // begin after it.
+        if let Some(d) = inner.broker().as_ref().and_then(|b| b.durable().cloned()) {
+            d.marks().matched.store(last, Ordering::Release);
+            d.marks().fanned.store(last, Ordering::Release);
+        }
+        inner.hearing.store(true, Ordering::Release);
         last + 1
     } else {
         heard + 1
@@ -577,14 +589,28 @@ async fn hear_once(inner: &Arc<Inner>) -> Result<(), String> {
             .as_ref()
             .and_then(|h| h.get(NODE_HEADER))
             .is_some_and(|n| n.as_str() == inner.node);
-        if own {
-            continue;
-        }
         let Some(broker) = inner.broker() else {
             continue;
         };
+        let Some(sequence) = Seq::new(seq) else {
+            continue;
+        };
+        // A node never delivers its own message twice: it was fanned out here when it was
+        // published. Only the persistent sessions kept in the log take it from the log
+        // (in log order, like every other message they get).
+        if own && broker.pass_own(sequence) {
+            continue;
+        }
         match decode_message(inner, m.subject.as_str(), &m.payload) {
-            Ok((message, updated)) => {
+            Ok((mut message, updated, publisher)) => {
+                // No Local (MQTT-3.8.3-3) for a publisher whose persistent session is here.
+                message.publisher = publisher
+                    .as_deref()
+                    .and_then(|p| broker.durable().and_then(|d| d.mailbox_of(p)));
+                if own {
+                    broker.deliver_own(Arc::new(message), sequence);
+                    continue;
+                }
                 // A retained write carries its KV revision: the mirror has it before any
                 // subscriber here hears of it (the watch would bring it a moment later).
                 let rev = m
@@ -595,7 +621,7 @@ async fn hear_once(inner: &Arc<Inner>) -> Result<(), String> {
                 if let (Some(rev), true) = (rev, message.retain) {
                     mirror_logged(&broker, &message, rev, updated);
                 }
-                broker.deliver_remote(Arc::new(message), Seq::new(seq));
+                broker.deliver_remote(Arc::new(message), Some(sequence));
             }
             Err(e) => {
                 tracing::warn!(seq, subject = %m.subject, error = %e, "log message not understood; skipped")
@@ -629,12 +655,13 @@ fn mirror_logged(broker: &crate::broker::Broker, message: &Message, rev: u64, up
     }
 }
 
-/// A log message as a [`Message`] from another node, with when it was accepted.
+/// A log message as a [`Message`] from another node, with when it was accepted and the
+/// client id of the MQTT connection that published it.
 pub(crate) fn decode_message(
     inner: &Inner,
     subject: &str,
     body: &Bytes,
-) -> Result<(Message, SystemTime), String> {
+) -> Result<(Message, SystemTime, Option<Arc<str>>), String> {
     let key = subject
         .strip_prefix(inner.config.prefix.as_str())
         .and_then(|s| s.strip_prefix('.'))
@@ -662,5 +689,5 @@ pub(crate) fn decode_message(
         publisher: None,
         charge: crate::model::Charge::default(),
     };
-    Ok((message, env.updated))
+    Ok((message, env.updated, env.publisher))
 }

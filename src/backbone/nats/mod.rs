@@ -19,6 +19,7 @@ pub mod health;
 pub mod log;
 pub mod mapping;
 pub mod retained;
+pub mod sessions;
 pub mod shared;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -62,6 +63,9 @@ pub(crate) struct Inner {
     pub(crate) config: ClusterConfig,
     /// This node's name.
     pub(crate) node: String,
+    /// This run of the node (random per process start): a session record naming the node
+    /// with another boot belongs to a previous run, which is gone.
+    pub(crate) boot: u64,
     /// The NATS connection (reconnects by itself).
     pub(crate) client: async_nats::Client,
     /// JetStream over it.
@@ -74,6 +78,8 @@ pub(crate) struct Inner {
     pub(crate) kv: RwLock<Option<async_nats::jetstream::kv::Store>>,
     /// The log stream, once provisioned.
     pub(crate) log: RwLock<Option<async_nats::jetstream::stream::Stream>>,
+    /// The persistent MQTT sessions' bucket, once provisioned.
+    pub(crate) sessions: RwLock<Option<async_nats::jetstream::kv::Store>>,
     /// Streams and buckets exist (since the last (re)connection).
     pub(crate) provisioned: AtomicBool,
     /// The mirror holds the whole bucket and the log is being heard.
@@ -84,6 +90,9 @@ pub(crate) struct Inner {
     pub(crate) fatal: RwLock<Option<ClusterError>>,
     /// The last log sequence heard, so hearing resumes after it after a reconnect.
     pub(crate) heard: AtomicU64,
+    /// Hearing has begun once (`heard` and the persistent sessions' marks are set): a
+    /// session can be claimed only from then on.
+    pub(crate) hearing: AtomicBool,
     /// Readiness changes, for [`Nats::wait_ready`].
     pub(crate) ready_tx: watch::Sender<bool>,
     /// Shared groups spanning nodes.
@@ -163,6 +172,7 @@ impl Nats {
         let (closed, _) = watch::channel(false);
         let inner = Arc::new(Inner {
             node: config.node_name(),
+            boot: fastrand::u64(1..),
             config: config.clone(),
             client,
             js,
@@ -170,11 +180,13 @@ impl Nats {
             lane: lane_tx,
             kv: RwLock::new(None),
             log: RwLock::new(None),
+            sessions: RwLock::new(None),
             provisioned: AtomicBool::new(false),
             synced: AtomicBool::new(false),
             claimed: AtomicBool::new(false),
             fatal: RwLock::new(None),
             heard: AtomicU64::new(0),
+            hearing: AtomicBool::new(false),
             ready_tx,
             shared: shared::Groups::default(),
             closed,
@@ -217,6 +229,12 @@ impl Nats {
             .connected()
             .then(|| self.inner.client.server_info().max_payload)
             .filter(|m| *m > 0)
+    }
+
+    /// The keeper of persistent MQTT sessions in this cluster (sessions follow their
+    /// client from node to node; see [`sessions`]). Its background tasks start now.
+    pub fn keeper(&self) -> sessions::NatsKeeper {
+        sessions::NatsKeeper::start(self.inner.clone())
     }
 
     /// What the start-up line says: servers, node, prefix.

@@ -217,7 +217,7 @@ async fn consume_once(
         let m = m.map_err(|e| e.to_string())?;
         let seq = m.info().ok().and_then(|i| Seq::new(i.stream_sequence));
         let message = match log::decode_message(inner, m.subject.as_str(), &m.payload) {
-            Ok((message, _)) => message,
+            Ok((message, _, _)) => message,
             Err(e) => {
                 tracing::warn!(subject = %m.subject, error = %e, "shared group: log message not understood; skipped");
                 let _ = m.ack().await;

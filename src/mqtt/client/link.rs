@@ -17,6 +17,8 @@ use ponte_mqtt::{reason, Accept, CloseReason, Connect, Connection, LastWill, Pro
 use tokio::sync::{Notify, OwnedMutexGuard};
 
 use super::super::access::Access;
+use super::super::cluster;
+use super::super::registry::Registry;
 use super::super::session::{Session, NEVER};
 use super::super::{wire, ClientInfo, Shared, RESERVED_CLIENT_PREFIX};
 use crate::broker::retained::Precondition;
@@ -175,23 +177,41 @@ impl Link {
                 drop(prev.owner.lock().await);
             }
         }
-        // A persistent session is on disk before CONNACK, so a client told its session
-        // exists (or was created) keeps it across kill -9. `open` already submitted the
-        // record (ahead of any message queued for it); it is written again here because a
-        // kicked previous owner has since stored its own close ("away since"), and this
-        // write, awaited, is the one that says the client is connected.
-        if let Some(durable) = opened.session.persist(true) {
-            if let Err(e) = durable.await {
-                tracing::error!(%peer, client_id, error = %e, "session could not be stored; CONNECT refused");
-                // Away again, as if this connection had closed at once.
-                let _ = shared.sessions.close(&opened.session, &shared.broker);
-                drop(owner);
-                conn.reject(
-                    reason::SERVER_UNAVAILABLE,
-                    Some(format!("the session could not be stored: {e}")),
-                );
-                return;
+        let mut present = opened.present;
+        let written = if Registry::clustered(&client_id, &shared.broker) {
+            // Kept in the cluster: claimed from wherever it was (another node hands it
+            // over, or is presumed dead) and resumed here; the claim's write, awaited, is
+            // the one that says the client is connected here.
+            match cluster::resume(&opened.session, c.clean_session, expiry, shared).await {
+                Ok(p) => {
+                    present = p;
+                    None
+                }
+                Err(e) => Some(Err(e)),
             }
+        } else {
+            // A persistent session is on disk before CONNACK, so a client told its session
+            // exists (or was created) keeps it across kill -9. `open` already submitted the
+            // record (ahead of any message queued for it); it is written again here because
+            // a kicked previous owner has since stored its own close ("away since"), and
+            // this write, awaited, is the one that says the client is connected.
+            match opened.session.persist(true) {
+                Some(durable) => Some(durable.await),
+                None => None,
+            }
+        };
+        if let Some(Err(e)) = written {
+            tracing::error!(%peer, client_id, error = %e, "session could not be stored; CONNECT refused");
+            // Away again, as if this connection had closed at once.
+            if let Some(released) = shared.sessions.close(&opened.session, &shared.broker) {
+                let _ = released.await;
+            }
+            drop(owner);
+            conn.reject(
+                reason::SERVER_UNAVAILABLE,
+                Some(format!("the session could not be stored: {e}")),
+            );
+            return;
         }
         let resume = opened.session.connected(
             self.kick.clone(),
@@ -204,11 +224,11 @@ impl Link {
         );
         opened.session.mailbox.reset_overflow();
         opened.session.mailbox.set_online(true);
-        tracing::debug!(%peer, client_id, clean = c.clean_session, present = opened.present, v5 = self.v5, "MQTT client connected");
+        tracing::debug!(%peer, client_id, clean = c.clean_session, present, v5 = self.v5, "MQTT client connected");
         conn.accept(
             Instant::now(),
             Accept {
-                session_present: opened.present,
+                session_present: present,
                 resume,
                 assigned_client_id: (assigned && self.v5).then(|| client_id.clone()),
                 // Sent only if the client asked (the machine checks, MQTT-3.1.2-28).
@@ -397,11 +417,20 @@ impl Link {
         props.will_delay_interval = None;
         let broker = shared.broker.clone();
         let owner = self.session.as_ref().map(|s| s.owner.clone());
+        // In a cluster the client may come back on any node: the kept session says.
+        let resumed = match (&self.session, delay) {
+            (Some(s), 1..) => s.durable.as_ref().and_then(|d| d.resumed_check()),
+            _ => None,
+        };
         let access = access.clone();
         tokio::spawn(async move {
             if delay > 0 {
                 tokio::time::sleep(std::time::Duration::from_secs(u64::from(delay))).await;
-                if owner.is_some_and(|o| o.try_lock().is_err()) {
+                let back = match resumed {
+                    Some(check) => check.await,
+                    None => owner.is_some_and(|o| o.try_lock().is_err()),
+                };
+                if back {
                     tracing::debug!(%peer, "client reconnected within the Will Delay; will dropped");
                     return;
                 }

@@ -1,0 +1,171 @@
+//! A resumed session's queue, read back from the message log: a short-lived ordered
+//! consumer from the session's position, filtered (on the server) by its subscriptions'
+//! subjects, read up to where the log ended when the replay began; and single messages of
+//! unfinished exchanges, read by sequence (direct get).
+
+use std::sync::Arc;
+
+use async_nats::jetstream::consumer::{pull, DeliverPolicy};
+use futures_util::StreamExt;
+use tokio::sync::mpsc;
+
+use super::super::log::{decode_message, unavailable};
+use super::super::{mapping, Inner};
+use crate::durable::{Logged, Replayed, Seq};
+use crate::model::TopicFilter;
+use crate::store::StoreError;
+
+/// Replayed messages buffered between NATS and the resume (back-pressure beyond).
+const BUFFER: usize = 256;
+
+/// Start replaying the log after `after` through `filters` (see [`crate::durable::Keeper::replay`]).
+pub(super) fn replay(
+    inner: Arc<Inner>,
+    after: u64,
+    filters: Vec<TopicFilter>,
+) -> mpsc::Receiver<Replayed> {
+    let (tx, rx) = mpsc::channel(BUFFER);
+    tokio::spawn(async move {
+        if let Err(e) = run(&inner, after, &filters, &tx).await {
+            let _ = tx.send(Replayed::Failed(unavailable(e))).await;
+        }
+    });
+    rx
+}
+
+async fn run(
+    inner: &Arc<Inner>,
+    after: u64,
+    filters: &[TopicFilter],
+    tx: &mpsc::Sender<Replayed>,
+) -> Result<(), String> {
+    let timeout = inner.config.timeout();
+    let stream = inner
+        .log
+        .read()
+        .clone()
+        .ok_or("the log is not provisioned")?;
+    let info = tokio::time::timeout(timeout, stream.get_info())
+        .await
+        .map_err(|_| "reading the log's state timed out".to_string())?
+        .map_err(|e| e.to_string())?;
+    // Everything up to here is covered by the replay; later messages arrive live.
+    let end = info.state.last_sequence;
+    let first = info.state.first_sequence;
+    if after + 1 < first && after < end {
+        // Deleted by the log's retention before the session came back.
+        let lost = first.min(end + 1) - (after + 1);
+        if tx.send(Replayed::Lost(lost)).await.is_err() {
+            return Ok(());
+        }
+    }
+    let start = (after + 1).max(first);
+    let mut subjects: Vec<String> = filters
+        .iter()
+        .flat_map(|f| mapping::filter_subjects(f, inner.config.prefix.len() + 1))
+        .map(|s| inner.subject(&s))
+        .collect();
+    subjects.sort();
+    subjects.dedup();
+    if start > end || subjects.is_empty() {
+        let _ = tx.send(Replayed::End(end.max(after))).await;
+        return Ok(());
+    }
+    let consumer = tokio::time::timeout(
+        timeout,
+        stream.create_consumer(pull::OrderedConfig {
+            deliver_policy: DeliverPolicy::ByStartSequence {
+                start_sequence: start,
+            },
+            filter_subjects: subjects,
+            max_expires: super::super::log::HEAR_EXPIRES,
+            ..Default::default()
+        }),
+    )
+    .await
+    .map_err(|_| "creating the replay consumer timed out".to_string())?
+    .map_err(|e| e.to_string())?;
+    let pending = consumer.cached_info().num_pending;
+    if pending == 0 {
+        let _ = tx.send(Replayed::End(end.max(after))).await;
+        return Ok(());
+    }
+    let mut messages = consumer.messages().await.map_err(|e| e.to_string())?;
+    let mut high = after;
+    loop {
+        let next = tokio::time::timeout(timeout, messages.next())
+            .await
+            .map_err(|_| "the replay stalled".to_string())?;
+        let Some(m) = next else {
+            return Err("the replay consumer ended".into());
+        };
+        let m = m.map_err(|e| e.to_string())?;
+        let info = m.info().map_err(|e| e.to_string())?;
+        let seq = info.stream_sequence;
+        let left = info.pending;
+        if seq > end {
+            break;
+        }
+        high = seq;
+        match decode_message(inner, m.subject.as_str(), &m.payload) {
+            Ok((message, _, publisher)) => {
+                let Some(seq) = Seq::new(seq) else {
+                    continue;
+                };
+                let logged = Logged {
+                    seq,
+                    message,
+                    publisher,
+                };
+                if tx.send(Replayed::Message(logged)).await.is_err() {
+                    return Ok(());
+                }
+            }
+            Err(e) => {
+                tracing::warn!(seq, subject = %m.subject, error = %e, "log message not understood; not replayed")
+            }
+        }
+        if left == 0 || seq >= end {
+            break;
+        }
+    }
+    let _ = tx.send(Replayed::End(end.max(high))).await;
+    Ok(())
+}
+
+/// The log's messages at `seqs` (`None` for one it no longer has).
+pub(super) async fn fetch(
+    inner: &Arc<Inner>,
+    seqs: Vec<Seq>,
+) -> Result<Vec<Option<Logged>>, StoreError> {
+    let stream = inner
+        .log
+        .read()
+        .clone()
+        .ok_or_else(|| unavailable("the log is not provisioned"))?;
+    let timeout = inner.config.timeout();
+    let mut out = Vec::with_capacity(seqs.len());
+    for seq in seqs {
+        let got = tokio::time::timeout(timeout, stream.direct_get(seq.get()))
+            .await
+            .map_err(|_| unavailable("reading a message of the log timed out"))?;
+        match got {
+            Ok(m) => match decode_message(inner, m.subject.as_str(), &m.payload) {
+                Ok((message, _, publisher)) => out.push(Some(Logged {
+                    seq,
+                    message,
+                    publisher,
+                })),
+                Err(e) => {
+                    tracing::warn!(seq = seq.get(), error = %e, "log message not understood; not re-sent");
+                    out.push(None);
+                }
+            },
+            Err(e) if e.kind() == async_nats::jetstream::stream::DirectGetErrorKind::NotFound => {
+                out.push(None)
+            }
+            Err(e) => return Err(unavailable(e)),
+        }
+    }
+    Ok(out)
+}
