@@ -17,10 +17,10 @@ use std::time::{Instant, SystemTime};
 
 use parking_lot::Mutex;
 use ponte_mqtt::{Connection, SessionState};
-use tokio::sync::Notify;
 
 use super::wire;
 use super::ClientInfo;
+use crate::broker::doorbell::Doorbell;
 use crate::broker::mailbox::Mailbox;
 use crate::broker::Broker;
 use crate::durable::{DurableSession, DurableSessions, Receipt, Record};
@@ -67,7 +67,7 @@ struct State {
     /// The owning connection's takeover bell: rung to make it close (MQTT-3.1.4-2). Each
     /// connection installs its own, so a ring meant for an old connection can never be
     /// left behind for the next one.
-    kick: Option<Arc<Notify>>,
+    kick: Option<Arc<Doorbell>>,
     /// Who is connected to it right now, for [`super::Clients`]; `None` while away.
     connection: Option<ClientInfo>,
 }
@@ -102,7 +102,7 @@ impl Session {
     /// Ask the connection that owns this session, if any, to close.
     pub fn kick_owner(&self) {
         if let Some(bell) = self.state.lock().kick.take() {
-            bell.notify_one();
+            bell.ring();
         }
     }
 
@@ -118,7 +118,7 @@ impl Session {
 
     /// A connection took the session: `kick` rings it for a takeover, `info` lists it.
     /// Hands over the protocol state the last connection saved, to resume.
-    pub fn connected(&self, kick: Arc<Notify>, info: ClientInfo) -> Option<SessionState> {
+    pub fn connected(&self, kick: Arc<Doorbell>, info: ClientInfo) -> Option<SessionState> {
         let mut st = self.state.lock();
         st.kick = Some(kick);
         st.connection = Some(info);

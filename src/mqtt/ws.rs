@@ -168,12 +168,10 @@ async fn bridge<S>(
     let (ours, theirs) = tokio::io::duplex(PIPE);
     let (reader, writer) = tokio::io::split(theirs);
     let shared = mqtt.shared.clone();
-    let (reader, writer) = super::counted::wrap(reader, writer, &shared.stats);
     let shutdown = mqtt.shutdown.clone();
-    let driver = tokio::spawn(async move {
-        client::run(reader, writer, peer, tls, shared, shutdown).await;
-        drop(permit);
-    });
+    let driver = tokio::spawn(client::run(
+        reader, writer, peer, tls, shared, shutdown, permit,
+    ));
     let (mut from_driver, mut to_driver) = tokio::io::split(ours);
     let mut buf = vec![0u8; PIPE];
     loop {
