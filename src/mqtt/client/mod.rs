@@ -598,6 +598,14 @@ mod tests {
             ("Link", std::mem::size_of::<Link>()),
             ("Access", std::mem::size_of::<Access>()),
             ("tokio Sleep", std::mem::size_of::<Sleep>()),
+            (
+                "Session",
+                std::mem::size_of::<super::super::session::Session>(),
+            ),
+            (
+                "Mailbox",
+                std::mem::size_of::<crate::broker::mailbox::Mailbox>(),
+            ),
         ];
         for (what, size) in sizes {
             eprintln!("{what}: {size} bytes");
