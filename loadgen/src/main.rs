@@ -8,14 +8,20 @@
 //! ponte-loadgen --json http-get --connections 50 --seconds 5
 //! ponte-loadgen smoke --ponte-bin target/debug/ponte        # CI: spawn, run tiny loads, check
 //! ponte-loadgen --server-pid $(pidof ponte) stall --messages 200000   # stalled readers' memory
+//! ponte-loadgen --server-pid $(pidof ponte) slow-body --clients 500   # bodies that never arrive
+//! ponte-loadgen --server-pid $(pidof ponte) dtls-flood --hellos 5000  # ClientHellos of strangers
+//! ponte-loadgen ceiling --listen 127.0.0.1:3100                      # the bare-axum HTTP ceiling
 //! ```
 
+mod ceiling;
 mod coap;
+mod dtlsflood;
 mod http;
 mod mqtt;
 mod procfs;
 mod pubsub;
 mod report;
+mod slowbody;
 mod smoke;
 mod stall;
 mod tally;
@@ -79,6 +85,15 @@ enum Cmd {
     /// Stalled CoAP/TCP observers, MQTT subscribers and SSE streams under a flood of
     /// publishes: the server's peak RSS, and its RSS once they left (issue 16).
     Stall(stall::StallArgs),
+    /// Request bodies that never finish arriving, against the server's body deadline:
+    /// normal requests' latency during it, descriptors after (issue 16).
+    SlowBody(slowbody::SlowBodyArgs),
+    /// A flood of DTLS ClientHellos at the coaps port: sessions held, and a real client's
+    /// handshake right after (issue 16).
+    DtlsFlood(dtlsflood::DtlsFloodArgs),
+    /// Serve the HTTP ceiling: a bare axum "hello" (GET) / "echo length" (PUT) server on
+    /// the same runtime and build profile as ponte, until killed.
+    Ceiling(ceiling::CeilingArgs),
     /// Spawn `ponte --memory` on random ports and run every scenario at a tiny size (CI).
     Smoke(smoke::SmokeArgs),
 }
@@ -169,6 +184,12 @@ async fn dispatch(cli: &Cli) -> anyhow::Result<Vec<Report>> {
         Cmd::CoapGet(a) => coap::run(false, a, &ctx).await?,
         Cmd::CoapPut(a) => coap::run(true, a, &ctx).await?,
         Cmd::Stall(a) => stall::run(a, &ctx).await?,
+        Cmd::SlowBody(a) => slowbody::run(a, &ctx).await?,
+        Cmd::DtlsFlood(a) => dtlsflood::run(a, &ctx).await?,
+        Cmd::Ceiling(a) => {
+            ceiling::serve(a).await?;
+            return Ok(Vec::new());
+        }
         Cmd::Smoke(a) => return smoke::run(a).await,
     };
     if let Some(n) = &cli.name {

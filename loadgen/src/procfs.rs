@@ -54,3 +54,8 @@ pub(crate) fn sample(pid: &str) -> Sample {
 pub(crate) fn reset_peak(pid: &str) -> bool {
     fs::write(format!("/proc/{pid}/clear_refs"), "5").is_ok()
 }
+
+/// Open file descriptors of `pid` (entries of `/proc/PID/fd`): sockets held by a server.
+pub(crate) fn fds(pid: &str) -> Option<u64> {
+    Some(fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count() as u64)
+}

@@ -554,12 +554,17 @@ pub(crate) async fn idle(args: &IdleArgs, ctx: &Ctx) -> Result<Report> {
         report
             .extra
             .insert("bytes_per_connection".into(), (per.round() as u64).into());
-        report.extra.insert(
-            "projected_50k_mib".into(),
-            ((b as f64 * 1024.0 + per * 50_000.0) / 1048576.0)
-                .round()
-                .into(),
-        );
+        // Linear in N (measured: BENCHMARKS.md), so the baseline plus N times the slope.
+        for (key, n) in [
+            ("projected_50k_mib", 50_000.0),
+            ("projected_100k_mib", 100_000.0),
+            ("projected_1m_mib", 1_000_000.0),
+        ] {
+            report.extra.insert(
+                key.into(),
+                ((b as f64 * 1024.0 + per * n) / 1048576.0).round().into(),
+            );
+        }
     }
     if let Some(e) = first_error {
         report.fail(format!("first connect error: {e}"));

@@ -6,6 +6,10 @@
 //! the previous batch was syncing into one batch — one `apply` + fsync for all of them (group
 //! commit). Only after the batch is durable does it update the index and answer the writers,
 //! so an acknowledged value is on disk and a reader never sees a value that could be lost.
+//!
+//! A store that keeps nothing (`--memory`) has no sync to share: there each write is applied
+//! by its writer under the index's write lock (precondition, version, index, in that order,
+//! one writer at a time), with no thread hand-off.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -138,10 +142,19 @@ pub struct StoreStats {
     pub closed: std::sync::atomic::AtomicBool,
 }
 
-/// The answer to a write handed to the writer by [`Retained::begin_write`]: resolves once
-/// the write is durable (or failed).
+/// The answer to a write begun by [`Retained::begin_write`]: resolves once the write is
+/// durable (or failed).
 #[derive(Debug)]
-pub struct PendingWrite(oneshot::Receiver<Result<WriteOutcome, StoreError>>);
+pub struct PendingWrite(Pending);
+
+/// Where a [`PendingWrite`]'s answer comes from.
+#[derive(Debug)]
+enum Pending {
+    /// The writer thread answers once the batch holding the write is durable.
+    Writer(oneshot::Receiver<Result<WriteOutcome, StoreError>>),
+    /// Applied already (a store that keeps nothing): the answer, until it is taken.
+    Done(Option<Result<WriteOutcome, StoreError>>),
+}
 
 impl std::future::Future for PendingWrite {
     type Output = Result<WriteOutcome, StoreError>;
@@ -150,20 +163,45 @@ impl std::future::Future for PendingWrite {
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Self::Output> {
-        std::pin::Pin::new(&mut self.0)
-            .poll(cx)
-            .map(|r| r.unwrap_or(Err(StoreError::Closed)))
+        match &mut self.0 {
+            Pending::Writer(rx) => std::pin::Pin::new(rx)
+                .poll(cx)
+                .map(|r| r.unwrap_or(Err(StoreError::Closed))),
+            Pending::Done(answer) => {
+                std::task::Poll::Ready(answer.take().unwrap_or(Err(StoreError::Closed)))
+            }
+        }
     }
+}
+
+/// How writes reach the index.
+enum Writes {
+    /// Through the writer thread, which owns a store that persists: it groups the writes
+    /// that arrive while a batch syncs into the next batch (group commit).
+    Thread {
+        /// The way to the writer thread; dropped at shutdown so the thread ends.
+        tx: parking_lot::Mutex<Option<mpsc::Sender<Job>>>,
+        /// The writer thread, joined at shutdown after its last batch.
+        writer: parking_lot::Mutex<Option<JoinHandle<()>>>,
+    },
+    /// By the writer itself, under the index's write lock, for a store that keeps nothing
+    /// (`--memory`): there is no sync to share, and a hand-off to a thread and back (two
+    /// wake-ups) would be all a write costs (issue 16: HTTP and CoAP PUT).
+    Inline {
+        /// The version the next value gets.
+        next_version: std::sync::atomic::AtomicU64,
+        /// Cleared by [`Retained::close`]: later writes are refused, as with the thread.
+        open: std::sync::atomic::AtomicBool,
+    },
 }
 
 /// The retained values of every thing.
 pub struct Retained {
-    /// The in-memory index, readable by every front-end; written only by the writer thread.
+    /// The in-memory index, readable by every front-end; written by the writer thread (or
+    /// inline, see [`Writes`]) and the cluster mirror.
     index: Arc<Index>,
-    /// The way to the writer thread; dropped at shutdown so the thread ends.
-    tx: parking_lot::Mutex<Option<mpsc::Sender<Job>>>,
-    /// The writer thread, joined at shutdown after its last batch.
-    writer: parking_lot::Mutex<Option<JoinHandle<()>>>,
+    /// How writes are applied.
+    writes: Writes,
     /// The writer's report: bytes stored, commit latency, health.
     stats: Arc<StoreStats>,
     /// In a cluster, the revisions of values this node deleted that the cluster's watch
@@ -195,6 +233,17 @@ impl Retained {
         }
         stats.bytes.store(bytes, Ordering::Relaxed);
         let index = Arc::new(RwLock::new(map));
+        if store.keeps_nothing() {
+            return Ok(Retained {
+                index,
+                writes: Writes::Inline {
+                    next_version: std::sync::atomic::AtomicU64::new(next_version),
+                    open: std::sync::atomic::AtomicBool::new(true),
+                },
+                stats,
+                tombstones: parking_lot::Mutex::new(HashMap::new()),
+            });
+        }
         let (tx, rx) = mpsc::channel();
         let idx = index.clone();
         let report = stats.clone();
@@ -204,8 +253,10 @@ impl Retained {
             .map_err(|e| StoreError::Engine(format!("cannot start the writer thread: {e}")))?;
         Ok(Retained {
             index,
-            tx: parking_lot::Mutex::new(Some(tx)),
-            writer: parking_lot::Mutex::new(Some(writer)),
+            writes: Writes::Thread {
+                tx: parking_lot::Mutex::new(Some(tx)),
+                writer: parking_lot::Mutex::new(Some(writer)),
+            },
             stats,
             tombstones: parking_lot::Mutex::new(HashMap::new()),
         })
@@ -260,8 +311,18 @@ impl Retained {
         value: Option<(Bytes, Option<Arc<str>>, QoS)>,
         precondition: Precondition,
     ) -> Result<PendingWrite, StoreError> {
+        let tx = match &self.writes {
+            Writes::Thread { tx, .. } => tx,
+            Writes::Inline { next_version, open } => {
+                if !open.load(Ordering::Acquire) {
+                    return Err(StoreError::Closed);
+                }
+                let outcome = self.apply_inline(next_version, topic, value, &precondition);
+                return Ok(PendingWrite(Pending::Done(Some(Ok(outcome)))));
+            }
+        };
         let (reply, rx) = oneshot::channel();
-        let tx = self.tx.lock();
+        let tx = tx.lock();
         let tx = tx.as_ref().ok_or(StoreError::Closed)?;
         tx.send(Job {
             topic,
@@ -270,14 +331,76 @@ impl Retained {
             reply,
         })
         .map_err(|_| StoreError::Closed)?;
-        Ok(PendingWrite(rx))
+        Ok(PendingWrite(Pending::Writer(rx)))
+    }
+
+    /// One write to a store that keeps nothing, as the writer thread would apply it in a
+    /// batch of one: the precondition against the current value, the next version, the
+    /// index. The index's write lock orders writers exactly as the thread's channel did.
+    fn apply_inline(
+        &self,
+        next_version: &std::sync::atomic::AtomicU64,
+        topic: TopicName,
+        value: Option<(Bytes, Option<Arc<str>>, QoS)>,
+        precondition: &Precondition,
+    ) -> WriteOutcome {
+        let started = Instant::now();
+        let mut idx = self.index.write();
+        let cur = idx.get(&topic).cloned();
+        if !precondition.holds(cur.as_deref()) {
+            return WriteOutcome::PreconditionFailed(cur);
+        }
+        // What the writer thread would have handed the store: a put, or a delete of a
+        // value that existed.
+        let wrote = value.is_some() || cur.is_some();
+        let (outcome, added, removed) = match value {
+            Some((payload, content_type, qos)) => {
+                let v = Arc::new(RetainedValue {
+                    payload,
+                    content_type,
+                    qos,
+                    version: next_version.fetch_add(1, Ordering::Relaxed),
+                    updated: SystemTime::now(),
+                });
+                let added = v.payload.len() as u64;
+                let old = idx.insert(topic, v.clone());
+                let removed = old.map_or(0, |o| o.payload.len() as u64);
+                let outcome = if cur.is_some() {
+                    WriteOutcome::Replaced(v)
+                } else {
+                    WriteOutcome::Created(v)
+                };
+                (outcome, added, removed)
+            }
+            None => {
+                let removed = idx.remove(&topic).map_or(0, |o| o.payload.len() as u64);
+                let existed = cur.is_some();
+                (WriteOutcome::Cleared { existed }, 0, removed)
+            }
+        };
+        drop(idx);
+        self.stats.bytes.fetch_add(added, Ordering::Relaxed);
+        self.stats.bytes.fetch_sub(removed, Ordering::Relaxed);
+        if wrote {
+            // A commit of one write, with nothing to sync.
+            self.stats.commit.observe(started.elapsed());
+        }
+        outcome
     }
 
     /// Stop accepting writes, let the writer finish what it has, flush, and join it.
     pub fn close(&self) {
-        self.tx.lock().take();
-        if let Some(h) = self.writer.lock().take() {
-            let _ = h.join();
+        match &self.writes {
+            Writes::Thread { tx, writer } => {
+                tx.lock().take();
+                if let Some(h) = writer.lock().take() {
+                    let _ = h.join();
+                }
+            }
+            Writes::Inline { open, .. } => {
+                open.store(false, Ordering::Release);
+                self.stats.closed.store(true, Ordering::Relaxed);
+            }
         }
     }
 }

@@ -6,7 +6,8 @@
 //! answered at once from the retained index; writes go through [`Broker::publish`] as
 //! futures polled concurrently by the machine's own task — no task spawned per write — so a
 //! durable write never stalls the socket, concurrent writes share a sync, and each is
-//! answered once its publish returned). Observations subscribe one mailbox per
+//! answered once its publish returned; one that is done at once, as with `--memory`, is
+//! answered in the pass that read it). Observations subscribe one mailbox per
 //! endpoint/connection to each observed topic; what arrives in it becomes notifications.
 
 pub mod dtls;
@@ -277,8 +278,15 @@ impl Front {
                         let observe = observe.map(|t| t.as_str().to_owned());
                         machine.respond(now, req.id, response, observe);
                     }
-                    resource::Action::Write(write) => {
-                        self.writes.push(PendingWrite { id: req.id, write });
+                    resource::Action::Write(mut write) => {
+                        // A write that is done at once (the memory store applies it inline)
+                        // is answered in this pass; one that waits for a sync is polled
+                        // with the others. `now_or_never` polls with a no-op waker, and
+                        // `FuturesUnordered` polls what is pushed to it with the task's.
+                        match write.as_mut().now_or_never() {
+                            Some(response) => machine.respond(now, req.id, response, None),
+                            None => self.writes.push(PendingWrite { id: req.id, write }),
+                        }
                     }
                 }
                 // A refused observation (4.04, 4.06, ...) registered nobody.

@@ -459,7 +459,6 @@ fn write(ctx: &Context, req: &Request, topic: TopicName, caller: &Caller) -> Act
     let broker = ctx.broker.clone();
     let pre = precondition(req, None);
     let payload = req.payload.clone();
-    let location: Vec<String> = req.path.clone();
     let origin = Origin::Coap(caller.username.clone());
     Action::Write(Box::pin(async move {
         let msg = retained_message(topic.clone(), payload, content_type, origin);
@@ -467,7 +466,12 @@ fn write(ctx: &Context, req: &Request, topic: TopicName, caller: &Caller) -> Act
             Ok(out) => match out.retained {
                 Some(WriteOutcome::Created(v)) => Response {
                     etag: Some(v.coap_etag()),
-                    location_path: location,
+                    // One Location-Path option per level of the thing created (built
+                    // here, not copied from every request: most writes replace).
+                    location_path: std::iter::once("r")
+                        .chain(topic.levels())
+                        .map(str::to_owned)
+                        .collect(),
                     ..Response::new(ResponseType::Created)
                 },
                 Some(WriteOutcome::Replaced(v)) => Response {

@@ -20,7 +20,7 @@
 //!
 //! Every explorer response carries a `Content-Security-Policy` that allows scripts, styles
 //! and connections from this origin only, and no inline script ([`CSP`]). Values served at
-//! `/resources/{topic}` get `Content-Security-Policy: sandbox` ([`sandbox_values`]): a value
+//! `/resources/{topic}` get `Content-Security-Policy: sandbox` (`edge.rs`): a value
 //! stored as `text/html` opened in a browser tab then runs in an opaque origin and cannot
 //! read the explorer's stored credentials.
 
@@ -29,7 +29,6 @@ use std::sync::OnceLock;
 
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use http::header::{
@@ -286,25 +285,6 @@ pub fn describe(config: &Config, auth: &crate::auth::Auth) -> serde_json::Value 
         "coap": { "ip": ip(config.coap_addr()), "port": config.coap.port, "tcp": config.coap.tcp },
         "coaps": settings.psk_file.as_ref().map(|_| json!({ "ip": ip(config.coaps_addr()), "port": config.coap.dtls_port })),
     })
-}
-
-/// Middleware: values at `/resources/{topic}` are served with `Content-Security-Policy:
-/// sandbox` and `X-Content-Type-Options: nosniff`. A value is whatever someone stored; with
-/// the explorer on this origin holding credentials, a stored `text/html` value opened in a
-/// tab must not run as this origin.
-pub async fn sandbox_values(request: Request, next: Next) -> Response {
-    let value = request.uri().path().starts_with("/resources/");
-    let mut response = next.run(request).await;
-    if value {
-        let headers = response.headers_mut();
-        headers
-            .entry(CONTENT_SECURITY_POLICY)
-            .or_insert(HeaderValue::from_static("sandbox"));
-        headers
-            .entry(X_CONTENT_TYPE_OPTIONS)
-            .or_insert(HeaderValue::from_static("nosniff"));
-    }
-    response
 }
 
 #[cfg(test)]

@@ -24,6 +24,7 @@
 //! Every error is an RFC 9457 problem document (`problem.rs`).
 
 mod conditional;
+mod edge;
 pub mod explorer;
 pub mod guard;
 mod headers;
@@ -69,9 +70,24 @@ const MQTT_ALLOWED: &str = "GET, OPTIONS";
 /// The methods `/openapi.yaml` answers, for `Allow`.
 const OPENAPI_ALLOWED: &str = "GET, HEAD, OPTIONS";
 
-/// What every request handler needs.
+/// What every request handler needs: [`Shared`] behind one reference count, because axum's
+/// `State` extractor clones the state on every request (one atomic increment and decrement
+/// instead of one per field — a dozen `Arc`s, two shutdown handles — on lines every worker
+/// touches).
 #[derive(Debug, Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// The fields of [`AppState`].
+#[derive(Debug, Clone)]
+pub struct Shared {
     /// The broker core: reads come from its retained index, writes go through its one
     /// publish path, and SSE streams subscribe to it.
     pub broker: Arc<Broker>,
@@ -108,7 +124,7 @@ impl AppState {
             bridges: None,
             webhooks: None,
         };
-        AppState {
+        AppState(Arc::new(Shared {
             broker,
             shutdown,
             mqtt: None,
@@ -120,7 +136,12 @@ impl AppState {
             sources: Some(sources),
             config,
             readiness: crate::health::Readiness::new(),
-        }
+        }))
+    }
+
+    /// The fields, to change while the state is being built (copied if already shared).
+    fn fields(&mut self) -> &mut Shared {
+        Arc::make_mut(&mut self.0)
     }
 
     /// Serve `/metrics` from `sources` and `/readyz` from `readiness`.
@@ -129,28 +150,28 @@ impl AppState {
         sources: crate::stats::Sources,
         readiness: Arc<crate::health::Readiness>,
     ) -> Self {
-        self.sources = Some(sources);
-        self.readiness = readiness;
+        self.fields().sources = Some(sources);
+        self.fields().readiness = readiness;
         self
     }
 
     /// Authenticate and authorize `/resources` requests with `auth` (without it everyone is
     /// anonymous and allowed everything).
     pub fn with_auth(mut self, auth: Arc<Auth>) -> Self {
-        self.auth = auth;
+        self.fields().auth = auth;
         self
     }
 
     /// Count and limit writes with `writes` (the gateway's one per-address HTTP limiter)
     /// instead of a limiter of this router's own.
     pub fn with_write_limits(mut self, writes: Arc<RateLimiters>) -> Self {
-        self.writes = writes;
+        self.fields().writes = writes;
         self
     }
 
     /// Also serve MQTT over WebSocket at `/mqtt`.
     pub fn with_mqtt(mut self, mqtt: Mqtt) -> Self {
-        self.mqtt = Some(mqtt);
+        self.fields().mqtt = Some(mqtt);
         self
     }
 }
@@ -168,37 +189,36 @@ pub fn app(state: AppState) -> Router {
             .route("/explorer/server.json", any(explorer::server))
             .route("/explorer/{*file}", any(explorer::asset));
     }
-    let counted = state.clone();
+    let edge = edge::Edge::new(state.broker.ops.clone(), true);
     let router = router
         .route("/openapi.yaml", any(openapi))
-        .route("/resources", any(resources::handle))
-        .route("/resources/", any(resources::handle))
-        .route("/resources/{*topic}", any(resources::handle))
         .route("/metrics", any(ops::metrics))
         .route("/livez", any(ops::livez))
         .route("/readyz", any(ops::readyz))
-        .fallback(not_found)
+        // `/resources`, `/resources/` and everything under it: from the fallback rather than
+        // a `/resources/{*topic}` route, because a wildcard route makes axum percent-decode
+        // the rest of the path into URL parameters on every request, and `handle` never
+        // reads them (it parses the raw path itself, see `resources::topic_of`).
+        .fallback(resources_or_not_found)
         .with_state(state);
     let router = match cors {
         Some(cors) => router.layer(cors),
         None => router,
     };
-    router
-        .layer(axum::middleware::from_fn(explorer::sandbox_values))
-        .layer(axum::middleware::from_fn_with_state(counted, ops::count))
+    router.layer(edge)
 }
 
 /// The router of `[http] metrics_port`: only `/metrics`, `/livez` and `/readyz`, so the
 /// port can be exposed to a monitoring network without exposing the things.
 pub fn ops_app(state: AppState) -> Router {
-    let counted = state.clone();
+    let edge = edge::Edge::new(state.broker.ops.clone(), false);
     Router::new()
         .route("/metrics", any(ops::metrics))
         .route("/livez", any(ops::livez))
         .route("/readyz", any(ops::readyz))
         .fallback(not_found)
         .with_state(state)
-        .layer(axum::middleware::from_fn_with_state(counted, ops::count))
+        .layer(edge)
 }
 
 /// Serve HTTP on `listener` until `shutdown` fires, then finish in-flight requests.
@@ -330,6 +350,16 @@ async fn mqtt_ws(State(state): State<AppState>, request: Request) -> Response {
             ),
         )
         .into_response(),
+    }
+}
+
+/// The fallback of [`app`]: the resource tree, or 404.
+async fn resources_or_not_found(state: State<AppState>, request: Request) -> Response {
+    let path = request.uri().path();
+    if path == "/resources" || path.starts_with("/resources/") {
+        resources::handle(state, request).await
+    } else {
+        not_found(request).await
     }
 }
 

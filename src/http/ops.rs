@@ -8,11 +8,10 @@
 //!   the way Kubernetes' own endpoints do (`[+]store ok`, `[-]store failed: …`), as text,
 //!   with the same status.
 //!
-//! Every request of the router is also counted here ([`count`]) by method and status.
+//! Every request of the router is also counted, by method and status (`edge.rs`).
 
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use http::{HeaderValue, Method, StatusCode};
@@ -25,17 +24,6 @@ use crate::stats::exposition;
 
 /// The methods the operational endpoints answer.
 const ALLOWED: &str = "GET, HEAD, OPTIONS";
-
-/// Count every request by method and status (`ponte_http_requests_total`).
-pub(crate) async fn count(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let method = request.method().clone();
-    let response = next.run(request).await;
-    state
-        .broker
-        .ops
-        .http_request(&method, response.status().as_u16());
-    response
-}
 
 /// Answer OPTIONS and refuse methods other than GET/HEAD; `None` lets GET and HEAD through.
 fn only_reads(request: &Request) -> Option<Response> {

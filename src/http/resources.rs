@@ -174,6 +174,13 @@ pub(super) fn topic_of(path: &str) -> Result<TopicName, Problem> {
             "the path {path:?} names no thing: put the topic after /resources/, as in /resources/kitchen/temperature"
         )));
     }
+    if !rest.contains('%') {
+        // Nothing is encoded: each segment decodes to itself, so the topic is the path as
+        // it is (the common case, parsed without a string per segment).
+        return TopicName::parse(rest).map_err(|e| {
+            Problem::bad_request(format!("the path {path:?} does not name a thing: {e}"))
+        });
+    }
     TopicName::from_encoded_segments(rest.split('/'))
         .map_err(|e| Problem::bad_request(format!("the path {path:?} does not name a thing: {e}")))
 }
@@ -233,14 +240,24 @@ async fn get(
         StatusCode::NOT_MODIFIED.into_response()
     } else {
         // The stored bytes are shared, not copied.
-        let mut r = Body::from(value.payload.clone()).into_response();
-        r.headers_mut()
-            .insert(CONTENT_TYPE, formatted.content_type.clone());
-        r
+        Body::from(value.payload.clone()).into_response()
     };
+    // Room for every header the answer gets (these, and the two of the sandbox layer) at
+    // once, instead of growing the map insert by insert.
+    response.headers_mut().reserve(RESPONSE_HEADERS);
+    if !not_modified {
+        response
+            .headers_mut()
+            .insert(CONTENT_TYPE, formatted.content_type.clone());
+    }
     value_headers(response.headers_mut(), formatted);
     Ok(response)
 }
+
+/// Headers of a value's answer: Content-Type, ETag, Last-Modified, Cache-Control, the
+/// sandbox layer's Content-Security-Policy and X-Content-Type-Options (`edge.rs`), and the
+/// Content-Length axum adds.
+const RESPONSE_HEADERS: usize = 8;
 
 /// ETag, Last-Modified and Cache-Control of a value (on 200, 304, 201 and 204), from the
 /// per-version cache of formatted headers.
@@ -266,22 +283,23 @@ fn modified_since(headers: &HeaderMap, value: &RetainedValue) -> Option<bool> {
 /// refuses. No `Accept` takes everything; so does one without a single media range in it
 /// (`Accept: -+xq`), whose ranges that are not `type/subtype` are ignored.
 pub(super) fn acceptable(headers: &HeaderMap, media_type: &str) -> bool {
-    let wanted = media_type
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
-    let (wtype, wsub) = wanted.split_once('/').unwrap_or((wanted.as_str(), ""));
+    let mut values = headers.get_all(ACCEPT).iter().peekable();
+    if values.peek().is_none() {
+        return true;
+    }
+    // Media types and ranges are case-insensitive (RFC 9110 §8.3.1): compared as such,
+    // without lowercased copies.
+    let wanted = media_type.split(';').next().unwrap_or("").trim();
+    let (wtype, wsub) = wanted.split_once('/').unwrap_or((wanted, ""));
     let mut best: Option<(u8, bool)> = None; // (specificity, q > 0)
     let mut any = false;
-    for value in headers.get_all(ACCEPT) {
+    for value in values {
         let Ok(text) = value.to_str() else {
             return true;
         };
         for range in text.split(',') {
             let mut parts = range.split(';');
-            let mt = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+            let mt = parts.next().unwrap_or("").trim();
             if !mt.contains('/') {
                 // Not a media range (RFC 9110 §12.5.1): ignored, as a server may.
                 continue;
@@ -291,12 +309,12 @@ pub(super) fn acceptable(headers: &HeaderMap, media_type: &str) -> bool {
                 .filter_map(|p| p.trim().strip_prefix("q="))
                 .next()
                 .is_none_or(|q| q.trim().parse::<f32>().map_or(true, |q| q > 0.0));
-            let (rtype, rsub) = mt.split_once('/').unwrap_or((mt.as_str(), ""));
+            let (rtype, rsub) = mt.split_once('/').unwrap_or((mt, ""));
             let specificity = if rtype == "*" && rsub == "*" {
                 1
-            } else if rtype == wtype && rsub == "*" {
+            } else if rtype.eq_ignore_ascii_case(wtype) && rsub == "*" {
                 2
-            } else if rtype == wtype && rsub == wsub {
+            } else if rtype.eq_ignore_ascii_case(wtype) && rsub.eq_ignore_ascii_case(wsub) {
                 3
             } else {
                 continue;
@@ -368,6 +386,7 @@ async fn put(
     match outcome.retained {
         Some(WriteOutcome::Created(v)) => {
             let mut r = StatusCode::CREATED.into_response();
+            r.headers_mut().reserve(RESPONSE_HEADERS);
             value_headers(r.headers_mut(), headers::of(&v));
             if let Ok(location) = HeaderValue::from_str(path) {
                 r.headers_mut().insert(LOCATION, location);
@@ -376,6 +395,7 @@ async fn put(
         }
         Some(WriteOutcome::Replaced(v)) => {
             let mut r = StatusCode::NO_CONTENT.into_response();
+            r.headers_mut().reserve(RESPONSE_HEADERS);
             value_headers(r.headers_mut(), headers::of(&v));
             Ok(r)
         }
@@ -480,9 +500,12 @@ async fn read_body(body: Body, headers: &HeaderMap, max: usize) -> Result<Bytes,
                 Problem::bad_request(format!("the Content-Length {len:?} is not a number"))
             })?;
         if len > max as u64 {
+            // RFC 9110 §15.5.14: the body is left unread, so the connection cannot carry
+            // another request; say so, or a client reusing it races the close.
             return Err(Problem::too_large(format!(
                 "the request body is {len} bytes (Content-Length), more than the {max} bytes this gateway accepts (http.max_body)"
-            )));
+            ))
+            .with_header(http::header::CONNECTION, "close"));
         }
     }
     match Limited::new(body, max).collect().await {
@@ -490,7 +513,8 @@ async fn read_body(body: Body, headers: &HeaderMap, max: usize) -> Result<Bytes,
         Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
             Err(Problem::too_large(format!(
                 "the request body grew past the {max} bytes this gateway accepts (http.max_body) while it was being read"
-            )))
+            ))
+            .with_header(http::header::CONNECTION, "close"))
         }
         Err(e) => match crate::limits::deadline::timed_out(e.as_ref()) {
             // RFC 9110 §15.5.9: the connection cannot carry another request (the rest of

@@ -10,8 +10,8 @@ use axum::response::Response;
 use axum::Router;
 use bytes::Bytes;
 use http::header::{
-    ACCEPT, ALLOW, CONTENT_LENGTH, CONTENT_TYPE, ETAG, IF_MATCH, IF_MODIFIED_SINCE, IF_NONE_MATCH,
-    LAST_MODIFIED, LOCATION,
+    ACCEPT, ALLOW, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, ETAG, IF_MATCH, IF_MODIFIED_SINCE,
+    IF_NONE_MATCH, LAST_MODIFIED, LOCATION,
 };
 use http::{Method, Request, StatusCode};
 use http_body_util::BodyExt;
@@ -449,6 +449,8 @@ async fn rfc9110_15_5_14_content_length_over_max_is_413() {
                 .expect("request"),
         )
         .await;
+    // The body is left unread: the connection closes after the answer (RFC 9110 §15.5.14).
+    assert_eq!(r.headers()[CONNECTION], "close");
     let detail = problem(r, StatusCode::PAYLOAD_TOO_LARGE).await;
     assert!(detail.contains('9') && detail.contains('8'), "{detail}");
     // Exactly the limit is fine.

@@ -21,4 +21,8 @@ impl Store for MemoryStore {
     fn flush(&mut self) -> Result<(), StoreError> {
         Ok(())
     }
+
+    fn keeps_nothing(&self) -> bool {
+        true
+    }
 }

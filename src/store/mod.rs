@@ -66,6 +66,13 @@ pub trait Store: Send + 'static {
     fn apply(&mut self, ops: &[RetainedOp]) -> Result<(), StoreError>;
     /// Flush anything outstanding (called at shutdown).
     fn flush(&mut self) -> Result<(), StoreError>;
+
+    /// Whether the store keeps nothing (`--memory`): then there is no sync for writers to
+    /// share, and the retained values apply writes inline instead of through the writer
+    /// thread ([`crate::broker::retained::Retained`]).
+    fn keeps_nothing(&self) -> bool {
+        false
+    }
 }
 
 /// Encode a retained value as a record: version (u64 BE), update time in ms since the epoch

@@ -6,10 +6,9 @@
 //! that to the RFC 8323 framing (the options and payload are identical).
 
 use bytes::Bytes;
-use coap_lite::{CoapOption, MessageClass, MessageType, ResponseType};
+use coap_lite::{MessageClass, MessageType, ResponseType};
 
 use crate::request::{is_success, BlockOption, Response};
-use crate::wire;
 
 /// A block to cut out of a response.
 #[derive(Debug, Clone, Copy)]
@@ -82,8 +81,12 @@ pub(crate) fn response(
         }),
         _ => None,
     };
-    let mut packet = wire::packet(mtype, MessageClass::Response(code), mid, token);
     let mut payload = &response.payload[..];
+    // Options in ascending number order (RFC 7252 §3.1), written straight into the
+    // datagram: ETag 4, Observe 6, Location-Path 8, Content-Format 12, Max-Age 14,
+    // Block2 23, Block1 27, Size2 28, Size1 60.
+    let mut etag = None;
+    let mut block2 = None;
     if let Some(slice) = slice {
         let size = 1usize << (slice.szx + 4);
         let start = slice.num as usize * size;
@@ -94,66 +97,154 @@ pub(crate) fn response(
         }
         let end = (start + size).min(total);
         payload = &response.payload[start..end];
-        let etag = match &response.etag {
+        etag = Some(match &response.etag {
             Some(etag) => etag.clone(),
             None => fnv1a(&response.payload).to_be_bytes().to_vec(),
-        };
-        if (1..=8).contains(&etag.len()) {
-            packet.add_option(CoapOption::ETag, etag);
-        }
-        let block = BlockOption {
+        });
+        block2 = Some(BlockOption {
             num: slice.num,
             more: end < total,
             szx: slice.szx,
-        };
-        wire::add_uint(&mut packet, CoapOption::Block2, block.value());
-        wire::add_uint(
-            &mut packet,
-            CoapOption::Size2,
-            u32::try_from(total).unwrap_or(u32::MAX),
-        );
-    } else if let Some(etag) = response
-        .etag
-        .as_ref()
-        .filter(|e| (1..=8).contains(&e.len()))
-    {
-        packet.add_option(CoapOption::ETag, etag.clone());
+        });
+    } else if let Some(e) = &response.etag {
+        etag = Some(e.clone());
+    }
+    let path_len: usize = response.location_path.iter().map(|s| s.len() + 3).sum();
+    let mut out = Writer::new(
+        mtype,
+        u8::from(MessageClass::Response(code)),
+        mid,
+        token,
+        4 + 8 + 48 + path_len + 1 + payload.len(),
+    );
+    if let Some(etag) = etag.as_deref().filter(|e| (1..=8).contains(&e.len())) {
+        out.option(4, etag);
     }
     if let Some(seq) = extra.observe {
-        wire::add_uint(&mut packet, CoapOption::Observe, seq & 0x00FF_FFFF);
+        out.uint(6, seq & 0x00FF_FFFF);
     }
     for segment in &response.location_path {
-        packet.add_option(CoapOption::LocationPath, segment.as_bytes().to_vec());
+        out.option(8, segment.as_bytes());
     }
     if let Some(cf) = response.content_format {
-        wire::add_uint(&mut packet, CoapOption::ContentFormat, u32::from(cf));
+        out.uint(12, u32::from(cf));
     }
     if let Some(max_age) = response.max_age {
-        wire::add_uint(&mut packet, CoapOption::MaxAge, max_age);
+        out.uint(14, max_age);
+    }
+    if let Some(block) = block2 {
+        out.uint(23, block.value());
     }
     if let Some(block1) = extra.block1 {
-        wire::add_uint(&mut packet, CoapOption::Block1, block1.value());
+        out.uint(27, block1.value());
+    }
+    if block2.is_some() {
+        out.uint(28, u32::try_from(total).unwrap_or(u32::MAX));
     }
     if let Some(size1) = extra.size1 {
-        wire::add_uint(&mut packet, CoapOption::Size1, size1);
+        out.uint(60, size1);
     }
-    packet.payload = payload.to_vec();
-    match packet.to_bytes_unlimited() {
-        Ok(bytes) if bytes.len() <= limits.max_message_size => (Bytes::from(bytes), false),
+    out.payload(payload);
+    match out.finish() {
+        Some(bytes) if bytes.len() <= limits.max_message_size => (Bytes::from(bytes), false),
         _ => {
-            let mut fallback = wire::packet(
+            let mut fallback = Writer::new(
                 mtype,
-                MessageClass::Response(ResponseType::InternalServerError),
+                u8::from(MessageClass::Response(ResponseType::InternalServerError)),
                 mid,
                 token,
+                32,
             );
-            fallback.payload = b"response too large".to_vec();
+            fallback.payload(b"response too large");
             // 4 + 8 + 1 + 18 bytes: always encodable.
-            (
-                Bytes::from(fallback.to_bytes_unlimited().unwrap_or_default()),
-                true,
-            )
+            (Bytes::from(fallback.finish().unwrap_or_default()), true)
         }
+    }
+}
+
+/// A datagram-layout CoAP message written option by option (RFC 7252 §3), without an
+/// intermediate packet: the per-response cost is one buffer, not a map of option lists.
+struct Writer {
+    /// The message so far.
+    buf: Vec<u8>,
+    /// Number of the last option written (deltas are relative to it).
+    last: u16,
+    /// Set when an option came out of order or was too long to encode.
+    invalid: bool,
+}
+
+impl Writer {
+    /// Header and token; `capacity` is a guess of the whole message's size.
+    fn new(mtype: MessageType, code: u8, mid: u16, token: &[u8], capacity: usize) -> Writer {
+        let t: u8 = match mtype {
+            MessageType::Confirmable => 0,
+            MessageType::NonConfirmable => 1,
+            MessageType::Acknowledgement => 2,
+            MessageType::Reset => 3,
+        };
+        // Tokens reaching here were decoded (≤ 8 bytes) or are our own; clamp anyway.
+        let token = &token[..token.len().min(8)];
+        let mut buf = Vec::with_capacity(capacity);
+        let [hi, lo] = mid.to_be_bytes();
+        buf.extend_from_slice(&[0x40 | (t << 4) | token.len() as u8, code, hi, lo]);
+        buf.extend_from_slice(token);
+        Writer {
+            buf,
+            last: 0,
+            invalid: false,
+        }
+    }
+
+    /// One option; numbers must not decrease.
+    fn option(&mut self, number: u16, value: &[u8]) {
+        if number < self.last || value.len() > 65_804 {
+            self.invalid = true;
+            return;
+        }
+        let delta = usize::from(number - self.last);
+        self.last = number;
+        let at = self.buf.len();
+        self.buf.push(0);
+        let d = self.nibble(delta);
+        let l = self.nibble(value.len());
+        self.buf[at] = (d << 4) | l;
+        self.buf.extend_from_slice(value);
+    }
+
+    /// An unsigned-integer option in its shortest form (0 is the empty value).
+    fn uint(&mut self, number: u16, value: u32) {
+        let bytes = value.to_be_bytes();
+        let skip = bytes.iter().take_while(|b| **b == 0).count();
+        self.option(number, &bytes[skip..]);
+    }
+
+    /// The nibble for `v`, writing its extended bytes after the option's first byte.
+    fn nibble(&mut self, v: usize) -> u8 {
+        match v {
+            0..=12 => v as u8,
+            13..=268 => {
+                self.buf.push((v - 13) as u8);
+                13
+            }
+            _ => {
+                self.buf
+                    .extend_from_slice(&((v - 269) as u16).to_be_bytes());
+                14
+            }
+        }
+    }
+
+    /// The payload marker and payload, when there is one.
+    fn payload(&mut self, payload: &[u8]) {
+        if !payload.is_empty() {
+            self.buf.push(0xFF);
+            self.buf.extend_from_slice(payload);
+        }
+    }
+
+    /// The encoded message, `None` if an option could not be encoded.
+    fn finish(self) -> Option<Vec<u8>> {
+        (!self.invalid).then_some(self.buf)
     }
 }
 
@@ -178,6 +269,121 @@ pub(crate) fn fnv1a(data: &[u8]) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use coap_lite::{CoapOption, Packet};
+
+    /// What coap-lite makes of the same message: the reference the writer must equal
+    /// byte for byte (options sorted by number, shortest uints, extended nibbles).
+    fn reference(
+        mid: u16,
+        token: &[u8],
+        options: &[(CoapOption, Vec<u8>)],
+        payload: &[u8],
+    ) -> Vec<u8> {
+        let mut p = Packet::new();
+        p.header.set_type(MessageType::Acknowledgement);
+        p.header.code = MessageClass::Response(ResponseType::Content);
+        p.header.message_id = mid;
+        p.set_token(token.to_vec());
+        for (o, v) in options {
+            p.add_option(*o, v.clone());
+        }
+        p.payload = payload.to_vec();
+        p.to_bytes_unlimited().unwrap()
+    }
+
+    #[test]
+    fn rfc7252_3_1_options_are_written_as_coap_lite_writes_them() {
+        let limits = Limits {
+            szx: 6,
+            max_message_size: 1152,
+        };
+        let long = "x".repeat(300);
+        let response = Response {
+            code: ResponseType::Content,
+            payload: Bytes::from_static(b"hello"),
+            content_format: Some(50),
+            etag: Some(vec![0, 0, 1, 2]),
+            max_age: Some(60),
+            location_path: vec!["r".into(), "a-longer-segment".into(), long.clone()],
+        };
+        let extra = Extra {
+            observe: Some(0x0123_4567),
+            size1: Some(0),
+            ..Extra::default()
+        };
+        let (bytes, fallback) = super::response(
+            limits,
+            MessageType::Acknowledgement,
+            0x1234,
+            b"tok",
+            &response,
+            extra,
+        );
+        assert!(!fallback);
+        let expected = reference(
+            0x1234,
+            b"tok",
+            &[
+                (CoapOption::ETag, vec![0, 0, 1, 2]),
+                (CoapOption::Observe, vec![0x23, 0x45, 0x67]),
+                (CoapOption::LocationPath, b"r".to_vec()),
+                (CoapOption::LocationPath, b"a-longer-segment".to_vec()),
+                (CoapOption::LocationPath, long.into_bytes()),
+                (CoapOption::ContentFormat, vec![50]),
+                (CoapOption::MaxAge, vec![60]),
+                (CoapOption::Size1, vec![]),
+            ],
+            b"hello",
+        );
+        assert_eq!(&bytes[..], &expected[..]);
+    }
+
+    #[test]
+    fn rfc7959_2_4_a_large_body_is_sliced_with_block2_size2_and_an_etag() {
+        let limits = Limits {
+            szx: 2, // 64-byte blocks
+            max_message_size: 1152,
+        };
+        let body = vec![7u8; 100];
+        let response = Response {
+            code: ResponseType::Content,
+            payload: Bytes::from(body.clone()),
+            content_format: None,
+            etag: None,
+            max_age: None,
+            location_path: Vec::new(),
+        };
+        let (bytes, _) = super::response(
+            limits,
+            MessageType::Acknowledgement,
+            7,
+            &[],
+            &response,
+            Extra::default(),
+        );
+        let etag = fnv1a(&body).to_be_bytes().to_vec();
+        let block = BlockOption {
+            num: 0,
+            more: true,
+            szx: 2,
+        };
+        let value = |v: u32| {
+            let b = v.to_be_bytes();
+            b[b.iter().take_while(|x| **x == 0).count()..].to_vec()
+        };
+        let expected = reference(
+            7,
+            &[],
+            &[
+                (CoapOption::ETag, etag),
+                (CoapOption::Block2, value(block.value())),
+                (CoapOption::Size2, value(100)),
+            ],
+            &body[..64],
+        );
+        assert_eq!(&bytes[..], &expected[..]);
+    }
 
     #[test]
     fn rfc7959_2_2_block_size_is_clamped_to_a_power_of_two() {

@@ -14,7 +14,9 @@
 //! are CON or NON by [`crate::NotifyPolicy`]; the MIDs of NON notifications
 //! are remembered so an RST to one still ends the observation (RFC 7641 §3.6).
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::VecDeque;
+
+use crate::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -298,16 +300,16 @@ impl Endpoint {
             current_mid_block: usize::from(next_mid >> 12),
             next_request_id: 1,
             next_observe: 2,
-            exchanges: HashMap::new(),
+            exchanges: HashMap::default(),
             exchange_order: VecDeque::new(),
-            pending: HashMap::new(),
+            pending: HashMap::default(),
             pending_order: VecDeque::new(),
-            observers: HashMap::new(),
-            by_resource: HashMap::new(),
-            outgoing: HashMap::new(),
-            notification_mids: HashMap::new(),
+            observers: HashMap::default(),
+            by_resource: HashMap::default(),
+            outgoing: HashMap::default(),
+            notification_mids: HashMap::default(),
             notification_order: VecDeque::new(),
-            peers: HashMap::new(),
+            peers: HashMap::default(),
             ready: Vec::new(),
             transfers: Reassembler::default(),
             transmits: VecDeque::new(),
@@ -334,9 +336,9 @@ impl Endpoint {
                 return;
             }
         };
-        let mid = packet.header.message_id;
-        let code = data.get(1).copied().unwrap_or(0);
-        let mtype = packet.header.get_type();
+        let mid = packet.mid;
+        let code = packet.code;
+        let mtype = packet.mtype;
         match (mtype, code >> 5, code & 0x1F) {
             (MessageType::Confirmable, 0, 0) => {
                 self.stats.pings += 1;
@@ -606,9 +608,9 @@ impl Endpoint {
         peer: SocketAddr,
         code: u8,
         confirmable: bool,
-        packet: &coap_lite::Packet,
+        packet: &wire::Message<'_>,
     ) {
-        let mid = packet.header.message_id;
+        let mid = packet.mid;
         if let Some(exchange) = self.exchanges.get(&(peer, mid)) {
             if exchange.expires > now {
                 // §4.5: CON duplicates within EXCHANGE_LIFETIME get the same
@@ -626,7 +628,7 @@ impl Endpoint {
             self.config.non_lifetime
         };
         self.remember_exchange(now + lifetime, (peer, mid));
-        let token = packet.get_token().to_vec();
+        let token = packet.token.to_vec();
 
         let parsed = match request::parse(code, packet) {
             Ok(parsed) => parsed,
@@ -656,7 +658,7 @@ impl Endpoint {
             self.remove_observer(&(peer, token.clone()));
         }
 
-        let mut payload = Bytes::copy_from_slice(&packet.payload);
+        let mut payload = Bytes::copy_from_slice(packet.payload);
         let mut block1 = None;
         if let (Some(block), Method::Put | Method::Post) = (parsed.block1, parsed.method) {
             let limits = block1::Limits {
@@ -667,7 +669,7 @@ impl Endpoint {
             };
             match self
                 .transfers
-                .add(now, limits, peer, &parsed, block, &packet.payload)
+                .add(now, limits, peer, &parsed, block, packet.payload)
             {
                 Ok(Some(body)) => {
                     payload = body;

@@ -32,3 +32,11 @@ pub use endpoint::{Endpoint, Event, Stats};
 pub use request::{BlockOption, Method, Request, RequestError, RequestId, Response};
 pub use tcp::{TcpConnection, TcpError};
 pub use wire::FormatError;
+
+/// The endpoints' maps are keyed by what peers send (addresses, message ids, tokens) and
+/// touched several times per request: foldhash, seeded per process, costs a fraction of
+/// SipHash there and still keeps a peer from choosing colliding keys without the seed.
+pub(crate) type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+
+/// See [`HashMap`].
+pub(crate) type HashSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;

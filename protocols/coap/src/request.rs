@@ -1,14 +1,14 @@
 //! Application-facing request and response types, and the parser that turns
-//! a decoded coap-lite [`Packet`] into a [`Request`] or a precise
+//! a decoded [`Message`] into a [`Request`] or a precise
 //! [`RequestError`] (RFC 7252 §5.4 option rules, §5.8 methods, §5.10 option
 //! table, RFC 7959 Block options).
 
 use std::net::SocketAddr;
 
 use bytes::Bytes;
-use coap_lite::{Packet, ResponseType};
+use coap_lite::ResponseType;
 
-use crate::wire::uint;
+use crate::wire::{uint, Message};
 
 /// Identifies a request handed to the driver until it is answered.
 pub type RequestId = u64;
@@ -306,7 +306,7 @@ fn spec(number: u16) -> Option<OptionSpec> {
 }
 
 /// Parses a request packet whose code byte is `code` (class 0, detail ≥ 1).
-pub(crate) fn parse(code: u8, packet: &Packet) -> Result<Parsed, RequestError> {
+pub(crate) fn parse(code: u8, packet: &Message<'_>) -> Result<Parsed, RequestError> {
     let method = match code {
         1 => Method::Get,
         2 => Method::Post,
@@ -334,7 +334,7 @@ pub(crate) fn parse(code: u8, packet: &Packet) -> Result<Parsed, RequestError> {
         request_tag: Vec::new(),
         no_response: 0,
     };
-    for (&number, values) in packet.options() {
+    for (number, values) in packet.option_groups() {
         let critical = number & 1 == 1;
         let Some(spec) = spec(number) else {
             if critical {
@@ -345,7 +345,7 @@ pub(crate) fn parse(code: u8, packet: &Packet) -> Result<Parsed, RequestError> {
         if number == 35 || number == 39 {
             return Err(RequestError::ProxyingNotSupported { number });
         }
-        for (index, value) in values.iter().enumerate() {
+        for (index, &(_, value)) in values.iter().enumerate() {
             if index > 0 && !spec.repeatable {
                 if critical {
                     return Err(RequestError::RepeatedCriticalOption {

@@ -13,7 +13,9 @@
 //! close the socket once [`TcpConnection::is_closed`] is true and the
 //! transmit queue is drained.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use crate::HashMap;
 use std::net::SocketAddr;
 use std::time::Instant;
 
@@ -172,8 +174,8 @@ impl TcpConnection {
             closed: false,
             next_request_id: 1,
             next_observe: 2,
-            pending: HashMap::new(),
-            observers: HashMap::new(),
+            pending: HashMap::default(),
+            observers: HashMap::default(),
             transfers: Reassembler::default(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
@@ -506,11 +508,11 @@ impl TcpConnection {
     }
 
     /// Handles the peer's CSM (§5.3).
-    fn on_csm(&mut self, packet: &coap_lite::Packet) {
-        for (&number, values) in packet.options() {
+    fn on_csm(&mut self, packet: &wire::Message<'_>) {
+        for (number, values) in packet.option_groups() {
             match number {
                 OPT_MAX_MESSAGE_SIZE => {
-                    if let Some(v) = values.front() {
+                    if let Some(&(_, v)) = values.first() {
                         let size = usize::try_from(wire::uint(v)).unwrap_or(usize::MAX);
                         self.peer_max_message_size = size;
                     }
@@ -526,7 +528,7 @@ impl TcpConnection {
     }
 
     /// Handles a request (class 0).
-    fn on_request(&mut self, now: Instant, code: u8, token: Vec<u8>, packet: &coap_lite::Packet) {
+    fn on_request(&mut self, now: Instant, code: u8, token: Vec<u8>, packet: &wire::Message<'_>) {
         let parsed = match request::parse(code, packet) {
             Ok(parsed) => parsed,
             Err(error) => {
@@ -539,7 +541,7 @@ impl TcpConnection {
         if parsed.method == Method::Get && parsed.observe == Some(1) {
             self.remove_observer(&token);
         }
-        let mut payload = Bytes::copy_from_slice(&packet.payload);
+        let mut payload = Bytes::copy_from_slice(packet.payload);
         let mut block1 = None;
         if let (Some(block), Method::Put | Method::Post) = (parsed.block1, parsed.method) {
             let limits = block1::Limits {
@@ -550,7 +552,7 @@ impl TcpConnection {
             };
             match self
                 .transfers
-                .add(now, limits, self.peer, &parsed, block, &packet.payload)
+                .add(now, limits, self.peer, &parsed, block, packet.payload)
             {
                 Ok(Some(body)) => {
                     payload = body;

@@ -1,10 +1,12 @@
 //! Datagram framing (RFC 7252 §3) and packet construction.
 //!
-//! coap-lite's decoder accepts things RFC 7252 calls message format errors
-//! (version ≠ 1, a payload marker followed by nothing, an Empty message with a
-//! token or options). [`decode`] walks the framing strictly first, so the rest
-//! of the endpoint only ever sees well-formed packets, and reports the header
-//! when it was readable so a malformed CON can be answered with RST (§4.2).
+//! [`decode`] walks the framing strictly (coap-lite's decoder accepts things
+//! RFC 7252 calls message format errors: version ≠ 1, a payload marker
+//! followed by nothing, an Empty message with a token or options), so the
+//! rest of the endpoint only ever sees well-formed messages, and reports the
+//! header when it was readable so a malformed CON can be answered with RST
+//! (§4.2). The [`Message`] it returns borrows token, options and payload from
+//! the datagram: a request costs no packet structure of maps and lists.
 
 use coap_lite::{CoapOption, MessageClass, MessageType, Packet};
 
@@ -67,12 +69,6 @@ pub enum FormatError {
         /// Bytes following the 4-byte header.
         extra: usize,
     },
-    /// coap-lite refused what the strict walk accepted (should not happen).
-    #[error("coap-lite could not decode the datagram: {reason}")]
-    Codec {
-        /// coap-lite's description.
-        reason: String,
-    },
 }
 
 /// The fixed header fields, readable even when the rest is malformed.
@@ -84,11 +80,41 @@ pub(crate) struct Header {
     pub(crate) mid: u16,
 }
 
+/// A well-formed message, borrowed from the datagram it was decoded from: the
+/// endpoint reads a request's fields from it without copying them into a
+/// packet structure first (one allocation, for the option list).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Message<'a> {
+    /// Message type.
+    pub(crate) mtype: MessageType,
+    /// The code byte (class << 5 | detail).
+    pub(crate) code: u8,
+    /// Message ID.
+    pub(crate) mid: u16,
+    /// The token (0–8 bytes).
+    pub(crate) token: &'a [u8],
+    /// The options in the order they came, which is ascending by number
+    /// (deltas are never negative): (number, value).
+    pub(crate) options: Vec<(u16, &'a [u8])>,
+    /// The payload (empty without a payload marker).
+    pub(crate) payload: &'a [u8],
+}
+
+impl<'a> Message<'a> {
+    /// The options grouped by number, ascending: each group holds every
+    /// occurrence of one option, in order.
+    pub(crate) fn option_groups(&self) -> impl Iterator<Item = (u16, &[(u16, &'a [u8])])> {
+        self.options
+            .chunk_by(|a, b| a.0 == b.0)
+            .map(|run| (run[0].0, run))
+    }
+}
+
 /// Decodes a datagram, rejecting every RFC 7252 message format error.
 ///
 /// On error, the header is returned when it was readable and the version is
 /// 1, so the caller can reject a CON with RST.
-pub(crate) fn decode(data: &[u8]) -> Result<Packet, (Option<Header>, FormatError)> {
+pub(crate) fn decode(data: &[u8]) -> Result<Message<'_>, (Option<Header>, FormatError)> {
     let [b0, code, mid_hi, mid_lo, ..] = *data else {
         return Err((None, FormatError::Truncated { len: data.len() }));
     };
@@ -122,12 +148,16 @@ pub(crate) fn decode(data: &[u8]) -> Result<Packet, (Option<Header>, FormatError
             len: data.len(),
         });
     }
+    let token = &data[4..i];
+    let mut options = Vec::new();
+    let mut payload: &[u8] = &[];
     let mut number: u32 = 0;
     while let Some(&byte) = data.get(i) {
         if byte == 0xFF {
             if i + 1 == data.len() {
                 return fail(FormatError::EmptyPayload { offset: i });
             }
+            payload = &data[i + 1..];
             break;
         }
         let offset = i;
@@ -144,15 +174,21 @@ pub(crate) fn decode(data: &[u8]) -> Result<Packet, (Option<Header>, FormatError
         if number > u32::from(u16::MAX) {
             return fail(FormatError::OptionNumberOverflow { offset });
         }
+        let start = i;
         i += length as usize;
         if i > data.len() {
             return fail(FormatError::OptionTruncated { offset });
         }
+        // `number` fits u16: checked above.
+        options.push((number as u16, &data[start..i]));
     }
-    Packet::from_bytes(data).or_else(|e| {
-        fail(FormatError::Codec {
-            reason: e.to_string(),
-        })
+    Ok(Message {
+        mtype: header.mtype,
+        code,
+        mid: header.mid,
+        token,
+        options,
+        payload,
     })
 }
 
