@@ -232,7 +232,7 @@ thread_local! {
 
 /// Poll one read from `reader` into the thread's scratch buffer and hand what came to
 /// `take` (an empty slice at end of stream). Pending without holding any buffer.
-fn read_into<R: AsyncRead + Unpin>(
+pub(super) fn read_into<R: AsyncRead + Unpin>(
     reader: &mut R,
     cx: &mut Context<'_>,
     take: impl FnOnce(std::io::Result<&[u8]>),
