@@ -71,7 +71,8 @@ pub(super) struct Link {
     session_expiry: u32,
     /// Inbound QoS 2 packet ids the broker has handled whose PUBREC waits until the id is
     /// durable in a persistent session, with the reason code to send (see [`Link::sync`]).
-    unrecorded_qos2: Vec<(u16, u8)>,
+    /// Boxed, made at the first: a `Vec` is 24 bytes of every connection's task even empty.
+    unrecorded_qos2: Option<Box<Vec<(u16, u8)>>>,
 }
 
 impl Link {
@@ -85,7 +86,7 @@ impl Link {
             tls: tls.map(Box::new),
             will_properties: PropertyList::default(),
             session_expiry: 0,
-            unrecorded_qos2: Vec::new(),
+            unrecorded_qos2: None,
         }
     }
 
@@ -113,7 +114,9 @@ impl Link {
     /// An inbound QoS 2 PUBLISH was handled: its PUBREC (with `code`) goes out at the end
     /// of this turn, once its id is durable ([`Link::sync`]).
     pub(super) fn record_qos2(&mut self, pkid: u16, code: u8) {
-        self.unrecorded_qos2.push((pkid, code));
+        self.unrecorded_qos2
+            .get_or_insert_with(Box::default)
+            .push((pkid, code));
     }
 
     /// Answer a CONNECT: the username it acts as, the login and will check (before the
@@ -306,7 +309,12 @@ impl Link {
         let session = self.session.as_ref()?;
         session.durable.as_ref()?;
         // Empty (no allocation) unless a QoS 2 PUBLISH was handled this turn.
-        let ids: Vec<u16> = self.unrecorded_qos2.iter().map(|(id, _)| *id).collect();
+        let ids: Vec<u16> = self
+            .unrecorded_qos2
+            .iter()
+            .flat_map(|v| v.iter())
+            .map(|(id, _)| *id)
+            .collect();
         session.sync(conn, &ids)
     }
 
@@ -318,7 +326,7 @@ impl Link {
         result: Result<(), crate::store::StoreError>,
         peer: SocketAddr,
     ) {
-        for (pkid, code) in self.unrecorded_qos2.drain(..) {
+        for (pkid, code) in self.unrecorded_qos2.iter_mut().flat_map(|v| v.drain(..)) {
             match &result {
                 Ok(()) => conn.publish_done(pkid, code, None),
                 Err(e) => {
@@ -334,8 +342,8 @@ impl Link {
     /// The connection is quiet: give back what is empty (the PUBRECs' list, the mailbox's
     /// queue).
     pub(super) fn trim(&mut self) {
-        if self.unrecorded_qos2.is_empty() {
-            self.unrecorded_qos2 = Vec::new();
+        if self.unrecorded_qos2.as_ref().is_some_and(|v| v.is_empty()) {
+            self.unrecorded_qos2 = None;
         }
         if let Some(session) = &self.session {
             session.mailbox.trim();
@@ -375,9 +383,13 @@ impl Link {
                 // session, to be resent with DUP=1 (MQTT-4.4.0-1).
                 let mut saved = conn.take_session();
                 // Delivered to the broker, PUBREC not sent yet: a re-send is a duplicate.
-                saved
-                    .inbound_qos2
-                    .extend(self.unrecorded_qos2.drain(..).map(|(id, _)| id));
+                saved.inbound_qos2.extend(
+                    self.unrecorded_qos2
+                        .take()
+                        .into_iter()
+                        .flat_map(|v| *v)
+                        .map(|(id, _)| id),
+                );
                 saved
             });
             session.disconnected(saved);
