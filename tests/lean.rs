@@ -663,7 +663,12 @@ async fn issue_16_mqtt5_4_13_receive_maximum_0x93_is_read_by_a_client_that_keeps
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn issue_16_mqtt5_4_13_packet_too_large_0x95_is_read_by_a_client_that_keeps_writing() {
     let gw = gateway_with(|c| c.mqtt.max_packet_size = 256).await;
-    let big = [msg5("lean/big", ponte_mqtt::QoS::AtMostOnce, 0, &[b'x'; 1000])];
+    let big = [msg5(
+        "lean/big",
+        ponte_mqtt::QoS::AtMostOnce,
+        0,
+        &[b'x'; 1000],
+    )];
     let code = refused_while_writing(gw.mqtt_addr, "lean-drain-95", &big).await;
     assert_eq!(code, 0x95, "Packet too large");
     gw.shutdown().await;
@@ -692,8 +697,13 @@ async fn issue_16_the_drain_ends_after_close_grace_ms() {
     })
     .await;
     let mut c = V5::connect(gw.mqtt_addr, "lean-grace").await;
-    c.send(&msg5("lean/big", ponte_mqtt::QoS::AtMostOnce, 0, &[b'x'; 1000]))
-        .await;
+    c.send(&msg5(
+        "lean/big",
+        ponte_mqtt::QoS::AtMostOnce,
+        0,
+        &[b'x'; 1000],
+    ))
+    .await;
     // A client that never stops is closed once the grace is over, not before.
     let took = write_until_closed(&mut c, &filler5(), Duration::from_millis(2)).await;
     assert!(
@@ -712,8 +722,13 @@ async fn issue_16_the_drain_ends_after_close_grace_bytes() {
     })
     .await;
     let mut c = V5::connect(gw.mqtt_addr, "lean-grace-bytes").await;
-    c.send(&msg5("lean/big", ponte_mqtt::QoS::AtMostOnce, 0, &[b'x'; 1000]))
-        .await;
+    c.send(&msg5(
+        "lean/big",
+        ponte_mqtt::QoS::AtMostOnce,
+        0,
+        &[b'x'; 1000],
+    ))
+    .await;
     // 60 s of grace, but a client that floods is cut off after 64 KiB.
     let chunk = filler5().repeat(64);
     write_until_closed(&mut c, &chunk, Duration::ZERO).await;

@@ -86,7 +86,10 @@ async fn mqtt_6_0_messages_larger_than_the_read_buffer_cross_a_websocket_whole()
     c.publish("big/ws", QoS::AtLeastOnce, false, &payload).await;
     let p = c.publish_rx().await;
     assert_eq!(p.payload.len(), payload.len());
-    assert!(p.payload[..] == payload[..], "the message arrived unchanged");
+    assert!(
+        p.payload[..] == payload[..],
+        "the message arrived unchanged"
+    );
     drop(c);
     gw.shutdown().await;
 }
