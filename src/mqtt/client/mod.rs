@@ -189,6 +189,15 @@ where
                 None => Ok(()),
             };
             d.link.sync_done(&mut d.conn, synced, d.peer);
+            // Once the CONNACK is out, what the CONNECT needed (its packet, the CONNACK, the
+            // events) is given back at once rather than after a quiet second: connections
+            // arrive in bursts, and blocks freed while the next connections are being
+            // accepted are reused by them, where blocks freed a second later are holes
+            // between the sessions made meanwhile (issue 16: RSS per idle connection).
+            if !wait.settled && d.link.session().is_some() && d.conn.transmit().is_empty() {
+                wait.settled = true;
+                d.trim();
+            }
             std::future::poll_fn(|cx| {
                 d.poll_wake(
                     cx,
@@ -223,6 +232,8 @@ struct Wait {
     busy: bool,
     /// The shutdown signal was seen: the close is under way.
     closing: bool,
+    /// The CONNACK has been written and the buffers of the CONNECT given back.
+    settled: bool,
 }
 
 impl Wait {
