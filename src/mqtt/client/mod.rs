@@ -142,6 +142,7 @@ pub(crate) fn run_tcp<G: Send>(
 /// SUBSCRIBE, a refusal, the close) is boxed while it runs ([`Later`]), and the task waits
 /// on its sources by polling them itself ([`Driver::poll_wake`]) rather than through
 /// `select!`, which would store a future per source for every wait.
+#[allow(clippy::manual_async_fn)] // an `async fn` would store its arguments twice (see `run`)
 fn drive<'a, R, W>(
     mut reader: R,
     mut writer: W,
