@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{within, Client, WAIT};
+use common::{within, Client, Pki, WAIT};
 use ponte::bridge::BridgeStats;
 use ponte::config::Config;
 use ponte::Gateway;
@@ -460,26 +460,14 @@ async fn out_in_both(protocol: u8) {
     let count = |v: &[(String, String)], t: &str, p: &str| {
         v.iter().filter(|(a, b)| a == t && b == p).count()
     };
-    assert_eq!(
-        count(&at_remote, "edge-1/shared/light", "L"),
-        1,
-        "remote saw {at_remote:?}"
-    );
-    assert_eq!(
-        count(&at_remote, "edge-1/shared/heat", "R"),
-        1,
-        "remote saw {at_remote:?}"
-    );
-    assert_eq!(
-        count(&at_local, "shared/light", "L"),
-        1,
-        "local saw {at_local:?}"
-    );
-    assert_eq!(
-        count(&at_local, "shared/heat", "R"),
-        1,
-        "local saw {at_local:?}"
-    );
+    for (who, seen, topic, payload) in [
+        ("remote", &at_remote, "edge-1/shared/light", "L"),
+        ("remote", &at_remote, "edge-1/shared/heat", "R"),
+        ("local", &at_local, "shared/light", "L"),
+        ("local", &at_local, "shared/heat", "R"),
+    ] {
+        assert_eq!(count(seen, topic, payload), 1, "{who} saw {seen:?}");
+    }
     assert_eq!(
         at_remote.len(),
         2,
@@ -793,50 +781,9 @@ async fn retained_values_are_reconciled_on_connect_and_republished_when_the_remo
 // TLS
 // ---------------------------------------------------------------------------------------
 
-struct Pki {
-    dir: tempfile::TempDir,
-}
-
-impl Pki {
-    /// A CA and a server certificate for 127.0.0.1 signed by it (and a second, unrelated
-    /// CA).
-    fn new() -> Pki {
-        use rcgen::{
-            BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair,
-            KeyUsagePurpose,
-        };
-        let dir = tempfile::tempdir().unwrap();
-        let ca = |cn: &str| {
-            let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
-            p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-            p.distinguished_name.push(DnType::CommonName, cn);
-            p.key_usages = vec![
-                KeyUsagePurpose::KeyCertSign,
-                KeyUsagePurpose::DigitalSignature,
-            ];
-            CertifiedIssuer::self_signed(p, KeyPair::generate().unwrap()).unwrap()
-        };
-        let good = ca("bridge test CA");
-        let other = ca("some other CA");
-        std::fs::write(dir.path().join("ca.pem"), good.pem()).unwrap();
-        std::fs::write(dir.path().join("other-ca.pem"), other.pem()).unwrap();
-        let mut p = CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap();
-        p.distinguished_name.push(DnType::CommonName, "remote");
-        let key = KeyPair::generate().unwrap();
-        let cert = p.signed_by(&key, &good).unwrap();
-        std::fs::write(dir.path().join("server.pem"), cert.pem()).unwrap();
-        std::fs::write(dir.path().join("server.key"), key.serialize_pem()).unwrap();
-        Pki { dir }
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-}
-
 #[tokio::test]
 async fn tls_remote_verified_against_the_configured_ca() {
-    let pki = Pki::new();
+    let pki = Pki::new("bridge test CA", "remote");
     let Some(mosq) = Mosquitto::start(
         false,
         Some((&pki.path("server.pem"), &pki.path("server.key"))),

@@ -135,6 +135,13 @@ fn start(args: &[&str], env: &[(&str, &str)]) -> Running {
 
 const FREE: [&str; 7] = ["--memory", "-p", "0", "-a", "0", "-m", "0"];
 
+/// Every port 0 on 127.0.0.1, then `more` (a store of the test's own).
+fn on_any_port<'a>(more: &[&'a str]) -> Vec<&'a str> {
+    let mut v = vec!["-p", "0", "-a", "0", "-m", "0", "--host", "127.0.0.1"];
+    v.extend_from_slice(more);
+    v
+}
+
 fn with_free<'a>(more: &[&'a str]) -> Vec<&'a str> {
     let mut v: Vec<&str> = FREE.to_vec();
     v.extend_from_slice(more);
@@ -345,35 +352,10 @@ fn logs_are_plain_on_a_pipe_json_on_request_and_on_stderr() {
 fn verbose_is_debug_for_ponte_only() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("db");
-    let mut cmd = Command::new(BIN);
-    cmd.args([
-        "-p",
-        "0",
-        "-a",
-        "0",
-        "-m",
-        "0",
-        "--host",
-        "127.0.0.1",
-        "-v",
-        "-d",
-    ])
-    .arg(&db)
-    .env_remove("RUST_LOG")
-    .stdin(Stdio::null())
-    .stdout(Stdio::null())
-    .stderr(Stdio::piped());
-    let mut child = cmd.spawn().unwrap();
-    let mut err = child.stderr.take().unwrap();
-    let mut seen = String::new();
-    let mut buf = [0u8; 4096];
-    while !seen.contains("ponte listening") {
-        let n = err.read(&mut buf).unwrap();
-        assert!(n > 0, "ponte exited: {seen}");
-        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
+    let db = db.to_str().unwrap();
+    let g = start(&on_any_port(&["-v", "-d", db]), &[]);
+    let seen = g.before.join("\n");
+    drop(g);
     assert!(
         seen.lines()
             .all(|l| !l.contains("DEBUG sled") && !l.contains("TRACE sled")),
@@ -457,36 +439,8 @@ fn a_database_in_use_says_another_ponte_is_using_it() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("data");
     let d = db.to_str().unwrap();
-    let _first = start(
-        &[
-            "-p",
-            "0",
-            "-a",
-            "0",
-            "-m",
-            "0",
-            "--host",
-            "127.0.0.1",
-            "-d",
-            d,
-        ],
-        &[],
-    );
-    let out = run(
-        &[
-            "-p",
-            "0",
-            "-a",
-            "0",
-            "-m",
-            "0",
-            "--host",
-            "127.0.0.1",
-            "-d",
-            d,
-        ],
-        &[],
-    );
+    let _first = start(&on_any_port(&["-d", d]), &[]);
+    let out = run(&on_any_port(&["-d", d]), &[]);
     assert!(!out.status.success());
     let e = stderr(&out);
     assert!(e.contains(&format!("another ponte is using {d}")), "{e}");

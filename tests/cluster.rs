@@ -12,77 +12,24 @@ use std::time::{Duration, Instant};
 
 use coap_lite::CoapOption;
 use common::*;
+use nats::{node, node_with, START, TEST_LOG_BYTES};
 use ponte::Gateway;
-
-/// How long a node may take to be ready (connect, provision, claim, mirror): generous,
-/// because the tests of this file run in parallel, each with its nats-server and nodes,
-/// on a machine that may be busy.
-const START: Duration = Duration::from_secs(60);
-
-/// The message log's byte limit in tests: JetStream reserves it on disk when the stream
-/// is created, and a test must not depend on how much disk the machine has free.
-const TEST_LOG_BYTES: u64 = 16 << 20;
-
-/// A cluster node on `urls`, named `name`, every port 0, memory for sessions.
-async fn node(urls: &[String], name: &str) -> Gateway {
-    node_with(urls, name, |_| {}).await
-}
-
-/// Like [`node`], with the configuration adjusted by `f`.
-async fn node_with(
-    urls: &[String],
-    name: &str,
-    f: impl FnOnce(&mut ponte::config::Config),
-) -> Gateway {
-    let mut c = ponte::config::Config::ephemeral();
-    c.cluster.urls = urls.to_vec();
-    c.cluster.node = Some(name.into());
-    c.cluster.retention_bytes = TEST_LOG_BYTES;
-    c.cluster.start_wait_secs = START.as_secs();
-    f(&mut c);
-    let gw = within(START, "cluster node start", ponte::start(c))
-        .await
-        .expect("cluster node starts");
-    assert!(gw.backbone_ready(), "node {name} is ready once started");
-    gw
-}
-
-/// Poll `f` until it returns `Some`, or panic after `d` naming `what`.
-async fn eventually<T, F, Fut>(d: Duration, what: &str, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + d;
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out after {d:?}: {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
 
 /// Point 1 and 2: an HTTP PUT on A reaches an MQTT subscriber on B, a CoAP observer on C
 /// and an SSE stream on A, once each, with the same payload; a GET on C returns it with
 /// the same ETag as on A, within 100 ms of the acknowledgement.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_put_on_a_reaches_mqtt_on_b_coap_on_c_sse_on_a_and_get_on_c() {
-    if !nats::available() {
+    let Some((_server, [a, b, c])) = nats::cluster(["a", "b", "c"]).await else {
         return;
-    }
-    let server = nats::NatsServer::start();
-    let urls = vec![server.url()];
-    let a = node(&urls, "a").await;
-    let b = node(&urls, "b").await;
-    let c = node(&urls, "c").await;
+    };
 
     // A first value, written on B, so C has something to observe (RFC 7641: a 4.04 ends
     // the observation).
     let r = http_put(&b, "things/t1", "20", "text/plain").await;
     assert_eq!(r.status(), 201, "created on B");
     let mut coap_c = Coap::new(c.coap_addr).await;
-    eventually(Duration::from_secs(2), "C sees B's value", || async {
+    until_some(Duration::from_secs(2), "C sees B's value", || async {
         (http_get(&c, "things/t1").await.status() == 200).then_some(())
     })
     .await;
@@ -118,7 +65,7 @@ async fn http_put_on_a_reaches_mqtt_on_b_coap_on_c_sse_on_a_and_get_on_c() {
         .to_str()
         .unwrap()
         .to_owned();
-    let etag_c = eventually(
+    let etag_c = until_some(
         Duration::from_secs(2),
         "GET on C sees the value",
         || async {
@@ -144,13 +91,9 @@ async fn http_put_on_a_reaches_mqtt_on_b_coap_on_c_sse_on_a_and_get_on_c() {
 /// The conditions are decided against the cluster-wide revision, not each node's mirror.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn if_none_match_race_between_a_and_b_has_exactly_one_winner() {
-    if !nats::available() {
+    let Some((_server, [a, b])) = nats::cluster(["a", "b"]).await else {
         return;
-    }
-    let server = nats::NatsServer::start();
-    let urls = vec![server.url()];
-    let a = node(&urls, "a").await;
-    let b = node(&urls, "b").await;
+    };
     let put = |gw: &Gateway, topic: String, body: &'static str, header: (&'static str, String)| {
         let url = url(gw, &topic);
         async move {
@@ -178,7 +121,7 @@ async fn if_none_match_race_between_a_and_b_has_exactly_one_winner() {
             "from-b"
         };
         for gw in [&a, &b] {
-            eventually(
+            until_some(
                 Duration::from_secs(2),
                 "both nodes hold the winner",
                 || async {
@@ -248,14 +191,9 @@ async fn if_none_match_race_between_a_and_b_has_exactly_one_winner() {
 async fn nasty_topics_properties_wildcards_deletes_and_wills_cross_nodes() {
     use ponte_mqtt::{Packet, Properties, QoS};
     use {connect3, publish, publish5, will, V3, V5};
-    if !nats::available() {
+    let Some((_server, [a, b, c])) = nats::cluster(["a", "b", "c"]).await else {
         return;
-    }
-    let server = nats::NatsServer::start();
-    let urls = vec![server.url()];
-    let a = node(&urls, "a").await;
-    let b = node(&urls, "b").await;
-    let c = node(&urls, "c").await;
+    };
 
     let mut sub_c = V5::connect(c.mqtt_addr, "sub-c").await;
     assert_eq!(
@@ -336,12 +274,12 @@ async fn nasty_topics_properties_wildcards_deletes_and_wills_cross_nodes() {
 
     // Retained on A, deleted on B: gone on A too.
     http_put(&a, "del/me", "v", "text/plain").await;
-    eventually(Duration::from_secs(2), "B sees it", || async {
+    until_some(Duration::from_secs(2), "B sees it", || async {
         (http_get(&b, "del/me").await.status() == 200).then_some(())
     })
     .await;
     assert_eq!(http_delete(&b, "del/me").await.status(), 204);
-    eventually(Duration::from_secs(2), "A no longer has it", || async {
+    until_some(Duration::from_secs(2), "A no longer has it", || async {
         (http_get(&a, "del/me").await.status() == 404).then_some(())
     })
     .await;
@@ -375,14 +313,9 @@ async fn nasty_topics_properties_wildcards_deletes_and_wills_cross_nodes() {
 /// cluster. Without cluster-wide groups each node's member would get its own copy.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mqtt_4_8_2_shared_subscription_spans_nodes_one_member_per_message() {
-    if !nats::available() {
+    let Some((_server, [a, b, c])) = nats::cluster(["a", "b", "c"]).await else {
         return;
-    }
-    let server = nats::NatsServer::start();
-    let urls = vec![server.url()];
-    let a = node(&urls, "a").await;
-    let b = node(&urls, "b").await;
-    let c = node(&urls, "c").await;
+    };
     let mut members = Vec::new();
     for (i, gw) in [&a, &b, &c].iter().enumerate() {
         members.push(
@@ -446,7 +379,7 @@ async fn sys_topics_stay_on_their_node_and_name_it() {
     let a = node_with(&urls, "node-a", |c| c.mqtt.sys_interval_secs = 1).await;
     let b = node_with(&urls, "node-b", |c| c.mqtt.sys_interval_secs = 1).await;
     for (gw, name) in [(&a, "node-a"), (&b, "node-b")] {
-        eventually(Duration::from_secs(5), "$SYS/broker/node", || async {
+        until_some(Duration::from_secs(5), "$SYS/broker/node", || async {
             let r = http_get(gw, "$SYS/broker/node").await;
             (r.status() == 200 && r.text().await.unwrap_or_default() == name).then_some(())
         })
@@ -464,17 +397,10 @@ async fn sys_topics_stay_on_their_node_and_name_it() {
 /// Node names are unique: a second live node with the same name refuses to start.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_live_node_with_the_same_name_refuses_to_start() {
-    if !nats::available() {
+    let Some((server, [a])) = nats::cluster(["same"]).await else {
         return;
-    }
-    let server = nats::NatsServer::start();
-    let urls = vec![server.url()];
-    let a = node(&urls, "same").await;
-    let mut c = ponte::config::Config::ephemeral();
-    c.cluster.urls = urls.clone();
-    c.cluster.node = Some("same".into());
-    c.cluster.retention_bytes = TEST_LOG_BYTES;
-    c.cluster.start_wait_secs = START.as_secs();
+    };
+    let c = nats::node_config(&[server.url()], "same");
     let err = within(START, "second start", ponte::start(c))
         .await
         .expect_err("the name is taken");
@@ -493,20 +419,16 @@ async fn a_second_live_node_with_the_same_name_refuses_to_start() {
 async fn nats_down_refuses_writes_serves_reads_and_recovers() {
     use ponte_mqtt::{Packet, Properties, QoS};
     use {connect3, publish, publish5, V3, V5};
-    if !nats::available() {
+    let Some((mut server, [a, b])) = nats::cluster(["a", "b"]).await else {
         return;
-    }
-    let mut server = nats::NatsServer::start();
-    let urls = vec![server.url()];
-    let a = node(&urls, "a").await;
-    let b = node(&urls, "b").await;
+    };
     assert_eq!(
         http_put(&a, "deg/kept", "before", "text/plain")
             .await
             .status(),
         201
     );
-    eventually(Duration::from_secs(2), "B has it", || async {
+    until_some(Duration::from_secs(2), "B has it", || async {
         (http_get(&b, "deg/kept").await.status() == 200).then_some(())
     })
     .await;
@@ -514,7 +436,7 @@ async fn nats_down_refuses_writes_serves_reads_and_recovers() {
     let (mut v3, _) = V3::connect_with(b.mqtt_addr, connect3("deg-v3", false, 60, None)).await;
 
     server.kill();
-    eventually(
+    until_some(
         Duration::from_secs(5),
         "nodes notice NATS is gone",
         || async { (!a.backbone_ready() && !b.backbone_ready()).then_some(()) },
@@ -574,7 +496,7 @@ async fn nats_down_refuses_writes_serves_reads_and_recovers() {
 
     server.restart();
     for gw in [&a, &b] {
-        eventually(
+        until_some(
             Duration::from_secs(15),
             "ready again after NATS returns",
             || async { gw.backbone_ready().then_some(()) },
@@ -588,7 +510,7 @@ async fn nats_down_refuses_writes_serves_reads_and_recovers() {
     v3.send(&Packet::Publish(again)).await;
     v3.expect(Packet::PubAck(ponte_mqtt::PubResponse::success(9)))
         .await;
-    eventually(
+    until_some(
         Duration::from_secs(2),
         "A reads the re-sent value",
         || async {
@@ -650,7 +572,7 @@ async fn node_started_before_nats_becomes_ready_when_nats_appears() {
     let r = http_put(&a, "early/x", "1", "text/plain").await;
     assert_eq!(r.status(), 503, "not ready: writes refused");
     let server = nats::NatsServer::start_on(port);
-    eventually(
+    until_some(
         Duration::from_secs(15),
         "ready once NATS is there",
         || async { a.backbone_ready().then_some(()) },
@@ -719,15 +641,10 @@ async fn pipelined_publisher(
 /// and every PUBACKed retained value is readable on B.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_of_the_accepting_node_loses_nothing_acknowledged() {
-    use std::io::{BufRead, BufReader};
-    use std::process::{Command, Stdio};
     use std::sync::{Arc, Mutex};
-    if !nats::available() {
+    let Some((server, [b])) = nats::cluster(["b"]).await else {
         return;
-    }
-    let server = nats::NatsServer::start();
-    let urls = vec![server.url()];
-    let b = node(&urls, "b").await;
+    };
     let mut sub = V3::connect(b.mqtt_addr, "kill-sub").await;
     sub.subscribe(&[("load/#", ponte_mqtt::QoS::AtLeastOnce)])
         .await;
@@ -743,58 +660,20 @@ async fn kill_9_of_the_accepting_node_loses_nothing_acknowledged() {
         ),
     )
     .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ponte"))
-        .args([
-            "--host",
-            "127.0.0.1",
-            "-p",
-            "0",
-            "-a",
-            "0",
-            "-m",
-            "0",
-            "--memory",
-        ])
-        .args(["--cluster", &server.url(), "--node", "a", "-c"])
-        .arg(&toml)
-        .env("RUST_LOG", "info")
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("ponte binary starts");
-    // ponte logs to stderr (issue 12).
-    let logs = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(logs).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let listening = loop {
-        let line = rx
-            .recv_timeout(START)
-            .expect("a `ponte listening` line from node a");
-        if line.contains("ponte listening") {
-            break line;
-        }
-    };
-    let mqtt_a: std::net::SocketAddr = listening
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("mqtt="))
-        .expect("mqtt= in the listening line")
-        .parse()
-        .unwrap();
+    let url = server.url();
+    let args = ["--memory", "--cluster", &url, "--node", "a", "-c"];
+    let mut args: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_ref()).collect();
+    args.push(toml.as_os_str());
+    let a = Ponte::start_within(&args, START);
+    let mqtt_a = a.mqtt;
 
     let acked = Arc::new(Mutex::new(Vec::new()));
     let load = tokio::spawn(pipelined_publisher(mqtt_a, 3000, acked.clone()));
-    eventually(Duration::from_secs(30), "some acknowledgements", || async {
+    until_some(Duration::from_secs(30), "some acknowledgements", || async {
         (acked.lock().unwrap().len() >= 300).then_some(())
     })
     .await;
-    child.kill().expect("kill -9");
-    let _ = child.wait();
+    a.stop("-KILL");
     let _ = within(WAIT, "the publisher notices", load).await;
     let acked: Vec<u16> = acked.lock().unwrap().clone();
     assert!(

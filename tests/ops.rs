@@ -4,12 +4,15 @@
 //! `/readyz`, the `/resources` listing and its event stream, and the refusal of client
 //! writes to `$SYS`.
 
+mod common;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::coap::{code, Coap};
 use futures_util::StreamExt;
 use ponte::config::Config;
 use ponte::Gateway;
@@ -33,6 +36,15 @@ async fn gateway_with(f: impl FnOnce(&mut Config)) -> Gateway {
 
 fn http() -> reqwest::Client {
     reqwest::Client::builder().no_proxy().build().unwrap()
+}
+
+/// A plain `GET http://addr{path}`.
+async fn get(addr: SocketAddr, path: &str) -> reqwest::Response {
+    http()
+        .get(format!("http://{addr}{path}"))
+        .send()
+        .await
+        .unwrap()
 }
 
 /// A connected rumqttc client (CONNACK seen), its event loop polled in a task; events go to
@@ -232,11 +244,7 @@ fn parse_exposition(text: &str) -> HashMap<Series, f64> {
 }
 
 async fn scrape(addr: SocketAddr) -> HashMap<Series, f64> {
-    let r = http()
-        .get(format!("http://{addr}/metrics"))
-        .send()
-        .await
-        .unwrap();
+    let r = get(addr, "/metrics").await;
     assert_eq!(r.status(), 200);
     assert_eq!(
         r.headers()["content-type"],
@@ -348,23 +356,11 @@ async fn metrics_parse_as_prometheus_text_and_move_with_traffic() {
         while !matches!(clients[1].1.recv().await, Some(Packet::PubAck(_))) {}
     })
     .await;
-    let coap = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let mut req = coap_lite::Packet::new();
-    req.header.set_type(coap_lite::MessageType::Confirmable);
-    req.header.code = coap_lite::MessageClass::Request(coap_lite::RequestType::Put);
-    req.header.message_id = 7;
-    req.set_token(vec![1]);
-    for seg in ["r", "garden", "rain"] {
-        req.add_option(coap_lite::CoapOption::UriPath, seg.as_bytes().to_vec());
-    }
-    req.payload = b"0.2".to_vec();
-    coap.send_to(&req.to_bytes().unwrap(), gw.coap_addr)
+    let answer = Coap::new(gw.coap_addr)
         .await
-        .unwrap();
-    let mut buf = [0u8; 1500];
-    within("the CoAP answer", coap.recv_from(&mut buf))
-        .await
-        .unwrap();
+        .put("r/garden/rain", b"0.2", None)
+        .await;
+    assert_eq!(code(&answer), "2.01");
 
     let m = scrape_until(gw.http_addr, "the traffic", |m| {
         value(m, "ponte_retained_messages", &[]) == 3.0
@@ -584,21 +580,13 @@ async fn metrics_need_credentials_only_with_metrics_auth() {
     parse_exposition(&r.text().await.unwrap());
     // Probes carry no credentials: health never needs any.
     for path in ["livez", "readyz"] {
-        let r = http()
-            .get(format!("http://{}/{path}", gw.http_addr))
-            .send()
-            .await
-            .unwrap();
+        let r = get(gw.http_addr, &format!("/{path}")).await;
         assert_eq!(r.status(), 200, "{path}");
     }
     gw.shutdown().await;
     // Without metrics_auth, anonymous access being off does not hide /metrics.
     let gw = gateway_with(|c| c.auth.password_file = Some(passwd.clone())).await;
-    let r = http()
-        .get(format!("http://{}/metrics", gw.http_addr))
-        .send()
-        .await
-        .unwrap();
+    let r = get(gw.http_addr, "/metrics").await;
     assert_eq!(r.status(), 200);
     gw.shutdown().await;
 }
@@ -608,27 +596,10 @@ async fn metrics_port_serves_metrics_and_health_only() {
     let gw = gateway_with(|c| c.http.metrics_port = Some(0)).await;
     let addr = gw.metrics_addr.expect("the metrics port is bound");
     assert_ne!(addr, gw.http_addr);
-    parse_exposition(
-        &http()
-            .get(format!("http://{addr}/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap(),
-    );
-    let r = http()
-        .get(format!("http://{addr}/readyz"))
-        .send()
-        .await
-        .unwrap();
+    parse_exposition(&get(addr, "/metrics").await.text().await.unwrap());
+    let r = get(addr, "/readyz").await;
     assert_eq!(r.status(), 200);
-    let r = http()
-        .get(format!("http://{addr}/resources/a"))
-        .send()
-        .await
-        .unwrap();
+    let r = get(addr, "/resources/a").await;
     assert_eq!(r.status(), 404, "the things are not on the metrics port");
     assert_eq!(r.headers()["content-type"], "application/problem+json");
     gw.shutdown().await;
@@ -819,11 +790,7 @@ async fn listing_pages_in_byte_order_with_filters() {
     assert_eq!(item["content_type"], "text/plain");
     assert_eq!(item["size"], 4);
     let etag = item["etag"].as_str().unwrap();
-    let got = http()
-        .get(format!("http://{}/resources/kitchen/temp", gw.http_addr))
-        .send()
-        .await
-        .unwrap();
+    let got = get(gw.http_addr, "/resources/kitchen/temp").await;
     assert_eq!(
         got.headers()["etag"],
         etag,
@@ -869,11 +836,7 @@ async fn listing_pages_in_byte_order_with_filters() {
     assert!(sys.contains(&"$SYS/broker/uptime".to_string()), "{sys:?}");
 
     for bad in ["?limit=0", "?limit=1001", "?filter=a/%23/b", "?colour=red"] {
-        let r = http()
-            .get(format!("http://{}/resources{bad}", gw.http_addr))
-            .send()
-            .await
-            .unwrap();
+        let r = get(gw.http_addr, &format!("/resources{bad}")).await;
         assert_eq!(r.status(), 400, "{bad}");
         assert_eq!(r.headers()["content-type"], "application/problem+json");
     }
@@ -940,11 +903,7 @@ async fn listing_shows_only_what_the_caller_may_read() {
     let page = list(&gw, "?limit=1", Some(("alice", "a"))).await;
     assert_eq!(things(&page), ["alice/door"]);
     assert_eq!(page["next"], "alice/door");
-    let r = http()
-        .get(format!("http://{}/resources", gw.http_addr))
-        .send()
-        .await
-        .unwrap();
+    let r = get(gw.http_addr, "/resources").await;
     assert_eq!(r.status(), 401, "anonymous access is off");
     gw.shutdown().await;
 }
@@ -1091,35 +1050,14 @@ async fn clients_cannot_write_sys_in_any_protocol() {
     }
     assert!(sys("$SYS/fake").is_none());
     // CoAP: 4.03 with a diagnostic.
-    let coap = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let mut req = coap_lite::Packet::new();
-    req.header.set_type(coap_lite::MessageType::Confirmable);
-    req.header.code = coap_lite::MessageClass::Request(coap_lite::RequestType::Put);
-    req.header.message_id = 9;
-    req.set_token(vec![9]);
-    for seg in ["r", "$SYS", "x"] {
-        req.add_option(coap_lite::CoapOption::UriPath, seg.as_bytes().to_vec());
-    }
-    req.payload = b"x".to_vec();
-    coap.send_to(&req.to_bytes().unwrap(), gw.coap_addr)
+    let answer = Coap::new(gw.coap_addr)
         .await
-        .unwrap();
-    let mut buf = [0u8; 1500];
-    let (n, _) = within("the CoAP answer", coap.recv_from(&mut buf))
-        .await
-        .unwrap();
-    let answer = coap_lite::Packet::from_bytes(&buf[..n]).unwrap();
-    assert_eq!(
-        answer.header.code,
-        coap_lite::MessageClass::Response(coap_lite::ResponseType::Forbidden)
-    );
+        .put("r/$SYS/x", b"x", None)
+        .await;
+    assert_eq!(code(&answer), "4.03");
     assert!(String::from_utf8_lossy(&answer.payload).contains("written by the broker alone"));
     // Reading $SYS is still allowed (no ACL here).
-    let r = http()
-        .get(format!("http://{}/resources/%24SYS/x", gw.http_addr))
-        .send()
-        .await
-        .unwrap();
+    let r = get(gw.http_addr, "/resources/%24SYS/x").await;
     assert_eq!(r.status(), 404, "readable, just absent");
     gw.shutdown().await;
 }
@@ -1169,26 +1107,8 @@ async fn http_get_answers_406_when_accept_does_not_take_the_stored_type() {
 #[tokio::test]
 async fn coap_empty_path_after_r_is_explained_in_words() {
     let gw = gateway_with(|_| {}).await;
-    let coap = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let mut req = coap_lite::Packet::new();
-    req.header.set_type(coap_lite::MessageType::Confirmable);
-    req.header.code = coap_lite::MessageClass::Request(coap_lite::RequestType::Get);
-    req.header.message_id = 3;
-    req.set_token(vec![3]);
-    req.add_option(coap_lite::CoapOption::UriPath, b"r".to_vec());
-    req.add_option(coap_lite::CoapOption::UriPath, Vec::new());
-    coap.send_to(&req.to_bytes().unwrap(), gw.coap_addr)
-        .await
-        .unwrap();
-    let mut buf = [0u8; 1500];
-    let (n, _) = within("the CoAP answer", coap.recv_from(&mut buf))
-        .await
-        .unwrap();
-    let answer = coap_lite::Packet::from_bytes(&buf[..n]).unwrap();
-    assert_eq!(
-        answer.header.code,
-        coap_lite::MessageClass::Response(coap_lite::ResponseType::BadRequest)
-    );
+    let answer = Coap::new(gw.coap_addr).await.get("r/").await;
+    assert_eq!(code(&answer), "4.00");
     let text = String::from_utf8_lossy(&answer.payload).into_owned();
     assert!(
         text.contains("names no thing") && text.contains("/r/kitchen/temperature"),

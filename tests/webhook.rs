@@ -20,7 +20,7 @@ use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
-use common::{within, Client, WAIT};
+use common::{within, Client, Pki, WAIT};
 use hmac::{Hmac, Mac};
 use ponte::config::Config;
 use ponte::webhook::WebhookStats;
@@ -574,49 +574,18 @@ filter = "other/#"
     gw.shutdown().await;
 }
 
-/// A test CA and a certificate for 127.0.0.1 (and an unrelated CA).
-fn pki() -> (tempfile::TempDir, PathBuf, PathBuf, PathBuf, PathBuf) {
-    use rcgen::{
-        BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair,
-        KeyUsagePurpose,
-    };
-    let dir = tempfile::tempdir().unwrap();
-    let ca = |cn: &str| {
-        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
-        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        p.distinguished_name.push(DnType::CommonName, cn);
-        p.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
-        CertifiedIssuer::self_signed(p, KeyPair::generate().unwrap()).unwrap()
-    };
-    let good = ca("webhook test CA");
-    let other = ca("other CA");
-    let mut p = CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap();
-    p.distinguished_name.push(DnType::CommonName, "receiver");
-    let key = KeyPair::generate().unwrap();
-    let cert = p.signed_by(&key, &good).unwrap();
-    let path = |n: &str| dir.path().join(n);
-    std::fs::write(path("ca.pem"), good.pem()).unwrap();
-    std::fs::write(path("other.pem"), other.pem()).unwrap();
-    std::fs::write(path("cert.pem"), cert.pem()).unwrap();
-    std::fs::write(path("key.pem"), key.serialize_pem()).unwrap();
-    let (ca, other, cert, key) = (
-        path("ca.pem"),
-        path("other.pem"),
-        path("cert.pem"),
-        path("key.pem"),
-    );
-    (dir, ca, other, cert, key)
-}
-
 /// HTTPS with a private CA: the receiver is another ponte's HTTPS listener (a POST to
 /// `/resources/T` stores the event). With the right `ca_file` it arrives; with another
 /// CA the handshake fails and the event is retried, never delivered.
 #[tokio::test]
 async fn https_endpoints_are_verified_against_ca_file() {
-    let (_dir, ca, other, cert, key) = pki();
+    let pki = Pki::new("webhook test CA", "receiver");
+    let (ca, other, cert, key) = (
+        pki.path("ca.pem"),
+        pki.path("other-ca.pem"),
+        pki.path("server.pem"),
+        pki.path("server.key"),
+    );
     let mut rc = Config::ephemeral();
     rc.tls.cert_file = Some(cert);
     rc.tls.key_file = Some(key);

@@ -153,47 +153,32 @@ pub(crate) trait Machine {
     fn observer_count(&self, resource: &str) -> usize;
 }
 
-impl Machine for Endpoint {
-    fn respond(
-        &mut self,
-        now: Instant,
-        id: RequestId,
-        response: Response,
-        observe: Option<String>,
-    ) {
-        Endpoint::respond(self, now, id, response, observe)
-    }
-    fn notify(&mut self, now: Instant, resource: &str, response: Response) {
-        Endpoint::notify(self, now, resource, response)
-    }
-    fn end_observations(&mut self, now: Instant, resource: &str, response: Response) {
-        Endpoint::end_observations(self, now, resource, response)
-    }
-    fn observer_count(&self, resource: &str) -> usize {
-        Endpoint::observer_count(self, resource)
-    }
+/// Both machines have these as inherent methods; the trait only names them.
+macro_rules! machine {
+    ($($t:ty),*) => {$(
+        impl Machine for $t {
+            fn respond(
+                &mut self,
+                now: Instant,
+                id: RequestId,
+                response: Response,
+                observe: Option<String>,
+            ) {
+                <$t>::respond(self, now, id, response, observe)
+            }
+            fn notify(&mut self, now: Instant, resource: &str, response: Response) {
+                <$t>::notify(self, now, resource, response)
+            }
+            fn end_observations(&mut self, now: Instant, resource: &str, response: Response) {
+                <$t>::end_observations(self, now, resource, response)
+            }
+            fn observer_count(&self, resource: &str) -> usize {
+                <$t>::observer_count(self, resource)
+            }
+        }
+    )*};
 }
-
-impl Machine for TcpConnection {
-    fn respond(
-        &mut self,
-        now: Instant,
-        id: RequestId,
-        response: Response,
-        observe: Option<String>,
-    ) {
-        TcpConnection::respond(self, now, id, response, observe)
-    }
-    fn notify(&mut self, now: Instant, resource: &str, response: Response) {
-        TcpConnection::notify(self, now, resource, response)
-    }
-    fn end_observations(&mut self, now: Instant, resource: &str, response: Response) {
-        TcpConnection::end_observations(self, now, resource, response)
-    }
-    fn observer_count(&self, resource: &str) -> usize {
-        TcpConnection::observer_count(self, resource)
-    }
-}
+machine!(Endpoint, TcpConnection);
 
 /// The broker side of one CoAP machine: routing requests, running writes, and the mailbox
 /// subscriptions that feed its observers.

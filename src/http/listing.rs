@@ -26,7 +26,7 @@ use base64::Engine;
 use bytes::Bytes;
 use http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use http::request::Parts;
-use http::{HeaderName, HeaderValue, Method, StatusCode};
+use http::{HeaderValue, Method, StatusCode};
 use percent_encoding::percent_decode_str;
 use serde_json::{json, Map, Value};
 
@@ -37,7 +37,7 @@ use super::AppState;
 use crate::auth::{Access, Auth, Identity};
 use crate::broker::mailbox::{Mailbox, OverflowPolicy};
 use crate::broker::Broker;
-use crate::model::{QoS, RetainedValue};
+use crate::model::{rfc3339, QoS, RetainedValue};
 use crate::model::{TopicFilter, TopicName};
 use crate::shutdown::Shutdown;
 
@@ -190,16 +190,6 @@ fn item(topic: &TopicName, value: &RetainedValue) -> Value {
     })
 }
 
-/// `t` as an RFC 3339 UTC timestamp with milliseconds (`2024-05-01T12:00:00.123Z`).
-pub fn rfc3339(t: std::time::SystemTime) -> String {
-    let t = time::OffsetDateTime::from(t);
-    let t = t
-        .replace_nanosecond(t.millisecond() as u32 * 1_000_000)
-        .unwrap_or(t);
-    t.format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
-}
-
 /// Silence after which a keep-alive comment is sent.
 const KEEP_ALIVE: Duration = super::sse::KEEP_ALIVE;
 
@@ -229,19 +219,7 @@ fn watch(state: &AppState, filter: TopicFilter, reader: Identity) -> Response {
         let frame = feed.next_frame().await?;
         Some((Ok::<Bytes, Infallible>(frame), feed))
     });
-    (
-        StatusCode::OK,
-        [
-            (CONTENT_TYPE, HeaderValue::from_static("text/event-stream")),
-            (CACHE_CONTROL, HeaderValue::from_static("no-cache")),
-            (
-                HeaderName::from_static("x-accel-buffering"),
-                HeaderValue::from_static("no"),
-            ),
-        ],
-        Body::from_stream(body),
-    )
-        .into_response()
+    super::sse::event_stream(body)
 }
 
 /// One filter stream between two events; unsubscribes when dropped.

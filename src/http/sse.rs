@@ -78,6 +78,13 @@ pub(super) fn stream(state: &AppState, topic: TopicName, reader: Identity) -> Re
         let frame = feed.next_frame().await?;
         Some((Ok::<Bytes, Infallible>(frame), feed))
     });
+    event_stream(body)
+}
+
+/// A `200 text/event-stream` response streaming `frames`, unbuffered by proxies.
+pub(super) fn event_stream(
+    frames: impl futures_util::Stream<Item = Result<Bytes, Infallible>> + Send + 'static,
+) -> Response {
     (
         StatusCode::OK,
         [
@@ -89,7 +96,7 @@ pub(super) fn stream(state: &AppState, topic: TopicName, reader: Identity) -> Re
                 HeaderValue::from_static("no"),
             ),
         ],
-        Body::from_stream(body),
+        Body::from_stream(frames),
     )
         .into_response()
 }

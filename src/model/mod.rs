@@ -18,4 +18,4 @@ pub use properties::{PayloadFormat, Properties};
 pub use qos::QoS;
 pub use subscription::{RetainHandling, SubOptions};
 pub use topic::{TopicError, TopicFilter, TopicName};
-pub use value::RetainedValue;
+pub use value::{rfc3339, RetainedValue};

@@ -38,3 +38,14 @@ impl RetainedValue {
         bytes[first..].to_vec()
     }
 }
+
+/// `t` as an RFC 3339 UTC timestamp with milliseconds (`2024-05-01T12:00:00.123Z`): how
+/// a value's time is shown to clients (the listing's `modified`, a webhook event's `time`).
+pub fn rfc3339(t: std::time::SystemTime) -> String {
+    let t = time::OffsetDateTime::from(t);
+    let t = t
+        .replace_nanosecond(t.millisecond() as u32 * 1_000_000)
+        .unwrap_or(t);
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}

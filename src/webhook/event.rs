@@ -19,7 +19,7 @@ use base64::Engine;
 use bytes::Bytes;
 use serde::Serialize;
 
-use crate::model::Message;
+use crate::model::{rfc3339, Message};
 
 use super::config::EventKind;
 
@@ -109,16 +109,6 @@ fn next_id() -> String {
         "msg_{prefix:016x}{:016x}",
         COUNTER.fetch_add(1, Ordering::Relaxed)
     )
-}
-
-/// RFC 3339 in UTC with milliseconds.
-pub fn rfc3339(t: SystemTime) -> String {
-    let t = time::OffsetDateTime::from(t);
-    let t = t
-        .replace_nanosecond(t.millisecond() as u32 * 1_000_000)
-        .unwrap_or(t);
-    t.format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@
 //! - [`wire`]: raw MQTT 3.1.1 and 5.0 clients ([`V3`], [`V5`]) and packets as bytes.
 //! - [`coap`]: raw CoAP over UDP ([`Coap`]) and TCP ([`CoapTcp`]).
 //! - [`http`]: reqwest against `/resources/...` and Server-Sent Events.
+//! - [`pki`]: a private CA and a server certificate for TLS tests.
 //! - [`process`]: third-party clients as child processes, tool checks ([`have`]) and the real
 //!   `ponte` binary ([`Ponte`]).
 
@@ -16,6 +17,7 @@
 pub mod coap;
 pub mod gateway;
 pub mod http;
+pub mod pki;
 pub mod process;
 pub mod rumqtt;
 pub mod wait;
@@ -24,6 +26,7 @@ pub mod wire;
 pub use coap::*;
 pub use gateway::*;
 pub use http::*;
+pub use pki::*;
 pub use process::*;
 pub use rumqtt::*;
 pub use wait::*;

@@ -268,6 +268,12 @@ impl Ponte {
 
     /// `ponte --host 127.0.0.1 -p 0 -a 0 -m 0` with `args` (a store, `-c config.toml`, ...).
     pub fn start(args: &[&OsStr]) -> Ponte {
+        Ponte::start_within(args, Duration::from_secs(10))
+    }
+
+    /// [`Ponte::start`], waiting up to `d` for the `ponte listening` line (a cluster node
+    /// waits for NATS first).
+    pub fn start_within(args: &[&OsStr], d: Duration) -> Ponte {
         let mut child = ponte_command()
             .args(ANY_PORT)
             .args(args)
@@ -284,7 +290,7 @@ impl Ponte {
                 let _ = tx.send(line);
             }
         });
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + d;
         let listening = loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match lines.recv_timeout(left) {
@@ -292,7 +298,7 @@ impl Ponte {
                 Ok(_) => {}
                 Err(e) => {
                     let _ = child.kill();
-                    panic!("no `ponte listening` line within 10 s: {e}");
+                    panic!("no `ponte listening` line within {d:?}: {e}");
                 }
             }
         };

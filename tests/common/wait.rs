@@ -41,6 +41,24 @@ pub async fn poll_until<F: Future<Output = bool>>(
     .await
 }
 
+/// Poll `f` every 10 ms until it returns `Some`, and return what it found; panics after
+/// `d`, naming `what`.
+pub async fn until_some<T, F: Future<Output = Option<T>>>(
+    d: Duration,
+    what: &str,
+    mut f: impl FnMut() -> F,
+) -> T {
+    within(d, what, async {
+        loop {
+            if let Some(v) = f().await {
+                return v;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+}
+
 /// Assert that `fut` does not complete within `d` (nothing more arrives, no second copy).
 pub async fn never<T: Debug>(d: Duration, why: &str, fut: impl Future<Output = T>) {
     if let Ok(got) = tokio::time::timeout(d, fut).await {

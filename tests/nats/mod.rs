@@ -11,6 +11,10 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use ponte::Gateway;
+
+use crate::common::within;
+
 /// How long a server may take to accept connections.
 const UP: Duration = Duration::from_secs(10);
 
@@ -62,9 +66,14 @@ impl NatsServer {
 
     /// A single server with JetStream on `port`.
     pub(crate) fn start_on(port: u16) -> NatsServer {
+        Self::start_with(port, Vec::new())
+    }
+
+    /// A server with JetStream on `port`, its own store directory, and `more` arguments.
+    fn start_with(port: u16, more: Vec<String>) -> NatsServer {
         let tmp = tempfile::tempdir().expect("temp dir");
         let dir = tmp.path().to_path_buf();
-        let args = vec![
+        let mut args = vec![
             "-js".into(),
             "-sd".into(),
             dir.display().to_string(),
@@ -73,6 +82,7 @@ impl NatsServer {
             "-p".into(),
             port.to_string(),
         ];
+        args.extend(more);
         let mut s = NatsServer {
             port,
             args,
@@ -152,16 +162,7 @@ impl NatsCluster {
             .join(",");
         let mut servers = Vec::new();
         for (i, (port, route)) in ports.iter().enumerate() {
-            let tmp = tempfile::tempdir().expect("temp dir");
-            let dir = tmp.path().to_path_buf();
-            let args = vec![
-                "-js".into(),
-                "-sd".into(),
-                dir.display().to_string(),
-                "-a".into(),
-                "127.0.0.1".into(),
-                "-p".into(),
-                port.to_string(),
+            let more = vec![
                 "--server_name".into(),
                 format!("s{i}"),
                 "--cluster_name".into(),
@@ -171,14 +172,7 @@ impl NatsCluster {
                 "--routes".into(),
                 routes.clone(),
             ];
-            let mut s = NatsServer {
-                port: *port,
-                args,
-                dir,
-                _tmp: Some(tmp),
-                child: None,
-            };
-            s.spawn();
+            let s = NatsServer::start_with(*port, more);
             servers.push(s);
         }
         NatsCluster { servers }
@@ -188,4 +182,66 @@ impl NatsCluster {
     pub(crate) fn urls(&self) -> Vec<String> {
         self.servers.iter().map(NatsServer::url).collect()
     }
+}
+
+// ---- ponte nodes on these servers
+
+/// How long a node may take to be ready (connect, provision, claim, mirror): generous,
+/// because the cluster tests run in parallel, each with its nats-server and nodes, on a
+/// machine that may be busy.
+pub(crate) const START: Duration = Duration::from_secs(60);
+
+/// The message log's byte limit in tests: JetStream reserves it on disk when the stream
+/// is created, and a test must not depend on how much disk the machine has free.
+pub(crate) const TEST_LOG_BYTES: u64 = 16 << 20;
+
+/// The configuration of a cluster node on `urls` named `name`: every port 0, memory for
+/// sessions, the test log size and start wait.
+pub(crate) fn node_config(urls: &[String], name: &str) -> ponte::config::Config {
+    let mut c = ponte::config::Config::ephemeral();
+    c.cluster.urls = urls.to_vec();
+    c.cluster.node = Some(name.into());
+    c.cluster.retention_bytes = TEST_LOG_BYTES;
+    c.cluster.start_wait_secs = START.as_secs();
+    c
+}
+
+/// A cluster node on `urls`, named `name` ([`node_config`]), ready.
+pub(crate) async fn node(urls: &[String], name: &str) -> Gateway {
+    node_with(urls, name, |_| {}).await
+}
+
+/// Like [`node`], with the configuration adjusted by `f`.
+pub(crate) async fn node_with(
+    urls: &[String],
+    name: &str,
+    f: impl FnOnce(&mut ponte::config::Config),
+) -> Gateway {
+    let mut c = node_config(urls, name);
+    f(&mut c);
+    let gw = within(START, "cluster node start", ponte::start(c))
+        .await
+        .expect("cluster node starts");
+    assert!(gw.backbone_ready(), "node {name} is ready once started");
+    gw
+}
+
+/// One nats-server with JetStream and a node on it for each of `names`, started in
+/// order; `None` (SKIP printed) without nats-server.
+pub(crate) async fn cluster<const N: usize>(
+    names: [&str; N],
+) -> Option<(NatsServer, [Gateway; N])> {
+    if !available() {
+        return None;
+    }
+    let server = NatsServer::start();
+    let urls = vec![server.url()];
+    let mut nodes = Vec::with_capacity(N);
+    for name in names {
+        nodes.push(node(&urls, name).await);
+    }
+    let Ok(nodes) = <[Gateway; N]>::try_from(nodes) else {
+        unreachable!("one node per name")
+    };
+    Some((server, nodes))
 }

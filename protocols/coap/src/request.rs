@@ -264,6 +264,35 @@ pub(crate) struct Parsed {
     pub(crate) no_response: u8,
 }
 
+impl Parsed {
+    /// The request the application sees: this content, the `id` the endpoint assigned,
+    /// the whole (reassembled) `payload`.
+    pub(crate) fn into_request(
+        self,
+        id: RequestId,
+        peer: std::net::SocketAddr,
+        payload: bytes::Bytes,
+        confirmable: bool,
+    ) -> Request {
+        Request {
+            id,
+            peer,
+            method: self.method,
+            path: self.path,
+            query: self.query,
+            payload,
+            content_format: self.content_format,
+            accept: self.accept,
+            observe: self.observe,
+            etags: self.etags,
+            if_match: self.if_match,
+            if_none_match: self.if_none_match,
+            confirmable,
+            block2: self.block2,
+        }
+    }
+}
+
 /// Option properties from RFC 7252 §5.10 and the later RFCs.
 struct OptionSpec {
     /// May occur more than once.
