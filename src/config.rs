@@ -276,6 +276,14 @@ pub struct MqttConfig {
     /// Most subscriptions one client may hold; one more gets SUBACK 0x80 (v5 0x97 Quota
     /// exceeded). Bounds the memory and the stored record one client can claim.
     pub max_subscriptions: usize,
+    /// Milliseconds a connection the broker closes (after a DISCONNECT with a reason code,
+    /// or a refusing CONNACK) keeps reading and discarding what the client still sends,
+    /// after its last packet and a half-close, so the client reads that packet instead of
+    /// a connection reset; it ends as soon as the client closes too. 0: close at once.
+    pub close_grace_ms: u64,
+    /// Most bytes read and discarded during `close_grace_ms`; past it the connection is
+    /// closed at once.
+    pub close_grace_bytes: usize,
 }
 
 impl Default for MqttConfig {
@@ -300,6 +308,8 @@ impl Default for MqttConfig {
             session_expiry_secs: None,
             max_topic_levels: 128,
             max_subscriptions: 1000,
+            close_grace_ms: 2000,
+            close_grace_bytes: 1024 * 1024,
         }
     }
 }
@@ -325,6 +335,11 @@ impl MqttConfig {
     /// The CONNECT timeout as a duration.
     pub fn connect_timeout(&self) -> Duration {
         Duration::from_secs(self.connect_timeout_secs)
+    }
+
+    /// `close_grace_ms` as a duration.
+    pub fn close_grace(&self) -> Duration {
+        Duration::from_millis(self.close_grace_ms)
     }
 }
 

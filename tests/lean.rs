@@ -600,3 +600,137 @@ async fn issue_16_an_idle_keep_alive_http_connection_is_closed_after_the_header_
     assert!(started.elapsed() >= Duration::from_millis(900));
     gw.shutdown().await;
 }
+
+// ---------------------------------------------------------------------------------------
+// Point 4: clean refusals a client can read
+// ---------------------------------------------------------------------------------------
+
+/// A small QoS 0 PUBLISH in MQTT 5's wire form: what a client that keeps sending sends.
+fn filler5() -> Vec<u8> {
+    let mut out = bytes::BytesMut::new();
+    ponte_mqtt::encode(
+        &msg5("lean/drain", ponte_mqtt::QoS::AtMostOnce, 0, &[b'x'; 64]),
+        ponte_mqtt::ProtocolVersion::V5,
+        &mut out,
+    );
+    out.to_vec()
+}
+
+/// A v5 client `id` sends `refused` (which the server answers with a DISCONNECT) and then
+/// keeps publishing for 300 ms without reading, as a client busy sending does; a write
+/// that fails on the way is the end of it, as for paho (EPIPE, connection reset), before
+/// it ever read why. Then it reads: the DISCONNECT's reason code, after which the
+/// connection must end with the server's FIN, not a reset.
+async fn refused_while_writing(addr: SocketAddr, id: &str, refused: &[ponte_mqtt::Packet]) -> u8 {
+    let mut c = V5::connect(addr, id).await;
+    for p in refused {
+        c.send(p).await;
+    }
+    let filler = filler5();
+    let until = Instant::now() + Duration::from_millis(300);
+    let mut writes = 0;
+    while Instant::now() < until {
+        assert!(
+            c.try_send_raw(&filler).await,
+            "write {writes} after the refused packet failed (connection reset) before the \
+             client could read the server's DISCONNECT"
+        );
+        writes += 1;
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let code = c.disconnect_reason().await;
+    let mut rest = [0u8; 64];
+    let end = within(WAIT, "the end of the connection", c.s.read(&mut rest)).await;
+    assert!(
+        matches!(end, Ok(0)),
+        "after its DISCONNECT the server half-closed (EOF), got {end:?}"
+    );
+    code
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_16_mqtt5_4_13_receive_maximum_0x93_is_read_by_a_client_that_keeps_writing() {
+    let gw = gateway_with(|c| c.mqtt.receive_maximum = 2).await;
+    // QoS 2 exchanges stay open until PUBREL: the third exceeds Receive Maximum 2.
+    let flood: Vec<_> = (1..=3)
+        .map(|id| msg5("lean/rm", ponte_mqtt::QoS::ExactlyOnce, id, b"x"))
+        .collect();
+    let code = refused_while_writing(gw.mqtt_addr, "lean-drain-93", &flood).await;
+    assert_eq!(code, 0x93, "Receive Maximum exceeded");
+    gw.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_16_mqtt5_4_13_packet_too_large_0x95_is_read_by_a_client_that_keeps_writing() {
+    let gw = gateway_with(|c| c.mqtt.max_packet_size = 256).await;
+    let big = [msg5(
+        "lean/big",
+        ponte_mqtt::QoS::AtMostOnce,
+        0,
+        &[b'x'; 1000],
+    )];
+    let code = refused_while_writing(gw.mqtt_addr, "lean-drain-95", &big).await;
+    assert_eq!(code, 0x95, "Packet too large");
+    gw.shutdown().await;
+}
+
+/// Write `filler` until a write fails (the server closed); how long that took, at most
+/// [`WAIT`].
+async fn write_until_closed(c: &mut V5, filler: &[u8], pause: Duration) -> Duration {
+    let started = Instant::now();
+    while started.elapsed() < WAIT {
+        if !c.try_send_raw(filler).await {
+            return started.elapsed();
+        }
+        if !pause.is_zero() {
+            tokio::time::sleep(pause).await;
+        }
+    }
+    panic!("the server was still reading after {WAIT:?}: the drain has no end");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_16_the_drain_ends_after_close_grace_ms() {
+    let gw = gateway_with(|c| {
+        c.mqtt.max_packet_size = 256;
+        c.mqtt.close_grace_ms = 300;
+    })
+    .await;
+    let mut c = V5::connect(gw.mqtt_addr, "lean-grace").await;
+    c.send(&msg5(
+        "lean/big",
+        ponte_mqtt::QoS::AtMostOnce,
+        0,
+        &[b'x'; 1000],
+    ))
+    .await;
+    // A client that never stops is closed once the grace is over, not before.
+    let took = write_until_closed(&mut c, &filler5(), Duration::from_millis(2)).await;
+    assert!(
+        took >= Duration::from_millis(300),
+        "closed after {took:?}, before close_grace_ms"
+    );
+    gw.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_16_the_drain_ends_after_close_grace_bytes() {
+    let gw = gateway_with(|c| {
+        c.mqtt.max_packet_size = 256;
+        c.mqtt.close_grace_ms = 60_000;
+        c.mqtt.close_grace_bytes = 64 * 1024;
+    })
+    .await;
+    let mut c = V5::connect(gw.mqtt_addr, "lean-grace-bytes").await;
+    c.send(&msg5(
+        "lean/big",
+        ponte_mqtt::QoS::AtMostOnce,
+        0,
+        &[b'x'; 1000],
+    ))
+    .await;
+    // 60 s of grace, but a client that floods is cut off after 64 KiB.
+    let chunk = filler5().repeat(64);
+    write_until_closed(&mut c, &chunk, Duration::ZERO).await;
+    gw.shutdown().await;
+}

@@ -74,6 +74,27 @@ async fn mqtt_6_0_websocket_on_its_own_port() {
 }
 
 #[tokio::test]
+async fn mqtt_6_0_messages_larger_than_the_read_buffer_cross_a_websocket_whole() {
+    // The bridge reads frames with a 4 KiB buffer (issue 16: an idle connection holds no
+    // more); a 300 KB message must still arrive whole, both ways.
+    let gw = gateway().await;
+    let mut opts = ws(&format!("ws://{}/mqtt", gw.http_addr), "ws-big");
+    opts.set_max_packet_size(1 << 20, 1 << 20);
+    let mut c = Client::connect_with(opts).await.0;
+    c.subscribe("big/#", QoS::AtLeastOnce).await;
+    let payload: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    c.publish("big/ws", QoS::AtLeastOnce, false, &payload).await;
+    let p = c.publish_rx().await;
+    assert_eq!(p.payload.len(), payload.len());
+    assert!(
+        p.payload[..] == payload[..],
+        "the message arrived unchanged"
+    );
+    drop(c);
+    gw.shutdown().await;
+}
+
+#[tokio::test]
 async fn mqtt_websocket_path_is_not_a_plain_get() {
     let gw = gateway().await;
     let r = send(

@@ -15,9 +15,9 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 use serde::Deserialize;
-use tokio::sync::Notify;
 
 use super::budget::Budget;
+use super::doorbell::{Doorbell, Rung};
 use super::Delivery;
 use crate::model::QoS;
 
@@ -61,8 +61,10 @@ pub struct Mailbox {
     id: u64,
     /// The queue itself; its lock is held only to push or pop, never across I/O.
     queue: Mutex<VecDeque<Delivery>>,
-    /// Wakes the subscriber's task when something arrives.
-    notify: Notify,
+    /// Wakes the subscriber's task when something arrives. A doorbell rather than a
+    /// `Notify`: a mailbox has one consumer, and a waiting consumer then stores nothing
+    /// (see [`Doorbell`]).
+    bell: Doorbell,
     /// Bound on queued messages (`usize::MAX` when set to 0: no bound of its own);
     /// changeable (an MQTT bridge's queue takes its own bound when it resumes its session).
     capacity: AtomicUsize,
@@ -111,7 +113,7 @@ impl Mailbox {
         Arc::new(Mailbox {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             queue: Mutex::new(VecDeque::new()),
-            notify: Notify::new(),
+            bell: Doorbell::new(),
             capacity: AtomicUsize::new(bound(capacity)),
             budget,
             policy,
@@ -211,7 +213,7 @@ impl Mailbox {
                 }
             }
         }
-        self.notify.notify_one();
+        self.bell.ring();
         (outcome, displaced)
     }
 
@@ -241,9 +243,24 @@ impl Mailbox {
         }
     }
 
-    /// Wait until something may have been pushed.
-    pub async fn notified(&self) {
-        self.notify.notified().await
+    /// Ready when something may have been pushed since the last ready wait: for the
+    /// mailbox's one consumer (its waker is the one woken).
+    pub fn notified(&self) -> Rung<'_> {
+        self.bell.rung()
+    }
+
+    /// [`Mailbox::notified`] as a poll, for a consumer that polls its sources itself.
+    pub fn poll_notified(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        self.bell.poll_rung(cx)
+    }
+
+    /// Give back the memory of the queue if it is empty (its capacity stays after a burst
+    /// otherwise): for a consumer that finds its connection quiet.
+    pub fn trim(&self) {
+        let mut q = self.queue.lock();
+        if q.is_empty() && q.capacity() > 0 {
+            *q = VecDeque::new();
+        }
     }
 
     /// Number of queued deliveries.

@@ -11,6 +11,7 @@
 pub mod backbone;
 pub mod budget;
 mod delivery;
+pub mod doorbell;
 pub mod mailbox;
 pub mod retained;
 pub mod trie;

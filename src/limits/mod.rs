@@ -120,20 +120,27 @@ impl TokenBucket {
 
 /// A per-client write limiter (one per MQTT connection; keyed by address for HTTP and CoAP
 /// through [`RateLimiters`]). `None` inside when there is no limit, so the hot path is one
-/// branch.
+/// branch; boxed otherwise, so an MQTT connection without a limit carries a pointer, not
+/// a bucket (issue 16).
 #[derive(Debug, Clone)]
-pub struct WriteLimiter(Option<TokenBucket>);
+pub struct WriteLimiter(Option<Box<TokenBucket>>);
 
 impl WriteLimiter {
     /// From the config, starting full.
     pub fn new(config: &LimitsConfig, now: Instant) -> Self {
         WriteLimiter((config.publish_rate > 0).then(|| {
-            TokenBucket::new(
+            Box::new(TokenBucket::new(
                 config.publish_rate,
                 config.publish_burst.max(config.publish_rate),
                 now,
-            )
+            ))
         }))
+    }
+
+    /// Whether there is a limit at all (without one, [`WriteLimiter::check`] always
+    /// allows, and the caller need not read the clock).
+    pub fn is_limited(&self) -> bool {
+        self.0.is_some()
     }
 
     /// May the client write now? `Err(wait)`: not for `wait`.

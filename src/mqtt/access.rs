@@ -38,8 +38,6 @@ pub(crate) struct Access {
     auth: Arc<Auth>,
     /// Username and client id once CONNECT was accepted; anonymous before.
     identity: Identity,
-    /// The peer, for logs.
-    peer: SocketAddr,
     /// Where refused logins and refused or withheld messages are counted.
     metrics: Option<Arc<crate::metrics::Metrics>>,
 }
@@ -58,11 +56,10 @@ pub(crate) struct Refusal {
 
 impl Access {
     /// A connection that has not sent CONNECT yet.
-    pub(super) fn new(auth: Arc<Auth>, peer: SocketAddr) -> Self {
+    pub(super) fn new(auth: Arc<Auth>) -> Self {
         Access {
             auth,
             identity: Identity::anonymous(),
-            peer,
             metrics: None,
         }
     }
@@ -88,6 +85,7 @@ impl Access {
         connect: &Connect,
         client_id: &str,
         proven: bool,
+        peer: SocketAddr,
     ) -> Result<(), Refusal> {
         let checked = match &connect.username {
             Some(user) if proven => Ok(Some(Arc::from(user.as_str()))),
@@ -102,7 +100,7 @@ impl Access {
             Ok(u) => u,
             Err(denied) => {
                 // As mosquitto does: at info, who and from where, never the password.
-                tracing::info!(protocol = %"mqtt", peer = %self.peer, client_id = %client_id, username = %connect.username.as_deref().unwrap_or(""), reason = %denied, "login refused");
+                tracing::info!(protocol = %"mqtt", %peer, client_id = %client_id, username = %connect.username.as_deref().unwrap_or(""), reason = %denied, "login refused");
                 if let Some(m) = &self.metrics {
                     m.auth_failure(crate::metrics::Protocol::Mqtt);
                 }
@@ -135,6 +133,13 @@ impl Access {
         Ok(())
     }
 
+    /// The session's client id, once it is open: the identity shares its allocation.
+    pub(super) fn share_client_id(&mut self, client_id: &Arc<str>) {
+        if self.identity.client_id.as_deref() == Some(&**client_id) {
+            self.identity.client_id = Some(client_id.clone());
+        }
+    }
+
     /// May this client publish to `topic` (a PUBLISH, or its will)?
     pub(super) fn may_publish(&self, topic: &str) -> bool {
         let ok = self.auth.allows(&self.identity, Op::Write, topic);
@@ -142,7 +147,7 @@ impl Access {
             if let Some(m) = &self.metrics {
                 m.acl_dropped();
             }
-            tracing::debug!(peer = %self.peer, user = ?self.identity.username, client_id = ?self.identity.client_id, topic, "MQTT publish denied by the ACL");
+            tracing::debug!(user = ?self.identity.username, client_id = ?self.identity.client_id, topic, "MQTT publish denied by the ACL");
         }
         ok
     }
@@ -155,7 +160,7 @@ impl Access {
             None => self.auth.allows_subscribe(&self.identity, filter),
         };
         if !ok {
-            tracing::debug!(peer = %self.peer, user = ?self.identity.username, client_id = ?self.identity.client_id, filter, "MQTT subscription denied by the ACL");
+            tracing::debug!(user = ?self.identity.username, client_id = ?self.identity.client_id, filter, "MQTT subscription denied by the ACL");
         }
         ok
     }
@@ -172,7 +177,7 @@ impl Access {
             if let Some(m) = &self.metrics {
                 m.acl_dropped();
             }
-            tracing::debug!(peer = %self.peer, user = ?self.identity.username, client_id = ?self.identity.client_id, topic, "MQTT delivery withheld by the ACL");
+            tracing::debug!(user = ?self.identity.username, client_id = ?self.identity.client_id, topic, "MQTT delivery withheld by the ACL");
         }
         ok
     }

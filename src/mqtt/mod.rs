@@ -11,6 +11,7 @@
 //! What a persistent session keeps across a crash is [`crate::durable`]'s.
 
 mod access;
+mod bells;
 mod client;
 mod cluster;
 mod counted;
@@ -59,6 +60,11 @@ pub(crate) struct Shared {
     /// Abuse limits: each listener's connection gate, each connection's write limiter and
     /// the count of PUBLISHes refused.
     pub limits: Arc<Limits>,
+    /// The protocol machine's limits and timers, from `[mqtt]`: one copy every connection
+    /// shares.
+    pub machine: Arc<ponte_mqtt::Config>,
+    /// Every live connection's bell, rung at shutdown.
+    pub bells: bells::Bells,
 }
 
 /// One connected MQTT client, as [`Clients::list`] shows it.
@@ -156,6 +162,8 @@ impl Mqtt {
             broker,
             use_identity_as_username: config.tls.use_identity_as_username,
             limits,
+            machine: Arc::new(machine_config(&config.mqtt)),
+            bells: bells::Bells::default(),
             config: config.clone(),
         });
         if let Some(mut kicks) = kicks {
@@ -219,10 +227,35 @@ impl Mqtt {
     }
 }
 
-/// Accept MQTT connections over TCP until shutdown.
+/// The protocol machine's limits and timers for `[mqtt]`.
+fn machine_config(cfg: &crate::config::MqttConfig) -> ponte_mqtt::Config {
+    ponte_mqtt::Config {
+        max_packet_size: cfg.max_packet_size,
+        max_inflight: cfg.max_inflight,
+        connect_timeout: cfg.connect_timeout(),
+        keep_alive_factor: 1.5,
+        receive_maximum: cfg.receive_maximum,
+        topic_alias_maximum: cfg.topic_alias_maximum,
+        max_keep_alive: cfg.max_keepalive,
+    }
+}
+
+/// Accept MQTT connections over TCP until shutdown. Also runs the front-end's
+/// housekeeping: the session expiry, and the shutdown of every connection (of every
+/// transport).
 pub async fn serve(listener: TcpListener, mqtt: Mqtt) {
     tokio::spawn(expire_sessions(mqtt.clone()));
+    tokio::spawn(ring_at_shutdown(mqtt.clone()));
     serve_also(listener, mqtt).await;
+}
+
+/// At shutdown, ring every connection's bell: each closes (v5: DISCONNECT 0x8B) and
+/// saves its session (see `bells.rs`). A connection that starts later sees the signal
+/// when it starts.
+async fn ring_at_shutdown(mqtt: Mqtt) {
+    let mut shutdown = mqtt.shutdown.clone();
+    shutdown.recv().await;
+    mqtt.shared.bells.ring_all();
 }
 
 /// Accept MQTT connections over TCP on one more address (`host` with several addresses)
@@ -257,14 +290,13 @@ pub async fn serve_also(listener: TcpListener, mqtt: Mqtt) {
         let shared = mqtt.shared.clone();
         let shutdown = mqtt.shutdown.clone();
         let counted = shared.broker.ops.connection(Transport::Mqtt);
-        tokio::spawn(async move {
-            let _counted = counted;
-            let (reader, writer) = stream.into_split();
-            let (reader, writer) = counted::wrap(reader, writer, &shared.stats);
-            client::run(reader, writer, peer, None, shared, shutdown).await;
-            drop(permit);
-            drop(admitted);
-        });
+        tokio::spawn(client::run_tcp(
+            stream,
+            peer,
+            shared,
+            shutdown,
+            (permit, admitted, counted),
+        ));
     }
 }
 
@@ -303,7 +335,6 @@ pub async fn serve_tls(listener: TcpListener, mqtt: Mqtt, tls: Arc<Tls>) {
         let tls = tls.clone();
         let counted = shared.broker.ops.connection(Transport::Mqtts);
         tokio::spawn(async move {
-            let _counted = counted;
             let Some((stream, tls_peer)) = tls
                 .accept(crate::tls::Kind::Mqtt, stream, peer, &mut shutdown)
                 .await
@@ -311,10 +342,17 @@ pub async fn serve_tls(listener: TcpListener, mqtt: Mqtt, tls: Arc<Tls>) {
                 return;
             };
             let (reader, writer) = tokio::io::split(stream);
-            let (reader, writer) = counted::wrap(reader, writer, &shared.stats);
-            client::run(reader, writer, peer, Some(tls_peer), shared, shutdown).await;
-            drop(permit);
-            drop(admitted);
+            let guard = (permit, admitted, counted);
+            client::run(
+                reader,
+                writer,
+                peer,
+                Some(tls_peer),
+                shared,
+                shutdown,
+                guard,
+            )
+            .await;
         });
     }
 }

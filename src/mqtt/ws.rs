@@ -28,7 +28,7 @@ use http::header::{
 use http::request::Parts;
 use http::{HeaderMap, HeaderValue, Method, StatusCode, Version};
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::Message;
@@ -40,6 +40,12 @@ use crate::tls::{ConnSlot, TlsPeer};
 
 /// Bytes buffered in each direction of the bridge.
 const PIPE: usize = 64 * 1024;
+
+/// What tungstenite reserves for reading a connection's frames (its default, 128 KiB, was
+/// allocated up front and held by every connection, idle or not: issue 16 measured 150 KB
+/// per idle MQTT/WebSocket connection). A larger frame still grows the buffer to its size
+/// (up to `max_packet_size`) while it is read.
+const READ_BUFFER: usize = 4 * 1024;
 
 /// The subprotocols answered, in order of preference (MQTT-6.0.0-3 and 3.1's name).
 const PROTOCOLS: [&str; 2] = ["mqtt", "mqttv3.1"];
@@ -119,6 +125,7 @@ pub fn upgrade(
             Ok(upgraded) => {
                 let io = FrameWatch::new(TokioIo::new(upgraded), rule);
                 let config = WebSocketConfig::default()
+                    .read_buffer_size(READ_BUFFER)
                     .max_message_size(Some(max))
                     .max_frame_size(Some(max));
                 let socket = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
@@ -168,14 +175,11 @@ async fn bridge<S>(
     let (ours, theirs) = tokio::io::duplex(PIPE);
     let (reader, writer) = tokio::io::split(theirs);
     let shared = mqtt.shared.clone();
-    let (reader, writer) = super::counted::wrap(reader, writer, &shared.stats);
     let shutdown = mqtt.shutdown.clone();
-    let driver = tokio::spawn(async move {
-        client::run(reader, writer, peer, tls, shared, shutdown).await;
-        drop(permit);
-    });
+    let driver = tokio::spawn(client::run(
+        reader, writer, peer, tls, shared, shutdown, permit,
+    ));
     let (mut from_driver, mut to_driver) = tokio::io::split(ours);
-    let mut buf = vec![0u8; PIPE];
     loop {
         tokio::select! {
             msg = socket.next() => match msg {
@@ -195,10 +199,10 @@ async fn bridge<S>(
                 }
                 Some(Ok(Message::Close(_))) | None => break,
             },
-            n = from_driver.read(&mut buf) => match n {
-                Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    let frame = bytes::Bytes::copy_from_slice(&buf[..n]);
+            out = from_driver_now(&mut from_driver) => match out {
+                Ok(frame) if frame.is_empty() => break,
+                Err(_) => break,
+                Ok(frame) => {
                     if socket.send(Message::Binary(frame)).await.is_err() {
                         break;
                     }
@@ -210,23 +214,33 @@ async fn bridge<S>(
     let _ = to_driver.shutdown().await;
     drop(to_driver);
     // Let the driver flush its last packets (e.g. a refusal) before the socket closes.
-    while let Ok(Ok(n)) = tokio::time::timeout(
+    while let Ok(Ok(frame)) = tokio::time::timeout(
         std::time::Duration::from_millis(200),
-        from_driver.read(&mut buf),
+        from_driver_now(&mut from_driver),
     )
     .await
     {
-        if n == 0
-            || socket
-                .send(Message::Binary(bytes::Bytes::copy_from_slice(&buf[..n])))
-                .await
-                .is_err()
-        {
+        if frame.is_empty() || socket.send(Message::Binary(frame)).await.is_err() {
             break;
         }
     }
     let _ = socket.send(Message::Close(None)).await;
     let _ = driver.await;
+}
+
+/// The next bytes the driver wrote, as one frame's payload (empty at end of stream). Read
+/// through the worker thread's scratch buffer ([`client::read_into`]), so a bridge waiting
+/// for its driver holds no buffer of its own (it held 64 KiB).
+fn from_driver_now<R: AsyncRead + Unpin>(
+    from_driver: &mut R,
+) -> impl Future<Output = io::Result<bytes::Bytes>> + '_ {
+    std::future::poll_fn(move |cx| {
+        let mut out = Ok(bytes::Bytes::new());
+        client::read_into(from_driver, cx, |got| {
+            out = got.map(bytes::Bytes::copy_from_slice);
+        })
+        .map(|()| std::mem::replace(&mut out, Ok(bytes::Bytes::new())))
+    })
 }
 
 /// Where the client's current frame is (RFC 6455 §5.2), as far as the bytes read so far

@@ -648,3 +648,76 @@ proptest::proptest! {
         proptest::prop_assert_eq!(closed, 1);
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// Memory of an idle connection (issue 16: a server holds one machine per connection)
+
+#[test]
+fn a_machine_is_small_and_holds_nothing_of_its_own_before_connect() {
+    let (conn, _) = machine(|_| {});
+    assert!(
+        std::mem::size_of::<Connection>() <= 256,
+        "Connection is {} bytes",
+        std::mem::size_of::<Connection>()
+    );
+    assert_eq!(conn.heap_size(), 0);
+}
+
+#[test]
+fn trim_gives_back_every_empty_buffer_and_the_connection_goes_on() {
+    let mut h = H::connected();
+    // Traffic in both directions: inbound QoS 1 and 2, an outbound QoS 1, a ping.
+    h.send(1, &inbound(QoS::AtLeastOnce, 1, false));
+    h.send(1, &inbound(QoS::ExactlyOnce, 2, false));
+    h.send(1, &Packet::PingReq);
+    for e in h.events() {
+        if let Event::Publish(p) = e {
+            h.conn.publish_done(p.pkid, reason::SUCCESS, None);
+        }
+    }
+    h.send(1, &Packet::PubRel(PubResponse::success(2)));
+    h.push(1, "out", QoS::AtLeastOnce);
+    let sent = h.sent();
+    assert_eq!(sent.len(), 4, "PUBACK, PUBREC, PUBCOMP, PUBLISH: {sent:?}");
+    h.frees_window(2, Packet::PubAck(PubResponse::success(1)));
+    assert!(h.conn.heap_size() > 0, "the traffic left capacity behind");
+    h.conn.trim();
+    // Only the armed will is left: it is the client's, to publish if the connection dies.
+    let will = std::mem::size_of::<LastWill>() + "will/t".len();
+    assert_eq!(
+        h.conn.heap_size(),
+        will,
+        "an idle connection holds no buffer"
+    );
+    // Trimmed, it still works: a ping is answered, a message goes out.
+    h.send(3, &Packet::PingReq);
+    assert_eq!(h.events(), vec![Event::PingRequest]);
+    h.conn.ping_response();
+    h.push(3, "out", QoS::AtLeastOnce);
+    let sent = h.sent();
+    assert!(
+        matches!(sent[..], [Packet::PingResp, Packet::Publish(_)]),
+        "{sent:?}"
+    );
+}
+
+#[test]
+fn trim_keeps_what_is_not_empty() {
+    let mut h = H::connected();
+    h.push(1, "out", QoS::AtLeastOnce);
+    h.send(1, &inbound(QoS::ExactlyOnce, 7, false));
+    let _ = h.events();
+    h.conn.trim();
+    // The unacknowledged exchange and the open QoS 2 id survive, and so does the half
+    // packet received.
+    h.conn.handle_bytes(h.at(1), &[0x40]);
+    h.conn.trim();
+    h.conn.handle_bytes(h.at(1), &[2, 0, 1]);
+    assert_eq!(h.events(), vec![Event::InflightFreed]);
+    h.conn.publish_done(7, reason::SUCCESS, None);
+    let sent = h.sent();
+    assert!(
+        matches!(&sent[..], [Packet::Publish(_), Packet::PubRec(r)] if r.pkid == 7),
+        "{sent:?}"
+    );
+}

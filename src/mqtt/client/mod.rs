@@ -27,14 +27,21 @@ mod pipeline;
 mod publish;
 mod subscribe;
 
+use std::cell::RefCell;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::{pin, Pin};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Instant;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
+use bytes::Buf;
+use futures_util::future::OptionFuture;
 use ponte_mqtt::{reason, CloseReason, Connection, Event};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::time::Sleep;
 
 use super::access::Access;
 use super::Shared;
@@ -49,7 +56,7 @@ use pipeline::{Pipeline, MAX_PIPELINED};
 struct Driver {
     /// Everything shared by connections.
     shared: Arc<Shared>,
-    /// The protocol engine.
+    /// The protocol engine; its transmit buffer is the connection's only write buffer.
     conn: Connection,
     /// The peer, for logs.
     peer: SocketAddr,
@@ -63,187 +70,436 @@ struct Driver {
     pipeline: Pipeline,
     /// Deliveries on their way from the mailbox into the machine.
     outbox: Outbox,
+    /// Where the takeover bell is listed in `shared.bells` (rung at shutdown too).
+    bell: usize,
 }
 
-/// Serve one connection until it closes: a TCP socket's halves, a TLS stream's, or a
-/// WebSocket bridged into a byte stream. `tls` is `Some` on TLS connections.
-pub(crate) async fn run<R, W>(
-    mut reader: R,
-    mut writer: W,
+impl Drop for Driver {
+    fn drop(&mut self) {
+        self.shared.bells.remove(self.bell);
+    }
+}
+
+/// How long a connection must be quiet before it gives its buffers back ([`Driver::trim`]).
+/// Busy connections keep their capacity from turn to turn (a 256 KiB write burst is not
+/// allocated again for each write); an idle one holds none after this.
+const QUIET: Duration = Duration::from_secs(1);
+
+/// Bytes read from a socket at once, into the thread's scratch buffer ([`read_into`]).
+const READ_CHUNK: usize = 64 * 1024;
+
+/// Serve one connection until it closes: a TLS stream's halves, or a WebSocket bridged
+/// into a byte stream (plain TCP: [`run_tcp`]). `tls` is `Some` on TLS connections;
+/// `guard` is dropped when the connection is over (its `max_connections` slot, its
+/// `[limits]` place, its gauge).
+pub(crate) fn run<R, W, G>(
+    reader: R,
+    writer: W,
     peer: SocketAddr,
     tls: Option<TlsPeer>,
     shared: Arc<Shared>,
-    mut shutdown: Shutdown,
-) where
-    R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
+    shutdown: Shutdown,
+    guard: G,
+) -> impl Future<Output = ()> + Send
+where
+    R: AsyncRead + Unpin + Send,
+    W: AsyncWrite + Unpin + Send,
+    G: Send,
 {
-    let cfg = &shared.config.mqtt;
-    let conn = Connection::new(
-        Instant::now(),
-        ponte_mqtt::Config {
-            max_packet_size: cfg.max_packet_size,
-            max_inflight: cfg.max_inflight,
-            connect_timeout: cfg.connect_timeout(),
-            keep_alive_factor: 1.5,
-            receive_maximum: cfg.receive_maximum,
-            topic_alias_maximum: cfg.topic_alias_maximum,
-            max_keep_alive: cfg.max_keepalive,
-        },
-    );
-    let mut d = Driver {
-        shared: shared.clone(),
-        conn,
-        peer,
-        access: Access::new(shared.auth.clone(), peer).counting(shared.broker.ops.clone()),
-        writes: shared.limits.write_limiter(),
-        link: Link::new(tls),
-        pipeline: Pipeline::default(),
-        outbox: Outbox::default(),
-    };
-    // Buffers start empty and grow with the traffic, so an idle connection costs no buffer
-    // memory (issue 6: 50k idle connections); see `ReadSize`.
-    let mut rbuf = BytesMut::new();
-    let mut wbuf = BytesMut::new();
-    let mut read_size = ReadSize::default();
-    let mut closed = false;
-    // Whether this connection was told to close for shutdown. Checked at the top of every
-    // turn too: a signal sent while the task was busy (not waiting in `select!`) must still
-    // close it, or graceful shutdown would wait for it forever.
-    let mut closing = false;
-    loop {
-        // Act on everything the machine has to say.
-        while let Some(ev) = d.conn.poll_event() {
-            if d.handle_event(ev).await {
-                closed = true;
-            }
-        }
-        if closed {
-            break;
-        }
-        if !closing && shutdown.is_shutdown() {
-            closing = true;
+    let mut d = Driver::new(peer, tls, shared);
+    // An `async move` block rather than an `async fn` taking these: a future stores an
+    // `async fn`'s arguments twice (as arguments, and as the locals they are moved into),
+    // and the driver is most of a connection's memory. The halves and the shutdown handle
+    // move into `drive`, so only it holds them while the connection lives.
+    async move {
+        drive(reader, writer, &mut d, shutdown).await;
+        drop(guard);
+    }
+}
+
+/// [`run`] for a plain TCP connection: its halves are borrowed from the stream (no shared
+/// `Arc` per connection, as `into_split` would allocate).
+pub(crate) fn run_tcp<G: Send>(
+    stream: TcpStream,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    shutdown: Shutdown,
+    guard: G,
+) -> impl Future<Output = ()> + Send {
+    let mut d = Driver::new(peer, None, shared);
+    let mut stream = stream;
+    async move {
+        let (reader, writer) = stream.split();
+        drive(reader, writer, &mut d, shutdown).await;
+        drop(guard);
+    }
+}
+
+/// The connection's loop, until it closes.
+///
+/// The connection is one task whose future is kept small (issue 16: most connections are
+/// idle, and each idle one costs the size of this future): what a rare event needs (CONNECT,
+/// SUBSCRIBE, a refusal, the close) is boxed while it runs ([`Later`]), and the task waits
+/// on its sources by polling them itself ([`Driver::poll_wake`]) rather than through
+/// `select!`, which would store a future per source for every wait.
+#[allow(clippy::manual_async_fn)] // an `async fn` would store its arguments twice (see `run`)
+fn drive<'a, R, W>(
+    mut reader: R,
+    mut writer: W,
+    d: &'a mut Driver,
+    shutdown: Shutdown,
+) -> impl Future<Output = ()> + 'a
+where
+    R: AsyncRead + Unpin + 'a,
+    W: AsyncWrite + Unpin + 'a,
+{
+    // `async move`, not `async fn`: see `run`.
+    async move {
+        // One timer for everything the connection waits for in time (connect timeout,
+        // keep-alive, the quiet check, the close grace): re-armed only when it must fire
+        // earlier than it is set for (see `Wait`).
+        let mut timer = pin!(tokio::time::sleep_until(far_future()));
+        let mut wait = Wait::default();
+        // Shutdown rings the connection's bell (`bells.rs`); one signalled before the bell
+        // was listed is seen here.
+        if shutdown.is_shutdown() {
+            wait.closing = true;
             d.conn.close(CloseReason::ServerClose);
-            continue;
         }
-        if let Some(session) = d.link.session() {
-            d.outbox.pump(
-                &mut d.conn,
-                session,
-                &d.access,
-                &d.shared.broker,
-                &mut wbuf,
-                d.peer,
-            );
+        loop {
+            // Act on everything the machine has to say. (Not `while let`: the event would
+            // be kept in the future across the await, 112 bytes of every connection.)
+            let mut closed = false;
+            loop {
+                let Some(ev) = d.conn.poll_event() else {
+                    break;
+                };
+                // One future awaited in place (`if let` would keep the `Option` as well).
+                closed |= OptionFuture::from(d.handle_event(ev)).await == Some(true);
+            }
+            if closed {
+                break;
+            }
+            if let Some(session) = d.link.session() {
+                d.outbox
+                    .pump(&mut d.conn, session, &d.access, &d.shared.broker, d.peer);
+            }
+            // Nothing of this turn has been written yet: the durable state goes first.
+            let synced = match d.link.sync_start(&d.conn) {
+                Some(receipt) => receipt.await,
+                None => Ok(()),
+            };
+            d.link.sync_done(&mut d.conn, synced, d.peer);
+            // Once the CONNACK is out, what the CONNECT needed (its packet, the CONNACK, the
+            // events) is given back at once rather than after a quiet second: connections
+            // arrive in bursts, and blocks freed while the next connections are being
+            // accepted are reused by them, where blocks freed a second later are holes
+            // between the sessions made meanwhile (issue 16: RSS per idle connection).
+            if !wait.settled && d.link.session().is_some() && d.conn.transmit().is_empty() {
+                wait.settled = true;
+                d.trim();
+            }
+            std::future::poll_fn(|cx| {
+                d.poll_wake(
+                    cx,
+                    &mut reader,
+                    &mut writer,
+                    timer.as_mut(),
+                    &shutdown,
+                    &mut wait,
+                )
+            })
+            .await;
         }
-        // Nothing of this turn has been written yet: the durable state goes first.
-        d.link.sync(&mut d.conn, d.peer).await;
-        d.conn.poll_transmit(&mut wbuf);
-        let deadline = d.conn.poll_timeout();
-        let mailbox = d.link.session().map(|s| s.mailbox.clone());
-        let kick = d.link.kick().clone();
-        read_size.prepare(&mut rbuf);
-        let reading = d.pipeline.len() < MAX_PIPELINED;
-        let pipelined = !d.pipeline.is_empty();
-        tokio::select! {
-            () = std::future::poll_fn(|cx| d.poll_pipeline(cx)), if pipelined => {}
-            r = reader.read_buf(&mut rbuf), if reading => match r {
-                Ok(0) | Err(_) => d.conn.handle_eof(Instant::now()),
-                Ok(n) => {
-                    d.conn.handle_bytes(Instant::now(), &rbuf);
-                    rbuf.clear();
-                    read_size.observe(n, &mut rbuf);
-                }
-            },
-            w = writer.write_buf(&mut wbuf), if !wbuf.is_empty() => {
-                if w.is_err() {
-                    d.conn.handle_eof(Instant::now());
-                }
-                if wbuf.is_empty() && wbuf.capacity() > MAX_IDLE_WRITE_BUFFER {
-                    // A burst is written out: give its memory back.
-                    wbuf = BytesMut::new();
-                }
-            }
-            _ = sleep_until(deadline) => d.conn.handle_timeout(Instant::now()),
-            _ = async { match &mailbox { Some(m) => m.notified().await, None => std::future::pending().await } },
-                if wbuf.len() < WRITE_HIGH_WATER => {
-                if mailbox.as_ref().is_some_and(|m| m.overflowed()) {
-                    tracing::warn!(peer = %d.peer, "MQTT client's queue overflowed; disconnecting it (overflow = disconnect)");
-                    d.conn.close(CloseReason::Server {
-                        reason_code: reason::QUOTA_EXCEEDED,
-                        reason_string: Some(format!(
-                            "more than {} messages queued for this client (overflow = disconnect)",
-                            d.shared.config.mqtt.max_queued
-                        )),
-                    });
-                }
-            }
-            _ = kick.notified() => {
-                d.conn.close(CloseReason::TakenOver);
-            }
-            _ = shutdown.recv(), if !closing => {
-                closing = true;
-                d.conn.close(CloseReason::ServerClose);
-            }
-        }
-    }
-    // Flush what the machine still had to say (e.g. a CONNACK refusal), then close.
-    d.conn.poll_transmit(&mut wbuf);
-    if !wbuf.is_empty() {
-        let _ =
-            tokio::time::timeout(std::time::Duration::from_secs(1), writer.write_all(&wbuf)).await;
-    }
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), writer.shutdown()).await;
-}
-
-/// Smallest read buffer once a connection has traffic.
-const MIN_READ: usize = 256;
-/// Largest read buffer: a publisher streaming at full speed reads this much per wake-up.
-const MAX_READ: usize = 64 * 1024;
-/// A write buffer larger than this is dropped once empty, so bursts do not pin memory.
-const MAX_IDLE_WRITE_BUFFER: usize = 64 * 1024;
-
-/// Adaptive read-buffer size: doubles while reads fill the buffer (a busy publisher gets big
-/// reads, few syscalls), halves when they use under a quarter of it, and lets the memory go
-/// when it shrinks, so an idle connection holds next to nothing.
-#[derive(Debug)]
-struct ReadSize {
-    /// Bytes to have room for before the next read.
-    want: usize,
-}
-
-impl Default for ReadSize {
-    fn default() -> Self {
-        ReadSize { want: MIN_READ }
+        // Once per connection: boxed, like the other rare work.
+        Box::pin(d.close(&mut reader, &mut writer, timer)).await;
     }
 }
 
-impl ReadSize {
-    /// Make room for the next read.
-    fn prepare(&self, buf: &mut BytesMut) {
-        if buf.capacity() < self.want {
-            buf.reserve(self.want);
-        }
-    }
+/// A deadline far enough away to mean "not armed".
+fn far_future() -> tokio::time::Instant {
+    tokio::time::Instant::now() + Duration::from_secs(86_400 * 365)
+}
 
-    /// Learn from a read of `n` bytes into an emptied `buf`.
-    fn observe(&mut self, n: usize, buf: &mut BytesMut) {
-        if n >= self.want {
-            self.want = (self.want * 2).min(MAX_READ);
-        } else if n < self.want / 4 && self.want > MIN_READ {
-            self.want /= 2;
-            if buf.capacity() > self.want * 2 {
-                *buf = BytesMut::new();
-            }
+/// What the connection's waits remember from one to the next.
+#[derive(Debug, Default)]
+struct Wait {
+    /// When to check whether the connection was quiet since; `None` once its buffers are
+    /// given back (nothing to give back until something happens).
+    trim_at: Option<Instant>,
+    /// The timer is registered for its deadline and has not fired yet.
+    armed: bool,
+    /// Something happened since the last quiet check.
+    busy: bool,
+    /// The shutdown signal was seen: the close is under way.
+    closing: bool,
+    /// The CONNACK has been written and the buffers of the CONNECT given back.
+    settled: bool,
+}
+
+impl Wait {
+    /// Something happened: the quiet check is due a while after it ends.
+    fn active(&mut self) {
+        self.busy = true;
+        if self.trim_at.is_none() {
+            self.trim_at = Some(Instant::now() + QUIET);
         }
     }
 }
 
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d.into()).await,
-        None => std::future::pending().await,
+thread_local! {
+    /// The buffer every connection served by this thread reads into, borrowed only for
+    /// the read: an idle connection waiting for bytes holds no read buffer of its own.
+    static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Poll one read from `reader` into the thread's scratch buffer and hand what came to
+/// `take` (an empty slice at end of stream). Pending without holding any buffer.
+pub(super) fn read_into<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    cx: &mut Context<'_>,
+    take: impl FnOnce(std::io::Result<&[u8]>),
+) -> Poll<()> {
+    SCRATCH.with(|scratch| {
+        let mut own = Vec::new();
+        let mut shared = scratch.try_borrow_mut();
+        // Re-entered on this thread (never by the driver itself): a buffer of its own.
+        let buf = match &mut shared {
+            Ok(buf) => buf,
+            Err(_) => &mut own,
+        };
+        if buf.len() < READ_CHUNK {
+            buf.resize(READ_CHUNK, 0);
+        }
+        let mut rb = ReadBuf::new(&mut buf[..]);
+        match Pin::new(reader).poll_read(cx, &mut rb) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Ok(())) => {
+                take(Ok(rb.filled()));
+                Poll::Ready(())
+            }
+            Poll::Ready(Err(e)) => {
+                take(Err(e));
+                Poll::Ready(())
+            }
+        }
+    })
+}
+
+impl Driver {
+    /// A connection from `peer` that has not sent anything yet.
+    fn new(peer: SocketAddr, tls: Option<TlsPeer>, shared: Arc<Shared>) -> Driver {
+        let link = Link::new(tls);
+        Driver {
+            conn: Connection::new(Instant::now(), shared.machine.clone()),
+            peer,
+            access: Access::new(shared.auth.clone()).counting(shared.broker.ops.clone()),
+            writes: shared.limits.write_limiter(),
+            bell: shared.bells.add(link.kick().clone()),
+            link,
+            pipeline: Pipeline::default(),
+            outbox: Outbox::default(),
+            shared,
+        }
     }
+
+    /// Wait for the next thing to do, polling every source of the connection in turn:
+    /// its bell (takeover, or shutdown), the publish pipeline, the socket (write, then
+    /// read), the mailbox, the timer. Every source is polled each time (so a client that
+    /// both floods and is flooded is still read), and the wait is over when any of them
+    /// did something.
+    fn poll_wake<R, W>(
+        &mut self,
+        cx: &mut Context<'_>,
+        reader: &mut R,
+        writer: &mut W,
+        mut timer: Pin<&mut Sleep>,
+        shutdown: &Shutdown,
+        wait: &mut Wait,
+    ) -> Poll<()>
+    where
+        R: AsyncRead + Unpin,
+        W: AsyncWrite + Unpin,
+    {
+        let mut woke = false;
+        if self.link.kick().poll_rung(cx).is_ready() {
+            if !shutdown.is_shutdown() {
+                self.conn.close(CloseReason::TakenOver);
+            } else if !wait.closing {
+                wait.closing = true;
+                self.conn.close(CloseReason::ServerClose);
+            }
+            woke = true;
+        }
+        if !self.pipeline.is_empty() && self.poll_pipeline(cx).is_ready() {
+            wait.active();
+            woke = true;
+        }
+        // Write what the machine has, as far as the socket takes it.
+        let mut failed = false;
+        let tx = self.conn.transmit();
+        while !tx.is_empty() {
+            match Pin::new(&mut *writer).poll_write(cx, tx) {
+                Poll::Pending => break,
+                Poll::Ready(Ok(n)) if n > 0 => {
+                    tx.advance(n);
+                    self.shared.stats.sent(n);
+                    wait.active();
+                    woke = true;
+                }
+                Poll::Ready(_) => {
+                    // The peer is gone: nothing more can be written.
+                    tx.clear();
+                    failed = true;
+                }
+            }
+        }
+        if failed {
+            self.conn.handle_eof(Instant::now());
+            woke = true;
+        }
+        // Beyond MAX_PIPELINED PUBLISHes in flight the socket is not read (backpressure).
+        if self.pipeline.len() < MAX_PIPELINED {
+            let (conn, stats) = (&mut self.conn, &self.shared.stats);
+            let read = read_into(reader, cx, |got| match got {
+                Ok(bytes) if !bytes.is_empty() => {
+                    stats.received(bytes.len());
+                    conn.handle_bytes(Instant::now(), bytes)
+                }
+                Ok(_) | Err(_) => conn.handle_eof(Instant::now()),
+            });
+            if read.is_ready() {
+                wait.active();
+                woke = true;
+            }
+        }
+        // Deliveries, while the write buffer has room (backpressure into the mailbox).
+        if self.conn.transmit().len() < WRITE_HIGH_WATER {
+            if let Some(mailbox) = self.link.session().map(|s| &s.mailbox) {
+                if mailbox.poll_notified(cx).is_ready() {
+                    if mailbox.overflowed() {
+                        tracing::warn!(peer = %self.peer, "MQTT client's queue overflowed; disconnecting it (overflow = disconnect)");
+                        self.conn.close(CloseReason::Server {
+                            reason_code: reason::QUOTA_EXCEEDED,
+                            reason_string: Some(format!(
+                                "more than {} messages queued for this client (overflow = disconnect)",
+                                self.shared.config.mqtt.max_queued
+                            )),
+                        });
+                    }
+                    wait.active();
+                    woke = true;
+                }
+            }
+        }
+        // The timer: the machine's deadline or the quiet check, whichever is first. It is
+        // moved only when it must fire earlier; firing early costs one check.
+        let due = match (self.conn.poll_timeout(), wait.trim_at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        if let Some(due) = due.map(tokio::time::Instant::from_std) {
+            if !wait.armed || timer.deadline() > due {
+                timer.as_mut().reset(due);
+                wait.armed = true;
+            }
+        }
+        if wait.armed && timer.as_mut().poll(cx).is_ready() {
+            wait.armed = false;
+            let now = Instant::now();
+            self.conn.handle_timeout(now);
+            if wait.trim_at.is_some_and(|at| at <= now) {
+                if std::mem::take(&mut wait.busy) {
+                    wait.trim_at = Some(now + QUIET);
+                } else {
+                    self.trim();
+                    wait.trim_at = None;
+                }
+            }
+            woke = true;
+        }
+        if woke {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }
+
+    /// The connection has been quiet: give back the memory of everything empty (the
+    /// machine's buffers and tables, the pipeline's queues, the mailbox's queue).
+    fn trim(&mut self) {
+        self.conn.trim();
+        self.pipeline.trim();
+        self.link.trim();
+    }
+
+    /// The connection is over: flush what the machine still had to say (a refusal, a
+    /// DISCONNECT with its reason), then close gracefully ([`linger`]).
+    async fn close<R, W>(&mut self, reader: &mut R, writer: &mut W, timer: Pin<&mut Sleep>)
+    where
+        R: AsyncRead + Unpin,
+        W: AsyncWrite + Unpin,
+    {
+        let cfg = &self.shared.config.mqtt;
+        let (grace, max) = (cfg.close_grace(), cfg.close_grace_bytes);
+        let stats = &self.shared.stats;
+        let tx = self.conn.transmit();
+        let flush = async {
+            let n = tx.len();
+            writer.write_all_buf(tx).await?;
+            stats.sent(n);
+            writer.shutdown().await
+        };
+        if tokio::time::timeout(Duration::from_secs(1), flush)
+            .await
+            .is_ok_and(|r| r.is_ok())
+        {
+            linger(reader, timer, grace, max, stats).await;
+        }
+    }
+}
+
+/// After the last packet and our FIN: read and discard what the client still sends,
+/// until it closes too, for at most `grace` and `max` bytes. Closing a socket with unread
+/// bytes in it makes the kernel answer with a reset, which destroys what the client had
+/// not read yet — the DISCONNECT or CONNACK saying why it is closed (issue 16: a paho
+/// client still publishing got ECONNRESET instead of its 0x93). Draining lets the client
+/// read it, see our FIN, and close in turn.
+async fn linger<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    mut timer: Pin<&mut Sleep>,
+    grace: Duration,
+    max: usize,
+    stats: &super::counted::Stats,
+) {
+    if grace.is_zero() {
+        return;
+    }
+    timer.as_mut().reset(tokio::time::Instant::now() + grace);
+    let mut left = max;
+    std::future::poll_fn(|cx| {
+        loop {
+            let mut done = false;
+            let read = read_into(reader, cx, |got| match got {
+                Ok(bytes) if !bytes.is_empty() && bytes.len() < left => {
+                    stats.received(bytes.len());
+                    left -= bytes.len();
+                }
+                Ok(bytes) => {
+                    stats.received(bytes.len());
+                    done = true;
+                }
+                Err(_) => done = true,
+            });
+            match read {
+                Poll::Ready(()) if !done => continue,
+                Poll::Ready(()) => return Poll::Ready(()),
+                Poll::Pending => break,
+            }
+        }
+        timer.as_mut().poll(cx)
+    })
+    .await;
 }
 
 /// Number of levels in a topic name or filter (`a/b/c` has 3).
@@ -251,13 +507,42 @@ fn levels(topic: &str) -> usize {
     topic.bytes().filter(|b| *b == b'/').count() + 1
 }
 
+/// Work an event leaves to await, boxed; `true` when the connection is over.
+type Later<'a> = Pin<Box<dyn Future<Output = bool> + Send + 'a>>;
+
 impl Driver {
-    /// Handle one event; true when the connection is over.
-    async fn handle_event(&mut self, ev: Event) -> bool {
-        if matches!(
-            ev,
-            Event::Subscribe(_) | Event::Unsubscribe(_) | Event::PingRequest | Event::Closed { .. }
-        ) {
+    /// Handle one event. PUBLISH, acknowledgements and PINGREQ are handled here at once;
+    /// what has to wait for something — the rare events, whose handling awaits logins,
+    /// locks and durable writes ([`Driver::handle_rare`]), a refused PUBLISH or a PINGREQ
+    /// behind pipelined PUBLISHes — comes back as work to await, boxed while it runs so
+    /// that its state does not enlarge every connection's future.
+    fn handle_event(&mut self, ev: Event) -> Option<Later<'_>> {
+        match ev {
+            Event::Publish(p) => self.on_publish(p),
+            Event::InflightFreed => {
+                // Exchanges finished: their durable queue entries can go (nobody waits).
+                if let Some(session) = self.link.session() {
+                    self.outbox.finished(&self.conn, session);
+                }
+                None
+            }
+            // PINGRESP tells the client everything it sent before the PINGREQ is done.
+            Event::PingRequest if self.pipeline.is_empty() => {
+                self.conn.ping_response();
+                None
+            }
+            Event::PingRequest => Some(Box::pin(async move {
+                self.drain_pipeline().await;
+                self.conn.ping_response();
+                false
+            })),
+            rare => Some(Box::pin(self.handle_rare(rare))),
+        }
+    }
+
+    /// CONNECT, SUBSCRIBE, UNSUBSCRIBE and the close; true when the connection is over.
+    async fn handle_rare(&mut self, ev: Event) -> bool {
+        if !matches!(ev, Event::Connect(_)) {
             // What the client published before this packet is done first, as if handled
             // one by one: a SUBSCRIBE sees the retained value the client just published,
             // and a disconnect does not cut off its last messages.
@@ -275,21 +560,11 @@ impl Driver {
                     )
                     .await
             }
-            Event::Publish(p) => self.on_publish(p).await,
             Event::Subscribe(s) => {
                 let id = s.properties.subscription_identifiers.first().copied();
                 self.on_subscribe(s.pkid, s.filters, id).await;
             }
             Event::Unsubscribe(u) => self.on_unsubscribe(u).await,
-            // After the drain above: PINGRESP tells the client everything it sent before
-            // the PINGREQ is done.
-            Event::PingRequest => self.conn.ping_response(),
-            Event::InflightFreed => {
-                // Exchanges finished: their durable queue entries can go (nobody waits).
-                if let Some(session) = self.link.session() {
-                    self.outbox.finished(&self.conn, session);
-                }
-            }
             Event::Closed { reason, will } => {
                 self.link
                     .closed(
@@ -303,6 +578,7 @@ impl Driver {
                     .await;
                 return true;
             }
+            Event::Publish(_) | Event::InflightFreed | Event::PingRequest => {}
         }
         false
     }
@@ -321,37 +597,48 @@ impl Driver {
 }
 
 #[cfg(test)]
-mod read_size_tests {
+mod tests {
     use super::*;
 
+    /// The size of the future a function returns, without calling it.
+    fn future_size<Args, F: Future>(_: impl FnOnce(Args) -> F) -> usize {
+        std::mem::size_of::<F>()
+    }
+
+    /// The task future of one plain TCP connection, without the listener's guards (a
+    /// connection slot, a `[limits]` place and a gauge: 64 bytes more).
+    fn tcp_connection_future() -> usize {
+        future_size(|(stream, peer, shared, shutdown)| run_tcp(stream, peer, shared, shutdown, ()))
+    }
+
     #[test]
-    fn read_buffer_grows_with_traffic_and_is_released_when_idle() {
-        let mut size = ReadSize::default();
-        let mut buf = BytesMut::new();
-        assert_eq!(
-            buf.capacity(),
-            0,
-            "an idle connection starts with no buffer"
-        );
-        // A publisher filling every read doubles the size up to the cap.
-        for _ in 0..16 {
-            size.prepare(&mut buf);
-            let n = buf.capacity();
-            size.observe(n, &mut buf);
+    fn an_idle_connection_is_a_small_task() {
+        // BENCHMARKS.md quotes these; `cargo test --lib connection_is_a_small -- --nocapture`.
+        let sizes = [
+            ("TCP connection future", tcp_connection_future()),
+            ("Driver", std::mem::size_of::<Driver>()),
+            ("ponte_mqtt::Connection", std::mem::size_of::<Connection>()),
+            ("Link", std::mem::size_of::<Link>()),
+            ("Access", std::mem::size_of::<Access>()),
+            ("tokio Sleep", std::mem::size_of::<Sleep>()),
+            (
+                "Session",
+                std::mem::size_of::<super::super::session::Session>(),
+            ),
+            (
+                "Mailbox",
+                std::mem::size_of::<crate::broker::mailbox::Mailbox>(),
+            ),
+        ];
+        for (what, size) in sizes {
+            eprintln!("{what}: {size} bytes");
         }
-        assert_eq!(size.want, MAX_READ);
-        size.prepare(&mut buf);
-        assert!(buf.capacity() >= MAX_READ);
-        // Small reads (pings) shrink it again and give the memory back.
-        for _ in 0..16 {
-            size.prepare(&mut buf);
-            size.observe(2, &mut buf);
-        }
-        assert_eq!(size.want, MIN_READ);
-        assert!(
-            buf.capacity() < MAX_READ,
-            "capacity {} kept",
-            buf.capacity()
-        );
+        // Was 2.6 KB before issue 16 (CONNECT's login future, select! of six futures, the
+        // will's properties and both buffers inline). tokio allocates a task as a header
+        // and a trailer (96 bytes) around the future and the listener's guards (64 bytes),
+        // rounded up to 128: at most 736 here keeps the task within 896 bytes (it was
+        // 1,024 at 840; measured with massif, BENCHMARKS.md).
+        assert!(tcp_connection_future() <= 736, "{sizes:?}");
+        assert!(std::mem::size_of::<Driver>() <= 408, "{sizes:?}");
     }
 }

@@ -11,7 +11,6 @@ use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use bytes::BytesMut;
 use ponte_mqtt::Connection;
 
 use super::super::access::Access;
@@ -31,23 +30,22 @@ pub(super) struct Outbox {
 }
 
 impl Outbox {
-    /// Move deliveries from `session`'s mailbox into `conn` and its bytes into `wbuf`
-    /// while there is room. With an ACL that filters reads, each delivery is checked
-    /// first (one atomic load per call without one).
+    /// Move deliveries from `session`'s mailbox into `conn` (encoded into its transmit
+    /// buffer) while there is room. With an ACL that filters reads, each delivery is
+    /// checked first (one atomic load per call without one).
     pub(super) fn pump(
         &mut self,
         conn: &mut Connection,
         session: &Session,
         access: &Access,
         broker: &Broker,
-        wbuf: &mut BytesMut,
         peer: SocketAddr,
     ) {
         self.count_too_large(conn, broker, peer);
         let now = Instant::now();
         let filtered = access.reads_filtered();
         let mut sent_count = 0u64;
-        while wbuf.len() < WRITE_HIGH_WATER {
+        while conn.transmit().len() < WRITE_HIGH_WATER {
             let Some(d) = session.mailbox.pop() else {
                 break;
             };
@@ -77,7 +75,6 @@ impl Outbox {
                 (None, _, _) => forget_durable(session, &d),
                 _ => {}
             }
-            conn.poll_transmit(wbuf);
         }
         if sent_count > 0 {
             broker.ops.sent(crate::metrics::Protocol::Mqtt, sent_count);

@@ -35,9 +35,16 @@ pub(super) struct Ack {
 /// A PUBLISH that is done: stored, delivered and durable — or failed.
 pub(super) type Done = (Ack, Result<PublishOutcome, StoreError>);
 
-/// The PUBLISHes of one connection between the broker and their acknowledgement.
+/// The PUBLISHes of one connection between the broker and their acknowledgement. Its
+/// queues are boxed and made when a PUBLISH first has to wait (a retained write, a
+/// persistent subscriber), and given back by [`Pipeline::trim`]: a connection whose
+/// PUBLISHes are done at once, or none, carries a pointer.
 #[derive(Debug, Default)]
-pub(super) struct Pipeline {
+pub(super) struct Pipeline(Option<Box<Queues>>);
+
+/// The queues of a [`Pipeline`].
+#[derive(Debug, Default)]
+struct Queues {
     /// PUBLISHes handed to the broker whose retained writes are not durable yet, oldest
     /// first; delivered strictly in this order.
     storing: VecDeque<(Ack, Staged)>,
@@ -54,7 +61,9 @@ fn poll_now<F: Future + Unpin>(f: &mut F) -> Poll<F::Output> {
 impl Pipeline {
     /// PUBLISHes handed to the broker and not acknowledged yet.
     pub(super) fn len(&self) -> usize {
-        self.storing.len() + self.persisting.len()
+        self.0
+            .as_ref()
+            .map_or(0, |q| q.storing.len() + q.persisting.len())
     }
 
     /// Whether nothing is in flight.
@@ -62,16 +71,30 @@ impl Pipeline {
         self.len() == 0
     }
 
+    /// The connection is quiet: give back the queues if they are empty (after a burst
+    /// they keep up to [`MAX_PIPELINED`] entries' worth).
+    pub(super) fn trim(&mut self) {
+        if self.is_empty() {
+            self.0 = None;
+        }
+    }
+
+    /// The queues, made if need be.
+    fn queues(&mut self) -> &mut Queues {
+        self.0.get_or_insert_with(Box::default)
+    }
+
     /// Take a PUBLISH the broker has staged. When nothing is ahead of it and nothing has to
     /// become durable (not retained, no persistent subscriber), it is delivered and done at
     /// once and comes back.
     pub(super) fn push(&mut self, broker: &Broker, ack: Ack, mut staged: Staged) -> Option<Done> {
-        if staged.is_stored() && self.storing.is_empty() {
+        let nothing_ahead = self.0.as_ref().is_none_or(|q| q.storing.is_empty());
+        if staged.is_stored() && nothing_ahead {
             if let Poll::Ready(stored) = poll_now(&mut staged) {
                 return self.stored(broker, ack, stored);
             }
         }
-        self.storing.push_back((ack, staged));
+        self.queues().storing.push_back((ack, staged));
         None
     }
 
@@ -87,12 +110,13 @@ impl Pipeline {
             Err(e) => Some((ack, Err(e))),
             Ok(stored) => {
                 let mut delivered = broker.deliver(stored);
-                if delivered.is_durable() && self.persisting.is_empty() {
+                let nothing_ahead = self.0.as_ref().is_none_or(|q| q.persisting.is_empty());
+                if delivered.is_durable() && nothing_ahead {
                     if let Poll::Ready(outcome) = poll_now(&mut delivered) {
                         return Some((ack, outcome));
                     }
                 }
-                self.persisting.push_back((ack, delivered));
+                self.queues().persisting.push_back((ack, delivered));
                 None
             }
         }
@@ -103,9 +127,12 @@ impl Pipeline {
     /// registered with what the oldest waits for).
     pub(super) fn poll_done(&mut self, cx: &mut Context<'_>, broker: &Broker) -> Poll<Done> {
         loop {
-            if let Some((_, staged)) = self.storing.front_mut() {
+            let Some(q) = self.0.as_mut() else {
+                return Poll::Pending;
+            };
+            if let Some((_, staged)) = q.storing.front_mut() {
                 if let Poll::Ready(stored) = Pin::new(staged).poll(cx) {
-                    if let Some((ack, _)) = self.storing.pop_front() {
+                    if let Some((ack, _)) = q.storing.pop_front() {
                         if let Some(done) = self.stored(broker, ack, stored) {
                             return Poll::Ready(done);
                         }
@@ -113,9 +140,9 @@ impl Pipeline {
                     continue;
                 }
             }
-            if let Some((_, delivered)) = self.persisting.front_mut() {
+            if let Some((_, delivered)) = q.persisting.front_mut() {
                 if let Poll::Ready(outcome) = Pin::new(delivered).poll(cx) {
-                    if let Some((ack, _)) = self.persisting.pop_front() {
+                    if let Some((ack, _)) = q.persisting.pop_front() {
                         return Poll::Ready((ack, outcome));
                     }
                 }

@@ -9,51 +9,76 @@ use ponte_mqtt::{reason, CloseReason, Publish};
 
 use super::super::{access, wire};
 use super::pipeline::Ack;
-use super::{levels, Driver};
+use super::{levels, Driver, Later};
 use crate::broker::retained::Precondition;
 use crate::broker::PublishOutcome;
 use crate::model::{Message, Origin, QoS};
 use crate::store::StoreError;
 
 impl Driver {
-    /// Handle one inbound PUBLISH: the write rate, the topic's levels and the ACL first (a
-    /// refusal answers only after the PUBLISHes ahead of it), then the message goes into
-    /// the pipeline.
-    pub(super) async fn on_publish(&mut self, mut p: Publish) {
-        let properties = std::mem::take(&mut p.properties);
-        if !self.within_write_rate(&p).await {
-            return;
+    /// Handle one inbound PUBLISH: the write rate, the topic's levels and the ACL first,
+    /// then the message goes into the pipeline. `None` when that is done; a refusal is
+    /// answered only after the PUBLISHes ahead of it, so it comes back as work to await
+    /// (boxed: it is rare, and its state would otherwise enlarge every connection's
+    /// future).
+    pub(super) fn on_publish(&mut self, p: Publish) -> Option<Later<'_>> {
+        // Without a limit the clock is not even read.
+        let over = if self.writes.is_limited() {
+            self.writes.check(Instant::now()).err()
+        } else {
+            None
+        };
+        if let Some(wait) = over {
+            return Some(Box::pin(async move {
+                if self.over_write_rate(wait, &p).await {
+                    self.on_publish_checked(p);
+                }
+                false
+            }));
         }
         let max_levels = self.shared.config.mqtt.max_topic_levels;
         if levels(&p.topic) > max_levels {
-            self.drain_pipeline().await;
-            self.limit_hit("max_topic_levels", &p.topic);
-            self.conn.close(CloseReason::Server {
-                reason_code: reason::TOPIC_NAME_INVALID,
-                reason_string: Some(format!(
-                    "PUBLISH topic has {} levels, more than the {max_levels} allowed",
-                    levels(&p.topic)
-                )),
-            });
-            return;
+            return Some(Box::pin(async move {
+                self.drain_pipeline().await;
+                self.limit_hit("max_topic_levels", &p.topic);
+                self.conn.close(CloseReason::Server {
+                    reason_code: reason::TOPIC_NAME_INVALID,
+                    reason_string: Some(format!(
+                        "PUBLISH topic has {} levels, more than the {max_levels} allowed",
+                        levels(&p.topic)
+                    )),
+                });
+                false
+            }));
         }
         if !self.access.may_publish(&p.topic) {
-            // Earlier PUBLISHes are answered first: acknowledgements keep the PUBLISH order.
-            self.drain_pipeline().await;
-            // Nothing stored, retained or delivered. v5 QoS 1/2: PUBACK/PUBREC 0x87; 3.1.1
-            // has no negative acknowledgement, so (as mosquitto) it is acknowledged and the
-            // client does not resend it forever; QoS 0: dropped.
-            if p.qos != ponte_mqtt::QoS::AtMostOnce {
-                if self.link.is_v5() {
-                    let why = access::publish_denied_reason(&p.topic);
-                    self.conn
-                        .publish_done(p.pkid, reason::NOT_AUTHORIZED, Some(why));
-                } else {
-                    self.conn.publish_done(p.pkid, reason::SUCCESS, None);
+            return Some(Box::pin(async move {
+                // Earlier PUBLISHes are answered first: acknowledgements keep the PUBLISH
+                // order.
+                self.drain_pipeline().await;
+                // Nothing stored, retained or delivered. v5 QoS 1/2: PUBACK/PUBREC 0x87;
+                // 3.1.1 has no negative acknowledgement, so (as mosquitto) it is
+                // acknowledged and the client does not resend it forever; QoS 0: dropped.
+                if p.qos != ponte_mqtt::QoS::AtMostOnce {
+                    if self.link.is_v5() {
+                        let why = access::publish_denied_reason(&p.topic);
+                        self.conn
+                            .publish_done(p.pkid, reason::NOT_AUTHORIZED, Some(why));
+                    } else {
+                        self.conn.publish_done(p.pkid, reason::SUCCESS, None);
+                    }
                 }
-            }
-            return;
+                false
+            }));
         }
+        self.on_publish_checked(p);
+        None
+    }
+
+    /// A PUBLISH that passed its checks goes into the pipeline (and is answered at once
+    /// when nothing is ahead of it and nothing must become durable).
+    fn on_publish_checked(&mut self, mut p: Publish) {
+        let properties = std::mem::take(&mut p.properties);
         let qos = p.qos.into();
         let mut message = Message {
             // Checked by the codec: validated once (MQTT-3.3.2-2, MQTT-4.7.3-1).
@@ -140,15 +165,13 @@ impl Driver {
         }
     }
 
-    /// `[limits] publish_rate`: whether `p` may be published now. Over the rate, a v5 QoS 1/2
-    /// PUBLISH is answered PUBACK/PUBREC 0x97 Quota exceeded and a v5 QoS 0 one closes the
-    /// connection with DISCONNECT 0x96 Message rate too high; 3.1.1 has no negative
-    /// acknowledgement, so the connection is throttled instead — nothing is read from its
-    /// socket until the wait is over — and nothing is lost.
-    async fn within_write_rate(&mut self, p: &Publish) -> bool {
-        let Err(wait) = self.writes.check(Instant::now()) else {
-            return true;
-        };
+    /// `[limits] publish_rate` was exceeded (the next token comes in `wait`): whether `p`
+    /// may be published after all. A v5 QoS 1/2 PUBLISH is answered PUBACK/PUBREC 0x97
+    /// Quota exceeded and a v5 QoS 0 one closes the connection with DISCONNECT 0x96 Message
+    /// rate too high; 3.1.1 has no negative acknowledgement, so the connection is throttled
+    /// instead — nothing is read from its socket until the wait is over — and nothing is
+    /// lost.
+    async fn over_write_rate(&mut self, wait: std::time::Duration, p: &Publish) -> bool {
         self.shared
             .limits
             .mqtt_writes_refused

@@ -4,6 +4,16 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
+use super::pkid::{self, PkidMap};
+
+/// The client → server aliases of one connection: alias → topic.
+pub(crate) type InboundAliases = PkidMap<String>;
+
+/// Memory the client's aliases hold: the table and its topics.
+pub(crate) fn inbound_heap_size(aliases: &InboundAliases) -> usize {
+    pkid::heap_size(aliases) + aliases.values().map(String::capacity).sum::<usize>()
+}
+
 /// The server → client aliases of one connection. Aliases are handed out 1, 2, ... and
 /// never freed, only reassigned: once all the client accepts are in use, the least
 /// recently used one is given to the next new topic instead of sending every further topic
@@ -19,6 +29,12 @@ pub(crate) struct OutboundAliases {
 }
 
 impl OutboundAliases {
+    /// Memory the table holds outside itself (its two maps; the topics are shared).
+    pub(crate) fn heap_size(&self) -> usize {
+        pkid::heap_size(&self.by_topic)
+            + self.lru.len() * (std::mem::size_of::<(u64, Arc<str>)>() + 8)
+    }
+
     /// The alias to use for `topic` when at most `limit` may be assigned: `(alias, first
     /// use)`, or `None` when the client takes no aliases. A new topic gets the next unused
     /// alias or, once all are in use, the least recently used one (reassigned by

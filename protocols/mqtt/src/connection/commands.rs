@@ -36,14 +36,14 @@ impl Connection {
             return;
         }
         self.state = State::Connected;
-        self.will = self.pending_will.take();
+        self.will_armed = true;
         let Accept {
             session_present,
             resume,
             assigned_client_id,
             response_information,
         } = accept;
-        let properties = if self.is_v5() {
+        let properties = if let Some(v5) = &self.v5 {
             Properties {
                 receive_maximum: Some(self.config.receive_maximum.max(1)),
                 maximum_packet_size: Some(
@@ -54,11 +54,11 @@ impl Connection {
                 wildcard_subscription_available: Some(1),
                 subscription_identifiers_available: Some(1),
                 shared_subscription_available: Some(1),
-                server_keep_alive: self.v5.server_keep_alive,
+                server_keep_alive: v5.server_keep_alive,
                 assigned_client_identifier: assigned_client_id,
                 // MQTT-3.1.2-28: only when the client asked for it.
                 response_information: response_information.filter(|info| {
-                    self.v5.response_information_requested && info.len() <= usize::from(u16::MAX)
+                    v5.response_information_requested && info.len() <= usize::from(u16::MAX)
                 }),
                 ..Properties::default()
             }

@@ -62,12 +62,8 @@ impl Connection {
         let requested = c.keep_alive;
         let max = self.config.max_keep_alive;
         // MQTT 5 lets the server impose its Keep Alive (3.2.2.3.14); 3.1.1 does not.
-        let effective = if v5 && max > 0 && (requested == 0 || requested > max) {
-            self.v5.server_keep_alive = Some(max);
-            max
-        } else {
-            requested
-        };
+        let imposed = v5 && max > 0 && (requested == 0 || requested > max);
+        let effective = if imposed { max } else { requested };
         self.keep_alive = self.keep_alive_for(effective);
         self.deadline = self.keep_alive.map(|ka| now + ka);
         if !v5 {
@@ -78,19 +74,21 @@ impl Connection {
                 return;
             }
             self.state = State::AwaitingAccept;
-            self.pending_will = c.will.clone();
+            self.will = c.will.clone().map(Box::new);
             self.events.push_back(Event::Connect(c));
             return;
         }
         let p = &c.properties;
-        self.v5.client_receive_maximum = p.receive_maximum.unwrap_or(u16::MAX);
-        self.v5.asks.max_packet_size = p.maximum_packet_size;
-        self.v5.client_topic_alias_max = p.topic_alias_maximum.unwrap_or(0);
-        self.v5.session_expiry_interval = p.session_expiry_interval.unwrap_or(0);
+        let v5 = self.v5.insert(Box::default());
+        v5.server_keep_alive = imposed.then_some(max);
+        v5.client_receive_maximum = p.receive_maximum.unwrap_or(u16::MAX);
+        v5.asks.max_packet_size = p.maximum_packet_size;
+        v5.client_topic_alias_max = p.topic_alias_maximum.unwrap_or(0);
+        v5.session_expiry_interval = p.session_expiry_interval.unwrap_or(0);
         // Absent Request Problem Information means 1, absent Request Response Information 0
         // (3.1.2.11.7, 3.1.2.11.6).
-        self.v5.asks.no_problem_information = p.request_problem_information == Some(0);
-        self.v5.response_information_requested = p.request_response_information == Some(1);
+        v5.asks.no_problem_information = p.request_problem_information == Some(0);
+        v5.response_information_requested = p.request_response_information == Some(1);
         self.state = State::AwaitingAccept;
         if let Some(method) = &p.authentication_method {
             // MQTT 4.12: no extended authentication method is supported.
@@ -98,7 +96,7 @@ impl Connection {
             self.refuse_now(reason::BAD_AUTHENTICATION_METHOD, Some(why));
             return;
         }
-        self.pending_will = c.will.clone();
+        self.will = c.will.clone().map(Box::new);
         self.events.push_back(Event::Connect(c));
     }
 
@@ -138,8 +136,11 @@ impl Connection {
             self.close_with(Violation::TopicAliasInvalid { alias, max }.into());
             return false;
         }
+        let Some(v5) = self.v5.as_mut() else {
+            return true;
+        };
         if p.topic.is_empty() {
-            match self.v5.inbound_aliases.get(&alias) {
+            match v5.inbound_aliases.as_ref().and_then(|a| a.get(&alias)) {
                 Some(t) => p.topic = t.clone(),
                 None => {
                     self.close_with(Violation::UnknownTopicAlias(alias).into());
@@ -147,7 +148,9 @@ impl Connection {
                 }
             }
         } else {
-            self.v5.inbound_aliases.insert(alias, p.topic.clone());
+            v5.inbound_aliases
+                .get_or_insert_with(Box::default)
+                .insert(alias, p.topic.clone());
         }
         if p.properties.is_empty() {
             // The alias was its only property: no empty list is kept around.
@@ -230,7 +233,13 @@ impl Connection {
         }
         let expiry = d.properties.session_expiry_interval;
         match expiry {
-            Some(e) if e > 0 && self.v5.session_expiry_interval == 0 => {
+            Some(e)
+                if e > 0
+                    && self
+                        .v5
+                        .as_ref()
+                        .is_some_and(|v| v.session_expiry_interval == 0) =>
+            {
                 self.close_with(Violation::SessionExpiryAfterZero(e).into())
             }
             _ => self.close_with(CloseReason::ClientDisconnect {

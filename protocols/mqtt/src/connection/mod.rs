@@ -24,9 +24,11 @@ mod diagnostics;
 mod event;
 mod inbound;
 mod outbound;
+mod pkid;
 mod session;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
@@ -41,8 +43,9 @@ pub use diagnostics::MAX_REASON_STRING;
 pub use event::{Accept, CloseReason, Event, Violation};
 pub use session::{Inflight, Outgoing, SessionState};
 
-use aliases::OutboundAliases;
+use aliases::{inbound_heap_size, InboundAliases, OutboundAliases};
 use diagnostics::{write_v5, ClientAsks};
+use pkid::PkidMap;
 
 /// Where the connection is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,7 +72,9 @@ enum Inbound {
     },
 }
 
-/// What a v5 client announced in its CONNECT, and the per-connection v5 tables.
+/// What a v5 client announced in its CONNECT, and the per-connection v5 tables. Boxed in
+/// [`Connection`] and made only for a v5 client, so a 3.1.1 connection carries none of it;
+/// the alias tables inside are made at their first use.
 #[derive(Debug, Default)]
 struct V5State {
     /// The client's Receive Maximum: caps our outgoing window (MQTT-3.3.4-9).
@@ -86,72 +91,82 @@ struct V5State {
     /// The client set Request Response Information to 1; without it the server must not
     /// send Response Information (MQTT-3.1.2-28).
     response_information_requested: bool,
-    /// Client → server aliases set on this connection.
-    inbound_aliases: HashMap<u16, String>,
-    /// Server → client aliases we assigned.
-    outbound_aliases: OutboundAliases,
+    /// Client → server aliases set on this connection (`None` until the first).
+    inbound_aliases: Option<Box<InboundAliases>>,
+    /// Server → client aliases we assigned (`None` until the first).
+    outbound_aliases: Option<Box<OutboundAliases>>,
     /// Messages not sent because they exceeded the client's Maximum Packet Size.
     dropped_too_large: u64,
     /// Messages not sent because their Message Expiry Interval had passed.
     dropped_expired: u64,
-    /// Reused buffer for encoding outgoing property lists (no allocation per message).
+    /// Reused buffer for encoding outgoing property lists (no allocation per message;
+    /// given back by [`Connection::trim`]).
     scratch: BytesMut,
 }
 
 /// The server side of one MQTT connection. See the module docs.
+///
+/// Kept small, because a server holds one per connection and most connections are idle:
+/// the limits are shared ([`Arc<Config>`]), the v5 state and the will are boxed and exist
+/// only when the client has them, and every buffer and table starts empty, grows with the
+/// traffic and is given back by [`Connection::trim`] once the driver finds the connection
+/// quiet.
 #[derive(Debug)]
 pub struct Connection {
-    /// Limits and timers.
-    config: Config,
+    /// Limits and timers, shared by every connection of a server.
+    config: Arc<Config>,
     /// Life-cycle state; decides which packets are legal.
     state: State,
     /// Protocol revision from the CONNECT; `None` before it.
     protocol: Option<ProtocolVersion>,
+    /// Whether `will` is armed: `accept` arms the CONNECT's will; until then it is kept
+    /// only to be armed.
+    will_armed: bool,
+    /// Next packet id to try for an outgoing QoS 1/2 PUBLISH.
+    next_pkid: u16,
+    /// Keep Alive × `keep_alive_factor`, `None` when Keep Alive is 0 (timer off, 3.1.2.10).
+    keep_alive: Option<Duration>,
+    /// When `handle_timeout` must act (connect timeout or keepalive expiry).
+    deadline: Option<Instant>,
     /// Received bytes not yet decoded (partial packets, or pipelined before `accept`).
     read_buf: BytesMut,
     /// Encoded bytes waiting for `poll_transmit`, in wire order.
     tx: BytesMut,
     /// Events waiting for `poll_event`, in order.
     events: VecDeque<Event>,
-    /// Will from the CONNECT, kept pending until `accept` arms it.
-    pending_will: Option<LastWill>,
-    /// Armed will: published (handed out in `Closed`) on any close except DISCONNECT.
-    will: Option<LastWill>,
-    /// Keep Alive × `keep_alive_factor`, `None` when Keep Alive is 0 (timer off, 3.1.2.10).
-    keep_alive: Option<Duration>,
-    /// When `handle_timeout` must act (connect timeout or keepalive expiry).
-    deadline: Option<Instant>,
+    /// Will from the CONNECT: published (handed out in `Closed`) on any close except
+    /// DISCONNECT once `will_armed`.
+    will: Option<Box<LastWill>>,
     /// Unacknowledged outgoing QoS 1/2 exchanges in send order (ack lookups scan from the
     /// front, where in-order acks hit immediately).
     outgoing: VecDeque<Inflight>,
-    /// Next packet id to try for an outgoing QoS 1/2 PUBLISH.
-    next_pkid: u16,
     /// Inbound QoS 1/2 publishes by packet id, for acknowledgement and QoS 2 de-duplication.
-    inbound: HashMap<u16, Inbound>,
-    /// MQTT 5 state; meaningful only when `protocol` is V5.
-    v5: V5State,
+    inbound: PkidMap<Inbound>,
+    /// MQTT 5 state; `Some` exactly when `protocol` is V5.
+    v5: Option<Box<V5State>>,
 }
 
 impl Connection {
     /// A connection whose socket was accepted at `now`; CONNECT must arrive within
-    /// `config.connect_timeout`.
-    pub fn new(now: Instant, config: Config) -> Self {
+    /// `config.connect_timeout`. `config` is usually one `Arc` shared by every connection.
+    pub fn new(now: Instant, config: impl Into<Arc<Config>>) -> Self {
+        let config = config.into();
         let deadline = Some(now + config.connect_timeout);
         Connection {
             config,
             state: State::AwaitingConnect,
             protocol: None,
+            will_armed: false,
+            next_pkid: 1,
+            keep_alive: None,
+            deadline,
             read_buf: BytesMut::new(),
             tx: BytesMut::new(),
             events: VecDeque::new(),
-            pending_will: None,
             will: None,
-            keep_alive: None,
-            deadline,
             outgoing: VecDeque::new(),
-            next_pkid: 1,
-            inbound: HashMap::new(),
-            v5: V5State::default(),
+            inbound: PkidMap::default(),
+            v5: None,
         }
     }
 
@@ -167,10 +182,9 @@ impl Connection {
     /// Writes a packet other than PUBLISH in the connection's version; on v5 with the
     /// diagnostics rules of `diagnostics.rs`.
     fn send(&mut self, packet: Packet) {
-        if self.is_v5() {
-            write_v5(&mut self.tx, packet, self.v5.asks);
-        } else {
-            encode(&packet, self.version(), &mut self.tx);
+        match &self.v5 {
+            Some(v5) => write_v5(&mut self.tx, packet, v5.asks),
+            None => encode(&packet, self.version(), &mut self.tx),
         }
     }
 
@@ -224,9 +238,65 @@ impl Connection {
         true
     }
 
+    /// The bytes waiting to be sent, in wire order, for a driver that writes them from
+    /// here — advancing the buffer past what was written — instead of moving them out with
+    /// [`Connection::poll_transmit`]: one copy less, and one buffer per connection.
+    pub fn transmit(&mut self) -> &mut BytesMut {
+        &mut self.tx
+    }
+
     /// The next event for the driver.
     pub fn poll_event(&mut self) -> Option<Event> {
         self.events.pop_front()
+    }
+
+    /// Gives back the memory of the buffers and tables that are empty now: received bytes,
+    /// bytes to send, events, outgoing and inbound exchanges, the v5 encoding scratch.
+    /// Nothing observable changes. A driver calls it when the connection has been quiet for
+    /// a while, so an idle connection holds none of them, while a busy one keeps their
+    /// capacity from one turn to the next instead of allocating it again.
+    pub fn trim(&mut self) {
+        if self.read_buf.is_empty() {
+            self.read_buf = BytesMut::new();
+        }
+        if self.tx.is_empty() {
+            self.tx = BytesMut::new();
+        }
+        if self.events.is_empty() {
+            self.events = VecDeque::new();
+        }
+        if self.outgoing.is_empty() {
+            self.outgoing = VecDeque::new();
+        }
+        if self.inbound.is_empty() {
+            self.inbound = PkidMap::default();
+        }
+        if let Some(v5) = &mut self.v5 {
+            v5.scratch = BytesMut::new();
+        }
+    }
+
+    /// Bytes of memory this connection holds outside itself right now (buffer and table
+    /// capacities, the boxed v5 state and will), not counting what is shared with others
+    /// (payloads, topics). For tests and diagnostics: after [`Connection::trim`] an idle
+    /// 3.1.1 connection without a will holds 0.
+    pub fn heap_size(&self) -> usize {
+        let v5 = self.v5.as_ref().map_or(0, |v5| {
+            std::mem::size_of::<V5State>()
+                + v5.scratch.capacity()
+                + v5.inbound_aliases.as_deref().map_or(0, inbound_heap_size)
+                + v5.outbound_aliases.as_ref().map_or(0, |a| a.heap_size())
+        });
+        self.read_buf.capacity()
+            + self.tx.capacity()
+            + self.events.capacity() * std::mem::size_of::<Event>()
+            + self.outgoing.capacity() * std::mem::size_of::<Inflight>()
+            + pkid::heap_size(&self.inbound)
+            + self
+                .will
+                .as_ref()
+                .map_or(0, |w| std::mem::size_of::<LastWill>() + w.topic.capacity())
+            + v5
     }
 
     /// Whether the connection has closed (the Closed event was queued).
@@ -242,7 +312,9 @@ impl Connection {
     /// MQTT 5: messages dropped for this client because they were larger than its Maximum
     /// Packet Size (MQTT-3.1.2-25), and because they expired before they could be sent.
     pub fn dropped(&self) -> (u64, u64) {
-        (self.v5.dropped_too_large, self.v5.dropped_expired)
+        self.v5
+            .as_ref()
+            .map_or((0, 0), |v5| (v5.dropped_too_large, v5.dropped_expired))
     }
 
     /// Keep Alive × the configured factor, for a Keep Alive of `secs` (0: no timer).
@@ -341,7 +413,7 @@ impl Connection {
         self.state = State::Closed;
         self.deadline = None;
         self.read_buf = BytesMut::new();
-        self.pending_will = None;
+        let will = self.will.take().filter(|_| self.will_armed);
         let will = match reason {
             CloseReason::Disconnect => None,
             CloseReason::ClientDisconnect { reason_code, .. }
@@ -349,9 +421,8 @@ impl Connection {
             {
                 None
             }
-            _ => self.will.take(),
+            _ => will.map(|w| *w),
         };
-        self.will = None;
         self.events.push_back(Event::Closed { reason, will });
     }
 }

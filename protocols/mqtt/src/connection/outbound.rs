@@ -38,15 +38,21 @@ impl Connection {
                 None => return Err(msg),
             }
         };
-        let alias = self
-            .v5
-            .outbound_aliases
-            .pick(&msg.topic, self.alias_limit());
+        let limit = self.alias_limit();
+        let alias = match self.v5.as_mut() {
+            Some(v5) if limit > 0 => v5
+                .outbound_aliases
+                .get_or_insert_with(Box::default)
+                .pick(&msg.topic, limit),
+            _ => None,
+        };
         if !self.write_publish(now, false, pkid, &msg, alias) {
             return Ok(None);
         }
-        if let Some((a, set)) = alias {
-            self.v5.outbound_aliases.used(&msg.topic, a, set);
+        if let (Some((a, set)), Some(v5)) = (alias, self.v5.as_mut()) {
+            if let Some(table) = v5.outbound_aliases.as_mut() {
+                table.used(&msg.topic, a, set);
+            }
         }
         if msg.qos == QoS::AtMostOnce {
             return Ok(None);
@@ -67,7 +73,7 @@ impl Connection {
         msg: &Outgoing,
         alias: Option<(u16, bool)>,
     ) -> bool {
-        if !self.is_v5() {
+        let Some(v5) = self.v5.as_mut() else {
             encode_publish(
                 &mut self.tx,
                 dup,
@@ -78,10 +84,10 @@ impl Connection {
                 &msg.payload,
             );
             return true;
-        }
+        };
         let remaining = match msg.expires_at {
             Some(at) if at <= now && !dup => {
-                self.v5.dropped_expired += 1;
+                v5.dropped_expired += 1;
                 return false;
             }
             // Round up: a message with 0.4 s left still has "1 s" left, not 0.
@@ -109,38 +115,33 @@ impl Connection {
             subscription_identifiers: &msg.subscription_ids,
         };
         let shared = msg.properties.as_deref();
-        let mut scratch = std::mem::take(&mut self.v5.scratch);
-        let size = publish5_size(&mut scratch, &header, msg.payload.len(), shared, &extras);
-        let fits = self
-            .v5
+        let size = publish5_size(&mut v5.scratch, &header, msg.payload.len(), shared, &extras);
+        let fits = v5
             .asks
             .max_packet_size
             .is_none_or(|max| size <= max as usize);
         if fits {
             encode_publish5(
                 &mut self.tx,
-                &mut scratch,
+                &mut v5.scratch,
                 &header,
                 &msg.payload,
                 shared,
                 &extras,
             );
         } else {
-            self.v5.dropped_too_large += 1;
+            v5.dropped_too_large += 1;
         }
-        self.v5.scratch = scratch;
         fits
     }
 
     /// Most aliases this connection assigns: the client's Topic Alias Maximum (none when
     /// it announced none, MQTT-3.1.2-26/27), capped by ours.
     fn alias_limit(&self) -> u16 {
-        if !self.is_v5() {
-            return 0;
-        }
-        self.v5
-            .client_topic_alias_max
-            .min(self.config.topic_alias_maximum)
+        self.v5.as_ref().map_or(0, |v5| {
+            v5.client_topic_alias_max
+                .min(self.config.topic_alias_maximum)
+        })
     }
 
     /// Packet ids of the unacknowledged outgoing exchanges, in send order. Lets a driver
@@ -177,8 +178,8 @@ impl Connection {
             return 0;
         }
         let mut window = self.config.max_inflight;
-        if self.is_v5() {
-            window = window.min(self.v5.client_receive_maximum);
+        if let Some(v5) = &self.v5 {
+            window = window.min(v5.client_receive_maximum);
         }
         usize::from(window).saturating_sub(self.outgoing.len())
     }
