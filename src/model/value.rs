@@ -42,10 +42,33 @@ impl RetainedValue {
 /// `t` as an RFC 3339 UTC timestamp with milliseconds (`2024-05-01T12:00:00.123Z`): how
 /// a value's time is shown to clients (the listing's `modified`, a webhook event's `time`).
 pub fn rfc3339(t: std::time::SystemTime) -> String {
+    // Always three digits of fraction: time's well-known Rfc3339 format trims trailing
+    // zeros (`.12Z`, or no fraction at all on a whole second), which the promise above and
+    // clients that parse a fixed layout do not expect.
     let t = time::OffsetDateTime::from(t);
-    let t = t
-        .replace_nanosecond(t.millisecond() as u32 * 1_000_000)
-        .unwrap_or(t);
-    t.format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+        t.millisecond()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rfc3339;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    #[test]
+    fn rfc3339_is_utc_with_three_digits_of_milliseconds_always() {
+        let at = |ms| rfc3339(UNIX_EPOCH + Duration::from_millis(ms));
+        assert_eq!(at(1_714_564_800_123), "2024-05-01T12:00:00.123Z");
+        assert_eq!(at(1_700_000_000_120), "2023-11-14T22:13:20.120Z");
+        assert_eq!(at(1_700_000_000_000), "2023-11-14T22:13:20.000Z");
+        assert_eq!(at(5), "1970-01-01T00:00:00.005Z");
+    }
 }
