@@ -261,9 +261,89 @@ async fn ring_at_shutdown(mqtt: Mqtt) {
 /// Accept MQTT connections over TCP on one more address (`host` with several addresses)
 /// until shutdown; [`serve`] on the first one also runs the session expiry.
 pub async fn serve_also(listener: TcpListener, mqtt: Mqtt) {
+    let m = mqtt.clone();
+    accept_each(
+        listener,
+        &mqtt,
+        Transport::Mqtt,
+        move |stream, peer, guard| {
+            let _ = stream.set_nodelay(true);
+            tokio::spawn(client::run_tcp(
+                stream,
+                peer,
+                m.shared.clone(),
+                m.shutdown.clone(),
+                guard,
+            ));
+        },
+    )
+    .await
+}
+
+/// Accept MQTT over TLS (`mqtts`) until shutdown. A connection takes its slot (the same
+/// `max_connections` as every transport) before its handshake, which runs in its own task
+/// under `tls.handshake_timeout_secs`, so a slow or idle handshake never stalls the accept
+/// loop and handshakes cannot exceed the limit either.
+pub async fn serve_tls(listener: TcpListener, mqtt: Mqtt, tls: Arc<Tls>) {
+    let m = mqtt.clone();
+    accept_each(
+        listener,
+        &mqtt,
+        Transport::Mqtts,
+        move |stream, peer, guard| {
+            let _ = stream.set_nodelay(true);
+            let shared = m.shared.clone();
+            let mut shutdown = m.shutdown.clone();
+            let tls = tls.clone();
+            tokio::spawn(async move {
+                let Some((stream, tls_peer)) = tls
+                    .accept(crate::tls::Kind::Mqtt, stream, peer, &mut shutdown)
+                    .await
+                else {
+                    return;
+                };
+                let (reader, writer) = tokio::io::split(stream);
+                client::run(
+                    reader,
+                    writer,
+                    peer,
+                    Some(tls_peer),
+                    shared,
+                    shutdown,
+                    guard,
+                )
+                .await;
+            });
+        },
+    )
+    .await
+}
+
+/// What a connection holds while it lives, dropped when it ends: its `max_connections`
+/// slot, its place under `[limits]`, its place in the connections gauge.
+type Guard = (
+    tokio::sync::OwnedSemaphorePermit,
+    ConnPermit,
+    crate::metrics::Connection,
+);
+
+/// The accept loop of one MQTT listener (`transport`: plain or TLS) until shutdown: each
+/// connection is admitted by the listener's gate and takes a `max_connections` slot (a
+/// refusal is logged and counted, and the connection closed before any MQTT byte), then
+/// `serve` gets it with its guard (slot, admission, counted connection).
+async fn accept_each(
+    listener: TcpListener,
+    mqtt: &Mqtt,
+    transport: Transport,
+    mut serve: impl FnMut(tokio::net::TcpStream, SocketAddr, Guard),
+) {
+    let (what, gate) = match transport {
+        Transport::Mqtts => ("MQTT/TLS", "mqtts"),
+        _ => ("MQTT", "mqtt"),
+    };
     let mut shutdown = mqtt.shutdown.clone();
     let limit = mqtt.shared.config.mqtt.max_connections;
-    let gate = mqtt.shared.limits.gate("mqtt");
+    let gate = mqtt.shared.limits.gate(gate);
     loop {
         let accepted = tokio::select! {
             _ = shutdown.recv() => break,
@@ -273,87 +353,21 @@ pub async fn serve_also(listener: TcpListener, mqtt: Mqtt) {
             Ok(x) => x,
             Err(e) => {
                 // Out of file descriptors and the like: back off instead of spinning.
-                tracing::warn!(error = %e, "MQTT accept failed");
+                tracing::warn!(error = %e, "{what} accept failed");
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                 continue;
             }
         };
-        let Some(admitted) = admit(&gate, peer, "MQTT") else {
+        let Some(admitted) = admit(&gate, peer, what) else {
             continue;
         };
         let Some(permit) = mqtt.try_slot() else {
-            tracing::warn!(%peer, limit, "MQTT connection refused: max_connections reached");
-            mqtt.shared.broker.ops.refused_full(Transport::Mqtt);
+            tracing::warn!(%peer, limit, "{what} connection refused: max_connections reached");
+            mqtt.shared.broker.ops.refused_full(transport);
             continue;
         };
-        let _ = stream.set_nodelay(true);
-        let shared = mqtt.shared.clone();
-        let shutdown = mqtt.shutdown.clone();
-        let counted = shared.broker.ops.connection(Transport::Mqtt);
-        tokio::spawn(client::run_tcp(
-            stream,
-            peer,
-            shared,
-            shutdown,
-            (permit, admitted, counted),
-        ));
-    }
-}
-
-/// Accept MQTT over TLS (`mqtts`) until shutdown. A connection takes its slot (the same
-/// `max_connections` as every transport) before its handshake, which runs in its own task
-/// under `tls.handshake_timeout_secs`, so a slow or idle handshake never stalls the accept
-/// loop and handshakes cannot exceed the limit either.
-pub async fn serve_tls(listener: TcpListener, mqtt: Mqtt, tls: Arc<Tls>) {
-    let mut shutdown = mqtt.shutdown.clone();
-    let limit = mqtt.shared.config.mqtt.max_connections;
-    let gate = mqtt.shared.limits.gate("mqtts");
-    loop {
-        let accepted = tokio::select! {
-            _ = shutdown.recv() => break,
-            r = listener.accept() => r,
-        };
-        let (stream, peer) = match accepted {
-            Ok(x) => x,
-            Err(e) => {
-                tracing::warn!(error = %e, "MQTT/TLS accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let Some(admitted) = admit(&gate, peer, "MQTT/TLS") else {
-            continue;
-        };
-        let Some(permit) = mqtt.try_slot() else {
-            tracing::warn!(%peer, limit, "MQTT/TLS connection refused: max_connections reached");
-            mqtt.shared.broker.ops.refused_full(Transport::Mqtts);
-            continue;
-        };
-        let _ = stream.set_nodelay(true);
-        let shared = mqtt.shared.clone();
-        let mut shutdown = mqtt.shutdown.clone();
-        let tls = tls.clone();
-        let counted = shared.broker.ops.connection(Transport::Mqtts);
-        tokio::spawn(async move {
-            let Some((stream, tls_peer)) = tls
-                .accept(crate::tls::Kind::Mqtt, stream, peer, &mut shutdown)
-                .await
-            else {
-                return;
-            };
-            let (reader, writer) = tokio::io::split(stream);
-            let guard = (permit, admitted, counted);
-            client::run(
-                reader,
-                writer,
-                peer,
-                Some(tls_peer),
-                shared,
-                shutdown,
-                guard,
-            )
-            .await;
-        });
+        let counted = mqtt.shared.broker.ops.connection(transport);
+        serve(stream, peer, (permit, admitted, counted));
     }
 }
 
