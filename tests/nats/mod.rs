@@ -94,10 +94,18 @@ impl NatsServer {
     }
 
     fn try_start_on(port: u16) -> Result<NatsServer, String> {
+        let mut s = NatsServer::prepared(port, "t", Vec::new());
+        s.try_spawn()?;
+        Ok(s)
+    }
+
+    /// A server with JetStream on `port`, its own store directory, a unique name from
+    /// `base`, and `more` arguments; not started yet.
+    fn prepared(port: u16, base: &str, more: Vec<String>) -> NatsServer {
         let tmp = tempfile::tempdir().expect("temp dir");
         let dir = tmp.path().to_path_buf();
-        let name = unique_name("t");
-        let args = vec![
+        let name = unique_name(base);
+        let mut args = vec![
             "-js".into(),
             "-sd".into(),
             dir.display().to_string(),
@@ -108,16 +116,15 @@ impl NatsServer {
             "--server_name".into(),
             name.clone(),
         ];
-        let mut s = NatsServer {
+        args.extend(more);
+        NatsServer {
             port,
             name,
             args,
             dir,
             _tmp: Some(tmp),
             child: None,
-        };
-        s.try_spawn()?;
-        Ok(s)
+        }
     }
 
     /// The client URL.
@@ -212,19 +219,7 @@ impl NatsCluster {
             .join(",");
         let mut servers = Vec::new();
         for (i, (port, route)) in ports.iter().enumerate() {
-            let name = unique_name(&format!("s{i}"));
-            let tmp = tempfile::tempdir().expect("temp dir");
-            let dir = tmp.path().to_path_buf();
-            let args = vec![
-                "-js".into(),
-                "-sd".into(),
-                dir.display().to_string(),
-                "-a".into(),
-                "127.0.0.1".into(),
-                "-p".into(),
-                port.to_string(),
-                "--server_name".into(),
-                name.clone(),
+            let more = vec![
                 "--cluster_name".into(),
                 "c".into(),
                 "--cluster".into(),
@@ -232,14 +227,7 @@ impl NatsCluster {
                 "--routes".into(),
                 routes.clone(),
             ];
-            let mut s = NatsServer {
-                port: *port,
-                name,
-                args,
-                dir,
-                _tmp: Some(tmp),
-                child: None,
-            };
+            let mut s = NatsServer::prepared(*port, &format!("s{i}"), more);
             s.spawn();
             servers.push(s);
         }
