@@ -246,6 +246,17 @@ pub(crate) async fn launch(
     for l in mqtt_more {
         tasks.push(tokio::spawn(mqtt::serve_also(l, front.clone())));
     }
+    // CoAP over TCP, on the main address and on each further one.
+    let coap_tcp_task = |listener| {
+        tokio::spawn(coap::serve_tcp(
+            listener,
+            broker.clone(),
+            auth.clone(),
+            config.clone(),
+            limits.clone(),
+            controller.subscribe(),
+        ))
+    };
     for (udp, tcp) in coap_more {
         tasks.push(tokio::spawn(coap::serve(
             udp,
@@ -256,14 +267,7 @@ pub(crate) async fn launch(
             controller.subscribe(),
         )));
         if let Some(listener) = tcp {
-            tasks.push(tokio::spawn(coap::serve_tcp(
-                listener,
-                broker.clone(),
-                auth.clone(),
-                config.clone(),
-                limits.clone(),
-                controller.subscribe(),
-            )));
+            tasks.push(coap_tcp_task(listener));
         }
     }
     if let Some((l, _)) = metrics_listener {
@@ -288,14 +292,7 @@ pub(crate) async fn launch(
         )));
     }
     if let Some(listener) = coap_tcp {
-        tasks.push(tokio::spawn(coap::serve_tcp(
-            listener,
-            broker.clone(),
-            auth.clone(),
-            config.clone(),
-            limits.clone(),
-            controller.subscribe(),
-        )));
+        tasks.push(coap_tcp_task(listener));
     }
     if let Some(ws) = ws {
         tasks.push(tokio::spawn(http::serve_mqtt_ws(ws, front.clone())));

@@ -26,6 +26,28 @@ impl Shutdown {
     pub async fn recv(&mut self) {
         let _ = self.notify.wait_for(|s| *s).await;
     }
+
+    /// The next connection on `listener`, or `None` once shutdown is signalled. A failed
+    /// accept (out of file descriptors and the like) is logged with `what` and retried
+    /// after 50 ms instead of spinning.
+    pub async fn accept(
+        &mut self,
+        listener: &tokio::net::TcpListener,
+        what: &str,
+    ) -> Option<(tokio::net::TcpStream, std::net::SocketAddr)> {
+        loop {
+            tokio::select! {
+                _ = self.recv() => return None,
+                r = listener.accept() => match r {
+                    Ok(x) => return Some(x),
+                    Err(e) => {
+                        tracing::warn!(error = %e, listener = what, "accept failed");
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    }
+                },
+            }
+        }
+    }
 }
 
 /// The sending side, owned by the gateway.

@@ -344,20 +344,7 @@ async fn accept_each(
     let mut shutdown = mqtt.shutdown.clone();
     let limit = mqtt.shared.config.mqtt.max_connections;
     let gate = mqtt.shared.limits.gate(gate);
-    loop {
-        let accepted = tokio::select! {
-            _ = shutdown.recv() => break,
-            r = listener.accept() => r,
-        };
-        let (stream, peer) = match accepted {
-            Ok(x) => x,
-            Err(e) => {
-                // Out of file descriptors and the like: back off instead of spinning.
-                tracing::warn!(error = %e, "{what} accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                continue;
-            }
-        };
+    while let Some((stream, peer)) = shutdown.accept(&listener, what).await {
         let Some(admitted) = admit(&gate, peer, what) else {
             continue;
         };

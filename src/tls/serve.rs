@@ -51,19 +51,7 @@ pub async fn serve_http(
     // Refused connections answered at once; beyond that many, they are closed unanswered
     // so a flood of refused connections cannot pile up tasks.
     let answering = Arc::new(Semaphore::new(MAX_REFUSALS_ANSWERING));
-    loop {
-        let accepted = tokio::select! {
-            _ = shutdown.recv() => break,
-            r = listener.accept() => r,
-        };
-        let (stream, peer) = match accepted {
-            Ok(x) => x,
-            Err(e) => {
-                tracing::warn!(error = %e, listener = what, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
+    while let Some((stream, peer)) = shutdown.accept(&listener, what).await {
         let cap = match &guard.slots {
             None => None,
             Some(slots) => match slots.clone().try_acquire_owned() {

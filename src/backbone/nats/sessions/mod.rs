@@ -212,6 +212,12 @@ impl NatsKeeper {
             // The write in flight finishes first; the next one takes all this.
             return receipt;
         }
+        self.write_now_or_lazily(client, o, now);
+        receipt
+    }
+
+    /// Write `o` now, or book it for the lazy writer (once: `o.lazy` says it is booked).
+    fn write_now_or_lazily(&self, client: &Arc<str>, o: &mut Owned, now: bool) {
         if now {
             self.start_write(client, o);
         } else if !o.lazy {
@@ -221,7 +227,6 @@ impl NatsKeeper {
                 .lock()
                 .push_back((Instant::now() + LAZY, client.clone()));
         }
-        receipt
     }
 
     /// Write `o`'s latest state (expecting its last revision) in the background.
@@ -318,15 +323,8 @@ impl NatsKeeper {
                     return;
                 }
                 if o.dirty {
-                    if !o.waiting.is_empty() || o.record.away_since.is_some() {
-                        self.start_write(client, o);
-                    } else if !o.lazy {
-                        o.lazy = true;
-                        self.book
-                            .lazy
-                            .lock()
-                            .push_back((Instant::now() + LAZY, client.clone()));
-                    }
+                    let now = !o.waiting.is_empty() || o.record.away_since.is_some();
+                    self.write_now_or_lazily(client, o, now);
                     return;
                 }
                 if o.record.away_since.is_some() {
