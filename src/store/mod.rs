@@ -11,6 +11,7 @@
 //! Persistent MQTT sessions have their own [`session::SessionStore`] (the same sled database,
 //! other trees), owned by the session writer of [`crate::durable`].
 
+pub(crate) mod cursor;
 pub mod memory;
 pub mod session;
 mod session_codec;

@@ -9,6 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 
+use super::cursor::Cursor;
 use super::session::{
     QueuedRecord, Seq, SessionRecord, StoredInflight, StoredState, StoredSubscription,
 };
@@ -367,55 +368,58 @@ pub(crate) fn decode_queued(rec: &[u8]) -> Result<QueuedRecord, StoreError> {
     })
 }
 
-/// A bounds-checked cursor over a record; every short read is a [`StoreError::Corrupt`].
+/// A [`Cursor`] over a record whose every short read is a [`StoreError::Corrupt`].
 struct Reader<'a> {
-    /// The record.
-    buf: &'a [u8],
-    /// Read position.
-    pos: usize,
+    /// The record's bytes, read field by field.
+    c: Cursor<'a>,
+    /// The record's length, for the error.
+    len: usize,
     /// What the record is, for the error.
     what: &'static str,
 }
 
 impl<'a> Reader<'a> {
     fn new(buf: &'a [u8], what: &'static str) -> Self {
-        Reader { buf, pos: 0, what }
+        Reader {
+            c: Cursor::new(buf),
+            len: buf.len(),
+            what,
+        }
     }
 
     fn corrupt(&self, why: &'static str) -> StoreError {
         StoreError::Corrupt {
-            key: format!("{} ({} bytes)", self.what, self.buf.len()),
+            key: format!("{} ({} bytes)", self.what, self.len),
             why,
         }
     }
 
+    /// `read` on the cursor; a short read is "record ends early".
+    fn field<T>(
+        &mut self,
+        read: impl FnOnce(&mut Cursor<'a>) -> Result<T, &'static str>,
+    ) -> Result<T, StoreError> {
+        read(&mut self.c).map_err(|_| self.corrupt("record ends early"))
+    }
+
     fn take(&mut self, n: usize) -> Result<&'a [u8], StoreError> {
-        let end = self.pos.checked_add(n).filter(|e| *e <= self.buf.len());
-        let end = end.ok_or_else(|| self.corrupt("record ends early"))?;
-        let s = &self.buf[self.pos..end];
-        self.pos = end;
-        Ok(s)
+        self.field(|c| c.take(n))
     }
 
     fn u8(&mut self) -> Result<u8, StoreError> {
-        Ok(self.take(1)?[0])
+        self.field(Cursor::u8)
     }
 
     fn u16(&mut self) -> Result<u16, StoreError> {
-        let b = self.take(2)?;
-        Ok(u16::from_be_bytes([b[0], b[1]]))
+        self.field(Cursor::u16)
     }
 
     fn u32(&mut self) -> Result<u32, StoreError> {
-        let b = self.take(4)?;
-        Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+        self.field(Cursor::u32)
     }
 
     fn u64(&mut self) -> Result<u64, StoreError> {
-        let b = self.take(8)?;
-        let mut a = [0u8; 8];
-        a.copy_from_slice(b);
-        Ok(u64::from_be_bytes(a))
+        self.field(Cursor::u64)
     }
 
     fn str16(&mut self) -> Result<String, StoreError> {
@@ -427,13 +431,11 @@ impl<'a> Reader<'a> {
     }
 
     fn rest(&mut self) -> &'a [u8] {
-        let s = &self.buf[self.pos..];
-        self.pos = self.buf.len();
-        s
+        self.c.rest()
     }
 
     fn end(&self) -> Result<(), StoreError> {
-        if self.pos == self.buf.len() {
+        if self.c.remaining() == 0 {
             Ok(())
         } else {
             Err(self.corrupt("trailing bytes after the record"))

@@ -26,6 +26,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::model::{PayloadFormat, Properties, QoS};
+use crate::store::cursor::Cursor;
 
 /// The envelope's version byte.
 const VERSION: u8 = 1;
@@ -70,6 +71,12 @@ pub struct Envelope {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("malformed ponte envelope: {0}")]
 pub struct EnvelopeError(&'static str);
+
+impl From<&'static str> for EnvelopeError {
+    fn from(why: &'static str) -> Self {
+        EnvelopeError(why)
+    }
+}
 
 /// A monotonic deadline as wall-clock time (for another node), `None` if already past.
 pub fn instant_to_wall(at: Instant) -> SystemTime {
@@ -170,7 +177,7 @@ impl Envelope {
 
     /// Read an envelope; the payload is a slice of `buf`.
     pub fn decode(buf: &Bytes) -> Result<Envelope, EnvelopeError> {
-        let mut r = Reader { buf, at: 0 };
+        let mut r = Cursor::new(buf);
         if r.u8()? != VERSION {
             return Err(EnvelopeError("unknown version"));
         }
@@ -178,12 +185,12 @@ impl Envelope {
         let qos = QoS::from_u8(flags & 3).ok_or(EnvelopeError("QoS 3"))?;
         let updated = UNIX_EPOCH + Duration::from_millis(r.u64()?);
         let topic = if flags & F_TOPIC != 0 {
-            Some(r.string()?)
+            Some(r.string32()?)
         } else {
             None
         };
         let content_type = if flags & F_CONTENT_TYPE != 0 {
-            Some(Arc::from(r.string()?))
+            Some(Arc::from(r.string32()?))
         } else {
             None
         };
@@ -193,7 +200,7 @@ impl Envelope {
             None
         };
         let publisher = if flags & F_PUBLISHER != 0 {
-            Some(Arc::from(r.string()?))
+            Some(Arc::from(r.string32()?))
         } else {
             None
         };
@@ -211,15 +218,15 @@ impl Envelope {
                 });
             }
             if mask & P_RESPONSE_TOPIC != 0 {
-                p.response_topic = Some(r.string()?);
+                p.response_topic = Some(r.string32()?);
             }
             if mask & P_CORRELATION != 0 {
-                p.correlation_data = Some(r.bytes()?);
+                p.correlation_data = Some(bytes(&mut r, buf)?);
             }
             let n = r.u32()?;
             for _ in 0..n {
-                let k = r.string()?;
-                let v = r.string()?;
+                let k = r.string32()?;
+                let v = r.string32()?;
                 p.user.push((k, v));
             }
             Some(Arc::new(p))
@@ -235,52 +242,17 @@ impl Envelope {
             publisher,
             properties,
             updated,
-            payload: buf.slice(r.at..),
+            payload: buf.slice(r.at()..),
         })
     }
 }
 
-/// A bounds-checked cursor.
-struct Reader<'a> {
-    buf: &'a Bytes,
-    at: usize,
-}
-
-impl Reader<'_> {
-    fn take(&mut self, n: usize) -> Result<&[u8], EnvelopeError> {
-        let end = self
-            .at
-            .checked_add(n)
-            .filter(|e| *e <= self.buf.len())
-            .ok_or(EnvelopeError("truncated"))?;
-        let s = &self.buf[self.at..end];
-        self.at = end;
-        Ok(s)
-    }
-    fn u8(&mut self) -> Result<u8, EnvelopeError> {
-        Ok(self.take(1)?[0])
-    }
-    fn u32(&mut self) -> Result<u32, EnvelopeError> {
-        let b = self.take(4)?;
-        Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
-    }
-    fn u64(&mut self) -> Result<u64, EnvelopeError> {
-        let b = self.take(8)?;
-        let mut a = [0u8; 8];
-        a.copy_from_slice(b);
-        Ok(u64::from_be_bytes(a))
-    }
-    fn bytes(&mut self) -> Result<Bytes, EnvelopeError> {
-        let n = self.u32()? as usize;
-        let start = self.at;
-        self.take(n)?;
-        Ok(self.buf.slice(start..start + n))
-    }
-    fn string(&mut self) -> Result<String, EnvelopeError> {
-        let n = self.u32()? as usize;
-        let b = self.take(n)?;
-        String::from_utf8(b.to_vec()).map_err(|_| EnvelopeError("string not UTF-8"))
-    }
+/// A `u32`-length-prefixed part of `buf` read at `r`, shared with `buf` (no copy).
+fn bytes(r: &mut Cursor<'_>, buf: &Bytes) -> Result<Bytes, EnvelopeError> {
+    let n = r.u32()? as usize;
+    let start = r.at();
+    r.take(n)?;
+    Ok(buf.slice(start..start + n))
 }
 
 #[cfg(test)]

@@ -19,6 +19,7 @@ use sha2::{Digest, Sha256};
 
 use crate::durable::Seq;
 use crate::model::QoS;
+use crate::store::cursor::Cursor;
 use crate::store::session::{
     LogPosition, SessionRecord, StoredInflight, StoredState, StoredSubscription,
 };
@@ -56,6 +57,12 @@ pub struct Kept {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("malformed ponte session record: {0}")]
 pub struct RecordError(&'static str);
+
+impl From<&'static str> for RecordError {
+    fn from(why: &'static str) -> Self {
+        RecordError(why)
+    }
+}
 
 /// The bucket key of `client`'s session: its escaped form, or `_h` and the SHA-256 of a
 /// long one (no escaped id starts so: `_` is always followed by two upper-case hex digits).
@@ -153,7 +160,7 @@ impl Kept {
 
     /// Read a value written by [`Kept::encode`].
     pub fn decode(buf: &[u8]) -> Result<Kept, RecordError> {
-        let mut r = Reader { buf, at: 0 };
+        let mut r = Cursor::new(buf);
         if r.u8()? != VERSION {
             return Err(RecordError("unknown version"));
         }
@@ -168,7 +175,7 @@ impl Kept {
             ),
         };
         let boot = r.u64()?;
-        let client = r.string()?;
+        let client = r.string32()?;
         let expiry = r.u32()?;
         let away_since = match r.u64()? {
             0 => None,
@@ -177,7 +184,7 @@ impl Kept {
         let n = r.count(5)?;
         let mut subscriptions = Vec::with_capacity(n);
         for _ in 0..n {
-            let filter = r.string()?;
+            let filter = r.string32()?;
             let flags = r.u8()?;
             let qos = QoS::from_u8(flags & 3).ok_or(RecordError("subscription QoS 3"))?;
             let id = if flags & 16 != 0 {
@@ -233,7 +240,7 @@ impl Kept {
             let qos = QoS::from_u8(r.u8()?).ok_or(RecordError("sent QoS above 2"))?;
             sent_qos.push((pkid, qos));
         }
-        if r.at != buf.len() {
+        if r.remaining() != 0 {
             return Err(RecordError("trailing bytes"));
         }
         Ok(Kept {
@@ -278,56 +285,6 @@ impl Kept {
             return None;
         }
         Some(self.record.away_since? + Duration::from_secs(u64::from(self.record.expiry)))
-    }
-}
-
-/// A bounds-checked cursor.
-struct Reader<'a> {
-    buf: &'a [u8],
-    at: usize,
-}
-
-impl Reader<'_> {
-    fn take(&mut self, n: usize) -> Result<&[u8], RecordError> {
-        let end = self
-            .at
-            .checked_add(n)
-            .filter(|e| *e <= self.buf.len())
-            .ok_or(RecordError("truncated"))?;
-        let s = &self.buf[self.at..end];
-        self.at = end;
-        Ok(s)
-    }
-    fn u8(&mut self) -> Result<u8, RecordError> {
-        Ok(self.take(1)?[0])
-    }
-    fn u16(&mut self) -> Result<u16, RecordError> {
-        let b = self.take(2)?;
-        Ok(u16::from_be_bytes([b[0], b[1]]))
-    }
-    fn u32(&mut self) -> Result<u32, RecordError> {
-        let b = self.take(4)?;
-        Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
-    }
-    fn u64(&mut self) -> Result<u64, RecordError> {
-        let b = self.take(8)?;
-        let mut a = [0u8; 8];
-        a.copy_from_slice(b);
-        Ok(u64::from_be_bytes(a))
-    }
-    /// A count of items at least `each` bytes long: refused when the rest cannot hold them
-    /// (so a garbled count never allocates much).
-    fn count(&mut self, each: usize) -> Result<usize, RecordError> {
-        let n = self.u32()? as usize;
-        if n.saturating_mul(each) > self.buf.len() - self.at {
-            return Err(RecordError("count larger than the record"));
-        }
-        Ok(n)
-    }
-    fn string(&mut self) -> Result<String, RecordError> {
-        let n = self.u32()? as usize;
-        let b = self.take(n)?;
-        String::from_utf8(b.to_vec()).map_err(|_| RecordError("string not UTF-8"))
     }
 }
 
