@@ -961,18 +961,9 @@ async fn resume_and_takeover_under_load(qos: QoS) {
 
     let n_msgs: usize = if qos == QoS::ExactlyOnce { 600 } else { 1200 };
     let sent = Arc::new(AtomicUsize::new(0));
-    let publisher = {
-        let sent = sent.clone();
-        let addr = b.mqtt_addr;
-        tokio::spawn(async move {
-            let mut p = V3::connect(addr, "load-pub").await;
-            for n in 0..n_msgs {
-                p.publish("load/x", qos, false, format!("n{n}").as_bytes())
-                    .await;
-                sent.store(n + 1, Ordering::Release);
-            }
-        })
-    };
+    // Pipelined (many in flight), so B's lane logs runs of them as batches and the resume
+    // and the takeover fall inside batches.
+    let publisher = tokio::spawn(pipelined(b.mqtt_addr, "load/x", qos, n_msgs, sent.clone()));
     until_some(Duration::from_secs(60), "the publisher's progress", || {
         let sent = sent.clone();
         async move { (sent.load(Ordering::Acquire) >= n_msgs / 4).then_some(()) }
@@ -1035,6 +1026,59 @@ async fn resume_and_takeover_under_load(qos: QoS) {
     for gw in [a, b, c] {
         gw.shutdown().await;
     }
+}
+
+/// Publish `n` messages `n0`, `n1`, … to `topic` at `qos` from one v3.1.1 connection with
+/// up to 64 in flight (QoS 2: PUBREL on each PUBREC), counting completed exchanges in
+/// `done`, in order, until all `n` are complete.
+async fn pipelined(
+    addr: std::net::SocketAddr,
+    topic: &'static str,
+    qos: QoS,
+    n: usize,
+    done: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    use std::sync::atomic::Ordering;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = V3::connect(addr, "load-pub").await.s;
+    let (mut rd, wr) = s.into_split();
+    let wr = std::sync::Arc::new(tokio::sync::Mutex::new(wr));
+    let window = std::sync::Arc::new(tokio::sync::Semaphore::new(64));
+    let writer = {
+        let (wr, window) = (wr.clone(), window.clone());
+        tokio::spawn(async move {
+            for i in 0..n {
+                window.acquire().await.unwrap().forget();
+                let id = (i % 65_000 + 1) as u16;
+                let payload = format!("n{i}");
+                let mut var = (topic.len() as u16).to_be_bytes().to_vec();
+                var.extend_from_slice(topic.as_bytes());
+                var.extend_from_slice(&id.to_be_bytes());
+                var.extend_from_slice(payload.as_bytes());
+                let mut pkt = vec![0x30 | (qos as u8) << 1, var.len() as u8];
+                pkt.extend(var);
+                wr.lock().await.write_all(&pkt).await.unwrap();
+            }
+        })
+    };
+    let mut buf = [0u8; 4];
+    let mut completed = 0;
+    while completed < n {
+        rd.read_exact(&mut buf).await.unwrap();
+        match buf[0] {
+            0x40 | 0x70 => {
+                completed += 1;
+                done.store(completed, Ordering::Release);
+                window.add_permits(1);
+            }
+            0x50 => {
+                let rel = [0x62, 2, buf[2], buf[3]];
+                wr.lock().await.write_all(&rel).await.unwrap();
+            }
+            other => panic!("unexpected packet {other:#x} for the publisher"),
+        }
+    }
+    writer.await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -19,6 +19,10 @@
 //! envelope's own part — then u32 count of User Properties, each name and value
 //! u32-length-prefixed). The payload is the rest and is never copied on
 //! decode (a slice of the received buffer).
+//!
+//! A log message may carry a run of writes to one subject instead (a batch, made by the
+//! lane under load, see [`super::position`]): `0xB0 | count u16 | count × (envelope
+//! u32+bytes)`. The first byte tells the two apart (an envelope starts with its version).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -247,6 +251,97 @@ impl Envelope {
     }
 }
 
+/// The first byte of a batch of envelopes.
+const BATCH: u8 = 0xB0;
+
+/// The bytes a batch of `entries` envelopes of `body_bytes` in all takes.
+pub fn batch_len(entries: usize, body_bytes: usize) -> usize {
+    3 + 4 * entries + body_bytes
+}
+
+/// One log message carrying several encoded envelopes, in order (at most `u16::MAX`).
+pub fn encode_batch<'a>(envelopes: impl ExactSizeIterator<Item = &'a Bytes> + Clone) -> Bytes {
+    let n = envelopes.len();
+    let total: usize = envelopes.clone().map(Bytes::len).sum();
+    let mut out = BytesMut::with_capacity(batch_len(n, total));
+    out.put_u8(BATCH);
+    out.put_u16(n as u16);
+    for e in envelopes {
+        put_bytes(&mut out, e);
+    }
+    out.freeze()
+}
+
+/// The encoded envelopes a log message carries, in order: itself, or a batch's entries
+/// (slices of `body`, not copies). A malformed batch yields one error and ends.
+pub fn entries(body: &Bytes) -> Entries {
+    Entries {
+        body: body.clone(),
+        at: 0,
+        left: if body.first() == Some(&BATCH) {
+            None
+        } else {
+            Some(1)
+        },
+    }
+}
+
+/// The iterator of [`entries`].
+#[derive(Debug)]
+pub struct Entries {
+    /// The log message's body.
+    body: Bytes,
+    /// Where the next entry's length is (a batch), or 0 (not read yet / not a batch).
+    at: usize,
+    /// Entries still to yield; `None` until a batch's count is read.
+    left: Option<u16>,
+}
+
+impl Entries {
+    fn next_entry(&mut self) -> Result<Option<Bytes>, EnvelopeError> {
+        let left = match self.left {
+            Some(0) => return Ok(None),
+            Some(n) => n,
+            None => {
+                let mut r = Cursor::new(&self.body);
+                r.u8()?;
+                let n = r.u16()?;
+                if n == 0 {
+                    return Err(EnvelopeError("empty batch"));
+                }
+                self.at = r.at();
+                n
+            }
+        };
+        self.left = Some(left - 1);
+        if self.at == 0 {
+            return Ok(Some(self.body.clone()));
+        }
+        let mut r = Cursor::new(&self.body);
+        r.take(self.at)?;
+        let entry = bytes(&mut r, &self.body)?;
+        self.at = r.at();
+        if left == 1 && self.at != self.body.len() {
+            return Err(EnvelopeError("bytes after the last entry of a batch"));
+        }
+        Ok(Some(entry))
+    }
+}
+
+impl Iterator for Entries {
+    type Item = Result<Bytes, EnvelopeError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        match self.next_entry() {
+            Ok(e) => e.map(Ok),
+            Err(e) => {
+                self.left = Some(0);
+                Some(Err(e))
+            }
+        }
+    }
+}
+
 /// A `u32`-length-prefixed part of `buf` read at `r`, shared with `buf` (no copy).
 fn bytes(r: &mut Cursor<'_>, buf: &Bytes) -> Result<Bytes, EnvelopeError> {
     let n = r.u32()? as usize;
@@ -258,6 +353,41 @@ fn bytes(r: &mut Cursor<'_>, buf: &Bytes) -> Result<Bytes, EnvelopeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_batch_yields_its_envelopes_in_order_and_a_single_one_itself() {
+        let a = Bytes::from_static(b"\x01first");
+        let b = Bytes::from_static(b"\x01second, longer");
+        let batch = encode_batch([&a, &b].into_iter());
+        assert_eq!(batch.len(), batch_len(2, a.len() + b.len()));
+        let got: Vec<_> = entries(&batch)
+            .collect::<Result<_, _>>()
+            .expect("well formed");
+        assert_eq!(got, vec![a.clone(), b]);
+        let single: Vec<_> = entries(&a).collect::<Result<_, _>>().expect("itself");
+        assert_eq!(single, vec![a]);
+    }
+
+    #[test]
+    fn a_malformed_batch_is_one_error_never_a_panic() {
+        for bad in [
+            &b"\xb0"[..],
+            b"\xb0\x00\x00",
+            b"\xb0\x00\x02\x00\x00\x00\x01x",
+            b"\xb0\x00\x01\x00\x00\x00\x01xtrailing",
+            b"\xb0\x00\x01\xff\xff\xff\xffx",
+        ] {
+            let got: Vec<_> = entries(&Bytes::from_static(bad)).collect();
+            assert!(
+                got.last().is_some_and(|r| r.is_err()),
+                "{bad:?} must end in an error, got {got:?}"
+            );
+            assert!(
+                got.len() <= 2,
+                "{bad:?}: at most one entry before the error"
+            );
+        }
+    }
     use proptest::prelude::*;
 
     fn at_ms(v: u64) -> SystemTime {

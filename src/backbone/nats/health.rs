@@ -12,7 +12,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use super::{connection, log, retained, Inner};
+use super::{connection, hear, retained, Inner};
 
 /// How often the supervisor looks at the connection state besides the client's events.
 const POLL: Duration = Duration::from_millis(250);
@@ -74,7 +74,7 @@ pub(crate) async fn supervise(
         // Fill the mirror and hear the log, from where we left off.
         let (synced_tx, synced_rx) = oneshot::channel();
         let watch: JoinHandle<()> = tokio::spawn(retained::watch(inner.clone(), synced_tx));
-        let hear: JoinHandle<()> = tokio::spawn(log::hear(inner.clone()));
+        let hear: JoinHandle<()> = tokio::spawn(hear::hear(inner.clone()));
         let synced = tokio::select! {
             r = synced_rx => r.is_ok(),
             _ = wait_down(&inner, &mut events) => false,

@@ -13,11 +13,9 @@
 //! connection keeps many publishes in flight (the MQTT driver's pipeline works unchanged).
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use async_nats::jetstream::consumer::{pull, DeliverPolicy};
 use async_nats::HeaderMap;
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
@@ -25,13 +23,12 @@ use futures_util::stream::FuturesUnordered;
 use futures_util::StreamExt;
 use tokio::sync::{mpsc, oneshot};
 
-use super::envelope::{instant_to_wall, wall_to_instant, Envelope};
-use super::mapping::{self, Decoded};
-use super::{Inner, NODE_HEADER, REVISION_HEADER};
+use super::envelope::{self, instant_to_wall, Envelope};
+use super::mapping;
+use super::{position, Inner, NODE_HEADER, REVISION_HEADER};
 use crate::backbone::{Committed, Write};
 use crate::broker::retained::{Precondition, WriteOutcome};
-use crate::durable::Seq;
-use crate::model::{Message, Origin, RetainedValue, TopicName};
+use crate::model::{Origin, RetainedValue, TopicName};
 use crate::store::StoreError;
 
 /// The answer channel of a write.
@@ -157,10 +154,24 @@ pub struct Lane {
     blocked: HashMap<u64, VecDeque<Job>>,
     /// Requests in flight.
     inflight: FuturesUnordered<BoxFuture<'static, Step>>,
+    /// Plain writes to one subject, queued in the lane at the same time, that go to the
+    /// log as one message (a batch, [`position`]) when the lane has taken in what was
+    /// queued: never waiting for more, so a write alone goes alone and at once.
+    batch: Vec<Job>,
+    /// The bytes of the batch's envelopes.
+    batch_bytes: usize,
 }
 
-/// How long one pull of the hearing consumer waits (its heartbeat is half of it).
-pub(crate) const HEAR_EXPIRES: std::time::Duration = std::time::Duration::from_secs(2);
+/// Most writes in one log message (a position has [`position::SLOTS`] per message).
+const BATCH_MAX: usize = 1000;
+
+/// Most envelope bytes in one log message: well under NATS's default `max_payload` (1 MiB),
+/// and small enough that a batch never holds a large write back (a write this large or
+/// larger goes alone).
+const BATCH_BYTES: usize = 64 * 1024;
+
+/// Most queued writes the lane takes in before it publishes what it has.
+const INTAKE: usize = 4 * BATCH_MAX;
 
 /// The shortest wait for a log acknowledgement, even for a write whose deadline passed
 /// while its retained value was being decided (it is already in the bucket).
@@ -176,12 +187,24 @@ impl Lane {
             inner,
             blocked: HashMap::new(),
             inflight: FuturesUnordered::new(),
+            batch: Vec::new(),
+            batch_bytes: 0,
         };
         let mut closed = lane.inner.closed.subscribe();
         loop {
             tokio::select! {
                 job = rx.recv() => match job {
-                    Some(job) => lane.admit(job).await,
+                    Some(job) => {
+                        lane.admit(job).await;
+                        // Whatever else is queued now joins it (batches form only from
+                        // writes that are already waiting).
+                        for _ in 1..INTAKE {
+                            match rx.try_recv() {
+                                Ok(job) => lane.admit(job).await,
+                                Err(_) => break,
+                            }
+                        }
+                    }
                     None => break,
                 },
                 // Shutdown: writes still queued are answered "closed" as they drop.
@@ -190,9 +213,12 @@ impl Lane {
                     lane.step(step).await;
                 }
             }
+            lane.flush().await;
         }
+        lane.flush().await;
         while let Some(step) = lane.inflight.next().await {
             lane.step(step).await;
+            lane.flush().await;
         }
     }
 
@@ -439,8 +465,93 @@ impl Lane {
         }
     }
 
-    /// Publish `job` to the log; its reply is sent when JetStream acknowledges it.
+    /// Publish `job` to the log; its reply is sent when JetStream acknowledges it. A plain
+    /// write joins the batch (published by [`Lane::flush`]); a retained one goes alone, after
+    /// the batch, so the log keeps the order the lane took them in.
     async fn log(&mut self, job: Job, retained: Option<WriteOutcome>, rev: u64) {
+        if retained.is_none() && rev == 0 {
+            let fits = self.batch.first().is_none_or(|first| {
+                first.key == job.key
+                    && self.batch.len() < BATCH_MAX
+                    && self.batch_bytes + job.body.len() <= BATCH_BYTES
+            });
+            if !fits {
+                self.flush().await;
+            }
+            self.batch_bytes += job.body.len();
+            self.batch.push(job);
+            return;
+        }
+        self.flush().await;
+        self.publish(job, retained, rev).await;
+    }
+
+    /// Publish the batch: one write as itself, several as one log message whose
+    /// acknowledgement answers them all, each with its own position.
+    async fn flush(&mut self) {
+        self.batch_bytes = 0;
+        if self.batch.len() <= 1 {
+            if let Some(job) = self.batch.pop() {
+                self.publish(job, None, 0).await;
+            }
+            return;
+        }
+        let jobs = std::mem::take(&mut self.batch);
+        if !self.inner.connected() {
+            for job in jobs {
+                let _ = job.reply.send(Err(unavailable("it is unreachable")));
+            }
+            return;
+        }
+        let body = envelope::encode_batch(jobs.iter().map(|j| &j.body));
+        let mut headers = HeaderMap::new();
+        headers.insert(NODE_HEADER, self.inner.node.as_str());
+        let subject = self.inner.subject(&jobs[0].key);
+        let deadline = jobs.iter().map(|j| j.deadline).min();
+        match self
+            .inner
+            .js
+            .publish_with_headers(subject, headers, body)
+            .await
+        {
+            Ok(ack) => self.inflight.push(Box::pin(async move {
+                let until = deadline
+                    .unwrap_or_else(tokio::time::Instant::now)
+                    .max(tokio::time::Instant::now() + MIN_ACK_WAIT);
+                match tokio::time::timeout_at(until, ack).await {
+                    Ok(Ok(a)) => {
+                        for (i, job) in jobs.into_iter().enumerate() {
+                            let _ = job.reply.send(Ok(Committed {
+                                retained: None,
+                                sequence: position::at(a.sequence, i),
+                            }));
+                        }
+                    }
+                    Ok(Err(e)) => {
+                        for job in jobs {
+                            let _ = job.reply.send(Err(unavailable(&e)));
+                        }
+                    }
+                    Err(_) => {
+                        for job in jobs {
+                            let _ = job.reply.send(Err(unavailable(
+                                "JetStream did not acknowledge the write in time ([cluster] timeout_secs)",
+                            )));
+                        }
+                    }
+                }
+                Step::Logged
+            })),
+            Err(e) => {
+                for job in jobs {
+                    let _ = job.reply.send(Err(unavailable(&e)));
+                }
+            }
+        }
+    }
+
+    /// Publish one write as one log message.
+    async fn publish(&mut self, job: Job, retained: Option<WriteOutcome>, rev: u64) {
         let Job {
             key,
             body,
@@ -471,7 +582,7 @@ impl Lane {
                 let _ = reply.send(match tokio::time::timeout_at(until, ack).await {
                     Ok(Ok(a)) => Ok(Committed {
                         retained,
-                        sequence: Seq::new(a.sequence),
+                        sequence: position::at(a.sequence, 0),
                     }),
                     Ok(Err(e)) => Err(unavailable(e)),
                     Err(_) => Err(unavailable(
@@ -512,182 +623,4 @@ impl Lane {
             }
         }
     }
-}
-
-/// Hear the log until the connection drops: from the message after the last one heard
-/// (or, the first time, from the end of the log), skipping this node's own messages.
-pub(crate) async fn hear(inner: Arc<Inner>) {
-    let mut closed = inner.closed.subscribe();
-    loop {
-        if inner.is_closed() {
-            return;
-        }
-        if let Err(e) = hear_once(&inner).await {
-            tracing::debug!(error = %e, "hearing the log stopped; resuming");
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(std::time::Duration::from_millis(200)) => {}
-            _ = closed.wait_for(|c| *c) => return,
-        }
-    }
-}
-
-/// One ordered consumer over the log, until it fails.
-async fn hear_once(inner: &Arc<Inner>) -> Result<(), String> {
-    let stream = inner
-        .log
-        .read()
-        .clone()
-        .ok_or("the log is not provisioned")?;
-    let info = stream.get_info().await.map_err(|e| e.to_string())?;
-    let heard = inner.heard.load(Ordering::Acquire);
-    let last = info.state.last_sequence;
-    let first = !inner.hearing.load(Ordering::Acquire);
-    let start = if first || heard > last {
-        if heard > last {
-            tracing::warn!(
-                heard,
-                last,
-                "the message log is shorter than what this node heard (recreated?); hearing new messages only"
-            );
-        }
-        inner.heard.store(last, Ordering::Release);
-        // Nothing before this is fanned out here: persistent sessions made from now on
-        // begin after it.
-        if let Some(d) = inner.broker().as_ref().and_then(|b| b.durable().cloned()) {
-            d.marks().matched.store(last, Ordering::Release);
-            d.marks().fanned.store(last, Ordering::Release);
-        }
-        inner.hearing.store(true, Ordering::Release);
-        last + 1
-    } else {
-        heard + 1
-    };
-    let consumer = stream
-        .create_consumer(pull::OrderedConfig {
-            deliver_policy: DeliverPolicy::ByStartSequence {
-                start_sequence: start,
-            },
-            // Short pulls with a 1 s heartbeat: a consumer lost with a nats-server is
-            // noticed (and recreated after the last message heard) within seconds, not
-            // after the client's default 30 s.
-            max_expires: HEAR_EXPIRES,
-            ..Default::default()
-        })
-        .await
-        .map_err(|e| e.to_string())?;
-    let mut messages = consumer.messages().await.map_err(|e| e.to_string())?;
-    while let Some(m) = messages.next().await {
-        let m = m.map_err(|e| e.to_string())?;
-        let seq = match m.info() {
-            Ok(i) => i.stream_sequence,
-            Err(e) => return Err(e.to_string()),
-        };
-        inner.heard.store(seq, Ordering::Release);
-        let own = m
-            .headers
-            .as_ref()
-            .and_then(|h| h.get(NODE_HEADER))
-            .is_some_and(|n| n.as_str() == inner.node);
-        let Some(broker) = inner.broker() else {
-            continue;
-        };
-        let Some(sequence) = Seq::new(seq) else {
-            continue;
-        };
-        // A node never delivers its own message twice: it was fanned out here when it was
-        // published. Only the persistent sessions kept in the log take it from the log
-        // (in log order, like every other message they get).
-        if own && broker.pass_own(sequence) {
-            continue;
-        }
-        match decode_message(inner, m.subject.as_str(), &m.payload) {
-            Ok((mut message, updated, publisher)) => {
-                // No Local (MQTT-3.8.3-3) for a publisher whose persistent session is here.
-                message.publisher = publisher
-                    .as_deref()
-                    .and_then(|p| broker.durable().and_then(|d| d.mailbox_of(p)));
-                if own {
-                    broker.deliver_own(Arc::new(message), sequence);
-                    continue;
-                }
-                // A retained write carries its KV revision: the mirror has it before any
-                // subscriber here hears of it (the watch would bring it a moment later).
-                let rev = m
-                    .headers
-                    .as_ref()
-                    .and_then(|h| h.get(REVISION_HEADER))
-                    .and_then(|v| v.as_str().parse::<u64>().ok());
-                if let (Some(rev), true) = (rev, message.retain) {
-                    mirror_logged(&broker, &message, rev, updated);
-                }
-                broker.deliver_remote(Arc::new(message), Some(sequence));
-            }
-            Err(e) => {
-                tracing::warn!(seq, subject = %m.subject, error = %e, "log message not understood; skipped")
-            }
-        }
-    }
-    Err("the log consumer ended".into())
-}
-
-/// Apply a retained write heard in the log (revision `rev`) to the mirror.
-fn mirror_logged(broker: &crate::broker::Broker, message: &Message, rev: u64, updated: SystemTime) {
-    if message.payload.is_empty() {
-        // A tombstone, until the watch (which may still bring an older value) reports it.
-        broker.retained().mirror_delete(&message.topic, rev, true);
-        return;
-    }
-    let value = Arc::new(RetainedValue {
-        payload: message.payload.clone(),
-        content_type: message.content_type.clone(),
-        qos: message.qos,
-        version: rev,
-        updated,
-    });
-    if broker.retained().mirror_put(&message.topic, value) {
-        broker.note_mirrored_meta(
-            &message.topic,
-            rev,
-            message.properties.clone(),
-            message.expires_at,
-        );
-    }
-}
-
-/// A log message as a [`Message`] from another node, with when it was accepted and the
-/// client id of the MQTT connection that published it.
-pub(crate) fn decode_message(
-    inner: &Inner,
-    subject: &str,
-    body: &Bytes,
-) -> Result<(Message, SystemTime, Option<Arc<str>>), String> {
-    let key = subject
-        .strip_prefix(inner.config.prefix.as_str())
-        .and_then(|s| s.strip_prefix('.'))
-        .ok_or_else(|| format!("subject {subject:?} is outside the prefix"))?;
-    let env = Envelope::decode(body).map_err(|e| e.to_string())?;
-    let topic = match mapping::decode_key(key).map_err(|e| e.to_string())? {
-        Decoded::Topic(t) => t,
-        Decoded::Hashed => {
-            let t = env
-                .topic
-                .as_deref()
-                .ok_or("hashed subject without a topic")?;
-            TopicName::parse(t).map_err(|e| e.to_string())?
-        }
-    };
-    let message = Message {
-        topic,
-        payload: env.payload,
-        qos: env.qos,
-        retain: env.retain,
-        content_type: env.content_type,
-        origin: Origin::Backbone,
-        properties: env.properties,
-        expires_at: env.expires_at.map(wall_to_instant),
-        publisher: None,
-        charge: crate::model::Charge::default(),
-    };
-    Ok((message, env.updated, env.publisher))
 }

@@ -16,8 +16,10 @@
 pub mod connection;
 pub mod envelope;
 pub mod health;
+pub mod hear;
 pub mod log;
 pub mod mapping;
+pub mod position;
 pub mod retained;
 pub mod sessions;
 pub mod shared;

@@ -23,9 +23,8 @@ use parking_lot::Mutex;
 use sha2::{Digest, Sha256};
 use tokio::task::JoinHandle;
 
-use super::{log, mapping, Inner};
+use super::{envelope, hear, mapping, position, Inner};
 use crate::broker::mailbox::Mailbox;
-use crate::durable::Seq;
 use crate::model::SubOptions;
 use crate::model::TopicFilter;
 
@@ -208,33 +207,44 @@ async fn consume_once(
         .map_err(|e| format!("consumer {name}: {e}"))?;
     let mut messages = consumer
         .stream()
-        .expires(log::HEAR_EXPIRES)
-        .heartbeat(log::HEAR_EXPIRES / 2)
+        .expires(hear::HEAR_EXPIRES)
+        .heartbeat(hear::HEAR_EXPIRES / 2)
         .messages()
         .await
         .map_err(|e| format!("consumer {name}: {e}"))?;
     while let Some(m) = messages.next().await {
         let m = m.map_err(|e| e.to_string())?;
-        let seq = m.info().ok().and_then(|i| Seq::new(i.stream_sequence));
-        let message = match log::decode_message(inner, m.subject.as_str(), &m.payload) {
-            Ok((message, _, _)) => message,
-            Err(e) => {
-                tracing::warn!(subject = %m.subject, error = %e, "shared group: log message not understood; skipped");
-                let _ = m.ack().await;
+        let seq = m.info().ok().map(|i| i.stream_sequence);
+        // Each write of the message (a batch carries several) to one member; the message
+        // is acknowledged when every write found one, else offered again (to this or
+        // another node) a moment later.
+        let mut delivered = true;
+        for (i, entry) in envelope::entries(&m.payload).enumerate() {
+            let decoded = entry
+                .map_err(|e| e.to_string())
+                .and_then(|e| hear::decode_message(inner, m.subject.as_str(), &e));
+            let message = match decoded {
+                Ok((message, _, _)) => message,
+                Err(e) => {
+                    tracing::warn!(subject = %m.subject, entry = i, error = %e, "shared group: log message not understood; skipped");
+                    continue;
+                }
+            };
+            // Hashed long topics and long filters are matched broadly by NATS: check here.
+            if !filter.matches(&message.topic) {
                 continue;
             }
-        };
-        // Hashed long topics and long filters are matched broadly by NATS: check here.
-        if !filter.matches(&message.topic) {
-            let _ = m.ack().await;
-            continue;
-        }
-        let delivered = match (inner.broker(), inner.shared.pick(group, filter.as_str())) {
-            (Some(broker), Some((member, opts))) => {
-                broker.deliver_shared(&Arc::new(message), seq, &member, opts)
+            let sequence = seq.and_then(|s| position::at(s, i));
+            delivered &= match (inner.broker(), inner.shared.pick(group, filter.as_str())) {
+                (Some(broker), Some((member, opts))) => {
+                    broker.deliver_shared(&Arc::new(message), sequence, &member, opts)
+                }
+                _ => false,
+            };
+            if !delivered {
+                break;
             }
-            _ => false,
-        };
+        }
         let kind = if delivered {
             AckKind::Ack
         } else {

@@ -3,15 +3,17 @@
 //! at) and its protocol state with its place in the message log — one value, so one
 //! compare-and-set writes them together and a crash can never keep one without the other.
 //!
-//! Layout (version 1), integers big-endian, strings u32-length-prefixed:
-//! `0x01 | session id u64 | epoch u64 | owner u8-length + bytes (0: away) | owner's boot
+//! Layout (version 2), integers big-endian, strings u32-length-prefixed:
+//! `0x02 | session id u64 | epoch u64 | owner u8-length + bytes (0: away) | owner's boot
 //! u64 | client id |
 //! expiry u32 | away-since ms u64 (0: connected) | subscriptions u32 × (filter | flags u8:
 //! QoS bits 0-1, 4 No Local, 8 Retain As Published, 16 has id, 32 has since | [id u32] |
 //! [since u64]) |
 //! next packet id u16 | outgoing u32 × (pkid u16 | flags u8: 1 PUBREL sent | seq u64) |
 //! inbound QoS 2 u32 × u16 | position u64 | done u32 × u64 | sent QoS u32 × (pkid u16 |
-//! QoS u8)`.
+//! QoS u8)`. Every log sequence in it (a subscription's since, an exchange's seq, the
+//! position and the done ones) is a position ([`super::super::position`]); version 1,
+//! written before the log carried batches, counted log messages and is read as such.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -24,10 +26,14 @@ use crate::store::session::{
     LogPosition, SessionRecord, StoredInflight, StoredState, StoredSubscription,
 };
 
-use super::super::mapping;
+use super::super::{mapping, position};
 
 /// The record's version byte.
-const VERSION: u8 = 1;
+const VERSION: u8 = 2;
+/// The version whose log sequences count log messages, not positions.
+const VERSION_MESSAGES: u8 = 1;
+/// How a log sequence read from a record becomes a position.
+type Convert = fn(u64) -> u64;
 /// Longest key made from a client id before it is hashed instead (MQTT client ids reach
 /// 65,535 bytes; NATS subjects should stay well under its 4 KiB control line).
 const MAX_KEY: usize = 512;
@@ -161,9 +167,16 @@ impl Kept {
     /// Read a value written by [`Kept::encode`].
     pub fn decode(buf: &[u8]) -> Result<Kept, RecordError> {
         let mut r = Cursor::new(buf);
-        if r.u8()? != VERSION {
-            return Err(RecordError("unknown version"));
-        }
+        // A version 1 record's log sequences become positions: "up to message s" is every
+        // position of s, message s itself is its first (and then only) entry.
+        let (through, at): (Convert, Convert) = match r.u8()? {
+            VERSION => (|p| p, |p| p),
+            VERSION_MESSAGES => (
+                |s| if s == 0 { 0 } else { position::through(s) },
+                |s| position::at(s, 0).map_or(0, Seq::get),
+            ),
+            _ => return Err(RecordError("unknown version")),
+        };
         let session_id = r.u64()?;
         let epoch = r.u64()?;
         let n = usize::from(r.u8()?);
@@ -193,7 +206,7 @@ impl Kept {
                 None
             };
             let since = if flags & 32 != 0 {
-                Some(r.u64()?)
+                Some(through(r.u64()?))
             } else {
                 None
             };
@@ -218,7 +231,7 @@ impl Kept {
             };
             outgoing.push(StoredInflight {
                 pkid,
-                seq: Seq::new(r.u64()?),
+                seq: Seq::new(at(r.u64()?)),
                 released,
             });
         }
@@ -227,11 +240,11 @@ impl Kept {
         for _ in 0..n {
             inbound_qos2.push(r.u16()?);
         }
-        let position = r.u64()?;
+        let position = through(r.u64()?);
         let n = r.count(8)?;
         let mut done = Vec::with_capacity(n);
         for _ in 0..n {
-            done.push(r.u64()?);
+            done.push(at(r.u64()?));
         }
         let n = r.count(3)?;
         let mut sent_qos = Vec::with_capacity(n);
@@ -358,6 +371,24 @@ mod tests {
         away.owner = None;
         away.record.away_since = None;
         assert_eq!(Kept::decode(&away.encode()).unwrap(), away);
+    }
+
+    #[test]
+    fn a_version_1_record_counts_log_messages_and_is_read_as_positions() {
+        let k = sample();
+        let mut enc = k.encode();
+        enc[0] = VERSION_MESSAGES;
+        let old = Kept::decode(&enc).expect("version 1 is still read");
+        let subs: Vec<_> = old.record.subscriptions.iter().map(|s| s.since).collect();
+        assert_eq!(subs[0], Some(position::through(41)));
+        assert_eq!(subs[1], Some(0), "0 (from the start) stays 0");
+        assert_eq!(
+            old.state.outgoing[0].seq,
+            position::at(99, 0),
+            "an exchange names its message's first entry"
+        );
+        let log = old.state.log.as_ref().map(|l| l.position);
+        assert_eq!(log, Some(position::through(90)));
     }
 
     #[test]

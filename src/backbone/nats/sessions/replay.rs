@@ -9,8 +9,9 @@ use async_nats::jetstream::consumer::{pull, DeliverPolicy};
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
 
-use super::super::log::{decode_message, unavailable};
-use super::super::{mapping, Inner};
+use super::super::hear::{decode_message, HEAR_EXPIRES};
+use super::super::log::unavailable;
+use super::super::{envelope, mapping, position, Inner};
 use crate::durable::{Logged, Replayed, Seq};
 use crate::model::TopicFilter;
 use crate::store::StoreError;
@@ -49,17 +50,23 @@ async fn run(
         .await
         .map_err(|_| "reading the log's state timed out".to_string())?
         .map_err(|e| e.to_string())?;
-    // Everything up to here is covered by the replay; later messages arrive live.
-    let end = info.state.last_sequence;
+    // Everything up to here is covered by the replay; later messages arrive live. `after`
+    // and what is sent are positions ([`position`]); the stream counts messages.
+    let last = info.state.last_sequence;
+    let end = position::through(last);
     let first = info.state.first_sequence;
-    if after + 1 < first && after < end {
-        // Deleted by the log's retention before the session came back.
-        let lost = first.min(end + 1) - (after + 1);
+    // The message holding the first position after `after` (the rest of a batch, or the
+    // next message).
+    let (from, _) = position::split(after.saturating_add(1));
+    if from < first && after < end {
+        // Deleted by the log's retention before the session came back (counted in log
+        // messages: a batch deleted counts once).
+        let lost = first.min(last + 1) - from;
         if tx.send(Replayed::Lost(lost)).await.is_err() {
             return Ok(());
         }
     }
-    let start = (after + 1).max(first);
+    let start = from.max(first);
     let mut subjects: Vec<String> = filters
         .iter()
         .flat_map(|f| mapping::filter_subjects(f, inner.config.prefix.len() + 1))
@@ -67,7 +74,7 @@ async fn run(
         .collect();
     subjects.sort();
     subjects.dedup();
-    if start > end || subjects.is_empty() {
+    if start > last || subjects.is_empty() {
         let _ = tx.send(Replayed::End(end.max(after))).await;
         return Ok(());
     }
@@ -78,7 +85,7 @@ async fn run(
                 start_sequence: start,
             },
             filter_subjects: subjects,
-            max_expires: super::super::log::HEAR_EXPIRES,
+            max_expires: HEAR_EXPIRES,
             ..Default::default()
         }),
     )
@@ -103,29 +110,38 @@ async fn run(
         let info = m.info().map_err(|e| e.to_string())?;
         let seq = info.stream_sequence;
         let left = info.pending;
-        if seq > end {
+        if seq > last {
             break;
         }
-        high = seq;
-        match decode_message(inner, m.subject.as_str(), &m.payload) {
-            Ok((message, _, publisher)) => {
-                let Some(seq) = Seq::new(seq) else {
-                    continue;
-                };
-                let logged = Logged {
-                    seq,
-                    message,
-                    publisher,
-                };
-                if tx.send(Replayed::Message(logged)).await.is_err() {
-                    return Ok(());
+        high = high.max(position::through(seq));
+        for (i, entry) in envelope::entries(&m.payload).enumerate() {
+            let Some(pos) = position::at(seq, i) else {
+                continue;
+            };
+            if pos.get() <= after {
+                // The part of a batch the session already had.
+                continue;
+            }
+            let decoded = entry
+                .map_err(|e| e.to_string())
+                .and_then(|e| decode_message(inner, m.subject.as_str(), &e));
+            match decoded {
+                Ok((message, _, publisher)) => {
+                    let logged = Logged {
+                        seq: pos,
+                        message,
+                        publisher,
+                    };
+                    if tx.send(Replayed::Message(logged)).await.is_err() {
+                        return Ok(());
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(seq, entry = i, subject = %m.subject, error = %e, "log message not understood; not replayed")
                 }
             }
-            Err(e) => {
-                tracing::warn!(seq, subject = %m.subject, error = %e, "log message not understood; not replayed")
-            }
         }
-        if left == 0 || seq >= end {
+        if left == 0 || seq >= last {
             break;
         }
     }
@@ -145,26 +161,43 @@ pub(super) async fn fetch(
         .ok_or_else(|| unavailable("the log is not provisioned"))?;
     let timeout = inner.config.timeout();
     let mut out = Vec::with_capacity(seqs.len());
+    // Several positions of one batch are read with one get.
+    let mut held: Option<(u64, async_nats::jetstream::message::StreamMessage)> = None;
     for seq in seqs {
-        let got = tokio::time::timeout(timeout, stream.direct_get(seq.get()))
-            .await
-            .map_err(|_| unavailable("reading a message of the log timed out"))?;
-        match got {
-            Ok(m) => match decode_message(inner, m.subject.as_str(), &m.payload) {
-                Ok((message, _, publisher)) => out.push(Some(Logged {
-                    seq,
-                    message,
-                    publisher,
-                })),
-                Err(e) => {
-                    tracing::warn!(seq = seq.get(), error = %e, "log message not understood; not re-sent");
-                    out.push(None);
+        let (stream_seq, index) = position::split(seq.get());
+        if held.as_ref().is_none_or(|(s, _)| *s != stream_seq) {
+            let got = tokio::time::timeout(timeout, stream.direct_get(stream_seq))
+                .await
+                .map_err(|_| unavailable("reading a message of the log timed out"))?;
+            held = match got {
+                Ok(m) => Some((stream_seq, m)),
+                Err(e)
+                    if e.kind() == async_nats::jetstream::stream::DirectGetErrorKind::NotFound =>
+                {
+                    None
                 }
-            },
-            Err(e) if e.kind() == async_nats::jetstream::stream::DirectGetErrorKind::NotFound => {
-                out.push(None)
+                Err(e) => return Err(unavailable(e)),
+            };
+        }
+        let Some((_, m)) = &held else {
+            out.push(None);
+            continue;
+        };
+        let decoded = envelope::entries(&m.payload)
+            .nth(index)
+            .ok_or_else(|| format!("the log message has no entry {index}"))
+            .and_then(|e| e.map_err(|e| e.to_string()))
+            .and_then(|e| decode_message(inner, m.subject.as_str(), &e));
+        match decoded {
+            Ok((message, _, publisher)) => out.push(Some(Logged {
+                seq,
+                message,
+                publisher,
+            })),
+            Err(e) => {
+                tracing::warn!(seq = seq.get(), error = %e, "log message not understood; not re-sent");
+                out.push(None);
             }
-            Err(e) => return Err(unavailable(e)),
         }
     }
     Ok(out)
