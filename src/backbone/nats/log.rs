@@ -1,7 +1,6 @@
 //! The message log: every write a node accepts is published to the `<prefix>_LOG` stream,
 //! and acknowledged to its client only after JetStream's PubAck (stored on the configured
-//! replicas). Every node hears the log with one ordered consumer and fans other nodes'
-//! messages out locally.
+//! replicas). Every node hears the log ([`super::hear`]).
 //!
 //! **The lane.** [`submit`] runs on the caller's thread (it encodes the envelope there, so
 //! encoding spreads over the runtime's workers) and hands the write to one task, the lane,
@@ -11,6 +10,11 @@
 //! later writes of the same publisher wait in the lane until that retained write has been
 //! decided — others' writes do not wait. PubAcks are awaited concurrently, so one
 //! connection keeps many publishes in flight (the MQTT driver's pipeline works unchanged).
+//!
+//! **Batches.** Plain writes to one subject that the lane takes in together (queued at the
+//! same time) go to the log as one message with one PubAck ([`Lane::flush`]); each keeps
+//! its own position ([`super::position`]). The lane never waits for more: a write alone is
+//! published at once.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;

@@ -8,10 +8,11 @@
 //! | node names (unique, heartbeat) | KV bucket `<prefix>_nodes` | [`connection`] |
 //! | `$share` groups | one durable pull consumer per (group, filter) on the log | [`shared`] |
 //!
-//! [`mapping`] turns topics into subjects and keys; [`envelope`] is what a message
-//! carries; [`connection`] connects, provisions and claims the node name; [`health`]
-//! supervises the connection (re-sync after a reconnect) and says whether the node is
-//! ready. The broker core sees only [`crate::backbone::Backbone`].
+//! [`log`] publishes writes (the lane, batching runs of them) and [`hear`] reads every
+//! node's back; [`position`] numbers each write within a batch. [`mapping`] turns topics
+//! into subjects and keys; [`envelope`] is what a message carries; [`connection`]
+//! connects, provisions and claims the node name; [`health`] supervises the connection
+//! (re-sync after a reconnect) and says whether the node is ready. The broker core sees only [`crate::backbone::Backbone`].
 
 pub mod connection;
 pub mod envelope;
