@@ -83,6 +83,54 @@ async fn retained_qos1_publish_acknowledged_survives_kill_9() {
     assert_eq!(&body[..], b"survives");
 }
 
+/// Acknowledged retained writes survive `kill -9` whether they were already checkpointed
+/// from the write-ahead log into sled or were only in the log: a first round of writes,
+/// a pause past the checkpoint interval, a second round of overwrites, deletes and new
+/// things (log only), then SIGKILL. The restart serves the latest of each.
+#[tokio::test]
+async fn retained_writes_survive_kill_9_before_and_after_a_checkpoint() {
+    let (_dir, db) = db();
+    let mut ponte = Ponte::spawn(&db);
+    for i in 0..50 {
+        let r = http_put(&ponte.http, &format!("wal/{i}"), "v1", "text/plain").await;
+        assert!(r.status().is_success(), "PUT wal/{i}: {}", r.status());
+    }
+    // ponte::store::sled::CHECKPOINT_EVERY is 1 s: the next write checkpoints the first round.
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    for i in 0..25 {
+        let r = http_put(&ponte.http, &format!("wal/{i}"), "v2", "text/plain").await;
+        assert!(r.status().is_success());
+    }
+    for i in 25..30 {
+        assert_eq!(
+            http_delete(&ponte.http, &format!("wal/{i}")).await.status(),
+            204
+        );
+    }
+    let r = http_put(&ponte.http, "wal/new", "v3", "application/json").await;
+    assert_eq!(r.status(), 201);
+    ponte.child.kill().unwrap();
+    let status = wait_exit(&mut ponte.child, Duration::from_secs(5));
+    assert!(!status.success(), "killed, not exited: {status:?}");
+    drop(ponte);
+
+    let ponte = Ponte::spawn(&db);
+    for i in 0..50 {
+        let r = http_get(&ponte.http, &format!("wal/{i}")).await;
+        match i {
+            0..25 => assert_eq!(r.text().await.unwrap(), "v2", "wal/{i}"),
+            25..30 => assert_eq!(r.status(), 404, "wal/{i} was deleted"),
+            _ => assert_eq!(r.text().await.unwrap(), "v1", "wal/{i}"),
+        }
+    }
+    let r = http_get(&ponte.http, "wal/new").await;
+    assert_eq!(
+        r.headers()["content-type"].to_str().unwrap(),
+        "application/json"
+    );
+    assert_eq!(r.text().await.unwrap(), "v3");
+}
+
 #[test]
 fn sigterm_stops_gracefully_with_exit_0() {
     let (_dir, db) = db();

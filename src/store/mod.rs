@@ -16,6 +16,7 @@ pub mod memory;
 pub mod session;
 mod session_codec;
 pub mod sled;
+mod wal;
 
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};

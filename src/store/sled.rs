@@ -1,19 +1,35 @@
 //! The default store: sled 0.34 in the `--db` directory.
 //!
-//! Retained values live in the `retained` tree, keyed by topic. A batch is applied with one
-//! `apply_batch` and made durable with one `flush` (fsync), so concurrent writers share the
-//! cost of a sync (group commit, driven by the retained writer thread).
+//! Retained values live in the `retained` tree, keyed by topic. A batch of writes (a group
+//! commit, driven by the retained writer thread) is made durable by the write-ahead log in
+//! front of it ([`super::wal`]): one append and one sync per batch. The tree gets the
+//! latest op of each topic at a checkpoint (every [`CHECKPOINT_EVERY`], or sooner when much
+//! is pending), with the number of the log generation it covers in `retained_meta`, and
+//! that generation's file is then deleted. Opening the database applies what the log
+//! holds beyond the last checkpoint first.
 
+use std::collections::HashMap;
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use super::session::{LoadedSessions, SessionOp, SessionStore};
 use super::session_codec::{
     client_key, decode_alive, decode_queued, decode_session, decode_state, encode_alive,
     encode_queued, encode_session, encode_state, queue_key, split_queue_key, split_session_key,
 };
+use super::wal::Wal;
 use super::{decode_value, encode_value, RetainedOp, Store, StoreError};
 use crate::model::RetainedValue;
 use crate::model::TopicName;
+
+/// How often pending writes move from the write-ahead log into the tree.
+pub const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+/// Topics pending a checkpoint beyond which it comes early (bounds the memory they hold).
+const CHECKPOINT_TOPICS: usize = 4096;
+/// Bytes of log beyond which a checkpoint comes early (bounds the replay at start).
+const CHECKPOINT_BYTES: u64 = 16 << 20;
+/// The key in `retained_meta` naming the last log generation checkpointed into the tree.
+const CHECKPOINTED: &[u8] = b"wal_checkpointed";
 
 /// A sled database opened by ponte.
 pub struct SledStore {
@@ -21,6 +37,14 @@ pub struct SledStore {
     db: sled::Db,
     /// The tree of retained values, keyed by topic name bytes.
     retained: sled::Tree,
+    /// `retained_meta`: the last checkpointed log generation.
+    meta: sled::Tree,
+    /// The write-ahead log: where a batch becomes durable.
+    wal: Wal,
+    /// The latest op of each topic written since the last checkpoint.
+    pending: HashMap<TopicName, RetainedOp>,
+    /// When the last checkpoint was.
+    checkpointed_at: Instant,
 }
 
 impl std::fmt::Debug for SledStore {
@@ -71,13 +95,28 @@ impl SledStore {
                 e => StoreError::Engine(format!("cannot open {}: {e}", path.display())),
             })?;
         let retained = db.open_tree("retained").map_err(engine)?;
-        Ok((
-            SledStore {
-                db: db.clone(),
-                retained,
-            },
-            db,
-        ))
+        let meta = db.open_tree("retained_meta").map_err(engine)?;
+        let checkpointed = meta
+            .get(CHECKPOINTED)
+            .map_err(engine)?
+            .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
+            .map_or(0, u64::from_be_bytes);
+        let (wal, replay, last) = Wal::open(&path.join("wal"), checkpointed)?;
+        let store = SledStore {
+            db: db.clone(),
+            retained,
+            meta,
+            wal,
+            pending: HashMap::new(),
+            checkpointed_at: Instant::now(),
+        };
+        if let Some(last) = last {
+            // What was acknowledged after the last checkpoint, before a crash (or a stop
+            // that could not checkpoint): into the tree before anything reads it.
+            store.write_tree(replay.into_iter(), last)?;
+            store.wal.forget(last)?;
+        }
+        Ok((store, db))
     }
 }
 
@@ -99,20 +138,62 @@ impl Store for SledStore {
     }
 
     fn apply(&mut self, ops: &[RetainedOp]) -> Result<(), StoreError> {
-        let mut batch = sled::Batch::default();
+        self.wal.append(ops)?;
         for op in ops {
-            match op {
-                RetainedOp::Put(t, v) => batch.insert(t.as_str().as_bytes(), encode_value(v)),
-                RetainedOp::Delete(t) => batch.remove(t.as_str().as_bytes()),
-            }
+            let topic = match op {
+                RetainedOp::Put(t, _) | RetainedOp::Delete(t) => t.clone(),
+            };
+            self.pending.insert(topic, op.clone());
         }
-        self.retained.apply_batch(batch).map_err(engine)?;
-        self.db.flush().map_err(engine)?;
+        if self.checkpointed_at.elapsed() >= CHECKPOINT_EVERY
+            || self.pending.len() >= CHECKPOINT_TOPICS
+            || self.wal.len() >= CHECKPOINT_BYTES
+        {
+            self.checkpoint()?;
+        }
         Ok(())
     }
 
     fn flush(&mut self) -> Result<(), StoreError> {
+        self.checkpoint()?;
         self.db.flush().map_err(engine).map(|_| ())
+    }
+}
+
+impl SledStore {
+    /// Move the pending writes into the tree and start a new log generation.
+    fn checkpoint(&mut self) -> Result<(), StoreError> {
+        self.checkpointed_at = Instant::now();
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let generation = self.wal.generation();
+        let ops: Vec<RetainedOp> = self.pending.drain().map(|(_, op)| op).collect();
+        self.write_tree(ops.into_iter(), generation)?;
+        self.wal.rotate(generation)
+    }
+
+    /// Apply `ops` to the tree, then record `generation` as checkpointed, and flush: sled
+    /// recovers a prefix of its writes, so the mark never survives without the ops (and
+    /// ops applied twice, when the mark is lost, end the same).
+    fn write_tree(
+        &self,
+        ops: impl Iterator<Item = RetainedOp>,
+        generation: u64,
+    ) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        for op in ops {
+            match op {
+                RetainedOp::Put(t, v) => batch.insert(t.as_str().as_bytes(), encode_value(&v)),
+                RetainedOp::Delete(t) => batch.remove(t.as_str().as_bytes()),
+            }
+        }
+        self.retained.apply_batch(batch).map_err(engine)?;
+        self.meta
+            .insert(CHECKPOINTED, &generation.to_be_bytes())
+            .map_err(engine)?;
+        self.db.flush().map_err(engine)?;
+        Ok(())
     }
 }
 
@@ -241,6 +322,8 @@ mod tests {
         drop(s);
         let mut s = SledStore::open(dir.path()).unwrap();
         s.apply(&[RetainedOp::Delete(t)]).unwrap();
+        drop(s);
+        let s = SledStore::open(dir.path()).unwrap();
         assert!(s.load_retained().unwrap().is_empty());
     }
 
