@@ -691,6 +691,68 @@ async fn a_pipelined_burst_is_logged_in_batches_and_reaches_b_once_in_order() {
     }
 }
 
+/// Batches respect the NATS server's `max_payload`: with 16 KiB, a pipelined burst of
+/// 3 KB writes to one thing is still logged in batches (each under the limit), every write
+/// is acknowledged (none refused for a batch too large), and B gets them all in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_fit_a_small_nats_max_payload() {
+    if !nats::available() {
+        return;
+    }
+    let server = nats::NatsServer::start_with("max_payload: 16384\n");
+    let urls = [server.url()];
+    let (a, b) = (node(&urls, "a").await, node(&urls, "b").await);
+    let mut sub = V3::connect(b.mqtt_addr, "mp-sub").await;
+    sub.subscribe(&[("mp/#", ponte_mqtt::QoS::AtLeastOnce)])
+        .await;
+    const N: usize = 300;
+    let (client, mut events) = rumqttc::AsyncClient::new(options(a.mqtt_addr, "mp-pub"), N + 10);
+    for i in 0..N {
+        let mut payload = format!("{i:05}").into_bytes();
+        payload.resize(3000, b'.');
+        client
+            .publish("mp/t", rumqttc::QoS::AtLeastOnce, false, payload)
+            .await
+            .unwrap();
+    }
+    let mut acked = 0;
+    within(Duration::from_secs(30), "every PUBACK", async {
+        while acked < N {
+            match events.poll().await {
+                Ok(rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_))) => acked += 1,
+                Ok(_) => {}
+                Err(e) => panic!("publisher's connection failed after {acked} PUBACKs: {e}"),
+            }
+        }
+    })
+    .await;
+    let mut got = Vec::new();
+    within(Duration::from_secs(30), "every write on B", async {
+        while got.len() < N {
+            let p = sub.publish_rx().await;
+            sub.send(&ponte_mqtt::Packet::PubAck(
+                ponte_mqtt::PubResponse::success(p.pkid),
+            ))
+            .await;
+            got.push(String::from_utf8_lossy(&p.payload[..5]).into_owned());
+        }
+    })
+    .await;
+    let want: Vec<String> = (0..N).map(|i| format!("{i:05}")).collect();
+    assert_eq!(got, want, "once each, in order");
+    let nc = async_nats::connect(server.url()).await.unwrap();
+    let mut log = async_nats::jetstream::new(nc)
+        .get_stream("PONTE_LOG")
+        .await
+        .unwrap();
+    let messages = log.info().await.unwrap().state.messages;
+    println!("{N} writes of 3 KB logged as {messages} messages under a 16 KiB max_payload");
+    assert!(messages < N as u64, "no batches: {messages} log messages");
+    for gw in [a, b] {
+        gw.shutdown().await;
+    }
+}
+
 /// Point 4: `kill -9` of the accepting node (the real binary) under pipelined QoS 1
 /// load loses nothing it acknowledged: every PUBACKed message reaches a subscriber on B,
 /// and every PUBACKed retained value is readable on B.

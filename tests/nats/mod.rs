@@ -88,6 +88,23 @@ impl NatsServer {
         panic!("nats-server did not start: {last}")
     }
 
+    /// A single server with JetStream and `conf` (nats-server configuration text, e.g.
+    /// `max_payload: 16384`), on a free port.
+    pub(crate) fn start_with(conf: &str) -> NatsServer {
+        let mut last = String::new();
+        for _ in 0..5 {
+            let mut s = NatsServer::prepared(free_port(), "t", Vec::new());
+            let file = s.dir.join("server.conf");
+            std::fs::write(&file, conf).expect("nats-server configuration written");
+            s.args.extend(["-c".into(), file.display().to_string()]);
+            match s.try_spawn() {
+                Ok(()) => return s,
+                Err(e) => last = e,
+            }
+        }
+        panic!("nats-server did not start: {last}")
+    }
+
     /// A single server with JetStream on `port`.
     pub(crate) fn start_on(port: u16) -> NatsServer {
         Self::try_start_on(port).unwrap_or_else(|e| panic!("{e}"))

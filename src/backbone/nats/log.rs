@@ -162,8 +162,11 @@ pub struct Lane {
     /// log as one message (a batch, [`position`]) when the lane has taken in what was
     /// queued: never waiting for more, so a write alone goes alone and at once.
     batch: Vec<Job>,
-    /// The bytes of the batch's envelopes.
+    /// The bytes of the batch (its envelopes and their framing).
     batch_bytes: usize,
+    /// The most bytes of a batch: [`BATCH_BYTES`], less if the NATS server's `max_payload`
+    /// is smaller, and when that was last read from the server (at most once a second).
+    batch_limit: (usize, Option<tokio::time::Instant>),
 }
 
 /// Most writes in one log message (a position has [`position::SLOTS`] per message).
@@ -193,6 +196,7 @@ impl Lane {
             inflight: FuturesUnordered::new(),
             batch: Vec::new(),
             batch_bytes: 0,
+            batch_limit: (BATCH_BYTES, None),
         };
         let mut closed = lane.inner.closed.subscribe();
         loop {
@@ -474,20 +478,39 @@ impl Lane {
     /// the batch, so the log keeps the order the lane took them in.
     async fn log(&mut self, job: Job, retained: Option<WriteOutcome>, rev: u64) {
         if retained.is_none() && rev == 0 {
-            let fits = self.batch.first().is_none_or(|first| {
-                first.key == job.key
-                    && self.batch.len() < BATCH_MAX
-                    && self.batch_bytes + job.body.len() <= BATCH_BYTES
-            });
+            let size = job.body.len() + 4;
+            let fits = match self.batch.first() {
+                None => true,
+                Some(first) => {
+                    first.key == job.key
+                        && self.batch.len() < BATCH_MAX
+                        && self.batch_bytes + size <= self.batch_limit()
+                }
+            };
             if !fits {
                 self.flush().await;
             }
-            self.batch_bytes += job.body.len();
+            self.batch_bytes += size;
             self.batch.push(job);
             return;
         }
         self.flush().await;
         self.publish(job, retained, rev).await;
+    }
+
+    /// The most bytes a batch may take now (see `batch_limit`).
+    fn batch_limit(&mut self) -> usize {
+        let now = tokio::time::Instant::now();
+        let stale = self
+            .batch_limit
+            .1
+            .is_none_or(|at| now.duration_since(at) >= std::time::Duration::from_secs(1));
+        if stale && self.inner.connected() {
+            // Room for the headers and the batch's own first bytes.
+            let max = self.inner.client.server_info().max_payload;
+            self.batch_limit = (BATCH_BYTES.min(max.saturating_sub(1024)), Some(now));
+        }
+        self.batch_limit.0
     }
 
     /// Publish the batch: one write as itself, several as one log message whose
