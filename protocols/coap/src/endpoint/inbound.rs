@@ -66,7 +66,7 @@ impl Endpoint {
             self.config.non_lifetime
         };
         self.remember_exchange(now + lifetime, (peer, mid));
-        let token = packet.token.to_vec();
+        let token = wire::Token::new(packet.token);
 
         let parsed = match request::parse(code, packet) {
             Ok(parsed) => parsed,
@@ -93,7 +93,7 @@ impl Endpoint {
 
         // RFC 7641 §3.6: GET with Observe=1 and the same token deregisters.
         if parsed.method == Method::Get && parsed.observe == Some(1) {
-            self.remove_observer(&(peer, token.clone()));
+            self.remove_observer(&(peer, token.to_vec()));
         }
 
         let mut payload = Bytes::copy_from_slice(packet.payload);
