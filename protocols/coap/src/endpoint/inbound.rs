@@ -75,6 +75,7 @@ impl Endpoint {
                     // §5.4.1: a NON with a bad critical option is rejected.
                     self.stats.rejected += 1;
                     self.send_empty(peer, MessageType::Reset, mid);
+                    self.finish_exchange(peer, mid, false, None);
                     return;
                 }
                 let response = Response::diagnostic(error.code(), &error.to_string());
@@ -176,9 +177,6 @@ impl Endpoint {
         );
         self.peers.entry(peer).or_default().pending += 1;
         self.pending_order.push_back((expires, id));
-        if let Some(exchange) = self.exchanges.get_mut(&(peer, mid)) {
-            exchange.state = ExchangeState::Processing;
-        }
         self.stats.requests += 1;
         self.events.push_back(Event::Request(parsed.into_request(
             id,

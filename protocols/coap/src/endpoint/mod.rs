@@ -113,7 +113,8 @@ type ObserverKey = (SocketAddr, Vec<u8>);
 /// What the endpoint knows about a received request message.
 #[derive(Debug)]
 enum ExchangeState {
-    /// Handed to the driver, not answered yet: duplicates are swallowed.
+    /// Being handled (by the endpoint, then the driver), not answered yet:
+    /// duplicates are swallowed.
     Processing,
     /// Answered: a duplicate CON gets these bytes again (RFC 7252 §4.5).
     Answered(Bytes),
