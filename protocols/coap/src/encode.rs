@@ -246,29 +246,57 @@ impl Writer {
     }
 }
 
-/// Largest message built inline: an answer to a write, or to a read of a small value.
-const INLINE: usize = 128;
-
 /// A message being written: inline while it is small, so that the finished datagram is
 /// one allocation even though the transmit queue and the exchange cache both hold it
 /// (a `Bytes` made from a `Vec` takes a second one, for its reference count, when it is
-/// first shared).
+/// first shared). Two sizes, so that a cached answer to a write (about 20 bytes) does not
+/// hold room for a value.
 enum Buf {
-    /// Up to [`INLINE`] bytes, `len` of them used.
-    Inline(Inline),
+    /// An answer without a value, or with a short one.
+    Small(Inline<64>),
+    /// An answer with a value of up to about 200 bytes.
+    Large(Inline<256>),
     /// A larger message.
     Heap(Vec<u8>),
 }
 
 /// A small finished message; as the owner of a `Bytes` it is its one allocation.
-struct Inline {
+struct Inline<const N: usize> {
     /// Bytes of `bytes` in use.
     len: usize,
     /// The message, then unused room.
-    bytes: [u8; INLINE],
+    bytes: [u8; N],
 }
 
-impl AsRef<[u8]> for Inline {
+impl<const N: usize> Inline<N> {
+    /// An empty buffer.
+    fn new() -> Self {
+        Inline {
+            len: 0,
+            bytes: [0; N],
+        }
+    }
+
+    /// Appends `data` if it fits; otherwise the whole message so far, then `data`, on
+    /// the heap.
+    fn extend(&mut self, data: &[u8]) -> Option<Vec<u8>> {
+        match self.bytes.get_mut(self.len..self.len + data.len()) {
+            Some(room) => {
+                room.copy_from_slice(data);
+                self.len += data.len();
+                None
+            }
+            None => {
+                let mut v = Vec::with_capacity(2 * (self.len + data.len()));
+                v.extend_from_slice(self.as_ref());
+                v.extend_from_slice(data);
+                Some(v)
+            }
+        }
+    }
+}
+
+impl<const N: usize> AsRef<[u8]> for Inline<N> {
     fn as_ref(&self) -> &[u8] {
         &self.bytes[..self.len]
     }
@@ -277,40 +305,34 @@ impl AsRef<[u8]> for Inline {
 impl Buf {
     /// Room for `capacity` bytes: inline when they fit.
     fn with_capacity(capacity: usize) -> Buf {
-        if capacity <= INLINE {
-            Buf::Inline(Inline {
-                len: 0,
-                bytes: [0; INLINE],
-            })
-        } else {
-            Buf::Heap(Vec::with_capacity(capacity))
+        match capacity {
+            0..=64 => Buf::Small(Inline::new()),
+            65..=256 => Buf::Large(Inline::new()),
+            _ => Buf::Heap(Vec::with_capacity(capacity)),
         }
     }
 
     /// Bytes written so far.
     fn len(&self) -> usize {
         match self {
-            Buf::Inline(i) => i.len,
+            Buf::Small(i) => i.len,
+            Buf::Large(i) => i.len,
             Buf::Heap(v) => v.len(),
         }
     }
 
     /// Appends `data`, moving to the heap when it does not fit inline.
     fn extend_from_slice(&mut self, data: &[u8]) {
-        match self {
-            Buf::Inline(i) => match i.bytes.get_mut(i.len..i.len + data.len()) {
-                Some(room) => {
-                    room.copy_from_slice(data);
-                    i.len += data.len();
-                }
-                None => {
-                    let mut v = Vec::with_capacity(2 * (i.len + data.len()));
-                    v.extend_from_slice(i.as_ref());
-                    v.extend_from_slice(data);
-                    *self = Buf::Heap(v);
-                }
-            },
-            Buf::Heap(v) => v.extend_from_slice(data),
+        let spilled = match self {
+            Buf::Small(i) => i.extend(data),
+            Buf::Large(i) => i.extend(data),
+            Buf::Heap(v) => {
+                v.extend_from_slice(data);
+                None
+            }
+        };
+        if let Some(v) = spilled {
+            *self = Buf::Heap(v);
         }
     }
 
@@ -322,7 +344,8 @@ impl Buf {
     /// Overwrites the byte at `at` (< `len`).
     fn set(&mut self, at: usize, byte: u8) {
         let slot = match self {
-            Buf::Inline(i) => i.bytes[..i.len].get_mut(at),
+            Buf::Small(i) => i.bytes[..i.len].get_mut(at),
+            Buf::Large(i) => i.bytes[..i.len].get_mut(at),
             Buf::Heap(v) => v.get_mut(at),
         };
         if let Some(slot) = slot {
@@ -333,7 +356,8 @@ impl Buf {
     /// The finished message.
     fn freeze(self) -> Bytes {
         match self {
-            Buf::Inline(i) => Bytes::from_owner(i),
+            Buf::Small(i) => Bytes::from_owner(i),
+            Buf::Large(i) => Bytes::from_owner(i),
             Buf::Heap(v) => Bytes::from(v),
         }
     }
@@ -474,6 +498,63 @@ mod tests {
             &body[..64],
         );
         assert_eq!(&bytes[..], &expected[..]);
+    }
+
+    #[test]
+    fn a_message_outgrowing_its_inline_buffer_moves_to_the_heap_whole() {
+        for capacity in [0, 64, 65, 256, 257] {
+            let mut buf = Buf::with_capacity(capacity);
+            let mut expected = Vec::new();
+            for i in 0..300u16 {
+                let chunk = vec![i as u8; usize::from(i % 7)];
+                buf.extend_from_slice(&chunk);
+                buf.push(0xAB);
+                expected.extend_from_slice(&chunk);
+                expected.push(0xAB);
+                buf.set(0, 1);
+                expected[0] = 1;
+                assert_eq!(buf.len(), expected.len());
+            }
+            let bytes = buf.freeze();
+            assert_eq!(&bytes[..], &expected[..], "capacity {capacity}");
+            assert_eq!(bytes.clone(), bytes);
+        }
+    }
+
+    #[test]
+    fn answers_of_every_size_match_coap_lite() {
+        let limits = Limits {
+            szx: 6,
+            max_message_size: 1152,
+        };
+        for size in [0, 1, 20, 40, 60, 100, 150, 200, 250, 300, 1000] {
+            let response = Response {
+                content_format: Some(0),
+                etag: ETag::new(&[1, 2, 3]),
+                max_age: Some(60),
+                ..Response::with_payload(ResponseType::Content, vec![b'v'; size])
+            };
+            let (bytes, fallback) = super::response(
+                limits,
+                MessageType::Acknowledgement,
+                9,
+                b"tk",
+                &response,
+                Extra::default(),
+            );
+            assert!(!fallback);
+            let expected = reference(
+                9,
+                b"tk",
+                &[
+                    (CoapOption::ETag, vec![1, 2, 3]),
+                    (CoapOption::ContentFormat, vec![]),
+                    (CoapOption::MaxAge, vec![60]),
+                ],
+                &vec![b'v'; size],
+            );
+            assert_eq!(&bytes[..], &expected[..], "{size}-byte value");
+        }
     }
 
     #[test]
