@@ -43,8 +43,7 @@ impl RawPath {
 
     /// Appends a segment.
     pub(crate) fn push(&mut self, segment: &[u8]) {
-        // A loop, not `contains` (memchr): segments are short.
-        if self.ends.is_none() && segment.iter().any(|b| *b == b'/') {
+        if self.ends.is_none() && segment.contains(&b'/') {
             // Until now every `/` was a separator.
             let separators = self.bytes.iter().enumerate().filter(|(_, b)| **b == b'/');
             let ends = separators.map(|(i, _)| i);
