@@ -11,6 +11,7 @@
 //! by its writer under the index's write lock (precondition, version, index, in that order,
 //! one writer at a time), with no thread hand-off.
 
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc;
@@ -346,7 +347,12 @@ impl Retained {
     ) -> WriteOutcome {
         let started = Instant::now();
         let mut idx = self.index.write();
-        let cur = idx.get(&topic).cloned();
+        // One lookup (the topic is hashed once) for the check and the write.
+        let entry = idx.entry(topic);
+        let cur = match &entry {
+            Entry::Occupied(e) => Some(e.get().clone()),
+            Entry::Vacant(_) => None,
+        };
         if !precondition.holds(cur.as_deref()) {
             return WriteOutcome::PreconditionFailed(cur);
         }
@@ -363,7 +369,13 @@ impl Retained {
                     updated: SystemTime::now(),
                 });
                 let added = v.payload.len() as u64;
-                let old = idx.insert(topic, v.clone());
+                let old = match entry {
+                    Entry::Occupied(mut e) => Some(e.insert(v.clone())),
+                    Entry::Vacant(e) => {
+                        e.insert(v.clone());
+                        None
+                    }
+                };
                 let removed = old.map_or(0, |o| o.payload.len() as u64);
                 let outcome = if cur.is_some() {
                     WriteOutcome::Replaced(v)
@@ -373,7 +385,10 @@ impl Retained {
                 (outcome, added, removed)
             }
             None => {
-                let removed = idx.remove(&topic).map_or(0, |o| o.payload.len() as u64);
+                let removed = match entry {
+                    Entry::Occupied(e) => e.remove().payload.len() as u64,
+                    Entry::Vacant(_) => 0,
+                };
                 let existed = cur.is_some();
                 (WriteOutcome::Cleared { existed }, 0, removed)
             }

@@ -207,12 +207,13 @@ impl SubscriptionIndex {
     /// Each matching shared group contributes one member, round-robin.
     pub fn matches_from(&self, topic: &TopicName, publisher: Option<u64>, out: &mut Vec<Matched>) {
         out.clear();
-        let levels: Vec<&str> = topic.levels().collect();
         let cx = Cx {
             system: topic.is_system(),
             publisher,
         };
-        match_rec(&self.root, &levels, 0, &cx, out);
+        // The levels are cut from the name as the walk goes down (no list of them per
+        // publish).
+        match_rec(&self.root, Some(topic.as_str()), 0, &cx, out);
     }
 }
 
@@ -269,17 +270,23 @@ fn add(out: &mut Vec<Matched>, subs: &[Sub], groups: &[Group], cx: &Cx) {
     }
 }
 
-fn match_rec(node: &Node, levels: &[&str], depth: usize, cx: &Cx, out: &mut Vec<Matched>) {
+/// Matches the levels `levels` (the rest of a topic name, `None` past its last level)
+/// below `node`, which is `depth` levels down.
+fn match_rec(node: &Node, levels: Option<&str>, depth: usize, cx: &Cx, out: &mut Vec<Matched>) {
     // MQTT-4.7.2-1: a wildcard in the first level does not match a `$` topic.
     let wild_ok = !(depth == 0 && cx.system);
     if wild_ok {
         add(out, &node.hash, &node.shared_hash, cx);
     }
-    let Some((level, rest)) = levels.split_first() else {
+    let Some(levels) = levels else {
         add(out, &node.here, &node.shared_here, cx);
         return;
     };
-    if let Some(child) = node.children.get(*level) {
+    let (level, rest) = match levels.split_once('/') {
+        Some((level, rest)) => (level, Some(rest)),
+        None => (levels, None),
+    };
+    if let Some(child) = node.children.get(level) {
         match_rec(child, rest, depth + 1, cx, out);
     }
     if wild_ok {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use ponte_coap::content_format;
-use ponte_coap::{Method, Request, Response, ResponseType};
+use ponte_coap::{ETag, Method, Request, Response, ResponseType};
 
 use crate::auth::{Auth, Identity};
 use crate::broker::retained::{Precondition, TagSet, WriteOutcome};
@@ -181,6 +181,12 @@ fn format_of(content_type: Option<&str>) -> Option<u16> {
     }
 }
 
+/// The CoAP ETag of a stored value (RFC 7252 §5.10.6): its version's big-endian bytes
+/// without leading zeros.
+fn etag_of(v: &RetainedValue) -> ETag {
+    ETag::from_u64(v.version)
+}
+
 /// A CoAP ETag as a version number (1 to 8 bytes, big-endian).
 fn version_of(etag: &[u8]) -> Option<u64> {
     if etag.is_empty() || etag.len() > 8 {
@@ -195,7 +201,7 @@ impl Context {
             code: ResponseType::Content,
             payload: v.payload.clone(),
             content_format: format_of(v.content_type.as_deref()),
-            etag: Some(v.coap_etag()),
+            etag: Some(etag_of(v)),
             max_age: Some(self.max_age),
             location_path: Vec::new(),
         }
@@ -208,7 +214,7 @@ impl Context {
             .broker
             .get(&m.topic)
             .filter(|v| m.retain && v.payload == m.payload)
-            .map(|v| v.coap_etag());
+            .map(|v| etag_of(&v));
         Response {
             code: ResponseType::Content,
             payload: m.payload.clone(),
@@ -225,12 +231,7 @@ pub(super) fn observed_topic(req: &Request) -> Option<TopicName> {
     if req.method != Method::Get || req.observe != Some(0) {
         return None;
     }
-    match req.path.split_first() {
-        Some((first, rest)) if first == "r" && !rest.is_empty() => {
-            TopicName::from_segments(rest).ok()
-        }
-        _ => None,
-    }
+    TopicName::parse(req.path.after("r")?).ok()
 }
 
 /// `[limits] publish_rate` per client address: 5.03 Service Unavailable with Max-Age = the
@@ -259,12 +260,14 @@ pub(super) fn route(ctx: &Context, req: &Request, caller: &Caller) -> Action {
             Err(refused) => refused,
         });
     }
-    let topic = match req.path.split_first() {
-        Some((first, rest)) if first == "r" && !rest.is_empty() => {
-            match TopicName::from_segments(rest) {
+    // The topic is the path after `r`, its segments joined by `/` as they already are.
+    let topic = match req.path.after("r") {
+        Some(rest) => {
+            match TopicName::parse(rest) {
                 Ok(t) => t,
                 // Said in words, as HTTP does: what was asked, and what to ask instead.
-                Err(_) if rest.iter().all(|s| s.is_empty()) => {
+                // (`/r/` alone: one empty segment after `r`; `/r//` is the topic `/`.)
+                Err(_) if rest.is_empty() => {
                     return answer(diag(
                         ResponseType::BadRequest,
                         "the path /r/ names no thing: put the topic after /r/, as in /r/kitchen/temperature".to_string(),
@@ -273,7 +276,7 @@ pub(super) fn route(ctx: &Context, req: &Request, caller: &Caller) -> Action {
                 Err(e) => {
                     return answer(diag(
                         ResponseType::BadRequest,
-                        format!("the path /{} does not name a thing: {e}", req.path.join("/")),
+                        format!("the path /{} does not name a thing: {e}", req.path.as_str()),
                     ))
                 }
             }
@@ -283,7 +286,7 @@ pub(super) fn route(ctx: &Context, req: &Request, caller: &Caller) -> Action {
                 ResponseType::NotFound,
                 format!(
                     "no resource at /{}; things live under /r/",
-                    req.path.join("/")
+                    req.path.as_str()
                 ),
             ))
         }
@@ -412,7 +415,7 @@ fn get(ctx: &Context, req: &Request, topic: TopicName) -> Action {
         }
     }
     let observe = (req.observe == Some(0)).then(|| topic.clone());
-    let etag = v.coap_etag();
+    let etag = etag_of(&v);
     // RFC 7252 §5.10.6.2: a GET naming the current ETag is answered 2.03 Valid.
     let response = if observe.is_none() && req.etags.contains(&etag) {
         Response {
@@ -465,7 +468,7 @@ fn write(ctx: &Context, req: &Request, topic: TopicName, caller: &Caller) -> Act
         match broker.publish(msg, pre).await {
             Ok(out) => match out.retained {
                 Some(WriteOutcome::Created(v)) => Response {
-                    etag: Some(v.coap_etag()),
+                    etag: Some(etag_of(&v)),
                     // One Location-Path option per level of the thing created (built
                     // here, not copied from every request: most writes replace).
                     location_path: std::iter::once("r")
@@ -475,7 +478,7 @@ fn write(ctx: &Context, req: &Request, topic: TopicName, caller: &Caller) -> Act
                     ..Response::new(ResponseType::Created)
                 },
                 Some(WriteOutcome::Replaced(v)) => Response {
-                    etag: Some(v.coap_etag()),
+                    etag: Some(etag_of(&v)),
                     ..Response::new(ResponseType::Changed)
                 },
                 Some(WriteOutcome::Cleared { .. }) | None => Response::new(ResponseType::Changed),

@@ -52,8 +52,11 @@ impl TopicName {
     /// Parse a topic name received from any protocol.
     pub fn parse(s: &str) -> Result<Self, TopicError> {
         check_common(s)?;
-        if let Some(c) = s.chars().find(|c| *c == '+' || *c == '#') {
-            return Err(TopicError::Wildcard(c));
+        // Bytes, not chars: `+` and `#` are ASCII, so in UTF-8 they are only ever
+        // themselves, and a byte loop costs no decoding (every CoAP and HTTP write names a
+        // topic through here).
+        if let Some(b) = s.bytes().find(|b| *b == b'+' || *b == b'#') {
+            return Err(TopicError::Wildcard(char::from(b)));
         }
         Ok(TopicName(Arc::from(s)))
     }

@@ -29,14 +29,6 @@ impl RetainedValue {
     pub fn http_etag(&self) -> String {
         format!("\"{:x}\"", self.version)
     }
-
-    /// The CoAP ETag of this value (1 to 8 bytes, RFC 7252 §5.10.6): the version's
-    /// big-endian bytes without leading zeros.
-    pub fn coap_etag(&self) -> Vec<u8> {
-        let bytes = self.version.to_be_bytes();
-        let first = bytes.iter().position(|b| *b != 0).unwrap_or(7);
-        bytes[first..].to_vec()
-    }
 }
 
 /// `t` as an RFC 3339 UTC timestamp with milliseconds (`2024-05-01T12:00:00.123Z`): how

@@ -11,11 +11,12 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use coap_lite::ResponseType;
 
+use crate::path::UriPath;
 use crate::request::{BlockOption, Parsed};
 
 /// Key of a Block1 transfer: peer, Request-Tag values and Uri-Path. The
 /// token is deliberately not part of it (libcoap sends a new one per block).
-type TransferKey = (SocketAddr, Vec<Vec<u8>>, Vec<String>);
+type TransferKey = (SocketAddr, Vec<Vec<u8>>, UriPath);
 
 /// An upload being reassembled from Block1 requests.
 #[derive(Debug)]

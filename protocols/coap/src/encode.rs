@@ -8,6 +8,7 @@
 use bytes::Bytes;
 use coap_lite::{MessageClass, MessageType, ResponseType};
 
+use crate::etag::ETag;
 use crate::request::{is_success, BlockOption, Response};
 
 /// A block to cut out of a response.
@@ -85,8 +86,8 @@ pub(crate) fn response(
     // Options in ascending number order (RFC 7252 §3.1), written straight into the
     // datagram: ETag 4, Observe 6, Location-Path 8, Content-Format 12, Max-Age 14,
     // Block2 23, Block1 27, Size2 28, Size1 60.
-    let mut etag = None;
     let mut block2 = None;
+    let mut etag = response.etag;
     if let Some(slice) = slice {
         let size = 1usize << (slice.szx + 4);
         let start = slice.num as usize * size;
@@ -97,17 +98,13 @@ pub(crate) fn response(
         }
         let end = (start + size).min(total);
         payload = &response.payload[start..end];
-        etag = Some(match &response.etag {
-            Some(etag) => etag.clone(),
-            None => fnv1a(&response.payload).to_be_bytes().to_vec(),
-        });
+        // All 8 bytes of the hash, leading zeros too: every block carries the same tag.
+        etag = etag.or_else(|| ETag::new(&fnv1a(&response.payload).to_be_bytes()));
         block2 = Some(BlockOption {
             num: slice.num,
             more: end < total,
             szx: slice.szx,
         });
-    } else if let Some(e) = &response.etag {
-        etag = Some(e.clone());
     }
     let path_len: usize = response.location_path.iter().map(|s| s.len() + 3).sum();
     let mut out = Writer::new(
@@ -117,8 +114,8 @@ pub(crate) fn response(
         token,
         4 + 8 + 48 + path_len + 1 + payload.len(),
     );
-    if let Some(etag) = etag.as_deref().filter(|e| (1..=8).contains(&e.len())) {
-        out.option(4, etag);
+    if let Some(etag) = etag {
+        out.option(4, &etag);
     }
     if let Some(seq) = extra.observe {
         out.uint(6, seq & 0x00FF_FFFF);
@@ -146,7 +143,7 @@ pub(crate) fn response(
     }
     out.payload(payload);
     match out.finish() {
-        Some(bytes) if bytes.len() <= limits.max_message_size => (Bytes::from(bytes), false),
+        Some(bytes) if bytes.len() <= limits.max_message_size => (bytes.freeze(), false),
         _ => {
             let mut fallback = Writer::new(
                 mtype,
@@ -157,7 +154,8 @@ pub(crate) fn response(
             );
             fallback.payload(b"response too large");
             // 4 + 8 + 1 + 18 bytes: always encodable.
-            (Bytes::from(fallback.finish().unwrap_or_default()), true)
+            let bytes = fallback.finish().map(Buf::freeze).unwrap_or_default();
+            (bytes, true)
         }
     }
 }
@@ -166,7 +164,7 @@ pub(crate) fn response(
 /// intermediate packet: the per-response cost is one buffer, not a map of option lists.
 struct Writer {
     /// The message so far.
-    buf: Vec<u8>,
+    buf: Buf,
     /// Number of the last option written (deltas are relative to it).
     last: u16,
     /// Set when an option came out of order or was too long to encode.
@@ -184,7 +182,7 @@ impl Writer {
         };
         // Tokens reaching here were decoded (≤ 8 bytes) or are our own; clamp anyway.
         let token = &token[..token.len().min(8)];
-        let mut buf = Vec::with_capacity(capacity);
+        let mut buf = Buf::with_capacity(capacity);
         let [hi, lo] = mid.to_be_bytes();
         buf.extend_from_slice(&[0x40 | (t << 4) | token.len() as u8, code, hi, lo]);
         buf.extend_from_slice(token);
@@ -207,7 +205,7 @@ impl Writer {
         self.buf.push(0);
         let d = self.nibble(delta);
         let l = self.nibble(value.len());
-        self.buf[at] = (d << 4) | l;
+        self.buf.set(at, (d << 4) | l);
         self.buf.extend_from_slice(value);
     }
 
@@ -243,8 +241,125 @@ impl Writer {
     }
 
     /// The encoded message, `None` if an option could not be encoded.
-    fn finish(self) -> Option<Vec<u8>> {
+    fn finish(self) -> Option<Buf> {
         (!self.invalid).then_some(self.buf)
+    }
+}
+
+/// A message being written: inline while it is small, so that the finished datagram is
+/// one allocation even though the transmit queue and the exchange cache both hold it
+/// (a `Bytes` made from a `Vec` takes a second one, for its reference count, when it is
+/// first shared). Two sizes, so that a cached answer to a write (about 20 bytes) does not
+/// hold room for a value.
+enum Buf {
+    /// An answer without a value, or with a short one.
+    Small(Inline<64>),
+    /// An answer with a value of up to about 200 bytes.
+    Large(Inline<256>),
+    /// A larger message.
+    Heap(Vec<u8>),
+}
+
+/// A small finished message; as the owner of a `Bytes` it is its one allocation.
+struct Inline<const N: usize> {
+    /// Bytes of `bytes` in use.
+    len: usize,
+    /// The message, then unused room.
+    bytes: [u8; N],
+}
+
+impl<const N: usize> Inline<N> {
+    /// An empty buffer.
+    fn new() -> Self {
+        Inline {
+            len: 0,
+            bytes: [0; N],
+        }
+    }
+
+    /// Appends `data` if it fits; otherwise the whole message so far, then `data`, on
+    /// the heap.
+    fn extend(&mut self, data: &[u8]) -> Option<Vec<u8>> {
+        match self.bytes.get_mut(self.len..self.len + data.len()) {
+            Some(room) => {
+                room.copy_from_slice(data);
+                self.len += data.len();
+                None
+            }
+            None => {
+                let mut v = Vec::with_capacity(2 * (self.len + data.len()));
+                v.extend_from_slice(self.as_ref());
+                v.extend_from_slice(data);
+                Some(v)
+            }
+        }
+    }
+}
+
+impl<const N: usize> AsRef<[u8]> for Inline<N> {
+    fn as_ref(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+}
+
+impl Buf {
+    /// Room for `capacity` bytes: inline when they fit.
+    fn with_capacity(capacity: usize) -> Buf {
+        match capacity {
+            0..=64 => Buf::Small(Inline::new()),
+            65..=256 => Buf::Large(Inline::new()),
+            _ => Buf::Heap(Vec::with_capacity(capacity)),
+        }
+    }
+
+    /// Bytes written so far.
+    fn len(&self) -> usize {
+        match self {
+            Buf::Small(i) => i.len,
+            Buf::Large(i) => i.len,
+            Buf::Heap(v) => v.len(),
+        }
+    }
+
+    /// Appends `data`, moving to the heap when it does not fit inline.
+    fn extend_from_slice(&mut self, data: &[u8]) {
+        let spilled = match self {
+            Buf::Small(i) => i.extend(data),
+            Buf::Large(i) => i.extend(data),
+            Buf::Heap(v) => {
+                v.extend_from_slice(data);
+                None
+            }
+        };
+        if let Some(v) = spilled {
+            *self = Buf::Heap(v);
+        }
+    }
+
+    /// Appends one byte.
+    fn push(&mut self, byte: u8) {
+        self.extend_from_slice(&[byte]);
+    }
+
+    /// Overwrites the byte at `at` (< `len`).
+    fn set(&mut self, at: usize, byte: u8) {
+        let slot = match self {
+            Buf::Small(i) => i.bytes[..i.len].get_mut(at),
+            Buf::Large(i) => i.bytes[..i.len].get_mut(at),
+            Buf::Heap(v) => v.get_mut(at),
+        };
+        if let Some(slot) = slot {
+            *slot = byte;
+        }
+    }
+
+    /// The finished message.
+    fn freeze(self) -> Bytes {
+        match self {
+            Buf::Small(i) => Bytes::from_owner(i),
+            Buf::Large(i) => Bytes::from_owner(i),
+            Buf::Heap(v) => Bytes::from(v),
+        }
     }
 }
 
@@ -303,7 +418,7 @@ mod tests {
             code: ResponseType::Content,
             payload: Bytes::from_static(b"hello"),
             content_format: Some(50),
-            etag: Some(vec![0, 0, 1, 2]),
+            etag: ETag::new(&[0, 0, 1, 2]),
             max_age: Some(60),
             location_path: vec!["r".into(), "a-longer-segment".into(), long.clone()],
         };
@@ -383,6 +498,63 @@ mod tests {
             &body[..64],
         );
         assert_eq!(&bytes[..], &expected[..]);
+    }
+
+    #[test]
+    fn a_message_outgrowing_its_inline_buffer_moves_to_the_heap_whole() {
+        for capacity in [0, 64, 65, 256, 257] {
+            let mut buf = Buf::with_capacity(capacity);
+            let mut expected = Vec::new();
+            for i in 0..300u16 {
+                let chunk = vec![i as u8; usize::from(i % 7)];
+                buf.extend_from_slice(&chunk);
+                buf.push(0xAB);
+                expected.extend_from_slice(&chunk);
+                expected.push(0xAB);
+                buf.set(0, 1);
+                expected[0] = 1;
+                assert_eq!(buf.len(), expected.len());
+            }
+            let bytes = buf.freeze();
+            assert_eq!(&bytes[..], &expected[..], "capacity {capacity}");
+            assert_eq!(bytes.clone(), bytes);
+        }
+    }
+
+    #[test]
+    fn answers_of_every_size_match_coap_lite() {
+        let limits = Limits {
+            szx: 6,
+            max_message_size: 1152,
+        };
+        for size in [0, 1, 20, 40, 60, 100, 150, 200, 250, 300, 1000] {
+            let response = Response {
+                content_format: Some(0),
+                etag: ETag::new(&[1, 2, 3]),
+                max_age: Some(60),
+                ..Response::with_payload(ResponseType::Content, vec![b'v'; size])
+            };
+            let (bytes, fallback) = super::response(
+                limits,
+                MessageType::Acknowledgement,
+                9,
+                b"tk",
+                &response,
+                Extra::default(),
+            );
+            assert!(!fallback);
+            let expected = reference(
+                9,
+                b"tk",
+                &[
+                    (CoapOption::ETag, vec![1, 2, 3]),
+                    (CoapOption::ContentFormat, vec![]),
+                    (CoapOption::MaxAge, vec![60]),
+                ],
+                &vec![b'v'; size],
+            );
+            assert_eq!(&bytes[..], &expected[..], "{size}-byte value");
+        }
     }
 
     #[test]

@@ -54,7 +54,7 @@ pub fn datagrams(data: &[u8]) {
                 let size = usize::from(record.first().copied().unwrap_or(0)) * 13;
                 let mut resp = Response::with_payload(ResponseType::Content, vec![b'x'; size]);
                 resp.content_format = req.accept.or(Some(0));
-                ep.respond(now, req.id, resp, Some(req.path.join("/")));
+                ep.respond(now, req.id, resp, Some(req.path.as_str().to_owned()));
             }
         }
         let mut note = Response::with_payload(ResponseType::Content, vec![b'y'; i * 37 % 3000]);
@@ -91,7 +91,7 @@ pub fn tcp_bytes(data: &[u8]) {
             if let Event::Request(req) = event {
                 let size = usize::from(chunk.first().copied().unwrap_or(0)) * 17;
                 let resp = Response::with_payload(ResponseType::Content, vec![b'x'; size]);
-                conn.respond(now, req.id, resp, Some(req.path.join("/")));
+                conn.respond(now, req.id, resp, Some(req.path.as_str().to_owned()));
             }
         }
         conn.notify(

@@ -8,6 +8,8 @@ use std::net::SocketAddr;
 use bytes::Bytes;
 use coap_lite::ResponseType;
 
+use crate::etag::ETag;
+use crate::path::{RawPath, UriPath};
 use crate::wire::{uint, Message};
 
 /// Identifies a request handed to the driver until it is answered.
@@ -75,7 +77,7 @@ pub struct Request {
     pub method: Method,
     /// Uri-Path segments, each valid UTF-8 (otherwise the endpoint already
     /// answered 4.00); `/r/T` arrives as `["r", "T"]`.
-    pub path: Vec<String>,
+    pub path: UriPath,
     /// Uri-Query arguments, each valid UTF-8 (`href=/r/a*` for RFC 6690 filters).
     pub query: Vec<String>,
     /// The whole body; Block1 uploads are reassembled before delivery.
@@ -88,7 +90,7 @@ pub struct Request {
     /// 1 deregisters (the endpoint already removed the observation).
     pub observe: Option<u32>,
     /// ETags the client holds (GET with a current one → 2.03 Valid).
-    pub etags: Vec<Vec<u8>>,
+    pub etags: Vec<ETag>,
     /// If-Match preconditions (empty value = "resource exists").
     pub if_match: Vec<Vec<u8>>,
     /// If-None-Match: the request only applies if the resource does not exist.
@@ -112,9 +114,9 @@ pub struct Response {
     pub payload: Bytes,
     /// Content-Format of the payload.
     pub content_format: Option<u16>,
-    /// ETag (1–8 bytes; other lengths are not sent). Block-wise responses
-    /// without one get a payload hash so every block carries the same ETag.
-    pub etag: Option<Vec<u8>>,
+    /// ETag. Block-wise responses without one get a payload hash so every
+    /// block carries the same ETag.
+    pub etag: Option<ETag>,
     /// Max-Age in seconds (absent means the RFC default of 60).
     pub max_age: Option<u32>,
     /// Location-Path segments for 2.01 Created.
@@ -237,7 +239,7 @@ pub(crate) struct Parsed {
     /// See [`Request::method`].
     pub(crate) method: Method,
     /// See [`Request::path`].
-    pub(crate) path: Vec<String>,
+    pub(crate) path: UriPath,
     /// See [`Request::query`].
     pub(crate) query: Vec<String>,
     /// See [`Request::content_format`].
@@ -247,7 +249,7 @@ pub(crate) struct Parsed {
     /// See [`Request::observe`].
     pub(crate) observe: Option<u32>,
     /// See [`Request::etags`].
-    pub(crate) etags: Vec<Vec<u8>>,
+    pub(crate) etags: Vec<ETag>,
     /// See [`Request::if_match`].
     pub(crate) if_match: Vec<Vec<u8>>,
     /// See [`Request::if_none_match`].
@@ -349,7 +351,7 @@ pub(crate) fn parse(code: u8, packet: &Message<'_>) -> Result<Parsed, RequestErr
     };
     let mut parsed = Parsed {
         method,
-        path: Vec::new(),
+        path: UriPath::default(),
         query: Vec::new(),
         content_format: None,
         accept: None,
@@ -363,7 +365,26 @@ pub(crate) fn parse(code: u8, packet: &Message<'_>) -> Result<Parsed, RequestErr
         request_tag: Vec::new(),
         no_response: 0,
     };
-    for (number, values) in packet.option_groups() {
+    // One pass over the options, which come in ascending order: `index` counts the
+    // occurrences of one number, and the Uri-Path is read into one buffer that is checked
+    // as UTF-8 once its last segment is in (before any later option, as if each segment
+    // had been checked when it came).
+    let mut previous = None;
+    let mut index = 0;
+    let mut path: Option<RawPath> = None;
+    let mut options = packet.options.clone();
+    while let Some((number, value)) = options.next() {
+        index = if previous == Some(number) {
+            index + 1
+        } else {
+            0
+        };
+        previous = Some(number);
+        if number > 11 {
+            if let Some(raw) = path.take() {
+                parsed.path = finish_path(raw)?;
+            }
+        }
         let critical = number & 1 == 1;
         let Some(spec) = spec(number) else {
             if critical {
@@ -374,31 +395,49 @@ pub(crate) fn parse(code: u8, packet: &Message<'_>) -> Result<Parsed, RequestErr
         if number == 35 || number == 39 {
             return Err(RequestError::ProxyingNotSupported { number });
         }
-        for (index, &(_, value)) in values.iter().enumerate() {
-            if index > 0 && !spec.repeatable {
-                if critical {
-                    return Err(RequestError::RepeatedCriticalOption {
-                        number,
-                        count: values.len(),
-                    });
-                }
-                break; // §5.4.5: later occurrences are unrecognized electives.
+        if index > 0 && !spec.repeatable {
+            if critical {
+                let later = options.clone().take_while(|(n, _)| *n == number).count();
+                return Err(RequestError::RepeatedCriticalOption {
+                    number,
+                    count: index + 1 + later,
+                });
             }
-            if value.len() < spec.min || value.len() > spec.max {
-                if critical {
-                    return Err(RequestError::CriticalOptionLength {
-                        number,
-                        len: value.len(),
-                        min: spec.min,
-                        max: spec.max,
-                    });
-                }
-                continue; // §5.4.3: treat like an unrecognized elective.
-            }
-            apply(&mut parsed, number, index, value)?;
+            continue; // §5.4.5: later occurrences are unrecognized electives.
         }
+        if value.len() < spec.min || value.len() > spec.max {
+            if critical {
+                // A segment before this one that is not UTF-8 is the first error.
+                if let Some(raw) = path.take() {
+                    finish_path(raw)?;
+                }
+                return Err(RequestError::CriticalOptionLength {
+                    number,
+                    len: value.len(),
+                    min: spec.min,
+                    max: spec.max,
+                });
+            }
+            continue; // §5.4.3: treat like an unrecognized elective.
+        }
+        if number == 11 {
+            // Room for the whole path at once: the options left are at least as long.
+            path.get_or_insert_with(|| RawPath::with_capacity(value.len() + options.remaining()))
+                .push(value);
+            continue;
+        }
+        apply(&mut parsed, number, index, value)?;
+    }
+    if let Some(raw) = path {
+        parsed.path = finish_path(raw)?;
     }
     Ok(parsed)
+}
+
+/// The Uri-Path read so far, or which segment is not UTF-8 (RFC 7252 §5.10.1).
+fn finish_path(raw: RawPath) -> Result<UriPath, RequestError> {
+    raw.finish()
+        .map_err(|index| RequestError::NonUtf8UriPath { index })
 }
 
 /// Stores one well-sized option occurrence in `parsed`.
@@ -406,13 +445,10 @@ fn apply(parsed: &mut Parsed, number: u16, index: usize, value: &[u8]) -> Result
     let short = || u16::try_from(uint(value)).unwrap_or(u16::MAX);
     match number {
         1 => parsed.if_match.push(value.to_vec()),
-        4 => parsed.etags.push(value.to_vec()),
+        // `parse` checked the length (1..=8): every value is an ETag.
+        4 => parsed.etags.extend(ETag::new(value)),
         5 => parsed.if_none_match = true,
         6 => parsed.observe = Some(uint(value)),
-        11 => parsed.path.push(
-            String::from_utf8(value.to_vec())
-                .map_err(|_| RequestError::NonUtf8UriPath { index })?,
-        ),
         12 => parsed.content_format = Some(short()),
         15 => parsed.query.push(
             String::from_utf8(value.to_vec())

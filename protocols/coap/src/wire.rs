@@ -82,8 +82,9 @@ pub(crate) struct Header {
 
 /// A well-formed message, borrowed from the datagram it was decoded from: the
 /// endpoint reads a request's fields from it without copying them into a
-/// packet structure first (one allocation, for the option list).
-#[derive(Debug, Clone, PartialEq)]
+/// packet structure first (no allocation: the options are read again from the
+/// datagram's bytes, which [`decode`] has already walked and checked).
+#[derive(Debug, Clone)]
 pub(crate) struct Message<'a> {
     /// Message type.
     pub(crate) mtype: MessageType,
@@ -94,19 +95,130 @@ pub(crate) struct Message<'a> {
     /// The token (0–8 bytes).
     pub(crate) token: &'a [u8],
     /// The options in the order they came, which is ascending by number
-    /// (deltas are never negative): (number, value).
-    pub(crate) options: Vec<(u16, &'a [u8])>,
+    /// (deltas are never negative).
+    pub(crate) options: Options<'a>,
     /// The payload (empty without a payload marker).
     pub(crate) payload: &'a [u8],
 }
 
 impl<'a> Message<'a> {
-    /// The options grouped by number, ascending: each group holds every
+    /// The options grouped by number, ascending: each group yields every
     /// occurrence of one option, in order.
-    pub(crate) fn option_groups(&self) -> impl Iterator<Item = (u16, &[(u16, &'a [u8])])> {
-        self.options
-            .chunk_by(|a, b| a.0 == b.0)
-            .map(|run| (run[0].0, run))
+    pub(crate) fn option_groups(&self) -> Groups<'a> {
+        Groups {
+            options: self.options.clone(),
+        }
+    }
+}
+
+/// The options of a decoded message, (number, value), read from bytes that
+/// [`decode`] has already checked: iterating cannot fail.
+#[derive(Debug, Clone)]
+pub(crate) struct Options<'a> {
+    /// The option bytes (no payload marker).
+    bytes: &'a [u8],
+    /// Where the next option starts in `bytes`.
+    at: usize,
+    /// Number of the option before it (deltas are relative to it).
+    number: u32,
+}
+
+impl Options<'_> {
+    /// Bytes of options not read yet.
+    pub(crate) fn remaining(&self) -> usize {
+        self.bytes.len().saturating_sub(self.at)
+    }
+}
+
+impl<'a> Iterator for Options<'a> {
+    type Item = (u16, &'a [u8]);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        // Checked by `decode`; an error here would mean other bytes, so it ends the walk.
+        next_option(self.bytes, &mut self.at, &mut self.number)
+            .ok()
+            .flatten()
+    }
+}
+
+/// [`Message::option_groups`]: one [`Group`] per option number.
+#[derive(Debug, Clone)]
+pub(crate) struct Groups<'a> {
+    /// The options not grouped yet.
+    options: Options<'a>,
+}
+
+impl<'a> Iterator for Groups<'a> {
+    type Item = (u16, Group<'a>);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let group = Group {
+            number: self.options.clone().next()?.0,
+            options: self.options.clone(),
+        };
+        while self
+            .options
+            .clone()
+            .next()
+            .is_some_and(|(n, _)| n == group.number)
+        {
+            self.options.next();
+        }
+        Some((group.number, group))
+    }
+}
+
+/// The values of every occurrence of one option number, in order.
+#[derive(Debug, Clone)]
+pub(crate) struct Group<'a> {
+    /// The option number.
+    number: u16,
+    /// Options from this group's first occurrence on.
+    options: Options<'a>,
+}
+
+impl<'a> Iterator for Group<'a> {
+    type Item = &'a [u8];
+
+    fn next(&mut self) -> Option<Self::Item> {
+        match self.options.next()? {
+            (n, value) if n == self.number => Some(value),
+            _ => {
+                self.options.bytes = &[];
+                None
+            }
+        }
+    }
+}
+
+/// A request's token (0–8 bytes, RFC 7252 §5.3.1), kept inline while the request is
+/// pending: remembering it costs no allocation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Token {
+    /// How many bytes of `bytes` are the token.
+    len: u8,
+    /// The token, then zeros.
+    bytes: [u8; 8],
+}
+
+impl Token {
+    /// The token of a decoded message: its first 8 bytes (there are never more).
+    pub(crate) fn new(token: &[u8]) -> Token {
+        let token = &token[..token.len().min(8)];
+        let mut bytes = [0; 8];
+        bytes[..token.len()].copy_from_slice(token);
+        Token {
+            len: token.len() as u8,
+            bytes,
+        }
+    }
+}
+
+impl std::ops::Deref for Token {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        &self.bytes[..usize::from(self.len)]
     }
 }
 
@@ -149,47 +261,61 @@ pub(crate) fn decode(data: &[u8]) -> Result<Message<'_>, (Option<Header>, Format
         });
     }
     let token = &data[4..i];
-    let mut options = Vec::new();
-    let mut payload: &[u8] = &[];
+    let start = i;
     let mut number: u32 = 0;
-    while let Some(&byte) = data.get(i) {
-        if byte == 0xFF {
-            if i + 1 == data.len() {
-                return fail(FormatError::EmptyPayload { offset: i });
-            }
-            payload = &data[i + 1..];
-            break;
-        }
-        let offset = i;
-        i += 1;
-        let delta = match extended(byte >> 4, data, &mut i, offset) {
-            Ok(v) => v,
+    loop {
+        match next_option(data, &mut i, &mut number) {
+            Ok(Some(_)) => {}
+            Ok(None) => break,
             Err(e) => return fail(e),
-        };
-        let length = match extended(byte & 0x0F, data, &mut i, offset) {
-            Ok(v) => v,
-            Err(e) => return fail(e),
-        };
-        number += delta;
-        if number > u32::from(u16::MAX) {
-            return fail(FormatError::OptionNumberOverflow { offset });
         }
-        let start = i;
-        i += length as usize;
-        if i > data.len() {
-            return fail(FormatError::OptionTruncated { offset });
+    }
+    let mut payload: &[u8] = &[];
+    if i < data.len() {
+        // `next_option` stopped at a payload marker.
+        if i + 1 == data.len() {
+            return fail(FormatError::EmptyPayload { offset: i });
         }
-        // `number` fits u16: checked above.
-        options.push((number as u16, &data[start..i]));
+        payload = &data[i + 1..];
     }
     Ok(Message {
         mtype: header.mtype,
         code,
         mid: header.mid,
         token,
-        options,
+        options: Options {
+            bytes: &data[start..i],
+            at: 0,
+            number: 0,
+        },
         payload,
     })
+}
+
+/// Reads the option at `data[*i..]` (RFC 7252 §3.1), whose number is `*number` plus its
+/// delta, and moves past it; `None` at the end of `data` or at a payload marker (which is
+/// not consumed).
+fn next_option<'a>(
+    data: &'a [u8],
+    i: &mut usize,
+    number: &mut u32,
+) -> Result<Option<(u16, &'a [u8])>, FormatError> {
+    let Some(&byte) = data.get(*i).filter(|b| **b != 0xFF) else {
+        return Ok(None);
+    };
+    let offset = *i;
+    *i += 1;
+    let delta = extended(byte >> 4, data, i, offset)?;
+    let length = extended(byte & 0x0F, data, i, offset)?;
+    *number += delta;
+    let Ok(n) = u16::try_from(*number) else {
+        return Err(FormatError::OptionNumberOverflow { offset });
+    };
+    let value = data
+        .get(*i..*i + length as usize)
+        .ok_or(FormatError::OptionTruncated { offset })?;
+    *i += length as usize;
+    Ok(Some((n, value)))
 }
 
 /// Reads an option delta or length with its extended bytes (RFC 7252 §3.1).

@@ -33,7 +33,7 @@ proptest! {
             while let Some(event) = ep.poll_event() {
                 if let Event::Request(req) = event {
                     let resp = Response::with_payload(ResponseType::Content, vec![b'x'; payload_len]);
-                    ep.respond(now, req.id, resp, Some(req.path.join("/")));
+                    ep.respond(now, req.id, resp, Some(req.path.as_str().to_owned()));
                 }
             }
             ep.notify(now, "r/T", Response::with_payload(ResponseType::Content, vec![b'y'; payload_len]));

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use coap_lite::{CoapOption, MessageClass, MessageType, Packet, RequestType, ResponseType};
 use common::*;
-use ponte_coap::{Config, Endpoint, Event, Method, Response};
+use ponte_coap::{Config, ETag, Endpoint, Event, Method, Response};
 
 #[test]
 fn rfc7252_4_3_empty_con_is_pinged_with_rst() {
@@ -314,6 +314,66 @@ fn rfc7252_5_10_1_non_utf8_uri_path_is_4_00() {
 }
 
 #[test]
+fn rfc7252_5_4_5_a_repeated_critical_option_is_counted_in_the_diagnostic() {
+    let mut ep = endpoint();
+    let msg = Msg::get(23)
+        .path("r/T")
+        .uint(17, 50)
+        .uint(17, 0)
+        .uint(17, 1);
+    ep.feed(Instant::now(), &msg);
+    let ack = one_transmit(&mut ep);
+    assert!(is(&ack, ResponseType::BadOption));
+    assert_eq!(
+        ack.payload,
+        b"critical option 17 occurs 3 times but is not repeatable"
+    );
+}
+
+#[test]
+fn rfc7252_5_10_1_the_first_bad_uri_path_segment_is_the_error() {
+    // A segment that is not UTF-8 comes before a segment that is too long (§5.4.3) and
+    // before an unknown critical option: it is the one reported.
+    for msg in [
+        Msg::get(24)
+            .opt(11, b"r")
+            .opt(11, &[0xC3])
+            .opt(11, &[b'x'; 256]),
+        Msg::get(25).opt(11, b"r").opt(11, &[0xC3]).opt(2049, b"x"),
+    ] {
+        let mut ep = endpoint();
+        ep.feed(Instant::now(), &msg);
+        let ack = one_transmit(&mut ep);
+        assert!(is(&ack, ResponseType::BadRequest));
+        assert_eq!(ack.payload, b"Uri-Path segment 1 is not valid UTF-8");
+    }
+    // Without the bad segment the long one is the error.
+    let mut ep = endpoint();
+    ep.feed(
+        Instant::now(),
+        &Msg::get(26).opt(11, b"r").opt(11, &[b'x'; 256]),
+    );
+    assert!(is(&one_transmit(&mut ep), ResponseType::BadOption));
+}
+
+#[test]
+fn rfc7252_6_4_a_uri_path_segment_may_contain_a_slash() {
+    let mut ep = endpoint();
+    let msg = Msg::get(27)
+        .opt(11, b"r")
+        .opt(11, b"a/b")
+        .opt(11, b"")
+        .uint(17, 50);
+    ep.feed(Instant::now(), &msg);
+    let req = one_request(&mut ep);
+    assert_eq!(req.path, ["r", "a/b", ""]);
+    assert_eq!(req.path.len(), 3);
+    assert_eq!(req.path.as_str(), "r/a/b/");
+    assert_eq!(req.path.after("r"), Some("a/b/"));
+    assert_eq!(req.accept, Some(50));
+}
+
+#[test]
 fn rfc7252_5_10_request_options_are_parsed() {
     let mut ep = endpoint();
     let msg = Msg::con(RequestType::Put, 22)
@@ -336,7 +396,10 @@ fn rfc7252_5_10_request_options_are_parsed() {
     assert_eq!(r.query, ["x=1", "y"]);
     assert_eq!(r.content_format, Some(50));
     assert_eq!(r.accept, Some(60));
-    assert_eq!(r.etags, [b"e1".to_vec(), b"e2".to_vec()]);
+    assert_eq!(
+        r.etags,
+        [ETag::new(b"e1").unwrap(), ETag::new(b"e2").unwrap()]
+    );
     assert_eq!(r.if_match, [b"m1".to_vec()]);
     assert!(r.if_none_match);
     assert_eq!(&r.payload[..], b"{}");

@@ -8,13 +8,13 @@ use std::time::Instant;
 
 use coap_lite::{CoapOption, Packet, RequestType, ResponseType};
 use common::*;
-use ponte_coap::{Endpoint, Response};
+use ponte_coap::{ETag, Endpoint, Response};
 
 /// A 2.05 with `len` bytes counting 0..=255 and an explicit ETag.
 fn big(len: usize) -> Response {
     let body: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
     Response {
-        etag: Some(b"v1".to_vec()),
+        etag: ETag::new(b"v1"),
         ..Response::with_payload(ResponseType::Content, body)
     }
 }

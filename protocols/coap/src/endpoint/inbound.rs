@@ -66,7 +66,7 @@ impl Endpoint {
             self.config.non_lifetime
         };
         self.remember_exchange(now + lifetime, (peer, mid));
-        let token = packet.token.to_vec();
+        let token = wire::Token::new(packet.token);
 
         let parsed = match request::parse(code, packet) {
             Ok(parsed) => parsed,
@@ -75,6 +75,7 @@ impl Endpoint {
                     // §5.4.1: a NON with a bad critical option is rejected.
                     self.stats.rejected += 1;
                     self.send_empty(peer, MessageType::Reset, mid);
+                    self.finish_exchange(peer, mid, false, None);
                     return;
                 }
                 let response = Response::diagnostic(error.code(), &error.to_string());
@@ -93,7 +94,7 @@ impl Endpoint {
 
         // RFC 7641 §3.6: GET with Observe=1 and the same token deregisters.
         if parsed.method == Method::Get && parsed.observe == Some(1) {
-            self.remove_observer(&(peer, token.clone()));
+            self.remove_observer(&(peer, token.to_vec()));
         }
 
         let mut payload = Bytes::copy_from_slice(packet.payload);
@@ -176,9 +177,6 @@ impl Endpoint {
         );
         self.peers.entry(peer).or_default().pending += 1;
         self.pending_order.push_back((expires, id));
-        if let Some(exchange) = self.exchanges.get_mut(&(peer, mid)) {
-            exchange.state = ExchangeState::Processing;
-        }
         self.stats.requests += 1;
         self.events.push_back(Event::Request(parsed.into_request(
             id,

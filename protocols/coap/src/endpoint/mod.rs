@@ -113,7 +113,8 @@ type ObserverKey = (SocketAddr, Vec<u8>);
 /// What the endpoint knows about a received request message.
 #[derive(Debug)]
 enum ExchangeState {
-    /// Handed to the driver, not answered yet: duplicates are swallowed.
+    /// Being handled (by the endpoint, then the driver), not answered yet:
+    /// duplicates are swallowed.
     Processing,
     /// Answered: a duplicate CON gets these bytes again (RFC 7252 §4.5).
     Answered(Bytes),
@@ -138,7 +139,7 @@ struct Pending {
     /// The request's MID: the ACK echoes it, and the exchange cache is keyed by it.
     mid: u16,
     /// Echoed in the response and the observation key.
-    token: Vec<u8>,
+    token: wire::Token,
     /// CON requests get piggybacked ACKs, NON requests a NON with a fresh MID.
     confirmable: bool,
     /// Only a GET can register an observation.
@@ -384,9 +385,9 @@ impl Endpoint {
             return;
         };
         self.peer_update(p.peer, |peer| peer.pending = peer.pending.saturating_sub(1));
-        let key: ObserverKey = (p.peer, p.token.clone());
         let mut observe_seq = None;
         if p.method == Method::Get && p.observe == Some(0) {
+            let key: ObserverKey = (p.peer, p.token.to_vec());
             match observe {
                 Some(resource) if is_success(response.code) => {
                     if self.register(now, key, resource, p.accept) {

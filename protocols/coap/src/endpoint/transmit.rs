@@ -38,10 +38,11 @@ impl Endpoint {
 
     /// Applies `f` to an existing peer entry and drops the entry when idle.
     pub(super) fn peer_update(&mut self, addr: SocketAddr, f: impl FnOnce(&mut Peer)) {
-        if let Some(peer) = self.peers.get_mut(&addr) {
-            f(peer);
-            if peer.is_idle() {
-                self.peers.remove(&addr);
+        // One lookup (the address is hashed once) for the update and the removal.
+        if let std::collections::hash_map::Entry::Occupied(mut entry) = self.peers.entry(addr) {
+            f(entry.get_mut());
+            if entry.get().is_idle() {
+                entry.remove();
             }
         }
     }
@@ -195,7 +196,8 @@ impl Endpoint {
         }
     }
 
-    /// Records an exchange for deduplication, evicting the oldest at the cap.
+    /// Records an exchange being handled, for deduplication, evicting the oldest at
+    /// the cap.
     pub(super) fn remember_exchange(&mut self, expires: Instant, key: ExchangeKey) {
         while self.exchanges.len() >= self.config.max_exchanges.max(1) {
             let Some((old_expiry, old)) = self.exchange_order.pop_front() else {
@@ -213,7 +215,7 @@ impl Endpoint {
             key,
             Exchange {
                 expires,
-                state: ExchangeState::Seen,
+                state: ExchangeState::Processing,
             },
         );
         self.exchange_order.push_back((expires, key));

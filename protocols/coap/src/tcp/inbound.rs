@@ -104,10 +104,10 @@ impl TcpConnection {
 
     /// Handles the peer's CSM (§5.3).
     pub(super) fn on_csm(&mut self, packet: &wire::Message<'_>) {
-        for (number, values) in packet.option_groups() {
+        for (number, mut values) in packet.option_groups() {
             match number {
                 OPT_MAX_MESSAGE_SIZE => {
-                    if let Some(&(_, v)) = values.first() {
+                    if let Some(v) = values.next() {
                         let size = usize::try_from(wire::uint(v)).unwrap_or(usize::MAX);
                         self.peer_max_message_size = size;
                     }
