@@ -1,4 +1,4 @@
-//! The one layer around every route: each request is counted by method and status
+//! The one service around the router: each request is counted by method and status
 //! (`ponte_http_requests_total`), and values at `/resources/{topic}` are served with
 //! `Content-Security-Policy: sandbox` and `X-Content-Type-Options: nosniff`.
 //!
@@ -11,6 +11,11 @@
 //! future on every request; this one moves the inner future into a small future of its own
 //! and holds one reference count (issue 16: with the other changes of that pass, a GET went
 //! from 38k to 23k instructions; BENCHMARKS.md, fifth pass).
+//!
+//! Why around the router rather than `Router::layer`: `layer` wraps every route (and the
+//! fallback) on its own, and axum turns each wrapped route back into a boxed, cloned-per-request
+//! service with its own boxed future and response mapping; around the whole router the edge is
+//! one plain struct and one future (BENCHMARKS.md, "HTTP GET overhead").
 
 use std::future::Future;
 use std::pin::Pin;
@@ -53,9 +58,9 @@ impl<S> Layer<S> for Edge {
     }
 }
 
-/// [`Edge`] around the service `S`.
+/// [`Edge`] around the service `S`: the HTTP front-end as served ([`super::App`]).
 #[derive(Debug, Clone)]
-pub(super) struct EdgeService<S> {
+pub struct EdgeService<S> {
     /// The routes.
     inner: S,
     /// What to do around them.
@@ -88,7 +93,7 @@ where
 
 pin_project_lite::pin_project! {
     /// The inner response, then the count and the headers.
-    pub(super) struct EdgeFuture<F> {
+    pub struct EdgeFuture<F> {
         #[pin]
         inner: F,
         method: Method,

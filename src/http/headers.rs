@@ -1,4 +1,5 @@
-//! The header values describing a stored value (`ETag`, `Last-Modified`, `Content-Type`),
+//! The header values describing a stored value (`ETag`, `Last-Modified`, `Content-Type`,
+//! `Content-Length`),
 //! formatted once per value version and per worker thread instead of once per response.
 //!
 //! A retained value's version is unique within the process (one counter assigns them and
@@ -36,6 +37,9 @@ pub(super) struct ValueHeaders {
     /// `Content-Type`: the stored media type, or [`DEFAULT_TYPE`] when it has none or it is
     /// not a valid header value.
     pub content_type: HeaderValue,
+    /// `Content-Length` of the whole value (set by the handler, so no layer formats it into a
+    /// fresh allocation per response).
+    pub content_length: HeaderValue,
 }
 
 /// Per-worker cache: the last [`SLOTS`] versions served, replaced round-robin.
@@ -76,6 +80,7 @@ pub(super) fn of(value: &RetainedValue) -> ValueHeaders {
                 .as_deref()
                 .and_then(|t| HeaderValue::from_str(t).ok())
                 .unwrap_or(HeaderValue::from_static(DEFAULT_TYPE)),
+            content_length: HeaderValue::from(value.payload.len()),
         };
         if cache.slots.len() < SLOTS {
             cache.slots.push(headers.clone());
@@ -161,5 +166,6 @@ mod tests {
         assert_eq!(of(&mk(1000, Some("text/plain"))).content_type, "text/plain");
         assert_eq!(of(&mk(1001, None)).content_type, DEFAULT_TYPE);
         assert_eq!(of(&mk(1002, Some("bad\nvalue"))).content_type, DEFAULT_TYPE);
+        assert_eq!(of(&mk(1003, None)).content_length, "0");
     }
 }

@@ -246,17 +246,17 @@ async fn get(
     // once, instead of growing the map insert by insert.
     response.headers_mut().reserve(RESPONSE_HEADERS);
     if !not_modified {
-        response
-            .headers_mut()
-            .insert(CONTENT_TYPE, formatted.content_type.clone());
+        let headers = response.headers_mut();
+        headers.insert(CONTENT_TYPE, formatted.content_type.clone());
+        headers.insert(CONTENT_LENGTH, formatted.content_length.clone());
     }
     value_headers(response.headers_mut(), formatted);
     Ok(response)
 }
 
-/// Headers of a value's answer: Content-Type, ETag, Last-Modified, Cache-Control, the
-/// sandbox layer's Content-Security-Policy and X-Content-Type-Options (`edge.rs`), and the
-/// Content-Length axum adds.
+/// Headers of a value's answer: Content-Type, Content-Length, ETag, Last-Modified,
+/// Cache-Control, and the sandbox layer's Content-Security-Policy and X-Content-Type-Options
+/// (`edge.rs`).
 const RESPONSE_HEADERS: usize = 8;
 
 /// ETag, Last-Modified and Cache-Control of a value (on 200, 304, 201 and 204), from the
