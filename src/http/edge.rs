@@ -25,7 +25,7 @@ use std::task::{Context, Poll};
 use axum::extract::Request;
 use axum::response::Response;
 use http::header::{CONTENT_SECURITY_POLICY, X_CONTENT_TYPE_OPTIONS};
-use http::{HeaderValue, Method};
+use http::{HeaderMap, HeaderValue, Method};
 use tower::{Layer, Service};
 
 use crate::metrics::Metrics;
@@ -116,16 +116,22 @@ where
             Poll::Ready(Ok(r)) => r,
         };
         if *this.sandbox {
-            let headers = response.headers_mut();
-            headers
-                .entry(CONTENT_SECURITY_POLICY)
-                .or_insert(HeaderValue::from_static("sandbox"));
-            headers
-                .entry(X_CONTENT_TYPE_OPTIONS)
-                .or_insert(HeaderValue::from_static("nosniff"));
+            sandbox(response.headers_mut());
         }
         this.metrics
             .http_request(this.method, response.status().as_u16());
         Poll::Ready(Ok(response))
     }
+}
+
+/// Mark an answer as a stored value: `Content-Security-Policy: sandbox` and
+/// `X-Content-Type-Options: nosniff`, unless it already has them (the cached header set of a
+/// 200 answer does, `headers.rs`).
+pub(super) fn sandbox(headers: &mut HeaderMap) {
+    headers
+        .entry(CONTENT_SECURITY_POLICY)
+        .or_insert(HeaderValue::from_static("sandbox"));
+    headers
+        .entry(X_CONTENT_TYPE_OPTIONS)
+        .or_insert(HeaderValue::from_static("nosniff"));
 }

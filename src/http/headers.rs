@@ -1,32 +1,38 @@
 //! The header values describing a stored value (`ETag`, `Last-Modified`, `Content-Type`,
-//! `Content-Length`),
-//! formatted once per value version and per worker thread instead of once per response.
+//! `Content-Length`, and the whole header set of a 200 answer), formatted once per value
+//! version and per worker thread instead of once per response.
 //!
 //! A retained value's version is unique within the process (one counter assigns them and
 //! a value never changes under its version), so the version is a complete cache key: the
 //! tag, the date and the media type of version `v` are the same for every response that
 //! carries them. Each runtime worker keeps the headers of the last few versions it served in
-//! a thread-local; a hit clones three `HeaderValue`s (reference-count increments), a miss
-//! formats them without intermediate `String`s. This takes the per-GET `format!`,
-//! `fmt_http_date` and three header allocations off the hot path (issue 6, fix 4).
+//! a thread-local; a hit is one reference count, a miss formats them without intermediate
+//! `String`s. This takes the per-GET `format!`, `fmt_http_date` and header allocations off
+//! the hot path (issue 6, fix 4). A 200 answer clones [`ValueHeaders::ok`] whole (two
+//! allocations and a copy) instead of hashing seven headers into an empty map one by one
+//! (BENCHMARKS.md, "HTTP GET overhead").
 
 use std::cell::RefCell;
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use http::HeaderValue;
+use http::header::{CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, ETAG, LAST_MODIFIED};
+use http::{HeaderMap, HeaderValue};
 
 use crate::model::RetainedValue;
 
 /// The media type of a value stored without one.
 pub(super) const DEFAULT_TYPE: &str = "application/octet-stream";
 
+/// Values change at any time: caches must revalidate (cheap, thanks to the ETag).
+pub(super) const CACHE_POLICY: &str = "no-cache";
+
 /// Versions remembered per worker: enough for a handful of hot values, small enough that a
 /// linear scan beats hashing.
 const SLOTS: usize = 8;
 
 /// The formatted headers of one value version.
-#[derive(Clone)]
 pub(super) struct ValueHeaders {
     /// The version these belong to (the cache key).
     version: u64,
@@ -34,18 +40,18 @@ pub(super) struct ValueHeaders {
     pub etag: HeaderValue,
     /// `Last-Modified` (IMF-fixdate), at the one-second resolution HTTP dates have.
     pub last_modified: HeaderValue,
-    /// `Content-Type`: the stored media type, or [`DEFAULT_TYPE`] when it has none or it is
-    /// not a valid header value.
-    pub content_type: HeaderValue,
-    /// `Content-Length` of the whole value (set by the handler, so no layer formats it into a
-    /// fresh allocation per response).
-    pub content_length: HeaderValue,
+    /// Every header of a 200 answer carrying the whole value: the two above,
+    /// `Content-Type` (the stored media type, or [`DEFAULT_TYPE`] when it has none or it is
+    /// not a valid header value), `Content-Length`, `Cache-Control` and the sandbox headers of the edge (`edge.rs`), in a map sized for
+    /// exactly these. `Content-Length` is set here so no layer formats it into a fresh
+    /// allocation per response.
+    pub ok: HeaderMap,
 }
 
 /// Per-worker cache: the last [`SLOTS`] versions served, replaced round-robin.
 struct Cache {
     /// The remembered versions.
-    slots: Vec<ValueHeaders>,
+    slots: Vec<Arc<ValueHeaders>>,
     /// The slot the next miss overwrites once `slots` is full.
     next: usize,
     /// The last formatted date and the second it names: writes in the same second (the
@@ -64,24 +70,14 @@ thread_local! {
 }
 
 /// The headers of `value`, from this worker's cache or freshly formatted.
-pub(super) fn of(value: &RetainedValue) -> ValueHeaders {
+pub(super) fn of(value: &RetainedValue) -> Arc<ValueHeaders> {
     CACHE.with(|cache| {
         let mut cache = cache.borrow_mut();
         if let Some(hit) = cache.slots.iter().find(|h| h.version == value.version) {
             return hit.clone();
         }
         let last_modified = cache.date_of(value.updated);
-        let headers = ValueHeaders {
-            version: value.version,
-            etag: etag(value.version),
-            last_modified,
-            content_type: value
-                .content_type
-                .as_deref()
-                .and_then(|t| HeaderValue::from_str(t).ok())
-                .unwrap_or(HeaderValue::from_static(DEFAULT_TYPE)),
-            content_length: HeaderValue::from(value.payload.len()),
-        };
+        let headers = Arc::new(ValueHeaders::new(value, last_modified));
         if cache.slots.len() < SLOTS {
             cache.slots.push(headers.clone());
         } else {
@@ -91,6 +87,31 @@ pub(super) fn of(value: &RetainedValue) -> ValueHeaders {
         }
         headers
     })
+}
+
+impl ValueHeaders {
+    /// Format the headers of `value`, dated `last_modified`.
+    fn new(value: &RetainedValue, last_modified: HeaderValue) -> Self {
+        let etag = etag(value.version);
+        let content_type = value
+            .content_type
+            .as_deref()
+            .and_then(|t| HeaderValue::from_str(t).ok())
+            .unwrap_or(HeaderValue::from_static(DEFAULT_TYPE));
+        let mut ok = HeaderMap::with_capacity(7);
+        ok.insert(CONTENT_TYPE, content_type);
+        ok.insert(CONTENT_LENGTH, HeaderValue::from(value.payload.len()));
+        ok.insert(ETAG, etag.clone());
+        ok.insert(LAST_MODIFIED, last_modified.clone());
+        ok.insert(CACHE_CONTROL, HeaderValue::from_static(CACHE_POLICY));
+        super::edge::sandbox(&mut ok);
+        ValueHeaders {
+            version: value.version,
+            etag,
+            last_modified,
+            ok,
+        }
+    }
 }
 
 impl Cache {
@@ -163,9 +184,31 @@ mod tests {
                 assert_eq!(h.last_modified, "Tue, 14 Nov 2023 22:13:20 GMT");
             }
         }
-        assert_eq!(of(&mk(1000, Some("text/plain"))).content_type, "text/plain");
-        assert_eq!(of(&mk(1001, None)).content_type, DEFAULT_TYPE);
-        assert_eq!(of(&mk(1002, Some("bad\nvalue"))).content_type, DEFAULT_TYPE);
-        assert_eq!(of(&mk(1003, None)).content_length, "0");
+        assert_eq!(
+            of(&mk(1000, Some("text/plain"))).ok[CONTENT_TYPE],
+            "text/plain"
+        );
+        assert_eq!(of(&mk(1001, None)).ok[CONTENT_TYPE], DEFAULT_TYPE);
+        assert_eq!(
+            of(&mk(1002, Some("bad\nvalue"))).ok[CONTENT_TYPE],
+            DEFAULT_TYPE
+        );
+        let ok = &of(&mk(1003, Some("text/plain"))).ok;
+        let names: Vec<_> = ok.keys().map(|k| k.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "content-type",
+                "content-length",
+                "etag",
+                "last-modified",
+                "cache-control",
+                "content-security-policy",
+                "x-content-type-options"
+            ]
+        );
+        assert_eq!(ok[CONTENT_LENGTH], "0");
+        assert_eq!(ok[ETAG], etag(1003));
+        assert_eq!(ok[CONTENT_TYPE], "text/plain");
     }
 }

@@ -36,9 +36,6 @@ use crate::store::StoreError;
 /// The methods `/resources/{topic}` answers, for `Allow`.
 pub(super) const ALLOWED: &str = "GET, HEAD, PUT, POST, DELETE, OPTIONS";
 
-/// Values change at any time: caches must revalidate (cheap, thanks to the ETag).
-const CACHE_POLICY: &str = "no-cache";
-
 /// Every method on `/resources`, `/resources/` and `/resources/{topic}`.
 ///
 /// Reads and writes are authenticated first, then the path is parsed into a topic, then the
@@ -236,35 +233,32 @@ async fn get(
         None => modified_since(headers, &value) == Some(false),
     };
     let formatted = headers::of(&value);
-    let mut response = if not_modified {
-        StatusCode::NOT_MODIFIED.into_response()
-    } else {
-        // The stored bytes are shared, not copied.
-        Body::from(value.payload.clone()).into_response()
-    };
-    // Room for every header the answer gets (these, and the two of the sandbox layer) at
-    // once, instead of growing the map insert by insert.
-    response.headers_mut().reserve(RESPONSE_HEADERS);
-    if !not_modified {
-        let headers = response.headers_mut();
-        headers.insert(CONTENT_TYPE, formatted.content_type.clone());
-        headers.insert(CONTENT_LENGTH, formatted.content_length.clone());
+    if not_modified {
+        let mut response = StatusCode::NOT_MODIFIED.into_response();
+        response.headers_mut().reserve(RESPONSE_HEADERS);
+        value_headers(response.headers_mut(), &formatted);
+        return Ok(response);
     }
-    value_headers(response.headers_mut(), formatted);
+    // The stored bytes are shared, not copied; the headers come whole from the cache.
+    let mut response = Response::new(Body::from(value.payload.clone()));
+    *response.headers_mut() = formatted.ok.clone();
     Ok(response)
 }
 
-/// Headers of a value's answer: Content-Type, Content-Length, ETag, Last-Modified,
-/// Cache-Control, and the sandbox layer's Content-Security-Policy and X-Content-Type-Options
-/// (`edge.rs`).
+/// Headers of a 201, 204 or 304 answer: ETag, Last-Modified, Cache-Control, and the sandbox
+/// layer's Content-Security-Policy and X-Content-Type-Options (`edge.rs`), with room to spare
+/// for Location and Content-Length.
 const RESPONSE_HEADERS: usize = 8;
 
-/// ETag, Last-Modified and Cache-Control of a value (on 200, 304, 201 and 204), from the
+/// ETag, Last-Modified and Cache-Control of a value (on 304, 201 and 204), from the
 /// per-version cache of formatted headers.
-fn value_headers(headers: &mut HeaderMap, formatted: headers::ValueHeaders) {
-    headers.insert(ETAG, formatted.etag);
-    headers.insert(LAST_MODIFIED, formatted.last_modified);
-    headers.insert(CACHE_CONTROL, HeaderValue::from_static(CACHE_POLICY));
+fn value_headers(headers: &mut HeaderMap, formatted: &headers::ValueHeaders) {
+    headers.insert(ETAG, formatted.etag.clone());
+    headers.insert(LAST_MODIFIED, formatted.last_modified.clone());
+    headers.insert(
+        CACHE_CONTROL,
+        HeaderValue::from_static(headers::CACHE_POLICY),
+    );
 }
 
 /// `If-Modified-Since`: `Some(false)` when the value has not changed since the given date
@@ -387,7 +381,7 @@ async fn put(
         Some(WriteOutcome::Created(v)) => {
             let mut r = StatusCode::CREATED.into_response();
             r.headers_mut().reserve(RESPONSE_HEADERS);
-            value_headers(r.headers_mut(), headers::of(&v));
+            value_headers(r.headers_mut(), &headers::of(&v));
             if let Ok(location) = HeaderValue::from_str(path) {
                 r.headers_mut().insert(LOCATION, location);
             }
@@ -396,7 +390,7 @@ async fn put(
         Some(WriteOutcome::Replaced(v)) => {
             let mut r = StatusCode::NO_CONTENT.into_response();
             r.headers_mut().reserve(RESPONSE_HEADERS);
-            value_headers(r.headers_mut(), headers::of(&v));
+            value_headers(r.headers_mut(), &headers::of(&v));
             Ok(r)
         }
         Some(WriteOutcome::Cleared { .. }) | None => Ok(StatusCode::NO_CONTENT.into_response()),
