@@ -67,6 +67,13 @@ pub struct EdgeService<S> {
     edge: Edge,
 }
 
+impl<S> EdgeService<S> {
+    /// The service inside.
+    pub(super) fn inner_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+}
+
 impl<S> Service<Request> for EdgeService<S>
 where
     S: Service<Request, Response = Response>,

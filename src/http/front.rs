@@ -15,11 +15,12 @@
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use axum::body::{Body, HttpBody as _};
-use axum::extract::{Request, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::response::Response;
 use axum::routing::future::RouteFuture;
 use axum::Router;
@@ -28,6 +29,7 @@ use http::{HeaderValue, Method};
 use tower::Service;
 
 use super::{resources, AppState};
+use crate::tls::HttpService;
 
 /// The router, and the state to serve `/resources` with directly (`None`: everything goes
 /// through the router).
@@ -37,12 +39,27 @@ pub struct Front {
     router: Router,
     /// The state [`resources::handle`] runs with, when the router adds nothing to it.
     resources: Option<AppState>,
+    /// The client's address, set on the clone that serves one request
+    /// ([`HttpService::connect_info`]): handed to [`resources::handle`] as it is, and to the
+    /// router's handlers as the `ConnectInfo` extension. On the direct way a request then
+    /// carries no extension at all: no map allocated, no boxed value hashed in and dropped.
+    peer: Option<SocketAddr>,
 }
 
 impl Front {
     /// Serve `/resources…` from `resources` directly, everything else from `router`.
     pub(super) fn new(router: Router, resources: Option<AppState>) -> Self {
-        Front { router, resources }
+        Front {
+            router,
+            resources,
+            peer: None,
+        }
+    }
+}
+
+impl HttpService for super::App {
+    fn connect_info(&mut self, _request: &mut Request, peer: SocketAddr) {
+        self.inner_mut().peer = Some(peer);
     }
 }
 
@@ -62,22 +79,28 @@ impl Service<Request> for Front {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, request: Request) -> FrontFuture {
+    fn call(&mut self, mut request: Request) -> FrontFuture {
         match &self.resources {
             Some(state) if is_resources(request.uri().path()) => {
                 let method = request.method().clone();
+                let handler = resources::handle(State(state.clone()), self.peer, request);
                 FrontFuture {
                     way: Way::Resources {
-                        inner: Box::pin(resources::handle(State(state.clone()), request)),
+                        inner: Box::pin(handler),
                         method,
                     },
                 }
             }
-            _ => FrontFuture {
-                way: Way::Router {
-                    inner: self.router.call(request),
-                },
-            },
+            _ => {
+                if let Some(peer) = self.peer {
+                    request.extensions_mut().insert(ConnectInfo(peer));
+                }
+                FrontFuture {
+                    way: Way::Router {
+                        inner: self.router.call(request),
+                    },
+                }
+            }
         }
     }
 }

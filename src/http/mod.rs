@@ -367,7 +367,11 @@ async fn mqtt_ws(State(state): State<AppState>, request: Request) -> Response {
 /// 404.
 async fn resources_or_not_found(state: State<AppState>, request: Request) -> Response {
     if front::is_resources(request.uri().path()) {
-        resources::handle(state, request).await
+        let peer = request
+            .extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0);
+        resources::handle(state, peer, request).await
     } else {
         not_found(request).await
     }

@@ -10,7 +10,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use http::header::{
@@ -42,10 +42,15 @@ pub(super) const ALLOWED: &str = "GET, HEAD, PUT, POST, DELETE, OPTIONS";
 /// ACL is asked about that parsed topic ([`guard`]) — all before the value is looked up, so a
 /// refusal does not reveal whether a value exists. OPTIONS and 405 reveal nothing and need no
 /// credentials (CORS preflights never carry any).
-pub(super) async fn handle(State(state): State<AppState>, request: Request) -> Response {
+/// `peer` is the client's address (`None` when unknown, as in unit tests).
+pub(super) async fn handle(
+    State(state): State<AppState>,
+    peer: Option<SocketAddr>,
+    request: Request,
+) -> Response {
     let (parts, body) = request.into_parts();
     if parts.uri.path() == "/resources" {
-        return collection(&state, &parts).await;
+        return collection(&state, &parts, peer).await;
     }
     let access = match parts.method {
         Method::GET | Method::HEAD => Access::Read,
@@ -54,11 +59,11 @@ pub(super) async fn handle(State(state): State<AppState>, request: Request) -> R
         _ => return method_not_allowed(&parts.method, parts.uri.path(), ALLOWED).into_response(),
     };
     let result = async {
-        let caller = authenticate(&state, &parts).await?;
+        let caller = authenticate(&state, &parts, peer).await?;
         let topic = topic_of(parts.uri.path())?;
         guard::authorize(&state.auth, &caller, access, &topic)?;
         if access == Access::Write {
-            limit_writes(&state, &parts)?;
+            limit_writes(&state, peer)?;
         }
         match parts.method {
             Method::GET | Method::HEAD => get(&state, &parts, topic, caller).await,
@@ -71,7 +76,7 @@ pub(super) async fn handle(State(state): State<AppState>, request: Request) -> R
 }
 
 /// `/resources` itself: the listing of the things ([`listing`]).
-async fn collection(state: &AppState, parts: &Parts) -> Response {
+async fn collection(state: &AppState, parts: &Parts, peer: Option<SocketAddr>) -> Response {
     match parts.method {
         Method::GET | Method::HEAD => {}
         Method::OPTIONS => return options(listing::ALLOWED),
@@ -81,7 +86,7 @@ async fn collection(state: &AppState, parts: &Parts) -> Response {
         }
     }
     let result = async {
-        let caller = authenticate(state, parts).await?;
+        let caller = authenticate(state, parts, peer).await?;
         listing::handle(state, parts, caller, wants_event_stream(&parts.headers))
     }
     .await;
@@ -91,7 +96,11 @@ async fn collection(state: &AppState, parts: &Parts) -> Response {
 /// [`guard::authenticate`], with a refusal counted (`ponte_auth_failures_total`) and
 /// logged at info with the address and the claimed username (never the password), as
 /// mosquitto logs refused logins.
-pub(super) async fn authenticate(state: &AppState, parts: &Parts) -> Result<Caller, Problem> {
+async fn authenticate(
+    state: &AppState,
+    parts: &Parts,
+    peer: Option<SocketAddr>,
+) -> Result<Caller, Problem> {
     match guard::authenticate(&state.auth, &parts.headers).await {
         Ok(caller) => Ok(caller),
         Err(problem) => {
@@ -99,11 +108,7 @@ pub(super) async fn authenticate(state: &AppState, parts: &Parts) -> Result<Call
                 .broker
                 .ops
                 .auth_failure(crate::metrics::Protocol::Http);
-            let peer = parts
-                .extensions
-                .get::<ConnectInfo<SocketAddr>>()
-                .map(|c| c.0.to_string())
-                .unwrap_or_default();
+            let peer = peer.map(|p| p.to_string()).unwrap_or_default();
             tracing::info!(
                 protocol = %"http",
                 peer = %peer,
@@ -118,11 +123,9 @@ pub(super) async fn authenticate(state: &AppState, parts: &Parts) -> Result<Call
 
 /// `[limits] publish_rate` per client address: 429 Too Many Requests with `Retry-After`
 /// (whole seconds, rounded up) once the address's bucket is empty (RFC 6585 §4).
-fn limit_writes(state: &AppState, parts: &Parts) -> Result<(), Problem> {
-    let ip = parts
-        .extensions
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip())
+fn limit_writes(state: &AppState, peer: Option<SocketAddr>) -> Result<(), Problem> {
+    let ip = peer
+        .map(|p| p.ip())
         .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
     let Err(wait) = state.writes.check(ip, std::time::Instant::now()) else {
         return Ok(());

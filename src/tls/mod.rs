@@ -41,7 +41,7 @@ use crate::reload::Reload;
 use crate::shutdown::Shutdown;
 
 mod serve;
-pub use serve::{serve_http, ConnSlot, HttpGuard};
+pub use serve::{serve_http, ConnSlot, HttpGuard, HttpService};
 
 /// Why the TLS files could not be used. Every variant names the file.
 #[derive(Debug, thiserror::Error)]

@@ -233,8 +233,8 @@ where
     .await;
 }
 
-/// What [`serve_http`] serves: an [`axum::Router`], or the HTTP front-end ([`crate::http::App`]),
-/// called once per request.
+/// What [`serve_http`] serves: an [`axum::Router`], or the HTTP front-end
+/// ([`crate::http::App`]), cloned and called once per request.
 pub trait HttpService:
     tower::Service<
         axum::extract::Request,
@@ -246,20 +246,14 @@ pub trait HttpService:
     + Sync
     + 'static
 {
+    /// Give the handlers of `request` (served by this clone) the client's address: by
+    /// default as the [`ConnectInfo`] request extension, which axum's extractor reads.
+    fn connect_info(&mut self, request: &mut axum::extract::Request, peer: SocketAddr) {
+        request.extensions_mut().insert(ConnectInfo(peer));
+    }
 }
 
-impl<S> HttpService for S where
-    S: tower::Service<
-            axum::extract::Request,
-            Response = axum::response::Response,
-            Error = Infallible,
-            Future: Send + 'static,
-        > + Clone
-        + Send
-        + Sync
-        + 'static
-{
-}
+impl HttpService for axum::Router {}
 
 /// What the accept loop knows of an admitted connection, handed to every request in it.
 struct Admitted {
@@ -308,14 +302,14 @@ async fn serve_connection<IO, S>(
             if extensions.get::<hyper::upgrade::OnUpgrade>().is_some() {
                 extensions.insert(slot.clone());
             }
-            extensions.insert(ConnectInfo(peer));
             if let Some(tls_peer) = &tls_peer {
                 if let Some(id) = &tls_peer.identity {
                     extensions.insert(TlsIdentity(id.clone()));
                 }
                 extensions.insert(tls_peer.clone());
             }
-            let router = router.clone();
+            let mut router = router.clone();
+            router.connect_info(&mut request, peer);
             async move {
                 Ok::<_, Infallible>(
                     tower::ServiceExt::oneshot(router, request)
