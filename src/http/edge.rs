@@ -58,10 +58,11 @@ impl<S> Layer<S> for Edge {
     }
 }
 
-/// [`Edge`] around the service `S`: the HTTP front-end as served ([`super::App`]).
+/// The edge (request counts, sandbox headers) around the service `S`: the HTTP front-end
+/// as served ([`super::App`]).
 #[derive(Debug, Clone)]
 pub struct EdgeService<S> {
-    /// The routes.
+    /// The routes ([`super::Front`]).
     inner: S,
     /// What to do around them.
     edge: Edge,
