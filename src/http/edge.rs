@@ -1,4 +1,4 @@
-//! The one layer around every route: each request is counted by method and status
+//! The one service around the router: each request is counted by method and status
 //! (`ponte_http_requests_total`), and values at `/resources/{topic}` are served with
 //! `Content-Security-Policy: sandbox` and `X-Content-Type-Options: nosniff`.
 //!
@@ -11,6 +11,11 @@
 //! future on every request; this one moves the inner future into a small future of its own
 //! and holds one reference count (issue 16: with the other changes of that pass, a GET went
 //! from 38k to 23k instructions; BENCHMARKS.md, fifth pass).
+//!
+//! Why around the router rather than `Router::layer`: `layer` wraps every route (and the
+//! fallback) on its own, and axum turns each wrapped route back into a boxed, cloned-per-request
+//! service with its own boxed future and response mapping; around the whole router the edge is
+//! one plain struct and one future (BENCHMARKS.md, "HTTP GET overhead").
 
 use std::future::Future;
 use std::pin::Pin;
@@ -20,7 +25,7 @@ use std::task::{Context, Poll};
 use axum::extract::Request;
 use axum::response::Response;
 use http::header::{CONTENT_SECURITY_POLICY, X_CONTENT_TYPE_OPTIONS};
-use http::{HeaderValue, Method};
+use http::{HeaderMap, HeaderValue, Method};
 use tower::{Layer, Service};
 
 use crate::metrics::Metrics;
@@ -53,13 +58,21 @@ impl<S> Layer<S> for Edge {
     }
 }
 
-/// [`Edge`] around the service `S`.
+/// The edge (request counts, sandbox headers) around the service `S`: the HTTP front-end
+/// as served ([`super::App`]).
 #[derive(Debug, Clone)]
-pub(super) struct EdgeService<S> {
-    /// The routes.
+pub struct EdgeService<S> {
+    /// The routes ([`super::Front`]).
     inner: S,
     /// What to do around them.
     edge: Edge,
+}
+
+impl<S> EdgeService<S> {
+    /// The service inside.
+    pub(super) fn inner_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
 }
 
 impl<S> Service<Request> for EdgeService<S>
@@ -88,7 +101,7 @@ where
 
 pin_project_lite::pin_project! {
     /// The inner response, then the count and the headers.
-    pub(super) struct EdgeFuture<F> {
+    pub struct EdgeFuture<F> {
         #[pin]
         inner: F,
         method: Method,
@@ -111,16 +124,22 @@ where
             Poll::Ready(Ok(r)) => r,
         };
         if *this.sandbox {
-            let headers = response.headers_mut();
-            headers
-                .entry(CONTENT_SECURITY_POLICY)
-                .or_insert(HeaderValue::from_static("sandbox"));
-            headers
-                .entry(X_CONTENT_TYPE_OPTIONS)
-                .or_insert(HeaderValue::from_static("nosniff"));
+            sandbox(response.headers_mut());
         }
         this.metrics
             .http_request(this.method, response.status().as_u16());
         Poll::Ready(Ok(response))
     }
+}
+
+/// Mark an answer as a stored value: `Content-Security-Policy: sandbox` and
+/// `X-Content-Type-Options: nosniff`, unless it already has them (the cached header set of a
+/// 200 answer does, `headers.rs`).
+pub(super) fn sandbox(headers: &mut HeaderMap) {
+    headers
+        .entry(CONTENT_SECURITY_POLICY)
+        .or_insert(HeaderValue::from_static("sandbox"));
+    headers
+        .entry(X_CONTENT_TYPE_OPTIONS)
+        .or_insert(HeaderValue::from_static("nosniff"));
 }

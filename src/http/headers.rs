@@ -1,47 +1,99 @@
-//! The header values describing a stored value (`ETag`, `Last-Modified`, `Content-Type`),
-//! formatted once per value version and per worker thread instead of once per response.
+//! The header values describing a stored value (`ETag`, `Last-Modified`, `Content-Type`,
+//! `Content-Length`, and the whole header set of a 200 answer), formatted once per value
+//! version and per worker thread instead of once per response.
 //!
-//! A retained value's version is unique within the process (one counter assigns them and
-//! a value never changes under its version), so the version is a complete cache key: the
-//! tag, the date and the media type of version `v` are the same for every response that
-//! carries them. Each runtime worker keeps the headers of the last few versions it served in
-//! a thread-local; a hit clones three `HeaderValue`s (reference-count increments), a miss
-//! formats them without intermediate `String`s. This takes the per-GET `format!`,
-//! `fmt_http_date` and three header allocations off the hot path (issue 6, fix 4).
+//! The cache key is everything the headers are made of: the version, the second of the
+//! update, the payload's length and the media type. The version alone is not enough:
+//! it is unique within one gateway (one counter assigns them and a value never changes
+//! under its version), but several gateways can run in one process (tests, embedders), and
+//! a `Content-Length` taken from another gateway's value of the same version would frame
+//! the answer wrongly. Each runtime worker keeps the headers of the last few versions it served in
+//! a thread-local; a hit is one reference count, a miss formats them without intermediate
+//! `String`s. This takes the per-GET `format!`, `fmt_http_date` and header allocations off
+//! the hot path (issue 6, fix 4). A 200 answer clones [`ValueHeaders::ok`] whole (two
+//! allocations and a copy) instead of hashing seven headers into an empty map one by one
+//! (BENCHMARKS.md, "HTTP GET overhead").
 
 use std::cell::RefCell;
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use http::HeaderValue;
+use http::header::{CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, ETAG, LAST_MODIFIED};
+use http::{HeaderMap, HeaderValue};
 
 use crate::model::RetainedValue;
 
 /// The media type of a value stored without one.
 pub(super) const DEFAULT_TYPE: &str = "application/octet-stream";
 
+/// Values change at any time: caches must revalidate (cheap, thanks to the ETag).
+pub(super) const CACHE_POLICY: &str = "no-cache";
+
 /// Versions remembered per worker: enough for a handful of hot values, small enough that a
 /// linear scan beats hashing.
 const SLOTS: usize = 8;
 
 /// The formatted headers of one value version.
-#[derive(Clone)]
 pub(super) struct ValueHeaders {
-    /// The version these belong to (the cache key).
-    version: u64,
+    /// The value these belong to (the cache key).
+    key: Key,
     /// `ETag`: the version in lowercase hex, quoted (RFC 9110 §8.8.3).
     pub etag: HeaderValue,
     /// `Last-Modified` (IMF-fixdate), at the one-second resolution HTTP dates have.
     pub last_modified: HeaderValue,
-    /// `Content-Type`: the stored media type, or [`DEFAULT_TYPE`] when it has none or it is
-    /// not a valid header value.
-    pub content_type: HeaderValue,
+    /// Every header of a 200 answer carrying the whole value: the two above,
+    /// `Content-Type` (the stored media type, or [`DEFAULT_TYPE`] when it has none or it is
+    /// not a valid header value), `Content-Length`, `Cache-Control` and the sandbox headers
+    /// of the edge (`edge.rs`), in a map sized for exactly these. `Content-Length` is set here so no layer formats it into a fresh
+    /// allocation per response.
+    pub ok: HeaderMap,
+}
+
+/// What the headers of a value are made of.
+#[derive(PartialEq, Eq)]
+struct Key {
+    /// The version (the ETag).
+    version: u64,
+    /// The second of the update (Last-Modified).
+    updated: u64,
+    /// The payload's length (Content-Length).
+    len: usize,
+    /// The stored media type (Content-Type).
+    content_type: Option<Arc<str>>,
+}
+
+impl Key {
+    /// The key of `value`.
+    fn of(value: &RetainedValue) -> Self {
+        Key {
+            version: value.version,
+            updated: seconds(value.updated),
+            len: value.payload.len(),
+            content_type: value.content_type.clone(),
+        }
+    }
+
+    /// Whether `value` has this key (without building one).
+    fn matches(&self, value: &RetainedValue) -> bool {
+        self.version == value.version
+            && self.len == value.payload.len()
+            && self.updated == seconds(value.updated)
+            && self.content_type.as_deref() == value.content_type.as_deref()
+    }
+}
+
+/// Whole seconds since the epoch (0 before it), the resolution of HTTP dates.
+fn seconds(when: SystemTime) -> u64 {
+    when.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 /// Per-worker cache: the last [`SLOTS`] versions served, replaced round-robin.
 struct Cache {
     /// The remembered versions.
-    slots: Vec<ValueHeaders>,
+    slots: Vec<Arc<ValueHeaders>>,
     /// The slot the next miss overwrites once `slots` is full.
     next: usize,
     /// The last formatted date and the second it names: writes in the same second (the
@@ -60,23 +112,14 @@ thread_local! {
 }
 
 /// The headers of `value`, from this worker's cache or freshly formatted.
-pub(super) fn of(value: &RetainedValue) -> ValueHeaders {
+pub(super) fn of(value: &RetainedValue) -> Arc<ValueHeaders> {
     CACHE.with(|cache| {
         let mut cache = cache.borrow_mut();
-        if let Some(hit) = cache.slots.iter().find(|h| h.version == value.version) {
+        if let Some(hit) = cache.slots.iter().find(|h| h.key.matches(value)) {
             return hit.clone();
         }
         let last_modified = cache.date_of(value.updated);
-        let headers = ValueHeaders {
-            version: value.version,
-            etag: etag(value.version),
-            last_modified,
-            content_type: value
-                .content_type
-                .as_deref()
-                .and_then(|t| HeaderValue::from_str(t).ok())
-                .unwrap_or(HeaderValue::from_static(DEFAULT_TYPE)),
-        };
+        let headers = Arc::new(ValueHeaders::new(value, last_modified));
         if cache.slots.len() < SLOTS {
             cache.slots.push(headers.clone());
         } else {
@@ -88,13 +131,35 @@ pub(super) fn of(value: &RetainedValue) -> ValueHeaders {
     })
 }
 
+impl ValueHeaders {
+    /// Format the headers of `value`, dated `last_modified`.
+    fn new(value: &RetainedValue, last_modified: HeaderValue) -> Self {
+        let etag = etag(value.version);
+        let content_type = value
+            .content_type
+            .as_deref()
+            .and_then(|t| HeaderValue::from_str(t).ok())
+            .unwrap_or(HeaderValue::from_static(DEFAULT_TYPE));
+        let mut ok = HeaderMap::with_capacity(7);
+        ok.insert(CONTENT_TYPE, content_type);
+        ok.insert(CONTENT_LENGTH, HeaderValue::from(value.payload.len()));
+        ok.insert(ETAG, etag.clone());
+        ok.insert(LAST_MODIFIED, last_modified.clone());
+        ok.insert(CACHE_CONTROL, HeaderValue::from_static(CACHE_POLICY));
+        super::edge::sandbox(&mut ok);
+        ValueHeaders {
+            key: Key::of(value),
+            etag,
+            last_modified,
+            ok,
+        }
+    }
+}
+
 impl Cache {
     /// `Last-Modified` for `when`, reusing the last one when it names the same second.
     fn date_of(&mut self, when: SystemTime) -> HeaderValue {
-        let secs = when
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
+        let secs = seconds(when);
         if let Some((s, v)) = &self.date {
             if *s == secs {
                 return v.clone();
@@ -141,6 +206,32 @@ mod tests {
         }
     }
 
+    /// Two gateways in one process number their values independently: the same version
+    /// with another length, type or date must not get the other's headers.
+    #[test]
+    fn the_same_version_of_another_value_gets_its_own_headers() {
+        let at = |secs| UNIX_EPOCH + std::time::Duration::from_secs(secs);
+        let mk = |payload: &'static str, ct: Option<&str>, updated| RetainedValue {
+            payload: Bytes::from_static(payload.as_bytes()),
+            content_type: ct.map(Into::into),
+            qos: crate::model::QoS::AtLeastOnce,
+            version: 77_777,
+            updated,
+        };
+        let a = of(&mk("abc", None, at(1_700_000_000)));
+        assert_eq!(a.ok[CONTENT_LENGTH], "3");
+        let b = of(&mk("abcdef", None, at(1_700_000_000)));
+        assert_eq!(b.ok[CONTENT_LENGTH], "6");
+        let c = of(&mk("abcdef", Some("text/plain"), at(1_700_000_000)));
+        assert_eq!(c.ok[CONTENT_TYPE], "text/plain");
+        let d = of(&mk("abcdef", Some("text/plain"), at(1_700_000_001)));
+        assert_eq!(d.last_modified, "Tue, 14 Nov 2023 22:13:21 GMT");
+        assert!(Arc::ptr_eq(
+            &d,
+            &of(&mk("ghijkl", Some("text/plain"), at(1_700_000_001)))
+        ));
+    }
+
     #[test]
     fn cached_headers_follow_the_version() {
         let mk = |version, ct: Option<&str>| RetainedValue {
@@ -158,8 +249,31 @@ mod tests {
                 assert_eq!(h.last_modified, "Tue, 14 Nov 2023 22:13:20 GMT");
             }
         }
-        assert_eq!(of(&mk(1000, Some("text/plain"))).content_type, "text/plain");
-        assert_eq!(of(&mk(1001, None)).content_type, DEFAULT_TYPE);
-        assert_eq!(of(&mk(1002, Some("bad\nvalue"))).content_type, DEFAULT_TYPE);
+        assert_eq!(
+            of(&mk(1000, Some("text/plain"))).ok[CONTENT_TYPE],
+            "text/plain"
+        );
+        assert_eq!(of(&mk(1001, None)).ok[CONTENT_TYPE], DEFAULT_TYPE);
+        assert_eq!(
+            of(&mk(1002, Some("bad\nvalue"))).ok[CONTENT_TYPE],
+            DEFAULT_TYPE
+        );
+        let ok = &of(&mk(1003, Some("text/plain"))).ok;
+        let names: Vec<_> = ok.keys().map(|k| k.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "content-type",
+                "content-length",
+                "etag",
+                "last-modified",
+                "cache-control",
+                "content-security-policy",
+                "x-content-type-options"
+            ]
+        );
+        assert_eq!(ok[CONTENT_LENGTH], "0");
+        assert_eq!(ok[ETAG], etag(1003));
+        assert_eq!(ok[CONTENT_TYPE], "text/plain");
     }
 }

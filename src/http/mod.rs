@@ -26,6 +26,7 @@
 mod conditional;
 mod edge;
 pub mod explorer;
+mod front;
 pub mod guard;
 mod headers;
 pub mod listing;
@@ -50,6 +51,8 @@ use http::header::{CONTENT_TYPE, ETAG, LAST_MODIFIED, LOCATION};
 use http::{HeaderName, HeaderValue, Method, StatusCode};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
+pub use edge::{EdgeFuture, EdgeService};
+pub use front::{Front, FrontFuture};
 pub use mqtt_ws::{serve_mqtt_ws, serve_mqtt_wss};
 pub use problem::{Problem, PROBLEM_JSON};
 pub use sse::encode_event;
@@ -176,8 +179,13 @@ impl AppState {
     }
 }
 
-/// The router, with the CORS layer when `http.cors_origins` is not empty.
-pub fn app(state: AppState) -> Router {
+/// The HTTP front-end as served: the router behind the [`Front`] door (`/resources…` straight
+/// to its handler) inside the edge ([`EdgeService`]: request counts, the sandbox headers of
+/// values).
+pub type App = EdgeService<Front>;
+
+/// The router, with the CORS layer when `http.cors_origins` is not empty, inside the edge.
+pub fn app(state: AppState) -> App {
     let cors = cors_layer(&state.config.http.cors_origins);
     let mut router = Router::new();
     if state.mqtt.is_some() {
@@ -190,35 +198,37 @@ pub fn app(state: AppState) -> Router {
             .route("/explorer/{*file}", any(explorer::asset));
     }
     let edge = edge::Edge::new(state.broker.ops.clone(), true);
+    // With the CORS layer in the router, `/resources…` must go through it too.
+    let direct = cors.is_none().then(|| state.clone());
     let router = router
         .route("/openapi.yaml", any(openapi))
         .route("/metrics", any(ops::metrics))
         .route("/livez", any(ops::livez))
         .route("/readyz", any(ops::readyz))
-        // `/resources`, `/resources/` and everything under it: from the fallback rather than
-        // a `/resources/{*topic}` route, because a wildcard route makes axum percent-decode
-        // the rest of the path into URL parameters on every request, and `handle` never
-        // reads them (it parses the raw path itself, see `resources::topic_of`).
+        // `/resources`, `/resources/` and everything under it, when they come this way (with
+        // the CORS layer; otherwise `Front` serves them directly): from the fallback rather
+        // than a `/resources/{*topic}` route, because `handle` parses the raw path itself
+        // (see `resources::topic_of`) and never reads URL parameters.
         .fallback(resources_or_not_found)
         .with_state(state);
     let router = match cors {
         Some(cors) => router.layer(cors),
         None => router,
     };
-    router.layer(edge)
+    tower::Layer::layer(&edge, Front::new(router, direct))
 }
 
 /// The router of `[http] metrics_port`: only `/metrics`, `/livez` and `/readyz`, so the
 /// port can be exposed to a monitoring network without exposing the things.
-pub fn ops_app(state: AppState) -> Router {
+pub fn ops_app(state: AppState) -> App {
     let edge = edge::Edge::new(state.broker.ops.clone(), false);
-    Router::new()
+    let router = Router::new()
         .route("/metrics", any(ops::metrics))
         .route("/livez", any(ops::livez))
         .route("/readyz", any(ops::readyz))
         .fallback(not_found)
-        .with_state(state)
-        .layer(edge)
+        .with_state(state);
+    tower::Layer::layer(&edge, Front::new(router, None))
 }
 
 /// Serve HTTP on `listener` until `shutdown` fires, then finish in-flight requests.
@@ -353,11 +363,15 @@ async fn mqtt_ws(State(state): State<AppState>, request: Request) -> Response {
     }
 }
 
-/// The fallback of [`app`]: the resource tree, or 404.
+/// The fallback of [`app`]: the resource tree (when [`Front`] does not serve it directly), or
+/// 404.
 async fn resources_or_not_found(state: State<AppState>, request: Request) -> Response {
-    let path = request.uri().path();
-    if path == "/resources" || path.starts_with("/resources/") {
-        resources::handle(state, request).await
+    if front::is_resources(request.uri().path()) {
+        let peer = request
+            .extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0);
+        resources::handle(state, peer, request).await
     } else {
         not_found(request).await
     }

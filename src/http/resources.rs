@@ -10,7 +10,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use http::header::{
@@ -36,19 +36,21 @@ use crate::store::StoreError;
 /// The methods `/resources/{topic}` answers, for `Allow`.
 pub(super) const ALLOWED: &str = "GET, HEAD, PUT, POST, DELETE, OPTIONS";
 
-/// Values change at any time: caches must revalidate (cheap, thanks to the ETag).
-const CACHE_POLICY: &str = "no-cache";
-
 /// Every method on `/resources`, `/resources/` and `/resources/{topic}`.
 ///
 /// Reads and writes are authenticated first, then the path is parsed into a topic, then the
 /// ACL is asked about that parsed topic ([`guard`]) — all before the value is looked up, so a
 /// refusal does not reveal whether a value exists. OPTIONS and 405 reveal nothing and need no
 /// credentials (CORS preflights never carry any).
-pub(super) async fn handle(State(state): State<AppState>, request: Request) -> Response {
+/// `peer` is the client's address (`None` when unknown, as in unit tests).
+pub(super) async fn handle(
+    State(state): State<AppState>,
+    peer: Option<SocketAddr>,
+    request: Request,
+) -> Response {
     let (parts, body) = request.into_parts();
     if parts.uri.path() == "/resources" {
-        return collection(&state, &parts).await;
+        return collection(&state, &parts, peer).await;
     }
     let access = match parts.method {
         Method::GET | Method::HEAD => Access::Read,
@@ -57,11 +59,11 @@ pub(super) async fn handle(State(state): State<AppState>, request: Request) -> R
         _ => return method_not_allowed(&parts.method, parts.uri.path(), ALLOWED).into_response(),
     };
     let result = async {
-        let caller = authenticate(&state, &parts).await?;
+        let caller = authenticate(&state, &parts, peer).await?;
         let topic = topic_of(parts.uri.path())?;
         guard::authorize(&state.auth, &caller, access, &topic)?;
         if access == Access::Write {
-            limit_writes(&state, &parts)?;
+            limit_writes(&state, peer)?;
         }
         match parts.method {
             Method::GET | Method::HEAD => get(&state, &parts, topic, caller).await,
@@ -74,7 +76,7 @@ pub(super) async fn handle(State(state): State<AppState>, request: Request) -> R
 }
 
 /// `/resources` itself: the listing of the things ([`listing`]).
-async fn collection(state: &AppState, parts: &Parts) -> Response {
+async fn collection(state: &AppState, parts: &Parts, peer: Option<SocketAddr>) -> Response {
     match parts.method {
         Method::GET | Method::HEAD => {}
         Method::OPTIONS => return options(listing::ALLOWED),
@@ -84,7 +86,7 @@ async fn collection(state: &AppState, parts: &Parts) -> Response {
         }
     }
     let result = async {
-        let caller = authenticate(state, parts).await?;
+        let caller = authenticate(state, parts, peer).await?;
         listing::handle(state, parts, caller, wants_event_stream(&parts.headers))
     }
     .await;
@@ -94,7 +96,11 @@ async fn collection(state: &AppState, parts: &Parts) -> Response {
 /// [`guard::authenticate`], with a refusal counted (`ponte_auth_failures_total`) and
 /// logged at info with the address and the claimed username (never the password), as
 /// mosquitto logs refused logins.
-pub(super) async fn authenticate(state: &AppState, parts: &Parts) -> Result<Caller, Problem> {
+async fn authenticate(
+    state: &AppState,
+    parts: &Parts,
+    peer: Option<SocketAddr>,
+) -> Result<Caller, Problem> {
     match guard::authenticate(&state.auth, &parts.headers).await {
         Ok(caller) => Ok(caller),
         Err(problem) => {
@@ -102,11 +108,7 @@ pub(super) async fn authenticate(state: &AppState, parts: &Parts) -> Result<Call
                 .broker
                 .ops
                 .auth_failure(crate::metrics::Protocol::Http);
-            let peer = parts
-                .extensions
-                .get::<ConnectInfo<SocketAddr>>()
-                .map(|c| c.0.to_string())
-                .unwrap_or_default();
+            let peer = peer.map(|p| p.to_string()).unwrap_or_default();
             tracing::info!(
                 protocol = %"http",
                 peer = %peer,
@@ -121,11 +123,9 @@ pub(super) async fn authenticate(state: &AppState, parts: &Parts) -> Result<Call
 
 /// `[limits] publish_rate` per client address: 429 Too Many Requests with `Retry-After`
 /// (whole seconds, rounded up) once the address's bucket is empty (RFC 6585 §4).
-fn limit_writes(state: &AppState, parts: &Parts) -> Result<(), Problem> {
-    let ip = parts
-        .extensions
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip())
+fn limit_writes(state: &AppState, peer: Option<SocketAddr>) -> Result<(), Problem> {
+    let ip = peer
+        .map(|p| p.ip())
         .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
     let Err(wait) = state.writes.check(ip, std::time::Instant::now()) else {
         return Ok(());
@@ -236,35 +236,32 @@ async fn get(
         None => modified_since(headers, &value) == Some(false),
     };
     let formatted = headers::of(&value);
-    let mut response = if not_modified {
-        StatusCode::NOT_MODIFIED.into_response()
-    } else {
-        // The stored bytes are shared, not copied.
-        Body::from(value.payload.clone()).into_response()
-    };
-    // Room for every header the answer gets (these, and the two of the sandbox layer) at
-    // once, instead of growing the map insert by insert.
-    response.headers_mut().reserve(RESPONSE_HEADERS);
-    if !not_modified {
-        response
-            .headers_mut()
-            .insert(CONTENT_TYPE, formatted.content_type.clone());
+    if not_modified {
+        let mut response = StatusCode::NOT_MODIFIED.into_response();
+        response.headers_mut().reserve(RESPONSE_HEADERS);
+        value_headers(response.headers_mut(), &formatted);
+        return Ok(response);
     }
-    value_headers(response.headers_mut(), formatted);
+    // The stored bytes are shared, not copied; the headers come whole from the cache.
+    let mut response = Response::new(Body::from(value.payload.clone()));
+    *response.headers_mut() = formatted.ok.clone();
     Ok(response)
 }
 
-/// Headers of a value's answer: Content-Type, ETag, Last-Modified, Cache-Control, the
-/// sandbox layer's Content-Security-Policy and X-Content-Type-Options (`edge.rs`), and the
-/// Content-Length axum adds.
+/// Headers of a 201, 204 or 304 answer: ETag, Last-Modified, Cache-Control, and the sandbox
+/// layer's Content-Security-Policy and X-Content-Type-Options (`edge.rs`), with room to spare
+/// for Location and Content-Length.
 const RESPONSE_HEADERS: usize = 8;
 
-/// ETag, Last-Modified and Cache-Control of a value (on 200, 304, 201 and 204), from the
+/// ETag, Last-Modified and Cache-Control of a value (on 304, 201 and 204), from the
 /// per-version cache of formatted headers.
-fn value_headers(headers: &mut HeaderMap, formatted: headers::ValueHeaders) {
-    headers.insert(ETAG, formatted.etag);
-    headers.insert(LAST_MODIFIED, formatted.last_modified);
-    headers.insert(CACHE_CONTROL, HeaderValue::from_static(CACHE_POLICY));
+fn value_headers(headers: &mut HeaderMap, formatted: &headers::ValueHeaders) {
+    headers.insert(ETAG, formatted.etag.clone());
+    headers.insert(LAST_MODIFIED, formatted.last_modified.clone());
+    headers.insert(
+        CACHE_CONTROL,
+        HeaderValue::from_static(headers::CACHE_POLICY),
+    );
 }
 
 /// `If-Modified-Since`: `Some(false)` when the value has not changed since the given date
@@ -387,7 +384,7 @@ async fn put(
         Some(WriteOutcome::Created(v)) => {
             let mut r = StatusCode::CREATED.into_response();
             r.headers_mut().reserve(RESPONSE_HEADERS);
-            value_headers(r.headers_mut(), headers::of(&v));
+            value_headers(r.headers_mut(), &headers::of(&v));
             if let Ok(location) = HeaderValue::from_str(path) {
                 r.headers_mut().insert(LOCATION, location);
             }
@@ -396,7 +393,7 @@ async fn put(
         Some(WriteOutcome::Replaced(v)) => {
             let mut r = StatusCode::NO_CONTENT.into_response();
             r.headers_mut().reserve(RESPONSE_HEADERS);
-            value_headers(r.headers_mut(), headers::of(&v));
+            value_headers(r.headers_mut(), &headers::of(&v));
             Ok(r)
         }
         Some(WriteOutcome::Cleared { .. }) | None => Ok(StatusCode::NO_CONTENT.into_response()),

@@ -23,7 +23,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ConnectInfo;
-use axum::Router;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use parking_lot::RwLock;
 use rustls_pki_types::pem::PemObject;
@@ -42,7 +41,7 @@ use crate::reload::Reload;
 use crate::shutdown::Shutdown;
 
 mod serve;
-pub use serve::{serve_http, ConnSlot, HttpGuard};
+pub use serve::{serve_http, ConnSlot, HttpGuard, HttpService};
 
 /// Why the TLS files could not be used. Every variant names the file.
 #[derive(Debug, thiserror::Error)]

@@ -20,9 +20,9 @@ pub struct HttpGuard {
 }
 
 /// An admitted connection's place under `[limits]`, shared: the connection's task holds it,
-/// and every request carries a clone in its extensions, so a request upgraded to MQTT over
-/// WebSocket takes one into its MQTT session and the place stays taken until that session
-/// ends — not only until hyper hands the upgraded socket over.
+/// and every request hyper can upgrade carries a clone in its extensions, so a request
+/// upgraded to MQTT over WebSocket takes one into its MQTT session and the place stays taken
+/// until that session ends — not only until hyper hands the upgraded socket over.
 #[derive(Debug, Clone)]
 pub struct ConnSlot {
     /// Held for its `Drop`: the place is freed when the last clone goes.
@@ -40,14 +40,16 @@ pub struct ConnSlot {
 /// request carries `ConnectInfo<SocketAddr>`; over TLS also [`TlsPeer`] and, with a
 /// verified client certificate, [`TlsIdentity`]. On shutdown, connections finish their
 /// requests and close.
-pub async fn serve_http(
+pub async fn serve_http<S>(
     listener: TcpListener,
-    router: Router,
+    router: S,
     tls: Option<Arc<Tls>>,
     guard: HttpGuard,
     mut shutdown: Shutdown,
     what: &'static str,
-) {
+) where
+    S: HttpService,
+{
     // Refused connections answered at once; beyond that many, they are closed unanswered
     // so a flood of refused connections cannot pile up tasks.
     let answering = Arc::new(Semaphore::new(MAX_REFUSALS_ANSWERING));
@@ -231,6 +233,28 @@ where
     .await;
 }
 
+/// What [`serve_http`] serves: an [`axum::Router`], or the HTTP front-end
+/// ([`crate::http::App`]), cloned and called once per request.
+pub trait HttpService:
+    tower::Service<
+        axum::extract::Request,
+        Response = axum::response::Response,
+        Error = Infallible,
+        Future: Send + 'static,
+    > + Clone
+    + Send
+    + Sync
+    + 'static
+{
+    /// Give the handlers of `request` (served by this clone) the client's address: by
+    /// default as the [`ConnectInfo`] request extension, which axum's extractor reads.
+    fn connect_info(&mut self, request: &mut axum::extract::Request, peer: SocketAddr) {
+        request.extensions_mut().insert(ConnectInfo(peer));
+    }
+}
+
+impl HttpService for axum::Router {}
+
 /// What the accept loop knows of an admitted connection, handed to every request in it.
 struct Admitted {
     /// The client's address (`ConnectInfo`).
@@ -247,14 +271,15 @@ struct Admitted {
 
 /// Serve HTTP (1 or 2, with upgrades) on one admitted connection until it ends or
 /// shutdown lets its requests finish.
-async fn serve_connection<IO>(
+async fn serve_connection<IO, S>(
     stream: IO,
-    router: Router,
+    router: S,
     conn: Admitted,
     mut shutdown: Shutdown,
     what: &'static str,
 ) where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    S: HttpService,
 {
     let Admitted {
         peer,
@@ -267,18 +292,24 @@ async fn serve_connection<IO>(
         hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
             // Every body must keep arriving (`[http] body_timeout_secs`); see
             // `crate::limits::deadline`.
-            let mut request =
-                request.map(|body| crate::limits::deadline::Deadline::new(body, body_deadline));
+            let mut request = request.map(|body| {
+                axum::body::Body::new(crate::limits::deadline::Deadline::new(body, body_deadline))
+            });
             let extensions = request.extensions_mut();
-            extensions.insert(ConnectInfo(peer));
-            extensions.insert(slot.clone());
+            // Only a request hyper can upgrade can take the connection's place into an MQTT
+            // session; any other leaves it with the connection, and costs no extension
+            // (a boxed value, hashed in and dropped) on every request.
+            if extensions.get::<hyper::upgrade::OnUpgrade>().is_some() {
+                extensions.insert(slot.clone());
+            }
             if let Some(tls_peer) = &tls_peer {
                 if let Some(id) = &tls_peer.identity {
                     extensions.insert(TlsIdentity(id.clone()));
                 }
                 extensions.insert(tls_peer.clone());
             }
-            let router = router.clone();
+            let mut router = router.clone();
+            router.connect_info(&mut request, peer);
             async move {
                 Ok::<_, Infallible>(
                     tower::ServiceExt::oneshot(router, request)

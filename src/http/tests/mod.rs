@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::response::Response;
-use axum::Router;
+
 use bytes::Bytes;
 use http::header::{
     ACCEPT, ALLOW, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, ETAG, IF_MATCH, IF_MODIFIED_SINCE,
@@ -39,7 +39,7 @@ use sse::{next_event, sse_request};
 /// A router over a fresh in-memory broker.
 struct Harness {
     /// The router under test.
-    app: Router,
+    app: super::App,
     /// The broker behind it, to check what a request did.
     broker: Arc<Broker>,
     /// Kept alive so SSE streams do not see the gateway stop.

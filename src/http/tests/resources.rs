@@ -68,6 +68,52 @@ async fn rfc9110_9_3_2_head_is_get_without_body() {
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
 }
 
+/// The header set of a value's 200 (built once per version and cloned whole, `headers.rs`)
+/// is the same for GET and HEAD and follows each new version.
+#[tokio::test]
+async fn rfc9110_9_3_2_get_and_head_carry_every_header_of_the_current_version() {
+    let h = harness();
+    for (body, ct) in [("hello", "text/plain"), ("{\"a\":12}", "application/json")] {
+        let put = h
+            .send(
+                req(Method::PUT, "/resources/v")
+                    .header(CONTENT_TYPE, ct)
+                    .body(Body::from(body))
+                    .expect("request"),
+            )
+            .await;
+        let tag = etag(&put);
+        let get = h.call(Method::GET, "/resources/v", "").await;
+        let head = h.call(Method::HEAD, "/resources/v", "").await;
+        for r in [&get, &head] {
+            assert_eq!(r.status(), StatusCode::OK);
+            let names: Vec<_> = r.headers().keys().map(|k| k.as_str()).collect();
+            assert_eq!(
+                names,
+                [
+                    "content-type",
+                    "content-length",
+                    "etag",
+                    "last-modified",
+                    "cache-control",
+                    "content-security-policy",
+                    "x-content-type-options"
+                ],
+                "one of each, nothing else"
+            );
+            assert_eq!(r.headers()[CONTENT_TYPE], ct);
+            assert_eq!(r.headers()[CONTENT_LENGTH], body.len().to_string().as_str());
+            assert_eq!(etag(r), tag);
+            assert_eq!(r.headers()[http::header::CACHE_CONTROL], "no-cache");
+            assert_eq!(r.headers()["content-security-policy"], "sandbox");
+            assert_eq!(r.headers()["x-content-type-options"], "nosniff");
+            assert!(r.headers().contains_key(LAST_MODIFIED));
+        }
+        assert_eq!(body_of(get).await, body);
+        assert!(body_of(head).await.is_empty());
+    }
+}
+
 #[tokio::test]
 async fn rfc9110_13_1_2_if_none_match_matching_get_is_304() {
     let h = harness();
