@@ -444,11 +444,7 @@ impl Endpoint {
             self.end_observations(now, resource, response);
             return;
         }
-        let keys: Vec<ObserverKey> = self
-            .by_resource
-            .get(resource)
-            .map(|set| set.iter().cloned().collect())
-            .unwrap_or_default();
+        let keys = self.observers_of(resource);
         for key in keys {
             let Some(observer) = self.observers.get_mut(&key) else {
                 continue;
@@ -471,15 +467,19 @@ impl Endpoint {
         self.dispatch(now);
     }
 
+    /// The observers of `resource` now (a copy: answering one may end it).
+    fn observers_of(&self, resource: &str) -> Vec<ObserverKey> {
+        self.by_resource
+            .get(resource)
+            .map(|set| set.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
     /// Sends `response` (normally a non-2.xx such as 4.04 after DELETE)
     /// without Observe option to every observer of `resource` and removes
     /// them (RFC 7641 §3.2), emitting [`Event::ObservationEnded`] for each.
     pub fn end_observations(&mut self, now: Instant, resource: &str, response: Response) {
-        let keys: Vec<ObserverKey> = self
-            .by_resource
-            .get(resource)
-            .map(|set| set.iter().cloned().collect())
-            .unwrap_or_default();
+        let keys = self.observers_of(resource);
         for key in keys {
             self.end_one(now, &key, response.clone());
         }
