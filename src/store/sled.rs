@@ -45,6 +45,9 @@ pub struct SledStore {
     pending: HashMap<TopicName, RetainedOp>,
     /// When the last checkpoint was.
     checkpointed_at: Instant,
+    /// When a checkpoint last failed, while none has succeeded since (retried after
+    /// [`CHECKPOINT_EVERY`], not on every batch).
+    checkpoint_failed: Option<Instant>,
 }
 
 impl std::fmt::Debug for SledStore {
@@ -109,6 +112,7 @@ impl SledStore {
             wal,
             pending: HashMap::new(),
             checkpointed_at: Instant::now(),
+            checkpoint_failed: None,
         };
         if let Some(last) = last {
             // What was acknowledged after the last checkpoint, before a crash (or a stop
@@ -139,17 +143,33 @@ impl Store for SledStore {
 
     fn apply(&mut self, ops: &[RetainedOp]) -> Result<(), StoreError> {
         self.wal.append(ops)?;
+        // Durable from here on: whatever the checkpoint does, the batch is applied.
         for op in ops {
             let topic = match op {
                 RetainedOp::Put(t, _) | RetainedOp::Delete(t) => t.clone(),
             };
             self.pending.insert(topic, op.clone());
         }
-        if self.checkpointed_at.elapsed() >= CHECKPOINT_EVERY
+        let due = self.checkpointed_at.elapsed() >= CHECKPOINT_EVERY
             || self.pending.len() >= CHECKPOINT_TOPICS
-            || self.wal.len() >= CHECKPOINT_BYTES
-        {
-            self.checkpoint()?;
+            || self.wal.len() >= CHECKPOINT_BYTES;
+        let retry = self
+            .checkpoint_failed
+            .is_none_or(|at| at.elapsed() >= CHECKPOINT_EVERY);
+        if due && retry {
+            match self.checkpoint() {
+                Ok(()) => {
+                    if self.checkpoint_failed.take().is_some() {
+                        tracing::info!("retained checkpoints into sled succeed again");
+                    }
+                }
+                Err(e) => {
+                    // The log still holds every write: nothing is lost, the log grows
+                    // until a checkpoint succeeds (tried again every CHECKPOINT_EVERY).
+                    tracing::error!(error = %e, pending = self.pending.len(), "retained checkpoint into sled failed; the write-ahead log keeps the writes");
+                    self.checkpoint_failed = Some(Instant::now());
+                }
+            }
         }
         Ok(())
     }
@@ -161,16 +181,22 @@ impl Store for SledStore {
 }
 
 impl SledStore {
-    /// Move the pending writes into the tree and start a new log generation.
+    /// Move the pending writes into the tree. In this order, so that a failure or a crash
+    /// at any step loses nothing: writes go to a new log generation first (none may land
+    /// in one marked checkpointed); then the tree gets every pending op, marked with the
+    /// last generation they came from, and is flushed; only then are the ops dropped from
+    /// memory and the generations' files deleted. A failed checkpoint keeps `pending` (the
+    /// next one writes it all, marked with a later generation).
     fn checkpoint(&mut self) -> Result<(), StoreError> {
         self.checkpointed_at = Instant::now();
         if self.pending.is_empty() {
             return Ok(());
         }
         let generation = self.wal.generation();
-        let ops: Vec<RetainedOp> = self.pending.drain().map(|(_, op)| op).collect();
-        self.write_tree(ops.into_iter(), generation)?;
-        self.wal.rotate(generation)
+        self.wal.start_next()?;
+        self.write_tree(self.pending.values().cloned(), generation)?;
+        self.pending.clear();
+        self.wal.forget(generation)
     }
 
     /// Apply `ops` to the tree, then record `generation` as checkpointed, and flush: sled
