@@ -171,6 +171,8 @@ pub struct Lane {
 
 /// Most writes in one log message (a position has [`position::SLOTS`] per message).
 const BATCH_MAX: usize = 1000;
+// Each write of a batch needs a position of its own (`envelope::entries` refuses more).
+const _: () = assert!(BATCH_MAX as u64 <= position::SLOTS);
 
 /// Most envelope bytes in one log message: well under NATS's default `max_payload` (1 MiB),
 /// and small enough that a batch never holds a large write back (a write this large or
