@@ -80,7 +80,7 @@ impl Broker {
 
     /// Queue `message` to one matched subscriber (a persistent session's QoS 1/2 copy is
     /// made durable first; with `durable`, its receipt goes there). Returns whether it was
-    /// queued.
+    /// queued; a delivery the mailbox refused is counted in `dropped`.
     pub(super) fn push_matched(
         &self,
         message: &Arc<Message>,
@@ -90,15 +90,37 @@ impl Broker {
         durable: Option<&mut Vec<Receipt>>,
         route: Route,
     ) -> bool {
+        match self.offer_matched(message, sequence, m, registered, durable, route) {
+            Some(PushOutcome::Queued | PushOutcome::ReplacedOldest) => true,
+            Some(PushOutcome::Dropped | PushOutcome::Overflowed) => {
+                self.metrics.dropped.fetch_add(1, Ordering::Relaxed);
+                false
+            }
+            Some(PushOutcome::SkippedOffline) | None => false,
+        }
+    }
+
+    /// [`Broker::push_matched`] without counting: what the mailbox answered (`None`: not
+    /// pushed at all, as for an own message heard back, or counted as queued, as for a
+    /// tracked session's local message the log will bring).
+    pub(super) fn offer_matched(
+        &self,
+        message: &Arc<Message>,
+        sequence: Option<Seq>,
+        m: Matched,
+        registered: Option<&Registered<'_>>,
+        durable: Option<&mut Vec<Receipt>>,
+        route: Route,
+    ) -> Option<PushOutcome> {
         // Only a cluster keeps sessions in the log: a single node pays one branch.
         let track = registered
             .filter(|_| self.logged)
             .and_then(|r| r.track(m.mailbox.id()));
         match (route, track) {
             // Hearing the log brings it, in log order: counted as queued.
-            (Route::Local, Some(_)) if sequence.is_some() => return true,
+            (Route::Local, Some(_)) if sequence.is_some() => return Some(PushOutcome::Queued),
             // Everyone else had it when it was published here.
-            (Route::HeardOwn, None) => return false,
+            (Route::HeardOwn, None) => return None,
             _ => {}
         }
         let d = Delivery {
@@ -121,14 +143,7 @@ impl Broker {
                 outcome
             }
         };
-        match outcome {
-            PushOutcome::Queued | PushOutcome::ReplacedOldest => true,
-            PushOutcome::SkippedOffline => false,
-            PushOutcome::Dropped | PushOutcome::Overflowed => {
-                self.metrics.dropped.fetch_add(1, Ordering::Relaxed);
-                false
-            }
-        }
+        Some(outcome)
     }
 
     /// Push a delivery into the mailbox of a persistent session kept in the cluster's log

@@ -468,7 +468,10 @@ impl Broker {
 
     /// A message of a cluster-wide shared group, fetched by this node for `member`
     /// (cluster mode; the backbone picked the member): queued like a fan-out delivery at
-    /// min(published QoS, granted). Returns whether it was queued.
+    /// min(published QoS, granted). Returns whether it was queued (an expired message
+    /// counts as taken: nobody else should get it). A refusal is not counted here: the
+    /// backbone offers the message to the group's other local members, and counts it with
+    /// [`Broker::drop_shared`] only if it is finally dropped.
     pub fn deliver_shared(
         &self,
         message: &Arc<Message>,
@@ -491,7 +494,7 @@ impl Broker {
             .durable
             .as_deref()
             .and_then(DurableSessions::registered);
-        let queued = self.push_matched(
+        let outcome = self.offer_matched(
             message,
             sequence,
             matched,
@@ -499,10 +502,21 @@ impl Broker {
             None,
             Route::Other,
         );
+        let queued = matches!(
+            outcome,
+            Some(mailbox::PushOutcome::Queued | mailbox::PushOutcome::ReplacedOldest)
+        );
         if queued {
             self.metrics.delivered.fetch_add(1, Ordering::Relaxed);
         }
         queued
+    }
+
+    /// A shared group's message no local member could take, dropped (not offered again:
+    /// part of its log message was delivered): counted as a full mailbox's drop is on a
+    /// single node, where the one member picked refusing it drops it.
+    pub fn drop_shared(&self) {
+        self.metrics.dropped.fetch_add(1, Ordering::Relaxed);
     }
 
     /// The retained values, for a clustered backbone keeping this node's mirror of the

@@ -22,7 +22,8 @@
 //!
 //! A log message may carry a run of writes to one subject instead (a batch, made by the
 //! lane under load, see [`super::position`]): `0xB0 | count u16 | count × (envelope
-//! u32+bytes)`. The first byte tells the two apart (an envelope starts with its version).
+//! u32+bytes)`, 1 ≤ count ≤ 1,024 (one position each). The first byte tells the two apart
+//! (an envelope starts with its version).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -259,9 +260,14 @@ pub fn batch_len(entries: usize, body_bytes: usize) -> usize {
     3 + 4 * entries + body_bytes
 }
 
-/// One log message carrying several encoded envelopes, in order (at most `u16::MAX`).
+/// One log message carrying several encoded envelopes, in order (at most
+/// [`super::position::SLOTS`]: each needs a position of its own).
 pub fn encode_batch<'a>(envelopes: impl ExactSizeIterator<Item = &'a Bytes> + Clone) -> Bytes {
     let n = envelopes.len();
+    debug_assert!(
+        n as u64 <= super::position::SLOTS,
+        "a batch of {n} writes has more than a log message's positions"
+    );
     let total: usize = envelopes.clone().map(Bytes::len).sum();
     let mut out = BytesMut::with_capacity(batch_len(n, total));
     out.put_u8(BATCH);
@@ -273,7 +279,9 @@ pub fn encode_batch<'a>(envelopes: impl ExactSizeIterator<Item = &'a Bytes> + Cl
 }
 
 /// The encoded envelopes a log message carries, in order: itself, or a batch's entries
-/// (slices of `body`, not copies). A malformed batch yields one error and ends.
+/// (slices of `body`, not copies). A malformed batch yields one error and ends; so does
+/// one of more entries than a log message has positions ([`super::position::SLOTS`]),
+/// whose later entries would otherwise take the positions of its first ones.
 pub fn entries(body: &Bytes) -> Entries {
     Entries {
         body: body.clone(),
@@ -308,6 +316,11 @@ impl Entries {
                 let n = r.u16()?;
                 if n == 0 {
                     return Err(EnvelopeError("empty batch"));
+                }
+                if u64::from(n) > super::position::SLOTS {
+                    return Err(EnvelopeError(
+                        "more entries than a log message has positions",
+                    ));
                 }
                 self.at = r.at();
                 n
@@ -387,6 +400,27 @@ mod tests {
                 "{bad:?}: at most one entry before the error"
             );
         }
+    }
+
+    #[test]
+    fn a_batch_of_more_entries_than_positions_is_refused() {
+        let one = Bytes::from_static(b"x");
+        let fits = encode_batch(
+            std::iter::repeat_n(&one, 1024)
+                .collect::<Vec<_>>()
+                .into_iter(),
+        );
+        assert_eq!(entries(&fits).filter(Result::is_ok).count(), 1024);
+        // 1,025 well-formed entries: one error, nothing delivered at a wrapped position.
+        let mut body = BytesMut::new();
+        body.put_u8(BATCH);
+        body.put_u16(1025);
+        for _ in 0..1025 {
+            put_bytes(&mut body, &one);
+        }
+        let got: Vec<_> = entries(&body.freeze()).collect();
+        assert_eq!(got.len(), 1);
+        assert!(got[0].is_err());
     }
     use proptest::prelude::*;
 

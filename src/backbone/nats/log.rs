@@ -171,6 +171,8 @@ pub struct Lane {
 
 /// Most writes in one log message (a position has [`position::SLOTS`] per message).
 const BATCH_MAX: usize = 1000;
+// Each write of a batch needs a position of its own (`envelope::entries` refuses more).
+const _: () = assert!(BATCH_MAX as u64 <= position::SLOTS);
 
 /// Most envelope bytes in one log message: well under NATS's default `max_payload` (1 MiB),
 /// and small enough that a batch never holds a large write back (a write this large or
@@ -534,41 +536,20 @@ impl Lane {
         let mut headers = HeaderMap::new();
         headers.insert(NODE_HEADER, self.inner.node.as_str());
         let subject = self.inner.subject(&jobs[0].key);
-        let deadline = jobs.iter().map(|j| j.deadline).min();
         match self
             .inner
             .js
             .publish_with_headers(subject, headers, body)
             .await
         {
-            Ok(ack) => self.inflight.push(Box::pin(async move {
-                let until = deadline
-                    .unwrap_or_else(tokio::time::Instant::now)
-                    .max(tokio::time::Instant::now() + MIN_ACK_WAIT);
-                match tokio::time::timeout_at(until, ack).await {
-                    Ok(Ok(a)) => {
-                        for (i, job) in jobs.into_iter().enumerate() {
-                            let _ = job.reply.send(Ok(Committed {
-                                retained: None,
-                                sequence: position::at(a.sequence, i),
-                            }));
-                        }
-                    }
-                    Ok(Err(e)) => {
-                        for job in jobs {
-                            let _ = job.reply.send(Err(unavailable(&e)));
-                        }
-                    }
-                    Err(_) => {
-                        for job in jobs {
-                            let _ = job.reply.send(Err(unavailable(
-                                "JetStream did not acknowledge the write in time ([cluster] timeout_secs)",
-                            )));
-                        }
-                    }
-                }
-                Step::Logged
-            })),
+            Ok(ack) => {
+                let waiting = jobs.into_iter().map(|j| (j.deadline, j.reply)).collect();
+                let ack = async move { ack.await.map(|a| a.sequence) };
+                self.inflight.push(Box::pin(async move {
+                    answer_batch(waiting, ack).await;
+                    Step::Logged
+                }));
+            }
             Err(e) => {
                 for job in jobs {
                     let _ = job.reply.send(Err(unavailable(&e)));
@@ -649,5 +630,107 @@ impl Lane {
                 Some(job) => self.log(job, None, 0).await,
             }
         }
+    }
+}
+
+/// Answer a batch's writes (`(deadline, reply)`, in batch order) from its one PubAck
+/// (`ack`: the log message's stream sequence). The PubAck is awaited until the latest
+/// write's deadline, each write being refused at its own (but given at least
+/// [`MIN_ACK_WAIT`] from now, as a single write is); a write is either acknowledged with
+/// its position after the PubAck or refused, never both. Why: waiting only until the
+/// earliest deadline let one write that had queued long cut the wait of every fresh write
+/// of its batch to `MIN_ACK_WAIT`, refusing them although the log stored them.
+async fn answer_batch<E: std::fmt::Display>(
+    writes: Vec<(tokio::time::Instant, Reply)>,
+    ack: impl std::future::Future<Output = Result<u64, E>>,
+) {
+    let floor = tokio::time::Instant::now() + MIN_ACK_WAIT;
+    // Latest deadline first: the next to refuse is the last.
+    let mut waiting: Vec<(usize, tokio::time::Instant, Reply)> = writes
+        .into_iter()
+        .enumerate()
+        .map(|(i, (deadline, reply))| (i, deadline.max(floor), reply))
+        .collect();
+    waiting.sort_by_key(|w| std::cmp::Reverse(w.1));
+    tokio::pin!(ack);
+    while let Some(&(_, until, _)) = waiting.last() {
+        match tokio::time::timeout_at(until, &mut ack).await {
+            Ok(Ok(sequence)) => {
+                for (i, _, reply) in waiting {
+                    let _ = reply.send(Ok(Committed {
+                        retained: None,
+                        sequence: position::at(sequence, i),
+                    }));
+                }
+                return;
+            }
+            Ok(Err(e)) => {
+                for (_, _, reply) in waiting {
+                    let _ = reply.send(Err(unavailable(&e)));
+                }
+                return;
+            }
+            Err(_) => {
+                let now = tokio::time::Instant::now();
+                while let Some((_, _, reply)) = waiting.pop_if(|w| w.1 <= now) {
+                    let _ = reply.send(Err(unavailable(
+                        "JetStream did not acknowledge the write in time ([cluster] timeout_secs)",
+                    )));
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_batch_refuses_each_write_at_its_own_deadline_only() {
+        let now = tokio::time::Instant::now();
+        let (old_tx, mut old_rx) = oneshot::channel();
+        let (fresh_tx, mut fresh_rx) = oneshot::channel();
+        let (late_tx, mut late_rx) = oneshot::channel();
+        // A write that queued long (its deadline is near) before two fresh ones; the
+        // PubAck (stream sequence 7) comes after the old one's deadline.
+        let writes = vec![
+            (now + Duration::from_millis(100), old_tx),
+            (now + Duration::from_secs(10), fresh_tx),
+            (now + Duration::from_secs(5), late_tx),
+        ];
+        let ack = async {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            Ok::<u64, String>(7)
+        };
+        answer_batch(writes, ack).await;
+        assert!(
+            matches!(old_rx.try_recv(), Ok(Err(_))),
+            "refused at its deadline (at least MIN_ACK_WAIT)"
+        );
+        let fresh = fresh_rx.try_recv().ok().and_then(Result::ok);
+        assert_eq!(
+            fresh.and_then(|c| c.sequence),
+            position::at(7, 1),
+            "acknowledged with its own position"
+        );
+        let late = late_rx.try_recv().ok().and_then(Result::ok);
+        assert_eq!(late.and_then(|c| c.sequence), position::at(7, 2));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_batch_whose_ack_never_comes_is_refused_by_the_latest_deadline() {
+        let now = tokio::time::Instant::now();
+        let (a_tx, mut a_rx) = oneshot::channel();
+        let (b_tx, mut b_rx) = oneshot::channel();
+        let writes = vec![
+            (now + Duration::from_secs(1), a_tx),
+            (now + Duration::from_secs(3), b_tx),
+        ];
+        answer_batch(writes, std::future::pending::<Result<u64, String>>()).await;
+        assert_eq!(tokio::time::Instant::now(), now + Duration::from_secs(3));
+        assert!(matches!(a_rx.try_recv(), Ok(Err(_))));
+        assert!(matches!(b_rx.try_recv(), Ok(Err(_))));
     }
 }

@@ -2,9 +2,12 @@
 //!
 //! Each (group, filter) is one durable JetStream pull consumer on the log, named from a
 //! hash of both and shared by every node that has members of the group: JetStream hands
-//! each message to exactly one of the nodes pulling, and that node gives it to one of its
-//! local members (round-robin), then acknowledges it. A node without a usable member
-//! (they left meanwhile, or the mailbox refused) naks it, so another node gets it. Local
+//! each message to exactly one of the nodes pulling, and that node gives each write it
+//! carries to one of its local members (round-robin; a member that refuses, the next one),
+//! then acknowledges it. A node none of whose members could take the message's first write
+//! (they left meanwhile, or their mailboxes refused) naks it, so another node gets it; once
+//! a write of the message is delivered, it is acknowledged and a later write no member
+//! could take is dropped and counted, never offered again ([`settle`]). Local
 //! fan-out never sees these groups in a cluster (they are not in the subscription trie).
 //! A new consumer starts after the last message this node had heard when its first
 //! member joined (so a message acknowledged after the SUBACK is never missed while the
@@ -35,12 +38,14 @@ const MAX_ACK_PENDING: i64 = 1024;
 /// How soon a message naked by one node is offered again.
 const NAK_DELAY: Duration = Duration::from_millis(100);
 
+/// A local member of a group, with its subscription's options.
+type Member = (Arc<Mailbox>, SubOptions);
+
 /// One group on one filter, on this node.
 struct Group {
-    /// Local members, in subscription order, with their options.
-    members: Vec<(Arc<Mailbox>, SubOptions)>,
-    /// Round-robin cursor.
-    next: usize,
+    /// Local members, in subscription order, with their options (copied on change, so
+    /// the pulling task takes them for each write without holding the lock).
+    members: Arc<Vec<Member>>,
     /// The task pulling from the group's consumer.
     task: JoinHandle<()>,
 }
@@ -63,11 +68,12 @@ pub(crate) fn join(
     let key = (group.to_owned(), filter.as_str().to_owned());
     let mut map = inner.shared.map.lock();
     if let Some(g) = map.get_mut(&key) {
-        if let Some(m) = g.members.iter_mut().find(|(m, _)| m.id() == member.id()) {
+        let members = Arc::make_mut(&mut g.members);
+        if let Some(m) = members.iter_mut().find(|(m, _)| m.id() == member.id()) {
             m.1 = opts;
             return true;
         }
-        g.members.push((member.clone(), opts));
+        members.push((member.clone(), opts));
         return false;
     }
     // Messages from the next one this node has not heard yet: nothing acknowledged to a
@@ -84,8 +90,7 @@ pub(crate) fn join(
     map.insert(
         key,
         Group {
-            members: vec![(member.clone(), opts)],
-            next: 0,
+            members: Arc::new(vec![(member.clone(), opts)]),
             task,
         },
     );
@@ -101,7 +106,7 @@ impl Groups {
             return false;
         };
         let before = g.members.len();
-        g.members.retain(|(m, _)| m.id() != mailbox_id);
+        Arc::make_mut(&mut g.members).retain(|(m, _)| m.id() != mailbox_id);
         let left = g.members.len() < before;
         if g.members.is_empty() {
             if let Some(g) = map.remove(&key) {
@@ -111,16 +116,12 @@ impl Groups {
         left
     }
 
-    /// The next local member of a group (round-robin), if any.
-    fn pick(&self, group: &str, filter: &str) -> Option<(Arc<Mailbox>, SubOptions)> {
-        let mut map = self.map.lock();
-        let g = map.get_mut(&(group.to_owned(), filter.to_owned()))?;
-        if g.members.is_empty() {
-            return None;
-        }
-        let i = g.next % g.members.len();
-        g.next = g.next.wrapping_add(1);
-        Some(g.members[i].clone())
+    /// A group's local members now (none if the group is gone here).
+    fn members(&self, key: &(String, String)) -> Arc<Vec<Member>> {
+        self.map
+            .lock()
+            .get(key)
+            .map_or_else(Default::default, |g| g.members.clone())
     }
 
     /// Stop every group's pulling (shutdown).
@@ -212,49 +213,109 @@ async fn consume_once(
         .messages()
         .await
         .map_err(|e| format!("consumer {name}: {e}"))?;
+    let key = (group.to_owned(), filter.as_str().to_owned());
+    // Round-robin cursor over the local members (only this task uses it).
+    let mut next = 0usize;
     while let Some(m) = messages.next().await {
         let m = m.map_err(|e| e.to_string())?;
         let seq = m.info().ok().map(|i| i.stream_sequence);
-        // Each write of the message (a batch carries several) to one member; the message
-        // is acknowledged when every write found one, else offered again (to this or
-        // another node) a moment later.
-        let mut delivered = true;
-        for (i, entry) in envelope::entries(&m.payload).enumerate() {
-            let decoded = entry
-                .map_err(|e| e.to_string())
-                .and_then(|e| hear::decode_message(inner, m.subject.as_str(), &e));
-            let message = match decoded {
-                Ok((message, _, _)) => message,
-                Err(e) => {
-                    tracing::warn!(subject = %m.subject, entry = i, error = %e, "shared group: log message not understood; skipped");
-                    continue;
+        let broker = inner.broker();
+        // The message's writes (a batch carries several) this group wants.
+        let writes = envelope::entries(&m.payload)
+            .enumerate()
+            .filter_map(|(i, entry)| {
+                let decoded = entry
+                    .map_err(|e| e.to_string())
+                    .and_then(|e| hear::decode_message(inner, m.subject.as_str(), &e));
+                match decoded {
+                    // Hashed long topics and long filters are matched broadly by NATS:
+                    // check here.
+                    Ok((message, _, _)) => filter
+                        .matches(&message.topic)
+                        .then(|| (seq.and_then(|s| position::at(s, i)), Arc::new(message))),
+                    Err(e) => {
+                        tracing::warn!(subject = %m.subject, entry = i, error = %e, "shared group: log message not understood; skipped");
+                        None
+                    }
                 }
+            });
+        let settled = settle(writes, |(sequence, message)| {
+            let Some(broker) = &broker else {
+                return false;
             };
-            // Hashed long topics and long filters are matched broadly by NATS: check here.
-            if !filter.matches(&message.topic) {
-                continue;
-            }
-            let sequence = seq.and_then(|s| position::at(s, i));
-            delivered &= match (inner.broker(), inner.shared.pick(group, filter.as_str())) {
-                (Some(broker), Some((member, opts))) => {
-                    broker.deliver_shared(&Arc::new(message), sequence, &member, opts)
+            let members = inner.shared.members(&key);
+            offer(members.len(), &mut next, |k| {
+                let (member, opts) = &members[k];
+                broker.deliver_shared(message, *sequence, member, *opts)
+            })
+        });
+        let kind = match settled {
+            Settled::Ack { dropped } => {
+                if let Some(broker) = &broker {
+                    for _ in 0..dropped {
+                        broker.drop_shared();
+                    }
                 }
-                _ => false,
-            };
-            if !delivered {
-                break;
+                AckKind::Ack
             }
-        }
-        let kind = if delivered {
-            AckKind::Ack
-        } else {
-            AckKind::Nak(Some(NAK_DELAY))
+            Settled::Nak => AckKind::Nak(Some(NAK_DELAY)),
         };
         if let Err(e) = m.ack_with(kind).await {
             tracing::debug!(error = %e, "shared group: acknowledgement not sent");
         }
     }
     Err("the consumer's messages ended".into())
+}
+
+/// What became of one log message offered to a group's local members.
+#[derive(Debug, PartialEq, Eq)]
+enum Settled {
+    /// Every write was delivered, or `dropped` of them no member could take after an
+    /// earlier one was delivered: acknowledge, never offer it again.
+    Ack { dropped: usize },
+    /// Nothing of it was delivered (its first write was refused by every local member):
+    /// offer it again, to this or another node.
+    Nak,
+}
+
+/// Offer each of a log message's `writes`, in order, with `offer` (true: a member took
+/// it). The first write refused stops it with [`Settled::Nak`] only while nothing was
+/// delivered; after that a refused write is dropped, as a full mailbox drops a `$share`
+/// message on a single node, because a redelivery would give the writes already delivered
+/// again (twice for QoS 0 and QoS 2) and, with a member that keeps refusing, could be
+/// naked forever and stall the group.
+fn settle<W>(writes: impl IntoIterator<Item = W>, mut offer: impl FnMut(&W) -> bool) -> Settled {
+    let mut delivered = false;
+    let mut dropped = 0;
+    for w in writes {
+        if offer(&w) {
+            delivered = true;
+        } else if !delivered {
+            return Settled::Nak;
+        } else {
+            dropped += 1;
+        }
+    }
+    Settled::Ack { dropped }
+}
+
+/// Offer one write to `members` local members, each once, starting at the round-robin
+/// cursor `next`, until `give(member)` takes it. The cursor moves past the member that
+/// took it (or by one if none did). Returns whether one took it.
+fn offer(members: usize, next: &mut usize, mut give: impl FnMut(usize) -> bool) -> bool {
+    if members == 0 {
+        return false;
+    }
+    let start = *next % members;
+    for k in 0..members {
+        let i = (start + k) % members;
+        if give(i) {
+            *next = i + 1;
+            return true;
+        }
+    }
+    *next = start + 1;
+    false
 }
 
 #[cfg(test)]
@@ -269,5 +330,63 @@ mod tests {
         assert!(a
             .bytes()
             .all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'-'));
+    }
+
+    /// Deliver `writes` writes to members whose `takes` say whether they accept anything,
+    /// through the cursor `next`: the verdict and who got which write.
+    fn run(writes: usize, takes: &[bool], next: &mut usize) -> (Settled, Vec<(usize, usize)>) {
+        let mut got = Vec::new();
+        let settled = settle(0..writes, |w| {
+            offer(takes.len(), next, |k| {
+                if takes[k] {
+                    got.push((*w, k));
+                }
+                takes[k]
+            })
+        });
+        (settled, got)
+    }
+
+    #[test]
+    fn mqtt_4_8_2_a_refusing_member_passes_each_write_to_the_next_one() {
+        // A batch of more writes than members, one member refusing everything: each write
+        // goes to the other member, round-robin carries on, and the message is acknowledged
+        // (it was naked forever when a write tried only the member the cursor named).
+        let mut next = 0;
+        let (settled, got) = run(4, &[true, false], &mut next);
+        assert_eq!(settled, Settled::Ack { dropped: 0 });
+        assert_eq!(got, vec![(0, 0), (1, 0), (2, 0), (3, 0)]);
+        // Members that take round-robin still alternate.
+        let (settled, got) = run(4, &[true, true, true], &mut 1);
+        assert_eq!(settled, Settled::Ack { dropped: 0 });
+        assert_eq!(got, vec![(0, 1), (1, 2), (2, 0), (3, 1)]);
+    }
+
+    #[test]
+    fn mqtt_4_8_2_a_batch_partly_delivered_is_never_offered_again() {
+        // The first write goes; then every member refuses: the rest is dropped (counted)
+        // and the message acknowledged, so the first write is never delivered twice.
+        let mut takes = vec![true, true];
+        let mut calls = 0;
+        let settled = settle(0..3, |_| {
+            calls += 1;
+            let ok = offer(2, &mut 0, |k| takes[k]);
+            takes = vec![false, false];
+            ok
+        });
+        assert_eq!(settled, Settled::Ack { dropped: 2 });
+        assert_eq!(calls, 3);
+    }
+
+    #[test]
+    fn mqtt_4_8_2_nothing_delivered_is_naked_for_another_node() {
+        let (settled, got) = run(3, &[false, false], &mut 0);
+        assert_eq!(settled, Settled::Nak);
+        assert!(got.is_empty());
+        // No local member left at all.
+        let (settled, _) = run(1, &[], &mut 0);
+        assert_eq!(settled, Settled::Nak);
+        // Nothing the group wants in the message: acknowledged.
+        assert_eq!(settle(0..0, |_: &i32| false), Settled::Ack { dropped: 0 });
     }
 }

@@ -55,9 +55,7 @@ async fn run(
     let last = info.state.last_sequence;
     let end = position::through(last);
     let first = info.state.first_sequence;
-    // The message holding the first position after `after` (the rest of a batch, or the
-    // next message).
-    let (from, _) = position::split(after.saturating_add(1));
+    let from = first_message_after(after);
     if from < first && after < end {
         // Deleted by the log's retention before the session came back (counted in log
         // messages: a batch deleted counts once).
@@ -201,4 +199,25 @@ pub(super) async fn fetch(
         }
     }
     Ok(out)
+}
+
+/// The log message holding the first position after `after` (the rest of a batch, or the
+/// next message). Stream sequences start at 1: a version 1 record converted at position 0
+/// ("nothing yet") splits to message 0, which would count a message as lost.
+fn first_message_after(after: u64) -> u64 {
+    position::split(after.saturating_add(1)).0.max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_first_message_after_a_position_exists_in_the_log() {
+        // Position 0 (nothing yet): the log's first message, not a lost message 0.
+        assert_eq!(first_message_after(0), 1);
+        // The rest of a batch, then the next message.
+        assert_eq!(first_message_after(position::through(4) - 1), 4);
+        assert_eq!(first_message_after(position::through(4)), 5);
+    }
 }
