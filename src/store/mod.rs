@@ -35,6 +35,15 @@ pub enum RetainedOp {
     Delete(TopicName),
 }
 
+impl RetainedOp {
+    /// The thing the op changes.
+    pub fn topic(&self) -> &TopicName {
+        match self {
+            RetainedOp::Put(t, _) | RetainedOp::Delete(t) => t,
+        }
+    }
+}
+
 /// Why the store failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -145,10 +145,7 @@ impl Store for SledStore {
         self.wal.append(ops)?;
         // Durable from here on: whatever the checkpoint does, the batch is applied.
         for op in ops {
-            let topic = match op {
-                RetainedOp::Put(t, _) | RetainedOp::Delete(t) => t.clone(),
-            };
-            self.pending.insert(topic, op.clone());
+            self.pending.insert(op.topic().clone(), op.clone());
         }
         let due = self.checkpointed_at.elapsed() >= CHECKPOINT_EVERY
             || self.pending.len() >= CHECKPOINT_TOPICS

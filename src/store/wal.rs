@@ -145,24 +145,19 @@ impl Wal {
                 RetainedOp::Put(_, v) => Some(encode_value(v)),
                 RetainedOp::Delete(_) => None,
             };
-            let size = 7 + op_topic(op).as_str().len() + value.as_ref().map_or(0, Vec::len);
+            let size = 7 + op.topic().as_str().len() + value.as_ref().map_or(0, Vec::len);
             if self.buf.len() - record > 8 && self.buf.len() - record - 8 + size > self.record_max {
                 seal(&mut self.buf, record);
                 record = self.buf.len();
                 self.buf.extend_from_slice(&[0; 8]);
             }
-            match (op, value) {
-                (RetainedOp::Put(t, _), Some(value)) => {
-                    self.buf.push(PUT);
-                    put_topic(&mut self.buf, t);
-                    self.buf
-                        .extend_from_slice(&(value.len() as u32).to_be_bytes());
-                    self.buf.extend_from_slice(&value);
-                }
-                (t, _) => {
-                    self.buf.push(DELETE);
-                    put_topic(&mut self.buf, op_topic(t));
-                }
+            // `value` is there exactly for a put.
+            self.buf.push(if value.is_some() { PUT } else { DELETE });
+            put_topic(&mut self.buf, op.topic());
+            if let Some(value) = value {
+                self.buf
+                    .extend_from_slice(&(value.len() as u32).to_be_bytes());
+                self.buf.extend_from_slice(&value);
             }
         }
         seal(&mut self.buf, record);
@@ -244,12 +239,6 @@ fn seal(buf: &mut [u8], at: usize) {
     let crc = crc32fast::hash(body);
     buf[at..at + 4].copy_from_slice(&len.to_be_bytes());
     buf[at + 4..at + 8].copy_from_slice(&crc.to_be_bytes());
-}
-
-fn op_topic(op: &RetainedOp) -> &TopicName {
-    match op {
-        RetainedOp::Put(t, _) | RetainedOp::Delete(t) => t,
-    }
 }
 
 fn put_topic(buf: &mut Vec<u8>, t: &TopicName) {
