@@ -5,7 +5,7 @@
 //! front of it ([`super::wal`]): one append and one sync per batch. The tree gets the
 //! latest op of each topic at a checkpoint (every [`CHECKPOINT_EVERY`], or sooner when much
 //! is pending), with the number of the log generation it covers in `retained_meta`, and
-//! that generation's file is then deleted. Opening the database applies what the log
+//! that generation's file is then retired (recycled as a later one's, or deleted). Opening the database applies what the log
 //! holds beyond the last checkpoint first.
 
 use std::collections::HashMap;
@@ -365,7 +365,16 @@ mod tests {
                 ])
                 .unwrap();
         }
-        let (_, sessions) = SledStore::open_with_sessions(dir.path()).unwrap();
+        // sled releases its lock from its flusher thread, which may still be finishing.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        let sessions = loop {
+            match SledStore::open_with_sessions(dir.path()) {
+                Err(StoreError::Locked { .. }) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(10))
+                }
+                r => break r.unwrap().1,
+            }
+        };
         assert_eq!(
             sessions.load_sessions().unwrap().alive_at,
             Some(t(1_700_000_002_000))

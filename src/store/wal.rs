@@ -1,32 +1,42 @@
 //! The retained values' write-ahead log, in front of sled (`<db>/wal/`).
 //!
-//! A batch of retained writes is durable once its record is written here and the range is
-//! written out (`sync_file_range` on Linux, the sync sled's own `flush` issues; a
-//! `fdatasync` elsewhere): one `write` and one sync per group commit, a few hundred
-//! instructions per write. That survives `kill -9` of the process; it is weaker than an
-//! `fdatasync` against a power cut, as `sync_file_range` does not write out the file's
-//! size: records written since the file system last wrote its metadata may be lost then
-//! (an `fdatasync` per commit measured 2.3× slower on the benchmark machine). sled gets the writes later, in a **checkpoint**: the latest op
-//! of each topic since the last one (a thing written a thousand times is inserted once),
-//! applied and flushed together with the number of the log file it covers; then that
-//! file is deleted. Why: sled's `apply_batch` + `flush` cost ~10k instructions per write
-//! and ~0.27 ms per commit, on the path of every acknowledgement (BENCHMARKS.md, "Why
-//! durable PUTs stay below their targets").
+//! A batch of retained writes is durable once its record is on the disk: one write per
+//! group commit, a few hundred instructions per write. The log's files are **written
+//! before they are used** (zeros, then `fdatasync`, growing by doubling) and **recycled**
+//! (a checkpointed file becomes the next generation's), so a commit overwrites blocks the
+//! file system has already allocated and sized: no block allocation, no change of the
+//! file's size, nothing but the data to write. On Linux the log is opened with
+//! `O_DIRECT`, and a commit is one `pwrite` of the blocks it touches (the last, partial
+//! block rewritten with what it held), which returns once the device has the data;
+//! elsewhere, or where the file system refuses `O_DIRECT`, a buffered write and a
+//! `sync_file_range` (an `fdatasync` off Linux). Either survives `kill -9`, and a power
+//! cut on a device that keeps what it acknowledged; no cache flush is issued per commit,
+//! so a device with a volatile write cache may lose the last commits in a power cut (an
+//! `fdatasync` per commit measured 2.3× slower). sled gets the writes later, in a
+//! **checkpoint**: the latest op of each topic since the last one (a thing written a
+//! thousand times is inserted once), applied and flushed together with the number of the
+//! log file it covers; then that file is kept as the spare for the next generation (or
+//! deleted if one is kept already). Why: sled's `apply_batch` + `flush` cost ~10k
+//! instructions per write and ~0.27 ms per commit, on the path of every acknowledgement
+//! (BENCHMARKS.md, "Why durable PUTs stay below their targets").
 //!
-//! Files are `retained-<generation>.wal`, one generation between two checkpoints. At open,
-//! the generations above the last one checkpointed into sled are read back in order (a
-//! torn record at the end of the newest — a write cut by a crash, never acknowledged — ends
-//! it) and older files are removed.
+//! Files are `retained-<generation>.log`, one generation between two checkpoints, and
+//! `spare.log`. At open, the generations above the last one checkpointed into sled are
+//! read back in order (a torn record at the end of the newest — a write cut by a crash,
+//! never acknowledged — ends it) and older files are removed.
 //!
-//! Records are written at the log's length, never in append mode: a write or sync that
-//! fails leaves the length where it was, so the next record overwrites whatever the failed
-//! one left, and no torn record is ever followed by good ones (replay stops at the first
-//! bad record). A record whose sync failed — refused to its writers — is made unreadable.
+//! Records are written at the log's length: a write that fails leaves the length where it
+//! was, so the next record overwrites whatever the failed one left, and no torn record is
+//! ever followed by good ones (replay stops at the first bad record). A record whose write
+//! failed — refused to its writers — is made unreadable. What follows the last record is
+//! zeros or what a recycled file held before: a record's checksum covers its generation,
+//! so a record of an earlier use of the file never passes for one of this generation, and
+//! a length of 0 ends the log.
 //!
-//! Record: `length u32 | crc32 u32 (of the body) | body`, body = ops, each
-//! `0x01 | topic u16+bytes | value u32+bytes` (a put, value as [`encode_value`]) or
-//! `0x02 | topic u16+bytes` (a delete); integers big-endian. A batch larger than
-//! [`RECORD_MAX`] is written as several records.
+//! Record: `length u32 | crc32 u32 (of the generation, u64, and the body) | body`, body =
+//! ops, each `0x01 | topic u16+bytes | value u32+bytes` (a put, value as
+//! [`encode_value`]) or `0x02 | topic u16+bytes` (a delete); integers big-endian. A batch
+//! larger than [`RECORD_MAX`] is written as several records.
 
 use std::fs::{File, OpenOptions};
 use std::io::Read;
@@ -41,8 +51,19 @@ const DELETE: u8 = 2;
 /// The largest record body: a record's length is a u32, and a batch of 4,096 values of up
 /// to 256 MiB each would not fit one.
 const RECORD_MAX: usize = 1 << 30;
+/// The unit of a direct write: its offset, length and memory are multiples of it (the
+/// logical block size of any common device divides it).
+const BLOCK: usize = 4096;
+/// What a new log file is written to at first; it doubles as records need room.
+const FIRST_SIZE: u64 = 1 << 20;
+/// The most a log file grows by at once (a checkpoint comes at 16 MiB of log anyway).
+const GROW_MAX: u64 = 16 << 20;
+/// A checkpointed file larger than this (a huge batch grew it) is deleted, not kept.
+const SPARE_MAX: u64 = 64 << 20;
+/// The spare file: a checkpointed generation's, to become the next one's.
+const SPARE: &str = "spare.log";
 
-/// The log: the current generation's file, appended to.
+/// The log: the current generation's file, written record after record.
 #[derive(Debug)]
 pub(super) struct Wal {
     /// `<db>/wal`.
@@ -50,11 +71,16 @@ pub(super) struct Wal {
     /// The generation being appended to.
     generation: u64,
     /// Its file, written at `len`.
-    file: File,
-    /// Its length: where the next record starts (written there, and synced from there).
+    log: LogFile,
+    /// Its length: where the next record starts (written there).
     len: u64,
-    /// The record being encoded (reused: no allocation per commit once grown).
+    /// The records being encoded (reused: no allocation per commit once grown).
     buf: Vec<u8>,
+    /// The bytes of the last, partial block (`len` rounded down to [`BLOCK`] up to `len`):
+    /// a direct write rewrites them in front of the next record.
+    tail: Vec<u8>,
+    /// Memory for direct writes, over-allocated so that a [`BLOCK`]-aligned window fits.
+    io: Vec<u8>,
     /// [`RECORD_MAX`] (smaller in tests).
     record_max: usize,
 }
@@ -63,15 +89,29 @@ fn io(what: &str, path: &Path, e: std::io::Error) -> StoreError {
     StoreError::Engine(format!("{what} {}: {e}", path.display()))
 }
 
-fn file_name(generation: u64) -> String {
-    format!("retained-{generation:020}.wal")
+/// How a log file's records are checksummed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Format {
+    /// `retained-<g>.wal`, written by ponte before files were recycled: the checksum
+    /// covers the body alone, and the file ends where the records end. Read, never
+    /// written.
+    Appended,
+    /// `retained-<g>.log`: the checksum covers the generation too.
+    Recycled,
 }
 
-fn generation_of(name: &str) -> Option<u64> {
-    name.strip_prefix("retained-")?
-        .strip_suffix(".wal")?
-        .parse()
-        .ok()
+fn file_name(generation: u64) -> String {
+    format!("retained-{generation:020}.log")
+}
+
+fn parse_name(name: &str) -> Option<(u64, Format)> {
+    let rest = name.strip_prefix("retained-")?;
+    let (g, format) = if let Some(g) = rest.strip_suffix(".log") {
+        (g, Format::Recycled)
+    } else {
+        (rest.strip_suffix(".wal")?, Format::Appended)
+    };
+    Some((g.parse().ok()?, format))
 }
 
 impl Wal {
@@ -87,35 +127,38 @@ impl Wal {
         let mut generations = Vec::new();
         for entry in std::fs::read_dir(dir).map_err(|e| io("cannot list", dir, e))? {
             let entry = entry.map_err(|e| io("cannot list", dir, e))?;
-            if let Some(g) = entry.file_name().to_str().and_then(generation_of) {
-                generations.push(g);
+            if let Some((g, format)) = entry.file_name().to_str().and_then(parse_name) {
+                generations.push((g, format, entry.path()));
             }
         }
-        generations.sort_unstable();
+        generations.sort_unstable_by_key(|&(g, format, _)| (g, format == Format::Recycled));
         let mut ops = Vec::new();
         let mut last = None;
-        for &g in &generations {
-            let path = dir.join(file_name(g));
+        for (g, format, path) in generations {
             if g <= checkpointed {
-                std::fs::remove_file(&path).map_err(|e| io("cannot remove", &path, e))?;
+                retire(dir, &path, format)?;
                 continue;
             }
             let mut bytes = Vec::new();
             File::open(&path)
                 .and_then(|mut f| f.read_to_end(&mut bytes))
                 .map_err(|e| io("cannot read", &path, e))?;
-            read_records(&bytes, &mut ops)?;
+            let salt = (format == Format::Recycled).then_some(g);
+            read_records(&bytes, salt, &mut ops)?;
             last = Some(g);
         }
         let generation = last.unwrap_or(checkpointed).max(checkpointed) + 1;
-        let (file, len) = create(dir, generation)?;
+        let mut io_buf = Vec::new();
+        let log = LogFile::start(dir, generation, &mut io_buf)?;
         Ok((
             Wal {
                 dir: dir.to_path_buf(),
                 generation,
-                file,
-                len,
+                log,
+                len: 0,
                 buf: Vec::new(),
+                tail: Vec::new(),
+                io: io_buf,
                 record_max: RECORD_MAX,
             },
             ops,
@@ -128,17 +171,44 @@ impl Wal {
         self.generation
     }
 
-    /// Bytes in the current generation.
+    /// Bytes of records in the current generation.
     pub(super) fn len(&self) -> u64 {
         self.len
+    }
+
+    fn path(&self) -> PathBuf {
+        self.dir.join(file_name(self.generation))
     }
 
     /// Append `ops` (one record, or several if they are larger than [`RECORD_MAX`]) and
     /// write them out: when this returns `Ok`, they survive a crash of the process. When it
     /// fails, they are not in the log (not replayed at the next start).
     pub(super) fn append(&mut self, ops: &[RetainedOp]) -> Result<(), StoreError> {
+        if ops.is_empty() {
+            return Ok(());
+        }
+        self.encode(ops);
+        if let Err(e) = self.write_records() {
+            // Refused to its writers: none of it may come back at the next start, should
+            // some of it have reached the disk. A length no record can have ends the
+            // replay here (best effort: the disk is failing), and the next record
+            // overwrites it.
+            self.spoil();
+            return Err(io("cannot write to", &self.path(), e));
+        }
+        self.len += self.buf.len() as u64;
+        if self.buf.capacity() > 1 << 20 {
+            // One huge batch should not pin its buffers forever.
+            self.buf = Vec::new();
+            self.io = Vec::new();
+        }
+        Ok(())
+    }
+
+    /// `ops` as records in `buf`.
+    fn encode(&mut self, ops: &[RetainedOp]) {
         self.buf.clear();
-        let mut record = self.buf.len();
+        let mut record = 0;
         self.buf.extend_from_slice(&[0; 8]);
         for op in ops {
             let value = match op {
@@ -147,7 +217,7 @@ impl Wal {
             };
             let size = 7 + op.topic().as_str().len() + value.as_ref().map_or(0, Vec::len);
             if self.buf.len() - record > 8 && self.buf.len() - record - 8 + size > self.record_max {
-                seal(&mut self.buf, record);
+                seal(&mut self.buf, record, self.generation);
                 record = self.buf.len();
                 self.buf.extend_from_slice(&[0; 8]);
             }
@@ -160,30 +230,57 @@ impl Wal {
                 self.buf.extend_from_slice(&value);
             }
         }
-        seal(&mut self.buf, record);
-        let path = || self.dir.join(file_name(self.generation));
-        let written = self
-            .file
-            .write_all_at(&self.buf, self.len)
-            .map_err(|e| io("cannot append to", &path(), e))
-            .and_then(|()| {
-                sync_range(&self.file, self.len, self.buf.len() as u64)
-                    .map_err(|e| io("cannot sync", &path(), e))
-            });
-        if let Err(e) = written {
-            // Refused to its writers: none of it may come back at the next start, should
-            // the kernel still write some of it out. A length no record can have ends the
-            // replay here (best effort: the disk is failing), and the next record
-            // overwrites it.
-            let _ = self.file.write_all_at(&[0xFF; 8], self.len);
-            return Err(e);
+        seal(&mut self.buf, record, self.generation);
+    }
+
+    /// `buf` at `len`, on the disk when this returns.
+    fn write_records(&mut self) -> std::io::Result<()> {
+        let end = self.len + self.buf.len() as u64;
+        if end > self.log.size {
+            self.log.grow(end, &mut self.io)?;
         }
-        self.len += self.buf.len() as u64;
-        if self.buf.capacity() > 1 << 20 {
-            // One huge batch should not pin its buffer forever.
-            self.buf = Vec::new();
+        if self.log.direct {
+            match self.write_direct() {
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                    self.log.go_buffered(&self.path(), e)?
+                }
+                done => return done,
+            }
         }
+        self.log.file.write_all_at(&self.buf, self.len)?;
+        sync_range(&self.log.file, self.len, self.buf.len() as u64)
+    }
+
+    /// The blocks from the one `len` is in to the one the records end in: the tail that
+    /// block held, the records, zeros to the end of the last block.
+    fn write_direct(&mut self) -> std::io::Result<()> {
+        let start = self.len - self.tail.len() as u64;
+        let total = self.tail.len() + self.buf.len();
+        let window = aligned(&mut self.io, total.next_multiple_of(BLOCK))?;
+        window[..self.tail.len()].copy_from_slice(&self.tail);
+        window[self.tail.len()..total].copy_from_slice(&self.buf);
+        window[total..].fill(0);
+        self.log.file.write_all_at(window, start)?;
+        let keep = (start as usize + total) % BLOCK;
+        self.tail.clear();
+        self.tail.extend_from_slice(&window[total - keep..total]);
         Ok(())
+    }
+
+    /// Make whatever a failed write left at `len` unreadable (best effort).
+    fn spoil(&mut self) {
+        if self.log.direct {
+            let start = self.len - self.tail.len() as u64;
+            let n = self.tail.len();
+            if let Ok(window) = aligned(&mut self.io, (n + 8).next_multiple_of(BLOCK)) {
+                window.fill(0);
+                window[..n].copy_from_slice(&self.tail);
+                window[n..n + 8].fill(0xFF);
+                let _ = self.log.file.write_all_at(window, start);
+            }
+        } else {
+            let _ = self.log.file.write_all_at(&[0xFF; 8], self.len);
+        }
     }
 
     /// Append to a new generation from now on (before a checkpoint marks the current one
@@ -191,21 +288,21 @@ impl Wal {
     /// failure nothing changed.
     pub(super) fn start_next(&mut self) -> Result<(), StoreError> {
         let next = self.generation + 1;
-        let (file, len) = create(&self.dir, next)?;
-        self.file = file;
-        self.len = len;
+        self.log = LogFile::start(&self.dir, next, &mut self.io)?;
         self.generation = next;
+        self.len = 0;
+        self.tail.clear();
         Ok(())
     }
 
-    /// Remove every file up to generation `checkpointed`.
+    /// Retire every file up to generation `checkpointed`: one is kept as the spare, the
+    /// others are removed.
     pub(super) fn forget(&self, checkpointed: u64) -> Result<(), StoreError> {
         for entry in std::fs::read_dir(&self.dir).map_err(|e| io("cannot list", &self.dir, e))? {
             let entry = entry.map_err(|e| io("cannot list", &self.dir, e))?;
-            if let Some(g) = entry.file_name().to_str().and_then(generation_of) {
+            if let Some((g, format)) = entry.file_name().to_str().and_then(parse_name) {
                 if g <= checkpointed {
-                    let path = entry.path();
-                    std::fs::remove_file(&path).map_err(|e| io("cannot remove", &path, e))?;
+                    retire(&self.dir, &entry.path(), format)?;
                 }
             }
         }
@@ -213,32 +310,159 @@ impl Wal {
     }
 }
 
-fn create(dir: &Path, generation: u64) -> Result<(File, u64), StoreError> {
-    let path = dir.join(file_name(generation));
-    let file = OpenOptions::new()
-        .create(true)
-        .write(true)
-        .truncate(false)
-        .open(&path)
-        .map_err(|e| io("cannot create", &path, e))?;
-    let len = file
-        .metadata()
-        .map_err(|e| io("cannot stat", &path, e))?
-        .len();
-    // The new name, on disk before anything is written into it and acknowledged.
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| io("cannot sync", dir, e))?;
-    Ok((file, len))
+/// A generation no longer needed: the spare, if there is none and it is one of ours of a
+/// reasonable size; removed otherwise.
+fn retire(dir: &Path, path: &Path, format: Format) -> Result<(), StoreError> {
+    let spare = dir.join(SPARE);
+    let keep = format == Format::Recycled
+        && !spare.exists()
+        && std::fs::metadata(path).is_ok_and(|m| m.len() <= SPARE_MAX);
+    if keep {
+        std::fs::rename(path, &spare).map_err(|e| io("cannot keep", path, e))
+    } else {
+        std::fs::remove_file(path).map_err(|e| io("cannot remove", path, e))
+    }
+}
+
+/// The file a generation is written to.
+#[derive(Debug)]
+struct LogFile {
+    file: File,
+    /// Whether `file` was opened with `O_DIRECT` (written in whole aligned blocks, with no
+    /// sync: the write returns once the device has the data).
+    direct: bool,
+    /// Written (zeros or earlier records) and synced up to here, a multiple of [`BLOCK`]:
+    /// a record below it changes no metadata.
+    size: u64,
+}
+
+impl LogFile {
+    /// The file of `generation`: the spare renamed, or a new one; at least
+    /// [`FIRST_SIZE`] written, and its name on disk, before anything is written into it
+    /// and acknowledged.
+    fn start(dir: &Path, generation: u64, io_buf: &mut Vec<u8>) -> Result<LogFile, StoreError> {
+        let path = dir.join(file_name(generation));
+        let spare = dir.join(SPARE);
+        match std::fs::rename(&spare, &path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                File::create(&path).map_err(|e| io("cannot create", &path, e))?;
+            }
+            Err(e) => return Err(io("cannot reuse", &spare, e)),
+        }
+        let mut log = LogFile::open(&path)?;
+        if log.size < FIRST_SIZE {
+            log.grow(FIRST_SIZE, io_buf)
+                .map_err(|e| io("cannot write", &path, e))?;
+        }
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| io("cannot sync", dir, e))?;
+        Ok(log)
+    }
+
+    #[cfg(target_os = "linux")]
+    fn open(path: &Path) -> Result<LogFile, StoreError> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let direct = OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_DIRECT)
+            .open(path);
+        let (file, direct) = match direct {
+            Ok(f) => (f, true),
+            // tmpfs and a few others refuse O_DIRECT (EINVAL).
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                let f = OpenOptions::new()
+                    .write(true)
+                    .open(path)
+                    .map_err(|e| io("cannot open", path, e))?;
+                (f, false)
+            }
+            Err(e) => return Err(io("cannot open", path, e)),
+        };
+        LogFile::sized(file, direct, path)
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    fn open(path: &Path) -> Result<LogFile, StoreError> {
+        let file = OpenOptions::new()
+            .write(true)
+            .open(path)
+            .map_err(|e| io("cannot open", path, e))?;
+        LogFile::sized(file, false, path)
+    }
+
+    fn sized(file: File, direct: bool, path: &Path) -> Result<LogFile, StoreError> {
+        let len = file
+            .metadata()
+            .map_err(|e| io("cannot stat", path, e))?
+            .len();
+        Ok(LogFile {
+            file,
+            direct,
+            size: len - len % BLOCK as u64,
+        })
+    }
+
+    /// Write zeros from `size` to at least `to` (doubling the file, by at most
+    /// [`GROW_MAX`]) and sync them with the file's new size.
+    fn grow(&mut self, to: u64, io_buf: &mut Vec<u8>) -> std::io::Result<()> {
+        let step = self.size.clamp(FIRST_SIZE, GROW_MAX);
+        let new_size = to.max(self.size + step).next_multiple_of(BLOCK as u64);
+        const CHUNK: usize = 1 << 20;
+        let mut at = self.size;
+        while at < new_size {
+            let n = (new_size - at).min(CHUNK as u64) as usize;
+            let zeros = aligned(io_buf, n)?;
+            zeros.fill(0);
+            self.file.write_all_at(zeros, at)?;
+            at += n as u64;
+        }
+        self.file.sync_data()?;
+        self.size = new_size;
+        Ok(())
+    }
+
+    /// The file system refused a direct write (EINVAL): buffered writes and
+    /// `sync_file_range` from now on.
+    fn go_buffered(&mut self, path: &Path, why: std::io::Error) -> std::io::Result<()> {
+        tracing::warn!(path = %path.display(), error = %why, "direct writes refused; the retained log writes through the page cache");
+        self.file = OpenOptions::new().write(true).open(path)?;
+        self.direct = false;
+        Ok(())
+    }
+}
+
+/// A [`BLOCK`]-aligned window of `n` bytes in `buf` (grown as needed).
+fn aligned(buf: &mut Vec<u8>, n: usize) -> std::io::Result<&mut [u8]> {
+    if buf.len() < n + BLOCK {
+        buf.resize(n + BLOCK, 0);
+    }
+    let at = buf.as_ptr().align_offset(BLOCK);
+    if at >= BLOCK {
+        // Cannot happen for bytes; EINVAL makes the caller write through the page cache.
+        return Err(std::io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    Ok(&mut buf[at..at + n])
 }
 
 /// Fill in the header of the record that starts at `at` and runs to the end of `buf`.
-fn seal(buf: &mut [u8], at: usize) {
+fn seal(buf: &mut [u8], at: usize, generation: u64) {
     let body = &buf[at + 8..];
     let len = body.len() as u32; // at most RECORD_MAX + one op (< 4 GiB)
-    let crc = crc32fast::hash(body);
+    let crc = checksum(Some(generation), body);
     buf[at..at + 4].copy_from_slice(&len.to_be_bytes());
     buf[at + 4..at + 8].copy_from_slice(&crc.to_be_bytes());
+}
+
+/// A record's checksum: of its generation (`None` for [`Format::Appended`]) and body.
+fn checksum(salt: Option<u64>, body: &[u8]) -> u32 {
+    let mut h = crc32fast::Hasher::new();
+    if let Some(g) = salt {
+        h.update(&g.to_be_bytes());
+    }
+    h.update(body);
+    h.finalize()
 }
 
 fn put_topic(buf: &mut Vec<u8>, t: &TopicName) {
@@ -269,19 +493,28 @@ fn sync_range(file: &File, _offset: u64, _len: u64) -> std::io::Result<()> {
     file.sync_data()
 }
 
-/// The ops of every whole record of `bytes`, in order; a torn or corrupt record ends it
-/// (a crash cut it, so it was never acknowledged), except that one that is whole and
-/// checksummed but does not parse is an error (the log is not ours or is damaged).
-fn read_records(bytes: &[u8], out: &mut Vec<RetainedOp>) -> Result<(), StoreError> {
+/// The ops of every whole record of `bytes`, in order, checksummed with `salt` (the
+/// generation, `None` for [`Format::Appended`]); a torn or corrupt record, or a length of
+/// 0, ends it (a crash cut it, so it was never acknowledged; or it is what follows the
+/// last record), except that one that is whole and checksummed but does not parse is an
+/// error (the log is not ours or is damaged).
+fn read_records(
+    bytes: &[u8],
+    salt: Option<u64>,
+    out: &mut Vec<RetainedOp>,
+) -> Result<(), StoreError> {
     let mut at = 0;
     while bytes.len() - at >= 8 {
         let len =
             u32::from_be_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]) as usize;
         let crc = u32::from_be_bytes([bytes[at + 4], bytes[at + 5], bytes[at + 6], bytes[at + 7]]);
+        if len == 0 {
+            break;
+        }
         let Some(body) = bytes.get(at + 8..at + 8 + len) else {
             break;
         };
-        if crc32fast::hash(body) != crc {
+        if checksum(salt, body) != crc {
             break;
         }
         read_ops(body, out)?;
@@ -384,8 +617,8 @@ mod tests {
         wal.append(&[put("kept", b"yes")]).unwrap();
         wal.append(&[put("torn", b"no")]).unwrap();
         let path = dir.path().join(file_name(wal.generation()));
+        let len = wal.len();
         drop(wal);
-        let len = std::fs::metadata(&path).unwrap().len();
         for cut in [1, 5, 9] {
             let f = OpenOptions::new().write(true).open(&path).unwrap();
             f.set_len(len - cut).unwrap();
@@ -397,7 +630,7 @@ mod tests {
         }
         // A flipped bit in the last record: its checksum fails, it is dropped too.
         let mut bytes = std::fs::read(&path).unwrap();
-        let last = bytes.len() - 1;
+        let last = len as usize - 10;
         bytes[last] ^= 1;
         std::fs::write(&path, &bytes).unwrap();
         let (_, replay, _) = Wal::open(dir.path(), 0).unwrap();
@@ -413,8 +646,16 @@ mod tests {
         wal.start_next().unwrap();
         wal.forget(old).unwrap();
         wal.append(&[put("new", b"2")]).unwrap();
-        let files = std::fs::read_dir(dir.path()).unwrap().count();
-        assert_eq!(files, 1, "the checkpointed file is gone");
+        let mut files: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        files.sort();
+        assert_eq!(
+            files,
+            [file_name(wal.generation()), SPARE.to_string()],
+            "the checkpointed file is kept as the spare"
+        );
         drop(wal);
         let (_, replay, _) = Wal::open(dir.path(), old).unwrap();
         assert!(same(&replay, &[put("new", b"2")]), "{replay:?}");
@@ -458,8 +699,11 @@ mod tests {
         let bytes = std::fs::read(&path).unwrap();
         let mut records = 0;
         let mut at = 0;
-        while at < bytes.len() {
+        loop {
             let len = u32::from_be_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+            if len == 0 {
+                break;
+            }
             assert!(len <= 64 + 40, "record of {len} bytes");
             at += 8 + len;
             records += 1;
@@ -467,5 +711,140 @@ mod tests {
         assert!(records > 1, "{records} record(s)");
         let (_, replay, _) = Wal::open(dir.path(), 0).unwrap();
         assert!(same(&replay, &batch), "{replay:?}");
+    }
+
+    fn put_sized(t: &str, n: usize) -> RetainedOp {
+        let RetainedOp::Put(topic, v) = put(t, b"") else {
+            unreachable!()
+        };
+        let mut v = (*v).clone();
+        v.payload = bytes::Bytes::from(vec![b'v'; n]);
+        RetainedOp::Put(topic, Arc::new(v))
+    }
+
+    /// A put whose record is exactly `record` bytes long, header included.
+    fn put_record_of(t: &str, record: usize) -> RetainedOp {
+        let bare = 8
+            + 7
+            + t.len()
+            + encode_value(&match put(t, b"") {
+                RetainedOp::Put(_, v) => (*v).clone(),
+                RetainedOp::Delete(_) => unreachable!(),
+            })
+            .len();
+        put_sized(t, record - bare)
+    }
+
+    #[test]
+    fn a_recycled_file_never_replays_what_it_held_before() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut wal, _, _) = Wal::open(dir.path(), 0).unwrap();
+        // Generation 1: a record of exactly one block, then one that starts a block.
+        wal.append(&[put_record_of("first", BLOCK)]).unwrap();
+        assert_eq!(wal.len(), BLOCK as u64);
+        wal.append(&[put("stale", b"must not come back")]).unwrap();
+        let one = wal.generation();
+        wal.start_next().unwrap();
+        wal.forget(one).unwrap();
+        assert!(dir.path().join(SPARE).exists());
+        wal.append(&[put("two", b"2")]).unwrap();
+        let two = wal.generation();
+        // Generation 3 is generation 1's file: its first record ends where the old second
+        // one starts, whole and checksummed for generation 1.
+        wal.start_next().unwrap();
+        assert!(!dir.path().join(SPARE).exists(), "the spare was reused");
+        wal.forget(two).unwrap();
+        let fresh = put_record_of("third", BLOCK);
+        wal.append(std::slice::from_ref(&fresh)).unwrap();
+        drop(wal); // a crash before the checkpoint of generation 3
+
+        let (_, replay, _) = Wal::open(dir.path(), two).unwrap();
+        assert!(same(&replay, &[fresh]), "{replay:?}");
+    }
+
+    #[test]
+    fn a_log_written_before_recycling_is_replayed_then_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        // The earlier format: `retained-<g>.wal`, the checksum of the body alone.
+        let ops = [put("a/b", b"1"), del("c")];
+        let mut body = Vec::new();
+        for op in &ops {
+            match op {
+                RetainedOp::Put(t, v) => {
+                    body.push(PUT);
+                    put_topic(&mut body, t);
+                    let v = encode_value(v);
+                    body.extend_from_slice(&(v.len() as u32).to_be_bytes());
+                    body.extend_from_slice(&v);
+                }
+                RetainedOp::Delete(t) => {
+                    body.push(DELETE);
+                    put_topic(&mut body, t);
+                }
+            }
+        }
+        let mut file = (body.len() as u32).to_be_bytes().to_vec();
+        file.extend_from_slice(&crc32fast::hash(&body).to_be_bytes());
+        file.extend_from_slice(&body);
+        let old = dir.path().join("retained-00000000000000000004.wal");
+        std::fs::write(&old, &file).unwrap();
+
+        let (wal, replay, last) = Wal::open(dir.path(), 3).unwrap();
+        assert_eq!(last, Some(4));
+        assert!(same(&replay, &ops), "{replay:?}");
+        assert_eq!(wal.generation(), 5);
+        wal.forget(4).unwrap();
+        assert!(!old.exists(), "an old-format file is removed, not recycled");
+        assert!(!dir.path().join(SPARE).exists());
+    }
+
+    #[test]
+    fn a_log_grows_past_its_first_size_and_reads_back_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut wal, _, _) = Wal::open(dir.path(), 0).unwrap();
+        let batches: Vec<Vec<RetainedOp>> = (0..5)
+            .map(|i| {
+                vec![
+                    put_sized(&format!("big/{i}"), 700 << 10),
+                    put("small", b"s"),
+                ]
+            })
+            .collect();
+        for b in &batches {
+            wal.append(b).unwrap();
+        }
+        let path = dir.path().join(file_name(wal.generation()));
+        assert!(std::fs::metadata(&path).unwrap().len() >= wal.len());
+        assert!(wal.len() > FIRST_SIZE);
+        drop(wal);
+        let (_, replay, _) = Wal::open(dir.path(), 0).unwrap();
+        assert!(same(&replay, &batches.concat()));
+    }
+
+    #[test]
+    fn records_written_through_the_page_cache_follow_direct_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut wal, _, _) = Wal::open(dir.path(), 0).unwrap();
+        wal.append(&[put("direct", b"1")]).unwrap();
+        // What a file system refusing a direct write (EINVAL) leads to.
+        let path = wal.path();
+        wal.log
+            .go_buffered(&path, std::io::Error::from_raw_os_error(libc::EINVAL))
+            .unwrap();
+        wal.append(&[put("buffered", b"2")]).unwrap();
+        wal.append(&[put_sized("buffered/big", 3 * BLOCK)]).unwrap();
+        drop(wal);
+        let (_, replay, _) = Wal::open(dir.path(), 0).unwrap();
+        assert!(
+            same(
+                &replay,
+                &[
+                    put("direct", b"1"),
+                    put("buffered", b"2"),
+                    put_sized("buffered/big", 3 * BLOCK)
+                ]
+            ),
+            "{replay:?}"
+        );
     }
 }
