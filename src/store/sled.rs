@@ -2,11 +2,11 @@
 //!
 //! Retained values live in the `retained` tree, keyed by topic. A batch of writes (a group
 //! commit, driven by the retained writer thread) is made durable by the write-ahead log in
-//! front of it ([`super::wal`]): one append and one sync per batch. The tree gets the
-//! latest op of each topic at a checkpoint (every [`CHECKPOINT_EVERY`], or sooner when much
-//! is pending), with the number of the log generation it covers in `retained_meta`, and
-//! that generation's file is then retired (recycled as a later one's, or deleted). Opening the database applies what the log
-//! holds beyond the last checkpoint first.
+//! front of it ([`super::wal`]): one record written to the disk per batch. The tree gets
+//! the latest op of each topic at a checkpoint (every [`CHECKPOINT_EVERY`], or sooner when
+//! much is pending), with the number of the log generation it covers in `retained_meta`,
+//! and that generation's file is then retired (recycled as a later one's, or deleted).
+//! Opening the database applies what the log holds beyond the last checkpoint first.
 
 use std::collections::HashMap;
 use std::path::Path;

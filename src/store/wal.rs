@@ -9,10 +9,13 @@
 //! `O_DIRECT`, and a commit is one `pwrite` of the blocks it touches (the last, partial
 //! block rewritten with what it held), which returns once the device has the data;
 //! elsewhere, or where the file system refuses `O_DIRECT`, a buffered write and a
-//! `sync_file_range` (an `fdatasync` off Linux). Either survives `kill -9`, and a power
-//! cut on a device that keeps what it acknowledged; no cache flush is issued per commit,
-//! so a device with a volatile write cache may lose the last commits in a power cut (an
-//! `fdatasync` per commit measured 2.3× slower). sled gets the writes later, in a
+//! `sync_file_range` (an `fdatasync` off Linux). Either survives `kill -9`. Against a
+//! power cut it holds on a file system that overwrites in place (ext4, xfs) and a device
+//! that keeps what it acknowledged; no cache flush is issued per commit, so a device with
+//! a volatile write cache may lose the last commits (an `fdatasync` per commit measured
+//! 2.3× slower), a copy-on-write file system (btrfs, ZFS) allocates on every overwrite,
+//! and a power cut that tears the rewrite of a partial block can take the acknowledged
+//! records already in that block with it. sled gets the writes later, in a
 //! **checkpoint**: the latest op of each topic since the last one (a thing written a
 //! thousand times is inserted once), applied and flushed together with the number of the
 //! log file it covers; then that file is kept as the spare for the next generation (or
@@ -23,15 +26,18 @@
 //! Files are `retained-<generation>.log`, one generation between two checkpoints, and
 //! `spare.log`. At open, the generations above the last one checkpointed into sled are
 //! read back in order (a torn record at the end of the newest — a write cut by a crash,
-//! never acknowledged — ends it) and older files are removed.
+//! never acknowledged — ends it); older ones are retired (one kept as the spare, the
+//! others removed). An earlier ponte reads neither `.log` files nor the spare: going back
+//! to one loses what the log held beyond the last checkpoint.
 //!
 //! Records are written at the log's length: a write that fails leaves the length where it
 //! was, so the next record overwrites whatever the failed one left, and no torn record is
 //! ever followed by good ones (replay stops at the first bad record). A record whose write
-//! failed — refused to its writers — is made unreadable. What follows the last record is
-//! zeros or what a recycled file held before: a record's checksum covers its generation,
-//! so a record of an earlier use of the file never passes for one of this generation, and
-//! a length of 0 ends the log.
+//! failed — refused to its writers — is made unreadable. Each commit ends with [`END`]
+//! zeros in the same write (a length of 0 ends the log), so what a file held past them —
+//! a recycled file's older records, payloads that clients chose, what a failed write
+//! left — is never read; and a record's checksum covers its generation, so a record of an
+//! earlier use of the file never passes for one of this generation.
 //!
 //! Record: `length u32 | crc32 u32 (of the generation, u64, and the body) | body`, body =
 //! ops, each `0x01 | topic u16+bytes | value u32+bytes` (a put, value as
@@ -54,6 +60,10 @@ const RECORD_MAX: usize = 1 << 30;
 /// The unit of a direct write: its offset, length and memory are multiples of it (the
 /// logical block size of any common device divides it).
 const BLOCK: usize = 4096;
+/// Zeros written after each commit's records, in the same write: whatever a file held past
+/// them (a recycled file's older records and payloads, what a failed write left) is never
+/// read as a record, since a length of 0 ends the log.
+const END: usize = 8;
 /// What a new log file is written to at first; it doubles as records need room.
 const FIRST_SIZE: u64 = 1 << 20;
 /// The most a log file grows by at once (a checkpoint comes at 16 MiB of log anyway).
@@ -149,7 +159,7 @@ impl Wal {
         }
         let generation = last.unwrap_or(checkpointed).max(checkpointed) + 1;
         let mut io_buf = Vec::new();
-        let log = LogFile::start(dir, generation, &mut io_buf)?;
+        let log = LogFile::start(dir, generation, true, &mut io_buf)?;
         Ok((
             Wal {
                 dir: dir.to_path_buf(),
@@ -176,8 +186,8 @@ impl Wal {
         self.len
     }
 
-    fn path(&self) -> PathBuf {
-        self.dir.join(file_name(self.generation))
+    fn path(&self) -> &Path {
+        &self.log.path
     }
 
     /// Append `ops` (one record, or several if they are larger than [`RECORD_MAX`]) and
@@ -187,81 +197,60 @@ impl Wal {
         if ops.is_empty() {
             return Ok(());
         }
-        self.encode(ops);
-        if let Err(e) = self.write_records() {
+        encode_records(&mut self.buf, ops, self.generation, self.record_max);
+        let written = self.write_records();
+        match &written {
+            Ok(()) => self.len += self.buf.len() as u64,
             // Refused to its writers: none of it may come back at the next start, should
             // some of it have reached the disk. A length no record can have ends the
             // replay here (best effort: the disk is failing), and the next record
             // overwrites it.
-            self.spoil();
-            return Err(io("cannot write to", &self.path(), e));
+            Err(_) => self.spoil(),
         }
-        self.len += self.buf.len() as u64;
         if self.buf.capacity() > 1 << 20 {
             // One huge batch should not pin its buffers forever.
             self.buf = Vec::new();
             self.io = Vec::new();
         }
-        Ok(())
+        written.map_err(|e| io("cannot write to", self.path(), e))
     }
 
-    /// `ops` as records in `buf`.
-    fn encode(&mut self, ops: &[RetainedOp]) {
-        self.buf.clear();
-        let mut record = 0;
-        self.buf.extend_from_slice(&[0; 8]);
-        for op in ops {
-            let value = match op {
-                RetainedOp::Put(_, v) => Some(encode_value(v)),
-                RetainedOp::Delete(_) => None,
-            };
-            let size = 7 + op.topic().as_str().len() + value.as_ref().map_or(0, Vec::len);
-            if self.buf.len() - record > 8 && self.buf.len() - record - 8 + size > self.record_max {
-                seal(&mut self.buf, record, self.generation);
-                record = self.buf.len();
-                self.buf.extend_from_slice(&[0; 8]);
-            }
-            // `value` is there exactly for a put.
-            self.buf.push(if value.is_some() { PUT } else { DELETE });
-            put_topic(&mut self.buf, op.topic());
-            if let Some(value) = value {
-                self.buf
-                    .extend_from_slice(&(value.len() as u32).to_be_bytes());
-                self.buf.extend_from_slice(&value);
-            }
-        }
-        seal(&mut self.buf, record, self.generation);
-    }
-
-    /// `buf` at `len`, on the disk when this returns.
+    /// `buf` at `len` and [`END`] zeros after it, on the disk when this returns.
     fn write_records(&mut self) -> std::io::Result<()> {
-        let end = self.len + self.buf.len() as u64;
+        let end = self.len + (self.buf.len() + END) as u64;
         if end > self.log.size {
             self.log.grow(end, &mut self.io)?;
         }
         if self.log.direct {
             match self.write_direct() {
-                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
-                    self.log.go_buffered(&self.path(), e)?
-                }
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => self.log.go_buffered(e)?,
                 done => return done,
             }
         }
-        self.log.file.write_all_at(&self.buf, self.len)?;
-        sync_range(&self.log.file, self.len, self.buf.len() as u64)
+        let records = self.buf.len();
+        self.buf.extend_from_slice(&[0; END]);
+        let written = self
+            .log
+            .file
+            .write_all_at(&self.buf, self.len)
+            .and_then(|()| sync_range(&self.log.file, self.len, self.buf.len() as u64));
+        self.buf.truncate(records);
+        written
     }
 
-    /// The blocks from the one `len` is in to the one the records end in: the tail that
-    /// block held, the records, zeros to the end of the last block.
+    /// The blocks from the one `len` is in to the one the records' [`END`] zeros end in:
+    /// the tail that block held, the records, zeros to the end of the last block.
     fn write_direct(&mut self) -> std::io::Result<()> {
         let start = self.len - self.tail.len() as u64;
         let total = self.tail.len() + self.buf.len();
-        let window = aligned(&mut self.io, total.next_multiple_of(BLOCK))?;
+        let window = aligned(&mut self.io, (total + END).next_multiple_of(BLOCK))?;
+        debug_assert!(start.is_multiple_of(BLOCK as u64) && window.len().is_multiple_of(BLOCK));
+        debug_assert!(window.as_ptr().align_offset(BLOCK) == 0);
         window[..self.tail.len()].copy_from_slice(&self.tail);
         window[self.tail.len()..total].copy_from_slice(&self.buf);
         window[total..].fill(0);
         self.log.file.write_all_at(window, start)?;
-        let keep = (start as usize + total) % BLOCK;
+        let keep = ((start + total as u64) % BLOCK as u64) as usize;
         self.tail.clear();
         self.tail.extend_from_slice(&window[total - keep..total]);
         Ok(())
@@ -288,7 +277,8 @@ impl Wal {
     /// failure nothing changed.
     pub(super) fn start_next(&mut self) -> Result<(), StoreError> {
         let next = self.generation + 1;
-        self.log = LogFile::start(&self.dir, next, &mut self.io)?;
+        // A file system that refused a direct write is not asked again.
+        self.log = LogFile::start(&self.dir, next, self.log.direct, &mut self.io)?;
         self.generation = next;
         self.len = 0;
         self.tail.clear();
@@ -327,6 +317,8 @@ fn retire(dir: &Path, path: &Path, format: Format) -> Result<(), StoreError> {
 /// The file a generation is written to.
 #[derive(Debug)]
 struct LogFile {
+    /// Its path (to reopen it without `O_DIRECT`).
+    path: PathBuf,
     file: File,
     /// Whether `file` was opened with `O_DIRECT` (written in whole aligned blocks, with no
     /// sync: the write returns once the device has the data).
@@ -340,17 +332,29 @@ impl LogFile {
     /// The file of `generation`: the spare renamed, or a new one; at least
     /// [`FIRST_SIZE`] written, and its name on disk, before anything is written into it
     /// and acknowledged.
-    fn start(dir: &Path, generation: u64, io_buf: &mut Vec<u8>) -> Result<LogFile, StoreError> {
+    fn start(
+        dir: &Path,
+        generation: u64,
+        direct: bool,
+        io_buf: &mut Vec<u8>,
+    ) -> Result<LogFile, StoreError> {
         let path = dir.join(file_name(generation));
         let spare = dir.join(SPARE);
         match std::fs::rename(&spare, &path) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                File::create(&path).map_err(|e| io("cannot create", &path, e))?;
+                // Not truncated: a file left by an attempt that failed after renaming the
+                // spare keeps what it had written.
+                OpenOptions::new()
+                    .create(true)
+                    .write(true)
+                    .truncate(false)
+                    .open(&path)
+                    .map_err(|e| io("cannot create", &path, e))?;
             }
             Err(e) => return Err(io("cannot reuse", &spare, e)),
         }
-        let mut log = LogFile::open(&path)?;
+        let mut log = LogFile::open(&path, direct)?;
         if log.size < FIRST_SIZE {
             log.grow(FIRST_SIZE, io_buf)
                 .map_err(|e| io("cannot write", &path, e))?;
@@ -361,16 +365,19 @@ impl LogFile {
         Ok(log)
     }
 
+    /// `path`, opened with `O_DIRECT` if `direct` and the file system takes it.
     #[cfg(target_os = "linux")]
-    fn open(path: &Path) -> Result<LogFile, StoreError> {
+    fn open(path: &Path, direct: bool) -> Result<LogFile, StoreError> {
         use std::os::unix::fs::OpenOptionsExt;
-        let direct = OpenOptions::new()
+        let flags = if direct { libc::O_DIRECT } else { 0 };
+        let opened = OpenOptions::new()
             .write(true)
-            .custom_flags(libc::O_DIRECT)
+            .custom_flags(flags)
             .open(path);
-        let (file, direct) = match direct {
-            Ok(f) => (f, true),
-            // tmpfs and a few others refuse O_DIRECT (EINVAL).
+        let (file, direct) = match opened {
+            Ok(f) => (f, direct),
+            // Some file systems refuse O_DIRECT at open (EINVAL; tmpfs before Linux 6.6);
+            // one that takes it and refuses a write is caught there.
             Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
                 let f = OpenOptions::new()
                     .write(true)
@@ -384,7 +391,7 @@ impl LogFile {
     }
 
     #[cfg(not(target_os = "linux"))]
-    fn open(path: &Path) -> Result<LogFile, StoreError> {
+    fn open(path: &Path, _direct: bool) -> Result<LogFile, StoreError> {
         let file = OpenOptions::new()
             .write(true)
             .open(path)
@@ -398,6 +405,7 @@ impl LogFile {
             .map_err(|e| io("cannot stat", path, e))?
             .len();
         Ok(LogFile {
+            path: path.to_path_buf(),
             file,
             direct,
             size: len - len % BLOCK as u64,
@@ -405,7 +413,7 @@ impl LogFile {
     }
 
     /// Write zeros from `size` to at least `to` (doubling the file, by at most
-    /// [`GROW_MAX`]) and sync them with the file's new size.
+    /// [`GROW_MAX`] unless `to` is further) and sync them with the file's new size.
     fn grow(&mut self, to: u64, io_buf: &mut Vec<u8>) -> std::io::Result<()> {
         let step = self.size.clamp(FIRST_SIZE, GROW_MAX);
         let new_size = to.max(self.size + step).next_multiple_of(BLOCK as u64);
@@ -415,7 +423,13 @@ impl LogFile {
             let n = (new_size - at).min(CHUNK as u64) as usize;
             let zeros = aligned(io_buf, n)?;
             zeros.fill(0);
-            self.file.write_all_at(zeros, at)?;
+            match self.file.write_all_at(zeros, at) {
+                Err(e) if self.direct && e.raw_os_error() == Some(libc::EINVAL) => {
+                    self.go_buffered(e)?;
+                    continue;
+                }
+                written => written?,
+            }
             at += n as u64;
         }
         self.file.sync_data()?;
@@ -425,9 +439,9 @@ impl LogFile {
 
     /// The file system refused a direct write (EINVAL): buffered writes and
     /// `sync_file_range` from now on.
-    fn go_buffered(&mut self, path: &Path, why: std::io::Error) -> std::io::Result<()> {
-        tracing::warn!(path = %path.display(), error = %why, "direct writes refused; the retained log writes through the page cache");
-        self.file = OpenOptions::new().write(true).open(path)?;
+    fn go_buffered(&mut self, why: std::io::Error) -> std::io::Result<()> {
+        tracing::warn!(path = %self.path.display(), error = %why, "direct writes refused; the retained log writes through the page cache");
+        self.file = OpenOptions::new().write(true).open(&self.path)?;
         self.direct = false;
         Ok(())
     }
@@ -444,6 +458,34 @@ fn aligned(buf: &mut Vec<u8>, n: usize) -> std::io::Result<&mut [u8]> {
         return Err(std::io::Error::from_raw_os_error(libc::EINVAL));
     }
     Ok(&mut buf[at..at + n])
+}
+
+/// `ops` as the records of `generation` in `buf` (cleared first): one, or several of at
+/// most `record_max` bytes of body each.
+fn encode_records(buf: &mut Vec<u8>, ops: &[RetainedOp], generation: u64, record_max: usize) {
+    buf.clear();
+    let mut record = 0;
+    buf.extend_from_slice(&[0; 8]);
+    for op in ops {
+        let value = match op {
+            RetainedOp::Put(_, v) => Some(encode_value(v)),
+            RetainedOp::Delete(_) => None,
+        };
+        let size = 7 + op.topic().as_str().len() + value.as_ref().map_or(0, Vec::len);
+        if buf.len() - record > 8 && buf.len() - record - 8 + size > record_max {
+            seal(buf, record, generation);
+            record = buf.len();
+            buf.extend_from_slice(&[0; 8]);
+        }
+        // `value` is there exactly for a put.
+        buf.push(if value.is_some() { PUT } else { DELETE });
+        put_topic(buf, op.topic());
+        if let Some(value) = value {
+            buf.extend_from_slice(&(value.len() as u32).to_be_bytes());
+            buf.extend_from_slice(&value);
+        }
+    }
+    seal(buf, record, generation);
 }
 
 /// Fill in the header of the record that starts at `at` and runs to the end of `buf`.
@@ -511,7 +553,10 @@ fn read_records(
         if len == 0 {
             break;
         }
-        let Some(body) = bytes.get(at + 8..at + 8 + len) else {
+        let Some(body) = (at + 8)
+            .checked_add(len)
+            .and_then(|end| bytes.get(at + 8..end))
+        else {
             break;
         };
         if checksum(salt, body) != crc {
@@ -617,24 +662,40 @@ mod tests {
         wal.append(&[put("kept", b"yes")]).unwrap();
         wal.append(&[put("torn", b"no")]).unwrap();
         let path = dir.path().join(file_name(wal.generation()));
-        let len = wal.len();
+        let len = wal.len() as usize;
         drop(wal);
+        let original = std::fs::read(&path).unwrap();
+        let replay_of = |bytes: &[u8]| {
+            std::fs::write(&path, bytes).unwrap();
+            Wal::open(dir.path(), 0).unwrap().1
+        };
         for cut in [1, 5, 9] {
-            let f = OpenOptions::new().write(true).open(&path).unwrap();
-            f.set_len(len - cut).unwrap();
-            let (_, replay, _) = Wal::open(dir.path(), 0).unwrap();
+            // Cut short: the file ends inside the record.
+            let replay = replay_of(&original[..len - cut]);
             assert!(
                 same(&replay, &[put("kept", b"yes")]),
                 "cut {cut}: {replay:?}"
             );
+            // Torn inside the written-ahead file: its last bytes never made it (zeros).
+            let mut torn = original.clone();
+            torn[len - cut..len].fill(0);
+            let replay = replay_of(&torn);
+            assert!(
+                same(&replay, &[put("kept", b"yes")]),
+                "torn {cut}: {replay:?}"
+            );
         }
-        // A flipped bit in the last record: its checksum fails, it is dropped too.
-        let mut bytes = std::fs::read(&path).unwrap();
-        let last = len as usize - 10;
-        bytes[last] ^= 1;
-        std::fs::write(&path, &bytes).unwrap();
-        let (_, replay, _) = Wal::open(dir.path(), 0).unwrap();
+        // A flipped bit in the last record of the whole file: its checksum fails, it is
+        // dropped too.
+        let mut flipped = original.clone();
+        flipped[len - 10] ^= 1;
+        let replay = replay_of(&flipped);
         assert!(same(&replay, &[put("kept", b"yes")]), "{replay:?}");
+        let replay = replay_of(&original);
+        assert!(
+            same(&replay, &[put("kept", b"yes"), put("torn", b"no")]),
+            "{replay:?}"
+        );
     }
 
     #[test]
@@ -827,9 +888,8 @@ mod tests {
         let (mut wal, _, _) = Wal::open(dir.path(), 0).unwrap();
         wal.append(&[put("direct", b"1")]).unwrap();
         // What a file system refusing a direct write (EINVAL) leads to.
-        let path = wal.path();
         wal.log
-            .go_buffered(&path, std::io::Error::from_raw_os_error(libc::EINVAL))
+            .go_buffered(std::io::Error::from_raw_os_error(libc::EINVAL))
             .unwrap();
         wal.append(&[put("buffered", b"2")]).unwrap();
         wal.append(&[put_sized("buffered/big", 3 * BLOCK)]).unwrap();
@@ -846,5 +906,109 @@ mod tests {
             ),
             "{replay:?}"
         );
+    }
+
+    #[test]
+    fn a_commit_overwrites_a_file_written_ahead_with_one_direct_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut wal, _, _) = Wal::open(dir.path(), 0).unwrap();
+        let path = wal.path().to_path_buf();
+        let size = std::fs::metadata(&path).unwrap().len();
+        assert!(size >= FIRST_SIZE, "written ahead: {size} bytes");
+        let direct = wal.log.direct;
+        let mut all = Vec::new();
+        for (i, n) in [1, 4095, 4096, 4097, 5000, 0, 12_345]
+            .into_iter()
+            .enumerate()
+        {
+            let op = put_sized(&format!("odd/{i}"), n);
+            wal.append(std::slice::from_ref(&op)).unwrap();
+            all.push(op);
+            // An aligned write never fell back to the page cache, and the file's size (on
+            // disk since it was written ahead) never changed.
+            assert_eq!(wal.log.direct, direct, "after {n} bytes");
+            assert_eq!(
+                wal.tail.len() as u64,
+                if direct { wal.len() % BLOCK as u64 } else { 0 }
+            );
+            assert_eq!(std::fs::metadata(&path).unwrap().len(), size);
+        }
+        #[cfg(target_os = "linux")]
+        if !direct {
+            eprintln!(
+                "note: {} refuses O_DIRECT; checked the buffered log",
+                dir.path().display()
+            );
+        }
+        drop(wal);
+        let (_, replay, _) = Wal::open(dir.path(), 0).unwrap();
+        assert!(same(&replay, &all));
+    }
+
+    /// A batch of two records, the first of exactly one block, refused after it reached the
+    /// disk; then `next`. Replay must give `next` alone.
+    fn refused_then(buffered: bool, next: Option<RetainedOp>) -> Vec<RetainedOp> {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut wal, _, _) = Wal::open(dir.path(), 0).unwrap();
+        if buffered {
+            wal.log
+                .go_buffered(std::io::Error::from_raw_os_error(libc::EINVAL))
+                .unwrap();
+        }
+        let first = put_record_of("refused/1", BLOCK);
+        wal.record_max = BLOCK - 8;
+        let refused = [first, put("refused/2", b"whole, checksummed, and refused")];
+        // What `append` does when the write reached the disk but reported a failure (the
+        // tail of a failed write is not taken).
+        encode_records(&mut wal.buf, &refused, wal.generation, wal.record_max);
+        let tail = wal.tail.clone();
+        wal.write_records().unwrap();
+        wal.tail = tail;
+        wal.spoil();
+        if let Some(next) = next {
+            wal.append(&[next]).unwrap();
+        }
+        drop(wal);
+        Wal::open(dir.path(), 0).unwrap().1
+    }
+
+    #[test]
+    fn a_refused_batch_never_comes_back_even_under_a_shorter_record() {
+        for buffered in [false, true] {
+            let replay = refused_then(buffered, None);
+            assert!(replay.is_empty(), "buffered {buffered}: {replay:?}");
+            // The next record ends exactly where the refused batch's second record starts:
+            // the zeros after it end the log.
+            let next = put_record_of("next", BLOCK);
+            let replay = refused_then(buffered, Some(next.clone()));
+            assert!(same(&replay, &[next]), "buffered {buffered}: {replay:?}");
+        }
+    }
+
+    #[test]
+    fn a_record_forged_in_a_payload_is_never_read_from_a_recycled_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut wal, _, _) = Wal::open(dir.path(), 0).unwrap();
+        wal.append(&[put("a", b"1")]).unwrap();
+        let one = wal.generation();
+        wal.start_next().unwrap();
+        wal.forget(one).unwrap();
+        // A client's payload that held a well-formed record for the generation that will
+        // reuse this file, lying where that generation's first record will end.
+        let mut forged = Vec::new();
+        encode_records(&mut forged, &[put("acl/bypass", b"x")], one + 2, RECORD_MAX);
+        let spare = OpenOptions::new()
+            .write(true)
+            .open(dir.path().join(SPARE))
+            .unwrap();
+        spare.write_all_at(&forged, BLOCK as u64).unwrap();
+        drop(spare);
+        wal.start_next().unwrap();
+        assert_eq!(wal.generation(), one + 2);
+        let first = put_record_of("first", BLOCK);
+        wal.append(std::slice::from_ref(&first)).unwrap();
+        drop(wal);
+        let (_, replay, _) = Wal::open(dir.path(), one + 1).unwrap();
+        assert!(same(&replay, &[first]), "{replay:?}");
     }
 }
