@@ -134,13 +134,7 @@ impl Wal {
         checkpointed: u64,
     ) -> Result<(Wal, Vec<RetainedOp>, Option<u64>), StoreError> {
         std::fs::create_dir_all(dir).map_err(|e| io("cannot create", dir, e))?;
-        let mut generations = Vec::new();
-        for entry in std::fs::read_dir(dir).map_err(|e| io("cannot list", dir, e))? {
-            let entry = entry.map_err(|e| io("cannot list", dir, e))?;
-            if let Some((g, format)) = entry.file_name().to_str().and_then(parse_name) {
-                generations.push((g, format, entry.path()));
-            }
-        }
+        let mut generations = generations(dir)?;
         generations.sort_unstable_by_key(|&(g, format, _)| (g, format == Format::Recycled));
         let mut ops = Vec::new();
         let mut last = None;
@@ -238,18 +232,11 @@ impl Wal {
         written
     }
 
-    /// The blocks from the one `len` is in to the one the records' [`END`] zeros end in:
-    /// the tail that block held, the records, zeros to the end of the last block.
+    /// The records, written directly; the new tail taken.
     fn write_direct(&mut self) -> std::io::Result<()> {
         let start = self.len - self.tail.len() as u64;
         let total = self.tail.len() + self.buf.len();
-        let window = aligned(&mut self.io, (total + END).next_multiple_of(BLOCK))?;
-        debug_assert!(start.is_multiple_of(BLOCK as u64) && window.len().is_multiple_of(BLOCK));
-        debug_assert!(window.as_ptr().align_offset(BLOCK) == 0);
-        window[..self.tail.len()].copy_from_slice(&self.tail);
-        window[self.tail.len()..total].copy_from_slice(&self.buf);
-        window[total..].fill(0);
-        self.log.file.write_all_at(window, start)?;
+        let window = write_over_tail(&self.log.file, &mut self.io, &self.tail, start, &self.buf)?;
         let keep = ((start + total as u64) % BLOCK as u64) as usize;
         self.tail.clear();
         self.tail.extend_from_slice(&window[total - keep..total]);
@@ -258,17 +245,12 @@ impl Wal {
 
     /// Make whatever a failed write left at `len` unreadable (best effort).
     fn spoil(&mut self) {
+        const UNREADABLE: [u8; 8] = [0xFF; 8];
         if self.log.direct {
             let start = self.len - self.tail.len() as u64;
-            let n = self.tail.len();
-            if let Ok(window) = aligned(&mut self.io, (n + 8).next_multiple_of(BLOCK)) {
-                window.fill(0);
-                window[..n].copy_from_slice(&self.tail);
-                window[n..n + 8].fill(0xFF);
-                let _ = self.log.file.write_all_at(window, start);
-            }
+            let _ = write_over_tail(&self.log.file, &mut self.io, &self.tail, start, &UNREADABLE);
         } else {
-            let _ = self.log.file.write_all_at(&[0xFF; 8], self.len);
+            let _ = self.log.file.write_all_at(&UNREADABLE, self.len);
         }
     }
 
@@ -288,16 +270,46 @@ impl Wal {
     /// Retire every file up to generation `checkpointed`: one is kept as the spare, the
     /// others are removed.
     pub(super) fn forget(&self, checkpointed: u64) -> Result<(), StoreError> {
-        for entry in std::fs::read_dir(&self.dir).map_err(|e| io("cannot list", &self.dir, e))? {
-            let entry = entry.map_err(|e| io("cannot list", &self.dir, e))?;
-            if let Some((g, format)) = entry.file_name().to_str().and_then(parse_name) {
-                if g <= checkpointed {
-                    retire(&self.dir, &entry.path(), format)?;
-                }
+        for (g, format, path) in generations(&self.dir)? {
+            if g <= checkpointed {
+                retire(&self.dir, &path, format)?;
             }
         }
         Ok(())
     }
+}
+
+/// The log files in `dir`: generation, format, path (in no particular order).
+fn generations(dir: &Path) -> Result<Vec<(u64, Format, PathBuf)>, StoreError> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(|e| io("cannot list", dir, e))? {
+        let entry = entry.map_err(|e| io("cannot list", dir, e))?;
+        if let Some((g, format)) = entry.file_name().to_str().and_then(parse_name) {
+            out.push((g, format, entry.path()));
+        }
+    }
+    Ok(out)
+}
+
+/// A direct write at `start` (where the partial last block begins) of the blocks from
+/// there to the one [`END`] zeros after `bytes` end in: the `tail` that block held,
+/// `bytes`, zeros to the end of the last block. Returns what was written.
+fn write_over_tail<'a>(
+    file: &File,
+    io_buf: &'a mut Vec<u8>,
+    tail: &[u8],
+    start: u64,
+    bytes: &[u8],
+) -> std::io::Result<&'a mut [u8]> {
+    let total = tail.len() + bytes.len();
+    let window = aligned(io_buf, (total + END).next_multiple_of(BLOCK))?;
+    debug_assert!(start.is_multiple_of(BLOCK as u64) && window.len().is_multiple_of(BLOCK));
+    debug_assert!(window.as_ptr().align_offset(BLOCK) == 0);
+    window[..tail.len()].copy_from_slice(tail);
+    window[tail.len()..total].copy_from_slice(bytes);
+    window[total..].fill(0);
+    file.write_all_at(window, start)?;
+    Ok(window)
 }
 
 /// A generation no longer needed: the spare, if there is none and it is one of ours of a
@@ -630,6 +642,15 @@ mod tests {
         RetainedOp::Delete(TopicName::parse(t).unwrap())
     }
 
+    /// What a checkpoint does to the log: appends go to the next generation, then the
+    /// current one is retired. Returns the retired generation.
+    fn rotate(wal: &mut Wal) -> u64 {
+        let done = wal.generation();
+        wal.start_next().unwrap();
+        wal.forget(done).unwrap();
+        done
+    }
+
     fn same(a: &[RetainedOp], b: &[RetainedOp]) -> bool {
         format!("{a:?}") == format!("{b:?}")
     }
@@ -703,9 +724,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (mut wal, _, _) = Wal::open(dir.path(), 0).unwrap();
         wal.append(&[put("old", b"1")]).unwrap();
-        let old = wal.generation();
-        wal.start_next().unwrap();
-        wal.forget(old).unwrap();
+        let old = rotate(&mut wal);
         wal.append(&[put("new", b"2")]).unwrap();
         let mut files: Vec<_> = std::fs::read_dir(dir.path())
             .unwrap()
@@ -804,9 +823,7 @@ mod tests {
         wal.append(&[put_record_of("first", BLOCK)]).unwrap();
         assert_eq!(wal.len(), BLOCK as u64);
         wal.append(&[put("stale", b"must not come back")]).unwrap();
-        let one = wal.generation();
-        wal.start_next().unwrap();
-        wal.forget(one).unwrap();
+        rotate(&mut wal);
         assert!(dir.path().join(SPARE).exists());
         wal.append(&[put("two", b"2")]).unwrap();
         let two = wal.generation();
@@ -990,9 +1007,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (mut wal, _, _) = Wal::open(dir.path(), 0).unwrap();
         wal.append(&[put("a", b"1")]).unwrap();
-        let one = wal.generation();
-        wal.start_next().unwrap();
-        wal.forget(one).unwrap();
+        let one = rotate(&mut wal);
         // A client's payload that held a well-formed record for the generation that will
         // reuse this file, lying where that generation's first record will end.
         let mut forged = Vec::new();
