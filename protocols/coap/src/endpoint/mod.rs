@@ -30,6 +30,11 @@ use crate::request::{self, is_success, BlockOption, Method, Request, RequestId, 
 use crate::rng::Rng;
 use crate::wire;
 
+/// Entries an expiry queue may hold beyond twice what it tracks before its stale ones
+/// (answered, evicted, replaced) are dropped: compaction then runs at most once per this
+/// many pushes.
+const COMPACT_SLACK: usize = 64;
+
 mod inbound;
 mod observe;
 mod transmit;
@@ -561,6 +566,13 @@ impl Endpoint {
     /// pending requests, outstanding or queued CONs): the bounded peer table.
     pub fn peer_count(&self) -> usize {
         self.peers.len()
+    }
+
+    /// Entries kept to expire or evict exchanges, pending requests and notification
+    /// MIDs in order: bounded by the caps of what they track (`max_exchanges`,
+    /// `max_pending_requests`), however many requests were answered.
+    pub fn expiry_entries(&self) -> usize {
+        self.exchange_order.len() + self.pending_order.len() + self.notification_order.len()
     }
 
     /// Monitoring counters.
