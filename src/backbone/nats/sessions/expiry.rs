@@ -15,7 +15,7 @@
 //!   sweep noticed), so those expire too.
 
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BinaryHeap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -37,33 +37,84 @@ pub struct Due {
     pub rev: u64,
 }
 
+/// Stale timers a [`Timers`] may hold beyond its live ones before it drops them.
+const STALE_SLACK: usize = 64;
+
+/// The released sessions to delete at their expiry, soonest first. A session released
+/// again (its client came back and left) has a newer timer, and the older one is stale:
+/// its delete would expect a revision that is gone. Without the bookkeeping of the newest
+/// release per session, a client that reconnects and leaves over and over would leave a
+/// timer each time until its expiry — for a session expiry of days or years, for good.
+#[derive(Debug, Default)]
+struct Timers {
+    /// Every timer not yet due, stale ones included until they are dropped.
+    heap: BinaryHeap<Reverse<Due>>,
+    /// The revision of the newest release of each session with a timer.
+    newest: HashMap<String, u64>,
+}
+
+impl Timers {
+    /// Add `due`; drop the stale timers once they outnumber the live ones (O(1)
+    /// amortized), so there are at most about twice as many as sessions released.
+    fn push(&mut self, due: Due) {
+        let newest = self.newest.entry(due.key.clone()).or_insert(due.rev);
+        *newest = (*newest).max(due.rev);
+        self.heap.push(Reverse(due));
+        if self.heap.len() > 2 * self.newest.len() + STALE_SLACK {
+            let newest = &self.newest;
+            self.heap
+                .retain(|Reverse(d)| newest.get(&d.key) == Some(&d.rev));
+        }
+    }
+
+    /// When the soonest timer is due.
+    fn next_at(&self) -> Option<SystemTime> {
+        self.heap.peek().map(|Reverse(d)| d.at)
+    }
+
+    /// The next live timer due at `now`, if any (stale ones are dropped on the way).
+    fn pop_due(&mut self, now: SystemTime) -> Option<Due> {
+        while self.heap.peek().is_some_and(|Reverse(d)| d.at <= now) {
+            let Reverse(d) = self.heap.pop()?;
+            if self.newest.get(&d.key) == Some(&d.rev) {
+                self.newest.remove(&d.key);
+                return Some(d);
+            }
+        }
+        None
+    }
+
+    /// Timers held, stale ones included.
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.heap.len()
+    }
+}
+
 /// Delete released sessions at their expiry, and sweep when elected, until shutdown.
 pub(super) async fn run(inner: Arc<Inner>, mut due: mpsc::UnboundedReceiver<Due>) {
     let mut closed = inner.closed.subscribe();
-    let mut timers: BinaryHeap<Reverse<Due>> = BinaryHeap::new();
+    let mut timers = Timers::default();
     // Not all nodes sweep at the same moment after a common start.
     let every = inner.config.session_sweep();
     let jitter = Duration::from_millis(fastrand::u64(0..=every.as_millis().min(5000) as u64));
     let mut next_sweep = tokio::time::Instant::now() + every + jitter;
     loop {
-        let next_timer = timers.peek().map(|Reverse(d)| {
-            let left = d.at.duration_since(SystemTime::now()).unwrap_or_default();
+        let next_timer = timers.next_at().map(|at| {
+            let left = at.duration_since(SystemTime::now()).unwrap_or_default();
             tokio::time::Instant::now() + left
         });
         let wake = next_timer.map_or(next_sweep, |t| t.min(next_sweep));
         tokio::select! {
             d = due.recv() => match d {
-                Some(d) => timers.push(Reverse(d)),
+                Some(d) => timers.push(d),
                 None => return,
             },
             _ = tokio::time::sleep_until(wake) => {}
             _ = closed.wait_for(|c| *c) => return,
         }
         let now = SystemTime::now();
-        while timers.peek().is_some_and(|Reverse(d)| d.at <= now) {
-            let Some(Reverse(d)) = timers.pop() else {
-                break;
-            };
+        while let Some(d) = timers.pop_due(now) {
             delete_expired(&inner, &d.key, Some(d.rev)).await;
         }
         if tokio::time::Instant::now() >= next_sweep {
@@ -191,5 +242,49 @@ pub(super) async fn resumed(inner: &Inner, key: &str, sid: u64, epoch: u64) -> b
             Kept::decode(&e.value).is_ok_and(|k| k.session_id == sid && k.epoch > epoch)
         }
         _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn due(key: &str, rev: u64, secs: u64) -> Due {
+        Due {
+            at: SystemTime::UNIX_EPOCH + Duration::from_secs(secs),
+            key: key.to_string(),
+            rev,
+        }
+    }
+
+    #[test]
+    fn a_session_released_over_and_over_keeps_one_live_timer() {
+        let mut timers = Timers::default();
+        // One client reconnecting and leaving 10,000 times, its session expiring a year
+        // after each release; another session released once.
+        for rev in 1..=10_000 {
+            timers.push(due("flapping", rev, 1_000 + rev));
+        }
+        timers.push(due("steady", 20_000, 500));
+        assert!(
+            timers.len() <= 2 * 2 + STALE_SLACK + 1,
+            "{} timers held for 2 sessions",
+            timers.len()
+        );
+        // Only the newest release of each is deleted, in expiry order.
+        let far = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        assert_eq!(timers.pop_due(far).map(|d| d.rev), Some(20_000));
+        assert_eq!(timers.pop_due(far).map(|d| d.rev), Some(10_000));
+        assert!(timers.pop_due(far).is_none());
+    }
+
+    #[test]
+    fn a_timer_fires_only_when_due() {
+        let mut timers = Timers::default();
+        timers.push(due("a", 7, 100));
+        let at = |s| SystemTime::UNIX_EPOCH + Duration::from_secs(s);
+        assert_eq!(timers.next_at(), Some(at(100)));
+        assert!(timers.pop_due(at(99)).is_none());
+        assert_eq!(timers.pop_due(at(100)).map(|d| d.rev), Some(7));
     }
 }
