@@ -269,6 +269,13 @@ pub struct MqttConfig {
     /// Seconds a 3.1.1 persistent session (Clean Session 0) lives on while its client is
     /// away; not set (the default): forever, as 3.1.1 has no expiry of its own.
     pub session_expiry_secs: Option<u32>,
+    /// Longest any session outlives its connection, in seconds, whatever the client asks:
+    /// an MQTT 5 Session Expiry Interval above it (in CONNECT or DISCONNECT) is lowered to
+    /// it and the CONNACK says so (3.2.2.3.2); a 3.1.1 persistent session lives at most
+    /// this long away. Not set (the default): as the client asks (3.1.1:
+    /// `session_expiry_secs`). Bounds how long away sessions hold memory and disk, like
+    /// mosquitto's `persistent_client_expiration`.
+    pub max_session_expiry_secs: Option<u32>,
     /// Most levels in a topic name or filter: a PUBLISH beyond it is refused (v5 DISCONNECT
     /// 0x90), a SUBSCRIBE filter beyond it gets a failure code. Bounds trie depth per
     /// request.
@@ -306,6 +313,7 @@ impl Default for MqttConfig {
             sys_interval_secs: 10,
             queue_qos0: false,
             session_expiry_secs: None,
+            max_session_expiry_secs: None,
             max_topic_levels: 128,
             max_subscriptions: 1000,
             close_grace_ms: 2000,

@@ -110,6 +110,29 @@ async fn mqtt_3_1_2_4_v311_session_expiry_secs_ends_away_sessions() {
 }
 
 #[tokio::test]
+async fn mqtt5_3_2_2_3_2_max_session_expiry_secs_lowers_what_clients_ask_and_ends_their_sessions() {
+    let gw = gateway_with(|c| c.mqtt.max_session_expiry_secs = Some(1)).await;
+    // v5: asks for an hour, is told 1 s in CONNACK.
+    let (mut c, ack) = V5::connack(gw.mqtt_addr, connect5("capped5", true, expiry(3600))).await;
+    assert_eq!(ack.reason, 0, "{ack:?}");
+    assert_eq!(ack.properties.session_expiry_interval, Some(1), "{ack:?}");
+    assert_eq!(c.subscribe(&[q1("capped/t")]).await, vec![1]);
+    c.send_disconnect(0, leaving(Some(3600))).await;
+    // 3.1.1 persistent (no `session_expiry_secs`: forever without the maximum).
+    assert_eq!(V3::persistent(gw.mqtt_addr, "capped3").await.1, vec![0, 0]);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let (_c, present) = V5::session(gw.mqtt_addr, "capped5", false, expiry(3600)).await;
+    assert!(!present, "the v5 session ended after 1 s away, not an hour");
+    let (_raw, ack) = V3::persistent(gw.mqtt_addr, "capped3").await;
+    assert_eq!(
+        ack,
+        vec![0, 0],
+        "session present 0: the 3.1.1 session ended too"
+    );
+    gw.shutdown().await;
+}
+
+#[tokio::test]
 async fn limit_max_subscriptions_answers_0x80_and_v5_0x97() {
     let gw = gateway_with(|c| c.mqtt.max_subscriptions = 2).await;
     let mut raw = V3::connect_ka(gw.mqtt_addr, "subs3", 0).await;

@@ -237,6 +237,7 @@ fn machine_config(cfg: &crate::config::MqttConfig) -> ponte_mqtt::Config {
         receive_maximum: cfg.receive_maximum,
         topic_alias_maximum: cfg.topic_alias_maximum,
         max_keep_alive: cfg.max_keepalive,
+        max_session_expiry: cfg.max_session_expiry_secs,
     }
 }
 

@@ -617,3 +617,70 @@ fn mqtt5_3_2_2_19_3_4_2_2_3_5_2_2_3_7_2_2_reason_strings_dropped_beyond_maximum_
         other => panic!("expected PUBACK, PUBREC, PUBCOMP: {other:?}"),
     }
 }
+
+/// The Session Expiry Interval the DISCONNECT carrying `asked` leaves in force.
+fn expiry_after_disconnect(conn: &mut Connection, asked: u32) -> Option<u32> {
+    let t = Instant::now();
+    conn.handle_bytes(
+        t,
+        &wire(&Packet::Disconnect(ReasonPacket {
+            reason_code: 0,
+            properties: Properties {
+                session_expiry_interval: Some(asked),
+                ..Properties::default()
+            }
+            .into(),
+        })),
+    );
+    while let Some(ev) = conn.poll_event() {
+        if let Event::Closed { reason, .. } = ev {
+            return match reason {
+                CloseReason::ClientDisconnect {
+                    session_expiry_interval,
+                    ..
+                } => session_expiry_interval,
+                other => panic!("expected a client DISCONNECT, got {other:?}"),
+            };
+        }
+    }
+    panic!("the DISCONNECT closed nothing")
+}
+
+#[test]
+fn mqtt5_3_2_2_3_2_session_expiry_above_the_servers_maximum_is_lowered_and_told() {
+    let config = Config {
+        max_session_expiry: Some(60),
+        ..Config::default()
+    };
+    let asking = |secs| Properties {
+        session_expiry_interval: Some(secs),
+        ..Properties::default()
+    };
+    // More than the maximum: the CONNACK says what the server uses, and that holds,
+    // also when a DISCONNECT asks for more again.
+    let (mut conn, connack) = accepted(config.clone(), asking(3600), |_| {});
+    assert_eq!(connack.session_expiry_interval, Some(60));
+    assert_eq!(conn.session_expiry_interval(), 60);
+    assert_eq!(expiry_after_disconnect(&mut conn, 7200), Some(60));
+    // Within it: the client's value, and no property (absent = as asked).
+    let (mut conn, connack) = accepted(config.clone(), asking(30), |_| {});
+    assert_eq!(connack.session_expiry_interval, None);
+    assert_eq!(conn.session_expiry_interval(), 30);
+    assert_eq!(expiry_after_disconnect(&mut conn, 45), Some(45));
+    // A maximum of 0 (sessions end with their connection): a client that asked for an
+    // expiry may still send one at DISCONNECT (it is not MQTT-3.14.2-2's 0 → non-zero).
+    let (mut conn, connack) = accepted(
+        Config {
+            max_session_expiry: Some(0),
+            ..Config::default()
+        },
+        asking(10),
+        |_| {},
+    );
+    assert_eq!(connack.session_expiry_interval, Some(0));
+    assert_eq!(expiry_after_disconnect(&mut conn, 10), Some(0));
+    // Without a maximum, as the client asks.
+    let (conn, connack) = accepted(Config::default(), asking(u32::MAX), |_| {});
+    assert_eq!(connack.session_expiry_interval, None);
+    assert_eq!(conn.session_expiry_interval(), u32::MAX);
+}

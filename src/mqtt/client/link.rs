@@ -143,7 +143,8 @@ impl Link {
             .as_mut()
             .map(|w| std::mem::take(&mut w.properties))
             .unwrap_or_default();
-        self.session_expiry = c.properties.session_expiry_interval.unwrap_or(0);
+        // The machine holds it to `[mqtt] max_session_expiry_secs` (told in CONNACK).
+        self.session_expiry = conn.session_expiry_interval();
         let assigned = c.client_id.is_empty();
         let client_id = if assigned {
             // 3.1.1: only with Clean Session 1 (the machine refuses the rest, MQTT-3.1.3-8);
@@ -279,20 +280,19 @@ impl Link {
     }
 
     /// How long the session outlives the connection. v5: the Session Expiry Interval
-    /// (3.1.2.11.2), whatever Clean Start says; 3.1.1: 0 with Clean Session 1, otherwise
-    /// `session_expiry_secs` (default: forever).
+    /// (3.1.2.11.2), whatever Clean Start says, at most `max_session_expiry_secs` (the
+    /// machine applied it); 3.1.1: 0 with Clean Session 1, otherwise `session_expiry_secs`
+    /// (default: forever), at most `max_session_expiry_secs`.
     fn expiry(&self, c: &Connect, shared: &Shared) -> u32 {
         if self.v5 {
             self.session_expiry
         } else if c.clean_session {
             0
         } else {
-            shared
-                .config
-                .mqtt
-                .session_expiry_secs
-                .filter(|s| *s > 0)
-                .unwrap_or(NEVER)
+            let mqtt = &shared.config.mqtt;
+            let expiry = mqtt.session_expiry_secs.filter(|s| *s > 0).unwrap_or(NEVER);
+            mqtt.max_session_expiry_secs
+                .map_or(expiry, |m| expiry.min(m))
         }
     }
 

@@ -29,7 +29,8 @@ impl Connection {
     /// CONNECT. The v5 CONNACK also announces the server's limits: Receive Maximum, Maximum
     /// Packet Size, Topic Alias Maximum, Retain / Wildcard / Subscription Identifier /
     /// Shared Subscription Available, Server Keep Alive when the client's Keep Alive was
-    /// above `max_keep_alive`, the Assigned Client Identifier and, when the client asked
+    /// above `max_keep_alive`, Session Expiry Interval when the client's was above
+    /// `max_session_expiry`, the Assigned Client Identifier and, when the client asked
     /// for it, the Response Information.
     pub fn accept(&mut self, now: Instant, accept: Accept) {
         if self.state != State::AwaitingAccept {
@@ -55,6 +56,7 @@ impl Connection {
                 subscription_identifiers_available: Some(1),
                 shared_subscription_available: Some(1),
                 server_keep_alive: v5.server_keep_alive,
+                session_expiry_interval: v5.server_session_expiry,
                 assigned_client_identifier: assigned_client_id,
                 // MQTT-3.1.2-28: only when the client asked for it.
                 response_information: response_information.filter(|info| {

@@ -30,6 +30,11 @@ pub struct Config {
     /// keepalive) is told Server Keep Alive = this in CONNACK. 0 = no limit. Bounds how long
     /// a dead client's session can look alive.
     pub max_keep_alive: u16,
+    /// MQTT 5: longest Session Expiry Interval the server keeps a session for; a client
+    /// asking for more (in CONNECT, or later in DISCONNECT) gets this, told in CONNACK's
+    /// Session Expiry Interval (3.2.2.3.2). `None` = as the client asks. Bounds how long
+    /// an away session holds memory and disk.
+    pub max_session_expiry: Option<u32>,
 }
 
 impl Default for Config {
@@ -42,6 +47,7 @@ impl Default for Config {
             receive_maximum: 1024,
             topic_alias_maximum: 64,
             max_keep_alive: 0,
+            max_session_expiry: None,
         }
     }
 }

@@ -84,7 +84,14 @@ impl Connection {
         v5.client_receive_maximum = p.receive_maximum.unwrap_or(u16::MAX);
         v5.asks.max_packet_size = p.maximum_packet_size;
         v5.client_topic_alias_max = p.topic_alias_maximum.unwrap_or(0);
-        v5.session_expiry_interval = p.session_expiry_interval.unwrap_or(0);
+        let asked = p.session_expiry_interval.unwrap_or(0);
+        let expiry = self
+            .config
+            .max_session_expiry
+            .map_or(asked, |m| asked.min(m));
+        v5.session_expiry_interval = expiry;
+        // 3.2.2.3.2: the server tells a client that it uses another value than it asked.
+        v5.server_session_expiry = (expiry != asked).then_some(expiry);
         // Absent Request Problem Information means 1, absent Request Response Information 0
         // (3.1.2.11.7, 3.1.2.11.6).
         v5.asks.no_problem_information = p.request_problem_information == Some(0);
@@ -232,19 +239,20 @@ impl Connection {
             return;
         }
         let expiry = d.properties.session_expiry_interval;
+        // The client asked for 0 in CONNECT (not merely got 0 from the server's maximum).
+        let asked_zero = self
+            .v5
+            .as_ref()
+            .is_some_and(|v| v.session_expiry_interval == 0 && v.server_session_expiry.is_none());
         match expiry {
-            Some(e)
-                if e > 0
-                    && self
-                        .v5
-                        .as_ref()
-                        .is_some_and(|v| v.session_expiry_interval == 0) =>
-            {
+            Some(e) if e > 0 && asked_zero => {
                 self.close_with(Violation::SessionExpiryAfterZero(e).into())
             }
             _ => self.close_with(CloseReason::ClientDisconnect {
                 reason_code: d.reason_code,
-                session_expiry_interval: expiry,
+                // Held to the server's maximum, as in CONNECT.
+                session_expiry_interval: expiry
+                    .map(|e| self.config.max_session_expiry.map_or(e, |m| e.min(m))),
             }),
         }
     }

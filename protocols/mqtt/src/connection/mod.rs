@@ -81,8 +81,11 @@ struct V5State {
     client_receive_maximum: u16,
     /// The client's Topic Alias Maximum: caps the aliases we assign.
     client_topic_alias_max: u16,
-    /// Session Expiry Interval from CONNECT, to check DISCONNECT's (MQTT-3.14.2-2).
+    /// Session Expiry Interval in force: CONNECT's, at most `max_session_expiry`; checks
+    /// DISCONNECT's (MQTT-3.14.2-2).
     session_expiry_interval: u32,
+    /// Session Expiry Interval we imposed in CONNACK (below what CONNECT asked), if any.
+    server_session_expiry: Option<u32>,
     /// Keep Alive we imposed in CONNACK (Server Keep Alive), if any.
     server_keep_alive: Option<u16>,
     /// Request Problem Information and Maximum Packet Size: what every non-PUBLISH packet
@@ -307,6 +310,12 @@ impl Connection {
     /// Protocol revision announced by the CONNECT, once received.
     pub fn protocol(&self) -> Option<ProtocolVersion> {
         self.protocol
+    }
+
+    /// MQTT 5: the Session Expiry Interval in force after CONNECT — the client's, at most
+    /// `max_session_expiry` (0 before a v5 CONNECT and for 3.1.1, which has none).
+    pub fn session_expiry_interval(&self) -> u32 {
+        self.v5.as_ref().map_or(0, |v5| v5.session_expiry_interval)
     }
 
     /// MQTT 5: messages dropped for this client because they were larger than its Maximum
