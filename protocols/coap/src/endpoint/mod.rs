@@ -35,6 +35,15 @@ use crate::wire;
 /// many pushes.
 const COMPACT_SLACK: usize = 64;
 
+/// Drop the entries of `queue` that `live` no longer wants once they outnumber the `tracked`
+/// ones it stands for (O(1) amortized per push): an entry whose request was answered or
+/// whose exchange was evicted would otherwise stay until its expiry, an exchange lifetime.
+fn compact<T>(queue: &mut VecDeque<T>, tracked: usize, live: impl FnMut(&T) -> bool) {
+    if queue.len() > 2 * tracked + COMPACT_SLACK {
+        queue.retain(live);
+    }
+}
+
 mod inbound;
 mod observe;
 mod transmit;

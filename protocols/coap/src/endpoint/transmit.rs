@@ -219,15 +219,16 @@ impl Endpoint {
             },
         );
         self.exchange_order.push_back((expires, key));
-        // An entry whose exchange was evicted or replaced stays until its expiry; dropped
-        // once such entries outnumber the live ones (see `pending_order`).
-        if self.exchange_order.len() > 2 * self.exchanges.len() + COMPACT_SLACK {
-            self.exchange_order.retain(|(expires, key)| {
+        // The entry of an exchange evicted or replaced would stay until its expiry.
+        compact(
+            &mut self.exchange_order,
+            self.exchanges.len(),
+            |(expires, key)| {
                 self.exchanges
                     .get(key)
                     .is_some_and(|e| e.expires == *expires)
-            });
-        }
+            },
+        );
     }
 
     /// Queues an Empty ACK or RST.
