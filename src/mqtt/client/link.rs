@@ -289,10 +289,8 @@ impl Link {
         } else if c.clean_session {
             0
         } else {
-            let mqtt = &shared.config.mqtt;
-            let expiry = mqtt.session_expiry_secs.filter(|s| *s > 0).unwrap_or(NEVER);
-            mqtt.max_session_expiry_secs
-                .map_or(expiry, |m| expiry.min(m))
+            let expiry = shared.config.mqtt.session_expiry_secs.filter(|s| *s > 0);
+            shared.machine.session_expiry(expiry.unwrap_or(NEVER))
         }
     }
 

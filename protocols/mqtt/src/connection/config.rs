@@ -51,3 +51,11 @@ impl Default for Config {
         }
     }
 }
+
+impl Config {
+    /// The Session Expiry Interval the server keeps a session for when `asked` was asked:
+    /// at most [`Config::max_session_expiry`].
+    pub fn session_expiry(&self, asked: u32) -> u32 {
+        self.max_session_expiry.map_or(asked, |max| asked.min(max))
+    }
+}

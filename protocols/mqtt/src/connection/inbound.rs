@@ -85,10 +85,7 @@ impl Connection {
         v5.asks.max_packet_size = p.maximum_packet_size;
         v5.client_topic_alias_max = p.topic_alias_maximum.unwrap_or(0);
         let asked = p.session_expiry_interval.unwrap_or(0);
-        let expiry = self
-            .config
-            .max_session_expiry
-            .map_or(asked, |m| asked.min(m));
+        let expiry = self.config.session_expiry(asked);
         v5.session_expiry_interval = expiry;
         // 3.2.2.3.2: the server tells a client that it uses another value than it asked.
         v5.server_session_expiry = (expiry != asked).then_some(expiry);
@@ -251,8 +248,7 @@ impl Connection {
             _ => self.close_with(CloseReason::ClientDisconnect {
                 reason_code: d.reason_code,
                 // Held to the server's maximum, as in CONNECT.
-                session_expiry_interval: expiry
-                    .map(|e| self.config.max_session_expiry.map_or(e, |m| e.min(m))),
+                session_expiry_interval: expiry.map(|e| self.config.session_expiry(e)),
             }),
         }
     }
