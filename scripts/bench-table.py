@@ -71,11 +71,13 @@ line("HTTP GET --memory vs the axum ceiling", thr("ponte", "wrk-http-get"), thr(
 line("HTTP GET sled vs the axum ceiling", thr("ponte-sled", "wrk-http-get"), thr("ceiling", "wrk-http-get"), 0.9)
 line("HTTP PUT --memory vs the axum ceiling", thr("ponte", "wrk-http-put"), thr("ceiling", "wrk-http-put"), 0.75)
 line("HTTP PUT sled vs the axum ceiling", thr("ponte-sled", "wrk-http-put"), thr("ceiling", "wrk-http-put"), 0.6)
+line("HTTP PUT sled, periodic sync, vs the ceiling", thr("ponte-periodic", "wrk-http-put"), thr("ceiling", "wrk-http-put"), 0.6)
 # CoAP against libcoap's coap-server-notls (C, in memory).
 line("CoAP GET --memory vs libcoap", thr("ponte", "coap-get"), thr("libcoap", "coap-get"), 1.5)
 line("CoAP GET sled vs libcoap", thr("ponte-sled", "coap-get"), thr("libcoap", "coap-get"), 1.5)
 line("CoAP PUT --memory vs libcoap", thr("ponte", "coap-put"), thr("libcoap", "coap-put"), 1.5)
 line("CoAP PUT sled vs libcoap", thr("ponte-sled", "coap-put"), thr("libcoap", "coap-put"), 1.0)
+line("CoAP PUT sled, periodic sync, vs libcoap", thr("ponte-periodic", "coap-put"), thr("libcoap", "coap-put"), 1.0)
 # The original Ponte (issue 6).
 for eng in ("ponte", "ponte-sled"):
     for s in ("wrk-http-get", "wrk-http-put", "coap-get", "coap-put"):

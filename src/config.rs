@@ -359,6 +359,13 @@ pub struct StoreConfig {
     pub db: PathBuf,
     /// Keep nothing on disk (`--memory`).
     pub memory: bool,
+    /// When an acknowledged retained write (HTTP/CoAP PUT and DELETE, MQTT retained
+    /// PUBLISH) is on the disk: before it is acknowledged, or within `sync_interval_ms`.
+    /// Persistent MQTT sessions sync every batch either way.
+    pub sync: StoreSync,
+    /// With `sync = "periodic"`: the longest an acknowledged write waits to be synced to the
+    /// disk (at least 1).
+    pub sync_interval_ms: u64,
 }
 
 impl Default for StoreConfig {
@@ -366,6 +373,35 @@ impl Default for StoreConfig {
         StoreConfig {
             db: PathBuf::from("./ponte-data"),
             memory: false,
+            sync: StoreSync::Always,
+            sync_interval_ms: 1000,
+        }
+    }
+}
+
+/// When a retained write reaches the disk (`[store] sync`).
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, JsonSchema, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum StoreSync {
+    /// Each group commit is on the disk before its writes are acknowledged: they survive a
+    /// crash of the process and of the operating system.
+    #[default]
+    Always,
+    /// A group commit is acknowledged once the operating system has it (it survives
+    /// `kill -9` and any crash of ponte), and synced to the disk within `sync_interval_ms`:
+    /// a crash of the operating system or a power cut can take the writes of that last
+    /// interval. Like NATS JetStream's `sync_interval` or Redis's `appendfsync everysec`;
+    /// for disks where a write per commit is slow or wears them (SD cards).
+    Periodic,
+}
+
+impl StoreConfig {
+    /// `sync` and `sync_interval_ms` as the log takes them.
+    pub fn log_sync(&self) -> crate::store::sled::LogSync {
+        use crate::store::sled::LogSync;
+        match self.sync {
+            StoreSync::Always => LogSync::Always,
+            StoreSync::Periodic => LogSync::Every(Duration::from_millis(self.sync_interval_ms)),
         }
     }
 }
@@ -477,6 +513,12 @@ impl Config {
     /// Check what the types alone cannot (across fields and sections): the bridges' and
     /// webhooks' names, limits and prefixes. The message names the section and key.
     pub fn validate(&self) -> Result<(), String> {
+        if self.store.sync_interval_ms == 0 {
+            return Err(
+                "[store] sync_interval_ms must be at least 1 (to sync every commit, sync = \"always\")"
+                    .into(),
+            );
+        }
         bridge::validate(&self.bridge)?;
         webhook::validate(&self.webhook)
     }

@@ -162,10 +162,12 @@ pub async fn start(config: Config) -> Result<Gateway, Error> {
         Broker::new(store::memory::MemoryStore, Arc::new(Local))?
     } else {
         let path = config.store.db.clone();
-        let (sled, sessions) =
-            tokio::task::spawn_blocking(move || store::sled::SledStore::open_with_sessions(&path))
-                .await
-                .map_err(|e| StoreError::Engine(e.to_string()))??;
+        let sync = config.store.log_sync();
+        let (sled, sessions) = tokio::task::spawn_blocking(move || {
+            store::sled::SledStore::open_with_sessions(&path, sync)
+        })
+        .await
+        .map_err(|e| StoreError::Engine(e.to_string()))??;
         Broker::with_sessions(sled, sessions, Arc::new(Local))?
     };
     let name = if config.store.memory {
@@ -191,10 +193,12 @@ async fn start_clustered(
         Box::new(durable::LocalKeeper::open(store::session::MemorySessions)?)
     } else {
         let path = config.store.db.clone();
-        let (_, sessions) =
-            tokio::task::spawn_blocking(move || store::sled::SledStore::open_with_sessions(&path))
-                .await
-                .map_err(|e| StoreError::Engine(e.to_string()))??;
+        // Only this node's bridge queues live here: nothing reads the retained log.
+        let (_, sessions) = tokio::task::spawn_blocking(move || {
+            store::sled::SledStore::open_with_sessions(&path, store::sled::LogSync::Always)
+        })
+        .await
+        .map_err(|e| StoreError::Engine(e.to_string()))??;
         Box::new(durable::LocalKeeper::open(sessions)?)
     };
     let durable = durable::DurableSessions::with_local(Box::new(nats.keeper()), local);

@@ -131,6 +131,81 @@ async fn retained_writes_survive_kill_9_before_and_after_a_checkpoint() {
     assert_eq!(r.text().await.unwrap(), "v3");
 }
 
+/// The count of `ponte_store_sync_seconds` in the broker's `/metrics`.
+async fn periodic_syncs(ponte: &Ponte) -> f64 {
+    let text = reqwest::get(format!("http://{}/metrics", ponte.http))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix("ponte_store_sync_seconds_count "))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no ponte_store_sync_seconds_count in /metrics"))
+}
+
+/// `[store] sync = "periodic"`: retained writes are acknowledged once the operating system
+/// has them, so they still survive `kill -9` (here before their sync was due), and the
+/// writer syncs the log within `sync_interval_ms` of a write on its own, idle or not.
+/// With the default (`always`) no periodic sync happens: each commit is synced.
+#[tokio::test]
+async fn store_sync_periodic_keeps_acknowledged_writes_across_kill_9_and_syncs_on_time() {
+    let (_dir, db) = db();
+    let always = Ponte::spawn(&db);
+    let r = http_put(&always.http, "periodic/before", "always", "text/plain").await;
+    assert_eq!(r.status(), 201);
+    tokio::time::sleep(BRIEF).await;
+    assert_eq!(
+        periodic_syncs(&always).await,
+        0.0,
+        "sync = always syncs each commit"
+    );
+    always.stop("-TERM");
+
+    let config = test_file(
+        "periodic.toml",
+        "[store]\nsync = \"periodic\"\nsync_interval_ms = 200\n",
+    );
+    let start = || {
+        Ponte::start(&[
+            "-d".as_ref(),
+            db.as_os_str(),
+            "-c".as_ref(),
+            config.as_os_str(),
+        ])
+    };
+    let mut ponte = start();
+    let r = http_put(&ponte.http, "periodic/first", "1", "text/plain").await;
+    assert_eq!(r.status(), 201);
+    // Nothing else comes: the writer syncs on its own once the interval has passed.
+    within(WAIT, "a periodic sync after an idle write", async {
+        while periodic_syncs(&ponte).await < 1.0 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    for i in 0..50 {
+        let r = http_put(&ponte.http, &format!("periodic/{i}"), "v", "text/plain").await;
+        assert!(r.status().is_success(), "PUT periodic/{i}: {}", r.status());
+    }
+    // Acknowledged, not yet synced (the interval has not passed): SIGKILL now.
+    ponte.child.kill().unwrap();
+    let status = wait_exit(&mut ponte.child, Duration::from_secs(5));
+    assert!(!status.success(), "killed, not exited: {status:?}");
+    drop(ponte);
+
+    let ponte = start();
+    let r = http_get(&ponte.http, "periodic/before").await;
+    assert_eq!(r.text().await.unwrap(), "always");
+    let r = http_get(&ponte.http, "periodic/first").await;
+    assert_eq!(r.text().await.unwrap(), "1");
+    for i in 0..50 {
+        let r = http_get(&ponte.http, &format!("periodic/{i}")).await;
+        assert_eq!(r.status(), 200, "periodic/{i} was acknowledged");
+    }
+}
+
 #[test]
 fn sigterm_stops_gracefully_with_exit_0() {
     let (_dir, db) = db();

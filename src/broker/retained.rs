@@ -6,6 +6,8 @@
 //! the previous batch was syncing into one batch — one `apply` + fsync for all of them (group
 //! commit). Only after the batch is durable does it update the index and answer the writers,
 //! so an acknowledged value is on disk and a reader never sees a value that could be lost.
+//! (With `[store] sync = "periodic"`, "on disk" is "with the operating system", and the
+//! writer also syncs the store when [`Store::sync_due`] says, between batches or while idle.)
 //!
 //! A store that keeps nothing (`--memory`) has no sync to share: there each write is applied
 //! by its writer under the index's write lock (precondition, version, index, in that order,
@@ -137,6 +139,9 @@ pub struct StoreStats {
     pub bytes: std::sync::atomic::AtomicU64,
     /// How long each group commit took (apply + sync), `ponte_store_commit_seconds`.
     pub commit: crate::metrics::Histogram,
+    /// How long each sync the store asked for took (`[store] sync = "periodic"`: the
+    /// commits acknowledged before the disk had them, brought there), `ponte_store_sync_seconds`.
+    pub sync: crate::metrics::Histogram,
     /// Why the last commit failed, while no commit has succeeded since (`/readyz`).
     pub failing: parking_lot::Mutex<Option<String>>,
     /// Whether the writer has stopped (the store is closed).
@@ -440,7 +445,13 @@ fn writer_loop<S: Store>(
     let mut overlay: HashMap<TopicName, Option<Arc<RetainedValue>>> = HashMap::new();
     // How long to poll before blocking for the next batch (see MAX_POLL).
     let mut poll_for = Duration::ZERO;
-    while let Some(first) = next_job(&rx, poll_for) {
+    loop {
+        sync_if_due(&mut store, stats);
+        let first = match next_job(&rx, poll_for, store.sync_due()) {
+            Next::Job(job) => job,
+            Next::SyncDue => continue,
+            Next::Closed => break,
+        };
         jobs.push(first);
         while jobs.len() < MAX_BATCH {
             match rx.try_recv() {
@@ -541,16 +552,42 @@ fn writer_loop<S: Store>(
     stats.closed.store(true, Ordering::Relaxed);
 }
 
-/// The writer's next job, `None` once every sender is gone: the channel is polled for up to
-/// `poll_for` (yielding the CPU between polls, so that on a shared or pinned core the tasks
-/// sending the next writes get to run) before the thread blocks on it.
-fn next_job<T>(rx: &mpsc::Receiver<T>, poll_for: Duration) -> Option<T> {
+/// Sync the store if it says a sync is due: writes it acknowledged before the disk had
+/// them have waited their interval.
+fn sync_if_due<S: Store>(store: &mut S, stats: &StoreStats) {
+    if store.sync_due().is_none_or(|due| due > Instant::now()) {
+        return;
+    }
+    let started = Instant::now();
+    match store.sync() {
+        Ok(()) => stats.sync.observe(started.elapsed()),
+        Err(e) => {
+            tracing::error!(error = %e, "retained store sync failed; acknowledged writes may not survive a crash of the operating system");
+            *stats.failing.lock() = Some(e.to_string());
+        }
+    }
+}
+
+/// What the writer waits for next.
+enum Next<T> {
+    /// A write.
+    Job(T),
+    /// Nothing came before the store's sync was due.
+    SyncDue,
+    /// Every sender is gone.
+    Closed,
+}
+
+/// The writer's next job: the channel is polled for up to `poll_for` (yielding the CPU
+/// between polls, so that on a shared or pinned core the tasks sending the next writes get
+/// to run) before the thread blocks on it, until `sync_due` at the latest.
+fn next_job<T>(rx: &mpsc::Receiver<T>, poll_for: Duration, sync_due: Option<Instant>) -> Next<T> {
     if !poll_for.is_zero() {
         let until = Instant::now() + poll_for;
         loop {
             match rx.try_recv() {
-                Ok(job) => return Some(job),
-                Err(mpsc::TryRecvError::Disconnected) => return None,
+                Ok(job) => return Next::Job(job),
+                Err(mpsc::TryRecvError::Disconnected) => return Next::Closed,
                 Err(mpsc::TryRecvError::Empty) if Instant::now() < until => {
                     std::thread::yield_now()
                 }
@@ -558,7 +595,14 @@ fn next_job<T>(rx: &mpsc::Receiver<T>, poll_for: Duration) -> Option<T> {
             }
         }
     }
-    rx.recv().ok()
+    let Some(due) = sync_due else {
+        return rx.recv().map_or(Next::Closed, Next::Job);
+    };
+    match rx.recv_timeout(due.saturating_duration_since(Instant::now())) {
+        Ok(job) => Next::Job(job),
+        Err(mpsc::RecvTimeoutError::Timeout) => Next::SyncDue,
+        Err(mpsc::RecvTimeoutError::Disconnected) => Next::Closed,
+    }
 }
 
 #[cfg(test)]

@@ -95,3 +95,23 @@ fn unknown_keys_are_named() {
     let e = Config::from_toml("[http]\nprot = 1\n").unwrap_err();
     assert!(e.contains("prot"), "{e}");
 }
+
+#[test]
+fn store_section_sets_when_retained_writes_are_synced() {
+    use crate::store::sled::LogSync;
+    let d = Config::default();
+    assert_eq!(
+        d.store.sync,
+        StoreSync::Always,
+        "each commit synced by default"
+    );
+    assert_eq!(d.store.log_sync(), LogSync::Always);
+    let c = Config::from_toml("[store]\nsync = \"periodic\"\nsync_interval_ms = 250\n").unwrap();
+    assert_eq!(
+        c.store.log_sync(),
+        LogSync::Every(Duration::from_millis(250))
+    );
+    let e = Config::from_toml("[store]\nsync = \"periodic\"\nsync_interval_ms = 0\n").unwrap_err();
+    assert!(e.contains("sync_interval_ms"), "{e}");
+    assert!(Config::from_toml("[store]\nsync = \"never\"\n").is_err());
+}

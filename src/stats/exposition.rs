@@ -75,6 +75,8 @@ pub struct Snapshot {
     pub subscriptions: u64,
     /// Group commit latency of the retained store.
     pub store_commit: HistogramSnapshot,
+    /// Latency of the retained store's periodic syncs (`[store] sync = "periodic"`).
+    pub store_sync: HistogramSnapshot,
     /// HTTP requests: `(method, status, count)`, only those seen.
     pub http_requests: Vec<(&'static str, u16, u64)>,
     /// Refused logins per protocol label.
@@ -194,6 +196,7 @@ impl Sources {
             sessions_offline,
             subscriptions: self.broker.subscription_count() as u64,
             store_commit: store.commit.snapshot(),
+            store_sync: store.sync.snapshot(),
             http_requests,
             auth_failures,
             coap_observers: m.coap_observers.load(Ordering::Relaxed).max(0) as u64,
@@ -216,6 +219,16 @@ struct Family<'a> {
     out: &'a mut String,
     /// The family's name.
     name: &'static str,
+}
+
+/// The samples of histogram `h` into its family `f`.
+fn histogram(mut f: Family<'_>, h: &HistogramSnapshot) {
+    for (bound, n) in &h.buckets {
+        f.sample("_bucket", &[("le", &bound.to_string())], n);
+    }
+    f.sample("_bucket", &[("le", "+Inf")], h.count);
+    f.sample("_sum", &[], h.sum);
+    f.sample("_count", &[], h.count);
 }
 
 impl<'a> Family<'a> {
@@ -468,18 +481,24 @@ pub fn render(s: &Snapshot) -> String {
         "Subscriptions of every protocol (MQTT filters, SSE streams, observed CoAP topics).",
     )
     .sample("", &[], s.subscriptions);
-    let mut f = Family::new(
-        o,
-        "ponte_store_commit_seconds",
-        "histogram",
-        "Duration of each group commit of the retained store (apply and sync).",
+    histogram(
+        Family::new(
+            o,
+            "ponte_store_commit_seconds",
+            "histogram",
+            "Duration of each group commit of the retained store (apply and sync).",
+        ),
+        &s.store_commit,
     );
-    for (bound, n) in &s.store_commit.buckets {
-        f.sample("_bucket", &[("le", &bound.to_string())], n);
-    }
-    f.sample("_bucket", &[("le", "+Inf")], s.store_commit.count);
-    f.sample("_sum", &[], s.store_commit.sum);
-    f.sample("_count", &[], s.store_commit.count);
+    histogram(
+        Family::new(
+            o,
+            "ponte_store_sync_seconds",
+            "histogram",
+            "Duration of each periodic sync of the retained store's log ([store] sync = \"periodic\").",
+        ),
+        &s.store_sync,
+    );
     let mut f = Family::new(
         o,
         "ponte_http_requests_total",

@@ -6,7 +6,8 @@
 //!
 //! A store is owned by exactly one thread, the retained writer in
 //! [`crate::broker::retained`], which hands it whole batches (group commit): `apply` returns
-//! only once the batch is durable.
+//! only once the batch is durable — on the disk, or with `[store] sync = "periodic"` with
+//! the operating system (it survives `kill -9`), synced by `sync` when `sync_due` says.
 //!
 //! Persistent MQTT sessions have their own [`session::SessionStore`] (the same sled database,
 //! other trees), owned by the session writer of [`crate::durable`].
@@ -77,6 +78,19 @@ pub trait Store: Send + 'static {
     fn apply(&mut self, ops: &[RetainedOp]) -> Result<(), StoreError>;
     /// Flush anything outstanding (called at shutdown).
     fn flush(&mut self) -> Result<(), StoreError>;
+
+    /// When [`Store::sync`] must be called: a store that acknowledges batches before they
+    /// reach the disk (`[store] sync = "periodic"`) says when the oldest of them is due
+    /// there. `None` (the default): every applied batch is on the disk already.
+    fn sync_due(&self) -> Option<std::time::Instant> {
+        None
+    }
+
+    /// Bring every batch applied so far to the disk (called by the writer when
+    /// [`Store::sync_due`] has passed, whether or not writes keep coming).
+    fn sync(&mut self) -> Result<(), StoreError> {
+        Ok(())
+    }
 
     /// Whether the store keeps nothing (`--memory`): then there is no sync for writers to
     /// share, and the retained values apply writes inline instead of through the writer

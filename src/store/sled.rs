@@ -7,6 +7,8 @@
 //! much is pending), with the number of the log generation it covers in `retained_meta`,
 //! and that generation's file is then retired (recycled as a later one's, or deleted).
 //! Opening the database applies what the log holds beyond the last checkpoint first.
+//! With [`LogSync::Every`] (`[store] sync = "periodic"`), a batch is acknowledged once the
+//! operating system has its record, and the writer calls [`Store::sync`] when it is due.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -17,6 +19,7 @@ use super::session_codec::{
     client_key, decode_alive, decode_queued, decode_session, decode_state, encode_alive,
     encode_queued, encode_session, encode_state, queue_key, split_queue_key, split_session_key,
 };
+pub use super::wal::LogSync;
 use super::wal::Wal;
 use super::{decode_value, encode_value, RetainedOp, Store, StoreError};
 use crate::model::RetainedValue;
@@ -61,14 +64,18 @@ fn engine(e: sled::Error) -> StoreError {
 }
 
 impl SledStore {
-    /// Open (or create) the database in `path`.
+    /// Open (or create) the database in `path`, each commit synced.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        Self::open_db(path).map(|(s, _)| s)
+        Self::open_db(path, LogSync::Always).map(|(s, _)| s)
     }
 
-    /// Open the database in `path`, with a handle on its session trees for the session writer.
-    pub fn open_with_sessions(path: &Path) -> Result<(Self, SledSessions), StoreError> {
-        let (store, db) = Self::open_db(path)?;
+    /// Open the database in `path`, its retained writes synced as `sync` says, with a
+    /// handle on its session trees for the session writer (which syncs every batch).
+    pub fn open_with_sessions(
+        path: &Path,
+        sync: LogSync,
+    ) -> Result<(Self, SledSessions), StoreError> {
+        let (store, db) = Self::open_db(path, sync)?;
         let sessions = SledSessions {
             sessions: db.open_tree("sessions").map_err(engine)?,
             state: db.open_tree("session_state").map_err(engine)?,
@@ -79,7 +86,7 @@ impl SledStore {
         Ok((store, sessions))
     }
 
-    fn open_db(path: &Path) -> Result<(Self, sled::Db), StoreError> {
+    fn open_db(path: &Path, sync: LogSync) -> Result<(Self, sled::Db), StoreError> {
         let db = sled::Config::new()
             .path(path)
             .mode(sled::Mode::HighThroughput)
@@ -104,7 +111,7 @@ impl SledStore {
             .map_err(engine)?
             .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
             .map_or(0, u64::from_be_bytes);
-        let (wal, replay, last) = Wal::open(&path.join("wal"), checkpointed)?;
+        let (wal, replay, last) = Wal::open(&path.join("wal"), checkpointed, sync)?;
         let store = SledStore {
             db: db.clone(),
             retained,
@@ -174,6 +181,21 @@ impl Store for SledStore {
     fn flush(&mut self) -> Result<(), StoreError> {
         self.checkpoint()?;
         self.db.flush().map_err(engine).map(|_| ())
+    }
+
+    fn sync_due(&self) -> Option<Instant> {
+        self.wal.sync_due()
+    }
+
+    /// The log synced; should that fail, a checkpoint puts what it holds into the tree
+    /// (flushed): the writes are on the disk either way, or the error says they may not be.
+    fn sync(&mut self) -> Result<(), StoreError> {
+        let Err(e) = self.wal.sync() else {
+            return Ok(());
+        };
+        tracing::error!(error = %e, "syncing the retained log failed; checkpointing into sled instead");
+        self.checkpoint()
+            .map_err(|c| StoreError::Engine(format!("{e}; and the checkpoint instead failed: {c}")))
     }
 }
 
@@ -355,7 +377,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let t = |ms| UNIX_EPOCH + Duration::from_millis(ms);
         {
-            let (_, sessions) = SledStore::open_with_sessions(dir.path()).unwrap();
+            let (_, sessions) = SledStore::open_with_sessions(dir.path(), LogSync::Always).unwrap();
             assert_eq!(sessions.load_sessions().unwrap().alive_at, None);
             let mut sessions = sessions;
             sessions
@@ -368,7 +390,7 @@ mod tests {
         // sled releases its lock from its flusher thread, which may still be finishing.
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
         let sessions = loop {
-            match SledStore::open_with_sessions(dir.path()) {
+            match SledStore::open_with_sessions(dir.path(), LogSync::Always) {
                 Err(StoreError::Locked { .. }) if std::time::Instant::now() < deadline => {
                     std::thread::sleep(Duration::from_millis(10))
                 }

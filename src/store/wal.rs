@@ -9,7 +9,10 @@
 //! `O_DIRECT`, and a commit is one `pwrite` of the blocks it touches (the last, partial
 //! block rewritten with what it held), which returns once the device has the data;
 //! elsewhere, or where the file system refuses `O_DIRECT`, a buffered write and a
-//! `sync_file_range` (an `fdatasync` off Linux). Either survives `kill -9`. Against a
+//! `sync_file_range` (an `fdatasync` off Linux). Either survives `kill -9`. With
+//! [`LogSync::Every`] (`[store] sync = "periodic"`), a commit is a buffered write alone —
+//! the records survive a crash of the process, not one of the operating system — and
+//! [`Wal::sync`] brings them to the disk at most the interval later. Against a
 //! power cut it holds on a file system that overwrites in place (ext4, xfs) and a device
 //! that keeps what it acknowledged; no cache flush is issued per commit, so a device with
 //! a volatile write cache may lose the last commits (an `fdatasync` per commit measured
@@ -48,6 +51,7 @@ use std::fs::{File, OpenOptions};
 use std::io::Read;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use super::{decode_value, encode_value, RetainedOp, StoreError};
 use crate::model::TopicName;
@@ -73,6 +77,20 @@ const SPARE_MAX: u64 = 64 << 20;
 /// The spare file: a checkpointed generation's, to become the next one's.
 const SPARE: &str = "spare.log";
 
+/// When a commit's records reach the disk (`[store] sync`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogSync {
+    /// Before the commit returns: what is acknowledged is on the device, and survives a
+    /// crash of the operating system as well as of the process.
+    Always,
+    /// Later: a commit returns once the operating system has its records (they survive
+    /// `kill -9` and any crash of ponte), and [`Wal::sync`] is due at most this long after
+    /// the first record it has not synced. A crash of the operating system or a power cut
+    /// can take what was acknowledged in that window. For disks where a write to the
+    /// device per commit is slow or wears them (SD cards, network volumes).
+    Every(Duration),
+}
+
 /// The log: the current generation's file, written record after record.
 #[derive(Debug)]
 pub(super) struct Wal {
@@ -93,6 +111,12 @@ pub(super) struct Wal {
     io: Vec<u8>,
     /// [`RECORD_MAX`] (smaller in tests).
     record_max: usize,
+    /// When commits reach the disk.
+    sync: LogSync,
+    /// With [`LogSync::Every`]: the log is on the disk up to here (in this generation).
+    synced: u64,
+    /// With [`LogSync::Every`]: when the first record not yet synced was written.
+    unsynced_since: Option<Instant>,
 }
 
 fn io(what: &str, path: &Path, e: std::io::Error) -> StoreError {
@@ -132,6 +156,7 @@ impl Wal {
     pub(super) fn open(
         dir: &Path,
         checkpointed: u64,
+        sync: LogSync,
     ) -> Result<(Wal, Vec<RetainedOp>, Option<u64>), StoreError> {
         std::fs::create_dir_all(dir).map_err(|e| io("cannot create", dir, e))?;
         let mut generations = generations(dir)?;
@@ -153,7 +178,10 @@ impl Wal {
         }
         let generation = last.unwrap_or(checkpointed).max(checkpointed) + 1;
         let mut io_buf = Vec::new();
-        let log = LogFile::start(dir, generation, true, &mut io_buf)?;
+        // A write that returns once the device has it is what `Always` asks, and what
+        // `Every` avoids.
+        let direct = sync == LogSync::Always;
+        let log = LogFile::start(dir, generation, direct, &mut io_buf)?;
         Ok((
             Wal {
                 dir: dir.to_path_buf(),
@@ -164,6 +192,9 @@ impl Wal {
                 tail: Vec::new(),
                 io: io_buf,
                 record_max: RECORD_MAX,
+                sync,
+                synced: 0,
+                unsynced_since: None,
             },
             ops,
             last,
@@ -185,8 +216,9 @@ impl Wal {
     }
 
     /// Append `ops` (one record, or several if they are larger than [`RECORD_MAX`]) and
-    /// write them out: when this returns `Ok`, they survive a crash of the process. When it
-    /// fails, they are not in the log (not replayed at the next start).
+    /// write them out: when this returns `Ok`, they survive a crash of the process (and,
+    /// with [`LogSync::Always`], of the operating system). When it fails, they are not in
+    /// the log (not replayed at the next start).
     pub(super) fn append(&mut self, ops: &[RetainedOp]) -> Result<(), StoreError> {
         if ops.is_empty() {
             return Ok(());
@@ -194,7 +226,12 @@ impl Wal {
         encode_records(&mut self.buf, ops, self.generation, self.record_max);
         let written = self.write_records();
         match &written {
-            Ok(()) => self.len += self.buf.len() as u64,
+            Ok(()) => {
+                self.len += self.buf.len() as u64;
+                if self.sync != LogSync::Always {
+                    self.unsynced_since.get_or_insert_with(Instant::now);
+                }
+            }
             // Refused to its writers: none of it may come back at the next start, should
             // some of it have reached the disk. A length no record can have ends the
             // replay here (best effort: the disk is failing), and the next record
@@ -209,7 +246,8 @@ impl Wal {
         written.map_err(|e| io("cannot write to", self.path(), e))
     }
 
-    /// `buf` at `len` and [`END`] zeros after it, on the disk when this returns.
+    /// `buf` at `len` and [`END`] zeros after it, on the disk when this returns (with
+    /// [`LogSync::Always`]; otherwise with the operating system).
     fn write_records(&mut self) -> std::io::Result<()> {
         let end = self.len + (self.buf.len() + END) as u64;
         if end > self.log.size {
@@ -227,7 +265,10 @@ impl Wal {
             .log
             .file
             .write_all_at(&self.buf, self.len)
-            .and_then(|()| sync_range(&self.log.file, self.len, self.buf.len() as u64));
+            .and_then(|()| match self.sync {
+                LogSync::Always => sync_range(&self.log.file, self.len, self.buf.len() as u64),
+                LogSync::Every(_) => Ok(()),
+            });
         self.buf.truncate(records);
         written
     }
@@ -241,6 +282,35 @@ impl Wal {
         self.tail.clear();
         self.tail.extend_from_slice(&window[total - keep..total]);
         Ok(())
+    }
+
+    /// When [`Wal::sync`] is due: the interval after the first record written since the
+    /// last sync. `None` while the log is on the disk (always, with [`LogSync::Always`]).
+    pub(super) fn sync_due(&self) -> Option<Instant> {
+        match self.sync {
+            LogSync::Always => None,
+            LogSync::Every(interval) => self.unsynced_since.map(|t| t + interval),
+        }
+    }
+
+    /// Bring every record written so far to the disk. A failure is retried when due again
+    /// (an interval later), not at once.
+    pub(super) fn sync(&mut self) -> Result<(), StoreError> {
+        if self.unsynced_since.is_none() {
+            return Ok(());
+        }
+        let end = self.len + END as u64;
+        match sync_range(&self.log.file, self.synced, end - self.synced) {
+            Ok(()) => {
+                self.synced = self.len;
+                self.unsynced_since = None;
+                Ok(())
+            }
+            Err(e) => {
+                self.unsynced_since = Some(Instant::now());
+                Err(io("cannot sync", self.path(), e))
+            }
+        }
     }
 
     /// Make whatever a failed write left at `len` unreadable (best effort).
@@ -258,12 +328,20 @@ impl Wal {
     /// as in sled: a record must never land in a generation marked checkpointed). On
     /// failure nothing changed.
     pub(super) fn start_next(&mut self) -> Result<(), StoreError> {
+        // What this generation holds unsynced goes to the disk first. Best effort: the
+        // checkpoint that follows puts the same ops into the tree, and its failure keeps
+        // this generation's file.
+        if let Err(e) = self.sync() {
+            tracing::warn!(error = %e, "syncing the retained log before a checkpoint failed; the checkpoint writes its ops");
+        }
         let next = self.generation + 1;
         // A file system that refused a direct write is not asked again.
         self.log = LogFile::start(&self.dir, next, self.log.direct, &mut self.io)?;
         self.generation = next;
         self.len = 0;
         self.tail.clear();
+        self.synced = 0;
+        self.unsynced_since = None;
         Ok(())
     }
 
@@ -658,7 +736,7 @@ mod tests {
     #[test]
     fn appended_batches_come_back_in_order_after_a_crash() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut wal, replay, last) = Wal::open(dir.path(), 0).unwrap();
+        let (mut wal, replay, last) = Wal::open(dir.path(), 0, LogSync::Always).unwrap();
         assert!(replay.is_empty() && last.is_none());
         let first = [put("a/b", b"1"), put("x", b"2")];
         let second = [del("a/b"), put("a/b", b"3"), put("ü/ /x y", b"")];
@@ -667,7 +745,7 @@ mod tests {
         let generation = wal.generation();
         drop(wal); // a crash: nothing checkpointed
 
-        let (wal, replay, last) = Wal::open(dir.path(), 0).unwrap();
+        let (wal, replay, last) = Wal::open(dir.path(), 0, LogSync::Always).unwrap();
         assert_eq!(last, Some(generation));
         assert!(
             same(&replay, &[&first[..], &second[..]].concat()),
@@ -677,9 +755,48 @@ mod tests {
     }
 
     #[test]
+    fn a_periodic_log_writes_through_the_page_cache_and_is_due_a_sync_an_interval_after_its_first_unsynced_record(
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut wal, _, _) = Wal::open(dir.path(), 0, LogSync::Always).unwrap();
+        wal.append(&[put("always", b"0")]).unwrap();
+        assert_eq!(wal.sync_due(), None, "each commit synced");
+        drop(wal);
+
+        let every = Duration::from_millis(200);
+        let (mut wal, replay, _) = Wal::open(dir.path(), 0, LogSync::Every(every)).unwrap();
+        assert!(same(&replay, &[put("always", b"0")]));
+        assert!(!wal.log.direct, "written through the page cache");
+        assert_eq!(wal.sync_due(), None, "nothing written yet");
+        let before = Instant::now();
+        wal.append(&[put("a", b"1")]).unwrap();
+        let due = wal.sync_due().expect("a record to sync");
+        assert!(due >= before + every && due <= Instant::now() + every);
+        wal.append(&[put("b", b"2")]).unwrap();
+        assert_eq!(wal.sync_due(), Some(due), "from the first unsynced record");
+        wal.sync().unwrap();
+        assert_eq!(wal.sync_due(), None);
+        assert_eq!(wal.synced, wal.len());
+        wal.append(&[put("c", b"3")]).unwrap();
+        assert!(wal.sync_due().is_some());
+        // A checkpoint leaves its generation synced.
+        wal.start_next().unwrap();
+        assert_eq!(wal.sync_due(), None);
+        drop(wal);
+        let (_, replay, _) = Wal::open(dir.path(), 0, LogSync::Every(every)).unwrap();
+        let written = [
+            put("always", b"0"),
+            put("a", b"1"),
+            put("b", b"2"),
+            put("c", b"3"),
+        ];
+        assert!(same(&replay, &written), "{replay:?}");
+    }
+
+    #[test]
     fn a_torn_last_record_is_dropped_and_what_came_before_kept() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut wal, _, _) = Wal::open(dir.path(), 0).unwrap();
+        let (mut wal, _, _) = Wal::open(dir.path(), 0, LogSync::Always).unwrap();
         wal.append(&[put("kept", b"yes")]).unwrap();
         wal.append(&[put("torn", b"no")]).unwrap();
         let path = dir.path().join(file_name(wal.generation()));
@@ -688,7 +805,7 @@ mod tests {
         let original = std::fs::read(&path).unwrap();
         let replay_of = |bytes: &[u8]| {
             std::fs::write(&path, bytes).unwrap();
-            Wal::open(dir.path(), 0).unwrap().1
+            Wal::open(dir.path(), 0, LogSync::Always).unwrap().1
         };
         for cut in [1, 5, 9] {
             // Cut short: the file ends inside the record.
@@ -722,7 +839,7 @@ mod tests {
     #[test]
     fn checkpointed_generations_are_removed_and_not_replayed() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut wal, _, _) = Wal::open(dir.path(), 0).unwrap();
+        let (mut wal, _, _) = Wal::open(dir.path(), 0, LogSync::Always).unwrap();
         wal.append(&[put("old", b"1")]).unwrap();
         let old = rotate(&mut wal);
         wal.append(&[put("new", b"2")]).unwrap();
@@ -737,11 +854,11 @@ mod tests {
             "the checkpointed file is kept as the spare"
         );
         drop(wal);
-        let (_, replay, _) = Wal::open(dir.path(), old).unwrap();
+        let (_, replay, _) = Wal::open(dir.path(), old, LogSync::Always).unwrap();
         assert!(same(&replay, &[put("new", b"2")]), "{replay:?}");
         // A file a crash left behind below the checkpoint is removed at open.
         std::fs::write(dir.path().join(file_name(old)), b"stale").unwrap();
-        let (_, replay, _) = Wal::open(dir.path(), old).unwrap();
+        let (_, replay, _) = Wal::open(dir.path(), old, LogSync::Always).unwrap();
         assert!(same(&replay, &[put("new", b"2")]));
         assert!(!dir.path().join(file_name(old)).exists());
     }
@@ -749,7 +866,7 @@ mod tests {
     #[test]
     fn what_a_failed_write_left_past_the_end_is_overwritten_by_the_next_record() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut wal, _, _) = Wal::open(dir.path(), 0).unwrap();
+        let (mut wal, _, _) = Wal::open(dir.path(), 0, LogSync::Always).unwrap();
         wal.append(&[put("a", b"1")]).unwrap();
         // A write that failed half-way (ENOSPC): bytes past the log's length.
         let path = dir.path().join(file_name(wal.generation()));
@@ -758,7 +875,7 @@ mod tests {
         wal.append(&[put("b", b"2")]).unwrap();
         wal.append(&[put("c", b"3")]).unwrap();
         drop(wal);
-        let (_, replay, _) = Wal::open(dir.path(), 0).unwrap();
+        let (_, replay, _) = Wal::open(dir.path(), 0, LogSync::Always).unwrap();
         assert!(
             same(&replay, &[put("a", b"1"), put("b", b"2"), put("c", b"3")]),
             "acknowledged records after a failed write are replayed: {replay:?}"
@@ -768,7 +885,7 @@ mod tests {
     #[test]
     fn a_batch_larger_than_a_record_is_written_as_several() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut wal, _, _) = Wal::open(dir.path(), 0).unwrap();
+        let (mut wal, _, _) = Wal::open(dir.path(), 0, LogSync::Always).unwrap();
         wal.record_max = 64;
         let batch: Vec<_> = (0..10)
             .map(|i| put(&format!("t/{i}"), b"0123456789"))
@@ -789,7 +906,7 @@ mod tests {
             records += 1;
         }
         assert!(records > 1, "{records} record(s)");
-        let (_, replay, _) = Wal::open(dir.path(), 0).unwrap();
+        let (_, replay, _) = Wal::open(dir.path(), 0, LogSync::Always).unwrap();
         assert!(same(&replay, &batch), "{replay:?}");
     }
 
@@ -818,7 +935,7 @@ mod tests {
     #[test]
     fn a_recycled_file_never_replays_what_it_held_before() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut wal, _, _) = Wal::open(dir.path(), 0).unwrap();
+        let (mut wal, _, _) = Wal::open(dir.path(), 0, LogSync::Always).unwrap();
         // Generation 1: a record of exactly one block, then one that starts a block.
         wal.append(&[put_record_of("first", BLOCK)]).unwrap();
         assert_eq!(wal.len(), BLOCK as u64);
@@ -836,7 +953,7 @@ mod tests {
         wal.append(std::slice::from_ref(&fresh)).unwrap();
         drop(wal); // a crash before the checkpoint of generation 3
 
-        let (_, replay, _) = Wal::open(dir.path(), two).unwrap();
+        let (_, replay, _) = Wal::open(dir.path(), two, LogSync::Always).unwrap();
         assert!(same(&replay, &[fresh]), "{replay:?}");
     }
 
@@ -867,7 +984,7 @@ mod tests {
         let old = dir.path().join("retained-00000000000000000004.wal");
         std::fs::write(&old, &file).unwrap();
 
-        let (wal, replay, last) = Wal::open(dir.path(), 3).unwrap();
+        let (wal, replay, last) = Wal::open(dir.path(), 3, LogSync::Always).unwrap();
         assert_eq!(last, Some(4));
         assert!(same(&replay, &ops), "{replay:?}");
         assert_eq!(wal.generation(), 5);
@@ -879,7 +996,7 @@ mod tests {
     #[test]
     fn a_log_grows_past_its_first_size_and_reads_back_whole() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut wal, _, _) = Wal::open(dir.path(), 0).unwrap();
+        let (mut wal, _, _) = Wal::open(dir.path(), 0, LogSync::Always).unwrap();
         let batches: Vec<Vec<RetainedOp>> = (0..5)
             .map(|i| {
                 vec![
@@ -895,14 +1012,14 @@ mod tests {
         assert!(std::fs::metadata(&path).unwrap().len() >= wal.len());
         assert!(wal.len() > FIRST_SIZE);
         drop(wal);
-        let (_, replay, _) = Wal::open(dir.path(), 0).unwrap();
+        let (_, replay, _) = Wal::open(dir.path(), 0, LogSync::Always).unwrap();
         assert!(same(&replay, &batches.concat()));
     }
 
     #[test]
     fn records_written_through_the_page_cache_follow_direct_ones() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut wal, _, _) = Wal::open(dir.path(), 0).unwrap();
+        let (mut wal, _, _) = Wal::open(dir.path(), 0, LogSync::Always).unwrap();
         wal.append(&[put("direct", b"1")]).unwrap();
         // What a file system refusing a direct write (EINVAL) leads to.
         wal.log
@@ -911,7 +1028,7 @@ mod tests {
         wal.append(&[put("buffered", b"2")]).unwrap();
         wal.append(&[put_sized("buffered/big", 3 * BLOCK)]).unwrap();
         drop(wal);
-        let (_, replay, _) = Wal::open(dir.path(), 0).unwrap();
+        let (_, replay, _) = Wal::open(dir.path(), 0, LogSync::Always).unwrap();
         assert!(
             same(
                 &replay,
@@ -928,7 +1045,7 @@ mod tests {
     #[test]
     fn a_commit_overwrites_a_file_written_ahead_with_one_direct_write() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut wal, _, _) = Wal::open(dir.path(), 0).unwrap();
+        let (mut wal, _, _) = Wal::open(dir.path(), 0, LogSync::Always).unwrap();
         let path = wal.path().to_path_buf();
         let size = std::fs::metadata(&path).unwrap().len();
         assert!(size >= FIRST_SIZE, "written ahead: {size} bytes");
@@ -958,7 +1075,7 @@ mod tests {
             );
         }
         drop(wal);
-        let (_, replay, _) = Wal::open(dir.path(), 0).unwrap();
+        let (_, replay, _) = Wal::open(dir.path(), 0, LogSync::Always).unwrap();
         assert!(same(&replay, &all));
     }
 
@@ -966,7 +1083,7 @@ mod tests {
     /// disk; then `next`. Replay must give `next` alone.
     fn refused_then(buffered: bool, next: Option<RetainedOp>) -> Vec<RetainedOp> {
         let dir = tempfile::tempdir().unwrap();
-        let (mut wal, _, _) = Wal::open(dir.path(), 0).unwrap();
+        let (mut wal, _, _) = Wal::open(dir.path(), 0, LogSync::Always).unwrap();
         if buffered {
             wal.log
                 .go_buffered(std::io::Error::from_raw_os_error(libc::EINVAL))
@@ -986,7 +1103,7 @@ mod tests {
             wal.append(&[next]).unwrap();
         }
         drop(wal);
-        Wal::open(dir.path(), 0).unwrap().1
+        Wal::open(dir.path(), 0, LogSync::Always).unwrap().1
     }
 
     #[test]
@@ -1005,7 +1122,7 @@ mod tests {
     #[test]
     fn a_record_forged_in_a_payload_is_never_read_from_a_recycled_file() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut wal, _, _) = Wal::open(dir.path(), 0).unwrap();
+        let (mut wal, _, _) = Wal::open(dir.path(), 0, LogSync::Always).unwrap();
         wal.append(&[put("a", b"1")]).unwrap();
         let one = rotate(&mut wal);
         // A client's payload that held a well-formed record for the generation that will
@@ -1023,7 +1140,7 @@ mod tests {
         let first = put_record_of("first", BLOCK);
         wal.append(std::slice::from_ref(&first)).unwrap();
         drop(wal);
-        let (_, replay, _) = Wal::open(dir.path(), one + 1).unwrap();
+        let (_, replay, _) = Wal::open(dir.path(), one + 1, LogSync::Always).unwrap();
         assert!(same(&replay, &[first]), "{replay:?}");
     }
 }
