@@ -276,6 +276,14 @@ pub struct MqttConfig {
     /// `session_expiry_secs`). Bounds how long away sessions hold memory and disk, like
     /// mosquitto's `persistent_client_expiration`.
     pub max_session_expiry_secs: Option<u32>,
+    /// Most persistent sessions (connected or away) clients may make this node keep: a
+    /// CONNECT that would start one more is refused (v5 CONNACK 0x97 Quota exceeded,
+    /// 3.1.1 0x03 Server unavailable). Resuming or replacing a client's own session is
+    /// never refused, and sessions that end with their connection do not count
+    /// (`max_connections` bounds them). Bounds the memory away sessions hold (~2 KB each,
+    /// plus their queued messages under `[limits] max_queued_bytes`) whatever ids clients
+    /// choose. 0: no limit.
+    pub max_persistent_sessions: usize,
     /// Most levels in a topic name or filter: a PUBLISH beyond it is refused (v5 DISCONNECT
     /// 0x90), a SUBSCRIBE filter beyond it gets a failure code. Bounds trie depth per
     /// request.
@@ -314,6 +322,7 @@ impl Default for MqttConfig {
             queue_qos0: false,
             session_expiry_secs: None,
             max_session_expiry_secs: None,
+            max_persistent_sessions: 100_000,
             max_topic_levels: 128,
             max_subscriptions: 1000,
             close_grace_ms: 2000,

@@ -132,6 +132,61 @@ async fn mqtt5_3_2_2_3_2_max_session_expiry_secs_lowers_what_clients_ask_and_end
     gw.shutdown().await;
 }
 
+/// `[mqtt] max_persistent_sessions`: a CONNECT that would make the node keep one more
+/// persistent session than the limit is refused — v5 CONNACK 0x97 Quota exceeded, 3.1.1
+/// return code 3 (Server unavailable) — while resuming or replacing a held session, and
+/// clean sessions, still connect; once a persistent session ends, a new one fits again.
+#[tokio::test]
+async fn limit_max_persistent_sessions_refuses_a_new_persistent_session_v5_0x97_v3_3() {
+    let gw = gateway_with(|c| c.mqtt.max_persistent_sessions = 2).await;
+    // Two persistent sessions: one away, one connected.
+    let (mut c, present) = V5::session(gw.mqtt_addr, "kept-a", false, expiry(3600)).await;
+    assert!(!present);
+    c.send_disconnect(0, leaving(None)).await;
+    let (_b, ack) = V3::persistent(gw.mqtt_addr, "kept-b").await;
+    assert_eq!(ack, vec![0, 0]);
+
+    // A third is refused, in either version, and counted.
+    let (_c, ack) = V5::connack(gw.mqtt_addr, connect5("kept-c", false, expiry(3600))).await;
+    assert_eq!(ack.reason, 0x97, "v5 Quota exceeded: {ack:?}");
+    let why = ack.properties.reason_string.unwrap_or_default();
+    assert!(why.contains("max_persistent_sessions"), "{why}");
+    let (_d, ack) = V3::persistent(gw.mqtt_addr, "kept-d").await;
+    assert_eq!(ack, vec![0, 3], "3.1.1: Server unavailable");
+    let hit = gw
+        .broker
+        .metrics
+        .limits_hit
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(hit, 2);
+
+    // Clean sessions are not what the limit bounds.
+    let _e = V5::connect(gw.mqtt_addr, "clean-e").await;
+    let _f = V3::session(gw.mqtt_addr, "clean-f", true).await;
+    // Resuming a held session adds none.
+    let (mut a, present) = V5::session(gw.mqtt_addr, "kept-a", false, expiry(3600)).await;
+    assert!(present, "kept-a resumed");
+    // Replaced by a session that ends at disconnect: it no longer counts once gone ...
+    a.send_disconnect(0, leaving(None)).await;
+    let (mut a, present) = V5::session(gw.mqtt_addr, "kept-a", true, Properties::default()).await;
+    assert!(!present);
+    a.send_disconnect(0, leaving(None)).await;
+    // ... so a new persistent session fits (the registry forgets it as the close is read).
+    within(WAIT, "room for a new persistent session", async {
+        loop {
+            let (_c, ack) =
+                V5::connack(gw.mqtt_addr, connect5("kept-c", false, expiry(3600))).await;
+            if ack.reason == 0 {
+                break;
+            }
+            assert_eq!(ack.reason, 0x97, "{ack:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    gw.shutdown().await;
+}
+
 #[tokio::test]
 async fn limit_max_subscriptions_answers_0x80_and_v5_0x97() {
     let gw = gateway_with(|c| c.mqtt.max_subscriptions = 2).await;

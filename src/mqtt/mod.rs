@@ -145,6 +145,7 @@ impl Mqtt {
             config.mqtt.max_queued,
             config.mqtt.overflow,
             config.mqtt.queue_qos0,
+            config.mqtt.max_persistent_sessions,
         );
         let (restored, messages) = sessions.restore(&broker);
         if restored > 0 {

@@ -12,6 +12,11 @@
 //! writes it away and forgets it, and another node's takeover kicks its connection
 //! ([`Registry::kick`]). The node's own sessions (its MQTT bridges' queues) stay as on a
 //! single node.
+//!
+//! `[mqtt] max_persistent_sessions` bounds the persistent sessions a client can make the
+//! node keep ([`Registry::open_for_client`]): each costs memory while its client is away,
+//! and clients choose their ids, so without it a client cycling through ids could fill the
+//! memory one away session at a time.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -33,7 +38,10 @@ use crate::model::RetainHandling;
 #[derive(Debug)]
 pub(crate) struct Registry {
     /// The sessions; locked only to look up, insert or remove.
-    sessions: Mutex<HashMap<Arc<str>, Arc<Session>>>,
+    sessions: Mutex<Sessions>,
+    /// `[mqtt] max_persistent_sessions`: most persistent sessions clients may hold (0: no
+    /// limit).
+    max_persistent: usize,
     /// Capacity of each session's mailbox (0: no limit of its own, only the broker's budget).
     max_queued: usize,
     /// What a full mailbox does.
@@ -41,6 +49,36 @@ pub(crate) struct Registry {
     /// `[mqtt] queue_qos0`: whether away sessions queue QoS 0 messages.
     queue_qos0: bool,
 }
+
+/// The sessions by client id, and how many are persistent (counted under the same lock).
+#[derive(Debug, Default)]
+struct Sessions {
+    by_id: HashMap<Arc<str>, Arc<Session>>,
+    /// How many of `by_id` are persistent (what `max_persistent_sessions` bounds).
+    persistent: usize,
+}
+
+impl Sessions {
+    /// Register `s`, replacing (and returning) any session of the same client.
+    fn insert(&mut self, s: Arc<Session>) -> Option<Arc<Session>> {
+        self.persistent += usize::from(s.persistent);
+        let old = self.by_id.insert(s.client_id.clone(), s);
+        self.persistent -= old.as_ref().map_or(0, |o| usize::from(o.persistent));
+        old
+    }
+
+    /// Unregister `client_id`'s session.
+    fn remove(&mut self, client_id: &str) -> Option<Arc<Session>> {
+        let old = self.by_id.remove(client_id);
+        self.persistent -= old.as_ref().map_or(0, |o| usize::from(o.persistent));
+        old
+    }
+}
+
+/// A CONNECT refused by `[mqtt] max_persistent_sessions`: the client asked for a new
+/// persistent session, and this many are held already.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct TooManySessions(pub usize);
 
 /// The result of opening a session for a CONNECT.
 #[derive(Debug)]
@@ -56,9 +94,15 @@ pub(crate) struct Opened {
 
 impl Registry {
     /// An empty registry.
-    pub(crate) fn new(max_queued: usize, policy: OverflowPolicy, queue_qos0: bool) -> Self {
+    pub(crate) fn new(
+        max_queued: usize,
+        policy: OverflowPolicy,
+        queue_qos0: bool,
+        max_persistent: usize,
+    ) -> Self {
         Registry {
-            sessions: Mutex::new(HashMap::new()),
+            sessions: Mutex::new(Sessions::default()),
+            max_persistent,
             max_queued,
             policy,
             queue_qos0,
@@ -88,6 +132,7 @@ impl Registry {
         if let Some(s) = self
             .sessions
             .lock()
+            .by_id
             .get(&kick.client)
             .filter(|s| s.mailbox.id() == kick.holder)
         {
@@ -97,13 +142,14 @@ impl Registry {
 
     /// Number of sessions (connected or away).
     pub(crate) fn len(&self) -> usize {
-        self.sessions.lock().len()
+        self.sessions.lock().by_id.len()
     }
 
     /// The clients connected right now.
     pub(crate) fn connected(&self) -> Vec<ClientInfo> {
         self.sessions
             .lock()
+            .by_id
             .values()
             .filter_map(|s| s.connection())
             .collect()
@@ -112,7 +158,12 @@ impl Registry {
     /// The client ids of every session, connected or away (an MQTT bridge looks for the
     /// durable queues of bridges no longer configured).
     pub(crate) fn client_ids(&self) -> Vec<String> {
-        self.sessions.lock().keys().map(|k| k.to_string()).collect()
+        self.sessions
+            .lock()
+            .by_id
+            .keys()
+            .map(|k| k.to_string())
+            .collect()
     }
 
     /// Find or create the session for a CONNECT. With `clean` (3.1.1 Clean Session, v5
@@ -130,8 +181,46 @@ impl Registry {
         expiry: u32,
         broker: &Broker,
     ) -> Opened {
+        self.open_locked(&mut self.sessions.lock(), client_id, clean, expiry, broker)
+    }
+
+    /// [`Registry::open`] for a client's CONNECT: refused, taking nothing over, when it
+    /// would add a persistent session beyond `[mqtt] max_persistent_sessions`. Resuming or
+    /// replacing the client's own persistent session adds none, and a session that ends
+    /// with its connection is bounded by the connection limits instead.
+    pub(crate) fn open_for_client(
+        &self,
+        client_id: &str,
+        clean: bool,
+        expiry: u32,
+        broker: &Broker,
+    ) -> Result<Opened, TooManySessions> {
         let mut sessions = self.sessions.lock();
-        let existing = sessions.get(client_id).cloned();
+        let persistent = if Self::clustered(client_id, broker) {
+            expiry > 0 || !clean
+        } else {
+            expiry > 0
+        };
+        let replaces_persistent = sessions.by_id.get(client_id).is_some_and(|s| s.persistent);
+        if self.max_persistent > 0
+            && persistent
+            && !replaces_persistent
+            && sessions.persistent >= self.max_persistent
+        {
+            return Err(TooManySessions(sessions.persistent));
+        }
+        Ok(self.open_locked(&mut sessions, client_id, clean, expiry, broker))
+    }
+
+    fn open_locked(
+        &self,
+        sessions: &mut Sessions,
+        client_id: &str,
+        clean: bool,
+        expiry: u32,
+        broker: &Broker,
+    ) -> Opened {
+        let existing = sessions.by_id.get(client_id).cloned();
         if let Some(old) = &existing {
             old.kick_owner();
         }
@@ -151,7 +240,7 @@ impl Registry {
                 broker.durable(),
                 false,
             );
-            sessions.insert(s.client_id.clone(), s.clone());
+            sessions.insert(s.clone());
             return Opened {
                 session: s,
                 present: false,
@@ -174,7 +263,7 @@ impl Registry {
                 }
                 let s = self.session(Arc::from(client_id), expiry, broker);
                 s.persist(false);
-                sessions.insert(s.client_id.clone(), s.clone());
+                sessions.insert(s.clone());
                 Opened {
                     session: s,
                     present: false,
@@ -217,6 +306,7 @@ impl Registry {
     fn forget(&self, session: &Arc<Session>) {
         let mut sessions = self.sessions.lock();
         if sessions
+            .by_id
             .get(&session.client_id)
             .is_some_and(|s| Arc::ptr_eq(s, session))
         {
@@ -229,6 +319,7 @@ impl Registry {
         let expired: Vec<Arc<Session>> = {
             let mut sessions = self.sessions.lock();
             let ids: Vec<Arc<str>> = sessions
+                .by_id
                 .iter()
                 .filter(|(_, s)| s.expired(now) && s.owner.try_lock().is_ok())
                 .map(|(id, _)| id.clone())
@@ -318,8 +409,8 @@ impl Registry {
                     messages += 1;
                 }
             }
-            sessions.insert(s.client_id.clone(), s);
+            sessions.insert(s);
         }
-        (sessions.len(), messages)
+        (sessions.by_id.len(), messages)
     }
 }

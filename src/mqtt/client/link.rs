@@ -18,7 +18,7 @@ use tokio::sync::OwnedMutexGuard;
 
 use super::super::access::Access;
 use super::super::cluster;
-use super::super::registry::Registry;
+use super::super::registry::{Registry, TooManySessions};
 use super::super::session::{Session, NEVER};
 use super::super::{wire, ClientInfo, Shared, RESERVED_CLIENT_PREFIX};
 use crate::broker::doorbell::Doorbell;
@@ -174,9 +174,26 @@ impl Link {
             return;
         }
         let expiry = self.expiry(&c, shared);
-        let opened = shared
-            .sessions
-            .open(&client_id, c.clean_session, expiry, &shared.broker);
+        let opened = match shared.sessions.open_for_client(
+            &client_id,
+            c.clean_session,
+            expiry,
+            &shared.broker,
+        ) {
+            Ok(opened) => opened,
+            Err(TooManySessions(held)) => {
+                let metrics = &shared.broker.metrics;
+                let n = metrics.limits_hit.fetch_add(1, Ordering::Relaxed) + 1;
+                tracing::warn!(%peer, client_id, held, refused = n, "MQTT CONNECT refused by a limit: max_persistent_sessions");
+                conn.reject(
+                    reason::QUOTA_EXCEEDED,
+                    Some(format!(
+                        "this server keeps at most {held} persistent sessions ([mqtt] max_persistent_sessions); connect with a clean session, or reuse a client identifier"
+                    )),
+                );
+                return;
+            }
+        };
         access.share_client_id(&opened.session.client_id);
         // Wait for any previous owner to hand the session over (it was kicked).
         let owner = opened.session.owner.clone().lock_owned().await;
