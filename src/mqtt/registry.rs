@@ -75,8 +75,8 @@ impl Sessions {
     }
 }
 
-/// A CONNECT refused by `[mqtt] max_persistent_sessions`: the client asked for a new
-/// persistent session, and this many are held already.
+/// A CONNECT refused by `[mqtt] max_persistent_sessions` (the limit): the client asked
+/// for a new persistent session, and the node holds that many already.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct TooManySessions(pub usize);
 
@@ -122,6 +122,13 @@ impl Registry {
     pub(crate) fn clustered(client_id: &str, broker: &Broker) -> bool {
         broker.durable().is_some_and(|d| d.logged())
             && !client_id.starts_with(RESERVED_CLIENT_PREFIX)
+    }
+
+    /// Whether the session `open` makes for this CONNECT is persistent: it outlives its
+    /// connection (expiry > 0), or, kept in the cluster, a v5 Clean Start 0 with expiry 0
+    /// may resume a kept session (which then ends at disconnect).
+    fn persistent(client_id: &str, clean: bool, expiry: u32, broker: &Broker) -> bool {
+        expiry > 0 || (!clean && Self::clustered(client_id, broker))
     }
 
     /// Close the connection of the session that claimed `kick.client`'s session here, if it
@@ -196,18 +203,13 @@ impl Registry {
         broker: &Broker,
     ) -> Result<Opened, TooManySessions> {
         let mut sessions = self.sessions.lock();
-        let persistent = if Self::clustered(client_id, broker) {
-            expiry > 0 || !clean
-        } else {
-            expiry > 0
-        };
         let replaces_persistent = sessions.by_id.get(client_id).is_some_and(|s| s.persistent);
         if self.max_persistent > 0
-            && persistent
+            && Self::persistent(client_id, clean, expiry, broker)
             && !replaces_persistent
             && sessions.persistent >= self.max_persistent
         {
-            return Err(TooManySessions(sessions.persistent));
+            return Err(TooManySessions(self.max_persistent));
         }
         Ok(self.open_locked(&mut sessions, client_id, clean, expiry, broker))
     }
@@ -231,11 +233,10 @@ impl Registry {
             // resume a kept session, which then ends at disconnect.
             let mailbox = broker.mailbox(self.max_queued, self.policy);
             mailbox.set_queue_qos0(self.queue_qos0);
-            let persistent = expiry > 0 || !clean;
             let s = Session::kept(
                 Arc::from(client_id),
                 expiry,
-                persistent,
+                Self::persistent(client_id, clean, expiry, broker),
                 mailbox,
                 broker.durable(),
                 false,

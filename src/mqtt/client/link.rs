@@ -181,14 +181,14 @@ impl Link {
             &shared.broker,
         ) {
             Ok(opened) => opened,
-            Err(TooManySessions(held)) => {
+            Err(TooManySessions(limit)) => {
                 let metrics = &shared.broker.metrics;
                 let n = metrics.limits_hit.fetch_add(1, Ordering::Relaxed) + 1;
-                tracing::warn!(%peer, client_id, held, refused = n, "MQTT CONNECT refused by a limit: max_persistent_sessions");
+                tracing::warn!(%peer, client_id, limit, refused = n, "MQTT CONNECT refused by a limit: max_persistent_sessions");
                 conn.reject(
                     reason::QUOTA_EXCEEDED,
                     Some(format!(
-                        "this server keeps at most {held} persistent sessions ([mqtt] max_persistent_sessions); connect with a clean session, or reuse a client identifier"
+                        "this server keeps at most {limit} persistent sessions ([mqtt] max_persistent_sessions); connect with a clean session, or reuse a client identifier"
                     )),
                 );
                 return;
