@@ -734,3 +734,132 @@ async fn issue_16_the_drain_ends_after_close_grace_bytes() {
     write_until_closed(&mut c, &chunk, Duration::ZERO).await;
     gw.shutdown().await;
 }
+
+// ---------------------------------------------------------------------------------------
+// Idle MQTT connections park without a task (issue 16 point 1: bytes per idle connection)
+// ---------------------------------------------------------------------------------------
+
+/// `ponte_mqtt_parked_connections` from `/metrics`.
+async fn parked(gw: &ponte::Gateway) -> u64 {
+    let url = format!("http://{}/metrics", gw.http_addr);
+    let text = send("GET /metrics", http().get(url))
+        .await
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix("ponte_mqtt_parked_connections "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("ponte_mqtt_parked_connections in /metrics")
+}
+
+/// Wait until exactly `n` MQTT connections are parked.
+async fn until_parked(gw: &ponte::Gateway, n: u64, what: &str) {
+    poll_until(WAIT, what, Duration::from_millis(50), || async {
+        parked(gw).await == n
+    })
+    .await
+}
+
+/// The next PUBLISH on `c`, acknowledged if it asks for it; its topic and payload.
+async fn delivery(c: &mut V3) -> (String, Vec<u8>) {
+    let p = c.publish_rx().await;
+    if p.qos == ponte_mqtt::QoS::AtLeastOnce {
+        c.send(&ponte_mqtt::Packet::PubAck(
+            ponte_mqtt::PubResponse::success(p.pkid),
+        ))
+        .await;
+    }
+    (p.topic.to_string(), p.payload.to_vec())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_16_an_idle_connection_parks_and_wakes_for_bytes_deliveries_keep_alive_and_close() {
+    use ponte_mqtt::QoS;
+    let gw = gateway().await;
+    let addr = gw.mqtt_addr;
+
+    // A subscriber that goes quiet is parked (its task and its socket's registration
+    // with the runtime given back), and still counted as a connection.
+    let mut sub = V3::connect_ka(addr, "park-sub", 60).await;
+    sub.subscribe(&[("park/#", QoS::AtLeastOnce)]).await;
+    until_parked(&gw, 1, "the quiet subscriber parked").await;
+
+    // A delivery wakes it (the mailbox's waker); so does a PUBACK it waits for.
+    http_put_untyped(&gw, "park/a", "one").await;
+    assert_eq!(delivery(&mut sub).await, ("park/a".into(), b"one".to_vec()));
+    until_parked(&gw, 1, "parked again after a quiet second").await;
+    http_put_untyped(&gw, "park/b", "two").await;
+    assert_eq!(delivery(&mut sub).await, ("park/b".into(), b"two".to_vec()));
+
+    // Bytes wake it (the lot's poll): a PINGREQ is answered.
+    until_parked(&gw, 1, "parked again").await;
+    sub.ping().await;
+
+    // Its keep-alive runs while parked: a client with Keep Alive 1 s that goes silent is
+    // closed after 1.5 s (MQTT-3.1.2-24), and its will is published.
+    until_parked(&gw, 1, "parked again").await;
+    let silent = Instant::now();
+    let (mut quiet, _) = V3::connect_with(
+        addr,
+        connect3(
+            "park-silent",
+            true,
+            1,
+            Some(will("park/will", b"timed out", QoS::AtMostOnce, false)),
+        ),
+    )
+    .await;
+    let (topic, payload) = delivery(&mut sub).await;
+    assert_eq!(
+        (topic.as_str(), payload.as_slice()),
+        ("park/will", &b"timed out"[..])
+    );
+    assert!(
+        silent.elapsed() >= Duration::from_millis(1400),
+        "closed at its deadline, not before: {:?}",
+        silent.elapsed()
+    );
+    quiet.expect_closed("the keep-alive's close").await;
+
+    // A parked client that goes away without DISCONNECT is noticed (its will again).
+    let (gone, _) = V3::connect_with(
+        addr,
+        connect3(
+            "park-gone",
+            true,
+            60,
+            Some(will("park/will", b"gone", QoS::AtMostOnce, false)),
+        ),
+    )
+    .await;
+    until_parked(&gw, 2, "the subscriber and the other client parked").await;
+    drop(gone);
+    let (topic, payload) = delivery(&mut sub).await;
+    assert_eq!(
+        (topic.as_str(), payload.as_slice()),
+        ("park/will", &b"gone"[..])
+    );
+
+    // A takeover reaches a parked connection (its bell's waker): MQTT 5 DISCONNECT 0x8E.
+    let mut first = V5::connect(addr, "park-v5").await;
+    until_parked(&gw, 2, "the v5 client parked").await;
+    let mut second = V5::connect(addr, "park-v5").await;
+    assert_eq!(first.disconnect_reason().await, 0x8E, "Session taken over");
+    first.expect_closed("the taken-over connection").await;
+
+    // Shutdown reaches parked connections too: 0x8B, and the gateway stops.
+    until_parked(&gw, 2, "the new v5 client parked").await;
+    let stopping = tokio::spawn(gw.shutdown());
+    assert_eq!(
+        second.disconnect_reason().await,
+        0x8B,
+        "Server shutting down"
+    );
+    second.expect_closed("the close at shutdown").await;
+    sub.expect_closed("the subscriber's close at shutdown")
+        .await;
+    within(WAIT, "the gateway's shutdown", stopping)
+        .await
+        .unwrap();
+}

@@ -144,6 +144,8 @@ pub struct Metrics {
     pub(crate) http_requests: Box<[AtomicU64]>,
     /// CoAP observations registered right now (UDP, TCP and DTLS together).
     pub(crate) coap_observers: AtomicI64,
+    /// MQTT connections parked without a task right now (idle; `mqtt/client/park.rs`).
+    pub(crate) mqtt_parked: AtomicI64,
 }
 
 impl Default for Metrics {
@@ -163,6 +165,7 @@ impl Default for Metrics {
                 .map(|_| AtomicU64::new(0))
                 .collect(),
             coap_observers: AtomicI64::new(0),
+            mqtt_parked: AtomicI64::new(0),
         }
     }
 }
@@ -279,6 +282,11 @@ impl Metrics {
         if delta != 0 {
             self.coap_observers.fetch_add(delta, Ordering::Relaxed);
         }
+    }
+
+    /// MQTT connections parked (`1`) or resumed (`-1`).
+    pub(crate) fn mqtt_parked(&self, delta: i64) {
+        self.mqtt_parked.fetch_add(delta, Ordering::Relaxed);
     }
 }
 

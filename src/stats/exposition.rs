@@ -83,6 +83,8 @@ pub struct Snapshot {
     pub auth_failures: Vec<(&'static str, u64)>,
     /// CoAP observations registered now.
     pub coap_observers: u64,
+    /// MQTT connections parked without a task now (idle).
+    pub mqtt_parked: u64,
     /// Bytes held by queued messages now (`[limits] max_queued_bytes` counts them).
     pub queued_bytes: u64,
     /// The global queued-bytes budget; `None`: no limit.
@@ -200,6 +202,7 @@ impl Sources {
             http_requests,
             auth_failures,
             coap_observers: m.coap_observers.load(Ordering::Relaxed).max(0) as u64,
+            mqtt_parked: m.mqtt_parked.load(Ordering::Relaxed).max(0) as u64,
             queued_bytes: self.broker.budget().used() as u64,
             queued_bytes_limit: self.broker.budget().limit().map(|n| n as u64),
             budget_dropped: self.broker.budget().dropped(),
@@ -305,6 +308,13 @@ pub fn render(s: &Snapshot) -> String {
         "CoAP observations registered (UDP, TCP and DTLS).",
     )
     .sample("", &[], s.coap_observers);
+    Family::new(
+        o,
+        "ponte_mqtt_parked_connections",
+        "gauge",
+        "MQTT connections idle and parked without a task of their own (also in ponte_connections).",
+    )
+    .sample("", &[], s.mqtt_parked);
     Family::new(
         o,
         "ponte_messages_received_total",

@@ -23,6 +23,7 @@
 
 mod link;
 mod outbox;
+mod park;
 mod pipeline;
 mod publish;
 mod subscribe;
@@ -85,6 +86,15 @@ impl Drop for Driver {
 /// allocated again for each write); an idle one holds none after this.
 const QUIET: Duration = Duration::from_secs(1);
 
+/// [`QUIET`] for a new plain TCP connection until it first parks. Connections arrive in
+/// bursts (a fleet reconnecting after a restart), and each holds its task until it parks:
+/// parked soon after its CONNECT (and SUBSCRIBEs), the burst's tasks are freed while the
+/// next connections are accepted, and reused by them, rather than left as holes between
+/// the parked connections (issue 16: the bytes an idle connection holds). After that, a
+/// connection that was woken stays a task for a quiet second, so that one that is busy
+/// now and then does not park and resume at each message.
+const FIRST_QUIET: Duration = Duration::from_millis(100);
+
 /// Bytes read from a socket at once, into the thread's scratch buffer ([`read_into`]).
 const READ_CHUNK: usize = 64 * 1024;
 
@@ -112,27 +122,118 @@ where
     // and the driver is most of a connection's memory. The halves and the shutdown handle
     // move into `drive`, so only it holds them while the connection lives.
     async move {
-        drive(reader, writer, &mut d, shutdown).await;
+        drive(reader, writer, &mut d, shutdown, Start::Unparked).await;
         drop(guard);
     }
 }
 
 /// [`run`] for a plain TCP connection: its halves are borrowed from the stream (no shared
-/// `Arc` per connection, as `into_split` would allocate).
-pub(crate) fn run_tcp<G: Send>(
+/// `Arc` per connection, as `into_split` would allocate), and once it is idle it parks
+/// without a task (`park.rs`).
+pub(crate) fn run_tcp<G: Send + 'static>(
     stream: TcpStream,
     peer: SocketAddr,
     shared: Arc<Shared>,
     shutdown: Shutdown,
     guard: G,
 ) -> impl Future<Output = ()> + Send {
-    let mut d = Driver::new(peer, None, shared);
-    let mut stream = stream;
+    serve_tcp(
+        stream,
+        Driver::new(peer, None, shared),
+        shutdown,
+        guard,
+        Start::Fresh,
+    )
+}
+
+/// A plain TCP connection's task, from its start or from the lot: it runs until the
+/// connection closes, or until it is idle and parks ([`Idle`]).
+fn serve_tcp<G: Send + 'static>(
+    stream: TcpStream,
+    d: Driver,
+    shutdown: Shutdown,
+    guard: G,
+    start: Start,
+) -> impl Future<Output = ()> + Send {
+    let (mut stream, mut d) = (stream, d);
     async move {
         let (reader, writer) = stream.split();
-        drive(reader, writer, &mut d, shutdown).await;
-        drop(guard);
+        let Ended::Parking(ticket, shutdown) = drive(reader, writer, &mut d, shutdown, start).await
+        else {
+            drop(guard);
+            return;
+        };
+        let deadline = d.conn.poll_timeout();
+        match stream.into_std() {
+            Ok(stream) => {
+                d.shared.broker.ops.mqtt_parked(1);
+                let runtime = tokio::runtime::Handle::current();
+                let idle = Idle {
+                    d,
+                    shutdown,
+                    guard,
+                    runtime,
+                };
+                park::park(ticket, stream, Box::new(idle), deadline);
+            }
+            Err(e) => {
+                // Taking the socket off the reactor failed, which closed it.
+                park::cancel(ticket);
+                tracing::warn!(peer = %d.peer, error = %e, "MQTT connection lost while parking it");
+            }
+        }
     }
+}
+
+/// A plain TCP connection parked in the lot (`park.rs`): what its task held, in one block
+/// (its socket is the lot's to watch). Resumed, it is a task again, carrying on from its
+/// last turn.
+struct Idle<G> {
+    d: Driver,
+    shutdown: Shutdown,
+    guard: G,
+    /// The runtime the connection came from and goes back to.
+    runtime: tokio::runtime::Handle,
+}
+
+impl<G: Send + 'static> park::Parked for Idle<G> {
+    fn resume(self: Box<Self>, stream: std::net::TcpStream) {
+        let Idle {
+            d,
+            shutdown,
+            guard,
+            runtime,
+        } = *self;
+        d.shared.broker.ops.mqtt_parked(-1);
+        let _in_runtime = runtime.enter();
+        match TcpStream::from_std(stream) {
+            Ok(stream) => {
+                runtime.spawn(serve_tcp(stream, d, shutdown, guard, Start::Resumed));
+            }
+            // The runtime is shutting down: the connection ends with it.
+            Err(e) => tracing::debug!(peer = %d.peer, error = %e, "parked MQTT connection dropped"),
+        }
+    }
+}
+
+/// How [`drive`] starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Start {
+    /// A new connection that may park (plain TCP).
+    Fresh,
+    /// A new connection that never parks (TLS, WebSocket: their streams are not sockets
+    /// the lot could watch).
+    Unparked,
+    /// A connection back from the lot: settled, quiet, and it may park again.
+    Resumed,
+}
+
+/// How [`drive`] ended.
+enum Ended {
+    /// The connection is over.
+    Closed,
+    /// The connection is idle and parks under this ticket: its wakers are registered.
+    Parking(park::Ticket, Shutdown),
 }
 
 /// The connection's loop, until it closes.
@@ -141,14 +242,17 @@ pub(crate) fn run_tcp<G: Send>(
 /// idle, and each idle one costs the size of this future): what a rare event needs (CONNECT,
 /// SUBSCRIBE, a refusal, the close) is boxed while it runs ([`Later`]), and the task waits
 /// on its sources by polling them itself ([`Driver::poll_wake`]) rather than through
-/// `select!`, which would store a future per source for every wait.
+/// `select!`, which would store a future per source for every wait. Unless `start` is
+/// [`Start::Unparked`], it ends when the connection is idle ([`Driver::parkable`]) with
+/// its wakers registered for the lot (`park.rs`).
 #[allow(clippy::manual_async_fn)] // an `async fn` would store its arguments twice (see `run`)
 fn drive<'a, R, W>(
     mut reader: R,
     mut writer: W,
     d: &'a mut Driver,
     shutdown: Shutdown,
-) -> impl Future<Output = ()> + 'a
+    start: Start,
+) -> impl Future<Output = Ended> + 'a
 where
     R: AsyncRead + Unpin + 'a,
     W: AsyncWrite + Unpin + 'a,
@@ -159,7 +263,12 @@ where
         // keep-alive, the quiet check, the close grace): re-armed only when it must fire
         // earlier than it is set for (see `Wait`).
         let mut timer = pin!(tokio::time::sleep_until(far_future()));
-        let mut wait = Wait::default();
+        let mut wait = Wait {
+            settled: start == Start::Resumed,
+            new: start == Start::Fresh,
+            ..Wait::default()
+        };
+        let parks = start != Start::Unparked;
         // Shutdown rings the connection's bell (`bells.rs`); one signalled before the bell
         // was listed is seen here.
         if shutdown.is_shutdown() {
@@ -199,6 +308,27 @@ where
                 wait.settled = true;
                 d.trim();
             }
+            // Idle: register the lot's waker with every source instead of this task's,
+            // and park unless one of them is ready after all.
+            if parks && d.parkable(&wait) {
+                if let Some(ticket) = park::reserve() {
+                    let waker = park::waker(ticket);
+                    let mut cx = Context::from_waker(&waker);
+                    let woke = d.poll_wake(
+                        &mut cx,
+                        &mut reader,
+                        &mut writer,
+                        timer.as_mut(),
+                        &shutdown,
+                        &mut wait,
+                    );
+                    if woke.is_pending() {
+                        return Ended::Parking(ticket, shutdown);
+                    }
+                    park::cancel(ticket);
+                    continue;
+                }
+            }
             std::future::poll_fn(|cx| {
                 d.poll_wake(
                     cx,
@@ -213,6 +343,7 @@ where
         }
         // Once per connection: boxed, like the other rare work.
         Box::pin(d.close(&mut reader, &mut writer, timer)).await;
+        Ended::Closed
     }
 }
 
@@ -235,6 +366,8 @@ struct Wait {
     closing: bool,
     /// The CONNACK has been written and the buffers of the CONNECT given back.
     settled: bool,
+    /// A new plain TCP connection that has not parked yet: quiet after [`FIRST_QUIET`].
+    new: bool,
 }
 
 impl Wait {
@@ -242,7 +375,16 @@ impl Wait {
     fn active(&mut self) {
         self.busy = true;
         if self.trim_at.is_none() {
-            self.trim_at = Some(Instant::now() + QUIET);
+            self.trim_at = Some(Instant::now() + self.quiet());
+        }
+    }
+
+    /// How long the connection must be quiet to trim (and then park).
+    fn quiet(&self) -> Duration {
+        if self.new {
+            FIRST_QUIET
+        } else {
+            QUIET
         }
     }
 }
@@ -410,7 +552,7 @@ impl Driver {
             self.conn.handle_timeout(now);
             if wait.trim_at.is_some_and(|at| at <= now) {
                 if std::mem::take(&mut wait.busy) {
-                    wait.trim_at = Some(now + QUIET);
+                    wait.trim_at = Some(now + wait.quiet());
                 } else {
                     self.trim();
                     wait.trim_at = None;
@@ -423,6 +565,19 @@ impl Driver {
         } else {
             Poll::Pending
         }
+    }
+
+    /// Whether the connection is idle enough to park: settled, quiet long enough for its
+    /// buffers to have been given back, nothing in flight through the broker, nothing
+    /// to write, not closing. (Deliveries it is owed, a PUBACK it waits for, its
+    /// keep-alive: all of them wake it in the lot.)
+    fn parkable(&mut self, wait: &Wait) -> bool {
+        wait.settled
+            && wait.trim_at.is_none()
+            && !wait.closing
+            && self.pipeline.is_empty()
+            && self.conn.transmit().is_empty()
+            && self.link.session().is_some()
     }
 
     /// The connection has been quiet: give back the memory of everything empty (the
