@@ -177,9 +177,20 @@ fn serve_tcp<G: Send + 'static>(
                 park::park(ticket, stream, Box::new(idle), deadline);
             }
             Err(e) => {
-                // Taking the socket off the reactor failed, which closed it.
+                // Taking the socket off the reactor failed, which closed it: the
+                // connection ends as if its peer had gone (the will, the session saved).
                 park::cancel(ticket);
                 tracing::warn!(peer = %d.peer, error = %e, "MQTT connection lost while parking it");
+                d.conn.handle_eof(Instant::now());
+                let gone = drive(
+                    tokio::io::empty(),
+                    tokio::io::sink(),
+                    &mut d,
+                    shutdown,
+                    Start::Unparked,
+                );
+                Box::pin(gone).await;
+                drop(guard);
             }
         }
     }
@@ -266,9 +277,14 @@ where
         let mut wait = Wait {
             settled: start == Start::Resumed,
             new: start == Start::Fresh,
+            // Back from the lot, a connection stays a task for a quiet second: its first
+            // waits use the task's own waker, so that what woke it reaches it through the
+            // runtime's reactor and timers, which have not seen it yet (a socket just
+            // registered with the runtime reports no readiness until its reactor turns).
+            trim_at: (start == Start::Resumed).then(|| Instant::now() + QUIET),
             ..Wait::default()
         };
-        let parks = start != Start::Unparked;
+        let mut parks = start != Start::Unparked;
         // Shutdown rings the connection's bell (`bells.rs`); one signalled before the bell
         // was listed is seen here.
         if shutdown.is_shutdown() {
@@ -328,6 +344,9 @@ where
                     park::cancel(ticket);
                     continue;
                 }
+                // No lot (its poll could not start): this connection keeps its task.
+                parks = false;
+                wait.new = false;
             }
             std::future::poll_fn(|cx| {
                 d.poll_wake(
@@ -578,6 +597,12 @@ impl Driver {
             && self.pipeline.is_empty()
             && self.conn.transmit().is_empty()
             && self.link.session().is_some()
+            // A deadline just passed is the runtime timer's to fire (it rounds up to its
+            // next millisecond): parked, the connection would come straight back.
+            && self
+                .conn
+                .poll_timeout()
+                .is_none_or(|due| due > Instant::now())
     }
 
     /// The connection has been quiet: give back the memory of everything empty (the
@@ -772,6 +797,10 @@ mod tests {
         let sizes = [
             ("TCP connection future", tcp_connection_future()),
             ("Driver", std::mem::size_of::<Driver>()),
+            (
+                "Idle (a parked connection, without the listener's guards)",
+                std::mem::size_of::<Idle<()>>(),
+            ),
             ("ponte_mqtt::Connection", std::mem::size_of::<Connection>()),
             ("Link", std::mem::size_of::<Link>()),
             ("Access", std::mem::size_of::<Access>()),
@@ -795,5 +824,7 @@ mod tests {
         // 1,024 at 840; measured with massif, BENCHMARKS.md).
         assert!(tcp_connection_future() <= 736, "{sizes:?}");
         assert!(std::mem::size_of::<Driver>() <= 408, "{sizes:?}");
+        // Parked, a connection is this block (plus the guards' 64 bytes): 512 with them.
+        assert!(std::mem::size_of::<Idle<()>>() <= 448, "{sizes:?}");
     }
 }

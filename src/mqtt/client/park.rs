@@ -382,7 +382,13 @@ fn run(inner: &Inner, mut poll: Poll) {
         due.append(&mut inner.woken.lock());
         inner.expired(Instant::now(), &mut due);
         for ticket in due.drain(..) {
-            inner.wake(ticket);
+            // A panic resuming one connection must not strand every other one.
+            let woke = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                inner.wake(ticket);
+            }));
+            if woke.is_err() {
+                tracing::error!("MQTT: resuming a parked connection panicked; it is closed");
+            }
         }
     }
 }
