@@ -90,10 +90,14 @@ const QUIET: Duration = Duration::from_secs(1);
 /// bursts (a fleet reconnecting after a restart), and each holds its task until it parks:
 /// parked soon after its CONNECT (and SUBSCRIBEs), the burst's tasks are freed while the
 /// next connections are accepted, and reused by them, rather than left as holes between
-/// the parked connections (issue 16: the bytes an idle connection holds). After that, a
-/// connection that was woken stays a task for a quiet second, so that one that is busy
-/// now and then does not park and resume at each message.
-const FIRST_QUIET: Duration = Duration::from_millis(100);
+/// the parked connections (issue 16: the bytes an idle connection holds; 19,000
+/// connections at ~14,000 a second: 1,440 bytes each with 100 ms here, 1,129 with 10 ms,
+/// the holes falling from ~390 to ~60 bytes a connection). A client whose first SUBSCRIBE
+/// comes later than this after its CONNACK (a round trip over a slow link) parks once
+/// more and is resumed by it: tens of µs. After that, a connection that was woken stays a
+/// task for a quiet second, so that one that is busy now and then does not park and
+/// resume at each message.
+const FIRST_QUIET: Duration = Duration::from_millis(10);
 
 /// Bytes read from a socket at once, into the thread's scratch buffer ([`read_into`]).
 const READ_CHUNK: usize = 64 * 1024;
@@ -320,7 +324,7 @@ where
             // arrive in bursts, and blocks freed while the next connections are being
             // accepted are reused by them, where blocks freed a second later are holes
             // between the sessions made meanwhile (issue 16: RSS per idle connection).
-            if !wait.settled && d.link.session().is_some() && d.conn.transmit().is_empty() {
+            if !wait.settled && d.link.session().is_some() && d.conn.transmit_len() == 0 {
                 wait.settled = true;
                 d.trim();
             }
@@ -496,22 +500,25 @@ impl Driver {
             wait.active();
             woke = true;
         }
-        // Write what the machine has, as far as the socket takes it.
+        // Write what the machine has, as far as the socket takes it. (Its length is asked
+        // first: `transmit` would make the buffers of a connection with nothing to write.)
         let mut failed = false;
-        let tx = self.conn.transmit();
-        while !tx.is_empty() {
-            match Pin::new(&mut *writer).poll_write(cx, tx) {
-                Poll::Pending => break,
-                Poll::Ready(Ok(n)) if n > 0 => {
-                    tx.advance(n);
-                    self.shared.stats.sent(n);
-                    wait.active();
-                    woke = true;
-                }
-                Poll::Ready(_) => {
-                    // The peer is gone: nothing more can be written.
-                    tx.clear();
-                    failed = true;
+        if self.conn.transmit_len() > 0 {
+            let tx = self.conn.transmit();
+            while !tx.is_empty() {
+                match Pin::new(&mut *writer).poll_write(cx, tx) {
+                    Poll::Pending => break,
+                    Poll::Ready(Ok(n)) if n > 0 => {
+                        tx.advance(n);
+                        self.shared.stats.sent(n);
+                        wait.active();
+                        woke = true;
+                    }
+                    Poll::Ready(_) => {
+                        // The peer is gone: nothing more can be written.
+                        tx.clear();
+                        failed = true;
+                    }
                 }
             }
         }
@@ -535,7 +542,7 @@ impl Driver {
             }
         }
         // Deliveries, while the write buffer has room (backpressure into the mailbox).
-        if self.conn.transmit().len() < WRITE_HIGH_WATER {
+        if self.conn.transmit_len() < WRITE_HIGH_WATER {
             if let Some(mailbox) = self.link.session().map(|s| &s.mailbox) {
                 if mailbox.poll_notified(cx).is_ready() {
                     if mailbox.overflowed() {
@@ -590,12 +597,12 @@ impl Driver {
     /// buffers to have been given back, nothing in flight through the broker, nothing
     /// to write, not closing. (Deliveries it is owed, a PUBACK it waits for, its
     /// keep-alive: all of them wake it in the lot.)
-    fn parkable(&mut self, wait: &Wait) -> bool {
+    fn parkable(&self, wait: &Wait) -> bool {
         wait.settled
             && wait.trim_at.is_none()
             && !wait.closing
             && self.pipeline.is_empty()
-            && self.conn.transmit().is_empty()
+            && self.conn.transmit_len() == 0
             && self.link.session().is_some()
             // A deadline just passed is the runtime timer's to fire (it rounds up to its
             // next millisecond): parked, the connection would come straight back.
@@ -820,11 +827,14 @@ mod tests {
         // Was 2.6 KB before issue 16 (CONNECT's login future, select! of six futures, the
         // will's properties and both buffers inline). tokio allocates a task as a header
         // and a trailer (96 bytes) around the future and the listener's guards (64 bytes),
-        // rounded up to 128: at most 736 here keeps the task within 896 bytes (it was
-        // 1,024 at 840; measured with massif, BENCHMARKS.md).
-        assert!(tcp_connection_future() <= 736, "{sizes:?}");
-        assert!(std::mem::size_of::<Driver>() <= 408, "{sizes:?}");
-        // Parked, a connection is this block (plus the guards' 64 bytes): 512 with them.
-        assert!(std::mem::size_of::<Idle<()>>() <= 448, "{sizes:?}");
+        // rounded up to 128: at most 608 here keeps the task within 768 bytes (896 at 728,
+        // before the machine's buffers were boxed together; 1,024 at 840; measured with
+        // massif, BENCHMARKS.md).
+        assert!(tcp_connection_future() <= 608, "{sizes:?}");
+        assert!(std::mem::size_of::<Driver>() <= 256, "{sizes:?}");
+        // Parked, a connection is this block (plus the guards' 64 bytes): 360 with them.
+        assert!(std::mem::size_of::<Idle<()>>() <= 296, "{sizes:?}");
+        // Idle, the machine holds nothing outside these bytes (`Connection::heap_size`).
+        assert!(std::mem::size_of::<Connection>() <= 72, "{sizes:?}");
     }
 }

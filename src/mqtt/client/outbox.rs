@@ -45,7 +45,7 @@ impl Outbox {
         let now = Instant::now();
         let filtered = access.reads_filtered();
         let mut sent_count = 0u64;
-        while conn.transmit().len() < WRITE_HIGH_WATER {
+        while conn.transmit_len() < WRITE_HIGH_WATER {
             let Some(d) = session.mailbox.pop() else {
                 break;
             };

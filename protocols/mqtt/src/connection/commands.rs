@@ -2,13 +2,14 @@
 //! (the reason codes are v5's; on 3.1/3.1.1 the codec writes the closest form, and a
 //! Reason String is simply not sent). Commands given in the wrong state are ignored.
 
+use std::collections::VecDeque;
 use std::time::Instant;
 
 use crate::packet::{Packet, PubResponse, SubResponse};
 use crate::properties::{Properties, PropertyList};
 use crate::reason;
 
-use super::{Accept, CloseReason, Connection, Inbound, Inflight, SessionState, State};
+use super::{io, Accept, CloseReason, Connection, Inbound, Inflight, SessionState, State};
 
 /// The property list of an answer: a Reason String, or nothing (no allocation).
 fn with_reason_string(why: Option<String>) -> PropertyList {
@@ -83,7 +84,9 @@ impl Connection {
     fn resume(&mut self, now: Instant, session: SessionState) {
         self.next_pkid = session.next_pkid.max(1);
         for id in session.inbound_qos2 {
-            self.inbound.insert(id, Inbound::Qos2 { done: true });
+            io(&mut self.io)
+                .inbound
+                .insert(id, Inbound::Qos2 { done: true });
         }
         for entry in session.outgoing {
             match &entry {
@@ -92,7 +95,9 @@ impl Connection {
                         // Too large for this connection's client (its Maximum Packet
                         // Size may have shrunk): discarded as if delivered
                         // (MQTT-3.1.2-25), so it must not hold a window slot.
-                        self.events.push_back(super::Event::InflightFreed);
+                        io(&mut self.io)
+                            .events
+                            .push_back(super::Event::InflightFreed);
                         continue;
                     }
                 }
@@ -100,7 +105,7 @@ impl Connection {
                     self.send(Packet::PubRel(PubResponse::success(*pkid)));
                 }
             }
-            self.outgoing.push_back(entry);
+            io(&mut self.io).outgoing.push_back(entry);
         }
     }
 
@@ -145,18 +150,19 @@ impl Connection {
             reason_code,
             properties,
         };
-        match self.inbound.get_mut(&pkid) {
+        let inbound = &mut io(&mut self.io).inbound;
+        match inbound.get_mut(&pkid) {
             Some(Inbound::Qos1(count)) => {
                 *count = count.saturating_sub(1);
                 if *count == 0 {
-                    self.inbound.remove(&pkid);
+                    inbound.remove(&pkid);
                 }
                 self.send(Packet::PubAck(answer(with_reason_string(reason_string))));
             }
             Some(Inbound::Qos2 { done }) if !*done => {
                 *done = true;
                 if reason_code >= 0x80 {
-                    self.inbound.remove(&pkid);
+                    inbound.remove(&pkid);
                 }
                 self.send(Packet::PubRec(answer(with_reason_string(reason_string))));
             }
@@ -202,9 +208,15 @@ impl Connection {
     /// continues).
     pub fn take_session(&mut self) -> SessionState {
         let inbound_qos2 = self.inbound_qos2().collect();
-        self.inbound.clear();
+        let outgoing = match &mut self.io {
+            Some(io) => {
+                io.inbound.clear();
+                std::mem::take(&mut io.outgoing)
+            }
+            None => VecDeque::new(),
+        };
         SessionState {
-            outgoing: std::mem::take(&mut self.outgoing).into(),
+            outgoing: outgoing.into(),
             inbound_qos2,
             next_pkid: self.next_pkid,
         }

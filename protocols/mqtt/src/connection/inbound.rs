@@ -8,7 +8,7 @@ use crate::packet::{Connect, Packet, PubResponse, Publish, QoS, ReasonPacket};
 use crate::properties::Properties;
 use crate::reason;
 
-use super::{CloseReason, Connection, Event, Inbound, Inflight, State, Violation};
+use super::{io, CloseReason, Connection, Event, Inbound, Inflight, State, Violation};
 
 impl Connection {
     /// Handles one decoded packet.
@@ -28,21 +28,23 @@ impl Connection {
             Packet::Publish(p) => self.on_publish(p),
             Packet::PubAck(r) => {
                 if let Some(i) = self.find_outgoing(r.pkid, Some(QoS::AtLeastOnce)) {
-                    self.outgoing.remove(i);
-                    self.events.push_back(Event::InflightFreed);
+                    let io = io(&mut self.io);
+                    io.outgoing.remove(i);
+                    io.events.push_back(Event::InflightFreed);
                 }
             }
             Packet::PubRec(r) => self.on_pubrec(r),
             Packet::PubComp(r) => {
                 if let Some(i) = self.find_outgoing(r.pkid, None) {
-                    self.outgoing.remove(i);
-                    self.events.push_back(Event::InflightFreed);
+                    let io = io(&mut self.io);
+                    io.outgoing.remove(i);
+                    io.events.push_back(Event::InflightFreed);
                 }
             }
             Packet::PubRel(r) => self.on_pubrel(r.pkid),
-            Packet::Subscribe(s) => self.events.push_back(Event::Subscribe(s)),
-            Packet::Unsubscribe(u) => self.events.push_back(Event::Unsubscribe(u)),
-            Packet::PingReq => self.events.push_back(Event::PingRequest),
+            Packet::Subscribe(s) => io(&mut self.io).events.push_back(Event::Subscribe(s)),
+            Packet::Unsubscribe(u) => io(&mut self.io).events.push_back(Event::Unsubscribe(u)),
+            Packet::PingReq => io(&mut self.io).events.push_back(Event::PingRequest),
             Packet::Disconnect(d) => self.on_disconnect(d),
             // Only a v5 decoder yields AUTH; no extended authentication is supported.
             Packet::Auth(_) => self.close_with(Violation::AuthNotSupported.into()),
@@ -75,7 +77,7 @@ impl Connection {
             }
             self.state = State::AwaitingAccept;
             self.will = c.will.clone().map(Box::new);
-            self.events.push_back(Event::Connect(c));
+            io(&mut self.io).events.push_back(Event::Connect(c));
             return;
         }
         let p = &c.properties;
@@ -101,7 +103,7 @@ impl Connection {
             return;
         }
         self.will = c.will.clone().map(Box::new);
-        self.events.push_back(Event::Connect(c));
+        io(&mut self.io).events.push_back(Event::Connect(c));
     }
 
     /// An inbound PUBLISH: v5 alias and Receive Maximum rules, QoS bookkeeping, the event.
@@ -116,9 +118,10 @@ impl Connection {
                     return;
                 }
             }
+            let inbound = &io(&mut self.io).inbound;
             if p.qos != QoS::AtMostOnce
-                && !self.inbound.contains_key(&p.pkid)
-                && self.inbound.len() >= usize::from(self.config.receive_maximum.max(1))
+                && !inbound.contains_key(&p.pkid)
+                && inbound.len() >= usize::from(self.config.receive_maximum.max(1))
             {
                 let limit = self.config.receive_maximum.max(1);
                 self.close_with(Violation::ReceiveMaximumExceeded { limit }.into());
@@ -126,7 +129,7 @@ impl Connection {
             }
         }
         if self.track_inbound(&p) {
-            self.events.push_back(Event::Publish(p));
+            io(&mut self.io).events.push_back(Event::Publish(p));
         }
     }
 
@@ -167,13 +170,16 @@ impl Connection {
     fn track_inbound(&mut self, publish: &Publish) -> bool {
         match publish.qos {
             QoS::AtMostOnce => {}
-            QoS::AtLeastOnce => match self.inbound.get_mut(&publish.pkid) {
-                Some(Inbound::Qos1(count)) => *count = count.saturating_add(1),
-                _ => {
-                    self.inbound.insert(publish.pkid, Inbound::Qos1(1));
+            QoS::AtLeastOnce => {
+                let inbound = &mut io(&mut self.io).inbound;
+                match inbound.get_mut(&publish.pkid) {
+                    Some(Inbound::Qos1(count)) => *count = count.saturating_add(1),
+                    _ => {
+                        inbound.insert(publish.pkid, Inbound::Qos1(1));
+                    }
                 }
-            },
-            QoS::ExactlyOnce => match self.inbound.get(&publish.pkid) {
+            }
+            QoS::ExactlyOnce => match io(&mut self.io).inbound.get(&publish.pkid).copied() {
                 // Method B (MQTT 4.3.3): id stored, a re-send is not delivered again.
                 Some(Inbound::Qos2 { done: true }) => {
                     self.send(Packet::PubRec(PubResponse::success(publish.pkid)));
@@ -181,7 +187,8 @@ impl Connection {
                 }
                 Some(Inbound::Qos2 { done: false }) => return false,
                 _ => {
-                    self.inbound
+                    io(&mut self.io)
+                        .inbound
                         .insert(publish.pkid, Inbound::Qos2 { done: false });
                 }
             },
@@ -193,11 +200,12 @@ impl Connection {
     /// without it, MQTT 4.3.3); a re-sent PUBREC after our PUBREL is answered again.
     fn on_pubrec(&mut self, r: PubResponse) {
         if let Some(i) = self.find_outgoing(r.pkid, Some(QoS::ExactlyOnce)) {
+            let io = io(&mut self.io);
             if r.reason_code >= 0x80 {
-                self.outgoing.remove(i);
-                self.events.push_back(Event::InflightFreed);
+                io.outgoing.remove(i);
+                io.events.push_back(Event::InflightFreed);
             } else {
-                self.outgoing[i] = Inflight::PubRel { pkid: r.pkid };
+                io.outgoing[i] = Inflight::PubRel { pkid: r.pkid };
                 self.send(Packet::PubRel(PubResponse::success(r.pkid)));
             }
         } else if self.find_outgoing(r.pkid, None).is_some() {
@@ -208,9 +216,10 @@ impl Connection {
     /// PUBREL for an inbound QoS 2 exchange: released, answered with PUBCOMP (v5: 0x92
     /// Packet Identifier not found, saying so, for an id with no exchange open).
     fn on_pubrel(&mut self, pkid: u16) {
-        let known = matches!(self.inbound.get(&pkid), Some(Inbound::Qos2 { .. }));
+        let inbound = &mut io(&mut self.io).inbound;
+        let known = matches!(inbound.get(&pkid), Some(Inbound::Qos2 { .. }));
         if known {
-            self.inbound.remove(&pkid);
+            inbound.remove(&pkid);
             self.send(Packet::PubComp(PubResponse::success(pkid)));
             return;
         }
@@ -256,7 +265,7 @@ impl Connection {
     /// Index of the outgoing exchange `pkid`: a PUBLISH of `qos`, or a PUBREL when `qos` is
     /// `None`.
     pub(super) fn find_outgoing(&self, pkid: u16, qos: Option<QoS>) -> Option<usize> {
-        self.outgoing.iter().position(|entry| match (entry, qos) {
+        self.outgoing().position(|entry| match (entry, qos) {
             (Inflight::Publish { pkid: id, message }, Some(q)) => *id == pkid && message.qos == q,
             (Inflight::PubRel { pkid: id }, None) => *id == pkid,
             _ => false,

@@ -111,9 +111,10 @@ struct V5State {
 ///
 /// Kept small, because a server holds one per connection and most connections are idle:
 /// the limits are shared ([`Arc<Config>`]), the v5 state and the will are boxed and exist
-/// only when the client has them, and every buffer and table starts empty, grows with the
-/// traffic and is given back by [`Connection::trim`] once the driver finds the connection
-/// quiet.
+/// only when the client has them, and the buffers and exchange tables are one box
+/// ([`Io`]) made at their first use, grown with the traffic and given back by
+/// [`Connection::trim`] once the driver finds the connection quiet: an idle connection is
+/// 72 bytes and holds nothing else.
 #[derive(Debug)]
 pub struct Connection {
     /// Limits and timers, shared by every connection of a server.
@@ -131,22 +132,50 @@ pub struct Connection {
     keep_alive: Option<Duration>,
     /// When `handle_timeout` must act (connect timeout or keepalive expiry).
     deadline: Option<Instant>,
+    /// The buffers and exchange tables: made at their first use, and given back whole by
+    /// [`Connection::trim`] when they are all empty (an idle connection holds none).
+    io: Option<Box<Io>>,
+    /// Will from the CONNECT: published (handed out in `Closed`) on any close except
+    /// DISCONNECT once `will_armed`.
+    will: Option<Box<LastWill>>,
+    /// MQTT 5 state; `Some` exactly when `protocol` is V5.
+    v5: Option<Box<V5State>>,
+}
+
+/// A connection's buffers and exchange tables, boxed together in [`Connection::io`]: 160
+/// bytes that a busy connection uses every turn and an idle one needs none of.
+#[derive(Debug, Default)]
+struct Io {
     /// Received bytes not yet decoded (partial packets, or pipelined before `accept`).
     read_buf: BytesMut,
     /// Encoded bytes waiting for `poll_transmit`, in wire order.
     tx: BytesMut,
     /// Events waiting for `poll_event`, in order.
     events: VecDeque<Event>,
-    /// Will from the CONNECT: published (handed out in `Closed`) on any close except
-    /// DISCONNECT once `will_armed`.
-    will: Option<Box<LastWill>>,
     /// Unacknowledged outgoing QoS 1/2 exchanges in send order (ack lookups scan from the
     /// front, where in-order acks hit immediately).
     outgoing: VecDeque<Inflight>,
     /// Inbound QoS 1/2 publishes by packet id, for acknowledgement and QoS 2 de-duplication.
     inbound: PkidMap<Inbound>,
-    /// MQTT 5 state; `Some` exactly when `protocol` is V5.
-    v5: Option<Box<V5State>>,
+}
+
+impl Io {
+    fn is_empty(&self) -> bool {
+        self.read_buf.is_empty()
+            && self.tx.is_empty()
+            && self.events.is_empty()
+            && self.outgoing.is_empty()
+            && self.inbound.is_empty()
+    }
+}
+
+/// No outgoing exchanges: what [`Connection::outgoing`] shows without [`Io`].
+static NO_OUTGOING: VecDeque<Inflight> = VecDeque::new();
+
+/// The connection's [`Io`], made if it has none (a function of the field, so that it
+/// borrows the field alone).
+fn io(io: &mut Option<Box<Io>>) -> &mut Io {
+    io.get_or_insert_with(Box::default)
 }
 
 impl Connection {
@@ -163,12 +192,8 @@ impl Connection {
             next_pkid: 1,
             keep_alive: None,
             deadline,
-            read_buf: BytesMut::new(),
-            tx: BytesMut::new(),
-            events: VecDeque::new(),
+            io: None,
             will: None,
-            outgoing: VecDeque::new(),
-            inbound: PkidMap::default(),
             v5: None,
         }
     }
@@ -185,9 +210,11 @@ impl Connection {
     /// Writes a packet other than PUBLISH in the connection's version; on v5 with the
     /// diagnostics rules of `diagnostics.rs`.
     fn send(&mut self, packet: Packet) {
+        let version = self.version();
+        let tx = &mut io(&mut self.io).tx;
         match &self.v5 {
-            Some(v5) => write_v5(&mut self.tx, packet, v5.asks),
-            None => encode(&packet, self.version(), &mut self.tx),
+            Some(v5) => write_v5(tx, packet, v5.asks),
+            None => encode(&packet, version, tx),
         }
     }
 
@@ -196,7 +223,7 @@ impl Connection {
         if self.state == State::Closed {
             return;
         }
-        self.read_buf.extend_from_slice(data);
+        io(&mut self.io).read_buf.extend_from_slice(data);
         self.process(now);
     }
 
@@ -229,14 +256,14 @@ impl Connection {
 
     /// Appends every pending outgoing byte to `out`; true if anything was written.
     pub fn poll_transmit(&mut self, out: &mut BytesMut) -> bool {
-        if self.tx.is_empty() {
+        let Some(io) = self.io.as_mut().filter(|io| !io.tx.is_empty()) else {
             return false;
-        }
+        };
         if out.is_empty() {
-            std::mem::swap(out, &mut self.tx);
+            std::mem::swap(out, &mut io.tx);
         } else {
-            out.extend_from_slice(&self.tx);
-            self.tx.clear();
+            out.extend_from_slice(&io.tx);
+            io.tx.clear();
         }
         true
     }
@@ -245,12 +272,18 @@ impl Connection {
     /// here — advancing the buffer past what was written — instead of moving them out with
     /// [`Connection::poll_transmit`]: one copy less, and one buffer per connection.
     pub fn transmit(&mut self) -> &mut BytesMut {
-        &mut self.tx
+        &mut io(&mut self.io).tx
+    }
+
+    /// How many bytes wait to be sent: [`Connection::transmit`]'s length, without making
+    /// the buffers of a connection that has none.
+    pub fn transmit_len(&self) -> usize {
+        self.io.as_ref().map_or(0, |io| io.tx.len())
     }
 
     /// The next event for the driver.
     pub fn poll_event(&mut self) -> Option<Event> {
-        self.events.pop_front()
+        self.io.as_mut()?.events.pop_front()
     }
 
     /// Gives back the memory of the buffers and tables that are empty now: received bytes,
@@ -259,20 +292,26 @@ impl Connection {
     /// a while, so an idle connection holds none of them, while a busy one keeps their
     /// capacity from one turn to the next instead of allocating it again.
     pub fn trim(&mut self) {
-        if self.read_buf.is_empty() {
-            self.read_buf = BytesMut::new();
-        }
-        if self.tx.is_empty() {
-            self.tx = BytesMut::new();
-        }
-        if self.events.is_empty() {
-            self.events = VecDeque::new();
-        }
-        if self.outgoing.is_empty() {
-            self.outgoing = VecDeque::new();
-        }
-        if self.inbound.is_empty() {
-            self.inbound = PkidMap::default();
+        if let Some(io) = &mut self.io {
+            if io.is_empty() {
+                self.io = None;
+            } else {
+                if io.read_buf.is_empty() {
+                    io.read_buf = BytesMut::new();
+                }
+                if io.tx.is_empty() {
+                    io.tx = BytesMut::new();
+                }
+                if io.events.is_empty() {
+                    io.events = VecDeque::new();
+                }
+                if io.outgoing.is_empty() {
+                    io.outgoing = VecDeque::new();
+                }
+                if io.inbound.is_empty() {
+                    io.inbound = PkidMap::default();
+                }
+            }
         }
         if let Some(v5) = &mut self.v5 {
             v5.scratch = BytesMut::new();
@@ -290,15 +329,18 @@ impl Connection {
                 + v5.inbound_aliases.as_deref().map_or(0, inbound_heap_size)
                 + v5.outbound_aliases.as_ref().map_or(0, |a| a.heap_size())
         });
-        self.read_buf.capacity()
-            + self.tx.capacity()
-            + self.events.capacity() * std::mem::size_of::<Event>()
-            + self.outgoing.capacity() * std::mem::size_of::<Inflight>()
-            + pkid::heap_size(&self.inbound)
-            + self
-                .will
-                .as_ref()
-                .map_or(0, |w| std::mem::size_of::<LastWill>() + w.topic.capacity())
+        let io = self.io.as_ref().map_or(0, |io| {
+            std::mem::size_of::<Io>()
+                + io.read_buf.capacity()
+                + io.tx.capacity()
+                + io.events.capacity() * std::mem::size_of::<Event>()
+                + io.outgoing.capacity() * std::mem::size_of::<Inflight>()
+                + pkid::heap_size(&io.inbound)
+        });
+        io + self
+            .will
+            .as_ref()
+            .map_or(0, |w| std::mem::size_of::<LastWill>() + w.topic.capacity())
             + v5
     }
 
@@ -342,8 +384,8 @@ impl Connection {
             match self.state {
                 State::Closed => return,
                 State::AwaitingAccept => {
-                    if self.read_buf.len() > self.config.max_packet_size {
-                        let buffered = self.read_buf.len();
+                    let buffered = self.io.as_ref().map_or(0, |io| io.read_buf.len());
+                    if buffered > self.config.max_packet_size {
                         self.close_with(
                             Violation::TooMuchBeforeAccept {
                                 buffered,
@@ -358,12 +400,13 @@ impl Connection {
             }
             // Before CONNECT a CONNECT of any level is decoded (its level is in it); any
             // other first packet in the 3.1.1 form, and refused as not a CONNECT.
+            let read_buf = &mut io(&mut self.io).read_buf;
             let version = match self.protocol {
                 Some(v) => v,
-                None if self.read_buf.first().is_some_and(|b| b >> 4 == 1) => ProtocolVersion::V5,
+                None if read_buf.first().is_some_and(|b| b >> 4 == 1) => ProtocolVersion::V5,
                 None => ProtocolVersion::V311,
             };
-            match decode(&mut self.read_buf, self.config.max_packet_size, version) {
+            match decode(read_buf, self.config.max_packet_size, version) {
                 Ok(None) => return,
                 Ok(Some(packet)) => self.on_packet(now, packet),
                 Err(DecodeError::UnsupportedProtocolLevel { name, level })
@@ -421,7 +464,9 @@ impl Connection {
         }
         self.state = State::Closed;
         self.deadline = None;
-        self.read_buf = BytesMut::new();
+        if let Some(io) = &mut self.io {
+            io.read_buf = BytesMut::new();
+        }
         let will = self.will.take().filter(|_| self.will_armed);
         let will = match reason {
             CloseReason::Disconnect => None,
@@ -432,6 +477,8 @@ impl Connection {
             }
             _ => will.map(|w| *w),
         };
-        self.events.push_back(Event::Closed { reason, will });
+        io(&mut self.io)
+            .events
+            .push_back(Event::Closed { reason, will });
     }
 }

@@ -6,7 +6,7 @@ use std::time::Instant;
 use crate::codec::{encode_publish, encode_publish5, publish5_size, PublishExtras, PublishHeader};
 use crate::packet::QoS;
 
-use super::{Connection, Inbound, Inflight, Outgoing, State};
+use super::{io, Connection, Inbound, Inflight, Outgoing, State, NO_OUTGOING};
 
 impl Connection {
     /// Sends a message to the client. QoS 0 is written immediately; QoS 1/2 gets a free
@@ -57,7 +57,8 @@ impl Connection {
         if msg.qos == QoS::AtMostOnce {
             return Ok(None);
         }
-        self.outgoing
+        io(&mut self.io)
+            .outgoing
             .push_back(Inflight::Publish { pkid, message: msg });
         Ok(Some(pkid))
     }
@@ -75,7 +76,7 @@ impl Connection {
     ) -> bool {
         let Some(v5) = self.v5.as_mut() else {
             encode_publish(
-                &mut self.tx,
+                &mut io(&mut self.io).tx,
                 dup,
                 msg.qos,
                 msg.retain,
@@ -122,7 +123,7 @@ impl Connection {
             .is_none_or(|max| size <= max as usize);
         if fits {
             encode_publish5(
-                &mut self.tx,
+                &mut io(&mut self.io).tx,
                 &mut v5.scratch,
                 &header,
                 &msg.payload,
@@ -148,21 +149,27 @@ impl Connection {
     /// that keeps per-message state (a durable queue entry) notice which exchanges
     /// finished.
     pub fn outgoing_pkids(&self) -> impl ExactSizeIterator<Item = u16> + DoubleEndedIterator + '_ {
-        self.outgoing.iter().map(Inflight::pkid)
+        self.outgoing().map(Inflight::pkid)
     }
 
     /// The unacknowledged outgoing exchanges in send order, each at its stage (PUBLISH sent,
     /// or PUBREC received and PUBREL sent): what [`Connection::take_session`] would save,
     /// for a driver that keeps it durable while the connection lives.
-    pub fn outgoing(&self) -> impl ExactSizeIterator<Item = &Inflight> + Clone + '_ {
-        self.outgoing.iter()
+    pub fn outgoing(
+        &self,
+    ) -> impl ExactSizeIterator<Item = &Inflight> + DoubleEndedIterator + Clone + '_ {
+        self.io
+            .as_ref()
+            .map_or(&NO_OUTGOING, |io| &io.outgoing)
+            .iter()
     }
 
     /// Inbound QoS 2 packet ids acknowledged with PUBREC and not yet released by PUBREL
     /// (what [`Connection::take_session`] would save).
     pub fn inbound_qos2(&self) -> impl Iterator<Item = u16> + '_ {
-        self.inbound
+        self.io
             .iter()
+            .flat_map(|io| io.inbound.iter())
             .filter(|(_, state)| **state == Inbound::Qos2 { done: true })
             .map(|(id, _)| *id)
     }
@@ -181,14 +188,14 @@ impl Connection {
         if let Some(v5) = &self.v5 {
             window = window.min(v5.client_receive_maximum);
         }
-        usize::from(window).saturating_sub(self.outgoing.len())
+        usize::from(window).saturating_sub(self.outgoing().len())
     }
 
     fn allocate_pkid(&mut self) -> Option<u16> {
         for _ in 0..u16::MAX {
             let candidate = self.next_pkid;
             self.next_pkid = self.next_pkid.checked_add(1).unwrap_or(1);
-            if !self.outgoing.iter().any(|e| e.pkid() == candidate) {
+            if !self.outgoing().any(|e| e.pkid() == candidate) {
                 return Some(candidate);
             }
         }
