@@ -65,6 +65,9 @@ pub(crate) struct Shared {
     pub machine: Arc<ponte_mqtt::Config>,
     /// Every live connection's bell, rung at shutdown.
     pub bells: bells::Bells,
+    /// The runtime the connections run on, to which a parked one returns (`client/park.rs`);
+    /// `None` when made outside one (connections then never park).
+    pub runtime: Option<tokio::runtime::Handle>,
 }
 
 /// One connected MQTT client, as [`Clients::list`] shows it.
@@ -165,6 +168,7 @@ impl Mqtt {
             limits,
             machine: Arc::new(machine_config(&config.mqtt)),
             bells: bells::Bells::default(),
+            runtime: tokio::runtime::Handle::try_current().ok(),
             config: config.clone(),
         });
         if let Some(mut kicks) = kicks {

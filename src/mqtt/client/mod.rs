@@ -171,13 +171,7 @@ fn serve_tcp<G: Send + 'static>(
         match stream.into_std() {
             Ok(stream) => {
                 d.shared.broker.ops.mqtt_parked(1);
-                let runtime = tokio::runtime::Handle::current();
-                let idle = Idle {
-                    d,
-                    shutdown,
-                    guard,
-                    runtime,
-                };
+                let idle = Idle { d, shutdown, guard };
                 park::park(ticket, stream, Box::new(idle), deadline);
             }
             Err(e) => {
@@ -201,25 +195,22 @@ fn serve_tcp<G: Send + 'static>(
 }
 
 /// A plain TCP connection parked in the lot (`park.rs`): what its task held, in one block
-/// (its socket is the lot's to watch). Resumed, it is a task again, carrying on from its
-/// last turn.
+/// (its socket is the lot's to watch). Resumed, it is a task again on the runtime it came
+/// from (`Shared::runtime`), carrying on from its last turn.
 struct Idle<G> {
     d: Driver,
     shutdown: Shutdown,
     guard: G,
-    /// The runtime the connection came from and goes back to.
-    runtime: tokio::runtime::Handle,
 }
 
 impl<G: Send + 'static> park::Parked for Idle<G> {
     fn resume(self: Box<Self>, stream: std::net::TcpStream) {
-        let Idle {
-            d,
-            shutdown,
-            guard,
-            runtime,
-        } = *self;
+        let Idle { d, shutdown, guard } = *self;
         d.shared.broker.ops.mqtt_parked(-1);
+        // (Always there: a connection parks only if it is.)
+        let Some(runtime) = d.shared.runtime.clone() else {
+            return;
+        };
         let _in_runtime = runtime.enter();
         match TcpStream::from_std(stream) {
             Ok(stream) => {
@@ -288,7 +279,7 @@ where
             trim_at: (start == Start::Resumed).then(|| Instant::now() + QUIET),
             ..Wait::default()
         };
-        let mut parks = start != Start::Unparked;
+        let mut parks = start != Start::Unparked && d.shared.runtime.is_some();
         // Shutdown rings the connection's bell (`bells.rs`); one signalled before the bell
         // was listed is seen here.
         if shutdown.is_shutdown() {
@@ -832,8 +823,8 @@ mod tests {
         // massif, BENCHMARKS.md).
         assert!(tcp_connection_future() <= 608, "{sizes:?}");
         assert!(std::mem::size_of::<Driver>() <= 256, "{sizes:?}");
-        // Parked, a connection is this block (plus the guards' 64 bytes): 360 with them.
-        assert!(std::mem::size_of::<Idle<()>>() <= 296, "{sizes:?}");
+        // Parked, a connection is this block (plus the guards' 64 bytes): 344 with them.
+        assert!(std::mem::size_of::<Idle<()>>() <= 280, "{sizes:?}");
         // Idle, the machine holds nothing outside these bytes (`Connection::heap_size`).
         assert!(std::mem::size_of::<Connection>() <= 72, "{sizes:?}");
     }

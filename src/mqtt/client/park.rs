@@ -62,16 +62,17 @@ const MAX_SLOTS: usize = (1 << HALF) - 1;
 const WAKE_UP: Token = Token(usize::MAX);
 
 impl Ticket {
-    fn new(index: usize, generation: usize) -> Ticket {
-        Ticket((generation << HALF) | index)
+    fn new(index: usize, generation: u32) -> Ticket {
+        Ticket(((generation as usize) << HALF) | index)
     }
 
     fn index(self) -> usize {
         self.0 & MAX_SLOTS
     }
 
-    fn generation(self) -> usize {
-        self.0 >> HALF
+    fn generation(self) -> u32 {
+        // At most `HALF` (32) bits.
+        (self.0 >> HALF) as u32
     }
 }
 
@@ -88,23 +89,27 @@ struct Inner {
 }
 
 /// The lot's table of slots.
-#[derive(Default)]
 struct Slots {
     /// By index.
     slots: Vec<Slot>,
     /// Indices of the free slots, reused first.
     free: Vec<usize>,
-    /// Parked connections' deadlines, earliest first. An entry whose ticket is no longer
-    /// parked is dropped when it comes up, or when the heap is rebuilt ([`Slots::prune`]).
-    deadlines: BinaryHeap<Reverse<(Instant, usize)>>,
+    /// Parked connections' deadlines (nanoseconds since [`Slots::epoch`]) and tickets,
+    /// earliest first. An entry whose ticket is no longer parked is dropped when it comes
+    /// up, or when the heap is rebuilt ([`Slots::prune`]).
+    deadlines: BinaryHeap<Reverse<(u64, usize)>>,
+    /// What the deadlines count from, the lot's start (16 bytes an entry as `Instant`s, 8
+    /// as counts).
+    epoch: Instant,
     /// Slots in use (reserved or parked).
     used: usize,
 }
 
 /// One slot.
 struct Slot {
-    /// Bumped each time the slot is freed: older tickets no longer name it.
-    generation: usize,
+    /// Bumped each time the slot is freed: older tickets no longer name it (the high half
+    /// of a ticket's bits).
+    generation: u32,
     /// What it holds.
     state: State,
 }
@@ -144,7 +149,13 @@ fn start() -> std::io::Result<Arc<Inner>> {
     let inner = Arc::new(Inner {
         registry: poll.registry().try_clone()?,
         waker: mio::Waker::new(poll.registry(), WAKE_UP)?,
-        slots: Mutex::new(Slots::default()),
+        slots: Mutex::new(Slots {
+            slots: Vec::new(),
+            free: Vec::new(),
+            deadlines: BinaryHeap::new(),
+            epoch: Instant::now(),
+            used: 0,
+        }),
         woken: Mutex::new(Vec::new()),
     });
     let thread = inner.clone();
@@ -222,6 +233,7 @@ pub(super) fn park(
     // The thread sleeps until the earliest deadline it knew of: an earlier one wakes it.
     let mut earliest = false;
     if let Some(at) = deadline {
+        let at = s.since_epoch(at);
         earliest = s
             .deadlines
             .peek()
@@ -263,6 +275,12 @@ fn wake_raw(data: *const ()) {
 fn drop_raw(_: *const ()) {}
 
 impl Slots {
+    /// `at` as a deadline in [`Slots::deadlines`]: nanoseconds since the lot started
+    /// (every deadline of a parked connection is later).
+    fn since_epoch(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX)
+    }
+
     /// Whether `ticket` is reserved, and if so whether it was woken.
     fn reserved(&self, ticket: Ticket) -> Option<bool> {
         match self.slots.get(ticket.index()) {
@@ -280,7 +298,7 @@ impl Slots {
         if slot.generation != ticket.generation() || matches!(slot.state, State::Free) {
             return None;
         }
-        slot.generation = slot.generation.wrapping_add(1) & MAX_SLOTS;
+        slot.generation = slot.generation.wrapping_add(1) & (MAX_SLOTS as u32);
         let state = std::mem::replace(&mut slot.state, State::Free);
         self.free.push(ticket.index());
         self.used -= 1;
@@ -343,14 +361,16 @@ impl Inner {
     fn timeout(&self, now: Instant) -> Option<Duration> {
         let mut s = self.slots.lock();
         s.prune();
-        s.deadlines
-            .peek()
-            .map(|Reverse((at, _))| at.saturating_duration_since(now))
+        let first = s.deadlines.peek().map(|Reverse((at, _))| *at)?;
+        Some(Duration::from_nanos(
+            first.saturating_sub(s.since_epoch(now)),
+        ))
     }
 
     /// The tickets whose deadline has come, into `due`.
     fn expired(&self, now: Instant, due: &mut Vec<Ticket>) {
         let mut s = self.slots.lock();
+        let now = s.since_epoch(now);
         while let Some(Reverse((at, t))) = s.deadlines.peek() {
             if *at > now {
                 break;
