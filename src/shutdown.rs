@@ -13,10 +13,36 @@ pub struct Shutdown {
     /// Becomes `true` when the gateway stops.
     notify: watch::Receiver<bool>,
     /// Held until the task is done; the gateway waits for every copy to be dropped.
-    _drain: mpsc::Sender<()>,
+    drain: mpsc::Sender<()>,
+}
+
+/// A task's hold on the drain without the signal: 8 bytes where a [`Shutdown`] is 24, for
+/// work that waits a long time without listening (a parked idle connection, woken by its
+/// bell at shutdown) and gets the signal back when it resumes ([`Drain::with_signal`]).
+#[derive(Debug)]
+pub struct Drain(mpsc::Sender<()>);
+
+impl Drain {
+    /// A [`Shutdown`] again, listening to `notify` (a [`Shutdown::signal`]).
+    pub fn with_signal(self, notify: watch::Receiver<bool>) -> Shutdown {
+        Shutdown {
+            notify,
+            drain: self.0,
+        }
+    }
 }
 
 impl Shutdown {
+    /// The signal alone (holding it never delays shutdown).
+    pub fn signal(&self) -> watch::Receiver<bool> {
+        self.notify.clone()
+    }
+
+    /// Keep only the hold on the drain (see [`Drain`]).
+    pub fn into_drain(self) -> Drain {
+        Drain(self.drain)
+    }
+
     /// Whether shutdown has been signalled.
     pub fn is_shutdown(&self) -> bool {
         *self.notify.borrow()
@@ -83,7 +109,7 @@ impl ShutdownController {
     pub fn subscribe(&self) -> Shutdown {
         Shutdown {
             notify: self.notify.subscribe(),
-            _drain: self.drain_tx.clone(),
+            drain: self.drain_tx.clone(),
         }
     }
 

@@ -68,6 +68,9 @@ pub(crate) struct Shared {
     /// The runtime the connections run on, to which a parked one returns (`client/park.rs`);
     /// `None` when made outside one (connections then never park).
     pub runtime: Option<tokio::runtime::Handle>,
+    /// The shutdown signal, given back to a parked connection when it resumes (it keeps
+    /// only its hold on the drain while parked).
+    pub signal: tokio::sync::watch::Receiver<bool>,
 }
 
 /// One connected MQTT client, as [`Clients::list`] shows it.
@@ -169,6 +172,7 @@ impl Mqtt {
             machine: Arc::new(machine_config(&config.mqtt)),
             bells: bells::Bells::default(),
             runtime: tokio::runtime::Handle::try_current().ok(),
+            signal: shutdown.signal(),
             config: config.clone(),
         });
         if let Some(mut kicks) = kicks {

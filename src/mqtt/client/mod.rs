@@ -171,7 +171,8 @@ fn serve_tcp<G: Send + 'static>(
         match stream.into_std() {
             Ok(stream) => {
                 d.shared.broker.ops.mqtt_parked(1);
-                let idle = Idle { d, shutdown, guard };
+                let drain = shutdown.into_drain();
+                let idle = Idle { d, drain, guard };
                 park::park(ticket, stream, Box::new(idle), deadline);
             }
             Err(e) => {
@@ -199,13 +200,15 @@ fn serve_tcp<G: Send + 'static>(
 /// from (`Shared::runtime`), carrying on from its last turn.
 struct Idle<G> {
     d: Driver,
-    shutdown: Shutdown,
+    /// Its hold on the gateway's drain; the signal is the front-end's (`Shared::signal`).
+    drain: crate::shutdown::Drain,
     guard: G,
 }
 
 impl<G: Send + 'static> park::Parked for Idle<G> {
     fn resume(self: Box<Self>, stream: std::net::TcpStream) {
-        let Idle { d, shutdown, guard } = *self;
+        let Idle { d, drain, guard } = *self;
+        let shutdown = drain.with_signal(d.shared.signal.clone());
         d.shared.broker.ops.mqtt_parked(-1);
         // (Always there: a connection parks only if it is.)
         let Some(runtime) = d.shared.runtime.clone() else {
@@ -823,8 +826,8 @@ mod tests {
         // massif, BENCHMARKS.md).
         assert!(tcp_connection_future() <= 608, "{sizes:?}");
         assert!(std::mem::size_of::<Driver>() <= 256, "{sizes:?}");
-        // Parked, a connection is this block (plus the guards' 64 bytes): 344 with them.
-        assert!(std::mem::size_of::<Idle<()>>() <= 280, "{sizes:?}");
+        // Parked, a connection is this block (plus the guards' 64 bytes): 328 with them.
+        assert!(std::mem::size_of::<Idle<()>>() <= 264, "{sizes:?}");
         // Idle, the machine holds nothing outside these bytes (`Connection::heap_size`).
         assert!(std::mem::size_of::<Connection>() <= 72, "{sizes:?}");
     }
