@@ -781,6 +781,39 @@ async fn mqtt5_3_1_2_11_expiry_of_a_session_connected_at_kill_9_counts_from_the_
     short.assert_quiet(BRIEF, why).await;
 }
 
+/// MQTT 5 §3.1.2.11.2 after a takeover: the client that took a persistent session over
+/// is connected, so a crash while it is connected counts the session's expiry from the
+/// crash. The taking-over CONNECT stores the session's record before its CONNACK; it
+/// used to store the previous connection's close with it ("away since" the takeover),
+/// and a restart more than the expiry after the takeover then discarded the session of a
+/// client that had been connected until the crash.
+#[tokio::test]
+async fn mqtt5_3_1_2_11_a_session_taken_over_and_connected_at_kill_9_counts_from_the_crash() {
+    let (_dir, db, ponte) = fresh();
+    let mut first = v5_subscribed(&ponte, "taken", 6, "taken/t").await;
+    let (second, present) = v5(&ponte, "taken", false, 6).await;
+    assert!(present, "the session is taken over, not replaced");
+    assert_eq!(first.disconnect_reason().await, 0x8E, "Session taken over");
+    // Connected longer than the expiry, storing nothing more (no SUBSCRIBE), while the
+    // broker writes its alive marks.
+    tokio::time::sleep(Duration::from_millis(7500)).await;
+    ponte.stop("-KILL");
+    drop((first, second));
+
+    let ponte = Ponte::spawn(&db);
+    let (mut again, present) = v5(&ponte, "taken", false, 6).await;
+    assert!(
+        present,
+        "connected until the crash: its 6 s count from then"
+    );
+    let (mut p, _) = Client::connect(ponte.mqtt, "taken-pub").await;
+    p.publish("taken/t", QoS::AtLeastOnce, false, b"kept").await;
+    match again.recv().await.expect("a packet, not a close") {
+        ponte_mqtt::Packet::Publish(m) => assert_eq!(&m.payload[..], b"kept"),
+        other => panic!("expected the PUBLISH on the kept subscription, got {other:?}"),
+    }
+}
+
 /// Issue 5: SIGHUP re-reads the password and ACL files while connections stay up; a bad
 /// file keeps the old rules; `ponte passwd` writes files the running gateway accepts.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

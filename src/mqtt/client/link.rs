@@ -220,7 +220,11 @@ impl Link {
             // exists (or was created) keeps it across kill -9. `open` already submitted the
             // record (ahead of any message queued for it); it is written again here because
             // a kicked previous owner has since stored its own close ("away since"), and
-            // this write, awaited, is the one that says the client is connected.
+            // this write, awaited, is the one that says the client is connected: so the
+            // session is no longer away (that close left it so), or the record would say
+            // "away since" the takeover, and a crash more than its expiry later would
+            // end it at the restart.
+            opened.session.resume(expiry);
             match opened.session.persist(true) {
                 Some(durable) => Some(durable.await),
                 None => None,
