@@ -27,8 +27,8 @@
 //! A slot is named by a [`Ticket`]: its index and a generation, so that a stale wake (a
 //! waker kept by a mailbox after its connection resumed, or a deadline already passed
 //! for a connection that left) finds a newer generation and is ignored. The lot is one
-//! per process — a parked connection carries its runtime's handle and its gateway's
-//! state — and starts with the first connection that parks.
+//! per process — a parked connection carries its gateway's state, which knows the
+//! runtime to return to — and starts with the first connection that parks.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
