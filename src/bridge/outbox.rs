@@ -19,7 +19,7 @@ use crate::broker::Broker;
 use crate::broker::Delivery;
 use crate::durable::Seq;
 use crate::model::{QoS, SubOptions, TopicFilter};
-use crate::mqtt::session::{Session, NEVER};
+use crate::mqtt::session::{Owner, Session, NEVER};
 use crate::mqtt::{Clients, RESERVED_CLIENT_PREFIX};
 use crate::store::StoreError;
 
@@ -38,7 +38,7 @@ pub(crate) struct Outbox {
     /// The session: its mailbox is the queue, its durable side keeps the messages.
     session: Arc<Session>,
     /// Held for the outbox's life: the session has one owner at a time.
-    _owner: tokio::sync::OwnedMutexGuard<()>,
+    _owner: Owner,
 }
 
 impl Outbox {
@@ -55,10 +55,10 @@ impl Outbox {
     ) -> Result<Outbox, StoreError> {
         let registry = clients.registry();
         let opened = registry.open(&client_id(name), false, NEVER, broker);
-        let owner = opened.session.owner.clone().lock_owned().await;
+        let owner = opened.session.own_in_turn().await;
         if let Some(prev) = &opened.previous {
             if !Arc::ptr_eq(prev, &opened.session) {
-                drop(prev.owner.lock().await);
+                prev.released().await;
             }
         }
         let session = opened.session;
@@ -117,7 +117,7 @@ impl Outbox {
         }
     }
 
-    /// Release the session; it stays (away, never expiring) with its queue. The owner lock
+    /// Release the session; it stays (away, never expiring) with its queue. The ownership
     /// goes when the outbox is dropped.
     pub(crate) async fn close(&self) {
         self.session.mailbox.set_online(false);
@@ -131,9 +131,9 @@ impl Outbox {
         let registry = clients.registry();
         let opened = registry.open(&client_id(name), true, 0, broker);
         if let Some(prev) = &opened.previous {
-            drop(prev.owner.lock().await);
+            prev.released().await;
         }
-        let _owner = opened.session.owner.clone().lock_owned().await;
+        let _owner = opened.session.own_in_turn().await;
         let _ = registry.close(&opened.session, broker);
     }
 

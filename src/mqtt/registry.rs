@@ -127,8 +127,11 @@ pub(crate) struct Opened {
     /// Whether an existing persistent session is resumed (CONNACK Session Present).
     pub present: bool,
     /// A session being replaced or resumed that another connection still owns: the caller
-    /// must have kicked it and must wait on its owner lock.
+    /// must have kicked it and must wait for it to be let go.
     pub previous: Option<Arc<Session>>,
+    /// The connection's claim on `session` ([`Session::own`]): taken under the registry's
+    /// lock after any takeover, so the latest CONNECT holds the latest claim.
+    pub claim: u32,
 }
 
 impl Registry {
@@ -250,7 +253,21 @@ impl Registry {
         Ok(self.open_locked(&mut sessions, client_id, clean, expiry, broker))
     }
 
+    /// [`Registry::open`] under the registry's lock: the session, kicked, with the claim.
     fn open_locked(
+        &self,
+        sessions: &mut Sessions,
+        client_id: &str,
+        clean: bool,
+        expiry: u32,
+        broker: &Broker,
+    ) -> Opened {
+        let mut opened = self.find_or_make(sessions, client_id, clean, expiry, broker);
+        opened.claim = opened.session.claim();
+        opened
+    }
+
+    fn find_or_make(
         &self,
         sessions: &mut Sessions,
         client_id: &str,
@@ -282,6 +299,7 @@ impl Registry {
                 session: s,
                 present: false,
                 previous: existing,
+                claim: 0,
             };
         }
         match existing {
@@ -292,6 +310,7 @@ impl Registry {
                     session: old.clone(),
                     present: true,
                     previous: Some(old),
+                    claim: 0,
                 }
             }
             existing => {
@@ -305,6 +324,7 @@ impl Registry {
                     session: s,
                     present: false,
                     previous: existing,
+                    claim: 0,
                 }
             }
         }
@@ -356,7 +376,7 @@ impl Registry {
             let mut sessions = self.sessions.lock();
             let ids: Vec<Arc<str>> = sessions
                 .iter()
-                .filter(|s| s.expired(now) && s.owner.try_lock().is_ok())
+                .filter(|s| s.expired(now))
                 .map(|s| s.client_id.clone())
                 .collect();
             ids.iter().filter_map(|id| sessions.remove(id)).collect()

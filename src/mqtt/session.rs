@@ -2,9 +2,15 @@
 //!
 //! A session owns the client's [`Mailbox`] (so messages keep arriving while the client is
 //! away), its subscriptions, and the protocol state of unfinished QoS 1/2 exchanges that a
-//! connection left behind. A connection *owns* a session by holding its `owner` lock for
-//! its whole life, which is how a takeover (MQTT-3.1.4-2) waits for the old connection to
-//! hand the session over before the new one resumes it.
+//! connection left behind. A connection *owns* a session ([`Session::own`], an [`Owner`])
+//! for its whole life, which is how a takeover (MQTT-3.1.4-2) waits for the old connection
+//! to hand the session over before the new one resumes it.
+//!
+//! Every CONNECT that resumes or replaces a session makes a *claim* on it, numbered; only
+//! the latest claim may own it. A connection whose claim is overtaken — a third CONNECT
+//! with the same client id while the second still waits for the first to let go — gives
+//! up without a CONNACK, or is kicked as soon as it owns the session, so the newest
+//! connection always wins and never waits on one that was itself taken over.
 //!
 //! What a persistent session keeps across a crash is not kept here: its
 //! [`DurableSession`] (from [`crate::durable`], the one owner of durable state) is told
@@ -42,8 +48,6 @@ pub struct Session {
     /// The durable side of a persistent session when the broker keeps sessions; boxed, as
     /// most sessions have none.
     pub durable: Option<Box<DurableSession>>,
-    /// Held by the connection that owns the session, for its whole life.
-    pub owner: Arc<tokio::sync::Mutex<()>>,
     /// The rest, changed by the owning connection, the registry and the expiry sweep: one
     /// short lock, never held across I/O or an await.
     state: Mutex<State>,
@@ -68,10 +72,42 @@ struct State {
     /// connection installs its own, so a ring meant for an old connection can never be
     /// left behind for the next one.
     kick: Option<Arc<Doorbell>>,
-    /// Another node takes the session over before its connection installed its bell
-    /// (in a cluster, while the connection claims and resumes it): rung at once when it
-    /// does.
-    kick_pending: bool,
+    /// A connection owns the session ([`Session::own`] until its [`Owner`] is dropped).
+    /// A flag under this lock, not a lock of its own: an `Arc<tokio::sync::Mutex>` was
+    /// a 64-byte block of every connection (issue 16).
+    owned: bool,
+    /// The number of the latest claim (see the module docs): bumped by every takeover,
+    /// so a connection holding an older number knows it was taken over, even before it
+    /// installed its bell (in a cluster, another node may take the session while the
+    /// connection still claims it there).
+    claims: u32,
+    /// Someone waits for the owner to let go (or for a claim to be overtaken): the
+    /// release or takeover wakes the waiters ([`RELEASED`]).
+    waited: bool,
+}
+
+/// Where connections wait to own a session, or for one to be let go: one for the
+/// process, as a waiter per session would be 8 bytes of every session for what only a
+/// takeover needs. A release wakes them only when its session says someone waits, and
+/// each woken waiter checks its own session again.
+static RELEASED: tokio::sync::Notify = tokio::sync::Notify::const_new();
+
+/// A connection's ownership of its session (see [`Session::own`]): let go when dropped,
+/// which wakes whoever waits to take the session over.
+#[derive(Debug)]
+pub struct Owner(Arc<Session>);
+
+impl Drop for Owner {
+    fn drop(&mut self) {
+        let waited = {
+            let mut st = self.0.state.lock();
+            st.owned = false;
+            std::mem::take(&mut st.waited)
+        };
+        if waited {
+            RELEASED.notify_waiters();
+        }
+    }
 }
 
 /// A session's client: connected, away, or neither (between a connection's end and the
@@ -186,7 +222,6 @@ impl Session {
             persistent,
             mailbox,
             durable,
-            owner: Arc::new(tokio::sync::Mutex::new(())),
             state: Mutex::new(State {
                 expiry,
                 ..State::default()
@@ -194,22 +229,96 @@ impl Session {
         })
     }
 
-    /// Ask the connection that owns this session, if any, to close.
+    /// Take the session over (MQTT-3.1.4-2): a new claim overtakes every earlier one. The
+    /// connection that owns it is asked to close, one that waits to own it gives up, and
+    /// one that owns it but has not installed its bell yet is kicked as soon as it does.
     pub fn kick_owner(&self) {
-        if let Some(bell) = self.state.lock().kick.take() {
+        let (bell, waited) = {
+            let mut st = self.state.lock();
+            st.claims = st.claims.wrapping_add(1);
+            (st.kick.take(), std::mem::take(&mut st.waited))
+        };
+        if let Some(bell) = bell {
             bell.ring();
+        }
+        if waited {
+            RELEASED.notify_waiters();
         }
     }
 
     /// Another node takes this session over (a cluster): its connection closes, now or as
     /// soon as it is connected. (A session in a cluster is never resumed in place, and the
-    /// kick names the session object that claimed, so the pending ring can only be its own
-    /// connection's.)
+    /// kick names the session object that claimed, so the claim overtaken can only be its
+    /// own connection's.)
     pub(super) fn taken_over(&self) {
-        let mut st = self.state.lock();
-        match st.kick.take() {
-            Some(bell) => bell.ring(),
-            None => st.kick_pending = true,
+        self.kick_owner();
+    }
+
+    /// The number of the latest claim: a CONNECT opening the session takes it, under the
+    /// registry's lock, after any takeover it made ([`super::registry::Opened::claim`]).
+    pub(super) fn claim(&self) -> u32 {
+        self.state.lock().claims
+    }
+
+    /// Whether `claim` was overtaken by a later one.
+    pub(super) fn overtaken(&self, claim: u32) -> bool {
+        self.state.lock().claims != claim
+    }
+
+    /// Whether a connection owns the session right now.
+    pub(super) fn is_owned(&self) -> bool {
+        self.state.lock().owned
+    }
+
+    /// Own the session under `claim`, once its owner (kicked by the claim) lets go. `None`
+    /// as soon as the claim is overtaken (see the module docs): the caller gives up.
+    pub(super) async fn own(self: &Arc<Self>, claim: u32) -> Option<Owner> {
+        self.own_as(Some(claim)).await
+    }
+
+    /// Own the session once nobody does, whatever the claims: for an MQTT bridge's queue,
+    /// whose users (the bridge, and its removal) take turns rather than take it over.
+    pub(crate) async fn own_in_turn(self: &Arc<Self>) -> Owner {
+        loop {
+            if let Some(owner) = self.own_as(None).await {
+                return owner;
+            }
+        }
+    }
+
+    /// [`Session::own`], under `claim` or (`None`) in turn.
+    async fn own_as(self: &Arc<Self>, claim: Option<u32>) -> Option<Owner> {
+        loop {
+            let released = {
+                let mut st = self.state.lock();
+                if claim.is_some_and(|c| c != st.claims) {
+                    return None;
+                }
+                if !st.owned {
+                    st.owned = true;
+                    return Some(Owner(self.clone()));
+                }
+                // Made under the lock, so a release or kick after it wakes it.
+                st.waited = true;
+                RELEASED.notified()
+            };
+            released.await;
+        }
+    }
+
+    /// Wait until no connection owns the session (a replaced session's last connection
+    /// has finished with it).
+    pub(crate) async fn released(&self) {
+        loop {
+            let released = {
+                let mut st = self.state.lock();
+                if !st.owned {
+                    return;
+                }
+                st.waited = true;
+                RELEASED.notified()
+            };
+            released.await;
         }
     }
 
@@ -223,11 +332,17 @@ impl Session {
         self.state.lock().expiry = expiry;
     }
 
-    /// A connection took the session: `kick` rings it for a takeover, `info` lists it.
-    /// Hands over the protocol state the last connection saved, to resume.
-    pub fn connected(&self, kick: Arc<Doorbell>, info: ClientInfo) -> Option<SessionState> {
+    /// A connection took the session under `claim`: `kick` rings it for a takeover (at
+    /// once if the claim was overtaken meanwhile), `info` lists it. Hands over the
+    /// protocol state the last connection saved, to resume.
+    pub fn connected(
+        &self,
+        claim: u32,
+        kick: Arc<Doorbell>,
+        info: ClientInfo,
+    ) -> Option<SessionState> {
         let mut st = self.state.lock();
-        if std::mem::take(&mut st.kick_pending) {
+        if st.claims != claim {
             kick.ring();
         }
         st.kick = Some(kick);
@@ -398,12 +513,15 @@ impl Session {
         self.state.lock().saved = Some(Box::new(saved));
     }
 
-    /// Whether the session has expired at `now` (away, past its expiry).
+    /// Whether the session has expired at `now` (away, past its expiry, and no
+    /// connection is taking it back).
     pub(super) fn expired(&self, now: Instant) -> bool {
-        matches!(
-            self.state.lock().presence,
-            Presence::Away { expires_at: Some(at), .. } if at <= now
-        )
+        let st = self.state.lock();
+        !st.owned
+            && matches!(
+                st.presence,
+                Presence::Away { expires_at: Some(at), .. } if at <= now
+            )
     }
 
     /// End the session for good: subscriptions out of the index, durable state deleted.
@@ -412,5 +530,118 @@ impl Session {
         if let Some(durable) = &self.durable {
             durable.discard();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::broker::mailbox::OverflowPolicy;
+    use std::task::Context;
+    use std::time::Duration;
+
+    fn session() -> Arc<Session> {
+        let mailbox = Mailbox::new(16, OverflowPolicy::DropOldest);
+        Session::new(Arc::from("c"), NEVER, mailbox, None)
+    }
+
+    fn info() -> ClientInfo {
+        ClientInfo {
+            client_id: "c".into(),
+            username: None,
+            tls_identity: None,
+            peer: ([127, 0, 0, 1], 1883).into(),
+        }
+    }
+
+    /// MQTT-3.1.4-2: three CONNECTs of one client id, the second still waiting for the
+    /// first to let go when the third comes. The second gives up, the third owns the
+    /// session as soon as the first lets go, and never waits on the second.
+    #[tokio::test]
+    async fn mqtt_3_1_4_2_the_newest_claim_wins_and_an_overtaken_one_gives_up() {
+        let s = session();
+        let first = s.own(s.claim()).await.expect("nobody owns it yet");
+        let bell = Arc::new(Doorbell::new());
+        assert!(s.connected(s.claim(), bell.clone(), info()).is_none());
+        assert!(s.is_owned());
+
+        s.kick_owner();
+        let second_claim = s.claim();
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        assert!(
+            bell.poll_rung(&mut cx).is_ready(),
+            "the first is asked to close"
+        );
+        let second = tokio::spawn({
+            let s = s.clone();
+            async move { s.own(second_claim).await.map(drop).is_some() }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!second.is_finished(), "the second waits for the first");
+
+        s.kick_owner();
+        let third_claim = s.claim();
+        let gave_up = tokio::time::timeout(Duration::from_secs(5), second)
+            .await
+            .expect("the overtaken claim stops waiting at once")
+            .expect("task");
+        assert!(!gave_up, "the overtaken claim does not own the session");
+        let third = tokio::spawn({
+            let s = s.clone();
+            async move { s.own(third_claim).await }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!third.is_finished(), "the third waits for the first");
+        drop(first);
+        let third = tokio::time::timeout(Duration::from_secs(5), third)
+            .await
+            .expect("woken by the release")
+            .expect("task")
+            .expect("the latest claim owns it");
+        assert!(s.is_owned());
+        assert!(!s.overtaken(third_claim));
+        drop(third);
+        assert!(!s.is_owned(), "dropping the owner lets go");
+    }
+
+    /// A takeover (another node's, in a cluster) that comes after the connection owns
+    /// the session but before it installed its bell rings the bell as it is installed.
+    #[tokio::test]
+    async fn a_claim_overtaken_before_the_bell_is_installed_is_kicked_at_once() {
+        let s = session();
+        let claim = s.claim();
+        let _owner = s.own(claim).await.expect("free");
+        s.taken_over();
+        assert!(s.overtaken(claim));
+        let bell = Arc::new(Doorbell::new());
+        s.connected(claim, bell.clone(), info());
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        assert!(bell.poll_rung(&mut cx).is_ready());
+    }
+
+    /// A replaced session's connection is waited for until it lets go; a bridge's queue
+    /// is owned in turn, whatever the claims.
+    #[tokio::test]
+    async fn released_waits_for_the_owner_and_owning_in_turn_ignores_claims() {
+        let s = session();
+        let owner = s.own_in_turn().await;
+        s.kick_owner();
+        let waiter = tokio::spawn({
+            let s = s.clone();
+            async move {
+                s.released().await;
+                s.own_in_turn().await
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!waiter.is_finished());
+        drop(owner);
+        let again = tokio::time::timeout(Duration::from_secs(5), waiter)
+            .await
+            .expect("woken")
+            .expect("task");
+        assert!(s.is_owned());
+        drop(again);
+        assert!(!s.is_owned());
     }
 }

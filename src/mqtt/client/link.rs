@@ -14,12 +14,11 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use ponte_mqtt::{reason, Accept, CloseReason, Connect, Connection, LastWill, PropertyList};
-use tokio::sync::OwnedMutexGuard;
 
 use super::super::access::Access;
 use super::super::cluster;
 use super::super::registry::{Registry, TooManySessions};
-use super::super::session::{Session, NEVER};
+use super::super::session::{Owner, Session, NEVER};
 use super::super::{wire, ClientInfo, Shared, RESERVED_CLIENT_PREFIX};
 use crate::broker::doorbell::Doorbell;
 use crate::broker::retained::Precondition;
@@ -56,8 +55,8 @@ static NEXT_CLIENT: AtomicU64 = AtomicU64::new(1);
 pub(super) struct Link {
     /// The session, once CONNECT was accepted.
     session: Option<Arc<Session>>,
-    /// Held while this connection owns `session` (see [`Session::owner`]).
-    owner: Option<OwnedMutexGuard<()>>,
+    /// Held while this connection owns `session` (see [`Session::own`]).
+    owner: Option<Owner>,
     /// This connection's takeover bell, installed in the session it owns.
     kick: Arc<Doorbell>,
     /// Whether the client speaks MQTT 5.
@@ -196,12 +195,24 @@ impl Link {
         };
         access.share_client_id(&opened.session.client_id);
         // Wait for any previous owner to hand the session over (it was kicked).
-        let owner = opened.session.owner.clone().lock_owned().await;
+        let Some(owner) = opened.session.own(opened.claim).await else {
+            // Taken over by a newer CONNECT while waiting: that one wins (MQTT-3.1.4-2),
+            // and this one closes without a CONNACK.
+            tracing::debug!(%peer, client_id, "MQTT CONNECT taken over by a newer one before its CONNACK");
+            conn.close(CloseReason::TakenOver);
+            return;
+        };
         if let Some(prev) = &opened.previous {
             if !Arc::ptr_eq(prev, &opened.session) {
                 // A replaced session: wait for its connection to finish too.
-                drop(prev.owner.lock().await);
+                prev.released().await;
             }
+        }
+        if opened.session.overtaken(opened.claim) {
+            // Replaced by a newer CONNECT meanwhile (which discarded this one's session).
+            tracing::debug!(%peer, client_id, "MQTT CONNECT taken over by a newer one before its CONNACK");
+            conn.close(CloseReason::TakenOver);
+            return;
         }
         let mut present = opened.present;
         let written = if Registry::clustered(&client_id, &shared.broker) {
@@ -244,6 +255,7 @@ impl Link {
             return;
         }
         let resume = opened.session.connected(
+            opened.claim,
             self.kick.clone(),
             ClientInfo {
                 client_id: client_id.clone(),
@@ -470,7 +482,7 @@ impl Link {
         let mut props = self.will_properties.clone().into_inner();
         props.will_delay_interval = None;
         let broker = shared.broker.clone();
-        let owner = self.session.as_ref().map(|s| s.owner.clone());
+        let session = self.session.clone();
         // In a cluster the client may come back on any node: the kept session says.
         let resumed = match (&self.session, delay) {
             (Some(s), 1..) => s.durable.as_ref().and_then(|d| d.resumed_check()),
@@ -482,7 +494,7 @@ impl Link {
                 tokio::time::sleep(std::time::Duration::from_secs(u64::from(delay))).await;
                 let back = match resumed {
                     Some(check) => check.await,
-                    None => owner.is_some_and(|o| o.try_lock().is_err()),
+                    None => session.is_some_and(|s| s.is_owned()),
                 };
                 if back {
                     tracing::debug!(%peer, "client reconnected within the Will Delay; will dropped");

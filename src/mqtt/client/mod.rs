@@ -830,5 +830,11 @@ mod tests {
         assert!(std::mem::size_of::<Idle<()>>() <= 264, "{sizes:?}");
         // Idle, the machine holds nothing outside these bytes (`Connection::heap_size`).
         assert!(std::mem::size_of::<Connection>() <= 72, "{sizes:?}");
+        // Every connection's session, in a block of 160 (its owner is a flag in it, not
+        // a lock of its own: 64 bytes fewer a connection).
+        assert!(
+            std::mem::size_of::<super::super::session::Session>() <= 152,
+            "{sizes:?}"
+        );
     }
 }
