@@ -106,7 +106,7 @@ pub enum Replayed {
 /// Who owns a session is decided where its record is written at CONNECT: the owning
 /// connection awaits that write before CONNACK ([`super::DurableSession::write_record`], or
 /// in a cluster the claim), and a write that fails refuses the CONNECT. Locally the node
-/// always owns its sessions (the in-process owner lock of `mqtt::session::Session` orders
+/// always owns its sessions (the in-process ownership of `mqtt::session::Session` orders
 /// connections); a cluster keeper makes the claim its compare-and-set, after the previous
 /// owner handed over (its close wrote the last state) or was presumed dead, and every later
 /// write expects the revision of the one before, so a node that lost a session learns it.
