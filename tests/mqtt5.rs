@@ -137,6 +137,53 @@ async fn mqtt5_3_1_4_3_takeover_disconnects_the_old_connection_with_0x8e() {
     assert_eq!(old.disconnect_reason().await, 0x8E);
 }
 
+/// MQTT-3.1.4-2 with three CONNECTs of one client id in a row, the second and third written
+/// back to back while the first still owns the session: the newest gets its CONNACK at
+/// once, and the second, overtaken, is closed (without a CONNACK, or kicked with 0x8E right
+/// after one) instead of holding the third back while it stays connected. (With the
+/// session's owner a FIFO lock, the third waited until the second disconnected: the second
+/// had no bell installed yet for the third's takeover to ring.) Twenty rounds, as the
+/// overlap is a race the test can only make likely.
+#[tokio::test]
+async fn mqtt5_3_1_4_2_three_connects_in_a_row_the_newest_wins_at_once() {
+    let gw = gateway().await;
+    for round in 0..20 {
+        let id = format!("thrice-{round}");
+        let connect = connect5(&id, false, expiry(600));
+        let (mut first, _) = V5::session(gw.mqtt_addr, &id, false, expiry(600)).await;
+        let mut second = V5::open(gw.mqtt_addr).await;
+        let mut third = V5::open(gw.mqtt_addr).await;
+        second.send(&connect).await;
+        third.send(&connect).await;
+        match within(
+            Duration::from_secs(5),
+            "the newest CONNECT's CONNACK",
+            third.recv(),
+        )
+        .await
+        {
+            Some(Packet::ConnAck { reason_code, .. }) => {
+                assert_eq!(reason_code, 0, "round {round}: the newest is accepted")
+            }
+            other => panic!("round {round}: expected CONNACK, got {other:?}"),
+        }
+        assert_eq!(first.disconnect_reason().await, 0x8E, "round {round}");
+        // The second: closed, having got nothing, or a CONNACK then DISCONNECT 0x8E.
+        let got = second
+            .expect_closed("the overtaken second connection")
+            .await;
+        match got.as_slice() {
+            [] => {}
+            [Packet::ConnAck { reason_code: 0, .. }, Packet::Disconnect(d)] => {
+                assert_eq!(d.reason_code, 0x8E, "round {round}: taken over")
+            }
+            other => panic!("round {round}: the second connection got {other:?}"),
+        }
+        // The newest owns the session: it answers, and stays.
+        third.ping().await;
+    }
+}
+
 #[tokio::test]
 async fn mqtt5_3_14_server_shutdown_sends_disconnect_0x8b() {
     let gw = gateway().await;
