@@ -34,12 +34,28 @@ use crate::auth::{Access as Op, Auth, Denied, Identity};
 /// Who is on this connection, and the authority to ask about them.
 #[derive(Debug, Clone)]
 pub(crate) struct Access {
-    /// The gateway's one authority (shared by every protocol; reloaded on SIGHUP).
-    auth: Arc<Auth>,
+    /// The authority and where refusals are counted: one for the front-end, so that each
+    /// connection holds one pointer for both (issue 16: bytes of every idle connection).
+    authority: Arc<Authority>,
     /// Username and client id once CONNECT was accepted; anonymous before.
     identity: Identity,
-    /// Where refused logins and refused or withheld messages are counted.
+}
+
+/// What every connection's [`Access`] asks and tells, shared by the front-end.
+#[derive(Debug)]
+pub(crate) struct Authority {
+    /// The gateway's one authority (shared by every protocol; reloaded on SIGHUP).
+    auth: Arc<Auth>,
+    /// Where refused logins and refused or withheld messages are counted
+    /// (`ponte_auth_failures_total`, `ponte_messages_dropped_total{reason="acl_denied"}`).
     metrics: Option<Arc<crate::metrics::Metrics>>,
+}
+
+impl Authority {
+    /// Ask `auth`, counting refusals in `metrics` when there are some.
+    pub(crate) fn new(auth: Arc<Auth>, metrics: Option<Arc<crate::metrics::Metrics>>) -> Self {
+        Authority { auth, metrics }
+    }
 }
 
 /// Why a CONNECT is refused: the v5 reason code (the machine sends its 3.1.1 equivalent to
@@ -56,19 +72,11 @@ pub(crate) struct Refusal {
 
 impl Access {
     /// A connection that has not sent CONNECT yet.
-    pub(super) fn new(auth: Arc<Auth>) -> Self {
+    pub(super) fn new(authority: Arc<Authority>) -> Self {
         Access {
-            auth,
+            authority,
             identity: Identity::anonymous(),
-            metrics: None,
         }
-    }
-
-    /// Count refusals in `metrics` (`ponte_auth_failures_total`,
-    /// `ponte_messages_dropped_total{reason="acl_denied"}`).
-    pub(crate) fn counting(mut self, metrics: Arc<crate::metrics::Metrics>) -> Self {
-        self.metrics = Some(metrics);
-        self
     }
 
     /// Check a CONNECT's credentials and will; on success this connection is `client_id`
@@ -89,9 +97,10 @@ impl Access {
     ) -> Result<(), Refusal> {
         let checked = match &connect.username {
             Some(user) if proven => Ok(Some(Arc::from(user.as_str()))),
-            None => self.auth.login(None, connect.password.as_deref()),
+            None => self.authority.auth.login(None, connect.password.as_deref()),
             Some(user) => {
-                self.auth
+                self.authority
+                    .auth
                     .login_async(Some(user), connect.password.as_deref())
                     .await
             }
@@ -101,7 +110,7 @@ impl Access {
             Err(denied) => {
                 // As mosquitto does: at info, who and from where, never the password.
                 tracing::info!(protocol = %"mqtt", %peer, client_id = %client_id, username = %connect.username.as_deref().unwrap_or(""), reason = %denied, "login refused");
-                if let Some(m) = &self.metrics {
+                if let Some(m) = &self.authority.metrics {
                     m.auth_failure(crate::metrics::Protocol::Mqtt);
                 }
                 let code = match denied {
@@ -142,9 +151,9 @@ impl Access {
 
     /// May this client publish to `topic` (a PUBLISH, or its will)?
     pub(super) fn may_publish(&self, topic: &str) -> bool {
-        let ok = self.auth.allows(&self.identity, Op::Write, topic);
+        let ok = self.authority.auth.allows(&self.identity, Op::Write, topic);
         if !ok {
-            if let Some(m) = &self.metrics {
+            if let Some(m) = &self.authority.metrics {
                 m.acl_dropped();
             }
             tracing::debug!(user = ?self.identity.username, client_id = ?self.identity.client_id, topic, "MQTT publish denied by the ACL");
@@ -156,8 +165,8 @@ impl Access {
     /// checked on `f`, and must be readable whole)?
     pub(super) fn may_subscribe(&self, filter: &str) -> bool {
         let ok = match shared_inner(filter) {
-            Some(inner) => self.auth.allows_read_all(&self.identity, inner),
-            None => self.auth.allows_subscribe(&self.identity, filter),
+            Some(inner) => self.authority.auth.allows_read_all(&self.identity, inner),
+            None => self.authority.auth.allows_subscribe(&self.identity, filter),
         };
         if !ok {
             tracing::debug!(user = ?self.identity.username, client_id = ?self.identity.client_id, filter, "MQTT subscription denied by the ACL");
@@ -167,14 +176,14 @@ impl Access {
 
     /// Must each delivery be checked with [`Access::may_receive`]? False without an ACL.
     pub(super) fn reads_filtered(&self) -> bool {
-        self.auth.filters_reads(&self.identity)
+        self.authority.auth.filters_reads(&self.identity)
     }
 
     /// May this client receive a message on `topic`?
     pub(super) fn may_receive(&self, topic: &str) -> bool {
-        let ok = self.auth.allows(&self.identity, Op::Read, topic);
+        let ok = self.authority.auth.allows(&self.identity, Op::Read, topic);
         if !ok {
-            if let Some(m) = &self.metrics {
+            if let Some(m) = &self.authority.metrics {
                 m.acl_dropped();
             }
             tracing::debug!(user = ?self.identity.username, client_id = ?self.identity.client_id, topic, "MQTT delivery withheld by the ACL");

@@ -52,8 +52,9 @@ pub(crate) struct Shared {
     pub sessions: Registry,
     /// Byte counters of every transport, for `$SYS`.
     pub stats: counted::Stats,
-    /// Who may connect, publish and subscribe (the gateway's one authority).
-    pub auth: Arc<Auth>,
+    /// Who may connect, publish and subscribe (the gateway's one authority), and where
+    /// refusals are counted.
+    pub authority: Arc<access::Authority>,
     /// `tls.use_identity_as_username`: on TLS connections the client certificate's CN
     /// replaces CONNECT's username, and a client without one is refused.
     pub use_identity_as_username: bool,
@@ -165,7 +166,7 @@ impl Mqtt {
         let shared = Arc::new(Shared {
             sessions,
             stats: counted::Stats::default(),
-            auth,
+            authority: Arc::new(access::Authority::new(auth, Some(broker.ops.clone()))),
             broker,
             use_identity_as_username: config.tls.use_identity_as_username,
             limits,

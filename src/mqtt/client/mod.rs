@@ -452,7 +452,7 @@ impl Driver {
         Driver {
             conn: Connection::new(Instant::now(), shared.machine.clone()),
             peer,
-            access: Access::new(shared.auth.clone()).counting(shared.broker.ops.clone()),
+            access: Access::new(shared.authority.clone()),
             writes: shared.limits.write_limiter(),
             bell: shared.bells.add(link.kick().clone()),
             link,
