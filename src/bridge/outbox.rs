@@ -54,8 +54,11 @@ impl Outbox {
         max_queued: usize,
     ) -> Result<Outbox, StoreError> {
         let registry = clients.registry();
-        let opened = registry.open(&client_id(name), false, NEVER, broker);
-        let owner = opened.session.own_in_turn().await;
+        let mut opened = registry.open(&client_id(name), false, NEVER, broker);
+        let owner = match opened.owner.take() {
+            Some(owner) => owner,
+            None => opened.session.own_in_turn().await,
+        };
         if let Some(prev) = &opened.previous {
             if !Arc::ptr_eq(prev, &opened.session) {
                 prev.released().await;
@@ -129,11 +132,14 @@ impl Outbox {
     /// Delete bridge `name`'s session and queue for good (the bridge was removed).
     pub(crate) async fn discard(clients: &Clients, broker: &Arc<Broker>, name: &str) {
         let registry = clients.registry();
-        let opened = registry.open(&client_id(name), true, 0, broker);
+        let mut opened = registry.open(&client_id(name), true, 0, broker);
         if let Some(prev) = &opened.previous {
             prev.released().await;
         }
-        let _owner = opened.session.own_in_turn().await;
+        let _owner = match opened.owner.take() {
+            Some(owner) => owner,
+            None => opened.session.own_in_turn().await,
+        };
         let _ = registry.close(&opened.session, broker);
     }
 

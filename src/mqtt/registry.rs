@@ -28,7 +28,7 @@ use std::time::{Instant, SystemTime};
 use parking_lot::Mutex;
 use ponte_mqtt::{Inflight, SessionState};
 
-use super::session::Session;
+use super::session::{Owner, Session};
 use super::wire;
 use super::{ClientInfo, RESERVED_CLIENT_PREFIX};
 use crate::broker::mailbox::OverflowPolicy;
@@ -132,6 +132,10 @@ pub(crate) struct Opened {
     /// The connection's claim on `session` ([`Session::own`]): taken under the registry's
     /// lock after any takeover, so the latest CONNECT holds the latest claim.
     pub claim: u32,
+    /// A session made for this open is owned by it from the start
+    /// ([`Session::owned_from_the_start`]); a resumed one must be waited for
+    /// ([`Session::own`]).
+    pub owner: Option<Owner>,
 }
 
 impl Registry {
@@ -296,6 +300,7 @@ impl Registry {
             );
             sessions.insert(s.clone());
             return Opened {
+                owner: Some(s.owned_from_the_start()),
                 session: s,
                 present: false,
                 previous: existing,
@@ -311,6 +316,7 @@ impl Registry {
                     present: true,
                     previous: Some(old),
                     claim: 0,
+                    owner: None,
                 }
             }
             existing => {
@@ -321,6 +327,7 @@ impl Registry {
                 s.persist(false);
                 sessions.insert(s.clone());
                 Opened {
+                    owner: Some(s.owned_from_the_start()),
                     session: s,
                     present: false,
                     previous: existing,

@@ -81,16 +81,61 @@ struct State {
     /// installed its bell (in a cluster, another node may take the session while the
     /// connection still claims it there).
     claims: u32,
-    /// Someone waits for the owner to let go (or for a claim to be overtaken): the
-    /// release or takeover wakes the waiters ([`RELEASED`]).
-    waited: bool,
+    /// How many wait for the owner to let go (or for their claim to be overtaken): a
+    /// release or takeover wakes them ([`released`]), and a session with waiters is being
+    /// taken back, so it does not expire (between one owner's release and the next
+    /// one's taking it, it may be away and past its expiry).
+    waiters: u32,
 }
 
-/// Where connections wait to own a session, or for one to be let go: one for the
-/// process, as a waiter per session would be 8 bytes of every session for what only a
-/// takeover needs. A release wakes them only when its session says someone waits, and
-/// each woken waiter checks its own session again.
-static RELEASED: tokio::sync::Notify = tokio::sync::Notify::const_new();
+/// How many [`RELEASED`] notifiers the sessions share.
+const SHARDS: usize = 64;
+
+/// Where connections wait to own a session, or for one to be let go: shared by the
+/// sessions, as one per session would be 8 bytes of every session for what only a
+/// takeover needs, and in shards, so that in a reconnect storm a release wakes the
+/// waiters of a 64th of the sessions, not all of them. A release wakes its shard only
+/// when its session has waiters, and each woken waiter checks its own session again.
+static RELEASED: [tokio::sync::Notify; SHARDS] =
+    [const { tokio::sync::Notify::const_new() }; SHARDS];
+
+/// The notifier `session`'s waiters wait on.
+fn released(session: &Session) -> &'static tokio::sync::Notify {
+    // Sessions are heap blocks of 160 bytes: the bits below 16 say nothing.
+    &RELEASED[(std::ptr::from_ref(session) as usize >> 4) % SHARDS]
+}
+
+/// A waiter counted in its session's [`State::waiters`] while it waits: uncounted when
+/// it checks again, or if its future is dropped while waiting (a connection closed).
+struct Waiting<'a> {
+    session: &'a Session,
+    counted: bool,
+}
+
+impl Waiting<'_> {
+    /// Under the session's lock: stop counting this waiter, if it was.
+    fn uncount(&mut self, st: &mut State) {
+        if std::mem::take(&mut self.counted) {
+            st.waiters -= 1;
+        }
+    }
+
+    /// Under the session's lock: count this waiter, and wait for the session's next
+    /// release or takeover (the future is made under the lock, so none is missed).
+    fn count(&mut self, st: &mut State) -> tokio::sync::futures::Notified<'static> {
+        st.waiters += 1;
+        self.counted = true;
+        released(self.session).notified()
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        if self.counted {
+            self.session.state.lock().waiters -= 1;
+        }
+    }
+}
 
 /// A connection's ownership of its session (see [`Session::own`]): let go when dropped,
 /// which wakes whoever waits to take the session over.
@@ -102,10 +147,10 @@ impl Drop for Owner {
         let waited = {
             let mut st = self.0.state.lock();
             st.owned = false;
-            std::mem::take(&mut st.waited)
+            st.waiters > 0
         };
         if waited {
-            RELEASED.notify_waiters();
+            released(&self.0).notify_waiters();
         }
     }
 }
@@ -236,13 +281,13 @@ impl Session {
         let (bell, waited) = {
             let mut st = self.state.lock();
             st.claims = st.claims.wrapping_add(1);
-            (st.kick.take(), std::mem::take(&mut st.waited))
+            (st.kick.take(), st.waiters > 0)
         };
         if let Some(bell) = bell {
             bell.ring();
         }
         if waited {
-            RELEASED.notify_waiters();
+            released(self).notify_waiters();
         }
     }
 
@@ -265,9 +310,10 @@ impl Session {
         self.state.lock().claims != claim
     }
 
-    /// Whether a connection owns the session right now.
-    pub(super) fn is_owned(&self) -> bool {
-        self.state.lock().owned
+    /// Whether a connection owns the session right now, or waits to take it back.
+    pub(super) fn is_taken(&self) -> bool {
+        let st = self.state.lock();
+        st.owned || st.waiters > 0
     }
 
     /// Own the session under `claim`, once its owner (kicked by the claim) lets go. `None`
@@ -288,9 +334,14 @@ impl Session {
 
     /// [`Session::own`], under `claim` or (`None`) in turn.
     async fn own_as(self: &Arc<Self>, claim: Option<u32>) -> Option<Owner> {
+        let mut waiting = Waiting {
+            session: self,
+            counted: false,
+        };
         loop {
-            let released = {
+            let next = {
                 let mut st = self.state.lock();
+                waiting.uncount(&mut st);
                 if claim.is_some_and(|c| c != st.claims) {
                     return None;
                 }
@@ -298,28 +349,38 @@ impl Session {
                     st.owned = true;
                     return Some(Owner(self.clone()));
                 }
-                // Made under the lock, so a release or kick after it wakes it.
-                st.waited = true;
-                RELEASED.notified()
+                waiting.count(&mut st)
             };
-            released.await;
+            next.await;
         }
     }
 
     /// Wait until no connection owns the session (a replaced session's last connection
     /// has finished with it).
     pub(crate) async fn released(&self) {
+        let mut waiting = Waiting {
+            session: self,
+            counted: false,
+        };
         loop {
-            let released = {
+            let next = {
                 let mut st = self.state.lock();
+                waiting.uncount(&mut st);
                 if !st.owned {
                     return;
                 }
-                st.waited = true;
-                RELEASED.notified()
+                waiting.count(&mut st)
             };
-            released.await;
+            next.await;
         }
+    }
+
+    /// A session made for a CONNECT, owned by it from the start (under the registry's
+    /// lock, before anyone else can claim it): a later CONNECT that resumes it waits for
+    /// this one, even if this one has not started waiting for its own predecessor yet.
+    pub(super) fn owned_from_the_start(self: &Arc<Self>) -> Owner {
+        self.state.lock().owned = true;
+        Owner(self.clone())
     }
 
     /// The session's expiry interval in seconds ([`NEVER`]: never).
@@ -514,10 +575,11 @@ impl Session {
     }
 
     /// Whether the session has expired at `now` (away, past its expiry, and no
-    /// connection is taking it back).
+    /// connection owns it or waits to take it back).
     pub(super) fn expired(&self, now: Instant) -> bool {
         let st = self.state.lock();
         !st.owned
+            && st.waiters == 0
             && matches!(
                 st.presence,
                 Presence::Away { expires_at: Some(at), .. } if at <= now
@@ -563,7 +625,7 @@ mod tests {
         let first = s.own(s.claim()).await.expect("nobody owns it yet");
         let bell = Arc::new(Doorbell::new());
         assert!(s.connected(s.claim(), bell.clone(), info()).is_none());
-        assert!(s.is_owned());
+        assert!(s.is_taken());
 
         s.kick_owner();
         let second_claim = s.claim();
@@ -598,10 +660,10 @@ mod tests {
             .expect("woken by the release")
             .expect("task")
             .expect("the latest claim owns it");
-        assert!(s.is_owned());
+        assert!(s.is_taken());
         assert!(!s.overtaken(third_claim));
         drop(third);
-        assert!(!s.is_owned(), "dropping the owner lets go");
+        assert!(!s.is_taken(), "dropping the owner lets go");
     }
 
     /// A takeover (another node's, in a cluster) that comes after the connection owns
@@ -617,6 +679,103 @@ mod tests {
         s.connected(claim, bell.clone(), info());
         let mut cx = Context::from_waker(std::task::Waker::noop());
         assert!(bell.poll_rung(&mut cx).is_ready());
+    }
+
+    /// Between one owner's release and the next one's taking the session (its task not
+    /// run yet), an away session past its expiry is being taken back: the sweep leaves it.
+    #[tokio::test]
+    async fn mqtt5_3_1_2_11_a_session_being_handed_over_does_not_expire() {
+        let mailbox = Mailbox::new(16, OverflowPolicy::DropOldest);
+        let s = Session::new(Arc::from("c"), 1, mailbox, None);
+        let first = s.own(s.claim()).await.expect("free");
+        s.kick_owner();
+        let claim = s.claim();
+        let next = tokio::spawn({
+            let s = s.clone();
+            async move { s.own(claim).await }
+        });
+        tokio::task::yield_now().await;
+        // The first connection's close: away now, and past the expiry when it lets go.
+        let now = Instant::now();
+        s.away(SystemTime::now(), now);
+        drop(first);
+        let later = now + Duration::from_secs(2);
+        assert!(s.is_taken(), "the next owner is waiting");
+        assert!(!s.expired(later), "not while it is being taken back");
+        let next = tokio::time::timeout(Duration::from_secs(5), next)
+            .await
+            .expect("woken")
+            .expect("task")
+            .expect("the latest claim");
+        s.resume(1);
+        assert!(!s.expired(later));
+        drop(next);
+        s.away(SystemTime::now(), now);
+        assert!(s.expired(later), "away, past its expiry, nobody taking it");
+    }
+
+    /// A waiter that a takeover wakes without ending its wait (a bridge's, waiting in
+    /// turn) waits on, and still owns the session at the release.
+    #[tokio::test]
+    async fn a_waiter_woken_by_a_takeover_still_gets_the_release() {
+        let s = session();
+        let owner = s.own_in_turn().await;
+        let waiter = tokio::spawn({
+            let s = s.clone();
+            async move { s.own_in_turn().await }
+        });
+        tokio::task::yield_now().await;
+        s.kick_owner();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(
+            !waiter.is_finished(),
+            "a takeover does not end a wait in turn"
+        );
+        drop(owner);
+        let owner = tokio::time::timeout(Duration::from_secs(5), waiter)
+            .await
+            .expect("woken by the release")
+            .expect("task");
+        assert!(s.is_taken());
+        drop(owner);
+        assert!(!s.is_taken(), "nobody waits or owns any more");
+    }
+
+    /// A session made for a CONNECT is owned from the start: a later CONNECT resuming it
+    /// waits for that one, even before that one started waiting for anything.
+    #[tokio::test]
+    async fn a_session_made_for_a_connect_is_owned_from_the_start() {
+        let s = session();
+        let made = s.owned_from_the_start();
+        s.kick_owner();
+        let claim = s.claim();
+        let resumer = tokio::spawn({
+            let s = s.clone();
+            async move { s.own(claim).await.is_some() }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!resumer.is_finished(), "the resumer waits for the maker");
+        drop(made);
+        assert!(tokio::time::timeout(Duration::from_secs(5), resumer)
+            .await
+            .expect("woken")
+            .expect("task"));
+    }
+
+    /// A connection that stops waiting (its future dropped) is no longer counted.
+    #[tokio::test]
+    async fn a_dropped_wait_is_no_longer_counted() {
+        let s = session();
+        let owner = s.own_in_turn().await;
+        let waiter = tokio::spawn({
+            let s = s.clone();
+            async move { s.released().await }
+        });
+        tokio::task::yield_now().await;
+        waiter.abort();
+        let _ = waiter.await;
+        drop(owner);
+        assert!(!s.is_taken(), "the aborted wait left nothing counted");
     }
 
     /// A replaced session's connection is waited for until it lets go; a bridge's queue
@@ -640,8 +799,8 @@ mod tests {
             .await
             .expect("woken")
             .expect("task");
-        assert!(s.is_owned());
+        assert!(s.is_taken());
         drop(again);
-        assert!(!s.is_owned());
+        assert!(!s.is_taken());
     }
 }

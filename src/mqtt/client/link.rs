@@ -174,7 +174,7 @@ impl Link {
             return;
         }
         let expiry = self.expiry(&c, shared);
-        let opened = match shared.sessions.open_for_client(
+        let mut opened = match shared.sessions.open_for_client(
             &client_id,
             c.clean_session,
             expiry,
@@ -195,8 +195,13 @@ impl Link {
             }
         };
         access.share_client_id(&opened.session.client_id);
-        // Wait for any previous owner to hand the session over (it was kicked).
-        let Some(owner) = opened.session.own(opened.claim).await else {
+        // Wait for any previous owner to hand the session over (it was kicked); a session
+        // made for this CONNECT is its own already.
+        let owner = match opened.owner.take() {
+            Some(owner) => Some(owner),
+            None => opened.session.own(opened.claim).await,
+        };
+        let Some(owner) = owner else {
             // Taken over by a newer CONNECT while waiting: that one wins (MQTT-3.1.4-2),
             // and this one closes without a CONNACK.
             tracing::debug!(%peer, client_id, "MQTT CONNECT taken over by a newer one before its CONNACK");
@@ -495,7 +500,7 @@ impl Link {
                 tokio::time::sleep(std::time::Duration::from_secs(u64::from(delay))).await;
                 let back = match resumed {
                     Some(check) => check.await,
-                    None => session.is_some_and(|s| s.is_owned()),
+                    None => session.is_some_and(|s| s.is_taken()),
                 };
                 if back {
                     tracing::debug!(%peer, "client reconnected within the Will Delay; will dropped");
