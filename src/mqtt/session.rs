@@ -142,6 +142,21 @@ impl Drop for Waiting<'_> {
 #[derive(Debug)]
 pub struct Owner(Arc<Session>);
 
+impl Owner {
+    /// The session owned.
+    pub fn session(&self) -> &Arc<Session> {
+        &self.0
+    }
+}
+
+impl std::ops::Deref for Owner {
+    type Target = Arc<Session>;
+
+    fn deref(&self) -> &Arc<Session> {
+        &self.0
+    }
+}
+
 impl Drop for Owner {
     fn drop(&mut self) {
         let waited = {

@@ -54,10 +54,9 @@ static NEXT_CLIENT: AtomicU64 = AtomicU64::new(1);
 /// One connection's hold on its session.
 #[derive(Debug)]
 pub(super) struct Link {
-    /// The session, once CONNECT was accepted.
-    session: Option<Arc<Session>>,
-    /// Held while this connection owns `session` (see [`Session::own`]).
-    owner: Option<Owner>,
+    /// The session, owned (see [`Session::own`]) from CONNECT's acceptance to the end of
+    /// the close: the ownership is the connection's handle on it.
+    session: Option<Owner>,
     /// This connection's takeover bell, installed in the session it owns.
     kick: Arc<Doorbell>,
     /// Whether the client speaks MQTT 5.
@@ -83,7 +82,6 @@ impl Link {
     pub(super) fn new(tls: Option<TlsPeer>) -> Self {
         Link {
             session: None,
-            owner: None,
             kick: Arc::new(Doorbell::new()),
             v5: false,
             tls: tls.map(Box::new),
@@ -95,7 +93,7 @@ impl Link {
 
     /// The session, once CONNECT was accepted.
     pub(super) fn session(&self) -> Option<&Arc<Session>> {
-        self.session.as_ref()
+        self.session.as_ref().map(Owner::session)
     }
 
     /// Whether the client speaks MQTT 5 (known once CONNECT arrived).
@@ -283,8 +281,8 @@ impl Link {
                 response_information: Some(response_information(&client_id)),
             },
         );
-        self.session = Some(opened.session);
-        self.owner = Some(owner);
+        debug_assert!(Arc::ptr_eq(owner.session(), &opened.session));
+        self.session = Some(owner);
     }
 
     /// Settle the username the connection acts as: CONNECT's or, under
@@ -457,8 +455,10 @@ impl Link {
                     tracing::error!(%peer, error = %e, "session state could not be stored at disconnect");
                 }
             }
+            // The ownership goes here, once the session holds what this connection left:
+            // a takeover waiting for it resumes that.
+            drop(session);
         }
-        self.owner = None;
     }
 
     /// Publish the will now, or after its Will Delay Interval but never later than the
@@ -488,7 +488,7 @@ impl Link {
         let mut props = self.will_properties.clone().into_inner();
         props.will_delay_interval = None;
         let broker = shared.broker.clone();
-        let session = self.session.clone();
+        let session = self.session().cloned();
         // In a cluster the client may come back on any node: the kept session says.
         let resumed = match (&self.session, delay) {
             (Some(s), 1..) => s.durable.as_ref().and_then(|d| d.resumed_check()),

@@ -825,9 +825,11 @@ mod tests {
         // before the machine's buffers were boxed together; 1,024 at 840; measured with
         // massif, BENCHMARKS.md).
         assert!(tcp_connection_future() <= 608, "{sizes:?}");
-        assert!(std::mem::size_of::<Driver>() <= 256, "{sizes:?}");
-        // Parked, a connection is this block (plus the guards' 64 bytes): 328 with them.
-        assert!(std::mem::size_of::<Idle<()>>() <= 264, "{sizes:?}");
+        assert!(std::mem::size_of::<Driver>() <= 240, "{sizes:?}");
+        // Parked, a connection is this block plus the guards' 64 bytes: 312 with them, in
+        // a 320-byte heap block (glibc adds 8 and rounds to 16: 264 here was a 336-byte
+        // block).
+        assert!(std::mem::size_of::<Idle<()>>() <= 248, "{sizes:?}");
         // Idle, the machine holds nothing outside these bytes (`Connection::heap_size`).
         assert!(std::mem::size_of::<Connection>() <= 72, "{sizes:?}");
         // Every connection's session, in a block of 160 (its owner is a flag in it, not
