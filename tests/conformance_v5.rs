@@ -317,6 +317,40 @@ async fn mqtt5_3_1_3_9_reconnect_within_the_will_delay_suppresses_the_will() {
         .await;
 }
 
+/// MQTT-3.1.3-9 when the client comes back within the Will Delay and leaves again (a
+/// normal DISCONNECT, no will of its own) before the delay is over: it did reconnect, so
+/// the first will is not sent.
+#[tokio::test]
+async fn mqtt5_3_1_3_9_a_reconnect_within_the_will_delay_suppresses_the_will_even_if_it_left_again()
+{
+    let (gw, mut watch) = watching("wd9b-watch", "wd9b/t", QoS::AtMostOnce).await;
+    let c = with_will(&gw, "wd9b", "wd9b/t", expiry(10), will_delay(1)).await;
+    drop(c);
+    let (back, present) = V5::session(gw.mqtt_addr, "wd9b", false, expiry(10)).await;
+    assert!(present);
+    back.disconnect(0x00).await;
+    watch
+        .assert_quiet(
+            Duration::from_millis(1500),
+            "MQTT-3.1.3-9: the client came back within the Will Delay, then left",
+        )
+        .await;
+}
+
+/// A Clean Start reconnect within the Will Delay ends the old session rather than
+/// resuming it: that session's will still goes out (MQTT-3.1.2-8: when the delay has
+/// passed or the session ends).
+#[tokio::test]
+async fn mqtt5_3_1_2_8_a_clean_start_within_the_will_delay_does_not_suppress_the_will() {
+    let (gw, mut watch) = watching("wd8b-watch", "wd8b/t", QoS::AtMostOnce).await;
+    let c = with_will(&gw, "wd8b", "wd8b/t", expiry(10), will_delay(1)).await;
+    drop(c);
+    let (_fresh, present) = V5::session(gw.mqtt_addr, "wd8b", true, expiry(10)).await;
+    assert!(!present);
+    let p = watch.publish_rx().await;
+    assert_eq!(p.payload, "will");
+}
+
 #[tokio::test]
 async fn mqtt5_3_14_4_3_disconnect_0x00_discards_the_will_and_0x04_publishes_it() {
     let (gw, mut watch) = watching("d4-watch", "d4/+", QoS::AtMostOnce).await;

@@ -86,6 +86,10 @@ struct State {
     /// taken back, so it does not expire (between one owner's release and the next
     /// one's taking it, it may be away and past its expiry).
     waiters: u32,
+    /// Ended for good ([`Session::discard`]): a CONNECT with Clean Start replaced it, or
+    /// it expired. A delayed will still goes out for it (MQTT-3.1.3-9 counts only a
+    /// connection to this session as the client coming back).
+    ended: bool,
 }
 
 /// How many [`RELEASED`] notifiers the sessions share.
@@ -326,9 +330,18 @@ impl Session {
     }
 
     /// Whether a connection owns the session right now, or waits to take it back.
-    pub(super) fn is_taken(&self) -> bool {
+    #[cfg(test)]
+    fn is_taken(&self) -> bool {
         let st = self.state.lock();
         st.owned || st.waiters > 0
+    }
+
+    /// Whether a connection took the session back since `claim` (the last connection's,
+    /// read when it closed), even if it has left again: a delayed will is then not sent
+    /// (MQTT-3.1.3-9). A session replaced by a Clean Start ended instead: its will goes.
+    pub(super) fn reconnected_since(&self, claim: u32) -> bool {
+        let st = self.state.lock();
+        st.owned || st.waiters > 0 || (st.claims != claim && !st.ended)
     }
 
     /// Own the session under `claim`, once its owner (kicked by the claim) lets go. `None`
@@ -603,6 +616,7 @@ impl Session {
 
     /// End the session for good: subscriptions out of the index, durable state deleted.
     pub(super) fn discard(&self, broker: &Broker) {
+        self.state.lock().ended = true;
         self.unsubscribe_all(broker);
         if let Some(durable) = &self.durable {
             durable.discard();

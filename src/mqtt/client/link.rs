@@ -463,7 +463,8 @@ impl Link {
 
     /// Publish the will now, or after its Will Delay Interval but never later than the
     /// session ends (MQTT-3.1.3-9): a non-persistent session ends now. A delayed will is
-    /// dropped if a new connection owns the session when the delay is over.
+    /// dropped if a connection took the session back within the delay, even one that has
+    /// left again since (a Clean Start reconnect ends the session instead: its will goes).
     fn publish_will(&self, w: LastWill, shared: &Shared, access: &Access, peer: SocketAddr) {
         let delay = self.will_properties.will_delay_interval.unwrap_or(0);
         let persistent = self.session.as_ref().is_some_and(|s| s.persistent);
@@ -488,7 +489,9 @@ impl Link {
         let mut props = self.will_properties.clone().into_inner();
         props.will_delay_interval = None;
         let broker = shared.broker.clone();
-        let session = self.session().cloned();
+        // The session and its claim as this connection leaves it: a CONNECT since, even one
+        // that has left again by the end of the delay, means the client came back.
+        let session = self.session().map(|s| (s.clone(), s.claim()));
         // In a cluster the client may come back on any node: the kept session says.
         let resumed = match (&self.session, delay) {
             (Some(s), 1..) => s.durable.as_ref().and_then(|d| d.resumed_check()),
@@ -500,7 +503,7 @@ impl Link {
                 tokio::time::sleep(std::time::Duration::from_secs(u64::from(delay))).await;
                 let back = match resumed {
                     Some(check) => check.await,
-                    None => session.is_some_and(|s| s.is_taken()),
+                    None => session.is_some_and(|(s, claim)| s.reconnected_since(claim)),
                 };
                 if back {
                     tracing::debug!(%peer, "client reconnected within the Will Delay; will dropped");
