@@ -338,10 +338,13 @@ impl Session {
 
     /// Whether a connection took the session back since `claim` (the last connection's,
     /// read when it closed), even if it has left again: a delayed will is then not sent
-    /// (MQTT-3.1.3-9). A session replaced by a Clean Start ended instead: its will goes.
+    /// (MQTT-3.1.3-9). Every CONNECT to an existing session claims it, so the claim number
+    /// says it; who owns the session now does not (the closing connection may still, while
+    /// its last write is awaited). A session replaced by a Clean Start ended instead: its
+    /// will goes.
     pub(super) fn reconnected_since(&self, claim: u32) -> bool {
         let st = self.state.lock();
-        st.owned || st.waiters > 0 || (st.claims != claim && !st.ended)
+        st.claims != claim && !st.ended
     }
 
     /// Own the session under `claim`, once its owner (kicked by the claim) lets go. `None`
