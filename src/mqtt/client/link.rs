@@ -4,10 +4,11 @@
 //! Takeover (MQTT-3.1.4-2): the registry rings the old connection's own bell and the new
 //! connection waits to own the session ([`Session::own`]) until the old one lets go, so
 //! the old one saves its unfinished exchanges before the new one resumes them; a CONNECT
-//! overtaken by a newer one meanwhile gives up without a CONNACK. What a persistent session keeps across a
-//! crash is awaited where the protocol needs it: its record before CONNACK, SUBACK and
-//! UNSUBACK ([`Link::persist`]); its protocol state before the packets that follow from a
-//! change ([`Link::sync`]); its last state before the connection's last bytes.
+//! overtaken by a newer one meanwhile gives up without a CONNACK. What a persistent
+//! session keeps across a crash is awaited where the protocol needs it: its record before
+//! CONNACK, SUBACK and UNSUBACK ([`Link::persist`]); its protocol state before the packets
+//! that follow from a change ([`Link::sync`]); its last state before the connection's
+//! last bytes.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
