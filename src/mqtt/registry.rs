@@ -271,6 +271,8 @@ impl Registry {
         opened
     }
 
+    /// The session for a CONNECT of `client_id`: the existing one kicked, then resumed or
+    /// replaced (see [`Registry::open`]), or a new one owned by the CONNECT from the start.
     fn find_or_make(
         &self,
         sessions: &mut Sessions,
