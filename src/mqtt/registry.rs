@@ -257,23 +257,10 @@ impl Registry {
         Ok(self.open_locked(&mut sessions, client_id, clean, expiry, broker))
     }
 
-    /// [`Registry::open`] under the registry's lock: the session, kicked, with the claim.
+    /// [`Registry::open`] under the registry's lock: the existing session kicked, then
+    /// resumed or replaced, or a new one owned by the CONNECT from the start; with the
+    /// CONNECT's claim, taken after the kick.
     fn open_locked(
-        &self,
-        sessions: &mut Sessions,
-        client_id: &str,
-        clean: bool,
-        expiry: u32,
-        broker: &Broker,
-    ) -> Opened {
-        let mut opened = self.find_or_make(sessions, client_id, clean, expiry, broker);
-        opened.claim = opened.session.claim();
-        opened
-    }
-
-    /// The session for a CONNECT of `client_id`: the existing one kicked, then resumed or
-    /// replaced (see [`Registry::open`]), or a new one owned by the CONNECT from the start.
-    fn find_or_make(
         &self,
         sessions: &mut Sessions,
         client_id: &str,
@@ -303,10 +290,10 @@ impl Registry {
             sessions.insert(s.clone());
             return Opened {
                 owner: Some(s.owned_from_the_start()),
+                claim: s.claim(),
                 session: s,
                 present: false,
                 previous: existing,
-                claim: 0,
             };
         }
         match existing {
@@ -316,8 +303,8 @@ impl Registry {
                 Opened {
                     session: old.clone(),
                     present: true,
+                    claim: old.claim(),
                     previous: Some(old),
-                    claim: 0,
                     owner: None,
                 }
             }
@@ -330,10 +317,10 @@ impl Registry {
                 sessions.insert(s.clone());
                 Opened {
                     owner: Some(s.owned_from_the_start()),
+                    claim: s.claim(),
                     session: s,
                     present: false,
                     previous: existing,
-                    claim: 0,
                 }
             }
         }

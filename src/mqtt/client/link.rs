@@ -200,25 +200,20 @@ impl Link {
             Some(owner) => Some(owner),
             None => opened.session.own(opened.claim).await,
         };
-        let Some(owner) = owner else {
-            // Taken over by a newer CONNECT while waiting: that one wins (MQTT-3.1.4-2),
-            // and this one closes without a CONNACK.
-            tracing::debug!(%peer, client_id, "MQTT CONNECT taken over by a newer one before its CONNACK");
-            conn.close(CloseReason::TakenOver);
-            return;
-        };
-        if let Some(prev) = &opened.previous {
+        if let (Some(_), Some(prev)) = (&owner, &opened.previous) {
             if !Arc::ptr_eq(prev, &opened.session) {
                 // A replaced session: wait for its connection to finish too.
                 prev.released().await;
             }
         }
-        if opened.session.overtaken(opened.claim) {
-            // Replaced by a newer CONNECT meanwhile (which discarded this one's session).
+        // Taken over by a newer CONNECT while waiting (which resumed this session or
+        // discarded it): that one wins (MQTT-3.1.4-2), and this one closes without a
+        // CONNACK.
+        let Some(owner) = owner.filter(|o| !o.overtaken(opened.claim)) else {
             tracing::debug!(%peer, client_id, "MQTT CONNECT taken over by a newer one before its CONNACK");
             conn.close(CloseReason::TakenOver);
             return;
-        }
+        };
         let mut present = opened.present;
         let written = if Registry::clustered(&client_id, &shared.broker) {
             // Kept in the cluster: claimed from wherever it was (another node hands it
