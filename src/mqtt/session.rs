@@ -639,6 +639,14 @@ mod tests {
         Session::new(Arc::from("c"), NEVER, mailbox, None)
     }
 
+    /// What `task` returned, within 5 s (`what` says what it waits for).
+    async fn joined<T>(task: tokio::task::JoinHandle<T>, what: &str) -> T {
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .expect(what)
+            .expect("task")
+    }
+
     fn info() -> ClientInfo {
         ClientInfo {
             client_id: "c".into(),
@@ -675,10 +683,7 @@ mod tests {
 
         s.kick_owner();
         let third_claim = s.claim();
-        let gave_up = tokio::time::timeout(Duration::from_secs(5), second)
-            .await
-            .expect("the overtaken claim stops waiting at once")
-            .expect("task");
+        let gave_up = joined(second, "the overtaken claim stops waiting at once").await;
         assert!(!gave_up, "the overtaken claim does not own the session");
         let third = tokio::spawn({
             let s = s.clone();
@@ -687,10 +692,8 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(20)).await;
         assert!(!third.is_finished(), "the third waits for the first");
         drop(first);
-        let third = tokio::time::timeout(Duration::from_secs(5), third)
+        let third = joined(third, "woken by the release")
             .await
-            .expect("woken by the release")
-            .expect("task")
             .expect("the latest claim owns it");
         assert!(s.is_taken());
         assert!(!s.overtaken(third_claim));
@@ -734,11 +737,7 @@ mod tests {
         let later = now + Duration::from_secs(2);
         assert!(s.is_taken(), "the next owner is waiting");
         assert!(!s.expired(later), "not while it is being taken back");
-        let next = tokio::time::timeout(Duration::from_secs(5), next)
-            .await
-            .expect("woken")
-            .expect("task")
-            .expect("the latest claim");
+        let next = joined(next, "woken").await.expect("the latest claim");
         s.resume(1);
         assert!(!s.expired(later));
         drop(next);
@@ -764,10 +763,7 @@ mod tests {
             "a takeover does not end a wait in turn"
         );
         drop(owner);
-        let owner = tokio::time::timeout(Duration::from_secs(5), waiter)
-            .await
-            .expect("woken by the release")
-            .expect("task");
+        let owner = joined(waiter, "woken by the release").await;
         assert!(s.is_taken());
         drop(owner);
         assert!(!s.is_taken(), "nobody waits or owns any more");
@@ -788,10 +784,7 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(20)).await;
         assert!(!resumer.is_finished(), "the resumer waits for the maker");
         drop(made);
-        assert!(tokio::time::timeout(Duration::from_secs(5), resumer)
-            .await
-            .expect("woken")
-            .expect("task"));
+        assert!(joined(resumer, "woken").await);
     }
 
     /// A connection that stops waiting (its future dropped) is no longer counted.
@@ -827,10 +820,7 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(20)).await;
         assert!(!waiter.is_finished());
         drop(owner);
-        let again = tokio::time::timeout(Duration::from_secs(5), waiter)
-            .await
-            .expect("woken")
-            .expect("task");
+        let again = joined(waiter, "woken").await;
         assert!(s.is_taken());
         drop(again);
         assert!(!s.is_taken());
